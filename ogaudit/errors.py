@@ -1,0 +1,29 @@
+"""Exceptions raised for user input and failed runs.
+
+Every message names the offending value, what is allowed, and how to fix it, so that the CLI and the app can
+show it to a person as it is.
+"""
+
+
+class OgauditError(Exception):
+    """Base class of every error ogaudit raises on purpose."""
+
+
+class DataError(OgauditError, ValueError):
+    """A dataset, manifest or array that cannot be used as given."""
+
+
+class ModelError(OgauditError, ValueError):
+    """A model, architecture name or checkpoint that cannot be used with the data."""
+
+
+class SettingsError(OgauditError, ValueError):
+    """A setting outside its allowed values."""
+
+
+class LedgerError(OgauditError, ValueError):
+    """A review decision that cannot be recorded (unknown sample, bad action, foreign dataset)."""
+
+
+class Cancelled(OgauditError):
+    """A long run stopped because its cancel token was set."""

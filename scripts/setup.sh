@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything ogaudit needs, idempotently: Debian packages (Fashion-MNIST, chromium for the browser
+# tests) and a virtual environment in .venv with the package and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=()
+[ -d /usr/share/datasets/fashion-mnist ] || want+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+if [ ${#want[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "$sudo" ] || command -v sudo >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: ${want[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  else
+    echo "setup: cannot install ${want[*]} (not root, no sudo); fashion-mnist and the browser test will be missing" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.ogaudit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages into .venv (torch from the local wheel cache: about a minute)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi

@@ -1,0 +1,48 @@
+"""Shared fixtures: a session-wide model cache and small real datasets written in each input kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ogaudit.data import load_dataset
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ogaudit-cache")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, names: list[str]) -> list[str]:
+    """Save (N, H, W) uint8 images as PNGs under root/<class>/; return the relative paths."""
+    rel_paths = []
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        rel = f"{names[label]}/img_{i:04d}.png"
+        (root / names[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / rel)
+        rel_paths.append(rel)
+    return rel_paths
+
+
+@pytest.fixture(scope="session")
+def digit_files(tmp_path_factory, digits):
+    """300 real digits as an ImageFolder, a CSV manifest over the same files, and an .npz."""
+    root = tmp_path_factory.mktemp("digit-files")
+    index = np.arange(300)
+    images = digits.x[index, :, :, 0]
+    labels = digits.y[index]
+    folder = root / "folder"
+    rel_paths = write_image_folder(folder, images, labels, digits.class_names)
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{digits.class_names[y]}\n" for p, y in zip(rel_paths, labels)))
+    npz = root / "digits.npz"
+    np.savez(npz, x=images, y=labels, ids=np.array([f"d{i}" for i in index]))
+    return {"folder": folder, "manifest": manifest, "npz": npz}

@@ -1,0 +1,165 @@
+"""Loaders for every input kind, and the clear error or report for each bad input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ogaudit.data import BUILTINS, dataset_from_arrays, load_dataset, read_idx
+from ogaudit.errors import DataError
+from ogaudit.noise import inject_label_noise
+
+
+def test_builtin_digits_and_mnist5k_load_offline():
+    digits = load_dataset("digits")
+    assert digits.x.shape == (1797, 8, 8, 1) and digits.x.dtype == np.uint8 and digits.n_classes == 10
+    mnist = load_dataset("mnist5k")
+    assert mnist.x.shape == (5000, 28, 28, 1) and set(np.unique(mnist.y)) == set(range(10))
+    assert len(set(mnist.sample_ids)) == 5000
+
+
+def test_fashion_mnist_loads_or_names_the_install_command():
+    try:
+        fashion = load_dataset("fashion-mnist", limit=1000)
+    except DataError as error:
+        assert "apt-get install dataset-fashion-mnist" in str(error)
+    else:
+        assert fashion.x.shape == (1000, 28, 28, 1) and fashion.class_names[0] == "T-shirt/top"
+        assert np.bincount(fashion.y).min() == 100  # stratified subset of a balanced set
+
+
+def test_idx_reader_refuses_a_truncated_file(tmp_path):
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + b"\x00" * 5)
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(path)
+
+
+def test_image_folder_manifest_and_npz_agree(digit_files, digits):
+    folder = load_dataset(digit_files["folder"])
+    manifest = load_dataset(digit_files["manifest"])
+    arrays = load_dataset(digit_files["npz"])
+    assert len(folder) == len(manifest) == len(arrays) == 300
+    assert folder.kind == "imagefolder" and manifest.kind == "csv" and arrays.kind == "npz"
+    assert folder.sample_ids[0].endswith(".png") and "/" in folder.sample_ids[0]
+    assert arrays.sample_ids[0] == "d0"
+    by_id = dict(zip(manifest.sample_ids, manifest.y))
+    assert all(by_id[i] == y for i, y in zip(folder.sample_ids, folder.y))
+    np.testing.assert_array_equal(np.sort(folder.x.ravel()), np.sort(digits.x[:300].ravel()))
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cat" / "empty.png").write_bytes(b"")
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    (tmp_path / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    Image.new("RGB", (32, 20)).save(tmp_path / "dog" / "other-size.png")
+    Image.new("P", (16, 16)).save(tmp_path / "dog" / "palette.png")
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(tmp_path / "dog" / "deep.png")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
+    Image.new("RGB", (16, 16)).save(outside)
+    (tmp_path / "cat" / "escape.png").symlink_to(outside)
+    dataset = load_dataset(tmp_path)
+    reasons = {s.path: s.reason for s in dataset.skipped}
+    assert "empty" in reasons["cat/empty.png"]
+    assert "not an image" in reasons["cat/notes.txt"]
+    assert "corrupt" in reasons["dog/broken.jpg"] or "not a readable" in reasons["dog/broken.jpg"]
+    assert "outside the dataset root" in reasons["cat/escape.png"]
+    assert len(dataset) == 9  # 6 plain + resized + palette + 16-bit
+    assert dataset.x.shape[1:] == (16, 16, 3)
+    deep = dataset.x[list(dataset.sample_ids).index("dog/deep.png")]
+    assert 150 < deep.mean() < 160  # 40000 / 65535 * 255, not clipped to white
+
+
+def test_folder_with_only_bad_files_is_a_clear_error(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match="No usable image"):
+        load_dataset(tmp_path)
+
+
+def test_single_class_is_refused(tmp_path):
+    (tmp_path / "only").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "only" / "a.png")
+    with pytest.raises(DataError, match="at least two classes"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("", "empty"),
+        ("file,class\na.png,x\n", "needs `path` and `label`"),
+        ("path,label\n", "no rows"),
+        ("path,label\na.png,x\na.png,y\n", "more than once"),
+    ],
+)
+def test_bad_manifests(tmp_path, content, match):
+    path = tmp_path / "m.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        load_dataset(path)
+
+
+def test_non_utf8_manifest_names_the_byte(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"path,label\nimg\xff.png,a\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_dataset(path)
+
+
+def test_manifest_path_escaping_the_root_is_skipped(tmp_path, digit_files):
+    lines = digit_files["manifest"].read_text().splitlines()
+    manifest = digit_files["folder"] / "escape.csv"
+    manifest.write_text("\n".join([*lines, "../../etc/passwd.png,1", "/etc/hosts.png,2"]) + "\n")
+    dataset = load_dataset(manifest)
+    assert len(dataset) == 300
+    assert {s.path for s in dataset.skipped} == {"../../etc/passwd.png", "/etc/hosts.png"}
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "kwargs", "match"),
+    [
+        (np.zeros((4, 3)), np.array([0, 1, 0]), {}, "4 samples but y"),
+        (np.array([[np.nan, 1], [0, 1]]), np.array([0, 1]), {}, "NaN"),
+        (np.zeros((2, 3)), np.array([0, 5]), {"class_names": ["a", "b"]}, "outside the 2 classes"),
+        (np.zeros((3, 2)), np.array([1, 1, 1]), {"class_names": ["a", "b"]}, "two classes"),
+        (np.zeros((2, 2)), np.array([0, 1]), {"ids": np.array(["a", "a"])}, "unique"),
+        (np.array([["a", "b"], ["c", "d"]]), np.array([0, 1]), {}, "numeric"),
+        (np.zeros((2, 2)), np.array([0.5, 1.0]), {}, "integer"),
+    ],
+)
+def test_bad_arrays(x, y, kwargs, match):
+    with pytest.raises(DataError, match=match):
+        dataset_from_arrays(x, y, **kwargs)
+
+
+def test_npz_missing_arrays_and_unknown_names(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, features=np.zeros((3, 2)))
+    with pytest.raises(DataError, match="lacks"):
+        load_dataset(path)
+    with pytest.raises(DataError, match="built-in"):
+        load_dataset("no-such-dataset")
+    assert "digits" in BUILTINS
+
+
+def test_string_labels_and_nchw_images_are_normalised():
+    x = np.random.default_rng(0).random((6, 1, 10, 12)).astype(np.float32)
+    dataset = dataset_from_arrays(x, np.array(["b", "a", "b", "a", "b", "a"]))
+    assert dataset.class_names == ["a", "b"] and dataset.x.shape == (6, 10, 12, 1) and dataset.x.dtype == np.uint8
+
+
+def test_noise_injection_is_seeded_and_keeps_truth(digits):
+    noisy = inject_label_noise(digits, 0.2, seed=3)
+    again = inject_label_noise(digits, 0.2, seed=3)
+    np.testing.assert_array_equal(noisy.y, again.y)
+    flipped = noisy.y != noisy.true_y
+    assert flipped.sum() == round(0.2 * len(digits))
+    np.testing.assert_array_equal(noisy.true_y, digits.y)
+    pairs = inject_label_noise(digits, 0.1, kind="pairs", seed=0)
+    changed = pairs.y != pairs.true_y
+    assert np.all(pairs.y[changed] == (pairs.true_y[changed] + 1) % 10)

@@ -1,0 +1,101 @@
+"""The whole audit on real data: planted noise is found, the CLI works on every input kind, the cache is reused."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogaudit.cli import main
+from ogaudit.errors import SettingsError
+from ogaudit.pipeline import AuditSettings, audit
+
+FAST = ["--epochs", "3", "--map", "pca", "--quiet"]
+
+
+def test_planted_noise_on_real_digits_is_flagged(cache_dir, tmp_path):
+    result = audit("digits", AuditSettings(noise_rate=0.1, map_method="pca"), out_dir=tmp_path, cache_dir=cache_dir)
+    flagged = result.scores[result.scores["flagged"]]
+    assert len(flagged) == round(0.05 * 1797)
+    precision = flagged["is_noisy"].mean()
+    assert precision >= 0.85, f"only {precision:.2f} of the flags are planted noise"
+    noisy = result.scores[result.scores["is_noisy"]]
+    assert (noisy["suggested_label"] == noisy["true_label"]).mean() >= 0.8
+    assert result.record["metrics"]["auroc"] >= 0.95
+    assert result.label_evidence.shape == (1797, 10)
+
+
+def test_scan_files_and_cache_reuse(cache_dir, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(["scan", "digits", "--out", str(out), "--cache-dir", str(cache_dir), *FAST, "--noise-rate", "0.05"]) == 0
+    )
+    scores = pd.read_csv(out / "scores.csv")
+    expected = {"sample_id", "given_label", "predicted_label", "suggested_label", "score", "rank", "flagged"}
+    assert expected | {"true_label"} <= set(scores.columns)
+    assert sorted(scores["rank"]) == list(range(1, 1798))
+    assert scores.sort_values("rank")["score"].is_monotonic_decreasing
+    map_frame = pd.read_csv(out / "map.csv")
+    assert list(map_frame.columns) == ["sample_id", "x", "y"] and len(map_frame) == 1797
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"]["cached"] is False and record["dataset"]["samples"] == 1797
+    assert {"load", "train", "gradients", "detect", "map"} <= set(record["timings_s"])
+    again = tmp_path / "again"
+    assert (
+        main(["scan", "digits", "--out", str(again), "--cache-dir", str(cache_dir), *FAST, "--noise-rate", "0.05"]) == 0
+    )
+    assert json.loads((again / "run.json").read_text())["model"]["cached"] is True
+    pd.testing.assert_frame_equal(pd.read_csv(again / "scores.csv"), scores)
+
+
+@pytest.mark.parametrize("kind", ["folder", "manifest", "npz"])
+def test_scan_each_file_kind(kind, digit_files, cache_dir, tmp_path, capsys):
+    assert main(["scan", str(digit_files[kind]), "--out", str(tmp_path), "--cache-dir", str(cache_dir), *FAST]) == 0
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert len(scores) == 300 and scores["flagged"].sum() == 15
+    assert "flagged 15 of 300" in capsys.readouterr().out
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "ogaudit.cli", "scan", str(tmp_path / "missing"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "neither a built-in" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--epochs", "--detector", "--budget", "--noise-rate", "--map", "--seed", "--layers"):
+        assert option in text
+
+
+def test_umap_map_and_iforest_detector(cache_dir, digits):
+    small = digits.subset(np.arange(400))
+    settings = AuditSettings(epochs=2, detector="iforest-per-class", budget=20, map_method="umap")
+    result = audit(small, settings, cache_dir=cache_dir)
+    coords = result.map[["x", "y"]].to_numpy()
+    assert coords.shape == (400, 2) and np.isfinite(coords).all() and coords.std(axis=0).min() > 0
+    assert result.scores["flagged"].sum() == 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"detector": "nope"}, "detector"),
+        ({"budget": 0}, "budget"),
+        ({"map_method": "tsne"}, "map_method"),
+        ({"noise_rate": 1.5}, "noise_rate"),
+        ({"epochs": 0}, "epochs"),
+        ({"model": "bigmodel"}, "model"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(SettingsError, match=match):
+        AuditSettings(**kwargs)
