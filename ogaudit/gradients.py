@@ -25,11 +25,13 @@ class HeadEvidence:
     features : (N, d + 1) float32, the penultimate features with a trailing 1 for the bias (``h̃``).
     probs : (N, C) float32, softmax of the logits.
     labels : (N,) int64, the given labels.
+    trajectory : (epochs, N) last-layer gradient L2 norms recorded during training, when ogaudit trained the model.
     """
 
     features: np.ndarray
     probs: np.ndarray
     labels: np.ndarray
+    trajectory: np.ndarray | None = None
 
     @classmethod
     def from_head(cls, features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> HeadEvidence:

@@ -150,9 +150,10 @@ def audit(
     with clock("load"):
         dataset = _prepare_dataset(data, settings)
     with clock("train"):
-        model, model_info = _obtain_model(dataset, settings, cache, progress, cancel)
+        model, model_info, trajectory = _obtain_model(dataset, settings, cache, progress, cancel)
     with clock("gradients"):
         evidence = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel)
+        evidence.trajectory = trajectory
         layer_matrix = _layer_gradients(model, dataset, settings, model_info["key"], cache, progress, cancel)
     with clock("detect"):
         scores, label_evidence = _detect(evidence, layer_matrix, dataset, settings)
@@ -205,24 +206,29 @@ def _prepare_dataset(data, settings: AuditSettings) -> Dataset:
     return dataset
 
 
-def _obtain_model(dataset, settings, cache, progress, cancel) -> tuple[AuditModel, dict]:
-    """A trained model: the user's checkpoint, or one from the cache, or one trained now (then cached)."""
+def _obtain_model(dataset, settings, cache, progress, cancel) -> tuple[AuditModel, dict, np.ndarray | None]:
+    """A trained model and its training trajectory: the user's checkpoint (no trajectory), or one from the
+    cache, or one trained now (then cached)."""
     if settings.model not in MODEL_KINDS:
         model = load_checkpoint(settings.model, dataset, arch=settings.arch)
         key = fingerprint("checkpoint", Path(settings.model).read_bytes(), settings.arch, dataset.fingerprint())
-        return model, {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}
+        info = {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}
+        return model, info, None
     choice = choose_model(dataset, settings.model)
     train = settings.train_settings
     key = model_cache_key(dataset, choice.kind, train)
     path = cache / "models" / f"{key}.pt"
+    trajectory_path = cache / "models" / f"{key}.trajectory.npy"
     model = build_model(choice.kind, dataset, seed=settings.seed)
     info = {"kind": choice.kind, "reason": choice.reason, "key": key, "epochs": train.resolved_epochs(len(dataset))}
-    if path.exists():
+    if path.exists() and trajectory_path.exists():
         load_model_state(model, path)
-        return model, {**info, "cached": True, "history": []}
-    history = train_model(model, dataset, train, progress=progress, cancel=cancel)
+        return model, {**info, "cached": True, "history": []}, np.load(trajectory_path)
+    run = train_model(model, dataset, train, progress=progress, cancel=cancel)
+    with atomic_path(trajectory_path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, run.trajectory)
     save_model(model, path)
-    return model, {**info, "cached": False, "history": history}
+    return model, {**info, "cached": False, "history": run.history}, run.trajectory
 
 
 def _head_evidence(model, dataset, model_key, cache, progress, cancel) -> HeadEvidence:

@@ -48,6 +48,19 @@ def auto_epochs(n_samples: int) -> int:
     return int(np.clip(round(SAMPLE_PASSES / max(n_samples, 1)), 5, 30))
 
 
+@dataclass
+class TrainingRun:
+    """What training left besides the weights.
+
+    history : per epoch ``{"epoch", "loss", "accuracy"}``.
+    trajectory : (epochs, N) float32, each sample's last-layer gradient L2 norm ``‖p − e_y‖ · ‖[h, 1]‖`` at the
+        step that visited it, per epoch — recorded for free from the training forward passes.
+    """
+
+    history: list[dict]
+    trajectory: np.ndarray
+
+
 def train_model(
     model: AuditModel,
     dataset: Dataset,
@@ -55,38 +68,48 @@ def train_model(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-) -> list[dict]:
-    """Train ``model`` in place on the given labels; return per-epoch ``{"epoch", "loss", "accuracy"}``."""
+) -> TrainingRun:
+    """Train ``model`` in place on the given labels (AdamW, seeded shuffles)."""
     torch.manual_seed(settings.seed)
     epochs = settings.resolved_epochs(len(dataset))
     labels = torch.as_tensor(dataset.y)
     if model.trainable == "head":
         inputs = torch.as_tensor(batched_features(model, dataset.x, progress=progress, cancel=cancel))
-        network, parameters = model.head, model.head.parameters()
+        embed, parameters = nn.Identity(), model.head.parameters()
     else:
-        inputs, network, parameters = torch.as_tensor(dataset.x), model, model.parameters()
+        inputs, embed, parameters = torch.as_tensor(dataset.x), model.features, model.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
+    trajectory = np.zeros((epochs, len(labels)), dtype=np.float32)
     history = []
-    network.train()
+    model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
         total_loss, correct = 0.0, 0
         for start in range(0, len(order), settings.batch_size):
             check_cancel(cancel)
             index = order[start : start + settings.batch_size]
-            logits = network(inputs[index])
+            features = embed(inputs[index])
+            logits = model.head(features)
             loss = F.cross_entropy(logits, labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            trajectory[epoch, index.numpy()] = _gradient_norms(features.detach(), logits.detach(), labels[index])
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = (epoch + (start + len(index)) / len(order)) / epochs
             report(progress, "train", done, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": total_loss / len(labels), "accuracy": correct / len(labels)})
     model.eval()
-    return history
+    return TrainingRun(history, trajectory)
+
+
+def _gradient_norms(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per-sample ``‖softmax(z) − onehot(y)‖₂ · ‖[h, 1]‖₂``: the last-layer gradient norm, closed form."""
+    residual = torch.softmax(logits, dim=1) - F.one_hot(labels, logits.shape[1])
+    feature_norm = torch.sqrt(features.pow(2).sum(dim=1) + 1.0)
+    return (residual.norm(dim=1) * feature_norm).numpy()
 
 
 @torch.no_grad()
