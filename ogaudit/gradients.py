@@ -25,7 +25,8 @@ class HeadEvidence:
     features : (N, d + 1) float32, the penultimate features with a trailing 1 for the bias (``h̃``).
     probs : (N, C) float32, softmax of the logits.
     labels : (N,) int64, the given labels.
-    trajectory : (epochs, N) last-layer gradient L2 norms recorded during training, when ogaudit trained the model.
+    trajectory : (2, epochs, N) factors of the last-layer gradient L2 norm recorded during training (logit-gradient
+        norm, feature norm), when ogaudit trained the model; see ``training.TrainingRun``.
     """
 
     features: np.ndarray

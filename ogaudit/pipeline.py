@@ -30,7 +30,7 @@ from ogaudit.detectors import (
     make_detector,
 )
 from ogaudit.embedding import MAP_METHODS, gradient_map
-from ogaudit.errors import SettingsError
+from ogaudit.errors import DataError, SettingsError
 from ogaudit.gradients import HeadEvidence
 from ogaudit.metrics import detection_metrics
 from ogaudit.models import MODEL_KINDS, AuditModel, build_model, choose_model, load_checkpoint
@@ -206,6 +206,25 @@ def _prepare_dataset(data, settings: AuditSettings) -> Dataset:
     return dataset
 
 
+def settings_from_record(record: dict) -> AuditSettings:
+    """The :class:`AuditSettings` saved in a ``run.json``."""
+    return AuditSettings(**record["settings"])
+
+
+def load_run_dataset(record: dict) -> Dataset:
+    """Rebuild the exact dataset a run audited (same subset, same planted noise) from its ``run.json``.
+
+    Refuses to continue when the data on disk changed since the run: decisions are tied to a fingerprint.
+    """
+    dataset = _prepare_dataset(record["dataset"]["spec"], settings_from_record(record))
+    if dataset.fingerprint() != record["dataset"]["fingerprint"]:
+        raise DataError(
+            f"The data at {record['dataset']['spec']!r} changed since the run (fingerprint "
+            f"{dataset.fingerprint()} != {record['dataset']['fingerprint']}). Scan it again before reviewing."
+        )
+    return dataset
+
+
 def _obtain_model(dataset, settings, cache, progress, cancel) -> tuple[AuditModel, dict, np.ndarray | None]:
     """A trained model and its training trajectory: the user's checkpoint (no trajectory), or one from the
     cache, or one trained now (then cached)."""
@@ -260,7 +279,7 @@ def _layer_gradients(model, dataset, settings, model_key, cache, progress, cance
         layer_settings,
         out_path=cache / "layer-gradients" / f"{key}.npy",
         input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
-        progress=lambda done, total: report(progress, "gradients", done / max(total, 1), "layer gradients"),
+        progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
         cancel=cancel,
     )
 

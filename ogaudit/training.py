@@ -53,8 +53,9 @@ class TrainingRun:
     """What training left besides the weights.
 
     history : per epoch ``{"epoch", "loss", "accuracy"}``.
-    trajectory : (epochs, N) float32, each sample's last-layer gradient L2 norm ``‖p − e_y‖ · ‖[h, 1]‖`` at the
-        step that visited it, per epoch — recorded for free from the training forward passes.
+    trajectory : (2, epochs, N) float32, the two factors of each sample's last-layer gradient L2 norm at the
+        step that visited it, per epoch: ``‖p − e_y‖`` (the logit gradient) and ``‖[h, 1]‖`` — recorded for
+        free from the training forward passes.
     """
 
     history: list[dict]
@@ -80,7 +81,7 @@ def train_model(
         inputs, embed, parameters = torch.as_tensor(dataset.x), model.features, model.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
-    trajectory = np.zeros((epochs, len(labels)), dtype=np.float32)
+    trajectory = np.zeros((2, epochs, len(labels)), dtype=np.float32)
     history = []
     model.train()
     for epoch in range(epochs):
@@ -95,7 +96,7 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            trajectory[epoch, index.numpy()] = _gradient_norms(features.detach(), logits.detach(), labels[index])
+            trajectory[:, epoch, index.numpy()] = _gradient_factors(features.detach(), logits.detach(), labels[index])
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = (epoch + (start + len(index)) / len(order)) / epochs
@@ -105,11 +106,11 @@ def train_model(
     return TrainingRun(history, trajectory)
 
 
-def _gradient_norms(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Per-sample ``‖softmax(z) − onehot(y)‖₂ · ‖[h, 1]‖₂``: the last-layer gradient norm, closed form."""
+def _gradient_factors(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """(2, B): ``‖softmax(z) − onehot(y)‖₂`` and ``‖[h, 1]‖₂``, whose product is the last-layer gradient norm."""
     residual = torch.softmax(logits, dim=1) - F.one_hot(labels, logits.shape[1])
     feature_norm = torch.sqrt(features.pow(2).sum(dim=1) + 1.0)
-    return (residual.norm(dim=1) * feature_norm).numpy()
+    return torch.stack([residual.norm(dim=1), feature_norm]).numpy()
 
 
 @torch.no_grad()
@@ -133,7 +134,7 @@ def batched_features(
 
 
 def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
-    return fingerprint("model-v1", dataset.fingerprint(), model_kind, asdict(settings))
+    return fingerprint("model-v2", dataset.fingerprint(), model_kind, asdict(settings))
 
 
 def save_model(model: nn.Module, path: Path) -> None:

@@ -99,3 +99,13 @@ def test_umap_map_and_iforest_detector(cache_dir, digits):
 def test_bad_settings_are_refused(kwargs, match):
     with pytest.raises(SettingsError, match=match):
         AuditSettings(**kwargs)
+
+
+def test_scan_with_projected_layer_gradients(cache_dir, digits, tmp_path):
+    small = digits.subset(np.arange(300))
+    settings = AuditSettings(epochs=2, layers=("body.fc", "head"), projection_dim=256, map_method="pca", budget=15)
+    result = audit(small, settings, cache_dir=cache_dir, out_dir=tmp_path)
+    assert result.scores["flagged"].sum() == 15
+    assert list(result.record["settings"]["layers"]) == ["body.fc", "head"]
+    with pytest.raises(SettingsError, match="gradient detector"):
+        AuditSettings(layers=("head",), detector="loss")
