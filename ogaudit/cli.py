@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ogaudit.errors import OgauditError
+from ogaudit.review_cli import add_review_commands
 
 EPILOG = """examples:
   ogaudit scan mnist5k --noise-rate 0.1 --out runs/mnist      # built-in demo with 10% planted noise
@@ -72,12 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--cache-dir", type=Path, help="model/feature/map cache (default $OGAUDIT_CACHE or ~/.cache)")
     scan.add_argument("--quiet", action="store_true", help="no progress bars")
     scan.set_defaults(handler=run_scan)
-    try:
-        from ogaudit.review_cli import add_review_commands
-    except ImportError:
-        pass
-    else:
-        add_review_commands(commands)
+    add_review_commands(commands)
     return parser
 
 

@@ -208,7 +208,7 @@ def _prepare_dataset(data, settings: AuditSettings) -> Dataset:
 
 def settings_from_record(record: dict) -> AuditSettings:
     """The :class:`AuditSettings` saved in a ``run.json``."""
-    return AuditSettings(**record["settings"])
+    return AuditSettings(**record.get("settings", {}))
 
 
 def load_run_dataset(record: dict) -> Dataset:

@@ -1,0 +1,617 @@
+"""The review ledger: an append-only SQLite log of annotators' decisions, one file per project.
+
+Nothing is ever updated or deleted (triggers refuse it); everything a reviewer sees is derived from the log:
+
+* **Current state.** A sample's state is its latest decision (in commit order) that has not been undone,
+  whoever made it. When two annotators disagree, the later one wins; :meth:`Ledger.disagreements` lists every
+  such conflict so that a lead can settle it with one more decision.
+* **Undo and redo.** Each call to :meth:`Ledger.decide` is one batch (a bulk decision on many ids is one
+  batch, one undo step). Undo and redo append an event naming a batch, so they survive a page refresh and a
+  restart. Undo is per annotator: it takes back that annotator's own latest batch still in force, never
+  someone else's; redo puts back the batch they undid last. A new decision by the annotator clears their redo
+  stack, as in an editor. Undoing a batch uncovers whatever was decided before it on those samples.
+* **Durability and concurrency.** Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
+  ``synchronous=FULL``: when a call returns, the decision is on disk. Writers from many threads and processes
+  queue on SQLite's lock (``busy_timeout``) and retry with backoff, so "database is locked" never escapes
+  before ``lock_timeout`` seconds; after that a :class:`LedgerError` says so.
+
+A :class:`Ledger` holds no connection: each call opens and closes its own, so one object may be shared by
+threads (Streamlit reruns, ``st.cache_resource``). The ledger remembers the dataset fingerprint and class
+names it was created for; opening it for other data warns and sets :attr:`Ledger.dataset_mismatch`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from ogaudit.errors import LedgerError
+
+if TYPE_CHECKING:
+    from ogaudit.data import Dataset
+
+ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
+LABELLED_ACTIONS = ("confirm", "relabel")
+LEDGER_FILENAME = "ledger.sqlite"
+SCHEMA_VERSION = 1
+STATE_COLUMNS = [
+    "sample_id",
+    "given_label",
+    "action",
+    "final_label",
+    "annotator",
+    "decided_at",
+    "score",
+    "rank",
+    "note",
+    "run",
+    "batch_id",
+]
+
+_T = TypeVar("_T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('decide', 'undo', 'redo')),
+    target TEXT REFERENCES batches (batch_id),
+    annotator TEXT NOT NULL,
+    at TEXT NOT NULL
+)""",
+    """CREATE INDEX IF NOT EXISTS batches_target ON batches (target)""",
+    """CREATE INDEX IF NOT EXISTS batches_annotator ON batches (annotator)""",
+    """CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL REFERENCES batches (batch_id),
+    sample_id TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('confirm', 'relabel', 'keep', 'remove', 'unsure')),
+    label TEXT,
+    annotator TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    note TEXT,
+    score REAL,
+    rank INTEGER,
+    run TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS decisions_batch ON decisions (batch_id)""",
+    """CREATE TRIGGER IF NOT EXISTS batches_append_only_u BEFORE UPDATE ON batches
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS batches_append_only_d BEFORE DELETE ON batches
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS decisions_append_only_u BEFORE UPDATE ON decisions
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS decisions_append_only_d BEFORE DELETE ON decisions
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+)
+
+# Decide batches not undone: undo and redo alternate on a batch, so it is in force when they are equally many.
+_ACTIVE_DECISIONS = """
+SELECT d.* FROM decisions d JOIN batches b ON b.batch_id = d.batch_id
+WHERE (SELECT COALESCE(SUM(CASE t.kind WHEN 'undo' THEN 1 ELSE -1 END), 0)
+       FROM batches t WHERE t.target = b.batch_id) = 0
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step an annotator can undo: the decisions of a single :meth:`Ledger.decide` call or import."""
+
+    batch_id: str
+    annotator: str
+    sample_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision to record; :meth:`Ledger.record` stores a list of them as one batch."""
+
+    sample_id: str
+    action: str
+    label: str | None = None
+    annotator: str | None = None
+    decided_at: str | None = None
+    note: str | None = None
+    score: float | None = None
+    rank: int | None = None
+    run: str | None = None
+
+
+class Ledger:
+    """Review decisions on one dataset, stored in the SQLite file ``path``.
+
+    Create one with :meth:`open` or :meth:`for_dataset`.
+
+    Attributes
+    ----------
+    path : the SQLite file.
+    class_names : the current dataset's classes; labels of ``confirm``/``relabel`` must be one of them.
+    given_labels : sample id -> given label (a class name), for every sample that decisions may name.
+    dataset_fingerprint : the current dataset's fingerprint.
+    stored_fingerprint : the fingerprint of the dataset the ledger was created for.
+    dataset_mismatch : True when the two differ (a warning was issued on opening).
+    lock_timeout : seconds a write keeps retrying while other writers hold the lock.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        given_labels: dict[str, str],
+        class_names: list[str],
+        dataset_fingerprint: str,
+        lock_timeout: float,
+    ) -> None:
+        self.path = path
+        self.class_names = class_names
+        self.given_labels = given_labels
+        self.dataset_fingerprint = dataset_fingerprint
+        self.stored_fingerprint = dataset_fingerprint
+        self.dataset_mismatch = False
+        self.lock_timeout = lock_timeout
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        dataset_fingerprint: str,
+        sample_ids: Sequence[str],
+        given_labels: Sequence[str],
+        class_names: Sequence[str],
+        lock_timeout: float = 60.0,
+    ) -> Ledger:
+        """Open the ledger at ``path``, creating it (and its folder) for this dataset if it does not exist.
+
+        Parameters
+        ----------
+        path : the SQLite file, by convention ``PROJECT/ledger.sqlite``.
+        dataset_fingerprint : :meth:`Dataset.fingerprint` of the data being reviewed.
+        sample_ids : (N,) ids that decisions may name.
+        given_labels : (N,) the given label of each sample, as class names (for ``final_label``).
+        class_names : the classes a sample may be relabelled to.
+        lock_timeout : seconds to keep retrying a write while other writers hold the database.
+        """
+        sample_ids = [str(i) for i in sample_ids]
+        given = [str(label) for label in given_labels]
+        class_names = [str(c) for c in class_names]
+        if len(given) != len(sample_ids):
+            raise LedgerError(
+                f"given_labels has {len(given)} entries but sample_ids has {len(sample_ids)}; give one "
+                "given label (a class name) per sample."
+            )
+        unknown = sorted(set(given) - set(class_names))
+        if unknown:
+            raise LedgerError(f"given labels {unknown[:5]} are not in class_names {class_names}.")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ledger = cls(
+            path,
+            given_labels=dict(zip(sample_ids, given, strict=True)),
+            class_names=class_names,
+            dataset_fingerprint=dataset_fingerprint,
+            lock_timeout=lock_timeout,
+        )
+        meta = ledger._create(class_names)
+        ledger.stored_fingerprint = meta["dataset_fingerprint"]
+        ledger.dataset_mismatch = ledger.stored_fingerprint != dataset_fingerprint
+        if ledger.dataset_mismatch:
+            warnings.warn(
+                f"The ledger {str(path)!r} was created for dataset {ledger.stored_fingerprint} "
+                f"(classes {json.loads(meta['class_names'])}), but it is being opened for dataset "
+                f"{dataset_fingerprint} (classes {class_names}). Its decisions may not fit these samples: "
+                "open the data the review was made on, or start a new project folder for this data.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return ledger
+
+    @classmethod
+    def for_dataset(cls, path: str | Path, dataset: Dataset, *, lock_timeout: float = 60.0) -> Ledger:
+        """Open the ledger at ``path`` for a loaded :class:`~ogaudit.data.Dataset`."""
+        names = np.asarray(dataset.class_names, dtype=object)
+        return cls.open(
+            path,
+            dataset_fingerprint=dataset.fingerprint(),
+            sample_ids=dataset.sample_ids.tolist(),
+            given_labels=names[dataset.y].tolist(),
+            class_names=dataset.class_names,
+            lock_timeout=lock_timeout,
+        )
+
+    def _create(self, class_names: list[str]) -> dict[str, str]:
+        """Create the schema and meta rows if missing (safe when many processes race), return the meta."""
+
+        def create(conn: sqlite3.Connection) -> dict[str, str]:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            defaults = {
+                "schema_version": str(SCHEMA_VERSION),
+                "dataset_fingerprint": self.dataset_fingerprint,
+                "class_names": json.dumps(class_names, ensure_ascii=False),
+                "created_at": _now(),
+            }
+            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items())
+            return dict(conn.execute("SELECT key, value FROM meta"))
+
+        self._retry(lambda conn: conn.execute("PRAGMA journal_mode=WAL"))
+        meta = self._transaction(create)
+        if int(meta["schema_version"]) > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{str(self.path)!r} was written by a newer ogaudit (ledger schema {meta['schema_version']}, "
+                f"this one reads {SCHEMA_VERSION}). Upgrade ogaudit."
+            )
+        return meta
+
+    # ------------------------------------------------------------ writing
+
+    def decide(
+        self,
+        ids: str | Iterable[str],
+        action: str,
+        *,
+        label: str | None = None,
+        annotator: str,
+        note: str | None = None,
+        context: Mapping[str, Mapping] | pd.DataFrame | None = None,
+    ) -> str:
+        """Record one decision on every sample in ``ids`` as one batch (one transaction, one undo step).
+
+        Parameters
+        ----------
+        ids : a sample id or ids; repeats are recorded once.
+        action : ``confirm`` (the given label is wrong; ``label`` is the right one), ``relabel`` (to
+            ``label``), ``keep`` (the flag was a false alarm), ``remove`` (drop from the data) or ``unsure``.
+        label : a class name, required by confirm/relabel and refused by the others.
+        annotator : who decides; undo and progress are per annotator.
+        note : free text kept with each decision.
+        context : what each sample looked like when decided: sample id -> ``{"score", "rank", "run"}``, or a
+            DataFrame indexed by sample id with those columns (others are ignored).
+
+        Returns
+        -------
+        The batch id.
+        """
+        ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        if isinstance(context, pd.DataFrame):
+            context = context.to_dict(orient="index")
+        context = context or {}
+        decisions = [
+            Decision(
+                sample_id,
+                action,
+                label,
+                note=note,
+                score=context.get(sample_id, {}).get("score"),
+                rank=context.get(sample_id, {}).get("rank"),
+                run=context.get(sample_id, {}).get("run"),
+            )
+            for sample_id in dict.fromkeys(ids)
+        ]
+        return self.record(decisions, annotator=annotator)
+
+    def record(self, decisions: Sequence[Decision], *, annotator: str) -> str:
+        """Store several decisions, each with its own action and label, as one batch owned by ``annotator``.
+
+        A decision's own ``annotator`` and ``decided_at`` (kept when importing another ledger's export)
+        default to the batch's. Everything is validated before anything is written.
+        """
+        owner = _check_annotator(annotator)
+        if not decisions:
+            raise LedgerError("No sample ids given: select at least one sample to decide on.")
+        self.check_ids([d.sample_id for d in decisions])
+        for decision in decisions:
+            self.check_decision(decision.action, decision.label)
+        now = _now()
+        batch_id = uuid.uuid4().hex
+        rows = [
+            (
+                batch_id,
+                d.sample_id,
+                d.action,
+                d.label,
+                _check_annotator(d.annotator) if d.annotator is not None else owner,
+                d.decided_at or now,
+                d.note or None,
+                _optional(d.score, float),
+                _optional(d.rank, int),
+                None if d.run is None else str(d.run),
+            )
+            for d in decisions
+        ]
+
+        def write(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO batches (batch_id, kind, annotator, at) VALUES (?, 'decide', ?, ?)",
+                (batch_id, owner, now),
+            )
+            conn.executemany(
+                "INSERT INTO decisions (batch_id, sample_id, action, label, annotator, decided_at, note, "
+                "score, rank, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return batch_id
+
+        return self._transaction(write)
+
+    def check_ids(self, ids: Iterable[str]) -> None:
+        """Raise :class:`LedgerError` naming the ids that are not samples of the current dataset."""
+        unknown = [i for i in ids if i not in self.given_labels]
+        if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise LedgerError(
+                f"Unknown sample id(s) {', '.join(map(repr, unknown[:5]))}{more}: they are not in the dataset "
+                "this ledger was opened for. Check the ids, or open the ledger with the data they come from."
+            )
+
+    def check_decision(self, action: str, label: str | None) -> None:
+        """Raise :class:`LedgerError` unless ``action`` is known and ``label`` fits it."""
+        if action not in ACTIONS:
+            raise LedgerError(f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.")
+        if action in LABELLED_ACTIONS:
+            if label not in self.class_names:
+                raise LedgerError(
+                    f"{action!r} needs the right label, one of the classes {self.class_names}; got {label!r}."
+                )
+        elif label is not None:
+            raise LedgerError(
+                f"{action!r} takes no label (got {label!r}); only {' and '.join(LABELLED_ACTIONS)} set one."
+            )
+
+    def undo(self, annotator: str) -> Batch | None:
+        """Take back ``annotator``'s latest batch still in force; None when there is nothing to undo."""
+        return self._toggle(annotator, "undo")
+
+    def redo(self, annotator: str) -> Batch | None:
+        """Put back the batch ``annotator`` undid last; None when there is nothing to redo."""
+        return self._toggle(annotator, "redo")
+
+    def undo_depth(self, annotator: str) -> tuple[int, int]:
+        """How many batches ``annotator`` can undo and redo now (to enable or disable buttons)."""
+        done, undone = self._read(lambda conn: _undo_stacks(conn, _check_annotator(annotator)))
+        return len(done), len(undone)
+
+    def _toggle(self, annotator: str, kind: str) -> Batch | None:
+        annotator = _check_annotator(annotator)
+
+        def write(conn: sqlite3.Connection) -> Batch | None:
+            done, undone = _undo_stacks(conn, annotator)
+            stack = done if kind == "undo" else undone
+            if not stack:
+                return None
+            target = stack[-1]
+            conn.execute(
+                "INSERT INTO batches (batch_id, kind, target, annotator, at) VALUES (?, ?, ?, ?, ?)",
+                (uuid.uuid4().hex, kind, target, annotator, _now()),
+            )
+            ids = [row[0] for row in conn.execute("SELECT sample_id FROM decisions WHERE batch_id = ?", (target,))]
+            return Batch(target, annotator, tuple(ids))
+
+        return self._transaction(write)
+
+    # ------------------------------------------------------------ reading
+
+    def state(self) -> pd.DataFrame:
+        """The current decision on every decided sample, in the order they were decided.
+
+        Columns: ``STATE_COLUMNS``. ``final_label`` is the new label for confirm/relabel, the given label for
+        keep/unsure, and None for remove. ``given_label`` is None for ids not in the current dataset.
+        """
+        query = f"""
+            SELECT * FROM (
+                SELECT a.*, ROW_NUMBER() OVER (PARTITION BY sample_id ORDER BY seq DESC) AS newest
+                FROM ({_ACTIVE_DECISIONS}) a
+            ) WHERE newest = 1 ORDER BY seq
+        """
+        frame = self._read(lambda conn: _frame(conn, query))
+        frame["given_label"] = [self.given_labels.get(sample_id) for sample_id in frame["sample_id"]]
+        final = frame["label"].where(frame["action"].isin(LABELLED_ACTIONS), frame["given_label"])
+        frame["final_label"] = final.where(frame["action"] != "remove", None)
+        return _typed(frame[STATE_COLUMNS])
+
+    def history(self) -> pd.DataFrame:
+        """Every event in the log, in order: one row per decision and one per undo or redo.
+
+        Columns: ``seq``, ``event`` (decide, undo, redo), ``batch_id``, ``by`` and ``at`` (who wrote the
+        batch, when), ``sample_id``, ``action``, ``label``, ``annotator``, ``decided_at``, ``note``,
+        ``score``, ``rank``, ``run``, ``target`` (the batch an undo/redo acts on) and ``undone`` (whether
+        the decision is currently undone).
+        """
+        query = f"""
+            SELECT b.seq AS batch_seq, b.kind AS event, b.batch_id, b.annotator AS by, b.at, d.sample_id,
+                   d.action, d.label, d.annotator, d.decided_at, d.note, d.score, d.rank, d.run, b.target,
+                   CASE WHEN b.kind = 'decide' THEN d.seq NOT IN (SELECT seq FROM ({_ACTIVE_DECISIONS})) END
+                       AS undone
+            FROM batches b LEFT JOIN decisions d ON d.batch_id = b.batch_id
+            ORDER BY b.seq, d.seq
+        """
+        frame = self._read(lambda conn: _frame(conn, query)).drop(columns="batch_seq")
+        frame.insert(0, "seq", np.arange(1, len(frame) + 1))
+        frame["undone"] = [None if v is None else bool(v) for v in frame["undone"]]
+        return _typed(frame)
+
+    def progress(self, flagged_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Decisions in force per annotator: one row each, with ``decided`` and a count per action.
+
+        A sample counts for every annotator whose latest decision on it is in force, even when a later
+        decision by someone else overrode it; ``unsure`` counts as decided here. With ``flagged_ids``, adds
+        ``flagged_decided``, ``flagged`` (how many are flagged) and ``flagged_fraction``.
+        """
+        latest = self._latest_per_annotator()
+        table = pd.crosstab(latest["annotator"], latest["action"]).reindex(columns=list(ACTIONS), fill_value=0)
+        table.insert(0, "decided", table.sum(axis=1))
+        if flagged_ids is not None:
+            flagged = {str(i) for i in flagged_ids}
+            on_flagged = latest[latest["sample_id"].isin(flagged)].groupby("annotator").size()
+            table["flagged_decided"] = on_flagged.reindex(table.index, fill_value=0)
+            table["flagged"] = len(flagged)
+            table["flagged_fraction"] = table["flagged_decided"] / max(len(flagged), 1)
+        table.columns.name = None
+        return table.reset_index()
+
+    def disagreements(self) -> pd.DataFrame:
+        """Samples where annotators' decisions in force differ: one row per (sample, annotator).
+
+        Two decisions agree when they give the same outcome: confirm and relabel to the same class agree;
+        keep, remove and unsure agree only with themselves. ``in_force`` marks the decision that is the
+        sample's current state (the latest). Columns: sample_id, annotator, action, label, decided_at, note,
+        in_force.
+        """
+        latest = self._latest_per_annotator()
+        n_outcomes = latest.groupby("sample_id")["outcome"].transform("nunique")
+        disputed = latest[n_outcomes > 1].copy()
+        newest = disputed.groupby("sample_id")["seq"].transform("max")
+        disputed["in_force"] = disputed["seq"] == newest
+        columns = ["sample_id", "annotator", "action", "label", "decided_at", "note", "in_force"]
+        return disputed.sort_values(["sample_id", "seq"])[columns].reset_index(drop=True)
+
+    def agreement(self) -> pd.DataFrame:
+        """Pairwise agreement: for each pair of annotators, samples both decided and how many they agree on.
+
+        Columns: annotator_a, annotator_b, both_decided, agreed, agreement (fraction).
+        """
+        latest = self._latest_per_annotator()[["sample_id", "annotator", "outcome"]]
+        pairs = latest.merge(latest, on="sample_id", suffixes=("_a", "_b"))
+        pairs = pairs[pairs["annotator_a"] < pairs["annotator_b"]]
+        pairs = pairs.assign(agreed=pairs["outcome_a"] == pairs["outcome_b"])
+        table = pairs.groupby(["annotator_a", "annotator_b"], as_index=False).agg(
+            both_decided=("agreed", "size"), agreed=("agreed", "sum")
+        )
+        table["agreement"] = table["agreed"] / table["both_decided"]
+        return table
+
+    def _latest_per_annotator(self) -> pd.DataFrame:
+        """Each annotator's latest decision in force on each sample, with an ``outcome`` key to compare."""
+        active = self._read(lambda conn: _frame(conn, _ACTIVE_DECISIONS + " ORDER BY d.seq"))
+        latest = active.drop_duplicates(["annotator", "sample_id"], keep="last")
+        labelled = latest["action"].isin(LABELLED_ACTIONS)
+        return latest.assign(outcome=np.where(labelled, "label:" + latest["label"].fillna(""), latest["action"]))
+
+    # ------------------------------------------------------------ connections
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction, committed (durably) before this returns."""
+
+        def run(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retry(run)
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one read transaction, so that its queries see one snapshot."""
+
+        def run(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN")
+            try:
+                return work(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return self._retry(run)
+
+    def _retry(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on a fresh connection, retrying with jittered backoff while the database is busy."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                with closing(
+                    sqlite3.connect(self.path, timeout=min(self.lock_timeout, 5.0), isolation_level=None)
+                ) as conn:
+                    conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    return work(conn)
+            except sqlite3.OperationalError as error:
+                busy = "locked" in str(error) or "busy" in str(error)
+                if not busy:
+                    raise LedgerError(f"The ledger {str(self.path)!r} failed: {error}.") from error
+                if time.monotonic() > deadline:
+                    raise LedgerError(
+                        f"The ledger {str(self.path)!r} stayed locked by other writers for "
+                        f"{self.lock_timeout:g} s. Try again, or raise lock_timeout."
+                    ) from error
+            except sqlite3.DatabaseError as error:
+                raise LedgerError(
+                    f"{str(self.path)!r} is not a readable ogaudit ledger ({error}). Move it away or choose "
+                    "another project folder."
+                ) from error
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.25)
+
+
+def open_project_ledger(project: str | Path, dataset: Dataset) -> Ledger:
+    """The ledger of a project folder (``PROJECT/ledger.sqlite``) for ``dataset``."""
+    return Ledger.for_dataset(Path(project) / LEDGER_FILENAME, dataset)
+
+
+def _undo_stacks(conn: sqlite3.Connection, annotator: str) -> tuple[list[str], list[str]]:
+    """Replay ``annotator``'s batches: (batches in force, oldest first; batches undone, redo order last)."""
+    done: list[str] = []
+    undone: list[str] = []
+    rows = conn.execute("SELECT batch_id, kind, target FROM batches WHERE annotator = ? ORDER BY seq", (annotator,))
+    for batch_id, kind, target in rows:
+        if kind == "decide":
+            done.append(batch_id)
+            undone.clear()
+        elif kind == "undo":
+            done.remove(target)
+            undone.append(target)
+        else:
+            undone.remove(target)
+            done.append(target)
+    return done, undone
+
+
+def _frame(conn: sqlite3.Connection, query: str) -> pd.DataFrame:
+    cursor = conn.execute(query)
+    return pd.DataFrame(cursor.fetchall(), columns=[c[0] for c in cursor.description], dtype=object)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable numbers for score and rank; None (not NaN) for missing text."""
+    frame = frame.reset_index(drop=True)
+    frame["score"] = pd.to_numeric(frame["score"]).astype("float64")
+    frame["rank"] = pd.array(frame["rank"].tolist(), dtype="Int64")
+    return frame
+
+
+def _check_annotator(annotator: str) -> str:
+    name = annotator.strip() if isinstance(annotator, str) else ""
+    if not name:
+        raise LedgerError(f"annotator must be a non-empty name; got {annotator!r}.")
+    return name
+
+
+def _optional(value: object, kind: type) -> object:
+    """``value`` as ``kind``, or None for None, NaN and pandas' NA."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return kind(value)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

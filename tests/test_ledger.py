@@ -1,0 +1,306 @@
+"""The review ledger: derived state, undo/redo, durability, concurrency and ties to the dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ogaudit.errors import LedgerError
+from ogaudit.ledger import Ledger
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "bird"]
+IDS = [f"s{i:04d}" for i in range(1000)]
+META = {
+    "dataset_fingerprint": "fp-test",
+    "sample_ids": IDS,
+    "given_labels": [CLASSES[i % 3] for i in range(len(IDS))],
+    "class_names": CLASSES,
+}
+
+
+@pytest.fixture
+def path(tmp_path) -> Path:
+    return tmp_path / "project" / "ledger.sqlite"
+
+
+@pytest.fixture
+def ledger(path) -> Ledger:
+    return Ledger.open(path, **META)
+
+
+def current(ledger: Ledger) -> dict[str, tuple]:
+    """sample id -> (action, final label, annotator) of the current state."""
+    state = ledger.state()
+    return {row.sample_id: (row.action, row.final_label, row.annotator) for row in state.itertuples()}
+
+
+def run_python(code: str, *args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True, **popen)
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_state_derives_final_labels_and_keeps_context(ledger):
+    context = pd.DataFrame({"score": [0.9, 0.8], "rank": [1, 2], "run": ["r1", "r1"], "other": [0, 0]})
+    context.index = ["s0000", "s0001"]
+    ledger.decide(["s0000", "s0001"], "relabel", label="bird", annotator="ann", note="both birds", context=context)
+    ledger.decide("s0002", "remove", annotator="ann", context={"s0002": {"score": 0.5, "rank": 7}})
+    ledger.decide("s0003", "keep", annotator=" ann ")
+    ledger.decide("s0004", "unsure", annotator="ann")
+    ledger.decide("s0005", "confirm", label="cat", annotator="ann")
+
+    state = ledger.state().set_index("sample_id")
+    assert state["action"].tolist() == ["relabel", "relabel", "remove", "keep", "unsure", "confirm"]
+    assert state["given_label"].tolist() == ["cat", "dog", "bird", "cat", "dog", "bird"]
+    assert state["final_label"].tolist() == ["bird", "bird", None, "cat", "dog", "cat"]
+    assert state.loc["s0001", ["score", "rank", "run", "note"]].tolist() == [0.8, 2, "r1", "both birds"]
+    assert state.loc["s0002", "rank"] == 7 and pd.isna(state.loc["s0003", "score"])
+    assert set(state["annotator"]) == {"ann"}
+    assert state["decided_at"].str.endswith("+00:00").all()
+
+
+def test_latest_decision_wins_and_disagreements_show_both(ledger):
+    ledger.decide("s0000", "relabel", label="dog", annotator="ann")
+    ledger.decide("s0000", "keep", annotator="bob")
+    ledger.decide("s0001", "relabel", label="bird", annotator="ann")
+    ledger.decide("s0001", "confirm", label="bird", annotator="bob")
+
+    assert current(ledger)["s0000"] == ("keep", "cat", "bob")
+    disputed = ledger.disagreements()
+    assert disputed["sample_id"].tolist() == ["s0000", "s0000"]  # confirm and relabel to bird agree
+    assert disputed["in_force"].tolist() == [False, True]
+    agreement = ledger.agreement().iloc[0]
+    assert (agreement["both_decided"], agreement["agreed"], agreement["agreement"]) == (2, 1, 0.5)
+
+    ledger.undo("bob")  # bob's latest batch (s0001); s0000 stays bob's
+    ledger.undo("bob")
+    assert current(ledger)["s0000"] == ("relabel", "dog", "ann")
+    assert ledger.disagreements().empty
+
+
+def test_progress_counts_each_annotators_decisions(ledger):
+    ledger.decide(["s0000", "s0001", "s0002"], "remove", annotator="ann")
+    ledger.decide("s0000", "keep", annotator="ann")
+    ledger.decide(["s0000", "s0500"], "unsure", annotator="bob")
+
+    table = ledger.progress(flagged_ids=["s0000", "s0001", "s0009", "s0010"]).set_index("annotator")
+    assert table.loc["ann", ["decided", "remove", "keep", "unsure"]].tolist() == [3, 2, 1, 0]
+    assert table.loc["bob", ["decided", "unsure"]].tolist() == [2, 2]
+    assert table.loc["ann", "flagged_decided"] == 2 and table.loc["bob", "flagged_decided"] == 1
+    assert table.loc["ann", "flagged_fraction"] == 0.5 and (table["flagged"] == 4).all()
+
+
+# ---------------------------------------------------------------- undo and redo
+
+
+def test_bulk_decision_is_one_batch_and_one_undo_step(ledger):
+    ledger.decide("s0999", "keep", annotator="ann")
+    batch = ledger.decide(IDS[:50] + IDS[:5], "remove", annotator="ann")
+
+    history = ledger.history()
+    assert (history["batch_id"] == batch).sum() == 50  # repeated ids recorded once
+    undone = ledger.undo("ann")
+    assert undone.batch_id == batch and undone.sample_ids == tuple(IDS[:50])
+    assert list(current(ledger)) == ["s0999"]
+
+
+def test_undo_and_redo_survive_reopening(path):
+    first = Ledger.open(path, **META)
+    first.decide("s0000", "remove", annotator="ann")
+    first.decide("s0001", "relabel", label="cat", annotator="ann")
+    first.decide("s0002", "keep", annotator="bob")
+    first.undo("ann")
+    assert first.undo_depth("ann") == (1, 1)
+
+    second = Ledger.open(path, **META)
+    assert set(current(second)) == {"s0000", "s0002"}
+    assert second.redo("ann").sample_ids == ("s0001",)
+    assert second.redo("ann") is None
+
+    third = Ledger.open(path, **META)
+    assert set(current(third)) == {"s0000", "s0001", "s0002"}
+    assert third.undo("ann").sample_ids == ("s0001",)
+    assert third.undo("ann").sample_ids == ("s0000",)
+    assert third.undo("ann") is None
+    assert set(current(third)) == {"s0002"}  # bob's decision is not ann's to undo
+    third.decide("s0003", "keep", annotator="ann")  # a new decision clears the redo stack
+    assert third.redo("ann") is None and third.undo_depth("ann") == (1, 0)
+    events = third.history()["event"].tolist()
+    assert events.count("undo") == 3 and events.count("redo") == 1
+
+
+def test_the_log_is_append_only(ledger, path):
+    ledger.decide("s0000", "keep", annotator="ann")
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE decisions SET action = 'remove'")
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM batches")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_unknown_ids_are_refused_by_name_and_nothing_is_stored(ledger):
+    with pytest.raises(LedgerError, match=r"'nope-1'.*'nope-2'"):
+        ledger.decide(["s0000", "nope-1", "nope-2"], "remove", annotator="ann")
+    assert ledger.state().empty and ledger.history().empty
+
+
+@pytest.mark.parametrize(
+    ("action", "label", "message"),
+    [
+        ("confirm", None, "needs the right label"),
+        ("relabel", "horse", "needs the right label"),
+        ("keep", "cat", "takes no label"),
+        ("delete", None, "Unknown action 'delete'"),
+    ],
+)
+def test_actions_and_labels_are_checked(ledger, action, label, message):
+    with pytest.raises(LedgerError, match=message):
+        ledger.decide("s0000", action, label=label, annotator="ann")
+
+
+def test_annotator_and_ids_are_required(ledger):
+    with pytest.raises(LedgerError, match="annotator"):
+        ledger.decide("s0000", "keep", annotator="  ")
+    with pytest.raises(LedgerError, match="No sample ids"):
+        ledger.decide([], "keep", annotator="ann")
+
+
+def test_other_dataset_warns_and_is_marked(path):
+    Ledger.open(path, **META)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not Ledger.open(path, **META).dataset_mismatch
+    with pytest.warns(UserWarning, match="created for dataset fp-test.*opened for dataset fp-other"):
+        other = Ledger.open(path, **{**META, "dataset_fingerprint": "fp-other"})
+    assert other.dataset_mismatch and other.stored_fingerprint == "fp-test"
+
+
+def test_for_dataset_uses_the_datasets_ids_and_labels(tmp_path, digits):
+    ledger = Ledger.for_dataset(tmp_path / "ledger.sqlite", digits)
+    ledger.decide("digits-0000", "keep", annotator="ann")
+    assert current(ledger)["digits-0000"] == ("keep", digits.class_names[digits.y[0]], "ann")
+    assert ledger.stored_fingerprint == digits.fingerprint()
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError, match="not a readable ogaudit ledger"):
+        Ledger.open(path, **META)
+
+
+def test_a_held_lock_ends_in_a_ledger_error_not_sqlite(ledger, path):
+    ledger.lock_timeout = 0.3
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LedgerError, match="stayed locked"):
+            ledger.decide("s0000", "keep", annotator="ann")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    ledger.decide("s0000", "keep", annotator="ann")
+    assert "s0000" in current(ledger)
+
+
+# ---------------------------------------------------------------- durability and concurrency
+
+WRITER = """
+import json, sys
+from ogaudit.ledger import Ledger
+path, meta, annotator, first, count = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:6])
+ledger = Ledger.open(path, **meta)
+print("ready", flush=True)
+sys.stdin.readline()
+for sample_id in meta["sample_ids"][first:first + count]:
+    ledger.decide(sample_id, "relabel", label="bird", annotator=annotator)
+    print(sample_id, flush=True)
+"""
+
+
+def test_a_killed_process_loses_no_returned_decision(path):
+    child = run_python(
+        WRITER, str(path), json.dumps(META), "ann", "0", "1000", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdout.readline() == "ready\n"
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    returned = [child.stdout.readline().strip() for _ in range(60)]
+    os.kill(child.pid, signal.SIGKILL)
+    returned += child.stdout.read().split()  # lines printed before the kill are still in the pipe
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    stored = current(Ledger.open(path, **META))
+    assert set(returned) <= set(stored)
+    assert len(stored) - len(returned) <= 1  # at most the decision in flight, committed but not yet printed
+
+
+def test_concurrent_processes_lose_and_duplicate_nothing(path):
+    writers = [
+        run_python(
+            WRITER,
+            str(path),
+            json.dumps(META),
+            f"proc-{k}",
+            str(k * 200),
+            "200",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(4)
+    ]
+    for writer in writers:  # the ledger file is created by the four racing processes
+        assert writer.stdout.readline() == "ready\n"
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        assert "locked" not in err and len(out.split()) == 200
+
+    history = Ledger.open(path, **META).history()
+    assert len(history) == 800 and history["batch_id"].is_unique
+    assert not history.duplicated(["annotator", "sample_id"]).any()
+    per_writer = history.groupby("annotator")["sample_id"].apply(set)
+    assert all(per_writer[f"proc-{k}"] == set(IDS[k * 200 : (k + 1) * 200]) for k in range(4))
+
+
+def test_concurrent_threads_share_one_ledger(ledger):
+    errors: list[BaseException] = []
+
+    def decide(k: int) -> None:
+        try:
+            for sample_id in IDS[k * 50 : (k + 1) * 50]:
+                ledger.decide(sample_id, "remove", annotator=f"thread-{k}")
+                if k == 0:
+                    ledger.state()  # readers alongside the writers
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=decide, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    state = ledger.state()
+    assert len(state) == 400 and state["sample_id"].is_unique
+    assert ledger.progress()["decided"].tolist() == [50] * 8
