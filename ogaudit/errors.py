@@ -25,5 +25,9 @@ class LedgerError(OgauditError, ValueError):
     """A review decision that cannot be recorded (unknown sample, bad action, foreign dataset)."""
 
 
+class StorageError(OgauditError, OSError):
+    """A result or decision that could not be written (full disk, read-only folder, a file in the way)."""
+
+
 class Cancelled(OgauditError):
     """A long run stopped because its cancel token was set."""

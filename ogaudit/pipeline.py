@@ -36,7 +36,7 @@ from ogaudit.metrics import detection_metrics
 from ogaudit.models import MODEL_KINDS, AuditModel, build_model, choose_model, load_checkpoint
 from ogaudit.noise import NOISE_KINDS, inject_label_noise
 from ogaudit.progress import ProgressCallback, report
-from ogaudit.storage import atomic_path, fingerprint, write_json
+from ogaudit.storage import atomic_path, ensure_writable_dir, fingerprint, write_json
 from ogaudit.training import (
     TrainSettings,
     batched_features,
@@ -143,7 +143,9 @@ def audit(
     ``progress(stage, fraction, message)`` is called along the way; setting ``cancel`` stops at the next chunk.
     """
     settings = settings or AuditSettings()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = ensure_writable_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    if out_dir is not None:
+        ensure_writable_dir(out_dir)
     timings: dict[str, float] = {}
     clock = _StageClock(timings, progress)
 
@@ -354,7 +356,7 @@ def _run_record(data, dataset: Dataset, settings: AuditSettings, model_info: dic
 
 def write_outputs(result: AuditResult, out_dir: Path) -> None:
     """Write scores.csv, map.csv, label_evidence.csv, head_evidence.npz and run.json (each atomically)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir)
     paths = {
         "scores": out_dir / "scores.csv",
         "map": out_dir / "map.csv",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ogaudit.errors import StorageError
+
 
 def fingerprint(*parts: object) -> str:
     """A short stable hash of arrays, strings and JSON-able settings, used as a cache key."""
@@ -39,8 +41,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     A reader never sees a half-written file: after a crash or a full disk the old file (or none) is there.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise _storage_error(path, error) from error
     os.close(handle)
     tmp_path = Path(tmp)
     try:
@@ -48,8 +53,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp_path, path)
+    except OSError as error:
+        raise _storage_error(path, error) from error
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it takes a file, so a long run fails at its start, not its end."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise _storage_error(path, error) from error
+    return path
+
+
+def _storage_error(path: Path, error: OSError) -> StorageError:
+    reason = error.strerror or str(error)
+    return StorageError(
+        f"Cannot write {str(path)!r}: {reason}. Nothing partial was left behind; free disk space or choose a "
+        "writable folder, then run again."
+    )
 
 
 def write_json(path: str | Path, payload: object) -> None:
