@@ -215,7 +215,7 @@ def read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise DataError(f"{str(path)!r} is truncated: header says {shape}, found {data.size} values.")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # writable, as torch expects
 
 
 def load_fashion_mnist(split: str = "train") -> Dataset:
