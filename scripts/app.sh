@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, then audit the built-in demo (MNIST 5k with 10% planted wrong labels) from the command line.
+# Install, then start the app: it audits the built-in demo (MNIST 5k with 10% planted wrong labels) in the
+# background and opens the review. Extra arguments go to `streamlit run` (e.g. --server.port 8502).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/ogaudit scan mnist5k --noise-rate 0.1 --out runs/mnist5k-demo "$@"
+exec .venv/bin/streamlit run app.py --server.headless true --browser.gatherUsageStats false "$@"

@@ -1,0 +1,209 @@
+"""How fast the app is with big runs: first paint of the gradient map, a box selection, and reopening a run.
+
+Needs Fashion-MNIST (Debian ``dataset-fashion-mnist``) and ``/usr/bin/chromium``. To measure the app rather
+than training, it writes **synthetic run folders**: the real Fashion-MNIST images, ids and labels (10k subset and
+all 60k), map coordinates from a PCA of the pixels, and a stand-in score (distance to the class centroid in a
+50-d PCA of the pixels). The app cannot tell them from a real audit: same files, same fingerprints.
+
+    .venv/bin/python benchmarks/bench_app.py            # prints a table; targets: 60k paint ≤ 10 s,
+                                                          # selection ≤ 5 s, reopen ≤ 5 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.io
+from sklearn.decomposition import PCA
+
+from ogaudit.data import load_dataset
+from ogaudit.pipeline import AuditSettings
+from ogaudit.runs import load_run_dataset, open_ledger, open_run
+from ogaudit.storage import write_json
+from ogaudit.ui.figure import map_figure
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
+DRAWN = """() => {
+    const plot = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
+    return !!(plot && plot._fullData && plot._fullData.length && plot.querySelector("canvas") && plot.querySelector(".nsewdrag"));
+}"""
+
+
+def write_synthetic_run(folder: Path, size: int | None) -> Path:
+    """A run folder for Fashion-MNIST (``size`` samples, stratified; None = all 60k) with a PCA map and scores."""
+    settings = AuditSettings(limit=size, map_method="pca")
+    dataset = load_dataset("fashion-mnist", limit=size, seed=settings.seed)
+    pixels = dataset.x.reshape(len(dataset), -1).astype(np.float32) / 255.0
+    reduced = PCA(n_components=50, svd_solver="randomized", random_state=0).fit_transform(pixels)
+    centroids = np.stack([reduced[dataset.y == c].mean(axis=0) for c in range(dataset.n_classes)])
+    distances = np.linalg.norm(reduced[:, None, :] - centroids[None], axis=2)
+    score = distances[np.arange(len(dataset)), dataset.y]
+    rank = np.empty(len(dataset), dtype=np.int64)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, len(dataset) + 1)
+    names = np.asarray(dataset.class_names, dtype=object)
+    nearest = names[distances.argmin(axis=1)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"sample_id": dataset.sample_ids, "x": reduced[:, 0], "y": reduced[:, 1]}).to_csv(
+        folder / "map.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "sample_id": dataset.sample_ids,
+            "given_label": names[dataset.y],
+            "predicted_label": nearest,
+            "suggested_label": nearest,
+            "score": score,
+            "rank": rank,
+            "flagged": rank <= round(settings.budget * len(dataset)),
+            "confidence": 1.0 / (1.0 + score),
+        }
+    ).to_csv(folder / "scores.csv", index=False)
+    record = {
+        "fingerprint": f"synthetic-{len(dataset)}",
+        "settings": asdict(settings),
+        "dataset": {
+            "spec": "fashion-mnist",
+            "kind": dataset.kind,
+            "fingerprint": dataset.fingerprint(),
+            "samples": len(dataset),
+            "class_names": dataset.class_names,
+        },
+        "model": {"kind": "synthetic (PCA of pixels; no training)"},
+        "flagged": int((rank <= round(settings.budget * len(dataset))).sum()),
+    }
+    write_json(folder / "run.json", record)
+    return folder
+
+
+def reopen_seconds(folder: Path) -> dict[str, float]:
+    """What the server does to show a run it has not opened yet, step by step (seconds)."""
+    times = {}
+    start = time.perf_counter()
+    run = open_run(folder)
+    open_ledger(run).state()
+    times["read run + ledger"] = time.perf_counter() - start
+    start = time.perf_counter()
+    load_run_dataset(run)
+    times["reload images"] = time.perf_counter() - start
+    start = time.perf_counter()
+    spec = plotly.io.to_json(map_figure(run.table), validate=False)
+    times["build + serialise figure"] = time.perf_counter() - start
+    times["figure MB"] = len(spec) / 1e6
+    return times
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "OGAUDIT_HOME": str(home)}
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
+    command += ["--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    command += ["--server.fileWatcherType", "none"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(log.read_text())
+
+
+def paint_and_select(browser, url: str, project: str) -> dict[str, float]:
+    """Seconds from opening the page to a drawn map, and from releasing a box drag to the thumbnail grid."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(120_000)
+    start = time.perf_counter()
+    page.goto(f"{url}/?project={project}&annotator=bench")
+    page.wait_for_function(DRAWN)
+    page.wait_for_selector(READY)
+    paint = time.perf_counter() - start
+    area = page.locator("[data-testid='stPlotlyChart'] .nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + area["width"] * 0.45, area["y"] + area["height"] * 0.45)
+    start = time.perf_counter()
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=8)
+    drag = time.perf_counter() - start
+    start = time.perf_counter()
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"^[\d,]+ selected$"))
+    heading.wait_for()
+    page.locator("[data-testid='stImage']").first.wait_for()
+    page.wait_for_selector(READY)
+    select = time.perf_counter() - start
+    count = int(heading.inner_text().split()[0].replace(",", ""))
+    page.close()
+    return {"first paint s": paint, "drag s": drag, "selection s": select, "points selected": count}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000], help="run sizes (60000 = all)")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="ogaudit-bench-") as tmp:
+        home = Path(tmp) / "home"
+        print("synthetic runs: real Fashion-MNIST ids, labels and images; map = PCA of pixels; no training")
+        projects = {}
+        for size in args.sizes:
+            start = time.perf_counter()
+            projects[size] = write_synthetic_run(home / f"fashion-{size // 1000}k", None if size >= 60_000 else size)
+            print(f"  wrote {projects[size].name} in {time.perf_counter() - start:.1f} s")
+        rows = {size: reopen_seconds(folder) for size, folder in projects.items()}
+        warm_up = write_synthetic_run(home / "warm-up", 1_000)
+        process, url = start_server(home, Path(tmp) / "streamlit.log")
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+                )
+                warm = paint_and_select(browser, url, warm_up.name)  # pays the server's imports (torch, plotly)
+                print(f"  cold server, first page (1,000 points): {warm['first paint s']:.1f} s")
+                for size, folder in projects.items():
+                    rows[size].update(paint_and_select(browser, url, folder.name))
+                    again = paint_and_select(browser, url, folder.name)
+                    rows[size]["reopened paint s"] = again["first paint s"]
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait(20)
+    table = pd.DataFrame(rows).T
+    table.index = [f"{size:,} points" for size in table.index]
+    print(table.round(2).to_string())
+    print(
+        "first paint: a new browser page on a warm server, run not opened before (reads CSVs, reloads images, builds "
+        "the figure); reopened paint: the same run again (cached). drag: 8 mouse moves of a box drag, during which "
+        "plotly redraws the live selection; selection: mouse release to the thumbnail grid drawn (server rerun done)."
+    )
+
+
+if __name__ == "__main__":
+    main()

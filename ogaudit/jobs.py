@@ -1,0 +1,272 @@
+"""Background jobs: run a long call (an audit, a verification) in a thread, report progress and an ETA, cancel it,
+and keep its outcome on disk.
+
+A :class:`Job` wraps ``target(progress, cancel) -> result``; its thread never touches a UI. A UI polls
+:meth:`Job.snapshot` (an immutable :class:`JobSnapshot`) from whatever thread it likes. Threads die with the
+process, so every job writes its status to ``FOLDER/job-<kind>.json`` when it starts, at each stage change and
+when it ends: after a restart the folder still says what happened (a status still "running" with no live job
+means the process died mid-run). A :class:`JobRegistry` holds the live jobs of one process by id; the app keeps
+one in ``st.cache_resource`` so that every browser session, and a refreshed page, finds the same jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ogaudit.errors import Cancelled, OgauditError
+from ogaudit.progress import ProgressCallback
+from ogaudit.storage import read_json, write_json
+
+Target = Callable[[ProgressCallback, threading.Event], object]
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
+"""Rough share of an audit's time per stage (a fresh small CNN with UMAP), for the overall fraction and ETA."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's state at one moment.
+
+    fraction : overall progress in [0, 1], stages weighted by ``stage_weights``.
+    eta_s : estimated seconds left (None until there is enough progress to extrapolate).
+    error, error_stage, error_type, traceback : set when ``status == "failed"``; ``error`` is readable as it is.
+    """
+
+    job_id: str
+    kind: str
+    status: str = "queued"
+    stage: str = ""
+    stage_fraction: float = 0.0
+    fraction: float = 0.0
+    message: str = ""
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    error: str | None = None
+    error_stage: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def estimate_eta(elapsed_s: float, fraction: float) -> float | None:
+    """Seconds left if the rest goes at the pace so far; None before 2% or 1 s of progress (too noisy)."""
+    if fraction < 0.02 or elapsed_s < 1.0:
+        return None
+    return max(elapsed_s * (1.0 - fraction) / fraction, 0.0)
+
+
+def overall_fraction(weights: Mapping[str, float], stage: str, stage_fraction: float) -> float:
+    """Progress over all stages: the weights of the stages before ``stage`` plus its share done.
+
+    Stages run in the order of ``weights``; a stage not in ``weights`` counts as the whole job.
+    """
+    if stage not in weights:
+        return stage_fraction
+    names = list(weights)
+    total = sum(weights.values())
+    before = sum(weights[name] for name in names[: names.index(stage)])
+    return min((before + weights[stage] * stage_fraction) / total, 1.0)
+
+
+def status_path(folder: str | Path, kind: str) -> Path:
+    """Where a job of ``kind`` keeps its status in ``folder``."""
+    return Path(folder) / f"job-{kind}.json"
+
+
+def read_status(folder: str | Path, kind: str) -> JobSnapshot | None:
+    """The last status a job of ``kind`` wrote to ``folder``, or None if none ran there."""
+    path = status_path(folder, kind)
+    if not path.exists():
+        return None
+    saved = read_json(path)
+    return JobSnapshot(**{name: saved.get(name) for name in JobSnapshot.__dataclass_fields__ if name in saved})
+
+
+class Job:
+    """One call running in a daemon thread, observable and cancellable.
+
+    Parameters
+    ----------
+    job_id : unique among live jobs of a registry (the app uses ``"<project>/<kind>"``).
+    kind : what it does ("audit", "verify"); names the status file.
+    target : ``target(progress, cancel)``; its return value becomes :attr:`result`.
+    folder : where ``job-<kind>.json`` is written (None: nowhere).
+    stage_weights : share of the time per stage name, for :attr:`JobSnapshot.fraction`.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        kind: str,
+        target: Target,
+        *,
+        folder: str | Path | None = None,
+        stage_weights: Mapping[str, float] | None = None,
+    ):
+        self.job_id, self.kind, self.target = job_id, kind, target
+        self.folder = None if folder is None else Path(folder)
+        self.stage_weights = dict(stage_weights or {})
+        self.cancel_event = threading.Event()
+        self.result: object = None
+        self._lock = threading.Lock()
+        self._state = JobSnapshot(job_id, kind)
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Job:
+        """Run the target in a new daemon thread; return at once."""
+        self._thread = threading.Thread(target=self.run, name=f"ogaudit-job-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        """Run the target in this thread, capturing its outcome (never raises)."""
+        self._started = time.monotonic()
+        self._update(status="running")
+        try:
+            result = self.target(self._progress, self.cancel_event)
+        except Cancelled as error:
+            self._finish(status="cancelled", message=str(error))
+        except OgauditError as error:
+            self._finish(status="failed", error=str(error), error_type=type(error).__name__)
+        except Exception as error:  # noqa: BLE001 - anything a job raises must reach the person, not kill the app
+            self._finish(
+                status="failed",
+                error=f"{type(error).__name__}: {error}",
+                error_type=type(error).__name__,
+                traceback=traceback.format_exc(),
+            )
+        else:
+            self.result = result
+            self._finish(status="done", message="done", stage_fraction=1.0)
+
+    def cancel(self) -> None:
+        """Ask the target to stop at its next check; the status becomes "cancelled" when it does."""
+        self.cancel_event.set()
+
+    def wait(self, timeout: float | None = None) -> JobSnapshot:
+        """Block until the thread ends (or ``timeout`` seconds pass); return the snapshot."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> JobSnapshot:
+        """The current state, with elapsed time and ETA computed now."""
+        with self._lock:
+            state = self._state
+        if self._started is None:
+            return state
+        elapsed = (self._ended or time.monotonic()) - self._started
+        eta = None if state.finished else estimate_eta(elapsed, state.fraction)
+        return replace(state, elapsed_s=elapsed, eta_s=eta)
+
+    def _progress(self, stage: str, fraction: float, message: str) -> None:
+        with self._lock:
+            new_stage = stage != self._state.stage
+        self._update(
+            stage=stage,
+            stage_fraction=fraction,
+            fraction=overall_fraction(self.stage_weights, stage, fraction),
+            message=message,
+            persist=new_stage,
+        )
+
+    def _finish(self, **changes) -> None:
+        self._ended = time.monotonic()
+        if changes.get("status") == "failed":
+            changes["error_stage"] = self._state.stage or None
+        if changes.get("status") == "done":
+            changes["fraction"] = 1.0
+        self._update(**changes)
+
+    def _update(self, *, persist: bool = True, **changes) -> None:
+        with self._lock:
+            self._state = replace(self._state, **changes)
+        if persist and self.folder is not None:
+            write_json(status_path(self.folder, self.kind), asdict(self.snapshot()))
+
+
+class JobRegistry:
+    """The live jobs of this process, by id. Thread-safe; one instance is shared by every UI session."""
+
+    def __init__(self):
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> Job:
+        """Start ``job`` unless a job with its id is still running; return the job that runs under that id."""
+        with self._lock:
+            current = self._jobs.get(job.job_id)
+            if current is not None and not current.snapshot().finished:
+                return current
+            self._jobs[job.job_id] = job
+        return job.start()
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+
+def job_id(project: str | Path, kind: str) -> str:
+    """The id of a project's job of ``kind``: one live audit and one live verification per project."""
+    return f"{Path(project).name}/{kind}"
+
+
+def submit_audit(
+    registry: JobRegistry,
+    project: str | Path,
+    data: str,
+    settings,
+    *,
+    cache_dir: str | Path | None = None,
+) -> Job:
+    """Audit ``data`` with ``settings`` (an :class:`~ogaudit.pipeline.AuditSettings`) into the folder ``project``.
+
+    The request is saved first (``request.json``), so a failed or interrupted audit can be run again; the
+    results land in ``project`` as :func:`~ogaudit.pipeline.write_outputs` writes them. :attr:`Job.result` is
+    the folder, not the in-memory result, so that a finished job holds no arrays.
+    """
+    from ogaudit.pipeline import audit
+    from ogaudit.runs import write_request
+
+    project = Path(project)
+    write_request(project, data, settings)
+
+    def target(progress: ProgressCallback, cancel: threading.Event) -> Path:
+        audit(data, settings, out_dir=project, cache_dir=cache_dir, progress=progress, cancel=cancel)
+        return project
+
+    job = Job(job_id(project, "audit"), "audit", target, folder=project, stage_weights=AUDIT_STAGE_WEIGHTS)
+    return registry.submit(job)
+
+
+def submit_verify(registry: JobRegistry, run, dataset, decisions) -> Job:
+    """Retrain before and after the review's decisions (the paper's trim-and-retrain check) in the background.
+
+    ``run`` is an opened :class:`~ogaudit.runs.Run`, ``dataset`` its data and ``decisions`` the ledger's
+    :meth:`~ogaudit.ledger.Ledger.state`. The report is written to ``verify.json`` in the run's folder.
+    """
+    from ogaudit.pipeline import settings_from_record
+    from ogaudit.runs import write_verify_report
+    from ogaudit.verify import verify_cleaning
+
+    settings = settings_from_record(run.record)
+
+    def target(progress: ProgressCallback, cancel: threading.Event):
+        report = verify_cleaning(
+            dataset, decisions, settings, flagged_ids=run.flagged_ids, progress=progress, cancel=cancel
+        )
+        write_verify_report(run.path, report, decided=len(decisions))
+        return report
+
+    return registry.submit(Job(job_id(run.path, "verify"), "verify", target, folder=run.path))

@@ -1,0 +1,120 @@
+"""Zip archives in and out of the app: unpack an uploaded ImageFolder safely, pack an exported folder.
+
+An upload is untrusted: an entry may try to escape the target folder (``..``, an absolute path, a drive letter,
+a symlink), or the archive may be a zip bomb. :func:`unpack_zip` refuses all of these before writing anything
+and counts the bytes it actually writes, since a zip header can lie about sizes.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ogaudit.errors import DataError
+
+MAX_UPLOAD_BYTES = 200 * 1024**2
+MAX_UNPACKED_BYTES = 2 * 1024**3
+MAX_FILES = 200_000
+_CHUNK = 1024**2
+
+
+def _entry_problem(name: str) -> str | None:
+    """Why an archive member name is unsafe to extract, or None."""
+    if "\\" in name or "\x00" in name:
+        return "has a backslash or NUL in its name"
+    path = PurePosixPath(name)
+    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
+        return "is an absolute path"
+    if ".." in path.parts:
+        return "contains '..'"
+    return None
+
+
+def _skipped(name: str) -> bool:
+    """macOS resource forks and hidden files: never images of the dataset."""
+    parts = PurePosixPath(name).parts
+    return any(part == "__MACOSX" or part.startswith(".") for part in parts)  # ".." was refused before
+
+
+def unpack_zip(
+    source: bytes | str | Path,
+    dest: str | Path,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+    max_files: int = MAX_FILES,
+) -> Path:
+    """Extract a zip of an ImageFolder into the new folder ``dest``; return the folder holding the class folders.
+
+    Refuses (with :class:`DataError`, writing nothing) archives over ``max_upload_bytes``, with more than
+    ``max_files`` files or more than ``max_unpacked_bytes`` declared, or with an unsafe entry (``..``, absolute
+    path, symlink). Stops and removes ``dest`` if the data written exceed ``max_unpacked_bytes``. When the
+    archive wraps everything in one top folder, that folder is returned.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if len(data) > max_upload_bytes:
+        raise DataError(f"The upload is {len(data) / 1e6:.0f} MB; the limit is {max_upload_bytes / 1e6:.0f} MB.")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as error:
+        raise DataError(f"The upload is not a zip archive ({error}). Zip an image folder and upload that.") from None
+    with archive:
+        for member in archive.infolist():
+            problem = _entry_problem(member.filename)
+            if stat.S_ISLNK(member.external_attr >> 16):
+                problem = "is a symbolic link"
+            if problem:
+                raise DataError(f"Refused the upload: the entry {member.filename!r} {problem}.")
+        members = [m for m in archive.infolist() if not m.is_dir() and not _skipped(m.filename)]
+        if len(members) > max_files:
+            raise DataError(f"The upload has {len(members):,} files; the limit is {max_files:,}.")
+        declared = sum(m.file_size for m in members)
+        if declared > max_unpacked_bytes:
+            raise DataError(
+                f"The upload unpacks to {declared / 1e6:,.0f} MB; the limit is {max_unpacked_bytes / 1e6:,.0f} MB."
+            )
+        if not members:
+            raise DataError("The upload holds no files. Zip a folder with one sub-folder of images per class.")
+        dest = Path(dest)
+        dest.mkdir(parents=True)
+        try:
+            _extract(archive, members, dest, max_unpacked_bytes)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+    return image_folder_root(dest)
+
+
+def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], dest: Path, limit: int) -> None:
+    written = 0
+    for member in members:
+        target = dest.joinpath(*PurePosixPath(member.filename).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as source, open(target, "wb") as out:
+            while chunk := source.read(_CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise DataError(f"The upload unpacks to more than {limit / 1e6:,.0f} MB (its header said less).")
+                out.write(chunk)
+
+
+def image_folder_root(folder: Path) -> Path:
+    """``folder``, or its only sub-folder when everything was zipped inside one top folder."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and any(p.is_dir() for p in entries[0].iterdir()):
+        return entries[0]
+    return folder
+
+
+def zip_folder(folder: str | Path) -> bytes:
+    """The files under ``folder`` as a zip (paths relative to it), e.g. a cleaned split for download."""
+    folder = Path(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()

@@ -1,0 +1,93 @@
+"""The setup form's choices turned into an audit request: a project folder, a data spec and settings.
+
+Kept apart from the widgets so that tests can call it: it validates everything (raising
+:class:`~ogaudit.errors.OgauditError` with a readable message), unpacks an uploaded zip safely, saves an uploaded
+checkpoint, and removes the new project folder again when anything is wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ogaudit.errors import DataError, ModelError
+from ogaudit.runs import new_project, slugify
+from ogaudit.ui.files import unpack_zip
+
+SOURCES = ("Built-in", "Path", "Upload zip")
+MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "checkpoint")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class SetupChoices:
+    """What a person chose in the setup panel (uploads as bytes with their file names)."""
+
+    source: str = "Built-in"
+    builtin: str = "mnist5k"
+    path: str = ""
+    upload: bytes | None = None
+    model: str = "auto"
+    checkpoint: bytes | None = None
+    checkpoint_name: str = ""
+    arch: str = ""
+    detector: str = "l2"
+    budget: float = 0.05
+    map_method: str = "umap"
+    noise_rate: float = 0.0
+    epochs: int = 0
+    limit: int = 0
+    name: str = ""
+
+
+def prepare_audit(choices: SetupChoices, root: str | Path):
+    """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``."""
+    from ogaudit.pipeline import AuditSettings
+
+    if choices.source not in SOURCES:
+        raise DataError(f"Unknown data source {choices.source!r}; choose one of {SOURCES}.")
+    if choices.source == "Path" and not choices.path.strip():
+        raise DataError("Give the path of an image folder, a CSV manifest or an .npz file.")
+    if choices.source == "Upload zip" and not choices.upload:
+        raise DataError("Upload a zip of an image folder (one sub-folder of images per class) first.")
+    if choices.model == "checkpoint" and not choices.checkpoint:
+        raise ModelError("Upload a checkpoint file (.pt, .pth) or choose another model.")
+    label = {"Built-in": choices.builtin, "Path": Path(choices.path.strip()).name, "Upload zip": "upload"}
+    project = new_project(root, choices.name.strip() or slugify(label[choices.source]))
+    try:
+        data = _data_spec(choices, project)
+        model = _model_spec(choices, project)
+        settings = AuditSettings(
+            model=model,
+            arch=choices.arch.strip() or None,
+            epochs=choices.epochs or None,
+            detector=choices.detector,
+            budget=float(choices.budget),
+            map_method=choices.map_method,
+            noise_rate=float(choices.noise_rate),
+            limit=choices.limit or None,
+        )
+    except BaseException:
+        shutil.rmtree(project, ignore_errors=True)
+        raise
+    return project, data, settings
+
+
+def _data_spec(choices: SetupChoices, project: Path) -> str:
+    if choices.source == "Built-in":
+        return choices.builtin
+    if choices.source == "Path":
+        return str(Path(choices.path.strip()).expanduser().absolute())
+    return str(unpack_zip(choices.upload, project / "upload"))
+
+
+def _model_spec(choices: SetupChoices, project: Path) -> str:
+    if choices.model != "checkpoint":
+        return choices.model
+    suffix = Path(choices.checkpoint_name).suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ModelError(f"The checkpoint {choices.checkpoint_name!r} should end in one of {CHECKPOINT_SUFFIXES}.")
+    path = project / f"checkpoint{suffix}"
+    path.write_bytes(choices.checkpoint)
+    return str(path)

@@ -1,0 +1,64 @@
+"""Background jobs on the page: a polling progress bar with ETA and cancel, and what to do when one failed.
+
+The job's thread never calls streamlit; the fragment below reads its snapshot every second and reruns the
+whole page once the job has ended, so the result appears without a click.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ogaudit.jobs import JobSnapshot, submit_audit
+from ogaudit.pipeline import AuditSettings, default_cache_dir
+from ogaudit.runs import read_request
+from ogaudit.ui import state
+from ogaudit.ui.common import format_seconds
+
+
+@st.fragment(run_every=1.0)
+def job_progress(job_id: str, title: str) -> None:
+    """Progress bar, stage, ETA and a cancel button for the live job ``job_id``."""
+    job = state.job_registry().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.finished:
+        st.rerun()
+    stage = f"{snap.stage}: {snap.message}" if snap.stage else "starting"
+    eta = "estimating the time left" if snap.eta_s is None else f"about {format_seconds(snap.eta_s)} left"
+    st.progress(
+        snap.fraction,
+        text=f"{title} — {stage} · {snap.fraction:.0%} · {format_seconds(snap.elapsed_s)} elapsed · {eta}",
+    )
+    cancelling = job.cancel_event.is_set()
+    st.button(
+        "Cancelling…" if cancelling else "Cancel",
+        key=f"cancel-{job_id}",
+        on_click=job.cancel,
+        disabled=cancelling,
+        help="Stops at the next chunk of work; cached stages make a later run fast.",
+    )
+
+
+def show_failure(snap: JobSnapshot) -> None:
+    """The error of a failed or cancelled job, with the stage it stopped in."""
+    if snap.status == "cancelled":
+        st.warning(f"The {snap.kind} was cancelled during the {snap.stage or 'first'} stage.")
+        return
+    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {snap.error}")
+    if snap.traceback:
+        with st.expander("Details (traceback)"):
+            st.code(snap.traceback)
+
+
+def retry_button(project: Path, label: str) -> None:
+    """Run the project's audit again from its saved request (cached stages are reused)."""
+    if st.button(label, key=f"retry-{project.name}", type="primary"):
+        data, settings = read_request(project)
+        job = submit_audit(
+            state.job_registry(), project, data, AuditSettings(**settings), cache_dir=default_cache_dir()
+        )
+        st.query_params["job"] = job.job_id
+        st.rerun()

@@ -1,0 +1,86 @@
+"""The "New audit" panel: choose data, model, detector, budget, map and planted noise; start the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ogaudit.data import BUILTINS
+from ogaudit.detectors import DEFAULT_DETECTOR, DETECTORS
+from ogaudit.embedding import MAP_METHODS
+from ogaudit.errors import OgauditError
+from ogaudit.jobs import submit_audit
+from ogaudit.pipeline import default_cache_dir
+from ogaudit.ui import state
+from ogaudit.ui.files import MAX_UPLOAD_BYTES
+from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
+
+MODEL_HELP = {
+    "auto": "auto (small CNN ≤ 64 px, EfficientNet-Lite0 above, MLP for vectors)",
+    "cnn": "small CNN, trained from scratch",
+    "mlp": "MLP (feature vectors)",
+    "efficientnet": "pretrained EfficientNet-Lite0 + trained head",
+    "checkpoint": "my checkpoint (upload below)",
+}
+
+
+def new_audit_panel(root: Path) -> None:
+    """A form in the sidebar; on submit, the project folder is made and the audit starts in the background."""
+    with st.form("new-audit"):
+        st.radio("Data", SOURCES, horizontal=True, key="setup-source")
+        st.selectbox("Built-in", BUILTINS, index=BUILTINS.index("mnist5k"), key="setup-builtin")
+        st.text_input("Path", placeholder="/data/images, labels.csv or data.npz", key="setup-path")
+        st.file_uploader(
+            f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
+        )
+        st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
+        st.file_uploader("Checkpoint", type=["pt", "pth", "ckpt"], key="setup-checkpoint")
+        st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
+        detectors = sorted(DETECTORS)
+        st.selectbox("Detector", detectors, index=detectors.index(DEFAULT_DETECTOR), key="setup-detector")
+        st.number_input("Flag budget (fraction, or a count ≥ 1)", min_value=0.001, value=0.05, key="setup-budget")
+        st.selectbox(
+            "Map", MAP_METHODS, key="setup-map", help="UMAP is slower (first use compiles, ~40 s); PCA is instant."
+        )
+        st.number_input("Planted noise (demo: flip this share of labels)", 0.0, 0.9, 0.0, 0.05, key="setup-noise")
+        st.number_input("Epochs (0 = by data size)", 0, 500, 0, key="setup-epochs")
+        st.number_input("Subset size (0 = all samples)", 0, None, 0, key="setup-limit")
+        st.text_input("Project name (optional)", key="setup-name")
+        submitted = st.form_submit_button("Start audit", type="primary")
+    if submitted:
+        _start(root)
+
+
+def _choices() -> SetupChoices:
+    get = st.session_state.get
+    upload, checkpoint = get("setup-upload"), get("setup-checkpoint")
+    return SetupChoices(
+        source=get("setup-source"),
+        builtin=get("setup-builtin"),
+        path=get("setup-path") or "",
+        upload=None if upload is None else upload.getvalue(),
+        model=get("setup-model"),
+        checkpoint=None if checkpoint is None else checkpoint.getvalue(),
+        checkpoint_name="" if checkpoint is None else checkpoint.name,
+        arch=get("setup-arch") or "",
+        detector=get("setup-detector"),
+        budget=get("setup-budget"),
+        map_method=get("setup-map"),
+        noise_rate=get("setup-noise"),
+        epochs=int(get("setup-epochs")),
+        limit=int(get("setup-limit")),
+        name=get("setup-name") or "",
+    )
+
+
+def _start(root: Path) -> None:
+    try:
+        project, data, settings = prepare_audit(_choices(), root)
+    except OgauditError as error:
+        st.error(str(error))
+        return
+    job = submit_audit(state.job_registry(), project, data, settings, cache_dir=default_cache_dir())
+    st.query_params["project"] = project.name
+    st.query_params["job"] = job.job_id
+    st.rerun()

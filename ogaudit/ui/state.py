@@ -1,0 +1,70 @@
+"""What the app keeps between reruns and across sessions: resources cached per server process.
+
+Everything here is keyed by what it was built from (a folder, a fingerprint, a colouring), so a run that is
+audited again gets fresh objects, and a cached object is never mutated after it is built: every session shares
+it. The job registry is the one shared mutable object, and it is thread-safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ogaudit import runs
+from ogaudit.data import Dataset
+from ogaudit.jobs import JobRegistry
+from ogaudit.ledger import Ledger
+from ogaudit.ui.figure import map_figure
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    """The live jobs of this server, shared by every browser session (a refreshed page finds its job here)."""
+    return JobRegistry()
+
+
+@st.cache_resource(max_entries=8, show_spinner="Opening the run…")
+def _open_run(path: str, stamp: float) -> runs.Run:
+    return runs.open_run(path)
+
+
+def open_run(project: Path) -> runs.Run:
+    """The finished run in ``project``, read from disk once per version of its ``run.json``."""
+    return _open_run(str(project), (project / "run.json").stat().st_mtime)
+
+
+@st.cache_resource(max_entries=8)
+def _open_ledger(path: str, fingerprint: str, _run: runs.Run) -> Ledger:
+    return runs.open_ledger(_run)
+
+
+def open_ledger(run: runs.Run) -> Ledger:
+    """The run's ledger. The object holds no connection, so sharing it is safe; its state is read per call."""
+    return _open_ledger(str(run.path), run.fingerprint, run)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the images…")
+def _load_dataset(path: str, fingerprint: str, _run: runs.Run) -> Dataset:
+    return runs.load_run_dataset(_run)
+
+
+def load_dataset(run: runs.Run) -> Dataset:
+    """The audited data (for thumbnails and exports), loaded once per run."""
+    return _load_dataset(str(run.path), run.fingerprint, run)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Drawing the map…")
+def _figure(path: str, fingerprint: str, colour: str, decisions_key: str, _run, _decisions) -> go.Figure:
+    return map_figure(_run.table, colour, _decisions)
+
+
+def figure(run: runs.Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
+    """The gradient map, built once per run and colouring: the same object on every rerun keeps the
+    selection and zoom. Only ``colour="decision"`` depends on the decisions, so only it is rebuilt by one."""
+    key = ""
+    if colour == "decision":
+        key = str(pd.util.hash_pandas_object(decisions[["sample_id", "action"]], index=False).sum())
+    return _figure(str(run.path), run.fingerprint, colour, key, run, decisions)

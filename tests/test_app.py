@@ -1,0 +1,440 @@
+"""The app's flows with Streamlit's AppTest (no browser), and the plain functions the app is built from.
+
+AppTest runs the script in this process but cannot fire ``run_every`` timers: the tests wait for the job's status
+file and rerun, as the polling fragment would. Real rendering, mouse selection and downloads are in
+``test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
+from ogaudit.jobs import Job, read_status
+from ogaudit.pipeline import audit
+from ogaudit.runs import open_ledger, open_run, write_request
+from ogaudit.ui import state
+from ogaudit.ui.actions import decide
+from ogaudit.ui.config import DemoConfig
+from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
+from ogaudit.ui.files import unpack_zip, zip_folder
+from ogaudit.ui.forms import SetupChoices, prepare_audit
+from ogaudit.ui.selection import selected_ids
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DEMO_ENV = {
+    "OGAUDIT_DEMO": "digits",
+    "OGAUDIT_DEMO_EPOCHS": "1",
+    "OGAUDIT_DEMO_MAP": "pca",
+    "OGAUDIT_DEMO_LIMIT": "300",
+}
+DEMO = DemoConfig.from_env(DEMO_ENV)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def demo_audit(tmp_path_factory, cache_dir) -> Path:
+    """The demo's audit, run once: a finished project folder to copy into each test's workspace."""
+    project = tmp_path_factory.mktemp("app") / DEMO.project_name
+    audit(DEMO.data, DEMO.settings(), out_dir=project, cache_dir=cache_dir)
+    write_request(project, DEMO.data, DEMO.settings())
+    return project
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, cache_dir) -> Path:
+    """An empty workspace, the shared model cache and the fast demo; no resources left from other tests."""
+    monkeypatch.setenv("OGAUDIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OGAUDIT_CACHE", str(cache_dir))
+    for name, value in DEMO_ENV.items():
+        monkeypatch.setenv(name, value)
+    st.cache_resource.clear()
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def project(home, demo_audit) -> Path:
+    """The finished demo audit in the workspace, with an empty ledger."""
+    return Path(shutil.copytree(demo_audit, home / demo_audit.name))
+
+
+def start(annotator: str | None = "alice", **params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    if annotator:
+        at.query_params["annotator"] = annotator
+    for name, value in params.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def wait_for_job(project: Path, kind: str = "audit", timeout: float = 120) -> None:
+    """What the polling fragment does in a browser: wait until the job's status file says it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = read_status(project, kind)
+        if snap is not None and snap.finished:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")
+
+
+def select(at: AppTest, ids: list[str], colour: str = "flagged") -> AppTest:
+    """Inject a plotly selection event as the browser sends it (2-D customdata, the id first)."""
+    points = [
+        {"curve_number": 0, "point_number": i, "point_index": i, "customdata": [sid, "?", "0.1", ""]}
+        for i, sid in enumerate(ids)
+    ]
+    at.session_state[f"map-{DEMO.project_name}-{colour}"] = {
+        "selection": {"points": points, "point_indices": list(range(len(ids))), "box": [], "lasso": []}
+    }
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+# ---------------------------------------------------------------- flows
+
+
+def test_first_start_audits_the_demo_in_the_background_then_shows_the_map(home):
+    at = start()
+    assert not at.exception
+    project = home / DEMO.project_name
+    assert "Demo:" in texts(at.info) and "10% of the labels flipped" in texts(at.info)
+    assert at.query_params["project"] == DEMO.project_name
+    if not read_status(project, "audit").finished:  # the cached model makes the demo quick: it may be done
+        assert at.get("progress") and at.button(key=f"cancel-{DEMO.project_name}/audit")
+        assert at.query_params["job"] == f"{DEMO.project_name}/audit"
+    wait_for_job(project)
+    at.run()
+    assert not at.exception and not at.error
+    assert [c.key for c in at.get("plotly_chart")] == [f"map-{DEMO.project_name}-flagged"]
+    assert "AUROC" in [m.label for m in at.metric]
+    assert "job" not in at.query_params
+
+
+def test_a_refreshed_page_reattaches_to_the_running_job(project):
+    release = threading.Event()
+
+    def slow(progress, cancel):
+        progress("train", 0.4, "epoch 2/5")
+        release.wait(30)
+
+    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
+    try:
+        at = start(project=project.name, job=job.job_id)  # a new session, as after a refresh
+        bar = at.get("progress")[0]
+        assert "train: epoch 2/5" in bar.proto.text and bar.value == 40
+        at.button(key=f"cancel-{job.job_id}").click().run()
+        assert job.cancel_event.is_set()
+    finally:
+        release.set()
+        job.wait(10)
+
+
+def test_a_selection_fills_the_grid(project):
+    run = open_run(project)
+    at = start()
+    assert "Drag a box" in texts(at.caption)
+    ids = run.flagged_ids[:2] + [run.table["sample_id"][0]]
+    at = select(at, ids)
+    assert f"{len(ids)} selected" in texts(at.subheader)
+    grid = texts(at.markdown)
+    for sample_id in ids:
+        assert f"`{sample_id}`" in grid
+    row = run.by_id.loc[ids[0]]
+    assert f"suggested **{row.suggested_label}**" in grid and f"predicted {row.predicted_label}" in grid
+
+
+def test_each_action_lands_in_the_ledger(project):
+    run = open_run(project)
+    ledger = open_ledger(run)
+    first, second, third, fourth, fifth = run.flagged_ids[:5]
+    at = start()
+    assert f"`{first}` (rank 1)" in texts(at.markdown)
+    at.button(key=f"confirm-{first}").click().run()
+    other = next(c for c in run.class_names if c != run.by_id.loc[second, "suggested_label"])
+    at.selectbox(key=f"relabel-label-{second}").set_value(other)
+    at.button(key=f"relabel-{second}").click().run()
+    for action, sample_id in (("keep", third), ("remove", fourth), ("unsure", fifth)):
+        at.button(key=f"{action}-{sample_id}").click().run()
+    assert not at.exception
+    decisions = ledger.state().set_index("sample_id")
+    assert decisions["action"].to_dict() == {
+        first: "confirm",
+        second: "relabel",
+        third: "keep",
+        fourth: "remove",
+        fifth: "unsure",
+    }
+    assert decisions.loc[first, "final_label"] == run.by_id.loc[first, "suggested_label"]
+    assert decisions.loc[second, "final_label"] == other
+    assert set(decisions["annotator"]) == {"alice"}
+    assert decisions.loc[first, "rank"] == 1 and decisions.loc[first, "run"] == project.name
+    assert "Reviewed 5 of" in at.sidebar.get("progress")[0].proto.text
+    assert f"`{first}`" not in texts(at.markdown)  # decided samples leave the queue
+
+
+def test_bulk_action_on_the_selection_then_undo_and_redo(project):
+    run = open_run(project)
+    ledger = open_ledger(run)
+    ids = run.flagged_ids[:4]
+    at = select(start(), ids)
+    at.selectbox(key="bulk-action").set_value("confirm")
+    next(b for b in at.button if b.label == f"Apply to {len(ids)}").click().run()
+    state_after = ledger.state().set_index("sample_id")
+    assert sorted(state_after.index) == sorted(ids)
+    assert (state_after["final_label"] == run.by_id.loc[state_after.index, "suggested_label"]).all()
+    assert len(set(state_after["batch_id"])) == 1  # one bulk action, one undo step
+    at.sidebar.button(key="undo").click().run()
+    assert ledger.state().empty and "Undid the decision on 4 sample(s)" in texts(at.info)
+    at.sidebar.button(key="redo").click().run()
+    assert sorted(ledger.state()["sample_id"]) == sorted(ids)
+    assert at.sidebar.button(key="redo").disabled and not at.sidebar.button(key="undo").disabled
+
+
+def test_two_annotators_see_each_other(project):
+    run = open_run(project)
+    alice, bob = start("alice"), start("bob")
+    sample = run.flagged_ids[0]
+    alice.button(key=f"keep-{sample}").click().run()
+    bob.run()
+    assert "Reviewed 1 of" in bob.sidebar.get("progress")[0].proto.text
+    assert bob.sidebar.button(key="undo").disabled  # undo is per annotator
+
+
+def test_the_annotator_is_asked_once(project):
+    at = start(annotator=None)
+    assert at.button(key=f"confirm-{open_run(project).flagged_ids[0]}").disabled
+    at.text_input(key="annotator-input").input("carol")
+    next(b for b in at.button if b.label == "Start reviewing").click().run()
+    assert at.query_params["annotator"] == "carol"
+    assert "Reviewing as **carol**" in texts(at.sidebar.markdown)
+
+
+def test_library_errors_are_shown_not_raised(project, home):
+    at = start()
+    at.sidebar.radio(key="setup-source").set_value("Path")
+    at.sidebar.text_input(key="setup-path").input(str(home / "no-such-data"))
+    at.sidebar.text_input(key="setup-name").input("broken")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    assert at.query_params["project"] == "broken"
+    wait_for_job(home / "broken")
+    at.run()
+    assert not at.exception
+    message = texts(at.error)
+    assert "failed during the **load** stage" in message and "neither a built-in" in message
+    assert at.button(key="retry-broken")
+    at.sidebar.radio(key="setup-source").set_value("Upload zip")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    assert not at.exception and "Upload a zip of an image folder" in texts(at.error)
+
+
+def test_export_panel_offers_the_decisions(project):
+    run = open_run(project)
+    open_ledger(run).decide(run.flagged_ids[0], "remove", annotator="alice")
+    at = start()
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "⬇ Decisions CSV" in labels and "⬇ Decisions of the 0 selected" in labels
+    at.button(key="write-split").click().run()
+    assert not at.exception and "Kept 299 of 300 samples (1 removed" in texts(at.success)
+    split = next((project / "exports").iterdir())
+    assert (split / "split.json").exists() and (split / "digits.npz").exists()
+
+
+def test_verify_runs_in_the_background_and_shows_before_and_after(project):
+    run = open_run(project)
+    open_ledger(run).decide(run.flagged_ids[:5], "remove", annotator="alice")
+    at = start()
+    at.button(key="verify").click().run()
+    wait_for_job(project, "verify")
+    at.run()
+    assert not at.exception and not at.error
+    assert {"Accuracy before", "Accuracy after"} <= {m.label for m in at.metric}
+    assert "5 decisions in force then" in texts(at.caption)
+
+
+def test_the_plain_modules_do_not_import_streamlit():
+    code = (
+        "import sys, ogaudit.jobs, ogaudit.runs, ogaudit.ui.actions, ogaudit.ui.config, ogaudit.ui.figure, "
+        "ogaudit.ui.files, ogaudit.ui.forms, ogaudit.ui.selection; assert 'streamlit' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------- plain functions
+
+
+def _zip(entries: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def test_unpack_zip_finds_the_image_folder_inside_one_top_folder(tmp_path):
+    data = _zip({"pets/cat/a.png": b"1", "pets/dog/b.png": b"2", "__MACOSX/pets/._a.png": b"x"})
+    root = unpack_zip(data, tmp_path / "out")
+    assert root == tmp_path / "out" / "pets" and sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
+    assert not (tmp_path / "out" / "__MACOSX").exists()
+
+
+@pytest.mark.parametrize(
+    ("entries", "symlink", "message"),
+    [
+        ({"../evil.png": b"1"}, None, "contains '..'"),
+        ({"a/../../evil.png": b"1"}, None, "contains '..'"),
+        ({"/etc/evil.png": b"1"}, None, "absolute path"),
+        ({"C:/evil.png": b"1"}, None, "absolute path"),
+        ({"cat\\..\\evil.png": b"1"}, None, "backslash"),
+        ({"cat/a.png": b"1"}, "cat/link.png", "symbolic link"),
+        ({}, None, "no files"),
+    ],
+)
+def test_unpack_zip_refuses_unsafe_archives(tmp_path, entries, symlink, message):
+    with pytest.raises(DataError, match=message):
+        unpack_zip(_zip(entries, symlink), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unpack_zip_caps_size_and_count(tmp_path):
+    data = _zip({f"c/{i}.png": b"0" * 100 for i in range(5)})
+    with pytest.raises(DataError, match="5 files; the limit is 4"):
+        unpack_zip(data, tmp_path / "a", max_files=4)
+    with pytest.raises(DataError, match="unpacks to"):
+        unpack_zip(data, tmp_path / "b", max_unpacked_bytes=499)
+    with pytest.raises(DataError, match="the limit is"):
+        unpack_zip(data, tmp_path / "c", max_upload_bytes=10)
+    with pytest.raises(DataError, match="not a zip"):
+        unpack_zip(b"not a zip", tmp_path / "d")
+
+
+def test_unpack_zip_counts_the_bytes_it_writes_not_the_header(tmp_path):
+    data = bytearray(_zip({"c/a.png": b"0" * 1000}))
+    central = data.rindex(b"PK\x01\x02")  # the central directory's size fields say 10 bytes, not 1000
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")
+    with pytest.raises((DataError, zipfile.BadZipFile)):
+        unpack_zip(bytes(data), tmp_path / "out", max_unpacked_bytes=500)
+    assert not (tmp_path / "out").exists()
+
+
+def test_zip_folder_round_trips(tmp_path):
+    (tmp_path / "src" / "cat").mkdir(parents=True)
+    (tmp_path / "src" / "cat" / "a.png").write_bytes(b"abc")
+    with zipfile.ZipFile(io.BytesIO(zip_folder(tmp_path / "src"))) as archive:
+        assert archive.namelist() == ["cat/a.png"] and archive.read("cat/a.png") == b"abc"
+
+
+@pytest.mark.parametrize("customdata", [["s1", "3", "0.5", ""], {"0": "s1"}, "s1", ("s1",)])
+def test_selected_ids_reads_every_customdata_shape(customdata):
+    event = {"selection": {"points": [{"customdata": customdata}, {"customdata": customdata}, {"x": 1}]}}
+    assert selected_ids(event) == ["s1"]
+    assert selected_ids(event, known={"s2"}) == []
+    assert selected_ids(None) == [] and selected_ids({"selection": {}}) == []
+
+
+def _table(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "x": np.arange(n, dtype=float),
+            "y": np.arange(n, dtype=float),
+            "given_label": ["a", "b"] * (n // 2),
+            "predicted_label": ["a", "a"] * (n // 2),
+            "suggested_label": ["a", "b"] * (n // 2),
+            "score": np.linspace(0, 1, n),
+            "rank": np.arange(n, 0, -1),
+            "flagged": [False] * (n - 1) + [True],
+        }
+    )
+
+
+def test_hover_data_names_other_labels_only_where_they_differ():
+    data = hover_data(_table())
+    assert data.shape == (6, 4) and list(data[0]) == ["s0", "a", "0", ""]
+    assert data[1, 3] == "<br>predicted a, suggested b" and data[5, 2] == "1"
+
+
+@pytest.mark.parametrize("colour", COLOUR_MODES)
+def test_map_figure_is_webgl_box_select_with_ids_in_customdata(colour):
+    decisions = pd.DataFrame({"sample_id": ["s1"], "action": ["remove"]})
+    figure = map_figure(_table(), colour, decisions)
+    assert all(isinstance(trace, go.Scattergl) for trace in figure.data)
+    assert figure.layout.dragmode == "select" and figure.layout.uirevision
+    ids = [row[0] for trace in figure.data for row in trace.customdata]
+    assert set(ids) == {f"s{i}" for i in range(6)}
+    assert all(trace.text is None and trace.hovertext is None for trace in figure.data)
+    assert any(set(row[0] for row in trace.customdata) == {"s5"} for trace in figure.data)  # flagged stand out
+    if colour == "decision":
+        assert {trace.name for trace in figure.data} >= {"undecided", "remove"}
+
+
+def test_decide_confirms_each_sample_with_its_own_suggestion(demo_audit, tmp_path):
+    project = Path(shutil.copytree(demo_audit, tmp_path / "p"))
+    run = open_run(project)
+    ledger = open_ledger(run)
+    ids = run.flagged_ids[:3]
+    decide(ledger, run, ids, "confirm", annotator="ann")
+    saved = ledger.state().set_index("sample_id")
+    assert saved.loc[ids, "final_label"].tolist() == run.by_id.loc[ids, "suggested_label"].tolist()
+    with pytest.raises(LedgerError, match="needs the right label"):
+        decide(ledger, run, ids, "relabel", annotator="ann")
+    with pytest.raises(LedgerError, match="Unknown sample id"):
+        decide(ledger, run, ["nope"], "keep", annotator="ann")
+
+
+def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(SettingsError, match="noise_rate"):
+        prepare_audit(SetupChoices(noise_rate=1.5, name="x"), tmp_path)
+    with pytest.raises(ModelError, match="Upload a checkpoint"):
+        prepare_audit(SetupChoices(model="checkpoint"), tmp_path)
+    with pytest.raises(ModelError, match="should end in"):
+        prepare_audit(SetupChoices(model="checkpoint", checkpoint=b"x", checkpoint_name="m.txt"), tmp_path)
+    with pytest.raises(DataError, match="contains '..'"):
+        prepare_audit(SetupChoices(source="Upload zip", upload=_zip({"../a.png": b"1"})), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    project, data, settings = prepare_audit(
+        SetupChoices(
+            source="Upload zip",
+            upload=_zip({"d/cat/a.png": b"1"}),
+            model="checkpoint",
+            checkpoint=b"weights",
+            checkpoint_name="net.pth",
+            arch="resnet18",
+            epochs=3,
+        ),
+        tmp_path,
+    )
+    assert data == str(project / "upload" / "d") and settings.model == str(project / "checkpoint.pth")
+    assert settings.arch == "resnet18" and settings.epochs == 3 and settings.limit is None
+
+
+def test_demo_config_reads_the_environment():
+    assert DemoConfig.from_env({}) == DemoConfig("mnist5k", 0.1, 10, "umap", None)
+    assert DemoConfig.from_env({"OGAUDIT_DEMO_EPOCHS": "auto"}).epochs is None
+    assert DEMO.settings().epochs == 1 and DEMO.settings().map_method == "pca" and DEMO.limit == 300
+    with pytest.raises(SettingsError, match="OGAUDIT_DEMO"):
+        DemoConfig.from_env({"OGAUDIT_DEMO_NOISE": "lots"})

@@ -1,0 +1,150 @@
+"""The real app in headless chromium: the demo audits itself, the WebGL map draws, a mouse drag box-selects,
+a relabel is recorded, and the decisions CSV downloads with its row.
+
+Runs in the normal ``pytest`` run; skipped only where ``/usr/bin/chromium`` is missing. Screenshots go to the
+test's tmp folder, or to ``$OGAUDIT_SCREENSHOTS``; the README's come from a realistic demo:
+``OGAUDIT_SCREENSHOTS=assets OGAUDIT_DEMO=mnist5k OGAUDIT_DEMO_EPOCHS=10 OGAUDIT_DEMO_MAP=umap OGAUDIT_DEMO_LIMIT=
+.venv/bin/python -m pytest tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, cache_dir):
+    """``streamlit run app.py`` on a free port with a fast demo (600 digits, 4 epochs, PCA map) in tmp dirs;
+    ``OGAUDIT_DEMO*`` variables already set in the environment win."""
+    port = free_port()
+    fast_demo = {
+        "OGAUDIT_DEMO": "digits",
+        "OGAUDIT_DEMO_EPOCHS": "4",
+        "OGAUDIT_DEMO_MAP": "pca",
+        "OGAUDIT_DEMO_LIMIT": "600",
+    }
+    env = {
+        **fast_demo,
+        **os.environ,
+        "OGAUDIT_HOME": str(tmp_path / "home"),
+        "OGAUDIT_CACHE": str(cache_dir),
+    }
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
+    command += ["--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    command += ["--server.fileWatcherType", "none"]
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "streamlit.log").read_text()) from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
+        yield context.new_page()
+        browser.close()
+
+
+def box_select(page, chart) -> None:
+    """Drag a box over the middle of the plot area: the figure's default drag mode selects."""
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = area["x"] + area["width"] * 0.2, area["y"] + area["height"] * 0.2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.8, area["y"] + area["height"] * 0.8, steps=12)
+    page.mouse.up()
+
+
+def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
+    shots = Path(os.environ.get("OGAUDIT_SCREENSHOTS", tmp_path))
+    page.set_default_timeout(90_000)
+    page.goto(f"{server}/?annotator=tester")
+    page.wait_for_selector(READY)
+    chart = page.locator("[data-testid='stPlotlyChart']")
+    chart.locator(".nsewdrag").first.wait_for(timeout=600_000)  # the audit finished and the WebGL map is drawn
+    assert "Demo:" in page.inner_text("[data-testid='stMain']")
+
+    box_select(page, chart)
+    heading = page.get_by_text(re.compile(r"^\d+ selected$"))
+    heading.wait_for()
+    selected = int(heading.inner_text().split()[0])
+    assert selected > 0
+    page.wait_for_selector(READY)
+    page.locator("[data-testid='stImage']").first.wait_for()
+    shots.mkdir(parents=True, exist_ok=True)
+    page.get_by_text("Colour by").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(shots / "map.png"))
+
+    page.get_by_role("tab", name=re.compile("Review queue")).click()
+    card = page.locator("[class*='st-key-card-']").first
+    sample_id = card.locator("code").first.inner_text()
+    suggested = re.search(r"Confirm → (.+)", card.get_by_role("button", name=re.compile("Confirm")).inner_text())
+    target = "0" if suggested.group(1).strip() != "0" else "1"
+    card.get_by_role("combobox").click()
+    page.get_by_role("option", name=target, exact=True).click()
+    page.wait_for_selector(READY)
+    page.screenshot(path=str(shots / "review.png"))
+    card.get_by_role("button", name="Relabel", exact=True).click()
+    page.get_by_text(f"relabel → {target}: 1 sample(s) ({sample_id})").wait_for()
+    page.get_by_role("tab", name="Gradient map").click()
+    assert page.get_by_text(f"{selected} selected", exact=True).is_visible()  # the selection survived the decision
+
+    page.get_by_role("tab", name="Export").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Decisions CSV")).click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert [(r["sample_id"], r["action"], r["final_label"], r["annotator"]) for r in rows] == [
+        (sample_id, "relabel", target, "tester")
+    ]

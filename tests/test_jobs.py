@@ -1,0 +1,161 @@
+"""Background jobs: a thread runs the call, progress and ETA are reported, cancel works, errors keep their stage,
+and the outcome is on disk."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+
+import pytest
+
+from ogaudit.errors import DataError
+from ogaudit.jobs import (
+    AUDIT_STAGE_WEIGHTS,
+    Job,
+    JobRegistry,
+    estimate_eta,
+    job_id,
+    overall_fraction,
+    read_status,
+    submit_audit,
+    submit_verify,
+)
+from ogaudit.pipeline import AuditSettings
+from ogaudit.progress import check_cancel
+from ogaudit.runs import is_finished, read_request
+
+FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
+
+
+def test_overall_fraction_weighs_stages_in_order():
+    weights = {"a": 1.0, "b": 3.0}
+    assert overall_fraction(weights, "a", 0.5) == pytest.approx(0.125)
+    assert overall_fraction(weights, "b", 0.0) == pytest.approx(0.25)
+    assert overall_fraction(weights, "b", 1.0) == pytest.approx(1.0)
+    assert overall_fraction(weights, "unknown", 0.4) == pytest.approx(0.4)
+
+
+def test_eta_extrapolates_the_pace_so_far():
+    assert estimate_eta(10.0, 0.25) == pytest.approx(30.0)
+    assert estimate_eta(10.0, 0.01) is None
+    assert estimate_eta(0.5, 0.5) is None
+
+
+def test_job_runs_in_a_thread_and_reports_progress_and_eta(tmp_path):
+    reported, release = threading.Event(), threading.Event()
+    threads = []
+
+    def target(progress, cancel):
+        threads.append(threading.current_thread())
+        progress("load", 1.0, "loaded")
+        time.sleep(1.1)
+        progress("train", 0.5, "epoch 1/2")
+        reported.set()
+        release.wait(10)
+        return 42
+
+    job = Job("p/audit", "audit", target, folder=tmp_path, stage_weights=AUDIT_STAGE_WEIGHTS).start()
+    assert reported.wait(10)
+    snap = job.snapshot()
+    assert snap.status == "running" and snap.stage == "train" and snap.message == "epoch 1/2"
+    assert snap.stage_fraction == 0.5
+    assert snap.fraction == pytest.approx(overall_fraction(AUDIT_STAGE_WEIGHTS, "train", 0.5))
+    assert snap.elapsed_s >= 1.0 and snap.eta_s is not None and snap.eta_s > 0
+    assert read_status(tmp_path, "audit").stage == "train"  # a stage change is written at once
+    release.set()
+    done = job.wait(10)
+    assert threads[0] is not threading.main_thread()
+    assert done.status == "done" and done.fraction == 1.0 and done.eta_s is None
+    assert job.result == 42
+    assert read_status(tmp_path, "audit").status == "done"
+
+
+def test_cancel_stops_the_job(tmp_path):
+    started = threading.Event()
+
+    def target(progress, cancel):
+        progress("train", 0.1, "epoch 1")
+        started.set()
+        while True:
+            check_cancel(cancel)
+            time.sleep(0.01)
+
+    job = Job("p/audit", "audit", target, folder=tmp_path).start()
+    assert started.wait(10)
+    job.cancel()
+    snap = job.wait(10)
+    assert snap.status == "cancelled" and snap.finished
+    assert read_status(tmp_path, "audit").status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "has_traceback"),
+    [(DataError("no such data"), "DataError", False), (RuntimeError("boom"), "RuntimeError", True)],
+)
+def test_an_exception_is_captured_with_its_stage(tmp_path, error, kind, has_traceback):
+    def target(progress, cancel):
+        progress("load", 0.0, "starting")
+        progress("gradients", 0.3, "forward pass")
+        raise error
+
+    snap = Job("p/audit", "audit", target, folder=tmp_path).start().wait(10)
+    assert snap.status == "failed" and snap.error_stage == "gradients" and snap.error_type == kind
+    assert str(error) in snap.error
+    assert (snap.traceback is not None) == has_traceback
+    saved = read_status(tmp_path, "audit")
+    assert saved.status == "failed" and saved.error_stage == "gradients" and saved.error == snap.error
+
+
+def test_registry_keeps_one_live_job_per_id():
+    release = threading.Event()
+    registry = JobRegistry()
+    first = registry.submit(Job("p/audit", "audit", lambda progress, cancel: release.wait(10)))
+    second = registry.submit(Job("p/audit", "audit", lambda progress, cancel: None))
+    assert second is first and registry.get("p/audit") is first
+    release.set()
+    first.wait(10)
+    third = registry.submit(Job("p/audit", "audit", lambda progress, cancel: None))
+    assert third is not first and third.wait(10).status == "done"
+    assert registry.get("nothing") is None
+
+
+def test_audit_job_writes_its_results_to_the_project(tmp_path, cache_dir):
+    project = tmp_path / "proj"
+    project.mkdir()
+    stages = []
+    job = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir)
+    assert job.job_id == job_id(project, "audit") == "proj/audit"
+    while not job.snapshot().finished:
+        stages.append(job.snapshot().stage)
+        time.sleep(0.05)
+    snap = job.wait()
+    assert snap.status == "done", snap.error
+    assert job.result == project and is_finished(project)
+    assert read_request(project) == ("digits", {**asdict(FAST), "layers": []})
+    assert read_status(project, "audit").status == "done"
+    assert set(stages) <= {"", "load", "train", "gradients", "detect", "map"}
+
+
+def test_audit_job_error_names_the_stage(tmp_path, cache_dir):
+    job = submit_audit(JobRegistry(), tmp_path / "bad", str(tmp_path / "missing"), FAST, cache_dir=cache_dir)
+    snap = job.wait(60)
+    assert snap.status == "failed" and snap.error_stage == "load" and snap.error_type == "DataError"
+    assert "neither a built-in" in snap.error
+
+
+def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cache_dir):
+    from ogaudit.pipeline import audit
+    from ogaudit.runs import open_ledger, open_run, read_verify_report
+
+    result = audit("digits", FAST, out_dir=tmp_path / "proj", cache_dir=cache_dir)
+    run = open_run(tmp_path / "proj")
+    ledger = open_ledger(run)
+    ledger.decide(run.flagged_ids[:5], "remove", annotator="ann")
+    job = submit_verify(JobRegistry(), run, result.dataset, ledger.state())
+    snap = job.wait(120)
+    assert snap.status == "done", snap.error
+    assert snap.stage == "verify"
+    saved = read_verify_report(run.path)
+    assert saved["decided"] == 5 and saved["held_out"] == 60 and 0 <= saved["accuracy_after"] <= 1
+    assert saved["accuracy_before"] == job.result.accuracy_before and "held-out accuracy" in saved["text"]
