@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 import warnings
+import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -419,10 +420,13 @@ def _stack_images(images: list[Image.Image]) -> np.ndarray:
 def load_npz(path: Path) -> Dataset:
     """Arrays: ``x`` (N, ...) and ``y`` (N,), optional ``ids`` (N,) and ``class_names``."""
     path = path.resolve()
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # empty, truncated, not a zip, a bare .npy
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except unreadable as error:
         raise DataError(f"Cannot read {str(path)!r} as .npz: {error}. Save it with numpy.savez.") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{str(path)!r} holds a single array, not an .npz archive. Save it with numpy.savez.")
     with archive:
         missing = [key for key in ("x", "y") if key not in archive.files]
         if missing:
@@ -430,9 +434,15 @@ def load_npz(path: Path) -> Dataset:
                 f"{str(path)!r} has arrays {sorted(archive.files)} but lacks {missing}. "
                 "Save it as numpy.savez(path, x=samples, y=labels)."
             )
-        x, y = archive["x"], archive["y"]
-        ids = archive["ids"] if "ids" in archive.files else None
-        names = archive["class_names"] if "class_names" in archive.files else None
+        try:
+            x, y = archive["x"], archive["y"]
+            ids = archive["ids"] if "ids" in archive.files else None
+            names = archive["class_names"] if "class_names" in archive.files else None
+        except unreadable as error:  # object arrays would need unpickling, which could run code: refused
+            raise DataError(
+                f"Cannot read the arrays in {str(path)!r}: {error}. Use numeric x and y and string ids/class_names "
+                "(not Python objects), saved with numpy.savez."
+            ) from error
     return dataset_from_arrays(x, y, ids=ids, class_names=names, source=str(path), kind="npz")
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ogaudit.errors import Cancelled, OgauditError
+from ogaudit.errors import Cancelled, OgauditError, StorageError
 from ogaudit.progress import ProgressCallback
 from ogaudit.storage import read_json, write_json
 
@@ -124,7 +124,12 @@ class Job:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Job:
-        """Run the target in a new daemon thread; return at once."""
+        """Run the target in a new daemon thread; return at once.
+
+        The "queued" status is written before the thread starts, so that nobody reading the folder right after
+        a retry sees the previous run's outcome as this one's.
+        """
+        self._update(status="queued")
         self._thread = threading.Thread(target=self.run, name=f"ogaudit-job-{self.job_id}", daemon=True)
         self._thread.start()
         return self
@@ -193,7 +198,11 @@ class Job:
         with self._lock:
             self._state = replace(self._state, **changes)
         if persist and self.folder is not None:
-            write_json(status_path(self.folder, self.kind), asdict(self.snapshot()))
+            try:
+                write_json(status_path(self.folder, self.kind), asdict(self.snapshot()))
+            except StorageError as error:  # a full disk must not kill the job's thread: the live state still holds
+                with self._lock:
+                    self._state = replace(self._state, message=f"status not saved to disk: {error}")
 
 
 class JobRegistry:

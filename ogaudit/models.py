@@ -216,9 +216,29 @@ def _load_torchvision(path: Path, arch: str, n_classes: int) -> nn.Module:
     except RuntimeError as error:
         raise ModelError(
             f"The checkpoint does not fit {arch} with {n_classes} classes (the dataset's class count): "
-            f"{str(error).splitlines()[0]} Check --arch and that the model was trained on these classes."
+            f"{_state_dict_mismatch(state, net.state_dict(), arch)}. Check --arch and that the model was trained "
+            "on these classes."
         ) from error
     return net.eval()
+
+
+def _state_dict_mismatch(state: dict, expected: dict, arch: str) -> str:
+    """Which tensors of a checkpoint are missing, unexpected or of another shape than ``arch`` needs."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key!r} is {tuple(state[key].shape)} in the checkpoint, {arch} needs {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape: {'; '.join(shapes[:3])}")
+    return ", ".join(parts) or "the tensors do not load"
 
 
 def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ogaudit.errors import LedgerError
-from ogaudit.ledger import Ledger
+from ogaudit.ledger import ACTIONS, LABELLED_ACTIONS, Ledger
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "bird"]
@@ -304,3 +309,93 @@ def test_concurrent_threads_share_one_ledger(ledger):
     state = ledger.state()
     assert len(state) == 400 and state["sample_id"].is_unique
     assert ledger.progress()["decided"].tolist() == [50] * 8
+
+
+# ---------------------------------------------------------------- the documented rules, against a plain model
+
+FEW_IDS = IDS[:6]  # few samples, so that annotators collide on them
+FEW_META = {**META, "sample_ids": FEW_IDS, "given_labels": META["given_labels"][:6]}
+ANNOTATORS = ("ann", "bob")
+
+
+class LedgerRules(RuleBasedStateMachine):
+    """Random decide / bulk decide / undo / redo by two annotators, with reopenings, against an in-memory model
+    of the rules in ``ogaudit.ledger``'s docstring: a sample's state is its decision in the latest batch still in
+    force; undo takes back the annotator's own latest batch in force, redo puts back the one they undid last, and
+    a new decision clears their redo stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.folder = tempfile.mkdtemp(prefix="ledger-rules-")
+        self.path = Path(self.folder) / "ledger.sqlite"
+        self.ledger = Ledger.open(self.path, **FEW_META)
+        self.batches: list[tuple[str, str, dict[str, tuple]]] = []  # (batch id, annotator, id -> decision), in order
+        self.in_force: dict[str, bool] = {}
+        self.done = {name: [] for name in ANNOTATORS}
+        self.undone = {name: [] for name in ANNOTATORS}
+
+    def teardown(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @rule(
+        annotator=st.sampled_from(ANNOTATORS),
+        ids=st.lists(st.sampled_from(FEW_IDS), min_size=1, max_size=4),
+        action=st.sampled_from(ACTIONS),
+        label=st.sampled_from(CLASSES),
+    )
+    def decide(self, annotator, ids, action, label):
+        label = label if action in LABELLED_ACTIONS else None
+        batch = self.ledger.decide(ids, action, label=label, annotator=annotator)
+        given = dict(zip(FEW_IDS, FEW_META["given_labels"], strict=True))
+        final = {i: label if action in LABELLED_ACTIONS else None if action == "remove" else given[i] for i in ids}
+        decisions = {i: (action, final[i], annotator) for i in ids}
+        self.batches.append((batch, annotator, decisions))
+        self.in_force[batch] = True
+        self.done[annotator].append(batch)
+        self.undone[annotator].clear()
+
+    @rule(annotator=st.sampled_from(ANNOTATORS), ids=st.lists(st.sampled_from(FEW_IDS), max_size=2))
+    def refused_decision(self, annotator, ids):
+        with pytest.raises(LedgerError):
+            self.ledger.decide([*ids, "not-a-sample"], "remove", annotator=annotator)
+
+    @rule(annotator=st.sampled_from(ANNOTATORS))
+    def undo(self, annotator):
+        undone = self.ledger.undo(annotator)
+        if not self.done[annotator]:
+            assert undone is None
+            return
+        expected = self.done[annotator].pop()
+        assert undone is not None and undone.batch_id == expected
+        assert list(undone.sample_ids) == list(dict(next(b for b in self.batches if b[0] == expected)[2]))
+        self.in_force[expected] = False
+        self.undone[annotator].append(expected)
+
+    @rule(annotator=st.sampled_from(ANNOTATORS))
+    def redo(self, annotator):
+        redone = self.ledger.redo(annotator)
+        if not self.undone[annotator]:
+            assert redone is None
+            return
+        expected = self.undone[annotator].pop()
+        assert redone is not None and redone.batch_id == expected
+        self.in_force[expected] = True
+        self.done[annotator].append(expected)
+
+    @rule()
+    def reopen(self):
+        self.ledger = Ledger.open(self.path, **FEW_META)
+
+    @invariant()
+    def state_follows_the_rules(self):
+        expected: dict[str, tuple] = {}
+        for batch, _, decisions in self.batches:
+            if self.in_force[batch]:
+                expected.update(decisions)
+        assert current(self.ledger) == expected
+        for name in ANNOTATORS:
+            assert self.ledger.undo_depth(name) == (len(self.done[name]), len(self.undone[name]))
+
+
+TestLedgerRules = LedgerRules.TestCase
+TestLedgerRules.settings = settings(max_examples=15, stateful_step_count=20, deadline=None)

@@ -101,3 +101,32 @@ def test_torchscript_checkpoint_with_forward_features(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a TorchScript file"):
         load_checkpoint(tmp_path / "junk.pt", _photos(side=32))
+
+
+# ---------------------------------------------------------------- hostile and mismatched checkpoints
+
+
+def test_state_dict_of_another_architecture_names_the_missing_tensors(tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(ModelError, match=r"does not fit resnet34 .* tensor\(s\) missing, e\.g\. \['layer1\.2\."):
+        load_checkpoint(tmp_path / "r18.pt", _photos(side=32), arch="resnet34")
+
+
+def test_state_dict_with_a_wrong_shape_names_the_tensor_and_both_shapes(tmp_path):
+    state = torchvision.models.resnet18(weights=None, num_classes=3).state_dict()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # trained on grayscale
+    torch.save(state, tmp_path / "gray.pt")
+    with pytest.raises(ModelError, match=r"'conv1\.weight' is \(64, 1, 7, 7\) in the checkpoint, resnet18 needs"):
+        load_checkpoint(tmp_path / "gray.pt", _photos(side=32), arch="resnet18")
+
+
+def test_a_whole_pickled_module_is_refused_with_the_fix(tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3), tmp_path / "whole.pt")  # needs unpickling
+    with pytest.raises(ModelError, match=r"Refused .* torch\.save\(model\.state_dict\(\), path\)"):
+        load_checkpoint(tmp_path / "whole.pt", _photos(side=32), arch="resnet18")
+
+
+def test_torchscript_model_for_other_inputs_is_a_model_error(tmp_path):
+    torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "m.ts")  # expects 32x32x3 inputs
+    with pytest.raises(ModelError, match="cannot run on this data"):
+        load_checkpoint(tmp_path / "m.ts", _photos(side=16))

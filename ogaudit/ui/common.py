@@ -21,9 +21,14 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    """Show and forget the messages left by callbacks."""
+    """Show and forget the messages left by callbacks.
+
+    They go into a container that is there on every run, message or not: an element appearing above the tabs
+    would change the tabs' identity, and Streamlit would switch the reviewer back to the first tab.
+    """
+    slot = st.container()
     for kind, text in st.session_state.pop(_FLASH, []):
-        getattr(st, kind)(text)
+        getattr(slot, kind)(text)
 
 
 def on_decide(

@@ -11,6 +11,7 @@ import io
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ogaudit.errors import DataError
@@ -19,6 +20,7 @@ MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_FILES = 200_000
 _CHUNK = 1024**2
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 def _entry_problem(name: str) -> str | None:
@@ -82,8 +84,13 @@ def unpack_zip(
         dest.mkdir(parents=True)
         try:
             _extract(archive, members, dest, max_unpacked_bytes)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(dest, ignore_errors=True)
+            if isinstance(error, _DAMAGED):  # a bad CRC (a header that lied), corrupt deflate data, encryption
+                raise DataError(
+                    f"Refused the upload: it is a damaged or unsupported zip archive ({error}). Zip the image folder "
+                    "again, without encryption, and upload that."
+                ) from error
             raise
     return image_folder_root(dest)
 

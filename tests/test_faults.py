@@ -1,0 +1,309 @@
+"""Faults and the hostile inputs not covered elsewhere: a job killed with SIGKILL resumes from what is on disk, a
+failed job can be retried, a full disk or a read-only folder is a clear error that leaves nothing looking complete,
+and damaged arrays, images and archives are refused by name. ``docs/RELIABILITY.md`` maps every case to its test."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from ogaudit import storage
+from ogaudit.data import load_dataset
+from ogaudit.errors import DataError, LedgerError, StorageError
+from ogaudit.jobs import JobRegistry, read_status, submit_audit
+from ogaudit.ledger import Ledger
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.runs import is_finished
+from ogaudit.storage import read_json
+from ogaudit.ui.files import unpack_zip
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+FAST = AuditSettings(epochs=2, map_method="pca", noise_rate=0.1, limit=300)
+
+
+def wait_for_job(project: Path, kind: str = "audit", timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = read_status(project, kind)
+        if snap is not None and snap.finished:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")
+
+
+@pytest.fixture
+def app_home(tmp_path, monkeypatch) -> Path:
+    """A workspace with a placeholder project (so the demo does not start) and an empty model cache."""
+    home = tmp_path / "home"
+    (home / "placeholder").mkdir(parents=True)
+    monkeypatch.setenv("OGAUDIT_HOME", str(home))
+    monkeypatch.setenv("OGAUDIT_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    return home
+
+
+def start(**params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["annotator"] = "alice"
+    for name, value in params.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+# ---------------------------------------------------------------- a killed job resumes from disk
+
+KILLED_CHILD = """
+import json, sys, time
+from pathlib import Path
+import ogaudit.pipeline as pipeline
+from ogaudit.jobs import JobRegistry, submit_audit
+
+def stall(*args, **kwargs):  # the model is trained and cached: hold here until the parent kills us
+    print("trained", flush=True)
+    time.sleep(600)
+
+pipeline._head_evidence = stall
+settings = pipeline.AuditSettings(**json.loads(sys.argv[3]))
+submit_audit(JobRegistry(), Path(sys.argv[1]), "digits", settings, cache_dir=sys.argv[2]).wait()
+"""
+
+
+def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(app_home, tmp_path):
+    project, cache = app_home / "killed", tmp_path / "cache"
+    project.mkdir()
+    settings = json.dumps({**asdict(FAST), "layers": []})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, str(project), str(cache), settings],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "trained\n"
+        assert len(list((cache / "models").glob("*.pt"))) == 1
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    assert read_status(project, "audit").status == "running" and not is_finished(project)
+
+    at = start(project="killed")  # a fresh server: no live job, a status file that still says "running"
+    assert not at.exception and "This audit was interrupted" in texts(at.warning)
+    run_again = at.button(key="retry-killed")
+    assert run_again.label == "Run again"
+    run_again.click().run()
+    wait_for_job(project)
+    at.run()
+    assert not at.exception and not at.error
+    assert [c.key for c in at.get("plotly_chart")] == ["map-killed-flagged"]
+    record = read_json(project / "run.json")
+    assert record["model"]["cached"] is True  # the stage that finished before the kill was not redone
+    assert read_status(project, "audit").status == "done"
+
+
+# ---------------------------------------------------------------- a failed job: its stage, then a retry
+
+
+def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(app_home, tmp_path):
+    data = tmp_path / "later.npz"
+    at = start()
+    at.sidebar.radio(key="setup-source").set_value("Path")
+    at.sidebar.text_input(key="setup-path").input(str(data))
+    at.sidebar.selectbox(key="setup-map").set_value("pca")
+    at.sidebar.number_input(key="setup-epochs").set_value(1)
+    at.sidebar.text_input(key="setup-name").input("flaky")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    wait_for_job(app_home / "flaky")
+    at.run()
+    assert not at.exception
+    assert "failed during the **load** stage" in texts(at.error) and "neither a built-in" in texts(at.error)
+    assert at.sidebar.selectbox(key="project-picker")  # the rest of the app still works
+
+    digits = load_dataset("digits", limit=200)
+    np.savez(data, x=digits.x, y=digits.y, ids=digits.sample_ids)  # the user fixes the cause
+    at.button(key="retry-flaky").click().run()
+    wait_for_job(app_home / "flaky")
+    at.run()
+    assert not at.exception and not at.error
+    assert read_status(app_home / "flaky", "audit").status == "done" and is_finished(app_home / "flaky")
+
+
+# ---------------------------------------------------------------- full disk, read-only folder
+
+
+def test_disk_full_while_writing_results_fails_the_job_leaves_no_complete_looking_run_and_retries(
+    tmp_path, cache_dir, monkeypatch
+):
+    project = tmp_path / "proj"
+    real_replace = os.replace
+
+    def full_at_map_csv(src, dst):
+        if Path(dst).name == "map.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_at_map_csv)
+    snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
+    assert snap.status == "failed" and snap.error_type == "StorageError" and snap.error_stage == "map"
+    assert "No space left on device" in snap.error and "free disk space" in snap.error
+    assert not is_finished(project) and not (project / "run.json").exists()  # scores.csv alone is not a run
+    assert not [p.name for p in project.iterdir() if p.name.endswith(".part")]
+
+    monkeypatch.setattr(os, "replace", real_replace)  # space freed: the same request runs again
+    snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
+    assert snap.status == "done" and is_finished(project)
+
+
+def test_read_only_output_folder_fails_before_any_work(tmp_path, cache_dir, monkeypatch):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own parameter name
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(storage.tempfile, "mkstemp", read_only)
+    with pytest.raises(StorageError, match=r"Cannot write .*readonly.*Read-only file system.*writable folder"):
+        audit("digits", FAST, out_dir=out, cache_dir=cache_dir)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
+def test_read_only_folder_by_permissions(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(StorageError, match="Cannot write"):
+            storage.write_json(folder / "run.json", {"a": 1})
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+def test_disk_full_in_the_ledger_is_a_ledger_error_and_keeps_every_earlier_decision(tmp_path, monkeypatch):
+    ids = [f"s{i}" for i in range(3000)]
+    ledger = Ledger.open(
+        tmp_path / "ledger.sqlite",
+        dataset_fingerprint="fp",
+        sample_ids=ids,
+        given_labels=["a", "b"] * 1500,
+        class_names=["a", "b"],
+    )
+    ledger.decide(ids[:10], "remove", annotator="ann")
+    real_connect = sqlite3.connect
+
+    def nearly_full(*args, **kwargs):  # the file may not grow by more than a couple of pages
+        conn = real_connect(*args, **kwargs)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", nearly_full)
+    with pytest.raises(LedgerError, match="full"):
+        ledger.decide(ids[10:], "relabel", label="a", note="x" * 200, annotator="ann")
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    state = Ledger.open(
+        tmp_path / "ledger.sqlite",
+        dataset_fingerprint="fp",
+        sample_ids=ids,
+        given_labels=["a", "b"] * 1500,
+        class_names=["a", "b"],
+    ).state()
+    assert state["sample_id"].tolist() == ids[:10] and set(state["action"]) == {"remove"}  # nothing half-written
+
+
+# ---------------------------------------------------------------- damaged arrays, images and archives
+
+
+def _bare_npy(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    ("write", "match"),
+    [
+        (lambda p: p.write_bytes(b""), "Cannot read .* as .npz"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 not really a zip"), "Cannot read .* as .npz"),
+        (_bare_npy, "single array, not an .npz"),
+        (lambda p: np.savez(p, x=np.array([[1, 2], [3, 4]], dtype=object), y=np.array([0, 1])), "not Python objects"),
+        (lambda p: np.savez(p, x=np.array([[np.inf, 1.0], [0.0, 1.0]]), y=np.array([0, 1])), "NaN or infinite"),
+        (lambda p: np.savez(p, x=np.zeros((3, 2)), y=np.array([0, 1])), "3 samples but y"),
+    ],
+)
+def test_damaged_or_hostile_npz_is_a_data_error(tmp_path, write, match):
+    path = tmp_path / "arrays.npz"
+    write(path)
+    with pytest.raises(DataError, match=match):
+        load_dataset(path)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_truncated_image_and_a_decompression_bomb_header_are_skipped_by_name(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("L", (16, 16), 40 * i).save(tmp_path / cls / f"{i}.png")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(buffer, "PNG")
+    (tmp_path / "a" / "cut.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 10 gigapixels claimed, 60 bytes on disk
+    bomb = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 10))
+    (tmp_path / "b" / "bomb.png").write_bytes(bomb + _png_chunk(b"IEND", b""))
+    dataset = load_dataset(tmp_path)
+    reasons = {s.path: s.reason for s in dataset.skipped}
+    assert len(dataset) == 4
+    assert reasons["a/cut.png"].startswith("corrupt or truncated image")
+    assert reasons["b/bomb.png"].startswith("image too large")
+
+
+def test_zip_bomb_and_damaged_zip_uploads_are_refused_and_leave_nothing(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("c/zeros.png", b"\0" * (16 * 1024**2))  # 16 MB of zeros in ~16 kB
+    bomb = buffer.getvalue()
+    assert len(bomb) < 100_000
+    with pytest.raises(DataError, match="unpacks to"):
+        unpack_zip(bomb, tmp_path / "a", max_unpacked_bytes=1024**2)
+    lying = bytearray(bomb)
+    central = lying.rindex(b"PK\x01\x02")
+    lying[central + 24 : central + 28] = (100).to_bytes(4, "little")  # the header claims 100 bytes
+    with pytest.raises(DataError, match="damaged"):
+        unpack_zip(bytes(lying), tmp_path / "b", max_unpacked_bytes=1024**2)
+    corrupt = bytearray(bomb)
+    corrupt[60:90] = b"\xff" * 30  # the deflate stream itself
+    with pytest.raises(DataError, match="damaged"):
+        unpack_zip(bytes(corrupt), tmp_path / "c")
+    assert not any((tmp_path / name).exists() for name in "abc")
