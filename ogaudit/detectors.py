@@ -8,6 +8,10 @@ Every detector follows the scikit-learn estimator contract: ``__init__`` only st
 *counterfactual* gradient ("what if this sample were class c?"), which is how labels are suggested.
 Evidence is a :class:`~ogaudit.gradients.HeadEvidence` (last layer, closed form) or a :class:`MatrixEvidence`
 (projected gradients of chosen layers).
+
+The default, ``consensus`` (:class:`ConsensusDetector`), adds the counterfactual-label gradient ratio, the label
+disagreement among gradient-direction neighbours and the loss; docs/BENCHMARKS.md ("Peers") has the comparison
+with cleanlab and the other detectors that chose it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.ensemble import IsolationForest
 
 from ogaudit.errors import SettingsError
@@ -137,6 +142,129 @@ class SelfConfidenceDetector:
         return 1.0 - evidence.probs[np.arange(len(labels)), labels]
 
 
+def _given_or(evidence, labels: np.ndarray | None) -> np.ndarray:
+    return evidence.labels if labels is None else np.asarray(labels)
+
+
+def counterfactual_log_ratio(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``log(‖g(y)‖ / min_{c≠y} ‖g(c)‖)``, (N,): the last-layer gradient norm under the given label relative
+    to the smallest gradient any other label would give.
+
+    ``g(c) = (p − e_c) ⊗ h̃``, so ``‖g(c)‖₂ = ‖p − e_c‖₂ ‖h̃‖₂`` and the feature factor cancels: the ratio is
+    ``‖p − e_y‖ / min_{c≠y} ‖p − e_c‖``, computed from ``‖p − e_c‖² = ‖p‖² − 2 p_c + 1`` for every ``c`` at once.
+    Above 0 = some other label would fit this sample better than the given one.
+    """
+    rows = np.arange(len(labels))
+    squared = np.maximum((probs**2).sum(axis=1, keepdims=True) - 2.0 * probs + 1.0, 1e-12)  # (N, C)
+    given = squared[rows, labels]
+    squared[rows, labels] = np.inf
+    return 0.5 * (np.log(given) - np.log(squared.min(axis=1)))
+
+
+class CounterfactualRatioDetector:
+    """Rank by :func:`counterfactual_log_ratio`: the given label's last-layer gradient norm over the smallest
+    counterfactual-label gradient norm, in log. Higher = more suspicious.
+
+    A plain gradient norm is large for every hard sample; the ratio is large only when *another* label would
+    make the gradient small, i.e. when the model has a confident alternative. That is what separates a
+    mislabelled sample from a merely ambiguous one under class-pair noise.
+    """
+
+    def fit(self, evidence) -> CounterfactualRatioDetector:
+        return self
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        return counterfactual_log_ratio(evidence.probs, _given_or(evidence, labels))
+
+
+class NeighbourDetector:
+    """Share of a sample's ``k`` nearest neighbours whose given label differs from its (given or counterfactual)
+    label, Laplace-smoothed: ``(disagreeing + 1) / (k + 2)``. Higher = more suspicious.
+
+    Neighbours are by cosine between gradient directions: for last-layer evidence, the feature factor ``h̃`` of
+    the gradient ``(p − e_y) ⊗ h̃`` (label-free, so one neighbour search serves every counterfactual label); for
+    projected gradients, the rows themselves. ``fit`` finds the neighbours of the evidence it is given;
+    ``outlier_scores`` must then be called with that same evidence.
+    """
+
+    def __init__(self, *, k: int = 20, chunk: int = 1024):
+        self.k = k
+        self.chunk = chunk
+
+    def fit(self, evidence) -> NeighbourDetector:
+        if self.k < 1:
+            raise SettingsError(f"k must be at least 1; got {self.k}.")
+        directions = _directions(evidence)
+        n = len(directions)
+        k = min(self.k, n - 1)
+        self.neighbours_ = np.zeros((n, max(k, 0)), dtype=np.int64)
+        self.labels_ = np.asarray(evidence.labels).copy()
+        if k < 1:
+            return self
+        table = torch.from_numpy(directions)
+        for start in range(0, n, self.chunk):
+            block = table[start : start + self.chunk] @ table.T  # (b, N) cosines
+            block[torch.arange(len(block)), torch.arange(start, start + len(block))] = -torch.inf
+            self.neighbours_[start : start + len(block)] = torch.topk(block, k, dim=1, sorted=False).indices.numpy()
+        return self
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        if len(evidence.labels) != len(self.neighbours_):
+            raise SettingsError(
+                f"This NeighbourDetector was fitted on {len(self.neighbours_)} samples but is asked to score "
+                f"{len(evidence.labels)}; fit it on the evidence you score."
+            )
+        labels = _given_or(evidence, labels)
+        k = self.neighbours_.shape[1]
+        disagreeing = (self.labels_[self.neighbours_] != labels[:, None]).sum(axis=1) if k else np.zeros(len(labels))
+        return (disagreeing + 1.0) / (k + 2.0)
+
+
+def _directions(evidence) -> np.ndarray:
+    """Unit-length rows to search neighbours in: ``h`` (bias column dropped) or the projected gradients."""
+    if isinstance(evidence, MatrixEvidence):
+        vectors = np.asarray(evidence.matrix, dtype=np.float32)
+    else:
+        vectors = np.asarray(evidence.features[:, :-1], dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+class ConsensusDetector:
+    """The default: three views of the same last-layer gradient, added in log space. Higher = more suspicious.
+
+    ``score = log ratio + log neighbours + loss_weight · loss`` where
+
+    * ``log ratio`` = :func:`counterfactual_log_ratio`, the given label's gradient norm over the smallest
+      counterfactual-label one (catches confident alternatives: class-pair noise);
+    * ``log neighbours`` = log of :class:`NeighbourDetector`'s smoothed disagreement among the ``k`` samples with
+      the most similar gradient directions (catches samples whose gradient sits among another class's);
+    * ``loss`` = ``−log p(y)``, the cross-entropy this gradient is the gradient of (catches labels the model finds
+      near impossible: symmetric noise, where the given label is usually unrelated to the image).
+
+    Everything comes from one training and one forward pass; the neighbour search costs an (N × N) product of
+    d-dimensional directions, done in chunks.
+    """
+
+    def __init__(self, *, k: int = 20, loss_weight: float = 1.0):
+        self.k = k
+        self.loss_weight = loss_weight
+
+    def fit(self, evidence) -> ConsensusDetector:
+        if self.loss_weight < 0:
+            raise SettingsError(f"loss_weight must be ≥ 0; got {self.loss_weight}.")
+        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence)
+        return self
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        labels = _given_or(evidence, labels)
+        loss = -np.log(np.clip(evidence.probs[np.arange(len(labels)), labels], 1e-12, None))
+        return (
+            counterfactual_log_ratio(evidence.probs, labels)
+            + np.log(self.neighbours_.outlier_scores(evidence, labels))
+            + self.loss_weight * loss
+        )
+
+
 DETECTORS = {
     "l2": lambda seed: NormDetector(order=2),
     "l1": lambda seed: NormDetector(order=1),
@@ -144,9 +272,12 @@ DETECTORS = {
     "iforest-per-class": lambda seed: IsolationForestDetector(per_class=True, random_state=seed),
     "loss": lambda seed: LossDetector(),
     "self-confidence": lambda seed: SelfConfidenceDetector(),
+    "cf-ratio": lambda seed: CounterfactualRatioDetector(),
+    "neighbours": lambda seed: NeighbourDetector(),
+    "consensus": lambda seed: ConsensusDetector(),
 }
-GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class")
-DEFAULT_DETECTOR = "l2"
+GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus")
+DEFAULT_DETECTOR = "consensus"
 
 
 def make_detector(name: str, *, seed: int = 0):

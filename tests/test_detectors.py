@@ -49,3 +49,63 @@ def test_bad_budget_is_refused(budget):
 def test_unknown_detector_lists_choices():
     with pytest.raises(SettingsError, match="iforest"):
         make_detector("magic")
+
+
+def test_counterfactual_ratio_matches_gradient_norms_built_the_slow_way():
+    """The closed form (feature factor cancelled) equals the ratio of materialised gradient norms."""
+    from ogaudit.detectors import counterfactual_log_ratio
+
+    rng = np.random.default_rng(1)
+    evidence = HeadEvidence.from_head(rng.normal(size=(30, 4)), rng.normal(size=(30, 5)) * 3, rng.integers(0, 5, 30))
+    given = np.linalg.norm(evidence.gradients(), axis=1)
+    others = np.stack([np.linalg.norm(evidence.gradients(np.full(30, c)), axis=1) for c in range(5)], axis=1)
+    others[np.arange(30), evidence.labels] = np.inf
+    expected = np.log(given / others.min(axis=1))
+    np.testing.assert_allclose(
+        counterfactual_log_ratio(evidence.probs, evidence.labels), expected, rtol=1e-3, atol=1e-3
+    )
+
+
+def _two_clusters_one_wrong_label():
+    rng = np.random.default_rng(2)
+    features = np.vstack([rng.normal(0, 0.1, (40, 3)) + [5, 0, 0], rng.normal(0, 0.1, (40, 3)) + [0, 5, 0]])
+    labels = np.repeat([0, 1], 40)
+    labels[3] = 1  # sits in class 0's cluster
+    logits = np.zeros((80, 2), dtype=np.float32)  # an uninformative model: only the neighbours can tell
+    return HeadEvidence.from_head(features.astype(np.float32), logits, labels)
+
+
+def test_neighbours_match_a_brute_force_search_and_find_the_odd_label():
+    from ogaudit.detectors import NeighbourDetector
+
+    evidence = _two_clusters_one_wrong_label()
+    detector = NeighbourDetector(k=5, chunk=7).fit(evidence)
+    directions = evidence.features[:, :-1] / np.linalg.norm(evidence.features[:, :-1], axis=1, keepdims=True)
+    cosines = directions @ directions.T
+    np.fill_diagonal(cosines, -np.inf)
+    for row in range(80):
+        expected = set(np.argsort(-cosines[row])[:5])
+        assert set(detector.neighbours_[row]) == expected
+    scores = detector.outlier_scores(evidence)
+    assert int(np.argmax(scores)) == 3 and scores[3] == (5 + 1) / (5 + 2)
+    assert counterfactual_scores(detector, evidence).argmin(axis=1)[3] == 0
+
+
+def test_neighbours_refuse_evidence_they_were_not_fitted_on():
+    from ogaudit.detectors import NeighbourDetector
+
+    evidence = _two_clusters_one_wrong_label()
+    detector = NeighbourDetector(k=5).fit(evidence)
+    smaller = HeadEvidence(evidence.features[:10], evidence.probs[:10], evidence.labels[:10])
+    with pytest.raises(SettingsError, match="fitted on 80"):
+        detector.outlier_scores(smaller)
+
+
+def test_detectors_run_on_projected_gradients():
+    from ogaudit.detectors import GRADIENT_DETECTORS, MatrixEvidence
+
+    evidence = _two_clusters_one_wrong_label()
+    matrix = MatrixEvidence(evidence.features[:, :-1].copy(), evidence.probs, evidence.labels)
+    for name in GRADIENT_DETECTORS:
+        scores = make_detector(name).fit(matrix).outlier_scores(matrix)
+        assert scores.shape == (80,) and np.isfinite(scores).all()

@@ -1,0 +1,580 @@
+"""Peer benchmark on Fashion-MNIST: ogaudit's detectors against loss, cleanlab (in-sample and 5-fold
+cross-validated) and captum's TracInCPFast, then trim-and-retrain, then EfficientNet-Lite0 and UMAP scale rows.
+
+Run (the full protocol):
+    .venv/bin/python benchmarks/bench_peers.py --seeds 3 --samples 20000 --write-docs
+
+Prints, in one run:
+1. detection of 20% planted noise (symmetric and class-pair) over ``--seeds`` seeds, each seed drawing its own
+   ``--samples`` subset of the 60k training images and its own noise: AUROC, average precision, precision and
+   recall at the 5% budget and at the true noise rate (mean ± std), and each method's wall time, training included;
+2. trim and retrain: clean Fashion-MNIST test accuracy of the model trained on the noisy data vs the same recipe
+   retrained after removing each method's top 5%;
+3. EfficientNet-Lite0 gradient throughput (closed form vs the batch-1 autograd loop vs a bare forward pass) and
+   UMAP wall time at 10k and 60k points.
+
+Every training (the audited model, each cross-validation fold, each retrain) is cached under ``--cache-dir``
+with the wall time it took when it ran, so a repeated run reuses it and reports the same times. Timings are
+from the run that trained; the machine is shared, so they carry its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ogaudit.data import Dataset, load_dataset, load_fashion_mnist
+from ogaudit.detectors import DEFAULT_DETECTOR, DETECTORS, flag_budget, make_detector
+from ogaudit.gradients import HeadEvidence
+from ogaudit.metrics import detection_metrics
+from ogaudit.models import build_model
+from ogaudit.noise import inject_label_noise
+from ogaudit.pipeline import AuditSettings, audit, default_cache_dir
+from ogaudit.storage import atomic_path, fingerprint
+from ogaudit.training import TrainSettings, batched_features, load_model_state, model_cache_key, train_model
+
+NOISE_RATE = 0.2
+BUDGET = 0.05
+FOLDS = 5
+KINDS = ("symmetric", "pairs")
+PEERS = ("cleanlab (in-sample)", "cleanlab (5-fold CV)", "captum TracInCPFast")
+METRICS = (
+    ("auroc", "AUROC"),
+    ("average_precision", "AP"),
+    ("precision_at_budget", "P@5%"),
+    ("recall_at_budget", "R@5%"),
+    ("precision_at_noise_rate", "P=R@20%"),
+)
+EFFNET_CAVEAT = (
+    "One run, not interleaved: on this shared machine the batch-1 loop's rate varied about 100-fold betwe"
+    "en two runs of this command during development (52 and 0.5 samples/s at 128 px), so read the ratio a"
+    "s indicative only; bench_engine.py's interleaved rounds are the careful measurement."
+)
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+
+
+# ---------------------------------------------------------------- cached trainings
+
+
+def _sidecar(cache: Path, name: str) -> Path:
+    return cache / "bench-peers" / f"{name}.json"
+
+
+def _load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _save_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload))
+
+
+def noisy_dataset(samples: int, seed: int, kind: str) -> Dataset:
+    subset = load_dataset("fashion-mnist", limit=samples, seed=seed)
+    return inject_label_noise(subset, NOISE_RATE, kind=kind, seed=seed)
+
+
+def audited_model(dataset: Dataset, seed: int, cache: Path, epochs: int | None = None):
+    """The audit's own model and head evidence (pipeline cache), with the train and gradient times of the run
+    that trained it."""
+    key = model_cache_key(dataset, "cnn", TrainSettings(epochs=epochs, seed=seed))
+    side = _sidecar(cache, f"main-{key}")
+    start = time.perf_counter()
+    result = audit(dataset, AuditSettings(model="cnn", seed=seed, epochs=epochs, map_method="none"), cache_dir=cache)
+    wall = time.perf_counter() - start
+    timings = result.record["timings_s"]
+    if not result.record["model"]["cached"] or not side.exists():
+        if result.record["model"]["cached"]:
+            print(f"  (no recorded training time for {key}: its model was cached before this benchmark)")
+        _save_json(side, {"timings_s": timings, "wall_s": wall})
+    recorded = _load_json(side)["timings_s"]
+    model = build_model("cnn", dataset, seed=seed)
+    load_model_state(model, cache / "models" / f"{key}.pt")
+    return result.evidence, model, key, recorded
+
+
+def train_and_predict(train: Dataset, seed: int, inputs: np.ndarray, epochs: int | None) -> tuple[np.ndarray, float]:
+    """Train the audit's recipe (small CNN, auto epochs, seed) on ``train``; softmax probabilities on ``inputs``."""
+    start = time.perf_counter()
+    model = build_model("cnn", train, seed=seed)
+    train_model(model, train, TrainSettings(epochs=epochs, seed=seed))
+    features = batched_features(model, inputs)
+    with torch.no_grad():
+        probs = torch.softmax(model.head(torch.as_tensor(features)), dim=1).numpy()
+    return probs, time.perf_counter() - start
+
+
+def cross_validated_probs(
+    dataset: Dataset, seed: int, cache: Path, epochs: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Out-of-fold probabilities from ``FOLDS`` trainings on 4/5 of the data; total wall time of the folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    path = cache / "bench-peers" / f"cv-{fingerprint('cv-v1', dataset.fingerprint(), seed, FOLDS, epochs)}.npz"
+    if path.exists():
+        stored = np.load(path)
+        return stored["probs"], float(stored["seconds"])
+    probs = np.zeros((len(dataset), dataset.n_classes), dtype=np.float32)
+    seconds = 0.0
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(dataset.y, dataset.y)
+    for fold, (train_rows, held_rows) in enumerate(folds):
+        fold_probs, took = train_and_predict(dataset.subset(train_rows), seed, dataset.x[held_rows], epochs)
+        probs[held_rows] = fold_probs
+        seconds += took
+        print(f"    fold {fold + 1}/{FOLDS}: {took:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, probs=probs, seconds=seconds)
+    return probs, seconds
+
+
+def retrained_accuracy(
+    dataset: Dataset, keep: np.ndarray, seed: int, test: Dataset, cache: Path, epochs: int | None = None
+) -> float:
+    """Clean test accuracy of the recipe trained on ``dataset`` rows ``keep``; cached by the kept data."""
+    kept = dataset.subset(np.flatnonzero(keep))
+    side = _sidecar(cache, f"retrain-{fingerprint('retrain-v1', kept.fingerprint(), seed, epochs)}")
+    stored = _load_json(side)
+    if stored is None:
+        probs, took = train_and_predict(kept, seed, test.x, epochs)
+        stored = {"accuracy": float((probs.argmax(1) == test.y).mean()), "seconds": took}
+        _save_json(side, stored)
+    return stored["accuracy"]
+
+
+# ---------------------------------------------------------------- peers
+
+
+def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's label-quality score (self-confidence by default), flipped so that higher = more suspicious."""
+    from cleanlab.rank import get_label_quality_scores
+
+    return 1.0 - get_label_quality_scores(labels, probs)
+
+
+def tracin_self_influence(model, dataset: Dataset, checkpoint: Path) -> np.ndarray:
+    """captum's TracInCPFast self-influence on the final linear layer, one checkpoint (the trained model)."""
+    from captum.influence import TracInCPFast
+    from torch.utils.data import TensorDataset
+
+    train = TensorDataset(torch.as_tensor(dataset.x), torch.as_tensor(dataset.y))
+    tracin = TracInCPFast(
+        model,
+        model.head,
+        train,
+        [str(checkpoint)],
+        loss_fn=torch.nn.CrossEntropyLoss(reduction="sum"),
+        batch_size=256,
+    )
+    return tracin.self_influence(outer_loop_by_checkpoints=False).detach().numpy()
+
+
+def score_methods(
+    dataset: Dataset, seed: int, cache: Path, epochs: int | None = None, with_cv: bool = True
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Every method's scores (higher = more suspicious) and total wall time, training included."""
+    evidence, model, key, timings = audited_model(dataset, seed, cache, epochs)
+    base = timings["train"] + timings["gradients"]
+    methods = {}
+    for name in DETECTORS:
+        start = time.perf_counter()
+        scores = make_detector(name, seed=seed).fit(evidence).outlier_scores(evidence)
+        methods[name] = (scores, base + time.perf_counter() - start)
+    start = time.perf_counter()
+    methods[PEERS[0]] = (cleanlab_scores(dataset.y, evidence.probs), base + time.perf_counter() - start)
+    if with_cv:
+        cv_probs, cv_seconds = cross_validated_probs(dataset, seed, cache, epochs)
+        start = time.perf_counter()
+        methods[PEERS[1]] = (cleanlab_scores(dataset.y, cv_probs), cv_seconds + time.perf_counter() - start)
+    start = time.perf_counter()
+    try:
+        influence = tracin_self_influence(model, dataset, cache / "models" / f"{key}.pt")
+        methods[PEERS[2]] = (influence, timings["train"] + time.perf_counter() - start)
+    except Exception as error:  # a peer library failing must not stop the benchmark; say why instead
+        print(f"  captum TracInCPFast did not run: {type(error).__name__}: {error}")
+    return methods
+
+
+# ---------------------------------------------------------------- the default detector
+
+SWEEP = (0.0, 0.5, 1.0, 2.0)
+TRIED = """What else was tried before choosing (average precision, seed 0 only, 10k samples, 4 epochs, measured with a
+throw-away script on the same cached models; symmetric / class-pair): `l2` 0.862 / 0.643; loss 0.940 / 0.557;
+`‖p − e_y‖` alone 0.922 / 0.694; probability margin `max_{c≠y} p_c − p_y` 0.891 / 0.728; `cf-ratio` 0.862 / 0.747;
+`cf-ratio × ‖h̃‖` 0.850 / 0.735; `‖p − e_y‖` × feature norm divided by its class median (given class) 0.842 / 0.639,
+(predicted class) 0.852 / 0.635; logit margin `log p_ĉ − log p_y` 0.941 / 0.632; mean over training epochs of
+`‖p − e_y‖` 0.925 / 0.657, of the full norm `‖p − e_y‖ ‖h̃‖` (TracIn-style over the trajectory) 0.757 / 0.579, over
+the first half of training 0.639 / 0.487; cosine to the class-mean gradient direction 0.932 / 0.299; `neighbours`
+alone 0.871 / 0.582; rank-average(loss, `cf-ratio × ‖h̃‖`) 0.924 / 0.679; loss × `cf-ratio` 0.923 / 0.702;
+`log cf-ratio + log mean-trajectory ‖p − e_y‖ + 0.5 loss` 0.933 / 0.702. No score that ignores the loss reached the
+cross-validated cleanlab's symmetric-noise AP, and no score dominated by the loss beat it under pair noise by much;
+adding the neighbour term lifted every combination on both kinds, which is why the default has three terms."""
+
+
+def loss_weight_sweep(dataset: Dataset, seed: int, cache: Path, epochs: int | None, is_noisy) -> dict[float, float]:
+    """Average precision of ``consensus`` for each loss weight in ``SWEEP`` (the neighbour search done once)."""
+    from sklearn.metrics import average_precision_score
+
+    from ogaudit.detectors import NeighbourDetector, counterfactual_log_ratio
+
+    evidence, _, _, _ = audited_model(dataset, seed, cache, epochs)
+    labels = evidence.labels
+    base = counterfactual_log_ratio(evidence.probs, labels) + np.log(
+        NeighbourDetector().fit(evidence).outlier_scores(evidence)
+    )
+    loss = -np.log(np.clip(evidence.probs[np.arange(len(labels)), labels], 1e-12, None))
+    return {w: float(average_precision_score(is_noisy, base + w * loss)) for w in SWEEP}
+
+
+def default_summary(detection, cv_times, sweep, seeds) -> str:
+    """What the default is, why, and how it compares with cleanlab on cross-validated probabilities."""
+    lines = [
+        f"### The default detector: `{DEFAULT_DETECTOR}`",
+        "",
+        "`consensus` = `log(‖g(y)‖ / min_{c≠y} ‖g(c)‖) + log(neighbour disagreement) − log p(y)`, summed "
+        "unweighted, where `g(c) = (p − e_c) ⊗ [h, 1]` is the last-layer gradient under label `c`:",
+        "",
+        "* **counterfactual ratio** (`cf-ratio`): the given label's gradient norm over the smallest gradient any "
+        "other label would give (the feature factor cancels, leaving `‖p − e_y‖ / min_{c≠y} ‖p − e_c‖`). A "
+        "plain norm is large for every hard sample; the ratio is large only when the model has a confident "
+        "alternative label, which is what tells a flipped T-shirt/Shirt from a merely ambiguous one;",
+        "* **gradient neighbours** (`neighbours`): the smoothed share of the 20 samples with the most similar "
+        "gradient directions (cosine of the gradient's feature factor `h`) whose given label differs — the "
+        "label of the region of gradient space the sample sits in, which the in-sample probabilities of a model "
+        "that partly fitted the flip do not fully show;",
+        "* **loss** `−log p(y)`: symmetric noise gives labels unrelated to the image, which the model finds near "
+        "impossible; the ratio alone saturates there, the loss does not.",
+        "",
+        "Each term is a log-likelihood-like quantity, so they are added without weights. The sweep below shows "
+        "the loss weight's trade-off (pair noise prefers less loss, symmetric more); 1.0 (unweighted) was chosen "
+        "on seed 0 as the value with the larger margin over cleanlab 5-fold CV on symmetric noise (the tight "
+        "side), and the other seeds are reported with it unchanged.",
+        "",
+        "| noise | " + " | ".join(f"loss weight {w}" for w in SWEEP) + " |",
+        "|---|" + "---|" * len(SWEEP),
+    ]
+    for kind in KINDS:
+        cells = [mean_std([run[w] for run in sweep[kind]]) for w in SWEEP]
+        lines.append(f"| {kind} (AP, seeds {seeds}) | " + " | ".join(cells) + " |")
+    lines += ["", "Against cleanlab on 5-fold cross-validated probabilities, same seeds (those that ran CV):", ""]
+    for kind in KINDS:
+        ours, theirs = detection[kind].get(DEFAULT_DETECTOR), detection[kind].get(PEERS[1])
+        if not ours or not theirs:
+            continue
+        n = len(theirs)
+        ap_ours = [r["average_precision"] for r in ours[:n]]
+        ap_theirs = [r["average_precision"] for r in theirs]
+        time_ratio = [a["seconds"] / b["seconds"] for a, b in zip(ours[:n], theirs)]
+        wins = sum(a >= b for a, b in zip(ap_ours, ap_theirs))
+        verdict = "meets" if max(time_ratio) <= 1 / 3 else "misses"
+        lines.append(
+            f"* {kind}: AP {mean_std(ap_ours)} vs {mean_std(ap_theirs)} (default ≥ CV on {wins}/{n} seeds), "
+            f"at {mean_std(time_ratio, 2)} of its wall time ({verdict} the ≤ 1/3 target)."
+        )
+    lines += [
+        "",
+        "In work done, the default trains once on N samples and cleanlab CV five times on 0.8 N: 1/4 of the sample "
+        "passes, plus a forward pass and the neighbour search. The measured wall-time ratio also carries this "
+        "shared machine's load, which changed several-fold during the run (identical trainings took from under a "
+        "minute to six; see the spread of the wall-time column).",
+    ]
+    lines += ["", TRIED]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def detection_table(results: dict[str, list[dict]], cv_time: list[float]) -> str:
+    lines = [
+        "| method | seeds | " + " | ".join(label for _, label in METRICS) + " | wall time (s) | time ÷ cleanlab CV |",
+        "|---|---|" + "---|" * (len(METRICS) + 2),
+    ]
+    ordered = sorted(results, key=lambda name: -np.mean([r["average_precision"] for r in results[name]]))
+    for name in ordered:
+        rows = results[name]
+        label = f"**{name}** (default)" if name == DEFAULT_DETECTOR else name
+        cells = [mean_std([r[key] for r in rows]) for key, _ in METRICS]
+        seconds = [r["seconds"] for r in rows]
+        ratio = [s / c for s, c in zip(seconds, cv_time)]  # NaN where that seed had no cross-validation
+        lines.append(
+            f"| {label} | {len(rows)} | " + " | ".join(cells) + f" | {mean_std(seconds, 0)} | {mean_std(ratio, 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def retrain_table(accuracy: dict[str, list[float]]) -> str:
+    lines = ["| training data | test accuracy | change vs noisy |", "|---|---|---|"]
+    noisy = np.asarray(accuracy["all noisy data (no removal)"])
+    for name, values in accuracy.items():
+        # seeds run in order, so a method run on fewer seeds (cleanlab CV) pairs with the first noisy models
+        delta = "" if name.startswith("all noisy") else mean_std(list(np.asarray(values) - noisy[: len(values)]))
+        lines.append(f"| {name} | {mean_std(values)} | {delta} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- scale
+
+
+def efficientnet_rows(count: int, loop_count: int) -> str:
+    """Closed form vs batch-1 loop vs bare forward on ``count`` upscaled Fashion-MNIST images (one run)."""
+    from ogaudit.gradients import reference_last_layer_gradients
+
+    torch.set_grad_enabled(True)
+    images = load_dataset("fashion-mnist", limit=count, seed=0)
+    model = build_model("efficientnet", images, seed=0).eval()
+    x, y = images.x, images.y
+    side = model.preprocess.size
+
+    def bare():
+        with torch.no_grad():
+            for start in range(0, len(x), 64):
+                model(torch.as_tensor(x[start : start + 64]))
+
+    def closed():
+        features = batched_features(model, x, batch_size=64)
+        with torch.no_grad():
+            logits = model.head(torch.as_tensor(features)).numpy()
+        return HeadEvidence.from_head(features, logits, y).gradients()
+
+    def loop():
+        return reference_last_layer_gradients(model, x[:loop_count], y[:loop_count])
+
+    bare()  # warm-up: first-call allocations
+    start = time.perf_counter()
+    bare()
+    bare_rate = len(x) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    fast = closed()
+    closed_rate = len(x) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    slow = loop()
+    loop_rate = loop_count / (time.perf_counter() - start)
+    agree = float(np.abs(fast[:loop_count] - slow).max())
+    lines = [
+        f"EfficientNet-Lite0 (ImageNet weights, frozen; {count} Fashion-MNIST images upscaled to {side} px; "
+        f"batch-1 loop on the first {loop_count}; largest closed-form vs loop difference {agree:.1e}):",
+        "",
+        "| path | samples/s | relative to bare forward |",
+        "|---|---|---|",
+        f"| bare batched forward pass (batch 64) | {bare_rate:.1f} | 1.00 |",
+        f"| closed-form last-layer gradients (materialised) | {closed_rate:.1f} | {closed_rate / bare_rate:.2f} |",
+        f"| batch-1 autograd loop (the paper's way) | {loop_rate:.1f} | {loop_rate / bare_rate:.2f} |",
+        "",
+        f"Closed form is {closed_rate / loop_rate:.1f}× the batch-1 loop's throughput. The backbone is frozen "
+        "(only the head trains), so the loop's backward pass stops at the head and the gap is batching alone; "
+        "both are bounded by the backbone's forward pass on this CPU. " + EFFNET_CAVEAT,
+    ]
+    return "\n".join(lines)
+
+
+def umap_rows(model, sizes: tuple[int, ...]) -> str:
+    """UMAP wall time over last-layer gradients of the first seed's model, warm (numba compiled first)."""
+    from ogaudit.embedding import gradient_map, warm_up_umap
+
+    start = time.perf_counter()
+    warm_up_umap()
+    warm = time.perf_counter() - start
+    full = load_fashion_mnist("train")
+    lines = ["| points | gradient dims | UMAP wall time (s) |", "|---|---|---|"]
+    for size in sizes:
+        data = full if size >= len(full) else load_dataset("fashion-mnist", limit=size, seed=0)
+        features = batched_features(model, data.x)
+        with torch.no_grad():
+            logits = model.head(torch.as_tensor(features)).numpy()
+        vectors = HeadEvidence.from_head(features, logits, data.y).gradients()
+        start = time.perf_counter()
+        gradient_map(vectors, method="umap", seed=0)
+        lines.append(f"| {len(data):,} | {vectors.shape[1]} | {time.perf_counter() - start:.1f} |")
+        del vectors
+    lines.append("")
+    lines.append(
+        f"Rows normalised, PCA to 50 dims, then UMAP (`random_state` set, so one thread); numba compilation "
+        f"({warm:.0f} s in this process) was paid before timing. umap-learn runs 500 optimisation epochs up to "
+        "10,000 points and 200 above, so 10k can take as long as much larger maps. Vectors: last-layer "
+        "gradients under the first seed's symmetric-noise model."
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine() -> str:
+    import captum
+    import cleanlab
+    import sklearn
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared; load average "
+        f"{load:.1f} at the end), no GPU; Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
+        f"cleanlab {cleanlab.__version__}, captum {captum.__version__}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..seeds-1 (subset, noise and training)")
+    parser.add_argument("--samples", type=int, default=20000, help="training subset drawn from the 60k")
+    parser.add_argument("--epochs", type=int, default=None, help="fixed epochs for every training (default: auto)")
+    parser.add_argument("--cv-seeds", type=int, default=None, help="seeds that get 5-fold CV (default: all)")
+    parser.add_argument("--retrain-seeds", type=int, default=None, help="seeds for trim-and-retrain (default: all)")
+    parser.add_argument(
+        "--retrain-methods",
+        default=None,
+        help="comma-separated methods to trim and retrain with (default: the default detector, loss, "
+        "cleanlab in-sample and 5-fold CV)",
+    )
+    parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--effnet-samples", type=int, default=256)
+    parser.add_argument("--effnet-loop", type=int, default=64)
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    parser.add_argument("--write-docs", action="store_true", help=f"replace the '## Peers' section of {DOCS.name}")
+    args = parser.parse_args(argv)
+    cache = Path(args.cache_dir)
+    seeds = list(range(args.seeds))
+    cv_seeds = seeds[: args.cv_seeds] if args.cv_seeds is not None else seeds
+    retrain_seeds = seeds[: args.retrain_seeds] if args.retrain_seeds is not None else seeds
+    retrain_methods = (
+        args.retrain_methods.split(",") if args.retrain_methods else [DEFAULT_DETECTOR, "loss", PEERS[0], PEERS[1]]
+    )
+    started = time.perf_counter()
+    test = load_fashion_mnist("test") if not args.skip_retrain else None
+
+    detection: dict[str, dict[str, list[dict]]] = {kind: {} for kind in KINDS}
+    cv_times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    retrain: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
+    sweep: dict[str, list[dict[float, float]]] = {kind: [] for kind in KINDS}
+    first_model = None
+    for seed in seeds:
+        for kind in KINDS:
+            print(f"seed {seed}, {kind} noise", flush=True)
+            dataset = noisy_dataset(args.samples, seed, kind)
+            is_noisy = dataset.true_y != dataset.y
+            methods = score_methods(dataset, seed, cache, args.epochs, with_cv=seed in cv_seeds)
+            cv_times[kind].append(methods[PEERS[1]][1] if PEERS[1] in methods else float("nan"))
+            sweep[kind].append(loss_weight_sweep(dataset, seed, cache, args.epochs, is_noisy))
+            for name, (scores, seconds) in methods.items():
+                row = detection_metrics(is_noisy, scores, budget=BUDGET)
+                row["seconds"] = seconds
+                detection[kind].setdefault(name, []).append(row)
+            print(
+                "  AP: " + ", ".join(f"{n} {detection[kind][n][-1]['average_precision']:.3f}" for n in methods),
+                flush=True,
+            )
+            if first_model is None:
+                _, first_model, _, _ = audited_model(dataset, seed, cache, args.epochs)
+            if args.skip_retrain or seed not in retrain_seeds:
+                continue
+            evidence, model, _, _ = audited_model(dataset, seed, cache, args.epochs)
+            features = batched_features(model, test.x)
+            with torch.no_grad():
+                noisy_acc = float((model.head(torch.as_tensor(features)).argmax(1).numpy() == test.y).mean())
+            retrain[kind].setdefault("all noisy data (no removal)", []).append(noisy_acc)
+            for name in (m for m in retrain_methods if m in methods):
+                flagged, _ = flag_budget(methods[name][0], BUDGET)
+                accuracy = retrained_accuracy(dataset, ~flagged, seed, test, cache, args.epochs)
+                removed_noisy = int(is_noisy[flagged].sum())
+                label = f"minus {name}'s top 5%"
+                retrain[kind].setdefault(label, []).append(accuracy)
+                retrain[kind].setdefault(f"__removed {label}", []).append(removed_noisy / flagged.sum())
+                print(f"  retrain without {name}'s 5%: test accuracy {accuracy:.4f} (noisy model {noisy_acc:.4f})")
+
+    sections = [
+        "## Peers: detection and trim-and-retrain (`benchmarks/bench_peers.py`)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_peers.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+        f" ({time.perf_counter() - started:.0f} s for this run, cached trainings reused where present).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"Data: Fashion-MNIST, {args.samples:,} samples drawn (stratified) from the 60k training images per seed "
+        f"(`load_dataset('fashion-mnist', limit={args.samples}, seed=s)`), 20% of the labels flipped by "
+        f"`inject_label_noise(kind, seed=s)`; seeds {seeds}. Model: the audit's small CNN, "
+        f"{'auto' if args.epochs is None else args.epochs} epochs, AdamW, batch 128. "
+        "Mean ± std over seeds. P@5% / R@5%: precision / recall of the top 5% (the default budget); P=R@20%: "
+        "precision of the top 20% (= recall, since 20% are noisy). Wall time includes the training each method "
+        "needs: one training + one forward pass for ogaudit, loss, cleanlab in-sample and TracIn; five fold "
+        "trainings + held-out predictions for cleanlab 5-fold CV.",
+        "",
+        f"Scope of this run: 5-fold cross-validation on seeds {cv_seeds}; trim-and-retrain on seeds "
+        f"{[] if args.skip_retrain else retrain_seeds} for {retrain_methods}. The full protocol is "
+        "`.venv/bin/python benchmarks/bench_peers.py --seeds 3 --samples 20000 --write-docs` (auto epochs, every "
+        "seed cross-validated and retrained: 6 audited models, 30 fold trainings and 6 per retrained method).",
+    ]
+    sections += ["", default_summary(detection, cv_times, sweep, seeds)]
+    for kind in KINDS:
+        title = {"symmetric": "symmetric noise", "pairs": "class-pair noise (Fashion-MNIST confusions)"}[kind]
+        sections += ["", f"### Detection, {title}", "", detection_table(detection[kind], cv_times[kind])]
+    if not args.skip_retrain:
+        sections += [
+            "",
+            f"### Trim and retrain (seeds {retrain_seeds})",
+            "",
+            "Clean Fashion-MNIST test accuracy (10k) of the same recipe trained on all noisy samples vs retrained "
+            "after removing a method's top 5%. The share of the removed samples that were truly noisy is in "
+            "brackets.",
+        ]
+        for kind in KINDS:
+            shown = {k: v for k, v in retrain[kind].items() if not k.startswith("__")}
+            for key in list(shown):
+                removed = retrain[kind].get(f"__removed {key}")
+                if removed:
+                    shown[f"{key} [{mean_std(removed, 2)} noisy]"] = shown.pop(key)
+            sections += ["", f"{kind}:", "", retrain_table(shown)]
+    if not args.skip_scale:
+        print("scale rows", flush=True)
+        sections += [
+            "",
+            "### Scale: EfficientNet-Lite0 gradients",
+            "",
+            efficientnet_rows(args.effnet_samples, args.effnet_loop),
+        ]
+        sections += ["", "### Scale: UMAP", "", umap_rows(first_model, (10_000, 60_000))]
+    text = "\n".join(sections) + "\n"
+    print()
+    print(text)
+    if args.write_docs:
+        write_section(text)
+    return 0
+
+
+def write_section(section: str) -> None:
+    """Replace this benchmark's ``## Peers`` sections of docs/BENCHMARKS.md (create it if absent)."""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith("## Peers")
+        if not skipping:
+            kept.append(line)
+    body = "\n".join(kept).rstrip() + "\n\n" + section
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(DOCS) as tmp:
+        Path(tmp).write_text(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
