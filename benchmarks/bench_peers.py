@@ -389,10 +389,10 @@ def efficientnet_rows(count: int, loop_count: int) -> str:
 
 def umap_rows(model, sizes: tuple[int, ...]) -> str:
     """UMAP wall time over last-layer gradients of the first seed's model, warm (numba compiled first)."""
-    from ogaudit.embedding import gradient_map, warm_up_umap
+    from ogaudit.embedding import gradient_map, start_umap_warm_up
 
     start = time.perf_counter()
-    warm_up_umap()
+    start_umap_warm_up().join()
     warm = time.perf_counter() - start
     full = load_fashion_mnist("train")
     lines = ["| points | gradient dims | UMAP wall time (s) |", "|---|---|---|"]

@@ -74,7 +74,11 @@ def _umap(vectors: np.ndarray, seed: int) -> np.ndarray:
     return reducer.fit_transform(vectors)
 
 
-def warm_up_umap() -> None:
-    """Fit a tiny UMAP so that numba compiles its kernels now, not during the first real map (~30 s)."""
+def start_umap_warm_up() -> threading.Thread:
+    """Fit a tiny UMAP in a background thread, so that numba compiles its kernels (~30 s on 2 cores, once per
+    process) while the model trains instead of during the first real map."""
     rng = np.random.default_rng(0)
-    _umap(rng.normal(size=(200, 8)).astype(np.float32), 0)
+    vectors = rng.normal(size=(200, 8)).astype(np.float32)
+    thread = threading.Thread(target=_umap, args=(vectors, 0), name="ogaudit-umap-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -29,7 +29,7 @@ from ogaudit.detectors import (
     flag_budget,
     make_detector,
 )
-from ogaudit.embedding import MAP_METHODS, gradient_map
+from ogaudit.embedding import MAP_METHODS, gradient_map, start_umap_warm_up
 from ogaudit.errors import DataError, SettingsError
 from ogaudit.gradients import HeadEvidence
 from ogaudit.metrics import detection_metrics
@@ -152,6 +152,8 @@ def audit(
     with clock("load"):
         dataset = _prepare_dataset(data, settings)
     with clock("train"):
+        if settings.map_method == "umap":
+            start_umap_warm_up()  # compiles while the model trains; the map stage then finds it done
         model, model_info, trajectory = _obtain_model(dataset, settings, cache, progress, cancel)
     with clock("gradients"):
         evidence = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel)
