@@ -2,9 +2,8 @@
 a relabel is recorded, and the decisions CSV downloads with its row.
 
 Runs in the normal ``pytest`` run; skipped only where ``/usr/bin/chromium`` is missing. Screenshots go to the
-test's tmp folder, or to ``$OGAUDIT_SCREENSHOTS``; the README's come from a realistic demo:
-``OGAUDIT_SCREENSHOTS=assets OGAUDIT_DEMO=mnist5k OGAUDIT_DEMO_EPOCHS=10 OGAUDIT_DEMO_MAP=umap OGAUDIT_DEMO_LIMIT=
-.venv/bin/python -m pytest tests/test_browser.py``.
+test's tmp folder, or to ``$OGAUDIT_SCREENSHOTS``; with ``OGAUDIT_DEMO=digits OGAUDIT_DEMO_EPOCHS=15
+OGAUDIT_DEMO_MAP=umap OGAUDIT_DEMO_LIMIT=`` it runs on a realistic demo like the README's screenshots.
 """
 
 from __future__ import annotations
@@ -13,77 +12,28 @@ import csv
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 @pytest.fixture
 def server(tmp_path, cache_dir):
     """``streamlit run app.py`` on a free port with a fast demo (600 digits, 4 epochs, PCA map) in tmp dirs;
     ``OGAUDIT_DEMO*`` variables already set in the environment win."""
-    port = free_port()
     fast_demo = {
         "OGAUDIT_DEMO": "digits",
         "OGAUDIT_DEMO_EPOCHS": "4",
         "OGAUDIT_DEMO_MAP": "pca",
         "OGAUDIT_DEMO_LIMIT": "600",
     }
-    env = {
-        **fast_demo,
-        **os.environ,
-        "OGAUDIT_HOME": str(tmp_path / "home"),
-        "OGAUDIT_CACHE": str(cache_dir),
-    }
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
-    command += ["--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
-    command += ["--server.fileWatcherType", "none"]
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "streamlit.log").read_text()) from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
+    env = {**fast_demo, **os.environ, "OGAUDIT_HOME": str(tmp_path / "home"), "OGAUDIT_CACHE": str(cache_dir)}
+    process, url = start_app(env, tmp_path / "streamlit.log")
+    yield url
+    stop_app(process)
 
 
 @pytest.fixture

@@ -12,35 +12,19 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
 from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.runs import open_ledger, open_run, write_request
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
 PROJECT = "shared"
 SETTINGS = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)  # 15 flagged
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 @pytest.fixture
@@ -59,30 +43,13 @@ def servers(home, tmp_path, cache_dir):
     env = {**os.environ, "OGAUDIT_HOME": str(home), "OGAUDIT_CACHE": str(cache_dir)}
 
     def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
-        command += ["--server.address", "127.0.0.1", "--server.port", str(port)]
-        command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-        log_path = tmp_path / f"streamlit-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process, url = start_app(env, tmp_path / f"streamlit-{len(started)}.log")
         started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                return process, url
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(log_path.read_text()) from None
-                time.sleep(0.3)
+        return process, url
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(20)
+        stop_app(process)
 
 
 async def open_review(browser, url: str, annotator: str):
