@@ -6,11 +6,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
-def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray, settings=None, *, budget: float = 0.05) -> dict:
+def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray, *, budget: float = 0.05) -> dict:
     """Scores against the truth (higher score = more suspicious); ``budget`` as in ``flag_budget``."""
     is_noisy = np.asarray(is_noisy, dtype=bool)
-    if settings is not None:
-        budget = settings.budget
     n = len(scores)
     count = int(budget) if budget >= 1 else int(round(budget * n))
     top = np.argsort(-np.asarray(scores), kind="stable")[: max(count, 1)]

@@ -11,6 +11,7 @@ import os
 import platform
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -147,21 +148,20 @@ def audit(
     if out_dir is not None:
         ensure_writable_dir(out_dir)
     timings: dict[str, float] = {}
-    clock = _StageClock(timings, progress)
 
-    with clock("load"):
+    with _stage("load", timings, progress):
         dataset = _prepare_dataset(data, settings)
-    with clock("train"):
+    with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # compiles while the model trains; the map stage then finds it done
         model, model_info, trajectory = _obtain_model(dataset, settings, cache, progress, cancel)
-    with clock("gradients"):
+    with _stage("gradients", timings, progress):
         evidence = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel)
         evidence.trajectory = trajectory
         layer_matrix = _layer_gradients(model, dataset, settings, model_info["key"], cache, progress, cancel)
-    with clock("detect"):
+    with _stage("detect", timings, progress):
         scores, label_evidence = _detect(evidence, layer_matrix, dataset, settings)
-    with clock("map"):
+    with _stage("map", timings, progress):
         vectors = layer_matrix if layer_matrix is not None else evidence.gradients()
         map_key = fingerprint(model_info["key"], settings.layers, settings.projection_dim, settings.map_method)
         coords = gradient_map(
@@ -181,26 +181,16 @@ def audit(
     return result
 
 
-class _StageClock:
-    """Times each stage and reports its start and end to the progress callback."""
-
-    def __init__(self, timings: dict[str, float], progress: ProgressCallback | None):
-        self.timings, self.progress = timings, progress
-
-    def __call__(self, stage: str):
-        clock = self
-
-        class _Stage:
-            def __enter__(self):
-                report(clock.progress, stage, 0.0, "starting")
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.timings[stage] = round(time.perf_counter() - self.start, 3)
-                if exc[0] is None:
-                    report(clock.progress, stage, 1.0, "done")
-
-        return _Stage()
+@contextmanager
+def _stage(name: str, timings: dict[str, float], progress: ProgressCallback | None):
+    """Time one stage into ``timings`` and report its start and, if it succeeds, its end."""
+    report(progress, name, 0.0, "starting")
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 3)
+    report(progress, name, 1.0, "done")
 
 
 def _prepare_dataset(data, settings: AuditSettings) -> Dataset:
@@ -294,9 +284,9 @@ def _detect(evidence: HeadEvidence, layer_matrix, dataset: Dataset, settings: Au
     detector = make_detector(settings.detector, seed=settings.seed).fit(source)
     score = detector.outlier_scores(source)
     # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
-    head_detector = detector if layer_matrix is None else make_detector(settings.detector, seed=settings.seed)
-    if layer_matrix is not None:
-        head_detector.fit(evidence)
+    head_detector = (
+        detector if layer_matrix is None else make_detector(settings.detector, seed=settings.seed).fit(evidence)
+    )
     label_evidence = counterfactual_scores(head_detector, evidence)
     flagged, rank = flag_budget(score, settings.budget)
     names = np.asarray(dataset.class_names, dtype=object)
@@ -339,7 +329,7 @@ def _run_record(data, dataset: Dataset, settings: AuditSettings, model_info: dic
             "skipped_count": len(dataset.skipped),
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
         },
-        "model": {k: v for k, v in model_info.items()},
+        "model": dict(model_info),
         "flagged": int(scores["flagged"].sum()),
         "timings_s": timings,
         "versions": {
@@ -352,7 +342,9 @@ def _run_record(data, dataset: Dataset, settings: AuditSettings, model_info: dic
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if "is_noisy" in scores:
-        record["metrics"] = detection_metrics(scores["is_noisy"].to_numpy(), scores["score"].to_numpy(), settings)
+        record["metrics"] = detection_metrics(
+            scores["is_noisy"].to_numpy(), scores["score"].to_numpy(), budget=settings.budget
+        )
     return record
 
 

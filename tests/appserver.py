@@ -1,6 +1,5 @@
-"""Starting the real app for the browser tests: ``streamlit run app.py`` on a free port, and headless chromium.
-
-Debian's chromium only (``/usr/bin/chromium``); never ``playwright install``.
+"""Helpers for the app's tests: start ``streamlit run app.py`` on a free port for headless chromium (Debian's
+``/usr/bin/chromium`` only; never ``playwright install``), and wait for a background job as the page would.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ogaudit.jobs import read_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,3 +60,14 @@ def stop_app(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
         process.wait(20)
+
+
+def wait_for_job(project: Path, kind: str = "audit", timeout: float = 180) -> None:
+    """What the polling fragment does in a browser: wait until the job's status file says it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = read_status(project, kind)
+        if snap is not None and snap.finished:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")

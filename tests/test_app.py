@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import streamlit as st
+from appserver import wait_for_job
 from streamlit.testing.v1 import AppTest
 
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
@@ -82,17 +82,6 @@ def start(annotator: str | None = "alice", **params: str) -> AppTest:
     for name, value in params.items():
         at.query_params[name] = value
     return at.run()
-
-
-def wait_for_job(project: Path, kind: str = "audit", timeout: float = 120) -> None:
-    """What the polling fragment does in a browser: wait until the job's status file says it ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        snap = read_status(project, kind)
-        if snap is not None and snap.finished:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")
 
 
 def select(at: AppTest, ids: list[str], colour: str = "flagged") -> AppTest:

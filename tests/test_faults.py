@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 import zlib
 from dataclasses import asdict
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
+from appserver import wait_for_job
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -39,16 +39,6 @@ from ogaudit.ui.files import unpack_zip
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 FAST = AuditSettings(epochs=2, map_method="pca", noise_rate=0.1, limit=300)
-
-
-def wait_for_job(project: Path, kind: str = "audit", timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        snap = read_status(project, kind)
-        if snap is not None and snap.finished:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")
 
 
 @pytest.fixture
