@@ -9,9 +9,9 @@ Every detector follows the scikit-learn estimator contract: ``__init__`` only st
 Evidence is a :class:`~ogaudit.gradients.HeadEvidence` (last layer, closed form) or a :class:`MatrixEvidence`
 (projected gradients of chosen layers).
 
-The default, ``consensus`` (:class:`ConsensusDetector`), adds the counterfactual-label gradient ratio, the label
-disagreement among gradient-direction neighbours and the loss; docs/BENCHMARKS.md ("Peers") has the comparison
-with cleanlab and the other detectors that chose it.
+The default, ``posterior`` (:class:`NeighbourPosteriorDetector`), scores ``−log π(y)`` with ``π`` the model's
+softmax times the label histogram of the sample's gradient-direction neighbours; docs/BENCHMARKS.md ("Peers") has
+the comparison with cleanlab and the other detectors that chose it.
 """
 
 from __future__ import annotations
@@ -265,6 +265,49 @@ class ConsensusDetector:
         )
 
 
+class NeighbourPosteriorDetector:
+    """The default: ``−log π(y)``, where ``π`` fuses two views of each sample's true label. Higher = more suspicious.
+
+    ``π ∝ p ⊙ q``, a product of two experts over the classes:
+
+    * ``p``, the model's softmax, the factor ``(p − e_y)`` of the last-layer gradient;
+    * ``q``, the Laplace-smoothed label histogram of the ``k`` samples with the most similar gradient directions
+      (:class:`NeighbourDetector`'s neighbours): ``q_c = (#neighbours labelled c + 1) / (k + C)``.
+
+    ``π(y)`` reads as "how likely the given label is, by the model and by the gradient neighbours together", so
+    ``exp(−score)`` is a probability an annotator can read, and the suggested label (the label with the lowest
+    counterfactual score) is ``argmax π``. ``p`` alone misses labels the model partly memorised; ``q`` alone
+    misses samples whose neighbours share their wrong label; a flip must fool both to hide. One training, one
+    forward pass and one neighbour search (an (N × N) product of directions, in chunks).
+    """
+
+    def __init__(self, *, k: int = 20):
+        self.k = k
+
+    def fit(self, evidence) -> NeighbourPosteriorDetector:
+        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence)
+        return self
+
+    def posterior(self, evidence) -> np.ndarray:
+        """``π`` (N, C), rows summing to 1; independent of the samples' own given labels."""
+        n, n_classes = evidence.probs.shape
+        neighbours = self.neighbours_.neighbours_
+        if len(neighbours) != n:
+            raise SettingsError(
+                f"This detector was fitted on {len(neighbours)} samples but is asked to score {n}; fit it on the "
+                "evidence you score."
+            )
+        votes = np.arange(n)[:, None] * n_classes + self.neighbours_.labels_[neighbours]
+        counts = np.bincount(votes.ravel(), minlength=n * n_classes).reshape(n, n_classes)
+        fused = np.asarray(evidence.probs, dtype=np.float64) * (counts + 1.0)
+        return fused / fused.sum(axis=1, keepdims=True)
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        labels = _given_or(evidence, labels)
+        posterior = self.posterior(evidence)
+        return -np.log(np.clip(posterior[np.arange(len(labels)), labels], 1e-12, None))
+
+
 DETECTORS = {
     "l2": lambda seed: NormDetector(order=2),
     "l1": lambda seed: NormDetector(order=1),
@@ -275,9 +318,10 @@ DETECTORS = {
     "cf-ratio": lambda seed: CounterfactualRatioDetector(),
     "neighbours": lambda seed: NeighbourDetector(),
     "consensus": lambda seed: ConsensusDetector(),
+    "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
-GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus")
-DEFAULT_DETECTOR = "consensus"
+GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
+DEFAULT_DETECTOR = "posterior"
 
 
 def make_detector(name: str, *, seed: int = 0):

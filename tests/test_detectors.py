@@ -91,6 +91,34 @@ def test_neighbours_match_a_brute_force_search_and_find_the_odd_label():
     assert counterfactual_scores(detector, evidence).argmin(axis=1)[3] == 0
 
 
+def test_posterior_is_the_model_times_the_neighbours_label_histogram():
+    from ogaudit.detectors import NeighbourPosteriorDetector
+
+    evidence = _two_clusters_one_wrong_label()
+    rng = np.random.default_rng(3)
+    evidence.probs = rng.dirichlet([1.0, 1.0], size=80)  # an arbitrary model, so both experts matter
+    detector = NeighbourPosteriorDetector(k=5).fit(evidence)
+    counts = np.stack([(evidence.labels[detector.neighbours_.neighbours_] == c).sum(axis=1) for c in (0, 1)], axis=1)
+    expected = evidence.probs * (counts + 1) / (5 + 2)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(detector.posterior(evidence), expected)
+    scores = detector.outlier_scores(evidence)
+    np.testing.assert_allclose(scores, -np.log(expected[np.arange(80), evidence.labels]))
+    suggested = counterfactual_scores(detector, evidence).argmin(axis=1)
+    assert np.array_equal(suggested, expected.argmax(axis=1))
+
+
+def test_posterior_finds_a_wrong_label_the_model_cannot_see():
+    from ogaudit.detectors import NeighbourPosteriorDetector
+
+    evidence = _two_clusters_one_wrong_label()  # uniform softmax: the neighbours decide
+    detector = NeighbourPosteriorDetector(k=5).fit(evidence)
+    assert int(np.argmax(detector.outlier_scores(evidence))) == 3
+    assert counterfactual_scores(detector, evidence).argmin(axis=1)[3] == 0
+    with pytest.raises(SettingsError, match="fitted on 80"):
+        detector.outlier_scores(HeadEvidence(evidence.features[:10], evidence.probs[:10], evidence.labels[:10]))
+
+
 def test_neighbours_refuse_evidence_they_were_not_fitted_on():
     from ogaudit.detectors import NeighbourDetector
 
