@@ -66,11 +66,13 @@ def _pca(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit_transform(vectors)
 
 
-def _umap(vectors: np.ndarray, seed: int) -> np.ndarray:
+def _umap(vectors: np.ndarray, seed: int, *, approximate: bool = False) -> np.ndarray:
     import umap
 
     n_neighbors = min(15, len(vectors) - 1)
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=seed, n_jobs=1)
+    reducer = umap.UMAP(
+        n_neighbors=n_neighbors, min_dist=0.1, random_state=seed, n_jobs=1, force_approximation_algorithm=approximate
+    )
     return reducer.fit_transform(vectors)
 
 
@@ -79,6 +81,9 @@ def start_umap_warm_up() -> threading.Thread:
     process) while the model trains instead of during the first real map."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(200, 8)).astype(np.float32)
-    thread = threading.Thread(target=_umap, args=(vectors, 0), name="ogaudit-umap-warm-up", daemon=True)
+    # Maps above 4,096 points find neighbours with pynndescent, whose kernels compile separately: force that path.
+    thread = threading.Thread(
+        target=_umap, args=(vectors, 0), kwargs={"approximate": True}, name="ogaudit-umap-warm-up", daemon=True
+    )
     thread.start()
     return thread
