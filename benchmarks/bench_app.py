@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,16 +31,9 @@ from ogaudit.runs import load_run_dataset, open_ledger, open_run
 from ogaudit.storage import write_json
 from ogaudit.ui.figure import map_figure
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from appserver import CHROMIUM, CHROMIUM_ARGS, READY, start_app, stop_app  # noqa: E402  (the tests' app launcher)
+
 DRAWN = """() => {
     const plot = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
     return !!(plot && plot._fullData && plot._fullData.length && plot.querySelector("canvas") && plot.querySelector(".nsewdrag"));
@@ -113,29 +103,6 @@ def reopen_seconds(folder: Path) -> dict[str, float]:
     return times
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "OGAUDIT_HOME": str(home)}
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
-    command += ["--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
-    command += ["--server.fileWatcherType", "none"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            return process, url
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(log.read_text())
-
-
 def paint_and_select(browser, url: str, project: str) -> dict[str, float]:
     """Seconds from opening the page to a drawn map, and from releasing a box drag to the thumbnail grid."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -179,12 +146,11 @@ def main() -> None:
             print(f"  wrote {projects[size].name} in {time.perf_counter() - start:.1f} s")
         rows = {size: reopen_seconds(folder) for size, folder in projects.items()}
         warm_up = write_synthetic_run(home / "warm-up", 1_000)
-        process, url = start_server(home, Path(tmp) / "streamlit.log")
+        env = {**os.environ, "OGAUDIT_HOME": str(home)}
+        process, url = start_app(env, Path(tmp) / "streamlit.log", timeout=60)
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-                )
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
                 warm = paint_and_select(browser, url, warm_up.name)  # pays the server's imports (torch, plotly)
                 print(f"  cold server, first page (1,000 points): {warm['first paint s']:.1f} s")
                 for size, folder in projects.items():
@@ -193,8 +159,7 @@ def main() -> None:
                     rows[size]["reopened paint s"] = again["first paint s"]
                 browser.close()
         finally:
-            process.terminate()
-            process.wait(20)
+            stop_app(process)
     table = pd.DataFrame(rows).T
     table.index = [f"{size:,} points" for size in table.index]
     print(table.round(2).to_string())

@@ -190,10 +190,11 @@ def tracin_self_influence(model, dataset: Dataset, checkpoint: Path) -> np.ndarr
 
 
 def score_methods(
-    dataset: Dataset, seed: int, cache: Path, epochs: int | None = None, with_cv: bool = True
+    dataset: Dataset, audited: tuple, seed: int, cache: Path, epochs: int | None = None, with_cv: bool = True
 ) -> dict[str, tuple[np.ndarray, float]]:
-    """Every method's scores (higher = more suspicious) and total wall time, training included."""
-    evidence, model, key, timings = audited_model(dataset, seed, cache, epochs)
+    """Every method's scores (higher = more suspicious) and total wall time, training included; ``audited`` is
+    :func:`audited_model`'s result for ``dataset``."""
+    evidence, model, key, timings = audited
     base = timings["train"] + timings["gradients"]
     methods = {}
     for name in DETECTORS:
@@ -238,13 +239,12 @@ the first half of training 0.639 / 0.487; cosine to the class-mean gradient dire
 alone 0.871 / 0.582; rank-average(loss, `cf-ratio × ‖h̃‖`) 0.924 / 0.679; loss × `cf-ratio` 0.923 / 0.702."""
 
 
-def neighbour_count_sweep(dataset: Dataset, seed: int, cache: Path, epochs: int | None, is_noisy) -> dict[int, float]:
+def neighbour_count_sweep(evidence, is_noisy: np.ndarray) -> dict[int, float]:
     """Average precision of the default ``posterior`` for each neighbour count in ``SWEEP``."""
     from sklearn.metrics import average_precision_score
 
     from ogaudit.detectors import NeighbourPosteriorDetector
 
-    evidence, _, _, _ = audited_model(dataset, seed, cache, epochs)
     return {
         k: float(
             average_precision_score(is_noisy, NeighbourPosteriorDetector(k=k).fit(evidence).outlier_scores(evidence))
@@ -531,9 +531,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed}, {kind} noise", flush=True)
             dataset = noisy_dataset(args.samples, seed, kind)
             is_noisy = dataset.true_y != dataset.y
-            methods = score_methods(dataset, seed, cache, args.epochs, with_cv=seed in cv_seeds)
+            audited = audited_model(dataset, seed, cache, args.epochs)
+            evidence, model = audited[:2]
+            methods = score_methods(dataset, audited, seed, cache, args.epochs, with_cv=seed in cv_seeds)
             cv_times[kind].append(methods[PEERS[1]][1] if PEERS[1] in methods else float("nan"))
-            sweep[kind].append(neighbour_count_sweep(dataset, seed, cache, args.epochs, is_noisy))
+            sweep[kind].append(neighbour_count_sweep(evidence, is_noisy))
             for name, (scores, seconds) in methods.items():
                 row = detection_metrics(is_noisy, scores, budget=BUDGET)
                 row["seconds"] = seconds
@@ -543,10 +545,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if first_model is None:
-                _, first_model, _, _ = audited_model(dataset, seed, cache, args.epochs)
+                first_model = model
             if args.skip_retrain or seed not in retrain_seeds:
                 continue
-            evidence, model, _, _ = audited_model(dataset, seed, cache, args.epochs)
             features = batched_features(model, test.x)
             with torch.no_grad():
                 noisy_acc = float((model.head(torch.as_tensor(features)).argmax(1).numpy() == test.y).mean())

@@ -201,13 +201,17 @@ def test_read_only_folder_by_permissions(tmp_path):
 
 def test_disk_full_in_the_ledger_is_a_ledger_error_and_keeps_every_earlier_decision(tmp_path, monkeypatch):
     ids = [f"s{i}" for i in range(3000)]
-    ledger = Ledger.open(
-        tmp_path / "ledger.sqlite",
-        dataset_fingerprint="fp",
-        sample_ids=ids,
-        given_labels=["a", "b"] * 1500,
-        class_names=["a", "b"],
-    )
+
+    def open_ledger():
+        return Ledger.open(
+            tmp_path / "ledger.sqlite",
+            dataset_fingerprint="fp",
+            sample_ids=ids,
+            given_labels=["a", "b"] * 1500,
+            class_names=["a", "b"],
+        )
+
+    ledger = open_ledger()
     ledger.decide(ids[:10], "remove", annotator="ann")
     real_connect = sqlite3.connect
 
@@ -221,13 +225,7 @@ def test_disk_full_in_the_ledger_is_a_ledger_error_and_keeps_every_earlier_decis
     with pytest.raises(LedgerError, match="full"):
         ledger.decide(ids[10:], "relabel", label="a", note="x" * 200, annotator="ann")
     monkeypatch.setattr(sqlite3, "connect", real_connect)
-    state = Ledger.open(
-        tmp_path / "ledger.sqlite",
-        dataset_fingerprint="fp",
-        sample_ids=ids,
-        given_labels=["a", "b"] * 1500,
-        class_names=["a", "b"],
-    ).state()
+    state = open_ledger().state()
     assert state["sample_id"].tolist() == ids[:10] and set(state["action"]) == {"remove"}  # nothing half-written
 
 
