@@ -246,7 +246,7 @@ def submit_audit(
     the folder, not the in-memory result, so that a finished job holds no arrays.
     """
     from ogaudit.pipeline import audit
-    from ogaudit.runs import write_request
+    from ogaudit.project import write_request
 
     project = Path(project)
     write_request(project, data, settings)
@@ -262,12 +262,12 @@ def submit_audit(
 def submit_verify(registry: JobRegistry, run, dataset, decisions) -> Job:
     """Retrain before and after the review's decisions (the paper's trim-and-retrain check) in the background.
 
-    ``run`` is an opened :class:`~ogaudit.runs.Run`, ``dataset`` its data and ``decisions`` the ledger's
-    :meth:`~ogaudit.ledger.Ledger.state`. The report is written to ``verify.json`` in the run's folder.
+    ``run`` is an opened :class:`~ogaudit.project.Run`, ``dataset`` its data and ``decisions`` the ledger's
+    :meth:`~ogaudit.review.ledger.Ledger.state`. The report is written to ``verify.json`` in the run's folder.
     """
     from ogaudit.pipeline import settings_from_record
-    from ogaudit.runs import write_verify_report
-    from ogaudit.verify import verify_cleaning
+    from ogaudit.project import write_verify_report
+    from ogaudit.review.verify import verify_cleaning
 
     settings = settings_from_record(run.record)
 

@@ -262,7 +262,7 @@ def _head_evidence(model, dataset, model_key, cache, progress, cancel) -> HeadEv
 def _layer_gradients(model, dataset, settings, model_key, cache, progress, cancel) -> np.ndarray | None:
     if not settings.layers:
         return None
-    from ogaudit.layer_gradients import LayerGradientSettings, project_layer_gradients
+    from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients
 
     layer_settings = LayerGradientSettings(layers=settings.layers, dim=settings.projection_dim, seed=settings.seed)
     key = fingerprint(model_key, asdict(layer_settings))

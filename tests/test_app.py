@@ -27,9 +27,9 @@ from streamlit.testing.v1 import AppTest
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.jobs import Job, read_status
 from ogaudit.pipeline import audit
-from ogaudit.runs import open_ledger, open_run, write_request
+from ogaudit.project import open_ledger, open_run, write_request
 from ogaudit.ui import state
-from ogaudit.ui.actions import decide
+from ogaudit.review.actions import decide
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
 from ogaudit.ui.files import unpack_zip, zip_folder
@@ -263,7 +263,7 @@ def test_verify_runs_in_the_background_and_shows_before_and_after(project):
 
 def test_the_plain_modules_do_not_import_streamlit():
     code = (
-        "import sys, ogaudit.jobs, ogaudit.runs, ogaudit.ui.actions, ogaudit.ui.config, ogaudit.ui.figure, "
+        "import sys, ogaudit.jobs, ogaudit.project, ogaudit.review.actions, ogaudit.ui.config, ogaudit.ui.figure, "
         "ogaudit.ui.files, ogaudit.ui.forms, ogaudit.ui.selection; assert 'streamlit' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -19,7 +19,7 @@ import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
 from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.runs import open_ledger, open_run, write_request
+from ogaudit.project import open_ledger, open_run, write_request
 
 PROJECT = "shared"
 SETTINGS = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)  # 15 flagged

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ogaudit.data import dataset_from_arrays, load_dataset
 from ogaudit.errors import DataError, LedgerError
-from ogaudit.exports import (
+from ogaudit.review.exports import (
     DECISION_COLUMNS,
     SPLIT_MANIFEST,
     decisions_csv_bytes,
@@ -29,8 +29,8 @@ from ogaudit.exports import (
     unescape_cell,
     write_decisions_csv,
 )
-from ogaudit.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
-from ogaudit.review_cli import add_review_commands
+from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
+from ogaudit.cli.review import add_review_commands
 
 CLASSES = ["-1", "=cat", "птица", "犬"]
 IDS = [f"id-{i}" for i in range(12)]

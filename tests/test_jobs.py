@@ -23,7 +23,7 @@ from ogaudit.jobs import (
 )
 from ogaudit.pipeline import AuditSettings
 from ogaudit.progress import check_cancel
-from ogaudit.runs import is_finished, read_request
+from ogaudit.project import is_finished, read_request
 
 FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
 
@@ -146,7 +146,7 @@ def test_audit_job_error_names_the_stage(tmp_path, cache_dir):
 
 def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cache_dir):
     from ogaudit.pipeline import audit
-    from ogaudit.runs import open_ledger, open_run, read_verify_report
+    from ogaudit.project import open_ledger, open_run, read_verify_report
 
     result = audit("digits", FAST, out_dir=tmp_path / "proj", cache_dir=cache_dir)
     run = open_run(tmp_path / "proj")

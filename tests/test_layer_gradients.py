@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ogaudit.errors import Cancelled, DataError, ModelError, SettingsError
-from ogaudit.layer_gradients import (
+from ogaudit.gradients.layers import (
     LayerGradientSettings,
     plan_layer_projection,
     project_full_gradients,

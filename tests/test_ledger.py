@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ogaudit.errors import LedgerError
-from ogaudit.ledger import ACTIONS, LABELLED_ACTIONS, Ledger
+from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Ledger
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "bird"]
@@ -227,7 +227,7 @@ def test_a_held_lock_ends_in_a_ledger_error_not_sqlite(ledger, path):
 
 WRITER = """
 import json, sys
-from ogaudit.ledger import Ledger
+from ogaudit.review.ledger import Ledger
 path, meta, annotator, first, count = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:6])
 ledger = Ledger.open(path, **meta)
 print("ready", flush=True)
@@ -320,7 +320,7 @@ ANNOTATORS = ("ann", "bob")
 
 class LedgerRules(RuleBasedStateMachine):
     """Random decide / bulk decide / undo / redo by two annotators, with reopenings, against an in-memory model
-    of the rules in ``ogaudit.ledger``'s docstring: a sample's state is its decision in the latest batch still in
+    of the rules in ``ogaudit.review.ledger``'s docstring: a sample's state is its decision in the latest batch still in
     force; undo takes back the annotator's own latest batch in force, redo puts back the one they undid last, and
     a new decision clears their redo stack."""
 

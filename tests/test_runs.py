@@ -10,7 +10,7 @@ import pytest
 from ogaudit.data import dataset_from_arrays
 from ogaudit.errors import DataError
 from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.runs import (
+from ogaudit.project import (
     is_finished,
     list_projects,
     load_run_dataset,

@@ -5,9 +5,9 @@ import json
 import numpy as np
 
 from ogaudit.cli import main
-from ogaudit.ledger import open_project_ledger
+from ogaudit.review.ledger import open_project_ledger
 from ogaudit.pipeline import AuditSettings, audit, load_run_dataset
-from ogaudit.verify import verify_cleaning
+from ogaudit.review.verify import verify_cleaning
 
 
 def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tmp_path):

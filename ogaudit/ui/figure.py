@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from ogaudit.ledger import ACTIONS
+from ogaudit.review.ledger import ACTIONS
 
 COLOUR_MODES = ("flagged", "score", "given label", "decision")
 HOVER = "<b>%{customdata[0]}</b><br>given %{customdata[1]}%{customdata[3]}<br>score %{customdata[2]}<extra></extra>"
@@ -64,7 +64,7 @@ def _trace(table: pd.DataFrame, customdata: np.ndarray, mask: np.ndarray, name: 
 
 
 def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataFrame | None = None) -> go.Figure:
-    """The gradient map of a run's ``table`` (see :class:`~ogaudit.runs.Run`), coloured by ``colour``.
+    """The gradient map of a run's ``table`` (see :class:`~ogaudit.project.Run`), coloured by ``colour``.
 
     ``decisions`` (the ledger's state) is used only by ``colour="decision"``. The default drag mode is box
     select, so a mouse drag selects; ``uirevision`` keeps the zoom when the figure is rebuilt.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ogaudit.errors import DataError, ModelError
-from ogaudit.runs import new_project, slugify
+from ogaudit.project import new_project, slugify
 from ogaudit.ui.files import unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip")

@@ -12,7 +12,7 @@ import streamlit as st
 
 from ogaudit.jobs import JobSnapshot, submit_audit
 from ogaudit.pipeline import AuditSettings, default_cache_dir
-from ogaudit.runs import read_request
+from ogaudit.project import read_request
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit import runs
+from ogaudit import project as runs
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import job_id, read_status, submit_audit
 from ogaudit.pipeline import default_cache_dir

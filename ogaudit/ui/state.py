@@ -13,10 +13,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ogaudit import runs
+from ogaudit import project as runs
 from ogaudit.data import Dataset
 from ogaudit.jobs import JobRegistry
-from ogaudit.ledger import Ledger
+from ogaudit.review.ledger import Ledger
 from ogaudit.ui.figure import map_figure
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ogaudit.data import Dataset
 from ogaudit.errors import DataError
-from ogaudit.ledger import LEDGER_FILENAME, Ledger
+from ogaudit.review.ledger import LEDGER_FILENAME, Ledger
 from ogaudit.storage import read_json, write_json
 
 HOME_ENV = "OGAUDIT_HOME"
@@ -214,7 +214,7 @@ def thumbnail(dataset: Dataset, index: int, size: int = 160) -> np.ndarray | Non
 
 
 def write_verify_report(project: str | Path, report, *, decided: int) -> None:
-    """Save a :class:`~ogaudit.verify.VerifyReport` as ``verify.json``, with how many decisions it used."""
+    """Save a :class:`~ogaudit.review.verify.VerifyReport` as ``verify.json``, with how many decisions it used."""
     payload = {**report.to_dict(), "decided": decided, "text": report.describe(), "at": time.time()}
     write_json(Path(project) / VERIFY_FILE, payload)
 

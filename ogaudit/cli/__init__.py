@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ogaudit.errors import OgauditError
-from ogaudit.review_cli import add_review_commands
+from ogaudit.cli.review import add_review_commands
 
 EPILOG = """examples:
   ogaudit scan mnist5k --noise-rate 0.1 --out runs/mnist      # built-in demo with 10% planted noise
@@ -151,5 +151,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

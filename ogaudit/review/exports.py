@@ -33,7 +33,7 @@ import pandas as pd
 
 from ogaudit.data import Dataset
 from ogaudit.errors import DataError, LedgerError
-from ogaudit.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
+from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
 from ogaudit.storage import atomic_path, write_json
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]

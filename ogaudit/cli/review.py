@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ogaudit.data import Dataset, load_dataset
 from ogaudit.errors import DataError
-from ogaudit.exports import export_split, import_decisions, write_decisions_csv
-from ogaudit.ledger import Ledger, open_project_ledger
+from ogaudit.review.exports import export_split, import_decisions, write_decisions_csv
+from ogaudit.review.ledger import Ledger, open_project_ledger
 from ogaudit.pipeline import AuditSettings, load_run_dataset
 from ogaudit.storage import read_json, write_json
 
@@ -112,7 +112,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from ogaudit.pipeline import settings_from_record
-    from ogaudit.verify import verify_cleaning
+    from ogaudit.review.verify import verify_cleaning
 
     dataset, ledger = _open_ledger(args)
     run_path = args.project / "run.json"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ogaudit.ledger import Decision, Ledger
-from ogaudit.runs import Run
+from ogaudit.review.ledger import Decision, Ledger
+from ogaudit.project import Run
 
 ACTION_LABELS = {
     "confirm": "Confirm suggested label",

@@ -1,0 +1,7 @@
+"""``python -m ogaudit.cli``: the same as the ``ogaudit`` command."""
+
+import sys
+
+from ogaudit.cli import main
+
+sys.exit(main())
