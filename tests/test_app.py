@@ -28,8 +28,8 @@ from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.jobs import Job, read_status
 from ogaudit.pipeline import audit
 from ogaudit.project import open_ledger, open_run, write_request
-from ogaudit.ui import state
 from ogaudit.review.actions import decide
+from ogaudit.ui import state
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
 from ogaudit.ui.files import unpack_zip, zip_folder

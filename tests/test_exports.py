@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from ogaudit.cli.review import add_review_commands
 from ogaudit.data import dataset_from_arrays, load_dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.review.exports import (
@@ -30,7 +31,6 @@ from ogaudit.review.exports import (
     write_decisions_csv,
 )
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
-from ogaudit.cli.review import add_review_commands
 
 CLASSES = ["-1", "=cat", "птица", "犬"]
 IDS = [f"id-{i}" for i in range(12)]

@@ -30,9 +30,9 @@ from ogaudit import storage
 from ogaudit.data import load_dataset
 from ogaudit.errors import DataError, LedgerError, StorageError
 from ogaudit.jobs import JobRegistry, read_status, submit_audit
-from ogaudit.review.ledger import Ledger
 from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.project import is_finished
+from ogaudit.review.ledger import Ledger
 from ogaudit.storage import read_json
 from ogaudit.ui.files import unpack_zip
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 
 from ogaudit.cli import main
-from ogaudit.review.ledger import open_project_ledger
 from ogaudit.pipeline import AuditSettings, audit, load_run_dataset
+from ogaudit.review.ledger import open_project_ledger
 from ogaudit.review.verify import verify_cleaning
 
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ogaudit.errors import OgauditError
 from ogaudit.cli.review import add_review_commands
+from ogaudit.errors import OgauditError
 
 EPILOG = """examples:
   ogaudit scan mnist5k --noise-rate 0.1 --out runs/mnist      # built-in demo with 10% planted noise
@@ -149,5 +149,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ogaudit: interrupted", file=sys.stderr)
         return 130
-
-

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ogaudit.data import Dataset, load_dataset
 from ogaudit.errors import DataError
+from ogaudit.pipeline import AuditSettings, load_run_dataset
 from ogaudit.review.exports import export_split, import_decisions, write_decisions_csv
 from ogaudit.review.ledger import Ledger, open_project_ledger
-from ogaudit.pipeline import AuditSettings, load_run_dataset
 from ogaudit.storage import read_json, write_json
 
 

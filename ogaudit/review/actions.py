@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ogaudit.review.ledger import Decision, Ledger
 from ogaudit.project import Run
+from ogaudit.review.ledger import Decision, Ledger
 
 ACTION_LABELS = {
     "confirm": "Confirm suggested label",

@@ -13,10 +13,10 @@ from sklearn.model_selection import train_test_split
 
 from ogaudit.data import Dataset
 from ogaudit.errors import SettingsError
-from ogaudit.review.exports import apply_decisions
 from ogaudit.models import build_model, choose_model
 from ogaudit.pipeline import AuditSettings
 from ogaudit.progress import ProgressCallback, report
+from ogaudit.review.exports import apply_decisions
 from ogaudit.training import batched_features, train_model
 
 

@@ -8,9 +8,9 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.review.ledger import Ledger
 from ogaudit.project import Run, thumbnail
 from ogaudit.review.actions import decide
+from ogaudit.review.ledger import Ledger
 
 _FLASH = "ogaudit-flash"
 

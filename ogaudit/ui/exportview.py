@@ -9,10 +9,10 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.jobs import job_id, read_status, submit_verify
-from ogaudit.review.ledger import Ledger
 from ogaudit.project import Run, read_verify_report
+from ogaudit.review.exports import decisions_csv_bytes, export_split
+from ogaudit.review.ledger import Ledger
 from ogaudit.ui import state
 from ogaudit.ui.common import flash
 from ogaudit.ui.files import zip_folder

@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from ogaudit.data import Dataset
-from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.project import Run
-from ogaudit.ui import state
 from ogaudit.review.actions import ACTION_LABELS
+from ogaudit.review.ledger import ACTIONS, Ledger
+from ogaudit.ui import state
 from ogaudit.ui.common import on_decide, sample_caption, sample_image
 from ogaudit.ui.figure import COLOUR_MODES
 from ogaudit.ui.selection import selected_ids

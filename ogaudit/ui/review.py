@@ -11,8 +11,8 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.review.ledger import Ledger
 from ogaudit.project import Run
+from ogaudit.review.ledger import Ledger
 from ogaudit.ui.common import flash, on_decide, sample_caption, sample_image
 
 PAGE_SIZES = (6, 12, 24, 48)
