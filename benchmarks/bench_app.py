@@ -27,7 +27,7 @@ from sklearn.decomposition import PCA
 
 from ogaudit.data import load_dataset
 from ogaudit.pipeline import AuditSettings
-from ogaudit.runs import load_run_dataset, open_ledger, open_run
+from ogaudit.project import load_run_dataset, open_ledger, open_run
 from ogaudit.storage import write_json
 from ogaudit.ui.figure import map_figure
 

@@ -63,7 +63,7 @@ def closed_form(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def throughput_table(model, dataset, loop_samples: int, layers: tuple[str, ...]) -> list[tuple[str, float]]:
     """Samples per second of each way to get per-sample gradients, and of a bare forward pass."""
-    from ogaudit.layer_gradients import LayerGradientSettings, project_layer_gradients, reference_layer_gradients
+    from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients, reference_layer_gradients
 
     x, y = dataset.x, dataset.y
     n, k = len(y), loop_samples

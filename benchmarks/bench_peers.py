@@ -351,7 +351,7 @@ def gradient_rows(model, images: Dataset, layers: tuple[str, str], loop_count: i
     """Table rows (samples/s) of a bare forward pass (batch 64 and batch 1), the closed form, the multi-layer
     engine over ``layers`` and batch-1 loops, on ``images`` (loops on the first ``loop_count``; one run)."""
     from ogaudit.gradients import reference_last_layer_gradients
-    from ogaudit.layer_gradients import LayerGradientSettings, project_layer_gradients, reference_layer_gradients
+    from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients, reference_layer_gradients
 
     torch.set_grad_enabled(True)
     model.eval()
