@@ -31,9 +31,8 @@ from ogaudit.data import load_dataset
 from ogaudit.errors import DataError, LedgerError, StorageError
 from ogaudit.jobs import JobRegistry, read_status, submit_audit
 from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.project import is_finished
+from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
-from ogaudit.storage import read_json
 from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,12 +95,12 @@ def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(
     )
     try:
         assert child.stdout.readline() == "trained\n"
-        assert len(list((cache / "models").glob("*.pt"))) == 1
+        assert len(list((cache / "v1" / "model").glob("*/model.pt"))) == 1
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    assert read_status(project, "audit").status == "running" and not is_finished(project)
+    assert read_status(project, "audit").status == "running" and not Project(project).is_finished()
 
     at = start(project="killed")  # a fresh server: no live job, a status file that still says "running"
     assert not at.exception and "This audit was interrupted" in texts(at.warning)
@@ -112,7 +111,7 @@ def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(
     at.run()
     assert not at.exception and not at.error
     assert [c.key for c in at.get("plotly_chart")] == ["map-killed-flagged"]
-    record = read_json(project / "run.json")
+    record = Project(project).read_record()
     assert record["model"]["cached"] is True  # the stage that finished before the kill was not redone
     assert read_status(project, "audit").status == "done"
 
@@ -141,7 +140,7 @@ def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(ap
     wait_for_job(app_home / "flaky")
     at.run()
     assert not at.exception and not at.error
-    assert read_status(app_home / "flaky", "audit").status == "done" and is_finished(app_home / "flaky")
+    assert read_status(app_home / "flaky", "audit").status == "done" and Project(app_home / "flaky").is_finished()
 
 
 # ---------------------------------------------------------------- full disk, read-only folder
@@ -162,12 +161,12 @@ def test_disk_full_while_writing_results_fails_the_job_leaves_no_complete_lookin
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
     assert snap.status == "failed" and snap.error_type == "StorageError" and snap.error_stage == "map"
     assert "No space left on device" in snap.error and "free disk space" in snap.error
-    assert not is_finished(project) and not (project / "run.json").exists()  # scores.csv alone is not a run
+    assert not Project(project).is_finished() and not (project / "run.json").exists()  # scores.csv alone is not a run
     assert not [p.name for p in project.iterdir() if p.name.endswith(".part")]
 
     monkeypatch.setattr(os, "replace", real_replace)  # space freed: the same request runs again
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
-    assert snap.status == "done" and is_finished(project)
+    assert snap.status == "done" and Project(project).is_finished()
 
 
 def test_read_only_output_folder_fails_before_any_work(tmp_path, cache_dir, monkeypatch):

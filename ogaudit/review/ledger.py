@@ -563,11 +563,6 @@ class Ledger:
             delay = min(delay * 2, 0.25)
 
 
-def open_project_ledger(project: str | Path, dataset: Dataset) -> Ledger:
-    """The ledger of a project folder (``PROJECT/ledger.sqlite``) for ``dataset``."""
-    return Ledger.for_dataset(Path(project) / LEDGER_FILENAME, dataset)
-
-
 def _undo_stacks(conn: sqlite3.Connection, annotator: str) -> tuple[list[str], list[str]]:
     """Replay ``annotator``'s batches: (batches in force, oldest first; batches undone, redo order last)."""
     done: list[str] = []

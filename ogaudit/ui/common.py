@@ -8,9 +8,10 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.project import Run, thumbnail
+from ogaudit.project import Run
 from ogaudit.review.actions import decide
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.thumbnails import thumbnail
 
 _FLASH = "ogaudit-flash"
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import job_id, read_status, submit_verify
-from ogaudit.project import Run, read_verify_report
+from ogaudit.project import Project, Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui import state
@@ -50,7 +48,7 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
     st.markdown("**Cleaned split**: removed samples dropped, relabels applied, in the input's own format.")
     drop = st.checkbox("Also drop flagged samples nobody decided on (or marked unsure)", key="split-drop-undecided")
     if st.button("Write the cleaned split", key="write-split", disabled=dataset is None):
-        out = run.path / "exports" / time.strftime("split-%Y%m%d-%H%M%S")
+        out = Project(run.path).new_export_dir()
         try:
             manifest = export_split(dataset, ledger, out, flagged_ids=run.flagged_ids, drop_undecided_flagged=drop)
         except OgauditError as error:
@@ -89,7 +87,7 @@ def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
     last = read_status(run.path, "verify")
     if last is not None and last.status in ("failed", "cancelled"):
         show_failure(last)
-    report = read_verify_report(run.path)
+    report = Project(run.path).read_verify()
     if report is not None:
         before, after = st.columns(2)
         before.metric("Accuracy before", f"{report['accuracy_before']:.3f}")
@@ -98,4 +96,5 @@ def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
             f"{report['accuracy_after']:.3f}",
             f"{report['accuracy_after'] - report['accuracy_before']:+.3f}",
         )
-        st.caption(f"{report['text']} · {report['decided']} decisions in force then")
+        decided = "" if report["decided"] is None else f" · {report['decided']} decisions in force then"
+        st.caption(f"{report['text']}{decided}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from ogaudit.cache import default_cache_dir
 from ogaudit.jobs import JobSnapshot, submit_audit
-from ogaudit.pipeline import AuditSettings, default_cache_dir
-from ogaudit.project import read_request
+from ogaudit.project import Project
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
 
@@ -56,9 +56,7 @@ def show_failure(snap: JobSnapshot) -> None:
 def retry_button(project: Path, label: str) -> None:
     """Run the project's audit again from its saved request (cached stages are reused)."""
     if st.button(label, key=f"retry-{project.name}", type="primary"):
-        data, settings = read_request(project)
-        job = submit_audit(
-            state.job_registry(), project, data, AuditSettings(**settings), cache_dir=default_cache_dir()
-        )
+        request = Project(project).read_request()
+        job = submit_audit(state.job_registry(), project, request.data, request.settings, cache_dir=default_cache_dir())
         st.query_params["job"] = job.job_id
         st.rerun()

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit import project as runs
+from ogaudit.cache import default_cache_dir
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import job_id, read_status, submit_audit
-from ogaudit.pipeline import default_cache_dir
+from ogaudit.project import Project, Run, list_projects, workspace_root
 from ogaudit.ui import state
 from ogaudit.ui.common import show_flash
 from ogaudit.ui.config import DemoConfig
@@ -28,7 +28,7 @@ from ogaudit.ui.setup import new_audit_panel
 
 def main() -> None:
     st.set_page_config(page_title="ogaudit: find wrong labels", page_icon="🔎", layout="wide")
-    root = runs.workspace_root()
+    root = workspace_root()
     with st.sidebar:
         st.title("ogaudit")
         annotator = _annotator()
@@ -70,7 +70,7 @@ def _current_project(root: Path, demo: DemoConfig) -> Path:
         return root / name
     if name:
         st.warning(f"There is no project {name!r} in {root}; showing another.")
-    projects = runs.list_projects(root)
+    projects = list_projects(root)
     project = projects[0].path if projects else _start_demo(root, demo)
     st.query_params["project"] = project.name
     return project
@@ -85,7 +85,7 @@ def _start_demo(root: Path, demo: DemoConfig) -> Path:
 
 
 def _project_picker(root: Path, project: Path) -> None:
-    names = [p.name for p in runs.list_projects(root)]
+    names = [p.name for p in list_projects(root)]
     if project.name not in names:
         names.insert(0, project.name)
     st.session_state["project-picker"] = project.name
@@ -111,7 +111,7 @@ def _show_project(project: Path, demo: DemoConfig, annotator: str | None) -> Non
         return
     if "job" in st.query_params:
         del st.query_params["job"]
-    has_request = runs.read_request(project) is not None
+    has_request = Project(project).read_request() is not None
     if snap is not None and snap.status in ("failed", "cancelled"):
         show_failure(snap)
         if has_request:
@@ -124,14 +124,14 @@ def _show_project(project: Path, demo: DemoConfig, annotator: str | None) -> Non
         if has_request:
             retry_button(project, "Run again")
         return
-    if not runs.is_finished(project):
+    if not Project(project).is_finished():
         if snap is None:
             st.info(f"{project.name} holds no audit yet.")
         return
-    _show_run(state.open_run(project), annotator)
+    _show_run(state.open_run(Project(project)), annotator)
 
 
-def _show_run(run: runs.Run, annotator: str | None) -> None:
+def _show_run(run: Run, annotator: str | None) -> None:
     ledger = state.open_ledger(run)
     if ledger.dataset_mismatch:
         st.warning(

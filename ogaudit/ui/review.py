@@ -85,8 +85,10 @@ def _card(ledger: Ledger, run: Run, row: dict, decision: str | None, annotator: 
         type="primary",
         on_click=on_decide,
         kwargs={**common, "action": "confirm", "label": suggested},
-        disabled=locked,
-        help="The given label is wrong; the suggested one is right.",
+        disabled=locked or suggested == row["given_label"],
+        help="The given label is wrong; the suggested one is right."
+        if suggested != row["given_label"]
+        else "The suggestion is the given label, so confirming would change nothing: keep it or relabel it.",
     )
     names = run.class_names
     label_key = f"relabel-label-{sample_id}"
