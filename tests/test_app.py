@@ -219,10 +219,20 @@ def test_the_annotator_is_asked_once(project):
     assert "Reviewing as **carol**" in texts(at.sidebar.markdown)
 
 
-def test_library_errors_are_shown_not_raised(project, home):
+def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.npz").write_text("not an archive")
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
     at = start()
     at.sidebar.radio(key="setup-source").set_value("Path")
     at.sidebar.text_input(key="setup-path").input(str(home / "no-such-data"))
+    at.sidebar.text_input(key="setup-name").input("outside")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    refusal = texts(at.sidebar.error).replace("\\", "")  # shown escaped: the path is the visitor's text
+    assert "not an existing path inside the data folders" in refusal and "OGAUDIT_DATA_ROOTS" in refusal
+    assert not (home / "outside").exists()  # refused before anything was created
+    at.sidebar.text_input(key="setup-path").input("broken.npz")  # relative: inside the first data folder
     at.sidebar.text_input(key="setup-name").input("broken")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert at.query_params["project"] == "broken"
@@ -230,7 +240,7 @@ def test_library_errors_are_shown_not_raised(project, home):
     at.run()
     assert not at.exception
     message = texts(at.error)
-    assert "failed during the **load** stage" in message and "neither a built-in" in message
+    assert "failed during the **load** stage" in message and "Cannot read" in message
     assert at.button(key="retry-broken")
     at.sidebar.radio(key="setup-source").set_value("Upload zip")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()

@@ -12,6 +12,7 @@ import sys
 
 from ogaudit.cli.review import add_review_commands
 from ogaudit.cli.scan import add_scan_command
+from ogaudit.cli.users import add_users_command
 from ogaudit.errors import OgauditError
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_scan_command(commands)
     add_review_commands(commands)
+    add_users_command(commands)
     return parser
 
 

@@ -12,14 +12,19 @@ from ogaudit.project import Project, Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui import state
+from ogaudit.ui.auth import Visitor
 from ogaudit.ui.common import flash
 from ogaudit.ui.files import zip_folder
 from ogaudit.ui.jobview import job_progress, show_failure
+from ogaudit.ui.text import md
 
 SPLIT_DIR = "ogaudit-split-dir"
 
 
-def export_panel(ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: list[str], dataset: Dataset | None):
+def export_panel(
+    ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: list[str], dataset: Dataset | None, who: Visitor
+) -> None:
+    """Decisions CSV for everyone; the cleaned split and the retrain check for admins (they read and copy data)."""
     st.markdown(f"**Decisions** ({len(decisions):,} samples decided)")
     left, right = st.columns(2)
     left.download_button(
@@ -38,6 +43,9 @@ def export_panel(ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: li
         disabled=not selected,
         help="Exactly the samples selected on the map (undecided ones have no row).",
     )
+    if not who.can("export-split"):
+        st.caption("The cleaned split and the retrain check are for admins: they read and copy the data.")
+        return
     st.divider()
     _split(ledger, run, dataset)
     st.divider()
@@ -52,7 +60,7 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
         try:
             manifest = export_split(dataset, ledger, out, flagged_ids=run.flagged_ids, drop_undecided_flagged=drop)
         except OgauditError as error:
-            st.error(str(error))
+            st.error(md(error))
         else:
             st.session_state[SPLIT_DIR] = str(out)
             counts = manifest["counts"]
@@ -97,4 +105,4 @@ def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
             f"{report['accuracy_after'] - report['accuracy_before']:+.3f}",
         )
         decided = "" if report["decided"] is None else f" · {report['decided']} decisions in force then"
-        st.caption(f"{report['text']}{decided}")
+        st.caption(f"{md(report['text'])}{decided}")

@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ogaudit import sandbox
+from ogaudit.data import BUILTINS
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
@@ -42,8 +44,13 @@ class SetupChoices:
     name: str = ""
 
 
-def prepare_audit(choices: SetupChoices, root: str | Path):
-    """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``."""
+def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[Path] | None = None):
+    """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``.
+
+    A server path must lie inside ``data_roots`` (default: ``$OGAUDIT_DATA_ROOTS``; see :mod:`ogaudit.sandbox`),
+    checked before anything is created.
+    """
+    roots = sandbox.data_roots() if data_roots is None else data_roots
     if choices.source not in SOURCES:
         raise DataError(f"Unknown data source {choices.source!r}; choose one of {SOURCES}.")
     if choices.source == "Path" and not choices.path.strip():
@@ -52,10 +59,11 @@ def prepare_audit(choices: SetupChoices, root: str | Path):
         raise DataError("Upload a zip of an image folder (one sub-folder of images per class) first.")
     if choices.model == "checkpoint" and not choices.checkpoint:
         raise ModelError("Upload a checkpoint file (.pt, .pth) or choose another model.")
+    server_path = sandbox.resolve_server_path(choices.path, roots) if choices.source == "Path" else None
     label = {"Built-in": choices.builtin, "Path": Path(choices.path.strip()).name, "Upload zip": "upload"}
     project = Project.create(root, choices.name.strip() or slugify(label[choices.source])).path
     try:
-        data = _data_spec(choices, project)
+        data = str(server_path) if server_path is not None else _data_spec(choices, project)
         model = _model_spec(choices, project)
         settings = AuditSettings(
             model=model,
@@ -75,9 +83,9 @@ def prepare_audit(choices: SetupChoices, root: str | Path):
 
 def _data_spec(choices: SetupChoices, project: Path) -> str:
     if choices.source == "Built-in":
+        if choices.builtin not in BUILTINS:
+            raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {', '.join(BUILTINS)}.")
         return choices.builtin
-    if choices.source == "Path":
-        return str(Path(choices.path.strip()).expanduser().absolute())
     return str(unpack_zip(choices.upload, Project(project).upload_dir()))
 
 

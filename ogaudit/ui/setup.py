@@ -14,6 +14,7 @@ from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, M
 from ogaudit.ui import state
 from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
+from ogaudit.ui.text import md
 
 MODEL_HELP = {
     "auto": "auto (small CNN ≤ 64 px, EfficientNet-Lite0 above, MLP for vectors)",
@@ -79,7 +80,7 @@ def _start(root: Path) -> None:
     try:
         project, data, settings = prepare_audit(_choices(), root)
     except OgauditError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     job = submit_audit(state.job_registry(), project, data, settings, cache_dir=default_cache_dir())
     st.query_params["project"] = project.name
