@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ogaudit.errors import DataError
+from ogaudit.limits import check_image_files, check_npz
 from ogaudit.storage import fingerprint
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
@@ -317,6 +318,9 @@ def _dataset_from_files(
             skipped.append(SkippedInput(rel, problem))
         else:
             usable.append((rel, label))
+    where = f"the images of {str(source or root)!r}"
+    rels = [rel for rel, _ in usable]
+    check_image_files(root, rels, what=where, max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         decoded = list(pool.map(lambda item: _read_image(root / item[0]), usable))
     images, kept = [], []
@@ -434,6 +438,7 @@ def load_npz(path: Path) -> Dataset:
                 f"{str(path)!r} has arrays {sorted(archive.files)} but lacks {missing}. "
                 "Save it as numpy.savez(path, x=samples, y=labels)."
             )
+        check_npz(path)  # from the arrays' headers, before their data are read
         try:
             x, y = archive["x"], archive["y"]
             ids = archive["ids"] if "ids" in archive.files else None

@@ -7,6 +7,7 @@ gradient possible: one forward pass yields ``h`` and the logits of every sample.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from ogaudit.settings import MODEL_KINDS
 SMALL_IMAGE_SIDE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TRUST_CODE_FLAG = "--trust-checkpoint-code"
+SAFETENSORS_SUFFIX = ".safetensors"
 
 
 class Preprocess(nn.Module):
@@ -170,16 +173,91 @@ def load_efficientnet_lite0() -> nn.Module:
     return net.eval()
 
 
-def load_checkpoint(path: str | Path, dataset: Dataset, *, arch: str | None = None) -> AuditModel:
-    """A user's trained classifier: TorchScript, or a torchvision architecture name + a state dict.
+def checkpoint_format(path: str | Path) -> str:
+    """What a checkpoint file is, read from its bytes without loading it.
 
-    Loading never unpickles arbitrary objects (``weights_only=True``). The last ``nn.Linear`` becomes the
-    head; everything before it is the body. Images are fed as ImageNet-normalised RGB at their stored size.
+    ``"torchscript"`` (a zip holding ``constants.pkl`` or ``code/``: loading it runs the code inside),
+    ``"safetensors"`` (an 8-byte header length, then a JSON header: data only), ``"torch-zip"`` (a
+    ``torch.save`` zip: a pickle that :func:`torch.load` reads with ``weights_only=True``), or ``"other"``
+    (a legacy pickle, or not a checkpoint at all).
+    """
+    path = Path(path)
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return "safetensors"
+    with open(path, "rb") as handle:
+        start = handle.read(16)
+    if len(start) >= 9 and start[8:9] == b"{":
+        header_length = int.from_bytes(start[:8], "little")
+        if 0 < header_length <= path.stat().st_size - 8:
+            return "safetensors"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "other"
+        if any(_is_torchscript_record(name) for name in names):
+            return "torchscript"
+        return "torch-zip"
+    return "other"
+
+
+def _is_torchscript_record(name: str) -> bool:
+    """A member of a TorchScript archive (``ARCHIVE/constants.pkl``, ``ARCHIVE/code/...``, the legacy
+    ``model.json``); a ``torch.save`` zip has none of these."""
+    record = name.split("/", 1)[1] if "/" in name else name
+    return record in ("constants.pkl", "model.json") or record.startswith("code/")
+
+
+def load_checkpoint(
+    path: str | Path, dataset: Dataset, *, arch: str | None = None, trust_code: bool = False
+) -> AuditModel:
+    """A user's trained classifier: a torchvision architecture name + a state dict, or TorchScript if trusted.
+
+    A state dict (a ``torch.save`` file or ``.safetensors``) is data only: ``torch.load`` runs with
+    ``weights_only=True``, so no pickled object is ever constructed. A TorchScript file is a program: its
+    ``__setstate__`` runs inside ``torch.jit.load`` and its ``forward`` runs on the probe batch, and either may
+    write files. It is therefore refused, detected from the archive's member names without loading it,
+    unless ``trust_code`` is True (``--trust-checkpoint-code`` on the command line; the app never sets it).
+
+    The last ``nn.Linear`` becomes the head; everything before it is the body. Images are fed as
+    ImageNet-normalised RGB at their stored size.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"Checkpoint {str(path)!r} does not exist.")
-    net = _load_torchscript(path) if arch is None else _load_torchvision(path, arch, dataset.n_classes)
+    kind = checkpoint_format(path)
+    if kind == "torchscript":
+        if not trust_code:
+            raise ModelError(
+                f"Refused {str(path)!r}: it is a TorchScript file, and loading TorchScript runs the code stored "
+                f"in the file (its __setstate__ and forward), which can read or write any file this process "
+                f"can. Load it only if you trust whoever made it, with {TRUST_CODE_FLAG} on the command line "
+                "(trust_code=True in Python); uploads in the app are never trusted. Or save the weights alone "
+                "with torch.save(model.state_dict(), path) or safetensors, and give --arch."
+            )
+        if arch is not None:
+            raise ModelError(
+                f"{str(path)!r} is a TorchScript file, which carries its own architecture; leave out --arch "
+                f"({arch!r}), which is for state dicts."
+            )
+        net = _load_torchscript(path)
+    elif arch is None:
+        what = {
+            "safetensors": "a safetensors file",
+            "torch-zip": "a state dict",
+        }.get(kind)
+        if what is None:
+            raise ModelError(
+                f"{str(path)!r} is not a TorchScript file, nor a state dict ogaudit recognises. For a state "
+                "dict, save it with torch.save(model.state_dict(), path) and give the torchvision architecture "
+                "name (--arch resnet18, say)."
+            )
+        raise ModelError(
+            f"{str(path)!r} is {what}: give the torchvision architecture it was trained with (--arch resnet18, say)."
+        )
+    else:
+        net = _load_torchvision(path, arch, dataset.n_classes, safetensors=kind == "safetensors")
     return _split_head(net, dataset, kind=f"checkpoint:{arch or 'torchscript'}")
 
 
@@ -188,24 +266,42 @@ def _load_torchscript(path: Path) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError) as error:
         raise ModelError(
-            f"{str(path)!r} is not a TorchScript file ({str(error).splitlines()[0]}). For a state dict, also "
-            "give the torchvision architecture name (--arch resnet18, say)."
+            f"{str(path)!r} is not a loadable TorchScript file ({str(error).splitlines()[0]}). For a state "
+            "dict, also give the torchvision architecture name (--arch resnet18, say)."
         ) from error
 
 
-def _load_torchvision(path: Path, arch: str, n_classes: int) -> nn.Module:
-    import torchvision
-
-    names = torchvision.models.list_models(module=torchvision.models)
-    if arch not in names:
-        raise ModelError(f"arch {arch!r} is not a torchvision classification model; choose one of {names}.")
+def _read_state_dict(path: Path, *, safetensors: bool) -> object:
+    """The tensors of a state-dict file; nothing in it is executed."""
+    if safetensors:
+        try:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise ModelError("Reading .safetensors checkpoints needs `pip install safetensors`.") from error
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelError(
+                f"Cannot read {str(path)!r} as safetensors ({str(error).splitlines()[0][:200]}). Save it again "
+                "with safetensors.torch.save_file(model.state_dict(), path)."
+            ) from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError or others for refused content
         raise ModelError(
             f"Refused to load {str(path)!r}: it is not a plain state dict of tensors ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200]}). Save it with torch.save(model.state_dict(), path)."
         ) from error
+
+
+def _load_torchvision(path: Path, arch: str, n_classes: int, *, safetensors: bool = False) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if arch not in names:
+        raise ModelError(f"arch {arch!r} is not a torchvision classification model; choose one of {names}.")
+    state = _read_state_dict(path, safetensors=safetensors)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -38,10 +38,9 @@ import pandas as pd
 
 from ogaudit.data import Dataset, load_dataset
 from ogaudit.errors import DataError, OgauditError
-from ogaudit.review.exports import escape_cell, unescape_cell
 from ogaudit.review.ledger import Ledger
 from ogaudit.settings import AuditSettings
-from ogaudit.storage import atomic_path, ensure_writable_dir, read_json, write_json
+from ogaudit.storage import atomic_path, ensure_writable_dir, read_csv, read_json, write_csv, write_json
 
 if TYPE_CHECKING:
     from ogaudit.review.verify import VerifyReport
@@ -63,7 +62,6 @@ RUN_TABLES = {
     "label_evidence": "label_evidence.csv",
     "head_evidence": "head_evidence.npz",
 }
-TEXT_COLUMNS = ("sample_id", "given_label", "predicted_label", "suggested_label", "true_label")
 _REQUIRED_RECORD = {"settings": dict, "dataset": dict, "model": dict, "fingerprint": str}
 _REQUIRED_DATASET = ("spec", "fingerprint", "class_names", "samples")
 
@@ -511,28 +509,19 @@ def _read_versioned(path: Path, *, what: str, fix: str) -> dict:
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    """CSV with formula-looking text cells (and headers: class names head label_evidence.csv) escaped."""
-    frame = frame.copy()
-    frame.columns = [escape_cell(str(c)) for c in frame.columns]
-    for column in frame.columns:
-        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
-            frame[column] = frame[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    """CSV with formula-looking text cells and headers escaped (:func:`~ogaudit.storage.write_csv`)."""
+    write_csv(frame, path)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
     """A table written by :func:`_write_table`: ids and labels as strings (``NA`` stays ``"NA"``)."""
     try:
         header = pd.read_csv(path, nrows=0).columns
-        text = {c: str for c in header if c in TEXT_COLUMNS or c not in ("x", "y", "score", "rank", "confidence")}
-        frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={"score": [""], "confidence": [""]})
+        numeric = ("x", "y", "score", "rank", "confidence")
+        text = {c: str for c in header if c not in numeric}
+        frame = read_csv(path, dtype=text, keep_default_na=False, na_values={"score": [""], "confidence": [""]})
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error
-    for column in text:
-        if column in frame and column not in ("flagged", "is_noisy"):
-            frame[column] = frame[column].map(unescape_cell)
-    frame.columns = [unescape_cell(c) for c in frame.columns]
     if "sample_id" not in frame:
         raise DataError(f"{str(path)!r} is damaged: it has no sample_id column. Run the audit again.")
     return frame

@@ -1,7 +1,16 @@
-"""Fingerprints and crash-safe file writes shared by every stage that keeps results on disk."""
+"""Fingerprints and crash-safe file writes shared by every stage that keeps results on disk.
+
+Files written here replace the old ones atomically and get the permissions a new file from an ordinary
+``open`` would get: ``0o666`` less the process's umask (so that a team sharing a group and a ``002`` umask can
+read and write a project); folders get ``0o777`` less the umask. CSV files written with :func:`write_csv` are safe to
+open in a spreadsheet: text cells that it would run as a formula are escaped; :func:`read_csv` takes the
+escapes off again.
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -9,10 +18,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ogaudit.errors import StorageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def fingerprint(*parts: object) -> str:
@@ -52,11 +67,53 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(tmp_path, path)
     except OSError as error:
         raise _storage_error(path, error) from error
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``), so that no thread ever
+    creates a file under a temporarily cleared umask; where ``/proc`` lacks it, read once at first use."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _umask_by_setting()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def reserve_file_space(path: str | Path) -> None:
+    """Allocate the disk blocks of the whole file ``path`` now (``posix_fallocate``), so that a full disk is a
+    :class:`StorageError` here instead of a SIGBUS later, when a memory-mapped page of a sparse file is first
+    written. Where the system cannot reserve space, nothing is done."""
+    path = Path(path)
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size:
+                os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # no reservation on this file system: as before
+        raise StorageError(
+            f"Cannot reserve {size / 1e6:,.1f} MB for {str(path)!r}: {error.strerror or error}. Free disk space "
+            "or write to another folder, then run again."
+        ) from error
 
 
 def ensure_writable_dir(path: str | Path) -> Path:
@@ -88,3 +145,54 @@ def write_json(path: str | Path, payload: object) -> None:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- CSV that is safe to open in a spreadsheet
+
+
+def escape_cell(text: str) -> str:
+    """Prefix ``'`` to text a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a
+    carriage return), and to text that already looks escaped, so that :func:`unescape_cell` is exact."""
+    bare = text.lstrip("'")
+    return "'" + text if bare[:1] in FORMULA_STARTS else text
+
+
+def unescape_cell(text: str) -> str:
+    """Undo :func:`escape_cell`."""
+    bare = text.lstrip("'")
+    return text[1:] if text.startswith("'") and bare[:1] in FORMULA_STARTS else text
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` (without its index) as UTF-8 CSV, atomically, safe to open in a spreadsheet.
+
+    Every text cell and column name that a spreadsheet would run as a formula is escaped with
+    :func:`escape_cell` (class names and file names are user input: ``=HYPERLINK(...)``, ``+cmd|...``);
+    numbers, booleans and missing values are written as pandas writes them. Read it back with
+    :func:`read_csv`, which takes the escapes off. Returns ``path``.
+    """
+    import pandas as pd
+
+    escaped = frame.copy()
+    for position, dtype in enumerate(frame.dtypes):
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
+            column = frame.iloc[:, position].astype(object)
+            escaped.isetitem(position, column.map(lambda v: escape_cell(v) if isinstance(v, str) else v))
+    escaped.columns = [escape_cell(c) if isinstance(c, str) else c for c in frame.columns]
+    with atomic_path(path) as tmp:
+        escaped.to_csv(tmp, index=False, lineterminator="\r\n")  # RFC 4180; a cell with a lone CR is quoted
+    return Path(path)
+
+
+def read_csv(path: str | Path, **options) -> pd.DataFrame:
+    """Read a CSV written by :func:`write_csv`: ``pandas.read_csv(path, **options)``, then every text cell
+    and column name unescaped. (``pandas.read_csv`` alone would return ``'=cat`` for a class ``=cat``.)"""
+    import pandas as pd
+
+    frame = pd.read_csv(path, **options)
+    for position, dtype in enumerate(frame.dtypes):
+        if pd.api.types.is_string_dtype(dtype):
+            column = frame.iloc[:, position]
+            frame.isetitem(position, column.map(lambda v: unescape_cell(v) if isinstance(v, str) else v))
+    frame.columns = [unescape_cell(c) if isinstance(c, str) else c for c in frame.columns]
+    return frame

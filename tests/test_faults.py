@@ -33,6 +33,7 @@ from ogaudit.jobs import JobRegistry, read_status, submit_audit
 from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
+from ogaudit.storage import read_json
 from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,9 +146,164 @@ def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(ap
 # ---------------------------------------------------------------- full disk, read-only folder
 
 
-def test_disk_full_while_writing_results_fails_the_job_leaves_no_complete_looking_run_and_retries(
+@pytest.fixture
+def small_fs(tmp_path):
+    """``mount(size_kb, kind)``: a real, small file system (``tmpfs``, or ``ext4`` on a loop device) mounted under
+    ``tmp_path``, so that a full disk is the kernel's ENOSPC, not a mock. Skips where mounting is not allowed
+    (it needs root or CAP_SYS_ADMIN); unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size_kb: int, kind: str = "tmpfs") -> Path:
+        where = tmp_path / f"{kind}-{len(mounted)}"
+        where.mkdir()
+        if kind == "tmpfs":
+            command = ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0777", "tmpfs", str(where)]
+        else:
+            image = where.with_suffix(".img")
+            with open(image, "wb") as handle:
+                handle.truncate(size_kb * 1024)
+            made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
+            if made.returncode != 0:
+                pytest.skip(f"cannot make an ext4 image here: {made.stderr.strip()}")
+            command = ["mount", "-o", "loop", str(image), str(where)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command: a real small file system cannot be made here")
+        if done.returncode != 0:
+            pytest.skip(f"mounting a small {kind} is not allowed here ({done.stderr.strip()}); needs root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """Write a ballast file so that only about ``leave`` bytes stay free on ``folder``'s file system."""
+    ballast = folder / "ballast"
+    stats = os.statvfs(folder)
+    size = max(0, stats.f_bavail * stats.f_frsize - leave)
+    with open(ballast, "wb") as handle:
+        for _ in range(size // 65536):
+            handle.write(bytes(65536))
+        handle.write(bytes(size % 65536))
+    return ballast
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_a_real_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(small_fs, kind):
+    disk = small_fs(2048, kind)
+    target = disk / "run.json"
+    storage.write_json(target, {"old": True})
+    ballast = fill(disk, 64 * 1024)
+    with pytest.raises(StorageError, match=r"No space left on device.*free disk space"):
+        storage.write_json(target, {"new": "x" * 400_000})
+    assert read_json(target) == {"old": True}
+    assert sorted(p.name for p in disk.iterdir() if p.name != "lost+found") == ["ballast", "run.json"]
+    ballast.unlink()
+    storage.write_json(target, {"new": "x" * 400_000})  # space freed: the same write succeeds
+    assert len(read_json(target)["new"]) == 400_000
+
+
+def test_a_real_full_disk_fails_the_audit_leaves_no_complete_looking_run_and_a_retry_finishes(small_fs, cache_dir):
+    """The audit's project on a 1 MB file system with ~40 kB free: it fails while writing its results,
+    leaves no finished-looking run and no temporary file, and runs to the end once space is freed. (A
+    re-scan into a finished project is the project-core issue: the new run must replace the old one whole.)"""
+    disk = small_fs(1024)
+    project = disk / "proj"
+    ballast = fill(disk, 40 * 1024)
+    snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
+    assert snap.status == "failed" and snap.error_type == "StorageError", (snap.status, snap.error)
+    assert "No space left on device" in snap.error and "free disk space" in snap.error
+    assert not Project(project).is_finished() and not (project / "run.json").exists()
+    assert not [p.name for p in project.rglob("*") if p.name.endswith(".part")]
+    ballast.unlink()
+    snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
+    assert snap.status == "done" and Project(project).is_finished()
+
+
+LEDGER_FILLER = """
+import json, sys
+from ogaudit.errors import LedgerError
+from ogaudit.review.ledger import Ledger
+ids = [f"s{i}" for i in range(100000)]
+ledger = Ledger.open(sys.argv[1], dataset_fingerprint="fp", sample_ids=ids, given_labels=["a", "b"] * 50000,
+                     class_names=["a", "b"])
+for sample_id in ids:
+    try:
+        ledger.decide(sample_id, "relabel", label="a", note="x" * 2000, annotator="ann")
+    except LedgerError as error:
+        print(json.dumps({"error": str(error)}), flush=True)
+        break
+    print(sample_id, flush=True)
+"""
+
+
+def test_a_real_full_disk_in_the_ledger_is_a_ledger_error_and_keeps_every_returned_decision(small_fs, tmp_path):
+    disk = small_fs(512)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", LEDGER_FILLER, str(disk / "ledger.sqlite")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # a clean error, not a crash (SIGBUS on the -shm map)
+    *returned, last = done.stdout.splitlines()
+    assert "full" in json.loads(last)["error"] and len(returned) > 20
+    ledger = Ledger.open(
+        disk / "ledger.sqlite",
+        dataset_fingerprint="fp",
+        sample_ids=[f"s{i}" for i in range(100000)],
+        given_labels=["a", "b"] * 50000,
+        class_names=["a", "b"],
+    )
+    assert ledger.state()["sample_id"].tolist() == returned  # every returned one, and not the failed one
+
+
+STORE_FILLER = """
+import sys
+from pathlib import Path
+from ogaudit.errors import StorageError
+from ogaudit.gradients import layers
+if sys.argv[2] == "no-reservation":  # the control: the store as it was before space was reserved
+    import ogaudit.storage
+    ogaudit.storage.reserve_file_space = lambda path: None
+try:
+    data, done = layers._open_store(Path(sys.argv[1]) / "grads.npy", 2000, 2048, {"a": 1})  # 16 MB
+except StorageError as error:
+    print("refused:", error, flush=True)
+    sys.exit(0)
+data[:] = 1.0  # what the engine does chunk by chunk: the first page past the free space ends the process
+print("written", flush=True)
+"""
+
+
+def test_a_full_disk_under_the_layer_gradient_store_is_an_error_not_a_sigbus(small_fs):
+    disk = small_fs(2048)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(mode: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", STORE_FILLER, str(disk), mode]
+        return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    refused = run("reserved")
+    assert refused.returncode == 0, refused.stderr[-2000:]
+    assert refused.stdout.startswith("refused: Cannot reserve") and "No space left on device" in refused.stdout
+    assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-made is left to be taken for a store
+    control = run("no-reservation")
+    assert control.returncode == -signal.SIGBUS  # what the reservation prevents: the server would be gone
+
+
+def test_disk_full_simulated_at_map_csv_fails_the_job_leaves_no_complete_looking_run_and_retries(
     tmp_path, cache_dir, monkeypatch
 ):
+    """The same as the real full disk above, at one exact point (the rename of map.csv), on any machine."""
     project = tmp_path / "proj"
     real_replace = os.replace
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import warnings
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ogaudit.errors import LedgerError
-from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Ledger
+from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Ledger, wal_damage
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "bird"]
@@ -202,11 +205,48 @@ def test_for_dataset_uses_the_datasets_ids_and_labels(tmp_path, digits):
     assert ledger.stored_fingerprint == digits.fingerprint()
 
 
-def test_a_file_that_is_not_a_ledger_is_refused(tmp_path):
+def test_a_file_that_is_not_a_ledger_is_refused_and_kept(tmp_path):
     path = tmp_path / "ledger.sqlite"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(LedgerError, match="not a readable ogaudit ledger"):
+    with pytest.raises(LedgerError, match="not a readable ogaudit ledger.*left as it is.*Restore it from a backup"):
         Ledger.open(path, **META)
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_an_empty_ledger_file_is_refused_never_recreated(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    path.write_bytes(b"")  # what a crash or a full disk can leave: "Reviewed 0 of 90" if it were re-created
+    with pytest.raises(LedgerError, match=r"is empty \(0 bytes\).*not replaced by a new, empty one.*backup"):
+        Ledger.open(path, **META)
+    assert path.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
+    Path(f"{path}-wal").write_bytes(b"x" * 100)
+    with pytest.raises(LedgerError, match="ledger.sqlite-wal may still hold decisions: keep it"):
+        Ledger.open(path, **META)
+
+
+def test_another_programs_database_is_refused_not_converted(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE photos (name TEXT)")
+        conn.commit()
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match=r"an SQLite database but not an ogaudit ledger.*\['photos'\]"):
+        Ledger.open(path, **META)
+    assert path.read_bytes() == before
+
+
+def test_a_new_ledger_is_complete_the_moment_its_name_appears_and_respects_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        ledger = Ledger.open(tmp_path / "ledger.sqlite", **META)
+        ledger.decide("s0000", "keep", annotator="ann")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ledger.sqlite").stat().st_mode) == 0o664  # teammates in the group can decide
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]  # no temporary file left behind
+    with closing(sqlite3.connect(tmp_path / "ledger.sqlite")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert dict(conn.execute("SELECT key, value FROM meta"))["dataset_fingerprint"] == "fp-test"
 
 
 def test_a_held_lock_ends_in_a_ledger_error_not_sqlite(ledger, path):
@@ -238,7 +278,11 @@ for sample_id in meta["sample_ids"][first:first + count]:
 """
 
 
-def test_a_killed_process_loses_no_returned_decision(path):
+def test_a_sigkilled_writer_loses_no_committed_decision(path):
+    """What this proves: each decision is committed to the file (not left in a buffer of the process) before
+    its call returns, so a process killed at any moment loses none that returned. It cannot observe
+    ``synchronous=FULL``: SIGKILL ends the process, not the kernel, whose page cache keeps every write with or
+    without fsync. That is :func:`test_each_decision_is_fsynced_before_its_call_returns`."""
     child = run_python(
         WRITER, str(path), json.dumps(META), "ann", "0", "1000", stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -254,6 +298,178 @@ def test_a_killed_process_loses_no_returned_decision(path):
     stored = current(Ledger.open(path, **META))
     assert set(returned) <= set(stored)
     assert len(stored) - len(returned) <= 1  # at most the decision in flight, committed but not yet printed
+
+
+FSYNC_WRITER = """
+import os, sqlite3, sys
+from ogaudit.review.ledger import Ledger
+path, mode = sys.argv[1], sys.argv[2]
+ids = [f"s{i:04d}" for i in range(1000)]
+if mode != "FULL":  # the control: the same ledger with PRAGMA synchronous turned down
+    class Conn(sqlite3.Connection):
+        def execute(self, sql, *args):
+            return super().execute(sql.replace("synchronous=FULL", f"synchronous={mode}"), *args)
+    real = sqlite3.connect
+    sqlite3.connect = lambda *a, **k: real(*a, factory=Conn, **k)
+ledger = Ledger.open(path, dataset_fingerprint="fp", sample_ids=ids, given_labels=["a"] * 1000, class_names=["a"])
+reader = sqlite3.connect(path)  # another session has the ledger open, as when two people review: closing
+reader.execute("SELECT COUNT(*) FROM batches").fetchone()  # a call's connection then does not checkpoint
+for sample_id in ids[:8]:
+    ledger.decide(sample_id, "keep", annotator="ann")
+    os.write(1, f"returned {sample_id}\\n".encode())
+"""
+
+
+def _syscalls_between_returns(path: Path, mode: str) -> list[list[str]]:
+    """Run a writer under strace; for each decision that returned, the fsync-like calls on the ledger's files
+    made since the previous one returned (in the kernel's own order of events)."""
+    path.parent.mkdir(parents=True)
+    log = path.parent / f"strace-{mode}.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = ["strace", "-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o", str(log), sys.executable]
+    done = subprocess.run([*command, "-c", FSYNC_WRITER, str(path), mode], env=env, cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    between, since = [], []
+    for line in log.read_text().splitlines():
+        if re.search(r"f(data)?sync\(\d+<[^>]*ledger\.sqlite[^>]*>\) = 0", line):
+            since.append(re.search(r"<([^>]*)>", line).group(1).rsplit("/", 1)[-1])
+        elif re.search(r'write\(1<[^>]*>, "returned s\d+', line):
+            between.append(since)
+            since = []
+    return between
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to watch the fsync calls")
+def test_each_decision_is_fsynced_before_its_call_returns(tmp_path):
+    """The power-loss property, observed: a power cut keeps only what was fsynced, so every decision must
+    have been fsynced (the write-ahead log flushed to the disk) before its call returned. Watched with strace
+    in the kernel's order of events, while another session holds the ledger open (alone, a call's closing
+    connection checkpoints and syncs anyway). The control with ``synchronous=NORMAL`` returns without any
+    sync, so this test fails if the setting is lost."""
+    full = _syscalls_between_returns(tmp_path / "full" / "ledger.sqlite", "FULL")
+    assert len(full) == 8 and all("ledger.sqlite-wal" in calls for calls in full), full
+    normal = _syscalls_between_returns(tmp_path / "normal" / "ledger.sqlite", "NORMAL")
+    assert len(normal) == 8 and all(calls == [] for calls in normal[1:]), normal
+
+
+# ---------------------------------------------------------------- damage: the database, its log, backups
+
+
+def _crash_snapshot(path: Path, into: Path, decisions: int) -> list[str]:
+    """The files a crash would leave: ``decisions`` committed into the write-ahead log and not yet
+    checkpointed (another session holds the ledger open), copied as they are on disk. Returns the ids."""
+    ledger = Ledger.open(path, **META)
+    reader = sqlite3.connect(path)
+    reader.execute("SELECT COUNT(*) FROM batches").fetchone()
+    try:
+        ids = IDS[:decisions]
+        for sample_id in ids:
+            ledger.decide(sample_id, "relabel", label="bird", annotator="ann")
+        into.mkdir()
+        for name in ("ledger.sqlite", "ledger.sqlite-wal"):
+            shutil.copyfile(path.parent / name, into / name)
+    finally:
+        reader.close()
+    return ids
+
+
+def _wal_frames(wal: Path) -> tuple[int, int]:
+    """(frame size, number of whole frames) of a write-ahead log."""
+    page_size = int.from_bytes(wal.read_bytes()[8:12], "big")
+    return 24 + page_size, (wal.stat().st_size - 32) // (24 + page_size)
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_write_ahead_log_is_refused_never_a_silently_smaller_ledger(path, tmp_path):
+    ids = _crash_snapshot(path, tmp_path / "crash", 12)
+    intact = tmp_path / "crash" / "ledger.sqlite"
+    for copy in ("damaged", "plain-sqlite"):
+        shutil.copytree(tmp_path / "crash", tmp_path / copy)
+    wal = tmp_path / "damaged" / "ledger.sqlite-wal"
+    frame, frames = _wal_frames(wal)
+    assert frames >= 12
+    _flip(wal, 32 + 2 * frame + 24 + 100)  # page data of the third frame: an early transaction
+    _flip(tmp_path / "plain-sqlite" / "ledger.sqlite-wal", 32 + 2 * frame + 24 + 100)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "damaged").iterdir()}
+
+    with pytest.raises(LedgerError, match=r"damaged write-ahead log: frame 3 of \d+ .* committed transaction"):
+        Ledger.open(tmp_path / "damaged" / "ledger.sqlite", **META)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "damaged").iterdir()} == before  # nothing touched
+
+    with closing(sqlite3.connect(tmp_path / "plain-sqlite" / "ledger.sqlite")) as conn:  # what SQLite alone does
+        silently = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert silently < len(ids)  # no error at all, and decisions gone: the loss this check prevents
+    assert set(current(Ledger.open(intact, **META))) == set(ids)  # the undamaged snapshot has them all
+
+
+def test_damage_in_the_last_transaction_of_the_log_is_what_a_crash_mid_commit_leaves(path, tmp_path):
+    """A torn final transaction never returned to its caller (a commit returns after the log is fsynced),
+    so SQLite dropping it loses nothing promised; it is not refused. Only that one transaction is lost."""
+    ids = _crash_snapshot(path, tmp_path / "crash", 6)
+    wal = tmp_path / "crash" / "ledger.sqlite-wal"
+    frame, frames = _wal_frames(wal)
+    _flip(wal, 32 + (frames - 1) * frame + 24 + 100)
+    assert wal_damage(wal) is None
+    assert set(current(Ledger.open(tmp_path / "crash" / "ledger.sqlite", **META))) == set(ids[:-1])
+
+
+def test_an_unreadable_log_header_in_front_of_frames_is_refused(path, tmp_path):
+    _crash_snapshot(path, tmp_path / "crash", 4)
+    _flip(tmp_path / "crash" / "ledger.sqlite-wal", 20)  # the salt: SQLite would ignore the whole log
+    with pytest.raises(LedgerError, match="unreadable header in front of"):
+        Ledger.open(tmp_path / "crash" / "ledger.sqlite", **META)
+
+
+def test_a_damaged_database_fails_the_integrity_check_and_is_kept(path):
+    ledger = Ledger.open(path, **META)
+    for k in range(20):
+        ledger.decide(IDS[k * 40 : (k + 1) * 40], "relabel", label="cat", annotator="ann", note="n" * 200)
+    page_size = 4096
+    with closing(sqlite3.connect(path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert pages > 10
+    data = bytearray(path.read_bytes())
+    middle = (pages // 2) * page_size
+    data[middle + 8 : middle + 200] = b"\xa5" * 192  # a b-tree page's cell pointers and cells
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerError, match=r"(damaged \(SQLite quick_check|not a readable).*Restore it from a backup"):
+        Ledger.open(path, **META)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_backup_is_a_consistent_single_file_copy_taken_while_others_write(ledger, path, tmp_path):
+    ledger.decide(IDS[:5], "remove", annotator="ann")
+    stop = threading.Event()
+
+    def keep_deciding():
+        for sample_id in IDS[100:]:
+            if stop.is_set():
+                return
+            ledger.decide(sample_id, "keep", annotator="bob")
+
+    writer = threading.Thread(target=keep_deciding)
+    writer.start()
+    try:
+        copies = [ledger.backup(tmp_path / f"backup-{k}.sqlite") for k in range(3)]
+    finally:
+        stop.set()
+        writer.join()
+    history = ledger.history()
+    for copy in copies:
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(copy.name)) == [copy.name]
+        with closing(sqlite3.connect(copy)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        restored = Ledger.open(copy, **META).history()
+        assert len(restored) >= 5
+        pd.testing.assert_frame_equal(restored, history.iloc[: len(restored)])  # a prefix: one moment in time
+    with pytest.raises(LedgerError, match="would overwrite the ledger itself"):
+        ledger.backup(path)
 
 
 def test_concurrent_processes_lose_and_duplicate_nothing(path):

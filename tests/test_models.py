@@ -1,6 +1,8 @@
 """Model choice, the pretrained backbone, and user checkpoints (loaded without unpickling code)."""
 
 import pickle
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ import torchvision
 
 from ogaudit.data import dataset_from_arrays
 from ogaudit.errors import ModelError
-from ogaudit.models import build_model, choose_model, load_checkpoint
+from ogaudit.models import build_model, checkpoint_format, choose_model, load_checkpoint
+from ogaudit.pipeline import audit
+from ogaudit.ui.forms import SetupChoices, prepare_audit
 
 
 def _photos(n=6, side=96, classes=3):
@@ -56,17 +60,28 @@ def test_checkpoint_with_other_class_count_is_refused(tmp_path):
 
 
 class _Exploit:
+    """Unpickling this creates the file ``marker``: what any code in a pickle could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("this would have run code",))
+        return (open, (self.marker, "w"))
 
 
-def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as handle:
-        pickle.dump({"fc.weight": _Exploit()}, handle)
-    with pytest.raises(ModelError, match="Refused"):
-        load_checkpoint(path, _photos(side=32), arch="resnet18")
-    assert "would have run code" not in capsys.readouterr().out
+@pytest.mark.parametrize("writer", ["pickle.dump", "torch.save"])
+def test_pickle_that_runs_code_is_refused(tmp_path, writer):
+    path, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    if writer == "pickle.dump":
+        path.write_bytes(pickle.dumps({"fc.weight": _Exploit(marker)}))
+    else:
+        torch.save({"fc.weight": _Exploit(marker)}, path)
+    for arch in ("resnet18", None):
+        with pytest.raises(ModelError, match="Refused|not a TorchScript|is a state dict"):
+            load_checkpoint(path, _photos(side=32), arch=arch)
+    assert not marker.exists()
+    pickle.loads(path.read_bytes()) if writer == "pickle.dump" else torch.load(path, weights_only=False)
+    assert marker.exists()  # the file is a working exploit: loading it unsafely does write the marker
 
 
 def test_unknown_arch_and_missing_file(tmp_path):
@@ -93,7 +108,7 @@ class _Scripted(torch.nn.Module):
 
 def test_torchscript_checkpoint_with_forward_features(tmp_path):
     torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "m.ts")
-    model = load_checkpoint(tmp_path / "m.ts", _photos(side=32))
+    model = load_checkpoint(tmp_path / "m.ts", _photos(side=32), trust_code=True)
     assert model.head.out_features == 3
     x = torch.as_tensor(_photos(side=32).x)
     with torch.no_grad():
@@ -129,4 +144,122 @@ def test_a_whole_pickled_module_is_refused_with_the_fix(tmp_path):
 def test_torchscript_model_for_other_inputs_is_a_model_error(tmp_path):
     torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "m.ts")  # expects 32x32x3 inputs
     with pytest.raises(ModelError, match="cannot run on this data"):
-        load_checkpoint(tmp_path / "m.ts", _photos(side=16))
+        load_checkpoint(tmp_path / "m.ts", _photos(side=16), trust_code=True)
+
+
+# ---------------------------------------------------------------- checkpoints that would run code
+
+
+class _WritesOnLoad(torch.nn.Module):
+    """Creates ``marker`` from ``__setstate__``, which ``torch.jit.load`` runs while reading the file."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.marker, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.marker = state[0]
+        written = torch.from_file(self.marker, shared=True, size=8, dtype=torch.uint8).fill_(33)
+        self.training = state[1] and bool(written.sum() > 0)  # used, so the call is not optimised away
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _WritesOnForward(torch.nn.Module):
+    """Creates ``marker`` from ``forward``, which the probe batch would run."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        written = torch.from_file(self.marker, shared=True, size=8, dtype=torch.uint8).fill_(33)
+        return x + written.sum() * 0
+
+
+class _Trojan(torch.nn.Module):
+    """A plausible classifier (ends in a Linear, exports forward_features) carrying a payload."""
+
+    def __init__(self, payload: torch.nn.Module, in_features: int):
+        super().__init__()
+        self.payload = payload
+        self.flatten = torch.nn.Flatten()
+        self.fc = torch.nn.Linear(in_features, 3)
+
+    @torch.jit.export
+    def forward_features(self, x):
+        return self.flatten(self.payload(x))
+
+    def forward(self, x):
+        return self.fc(self.forward_features(x))
+
+
+def _trojan(tmp_path: Path, payload: str, in_features: int = 32 * 32 * 3) -> tuple[Path, Path]:
+    marker = tmp_path / f"marker-{payload}"
+    module = (_WritesOnLoad if payload == "setstate" else _WritesOnForward)(str(marker))
+    path = tmp_path / f"trojan-{payload}.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
+        torch.jit.save(torch.jit.script(_Trojan(module, in_features).eval()), path)
+    assert not marker.exists()
+    return path, marker
+
+
+@pytest.mark.parametrize("payload", ["setstate", "forward"])
+def test_torchscript_that_writes_a_file_is_refused_unless_trusted(tmp_path, payload):
+    path, marker = _trojan(tmp_path, payload)
+    assert checkpoint_format(path) == "torchscript"
+    with pytest.raises(ModelError, match=r"TorchScript runs the code .*--trust-checkpoint-code"):
+        load_checkpoint(path, _photos(side=32))
+    with pytest.raises(ModelError, match="TorchScript runs the code"):  # --arch does not route around it
+        load_checkpoint(path, _photos(side=32), arch="resnet18")
+    assert not marker.exists()
+    load_checkpoint(path, _photos(side=32), trust_code=True)  # the trusted path does run the file's code
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["setstate", "forward"])
+def test_torchscript_uploaded_in_the_app_is_refused_and_never_runs(tmp_path, cache_dir, payload):
+    path, marker = _trojan(tmp_path, payload, in_features=8 * 8 * 3)
+    project, data, settings = prepare_audit(
+        SetupChoices(model="checkpoint", checkpoint=path.read_bytes(), checkpoint_name="net.pt", builtin="digits"),
+        tmp_path / "home",
+    )
+    with pytest.raises(ModelError, match="TorchScript runs the code"):
+        audit(data, settings, out_dir=project, cache_dir=cache_dir)
+    assert not marker.exists()
+
+
+def test_safetensors_state_dict_loads_and_needs_an_arch(tmp_path):
+    from safetensors.torch import save_file
+
+    photos = _photos(side=32)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    path = tmp_path / "r18.safetensors"
+    save_file(net.state_dict(), str(path))
+    assert checkpoint_format(path) == "safetensors"
+    model = load_checkpoint(path, photos, arch="resnet18")
+    x = torch.as_tensor(photos.x)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), net(model.preprocess(x)).numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelError, match="is a safetensors file: give the torchvision architecture"):
+        load_checkpoint(path, photos)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ModelError, match="Cannot read .* as safetensors"):
+        load_checkpoint(tmp_path / "bad.safetensors", photos, arch="resnet18")
+
+
+def test_checkpoint_format_reads_the_file_not_its_name(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "a.ts")
+    torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "b.pth")
+    (tmp_path / "c.pt").write_bytes(pickle.dumps({"w": 1}))
+    formats = [checkpoint_format(tmp_path / name) for name in ("a.ts", "b.pth", "c.pt")]
+    assert formats == ["torch-zip", "torchscript", "other"]
+    with pytest.raises(ModelError, match="is a state dict: give the torchvision architecture"):
+        load_checkpoint(tmp_path / "a.ts", _photos(side=32))

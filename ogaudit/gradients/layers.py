@@ -674,24 +674,48 @@ def _is_int(value) -> bool:
 
 
 def _open_store(path: Path, n_samples: int, dim: int, meta: dict) -> tuple[np.memmap, np.memmap]:
-    """Reopen a matching store, or start a fresh one; never reuse rows written under another ``meta``."""
+    """Reopen a matching store, or start a fresh one; never reuse rows written under another ``meta``.
+
+    The files' disk space is reserved up front, so a full disk is a :class:`StorageError` now, not a SIGBUS
+    (which would end the process, and with it the app's server) when a mapped page is first written.
+    """
+    from ogaudit.errors import StorageError
+    from ogaudit.storage import reserve_file_space
+
     done_path, meta_path = sidecar_paths(path)
     if path.exists() and done_path.exists() and meta_path.exists():
+        reusable = False
         try:
             if read_json(meta_path) == meta:
                 data = np.lib.format.open_memmap(path, mode="r+")
                 done = np.lib.format.open_memmap(done_path, mode="r+")
-                if data.shape == (n_samples, dim) and data.dtype == np.float32 and done.shape == (n_samples,):
-                    return data, done
+                reusable = data.shape == (n_samples, dim) and data.dtype == np.float32 and done.shape == (n_samples,)
         except (OSError, ValueError):
             pass
+        if reusable:
+            reserve_file_space(path)  # a store from an older release may be sparse; its rows are kept if not
+            reserve_file_space(done_path)
+            return data, done
     # The sidecar goes first and comes back last, so a crash in between leaves a store that is started over.
     # Unlinking (not truncating) keeps arrays still mapped from an earlier result valid.
     for stale in (meta_path, done_path, path):
         stale.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_samples, dim))
-    done = np.lib.format.open_memmap(done_path, mode="w+", dtype=bool, shape=(n_samples,))
+    try:
+        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_samples, dim))
+        done = np.lib.format.open_memmap(done_path, mode="w+", dtype=bool, shape=(n_samples,))
+        reserve_file_space(path)
+        reserve_file_space(done_path)
+    except OSError as error:
+        for partial in (done_path, path):
+            partial.unlink(missing_ok=True)
+        if isinstance(error, StorageError):
+            raise
+        raise StorageError(
+            f"Cannot create the gradient store {str(path)!r} ({n_samples:,} x {dim:,} float32, "
+            f"{n_samples * dim * 4 / 1e6:,.1f} MB): {error.strerror or error}. Free disk space, or lower "
+            "projection_dim, then run again."
+        ) from error
     data.flush()
     done.flush()
     write_json(meta_path, meta)

@@ -34,26 +34,11 @@ import pandas as pd
 from ogaudit.data import Dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
-from ogaudit.storage import atomic_path, write_json
+from ogaudit.storage import FORMULA_STARTS as FORMULA_STARTS  # formula escaping lives in storage; re-exported
+from ogaudit.storage import atomic_path, escape_cell, unescape_cell, write_json
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 SPLIT_MANIFEST = "split.json"
-
-
-# ---------------------------------------------------------------- formula escaping
-
-
-def escape_cell(text: str) -> str:
-    """Prefix ``'`` to text a spreadsheet would run as a formula (and to text that looks escaped already)."""
-    bare = text.lstrip("'")
-    return "'" + text if bare[:1] in FORMULA_STARTS else text
-
-
-def unescape_cell(text: str) -> str:
-    """Undo :func:`escape_cell`."""
-    bare = text.lstrip("'")
-    return text[1:] if text.startswith("'") and bare[:1] in FORMULA_STARTS else text
 
 
 # ---------------------------------------------------------------- decisions out

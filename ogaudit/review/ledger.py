@@ -15,6 +15,12 @@ Nothing is ever updated or deleted (triggers refuse it); everything a reviewer s
   queue on SQLite's lock (``busy_timeout``) and retry with backoff, so "database is locked" never escapes
   before ``lock_timeout`` seconds; after that a :class:`LedgerError` says so.
 
+* **Integrity.** A new ledger is built beside its final name and linked into place, so its file is never
+  seen half made. An existing file that is not an SQLite database (an empty one included) is refused and
+  kept, never replaced by a new, empty ledger; so is a database that fails ``PRAGMA quick_check``, and one
+  whose write-ahead log is damaged before its last transaction (SQLite would silently drop every
+  transaction after the damage). :meth:`Ledger.backup` writes a consistent copy while others keep writing.
+
 A :class:`Ledger` holds no connection: each call opens and closes its own, so one object may be shared by
 threads (Streamlit reruns, ``st.cache_resource``). The ledger remembers the dataset fingerprint and class
 names it was created for; opening it for other data warns and sets :attr:`Ledger.dataset_mismatch`.
@@ -23,8 +29,11 @@ names it was created for; opening it for other data warns and sets :attr:`Ledger
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
+import struct
+import tempfile
 import time
 import uuid
 import warnings
@@ -39,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ogaudit.errors import LedgerError
+from ogaudit.storage import atomic_path, current_umask
 
 if TYPE_CHECKING:
     from ogaudit.data import Dataset
@@ -47,6 +57,14 @@ ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
 LABELLED_ACTIONS = ("confirm", "relabel")
 LEDGER_FILENAME = "ledger.sqlite"
 SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_WAL_MAGICS = {0x377F0682: "<", 0x377F0683: ">"}  # the low bit gives the checksums' byte order
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
+_RESTORE = (
+    "Restore it from a backup (`ogaudit decisions backup` or Ledger.backup make one), or recover what is "
+    "readable with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`"
+)
 STATE_COLUMNS = [
     "sample_id",
     "given_label",
@@ -208,6 +226,9 @@ class Ledger:
             dataset_fingerprint=dataset_fingerprint,
             lock_timeout=lock_timeout,
         )
+        if not path.exists():
+            ledger._create_file(class_names)
+        ledger._check_integrity()
         meta = ledger._create(class_names)
         ledger.stored_fingerprint = meta["dataset_fingerprint"]
         ledger.dataset_mismatch = ledger.stored_fingerprint != dataset_fingerprint
@@ -235,23 +256,102 @@ class Ledger:
             lock_timeout=lock_timeout,
         )
 
+    def _initialise(self, conn: sqlite3.Connection, class_names: list[str]) -> dict[str, str]:
+        """Create the schema and meta rows if missing, in the caller's transaction; return the meta."""
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        defaults = {
+            "schema_version": str(SCHEMA_VERSION),
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "class_names": json.dumps(class_names, ensure_ascii=False),
+            "created_at": _now(),
+        }
+        conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items())
+        return dict(conn.execute("SELECT key, value FROM meta"))
+
+    def _create_file(self, class_names: list[str]) -> None:
+        """Build a complete new ledger in a temporary file and hard-link it to :attr:`path`.
+
+        The link fails if another process created the ledger first; then theirs is kept. Either way the
+        name only ever points at a complete database, so an empty or half-made file at :attr:`path` is
+        always damage, never a ledger being created.
+        """
+        try:
+            handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=self.path.parent)
+        except OSError as error:
+            raise LedgerError(f"Cannot create the ledger {str(self.path)!r}: {error.strerror or error}.") from error
+        os.close(handle)
+        tmp_path = Path(tmp)
+        try:
+            with closing(sqlite3.connect(tmp_path, isolation_level=None)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                self._initialise(conn, class_names)
+                conn.execute("COMMIT")
+            with open(tmp_path, "rb") as written:
+                os.fsync(written.fileno())
+            os.chmod(tmp_path, 0o666 & ~current_umask())  # the -wal and -shm files SQLite makes follow it
+            try:
+                os.link(tmp_path, self.path)
+            except FileExistsError:
+                pass  # another process created it first
+            except OSError:  # a file system without hard links: a rename, which could replace a racing twin
+                if not self.path.exists():
+                    os.replace(tmp_path, self.path)
+            _fsync_dir(self.path.parent)
+        except (OSError, sqlite3.Error) as error:
+            raise LedgerError(f"Cannot create the ledger {str(self.path)!r}: {error}.") from error
+        finally:
+            for leftover in (tmp_path, Path(f"{tmp_path}-wal"), Path(f"{tmp_path}-shm")):
+                leftover.unlink(missing_ok=True)
+
+    def _check_integrity(self) -> None:
+        """Refuse a ledger file that is not an SQLite database, whose write-ahead log would silently drop
+        committed transactions, that fails ``PRAGMA quick_check``, or that is another program's database.
+        Nothing is written to the file before these checks pass."""
+        path, name = self.path, repr(str(self.path))
+        restore = _RESTORE.format(path=path)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(SQLITE_MAGIC))
+        except OSError as error:
+            raise LedgerError(f"Cannot read the ledger {name}: {error.strerror or error}.") from error
+        if not head:
+            wal = Path(f"{path}-wal")
+            beside = f" Its write-ahead log {wal.name} may still hold decisions: keep it." if wal.exists() else ""
+            raise LedgerError(
+                f"The ledger {name} is empty (0 bytes): it is not a readable ogaudit ledger, and it is not replaced "
+                f"by a new, empty one, which would hide the loss of its decisions.{beside} {restore}; or, if it "
+                "never held decisions, delete it to start a new ledger."
+            )
+        if head != SQLITE_MAGIC:
+            raise LedgerError(
+                f"{name} is not a readable ogaudit ledger: it is not an SQLite database (it starts with "
+                f"{head[:16]!r}). It was left as it is. {restore}, or move it away to start a new ledger."
+            )
+        damage = _stable_wal_damage(Path(f"{path}-wal"))
+        if damage:
+            raise LedgerError(
+                f"The ledger {name} has a damaged write-ahead log: {damage}. Opening it would silently drop "
+                f"decisions that were saved, so it was not opened, and both files were left as they are. "
+                f"{restore} (keep {path.name}-wal beside it while recovering)."
+            )
+        rows = self._read(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
+        if [tuple(row) for row in rows] != [("ok",)]:
+            problems = "; ".join(" ".join(str(row[0]).split()) for row in rows[:3])
+            raise LedgerError(f"The ledger {name} is damaged (SQLite quick_check: {problems}). {restore}.")
+        tables = self._read(lambda conn: {row[0] for row in conn.execute("SELECT name FROM sqlite_master")})
+        if "meta" not in tables:
+            raise LedgerError(
+                f"{name} is an SQLite database but not an ogaudit ledger (it has no meta table; tables "
+                f"{sorted(tables)[:5]}). It was left as it is: choose another project folder, or move it away."
+            )
+
     def _create(self, class_names: list[str]) -> dict[str, str]:
         """Create the schema and meta rows if missing (safe when many processes race), return the meta."""
-
-        def create(conn: sqlite3.Connection) -> dict[str, str]:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            defaults = {
-                "schema_version": str(SCHEMA_VERSION),
-                "dataset_fingerprint": self.dataset_fingerprint,
-                "class_names": json.dumps(class_names, ensure_ascii=False),
-                "created_at": _now(),
-            }
-            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items())
-            return dict(conn.execute("SELECT key, value FROM meta"))
-
         self._retry(lambda conn: conn.execute("PRAGMA journal_mode=WAL"))
-        meta = self._transaction(create)
+        meta = self._transaction(lambda conn: self._initialise(conn, class_names))
         if int(meta["schema_version"]) > SCHEMA_VERSION:
             raise LedgerError(
                 f"{str(self.path)!r} was written by a newer ogaudit (ledger schema {meta['schema_version']}, "
@@ -503,6 +603,32 @@ class Ledger:
         labelled = latest["action"].isin(LABELLED_ACTIONS)
         return latest.assign(outcome=np.where(labelled, "label:" + latest["label"].fillna(""), latest["action"]))
 
+    # ------------------------------------------------------------ backup
+
+    def backup(self, dest: str | Path) -> Path:
+        """Copy the ledger to ``dest`` with SQLite's online backup API; return ``dest``.
+
+        The copy is one consistent snapshot even while other annotators keep deciding, is checked with
+        ``PRAGMA quick_check``, is a single self-contained file (rollback journal, no ``-wal``), and appears
+        at ``dest`` only when complete. To restore, stop the server and copy it over ``ledger.sqlite``
+        (with the old ``-wal`` and ``-shm`` files moved away).
+        """
+        dest = Path(dest)
+        if dest.exists() and dest.resolve() == self.path.resolve():
+            raise LedgerError(f"The backup {str(dest)!r} would overwrite the ledger itself; choose another path.")
+        with atomic_path(dest) as tmp:
+
+            def copy(conn: sqlite3.Connection) -> list:
+                with closing(sqlite3.connect(tmp, isolation_level=None)) as target:
+                    conn.backup(target)
+                    target.execute("PRAGMA journal_mode=DELETE")
+                    return target.execute("PRAGMA quick_check").fetchall()
+
+            rows = self._retry(copy)
+            if [tuple(row) for row in rows] != [("ok",)]:
+                raise LedgerError(f"The backup of {str(self.path)!r} failed its integrity check: {rows[:3]}.")
+        return dest
+
     # ------------------------------------------------------------ connections
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -556,11 +682,104 @@ class Ledger:
                     ) from error
             except sqlite3.DatabaseError as error:
                 raise LedgerError(
-                    f"{str(self.path)!r} is not a readable ogaudit ledger ({error}). Move it away or choose "
-                    "another project folder."
+                    f"{str(self.path)!r} is not a readable ogaudit ledger ({error}). It was left as it is. "
+                    f"{_RESTORE.format(path=self.path)}, or choose another project folder."
                 ) from error
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 0.25)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new name in ``folder`` durable (best effort: not every system can open a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def wal_damage(wal: Path) -> str | None:
+    """What in the write-ahead log ``wal`` SQLite would drop although it was committed, or None.
+
+    SQLite replays a WAL frame by frame until the first frame whose checksum fails, and silently ignores
+    everything after it. A failure inside the last transaction is what a crash during that commit leaves (the
+    call never returned, so nothing promised is lost) and is not reported. Reported: an unreadable header
+    in front of frames, and a failed frame followed by another commit of the same log generation (same salts),
+    which SQLite would drop with it.
+    """
+    try:
+        data = wal.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"{wal.name} cannot be read ({error.strerror or error})"
+    if len(data) < _WAL_HEADER:
+        return None  # no complete header: SQLite ignores it, and nothing was committed through it
+    magic, version, page_size, _sequence, salt1, salt2, sum1, sum2 = struct.unpack(">8I", data[:_WAL_HEADER])
+    order = _WAL_MAGICS.get(magic)
+    frame_size = _WAL_FRAME_HEADER + page_size
+    header_ok = (
+        order is not None
+        and version == 3007000
+        and 512 <= page_size <= 65536
+        and page_size & (page_size - 1) == 0
+        and _wal_checksum(data[:24], (0, 0), order) == (sum1, sum2)
+    )
+    if not header_ok:
+        if any(data[:_WAL_HEADER]) and len(data) >= _WAL_HEADER + _WAL_FRAME_HEADER + 512:  # zeros: never written
+            return f"{wal.name} has an unreadable header in front of {len(data) - _WAL_HEADER:,} bytes of frames"
+        return None
+    frames = [_WAL_HEADER + i * frame_size for i in range((len(data) - _WAL_HEADER) // frame_size)]
+    current = []  # this generation's frames; frames after them are older ones, checkpointed before a restart
+    for start in frames:
+        if struct.unpack(">2I", data[start + 8 : start + 16]) != (salt1, salt2):
+            break
+        current.append(start)
+    checksum = (sum1, sum2)
+    for index, start in enumerate(current):
+        header = data[start : start + _WAL_FRAME_HEADER]
+        checksum = _wal_checksum(header[:8] + data[start + _WAL_FRAME_HEADER : start + frame_size], checksum, order)
+        if checksum != struct.unpack(">2I", header[16:24]):
+            commits = [i for i in range(index, len(current)) if _is_commit(data, current[i])]
+            if any(i < len(current) - 1 for i in commits):  # a commit before the last frame: not a torn tail
+                return (
+                    f"frame {index + 1} of {len(current)} in {wal.name} fails its checksum, and the "
+                    f"{len(commits)} committed transaction(s) from there on would be dropped"
+                )
+            return None
+    return None
+
+
+def _is_commit(data: bytes, start: int) -> bool:
+    """Whether the WAL frame at ``start`` ends a transaction (its "database size after commit" is set)."""
+    return struct.unpack(">I", data[start + 4 : start + 8])[0] != 0
+
+
+def _wal_checksum(data: bytes, seed: tuple[int, int], order: str) -> tuple[int, int]:
+    """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes), continuing from ``seed``."""
+    s1, s2 = seed
+    words = struct.unpack(f"{order}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
+        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+    return s1, s2
+
+
+def _stable_wal_damage(wal: Path, *, tries: int = 3, pause: float = 0.05) -> str | None:
+    """:func:`wal_damage`, reported only when it persists: a log other processes are writing right now can
+    show a torn frame for a moment."""
+    for attempt in range(tries):
+        damage = wal_damage(wal)
+        if damage is None:
+            return None
+        if attempt < tries - 1:
+            time.sleep(pause)
+    return damage
 
 
 def _undo_stacks(conn: sqlite3.Connection, annotator: str) -> tuple[list[str], list[str]]:

@@ -1,8 +1,10 @@
 """Zip archives in and out of the app: unpack an uploaded ImageFolder safely, pack an exported folder.
 
 An upload is untrusted: an entry may try to escape the target folder (``..``, an absolute path, a drive letter,
-a symlink), or the archive may be a zip bomb. :func:`unpack_zip` refuses all of these before writing anything
-and counts the bytes it actually writes, since a zip header can lie about sizes.
+a symlink), or the archive may be a zip bomb, or hold small images that decode to gigabytes. :func:`unpack_zip`
+refuses all of these before writing anything (the images' pixel counts are read from their headers and held
+against :mod:`ogaudit.limits`' memory budget) and counts the bytes it actually writes, since a zip header can
+lie about sizes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from ogaudit.data import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE
 from ogaudit.errors import DataError
+from ogaudit.limits import check_image_archive
 
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_UNPACKED_BYTES = 2 * 1024**3
@@ -80,6 +84,14 @@ def unpack_zip(
             )
         if not members:
             raise DataError("The upload holds no files. Zip a folder with one sub-folder of images per class.")
+        check_image_archive(  # pixel counts from the images' headers, against the memory budget
+            archive,
+            members,
+            what="the upload",
+            suffixes=IMAGE_SUFFIXES,
+            max_image_pixels=MAX_IMAGE_PIXELS,
+            max_side=MAX_SIDE,
+        )
         dest = Path(dest)
         dest.mkdir(parents=True)
         try:

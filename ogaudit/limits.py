@@ -1,0 +1,302 @@
+"""A memory budget for loading untrusted data, checked from file headers before anything is decoded.
+
+A few megabytes on disk can decode to gigabytes: a 6000×6000 PNG of one colour is ~120 kB and 144 MB decoded,
+an ``.npz`` of zeros compresses about 1000:1. Jobs run as threads of the app's server, so a job that runs out
+of memory takes the server (and every reviewer) down with it. Before an image folder, an uploaded zip or an
+``.npz`` is decoded, its headers are read (an image's size and mode, an array's shape and dtype), the memory
+the loader will need is estimated from them, and the load is refused with a :class:`DataError` stating the
+estimate when it exceeds the budget.
+
+The budget is ``OGAUDIT_MEMORY_BUDGET`` when set (``"4G"``, ``"512M"``, ``"8GiB"``, plain bytes, or a share
+of the machine such as ``"25%"``), else half of the memory this process may use: the smaller of the
+machine's RAM (``os.sysconf``) and the container's cgroup limit, when there is one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ogaudit.errors import DataError, SettingsError
+
+MEMORY_BUDGET_ENV = "OGAUDIT_MEMORY_BUDGET"
+DEFAULT_BUDGET_FRACTION = 0.5
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SHARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+# Bytes per pixel as Pillow holds a decoded image: 1 for 1/L/P, 2 for 16-bit, 4 for everything else
+# (RGB is stored as 4 bytes per pixel).
+_ONE_BYTE_MODES = {"1", "L", "P"}
+_TWO_BYTE_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+# Modes the loader turns into 8-bit grayscale (ogaudit.data._to_standard_mode); everything else becomes RGB.
+_GRAYSCALE_MODES = {"1", "L", "LA", "I", "F", *_TWO_BYTE_MODES}
+NPZ_LOADED_ARRAYS = ("x", "y", "ids", "class_names")
+
+
+# ---------------------------------------------------------------- the budget
+
+
+def total_memory() -> int:
+    """Bytes of memory this process may use: the machine's RAM, or the cgroup limit when smaller."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in _CGROUP_LIMITS:
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def parse_size(text: str, *, total: int | None = None) -> int:
+    """Bytes from ``"4G"``, ``"512M"``, ``"8GiB"``, ``"1000000"`` (units are powers of 1024) or ``"25%"`` of
+    ``total`` (this machine's memory by default)."""
+    share = _SHARE.match(text)
+    if share:
+        fraction = float(share.group(1)) / 100
+        if not 0 < fraction <= 1:
+            raise SettingsError(f"{MEMORY_BUDGET_ENV}={text!r}: a share of memory must be above 0% and at most 100%.")
+        return int(fraction * (total_memory() if total is None else total))
+    match = _SIZE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise SettingsError(
+            f"{MEMORY_BUDGET_ENV}={text!r} is not a memory size. Give bytes with an optional unit, e.g. "
+            "'4G', '512M', '8GiB', or a share of this machine's memory, e.g. '25%'."
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How many bytes a single load may need, and where that figure comes from (for messages)."""
+
+    bytes: int
+    source: str
+
+
+def memory_budget(environ: Mapping[str, str] | None = None) -> MemoryBudget:
+    """The budget: ``OGAUDIT_MEMORY_BUDGET`` when set, else half of :func:`total_memory`."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if text:
+        return MemoryBudget(parse_size(text), f"{MEMORY_BUDGET_ENV}={text}")
+    total = total_memory()
+    return MemoryBudget(
+        int(total * DEFAULT_BUDGET_FRACTION),
+        f"half of the {format_bytes(total)} this machine has; set {MEMORY_BUDGET_ENV} to change it",
+    )
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``; powers of 1024, as :func:`parse_size` reads them."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} TiB"
+
+
+def check_budget(estimate: int, *, what: str, detail: str, budget: MemoryBudget | None = None) -> None:
+    """Raise :class:`DataError` when ``estimate`` bytes exceed the budget; the message gives both figures."""
+    budget = memory_budget() if budget is None else budget
+    if estimate > budget.bytes:
+        raise DataError(
+            f"Refused {what}: loading it would need about {format_bytes(estimate)} of memory ({detail}), over "
+            f"the memory budget of {format_bytes(budget.bytes)} ({budget.source}). Use fewer or smaller "
+            f"images or arrays, or raise {MEMORY_BUDGET_ENV} (e.g. {MEMORY_BUDGET_ENV}=16G) if the machine has "
+            "the memory to spare."
+        )
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """An image's size and Pillow mode, read from its header without decoding the pixels."""
+
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes Pillow needs for the pixels in the file's own mode."""
+        return self.pixels * _bytes_per_pixel(self.mode)
+
+    @property
+    def standard_bytes(self) -> int:
+        """Bytes of the image in the loader's mode (8-bit grayscale, or RGB held as 4 bytes per pixel)."""
+        return self.pixels * (1 if self.mode in _GRAYSCALE_MODES else 4)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    if mode in _ONE_BYTE_MODES:
+        return 1
+    return 2 if mode in _TWO_BYTE_MODES else 4
+
+
+def read_image_header(source: str | Path | BinaryIO) -> ImageHeader | None:
+    """Size and mode from the header of an image file or open binary stream; None when it is not a readable
+    image (the loader then skips it with its reason). Never decodes the pixel data."""
+    try:
+        with Image.open(source) as image:  # lazy: reads the header only; .load() would decode
+            width, height = image.size
+            return ImageHeader(int(width), int(height), image.mode)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+
+
+def image_memory_estimate(
+    headers: Iterable[ImageHeader], *, max_image_pixels: int, max_side: int, workers: int | None = None
+) -> tuple[int, str]:
+    """Peak bytes the image loader (:func:`ogaudit.data.load_image_folder`) needs, and how that adds up.
+
+    The loader decodes every image, keeps each in its standard mode until all are decoded, then stacks them
+    at ``max_side`` pixels at most. So: the sum of the kept images, plus a decode buffer for the largest
+    image on each of ``workers`` threads, plus the stacked array. Images over ``max_image_pixels`` are
+    skipped unread by the loader and do not count.
+    """
+    counted = [h for h in headers if h.pixels <= max_image_pixels]
+    if not counted:
+        return 0, "no image to decode"
+    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    kept = sum(h.standard_bytes for h in counted)
+    decoding = min(workers, len(counted)) * max(h.decoded_bytes + h.standard_bytes for h in counted)
+    largest = max(counted, key=lambda h: h.pixels)
+    scale = min(1.0, max_side / max(largest.width, largest.height))
+    channels = 1 if all(h.mode in _GRAYSCALE_MODES for h in counted) else 3
+    stacked = len(counted) * round(largest.width * scale) * round(largest.height * scale) * channels
+    total_pixels = sum(h.pixels for h in counted)
+    detail = (
+        f"{len(counted):,} images, {total_pixels / 1e6:,.0f} megapixels in all, the largest "
+        f"{largest.width}x{largest.height}: {format_bytes(kept)} decoded, {format_bytes(decoding)} of decode "
+        f"buffers, {format_bytes(stacked)} stacked"
+    )
+    return kept + decoding + stacked, detail
+
+
+def check_image_files(
+    root: str | Path, rel_paths: Iterable[str], *, what: str, max_image_pixels: int, max_side: int
+) -> None:
+    """Read the headers of ``root/rel`` for each path and refuse (:class:`DataError`) what would not fit the
+    memory budget, before any image is decoded."""
+    root = Path(root)
+    headers = [h for rel in rel_paths if (h := read_image_header(root / rel)) is not None]
+    estimate, detail = image_memory_estimate(headers, max_image_pixels=max_image_pixels, max_side=max_side)
+    check_budget(estimate, what=what, detail=detail)
+
+
+def check_image_archive(
+    archive: zipfile.ZipFile,
+    members: Iterable[zipfile.ZipInfo],
+    *,
+    what: str,
+    suffixes: Iterable[str],
+    max_image_pixels: int,
+    max_side: int,
+) -> None:
+    """As :func:`check_image_files` for the image members of an open zip, before anything is extracted.
+
+    Only the first bytes of each member are decompressed: enough for the header."""
+    suffixes = {s.lower() for s in suffixes}
+    headers = []
+    for member in members:
+        if Path(member.filename).suffix.lower() not in suffixes:
+            continue
+        try:
+            with archive.open(member) as stream:
+                header = read_image_header(stream)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
+            continue  # a damaged or encrypted member: extracting it reports that
+        if header is not None:
+            headers.append(header)
+    estimate, detail = image_memory_estimate(headers, max_image_pixels=max_image_pixels, max_side=max_side)
+    check_budget(estimate, what=what, detail=detail)
+
+
+# ---------------------------------------------------------------- arrays
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """Shape and dtype of one ``.npy`` member of an ``.npz``, from its header."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+
+def read_npz_headers(path: str | Path, names: Iterable[str] = NPZ_LOADED_ARRAYS) -> list[ArrayHeader]:
+    """The headers of the arrays ``names`` (without ``.npy``) in the ``.npz`` at ``path``, reading only the
+    start of each member. Members that are missing or not ``.npy`` are left out: the loader reports them."""
+    wanted = set(names)
+    headers = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                name = member.filename.removesuffix(".npy")
+                if name not in wanted:
+                    continue
+                with archive.open(member) as stream:
+                    header = _npy_header(name, stream)
+                if header is not None:
+                    headers.append(header)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return []  # not a readable zip: numpy's own loader says so, by name
+    return headers
+
+
+def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(stream)
+        else:
+            return None  # version 3.0 (utf-8 field names) is rare; numpy's loader still reads it
+    except (ValueError, EOFError, OSError, SyntaxError):
+        return None
+    return ArrayHeader(name, tuple(int(n) for n in shape), np.dtype(dtype))
+
+
+def npz_memory_estimate(headers: Iterable[ArrayHeader]) -> tuple[int, str]:
+    """Bytes the ``.npz`` loader needs: each array as stored, plus a float32 copy of ``x`` unless it already
+    is uint8 images or float32 (what :func:`ogaudit.data.dataset_from_arrays` turns it into)."""
+    headers = list(headers)
+    stored = sum(h.nbytes for h in headers)
+    extra = 0
+    for h in headers:
+        if h.name == "x" and h.dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
+            extra = int(np.prod(h.shape, dtype=object)) * 4
+    parts = ", ".join(f"{h.name} {h.shape} {h.dtype}" for h in headers)
+    detail = f"{parts}: {format_bytes(stored)} as stored" + (f", {format_bytes(extra)} as float32" if extra else "")
+    return stored + extra, detail
+
+
+def check_npz(path: str | Path) -> None:
+    """Refuse (:class:`DataError`) an ``.npz`` whose arrays, as their headers declare them, exceed the memory
+    budget, before any array data is read."""
+    estimate, detail = npz_memory_estimate(read_npz_headers(path))
+    check_budget(estimate, what=repr(str(path)), detail=detail)
