@@ -67,6 +67,7 @@ def audit(
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    trust_checkpoint_code: bool = False,
 ) -> AuditResult:
     """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
@@ -75,6 +76,9 @@ def audit(
     Everything that can be checked before training is: the output and cache folders take files, and the layer
     names of ``settings.layers`` exist in the built model. Cached artifacts that are damaged or stale are
     recomputed; each such event is listed in ``record["notices"]``.
+
+    ``trust_checkpoint_code`` lets a TorchScript checkpoint load, which runs the file's code
+    (:func:`~ogaudit.models.load_checkpoint`); the app never sets it.
 
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
@@ -93,7 +97,7 @@ def audit(
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
-        model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice)
+        model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code)
     with _stage("gradients", timings, progress):
         head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice)
         layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
@@ -132,13 +136,13 @@ def _stage(name: str, timings: dict[str, float], progress: ProgressCallback | No
     report(progress, name, 1.0, "done")
 
 
-def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice):
+def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice, trust_code=False):
     """A trained model: the user's checkpoint, or one from the cache, or one trained now (then cached).
 
     The model is built (and ``settings.layers`` checked against it) before any training starts.
     """
     if settings.model not in MODEL_KINDS:
-        model = load_checkpoint(settings.model, dataset, arch=settings.arch)
+        model = load_checkpoint(settings.model, dataset, arch=settings.arch, trust_code=trust_code)
         _check_layers(model, settings)
         key = fingerprint("checkpoint", Path(settings.model).read_bytes(), settings.arch, dataset.fingerprint())
         return model, {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}

@@ -263,3 +263,18 @@ def test_checkpoint_format_reads_the_file_not_its_name(tmp_path):
     assert formats == ["torch-zip", "torchscript", "other"]
     with pytest.raises(ModelError, match="is a state dict: give the torchvision architecture"):
         load_checkpoint(tmp_path / "a.ts", _photos(side=32))
+
+
+@pytest.mark.parametrize("payload", ["setstate"])
+def test_the_command_line_needs_the_trust_flag_for_torchscript(tmp_path, cache_dir, payload, digits, capsys):
+    from ogaudit.cli import main
+
+    path, marker = _trojan(tmp_path, payload, in_features=8 * 8 * 3)
+    three = np.flatnonzero(digits.y < 3)[:60]  # the trojan's head has 3 outputs
+    np.savez(tmp_path / "three.npz", x=digits.x[three], y=digits.y[three])
+    argv = ["scan", str(tmp_path / "three.npz"), "--model", str(path), "--map", "none", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "refused"), "--cache-dir", str(cache_dir)]) == 2
+    assert "--trust-checkpoint-code" in capsys.readouterr().err and not marker.exists()
+    out = tmp_path / "trusted"
+    assert main([*argv, "--out", str(out), "--cache-dir", str(cache_dir), "--trust-checkpoint-code"]) == 0
+    assert marker.exists()  # what the flag's help says: the file's code ran

@@ -319,3 +319,15 @@ def test_slugify_keeps_names_folder_safe():
     assert slugify("../../etc/passwd") == "etc-passwd"
     assert slugify("  ") == "project"
     assert len(slugify("x" * 200)) == 60
+
+
+def test_a_live_ledger_is_backed_up_from_the_command_line(finished, copy_of, tmp_path):
+    folder = copy_of(finished[0])
+    run = Project(folder).open_run()
+    Project(folder).open_ledger().decide(run.flagged_ids[:2], "remove", annotator="ann")
+    copy = tmp_path / "copy.sqlite"
+    assert main(["decisions", "backup", "--project", str(folder), "--out", str(copy)]) == 0
+    restored = Project(copy_of(folder, "restored"))
+    (restored.path / "ledger.sqlite").unlink()
+    shutil.copy(copy, restored.path / "ledger.sqlite")
+    assert sorted(restored.open_ledger().state()["sample_id"]) == sorted(run.flagged_ids[:2])

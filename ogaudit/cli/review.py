@@ -62,6 +62,13 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
         toggle.add_argument("--annotator", required=True, help="whose decision")
         toggle.set_defaults(handler=run_toggle, kind=kind)
 
+    backup = decisions_what.add_parser(
+        "backup", help="a consistent copy of the ledger, also while annotators work (SQLite's online backup)"
+    )
+    _project_arguments(backup)
+    backup.add_argument("--out", required=True, type=Path, help="the copy to write (a .sqlite file)")
+    backup.set_defaults(handler=run_backup)
+
     importing = decisions_what.add_parser("import", help="add the decisions of a CSV made elsewhere")
     importing.add_argument("file", type=Path, help="decisions CSV (as written by `ogaudit export decisions`)")
     _project_arguments(importing)
@@ -176,6 +183,12 @@ def run_add(args: argparse.Namespace) -> int:
     ledger = project.open_ledger()
     decide(ledger, run, args.ids, args.action, annotator=args.annotator, label=args.label, note=args.note)
     print(f"{args.action}: {len(set(args.ids))} sample(s) recorded for {args.annotator}")
+    return 0
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    path = _ledger(args).backup(args.out)
+    print(f"wrote a consistent copy of the ledger to {path} (restore: stop the server, copy it over ledger.sqlite)")
     return 0
 
 

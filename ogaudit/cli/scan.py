@@ -53,6 +53,12 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         "up to 64 px, pretrained EfficientNet-Lite0 with a trained head for larger photos)",
     )
     scan.add_argument("--arch", help="torchvision architecture of a state-dict checkpoint, e.g. resnet18")
+    scan.add_argument(
+        "--trust-checkpoint-code",
+        action="store_true",
+        help="allow a TorchScript checkpoint: loading it RUNS THE FILE'S CODE with your rights; only for files "
+        "you made or trust (state dicts and .safetensors never need this)",
+    )
     scan.add_argument("--epochs", type=int, help="training epochs (default: by data size, 5 to 30)")
     scan.add_argument(
         "--detector",
@@ -132,7 +138,14 @@ def run_scan(args: argparse.Namespace) -> int:
 
     bars = _StageBars(not args.quiet)
     try:
-        result = audit(args.data, settings, out_dir=args.out, cache_dir=args.cache_dir, progress=bars)
+        result = audit(
+            args.data,
+            settings,
+            out_dir=args.out,
+            cache_dir=args.cache_dir,
+            progress=bars,
+            trust_checkpoint_code=args.trust_checkpoint_code,
+        )
     finally:
         bars.close()
     record = result.record
