@@ -17,7 +17,6 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,7 @@ from sklearn.decomposition import PCA
 
 from ogaudit.data import load_dataset
 from ogaudit.pipeline import AuditSettings
-from ogaudit.project import load_run_dataset, open_ledger, open_run
-from ogaudit.storage import write_json
+from ogaudit.project import Project
 from ogaudit.ui.figure import map_figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -53,11 +51,8 @@ def write_synthetic_run(folder: Path, size: int | None) -> Path:
     rank[np.argsort(-score, kind="stable")] = np.arange(1, len(dataset) + 1)
     names = np.asarray(dataset.class_names, dtype=object)
     nearest = names[distances.argmin(axis=1)]
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"sample_id": dataset.sample_ids, "x": reduced[:, 0], "y": reduced[:, 1]}).to_csv(
-        folder / "map.csv", index=False
-    )
-    pd.DataFrame(
+    coords = pd.DataFrame({"sample_id": dataset.sample_ids, "x": reduced[:, 0], "y": reduced[:, 1]})
+    scores = pd.DataFrame(
         {
             "sample_id": dataset.sample_ids,
             "given_label": names[dataset.y],
@@ -68,10 +63,10 @@ def write_synthetic_run(folder: Path, size: int | None) -> Path:
             "flagged": rank <= round(settings.budget * len(dataset)),
             "confidence": 1.0 / (1.0 + score),
         }
-    ).to_csv(folder / "scores.csv", index=False)
+    )
     record = {
         "fingerprint": f"synthetic-{len(dataset)}",
-        "settings": asdict(settings),
+        "settings": settings.to_dict(),
         "dataset": {
             "spec": "fashion-mnist",
             "kind": dataset.kind,
@@ -82,7 +77,7 @@ def write_synthetic_run(folder: Path, size: int | None) -> Path:
         "model": {"kind": "synthetic (PCA of pixels; no training)"},
         "flagged": int((rank <= round(settings.budget * len(dataset))).sum()),
     }
-    write_json(folder / "run.json", record)
+    Project(folder).write_run(scores, coords, record)
     return folder
 
 
@@ -90,11 +85,11 @@ def reopen_seconds(folder: Path) -> dict[str, float]:
     """What the server does to show a run it has not opened yet, step by step (seconds)."""
     times = {}
     start = time.perf_counter()
-    run = open_run(folder)
-    open_ledger(run).state()
+    run = Project(folder).open_run()
+    Project(run.path).open_ledger().state()
     times["read run + ledger"] = time.perf_counter() - start
     start = time.perf_counter()
-    load_run_dataset(run)
+    Project(run.path).load_dataset()
     times["reload images"] = time.perf_counter() - start
     start = time.perf_counter()
     spec = plotly.io.to_json(map_figure(run.table), validate=False)

@@ -6,8 +6,9 @@ Every detector follows the scikit-learn estimator contract: ``__init__`` only st
 ``fit(evidence)`` learns what it needs and returns ``self`` (learned state ends in ``_``), and
 ``outlier_scores(evidence, labels=None)`` scores every sample. ``labels`` replaces the given labels to score a
 *counterfactual* gradient ("what if this sample were class c?"), which is how labels are suggested.
-Evidence is a :class:`~ogaudit.gradients.HeadEvidence` (last layer, closed form) or a :class:`MatrixEvidence`
-(projected gradients of chosen layers).
+Evidence is any :class:`~ogaudit.gradients.GradientEvidence`: the last layer in closed form
+(:class:`~ogaudit.gradients.HeadEvidence`) or projected gradients of chosen layers
+(:class:`~ogaudit.gradients.ProjectedEvidence`); detectors read it through that interface only.
 
 The default, ``posterior`` (:class:`NeighbourPosteriorDetector`), scores ``−log π(y)`` with ``π`` the model's
 softmax times the label histogram of the sample's gradient-direction neighbours; docs/BENCHMARKS.md ("Peers") has
@@ -16,45 +17,16 @@ the comparison with cleanlab and the other detectors that chose it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
 
 from ogaudit.errors import SettingsError
+from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS, check_budget
 
 SCORE_CHUNK = 8192
 FIT_ROWS = 20_000
 """IsolationForest trees see 256 rows each: fitting on a 20k-row random subset changes nothing but memory."""
-
-
-@dataclass
-class MatrixEvidence:
-    """Precomputed gradient vectors (e.g. projected multi-layer gradients), (N, D), with the model's probs."""
-
-    matrix: np.ndarray
-    probs: np.ndarray
-    labels: np.ndarray
-
-    @property
-    def n_classes(self) -> int:
-        return self.probs.shape[1]
-
-    def gradients(self, labels: np.ndarray | None = None, index: np.ndarray | slice = slice(None)) -> np.ndarray:
-        if labels is not None:
-            raise SettingsError("Counterfactual labels need last-layer evidence; projected gradients are fixed.")
-        return np.asarray(self.matrix[index], dtype=np.float32)
-
-    def gradient_norms(self, order: int, labels: np.ndarray | None = None) -> np.ndarray:
-        if labels is not None:
-            raise SettingsError("Counterfactual labels need last-layer evidence; projected gradients are fixed.")
-        return np.concatenate(
-            [
-                np.linalg.norm(self.gradients(index=slice(s, s + SCORE_CHUNK)), ord=order, axis=1)
-                for s in range(0, len(self.labels), SCORE_CHUNK)
-            ]
-        )
 
 
 class NormDetector:
@@ -194,7 +166,7 @@ class NeighbourDetector:
     def fit(self, evidence) -> NeighbourDetector:
         if self.k < 1:
             raise SettingsError(f"k must be at least 1; got {self.k}.")
-        directions = _directions(evidence)
+        directions = evidence.directions()
         n = len(directions)
         k = min(self.k, n - 1)
         self.neighbours_ = np.zeros((n, max(k, 0)), dtype=np.int64)
@@ -218,15 +190,6 @@ class NeighbourDetector:
         k = self.neighbours_.shape[1]
         disagreeing = (self.labels_[self.neighbours_] != labels[:, None]).sum(axis=1) if k else np.zeros(len(labels))
         return (disagreeing + 1.0) / (k + 2.0)
-
-
-def _directions(evidence) -> np.ndarray:
-    """Unit-length rows to search neighbours in: ``h`` (bias column dropped) or the projected gradients."""
-    if isinstance(evidence, MatrixEvidence):
-        vectors = np.asarray(evidence.matrix, dtype=np.float32)
-    else:
-        vectors = np.asarray(evidence.features[:, :-1], dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 class ConsensusDetector:
@@ -320,8 +283,7 @@ DETECTORS = {
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
-GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
-DEFAULT_DETECTOR = "posterior"
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "make_detector", "flag_budget"]
 
 
 def make_detector(name: str, *, seed: int = 0):
@@ -344,8 +306,7 @@ def flag_budget(scores: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarr
     Returns ``(flagged (N,) bool, rank (N,) int)``; ties keep data order.
     """
     n = len(scores)
-    if budget <= 0 or (budget >= 1 and budget != int(budget)):
-        raise SettingsError(f"budget must be a fraction in (0, 1) or a whole count ≥ 1; got {budget}.")
+    budget = check_budget(budget)
     count = int(budget) if budget >= 1 else int(round(budget * n))
     count = min(max(count, 1), n)
     order = np.argsort(-np.asarray(scores), kind="stable")

@@ -3,40 +3,56 @@
 Rows are L2-normalised first, so the map shows gradient *directions* (which classes a sample pulls between,
 from which features) rather than collapsing every well-fitted sample onto the origin; the flags, which come
 from the magnitudes and outlyingness, are drawn on top.
+
+The map reads gradients through :meth:`~ogaudit.gradients.GradientEvidence.map_vectors`, which projects them to
+at most :data:`MAP_DIM` dimensions without forming the full per-sample gradients. Results are cached by the
+pipeline (:mod:`ogaudit.cache`), not here.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.decomposition import PCA
 
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
-from ogaudit.storage import atomic_path
+from ogaudit.settings import MAP_METHODS
 
-MAP_METHODS = ("umap", "pca", "none")
+if TYPE_CHECKING:
+    from ogaudit.gradients import GradientEvidence
+
 PCA_DIMS = 50
+MAP_DIM = 512
+"""Gradients are projected to at most this many dimensions before PCA (Johnson-Lindenstrauss: the cosines
+between samples move by about ``1/sqrt(MAP_DIM / C)``, unbiased)."""
 
 
 def gradient_map(
-    vectors: np.ndarray,
+    evidence: GradientEvidence | np.ndarray,
     *,
     method: str = "umap",
     seed: int = 0,
-    cache_path: Path | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> np.ndarray:
-    """Embed (N, D) gradient vectors into (N, 2) float32; read from / write to ``cache_path`` when given."""
+    """Lay out every sample's gradient in 2-D: (N, 2) float32.
+
+    ``evidence`` is a :class:`~ogaudit.gradients.GradientEvidence` (its :meth:`map_vectors` at :data:`MAP_DIM`
+    are laid out) or an (N, D) array of gradient vectors. ``method``: "umap" (PCA to 50 dimensions, then UMAP,
+    McInnes et al. 2018), "pca" (the first two principal components) or "none" (all zeros).
+    Raises :class:`~ogaudit.errors.SettingsError` for an unknown method; :class:`~ogaudit.errors.Cancelled`.
+    """
     if method not in MAP_METHODS:
         raise SettingsError(f"map method {method!r} is not one of {MAP_METHODS}.")
-    if cache_path is not None and cache_path.exists():
-        return np.load(cache_path)
+    n = len(evidence) if isinstance(evidence, np.ndarray) else len(evidence.labels)
     if method == "none":
-        return np.zeros((len(vectors), 2), dtype=np.float32)
+        return np.zeros((n, 2), dtype=np.float32)
+    report(progress, "map", 0.02, "projecting gradients")
+    vectors = evidence if isinstance(evidence, np.ndarray) else evidence.map_vectors(MAP_DIM, seed=seed)
+    check_cancel(cancel)
     report(progress, "map", 0.05, "reducing dimensions")
     reduced = _pca(_normalise_rows(vectors), PCA_DIMS if method == "umap" else 2, seed)
     check_cancel(cancel)
@@ -46,9 +62,6 @@ def gradient_map(
     else:
         coords = reduced[:, :2]
     coords = np.ascontiguousarray(coords, dtype=np.float32)
-    if cache_path is not None:
-        with atomic_path(cache_path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, coords)
     report(progress, "map", 1.0, "done")
     return coords
 

@@ -3,8 +3,8 @@ and keep its outcome on disk.
 
 A :class:`Job` wraps ``target(progress, cancel) -> result``; its thread never touches a UI. A UI polls
 :meth:`Job.snapshot` (an immutable :class:`JobSnapshot`) from whatever thread it likes. Threads die with the
-process, so every job writes its status to ``FOLDER/job-<kind>.json`` when it starts, at each stage change and
-when it ends: after a restart the folder still says what happened (a status still "running" with no live job
+process, so every job writes its status into its project folder (:meth:`~ogaudit.project.Project.job_file`)
+when it starts, at each stage change and when it ends: after a restart the folder still says what happened (a status still "running" with no live job
 means the process died mid-run). A :class:`JobRegistry` holds the live jobs of one process by id; the app keeps
 one in ``st.cache_resource`` so that every browser session, and a refreshed page, finds the same jobs.
 """
@@ -17,10 +17,18 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ogaudit.errors import Cancelled, OgauditError, StorageError
 from ogaudit.progress import ProgressCallback
-from ogaudit.storage import read_json, write_json
+from ogaudit.project import Project, Run
+from ogaudit.settings import AuditSettings
+from ogaudit.storage import write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ogaudit.data import Dataset
 
 Target = Callable[[ProgressCallback, threading.Event], object]
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -77,17 +85,12 @@ def overall_fraction(weights: Mapping[str, float], stage: str, stage_fraction: f
     return min((before + weights[stage] * stage_fraction) / total, 1.0)
 
 
-def status_path(folder: str | Path, kind: str) -> Path:
-    """Where a job of ``kind`` keeps its status in ``folder``."""
-    return Path(folder) / f"job-{kind}.json"
-
-
 def read_status(folder: str | Path, kind: str) -> JobSnapshot | None:
-    """The last status a job of ``kind`` wrote to ``folder``, or None if none ran there."""
-    path = status_path(folder, kind)
-    if not path.exists():
+    """The last status a job of ``kind`` wrote to the project ``folder``, or None if none ran there (or the file
+    is unreadable)."""
+    saved = Project(folder).job_state(kind)
+    if saved is None:
         return None
-    saved = read_json(path)
     return JobSnapshot(**{name: saved.get(name) for name in JobSnapshot.__dataclass_fields__ if name in saved})
 
 
@@ -99,7 +102,7 @@ class Job:
     job_id : unique among live jobs of a registry (the app uses ``"<project>/<kind>"``).
     kind : what it does ("audit", "verify"); names the status file.
     target : ``target(progress, cancel)``; its return value becomes :attr:`result`.
-    folder : where ``job-<kind>.json`` is written (None: nowhere).
+    folder : the project folder its status is written to (None: nowhere).
     stage_weights : share of the time per stage name, for :attr:`JobSnapshot.fraction`.
     """
 
@@ -199,7 +202,7 @@ class Job:
             self._state = replace(self._state, **changes)
         if persist and self.folder is not None:
             try:
-                write_json(status_path(self.folder, self.kind), asdict(self.snapshot()))
+                write_json(Project(self.folder).job_file(self.kind), asdict(self.snapshot()))
             except StorageError as error:  # a full disk must not kill the job's thread: the live state still holds
                 with self._lock:
                     self._state = replace(self._state, message=f"status not saved to disk: {error}")
@@ -235,47 +238,45 @@ def submit_audit(
     registry: JobRegistry,
     project: str | Path,
     data: str,
-    settings,
+    settings: AuditSettings,
     *,
     cache_dir: str | Path | None = None,
 ) -> Job:
-    """Audit ``data`` with ``settings`` (an :class:`~ogaudit.pipeline.AuditSettings`) into the folder ``project``.
+    """Audit ``data`` with ``settings`` into the project folder ``project``, in the background.
 
-    The request is saved first (``request.json``), so a failed or interrupted audit can be run again; the
-    results land in ``project`` as :func:`~ogaudit.pipeline.write_outputs` writes them. :attr:`Job.result` is
-    the folder, not the in-memory result, so that a finished job holds no arrays.
+    The request is saved first, so a failed or interrupted audit can be run again; the results land in the
+    project as :meth:`~ogaudit.project.Project.write_run` writes them. :attr:`Job.result` is the folder, not the
+    in-memory result, so that a finished job holds no arrays.
     """
     from ogaudit.pipeline import audit
-    from ogaudit.project import write_request
 
-    project = Path(project)
-    write_request(project, data, settings)
+    project = Project(project)
+    project.write_request(data, settings)
 
     def target(progress: ProgressCallback, cancel: threading.Event) -> Path:
-        audit(data, settings, out_dir=project, cache_dir=cache_dir, progress=progress, cancel=cancel)
-        return project
+        audit(data, settings, out_dir=project.path, cache_dir=cache_dir, progress=progress, cancel=cancel)
+        return project.path
 
-    job = Job(job_id(project, "audit"), "audit", target, folder=project, stage_weights=AUDIT_STAGE_WEIGHTS)
+    job = Job(job_id(project.path, "audit"), "audit", target, folder=project.path, stage_weights=AUDIT_STAGE_WEIGHTS)
     return registry.submit(job)
 
 
-def submit_verify(registry: JobRegistry, run, dataset, decisions) -> Job:
+def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame) -> Job:
     """Retrain before and after the review's decisions (the paper's trim-and-retrain check) in the background.
 
     ``run`` is an opened :class:`~ogaudit.project.Run`, ``dataset`` its data and ``decisions`` the ledger's
-    :meth:`~ogaudit.review.ledger.Ledger.state`. The report is written to ``verify.json`` in the run's folder.
+    :meth:`~ogaudit.review.ledger.Ledger.state`. The report is saved in the project
+    (:meth:`~ogaudit.project.Project.write_verify`), where the command line's ``ogaudit verify`` saves it too.
     """
-    from ogaudit.pipeline import settings_from_record
-    from ogaudit.project import write_verify_report
     from ogaudit.review.verify import verify_cleaning
 
-    settings = settings_from_record(run.record)
+    project = Project(run.path)
 
     def target(progress: ProgressCallback, cancel: threading.Event):
         report = verify_cleaning(
-            dataset, decisions, settings, flagged_ids=run.flagged_ids, progress=progress, cancel=cancel
+            dataset, decisions, run.settings, flagged_ids=run.flagged_ids, progress=progress, cancel=cancel
         )
-        write_verify_report(run.path, report, decided=len(decisions))
+        project.write_verify(report, decided=len(decisions))
         return report
 
     return registry.submit(Job(job_id(run.path, "verify"), "verify", target, folder=run.path))

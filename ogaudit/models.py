@@ -18,8 +18,8 @@ from torch.nn import functional as F
 
 from ogaudit.data import Dataset
 from ogaudit.errors import ModelError
+from ogaudit.settings import MODEL_KINDS
 
-MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet")
 SMALL_IMAGE_SIDE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

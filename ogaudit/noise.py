@@ -12,8 +12,7 @@ import numpy as np
 
 from ogaudit.data import Dataset
 from ogaudit.errors import SettingsError
-
-NOISE_KINDS = ("symmetric", "pairs")
+from ogaudit.settings import NOISE_KINDS
 
 # The confusions people make on Fashion-MNIST, as pairs of class names.
 FASHION_MNIST_PAIRS = [

@@ -20,92 +20,22 @@ import pandas as pd
 import torch
 
 from ogaudit import __version__
-from ogaudit.data import Dataset, load_dataset
-from ogaudit.detectors import (
-    DEFAULT_DETECTOR,
-    DETECTORS,
-    GRADIENT_DETECTORS,
-    MatrixEvidence,
-    counterfactual_scores,
-    flag_budget,
-    make_detector,
-)
-from ogaudit.embedding import MAP_METHODS, gradient_map, start_umap_warm_up
-from ogaudit.errors import DataError, SettingsError
-from ogaudit.gradients import HeadEvidence
+from ogaudit.cache import ArtifactCache, default_cache_dir
+from ogaudit.data import Dataset
+from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
+from ogaudit.embedding import gradient_map, start_umap_warm_up
+from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
-from ogaudit.models import MODEL_KINDS, AuditModel, build_model, choose_model, load_checkpoint
-from ogaudit.noise import NOISE_KINDS, inject_label_noise
+from ogaudit.models import AuditModel, build_model, choose_model, load_checkpoint
 from ogaudit.progress import ProgressCallback, report
-from ogaudit.storage import atomic_path, ensure_writable_dir, fingerprint, write_json
-from ogaudit.training import (
-    TrainSettings,
-    batched_features,
-    load_model_state,
-    model_cache_key,
-    save_model,
-    train_model,
-)
+from ogaudit.project import Project, prepare_dataset
+from ogaudit.settings import MODEL_KINDS, AuditSettings
+from ogaudit.storage import fingerprint
+from ogaudit.training import batched_features, load_model_state, model_cache_key, save_model, train_model
+
+__all__ = ["AuditResult", "AuditSettings", "STAGES", "audit", "default_cache_dir"]
 
 STAGES = ("load", "train", "gradients", "detect", "map")
-
-
-def default_cache_dir() -> Path:
-    """``$OGAUDIT_CACHE`` or ``~/.cache/ogaudit``: trained models, features and maps, keyed by their inputs."""
-    return Path(os.environ.get("OGAUDIT_CACHE", Path.home() / ".cache" / "ogaudit"))
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """Everything that decides an audit's result. Validated on creation; saved in ``run.json``.
-
-    model : "auto" (MLP for vectors, small CNN for images ≤ 64 px, pretrained EfficientNet-Lite0 above),
-        "cnn", "mlp", "efficientnet", or a checkpoint path (TorchScript, or a state dict with ``arch``).
-    detector : one of ``DETECTORS``; higher score = more suspicious.
-    budget : fraction of samples to flag (0.05 = 5%) or, when ≥ 1, a count.
-    layers : empty for the last layer in closed form; else names of Linear/Conv2d layers whose gradients are
-        projected to ``projection_dim`` dimensions.
-    noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
-    """
-
-    model: str = "auto"
-    arch: str | None = None
-    epochs: int | None = None
-    detector: str = DEFAULT_DETECTOR
-    budget: float = 0.05
-    map_method: str = "umap"
-    seed: int = 0
-    noise_rate: float = 0.0
-    noise_kind: str = "symmetric"
-    limit: int | None = None
-    layers: tuple[str, ...] = ()
-    projection_dim: int = 4096
-
-    def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if self.model not in MODEL_KINDS and not Path(self.model).suffix:
-            raise SettingsError(
-                f"model {self.model!r} is not one of {MODEL_KINDS} and does not look like a checkpoint path."
-            )
-        if self.detector not in DETECTORS:
-            raise SettingsError(f"detector {self.detector!r} is not one of {sorted(DETECTORS)}.")
-        if self.layers and self.detector not in GRADIENT_DETECTORS:
-            raise SettingsError(f"layers need a gradient detector {GRADIENT_DETECTORS}; got {self.detector!r}.")
-        if self.map_method not in MAP_METHODS:
-            raise SettingsError(f"map_method {self.map_method!r} is not one of {MAP_METHODS}.")
-        if self.noise_kind not in NOISE_KINDS:
-            raise SettingsError(f"noise_kind {self.noise_kind!r} is not one of {NOISE_KINDS}.")
-        if not 0 <= self.noise_rate < 1:
-            raise SettingsError(f"noise_rate must be in [0, 1); got {self.noise_rate}.")
-        if self.budget <= 0 or (self.budget >= 1 and self.budget != int(self.budget)):
-            raise SettingsError(f"budget must be a fraction in (0, 1) or a whole count ≥ 1; got {self.budget}.")
-        if self.projection_dim < 16:
-            raise SettingsError(f"projection_dim must be at least 16; got {self.projection_dim}.")
-        TrainSettings(epochs=self.epochs, seed=self.seed)
-
-    @property
-    def train_settings(self) -> TrainSettings:
-        return TrainSettings(epochs=self.epochs, seed=self.seed)
 
 
 @dataclass
@@ -138,46 +68,55 @@ def audit(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> AuditResult:
-    """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its files.
+    """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
     ``data`` is a built-in name, a path (ImageFolder, CSV manifest, .npz) or a loaded :class:`Dataset`.
     ``progress(stage, fraction, message)`` is called along the way; setting ``cancel`` stops at the next chunk.
+    Everything that can be checked before training is: the output and cache folders take files, and the layer
+    names of ``settings.layers`` exist in the built model. Cached artifacts that are damaged or stale are
+    recomputed; each such event is listed in ``record["notices"]``.
+
+    Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
     settings = settings or AuditSettings()
-    cache = ensure_writable_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    if out_dir is not None:
-        ensure_writable_dir(out_dir)
-    timings: dict[str, float] = {}
+    cache = ArtifactCache(cache_dir)
+    project = Project(out_dir).writable() if out_dir is not None else None
+    notices: list[str] = []
 
+    def notice(text: str) -> None:
+        notices.append(text)
+        report(progress, "notice", 0.0, text)
+
+    timings: dict[str, float] = {}
     with _stage("load", timings, progress):
-        dataset = _prepare_dataset(data, settings)
+        dataset = prepare_dataset(data, settings)
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
-            start_umap_warm_up()  # compiles while the model trains; the map stage then finds it done
-        model, model_info, trajectory = _obtain_model(dataset, settings, cache, progress, cancel)
+            start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
+        model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice)
     with _stage("gradients", timings, progress):
-        evidence = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel)
-        evidence.trajectory = trajectory
-        layer_matrix = _layer_gradients(model, dataset, settings, model_info["key"], cache, progress, cancel)
+        head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice)
+        layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
     with _stage("detect", timings, progress):
-        scores, label_evidence = _detect(evidence, layer_matrix, dataset, settings)
+        scores, label_evidence = _detect(head, layers, dataset, settings)
     with _stage("map", timings, progress):
-        vectors = layer_matrix if layer_matrix is not None else evidence.gradients()
-        map_key = fingerprint(model_info["key"], settings.layers, settings.projection_dim, settings.map_method)
-        coords = gradient_map(
-            vectors,
-            method=settings.map_method,
-            seed=settings.seed,
-            cache_path=cache / "maps" / f"{map_key}.npy",
-            progress=progress,
-            cancel=cancel,
+        coords = _gradient_map(
+            head if layers is None else layers, settings, model_info["key"], cache, progress, cancel, notice
         )
-        del vectors
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
-    record = _run_record(data, dataset, settings, model_info, timings, scores)
-    result = AuditResult(scores, map_frame, record, dataset, evidence, label_evidence)
-    if out_dir is not None:
-        write_outputs(result, Path(out_dir))
+    record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
+    result = AuditResult(scores, map_frame, record, dataset, head, label_evidence)
+    if project is not None:
+        label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
+        label_frame.insert(0, "sample_id", dataset.sample_ids)
+        result.paths = project.write_run(
+            scores,
+            map_frame,
+            record,
+            label_evidence=label_frame,
+            head_evidence={"features": head.features, "probs": head.probs, "labels": head.labels},
+        )
+        result.out_dir = project.path
     return result
 
 
@@ -193,104 +132,149 @@ def _stage(name: str, timings: dict[str, float], progress: ProgressCallback | No
     report(progress, name, 1.0, "done")
 
 
-def _prepare_dataset(data, settings: AuditSettings) -> Dataset:
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, limit=settings.limit, seed=settings.seed)
-    if settings.noise_rate > 0:
-        dataset = inject_label_noise(dataset, settings.noise_rate, kind=settings.noise_kind, seed=settings.seed)
-    return dataset
+def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice):
+    """A trained model: the user's checkpoint, or one from the cache, or one trained now (then cached).
 
-
-def settings_from_record(record: dict) -> AuditSettings:
-    """The :class:`AuditSettings` saved in a ``run.json``."""
-    return AuditSettings(**record.get("settings", {}))
-
-
-def load_run_dataset(record: dict) -> Dataset:
-    """Rebuild the exact dataset a run audited (same subset, same planted noise) from its ``run.json``.
-
-    Refuses to continue when the data on disk changed since the run: decisions are tied to a fingerprint.
+    The model is built (and ``settings.layers`` checked against it) before any training starts.
     """
-    dataset = _prepare_dataset(record["dataset"]["spec"], settings_from_record(record))
-    if dataset.fingerprint() != record["dataset"]["fingerprint"]:
-        raise DataError(
-            f"The data at {record['dataset']['spec']!r} changed since the run (fingerprint "
-            f"{dataset.fingerprint()} != {record['dataset']['fingerprint']}). Scan it again before reviewing."
-        )
-    return dataset
-
-
-def _obtain_model(dataset, settings, cache, progress, cancel) -> tuple[AuditModel, dict, np.ndarray | None]:
-    """A trained model and its training trajectory: the user's checkpoint (no trajectory), or one from the
-    cache, or one trained now (then cached)."""
     if settings.model not in MODEL_KINDS:
         model = load_checkpoint(settings.model, dataset, arch=settings.arch)
+        _check_layers(model, settings)
         key = fingerprint("checkpoint", Path(settings.model).read_bytes(), settings.arch, dataset.fingerprint())
-        info = {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}
-        return model, info, None
+        return model, {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}
     choice = choose_model(dataset, settings.model)
     train = settings.train_settings
     key = model_cache_key(dataset, choice.kind, train)
-    path = cache / "models" / f"{key}.pt"
-    trajectory_path = cache / "models" / f"{key}.trajectory.npy"
     model = build_model(choice.kind, dataset, seed=settings.seed)
+    _check_layers(model, settings)
     info = {"kind": choice.kind, "reason": choice.reason, "key": key, "epochs": train.resolved_epochs(len(dataset))}
-    if path.exists() and trajectory_path.exists():
-        load_model_state(model, path)
-        return model, {**info, "cached": True, "history": []}, np.load(trajectory_path)
+    entry = cache.entry("model", key, {"kind": choice.kind, "data": dataset.fingerprint(), "train": asdict(train)})
+
+    def read(folder: Path) -> bool:
+        load_model_state(model, folder / "model.pt")
+        return True
+
+    damaged = entry.path.is_dir()
+    if entry.load(read, notice=notice):
+        return model, {**info, "cached": True, "history": []}
+    if damaged:  # a failed load may have touched some weights: start from the seeded initial ones again
+        model = build_model(choice.kind, dataset, seed=settings.seed)
     run = train_model(model, dataset, train, progress=progress, cancel=cancel)
-    with atomic_path(trajectory_path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, run.trajectory)
-    save_model(model, path)
-    return model, {**info, "cached": False, "history": run.history}, run.trajectory
+    entry.save(lambda folder: save_model(model, folder / "model.pt"))
+    return model, {**info, "cached": False, "history": run.history}
 
 
-def _head_evidence(model, dataset, model_key, cache, progress, cancel) -> HeadEvidence:
-    """Penultimate features and logits from one batched forward pass, cached by model and data."""
-    path = cache / "evidence" / f"{model_key}.npz"
-    if path.exists():
-        with np.load(path) as saved:
-            return HeadEvidence(saved["features"], saved["probs"], dataset.y.copy())
+def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
+    if settings.layers:
+        from ogaudit.gradients.layers import resolve_layers
+
+        resolve_layers(model, settings.layers)
+
+
+def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice) -> HeadEvidence:
+    """Penultimate features and probabilities from one batched forward pass, cached by model and data."""
+    entry = cache.entry("evidence", fingerprint(model_key, dataset.fingerprint()), {"model": model_key})
+
+    def read(folder: Path) -> HeadEvidence:
+        with np.load(folder / "evidence.npz") as saved:
+            evidence = HeadEvidence(saved["features"], saved["probs"], dataset.y.copy())
+        if evidence.features.shape[0] != len(dataset) or evidence.probs.shape != (len(dataset), dataset.n_classes):
+            raise ValueError(f"shapes {evidence.features.shape}, {evidence.probs.shape} do not fit the data")
+        return evidence
+
+    cached = entry.load(read, notice=notice)
+    if cached is not None:
+        return cached
     features = batched_features(model, dataset.x, progress=progress, cancel=cancel, stage="gradients")
     with torch.no_grad():
         logits = model.head(torch.as_tensor(features)).numpy()
     evidence = HeadEvidence.from_head(features, logits, dataset.y)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, features=evidence.features, probs=evidence.probs)
+
+    def write(folder: Path) -> None:
+        with open(folder / "evidence.npz", "wb") as handle:
+            np.savez(handle, features=evidence.features, probs=evidence.probs)
+
+    entry.save(write)
     return evidence
 
 
-def _layer_gradients(model, dataset, settings, model_key, cache, progress, cancel) -> np.ndarray | None:
+def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice):
+    """Projected gradients of ``settings.layers``, written resumably into a cache entry's work folder."""
     if not settings.layers:
         return None
     from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients
 
     layer_settings = LayerGradientSettings(layers=settings.layers, dim=settings.projection_dim, seed=settings.seed)
-    key = fingerprint(model_key, asdict(layer_settings))
-    return project_layer_gradients(
-        model,
-        torch.as_tensor(dataset.x),
-        torch.as_tensor(dataset.y),
-        layer_settings,
-        out_path=cache / "layer-gradients" / f"{key}.npy",
-        input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
-        progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
-        cancel=cancel,
-    )
+    key = fingerprint(model_key, dataset.fingerprint(), asdict(layer_settings))
+    entry = cache.entry("layer-gradients", key, {"model": model_key, "layers": asdict(layer_settings)})
+
+    def compute(folder: Path) -> np.ndarray:
+        # The engine's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
+        return project_layer_gradients(
+            model,
+            torch.as_tensor(dataset.x),
+            torch.as_tensor(dataset.y),
+            layer_settings,
+            out_path=folder / "gradients.npy",
+            input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
+            progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
+            cancel=cancel,
+        )
+
+    matrix = entry.load(compute, notice=notice)
+    if matrix is None:
+        matrix = compute(entry.work_dir())  # resumes an interrupted run from its done mask
+        entry.commit()
+    return ProjectedEvidence(matrix, head.probs, head.labels)
 
 
-def _detect(evidence: HeadEvidence, layer_matrix, dataset: Dataset, settings: AuditSettings):
-    """Scores, ranks, flags and suggested labels as the per-sample table."""
-    source = evidence if layer_matrix is None else MatrixEvidence(layer_matrix, evidence.probs, evidence.labels)
+def _gradient_map(evidence: GradientEvidence, settings, model_key, cache, progress, cancel, notice) -> np.ndarray:
+    """The 2-D gradient map of ``evidence``, cached by model, layers and layout."""
+    from ogaudit.embedding import MAP_DIM
+
+    map_settings = {
+        "model": model_key,
+        "layers": list(settings.layers),
+        "projection_dim": settings.projection_dim,
+        "method": settings.map_method,
+        "seed": settings.seed,
+        "map_dim": MAP_DIM,
+    }
+    entry = cache.entry("map", fingerprint(map_settings), map_settings)
+    n = len(evidence.labels)
+
+    def read(folder: Path) -> np.ndarray:
+        coords = np.load(folder / "map.npy")
+        if coords.shape != (n, 2):
+            raise ValueError(f"shape {coords.shape} does not fit {n} samples")
+        return coords
+
+    coords = entry.load(read, notice=notice)
+    if coords is not None:
+        return coords
+    coords = gradient_map(evidence, method=settings.map_method, seed=settings.seed, progress=progress, cancel=cancel)
+
+    def write(folder: Path) -> None:
+        with open(folder / "map.npy", "wb") as handle:
+            np.save(handle, coords)
+
+    entry.save(write)
+    return coords
+
+
+def _detect(head: HeadEvidence, layers: ProjectedEvidence | None, dataset: Dataset, settings: AuditSettings):
+    """Scores, ranks, flags and suggested labels as the per-sample table, and the (N, C) label evidence."""
+    source: GradientEvidence = head if layers is None else layers
     detector = make_detector(settings.detector, seed=settings.seed).fit(source)
     score = detector.outlier_scores(source)
     # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
     head_detector = (
-        detector if layer_matrix is None else make_detector(settings.detector, seed=settings.seed).fit(evidence)
+        detector if source.counterfactual else make_detector(settings.detector, seed=settings.seed).fit(head)
     )
-    label_evidence = counterfactual_scores(head_detector, evidence)
+    label_evidence = counterfactual_scores(head_detector, head)
     flagged, rank = flag_budget(score, settings.budget)
     names = np.asarray(dataset.class_names, dtype=object)
-    predicted = evidence.probs.argmax(axis=1)
+    predicted = head.probs.argmax(axis=1)
     suggested = label_evidence.argmin(axis=1)
     table = pd.DataFrame(
         {
@@ -301,7 +285,7 @@ def _detect(evidence: HeadEvidence, layer_matrix, dataset: Dataset, settings: Au
             "score": score,
             "rank": rank,
             "flagged": flagged,
-            "confidence": evidence.probs[np.arange(len(dataset)), dataset.y],
+            "confidence": head.probs[np.arange(len(dataset)), dataset.y],
         }
     )
     if dataset.true_y is not None:
@@ -310,28 +294,32 @@ def _detect(evidence: HeadEvidence, layer_matrix, dataset: Dataset, settings: Au
     return table, label_evidence
 
 
-def _run_record(data, dataset: Dataset, settings: AuditSettings, model_info: dict, timings: dict, scores) -> dict:
+def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict, scores, notices) -> dict:
     import sklearn
 
-    spec = dataset.source if isinstance(data, Dataset) else str(data)
-    settings_dict = asdict(settings)
+    if isinstance(data, Dataset):
+        spec = dataset.source
+    else:
+        path = Path(data).expanduser()
+        spec = str(path.resolve()) if path.exists() else str(data)  # a path that works from any folder
     record = {
         "ogaudit_version": __version__,
-        "fingerprint": fingerprint(model_info["key"], settings_dict),
-        "settings": settings_dict,
+        "fingerprint": fingerprint(model_info["key"], settings.to_dict()),
+        "settings": settings.to_dict(),
         "dataset": {
             "spec": spec,
             "kind": dataset.kind,
             "fingerprint": dataset.fingerprint(),
             "samples": len(dataset),
             "shape": list(dataset.x.shape[1:]),
-            "class_names": dataset.class_names,
+            "class_names": [str(c) for c in dataset.class_names],
             "skipped_count": len(dataset.skipped),
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
         },
         "model": dict(model_info),
         "flagged": int(scores["flagged"].sum()),
         "timings_s": timings,
+        "notices": list(notices),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -346,28 +334,3 @@ def _run_record(data, dataset: Dataset, settings: AuditSettings, model_info: dic
             scores["is_noisy"].to_numpy(), scores["score"].to_numpy(), budget=settings.budget
         )
     return record
-
-
-def write_outputs(result: AuditResult, out_dir: Path) -> None:
-    """Write scores.csv, map.csv, label_evidence.csv, head_evidence.npz and run.json (each atomically)."""
-    ensure_writable_dir(out_dir)
-    paths = {
-        "scores": out_dir / "scores.csv",
-        "map": out_dir / "map.csv",
-        "label_evidence": out_dir / "label_evidence.csv",
-        "head_evidence": out_dir / "head_evidence.npz",
-        "run": out_dir / "run.json",
-    }
-    with atomic_path(paths["scores"]) as tmp:
-        result.scores.to_csv(tmp, index=False)
-    with atomic_path(paths["map"]) as tmp:
-        result.map.to_csv(tmp, index=False)
-    evidence = pd.DataFrame(result.label_evidence, columns=result.dataset.class_names)
-    evidence.insert(0, "sample_id", result.dataset.sample_ids)
-    with atomic_path(paths["label_evidence"]) as tmp:
-        evidence.to_csv(tmp, index=False)
-    with atomic_path(paths["head_evidence"]) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, features=result.evidence.features, probs=result.evidence.probs, labels=result.evidence.labels)
-    result.record["files"] = {name: path.name for name, path in paths.items()}
-    write_json(paths["run"], result.record)
-    result.out_dir, result.paths = out_dir, paths

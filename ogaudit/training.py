@@ -12,35 +12,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from ogaudit.data import Dataset
-from ogaudit.errors import SettingsError
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
+from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint
+
+__all__ = ["TrainSettings", "TrainingRun", "auto_epochs", "batched_features", "train_model"]
 
 SAMPLE_PASSES = 150_000
 """Auto epochs aim at this many sample visits: ~15 epochs on 10k samples, more on small data, fewer on big."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How a model is trained. ``epochs=None`` picks :func:`auto_epochs` for the data size."""
-
-    epochs: int | None = None
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.epochs is not None and not 1 <= self.epochs <= 500:
-            raise SettingsError(f"epochs must be between 1 and 500; got {self.epochs}.")
-        if not 1 <= self.batch_size <= 65536:
-            raise SettingsError(f"batch_size must be between 1 and 65536; got {self.batch_size}.")
-        if not 0 < self.learning_rate < 10:
-            raise SettingsError(f"learning_rate must be in (0, 10); got {self.learning_rate}.")
-
-    def resolved_epochs(self, n_samples: int) -> int:
-        return self.epochs if self.epochs is not None else auto_epochs(n_samples)
 
 
 def auto_epochs(n_samples: int) -> int:

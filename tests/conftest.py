@@ -11,6 +11,17 @@ from PIL import Image
 from ogaudit.data import load_dataset
 
 
+@pytest.fixture(autouse=True)
+def local_server(monkeypatch):
+    """AppTest runs no server, so Streamlit reports no listening address (which means every interface and
+    would require sign-in). Tests run the app as a local-only server unless they say otherwise."""
+    import ogaudit.ui.auth
+
+    monkeypatch.setattr(ogaudit.ui.auth, "listen_address", lambda: "127.0.0.1")
+    monkeypatch.delenv("OGAUDIT_AUTH", raising=False)
+    monkeypatch.delenv("OGAUDIT_DATA_ROOTS", raising=False)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ogaudit-cache")

@@ -27,7 +27,7 @@ from streamlit.testing.v1 import AppTest
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.jobs import Job, read_status
 from ogaudit.pipeline import audit
-from ogaudit.project import open_ledger, open_run, write_request
+from ogaudit.project import Project
 from ogaudit.review.actions import decide
 from ogaudit.ui import state
 from ogaudit.ui.config import DemoConfig
@@ -54,7 +54,7 @@ def demo_audit(tmp_path_factory, cache_dir) -> Path:
     """The demo's audit, run once: a finished project folder to copy into each test's workspace."""
     project = tmp_path_factory.mktemp("app") / DEMO.project_name
     audit(DEMO.data, DEMO.settings(), out_dir=project, cache_dir=cache_dir)
-    write_request(project, DEMO.data, DEMO.settings())
+    Project(project).write_request(DEMO.data, DEMO.settings())
     return project
 
 
@@ -140,7 +140,7 @@ def test_a_refreshed_page_reattaches_to_the_running_job(project):
 
 
 def test_a_selection_fills_the_grid(project):
-    run = open_run(project)
+    run = Project(project).open_run()
     at = start()
     assert "Drag a box" in texts(at.caption)
     ids = run.flagged_ids[:2] + [run.table["sample_id"][0]]
@@ -154,8 +154,8 @@ def test_a_selection_fills_the_grid(project):
 
 
 def test_each_action_lands_in_the_ledger(project):
-    run = open_run(project)
-    ledger = open_ledger(run)
+    run = Project(project).open_run()
+    ledger = Project(run.path).open_ledger()
     first, second, third, fourth, fifth = run.flagged_ids[:5]
     at = start()
     assert f"`{first}` (rank 1)" in texts(at.markdown)
@@ -183,8 +183,8 @@ def test_each_action_lands_in_the_ledger(project):
 
 
 def test_bulk_action_on_the_selection_then_undo_and_redo(project):
-    run = open_run(project)
-    ledger = open_ledger(run)
+    run = Project(project).open_run()
+    ledger = Project(run.path).open_ledger()
     ids = run.flagged_ids[:4]
     at = select(start(), ids)
     at.selectbox(key="bulk-action").set_value("confirm")
@@ -201,7 +201,7 @@ def test_bulk_action_on_the_selection_then_undo_and_redo(project):
 
 
 def test_two_annotators_see_each_other(project):
-    run = open_run(project)
+    run = Project(project).open_run()
     alice, bob = start("alice"), start("bob")
     sample = run.flagged_ids[0]
     alice.button(key=f"keep-{sample}").click().run()
@@ -212,17 +212,27 @@ def test_two_annotators_see_each_other(project):
 
 def test_the_annotator_is_asked_once(project):
     at = start(annotator=None)
-    assert at.button(key=f"confirm-{open_run(project).flagged_ids[0]}").disabled
+    assert at.button(key=f"confirm-{Project(project).open_run().flagged_ids[0]}").disabled
     at.text_input(key="annotator-input").input("carol")
     next(b for b in at.button if b.label == "Start reviewing").click().run()
     assert at.query_params["annotator"] == "carol"
     assert "Reviewing as **carol**" in texts(at.sidebar.markdown)
 
 
-def test_library_errors_are_shown_not_raised(project, home):
+def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.npz").write_text("not an archive")
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
     at = start()
     at.sidebar.radio(key="setup-source").set_value("Path")
     at.sidebar.text_input(key="setup-path").input(str(home / "no-such-data"))
+    at.sidebar.text_input(key="setup-name").input("outside")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    refusal = texts(at.sidebar.error).replace("\\", "")  # shown escaped: the path is the visitor's text
+    assert "not an existing path inside the data folders" in refusal and "OGAUDIT_DATA_ROOTS" in refusal
+    assert not (home / "outside").exists()  # refused before anything was created
+    at.sidebar.text_input(key="setup-path").input("broken.npz")  # relative: inside the first data folder
     at.sidebar.text_input(key="setup-name").input("broken")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert at.query_params["project"] == "broken"
@@ -230,7 +240,7 @@ def test_library_errors_are_shown_not_raised(project, home):
     at.run()
     assert not at.exception
     message = texts(at.error)
-    assert "failed during the **load** stage" in message and "neither a built-in" in message
+    assert "failed during the **load** stage" in message and "Cannot read" in message
     assert at.button(key="retry-broken")
     at.sidebar.radio(key="setup-source").set_value("Upload zip")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
@@ -238,8 +248,8 @@ def test_library_errors_are_shown_not_raised(project, home):
 
 
 def test_export_panel_offers_the_decisions(project):
-    run = open_run(project)
-    open_ledger(run).decide(run.flagged_ids[0], "remove", annotator="alice")
+    run = Project(project).open_run()
+    Project(run.path).open_ledger().decide(run.flagged_ids[0], "remove", annotator="alice")
     at = start()
     labels = [b.proto.label for b in at.get("download_button")]
     assert "⬇ Decisions CSV" in labels and "⬇ Decisions of the 0 selected" in labels
@@ -250,8 +260,8 @@ def test_export_panel_offers_the_decisions(project):
 
 
 def test_verify_runs_in_the_background_and_shows_before_and_after(project):
-    run = open_run(project)
-    open_ledger(run).decide(run.flagged_ids[:5], "remove", annotator="alice")
+    run = Project(project).open_run()
+    Project(run.path).open_ledger().decide(run.flagged_ids[:5], "remove", annotator="alice")
     at = start()
     at.button(key="verify").click().run()
     wait_for_job(project, "verify")
@@ -383,8 +393,8 @@ def test_map_figure_is_webgl_box_select_with_ids_in_customdata(colour):
 
 def test_decide_confirms_each_sample_with_its_own_suggestion(demo_audit, tmp_path):
     project = Path(shutil.copytree(demo_audit, tmp_path / "p"))
-    run = open_run(project)
-    ledger = open_ledger(run)
+    run = Project(project).open_run()
+    ledger = Project(run.path).open_ledger()
     ids = run.flagged_ids[:3]
     decide(ledger, run, ids, "confirm", annotator="ann")
     saved = ledger.state().set_index("sample_id")

@@ -19,7 +19,7 @@ import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
 from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.project import open_ledger, open_run, write_request
+from ogaudit.project import Project
 
 PROJECT = "shared"
 SETTINGS = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)  # 15 flagged
@@ -32,7 +32,7 @@ def home(tmp_path, cache_dir) -> Path:
     """A workspace holding one finished audit to review."""
     project = tmp_path / "home" / PROJECT
     audit("digits", SETTINGS, out_dir=project, cache_dir=cache_dir)
-    write_request(project, "digits", SETTINGS)
+    Project(project).write_request("digits", SETTINGS)
     return project.parent
 
 
@@ -84,7 +84,7 @@ def test_two_browser_sessions_decide_at_the_same_time(servers, home):
     from playwright.async_api import async_playwright
 
     _, url = servers()
-    run = open_run(home / PROJECT)
+    run = Project(home / PROJECT).open_run()
     first_page = run.flagged_ids[:12]  # the queue's first page (12 per page): every card is on screen
     alice, bob = first_page[0::2], first_page[1::2]
 
@@ -103,7 +103,7 @@ def test_two_browser_sessions_decide_at_the_same_time(servers, home):
     shown, progress = asyncio.run(main())
     assert shown == []
     assert f"Reviewed 12 of {len(run.flagged_ids)}" in progress  # each session sees the other's decisions
-    history = open_ledger(run).history()
+    history = Project(run.path).open_ledger().history()
     assert len(history) == 12 and not history.duplicated(["sample_id"]).any()
     stored = {(r.sample_id, r.action, r.annotator) for r in history.itertuples()}
     assert stored == {(i, "keep", "alice") for i in alice} | {(i, "remove", "bob") for i in bob}
@@ -113,7 +113,7 @@ def test_a_server_killed_during_review_keeps_every_decision(servers, home):
     from playwright.async_api import async_playwright
 
     process, url = servers()
-    run = open_run(home / PROJECT)
+    run = Project(home / PROJECT).open_run()
     made, in_flight = run.flagged_ids[:3], run.flagged_ids[3]
 
     async def review_then_kill() -> None:
@@ -142,7 +142,7 @@ def test_a_server_killed_during_review_keeps_every_decision(servers, home):
             return shown, progress
 
     shown, progress = asyncio.run(reopen())
-    state = open_ledger(run).state()
+    state = Project(run.path).open_ledger().state()
     assert set(made) <= set(state["sample_id"]) <= {*made, in_flight}
     assert set(state["action"]) == {"unsure"} and set(state["annotator"]) == {"carol"}
     assert shown == [] and f"Reviewed {len(state)} of {len(run.flagged_ids)}" in progress

@@ -130,10 +130,11 @@ def test_neighbours_refuse_evidence_they_were_not_fitted_on():
 
 
 def test_detectors_run_on_projected_gradients():
-    from ogaudit.detectors import GRADIENT_DETECTORS, MatrixEvidence
+    from ogaudit.detectors import GRADIENT_DETECTORS
+    from ogaudit.gradients import ProjectedEvidence
 
     evidence = _two_clusters_one_wrong_label()
-    matrix = MatrixEvidence(evidence.features[:, :-1].copy(), evidence.probs, evidence.labels)
+    matrix = ProjectedEvidence(evidence.features[:, :-1].copy(), evidence.probs, evidence.labels)
     for name in GRADIENT_DETECTORS:
         scores = make_detector(name).fit(matrix).outlier_scores(matrix)
         assert scores.shape == (80,) and np.isfinite(scores).all()

@@ -20,6 +20,7 @@ from PIL import Image
 from ogaudit.cli.review import add_review_commands
 from ogaudit.data import dataset_from_arrays, load_dataset
 from ogaudit.errors import DataError, LedgerError
+from ogaudit.project import Project
 from ogaudit.review.exports import (
     DECISION_COLUMNS,
     SPLIT_MANIFEST,
@@ -31,6 +32,7 @@ from ogaudit.review.exports import (
     write_decisions_csv,
 )
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
+from ogaudit.settings import AuditSettings
 
 CLASSES = ["-1", "=cat", "птица", "犬"]
 IDS = [f"id-{i}" for i in range(12)]
@@ -309,13 +311,26 @@ def project(tmp_path):
     np.savez(npz, x=x, y=np.array([0, 1, 0, 1, 0, 1]), ids=np.array([f"p{i}" for i in range(6)]))
     dataset = dataset_from_arrays(x, np.array([0, 1, 0, 1, 0, 1]), ids=np.array([f"p{i}" for i in range(6)]))
     folder = tmp_path / "project"
-    folder.mkdir()
-    run = {"dataset": {"spec": str(npz), "fingerprint": dataset.fingerprint()}, "fingerprint": "run-1"}
-    (folder / "run.json").write_text(json.dumps(run))
-    scores = "sample_id,given_label,predicted_label,suggested_label,score,rank,flagged\n" + "".join(
-        f"p{i},{i % 2},{i % 2},{i % 2},{1 - i / 10},{i + 1},{i < 3}\n" for i in range(6)
+    record = {
+        "settings": AuditSettings().to_dict(),
+        "dataset": {"spec": str(npz), "fingerprint": dataset.fingerprint(), "class_names": ["0", "1"], "samples": 6},
+        "model": {"kind": "test"},
+        "fingerprint": "run-1",
+    }
+    ids = [f"p{i}" for i in range(6)]
+    labels = [str(i % 2) for i in range(6)]
+    scores = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "given_label": labels,
+            "predicted_label": labels,
+            "suggested_label": labels,
+            "score": [1 - i / 10 for i in range(6)],
+            "rank": [i + 1 for i in range(6)],
+            "flagged": [i < 3 for i in range(6)],
+        }
     )
-    (folder / "scores.csv").write_text(scores)
+    Project(folder).write_run(scores, pd.DataFrame({"sample_id": ids, "x": 0.0, "y": 0.0}), record)
     return folder
 
 

@@ -31,9 +31,8 @@ from ogaudit.data import load_dataset
 from ogaudit.errors import DataError, LedgerError, StorageError
 from ogaudit.jobs import JobRegistry, read_status, submit_audit
 from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.project import is_finished
+from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
-from ogaudit.storage import read_json
 from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +81,7 @@ submit_audit(JobRegistry(), Path(sys.argv[1]), "digits", settings, cache_dir=sys
 """
 
 
-def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(app_home, tmp_path):
+def test_sigkilled_audit_job_resumes_by_itself_on_the_next_server_and_reuses_the_trained_model(app_home, tmp_path):
     project, cache = app_home / "killed", tmp_path / "cache"
     project.mkdir()
     settings = json.dumps({**asdict(FAST), "layers": []})
@@ -96,23 +95,20 @@ def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(
     )
     try:
         assert child.stdout.readline() == "trained\n"
-        assert len(list((cache / "models").glob("*.pt"))) == 1
+        assert len(list((cache / "v1" / "model").glob("*/model.pt"))) == 1
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    assert read_status(project, "audit").status == "running" and not is_finished(project)
+    assert read_status(project, "audit").status == "running" and not Project(project).is_finished()
 
     at = start(project="killed")  # a fresh server: no live job, a status file that still says "running"
-    assert not at.exception and "This audit was interrupted" in texts(at.warning)
-    run_again = at.button(key="retry-killed")
-    assert run_again.label == "Run again"
-    run_again.click().run()
+    assert not at.exception and "This audit was interrupted" not in texts(at.warning)  # it resumed by itself
     wait_for_job(project)
     at.run()
     assert not at.exception and not at.error
     assert [c.key for c in at.get("plotly_chart")] == ["map-killed-flagged"]
-    record = read_json(project / "run.json")
+    record = Project(project).read_record()
     assert record["model"]["cached"] is True  # the stage that finished before the kill was not redone
     assert read_status(project, "audit").status == "done"
 
@@ -120,8 +116,10 @@ def test_sigkilled_audit_job_is_reported_and_run_again_reuses_the_trained_model(
 # ---------------------------------------------------------------- a failed job: its stage, then a retry
 
 
-def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(app_home, tmp_path):
+def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(app_home, tmp_path, monkeypatch):
     data = tmp_path / "later.npz"
+    data.write_bytes(b"")  # the user's export is still empty
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(tmp_path))
     at = start()
     at.sidebar.radio(key="setup-source").set_value("Path")
     at.sidebar.text_input(key="setup-path").input(str(data))
@@ -132,7 +130,7 @@ def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(ap
     wait_for_job(app_home / "flaky")
     at.run()
     assert not at.exception
-    assert "failed during the **load** stage" in texts(at.error) and "neither a built-in" in texts(at.error)
+    assert "failed during the **load** stage" in texts(at.error) and "Cannot read" in texts(at.error)
     assert at.sidebar.selectbox(key="project-picker")  # the rest of the app still works
 
     digits = load_dataset("digits", limit=200)
@@ -141,7 +139,7 @@ def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(ap
     wait_for_job(app_home / "flaky")
     at.run()
     assert not at.exception and not at.error
-    assert read_status(app_home / "flaky", "audit").status == "done" and is_finished(app_home / "flaky")
+    assert read_status(app_home / "flaky", "audit").status == "done" and Project(app_home / "flaky").is_finished()
 
 
 # ---------------------------------------------------------------- full disk, read-only folder
@@ -202,11 +200,11 @@ def test_a_real_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(small_
     ballast = fill(disk, 64 * 1024)
     with pytest.raises(StorageError, match=r"No space left on device.*free disk space"):
         storage.write_json(target, {"new": "x" * 400_000})
-    assert read_json(target) == {"old": True}
+    assert storage.read_json(target) == {"old": True}
     assert sorted(p.name for p in disk.iterdir() if p.name != "lost+found") == ["ballast", "run.json"]
     ballast.unlink()
     storage.write_json(target, {"new": "x" * 400_000})  # space freed: the same write succeeds
-    assert len(read_json(target)["new"]) == 400_000
+    assert len(storage.read_json(target)["new"]) == 400_000
 
 
 def test_a_real_full_disk_fails_the_audit_leaves_no_complete_looking_run_and_a_retry_finishes(small_fs, cache_dir):
@@ -219,11 +217,11 @@ def test_a_real_full_disk_fails_the_audit_leaves_no_complete_looking_run_and_a_r
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
     assert snap.status == "failed" and snap.error_type == "StorageError", (snap.status, snap.error)
     assert "No space left on device" in snap.error and "free disk space" in snap.error
-    assert not is_finished(project) and not (project / "run.json").exists()
+    assert not Project(project).is_finished() and not (project / "run.json").exists()
     assert not [p.name for p in project.rglob("*") if p.name.endswith(".part")]
     ballast.unlink()
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
-    assert snap.status == "done" and is_finished(project)
+    assert snap.status == "done" and Project(project).is_finished()
 
 
 LEDGER_FILLER = """
@@ -317,12 +315,12 @@ def test_disk_full_simulated_at_map_csv_fails_the_job_leaves_no_complete_looking
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
     assert snap.status == "failed" and snap.error_type == "StorageError" and snap.error_stage == "map"
     assert "No space left on device" in snap.error and "free disk space" in snap.error
-    assert not is_finished(project) and not (project / "run.json").exists()  # scores.csv alone is not a run
+    assert not Project(project).is_finished() and not (project / "run.json").exists()  # scores.csv alone is not a run
     assert not [p.name for p in project.iterdir() if p.name.endswith(".part")]
 
     monkeypatch.setattr(os, "replace", real_replace)  # space freed: the same request runs again
     snap = submit_audit(JobRegistry(), project, "digits", FAST, cache_dir=cache_dir).wait(180)
-    assert snap.status == "done" and is_finished(project)
+    assert snap.status == "done" and Project(project).is_finished()
 
 
 def test_read_only_output_folder_fails_before_any_work(tmp_path, cache_dir, monkeypatch):

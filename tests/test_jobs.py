@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict
 
 import pytest
 
@@ -23,7 +22,7 @@ from ogaudit.jobs import (
 )
 from ogaudit.pipeline import AuditSettings
 from ogaudit.progress import check_cancel
-from ogaudit.project import is_finished, read_request
+from ogaudit.project import Project, Request
 
 FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
 
@@ -131,8 +130,8 @@ def test_audit_job_writes_its_results_to_the_project(tmp_path, cache_dir):
         time.sleep(0.05)
     snap = job.wait()
     assert snap.status == "done", snap.error
-    assert job.result == project and is_finished(project)
-    assert read_request(project) == ("digits", {**asdict(FAST), "layers": []})
+    assert job.result == project and Project(project).is_finished()
+    assert Project(project).read_request() == Request("digits", FAST)
     assert read_status(project, "audit").status == "done"
     assert set(stages) <= {"", "load", "train", "gradients", "detect", "map"}
 
@@ -146,16 +145,15 @@ def test_audit_job_error_names_the_stage(tmp_path, cache_dir):
 
 def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cache_dir):
     from ogaudit.pipeline import audit
-    from ogaudit.project import open_ledger, open_run, read_verify_report
 
     result = audit("digits", FAST, out_dir=tmp_path / "proj", cache_dir=cache_dir)
-    run = open_run(tmp_path / "proj")
-    ledger = open_ledger(run)
+    run = Project(tmp_path / "proj").open_run()
+    ledger = Project(run.path).open_ledger()
     ledger.decide(run.flagged_ids[:5], "remove", annotator="ann")
     job = submit_verify(JobRegistry(), run, result.dataset, ledger.state())
     snap = job.wait(120)
     assert snap.status == "done", snap.error
     assert snap.stage == "verify"
-    saved = read_verify_report(run.path)
+    saved = Project(run.path).read_verify()
     assert saved["decided"] == 5 and saved["held_out"] == 60 and 0 <= saved["accuracy_after"] <= 1
     assert saved["accuracy_before"] == job.result.accuracy_before and "held-out accuracy" in saved["text"]

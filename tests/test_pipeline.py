@@ -1,6 +1,5 @@
 """The whole audit on real data: planted noise is found, the CLI works on every input kind, the cache is reused."""
 
-import json
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 from ogaudit.cli import main
 from ogaudit.errors import SettingsError
 from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project
 
 FAST = ["--epochs", "3", "--map", "pca", "--quiet"]
 
@@ -32,28 +32,28 @@ def test_scan_files_and_cache_reuse(cache_dir, tmp_path):
     assert (
         main(["scan", "digits", "--out", str(out), "--cache-dir", str(cache_dir), *FAST, "--noise-rate", "0.05"]) == 0
     )
-    scores = pd.read_csv(out / "scores.csv")
+    scores = pd.read_csv(Project(out).run_files()["scores"])
     expected = {"sample_id", "given_label", "predicted_label", "suggested_label", "score", "rank", "flagged"}
     assert expected | {"true_label"} <= set(scores.columns)
     assert sorted(scores["rank"]) == list(range(1, 1798))
     assert scores.sort_values("rank")["score"].is_monotonic_decreasing
-    map_frame = pd.read_csv(out / "map.csv")
+    map_frame = pd.read_csv(Project(out).run_files()["map"])
     assert list(map_frame.columns) == ["sample_id", "x", "y"] and len(map_frame) == 1797
-    record = json.loads((out / "run.json").read_text())
+    record = Project(out).read_record()
     assert record["model"]["cached"] is False and record["dataset"]["samples"] == 1797
     assert {"load", "train", "gradients", "detect", "map"} <= set(record["timings_s"])
     again = tmp_path / "again"
     assert (
         main(["scan", "digits", "--out", str(again), "--cache-dir", str(cache_dir), *FAST, "--noise-rate", "0.05"]) == 0
     )
-    assert json.loads((again / "run.json").read_text())["model"]["cached"] is True
-    pd.testing.assert_frame_equal(pd.read_csv(again / "scores.csv"), scores)
+    assert Project(again).read_record()["model"]["cached"] is True
+    pd.testing.assert_frame_equal(pd.read_csv(Project(again).run_files()["scores"]), scores)
 
 
 @pytest.mark.parametrize("kind", ["folder", "manifest", "npz"])
 def test_scan_each_file_kind(kind, digit_files, cache_dir, tmp_path, capsys):
     assert main(["scan", str(digit_files[kind]), "--out", str(tmp_path), "--cache-dir", str(cache_dir), *FAST]) == 0
-    scores = pd.read_csv(tmp_path / "scores.csv")
+    scores = pd.read_csv(Project(tmp_path).run_files()["scores"])
     assert len(scores) == 300 and scores["flagged"].sum() == 15
     assert "flagged 15 of 300" in capsys.readouterr().out
 
@@ -109,3 +109,37 @@ def test_scan_with_projected_layer_gradients(cache_dir, digits, tmp_path):
     assert list(result.record["settings"]["layers"]) == ["body.fc", "head"]
     with pytest.raises(SettingsError, match="gradient detector"):
         AuditSettings(layers=("head",), detector="loss")
+
+
+def test_a_layer_name_typo_fails_before_training(digits, tmp_path, monkeypatch):
+    import ogaudit.pipeline as pipeline
+    from ogaudit.errors import ModelError
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the layer names were checked")
+
+    monkeypatch.setattr(pipeline, "train_model", no_training)
+    with pytest.raises(ModelError, match=r"'body\.fc9' is not in the model.*--layers"):
+        audit(digits.subset(np.arange(100)), AuditSettings(layers=("body.fc9",)), cache_dir=tmp_path)
+
+
+def test_the_choice_lists_have_one_source():
+    from ogaudit.detectors import DETECTORS
+    from ogaudit.settings import DEFAULT_DETECTOR, DETECTOR_NAMES
+    from ogaudit.ui.forms import SetupChoices
+
+    assert set(DETECTORS) == set(DETECTOR_NAMES)
+    assert SetupChoices().detector == DEFAULT_DETECTOR == AuditSettings().detector
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "lots", float("nan")])
+def test_one_budget_rule_everywhere(bad, capsys):
+    from ogaudit.detectors import flag_budget
+
+    with pytest.raises(SettingsError, match="budget"):
+        AuditSettings(budget=bad)
+    with pytest.raises(SettingsError, match="budget"):
+        flag_budget(np.zeros(10), bad)
+    with pytest.raises(SystemExit):
+        main(["scan", "digits", "--out", "x", "--budget", str(bad)])
+    assert "budget must be a fraction" in capsys.readouterr().err

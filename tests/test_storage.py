@@ -147,24 +147,19 @@ def _formula_cells(path: Path) -> list[str]:
     return [cell for row in _cells(path) for cell in row if cell.startswith(FORMULA_STARTS) and not is_number(cell)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.write_outputs writes with DataFrame.to_csv and project.open_run reads with pandas.read_csv; "
-    "they switch to storage.write_csv / storage.read_csv (project-core's part of issue 11), then drop this mark",
-)
 def test_formula_class_names_are_escaped_in_every_csv_an_audit_writes_and_read_back_exactly(
     tmp_path, cache_dir, digits
 ):
     from ogaudit.pipeline import AuditSettings, audit
-    from ogaudit.project import open_run
+    from ogaudit.project import Project
 
     index = np.flatnonzero(digits.y < len(FORMULA_CLASSES))[:200]
     data = tmp_path / "formula.npz"
     np.savez(data, x=digits.x[index], y=digits.y[index], class_names=np.array(FORMULA_CLASSES))
     out = tmp_path / "run"
     audit(data, AuditSettings(epochs=1, map_method="pca"), out_dir=out, cache_dir=cache_dir)
-    written = sorted(out.glob("*.csv"))
-    assert [p.name for p in written] == ["label_evidence.csv", "map.csv", "scores.csv"]
+    written = sorted(out.rglob("*.csv"))
+    assert sorted(p.name for p in written) == ["label_evidence.csv", "map.csv", "scores.csv"]
     assert {p.name: _formula_cells(p) for p in written} == {p.name: [] for p in written}
-    run = open_run(out)
-    assert set(run.table["given_label"]) <= set(FORMULA_CLASSES)
+    run = Project(out).open_run()
+    assert set(run.table["given_label"]) <= set(FORMULA_CLASSES) and run.class_names == FORMULA_CLASSES

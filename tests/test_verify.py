@@ -1,12 +1,10 @@
 """Trim and retrain on real digits with planted noise: cleaning as the scan suggests does not hurt."""
 
-import json
-
 import numpy as np
 
 from ogaudit.cli import main
-from ogaudit.pipeline import AuditSettings, audit, load_run_dataset
-from ogaudit.review.ledger import open_project_ledger
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project
 from ogaudit.review.verify import verify_cleaning
 
 
@@ -15,8 +13,8 @@ def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tm
     result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
     flagged = result.scores[result.scores["flagged"]]
     assert flagged["is_noisy"].mean() > 0.8
-    dataset = load_run_dataset(result.record)
-    ledger = open_project_ledger(tmp_path, dataset)
+    dataset = Project(tmp_path).load_dataset()
+    ledger = Project(tmp_path).open_ledger()
     for label, group in flagged.groupby("suggested_label"):
         ledger.decide(group["sample_id"], "confirm", label=label, annotator="test")
 
@@ -27,5 +25,5 @@ def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tm
     assert report.accuracy_after >= report.accuracy_before - 0.02, report.describe()
 
     assert main(["verify", "--project", str(tmp_path)]) == 0
-    saved = json.loads((tmp_path / "verify.json").read_text())
+    saved = Project(tmp_path).read_verify()
     assert np.isclose(saved["accuracy_after"], report.accuracy_after)

@@ -1,26 +1,21 @@
-"""The review commands of the command line: ``export decisions|split``, ``decisions list|import``, ``verify``.
+"""The review commands: ``decisions list|add|undo|redo|import``, ``export decisions|split``, ``verify``.
 
-A project folder holds ``ledger.sqlite`` and, after a scan, ``run.json`` and ``scores.csv``. The commands
-reload the scanned dataset (``--data`` overrides ``run.json``) because decisions are checked against it.
-Each handler returns an exit code and raises :class:`~ogaudit.errors.OgauditError` for the caller to print.
+They act on a project folder (what ``ogaudit scan --out DIR`` wrote, or one of the app's projects) through
+:class:`~ogaudit.project.Project`, the same way the app does. ``decisions`` and ``export decisions`` read only the
+project's tables and ledger; ``export split`` also reads the data; ``verify`` trains (and imports the engine).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
-from ogaudit.data import Dataset, load_dataset
-from ogaudit.errors import DataError
-from ogaudit.pipeline import AuditSettings, load_run_dataset
-from ogaudit.review.exports import export_split, import_decisions, write_decisions_csv
-from ogaudit.review.ledger import Ledger, open_project_ledger
-from ogaudit.storage import read_json, write_json
+from ogaudit.project import Project
+from ogaudit.review.ledger import ACTIONS
 
 
 def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``export`` and ``decisions`` on ``subparsers``; each sets ``handler(args) -> int``."""
+    """Register ``export``, ``decisions`` and ``verify`` on ``subparsers``; each sets ``handler(args) -> int``."""
     export = subparsers.add_parser("export", help="write the decisions, or a cleaned copy of the data")
     export_what = export.add_subparsers(dest="export_what", required=True)
 
@@ -41,11 +36,32 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     split.set_defaults(handler=run_export_split)
 
-    decisions = subparsers.add_parser("decisions", help="list or import review decisions")
+    decisions = subparsers.add_parser("decisions", help="list, add, undo or import review decisions")
     decisions_what = decisions.add_subparsers(dest="decisions_what", required=True)
     listing = decisions_what.add_parser("list", help="print the current decision on each decided sample")
     _project_arguments(listing)
     listing.set_defaults(handler=run_list)
+
+    adding = decisions_what.add_parser(
+        "add",
+        help="decide on samples (as the app's buttons do; one call is one undo step)",
+        description="confirm: the given label is wrong and the suggested one (or --label) is right; relabel: set "
+        "--label; keep: the flag was a false alarm; remove: drop from the data; unsure.",
+    )
+    adding.add_argument("action", choices=ACTIONS, help="the decision")
+    adding.add_argument("ids", nargs="+", help="sample ids")
+    _project_arguments(adding)
+    adding.add_argument("--annotator", required=True, help="who decides")
+    adding.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
+    adding.add_argument("--note", help="a note stored with each decision")
+    adding.set_defaults(handler=run_add)
+
+    for kind in ("undo", "redo"):
+        toggle = decisions_what.add_parser(kind, help=f"{kind} the annotator's own last decision (one batch)")
+        _project_arguments(toggle)
+        toggle.add_argument("--annotator", required=True, help="whose decision")
+        toggle.set_defaults(handler=run_toggle, kind=kind)
+
     importing = decisions_what.add_parser("import", help="add the decisions of a CSV made elsewhere")
     importing.add_argument("file", type=Path, help="decisions CSV (as written by `ogaudit export decisions`)")
     _project_arguments(importing)
@@ -66,27 +82,69 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(handler=run_verify)
 
 
-def _project_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", required=True, type=Path, help="project folder (holds ledger.sqlite)")
-    parser.add_argument("--data", help="the dataset reviewed (default: the one named in PROJECT/run.json)")
+def _project_arguments(parser: argparse.ArgumentParser, *, data: bool = False) -> None:
+    parser.add_argument("--project", required=True, type=Path, help="project folder (what `ogaudit scan --out` wrote)")
+    parser.add_argument(
+        "--data",
+        help="where the scanned data is now, if it moved (default: the path in PROJECT/run.json); for a folder "
+        "that was never scanned, the data reviewed",
+    )
+
+
+def _ledger(args: argparse.Namespace, project: Project | None = None):
+    """The project's ledger: from its run's table, or for ``--data`` when the folder was never scanned."""
+    project = project or Project(args.project)
+    if project.has_run() or args.data is None:
+        return project.open_ledger()
+    from ogaudit.data import load_dataset
+
+    return project.open_ledger(load_dataset(args.data))
+
+
+def _dataset(args: argparse.Namespace, project: Project):
+    """The project's data as scanned (``--data`` if it moved), or ``--data`` itself for a folder never scanned."""
+    if project.has_run():
+        return project.load_dataset(args.data)
+    from ogaudit.data import load_dataset
+    from ogaudit.errors import DataError
+
+    if args.data is None:
+        raise DataError(f"{str(project.path)!r} holds no scan naming the data; pass --data with the data reviewed.")
+    return load_dataset(args.data)
+
+
+def _read_ids(path: Path) -> list[str]:
+    from ogaudit.errors import DataError
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"Cannot read the ids file {str(path)!r} ({error}); give one sample id per line.") from error
+    return [line.strip() for line in lines if line.strip()]
 
 
 def run_export_decisions(args: argparse.Namespace) -> int:
-    ledger = _open_ledger(args)[1]
-    ids = None
-    if args.ids_file is not None:
-        lines = args.ids_file.read_text(encoding="utf-8-sig").splitlines()
-        ids = [line for line in lines if line]
+    from ogaudit.review.exports import write_decisions_csv
+
+    ledger = _ledger(args)
+    ids = _read_ids(args.ids_file) if args.ids_file is not None else None
     path = write_decisions_csv(ledger, args.out, ids=ids, history=args.history)
     print(f"wrote {'the history' if args.history else 'the decisions'} to {path}")
     return 0
 
 
 def run_export_split(args: argparse.Namespace) -> int:
-    dataset, ledger = _open_ledger(args)
-    flagged = _flagged_ids(args.project) if args.drop_undecided_flagged else None
+    from ogaudit.review.exports import export_split
+
+    project = Project(args.project)
+    dataset = _dataset(args, project)
+    flagged = project.flagged_ids() if args.drop_undecided_flagged else None
     manifest = export_split(
-        dataset, ledger, args.out, flagged_ids=flagged, drop_undecided_flagged=args.drop_undecided_flagged
+        dataset,
+        _ledger(args, project),
+        args.out,
+        flagged_ids=flagged,
+        drop_undecided_flagged=args.drop_undecided_flagged,
     )
     counts = manifest["counts"]
     print(
@@ -98,7 +156,7 @@ def run_export_split(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    ledger = _open_ledger(args)[1]
+    ledger = _ledger(args)
     state = ledger.state()
     if state.empty:
         print("no decisions yet")
@@ -110,52 +168,52 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_verify(args: argparse.Namespace) -> int:
-    from ogaudit.pipeline import settings_from_record
-    from ogaudit.review.verify import verify_cleaning
+def run_add(args: argparse.Namespace) -> int:
+    from ogaudit.review.actions import decide
 
-    dataset, ledger = _open_ledger(args)
-    run_path = args.project / "run.json"
-    settings = settings_from_record(read_json(run_path)) if run_path.exists() else AuditSettings()
-    flagged = _flagged_ids(args.project) if args.drop_undecided_flagged else None
+    project = Project(args.project)
+    run = project.open_run()
+    ledger = project.open_ledger()
+    decide(ledger, run, args.ids, args.action, annotator=args.annotator, label=args.label, note=args.note)
+    print(f"{args.action}: {len(set(args.ids))} sample(s) recorded for {args.annotator}")
+    return 0
+
+
+def run_toggle(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    batch = ledger.undo(args.annotator) if args.kind == "undo" else ledger.redo(args.annotator)
+    if batch is None:
+        print(f"nothing to {args.kind} for {args.annotator}")
+        return 1
+    done = "undid" if args.kind == "undo" else "redid"
+    print(f"{done} the decision on {len(batch.sample_ids)} sample(s): {', '.join(batch.sample_ids[:10])}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ogaudit.review.verify import verify_cleaning
+    from ogaudit.settings import AuditSettings
+
+    project = Project(args.project)
+    run = project.open_run() if project.has_run() else None
+    dataset = _dataset(args, project)
+    decisions = _ledger(args, project).state()
     report = verify_cleaning(
         dataset,
-        ledger.state(),
-        settings,
+        decisions,
+        run.settings if run is not None else AuditSettings(),
         holdout=args.holdout,
-        flagged_ids=flagged,
+        flagged_ids=run.flagged_ids if run is not None else None,
         drop_undecided_flagged=args.drop_undecided_flagged,
     )
-    write_json(args.project / "verify.json", report.to_dict())
+    project.write_verify(report, decided=len(decisions))
     print(report.describe())
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    ledger = _open_ledger(args)[1]
-    report = import_decisions(ledger, args.file, annotator=args.annotator)
+    from ogaudit.review.exports import import_decisions
+
+    report = import_decisions(_ledger(args), args.file, annotator=args.annotator)
     print(report.describe())
     return 0 if report.stored or not report.rejected else 1
-
-
-def _open_ledger(args: argparse.Namespace) -> tuple[Dataset, Ledger]:
-    dataset = _project_dataset(args.project, args.data)
-    return dataset, open_project_ledger(args.project, dataset)
-
-
-def _project_dataset(project: Path, data: str | None) -> Dataset:
-    """The dataset the project's scan used (its subset and planted noise), unless ``data`` names another."""
-    run_path = project / "run.json"
-    if data is not None:
-        return load_dataset(data)
-    if not run_path.exists():
-        raise DataError(f"{str(project)!r} has no run.json naming the dataset; pass --data with the data reviewed.")
-    return load_run_dataset(read_json(run_path))
-
-
-def _flagged_ids(project: Path) -> list[str]:
-    path = project / "scores.csv"
-    if not path.exists():
-        raise DataError(f"--drop-undecided-flagged needs the scan's flags, but {str(path)!r} does not exist.")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return [row["sample_id"] for row in csv.DictReader(handle) if row["flagged"].strip().lower() in ("true", "1")]

@@ -4,12 +4,13 @@ For logits ``z = W h + b`` and ``L = CE(z, y)``: ``dL/dW = (softmax(z) − oneho
 ``dL/db = softmax(z) − onehot(y)``. Writing ``r = softmax(z) − onehot(y)`` (the *residual*, (N, C)) and
 ``h̃ = [h, 1]`` ((N, d + 1)), every sample's gradient is the outer product ``r ⊗ h̃``: one batched forward
 pass gives all of them. Their norms factorise (``‖r ⊗ h̃‖ₚ = ‖r‖ₚ ‖h̃‖ₚ`` for p = 1, 2), so norm detectors
-never build the (N, C·(d + 1)) matrix.
+never build the (N, C·(d + 1)) matrix, and the map projects ``h̃`` before forming any outer product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,19 +21,19 @@ from torch.nn import functional as F
 class HeadEvidence:
     """What the last layer saw for every sample: enough to rebuild any last-layer gradient.
 
+    Implements :class:`~ogaudit.gradients.GradientEvidence` with counterfactual labels.
+
     Attributes
     ----------
     features : (N, d + 1) float32, the penultimate features with a trailing 1 for the bias (``h̃``).
     probs : (N, C) float32, softmax of the logits.
     labels : (N,) int64, the given labels.
-    trajectory : (2, epochs, N) factors of the last-layer gradient L2 norm recorded during training (logit-gradient
-        norm, feature norm), when ogaudit trained the model; see ``training.TrainingRun``.
     """
 
     features: np.ndarray
     probs: np.ndarray
     labels: np.ndarray
-    trajectory: np.ndarray | None = None
+    counterfactual: ClassVar[bool] = True
 
     @classmethod
     def from_head(cls, features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> HeadEvidence:
@@ -65,6 +66,40 @@ class HeadEvidence:
         """``‖r ⊗ h̃‖`` for ``order`` 1 or 2 without building the gradients, (N,)."""
         residual = self.residuals(labels)
         return np.linalg.norm(residual, ord=order, axis=1) * np.linalg.norm(self.features, ord=order, axis=1)
+
+    def directions(self) -> np.ndarray:
+        """(N, d) float32: the features ``h`` (bias column dropped) scaled to unit length."""
+        return _unit_rows(self.features[:, :-1])
+
+    def map_vectors(self, dim: int, *, seed: int = 0) -> np.ndarray:
+        """(N, C·k) float32 gradients with the feature factor projected to ``k`` dimensions, C·k ≤ max(dim, C).
+
+        ``cos(r_i ⊗ h̃_i, r_j ⊗ h̃_j) = cos(r_i, r_j) · cos(h̃_i, h̃_j)``, so projecting ``h̃`` with a Gaussian
+        matrix (Johnson-Lindenstrauss) keeps the gradients' cosines approximately, and only (N, C·k) is ever
+        built. When the full gradient has at most ``dim`` entries (``k = d + 1``) the rows are exact.
+        """
+        n, n_classes = self.probs.shape
+        width = self.features.shape[1]
+        k = width if n_classes * width <= dim else max(1, dim // n_classes)
+        projection = None
+        if k < width:
+            rng = np.random.default_rng(seed)
+            projection = (rng.standard_normal((width, k)) / np.sqrt(k)).astype(np.float32)
+        residual = self.residuals()
+        out = np.empty((n, n_classes * k), dtype=np.float32)
+        for start in range(0, n, MAP_CHUNK):
+            rows = slice(start, start + MAP_CHUNK)
+            features = self.features[rows] if projection is None else self.features[rows] @ projection
+            out[rows] = np.einsum("nc,nd->ncd", residual[rows], features, optimize=False).reshape(len(features), -1)
+        return out
+
+
+MAP_CHUNK = 8192
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def reference_last_layer_gradients(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:

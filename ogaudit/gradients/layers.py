@@ -40,6 +40,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -48,16 +49,82 @@ from torch.nn import functional as F
 
 from ogaudit.errors import DataError, ModelError, SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
+from ogaudit.settings import check_projection_dim
 from ogaudit.storage import fingerprint, read_json, write_json
 
 STAGE = "layer_gradients"
 FORMAT = "ogaudit-layer-gradients-v1"
 PROJECTIONS = ("gaussian", "rademacher")
-MAX_DIM = 2**20
 
 Inputs = torch.Tensor | np.ndarray | Callable[[int, int], torch.Tensor] | Iterable[torch.Tensor]
 """All inputs (N, ...) at once; ``load(start, stop)`` returning rows ``start:stop``; or an iterable of batches
 (tensors, or tuples whose first item is the input) that covers the N samples in order, the same way every run."""
+
+
+@dataclass
+class ProjectedEvidence:
+    """Projected gradients of chosen layers (:func:`project_layer_gradients`) with the model's probabilities.
+
+    Implements :class:`~ogaudit.gradients.GradientEvidence` without counterfactuals: the projection was taken
+    under the given labels, so asking for other ``labels`` raises :class:`~ogaudit.errors.SettingsError`.
+
+    Attributes
+    ----------
+    matrix : (N, D) float32 (often a memory map), one projected gradient per sample.
+    probs : (N, C) float32, the model's softmax.
+    labels : (N,) int64, the given labels.
+    """
+
+    matrix: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray
+    counterfactual: ClassVar[bool] = False
+
+    @property
+    def n_classes(self) -> int:
+        return self.probs.shape[1]
+
+    def gradients(self, labels: np.ndarray | None = None, index: np.ndarray | slice = slice(None)) -> np.ndarray:
+        _refuse_counterfactual(labels)
+        return np.asarray(self.matrix[index], dtype=np.float32)
+
+    def gradient_norms(self, order: int, labels: np.ndarray | None = None) -> np.ndarray:
+        _refuse_counterfactual(labels)
+        return np.concatenate(
+            [
+                np.linalg.norm(self.gradients(index=slice(s, s + EVIDENCE_CHUNK)), ord=order, axis=1)
+                for s in range(0, len(self.labels), EVIDENCE_CHUNK)
+            ]
+        )
+
+    def directions(self) -> np.ndarray:
+        """(N, D) float32: the projected gradients scaled to unit length."""
+        vectors = np.asarray(self.matrix, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def map_vectors(self, dim: int, *, seed: int = 0) -> np.ndarray:
+        """(N, min(D, dim)) float32: the projected gradients, projected once more (Gaussian) when D > dim."""
+        n, width = self.matrix.shape
+        if width <= dim:
+            return np.asarray(self.matrix, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        projection = (rng.standard_normal((width, dim)) / np.sqrt(dim)).astype(np.float32)
+        out = np.empty((n, dim), dtype=np.float32)
+        for start in range(0, n, EVIDENCE_CHUNK):
+            out[start : start + EVIDENCE_CHUNK] = (
+                self.gradients(index=slice(start, start + EVIDENCE_CHUNK)) @ projection
+            )
+        return out
+
+
+EVIDENCE_CHUNK = 8192
+
+
+def _refuse_counterfactual(labels: np.ndarray | None) -> None:
+    if labels is not None:
+        raise SettingsError(
+            "Counterfactual labels need last-layer evidence; projected gradients are fixed to the given labels."
+        )
 
 
 @dataclass(frozen=True)
@@ -95,11 +162,7 @@ class LayerGradientSettings:
         if len(set(layers)) != len(layers):
             raise SettingsError(f"layers must not repeat a name; got {layers!r}. Remove the duplicates.")
         object.__setattr__(self, "layers", layers)
-        if not _is_int(self.dim) or not len(layers) <= self.dim <= MAX_DIM:
-            raise SettingsError(
-                f"dim must be an integer between the number of layers ({len(layers)}) and {MAX_DIM}; got "
-                f"{self.dim!r}. 4096 is a good default."
-            )
+        check_projection_dim(self.dim, at_least=len(layers))
         if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
             raise SettingsError(f"seed must be a non-negative integer below 2**63; got {self.seed!r}.")
         if not _is_int(self.batch_size) or not 1 <= self.batch_size <= 65536:
@@ -154,7 +217,7 @@ def plan_layer_projection(model: nn.Module, settings: LayerGradientSettings) -> 
     that side is at most ``sqrt(share)`` (only the other side is projected), else both sides get about
     ``sqrt(share)`` rows. Raises :class:`ModelError` for unknown or unsupported layers.
     """
-    shapes = [_layer_shape(name, module) for name, module in _resolve_layers(model, settings.layers)]
+    shapes = [_layer_shape(name, module) for name, module in resolve_layers(model, settings.layers)]
     factors: dict[int, tuple[int, int]] = {}
     remaining = settings.dim
     order = sorted(range(len(shapes)), key=lambda i: (shapes[i][2] * shapes[i][3], i))
@@ -211,7 +274,7 @@ def project_layer_gradients(
     """
     labels = _as_labels(labels)
     n_samples = len(labels)
-    layers = _resolve_layers(model, settings.layers)
+    layers = resolve_layers(model, settings.layers)
     plans = plan_layer_projection(model, settings)
     dim = sum(plan.dim for plan in plans)
     chunks = _chunks(inputs, n_samples, settings.batch_size)
@@ -285,7 +348,7 @@ def reference_layer_gradients(
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     parameters = [
-        p for _, module in _resolve_layers(model, layers) for p in (module.weight, module.bias) if p is not None
+        p for _, module in resolve_layers(model, layers) for p in (module.weight, module.bias) if p is not None
     ]
     labels = _as_labels(labels)
     reference = parameters[0]
@@ -509,7 +572,12 @@ def _factor(out_features: int, in_features: int, share: int) -> tuple[int, int]:
     return root, min(in_features, share // root)
 
 
-def _resolve_layers(model: nn.Module, names: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+def resolve_layers(model: nn.Module, names: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for each of ``names`` in ``model``; the audit calls it on the built model before training.
+
+    Raises :class:`~ogaudit.errors.ModelError` for a name not in the model, a layer that is not ``nn.Linear`` /
+    ``nn.Conv2d``, or a grouped convolution; the message lists the model's usable layers.
+    """
     if not isinstance(model, nn.Module):
         raise ModelError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     modules = dict(model.named_modules())
@@ -520,7 +588,7 @@ def _resolve_layers(model: nn.Module, names: tuple[str, ...]) -> list[tuple[str,
         if name not in modules:
             raise ModelError(
                 f"Layer {name!r} is not in the model. Its Linear/Conv2d layers are: {choices}. "
-                "Pass names from this list in LayerGradientSettings(layers=...)."
+                "Pass names from this list (--layers on the command line, layers=... in Python)."
             )
         module = modules[name]
         if not isinstance(module, nn.Linear | nn.Conv2d):

@@ -689,11 +689,6 @@ class Ledger:
             delay = min(delay * 2, 0.25)
 
 
-def open_project_ledger(project: str | Path, dataset: Dataset) -> Ledger:
-    """The ledger of a project folder (``PROJECT/ledger.sqlite``) for ``dataset``."""
-    return Ledger.for_dataset(Path(project) / LEDGER_FILENAME, dataset)
-
-
 def _fsync_dir(folder: Path) -> None:
     """Make a new name in ``folder`` durable (best effort: not every system can open a folder)."""
     try:

@@ -1,5 +1,8 @@
 """Trim and retrain (the paper's protocol): train the same recipe on the data before and after the review's
-decisions and compare accuracy on a held-out part that is never cleaned."""
+decisions and compare accuracy on a held-out part that is never cleaned.
+
+:class:`VerifyReport` is light to import (a project reads saved reports without torch); :func:`verify_cleaning`
+imports the training engine when it runs."""
 
 from __future__ import annotations
 
@@ -8,16 +11,12 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
 
 from ogaudit.data import Dataset
 from ogaudit.errors import SettingsError
-from ogaudit.models import build_model, choose_model
-from ogaudit.pipeline import AuditSettings
 from ogaudit.progress import ProgressCallback, report
 from ogaudit.review.exports import apply_decisions
-from ogaudit.training import batched_features, train_model
+from ogaudit.settings import AuditSettings
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,12 @@ def verify_cleaning(
     decisions on it are ignored. It is scored against the true labels when noise was planted (the truth is
     known), else against the given labels. ``decisions`` is :meth:`Ledger.state`.
     """
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from ogaudit.models import build_model, choose_model
+    from ogaudit.training import batched_features, train_model
+
     if not 0.05 <= holdout <= 0.5:
         raise SettingsError(f"holdout must be between 0.05 and 0.5; got {holdout}.")
     index = np.arange(len(dataset))

@@ -8,9 +8,11 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.project import Run, thumbnail
+from ogaudit.project import Run
 from ogaudit.review.actions import decide
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.thumbnails import thumbnail
+from ogaudit.ui.text import code, md
 
 _FLASH = "ogaudit-flash"
 
@@ -49,19 +51,21 @@ def on_decide(
     try:
         decide(ledger, run, ids, action, annotator=annotator, label=label)
     except OgauditError as error:
-        flash("error", str(error))
+        flash("error", md(error))
     else:
         what = f"{action} → {label}" if label else action
-        flash("success", f"{what}: {len(ids)} sample(s) ({', '.join(ids[:3])}{' …' if len(ids) > 3 else ''})")
+        shown = md(", ".join(ids[:3])) + (" …" if len(ids) > 3 else "")
+        flash("success", f"{md(what)}: {len(ids)} sample(s) ({shown})")
 
 
 def sample_caption(row: Mapping, decision: str | None) -> str:
     """Markdown lines under a thumbnail: id, labels, score, current decision (``row``: a run table row)."""
     labels = (
-        f"given **{row['given_label']}** · suggested **{row['suggested_label']}** · predicted {row['predicted_label']}"
+        f"given **{md(row['given_label'])}** · suggested **{md(row['suggested_label'])}** · predicted "
+        f"{md(row['predicted_label'])}"
     )
     state = f"decision: **{decision}**" if decision else "undecided"
-    return f"`{row['sample_id']}` (rank {row['rank']})  \n{labels}  \nscore {row['score']:.3g} · {state}"
+    return f"{code(row['sample_id'])} (rank {row['rank']})  \n{labels}  \nscore {row['score']:.3g} · {state}"
 
 
 def sample_image(dataset: Dataset | None, run: Run, sample_id: str, size: int) -> None:

@@ -42,8 +42,8 @@ class DemoConfig:
             raise SettingsError(f"An OGAUDIT_DEMO_* environment variable is not a number: {error}.") from error
 
     def settings(self):
-        """The :class:`~ogaudit.pipeline.AuditSettings` of the demo audit."""
-        from ogaudit.pipeline import AuditSettings
+        """The :class:`~ogaudit.settings.AuditSettings` of the demo audit."""
+        from ogaudit.settings import AuditSettings
 
         return AuditSettings(
             noise_rate=self.noise_rate, epochs=self.epochs, map_method=self.map_method, limit=self.limit

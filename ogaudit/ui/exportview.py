@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import job_id, read_status, submit_verify
-from ogaudit.project import Run, read_verify_report
+from ogaudit.project import Project, Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui import state
+from ogaudit.ui.auth import Visitor
 from ogaudit.ui.common import flash
 from ogaudit.ui.files import zip_folder
 from ogaudit.ui.jobview import job_progress, show_failure
+from ogaudit.ui.text import md
 
 SPLIT_DIR = "ogaudit-split-dir"
 
 
-def export_panel(ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: list[str], dataset: Dataset | None):
+def export_panel(
+    ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: list[str], dataset: Dataset | None, who: Visitor
+) -> None:
+    """Decisions CSV for everyone; the cleaned split and the retrain check for admins (they read and copy data)."""
     st.markdown(f"**Decisions** ({len(decisions):,} samples decided)")
     left, right = st.columns(2)
     left.download_button(
@@ -40,6 +43,9 @@ def export_panel(ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: li
         disabled=not selected,
         help="Exactly the samples selected on the map (undecided ones have no row).",
     )
+    if not who.can("export-split"):
+        st.caption("The cleaned split and the retrain check are for admins: they read and copy the data.")
+        return
     st.divider()
     _split(ledger, run, dataset)
     st.divider()
@@ -50,11 +56,11 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
     st.markdown("**Cleaned split**: removed samples dropped, relabels applied, in the input's own format.")
     drop = st.checkbox("Also drop flagged samples nobody decided on (or marked unsure)", key="split-drop-undecided")
     if st.button("Write the cleaned split", key="write-split", disabled=dataset is None):
-        out = run.path / "exports" / time.strftime("split-%Y%m%d-%H%M%S")
+        out = Project(run.path).new_export_dir()
         try:
             manifest = export_split(dataset, ledger, out, flagged_ids=run.flagged_ids, drop_undecided_flagged=drop)
         except OgauditError as error:
-            st.error(str(error))
+            st.error(md(error))
         else:
             st.session_state[SPLIT_DIR] = str(out)
             counts = manifest["counts"]
@@ -89,7 +95,7 @@ def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
     last = read_status(run.path, "verify")
     if last is not None and last.status in ("failed", "cancelled"):
         show_failure(last)
-    report = read_verify_report(run.path)
+    report = Project(run.path).read_verify()
     if report is not None:
         before, after = st.columns(2)
         before.metric("Accuracy before", f"{report['accuracy_before']:.3f}")
@@ -98,4 +104,5 @@ def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
             f"{report['accuracy_after']:.3f}",
             f"{report['accuracy_after'] - report['accuracy_before']:+.3f}",
         )
-        st.caption(f"{report['text']} · {report['decided']} decisions in force then")
+        decided = "" if report["decided"] is None else f" · {report['decided']} decisions in force then"
+        st.caption(f"{md(report['text'])}{decided}")

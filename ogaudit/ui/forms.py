@@ -11,8 +11,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ogaudit import sandbox
+from ogaudit.data import BUILTINS
 from ogaudit.errors import DataError, ModelError
-from ogaudit.project import new_project, slugify
+from ogaudit.project import Project, slugify
+from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
 from ogaudit.ui.files import unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip")
@@ -32,8 +35,8 @@ class SetupChoices:
     checkpoint: bytes | None = None
     checkpoint_name: str = ""
     arch: str = ""
-    detector: str = "l2"
-    budget: float = 0.05
+    detector: str = DEFAULT_DETECTOR
+    budget: float = DEFAULT_BUDGET
     map_method: str = "umap"
     noise_rate: float = 0.0
     epochs: int = 0
@@ -41,10 +44,13 @@ class SetupChoices:
     name: str = ""
 
 
-def prepare_audit(choices: SetupChoices, root: str | Path):
-    """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``."""
-    from ogaudit.pipeline import AuditSettings
+def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[Path] | None = None):
+    """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``.
 
+    A server path must lie inside ``data_roots`` (default: ``$OGAUDIT_DATA_ROOTS``; see :mod:`ogaudit.sandbox`),
+    checked before anything is created.
+    """
+    roots = sandbox.data_roots() if data_roots is None else data_roots
     if choices.source not in SOURCES:
         raise DataError(f"Unknown data source {choices.source!r}; choose one of {SOURCES}.")
     if choices.source == "Path" and not choices.path.strip():
@@ -53,17 +59,18 @@ def prepare_audit(choices: SetupChoices, root: str | Path):
         raise DataError("Upload a zip of an image folder (one sub-folder of images per class) first.")
     if choices.model == "checkpoint" and not choices.checkpoint:
         raise ModelError("Upload a checkpoint file (.pt, .pth) or choose another model.")
+    server_path = sandbox.resolve_server_path(choices.path, roots) if choices.source == "Path" else None
     label = {"Built-in": choices.builtin, "Path": Path(choices.path.strip()).name, "Upload zip": "upload"}
-    project = new_project(root, choices.name.strip() or slugify(label[choices.source]))
+    project = Project.create(root, choices.name.strip() or slugify(label[choices.source])).path
     try:
-        data = _data_spec(choices, project)
+        data = str(server_path) if server_path is not None else _data_spec(choices, project)
         model = _model_spec(choices, project)
         settings = AuditSettings(
             model=model,
             arch=choices.arch.strip() or None,
             epochs=choices.epochs or None,
             detector=choices.detector,
-            budget=float(choices.budget),
+            budget=check_budget(choices.budget),
             map_method=choices.map_method,
             noise_rate=float(choices.noise_rate),
             limit=choices.limit or None,
@@ -76,10 +83,10 @@ def prepare_audit(choices: SetupChoices, root: str | Path):
 
 def _data_spec(choices: SetupChoices, project: Path) -> str:
     if choices.source == "Built-in":
+        if choices.builtin not in BUILTINS:
+            raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {', '.join(BUILTINS)}.")
         return choices.builtin
-    if choices.source == "Path":
-        return str(Path(choices.path.strip()).expanduser().absolute())
-    return str(unpack_zip(choices.upload, project / "upload"))
+    return str(unpack_zip(choices.upload, Project(project).upload_dir()))
 
 
 def _model_spec(choices: SetupChoices, project: Path) -> str:
@@ -88,6 +95,6 @@ def _model_spec(choices: SetupChoices, project: Path) -> str:
     suffix = Path(choices.checkpoint_name).suffix.lower()
     if suffix not in CHECKPOINT_SUFFIXES:
         raise ModelError(f"The checkpoint {choices.checkpoint_name!r} should end in one of {CHECKPOINT_SUFFIXES}.")
-    path = project / f"checkpoint{suffix}"
+    path = Project(project).checkpoint_path(suffix)
     path.write_bytes(choices.checkpoint)
     return str(path)

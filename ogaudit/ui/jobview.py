@@ -10,16 +10,17 @@ from pathlib import Path
 
 import streamlit as st
 
+from ogaudit.cache import default_cache_dir
 from ogaudit.jobs import JobSnapshot, submit_audit
-from ogaudit.pipeline import AuditSettings, default_cache_dir
-from ogaudit.project import read_request
+from ogaudit.project import Project
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
+from ogaudit.ui.text import md
 
 
 @st.fragment(run_every=1.0)
-def job_progress(job_id: str, title: str) -> None:
-    """Progress bar, stage, ETA and a cancel button for the live job ``job_id``."""
+def job_progress(job_id: str, title: str, can_cancel: bool = True) -> None:
+    """Progress bar, stage, ETA and (for those allowed) a cancel button for the live job ``job_id``."""
     job = state.job_registry().get(job_id)
     if job is None:
         return
@@ -30,8 +31,10 @@ def job_progress(job_id: str, title: str) -> None:
     eta = "estimating the time left" if snap.eta_s is None else f"about {format_seconds(snap.eta_s)} left"
     st.progress(
         snap.fraction,
-        text=f"{title} — {stage} · {snap.fraction:.0%} · {format_seconds(snap.elapsed_s)} elapsed · {eta}",
+        text=f"{md(title)} — {stage} · {snap.fraction:.0%} · {format_seconds(snap.elapsed_s)} elapsed · {eta}",
     )
+    if not can_cancel:
+        return
     cancelling = job.cancel_event.is_set()
     st.button(
         "Cancelling…" if cancelling else "Cancel",
@@ -47,7 +50,7 @@ def show_failure(snap: JobSnapshot) -> None:
     if snap.status == "cancelled":
         st.warning(f"The {snap.kind} was cancelled during the {snap.stage or 'first'} stage.")
         return
-    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {snap.error}")
+    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {md(snap.error)}")
     if snap.traceback:
         with st.expander("Details (traceback)"):
             st.code(snap.traceback)
@@ -56,9 +59,7 @@ def show_failure(snap: JobSnapshot) -> None:
 def retry_button(project: Path, label: str) -> None:
     """Run the project's audit again from its saved request (cached stages are reused)."""
     if st.button(label, key=f"retry-{project.name}", type="primary"):
-        data, settings = read_request(project)
-        job = submit_audit(
-            state.job_registry(), project, data, AuditSettings(**settings), cache_dir=default_cache_dir()
-        )
+        request = Project(project).read_request()
+        job = submit_audit(state.job_registry(), project, request.data, request.settings, cache_dir=default_cache_dir())
         st.query_params["job"] = job.job_id
         st.rerun()

@@ -1,9 +1,10 @@
-"""The page: sidebar (annotator, projects, new audit, undo, progress) and the current project's map, review queue
-and export tabs.
+"""The page: sidebar (who, projects, new audit, undo, progress) and the current project's map, review queue and
+export tabs.
 
-Which project is shown lives in ``st.query_params`` (``project``, and ``job`` while its audit runs), and the
-annotator's name too, so a refreshed page comes back to the same place. With an empty workspace the demo audit
-starts by itself.
+Who is using the tab comes from the sign-in (:mod:`ogaudit.ui.auth`); what they may do from their role. Which
+project is shown lives in ``st.query_params`` (``project``, and ``job`` while its audit runs), so a refreshed page
+comes back to the same place; ``project`` is a name inside ``$OGAUDIT_HOME``, never a path. With an empty workspace
+the demo audit starts by itself; an audit cut off by a server restart resumes by itself when the server is back.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit import project as runs
+from ogaudit.cache import default_cache_dir
 from ogaudit.errors import OgauditError
-from ogaudit.jobs import job_id, read_status, submit_audit
-from ogaudit.pipeline import default_cache_dir
+from ogaudit.jobs import JobRegistry, job_id, read_status, submit_audit
+from ogaudit.project import Project, Run, list_projects, workspace_root
+from ogaudit.sandbox import check_project_name
 from ogaudit.ui import state
+from ogaudit.ui.auth import Visitor, visitor
 from ogaudit.ui.common import show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
@@ -24,54 +27,76 @@ from ogaudit.ui.jobview import job_progress, retry_button, show_failure
 from ogaudit.ui.mapview import gradient_map, selection_grid
 from ogaudit.ui.review import review_progress, review_queue, undo_redo
 from ogaudit.ui.setup import new_audit_panel
+from ogaudit.ui.text import md
 
 
 def main() -> None:
     st.set_page_config(page_title="ogaudit: find wrong labels", page_icon="🔎", layout="wide")
-    root = runs.workspace_root()
+    root = workspace_root()
     with st.sidebar:
         st.title("ogaudit")
-        annotator = _annotator()
+    who = visitor(root)
     try:
+        _resume_interrupted(str(root))
         demo = DemoConfig.from_env()
-        project = _current_project(root, demo)
+        project = _current_project(root, demo, who)
         with st.sidebar:
             _project_picker(root, project)
-            with st.expander("New audit"):
-                new_audit_panel(root)
+            if who.can("audit"):
+                with st.expander("New audit"):
+                    new_audit_panel(root)
         show_flash()
-        _show_project(project, demo, annotator)
+        if project is not None:
+            _show_project(project, demo, who)
     except OgauditError as error:
-        st.error(str(error))
+        st.error(md(error))
 
 
-def _annotator() -> str | None:
-    """The reviewer's name, asked once and kept in the URL (``?annotator=``) so a refresh does not ask again."""
-    name = st.query_params.get("annotator", "").strip()
-    if name:
-        left, right = st.columns([3, 1], vertical_alignment="center")
-        left.markdown(f"Reviewing as **{name}**")
-        if right.button("✎", key="change-annotator", help="Change the name recorded on decisions"):
-            del st.query_params["annotator"]
-            st.rerun()
-        return name
-    with st.form("annotator-form", border=False):
-        typed = st.text_input("Your name (recorded on every decision)", key="annotator-input")
-        if st.form_submit_button("Start reviewing") and typed.strip():
-            st.query_params["annotator"] = typed.strip()
-            st.rerun()
-    return None
+@st.cache_resource
+def _resume_interrupted(root: str) -> list[str]:
+    """Once per server process: run again every audit whose status says it was running when the server stopped.
+
+    Trained models, features and maps are cached, so the stages that finished are not redone.
+    """
+    return resume_interrupted(Path(root), state.job_registry())
 
 
-def _current_project(root: Path, demo: DemoConfig) -> Path:
-    """The project named in the URL, else the most recent one, else the demo (started now)."""
+def resume_interrupted(root: Path, registry: JobRegistry) -> list[str]:
+    """Resubmit the audits under ``root`` left "queued" or "running" by a process that is gone; return their names."""
+    resumed = []
+    for info in list_projects(root):
+        if info.status not in ("queued", "running") or registry.get(job_id(info.path, "audit")) is not None:
+            continue
+        try:
+            request = Project(info.path).read_request()
+        except OgauditError:
+            continue
+        if request is not None:
+            submit_audit(registry, info.path, request.data, request.settings, cache_dir=default_cache_dir())
+            resumed.append(info.name)
+    return resumed
+
+
+def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
+    """The project named in the URL, else the most recent one, else the demo (started now, by an admin)."""
     name = st.query_params.get("project") or st.query_params.get("job", "").split("/")[0]
-    if name and (root / name).is_dir():
-        return root / name
     if name:
-        st.warning(f"There is no project {name!r} in {root}; showing another.")
-    projects = runs.list_projects(root)
-    project = projects[0].path if projects else _start_demo(root, demo)
+        try:
+            check_project_name(name)
+        except OgauditError:
+            st.warning(f"{md(name)} is not a project name; showing another.")
+        else:
+            if (root / name).is_dir():
+                return root / name
+            st.warning(f"There is no project {md(name)}; showing another.")
+    projects = list_projects(root)
+    if projects:
+        project = projects[0].path
+    elif who.can("audit"):
+        project = _start_demo(root, demo)
+    else:
+        st.info("No audit has been run on this server yet. An admin starts one from **New audit**.")
+        return None
     st.query_params["project"] = project.name
     return project
 
@@ -84,12 +109,24 @@ def _start_demo(root: Path, demo: DemoConfig) -> Path:
     return project
 
 
-def _project_picker(root: Path, project: Path) -> None:
-    names = [p.name for p in runs.list_projects(root)]
+_STATUS_MARK = {"done": "", "failed": " · failed", "cancelled": " · cancelled", "running": " · running"}
+
+
+def _project_picker(root: Path, project: Path | None) -> None:
+    infos = {info.name: info for info in list_projects(root)}
+    names = list(infos)
+    if project is None:
+        return
     if project.name not in names:
         names.insert(0, project.name)
+
+    def label(name: str) -> str:
+        info = infos.get(name)
+        status = "" if info is None else _STATUS_MARK.get(info.status or "", "")
+        return f"{name}{status}"
+
     st.session_state["project-picker"] = project.name
-    st.selectbox("Project", names, key="project-picker", on_change=_switch_project, help=f"Folders in {root}")
+    st.selectbox("Project", names, key="project-picker", format_func=label, on_change=_switch_project)
 
 
 def _switch_project() -> None:
@@ -98,7 +135,7 @@ def _switch_project() -> None:
         del st.query_params["job"]
 
 
-def _show_project(project: Path, demo: DemoConfig, annotator: str | None) -> None:
+def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
     registry = state.job_registry()
     job = registry.get(job_id(project, "audit"))
     snap = job.snapshot() if job is not None else read_status(project, "audit")
@@ -106,32 +143,32 @@ def _show_project(project: Path, demo: DemoConfig, annotator: str | None) -> Non
         st.info(demo.describe())
     if job is not None and not snap.finished:
         st.query_params["job"] = job.job_id
-        job_progress(job.job_id, f"Auditing {project.name}")
+        job_progress(job.job_id, f"Auditing {project.name}", can_cancel=who.can("audit"))
         st.caption("The audit runs in the background: the sidebar stays usable, and a refreshed page comes back here.")
         return
     if "job" in st.query_params:
         del st.query_params["job"]
-    has_request = runs.read_request(project) is not None
+    has_request = Project(project).read_request() is not None
     if snap is not None and snap.status in ("failed", "cancelled"):
         show_failure(snap)
-        if has_request:
+        if has_request and who.can("audit"):
             retry_button(project, "Retry")
     elif snap is not None and not snap.finished:
         st.warning(
             "This audit was interrupted: the server stopped while it ran. Run it again: trained models, features "
             "and maps are cached, so the stages that finished are not redone."
         )
-        if has_request:
+        if has_request and who.can("audit"):
             retry_button(project, "Run again")
         return
-    if not runs.is_finished(project):
+    if not Project(project).is_finished():
         if snap is None:
-            st.info(f"{project.name} holds no audit yet.")
+            st.info(f"{md(project.name)} holds no audit yet.")
         return
-    _show_run(state.open_run(project), annotator)
+    _show_run(state.open_run(Project(project)), who)
 
 
-def _show_run(run: runs.Run, annotator: str | None) -> None:
+def _show_run(run: Run, who: Visitor) -> None:
     ledger = state.open_ledger(run)
     if ledger.dataset_mismatch:
         st.warning(
@@ -142,10 +179,10 @@ def _show_run(run: runs.Run, annotator: str | None) -> None:
     try:
         dataset = state.load_dataset(run)
     except OgauditError as error:
-        st.warning(f"The images cannot be shown: {error}")
+        st.warning(f"The images cannot be shown: {md(error)}")
         dataset = None
-    st.subheader(run.name)
-    st.caption(run.describe())
+    st.subheader(md(run.name))
+    st.caption(md(run.describe()))
     metrics = run.record.get("metrics", {})
     if "auroc" in metrics:
         cells = st.columns(4)
@@ -153,6 +190,7 @@ def _show_run(run: runs.Run, annotator: str | None) -> None:
         cells[1].metric("AUROC", f"{metrics['auroc']:.3f}")
         cells[2].metric("Average precision", f"{metrics['average_precision']:.3f}")
         cells[3].metric("Precision of the flags", f"{metrics['precision_at_budget']:.3f}")
+    annotator = who.name
     with st.sidebar:
         st.divider()
         undo_redo(ledger, annotator)
@@ -164,4 +202,4 @@ def _show_run(run: runs.Run, annotator: str | None) -> None:
     with tab_review:
         review_queue(ledger, run, decisions, annotator, dataset)
     with tab_export:
-        export_panel(ledger, run, decisions, selected, dataset)
+        export_panel(ledger, run, decisions, selected, dataset, who)

@@ -14,6 +14,7 @@ from ogaudit.errors import OgauditError
 from ogaudit.project import Run
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui.common import flash, on_decide, sample_caption, sample_image
+from ogaudit.ui.text import md
 
 PAGE_SIZES = (6, 12, 24, 48)
 CARD_COLUMNS = 3
@@ -31,11 +32,13 @@ def _toggle(ledger: Ledger, annotator: str, kind: str) -> None:
     try:
         batch = ledger.undo(annotator) if kind == "undo" else ledger.redo(annotator)
     except OgauditError as error:
-        flash("error", str(error))
+        flash("error", md(error))
         return
     if batch is not None:
         done = "Undid" if kind == "undo" else "Redid"
-        flash("info", f"{done} the decision on {len(batch.sample_ids)} sample(s): {', '.join(batch.sample_ids[:5])}")
+        flash(
+            "info", f"{done} the decision on {len(batch.sample_ids)} sample(s): {md(', '.join(batch.sample_ids[:5]))}"
+        )
 
 
 def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
@@ -80,13 +83,15 @@ def _card(ledger: Ledger, run: Run, row: dict, decision: str | None, annotator: 
     locked = not annotator
     common = {"ledger": ledger, "run": run, "ids": [sample_id], "annotator": annotator}
     st.button(
-        f"✓ Confirm → {suggested}",
+        f"✓ Confirm → {md(suggested)}",
         key=f"confirm-{sample_id}",
         type="primary",
         on_click=on_decide,
         kwargs={**common, "action": "confirm", "label": suggested},
-        disabled=locked,
-        help="The given label is wrong; the suggested one is right.",
+        disabled=locked or suggested == row["given_label"],
+        help="The given label is wrong; the suggested one is right."
+        if suggested != row["given_label"]
+        else "The suggestion is the given label, so confirming would change nothing: keep it or relabel it.",
     )
     names = run.class_names
     label_key = f"relabel-label-{sample_id}"

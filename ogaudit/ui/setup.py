@@ -6,15 +6,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from ogaudit.cache import default_cache_dir
 from ogaudit.data import BUILTINS
-from ogaudit.detectors import DEFAULT_DETECTOR, DETECTORS
-from ogaudit.embedding import MAP_METHODS
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import submit_audit
-from ogaudit.pipeline import default_cache_dir
+from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
 from ogaudit.ui import state
 from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
+from ogaudit.ui.text import md
 
 MODEL_HELP = {
     "auto": "auto (small CNN ≤ 64 px, EfficientNet-Lite0 above, MLP for vectors)",
@@ -37,9 +37,11 @@ def new_audit_panel(root: Path) -> None:
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
         st.file_uploader("Checkpoint", type=["pt", "pth", "ckpt"], key="setup-checkpoint")
         st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
-        detectors = sorted(DETECTORS)
+        detectors = sorted(DETECTOR_NAMES)
         st.selectbox("Detector", detectors, index=detectors.index(DEFAULT_DETECTOR), key="setup-detector")
-        st.number_input("Flag budget (fraction, or a count ≥ 1)", min_value=0.001, value=0.05, key="setup-budget")
+        st.number_input(
+            "Flag budget (fraction, or a count ≥ 1)", min_value=0.001, value=DEFAULT_BUDGET, key="setup-budget"
+        )
         st.selectbox(
             "Map", MAP_METHODS, key="setup-map", help="UMAP is slower (first use compiles, ~40 s); PCA is instant."
         )
@@ -78,7 +80,7 @@ def _start(root: Path) -> None:
     try:
         project, data, settings = prepare_audit(_choices(), root)
     except OgauditError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     job = submit_audit(state.job_registry(), project, data, settings, cache_dir=default_cache_dir())
     st.query_params["project"] = project.name

@@ -7,15 +7,13 @@ it. The job registry is the one shared mutable object, and it is thread-safe.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ogaudit import project as runs
 from ogaudit.data import Dataset
 from ogaudit.jobs import JobRegistry
+from ogaudit.project import Project, Run
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui.figure import map_figure
 
@@ -27,33 +25,34 @@ def job_registry() -> JobRegistry:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Opening the run…")
-def _open_run(path: str, stamp: float) -> runs.Run:
-    return runs.open_run(path)
+def _open_run(path: str, fingerprint: str) -> Run:
+    return Project(path).open_run()
 
 
-def open_run(project: Path) -> runs.Run:
-    """The finished run in ``project``, read from disk once per version of its ``run.json``."""
-    return _open_run(str(project), (project / "run.json").stat().st_mtime)
+def open_run(project: Project) -> Run:
+    """The finished run in ``project``, read from disk once per run (its record's fingerprint and time)."""
+    record = project.read_record()
+    return _open_run(str(project.path), f"{record['fingerprint']}-{record.get('created_at')}-{record['run_dir']}")
 
 
 @st.cache_resource(max_entries=8)
-def _open_ledger(path: str, fingerprint: str, _run: runs.Run) -> Ledger:
-    return runs.open_ledger(_run)
+def _open_ledger(path: str, fingerprint: str) -> Ledger:
+    return Project(path).open_ledger()
 
 
-def open_ledger(run: runs.Run) -> Ledger:
+def open_ledger(run: Run) -> Ledger:
     """The run's ledger. The object holds no connection, so sharing it is safe; its state is read per call."""
-    return _open_ledger(str(run.path), run.fingerprint, run)
+    return _open_ledger(str(run.path), run.fingerprint)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the images…")
-def _load_dataset(path: str, fingerprint: str, _run: runs.Run) -> Dataset:
-    return runs.load_run_dataset(_run)
+def _load_dataset(path: str, fingerprint: str) -> Dataset:
+    return Project(path).load_dataset()
 
 
-def load_dataset(run: runs.Run) -> Dataset:
+def load_dataset(run: Run) -> Dataset:
     """The audited data (for thumbnails and exports), loaded once per run."""
-    return _load_dataset(str(run.path), run.fingerprint, run)
+    return _load_dataset(str(run.path), run.fingerprint)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Drawing the map…")
@@ -61,7 +60,7 @@ def _figure(path: str, fingerprint: str, colour: str, decisions_key: str, _run, 
     return map_figure(_run.table, colour, _decisions)
 
 
-def figure(run: runs.Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
+def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
     """The gradient map, built once per run and colouring: the same object on every rerun keeps the
     selection and zoom. Only ``colour="decision"`` depends on the decisions, so only it is rebuilt by one."""
     key = ""

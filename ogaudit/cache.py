@@ -1,0 +1,154 @@
+"""The artifact cache: trained models, head evidence, projected layer gradients and maps, keyed by their inputs.
+
+One scheme for every kind of artifact (kronfluence keeps each stage's arguments beside its artifact the same way).
+An entry is a folder ``CACHE/v1/<kind>/<key>/`` holding the artifact's files and ``entry.json``: the cache format,
+the kind, the key and the settings it was computed from. ``key`` is a fingerprint of everything that decides the
+result (data fingerprint, model key, settings); ``settings`` is the readable part, saved so that a person (and
+:meth:`CacheEntry.load`) can tell what an entry is.
+
+* **Atomic.** An entry is built in a hidden folder beside its final place and renamed there when complete, so a
+  crash or a full disk never leaves a half entry that counts as a hit.
+* **Verified on read.** :meth:`CacheEntry.load` checks ``entry.json`` (format, kind, key, settings) and calls the
+  reader; a missing, damaged or mismatched entry is removed and reported through ``notice`` (then recomputed by
+  the caller), never raised as a traceback.
+* **Resumable work in place.** A stage that writes incrementally (the layer-gradient memory map with its done
+  mask) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
+  marks it complete.
+
+``$OGAUDIT_CACHE`` (default ``~/.cache/ogaudit``) is the root; :func:`default_cache_dir` reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ogaudit.errors import StorageError
+from ogaudit.storage import ensure_writable_dir, read_json, write_json
+
+CACHE_FORMAT = 1
+ENTRY_FILE = "entry.json"
+KINDS = ("model", "evidence", "layer-gradients", "map")
+LEGACY_FILES = re.compile(
+    r"(models/[0-9a-f]{16}(\.trajectory\.npy|\.pt)|evidence/[0-9a-f]{16}\.npz|maps/[0-9a-f]{16}\.npy"
+    r"|layer-gradients/[0-9a-f]{16}(\.done\.npy|\.npy|\.json))"
+)
+"""Files of the cache schemes before this one (one file per key, no settings beside it): removed on open.
+Only names of exactly that shape are touched, so a ``--cache-dir`` shared with other files loses nothing else."""
+
+Notice = Callable[[str], None]
+_T = TypeVar("_T")
+
+
+def default_cache_dir() -> Path:
+    """``$OGAUDIT_CACHE`` or ``~/.cache/ogaudit``: trained models, features and maps, keyed by their inputs."""
+    return Path(os.environ.get("OGAUDIT_CACHE", Path.home() / ".cache" / "ogaudit"))
+
+
+class ArtifactCache:
+    """The cache under ``root`` (created if needed; must be writable, else :class:`StorageError` at once)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = ensure_writable_dir(Path(root) if root is not None else default_cache_dir())
+        self._remove_legacy()
+
+    def entry(self, kind: str, key: str, settings: dict) -> CacheEntry:
+        """The entry of ``kind`` for ``key``; ``settings`` (JSON-able) are saved beside it and checked on read."""
+        if kind not in KINDS:
+            raise ValueError(f"cache kind {kind!r} is not one of {KINDS}")
+        return CacheEntry(self.root / f"v{CACHE_FORMAT}" / kind / key, kind, key, settings)
+
+    def _remove_legacy(self) -> None:
+        """Delete the files of the previous cache schemes: nothing reads them any more."""
+        for name in ("models", "evidence", "maps", "layer-gradients"):
+            folder = self.root / name
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for path in folder.iterdir():
+                if LEGACY_FILES.fullmatch(f"{name}/{path.name}") and path.is_file():
+                    path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+
+
+class CacheEntry:
+    """One cached artifact: a folder of files plus ``entry.json``.
+
+    path : the entry's folder; present only once the entry is complete.
+    kind, key, settings : what the entry is (see :class:`ArtifactCache`).
+    """
+
+    def __init__(self, path: Path, kind: str, key: str, settings: dict):
+        self.path, self.kind, self.key = path, kind, key
+        self.settings = json.loads(json.dumps(settings, default=str))
+
+    def _expected(self) -> dict:
+        return {"format": CACHE_FORMAT, "kind": self.kind, "key": self.key, "settings": self.settings}
+
+    def load(self, reader: Callable[[Path], _T], *, notice: Notice | None = None) -> _T | None:
+        """``reader(folder)`` on a complete, matching entry; None when there is none (a damaged one is removed).
+
+        A damaged entry (unreadable ``entry.json``, other settings under the same key, or a reader that raises
+        because a file is truncated or missing) is deleted and ``notice`` says so; the caller then recomputes.
+        """
+        if not self.path.is_dir():
+            return None
+        try:
+            saved = read_json(self.path / ENTRY_FILE)
+        except (OSError, ValueError) as error:
+            return self._discard(f"its {ENTRY_FILE} is unreadable ({type(error).__name__})", notice)
+        expected = self._expected()
+        if saved != expected:
+            changed = sorted(k for k in expected if saved.get(k) != expected[k]) if isinstance(saved, dict) else []
+            return self._discard(f"it was saved for other {', '.join(changed) or 'inputs'}", notice)
+        try:
+            return reader(self.path)
+        except Exception as error:  # noqa: BLE001 - any failure to read a cached file means: recompute it
+            return self._discard(f"it could not be read ({type(error).__name__}: {str(error)[:120]})", notice)
+
+    def save(self, writer: Callable[[Path], None]) -> None:
+        """Build the entry with ``writer(folder)`` in a hidden folder, then move it into place in one rename."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            staging.mkdir()
+            writer(staging)
+            write_json(staging / ENTRY_FILE, self._expected())
+            self._replace(staging)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot write the cache entry {str(self.path)!r}: {error.strerror or error}. Free disk space or "
+                "point $OGAUDIT_CACHE (--cache-dir) at a writable folder."
+            ) from error
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def work_dir(self) -> Path:
+        """A folder for work written incrementally (kept across interruptions); :meth:`commit` completes it."""
+        folder = self.path.parent / f".{self.path.name}.work"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def commit(self) -> None:
+        """Turn :meth:`work_dir` into the complete entry (``entry.json`` written, then one rename)."""
+        folder = self.work_dir()
+        write_json(folder / ENTRY_FILE, self._expected())
+        self._replace(folder)
+
+    def _replace(self, folder: Path) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        os.replace(folder, self.path)
+
+    def _discard(self, why: str, notice: Notice | None) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if notice is not None:
+            notice(f"The cached {self.kind} {self.key} was discarded and is recomputed: {why}.")
+        return None

@@ -1,0 +1,196 @@
+"""What an audit is asked to do, validated once at the edge, and the names of every choice.
+
+This module imports neither torch nor scikit-learn: the command line builds its parser and the review commands
+read a project's settings from here without loading the engine. The engine modules take their choice names from
+here (``detectors.DETECTORS`` is checked against :data:`DETECTOR_NAMES` by a test), so there is one list of each.
+
+Every rule on a setting lives in one ``check_*`` function below, used by :class:`AuditSettings`, the command
+line and the app alike; each error names the setting, the value received, what is allowed and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ogaudit.errors import SettingsError
+
+DETECTOR_NAMES = (
+    "posterior",
+    "consensus",
+    "cf-ratio",
+    "neighbours",
+    "l2",
+    "l1",
+    "iforest",
+    "iforest-per-class",
+    "loss",
+    "self-confidence",
+)
+DEFAULT_DETECTOR = "posterior"
+GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
+"""Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
+MAP_METHODS = ("umap", "pca", "none")
+MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet")
+NOISE_KINDS = ("symmetric", "pairs")
+DEFAULT_BUDGET = 0.05
+DEFAULT_PROJECTION_DIM = 4096
+MIN_PROJECTION_DIM = 16
+MAX_PROJECTION_DIM = 2**20
+MAX_EPOCHS = 500
+
+
+def check_budget(value: object) -> float:
+    """A flag budget: a fraction in (0, 1) (0.05 = 5%) or a whole count ≥ 1. Returns it as a float."""
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        budget = math.nan
+    if not math.isfinite(budget) or budget <= 0 or (budget >= 1 and budget != int(budget)):
+        raise SettingsError(
+            f"budget must be a fraction in (0, 1) such as 0.05, or a whole count ≥ 1 such as 200; got {value!r}."
+        )
+    return budget
+
+
+def check_projection_dim(value: object, *, at_least: int = MIN_PROJECTION_DIM) -> int:
+    """The total dimension of projected gradients: an integer in [``at_least``, 2**20]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not at_least <= value <= MAX_PROJECTION_DIM:
+        raise SettingsError(
+            f"projection_dim must be an integer between {at_least} and {MAX_PROJECTION_DIM}; got {value!r}. "
+            f"{DEFAULT_PROJECTION_DIM} is a good default."
+        )
+    return value
+
+
+def check_epochs(value: object) -> int | None:
+    """Training epochs: None (chosen by data size) or an integer in [1, 500]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EPOCHS:
+        raise SettingsError(
+            f"epochs must be a whole number between 1 and {MAX_EPOCHS}, or left out to choose by data size; "
+            f"got {value!r}."
+        )
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SettingsError(f"{name} {value!r} is not one of {', '.join(choices)}.")
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a model is trained. ``epochs=None`` picks :func:`auto_epochs` for the data size."""
+
+    epochs: int | None = None
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        check_epochs(self.epochs)
+        if not 1 <= self.batch_size <= 65536:
+            raise SettingsError(f"batch_size must be between 1 and 65536; got {self.batch_size}.")
+        if not 0 < self.learning_rate < 10:
+            raise SettingsError(f"learning_rate must be in (0, 10); got {self.learning_rate}.")
+
+    def resolved_epochs(self, n_samples: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        from ogaudit.training import auto_epochs
+
+        return auto_epochs(n_samples)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Everything that decides an audit's result. Validated on creation; saved in the run record.
+
+    model : "auto" (MLP for vectors, small CNN for images ≤ 64 px, pretrained EfficientNet-Lite0 above),
+        "cnn", "mlp", "efficientnet", or a checkpoint path (TorchScript, or a state dict with ``arch``).
+    detector : one of :data:`DETECTOR_NAMES`; higher score = more suspicious.
+    budget : fraction of samples to flag (0.05 = 5%) or, when ≥ 1, a count.
+    layers : empty for the last layer in closed form; else names of Linear/Conv2d layers whose gradients are
+        projected to ``projection_dim`` dimensions (checked against the built model before training).
+    noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
+
+    Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
+    """
+
+    model: str = "auto"
+    arch: str | None = None
+    epochs: int | None = None
+    detector: str = DEFAULT_DETECTOR
+    budget: float = DEFAULT_BUDGET
+    map_method: str = "umap"
+    seed: int = 0
+    noise_rate: float = 0.0
+    noise_kind: str = "symmetric"
+    limit: int | None = None
+    layers: tuple[str, ...] = ()
+    projection_dim: int = DEFAULT_PROJECTION_DIM
+
+    def __post_init__(self):
+        layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not isinstance(self.model, str) or (self.model not in MODEL_KINDS and not Path(self.model).suffix):
+            raise SettingsError(
+                f"model {self.model!r} is not one of {', '.join(MODEL_KINDS)} and does not look like a checkpoint "
+                "path (a file ending in .pt, .pth, .ckpt or .safetensors)."
+            )
+        check_choice("detector", self.detector, DETECTOR_NAMES)
+        if self.layers and self.detector not in GRADIENT_DETECTORS:
+            raise SettingsError(
+                f"layers need a gradient detector ({', '.join(GRADIENT_DETECTORS)}); got {self.detector!r}."
+            )
+        if not all(isinstance(name, str) and name for name in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise SettingsError(f"layers must be distinct, non-empty layer names such as conv2 fc1; got {layers!r}.")
+        check_choice("map_method", self.map_method, MAP_METHODS)
+        check_choice("noise_kind", self.noise_kind, NOISE_KINDS)
+        if not isinstance(self.noise_rate, int | float) or not 0 <= self.noise_rate < 1:
+            raise SettingsError(f"noise_rate must be in [0, 1), e.g. 0.1 for 10%; got {self.noise_rate!r}.")
+        object.__setattr__(self, "budget", check_budget(self.budget))
+        check_projection_dim(self.projection_dim, at_least=max(MIN_PROJECTION_DIM, len(self.layers)))
+        self.train_settings  # noqa: B018 - validates epochs and seed the way training will read them
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise SettingsError(f"seed must be a whole number in [0, 2**63); got {self.seed!r}.")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)):
+            raise SettingsError(f"limit must be a whole number of samples; got {self.limit!r}.")
+        if self.limit is not None and self.limit < 2:
+            raise SettingsError(f"limit must be at least 2 samples; got {self.limit}.")
+
+    @property
+    def train_settings(self) -> TrainSettings:
+        """How the audit's model is trained (epochs and seed; the rest at their defaults)."""
+        return TrainSettings(epochs=self.epochs, seed=self.seed)
+
+    def to_dict(self) -> dict:
+        """JSON-able settings (``layers`` as a list), as saved in ``run.json`` and ``request.json``."""
+        saved = asdict(self)
+        saved["layers"] = list(self.layers)
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict, *, source: str = "settings") -> AuditSettings:
+        """Settings saved by :meth:`to_dict` (this or an earlier release); ``source`` names the file in errors.
+
+        Keys this release does not know are refused with a message naming ``source``, not a ``TypeError``.
+        """
+        if not isinstance(saved, dict):
+            raise SettingsError(f"{source}: the settings must be a JSON object; got {type(saved).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise SettingsError(
+                f"{source} has settings this version of ogaudit does not know: {', '.join(unknown)}. It was "
+                "probably written by a newer ogaudit: upgrade, or start a new audit."
+            )
+        try:
+            return cls(**saved)
+        except SettingsError as error:
+            raise SettingsError(f"{source}: {error}") from error

@@ -1,0 +1,119 @@
+"""Sign-in on the page: who is using this browser tab, and in which role.
+
+The rules are in :mod:`ogaudit.auth`; this module only draws the form and keeps the :class:`~ogaudit.auth.Session`
+in the tab's session state. Sign-in is required when the server is not local-only: when it listens on anything
+but a loopback address (``streamlit run`` without ``--server.address`` listens on every interface), when
+``$OGAUDIT_HOME/users.json`` lists users, or when ``OGAUDIT_AUTH=on`` (behind a reverse proxy on the same host).
+A local-only server without users runs as one trusted person, as before: the name recorded on decisions is asked
+once and kept in the URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ogaudit.auth import AuthError, LoginLimiter, User, UserStore, can, current_user, sign_in
+from ogaudit.ui.text import md
+
+SESSION_KEY = "ogaudit-session"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who uses this tab: ``name`` (recorded on decisions; None until given in local mode) and ``role``."""
+
+    name: str | None
+    role: str
+    signed_in: bool
+
+    def can(self, action: str) -> bool:
+        return can(self.role, action)
+
+
+def listen_address() -> str | None:
+    """The address the server listens on (None: every interface)."""
+    return st.get_option("server.address")
+
+
+def sign_in_required(store: UserStore) -> bool:
+    local = listen_address() in LOOPBACK
+    return not local or store.exists() or os.environ.get("OGAUDIT_AUTH", "").lower() in ("on", "1", "true")
+
+
+@st.cache_resource
+def _limiter() -> LoginLimiter:
+    """Failed sign-ins of this server, shared by every tab."""
+    return LoginLimiter()
+
+
+def visitor(home: Path) -> Visitor:
+    """The tab's visitor; draws the sign-in form and stops the page until a required sign-in succeeds."""
+    store = UserStore.in_home(home)
+    if not sign_in_required(store):
+        return Visitor(_local_name(), "admin", signed_in=False)
+    if not store.list():
+        st.error(
+            "This server is reachable from other machines, so everyone must sign in, but it has no users yet. "
+            "On the server, run `ogaudit users add NAME --role admin` (and `--role annotator` for reviewers), or "
+            "serve on 127.0.0.1 only (see the README, *Serving a review team*)."
+        )
+        st.stop()
+    user = current_user(store, st.session_state.get(SESSION_KEY))
+    if user is None:
+        st.session_state.pop(SESSION_KEY, None)
+        _sign_in_form(store)
+        st.stop()
+    with st.sidebar:
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.markdown(f"Signed in as **{md(user.name)}** ({user.role})")
+        right.button("Sign out", key="sign-out", on_click=lambda: st.session_state.pop(SESSION_KEY, None))
+    return Visitor(user.name, user.role, signed_in=True)
+
+
+def _sign_in_form(store: UserStore) -> None:
+    st.title("ogaudit")
+    with st.form("sign-in"):
+        st.subheader("Sign in")
+        name = st.text_input("User name", key="sign-in-name", autocomplete="username")
+        password = st.text_input("Password", type="password", key="sign-in-password", autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        client = getattr(st.context, "ip_address", None) or ""
+        try:
+            st.session_state[SESSION_KEY] = sign_in(store, _limiter(), name.strip(), password, client=client)
+        except AuthError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
+
+
+def _local_name() -> str | None:
+    """Local mode: the reviewer's name, asked once and kept in the URL (``?annotator=``)."""
+    name = _clean(st.query_params.get("annotator", ""))
+    with st.sidebar:
+        if name:
+            left, right = st.columns([3, 1], vertical_alignment="center")
+            left.markdown(f"Reviewing as **{md(name)}**")
+            if right.button("✎", key="change-annotator", help="Change the name recorded on decisions"):
+                del st.query_params["annotator"]
+                st.rerun()
+            return name
+        with st.form("annotator-form", border=False):
+            typed = st.text_input("Your name (recorded on every decision)", key="annotator-input")
+            if st.form_submit_button("Start reviewing") and _clean(typed):
+                st.query_params["annotator"] = _clean(typed)
+                st.rerun()
+    return None
+
+
+def _clean(name: str) -> str:
+    """A name as typed, without control characters, at most 64 characters (shown escaped, stored as is)."""
+    return "".join(ch for ch in str(name) if ch.isprintable()).strip()[:64]
+
+
+__all__ = ["User", "Visitor", "visitor"]

@@ -1,0 +1,229 @@
+"""A server shared by a team: users and roles, sign-in with rate limits, sandboxed paths and project names, and
+visitors' strings shown as text. The browser half is in tests/test_browser.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from ogaudit.auth import AuthError, LoginLimiter, UserStore, can, sign_in
+from ogaudit.cli import main
+from ogaudit.errors import DataError, SettingsError
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project
+from ogaudit.sandbox import check_project_name, resolve_server_path
+from ogaudit.ui.text import code, md
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PASSWORD = "correct horse"
+
+
+# ---------------------------------------------------------------- users, roles, sign-in
+
+
+def test_users_file_keeps_salted_hashes_readable_by_the_server_only(tmp_path):
+    store = UserStore.in_home(tmp_path)
+    store.add("ann", PASSWORD, "annotator")
+    store.add("bob", PASSWORD, "admin")
+    text = store.path.read_text()
+    assert PASSWORD not in text and text.count("$2b$12$") == 2  # bcrypt, cost 12, one salt each
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert [(u.name, u.role) for u in store.list()] == [("ann", "annotator"), ("bob", "admin")]
+    assert store.verify("ann", PASSWORD).role == "annotator"
+    assert store.verify("ann", "wrong password") is None and store.verify("nobody", PASSWORD) is None
+    with pytest.raises(SettingsError, match="exists already"):
+        store.add("ann", PASSWORD, "admin")
+    with pytest.raises(SettingsError, match="at least 8"):
+        store.add("cy", "short", "admin")
+    with pytest.raises(SettingsError, match="role 'owner'"):
+        store.add("cy", PASSWORD, "owner")
+    with pytest.raises(SettingsError, match="not allowed"):
+        store.add("../cy", PASSWORD, "admin")
+    store.remove("ann")
+    assert store.verify("ann", PASSWORD) is None
+
+
+def test_roles_decide_what_each_may_do():
+    assert can("admin", "export-split") and can("admin", "audit") and can("admin", "review")
+    assert can("annotator", "review") and can("annotator", "export-decisions")
+    assert not can("annotator", "audit") and not can("annotator", "export-split") and not can("annotator", "upload")
+    assert not can(None, "review")
+
+
+def test_failed_sign_ins_are_rate_limited_per_name_and_per_client(tmp_path):
+    store = UserStore.in_home(tmp_path)
+    store.add("ann", PASSWORD, "annotator")
+    limiter = LoginLimiter(max_failures=3, window_s=60)
+    for _ in range(3):
+        with pytest.raises(AuthError, match="Wrong user name or password"):
+            sign_in(store, limiter, "ann", "guess", client="10.0.0.9")
+    with pytest.raises(AuthError, match="Too many failed sign-ins"):
+        sign_in(store, limiter, "ann", PASSWORD, client="10.0.0.8")  # the right password, but the name is locked
+    with pytest.raises(AuthError, match="Too many failed sign-ins"):
+        sign_in(store, limiter, "bob", "x", client="10.0.0.9")  # another name from the same client
+    fresh = LoginLimiter(max_failures=3, window_s=0.01)
+    session = sign_in(store, fresh, "ann", PASSWORD, client="c")
+    assert session.user.name == "ann" and not session.expired
+
+
+def test_users_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(PASSWORD + "\n"))
+    assert main(["users", "add", "ann", "--role", "annotator", "--password-stdin", "--home", str(tmp_path)]) == 0
+    assert main(["users", "list", "--home", str(tmp_path)]) == 0
+    assert "ann\tannotator" in capsys.readouterr().out
+    assert main(["users", "remove", "ann", "--home", str(tmp_path)]) == 0
+    assert main(["users", "remove", "ann", "--home", str(tmp_path)]) == 2
+    assert "there is no user 'ann'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- paths and names
+
+
+def test_server_paths_stay_inside_the_data_roots(tmp_path):
+    root = tmp_path / "data"
+    (root / "set").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (root / "link").symlink_to(secret)
+    assert resolve_server_path("set", [root]) == root / "set"
+    assert resolve_server_path(str(root / "set"), [root]) == root / "set"
+    for bad in ["../secret", str(secret), "link", "/etc", "set/../../secret", "missing"]:
+        with pytest.raises(DataError, match="not an existing path inside the data folders") as refused:
+            resolve_server_path(bad, [root])
+        assert "OGAUDIT_DATA_ROOTS" in str(refused.value)
+    with pytest.raises(DataError, match="does not open server paths"):
+        resolve_server_path("set", [])
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "a/b", "..", ".hidden", "a\\b", "", "x" * 61, "~root"])
+def test_project_names_cannot_be_paths(name):
+    with pytest.raises(DataError, match="is not such a name"):
+        check_project_name(name)
+
+
+def test_visitor_strings_are_shown_as_text():
+    assert md("[x](http://evil)") == r"\[x\]\(http\://evil\)"
+    assert md("![](http://e/p.png)").startswith("\\!\\[\\]")
+    assert md(":red[alert]") == "\\:red\\[alert\\]"
+    assert code("a`b") == "`` a`b ``" and code("plain") == "`plain`"
+
+
+# ---------------------------------------------------------------- the app
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir):
+    folder = tmp_path_factory.mktemp("auth") / "digits"
+    audit("digits", AuditSettings(epochs=1, map_method="pca", limit=200), out_dir=folder, cache_dir=cache_dir)
+    return folder
+
+
+@pytest.fixture
+def team(tmp_path, monkeypatch, finished, cache_dir):
+    """A workspace with a finished project and two users, served to the network (sign-in required)."""
+    home = tmp_path / "home"
+    shutil.copytree(finished, home / "digits")
+    store = UserStore.in_home(home)
+    store.add("ann", PASSWORD, "annotator")
+    store.add("root", PASSWORD, "admin")
+    monkeypatch.setenv("OGAUDIT_HOME", str(home))
+    monkeypatch.setenv("OGAUDIT_CACHE", str(cache_dir))
+    monkeypatch.setattr("ogaudit.ui.auth.listen_address", lambda: "0.0.0.0")
+    st.cache_resource.clear()
+    return home
+
+
+def open_app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def signed_in(name: str, password: str = PASSWORD, **params) -> AppTest:
+    at = open_app(**params)
+    at.text_input(key="sign-in-name").input(name)
+    at.text_input(key="sign-in-password").input(password)
+    next(b for b in at.button if b.label == "Sign in").click().run()
+    return at
+
+
+def test_signed_out_visitors_see_only_the_sign_in(team):
+    at = open_app(project="digits", annotator="mallory")
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert not at.get("plotly_chart") and not at.tabs and not at.sidebar.selectbox
+    assert not (team / "digits" / "ledger.sqlite").exists()
+
+
+def test_a_server_open_to_the_network_without_users_serves_nothing(team):
+    UserStore.in_home(team).remove("ann")
+    UserStore.in_home(team).remove("root")
+    at = open_app()
+    assert "no users yet" in at.error[0].value and not at.button
+
+
+def test_an_annotator_reviews_but_cannot_audit_or_export_the_data(team):
+    at = signed_in("ann", project="digits", annotator="mallory")
+    assert not at.exception and not at.error
+    assert "Signed in as **ann** (annotator)" in [m.value for m in at.sidebar.markdown]
+    assert not any(e.label == "New audit" for e in at.sidebar.expander)
+    assert "write-split" not in [b.key for b in at.button] and "verify" not in [b.key for b in at.button]
+    run = Project(team / "digits").open_run()
+    at.button(key=f"keep-{run.flagged_ids[0]}").click().run()
+    state = Project(team / "digits").open_ledger().state()
+    assert state["annotator"].tolist() == ["ann"]  # from the sign-in, not from ?annotator=
+
+
+def test_an_admin_can_audit_and_export(team):
+    at = signed_in("root", project="digits")
+    assert not at.exception
+    assert any(e.label == "New audit" for e in at.sidebar.expander)
+    assert "write-split" in [b.key for b in at.button]
+
+
+def test_wrong_passwords_are_refused_then_rate_limited(team):
+    at = open_app()
+    for attempt in range(6):
+        at.text_input(key="sign-in-name").input("root")
+        at.text_input(key="sign-in-password").input(f"guess-{attempt}")
+        next(b for b in at.button if b.label == "Sign in").click().run()
+    assert "Too many failed sign-ins" in at.error[0].value
+    assert [b.label for b in at.button] == ["Sign in"]
+
+
+def test_removed_users_are_signed_out_on_their_next_click(team):
+    at = signed_in("ann", project="digits")
+    assert not at.exception and at.tabs
+    UserStore.in_home(team).remove("ann")
+    at.run()
+    assert [b.label for b in at.button] == ["Sign in"]
+
+
+@pytest.mark.parametrize("bad", ["../outside", "/etc", "..", "a/b"])
+def test_project_parameter_names_a_project_never_a_path(team, tmp_path, bad):
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    before = sorted(p.name for p in team.iterdir())
+    at = signed_in("root", project=bad)
+    assert not at.exception
+    assert "is not a project name" in at.warning[0].value
+    assert not (outside / "ledger.sqlite").exists() and sorted(p.name for p in team.iterdir()) == before
+
+
+def test_markdown_in_url_parameters_is_shown_as_text(monkeypatch, tmp_path, finished):
+    home = tmp_path / "home"
+    shutil.copytree(finished, home / "digits")
+    monkeypatch.setenv("OGAUDIT_HOME", str(home))
+    st.cache_resource.clear()
+    at = open_app(project="[click](http://evil.example)", annotator="![x](http://evil.example/p.png)")
+    shown = [m.value for m in at.sidebar.markdown] + [w.value for w in at.warning]
+    assert not any("](http" in text and "\\]" not in text for text in shown), shown
+    assert any("\\!\\[x\\]" in text for text in shown)
+    assert os.listdir(home) == ["digits"]

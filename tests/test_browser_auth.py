@@ -1,0 +1,87 @@
+"""The team server in headless chromium: signed-out visitors see only the sign-in; an annotator reviews but
+cannot reach *New audit* or the cleaned split; an admin can; each decision carries the signed-in user's name."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
+
+from ogaudit.auth import UserStore
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project
+
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
+PASSWORD = "correct horse"
+
+
+@pytest.fixture
+def team_server(tmp_path, cache_dir):
+    home = tmp_path / "home"
+    audit("digits", AuditSettings(epochs=1, map_method="pca", limit=200), out_dir=home / "digits", cache_dir=cache_dir)
+    store = UserStore.in_home(home)
+    store.add("ann", PASSWORD, "annotator")
+    store.add("root", PASSWORD, "admin")
+    env = {**os.environ, "OGAUDIT_HOME": str(home), "OGAUDIT_CACHE": str(cache_dir), "OGAUDIT_AUTH": "on"}
+    process, url = start_app(env, tmp_path / "streamlit.log")
+    yield url, home
+    stop_app(process)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, url: str, name: str, password: str = PASSWORD, query: str = ""):
+    page = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
+    page.set_default_timeout(90_000)
+    page.goto(f"{url}/{query}")
+    page.wait_for_selector(READY)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
+def test_sign_in_and_roles_in_a_real_browser(team_server, browser):
+    url, home = team_server
+    visitor = browser.new_context().new_page()
+    visitor.goto(f"{url}/?project=digits&annotator=mallory")
+    visitor.wait_for_selector(READY)
+    visitor.get_by_role("button", name="Sign in").wait_for()
+    body = visitor.inner_text("body")
+    assert "Gradient map" not in body and "New audit" not in body and "digits" not in body
+
+    wrong = sign_in(browser, url, "root", "not the password")
+    wrong.get_by_text("Wrong user name or password.").wait_for()
+
+    ann = sign_in(browser, url, "ann", query="?annotator=mallory")
+    ann.get_by_text("Signed in as").wait_for()
+    assert "ann (annotator)" in ann.inner_text("[data-testid='stSidebar']")
+    assert ann.get_by_text("New audit").count() == 0
+    ann.get_by_role("tab", name=re.compile("Review queue")).click()
+    card = ann.locator("[class*='st-key-card-']").first
+    sample_id = card.locator("code").first.inner_text()
+    card.get_by_role("button", name="Keep", exact=True).click()
+    ann.get_by_text(f"keep: 1 sample(s) ({sample_id})").wait_for()
+    ann.get_by_role("tab", name="Export").click()
+    ann.get_by_text("are for admins").wait_for()
+    assert ann.get_by_role("button", name="Write the cleaned split").count() == 0
+    state = Project(home / "digits").open_ledger().state()
+    assert state[["sample_id", "annotator"]].values.tolist() == [[sample_id, "ann"]]
+
+    admin = sign_in(browser, url, "root")
+    admin.get_by_text("Signed in as").wait_for()
+    assert admin.get_by_text("New audit").count() == 1
+    admin.get_by_role("tab", name="Export").click()
+    admin.get_by_role("button", name="Write the cleaned split").wait_for()
+    shutil.rmtree(home / "digits" / "exports", ignore_errors=True)

@@ -1,0 +1,94 @@
+"""The one artifact cache: entries keyed by their inputs, settings beside them, atomic, verified on read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ogaudit.cache import ArtifactCache
+from ogaudit.errors import StorageError
+from ogaudit.pipeline import AuditSettings, audit
+
+FAST = AuditSettings(epochs=1, map_method="pca", limit=200)
+
+
+def write_array(values):
+    def writer(folder: Path) -> None:
+        np.save(folder / "a.npy", values)
+
+    return writer
+
+
+def read_array(folder: Path) -> np.ndarray:
+    return np.load(folder / "a.npy")
+
+
+def test_an_entry_round_trips_with_its_settings_beside_it(tmp_path):
+    entry = ArtifactCache(tmp_path).entry("map", "k1", {"method": "pca", "seed": 0})
+    assert entry.load(read_array) is None
+    entry.save(write_array(np.arange(4)))
+    assert json.loads((entry.path / "entry.json").read_text())["settings"] == {"method": "pca", "seed": 0}
+    np.testing.assert_array_equal(entry.load(read_array), np.arange(4))
+    assert [p.name for p in entry.path.parent.iterdir()] == ["k1"]  # no staging folder left behind
+
+
+def test_damaged_or_mismatched_entries_are_recomputed_with_a_notice(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    notices: list[str] = []
+    entry = cache.entry("map", "k1", {"seed": 0})
+    entry.save(write_array(np.arange(4)))
+    (entry.path / "a.npy").write_bytes(b"\x93NUMPY truncated")
+    assert entry.load(read_array, notice=notices.append) is None and not entry.path.exists()
+    assert "could not be read" in notices[-1]
+
+    entry.save(write_array(np.arange(4)))
+    other = cache.entry("map", "k1", {"seed": 1})  # same key, other settings: a stale entry
+    assert other.load(read_array, notice=notices.append) is None
+    assert "saved for other settings" in notices[-1]
+
+    entry.save(write_array(np.arange(4)))
+    (entry.path / "entry.json").write_text("{")
+    assert entry.load(read_array, notice=notices.append) is None and "unreadable" in notices[-1]
+
+
+def test_a_failed_write_leaves_no_entry(tmp_path):
+    entry = ArtifactCache(tmp_path).entry("model", "k", {})
+
+    def fails(folder: Path) -> None:
+        (folder / "half.pt").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(StorageError, match="No space left on device.*OGAUDIT_CACHE"):
+        entry.save(fails)
+    assert entry.load(read_array) is None and list(entry.path.parent.iterdir()) == []
+
+
+def test_the_previous_cache_schemes_files_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "0123456789abcdef.pt").write_bytes(b"x")
+    (tmp_path / "models" / "0123456789abcdef.trajectory.npy").write_bytes(b"x")
+    (tmp_path / "models" / "my-own-model.pt").write_bytes(b"mine")
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "fedcba9876543210.npy").write_bytes(b"x")
+    ArtifactCache(tmp_path)
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["my-own-model.pt"]
+    assert not (tmp_path / "maps").exists()
+
+
+def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_path):
+    cache = tmp_path / "cache"
+    first = audit("digits", FAST, cache_dir=cache)
+    assert first.record["notices"] == [] and first.record["model"]["cached"] is False
+    [model_file] = (cache / "v1" / "model").glob("*/model.pt")
+    model_file.write_bytes(b"not a model")
+    [evidence_file] = (cache / "v1" / "evidence").glob("*/evidence.npz")
+    evidence_file.write_bytes(b"")
+    again = audit("digits", FAST, cache_dir=cache)
+    assert again.record["model"]["cached"] is False
+    assert len(again.record["notices"]) == 2 and all("recomputed" in n for n in again.record["notices"])
+    np.testing.assert_allclose(again.scores["score"], first.scores["score"], rtol=1e-5)
+    third = audit("digits", FAST, cache_dir=cache)
+    assert third.record["model"]["cached"] is True and third.record["notices"] == []

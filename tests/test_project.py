@@ -1,0 +1,321 @@
+"""Project folders: one owner for every run file, read back by the CLI and the app alike, old formats included."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from ogaudit import project as project_module
+from ogaudit.cli import main
+from ogaudit.data import dataset_from_arrays
+from ogaudit.errors import DataError, LedgerError, SettingsError, StorageError
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project, list_projects, slugify, workspace_root
+from ogaudit.review.actions import decide
+from ogaudit.review.thumbnails import thumbnail
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+FIXTURE_V1 = REPO / "tests" / "fixtures" / "project-v1"
+FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir):
+    """A real audit of 300 digits (10% planted noise) written to a project folder, and its in-memory result."""
+    folder = tmp_path_factory.mktemp("runs") / "digits"
+    result = audit("digits", FAST, out_dir=folder, cache_dir=cache_dir)
+    return folder, result
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    def copy(folder: Path, name: str | None = None) -> Path:
+        return Path(shutil.copytree(folder, tmp_path / (name or folder.name)))
+
+    return copy
+
+
+def open_in_app(home: Path, name: str, monkeypatch, **params) -> AppTest:
+    """The app on workspace ``home`` showing project ``name`` (a fresh server: no cached resources)."""
+    monkeypatch.setenv("OGAUDIT_HOME", str(home))
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["project"] = name
+    at.query_params["annotator"] = params.pop("annotator", "alice")
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def shown(at: AppTest) -> str:
+    parts = [at.error, at.warning, at.info, at.caption, at.markdown, at.exception]
+    return "\n".join(str(getattr(e, "value", e)) for group in parts for e in group)
+
+
+# ---------------------------------------------------------------- reading a run back
+
+
+def test_open_run_reads_the_audit_back(finished):
+    folder, result = finished
+    started = time.perf_counter()
+    run = Project(folder).open_run()
+    assert time.perf_counter() - started < 5
+    assert run.name == "digits" and run.record["fingerprint"] == result.record["fingerprint"]
+    assert run.table["sample_id"].tolist() == result.scores["sample_id"].tolist()
+    np.testing.assert_allclose(run.table["x"], result.map["x"], rtol=1e-6)
+    np.testing.assert_allclose(run.table["score"], result.scores["score"], rtol=1e-6)
+    assert run.table["flagged"].dtype == bool and run.table["flagged"].sum() == result.scores["flagged"].sum()
+    ranks = run.by_id.loc[run.flagged_ids, "rank"].tolist()
+    assert ranks == sorted(ranks) and ranks[0] == 1
+    assert run.position[run.table["sample_id"][7]] == 7
+    assert run.class_names == result.dataset.class_names
+    assert run.settings == FAST
+    assert "300 samples" in run.describe() and "10% planted noise" in run.describe()
+
+
+def test_the_ledger_opens_without_loading_the_data(finished, copy_of):
+    folder, result = finished
+    folder = copy_of(folder)
+    ledger = Project(folder).open_ledger()
+    assert ledger.path == folder / "ledger.sqlite"
+    assert ledger.dataset_fingerprint == result.dataset.fingerprint() and not ledger.dataset_mismatch
+    sample = result.dataset.sample_ids[0]
+    ledger.decide(sample, "keep", annotator="ann")
+    assert ledger.state()["sample_id"].tolist() == [sample]
+
+
+def test_the_dataset_is_rebuilt_with_the_same_subset_and_noise(finished):
+    folder, result = finished
+    dataset = Project(folder).load_dataset()
+    assert dataset.fingerprint() == result.dataset.fingerprint()
+    np.testing.assert_array_equal(dataset.true_y, result.dataset.true_y)
+
+
+def test_a_changed_dataset_is_refused_naming_the_record(finished, copy_of):
+    folder = copy_of(finished[0])
+    record = json.loads((folder / "run.json").read_text())
+    record["dataset"]["fingerprint"] = "something-else"
+    (folder / "run.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"run\.json.*changed since the run"):
+        Project(folder).load_dataset()
+
+
+def test_a_moved_dataset_names_the_record_and_the_option(tmp_path, cache_dir, digit_files):
+    data = Path(shutil.copy(digit_files["npz"], tmp_path / "mine.npz"))
+    folder = tmp_path / "proj"
+    audit(str(data), AuditSettings(epochs=1, map_method="none"), out_dir=folder, cache_dir=cache_dir)
+    assert Project(folder).read_record()["dataset"]["spec"] == str(data.resolve())
+    moved = data.rename(tmp_path / "moved.npz")
+    with pytest.raises(DataError, match=r"mine\.npz.*run\.json.*--data NEW_PATH"):
+        Project(folder).load_dataset()
+    assert Project(folder).load_dataset(moved).fingerprint() == Project(folder).read_record()["dataset"]["fingerprint"]
+
+
+def test_an_unfinished_or_damaged_folder_is_explained_by_file(tmp_path):
+    assert not Project(tmp_path).is_finished()
+    with pytest.raises(DataError, match="no run.json"):
+        Project(tmp_path).open_run()
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"run\.json.*damaged"):
+        Project(tmp_path).open_run()
+    (tmp_path / "run.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(DataError, match=r"run\.json.*newer ogaudit \(format 99"):
+        Project(tmp_path).read_record()
+    (tmp_path / "run.json").write_text(json.dumps({"format": 2, "settings": {}}))
+    with pytest.raises(DataError, match=r"lacks dataset, model, fingerprint"):
+        Project(tmp_path).read_record()
+    assert not Project(tmp_path).is_finished()
+
+
+def test_settings_from_a_newer_release_are_refused_by_file(tmp_path):
+    Project(tmp_path).write_request("digits", FAST)
+    saved = json.loads((tmp_path / "request.json").read_text())
+    saved["settings"]["learning_schedule"] = "cosine"
+    (tmp_path / "request.json").write_text(json.dumps(saved))
+    with pytest.raises(SettingsError, match=r"request\.json has settings .* learning_schedule"):
+        Project(tmp_path).read_request()
+
+
+# ---------------------------------------------------------------- writing a run
+
+
+def test_a_rescan_replaces_the_run_as_one_unit_and_a_failed_one_leaves_the_old(finished, copy_of, monkeypatch):
+    folder = copy_of(finished[0])
+    _, result = finished
+    before = Project(folder).open_run()
+    old_tables = Project(folder).run_files()["scores"].parent
+    real = project_module._write_table
+
+    def fail_on_map(frame, path):
+        if path.name == "map.csv":
+            raise StorageError("No space left on device (simulated)")
+        real(frame, path)
+
+    monkeypatch.setattr(project_module, "_write_table", fail_on_map)
+    with pytest.raises(StorageError):
+        Project(folder).write_run(result.scores, result.map, dict(result.record))
+    after = Project(folder).open_run()
+    assert Project(folder).run_files()["scores"].parent == old_tables
+    pd.testing.assert_frame_equal(after.table, before.table)
+    assert [p.name for p in (folder / "runs").iterdir()] == [old_tables.name]  # the half run is gone
+    monkeypatch.setattr(project_module, "_write_table", real)
+    Project(folder).write_run(result.scores, result.map, dict(result.record))
+    assert Project(folder).run_files()["scores"].parent != old_tables and not old_tables.exists()
+
+
+def test_formula_class_names_are_escaped_on_disk_and_read_back_exactly(tmp_path, cache_dir):
+    names = ['=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "NA", "plain"]
+    x = np.random.default_rng(0).normal(size=(80, 6)).astype(np.float32)
+    y = np.arange(80) % 4
+    ids = np.array(["null", "None", "nan", "NA"] + [f"s{i}" for i in range(76)])
+    data = dataset_from_arrays(x, y, class_names=names, ids=ids)
+    audit(data, AuditSettings(epochs=1, map_method="pca"), out_dir=tmp_path, cache_dir=cache_dir)
+    files = Project(tmp_path).run_files()
+    for name in ("scores", "map", "label_evidence"):
+        text = files[name].read_text()
+        assert "\n=" not in text and ",=" not in text and ",+" not in text and '"=' not in text
+    run = Project(tmp_path).open_run()
+    assert run.class_names == names
+    assert set(run.table["given_label"]) == set(names)
+    assert run.table["sample_id"].tolist()[:4] == ["null", "None", "nan", "NA"]
+    ledger = Project(tmp_path).open_ledger()
+    ledger.decide("NA", "relabel", label="NA", annotator="ann")
+    assert ledger.state().set_index("sample_id").loc["NA", "final_label"] == "NA"
+
+
+# ---------------------------------------------------------------- the seam between the CLI and the app
+
+
+def test_cli_review_commands_then_the_app_opens_the_same_project(finished, tmp_path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    folder = Path(shutil.copytree(finished[0], home / "P"))
+    run = Project(folder).open_run()
+    flagged = run.flagged_ids
+    changing = run.table[run.table["suggested_label"] != run.table["given_label"]]["sample_id"].tolist()
+    project = ["--project", str(folder)]
+    assert main(["decisions", "add", "remove", flagged[0], *project, "--annotator", "cli"]) == 0
+    assert main(["decisions", "add", "confirm", changing[0], *project, "--annotator", "cli"]) == 0
+    assert main(["decisions", "list", *project]) == 0
+    assert main(["export", "decisions", *project, "--out", str(tmp_path / "d.csv")]) == 0
+    assert main(["decisions", "import", str(tmp_path / "d.csv"), *project, "--annotator", "bob"]) == 0
+    assert main(["export", "split", *project, "--out", str(tmp_path / "split")]) == 0
+    assert main(["verify", *project]) == 0
+    capsys.readouterr()
+    at = open_in_app(home, "P", monkeypatch)
+    assert not at.exception and not at.error, shown(at)
+    assert "Accuracy before" in [m.label for m in at.metric]
+    assert "decisions in force then" in shown(at)
+    at.tabs[2].run()
+    assert not at.exception
+
+
+def test_decisions_made_in_the_app_core_reach_the_cli_export(finished, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    folder = Path(shutil.copytree(finished[0], home / "P"))
+    at = open_in_app(home, "P", monkeypatch, annotator="carol")
+    assert not at.exception
+    run = Project(folder).open_run()
+    target = run.flagged_ids[0]
+    at.button(key=f"remove-{target}").click().run()
+    assert not at.exception
+    # The same core call the app's buttons make, as a bulk action:
+    decide(Project(folder).open_ledger(), run, run.flagged_ids[1:3], "keep", annotator="carol")
+    out = tmp_path / "decisions.csv"
+    assert main(["export", "decisions", "--project", str(folder), "--out", str(out)]) == 0
+    exported = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("sample_id")
+    assert exported.loc[target, "action"] == "remove" and exported.loc[target, "annotator"] == "carol"
+    assert set(exported.index) == {target, *run.flagged_ids[1:3]}
+
+
+def test_confirm_must_change_the_label(finished, copy_of):
+    folder = copy_of(finished[0])
+    run = Project(folder).open_run()
+    ledger = Project(folder).open_ledger()
+    same = run.table[run.table["suggested_label"] == run.table["given_label"]]["sample_id"].tolist()
+    with pytest.raises(LedgerError, match="Confirm must change the label.*Keep them"):
+        decide(ledger, run, same[:3], "confirm", annotator="ann")
+    with pytest.raises(LedgerError, match="Confirm must change the label"):
+        decide(ledger, run, same[:1], "confirm", label=run.by_id.loc[same[0], "given_label"], annotator="ann")
+    assert ledger.state().empty
+
+
+def test_a_project_from_the_first_release_still_opens(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    folder = Path(shutil.copytree(FIXTURE_V1, home / "old"))
+    project = Project(folder)
+    run = project.open_run()
+    assert len(run.table) == 120 and run.settings.limit == 120
+    assert project.read_request().data == "digits"
+    assert "held-out accuracy" in project.read_verify()["text"]  # the CLI's old verify.json had no text
+    assert project.load_dataset().fingerprint() == run.record["dataset"]["fingerprint"]
+    assert main(["decisions", "add", "keep", run.flagged_ids[0], "--project", str(folder), "--annotator", "a"]) == 0
+    at = open_in_app(home, "old", monkeypatch)
+    assert not at.exception and not at.error, shown(at)
+    assert "Accuracy before" in [m.label for m in at.metric]
+
+
+def test_review_commands_import_neither_torch_nor_the_pipeline(finished, tmp_path):
+    folder = Path(shutil.copytree(finished[0], tmp_path / "P"))
+    probe = (
+        "import sys, time; start = time.perf_counter()\n"
+        "from ogaudit.cli import main\n"
+        "codes = [main(['decisions', 'list', '--project', sys.argv[1]]),\n"
+        "         main(['export', 'decisions', '--project', sys.argv[1], '--out', sys.argv[2]])]\n"
+        "print('RESULT', codes, 'torch' in sys.modules, 'ogaudit.pipeline' in sys.modules,\n"
+        "      round(time.perf_counter() - start, 2))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    completed = subprocess.run(
+        [sys.executable, "-c", probe, str(folder), str(tmp_path / "d.csv")], capture_output=True, text=True, env=env
+    )
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    assert line.startswith("RESULT [0, 0] False False"), completed.stdout + completed.stderr
+    print(line)  # the start-up time, for the record
+
+
+# ---------------------------------------------------------------- the workspace
+
+
+def test_thumbnails_enlarge_small_images_and_skip_vectors(digits):
+    image = thumbnail(digits, 3, 96)
+    assert image.shape == (96, 96) and image.dtype == np.uint8
+    assert np.array_equal(image[::12, ::12], digits.x[3, :, :, 0])  # nearest neighbour keeps the pixels
+    rgb = dataset_from_arrays(np.zeros((4, 300, 150, 3), np.uint8), np.array([0, 1, 0, 1]))
+    assert thumbnail(rgb, 0, 100).shape == (100, 50, 3)
+    vectors = dataset_from_arrays(np.zeros((4, 5), np.float32), np.array([0, 1, 0, 1]))
+    assert thumbnail(vectors, 0) is None
+
+
+def test_projects_are_listed_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("OGAUDIT_HOME", str(tmp_path / "home"))
+    root = workspace_root()
+    assert root == tmp_path / "home" and list_projects(root) == []
+    first = Project.create(root, "My data!")
+    second = Project.create(root, "My data!")
+    assert (first.name, second.name) == ("My-data", "My-data-2")
+    first.write_request("digits", FAST)
+    time.sleep(0.05)
+    second.write_request("mnist5k", FAST)
+    listed = list_projects(root)
+    assert [p.name for p in listed] == ["My-data-2", "My-data"]
+    assert [p.data for p in listed] == ["mnist5k", "digits"] and not listed[0].finished
+    assert first.read_request().settings.epochs == 1 and Project(tmp_path).read_request() is None
+    assert first.read_verify() is None
+
+
+def test_slugify_keeps_names_folder_safe():
+    assert slugify("../../etc/passwd") == "etc-passwd"
+    assert slugify("  ") == "project"
+    assert len(slugify("x" * 200)) == 60
