@@ -33,7 +33,6 @@ from ogaudit.jobs import JobRegistry, read_status, submit_audit
 from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
-from ogaudit.storage import read_json
 from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,11 +200,11 @@ def test_a_real_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(small_
     ballast = fill(disk, 64 * 1024)
     with pytest.raises(StorageError, match=r"No space left on device.*free disk space"):
         storage.write_json(target, {"new": "x" * 400_000})
-    assert read_json(target) == {"old": True}
+    assert storage.read_json(target) == {"old": True}
     assert sorted(p.name for p in disk.iterdir() if p.name != "lost+found") == ["ballast", "run.json"]
     ballast.unlink()
     storage.write_json(target, {"new": "x" * 400_000})  # space freed: the same write succeeds
-    assert len(read_json(target)["new"]) == 400_000
+    assert len(storage.read_json(target)["new"]) == 400_000
 
 
 def test_a_real_full_disk_fails_the_audit_leaves_no_complete_looking_run_and_a_retry_finishes(small_fs, cache_dir):

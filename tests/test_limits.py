@@ -136,7 +136,10 @@ from ogaudit.data import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.ui.files import unpack_zip
 
-def peak_mb():
+def peak_mb():  # VmHWM: this process's own peak. ru_maxrss would carry over the parent's from before exec
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 kind, source, dest = sys.argv[1:4]
@@ -154,7 +157,7 @@ print(json.dumps({"error": error, "peak_mb": peak_mb(), "base_mb": base_mb, "sec
 
 
 def run_child(kind: str, source: Path, dest: Path, budget: str = CHILD_BUDGET) -> dict:
-    """Load ``source`` in a fresh process under ``budget``: its error, peak RSS in MB (``ru_maxrss``, read
+    """Load ``source`` in a fresh process under ``budget``: its error, peak RSS in MB (``VmHWM``, read
     inside the child) before and after the load, and the load's seconds."""
     env = {**os.environ, "PYTHONPATH": str(REPO), limits.MEMORY_BUDGET_ENV: budget}
     done = subprocess.run(

@@ -158,8 +158,24 @@ def test_formula_class_names_are_escaped_in_every_csv_an_audit_writes_and_read_b
     np.savez(data, x=digits.x[index], y=digits.y[index], class_names=np.array(FORMULA_CLASSES))
     out = tmp_path / "run"
     audit(data, AuditSettings(epochs=1, map_method="pca"), out_dir=out, cache_dir=cache_dir)
-    written = sorted(Project(out).run_files()["scores"].parent.glob("*.csv"))
-    assert [p.name for p in written] == ["label_evidence.csv", "map.csv", "scores.csv"]
+    written = sorted(out.rglob("*.csv"))
+    assert sorted(p.name for p in written) == ["label_evidence.csv", "map.csv", "scores.csv"]
     assert {p.name: _formula_cells(p) for p in written} == {p.name: [] for p in written}
     run = Project(out).open_run()
-    assert set(run.table["given_label"]) <= set(FORMULA_CLASSES)
+    assert set(run.table["given_label"]) <= set(FORMULA_CLASSES) and run.class_names == FORMULA_CLASSES
+
+
+def test_the_project_tables_survive_a_carriage_return_in_a_cell(tmp_path):
+    from ogaudit import project
+
+    frame = pd.DataFrame({"sample_id": ["a\rb", "c"], "given_label": ["\rz", "ok"], "score": [0.5, -1.0]})
+    project._write_table(frame, tmp_path / "scores.csv")  # sample ids are file names: a name may hold a CR
+    back = project._read_table(tmp_path / "scores.csv")
+    assert back["sample_id"].tolist() == ["a\rb", "c"] and back["given_label"].tolist() == ["\rz", "ok"]
+
+
+def test_write_csv_keeps_a_carriage_return_in_a_cell(tmp_path):
+    frame = pd.DataFrame({"sample_id": ["a\rb", "c"], "given_label": ["\rz", "ok"], "score": [0.5, -1.0]})
+    write_csv(frame, tmp_path / "scores.csv")
+    back = read_csv(tmp_path / "scores.csv", dtype={"sample_id": str, "given_label": str})
+    assert back["sample_id"].tolist() == ["a\rb", "c"] and back["given_label"].tolist() == ["\rz", "ok"]

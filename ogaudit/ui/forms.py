@@ -20,7 +20,7 @@ from ogaudit.ui.files import unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip")
 MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "checkpoint")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,11 @@ def new_audit_panel(root: Path) -> None:
             f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
         )
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
-        st.file_uploader("Checkpoint", type=["pt", "pth", "ckpt"], key="setup-checkpoint")
+        st.file_uploader(
+            "Checkpoint (state dict; TorchScript is refused)",
+            type=["pt", "pth", "ckpt", "safetensors"],
+            key="setup-checkpoint",
+        )
         st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
         detectors = sorted(DETECTOR_NAMES)
         st.selectbox("Detector", detectors, index=detectors.index(DEFAULT_DETECTOR), key="setup-detector")
