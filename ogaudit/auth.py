@@ -108,9 +108,8 @@ class UserStore:
 
     def _write(self, users: dict[str, dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.path, private=True) as tmp:  # password hashes: the server's account only
             tmp.write_text(json.dumps({"format": USERS_FORMAT, "users": users}, indent=2, sort_keys=True))
-            os.chmod(tmp, 0o600)  # password hashes: readable by the server's account only
 
     def add(self, name: str, password: str, role: str, *, replace: bool = False) -> User:
         """Add (or with ``replace``, update) a user. Raises :class:`SettingsError` for a bad name, role or a

@@ -50,10 +50,11 @@ def fingerprint(*parts: object) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A reader never sees a half-written file: after a crash or a full disk the old file (or none) is there.
+    The file gets ``0666`` less the umask, or with ``private`` stays ``0600`` (secrets: the users file).
     """
     path = Path(path)
     try:
@@ -67,7 +68,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp made it 0600
+        if not private:
+            os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(tmp_path, path)
     except OSError as error:
         raise _storage_error(path, error) from error
