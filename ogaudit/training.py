@@ -134,7 +134,7 @@ def batched_features(
 
 
 def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
-    return fingerprint("model-v2", dataset.fingerprint(), model_kind, asdict(settings))
+    return fingerprint("model-v3", dataset.fingerprint(), model_kind, asdict(settings))
 
 
 def save_model(model: nn.Module, path: Path) -> None:
