@@ -569,9 +569,15 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
                 else:
                     rel_paths.append(rel)
                     labels.append(class_dir.name)
-    return _dataset_from_files(
+    dataset = _dataset_from_files(
         root, rel_paths, labels, kind="imagefolder", skipped=skipped, fold=fold_label_case, ordered=True
     )
+    without_files = [d.name for d in class_dirs if d.name not in set(labels)]
+    if without_files:
+        dataset.notes.append(
+            f"folder(s) {without_files[:10]} hold no image file (only what tools leave, or nothing) and are not classes."
+        )
+    return dataset
 
 
 def _name_problem(name: str) -> str | None:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import Dataset, stratified_split
-from ogaudit.errors import DataError, SettingsError
+from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset
+from ogaudit.errors import SettingsError
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.storage import atomic_path, fingerprint
@@ -52,7 +52,7 @@ def auto_epochs(n_samples: int) -> int:
 HOLDOUT_MAX_SAMPLES = 1000
 """At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
 small data are memorised within the fixed rule's epochs, wrong labels included."""
-HOLDOUT_FRACTION = 0.25
+HOLDOUT_FOLDS = 4
 
 
 @dataclass
@@ -64,8 +64,9 @@ class TrainingRun:
         step that visited it, per epoch: ``‖p − e_y‖`` (the logit gradient) and ``‖[h, 1]‖`` — recorded for
         free from the training forward passes.
     epochs : the epochs of the final training (chosen on a held-out part for small data with automatic epochs).
-    holdout : for held-out epoch choice, ``{"samples", "max_epochs", "losses", "temperature"}``: the held-out
-        loss after each epoch of the probe training and the softmax temperature folded into the head; else None.
+    holdout : for held-out epoch choice, ``{"samples", "folds", "max_epochs", "losses",
+        "out_of_fold_confidence", "temperature"}``: the out-of-fold loss after each epoch, the mean out-of-fold
+        confidence in the given labels, and the softmax temperature folded into the head; else None.
     notes : what the recipe decided and why, one sentence each (for the run record).
     """
 
@@ -87,10 +88,12 @@ def train_model(
     """Train ``model`` in place on the given labels (AdamW, seeded shuffles).
 
     With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs
-    are chosen on data: a probe copy of the model trains on a stratified 75% for up to :func:`auto_epochs`
-    epochs, scoring the held-out 25% (given labels) after each; the epoch count with the lowest held-out loss is
-    then trained on all samples from the same initial weights, and the head's logits are divided by the softmax
-    temperature (≥ 1) that fits the probe's held-out predictions best (:func:`fit_temperature`). A fixed epoch rule
+    are chosen on data: from the same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified
+    folds' complement for up to :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each;
+    the epoch count with the lowest out-of-fold loss is then trained on all samples from those initial weights.
+    Last, the head's logits are divided by the softmax temperature (≥ 1) that brings the mean in-sample
+    confidence in the given labels down to the out-of-fold one (:func:`matching_temperature`; the out-of-fold
+    logits are first calibrated by :func:`fit_temperature`). A fixed epoch rule
     memorises a 20-image set, wrong labels included, and then reports them right with near-certain confidence.
     """
     torch.manual_seed(settings.seed)
@@ -105,76 +108,117 @@ def train_model(
         epochs, holdout = _holdout_epochs(model, inputs, labels, embed, parameters, settings, epochs, progress, cancel)
         if holdout is not None:
             notes.append(
-                f"small data ({len(dataset)} samples): {epochs} epoch(s), the lowest loss on a held-out "
-                f"{holdout['samples']} of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
+                f"small data ({len(dataset)} samples): {epochs} epoch(s), the lowest out-of-fold loss "
+                f"({holdout['folds']} folds) of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
             )
     history, trajectory = _fit(
         model, inputs, labels, embed, parameters(), epochs, settings, progress, cancel, start=0.5 if holdout else 0.0
     )
-    if holdout is not None and holdout["temperature"] > 1.0:
-        with torch.no_grad():  # softmax(z / T): the confidence the held-out part supports, folded into the head
-            model.head.weight.div_(holdout["temperature"])
-            if model.head.bias is not None:
-                model.head.bias.div_(holdout["temperature"])
-        notes.append(
-            f"confidences are tempered (softmax temperature {holdout['temperature']:.2f}, fitted on the held-out "
-            "part): a small model is otherwise surer than its accuracy"
-        )
     model.eval()
+    if holdout is not None:
+        with torch.no_grad():
+            logits = model.head(embed(inputs))
+        holdout["temperature"] = matching_temperature(logits, labels, holdout["out_of_fold_confidence"])
+        if holdout["temperature"] > 1.0:
+            with torch.no_grad():  # softmax(z / T), folded into the head
+                model.head.weight.div_(holdout["temperature"])
+                if model.head.bias is not None:
+                    model.head.bias.div_(holdout["temperature"])
+            notes.append(
+                f"confidences are tempered (softmax temperature {holdout['temperature']:.2f}) to the "
+                f"{holdout['out_of_fold_confidence']:.0%} mean confidence in the given labels seen out of fold: a "
+                "model is surer of the samples it trained on than it has reason to be"
+            )
     return TrainingRun(history, trajectory, epochs=epochs, holdout=holdout, notes=notes)
 
 
 def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epochs, progress, cancel):
-    """``(epochs, holdout record)``: the epoch count whose probe model has the lowest held-out loss."""
-    n = len(labels)
-    n_held = int(round(HOLDOUT_FRACTION * n))
-    try:
-        train_index, held_index = stratified_split(labels.numpy(), n - n_held, seed=settings.seed)
-    except DataError:
-        return max_epochs, None
-    if len(held_index) == 0 or len(train_index) == 0:
+    """``(epochs, record)``: the epoch count with the lowest out-of-fold loss over ``HOLDOUT_FOLDS`` folds.
+
+    Every sample (but those of classes too rare to hold out) is held out once, so a wrong label counts in the
+    held-out loss whichever fold it falls in; the out-of-fold logits at the chosen epoch also fit the softmax
+    temperature.
+    """
+    folds = _fold_of(labels.numpy(), HOLDOUT_FOLDS, settings.seed)
+    held = np.flatnonzero(folds >= 0)
+    if len(held) == 0 or len(np.unique(folds[held])) < 2:
         return max_epochs, None
     initial = copy.deepcopy(model.state_dict())
-    train_index, held_index = torch.as_tensor(train_index), torch.as_tensor(held_index)
-    losses: list[float] = []
-    held_logits: list[torch.Tensor] = []
+    out_of_fold = torch.zeros(max_epochs, len(labels), model.head.out_features, dtype=torch.float64)
+    fold_ids = np.unique(folds[held])
+    for number, fold in enumerate(fold_ids):
+        held_index = torch.as_tensor(np.flatnonzero(folds == fold))
+        train_index = torch.as_tensor(np.flatnonzero(folds != fold))
+        epoch = iter(range(max_epochs))
 
-    def score_held_out() -> None:
-        model.eval()
-        with torch.no_grad():
-            logits = model.head(embed(inputs[held_index]))
-            losses.append(float(F.cross_entropy(logits, labels[held_index])))
-            held_logits.append(logits)
-        model.train()
+        def score_held_out(held_index=held_index, epoch=epoch) -> None:
+            model.eval()
+            with torch.no_grad():
+                out_of_fold[next(epoch), held_index] = model.head(embed(inputs[held_index])).double()
+            model.train()
 
-    _fit(
-        model,
-        inputs[train_index],
-        labels[train_index],
-        embed,
-        parameters(),
-        max_epochs,
-        settings,
-        progress,
-        cancel,
-        start=0.0,
-        share=0.5,
-        after_epoch=score_held_out,
-    )
+        model.load_state_dict(initial)
+        _fit(
+            model,
+            inputs[train_index],
+            labels[train_index],
+            embed,
+            parameters(),
+            max_epochs,
+            settings,
+            progress,
+            cancel,
+            start=0.5 * number / len(fold_ids),
+            share=0.5 / len(fold_ids),
+            after_epoch=score_held_out,
+        )
     model.load_state_dict(initial)
+    held_t = torch.as_tensor(held)
+    logits = out_of_fold[:, held_t]  # (epochs, M, C)
+    target = labels[held_t]
+    losses = [float(F.cross_entropy(logits[e], target)) for e in range(max_epochs)]
     best = int(np.argmin(losses)) + 1  # the first of equal losses: fewer epochs memorise less
-    temperature = fit_temperature(held_logits[best - 1], labels[held_index])
+    temperature = fit_temperature(logits[best - 1], target)
+    confidence = torch.softmax(logits[best - 1] / temperature, dim=1).gather(1, target.view(-1, 1)).mean()
     record = {
-        "samples": len(held_index),
+        "samples": len(held),
+        "folds": len(fold_ids),
         "max_epochs": max_epochs,
         "losses": [round(v, 5) for v in losses],
-        "temperature": round(temperature, 4),
+        "out_of_fold_confidence": round(float(confidence), 4),
     }
     return best, record
 
 
+def _fold_of(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(N,) fold number of each sample, stratified by class; -1 for classes too rare to hold out."""
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(y), -1, dtype=np.int64)
+    start = 0
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) <= KEEP_WHOLE_CLASS_SIZE:
+            continue
+        fold[rng.permutation(members)] = (start + np.arange(len(members))) % folds
+        start += len(members)  # the next class continues the rotation, so folds stay balanced
+    return fold
+
+
 TEMPERATURES = np.exp(np.linspace(0.0, np.log(20.0), 61))
 """Softmax temperatures tried by :func:`fit_temperature`: 1 (unchanged) to 20, evenly in log scale."""
+
+
+def matching_temperature(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> float:
+    """The smallest T ≥ 1 (from ``TEMPERATURES``) at which the mean of ``softmax(logits / T)`` at ``labels`` is
+    at most ``confidence``: in-sample confidence brought down to what out-of-sample predictions support.
+
+    logits : (N, C) of the samples the model trained on; labels : (N,).
+    """
+    scaled = logits.double().unsqueeze(0) / torch.as_tensor(TEMPERATURES).view(-1, 1, 1)  # (T, N, C)
+    index = labels.view(1, -1, 1).expand(len(TEMPERATURES), -1, 1)
+    mean = torch.softmax(scaled, dim=2).gather(2, index).mean(dim=(1, 2)).numpy()
+    fits = np.flatnonzero(mean <= confidence + 1e-9)
+    return float(TEMPERATURES[fits[0]] if len(fits) else TEMPERATURES[-1])
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
