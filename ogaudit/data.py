@@ -1,26 +1,34 @@
 """Datasets: built-in real ones, ImageFolder directories, CSV manifests and ``.npz`` arrays.
 
-Everything becomes one :class:`Dataset`: images as ``uint8`` arrays ``(N, H, W, C)`` of one size and mode, or
-feature vectors as ``float32`` ``(N, F)``; integer labels into ``class_names``; a stable ``sample_id`` per
-sample. Files that cannot be used are skipped and listed in ``Dataset.skipped``, never dropped silently.
+Everything becomes one :class:`Dataset`: images as ``(N, H, W, C)`` arrays of one size and mode (``uint8`` as
+files and 8-bit arrays are, ``float32`` for any other array, never quantised), or feature vectors as ``float32``
+``(N, F)``; integer labels into ``class_names``; a stable ``sample_id`` per sample. Files that cannot be used are
+skipped and listed in ``Dataset.skipped``, never dropped silently; what was converted or left out on the way
+(one-hot labels, folded label spellings, classes with no usable sample) is said in ``Dataset.notes``.
+
+Data are read as their owners made them: files that tools leave behind are never samples (:func:`is_tool_junk`,
+the one rule for folders, manifests and uploads), photos are turned as their EXIF orientation says, and arrays
+keep a reference to the user's own arrays so that an export writes those back (:func:`source_arrays_for`).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import os
+import re
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ogaudit.csvtext import read_csv_table
 from ogaudit.errors import DataError
 from ogaudit.limits import check_image_files, check_npz
 from ogaudit.storage import fingerprint
@@ -29,6 +37,14 @@ BUILTINS = ("digits", "mnist5k", "fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_SIDE = 224
 MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 4
+"""Images need this many pixels a side for the CNN's two pooling steps; smaller image files are skipped, and
+smaller arrays are read as feature vectors."""
+KEEP_WHOLE_CLASS_SIZE = 2
+"""Classes with at most this many samples are kept whole by subsets and never split off into a held-out part."""
+RARE_CLASS_SIZE = 5
+"""Classes with fewer samples than this are *rare*: their samples can look unusual for that reason alone, so a
+flag on them comes with a caveat (:func:`rare_class_mask`)."""
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -44,6 +60,61 @@ FASHION_MNIST_CLASSES = [
 ]
 
 
+class DataNotice(UserWarning):
+    """Something was converted while loading (one-hot labels, folded label spellings ...); also in ``notes``."""
+
+
+# ---------------------------------------------------------------- what tools leave behind
+
+TOOL_JUNK_NAMES = {
+    "__macosx": "macOS zip metadata",
+    "thumbs.db": "Windows thumbnail cache",
+    "ehthumbs.db": "Windows thumbnail cache",
+    "ehthumbs_vista.db": "Windows thumbnail cache",
+    "desktop.ini": "Windows folder settings",
+    "$recycle.bin": "Windows recycle bin",
+    "system volume information": "Windows system folder",
+    "@eadir": "Synology thumbnail folder",
+    "#recycle": "NAS recycle bin",
+    "#snapshot": "NAS snapshot folder",
+    "lost+found": "file-system recovery folder",
+    "__pycache__": "Python cache",
+    "icon\r": "macOS folder icon",
+}
+
+
+def tool_junk_reason(relative_path: str) -> str | None:
+    """Why ``relative_path`` is something a tool left behind rather than data, or None when it is not.
+
+    One rule for every entry point (ImageFolder, manifest rows, zip uploads): a path is junk when any of its parts
+    is hidden (starts with ``.``: ``.DS_Store``, AppleDouble ``._x.png``, ``.ipynb_checkpoints``, ``.git``,
+    ``.thumbnails``, ``.Trash-1000`` ...), is a known metadata or cache name (``__MACOSX``, ``Thumbs.db``,
+    ``desktop.ini``, ``@eaDir``, ``$RECYCLE.BIN``, ``lost+found`` ...; any case), is an Office lock file (``~$x``)
+    or an editor backup (``x~``). Both ``/`` and ``\\`` separate parts; ``.`` and ``..`` parts are not junk
+    (escaping the root is refused elsewhere).
+    """
+    for part in re.split(r"[\\/]", relative_path):
+        if part in ("", ".", ".."):
+            continue
+        known = TOOL_JUNK_NAMES.get(part.casefold())
+        if known:
+            return f"left by a tool ({part!r}: {known}), not a sample"
+        if part.startswith("."):
+            return f"left by a tool ({part!r}: a hidden file or folder), not a sample"
+        if part.startswith("~$") or part.endswith("~"):
+            return f"left by a tool ({part!r}: a lock file or editor backup), not a sample"
+    return None
+
+
+def is_tool_junk(relative_path: str) -> bool:
+    """Whether ``relative_path`` (``/`` or ``\\`` separated) is left by a tool, never data; see
+    :func:`tool_junk_reason`."""
+    return tool_junk_reason(relative_path) is not None
+
+
+# ---------------------------------------------------------------- the dataset
+
+
 @dataclass(frozen=True)
 class SkippedInput:
     """A sample that could not be used, with the reason a person can act on."""
@@ -52,23 +123,51 @@ class SkippedInput:
     reason: str
 
 
+@dataclass(frozen=True)
+class SourceArrays:
+    """The arrays a user gave, untouched, so that an export writes the user's own data back.
+
+    arrays : name -> array as loaded: ``x`` and ``y`` always; ``ids``, ``class_names`` and any other array of
+        an ``.npz`` when present. Never modified.
+    labels : (M,) int64, the class index each source row was read as (before any review).
+    encoding : how ``y`` holds labels: ``"index"`` (M,) integers (or integral floats, booleans), ``"column"``
+        (M, 1) the same as a column, ``"name"`` (M,) strings, ``"onehot"`` / ``"probability"`` (M, C) rows.
+    label_values : (C,) for index, column and name encodings: the ``y`` value that stands for each class.
+    """
+
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    encoding: str
+    label_values: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.labels)
+
+
 @dataclass
 class Dataset:
     """Samples, labels and where they came from.
 
     Attributes
     ----------
-    x : ndarray, (N, H, W, C) uint8 for images or (N, F) float32 for vectors.
+    x : ndarray, the model's input: (N, H, W, C) images, C = 1 or 3, ``uint8`` (files, 8-bit arrays) or
+        ``float32`` (any other array, values as given); or (N, F) float32 feature vectors.
     y : ndarray, (N,) int64 given labels, indices into ``class_names``.
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
-    class_names : list of str.
+    class_names : list of str: the classes present in the labels, or the given ``class_names``.
     kind : "builtin", "imagefolder", "csv" or "npz".
-    source : the built-in name or the absolute path that was loaded.
+    source : the built-in name or the absolute, resolved path that was loaded.
     paths : ndarray (N,) of str file paths relative to ``root`` for file datasets, else None.
     root : the directory the paths are relative to, for file datasets.
     skipped : inputs that could not be used.
     true_y : (N,) clean labels when noise was injected for a demo or benchmark; detectors never see it.
+    notes : what was converted or left out while loading, one sentence each, for the run record and the user.
+    origin : the user's own arrays (array datasets), which exports write back; None for files and built-ins.
+    rows : (N,) int64 row of each sample in ``origin``'s arrays; None without ``origin``.
+    value_range : (2, C) float64 lowest and highest value per channel of non-``uint8`` images: how they are
+        scaled to [0, 1] for models and thumbnails; None for ``uint8`` images and vectors.
     """
 
     x: np.ndarray
@@ -81,6 +180,10 @@ class Dataset:
     root: str | None = None
     skipped: list[SkippedInput] = field(default_factory=list)
     true_y: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    origin: SourceArrays | None = None
+    rows: np.ndarray | None = None
+    value_range: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -107,23 +210,59 @@ class Dataset:
             sample_ids=self.sample_ids[index],
             paths=None if self.paths is None else self.paths[index],
             true_y=None if self.true_y is None else self.true_y[index],
+            rows=None if self.rows is None else self.rows[index],
         )
+
+    def image(self, index: int) -> np.ndarray | None:
+        """Sample ``index`` as a picture to show: (H, W, C) uint8, or None for feature vectors.
+
+        ``uint8`` images are returned as they are; other images are scaled from ``value_range`` to 0–255 per
+        channel, so arrays normalised by a training pipeline (values −0.8…2.0, say) show the picture.
+        """
+        if not self.is_image:
+            return None
+        pixels = self.x[index]
+        if pixels.dtype == np.uint8:
+            return pixels
+        return to_display_pixels(pixels, self.value_range)
 
     def describe(self) -> str:
         shape = "x".join(map(str, self.x.shape[1:]))
         return f"{len(self):,} samples of {shape}, {self.n_classes} classes ({self.kind}: {self.source})"
 
 
-def load_dataset(spec: str | os.PathLike, *, limit: int | None = None, seed: int = 0) -> Dataset:
+def to_display_pixels(pixels: np.ndarray, value_range: np.ndarray | None) -> np.ndarray:
+    """Images (..., C) of any dtype as uint8 0–255: ``value_range`` (2, C) low/high maps to 0/255 (clipped)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if value_range is None:
+        low, high = float(pixels.min()), float(pixels.max())
+        value_range = np.array([[low], [high]])
+    low, high = value_range[0], value_range[1]
+    span = np.where(high > low, high - low, 1.0)
+    scaled = (pixels.astype(np.float64) - low) * (255.0 / span)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def load_dataset(
+    spec: str | os.PathLike, *, limit: int | None = None, seed: int = 0, fold_label_case: bool = False
+) -> Dataset:
     """Load a built-in dataset by name or a dataset from a path.
 
     Parameters
     ----------
     spec : one of ``BUILTINS``, a directory with one sub-folder per class, a ``.csv`` manifest with
-        ``path,label`` columns (paths relative to the CSV), or an ``.npz`` with ``x``, ``y`` and optional
-        ``ids`` and ``class_names``.
-    limit : keep a stratified random subset of this many samples (for quick looks at large data).
+        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), or an ``.npz`` with
+        ``x``, ``y`` and optional ``ids`` and ``class_names``.
+    limit : keep a stratified random subset of this many samples (for quick looks at large data); classes of
+        at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole.
     seed : seeds the subset.
+    fold_label_case : class names that differ only by case or surrounding spaces (``Sneaker``, ``sneaker ``)
+        are one class, spelt as its most frequent variant (said in ``notes``). Without it they are refused.
+
+    Raises
+    ------
+    DataError : for anything that cannot be used as given; the message names the value and the fix.
     """
     text = str(spec)
     if text in BUILTINS:
@@ -135,12 +274,13 @@ def load_dataset(spec: str | os.PathLike, *, limit: int | None = None, seed: int
                 f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing path. "
                 "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
             )
+        path = path.resolve()
         if path.is_dir():
-            dataset = load_image_folder(path)
+            dataset = load_image_folder(path, fold_label_case=fold_label_case)
         elif path.suffix.lower() == ".csv":
-            dataset = load_csv_manifest(path)
+            dataset = load_csv_manifest(path, fold_label_case=fold_label_case)
         elif path.suffix.lower() == ".npz":
-            dataset = load_npz(path)
+            dataset = load_npz(path, fold_label_case=fold_label_case)
         else:
             raise DataError(
                 f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class "
@@ -152,15 +292,106 @@ def load_dataset(spec: str | os.PathLike, *, limit: int | None = None, seed: int
 
 
 def stratified_subset(dataset: Dataset, size: int, *, seed: int = 0) -> Dataset:
-    """A random subset of ``size`` samples with the class proportions of ``dataset``, in the original order."""
+    """A random subset of ``size`` samples with the class proportions of ``dataset``, in the original order.
+
+    Classes of at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole; every other class keeps at least one.
+
+    Raises
+    ------
+    DataError : when ``size`` cannot hold two samples per class, or one per class after the rare ones.
+    """
     if size < dataset.n_classes * 2:
         raise DataError(f"limit={size} is too small: keep at least {dataset.n_classes * 2} samples.")
     if size >= len(dataset):
         return dataset
-    from sklearn.model_selection import train_test_split
+    index, _ = stratified_split(dataset.y, size, seed=seed, names=dataset.class_names, what=f"limit={size}")
+    return dataset.subset(index)
 
-    index, _ = train_test_split(np.arange(len(dataset)), train_size=size, stratify=dataset.y, random_state=seed)
-    return dataset.subset(np.sort(index))
+
+def stratified_split(
+    y: np.ndarray, first: int, *, seed: int = 0, names: Sequence[str] | None = None, what: str = "the split"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample positions into two sorted parts with the class proportions of ``y``.
+
+    Parameters
+    ----------
+    y : (N,) int class indices.
+    first : the first part's size, a count.
+    names : class names, for messages.
+
+    Returns
+    -------
+    (first_index, second_index) : sorted int64 positions. When every class has more than
+    ``KEEP_WHOLE_CLASS_SIZE`` samples this is scikit-learn's ``train_test_split(stratify=y)`` (same seed, same
+    split as before); otherwise classes of at most ``KEEP_WHOLE_CLASS_SIZE`` samples go whole into the first
+    part, and the others are shared out in proportion, each keeping at least one sample in the first part.
+
+    Raises
+    ------
+    DataError : when the first part cannot hold the rare classes whole plus one sample of every other class.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    size = int(first)
+    counts = np.bincount(y)
+    present = np.flatnonzero(counts)
+    if counts[present].min() > KEEP_WHOLE_CLASS_SIZE:
+        from sklearn.model_selection import train_test_split
+
+        try:
+            a, b = train_test_split(np.arange(n), train_size=size, stratify=y, random_state=seed)
+            return np.sort(a), np.sort(b)
+        except ValueError:
+            pass  # too few samples left for a stratum on one side: share out below
+    rng = np.random.default_rng(seed)
+    whole = present[counts[present] <= KEEP_WHOLE_CLASS_SIZE]
+    shared = present[counts[present] > KEEP_WHOLE_CLASS_SIZE]
+    budget = size - int(counts[whole].sum())
+    if budget < len(shared):
+        rare = ", ".join(f"{_name(names, c)!r} ({counts[c]})" for c in whole[:5])
+        raise DataError(
+            f"{what} cannot keep every class: the rare class(es) {rare or 'none'} are kept whole, which leaves "
+            f"{budget} sample(s) for {len(shared)} other classes. Ask for a larger part, or add samples to the "
+            "rare classes."
+        )
+    share = counts[shared] * budget / max(int(counts[shared].sum()), 1)
+    quota = np.clip(np.floor(share).astype(np.int64), 1, counts[shared])
+    for c in np.argsort(-(share - np.floor(share)), kind="stable"):  # largest remainders take what is left
+        if quota.sum() >= budget:
+            break
+        if quota[c] < counts[shared][c]:
+            quota[c] += 1
+    while quota.sum() > budget:  # the minimum of one each can overshoot
+        quota[np.argmax(quota)] -= 1
+    chosen = [np.flatnonzero(y == c) for c in whole]
+    for c, k in zip(shared, quota, strict=True):
+        chosen.append(rng.choice(np.flatnonzero(y == c), size=int(k), replace=False))
+    a = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    return a, np.setdiff1d(np.arange(n), a)
+
+
+def _name(names: Sequence[str] | None, index: int) -> str:
+    return str(index) if names is None else str(names[index])
+
+
+def rare_class_mask(dataset: Dataset, min_samples: int = RARE_CLASS_SIZE) -> np.ndarray:
+    """(N,) bool: the sample's given class has fewer than ``min_samples`` samples.
+
+    A sample of such a class can be flagged for being rare rather than wrong: show the caveat beside its flag.
+    """
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+    return counts[dataset.y] < min_samples
+
+
+def rare_class_notes(dataset: Dataset, min_samples: int = RARE_CLASS_SIZE) -> list[str]:
+    """One sentence per class with fewer than ``min_samples`` samples (but at least one), naming it."""
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+    rare = [c for c in np.flatnonzero((counts > 0) & (counts < min_samples))]
+    return [
+        f"class {dataset.class_names[c]!r} has only {counts[c]} sample(s): its samples may be flagged for being "
+        "rare rather than wrong; judge them with that in mind, or add samples of it."
+        for c in rare
+    ]
 
 
 # ---------------------------------------------------------------- built-ins
@@ -245,77 +476,190 @@ def load_fashion_mnist(split: str = "train") -> Dataset:
 _BUILTIN_LOADERS = {"digits": _load_digits, "mnist5k": _load_mnist5k, "fashion-mnist": load_fashion_mnist}
 
 
+# ---------------------------------------------------------------- labels as people write them
+
+
+def canonical_labels(labels: Sequence[str], *, fold: bool, what: str) -> tuple[dict[str, str], list[str]]:
+    """Map each distinct label to the class name it stands for, refusing spellings that differ only by case or
+    surrounding spaces unless ``fold``.
+
+    Parameters
+    ----------
+    labels : every sample's label as written (repeats count: the most frequent spelling wins a fold).
+    fold : merge such variants into one class, named by its most frequent spelling (ties: the first in sorted
+        order), stripped of surrounding spaces.
+    what : how messages name the source.
+
+    Returns
+    -------
+    (mapping, notes) : ``mapping[label]`` is the class name (the label stripped, or its fold); ``notes`` says
+    which spellings were folded into which.
+
+    Raises
+    ------
+    DataError : listing the variants (with counts) and the two fixes, when variants exist and ``fold`` is off.
+    """
+    tallies = Counter(str(label) for label in labels)
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for label, count in sorted(tallies.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first
+        groups.setdefault(label.strip().lower(), []).append((label, count))
+    variants = [group for group in groups.values() if len(group) > 1]
+    if variants and not fold:
+        shown = "; ".join(", ".join(f"{v!r} ({n})" for v, n in group) for group in variants[:5])
+        more = f" and {len(variants) - 5} more group(s)" if len(variants) > 5 else ""
+        raise DataError(
+            f"{what} has class names that differ only by case or surrounding spaces: {shown}{more}. These would "
+            "be separate classes. Write each class one way, or fold them into one class each (the most frequent "
+            "spelling is kept) with fold_label_case=True (command line: --fold-labels)."
+        )
+    mapping = {label: group[0][0].strip() for group in groups.values() for label, _ in group}
+    notes = [
+        f"labels {', '.join(repr(v) for v, _ in group)} were folded into one class {mapping[group[0][0]]!r}"
+        for group in variants
+    ]
+    return mapping, notes
+
+
+def _notice(notes: list[str], text: str) -> None:
+    """Record a conversion in ``notes`` and warn about it (:class:`DataNotice`)."""
+    notes.append(text)
+    warnings.warn(text, DataNotice, stacklevel=3)
+
+
 # ---------------------------------------------------------------- image files
 
 
-def load_image_folder(root: Path) -> Dataset:
-    """A torchvision-style ImageFolder: ``root/<class name>/<image>``, classes sorted by name."""
-    root = root.resolve()
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A torchvision-style ImageFolder: ``root/<class name>/<image>``, classes sorted by name.
+
+    Files and folders that tools leave behind (:func:`is_tool_junk`) are never classes or samples: they are
+    listed in ``skipped``. Classes whose folder holds no usable image are left out (said in ``notes``), so
+    that the class list is the classes present. See :func:`load_dataset` for ``fold_label_case``.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is not a folder. Give a folder with one sub-folder of images per class.")
+    skipped: list[SkippedInput] = []
+    class_dirs = []
+    for entry in sorted(root.iterdir()):
+        problem = _name_problem(entry.name) or tool_junk_reason(entry.name)
+        if problem:
+            skipped.append(SkippedInput(_printable(entry.name) + ("/" if entry.is_dir() else ""), problem))
+        elif entry.is_dir():
+            class_dirs.append(entry)
+        # other loose files beside the class folders (a README, a manifest) are not samples
     if not class_dirs:
         raise DataError(f"{str(root)!r} has no class sub-folders. Arrange images as ROOT/<class name>/<image file>.")
     rel_paths, labels = [], []
     for class_dir in class_dirs:
-        for file in sorted(class_dir.rglob("*")):
-            if file.is_file() or file.is_symlink():
-                rel_paths.append(file.relative_to(root).as_posix())
-                labels.append(class_dir.name)
-    return _dataset_from_files(root, rel_paths, labels, [d.name for d in class_dirs], kind="imagefolder")
-
-
-def load_csv_manifest(path: Path) -> Dataset:
-    """A CSV with columns ``path`` and ``label``; paths are relative to the CSV's folder."""
-    path = path.resolve()
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{str(path)!r} is not UTF-8 (byte {error.start}: {raw[error.start : error.start + 1]!r}). "
-            "Save the manifest as UTF-8."
-        ) from error
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not text.strip():
-        raise DataError(f"{str(path)!r} is empty. A manifest needs a header `path,label` and one row per image.")
-    columns = [c.strip().lower() for c in (csv.DictReader(io.StringIO(text)).fieldnames or [])]
-    if "path" not in columns or "label" not in columns:
-        raise DataError(
-            f"{str(path)!r} has columns {columns}; a manifest needs `path` and `label` columns "
-            "(paths relative to the CSV file)."
+        for directory, subdirs, files in os.walk(class_dir):
+            here = Path(directory)
+            kept_dirs = []
+            for name in sorted(subdirs):
+                problem = _name_problem(name) or tool_junk_reason(name)
+                if problem:
+                    skipped.append(SkippedInput(_printable((here / name).relative_to(root).as_posix()) + "/", problem))
+                else:
+                    kept_dirs.append(name)
+            subdirs[:] = kept_dirs  # junk folders are listed once, not walked
+            for name in sorted(files):
+                rel = (here / name).relative_to(root).as_posix()
+                problem = _name_problem(name) or tool_junk_reason(name)
+                if problem:
+                    skipped.append(SkippedInput(_printable(rel), problem))
+                else:
+                    rel_paths.append(rel)
+                    labels.append(class_dir.name)
+    dataset = _dataset_from_files(
+        root, rel_paths, labels, kind="imagefolder", skipped=skipped, fold=fold_label_case, ordered=True
+    )
+    without_files = [d.name for d in class_dirs if d.name not in set(labels)]
+    if without_files:
+        dataset.notes.append(
+            f"folder(s) {without_files[:10]} hold no image file (only what tools leave, or nothing) and are not classes."
         )
-    if not rows:
+    return dataset
+
+
+def _name_problem(name: str) -> str | None:
+    """A file name that is not valid UTF-8 (Python keeps its bytes as surrogates): it cannot be stored or shown."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (written by another system's encoding): rename it"
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN``, safe for JSON, CSV and the screen."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\|//)")
+
+
+def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A CSV with columns ``path`` and ``label``; paths are relative to the CSV's folder.
+
+    The delimiter (``,`` ``;`` tab ``|``) and encoding (UTF-8 with or without BOM, UTF-16) are found from the
+    file (:func:`ogaudit.csvtext.read_csv_table`). Windows separators (``images\\Bag\\1.png``) are read as
+    ``/``. Rows naming junk (:func:`is_tool_junk`), missing files or non-images are skipped and listed; when
+    none is usable the error shows a few rows and the fix. See :func:`load_dataset` for ``fold_label_case``.
+    """
+    path = Path(path).resolve()
+    table = read_csv_table(path.read_bytes(), required=("path", "label"), what=repr(str(path)), error=DataError)
+    if table.missing:
+        raise DataError(
+            f"{str(path)!r} has columns {table.header}; a manifest needs `path` and `label` columns (paths relative "
+            f"to the CSV file); {table.delimiter_note()}. Name the columns path and label in the first row."
+        )
+    if not table.rows:
         raise DataError(f"{str(path)!r} has a header but no rows.")
-    rel_paths = [(row.get("path") or "").strip() for row in _lower_keys(rows)]
-    labels = [(row.get("label") or "").strip() for row in _lower_keys(rows)]
-    duplicates = [p for p, n in Counter(rel_paths).items() if n > 1]
+    at_path, at_label = table.column("path"), table.column("label")
+    rel_paths = [_manifest_path(cells[at_path] if at_path < len(cells) else "") for cells in table.rows]
+    labels = [cells[at_label] if at_label < len(cells) else "" for cells in table.rows]
+    duplicates = [p for p, n in Counter(rel_paths).items() if n > 1 and p]
     if duplicates:
         raise DataError(
             f"{str(path)!r} lists {len(duplicates)} path(s) more than once, e.g. {duplicates[:3]}. "
             "Each image may appear once: remove the repeated rows."
         )
-    class_names = sorted({label for label in labels if label})
-    return _dataset_from_files(path.parent, rel_paths, labels, class_names, kind="csv", source=path)
+    return _dataset_from_files(
+        path.parent, rel_paths, labels, kind="csv", source=path, fold=fold_label_case, ordered=False
+    )
 
 
-def _lower_keys(rows: list[dict]) -> list[dict]:
-    return [{(k or "").strip().lower(): v for k, v in row.items()} for row in rows]
+def _manifest_path(text: str) -> str:
+    """A manifest cell as a relative POSIX path: stripped, ``\\`` read as ``/`` (Windows), ``./`` dropped."""
+    text = text.strip()
+    if WINDOWS_ABSOLUTE.match(text):
+        return text  # refused by _path_problem as it is, so the user sees what they wrote
+    posix = text.replace("\\", "/")
+    return PurePosixPath(posix).as_posix() if posix else posix
 
 
 def _dataset_from_files(
     root: Path,
     rel_paths: list[str],
     labels: list[str],
-    class_names: list[str],
     *,
     kind: str,
     source: Path | None = None,
+    skipped: list[SkippedInput] | None = None,
+    fold: bool = False,
+    ordered: bool = True,
 ) -> Dataset:
-    skipped: list[SkippedInput] = []
+    """Read the images at ``rel_paths`` under ``root`` with their ``labels``; skip what cannot be used.
+
+    ``ordered``: classes in order of first appearance (ImageFolder, sorted folders); else sorted by name.
+    """
+    skipped = list(skipped or [])
+    notes: list[str] = []
     usable: list[tuple[str, str]] = []
     for rel, label in zip(rel_paths, labels, strict=True):
-        problem = _path_problem(root, rel) or (None if label else "empty label")
+        problem = _path_problem(root, rel) or (None if label.strip() else "empty label")
         if problem:
-            skipped.append(SkippedInput(rel, problem))
+            skipped.append(SkippedInput(_printable(rel), problem))
         else:
             usable.append((rel, label))
     where = f"the images of {str(source or root)!r}"
@@ -331,14 +675,24 @@ def _dataset_from_files(
             images.append(image)
             kept.append((rel, label))
     if not images:
-        reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
         raise DataError(
-            f"No usable image in {str(source or root)!r} ({len(skipped)} skipped; most common reasons: "
-            f"{reasons}). Check that the files are images and the paths are right."
+            f"No usable image in {str(source or root)!r} ({len(skipped)} skipped). {_skipped_summary(skipped, root)}"
         )
+    mapping, fold_notes = canonical_labels([label for _, label in kept], fold=fold, what=repr(str(source or root)))
+    for text in fold_notes:
+        _notice(notes, text)
+    names_in_order = list(dict.fromkeys(mapping[label] for _, label in kept))
+    class_names = names_in_order if ordered else sorted(names_in_order)
+    empty = sorted({label.strip() for label in labels if label.strip()} - {label.strip() for _, label in kept})
+    if empty:
+        notes.append(
+            f"class(es) {empty[:10]} have no usable image and are left out of the class list; see the skipped inputs."
+        )
+    if skipped:
+        notes.append(f"{len(skipped)} input(s) skipped. {_skipped_summary(skipped, root)}")
     x = _stack_images(images)
     class_index = {name: i for i, name in enumerate(class_names)}
-    y = np.array([class_index[label] for _, label in kept], dtype=np.int64)
+    y = np.array([class_index[mapping[label]] for _, label in kept], dtype=np.int64)
     paths = np.array([rel for rel, _ in kept])
     dataset = Dataset(
         x=x,
@@ -350,16 +704,50 @@ def _dataset_from_files(
         paths=paths,
         root=str(root),
         skipped=skipped,
+        notes=notes,
     )
     check_labels(dataset)
+    dataset.notes.extend(rare_class_notes(dataset))
     return dataset
+
+
+SKIP_FIXES = {
+    "file not found": "paths are relative to {root}; check the spelling, the folder and the file extension",
+    "outside the dataset root": "give paths relative to {root}, without '..' or a drive letter",
+    "not an image file type": "list only image files ({suffixes})",
+    "left by a tool": "nothing to do: these are not data",
+    "empty label": "give every row a label",
+}
+
+
+def _skipped_summary(skipped: list[SkippedInput], root: Path) -> str:
+    """Most common reasons, each with up to three examples as written and the fix."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        key = item.reason.split(":")[0].split(" (")[0]
+        by_reason.setdefault(key, []).append(item.path)
+    parts = []
+    for reason, examples in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))[:4]:
+        fix = next((f for k, f in SKIP_FIXES.items() if reason.startswith(k)), None)
+        fix_text = (
+            ""
+            if fix is None
+            else "; fix: " + fix.format(root=repr(str(root)), suffixes=" ".join(sorted(IMAGE_SUFFIXES)))
+        )
+        parts.append(f"{len(examples)} {reason}, e.g. {examples[:3]}{fix_text}")
+    return "Reasons: " + " | ".join(parts) + "."
 
 
 def _path_problem(root: Path, rel: str) -> str | None:
     if not rel:
         return "empty path"
+    if WINDOWS_ABSOLUTE.match(rel) or Path(rel).is_absolute():
+        return "outside the dataset root (an absolute path): not read"
+    junk = tool_junk_reason(rel)
+    if junk:
+        return junk
     candidate = root / rel
-    if Path(rel).is_absolute() or not candidate.resolve().is_relative_to(root.resolve()):
+    if not candidate.resolve().is_relative_to(root.resolve()):
         return "outside the dataset root (absolute path, '..' or a symlink leading out): not read"
     if not candidate.exists():
         return "file not found"
@@ -371,7 +759,8 @@ def _path_problem(root: Path, rel: str) -> str | None:
 
 
 def _read_image(path: Path) -> tuple[Image.Image | None, str | None]:
-    """Open and fully decode one image; return it or the reason it cannot be used."""
+    """Open and fully decode one image as a viewer shows it (EXIF orientation applied); return it or the reason
+    it cannot be used."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -379,14 +768,29 @@ def _read_image(path: Path) -> tuple[Image.Image | None, str | None]:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     return None, f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})"
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    return None, f"image too small ({width}x{height} pixels; at least {MIN_IMAGE_SIDE} a side)"
                 image.load()
-                return _to_standard_mode(image), None
+                return _to_standard_mode(ImageOps.exif_transpose(image)), None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None, "image too large (decompression bomb guard)"
     except UnidentifiedImageError:
         return None, "not a readable image"
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as error:
         return None, f"corrupt or truncated image: {error}"
+
+
+def read_image_as_shown(path: str | Path) -> Image.Image:
+    """One image file as a viewer shows it: decoded, EXIF orientation applied, in its own mode.
+
+    For thumbnails and previews of files. Raises :class:`DataError` naming the file when it cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise DataError(f"Cannot read the image {str(path)!r}: {error}.") from error
 
 
 def _to_standard_mode(image: Image.Image) -> Image.Image:
@@ -421,9 +825,10 @@ def _stack_images(images: list[Image.Image]) -> np.ndarray:
 # ---------------------------------------------------------------- arrays
 
 
-def load_npz(path: Path) -> Dataset:
-    """Arrays: ``x`` (N, ...) and ``y`` (N,), optional ``ids`` (N,) and ``class_names``."""
-    path = path.resolve()
+def load_npz(path: Path, *, fold_label_case: bool = False) -> Dataset:
+    """Arrays: ``x`` (N, ...) and ``y`` (see :func:`dataset_from_arrays`), optional ``ids`` (N,) and
+    ``class_names``; any other arrays are kept and written back by exports."""
+    path = Path(path).resolve()
     unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # empty, truncated, not a zip, a bare .npy
     try:
         archive = np.load(path, allow_pickle=False)
@@ -443,12 +848,25 @@ def load_npz(path: Path) -> Dataset:
             x, y = archive["x"], archive["y"]
             ids = archive["ids"] if "ids" in archive.files else None
             names = archive["class_names"] if "class_names" in archive.files else None
+            extra = {key: archive[key] for key in archive.files if key not in ("x", "y", "ids", "class_names")}
         except unreadable as error:  # object arrays would need unpickling, which could run code: refused
             raise DataError(
                 f"Cannot read the arrays in {str(path)!r}: {error}. Use numeric x and y and string ids/class_names "
                 "(not Python objects), saved with numpy.savez."
             ) from error
-    return dataset_from_arrays(x, y, ids=ids, class_names=names, source=str(path), kind="npz")
+    order = {key: i for i, key in enumerate(archive.files)}
+    extra = dict(sorted(extra.items(), key=lambda kv: order[kv[0]]))
+    return dataset_from_arrays(
+        x,
+        y,
+        ids=ids,
+        class_names=names,
+        source=str(path),
+        kind="npz",
+        fold_label_case=fold_label_case,
+        extra=extra,
+        order=list(archive.files),
+    )
 
 
 def dataset_from_arrays(
@@ -459,78 +877,314 @@ def dataset_from_arrays(
     class_names: list[str] | np.ndarray | None = None,
     source: str = "arrays",
     kind: str = "npz",
+    fold_label_case: bool = False,
+    extra: dict[str, np.ndarray] | None = None,
+    order: list[str] | None = None,
 ) -> Dataset:
-    """Validate in-memory arrays and turn them into a :class:`Dataset`."""
+    """Validate in-memory arrays and turn them into a :class:`Dataset` that keeps them for exports.
+
+    Parameters
+    ----------
+    x : (N, F) vectors; (N, H, W) grey images; (N, H, W, C) or channels-first (N, C, H, W) images with C = 1
+        or 3; anything else (N, ...) is flattened to vectors. Any int, uint, bool or float dtype. ``uint8``
+        images are used as they are; other images become float32 without rounding, scaled per channel by
+        their range for models and thumbnails (``Dataset.value_range``). Images under ``MIN_IMAGE_SIDE``
+        pixels a side are read as vectors.
+    y : one label per sample: (N,) class indices (ints, integral floats, bools; any values, e.g. -1/1) or class
+        names (strings); (N, 1) the same as a column; (N, C) one-hot or probability rows, read as their argmax
+        with a :class:`DataNotice`.
+    ids : (N,) unique sample ids (made strings); default the row numbers.
+    class_names : the name of each class index (y as indices or rows) or the allowed names (y as names).
+        Without it the classes are the label values present, never a range with gaps filled in.
+    fold_label_case : see :func:`load_dataset`.
+    extra, order : other arrays of an ``.npz`` and its key order, written back by exports.
+
+    Raises
+    ------
+    DataError : empty or feature-less x, a non-numeric x, NaN/inf or float32-overflowing values (naming the
+        first row), labels that are not one per sample, ambiguous probability rows, unknown label names,
+        repeated ids, fewer than two classes present. Each message names the value and the fix.
+    """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim < 2 or len(x) == 0:
         raise DataError(f"x must have shape (N, features) or (N, H, W[, C]) with N > 0; got {x.shape}.")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"x has {len(x)} samples but y has shape {y.shape}; give one label per sample.")
+    n = len(x)
+    if x.size == 0:
+        raise DataError(f"x has shape {x.shape}: no features per sample. Give at least one value per sample.")
     if x.dtype.kind not in "biuf":
         raise DataError(f"x must be numeric; got dtype {x.dtype}. Convert it with x.astype('float32').")
     if x.dtype.kind == "f":
-        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        flat = x.reshape(n, -1)
+        bad = ~np.isfinite(flat).all(axis=1)
         if bad.any():
             raise DataError(
                 f"x has NaN or infinite values in {int(bad.sum())} sample(s), first at row "
                 f"{int(np.flatnonzero(bad)[0])}. Drop or impute those rows."
             )
-    labels, class_names = _encode_labels(y, class_names)
-    sample_ids = np.array([str(i) for i in range(len(x))]) if ids is None else np.asarray(ids).astype(str)
-    if sample_ids.shape != (len(x),):
-        raise DataError(f"ids has shape {sample_ids.shape}; give one id per sample ({len(x)}).")
-    duplicated = [i for i, n in Counter(sample_ids.tolist()).items() if n > 1]
+        if x.dtype.itemsize > 4:
+            huge = np.abs(flat).max(axis=1) > np.finfo(np.float32).max
+            if huge.any():
+                raise DataError(
+                    f"x has values beyond the float32 range (±3.4e38) in {int(huge.sum())} sample(s), first at row "
+                    f"{int(np.flatnonzero(huge)[0])}; models compute in float32, where they become infinite. "
+                    "Rescale x (e.g. divide by its largest absolute value, or standardise each feature)."
+                )
+    notes: list[str] = []
+    what = "x" if source == "arrays" else repr(source)
+    labels, names, encoding, label_values = _encode_labels(y, n, class_names, fold=fold_label_case, notes=notes)
+    sample_ids = np.array([str(i) for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
+    if sample_ids.shape != (n,):
+        raise DataError(f"ids has shape {sample_ids.shape}; give one id per sample ({n}).")
+    duplicated = [i for i, k in Counter(sample_ids.tolist()).items() if k > 1]
     if duplicated:
         raise DataError(f"ids must be unique; {len(duplicated)} repeat, e.g. {duplicated[:3]}.")
+    model_x, value_range = _model_array(x, notes, what=what)
+    arrays = {"x": x, "y": y}
+    if ids is not None:
+        arrays["ids"] = np.asarray(ids)
+    if class_names is not None:
+        arrays["class_names"] = np.asarray(class_names)
+    arrays.update(extra or {})
+    if order:
+        arrays = {key: arrays[key] for key in order if key in arrays} | arrays
     dataset = Dataset(
-        x=_as_model_array(x),
+        x=model_x,
         y=labels,
         sample_ids=sample_ids,
-        class_names=class_names,
+        class_names=names,
         kind=kind,
         source=source,
+        notes=notes,
+        origin=SourceArrays(arrays, labels.copy(), encoding, label_values),
+        rows=np.arange(n, dtype=np.int64),
+        value_range=value_range,
     )
     check_labels(dataset)
+    dataset.notes.extend(rare_class_notes(dataset))
     return dataset
 
 
-def _encode_labels(y: np.ndarray, class_names) -> tuple[np.ndarray, list[str]]:
-    if y.dtype.kind in "US O".replace(" ", ""):
-        names = sorted({str(v) for v in y}) if class_names is None else [str(c) for c in class_names]
+def _encode_labels(
+    y: np.ndarray, n: int, class_names, *, fold: bool, notes: list[str]
+) -> tuple[np.ndarray, list[str], str, np.ndarray | None]:
+    """``(labels (N,) int64, class names, encoding, label_values)`` for :class:`SourceArrays`."""
+    if y.ndim == 1 and len(y) == n:
+        flat, encoding = y, "index"
+    elif y.ndim == 2 and y.shape == (n, 1):
+        flat, encoding = y[:, 0], "column"
+    elif y.ndim == 2 and y.shape[0] == n and y.shape[1] >= 2 and y.dtype.kind in "biuf":
+        return _encode_rows(y, class_names, fold=fold, notes=notes)
+    else:
+        hint = " (it looks transposed: use y.T)" if y.ndim == 2 and y.shape[1] == n else ""
+        raise DataError(
+            f"x has {n} samples but y has shape {y.shape}{hint}; give one label per sample: (N,) class indices or "
+            "names, (N, 1), or (N, C) one-hot rows."
+        )
+    if flat.dtype.kind in "USO":
+        return _encode_names(flat, class_names, fold=fold, notes=notes, encoding=encoding)
+    if flat.dtype.kind == "f":
+        if not np.all(np.isfinite(flat)) or not np.all(flat == np.round(flat)):
+            raise DataError(
+                "y must hold integer class indices or class names; found non-integer floats, e.g. "
+                f"{flat[~np.isfinite(flat) | (flat != np.round(flat))][:3].tolist()}. For scores per class give "
+                "(N, C) rows; else round or map them to classes."
+            )
+    elif flat.dtype.kind not in "iub":
+        raise DataError(f"y must hold integer class indices or class names; got dtype {y.dtype}.")
+    if class_names is None:
+        values, labels = np.unique(flat, return_inverse=True)
+        names = [str(int(v)) if flat.dtype.kind == "f" else str(v.item()) for v in values]
+        if flat.dtype.kind in "iu" and not np.array_equal(values, np.arange(len(values))):
+            notes.append(
+                f"y holds the class values {names[:10]}{' ...' if len(names) > 10 else ''}, not 0..C-1: the classes "
+                "are the values present, named by them (give class_names to name them otherwise)."
+            )
+        return labels.astype(np.int64), names, encoding, values
+    given, remap = _given_names(class_names, fold=fold, notes=notes)
+    indices = flat.astype(np.int64)
+    outside = (indices < 0) | (indices >= len(remap))
+    if outside.any():
+        raise DataError(
+            f"{int(outside.sum())} label(s) are outside the {len(remap)} classes {list(map(str, class_names))[:10]}, "
+            f"e.g. {int(indices[outside][0])}. Labels must index class_names."
+        )
+    labels = remap[indices]
+    first_index = np.array([int(np.flatnonzero(remap == c)[0]) for c in range(len(given))])
+    return labels, given, encoding, first_index.astype(flat.dtype)
+
+
+def _given_names(class_names, *, fold: bool, notes: list[str]) -> tuple[list[str], np.ndarray]:
+    """Given class names (folded when asked) and the map from each given index to its class."""
+    names = [str(c) for c in np.asarray(class_names).tolist()]
+    if len(set(names)) != len(names):
+        repeated = [name for name, k in Counter(names).items() if k > 1]
+        raise DataError(f"class_names repeats {repeated[:5]}; give each class once.")
+    mapping, fold_notes = canonical_labels(names, fold=fold, what="class_names")
+    for text in fold_notes:
+        _notice(notes, text)
+    final = list(dict.fromkeys(mapping[name] for name in names))
+    index = {name: i for i, name in enumerate(final)}
+    return final, np.array([index[mapping[name]] for name in names], dtype=np.int64)
+
+
+def _encode_names(flat, class_names, *, fold: bool, notes: list[str], encoding: str):
+    """Labels written as class names: classes are the names present, or ``class_names``."""
+    text = flat.astype(str)
+    values, inverse = np.unique(text, return_inverse=True)
+    if class_names is None:
+        mapping, fold_notes = canonical_labels(
+            np.repeat(values, np.bincount(inverse, minlength=len(values))), fold=fold, what="y"
+        )
+        for message in fold_notes:
+            _notice(notes, message)
+        names = sorted(set(mapping.values()))
         index = {name: i for i, name in enumerate(names)}
-        unknown = sorted({str(v) for v in y} - set(index))
+        per_value = np.array([index[mapping[str(v)]] for v in values], dtype=np.int64)
+    else:
+        names, remap = _given_names(class_names, fold=fold, notes=notes)
+        given = [str(c) for c in np.asarray(class_names).tolist()]
+        lookup = {name: int(remap[i]) for i, name in enumerate(given)}
+        if fold:
+            lookup |= {name.strip().lower(): int(remap[i]) for i, name in enumerate(given)}
+        per_value = np.array(
+            [lookup.get(str(v), lookup.get(str(v).strip().lower(), -1) if fold else -1) for v in values],
+            dtype=np.int64,
+        )
+        unknown = [str(v) for v, i in zip(values, per_value, strict=True) if i < 0]
         if unknown:
             raise DataError(f"labels {unknown[:5]} are not in class_names {names}. Add them or fix the labels.")
-        return np.array([index[str(v)] for v in y], dtype=np.int64), names
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError("y must hold integer class indices or class names; found non-integer floats.")
-    elif y.dtype.kind not in "iub":
-        raise DataError(f"y must hold integer class indices or class names; got dtype {y.dtype}.")
-    labels = y.astype(np.int64)
-    if class_names is None:
-        if labels.min() < 0:
-            raise DataError(f"y has negative label {int(labels.min())}; labels must be 0..C-1.")
-        names = [str(c) for c in range(int(labels.max()) + 1)]
+    return per_value[inverse].astype(np.int64), names, encoding, np.array(names)
+
+
+def _encode_rows(y: np.ndarray, class_names, *, fold: bool, notes: list[str]):
+    """(N, C) one-hot or probability rows → argmax labels, with a notice; anything else is refused."""
+    n, width = y.shape
+    if not np.isfinite(y).all():
+        raise DataError(f"y has shape {y.shape} with NaN or infinite values. Give one label per sample.")
+    binary = np.isin(y, (0, 1)).all()
+    sums = y.sum(axis=1, dtype=np.float64)
+    if binary and np.all(sums == 1):
+        encoding = "onehot"
+    elif (y >= 0).all() and np.allclose(sums, 1.0, atol=1e-3):
+        encoding = "probability"
     else:
-        names = [str(c) for c in class_names]
-    return labels, names
+        bad = int(np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-3) | (y < 0).any(axis=1))[0])
+        raise DataError(
+            f"y has shape {y.shape}: {width} values per sample that are neither one-hot nor probabilities summing "
+            f"to 1 (row {bad}: {y[bad][:6].tolist()}). Give one label per sample: y.argmax(axis=1) for class "
+            "scores, or an (N,) array of class indices or names."
+        )
+    labels = y.argmax(axis=1).astype(np.int64)
+    if encoding == "probability":
+        top = np.sort(y, axis=1)[:, -2:]
+        tied = top[:, 0] == top[:, 1]
+        if tied.any():
+            raise DataError(
+                f"y has probability rows whose top classes tie in {int(tied.sum())} sample(s), first at row "
+                f"{int(np.flatnonzero(tied)[0])} ({y[np.flatnonzero(tied)[0]][:6].tolist()}): no single label. "
+                "Give one label per sample, e.g. your own choice of y.argmax(axis=1)."
+            )
+    if class_names is None:
+        names = [str(c) for c in range(width)]
+    else:
+        if len(class_names) != width:
+            raise DataError(
+                f"y has {width} columns but class_names has {len(class_names)} names. Give one name per column."
+            )
+        names, remap = _given_names(class_names, fold=fold, notes=notes)
+        labels = remap[labels]
+    kind = "one-hot" if encoding == "onehot" else "probability"
+    _notice(
+        notes,
+        f"y holds {kind} rows (shape {y.shape}); each sample's label is its {'1' if kind == 'one-hot' else 'most likely'} "
+        "column (y.argmax(axis=1)). Exports write y back as rows, a relabelled sample's row made one-hot.",
+    )
+    return labels, names, encoding, None
 
 
-def _as_model_array(x: np.ndarray) -> np.ndarray:
-    """Images as uint8 (N, H, W, C); anything else as float32 (N, F)."""
+def _model_array(x: np.ndarray, notes: list[str], *, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's input and, for non-uint8 images, their value range (2, C).
+
+    Images as (N, H, W, C): (N, H, W) gets C = 1; (N, C, H, W) with C in (1, 3) is moved channels-last. uint8
+    images are used as they are (no copy when contiguous); other images become float32 with no rounding.
+    Anything else is (N, F) float32.
+    """
+    n = len(x)
+    images = None
     if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
-    if x.ndim == 4 and x.shape[3] in (1, 3):
-        if x.dtype == np.uint8:
-            return np.ascontiguousarray(x)
-        values = x.astype(np.float32)
-        if values.max() <= 1.0:
-            values = values * 255.0
-        return np.clip(np.round(values), 0, 255).astype(np.uint8)
-    return x.reshape(len(x), -1).astype(np.float32)
+        images = x[..., None]
+    elif x.ndim == 4 and x.shape[3] in (1, 3):
+        images = x
+    elif x.ndim == 4 and x.shape[1] in (1, 3):
+        images = x.transpose(0, 2, 3, 1)
+        notes.append(f"{what} of shape {x.shape} is read as channels-first images (N, C, H, W).")
+    if images is not None and min(images.shape[1:3]) < MIN_IMAGE_SIDE:
+        notes.append(
+            f"{what} of shape {x.shape} is read as feature vectors: images need at least {MIN_IMAGE_SIDE} pixels "
+            "a side."
+        )
+        images = None
+    if images is None:
+        if x.ndim > 2:
+            notes.append(f"{what} of shape {x.shape} is flattened to {int(np.prod(x.shape[1:]))} features per sample.")
+        return np.ascontiguousarray(x.reshape(n, -1), dtype=np.float32), None
+    if images.dtype == np.uint8:
+        return np.ascontiguousarray(images), None
+    low = images.min(axis=(0, 1, 2)).astype(np.float64)
+    high = images.max(axis=(0, 1, 2)).astype(np.float64)
+    return np.ascontiguousarray(images, dtype=np.float32), np.stack([low, high])
+
+
+def source_arrays_for(dataset: Dataset) -> dict[str, np.ndarray]:
+    """The user's own arrays for ``dataset``'s samples: what an export of an array dataset writes.
+
+    Every array of the source in its own order, dtype and layout: per-sample arrays (``x``, ``ids``, any other
+    array with one row per source row) keep the rows of ``dataset`` (removed samples dropped, order kept);
+    ``class_names`` and other arrays as they were. ``y`` keeps its form (indices, a column, names, one-hot or
+    probability rows) and each sample's own value, except for samples whose class differs from the one read
+    (relabelled in a review): those get the value of their new class (a one-hot row for row encodings; string
+    arrays are widened when a new name is longer). Object arrays are written as strings.
+
+    Raises
+    ------
+    ValueError : when ``dataset`` has no source arrays (files and built-ins).
+    """
+    origin = dataset.origin
+    if origin is None or dataset.rows is None:
+        raise ValueError(f"{dataset.source!r} has no source arrays: it was read from files or is a built-in.")
+    rows = dataset.rows
+    out: dict[str, np.ndarray] = {}
+    for name, array in origin.arrays.items():
+        if name == "y":
+            value = _labels_back(origin, rows, dataset.y)
+        elif name != "class_names" and array.ndim >= 1 and len(array) == origin.n_rows:
+            value = array[rows]
+        else:
+            value = array
+        out[name] = value.astype(str) if value.dtype == object else value
+    return out
+
+
+def _labels_back(origin: SourceArrays, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    y = origin.arrays["y"][rows]
+    changed = np.flatnonzero(origin.labels[rows] != labels)
+    if len(changed) == 0:
+        return y
+    new = labels[changed]
+    if origin.encoding in ("onehot", "probability"):
+        y[changed] = 0
+        y[changed, new] = 1
+        return y
+    values = origin.label_values[new]
+    if y.dtype.kind == "S":
+        values = np.char.encode(values.astype(str), "utf-8")
+    if y.dtype.kind in "US" and values.dtype.itemsize > y.dtype.itemsize:
+        y = y.astype(values.dtype)
+    if origin.encoding == "column":
+        y[changed, 0] = values
+    else:
+        y[changed] = values
+    return y
 
 
 def check_labels(dataset: Dataset) -> None:

@@ -28,19 +28,39 @@ SAFETENSORS_SUFFIX = ".safetensors"
 
 
 class Preprocess(nn.Module):
-    """Raw batch → network input: uint8 NHWC images to normalised float NCHW (resized, channels matched), or
-    float vectors standardised. The constants are buffers, so they travel with the state dict."""
+    """Raw batch → network input. The constants are buffers, so they travel with the state dict.
 
-    def __init__(self, mean, std, *, image: bool, size: int | None = None, channels: int | None = None):
+    Images (B, H, W, C) of any dtype are scaled to [0, 1] per channel from ``low``/``high`` (0/255 for uint8;
+    the data's own range for other arrays, e.g. floats already normalised by a training pipeline, so nothing is
+    rounded or clipped), made NCHW, matched to ``channels``, resized to ``size``, then standardised with
+    ``mean``/``std``. Vectors (B, F) are standardised with ``mean``/``std``.
+    """
+
+    def __init__(
+        self,
+        mean,
+        std,
+        *,
+        image: bool,
+        size: int | None = None,
+        channels: int | None = None,
+        low=0.0,
+        high=255.0,
+    ):
         super().__init__()
         self.image, self.size, self.channels = image, size, channels
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
         self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+        low = np.asarray(low, dtype=np.float64)
+        span = np.asarray(high, dtype=np.float64) - low
+        self.register_buffer("low", torch.as_tensor(low.astype(np.float32)))
+        self.register_buffer("span", torch.as_tensor(np.where(span > 0, span, 1.0).astype(np.float32)))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.image:
             return (batch.float() - self.mean) / self.std
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        x = batch.permute(0, 3, 1, 2).float()
+        x = (x - self.low.view(1, -1, 1, 1)) / self.span.view(1, -1, 1, 1)
         if self.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         elif self.channels == 1 and x.shape[1] == 3:
@@ -48,6 +68,13 @@ class Preprocess(nn.Module):
         if self.size is not None and x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+def input_range(dataset: Dataset) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """``(low, high)`` per channel that map ``dataset``'s images to [0, 1]: 0/255 for uint8, else the data's range."""
+    if dataset.x.dtype == np.uint8 or dataset.value_range is None:
+        return 0.0, 255.0
+    return dataset.value_range[0], dataset.value_range[1]
 
 
 class AuditModel(nn.Module):
@@ -137,20 +164,29 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
     torch.manual_seed(seed)
     n_classes = dataset.n_classes
     if kind == "mlp":
-        flat = dataset.x.reshape(len(dataset), -1).astype(np.float32)
-        mean, std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+        flat = dataset.x.reshape(len(dataset), -1)
+        mean = flat.mean(axis=0, dtype=np.float64)  # float64: large values must not overflow the variance
+        std = flat.std(axis=0, dtype=np.float64) + 1e-6
         preprocess = Preprocess(mean, std, image=False)
         body = MLP(flat.shape[1])
         return AuditModel(preprocess, body, nn.Linear(128, n_classes), kind=kind, trainable="all")
     if kind == "cnn":
         channels = dataset.x.shape[3]
-        pixels = dataset.x.reshape(-1, channels).astype(np.float32) / 255.0
-        preprocess = Preprocess(pixels.mean(axis=0), pixels.std(axis=0) + 1e-6, image=True, channels=channels)
+        low, high = input_range(dataset)
+        if dataset.x.dtype == np.uint8:
+            pixels = dataset.x.reshape(-1, channels).astype(np.float32) / 255.0
+            mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+        else:  # the same statistics of the [0, 1]-scaled values, without a scaled copy of the data
+            span = np.where(np.asarray(high) > low, np.asarray(high) - low, 1.0)
+            mean = (dataset.x.mean(axis=(0, 1, 2), dtype=np.float64) - low) / span
+            std = dataset.x.std(axis=(0, 1, 2), dtype=np.float64) / span
+        preprocess = Preprocess(mean, std + 1e-6, image=True, channels=channels, low=low, high=high)
         return AuditModel(preprocess, SmallCNN(channels), nn.Linear(128, n_classes), kind=kind, trainable="all")
     if kind == "efficientnet":
         side = max(dataset.x.shape[1:3])
         size = 224 if side >= 160 else 128
-        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, size=size, channels=3)
+        low, high = input_range(dataset)
+        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, size=size, channels=3, low=low, high=high)
         body = EfficientNetFeatures(load_efficientnet_lite0())
         body.requires_grad_(False)
         return AuditModel(preprocess, body, nn.Linear(1280, n_classes), kind=kind, trainable="head")
@@ -220,8 +256,9 @@ def load_checkpoint(
     write files. It is therefore refused, detected from the archive's member names without loading it,
     unless ``trust_code`` is True (``--trust-checkpoint-code`` on the command line; the app never sets it).
 
-    The last ``nn.Linear`` becomes the head; everything before it is the body. Images are fed as
-    ImageNet-normalised RGB at their stored size.
+    The last ``nn.Linear`` becomes the head; everything before it is the body. uint8 images are fed as
+    ImageNet-normalised RGB at their stored size; float image arrays (already normalised by the user's pipeline)
+    are fed channels-first with their values as given.
     """
     path = Path(path)
     if not path.is_file():
@@ -352,8 +389,10 @@ def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
             f"The model's last layer {name!r} has {head.out_features} outputs but the dataset has "
             f"{dataset.n_classes} classes {dataset.class_names[:10]}. Use a checkpoint trained on these classes."
         )
-    if dataset.is_image:
+    if dataset.is_image and dataset.x.dtype == np.uint8:
         preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, channels=3)
+    elif dataset.is_image:  # float arrays are fed as given: a checkpoint trained on them expects exactly those
+        preprocess = Preprocess(0.0, 1.0, image=True, low=0.0, high=1.0)
     else:
         preprocess = Preprocess(0.0, 1.0, image=False)
     probe = preprocess(torch.as_tensor(dataset.x[:2]))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import Dataset
+from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
@@ -28,18 +29,32 @@ def auto_epochs(n_samples: int) -> int:
     return int(np.clip(round(SAMPLE_PASSES / max(n_samples, 1)), 5, 30))
 
 
+HOLDOUT_MAX_SAMPLES = 1000
+"""At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
+small data are memorised within the fixed rule's epochs, wrong labels included."""
+HOLDOUT_FOLDS = 4
+
+
 @dataclass
 class TrainingRun:
     """What training left besides the weights.
 
-    history : per epoch ``{"epoch", "loss", "accuracy"}``.
+    history : per epoch ``{"epoch", "loss", "accuracy"}`` of the final training.
     trajectory : (2, epochs, N) float32, the two factors of each sample's last-layer gradient L2 norm at the
         step that visited it, per epoch: ``‖p − e_y‖`` (the logit gradient) and ``‖[h, 1]‖`` — recorded for
         free from the training forward passes.
+    epochs : the epochs of the final training (chosen on a held-out part for small data with automatic epochs).
+    holdout : for held-out epoch choice, ``{"samples", "folds", "max_epochs", "losses",
+        "out_of_fold_confidence", "temperature"}``: the out-of-fold loss after each epoch, the mean out-of-fold
+        confidence in the given labels, and the softmax temperature folded into the head; else None.
+    notes : what the recipe decided and why, one sentence each (for the run record).
     """
 
     history: list[dict]
     trajectory: np.ndarray
+    epochs: int = 0
+    holdout: dict | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def train_model(
@@ -50,15 +65,170 @@ def train_model(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TrainingRun:
-    """Train ``model`` in place on the given labels (AdamW, seeded shuffles)."""
+    """Train ``model`` in place on the given labels (AdamW, seeded shuffles).
+
+    With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs
+    are chosen on data: from the same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified
+    folds' complement for up to :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each;
+    the epoch count with the lowest out-of-fold loss is then trained on all samples from those initial weights.
+    Last, the head's logits are divided by the softmax temperature (≥ 1) that brings the mean in-sample
+    confidence in the given labels down to the out-of-fold one (:func:`matching_temperature`; the out-of-fold
+    logits are first calibrated by :func:`fit_temperature`). A fixed epoch rule
+    memorises a 20-image set, wrong labels included, and then reports them right with near-certain confidence.
+    """
     torch.manual_seed(settings.seed)
-    epochs = settings.resolved_epochs(len(dataset))
     labels = torch.as_tensor(dataset.y)
     if model.trainable == "head":
         inputs = torch.as_tensor(batched_features(model, dataset.x, progress=progress, cancel=cancel))
-        embed, parameters = nn.Identity(), model.head.parameters()
+        embed, parameters = nn.Identity(), model.head.parameters
     else:
-        inputs, embed, parameters = torch.as_tensor(dataset.x), model.features, model.parameters()
+        inputs, embed, parameters = torch.as_tensor(dataset.x), model.features, model.parameters
+    epochs, holdout, notes = settings.resolved_epochs(len(dataset)), None, []
+    if settings.epochs is None and len(dataset) <= HOLDOUT_MAX_SAMPLES:
+        epochs, holdout = _holdout_epochs(model, inputs, labels, embed, parameters, settings, epochs, progress, cancel)
+        if holdout is not None:
+            notes.append(
+                f"small data ({len(dataset)} samples): {epochs} epoch(s), the lowest out-of-fold loss "
+                f"({holdout['folds']} folds) of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
+            )
+    history, trajectory = _fit(
+        model, inputs, labels, embed, parameters(), epochs, settings, progress, cancel, start=0.5 if holdout else 0.0
+    )
+    model.eval()
+    if holdout is not None:
+        with torch.no_grad():
+            logits = model.head(embed(inputs))
+        holdout["temperature"] = matching_temperature(logits, labels, holdout["out_of_fold_confidence"])
+        if holdout["temperature"] > 1.0:
+            with torch.no_grad():  # softmax(z / T), folded into the head
+                model.head.weight.div_(holdout["temperature"])
+                if model.head.bias is not None:
+                    model.head.bias.div_(holdout["temperature"])
+            notes.append(
+                f"confidences are tempered (softmax temperature {holdout['temperature']:.2f}) to the "
+                f"{holdout['out_of_fold_confidence']:.0%} mean confidence in the given labels seen out of fold: a "
+                "model is surer of the samples it trained on than it has reason to be"
+            )
+    return TrainingRun(history, trajectory, epochs=epochs, holdout=holdout, notes=notes)
+
+
+def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epochs, progress, cancel):
+    """``(epochs, record)``: the epoch count with the lowest out-of-fold loss over ``HOLDOUT_FOLDS`` folds.
+
+    Every sample (but those of classes too rare to hold out) is held out once, so a wrong label counts in the
+    held-out loss whichever fold it falls in; the out-of-fold logits at the chosen epoch also fit the softmax
+    temperature.
+    """
+    folds = _fold_of(labels.numpy(), HOLDOUT_FOLDS, settings.seed)
+    held = np.flatnonzero(folds >= 0)
+    if len(held) == 0 or len(np.unique(folds[held])) < 2:
+        return max_epochs, None
+    initial = copy.deepcopy(model.state_dict())
+    out_of_fold = torch.zeros(max_epochs, len(labels), model.head.out_features, dtype=torch.float64)
+    fold_ids = np.unique(folds[held])
+    for number, fold in enumerate(fold_ids):
+        held_index = torch.as_tensor(np.flatnonzero(folds == fold))
+        train_index = torch.as_tensor(np.flatnonzero(folds != fold))
+        epoch = iter(range(max_epochs))
+
+        def score_held_out(held_index=held_index, epoch=epoch) -> None:
+            model.eval()
+            with torch.no_grad():
+                out_of_fold[next(epoch), held_index] = model.head(embed(inputs[held_index])).double()
+            model.train()
+
+        model.load_state_dict(initial)
+        _fit(
+            model,
+            inputs[train_index],
+            labels[train_index],
+            embed,
+            parameters(),
+            max_epochs,
+            settings,
+            progress,
+            cancel,
+            start=0.5 * number / len(fold_ids),
+            share=0.5 / len(fold_ids),
+            after_epoch=score_held_out,
+        )
+    model.load_state_dict(initial)
+    held_t = torch.as_tensor(held)
+    logits = out_of_fold[:, held_t]  # (epochs, M, C)
+    target = labels[held_t]
+    losses = [float(F.cross_entropy(logits[e], target)) for e in range(max_epochs)]
+    best = int(np.argmin(losses)) + 1  # the first of equal losses: fewer epochs memorise less
+    temperature = fit_temperature(logits[best - 1], target)
+    confidence = torch.softmax(logits[best - 1] / temperature, dim=1).gather(1, target.view(-1, 1)).mean()
+    record = {
+        "samples": len(held),
+        "folds": len(fold_ids),
+        "max_epochs": max_epochs,
+        "losses": [round(v, 5) for v in losses],
+        "out_of_fold_confidence": round(float(confidence), 4),
+    }
+    return best, record
+
+
+def _fold_of(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(N,) fold number of each sample, stratified by class; -1 for classes too rare to hold out."""
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(y), -1, dtype=np.int64)
+    start = 0
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) <= KEEP_WHOLE_CLASS_SIZE:
+            continue
+        fold[rng.permutation(members)] = (start + np.arange(len(members))) % folds
+        start += len(members)  # the next class continues the rotation, so folds stay balanced
+    return fold
+
+
+TEMPERATURES = np.exp(np.linspace(0.0, np.log(20.0), 61))
+"""Softmax temperatures tried by :func:`fit_temperature`: 1 (unchanged) to 20, evenly in log scale."""
+
+
+def matching_temperature(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> float:
+    """The smallest T ≥ 1 (from ``TEMPERATURES``) at which the mean of ``softmax(logits / T)`` at ``labels`` is
+    at most ``confidence``: in-sample confidence brought down to what out-of-sample predictions support.
+
+    logits : (N, C) of the samples the model trained on; labels : (N,).
+    """
+    scaled = logits.double().unsqueeze(0) / torch.as_tensor(TEMPERATURES).view(-1, 1, 1)  # (T, N, C)
+    index = labels.view(1, -1, 1).expand(len(TEMPERATURES), -1, 1)
+    mean = torch.softmax(scaled, dim=2).gather(2, index).mean(dim=(1, 2)).numpy()
+    fits = np.flatnonzero(mean <= confidence + 1e-9)
+    return float(TEMPERATURES[fits[0]] if len(fits) else TEMPERATURES[-1])
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T ≥ 1 (from ``TEMPERATURES``) that minimises the cross-entropy of ``logits / T``.
+
+    logits : (M, C) of samples the model did not train on; labels : (M,). Never below 1: a held-out part of a
+    few samples can make a model look less sure than it should be, never surer.
+    """
+    scaled = logits.double().unsqueeze(0) / torch.as_tensor(TEMPERATURES).view(-1, 1, 1)  # (T, M, C)
+    nll = -torch.log_softmax(scaled, dim=2).gather(2, labels.view(1, -1, 1).expand(len(TEMPERATURES), -1, 1))
+    return float(TEMPERATURES[int(nll.mean(dim=(1, 2)).argmin())])
+
+
+def _fit(
+    model,
+    inputs,
+    labels,
+    embed,
+    parameters,
+    epochs,
+    settings,
+    progress,
+    cancel,
+    *,
+    start: float = 0.0,
+    share: float | None = None,
+    after_epoch=None,
+):
+    """The training loop: ``(history, trajectory)``; progress runs from ``start`` over ``share`` of the bar."""
+    share = 1.0 - start if share is None else share
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     trajectory = np.zeros((2, epochs, len(labels)), dtype=np.float32)
@@ -67,9 +237,9 @@ def train_model(
     for epoch in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
         total_loss, correct = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
+        for first in range(0, len(order), settings.batch_size):
             check_cancel(cancel)
-            index = order[start : start + settings.batch_size]
+            index = order[first : first + settings.batch_size]
             features = embed(inputs[index])
             logits = model.head(features)
             loss = F.cross_entropy(logits, labels[index])
@@ -79,11 +249,12 @@ def train_model(
             trajectory[:, epoch, index.numpy()] = _gradient_factors(features.detach(), logits.detach(), labels[index])
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
-            done = (epoch + (start + len(index)) / len(order)) / epochs
+            done = start + share * (epoch + (first + len(index)) / len(order)) / epochs
             report(progress, "train", done, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": total_loss / len(labels), "accuracy": correct / len(labels)})
-    model.eval()
-    return TrainingRun(history, trajectory)
+        if after_epoch is not None:
+            after_epoch()
+    return history, trajectory
 
 
 def _gradient_factors(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -114,7 +285,7 @@ def batched_features(
 
 
 def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
-    return fingerprint("model-v2", dataset.fingerprint(), model_kind, asdict(settings))
+    return fingerprint("model-v3", dataset.fingerprint(), model_kind, asdict(settings))
 
 
 def save_model(model: nn.Module, path: Path) -> None:

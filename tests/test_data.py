@@ -150,7 +150,11 @@ def test_npz_missing_arrays_and_unknown_names(tmp_path):
 def test_string_labels_and_nchw_images_are_normalised():
     x = np.random.default_rng(0).random((6, 1, 10, 12)).astype(np.float32)
     dataset = dataset_from_arrays(x, np.array(["b", "a", "b", "a", "b", "a"]))
-    assert dataset.class_names == ["a", "b"] and dataset.x.shape == (6, 10, 12, 1) and dataset.x.dtype == np.uint8
+    assert dataset.class_names == ["a", "b"] and dataset.x.shape == (6, 10, 12, 1)
+    # floats are not quantised (issue 12, item 5: this used to assert uint8, the bug): the values are the input's
+    assert dataset.x.dtype == np.float32
+    np.testing.assert_array_equal(dataset.x, x.transpose(0, 2, 3, 1))
+    assert dataset.image(0).dtype == np.uint8 and dataset.image(0).shape == (10, 12, 1)
 
 
 def test_noise_injection_is_seeded_and_keeps_truth(digits):

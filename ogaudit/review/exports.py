@@ -9,7 +9,8 @@ Decisions CSV
 
 Cleaned split
     The data with removed samples dropped and relabels applied, in the input's own form: an ``.npz`` for
-    arrays and built-ins, a ``path,label`` CSV manifest pointing at the original images for a manifest, and a
+    arrays (the user's own arrays: same keys, dtypes, layouts and values, only rows dropped and labels changed)
+    and built-ins, a ``path,label`` CSV manifest pointing at the original images for a manifest, and a
     class-folder tree of hard links (copies where links are impossible) for an ImageFolder, plus
     ``split.json`` saying where it came from and what changed. Manifests are data, not reports: their cells
     are not formula-escaped, so that any loader reads them as written.
@@ -31,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ogaudit.data import Dataset
+from ogaudit.csvtext import read_csv_table
+from ogaudit.data import Dataset, source_arrays_for
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
 from ogaudit.storage import FORMULA_STARTS as FORMULA_STARTS  # formula escaping lives in storage; re-exported
@@ -39,6 +41,8 @@ from ogaudit.storage import atomic_path, escape_cell, unescape_cell, write_json
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
 SPLIT_MANIFEST = "split.json"
+MAX_CELL_CHARS = 10_000
+"""An imported row with a longer cell is rejected (notes are for sentences, not documents)."""
 
 
 # ---------------------------------------------------------------- decisions out
@@ -128,25 +132,29 @@ def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: s
     was made on other data), an unreadable time, score or rank, or for being an undo/redo or undone event.
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise LedgerError(f"The decisions file is not UTF-8 (byte {error.start}). Save it as UTF-8 CSV.") from error
-    rows = csv.reader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in next(rows, [])]
-    missing = [name for name in ("sample_id", "action") if name not in header]
-    if missing:
+    table = read_csv_table(data, required=("sample_id", "action"), what="The decisions file", error=LedgerError)
+    if table.missing:
         raise LedgerError(
-            f"The decisions file lacks column(s) {missing}; it has {header}. Export decisions with "
-            "`ogaudit export decisions` or give a CSV with at least sample_id and action."
+            f"The decisions file lacks column(s) {table.missing}; it has {table.header} ({table.delimiter_note()}). "
+            "Export decisions with `ogaudit export decisions` or give a CSV with at least sample_id and action."
         )
+    header = table.header
     decisions: list[Decision] = []
     rejected: list[RejectedRow] = []
-    for number, cells in enumerate(rows, start=2):
-        if not any(cells):
-            continue
+    for number, cells in zip(table.numbers, table.rows, strict=True):
         if len(cells) > len(header):
             rejected.append(RejectedRow(number, f"has {len(cells)} cells but the header has {len(header)}"))
+            continue
+        long = [(name, len(cell)) for name, cell in zip(header, cells, strict=False) if len(cell) > MAX_CELL_CHARS]
+        if long:
+            name, size = long[0]
+            rejected.append(
+                RejectedRow(
+                    number,
+                    f"has a {name or 'nameless'} cell of {size:,} characters; the limit is "
+                    f"{MAX_CELL_CHARS:,}: shorten it",
+                )
+            )
             continue
         row = dict(zip(header, [unescape_cell(cell) for cell in cells], strict=False))
         try:
@@ -197,11 +205,13 @@ def _parse_time(text: str) -> str | None:
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise LedgerError(f"decided_at {text!r} is not an ISO time like 2024-05-01T12:30:00+00:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):  # OverflowError: a time at the calendar's ends moved into UTC
+        raise LedgerError(
+            f"decided_at {text[:60]!r} is not an ISO time between years 1 and 9999 like 2024-05-01T12:30:00+00:00"
+        ) from None
 
 
 def _parse_number(row: Mapping[str, str], column: str, kind: type) -> float | int | None:
@@ -209,9 +219,12 @@ def _parse_number(row: Mapping[str, str], column: str, kind: type) -> float | in
     if not text:
         return None
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
-        raise LedgerError(f"{column} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        raise LedgerError(f"{column} {text[:60]!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise LedgerError(f"{column} {text[:60]!r} is too large: it must fit in 64 bits (below 9.2e18)")
+    return value
 
 
 # ---------------------------------------------------------------- cleaned split
@@ -325,8 +338,13 @@ def export_split(
 
 
 def _write_npz(dataset: Dataset, path: Path) -> str:
+    """The user's own arrays (same keys, dtypes, shapes, layouts and values; only removed rows dropped and
+    relabelled samples' labels changed); a built-in as ``x``, ``y``, ``ids``, ``class_names``."""
     path = path.with_suffix(".npz")
-    np.savez(path, x=dataset.x, y=dataset.y, ids=dataset.sample_ids, class_names=np.array(dataset.class_names))
+    if dataset.origin is not None:
+        np.savez(path, **source_arrays_for(dataset))
+    else:
+        np.savez(path, x=dataset.x, y=dataset.y, ids=dataset.sample_ids, class_names=np.array(dataset.class_names))
     return path.name
 
 
@@ -353,9 +371,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _write_image_folder(dataset: Dataset, staging: Path) -> str:
-    """``staging/<final class>/<path below the original class folder>``; a clash gets a ``~N`` suffix."""
-    for name in dataset.class_names:
-        (staging / name).mkdir()
+    """``staging/<final class>/<path below the original class folder>``; a clash gets a ``~N`` suffix.
+
+    Only classes that keep samples get a folder: torchvision's ImageFolder refuses an empty class folder."""
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
         inner = Path(*Path(rel).parts[1:])
         target = staging / dataset.class_names[label] / inner

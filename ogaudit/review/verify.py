@@ -6,13 +6,14 @@ imports the training engine when it runs."""
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from ogaudit.data import Dataset
+from ogaudit.data import Dataset, stratified_split
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, report
 from ogaudit.review.exports import apply_decisions
@@ -31,14 +32,16 @@ class VerifyReport:
     relabelled: int
     held_out: int
     evaluated_on: str
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         change = self.accuracy_after - self.accuracy_before
-        return (
+        text = (
             f"held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f} ({change:+.3f}) on "
             f"{self.held_out} samples ({self.evaluated_on}); trained on {self.train_before} -> {self.train_after} "
             f"samples ({self.removed} removed, {self.relabelled} relabelled)"
         )
+        return "; ".join([text, *self.notes])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,22 +60,31 @@ def verify_cleaning(
 ) -> VerifyReport:
     """Retrain before/after cleaning and score both on the same held-out samples.
 
-    The held-out part (``holdout`` of the data, stratified, seeded by ``settings.seed``) is never cleaned:
+    The held-out part (``holdout`` of the data, stratified, seeded by ``settings.seed``; classes of one or two
+    samples stay whole in the training part, and ``notes`` names them) is never cleaned:
     decisions on it are ignored. It is scored against the true labels when noise was planted (the truth is
     known), else against the given labels. ``decisions`` is :meth:`Ledger.state`.
     """
     import torch
-    from sklearn.model_selection import train_test_split
 
     from ogaudit.models import build_model, choose_model
     from ogaudit.training import batched_features, train_model
 
     if not 0.05 <= holdout <= 0.5:
         raise SettingsError(f"holdout must be between 0.05 and 0.5; got {holdout}.")
-    index = np.arange(len(dataset))
-    train_index, test_index = train_test_split(index, test_size=holdout, stratify=dataset.y, random_state=settings.seed)
-    train_before = dataset.subset(np.sort(train_index))
-    held_out = dataset.subset(np.sort(test_index))
+    n_test = math.ceil(holdout * len(dataset))
+    train_index, test_index = stratified_split(
+        dataset.y, len(dataset) - n_test, seed=settings.seed, names=dataset.class_names, what=f"holdout={holdout}"
+    )
+    train_before = dataset.subset(train_index)
+    held_out = dataset.subset(test_index)
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+    unmeasured = sorted(set(np.flatnonzero(counts).tolist()) - set(held_out.y.tolist()))
+    notes = tuple(
+        f"class {dataset.class_names[c]!r} ({counts[c]} sample(s)) is too rare to hold out: it is only trained on, "
+        "so the accuracy does not measure it"
+        for c in unmeasured
+    )
     train_after, counts = apply_decisions(
         train_before, decisions, flagged_ids=flagged_ids, drop_undecided_flagged=drop_undecided_flagged
     )
@@ -103,4 +115,5 @@ def verify_cleaning(
         relabelled=counts["relabelled"],
         held_out=len(held_out),
         evaluated_on="true labels of the planted noise" if held_out.true_y is not None else "given labels",
+        notes=notes,
     )
