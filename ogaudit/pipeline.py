@@ -165,7 +165,13 @@ def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progre
         model = build_model(choice.kind, dataset, seed=settings.seed)
     run = train_model(model, dataset, train, progress=progress, cancel=cancel)
     entry.save(lambda folder: save_model(model, folder / "model.pt"))
-    return model, {**info, "cached": False, "history": run.history}
+    return model, {
+        **info,
+        "cached": False,
+        "history": run.history,
+        "epochs": run.epochs or info["epochs"],
+        "notes": run.notes,
+    }
 
 
 def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
@@ -319,6 +325,7 @@ def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dic
             "class_names": [str(c) for c in dataset.class_names],
             "skipped_count": len(dataset.skipped),
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+            "notes": list(getattr(dataset, "notes", []) or []),
         },
         "model": dict(model_info),
         "flagged": int(scores["flagged"].sum()),

@@ -84,7 +84,11 @@ def prepare_dataset(data: str | os.PathLike | Dataset, settings: AuditSettings) 
     """
     from ogaudit.noise import inject_label_noise
 
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, limit=settings.limit, seed=settings.seed)
+    dataset = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, limit=settings.limit, seed=settings.seed, fold_label_case=settings.fold_labels)
+    )
     if settings.noise_rate > 0:
         dataset = inject_label_noise(dataset, settings.noise_rate, kind=settings.noise_kind, seed=settings.seed)
     return dataset

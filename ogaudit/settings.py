@@ -118,6 +118,7 @@ class AuditSettings:
     layers : empty for the last layer in closed form; else names of Linear/Conv2d layers whose gradients are
         projected to ``projection_dim`` dimensions (checked against the built model before training).
     noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
+    fold_labels : class names that differ only by case or surrounding spaces are one class (else refused).
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -134,6 +135,7 @@ class AuditSettings:
     limit: int | None = None
     layers: tuple[str, ...] = ()
     projection_dim: int = DEFAULT_PROJECTION_DIM
+    fold_labels: bool = False
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)

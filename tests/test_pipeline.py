@@ -143,3 +143,23 @@ def test_one_budget_rule_everywhere(bad, capsys):
     with pytest.raises(SystemExit):
         main(["scan", "digits", "--out", "x", "--budget", str(bad)])
     assert "budget must be a fraction" in capsys.readouterr().err
+
+
+def test_label_spelling_variants_are_refused_then_folded_on_request(digit_files, cache_dir, tmp_path, capsys):
+    lines = digit_files["manifest"].read_text().splitlines()
+    variants = ["Zero", "zero", "ZERO "]
+    rows = [lines[0]] + [
+        f"{row.split(',')[0]},{variants[i % 3] if row.endswith(',0') else row.split(',')[1]}"
+        for i, row in enumerate(lines[1:])
+    ]
+    manifest = digit_files["folder"] / "variants.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    argv = ["scan", str(manifest), "--cache-dir", str(cache_dir), *FAST]
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    assert "--fold-labels" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "folded"), "--fold-labels"]) == 0
+    out = capsys.readouterr().out
+    assert "note:" in out and "Zero" in out
+    run = Project(tmp_path / "folded").open_run()
+    assert len(run.class_names) == 10 and run.settings.fold_labels
+    assert Project(tmp_path / "folded").load_dataset().fingerprint() == run.record["dataset"]["fingerprint"]

@@ -77,6 +77,11 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument("--noise-kind", default="symmetric", choices=NOISE_KINDS, help="how planted labels go wrong")
     scan.add_argument("--limit", type=int, help="use a stratified random subset of this many samples")
     scan.add_argument(
+        "--fold-labels",
+        action="store_true",
+        help="treat class names differing only by case or surrounding spaces (Sneaker, sneaker) as one class",
+    )
+    scan.add_argument(
         "--layers",
         nargs="+",
         default=(),
@@ -133,6 +138,7 @@ def run_scan(args: argparse.Namespace) -> int:
         limit=args.limit,
         layers=tuple(args.layers),
         projection_dim=args.projection_dim,
+        fold_labels=args.fold_labels,
     )
     from ogaudit.pipeline import audit
 
@@ -150,6 +156,8 @@ def run_scan(args: argparse.Namespace) -> int:
         bars.close()
     record = result.record
     print(f"{result.dataset.describe()}; model {record['model']['kind']} ({record['model']['reason']})")
+    for note in record["dataset"].get("notes", []) + record["model"].get("notes", []):
+        print(f"note: {note}")
     if record["dataset"]["skipped_count"]:
         print(f"skipped {record['dataset']['skipped_count']} unusable input(s): see run.json")
     print(f"flagged {record['flagged']} of {len(result.scores)} samples with detector {settings.detector}")
