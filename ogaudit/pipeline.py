@@ -21,7 +21,7 @@ import torch
 
 from ogaudit import __version__
 from ogaudit.cache import ArtifactCache, default_cache_dir
-from ogaudit.data import Dataset
+from ogaudit.data import Dataset, rare_class_mask
 from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
@@ -171,6 +171,7 @@ def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progre
         "history": run.history,
         "epochs": run.epochs or info["epochs"],
         "notes": run.notes,
+        "holdout": run.holdout,
     }
 
 
@@ -296,6 +297,7 @@ def _detect(head: HeadEvidence, layers: ProjectedEvidence | None, dataset: Datas
             "rank": rank,
             "flagged": flagged,
             "confidence": head.probs[np.arange(len(dataset)), dataset.y],
+            "rare_class": rare_class_mask(dataset),  # flagged maybe for being rare: a caveat beside the flag
         }
     )
     if dataset.true_y is not None:

@@ -323,8 +323,9 @@ class Project:
             raise DataError(f"{str(self.path)!r}: scores.csv and map.csv list different samples. Run the audit again.")
         table = pd.concat([coords[["sample_id", "x", "y"]], scores.drop(columns="sample_id")], axis=1)
         table["flagged"] = _as_bool(table["flagged"])
-        if "is_noisy" in table:
-            table["is_noisy"] = _as_bool(table["is_noisy"])
+        for column in ("is_noisy", "rare_class"):
+            if column in table:
+                table[column] = _as_bool(table[column])
         return Run(self.path, record, table)
 
     def flagged_ids(self) -> list[str]:

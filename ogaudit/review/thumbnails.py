@@ -15,7 +15,7 @@ def thumbnail(dataset: Dataset, index: int, size: int = 160) -> np.ndarray | Non
     """
     if not dataset.is_image:
         return None
-    pixels = dataset.x[index]
+    pixels = dataset.image(index)  # uint8, also for float arrays normalised by the user's pipeline
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     scale = size / max(image.size)
     if scale != 1:

@@ -65,6 +65,8 @@ def sample_caption(row: Mapping, decision: str | None) -> str:
         f"{md(row['predicted_label'])}"
     )
     state = f"decision: **{decision}**" if decision else "undecided"
+    if row.get("rare_class") is True:
+        state += " · rare class: flagged perhaps for being rare, not wrong"
     return f"{code(row['sample_id'])} (rank {row['rank']})  \n{labels}  \nscore {row['score']:.3g} · {state}"
 
 

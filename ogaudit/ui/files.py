@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from ogaudit.data import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE
+from ogaudit.data import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
 from ogaudit.errors import DataError
 from ogaudit.limits import check_image_archive
 
@@ -37,12 +37,6 @@ def _entry_problem(name: str) -> str | None:
     if ".." in path.parts:
         return "contains '..'"
     return None
-
-
-def _skipped(name: str) -> bool:
-    """macOS resource forks and hidden files: never images of the dataset."""
-    parts = PurePosixPath(name).parts
-    return any(part == "__MACOSX" or part.startswith(".") for part in parts)  # ".." was refused before
 
 
 def unpack_zip(
@@ -74,7 +68,7 @@ def unpack_zip(
                 problem = "is a symbolic link"
             if problem:
                 raise DataError(f"Refused the upload: the entry {member.filename!r} {problem}.")
-        members = [m for m in archive.infolist() if not m.is_dir() and not _skipped(m.filename)]
+        members = [m for m in archive.infolist() if not m.is_dir() and not is_tool_junk(m.filename)]
         if len(members) > max_files:
             raise DataError(f"The upload has {len(members):,} files; the limit is {max_files:,}.")
         declared = sum(m.file_size for m in members)
@@ -122,7 +116,7 @@ def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], dest: Pat
 
 def image_folder_root(folder: Path) -> Path:
     """``folder``, or its only sub-folder when everything was zipped inside one top folder."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    entries = [p for p in folder.iterdir() if not is_tool_junk(p.name)]
     if len(entries) == 1 and entries[0].is_dir() and any(p.is_dir() for p in entries[0].iterdir()):
         return entries[0]
     return folder
