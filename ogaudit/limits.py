@@ -29,6 +29,10 @@ from PIL import Image, UnidentifiedImageError
 from ogaudit.errors import DataError, SettingsError
 
 MEMORY_BUDGET_ENV = "OGAUDIT_MEMORY_BUDGET"
+UPLOAD_BUDGET_ENV = "OGAUDIT_UPLOAD_BUDGET"
+DEFAULT_UPLOAD_BUDGET = "1G"
+"""An uploaded zip is small data: at most this much decoded, whatever the machine; bigger data go under
+``OGAUDIT_DATA_ROOTS`` on the server. A visitor's upload then cannot make the audit job grow past it."""
 DEFAULT_BUDGET_FRACTION = 0.5
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -96,6 +100,17 @@ def memory_budget(environ: Mapping[str, str] | None = None) -> MemoryBudget:
         int(total * DEFAULT_BUDGET_FRACTION),
         f"half of the {format_bytes(total)} this machine has; set {MEMORY_BUDGET_ENV} to change it",
     )
+
+
+def upload_budget(environ: Mapping[str, str] | None = None) -> MemoryBudget:
+    """The budget of one uploaded zip: ``OGAUDIT_UPLOAD_BUDGET`` (default 1G), never above :func:`memory_budget`."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(UPLOAD_BUDGET_ENV, "").strip() or DEFAULT_UPLOAD_BUDGET
+    overall = memory_budget(environ)
+    upload = parse_size(text)
+    if upload >= overall.bytes:
+        return overall
+    return MemoryBudget(upload, f"{UPLOAD_BUDGET_ENV}={text} for uploads; larger data go in OGAUDIT_DATA_ROOTS")
 
 
 def format_bytes(count: float) -> str:
@@ -210,6 +225,7 @@ def check_image_archive(
     suffixes: Iterable[str],
     max_image_pixels: int,
     max_side: int,
+    budget: MemoryBudget | None = None,
 ) -> None:
     """As :func:`check_image_files` for the image members of an open zip, before anything is extracted.
 
@@ -227,7 +243,7 @@ def check_image_archive(
         if header is not None:
             headers.append(header)
     estimate, detail = image_memory_estimate(headers, max_image_pixels=max_image_pixels, max_side=max_side)
-    check_budget(estimate, what=what, detail=detail)
+    check_budget(estimate, what=what, detail=detail, budget=budget)
 
 
 # ---------------------------------------------------------------- arrays

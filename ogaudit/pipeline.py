@@ -24,6 +24,7 @@ from ogaudit.cache import ArtifactCache, default_cache_dir
 from ogaudit.data import Dataset, rare_class_mask
 from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
+from ogaudit.errors import OgauditError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
 from ogaudit.models import AuditModel, build_model, choose_model, load_checkpoint
@@ -111,6 +112,7 @@ def audit(
     record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
     result = AuditResult(scores, map_frame, record, dataset, head, label_evidence)
     if project is not None:
+        _warn_about_an_earlier_review(project, dataset, notice)
         label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
         label_frame.insert(0, "sample_id", dataset.sample_ids)
         result.paths = project.write_run(
@@ -122,6 +124,23 @@ def audit(
         )
         result.out_dir = project.path
     return result
+
+
+def _warn_about_an_earlier_review(project: Project, dataset: Dataset, notice) -> None:
+    """A re-scan of other data into a folder with a review: say so (the review is kept, never changed)."""
+    if not project.ledger_path().exists() or not project.has_run():
+        return
+    try:
+        previous = project.read_record()["dataset"]["fingerprint"]
+    except OgauditError:
+        return
+    if previous != dataset.fingerprint():
+        notice(
+            f"{str(project.ledger_path())!r} holds a review of the data this folder audited before (dataset "
+            f"{previous}); this scan audits other data ({dataset.fingerprint()}). The review is kept as it is, but "
+            "its decisions may not fit these samples: export them and move ledger.sqlite away, or scan into a new "
+            "folder."
+        )
 
 
 @contextmanager

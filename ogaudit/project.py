@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -363,19 +364,24 @@ class Project:
     def open_ledger(self, dataset: Dataset | None = None) -> Ledger:
         """The project's review ledger (``ledger.sqlite``), created on first use.
 
+        When the ledger was made for other data (a re-scan of different data into this folder),
+        ``ledger.dataset_mismatch`` is True: :func:`ledger_mismatch_message` says what to do.
+
         Opened from the run's own table when there is a run (no data needed); otherwise for ``dataset`` (the
         review of data that was never scanned). Raises :class:`DataError` when there is neither.
         """
         path = self.path / LEDGER
         if self.has_run():
             run = self.open_run()
-            return Ledger.open(
-                path,
-                dataset_fingerprint=run.record["dataset"]["fingerprint"],
-                sample_ids=run.table["sample_id"].tolist(),
-                given_labels=run.table["given_label"].tolist(),
-                class_names=run.class_names,
-            )
+            with warnings.catch_warnings():  # callers read ledger.dataset_mismatch and say it their way
+                warnings.simplefilter("ignore", UserWarning)
+                return Ledger.open(
+                    path,
+                    dataset_fingerprint=run.record["dataset"]["fingerprint"],
+                    sample_ids=run.table["sample_id"].tolist(),
+                    given_labels=run.table["given_label"].tolist(),
+                    class_names=run.class_names,
+                )
         if dataset is None:
             raise DataError(
                 f"{str(self.path)!r} has no {RUN_RECORD} naming the dataset; scan it first or pass --data with "
@@ -479,6 +485,15 @@ class Project:
             self.modified(),
             state.get("status"),
         )
+
+
+def ledger_mismatch_message(ledger: Ledger) -> str:
+    """What to tell a person whose ledger was made for other data than the project's current run."""
+    return (
+        f"The review in {str(ledger.path)!r} was made for other data (dataset {ledger.stored_fingerprint}; the "
+        f"current run audited {ledger.dataset_fingerprint}): its decisions, scores and ranks may not fit these "
+        "samples. Export them (ogaudit export decisions), then move ledger.sqlite away, or scan into a new folder."
+    )
 
 
 def list_projects(root: str | os.PathLike) -> list[ProjectInfo]:

@@ -270,3 +270,16 @@ def test_budget_follows_the_machine_or_the_setting(monkeypatch):
         with pytest.raises(SettingsError, match="OGAUDIT_MEMORY_BUDGET"):
             parse_size(bad)
     assert 0 < limits.total_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_uploads_have_their_own_small_budget_whatever_the_machine(tmp_path, png_zip, monkeypatch):
+    from ogaudit.ui.files import unpack_zip
+
+    monkeypatch.delenv(limits.MEMORY_BUDGET_ENV, raising=False)
+    monkeypatch.delenv(limits.UPLOAD_BUDGET_ENV, raising=False)
+    assert limits.upload_budget().bytes <= limits.parse_size(limits.DEFAULT_UPLOAD_BUDGET)
+    with pytest.raises(DataError, match=r"Refused the upload: .*OGAUDIT_UPLOAD_BUDGET=1G for uploads"):
+        unpack_zip(png_zip, tmp_path / "unpacked")  # 1.1 GiB decoded: over 1G even on a large machine
+    assert not (tmp_path / "unpacked").exists()
+    monkeypatch.setenv(limits.UPLOAD_BUDGET_ENV, "64G")  # never above the machine's own budget
+    assert limits.upload_budget().bytes == limits.memory_budget().bytes

@@ -12,7 +12,7 @@ import torchvision
 from ogaudit.data import dataset_from_arrays
 from ogaudit.errors import ModelError
 from ogaudit.models import build_model, checkpoint_format, choose_model, load_checkpoint
-from ogaudit.pipeline import audit
+from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.ui.forms import SetupChoices, prepare_audit
 
 
@@ -227,12 +227,15 @@ def test_torchscript_that_writes_a_file_is_refused_unless_trusted(tmp_path, payl
 @pytest.mark.parametrize("payload", ["setstate", "forward"])
 def test_torchscript_uploaded_in_the_app_is_refused_and_never_runs(tmp_path, cache_dir, payload):
     path, marker = _trojan(tmp_path, payload, in_features=8 * 8 * 3)
-    project, data, settings = prepare_audit(
-        SetupChoices(model="checkpoint", checkpoint=path.read_bytes(), checkpoint_name="net.pt", builtin="digits"),
-        tmp_path / "home",
-    )
+    with pytest.raises(ModelError, match="is a TorchScript program: loading it would run its code"):
+        prepare_audit(
+            SetupChoices(model="checkpoint", checkpoint=path.read_bytes(), checkpoint_name="net.pt", builtin="digits"),
+            tmp_path / "home",
+        )
+    assert not marker.exists() and list((tmp_path / "home").iterdir()) == []  # refused before any job or project
+    # The engine refuses it too, should a TorchScript checkpoint reach an audit some other way:
     with pytest.raises(ModelError, match="TorchScript runs the code"):
-        audit(data, settings, out_dir=project, cache_dir=cache_dir)
+        audit("digits", AuditSettings(model=str(path), limit=60, map_method="none"), cache_dir=cache_dir)
     assert not marker.exists()
 
 

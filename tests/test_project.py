@@ -331,3 +331,14 @@ def test_a_live_ledger_is_backed_up_from_the_command_line(finished, copy_of, tmp
     (restored.path / "ledger.sqlite").unlink()
     shutil.copy(copy, restored.path / "ledger.sqlite")
     assert sorted(restored.open_ledger().state()["sample_id"]) == sorted(run.flagged_ids[:2])
+
+
+def test_a_rescan_of_other_data_says_the_review_may_not_fit(finished, copy_of, cache_dir, capsys):
+    folder = copy_of(finished[0])
+    Project(folder).open_ledger().decide(Project(folder).open_run().flagged_ids[0], "keep", annotator="ann")
+    argv = ["scan", "digits", "--limit", "250", "--epochs", "1", "--map", "none", "--quiet"]
+    assert main([*argv, "--out", str(folder), "--cache-dir", str(cache_dir)]) == 0
+    assert "holds a review of the data this folder audited before" in capsys.readouterr().err
+    assert main(["decisions", "list", "--project", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "ogaudit: warning: The review in" in err and "UserWarning" not in err and "project.py" not in err

@@ -8,6 +8,7 @@ project's tables and ledger; ``export split`` also reads the data; ``verify`` tr
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ogaudit.project import Project
@@ -102,10 +103,16 @@ def _ledger(args: argparse.Namespace, project: Project | None = None):
     """The project's ledger: from its run's table, or for ``--data`` when the folder was never scanned."""
     project = project or Project(args.project)
     if project.has_run() or args.data is None:
-        return project.open_ledger()
-    from ogaudit.data import load_dataset
+        ledger = project.open_ledger()
+    else:
+        from ogaudit.data import load_dataset
 
-    return project.open_ledger(load_dataset(args.data))
+        ledger = project.open_ledger(load_dataset(args.data))
+    if ledger.dataset_mismatch:
+        from ogaudit.project import ledger_mismatch_message
+
+        print(f"ogaudit: warning: {ledger_mismatch_message(ledger)}", file=sys.stderr)
+    return ledger
 
 
 def _dataset(args: argparse.Namespace, project: Project):
@@ -169,7 +176,7 @@ def run_list(args: argparse.Namespace) -> int:
         print("no decisions yet")
         return 0
     columns = ["sample_id", "given_label", "action", "final_label", "annotator", "decided_at", "note"]
-    print(state[columns].to_string(index=False))
+    print(state[columns].astype(object).where(state[columns].notna(), "").to_string(index=False))
     print()
     print(ledger.progress().to_string(index=False))
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from ogaudit.data import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
 from ogaudit.errors import DataError
-from ogaudit.limits import check_image_archive
+from ogaudit.limits import check_image_archive, upload_budget
 
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_UNPACKED_BYTES = 2 * 1024**3
@@ -85,6 +85,7 @@ def unpack_zip(
             suffixes=IMAGE_SUFFIXES,
             max_image_pixels=MAX_IMAGE_PIXELS,
             max_side=MAX_SIDE,
+            budget=upload_budget(),
         )
         dest = Path(dest)
         dest.mkdir(parents=True)

@@ -97,4 +97,12 @@ def _model_spec(choices: SetupChoices, project: Path) -> str:
         raise ModelError(f"The checkpoint {choices.checkpoint_name!r} should end in one of {CHECKPOINT_SUFFIXES}.")
     path = Project(project).checkpoint_path(suffix)
     path.write_bytes(choices.checkpoint)
+    from ogaudit.models import TRUST_CODE_FLAG, checkpoint_format
+
+    if checkpoint_format(path) == "torchscript":  # refused now, not in the job: the app never runs a file's code
+        raise ModelError(
+            f"The checkpoint {choices.checkpoint_name!r} is a TorchScript program: loading it would run its code on "
+            f"this server, so uploads of TorchScript are refused (only its owner can allow it, on the command line "
+            f"with {TRUST_CODE_FLAG}). Upload a state dict (torch.save(model.state_dict(), path)) or .safetensors."
+        )
     return str(path)

@@ -35,9 +35,12 @@ def main() -> None:
     root = workspace_root()
     with st.sidebar:
         st.title("ogaudit")
+    try:
+        _resume_interrupted(str(root))  # before the sign-in: a restarted server resumes for nobody in particular
+    except OgauditError as error:
+        st.error(md(error))
     who = visitor(root)
     try:
-        _resume_interrupted(str(root))
         demo = DemoConfig.from_env()
         project = _current_project(root, demo, who)
         with st.sidebar:
