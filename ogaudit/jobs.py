@@ -261,12 +261,12 @@ def submit_audit(
     return registry.submit(job)
 
 
-def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame) -> Job:
+def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame, *, seeds: int = 3) -> Job:
     """Retrain before and after the review's decisions (the paper's trim-and-retrain check) in the background.
 
     ``run`` is an opened :class:`~ogaudit.project.Run`, ``dataset`` its data and ``decisions`` the ledger's
-    :meth:`~ogaudit.review.ledger.Ledger.state`. The report is saved in the project
-    (:meth:`~ogaudit.project.Project.write_verify`), where the command line's ``ogaudit verify`` saves it too.
+    :meth:`~ogaudit.review.ledger.Ledger.state`; both models are trained with ``seeds`` seeds. The report is saved
+    in the project (:meth:`~ogaudit.project.Project.write_verify`), where ``ogaudit verify`` saves it too.
     """
     from ogaudit.review.verify import verify_cleaning
 
@@ -274,7 +274,13 @@ def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: 
 
     def target(progress: ProgressCallback, cancel: threading.Event):
         report = verify_cleaning(
-            dataset, decisions, run.settings, flagged_ids=run.flagged_ids, progress=progress, cancel=cancel
+            dataset,
+            decisions,
+            run.settings,
+            flagged_ids=run.flagged_ids,
+            seeds=seeds,
+            progress=progress,
+            cancel=cancel,
         )
         project.write_verify(report, decided=len(decisions))
         return report
