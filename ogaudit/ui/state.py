@@ -14,6 +14,7 @@ import streamlit as st
 from ogaudit.data import Dataset
 from ogaudit.jobs import JobRegistry
 from ogaudit.project import Project, Run
+from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui.figure import map_figure
 
@@ -67,3 +68,13 @@ def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
     if colour == "decision":
         key = str(pd.util.hash_pandas_object(decisions[["sample_id", "action"]], index=False).sum())
     return _figure(str(run.path), run.fingerprint, colour, key, run, decisions)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the evidence…")
+def _open_evidence(path: str, fingerprint: str) -> RunEvidence | None:
+    return Project(path).open_evidence()
+
+
+def open_evidence(run: Run) -> RunEvidence | None:
+    """Why each sample is flagged (read once per run), or None for a run without head evidence."""
+    return _open_evidence(str(run.path), f"{run.fingerprint}-{run.record.get('run_dir')}")
