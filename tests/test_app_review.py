@@ -341,3 +341,26 @@ def test_the_keyboard_view_decides_and_moves_on(project):
     at.sidebar.button(key="undo").click().run()
     assert queue[4] not in ledger.state()["sample_id"].tolist()
     assert f"`{queue[4]}`" in texts(at.markdown)  # undo brings the undone sample back into view
+
+
+def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monkeypatch):
+    run = Project(project).open_run()
+    a, b = run.table["sample_id"].iloc[-1], run.flagged_ids[0]  # an unflagged sample and a flagged one
+    planted = pd.DataFrame(
+        {
+            "group": [1, 1],
+            "kind": ["exact", "exact"],
+            "sample_id": [a, b],
+            "given_label": ["x", "y"],
+            "conflict": [True, True],
+            "size": [2, 2],
+        }
+    )
+    import ogaudit.ui.state
+
+    monkeypatch.setattr(ogaudit.ui.state, "duplicates", lambda run, dataset: planted)
+    at = start()
+    at.selectbox(key="queue-duplicates").set_value("conflicts").run()
+    shown = {k.split("confirm-", 1)[1] for k in (b.key for b in at.button) if k and k.startswith("confirm-")}
+    assert shown == {a, b}
+    assert f"⚠ labels differ: exact duplicate of `{b}` (y)" in texts(at.markdown)

@@ -6,7 +6,7 @@ Plain functions over a run's table (:class:`~ogaudit.project.Run`) and the ledge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ class QueueFilter:
     given, suggested : class names. decisions : actions and/or ``"undecided"`` (the current state). annotators :
     who made the current decision. score : (low, high) inclusive, or None. flagged_only : only flagged samples.
     hide_decided : leave out samples with a current decision. search : a case-insensitive substring of the id.
-    sort : a key of :data:`SORTS`.
+    sort : a key of :data:`SORTS`. only : restrict to these ids (a duplicate queue), flagged or not.
     """
 
     given: tuple[str, ...] = ()
@@ -38,7 +38,7 @@ class QueueFilter:
     hide_decided: bool = False
     search: str = ""
     sort: str = "most suspicious first"
-    extra: tuple[str, ...] = field(default=(), compare=False)
+    only: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
@@ -53,7 +53,9 @@ def filter_queue(table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFi
     action = pd.Series([actions.get(i, UNDECIDED) for i in table["sample_id"]], index=table.index, dtype=object)
     annotator = pd.Series([people.get(i) for i in table["sample_id"]], index=table.index, dtype=object)
     keep = np.ones(len(table), dtype=bool)
-    if f.flagged_only:
+    if f.only is not None:
+        keep &= table["sample_id"].isin(f.only).to_numpy()
+    elif f.flagged_only:
         keep &= table["flagged"].to_numpy(dtype=bool)
     if f.hide_decided:
         keep &= (action == UNDECIDED).to_numpy()

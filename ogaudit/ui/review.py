@@ -18,6 +18,7 @@ from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evide
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filter_queue, flag_counts
 from ogaudit.review.thumbnails import thumbnail_strip
+from ogaudit.ui import state
 from ogaudit.ui.common import (
     decision_text,
     flash,
@@ -106,7 +107,8 @@ def review_queue(
     """The filtered queue as cards with one-click actions, or one sample at a time with a key for every action."""
     show_flash("queue")
     _class_tables(run)
-    queue_filter = _filters(run, decisions)
+    groups = state.duplicates(run, dataset)
+    queue_filter = _filters(run, decisions, groups)
     queue = filter_queue(run.table, decisions, queue_filter)
     controls = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
     view = controls[0].segmented_control("View", VIEWS, default=VIEWS[0], key="queue-view") or VIEWS[0]
@@ -131,7 +133,7 @@ def review_queue(
     for start in range(0, len(chunk), CARD_COLUMNS):
         for column, sample_id in zip(st.columns(CARD_COLUMNS), chunk[start : start + CARD_COLUMNS], strict=False):
             with column.container(border=True, key=f"card-{sample_id}"):
-                _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence)
+                _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence, groups)
 
 
 def _explain(run: Run, evidence: RunEvidence | None, ids: list[str]) -> dict[str, SampleEvidence]:
@@ -140,7 +142,14 @@ def _explain(run: Run, evidence: RunEvidence | None, ids: list[str]) -> dict[str
     return dict(zip(ids, evidence.explain([run.position[i] for i in ids]), strict=True))
 
 
-def _filters(run: Run, decisions: pd.DataFrame) -> QueueFilter:
+DUPLICATE_QUEUES = {
+    "all": "All samples",
+    "conflicts": "Duplicates with different labels",
+    "duplicates": "All duplicates",
+}
+
+
+def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame) -> QueueFilter:
     names = run.class_names
     score = run.table["score"]
     low, high = float(score.min()), float(score.max())
@@ -151,11 +160,24 @@ def _filters(run: Run, decisions: pd.DataFrame) -> QueueFilter:
         chosen = row[2].multiselect("Decision", [UNDECIDED, *ACTIONS], key="queue-decision")
         people = sorted(decisions["annotator"].unique().tolist()) if len(decisions) else []
         annotators = row[3].multiselect("Decided by", people, key="queue-annotator")
-        row = st.columns([3, 1, 2, 2], vertical_alignment="bottom")
+        row = st.columns([3, 1, 2, 2, 2], vertical_alignment="bottom")
         picked = row[0].slider("Score", low, max(high, low + 1e-9), (low, high), key="queue-score")
         flagged_only = row[1].toggle("Flagged only", value=True, key="queue-flagged-only")
         search = row[2].text_input("Sample id contains", key="queue-search", placeholder="search ids")
         sort = row[3].selectbox("Sort", list(SORTS), key="queue-sort")
+        conflicts = int(groups.loc[groups["conflict"], "group"].nunique())
+        which = row[4].selectbox(
+            "Duplicates",
+            list(DUPLICATE_QUEUES),
+            format_func=lambda k: DUPLICATE_QUEUES[k] + (f" ({conflicts})" if k == "conflicts" else ""),
+            key="queue-duplicates",
+            help="Same content under several ids (exact bytes, or the same coarse picture); with different labels, "
+            "at least one label is wrong. Flagged or not.",
+        )
+    only = None
+    if which != "all":
+        chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
+        only = frozenset(chosen_groups["sample_id"])
     return QueueFilter(
         given=tuple(given),
         suggested=tuple(suggested),
@@ -166,6 +188,7 @@ def _filters(run: Run, decisions: pd.DataFrame) -> QueueFilter:
         hide_decided=bool(st.session_state.get("queue-hide-decided", True)),
         search=search,
         sort=sort,
+        only=only,
     )
 
 
@@ -228,6 +251,7 @@ def _card(
     dataset: Dataset | None,
     explained: dict[str, SampleEvidence],
     evidence: RunEvidence | None,
+    groups: pd.DataFrame,
 ) -> None:
     row = run.by_id.loc[sample_id].to_dict()
     item = explained.get(sample_id)
@@ -237,6 +261,7 @@ def _card(
     if enlarge.button("⤢", key=f"enlarge-{sample_id}", help="Enlarge, with all the evidence"):
         enlarged(run, sample_id, dataset, evidence, decision)
     st.markdown(sample_caption(row, {**decision, "sample_id": sample_id} if decision else None))
+    _duplicate_note(sample_id, groups)
     if item is not None:
         evidence_panel(run, item, dataset, neighbours=CARD_NEIGHBOURS, compact=True)
     pending_override(ledger, run, annotator, "queue", ids=[sample_id])
@@ -269,6 +294,19 @@ def _card(
         column.button(
             text, key=f"{action}-{sample_id}", on_click=on_decide, kwargs={**common, "action": action}, disabled=locked
         )
+
+
+def _duplicate_note(sample_id: str, groups: pd.DataFrame) -> None:
+    """A line naming the sample's duplicates and their labels, when it has any."""
+    mine = groups[groups["sample_id"] == sample_id]
+    for group, kind in mine[["group", "kind"]].itertuples(index=False):
+        others = groups[(groups["group"] == group) & (groups["sample_id"] != sample_id)]
+        listed = ", ".join(
+            f"{code(o)} ({md(label)})" for o, label in others[["sample_id", "given_label"]].head(4).values
+        )
+        more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+        warn = "⚠ labels differ: " if mine["conflict"].any() else ""
+        st.markdown(f"{warn}{kind} duplicate of {listed}{more}")
 
 
 def evidence_panel(
