@@ -2,13 +2,15 @@
 reload, the evidence panel on a card, a filter by class and an id search, and the override warning between two
 annotators.
 
-Runs in the normal ``pytest`` run; skipped only where ``/usr/bin/chromium`` is missing.
+Runs in the normal ``pytest`` run; skipped only where ``/usr/bin/chromium`` is missing. Screenshots of the
+evidence panel and the keyboard view go to the test's tmp folder, or to ``$OGAUDIT_SCREENSHOTS`` (the README's).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
@@ -55,6 +57,12 @@ def shown_sample(page) -> str:
     return page.locator(".st-key-keyboard-sample code").first.inner_text()
 
 
+def screenshot(page, tmp_path, name: str) -> None:
+    shots = Path(os.environ.get("OGAUDIT_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / name))
+
+
 def review_by_keyboard(page, count: int) -> list[tuple[str, str]]:
     """Press a decision key ``count`` times; return (sample id, key) in order. Each key waits for the next sample."""
     page.locator(".st-key-queue-view").get_by_text("One at a time (keyboard)").click()
@@ -75,10 +83,12 @@ def review_by_keyboard(page, count: int) -> list[tuple[str, str]]:
     return pressed
 
 
-def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reload(server, browser):
+def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reload(server, browser, tmp_path):
     url, home = server
     page = open_page(browser, url, "keys")
     pressed = review_by_keyboard(page, 20)
+    page.locator(".st-key-queue-view").evaluate("e => e.scrollIntoView({block: 'start'})")
+    screenshot(page, tmp_path, "keyboard.png")
     page.reload()
     page.wait_for_selector(READY)
     page.get_by_text("Reviewed 20 of").wait_for()
@@ -98,7 +108,7 @@ def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reloa
     page.close()
 
 
-def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server, browser):
+def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server, browser, tmp_path):
     url, home = server
     page = open_page(browser, url, "viewer")
     page.locator(".st-key-queue-hide-decided").get_by_text("Hide decided samples").click()
@@ -108,6 +118,8 @@ def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server,
     card.get_by_text("Why is this flagged?").click()
     card.get_by_text("nearest gradient neighbours are labelled").wait_for()
     assert card.locator("[data-testid='stImage']").count() >= 2  # the sample and its neighbours
+    card.evaluate("e => e.scrollIntoView({block: 'start'})")
+    screenshot(page, tmp_path, "evidence.png")
     run = Project(list_projects(home)[0].path).open_run()
     cls = run.by_id.loc[run.flagged_ids, "given_label"].value_counts().index[0]
     page.get_by_text("Filter, sort, search").click()

@@ -32,7 +32,7 @@ from ogaudit.ui.common import (
 from ogaudit.ui.text import code, md, readable
 
 PAGE_SIZES = (6, 12, 24, 48)
-CARD_COLUMNS = 3
+CARD_COLUMNS = (3, 4, 6)
 VIEWS = ("Cards", "One at a time (keyboard)")
 FOCUS = "ogaudit-focus"
 CARD_NEIGHBOURS = 8
@@ -110,7 +110,7 @@ def review_queue(
     groups = state.duplicates(run, dataset)
     queue_filter = _filters(run, decisions, groups)
     queue = filter_queue(run.table, decisions, queue_filter)
-    controls = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
+    controls = st.columns([3, 2, 1, 1, 1], vertical_alignment="bottom")
     view = controls[0].segmented_control("View", VIEWS, default=VIEWS[0], key="queue-view") or VIEWS[0]
     controls[1].toggle("Hide decided samples", value=True, key="queue-hide-decided")
     if not queue:
@@ -122,7 +122,7 @@ def review_queue(
         st.info("Enter your name in the sidebar to record decisions.")
     current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     if view == VIEWS[1]:
-        keyboard_review(ledger, run, queue, current, annotator, dataset, evidence)
+        keyboard_review(ledger, run, queue_filter, annotator, dataset, evidence)
         return
     page_size = controls[2].selectbox("Per page", PAGE_SIZES, index=1, key="queue-page-size")
     pages = max(1, -(-len(queue) // page_size))
@@ -130,8 +130,9 @@ def review_queue(
     st.caption(f"{len(queue):,} in the queue · page {page} of {pages}")
     chunk = queue[(page - 1) * page_size : page * page_size]
     explained = _explain(run, evidence, chunk)
-    for start in range(0, len(chunk), CARD_COLUMNS):
-        for column, sample_id in zip(st.columns(CARD_COLUMNS), chunk[start : start + CARD_COLUMNS], strict=False):
+    per_row = controls[4].selectbox("Per row", CARD_COLUMNS, key="queue-per-row", help="More, smaller cards per row")
+    for start in range(0, len(chunk), per_row):
+        for column, sample_id in zip(st.columns(per_row), chunk[start : start + per_row], strict=False):
             with column.container(border=True, key=f"card-{sample_id}"):
                 _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence, groups)
 
@@ -359,16 +360,27 @@ def enlarged(run: Run, sample_id: str, dataset: Dataset | None, evidence: RunEvi
 # ---------------------------------------------------------------- one at a time, by keyboard
 
 
+@st.fragment
 def keyboard_review(
     ledger: Ledger,
     run: Run,
-    queue: list[str],
-    current: dict[str, dict],
+    queue_filter: QueueFilter,
     annotator: str | None,
     dataset: Dataset | None,
     evidence: RunEvidence | None,
 ) -> None:
-    """One sample, large, with a key on every action; a decision moves on to the next sample in the queue."""
+    """One sample, large, with a key on every action; a decision moves on to the next sample in the queue.
+
+    A fragment: a key reruns only this view (it reads the ledger and the queue again), not the map and the rest of
+    the page, so a decision's round trip does not grow with the map's size. The sidebar's progress catches up on
+    the next full rerun (any other click, or undo).
+    """
+    decisions = ledger.state()
+    queue = filter_queue(run.table, decisions, queue_filter)
+    if not queue:
+        st.success("Nothing left to review in the queue.")
+        return
+    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     focus = st.session_state.get(FOCUS)
     if focus not in queue:
         focus = queue[0]
