@@ -81,9 +81,10 @@ def test_calibration_is_monotone_and_lowers_the_error_on_its_own_data():
     np.testing.assert_allclose(again(raw[:10]), fitted(raw[:10]))
 
 
-def test_the_packaged_calibration_loads():
+def test_the_packaged_calibration_loads_and_says_what_it_was_fitted_on():
     calibration = Calibration.load()
-    assert calibration(0.0) <= calibration(0.5) <= calibration(1.0)
+    assert calibration(0.0) <= calibration(0.5) <= calibration(1.0) and np.all(np.diff(calibration.raw) > 0)
+    assert "planted noise" in calibration.source and calibration.ece is not None and calibration.ece < 0.05
 
 
 def test_a_project_reads_its_evidence_files(scanned):
