@@ -364,3 +364,29 @@ def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monk
     shown = {k.split("confirm-", 1)[1] for k in (b.key for b in at.button) if k and k.startswith("confirm-")}
     assert shown == {a, b}
     assert f"⚠ labels differ: exact duplicate of `{b}` (y)" in texts(at.markdown)
+
+
+def test_while_an_audit_runs_its_first_look_is_shown_and_can_be_reviewed(project):
+    import threading
+
+    from ogaudit.jobs import Job
+    from ogaudit.ui import state
+
+    release = threading.Event()
+
+    def slow(progress, cancel):
+        progress("train", 0.3, "epoch 3/10")
+        release.wait(30)
+
+    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
+    try:
+        at = start(project=project.name, job=job.job_id)
+        assert "train: epoch 3/10" in at.get("progress")[0].proto.text
+        assert "quick first look" in texts(at.info)
+        assert [c.key for c in at.get("plotly_chart")] == [f"map-{DEMO.project_name}-flagged"]
+        first = Project(project).open_run().flagged_ids[0]
+        at.button(key=f"keep-{first}").click().run()
+        assert Project(project).open_ledger().state()["sample_id"].tolist() == [first]
+    finally:
+        release.set()
+        job.wait(10)

@@ -158,6 +158,13 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
         st.query_params["job"] = job.job_id
         job_progress(job.job_id, f"Auditing {project.name}", can_cancel=who.can("audit"))
         st.caption("The audit runs in the background: the sidebar stays usable, and a refreshed page comes back here.")
+        if Project(project).is_finished():
+            st.info(
+                "Meanwhile, here is a **quick first look** (one epoch, PCA map), or the previous run of this project: "
+                "review it now. The page switches to the full audit when it finishes; decisions stay in the ledger, "
+                "though the full audit may flag other samples."
+            )
+            _show_run(state.open_run(Project(project)), who)
         return
     if "job" in st.query_params:
         del st.query_params["job"]
