@@ -1,4 +1,6 @@
-"""How fast the app is with big runs: first paint of the gradient map, a box selection, and reopening a run.
+"""How fast the app is with big runs: first paint of the gradient map, a box selection, reopening a run, and
+reviewing by keyboard (sustained decisions per minute, and one decision's round trip from key press to the next
+sample drawn).
 
 Needs Fashion-MNIST (Debian ``dataset-fashion-mnist``) and ``/usr/bin/chromium``. To measure the app rather
 than training, it writes **synthetic run folders**: the real Fashion-MNIST images, ids and labels (10k subset and
@@ -6,7 +8,8 @@ all 60k), map coordinates from a PCA of the pixels, and a stand-in score (distan
 50-d PCA of the pixels). The app cannot tell them from a real audit: same files, same fingerprints.
 
     .venv/bin/python benchmarks/bench_app.py            # prints a table; targets: 60k paint ≤ 10 s,
-                                                          # selection ≤ 5 s, reopen ≤ 5 s
+                                                          # selection ≤ 5 s, reopen ≤ 5 s, ≥ 30 decisions/min
+    .venv/bin/python benchmarks/bench_app.py --sizes 10000 --decisions 40   # a quicker run
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ def write_synthetic_run(folder: Path, size: int | None) -> Path:
     names = np.asarray(dataset.class_names, dtype=object)
     nearest = names[distances.argmin(axis=1)]
     coords = pd.DataFrame({"sample_id": dataset.sample_ids, "x": reduced[:, 0], "y": reduced[:, 1]})
+    logits = -distances / distances.std()
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    head = {
+        "features": np.hstack([reduced, np.ones((len(dataset), 1))]).astype(np.float32),
+        "probs": probs.astype(np.float32),
+        "labels": dataset.y.astype(np.int64),
+    }
+    label_evidence = pd.DataFrame(distances, columns=dataset.class_names)
+    label_evidence.insert(0, "sample_id", dataset.sample_ids)
     scores = pd.DataFrame(
         {
             "sample_id": dataset.sample_ids,
@@ -77,7 +90,7 @@ def write_synthetic_run(folder: Path, size: int | None) -> Path:
         "model": {"kind": "synthetic (PCA of pixels; no training)"},
         "flagged": int((rank <= round(settings.budget * len(dataset))).sum()),
     }
-    Project(folder).write_run(scores, coords, record)
+    Project(folder).write_run(scores, coords, record, label_evidence=label_evidence, head_evidence=head)
     return folder
 
 
@@ -125,9 +138,45 @@ def paint_and_select(browser, url: str, project: str) -> dict[str, float]:
     return {"first paint s": paint, "drag s": drag, "selection s": select, "points selected": count}
 
 
+KEYS = ["k", "u", "x", "a", "2"]
+SHOWN = "s => { const c = document.querySelector('.st-key-keyboard-sample code'); return c && c.innerText !== s; }"
+
+
+def keyboard_review(browser, url: str, project: str, decisions: int) -> dict[str, float]:
+    """Review ``decisions`` samples by keyboard alone (keep, unsure, remove, accept, relabel in turn), each key as
+    soon as the previous decision's next sample is drawn and the page is idle: decisions per minute, and the key
+    press → next sample drawn round trip (median, 90th percentile)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/?project={project}&annotator=bench-keys")
+    page.wait_for_function(DRAWN)
+    page.wait_for_selector(READY)
+    page.get_by_role("tab", name=re.compile("Review queue")).click()
+    page.locator(".st-key-queue-view").get_by_text("One at a time (keyboard)").click()
+    page.locator(".st-key-keyboard-sample code").first.wait_for()
+    page.wait_for_selector(READY)
+    trips = []
+    start = time.perf_counter()
+    for i in range(decisions):
+        sample = page.locator(".st-key-keyboard-sample code").first.inner_text()
+        pressed = time.perf_counter()
+        page.locator("body").press(KEYS[i % len(KEYS)])
+        page.wait_for_function(SHOWN, arg=sample)
+        page.wait_for_selector(READY)
+        trips.append(time.perf_counter() - pressed)
+    total = time.perf_counter() - start
+    page.close()
+    return {
+        "decisions/min (keyboard)": decisions / total * 60,
+        "decision round trip s": float(np.median(trips)),
+        "round trip p90 s": float(np.quantile(trips, 0.9)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000], help="run sizes (60000 = all)")
+    parser.add_argument("--decisions", type=int, default=40, help="samples reviewed by keyboard per size")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -152,6 +201,7 @@ def main() -> None:
                     rows[size].update(paint_and_select(browser, url, folder.name))
                     again = paint_and_select(browser, url, folder.name)
                     rows[size]["reopened paint s"] = again["first paint s"]
+                    rows[size].update(keyboard_review(browser, url, folder.name, args.decisions))
                 browser.close()
         finally:
             stop_app(process)
@@ -161,7 +211,8 @@ def main() -> None:
     print(
         "first paint: a new browser page on a warm server, run not opened before (reads CSVs, reloads images, builds "
         "the figure); reopened paint: the same run again (cached). drag: 8 mouse moves of a box drag, during which "
-        "plotly redraws the live selection; selection: mouse release to the thumbnail grid drawn (server rerun done)."
+        "plotly redraws the live selection; selection: mouse release to the thumbnail grid drawn (server rerun done); "
+        "keyboard: one sample at a time, the next key pressed as soon as the next sample is drawn and the page idle."
     )
 
 

@@ -234,6 +234,19 @@ def job_id(project: str | Path, kind: str) -> str:
     return f"{Path(project).name}/{kind}"
 
 
+PREVIEW_EPOCHS = 1
+PREVIEW_ABOVE_EPOCHS = 4
+
+
+def preview_settings(settings: AuditSettings) -> AuditSettings | None:
+    """The quick first look an audit with ``settings`` starts with: one epoch and a PCA map (seconds on a CPU),
+    or None when the audit itself is quick (at most ``PREVIEW_ABOVE_EPOCHS`` epochs and no UMAP)."""
+    quick = settings.epochs is not None and settings.epochs <= PREVIEW_ABOVE_EPOCHS
+    if quick and settings.map_method in ("pca", "none"):
+        return None
+    return replace(settings, epochs=PREVIEW_EPOCHS, map_method="pca" if settings.map_method != "none" else "none")
+
+
 def submit_audit(
     registry: JobRegistry,
     project: str | Path,
@@ -241,19 +254,31 @@ def submit_audit(
     settings: AuditSettings,
     *,
     cache_dir: str | Path | None = None,
+    preview: bool = True,
 ) -> Job:
     """Audit ``data`` with ``settings`` into the project folder ``project``, in the background.
 
     The request is saved first, so a failed or interrupted audit can be run again; the results land in the
     project as :meth:`~ogaudit.project.Project.write_run` writes them. :attr:`Job.result` is the folder, not the
     in-memory result, so that a finished job holds no arrays.
+
+    With ``preview`` and no finished run in the folder yet, the job first writes a quick first look
+    (:func:`preview_settings`) that the app shows while the full audit runs; the full run then replaces it
+    (``run.json`` switches in one rename) and the review's decisions stay, the samples being the same.
     """
     from ogaudit.pipeline import audit
 
     project = Project(project)
     project.write_request(data, settings)
+    first_look = preview_settings(settings) if preview and not project.is_finished() else None
 
     def target(progress: ProgressCallback, cancel: threading.Event) -> Path:
+        if first_look is not None:
+
+            def quiet(stage: str, fraction: float, message: str) -> None:
+                progress("load", 0.0, f"quick first look, {stage}: {message}")
+
+            audit(data, first_look, out_dir=project.path, cache_dir=cache_dir, progress=quiet, cancel=cancel)
         audit(data, settings, out_dir=project.path, cache_dir=cache_dir, progress=progress, cancel=cancel)
         return project.path
 
@@ -261,12 +286,12 @@ def submit_audit(
     return registry.submit(job)
 
 
-def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame) -> Job:
+def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame, *, seeds: int = 3) -> Job:
     """Retrain before and after the review's decisions (the paper's trim-and-retrain check) in the background.
 
     ``run`` is an opened :class:`~ogaudit.project.Run`, ``dataset`` its data and ``decisions`` the ledger's
-    :meth:`~ogaudit.review.ledger.Ledger.state`. The report is saved in the project
-    (:meth:`~ogaudit.project.Project.write_verify`), where the command line's ``ogaudit verify`` saves it too.
+    :meth:`~ogaudit.review.ledger.Ledger.state`; both models are trained with ``seeds`` seeds. The report is saved
+    in the project (:meth:`~ogaudit.project.Project.write_verify`), where ``ogaudit verify`` saves it too.
     """
     from ogaudit.review.verify import verify_cleaning
 
@@ -274,7 +299,13 @@ def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: 
 
     def target(progress: ProgressCallback, cancel: threading.Event):
         report = verify_cleaning(
-            dataset, decisions, run.settings, flagged_ids=run.flagged_ids, progress=progress, cancel=cancel
+            dataset,
+            decisions,
+            run.settings,
+            flagged_ids=run.flagged_ids,
+            seeds=seeds,
+            progress=progress,
+            cancel=cancel,
         )
         project.write_verify(report, decided=len(decisions))
         return report

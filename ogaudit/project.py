@@ -44,6 +44,7 @@ from ogaudit.settings import AuditSettings
 from ogaudit.storage import atomic_path, ensure_writable_dir, read_csv, read_json, write_csv, write_json
 
 if TYPE_CHECKING:
+    from ogaudit.review.evidence import RunEvidence
     from ogaudit.review.verify import VerifyReport
 
 HOME_ENV = "OGAUDIT_HOME"
@@ -332,6 +333,50 @@ class Project:
     def flagged_ids(self) -> list[str]:
         """The run's flagged sample ids, most suspicious first."""
         return self.open_run().flagged_ids
+
+    def read_head_evidence(self) -> dict[str, np.ndarray] | None:
+        """The run's ``features`` (N, d + 1), ``probs`` (N, C) and ``labels`` (N,), or None when it has none."""
+        path = self.run_files()["head_evidence"]
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in ("features", "probs", "labels")}
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error
+        return arrays
+
+    def read_label_evidence(self, run: Run | None = None) -> pd.DataFrame | None:
+        """The per-class counterfactual scores, (N, C) floats indexed like the run's table with the class names as
+        columns, or None when the run has none. Refused when its samples or classes are not the run's."""
+        run = run or self.open_run()
+        path = self.run_files()["label_evidence"]
+        if not path.is_file():
+            return None
+        frame = _read_table(path)
+        if not frame["sample_id"].equals(run.table["sample_id"]) or list(frame.columns[1:]) != run.class_names:
+            raise DataError(f"{str(path)!r} does not match the run's samples and classes. Run the audit again.")
+        try:
+            return frame[run.class_names].astype(np.float64)
+        except ValueError as error:
+            raise DataError(f"{str(path)!r} is damaged ({error}). Run the audit again.") from error
+
+    def open_evidence(self, run: Run | None = None) -> RunEvidence | None:
+        """Why each sample is flagged (:class:`~ogaudit.review.evidence.RunEvidence`), or None when the run kept
+        no head evidence (written by an older ogaudit)."""
+        from ogaudit.review.evidence import RunEvidence
+
+        run = run or self.open_run()
+        head = self.read_head_evidence()
+        if head is None:
+            return None
+        label_evidence = self.read_label_evidence(run)
+        return RunEvidence(
+            head["features"],
+            head["probs"],
+            head["labels"],
+            None if label_evidence is None else label_evidence.to_numpy(),
+        )
 
     # ------------------------------------------------------------ data and ledger
 

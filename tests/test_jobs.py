@@ -157,3 +157,31 @@ def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cac
     saved = Project(run.path).read_verify()
     assert saved["decided"] == 5 and saved["held_out"] == 60 and 0 <= saved["accuracy_after"] <= 1
     assert saved["accuracy_before"] == job.result.accuracy_before and "held-out accuracy" in saved["text"]
+
+
+def test_an_audit_starts_with_a_quick_first_look_then_replaces_it(tmp_path, cache_dir, monkeypatch):
+    import ogaudit.pipeline
+    from ogaudit.jobs import preview_settings, submit_audit
+    from ogaudit.project import Project
+    from ogaudit.settings import AuditSettings
+
+    settings = AuditSettings(epochs=3, limit=200, map_method="umap")
+    assert preview_settings(settings).epochs == 1 and preview_settings(settings).map_method == "pca"
+    assert preview_settings(AuditSettings(epochs=4, map_method="pca")) is None
+    assert preview_settings(AuditSettings(map_method="pca")).epochs == 1  # epochs by data size: maybe many
+    real, calls = ogaudit.pipeline.audit, []
+
+    def spy(data, chosen, **kwargs):
+        calls.append((chosen.epochs, chosen.map_method, Project(kwargs["out_dir"]).is_finished()))
+        return real(data, chosen, **kwargs)
+
+    monkeypatch.setattr(ogaudit.pipeline, "audit", spy)
+    settings = AuditSettings(epochs=5, limit=200, map_method="pca")
+    job = submit_audit(JobRegistry(), tmp_path / "p", "digits", settings, cache_dir=cache_dir)
+    job.wait(300)
+    assert job.snapshot().status == "done"
+    assert calls == [(1, "pca", False), (5, "pca", True)]  # the first look was readable while the full audit ran
+    assert Project(tmp_path / "p").open_run().settings.epochs == 5
+    again = submit_audit(JobRegistry(), tmp_path / "p", "digits", settings, cache_dir=cache_dir)
+    again.wait(300)
+    assert calls[2:] == [(5, "pca", True)]  # a finished project is re-audited without a first look

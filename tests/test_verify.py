@@ -24,6 +24,20 @@ def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tm
     # 30% wrong labels cost the noisy model accuracy; fixing most of them must not cost more than noise allows
     assert report.accuracy_after >= report.accuracy_before - 0.02, report.describe()
 
-    assert main(["verify", "--project", str(tmp_path)]) == 0
+    assert main(["verify", "--project", str(tmp_path), "--seeds", "1"]) == 0  # the same single seed as above
     saved = Project(tmp_path).read_verify()
     assert np.isclose(saved["accuracy_after"], report.accuracy_after)
+
+
+def test_several_seeds_give_the_spread_and_count_decisions_applied_and_held_out(cache_dir, tmp_path):
+    settings = AuditSettings(noise_rate=0.2, budget=0.2, map_method="none", epochs=2, limit=400)
+    result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
+    ledger = Project(tmp_path).open_ledger()
+    ledger.decide(result.scores["sample_id"].iloc[:100], "remove", annotator="test")
+    report = verify_cleaning(Project(tmp_path).load_dataset(), ledger.state(), settings, seeds=2)
+    assert report.seeds == (settings.seed, settings.seed + 1) and len(report.accuracies_after) == 2
+    assert report.accuracy_before == np.mean(report.accuracies_before)
+    assert report.decisions == 100 and 0 < report.decisions_held_out < 100
+    assert report.removed == 100 - report.decisions_held_out
+    assert report.change_spread is not None and report.verdict() in ("better", "worse", "no clear change")
+    assert "fell in the held-out part" in report.describe() and "mean of 2 seeds" in report.describe()

@@ -85,6 +85,9 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     _project_arguments(verify)
     verify.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default 0.2)")
     verify.add_argument(
+        "--seeds", type=int, default=3, help="train both models with this many seeds, to see the spread (default 3)"
+    )
+    verify.add_argument(
         "--drop-undecided-flagged", action="store_true", help="also drop flagged samples nobody decided on"
     )
     verify.set_defaults(handler=run_verify)
@@ -225,6 +228,7 @@ def run_verify(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         flagged_ids=run.flagged_ids if run is not None else None,
         drop_undecided_flagged=args.drop_undecided_flagged,
+        seeds=args.seeds,
     )
     project.write_verify(report, decided=len(decisions))
     print(report.describe())

@@ -12,10 +12,13 @@ Every decision stores the sample's score, rank and the run's name next to who de
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
 
 from ogaudit.errors import LedgerError
 from ogaudit.project import Run
-from ogaudit.review.ledger import Decision, Ledger
+from ogaudit.review.ledger import ACTIONS, Batch, Decision, Ledger
 
 ACTION_LABELS = {
     "confirm": "Confirm suggested label",
@@ -68,3 +71,84 @@ def decide(
         for sample_id, suggested, score, rank in rows[["suggested_label", "score", "rank"]].itertuples()
     ]
     return ledger.record(decisions, annotator=annotator)
+
+
+BULK_SCOPES = {"flagged": "Flagged samples only", "all": "All selected samples"}
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    """What a bulk action would do, before it is done: ``ids`` to decide on and ``skipped`` (reason -> count)."""
+
+    action: str
+    label: str | None
+    ids: tuple[str, ...]
+    skipped: dict[str, int]
+    selected: int
+
+    def describe(self) -> str:
+        what = f"{self.action} → {self.label}" if self.label else self.action
+        left = "; ".join(f"{count:,} {reason}" for reason, count in self.skipped.items() if count)
+        return f"{what} on {len(self.ids):,} of the {self.selected:,} selected" + (
+            f" (left out: {left})" if left else ""
+        )
+
+
+def plan_bulk(
+    run: Run, ids: Sequence[str], action: str, *, scope: str = "flagged", label: str | None = None
+) -> BulkPlan:
+    """The samples a bulk ``action`` on the selection ``ids`` would decide on.
+
+    ``scope`` "flagged" keeps only flagged samples, "all" every selected one. A bulk ``confirm`` (each sample's
+    own suggested label) leaves out the samples whose suggestion is their given label: confirming them would keep
+    a label while recording that it is wrong.
+    """
+    if scope not in BULK_SCOPES:
+        raise LedgerError(f"Unknown scope {scope!r}; use one of {', '.join(BULK_SCOPES)}.")
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    rows = run.by_id.loc[[i for i in ids if i in run.position]]
+    skipped = {"unknown ids": len(ids) - len(rows)}
+    if scope == "flagged":
+        skipped["not flagged"] = int((~rows["flagged"]).sum())
+        rows = rows[rows["flagged"]]
+    if action == "confirm":
+        same = rows["suggested_label"] == rows["given_label"]
+        skipped["whose suggestion is their given label"] = int(same.sum())
+        rows = rows[~same]
+    return BulkPlan(action, label if action == "relabel" else None, tuple(rows.index), skipped, len(ids))
+
+
+def others_decisions(state: pd.DataFrame, ids: Sequence[str], annotator: str) -> pd.DataFrame:
+    """The current decisions on ``ids`` made by someone other than ``annotator`` (``state``: Ledger.state())."""
+    current = state[state["sample_id"].isin(set(map(str, ids)))]
+    return current[current["annotator"] != annotator]
+
+
+def current_progress(state: pd.DataFrame, flagged_ids: Sequence[str]) -> pd.DataFrame:
+    """Per annotator, the decisions that are samples' current state (an overridden decision no longer counts).
+
+    Columns: annotator, flagged_decided, decided, then one count per action.
+    """
+    flagged = set(flagged_ids)
+    table = pd.crosstab(state["annotator"], state["action"]).reindex(columns=list(ACTIONS), fill_value=0)
+    table.insert(0, "decided", table.sum(axis=1))
+    on_flagged = state[state["sample_id"].isin(flagged)].groupby("annotator").size()
+    table.insert(0, "flagged_decided", on_flagged.reindex(table.index, fill_value=0))
+    table.columns.name = None
+    return table.reset_index()
+
+
+def take_back(ledger: Ledger, annotator: str, kind: str) -> tuple[Batch | None, list[str]]:
+    """Undo (``kind`` "undo") or redo the annotator's last step; return the batch and the ids whose current
+    decision changed (a sample someone else decided on since keeps that decision, so it is not listed)."""
+    before = _outcomes(ledger.state())
+    batch = ledger.undo(annotator) if kind == "undo" else ledger.redo(annotator)
+    if batch is None:
+        return None, []
+    after = _outcomes(ledger.state())
+    changed = [i for i in batch.sample_ids if before.get(i) != after.get(i)]
+    return batch, changed
+
+
+def _outcomes(state: pd.DataFrame) -> dict[str, tuple]:
+    return {s: (a, f, b) for s, a, f, b in state[["sample_id", "action", "final_label", "batch_id"]].itertuples(False)}

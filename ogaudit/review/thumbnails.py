@@ -22,3 +22,18 @@ def thumbnail(dataset: Dataset, index: int, size: int = 160) -> np.ndarray | Non
         resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
     return np.asarray(image)
+
+
+def thumbnail_strip(dataset: Dataset, indices, size: int = 48, gap: int = 3) -> np.ndarray | None:
+    """The samples ``indices`` side by side, each in a ``size`` × ``size`` cell (uint8, RGB), or None for vectors."""
+    if not dataset.is_image or len(indices) == 0:
+        return None
+    cells = []
+    for index in indices:
+        image = thumbnail(dataset, int(index), size)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        cell = np.full((size, size + gap, 3), 255, dtype=np.uint8)
+        cell[: image.shape[0], : image.shape[1]] = image[..., :3]
+        cells.append(cell)
+    return np.hstack(cells)[:, :-gap]

@@ -33,13 +33,54 @@ class VerifyReport:
     held_out: int
     evaluated_on: str
     notes: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    accuracies_before: tuple[float, ...] = ()
+    accuracies_after: tuple[float, ...] = ()
+    decisions: int | None = None
+    decisions_held_out: int | None = None
+
+    @property
+    def change(self) -> float:
+        """Mean held-out accuracy after minus before."""
+        return self.accuracy_after - self.accuracy_before
+
+    @property
+    def change_spread(self) -> float | None:
+        """Standard deviation over seeds of the per-seed change (None with fewer than two seeds)."""
+        if len(self.accuracies_before) < 2:
+            return None
+        return float(np.std(np.subtract(self.accuracies_after, self.accuracies_before), ddof=1))
+
+    def spread(self, which: str) -> float | None:
+        """Standard deviation over seeds of the accuracy ``which`` ("before" or "after")."""
+        values = self.accuracies_before if which == "before" else self.accuracies_after
+        return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+    def verdict(self) -> str:
+        """ "better", "worse" or "no clear change" (a change within two standard deviations of the seeds' spread,
+        or under one held-out sample's worth with a single seed)."""
+        spread = self.change_spread
+        margin = 2 * spread if spread else 1.0 / max(self.held_out, 1)
+        if abs(self.change) <= margin:
+            return "no clear change"
+        return "better" if self.change > 0 else "worse"
 
     def describe(self) -> str:
-        change = self.accuracy_after - self.accuracy_before
+        seeds = (
+            f" (mean of {len(self.seeds)} seeds, change {self.change:+.3f} ± {self.change_spread:.3f})"
+            if (self.change_spread is not None)
+            else f" ({self.change:+.3f})"
+        )
+        applied = ""
+        if self.decisions is not None and self.decisions_held_out is not None:
+            applied = (
+                f"; {self.decisions - self.decisions_held_out} of {self.decisions} decisions applied, "
+                f"{self.decisions_held_out} fell in the held-out part and were not"
+            )
         text = (
-            f"held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f} ({change:+.3f}) on "
+            f"held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f}{seeds} on "
             f"{self.held_out} samples ({self.evaluated_on}); trained on {self.train_before} -> {self.train_after} "
-            f"samples ({self.removed} removed, {self.relabelled} relabelled)"
+            f"samples ({self.removed} removed, {self.relabelled} relabelled){applied}"
         )
         return "; ".join([text, *self.notes])
 
@@ -55,6 +96,7 @@ def verify_cleaning(
     holdout: float = 0.2,
     flagged_ids=None,
     drop_undecided_flagged: bool = False,
+    seeds: int = 1,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> VerifyReport:
@@ -63,7 +105,9 @@ def verify_cleaning(
     The held-out part (``holdout`` of the data, stratified, seeded by ``settings.seed``; classes of one or two
     samples stay whole in the training part, and ``notes`` names them) is never cleaned:
     decisions on it are ignored. It is scored against the true labels when noise was planted (the truth is
-    known), else against the given labels. ``decisions`` is :meth:`Ledger.state`.
+    known), else against the given labels. ``decisions`` is :meth:`Ledger.state`. With ``seeds`` > 1 both models
+    are trained with that many seeds (``settings.seed``, ``+1``, ...) on the same split; the report gives the means
+    and every seed's accuracy, so the change can be read against the spread.
     """
     import torch
 
@@ -72,6 +116,8 @@ def verify_cleaning(
 
     if not 0.05 <= holdout <= 0.5:
         raise SettingsError(f"holdout must be between 0.05 and 0.5; got {holdout}.")
+    if not isinstance(seeds, int) or not 1 <= seeds <= 10:
+        raise SettingsError(f"seeds must be a whole number from 1 to 10; got {seeds!r}.")
     n_test = math.ceil(holdout * len(dataset))
     train_index, test_index = stratified_split(
         dataset.y, len(dataset) - n_test, seed=settings.seed, names=dataset.class_names, what=f"holdout={holdout}"
@@ -92,23 +138,30 @@ def verify_cleaning(
     kind = choose_model(dataset, settings.model).kind
     recipe = settings.train_settings
     recipe = replace(recipe, epochs=recipe.resolved_epochs(len(train_before)))  # same epochs for both
-    accuracies = []
-    for step, train_set in enumerate((train_before, train_after)):
-        stage_progress = None
-        if progress is not None:
+    seed_list = tuple(settings.seed + i for i in range(seeds))
+    accuracies: dict[int, list[float]] = {0: [], 1: []}
+    steps = 2 * len(seed_list)
+    for done_seeds, seed in enumerate(seed_list):
+        for step, train_set in enumerate((train_before, train_after)):
+            stage_progress = None
+            if progress is not None:
+                position = 2 * done_seeds + step
 
-            def stage_progress(stage, fraction, message, step=step):
-                report(progress, "verify", (step + fraction) / 2, f"{('before', 'after')[step]}: {message}")
+                def stage_progress(stage, fraction, message, step=step, position=position, seed=seed):
+                    text = f"seed {seed}, {('before', 'after')[step]}: {message}"
+                    report(progress, "verify", (position + fraction) / steps, text)
 
-        model = build_model(kind, train_set, seed=settings.seed)
-        train_model(model, train_set, recipe, progress=stage_progress, cancel=cancel)
-        features = batched_features(model, held_out.x)
-        with torch.no_grad():
-            predicted = model.head(torch.as_tensor(features)).argmax(1).numpy()
-        accuracies.append(float((predicted == truth).mean()))
+            model = build_model(kind, train_set, seed=seed)
+            train_model(model, train_set, replace(recipe, seed=seed), progress=stage_progress, cancel=cancel)
+            features = batched_features(model, held_out.x)
+            with torch.no_grad():
+                predicted = model.head(torch.as_tensor(features)).argmax(1).numpy()
+            accuracies[step].append(float((predicted == truth).mean()))
+    held_ids = set(held_out.sample_ids.tolist())
+    decided_ids = decisions["sample_id"].astype(str)
     return VerifyReport(
-        accuracy_before=accuracies[0],
-        accuracy_after=accuracies[1],
+        accuracy_before=float(np.mean(accuracies[0])),
+        accuracy_after=float(np.mean(accuracies[1])),
         train_before=len(train_before),
         train_after=len(train_after),
         removed=counts["removed"] + counts["dropped_undecided_flagged"],
@@ -116,4 +169,9 @@ def verify_cleaning(
         held_out=len(held_out),
         evaluated_on="true labels of the planted noise" if held_out.true_y is not None else "given labels",
         notes=notes,
+        seeds=seed_list,
+        accuracies_before=tuple(accuracies[0]),
+        accuracies_after=tuple(accuracies[1]),
+        decisions=len(decided_ids),
+        decisions_held_out=int(decided_ids.isin(held_ids).sum()),
     )

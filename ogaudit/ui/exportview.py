@@ -11,20 +11,31 @@ from ogaudit.jobs import job_id, read_status, submit_verify
 from ogaudit.project import Project, Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.verify import VerifyReport
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor
-from ogaudit.ui.common import flash
+from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.files import zip_folder
 from ogaudit.ui.jobview import job_progress, show_failure
 from ogaudit.ui.text import md
 
 SPLIT_DIR = "ogaudit-split-dir"
+VERIFY_SEEDS = 3
+
+
+def decisions_key(decisions: pd.DataFrame) -> str:
+    """A fingerprint of the decisions in force: it changes with every decision, undo or redo."""
+    if decisions.empty:
+        return "none"
+    columns = decisions[["sample_id", "action", "final_label", "batch_id"]].astype(str)
+    return str(pd.util.hash_pandas_object(columns, index=False).sum())
 
 
 def export_panel(
     ledger: Ledger, run: Run, decisions: pd.DataFrame, selected: list[str], dataset: Dataset | None, who: Visitor
 ) -> None:
     """Decisions CSV for everyone; the cleaned split and the retrain check for admins (they read and copy data)."""
+    show_flash("export")
     st.markdown(f"**Decisions** ({len(decisions):,} samples decided)")
     left, right = st.columns(2)
     left.download_button(
@@ -55,6 +66,7 @@ def export_panel(
 def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
     st.markdown("**Cleaned split**: removed samples dropped, relabels applied, in the input's own format.")
     drop = st.checkbox("Also drop flagged samples nobody decided on (or marked unsure)", key="split-drop-undecided")
+    decisions = ledger.state()
     if st.button("Write the cleaned split", key="write-split", disabled=dataset is None):
         out = Project(run.path).new_export_dir()
         try:
@@ -62,47 +74,96 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
         except OgauditError as error:
             st.error(md(error))
         else:
-            st.session_state[SPLIT_DIR] = str(out)
+            st.session_state[SPLIT_DIR] = {"folder": str(out), "decisions": decisions_key(decisions)}
             counts = manifest["counts"]
             flash(
                 "success",
                 f"Kept {counts['kept']:,} of {counts['input']:,} samples ({counts['removed']} removed, "
                 f"{counts['relabelled']} relabelled, {counts['dropped_undecided_flagged']} undecided dropped).",
+                "export",
             )
             st.rerun()
-    folder = st.session_state.get(SPLIT_DIR)
-    if folder:
+    written = st.session_state.get(SPLIT_DIR)
+    if written:
+        folder = written["folder"]
+        stale = written["decisions"] != decisions_key(decisions)
         st.code(folder, language=None)
+        if stale:
+            st.warning(
+                "This cleaned split is **out of date**: decisions were made or undone after it was written. "
+                "Write it again to include them."
+            )
         st.download_button(
-            "⬇ Cleaned split (zip)",
+            "⬇ Cleaned split (zip)" + (" — out of date" if stale else ""),
             data=lambda: zip_folder(folder),
             file_name=f"{run.name}-cleaned.zip",
             mime="application/zip",
             key="download-split",
+            disabled=stale,
+            help="Out of date: write the split again first." if stale else None,
         )
 
 
 def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
-    st.markdown("**Verify**: train the same recipe before and after the decisions; compare held-out accuracy.")
+    st.markdown(
+        f"**Verify**: train the same recipe before and after the decisions ({VERIFY_SEEDS} seeds each); compare "
+        "accuracy on a held-out part that is never cleaned."
+    )
     registry = state.job_registry()
     job = registry.get(job_id(run.path, "verify"))
     if job is not None and not job.snapshot().finished:
         job_progress(job.job_id, "Verifying")
         return
     if st.button("Run the retrain check", key="verify", disabled=dataset is None or decisions.empty):
-        submit_verify(registry, run, dataset, decisions)
+        submit_verify(registry, run, dataset, decisions, seeds=VERIFY_SEEDS)
         st.rerun()
     last = read_status(run.path, "verify")
     if last is not None and last.status in ("failed", "cancelled"):
         show_failure(last)
     report = Project(run.path).read_verify()
     if report is not None:
-        before, after = st.columns(2)
-        before.metric("Accuracy before", f"{report['accuracy_before']:.3f}")
-        after.metric(
-            "Accuracy after",
-            f"{report['accuracy_after']:.3f}",
-            f"{report['accuracy_after'] - report['accuracy_before']:+.3f}",
+        _verify_report(report)
+
+
+def _verify_report(saved: dict) -> None:
+    """Before and after with the spread over seeds, a verdict that does not call noise a loss, and what was applied."""
+    fields = {k: saved[k] for k in VerifyReport.__dataclass_fields__ if k in saved}
+    try:
+        report = VerifyReport(**fields)
+    except TypeError:
+        st.caption(md(saved["text"]))
+        return
+    before, after, change = st.columns(3)
+    spread_before, spread_after = report.spread("before"), report.spread("after")
+    before.metric(
+        "Accuracy before", f"{report.accuracy_before:.3f}" + (f" ± {spread_before:.3f}" if spread_before else "")
+    )
+    after.metric("Accuracy after", f"{report.accuracy_after:.3f}" + (f" ± {spread_after:.3f}" if spread_after else ""))
+    verdict = report.verdict()
+    change_spread = report.change_spread
+    change.metric(
+        "Change",
+        verdict,
+        f"{report.change:+.3f}" + (f" ± {change_spread:.3f}" if change_spread else ""),
+        delta_color="normal" if verdict != "no clear change" else "off",
+        help="No clear change: the difference is within two standard deviations of the seeds' spread.",
+    )
+    seeds = len(report.seeds) or 1
+    lines = [
+        f"Held-out part: **{report.held_out:,}** samples, never cleaned, scored against the {md(report.evaluated_on)}; "
+        f"both models trained with {seeds} seed(s)."
+    ]
+    if report.decisions is not None and report.decisions_held_out is not None:
+        lines.append(
+            f"**{report.decisions - report.decisions_held_out:,}** of {report.decisions:,} decisions applied to the "
+            f"training part ({report.removed:,} removed, {report.relabelled:,} relabelled); "
+            f"**{report.decisions_held_out:,}** fell in the held-out part and were not applied."
         )
-        decided = "" if report["decided"] is None else f" · {report['decided']} decisions in force then"
-        st.caption(f"{md(report['text'])}{decided}")
+    if report.accuracies_before:
+        per_seed = ", ".join(
+            f"{b:.3f} → {a:.3f}" for b, a in zip(report.accuracies_before, report.accuracies_after, strict=True)
+        )
+        lines.append(f"Per seed: {per_seed}.")
+    if saved.get("decided") is not None:
+        lines.append(f"{saved['decided']} decisions in force then.")
+    st.caption("  \n".join(lines))

@@ -9,6 +9,8 @@ every colouring: in their own colour when colouring by flag, else ringed.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -27,7 +29,24 @@ DECISION_COLOURS = {
     "unsure": "#ff7f0e",
 }
 FLAG_COLOUR = "#d62728"
+KELLY = [
+    "#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC", "#0067A5",
+    "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522", "#E25822", "#2B3D26",
+    "#222222", "#F2F3F4",
+]  # fmt: skip
 PLAIN_COLOUR = "#a3acb9"
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts "2" before "10" and "img2" before "img10" (the legend's order)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)]
+
+
+def class_palette(n: int) -> list[str]:
+    """``n`` colours told apart easily: Tableau 10 (D3's category10) up to 10 classes, then Kelly's 22 colours
+    of maximum contrast (plotly's Alphabet beyond that), repeating only past 26 classes."""
+    palette = qualitative.D3 if n <= 10 else KELLY + [c for c in qualitative.Alphabet if c not in KELLY]
+    return [palette[i % len(palette)] for i in range(n)]
 
 
 def hover_data(table: pd.DataFrame) -> np.ndarray:
@@ -94,9 +113,10 @@ def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataF
         )
     elif colour == "given label":
         given = table["given_label"].to_numpy(dtype=str)
-        palette = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
-        for i, name in enumerate(sorted(set(given), key=given.tolist().index)):
-            traces.append(_trace(table, customdata, given == name, name, color=palette[i % len(palette)], size=4))
+        names = sorted(set(given), key=natural_key)
+        palette = class_palette(len(names))
+        for i, name in enumerate(names):
+            traces.append(_trace(table, customdata, given == name, name, color=palette[i], size=4))
     else:
         states = decision_states(table, decisions)
         for state in ("undecided", *ACTIONS):

@@ -12,10 +12,10 @@ import streamlit as st
 
 from ogaudit.cache import default_cache_dir
 from ogaudit.jobs import JobSnapshot, submit_audit
-from ogaudit.project import Project
+from ogaudit.project import Project, workspace_root
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
-from ogaudit.ui.text import md
+from ogaudit.ui.text import md, readable
 
 
 @st.fragment(run_every=1.0)
@@ -50,7 +50,8 @@ def show_failure(snap: JobSnapshot) -> None:
     if snap.status == "cancelled":
         st.warning(f"The {snap.kind} was cancelled during the {snap.stage or 'first'} stage.")
         return
-    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {md(snap.error)}")
+    message = md(readable(snap.error, workspace_root()))
+    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {message}")
     if snap.traceback:
         with st.expander("Details (traceback)"):
             st.code(snap.traceback)

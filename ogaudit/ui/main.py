@@ -16,18 +16,18 @@ import streamlit as st
 from ogaudit.cache import default_cache_dir
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import JobRegistry, job_id, read_status, submit_audit
-from ogaudit.project import Project, Run, list_projects, workspace_root
+from ogaudit.project import Project, ProjectInfo, Run, list_projects, workspace_root
 from ogaudit.sandbox import check_project_name
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor, visitor
-from ogaudit.ui.common import show_flash
+from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
 from ogaudit.ui.jobview import job_progress, retry_button, show_failure
 from ogaudit.ui.mapview import gradient_map, selection_grid
-from ogaudit.ui.review import review_progress, review_queue, undo_redo
+from ogaudit.ui.review import agreement_view, review_progress, review_queue, undo_redo
 from ogaudit.ui.setup import new_audit_panel
-from ogaudit.ui.text import md
+from ogaudit.ui.text import md, readable
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
         if project is not None:
             _show_project(project, demo, who)
     except OgauditError as error:
-        st.error(md(error))
+        st.error(md(readable(error, root)))
 
 
 @st.cache_resource
@@ -112,7 +112,13 @@ def _start_demo(root: Path, demo: DemoConfig) -> Path:
     return project
 
 
-_STATUS_MARK = {"done": "", "failed": " · failed", "cancelled": " · cancelled", "running": " · running"}
+_STATUS_MARK = {
+    "done": " · ready",
+    "failed": " · failed",
+    "cancelled": " · cancelled",
+    "running": " · running",
+    "queued": " · queued",
+}
 
 
 def _project_picker(root: Path, project: Path | None) -> None:
@@ -124,12 +130,19 @@ def _project_picker(root: Path, project: Path | None) -> None:
         names.insert(0, project.name)
 
     def label(name: str) -> str:
-        info = infos.get(name)
-        status = "" if info is None else _STATUS_MARK.get(info.status or "", "")
-        return f"{name}{status}"
+        return f"{name}{project_status(infos.get(name))}"
 
     st.session_state["project-picker"] = project.name
     st.selectbox("Project", names, key="project-picker", format_func=label, on_change=_switch_project)
+
+
+def project_status(info: ProjectInfo | None) -> str:
+    """ " · ready", " · failed", … as the project list shows it after the name."""
+    if info is None:
+        return ""
+    if info.status in _STATUS_MARK:
+        return " · ready" if info.status == "done" and info.finished else _STATUS_MARK[info.status]
+    return " · ready" if info.finished else " · no audit"
 
 
 def _switch_project() -> None:
@@ -148,6 +161,13 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
         st.query_params["job"] = job.job_id
         job_progress(job.job_id, f"Auditing {project.name}", can_cancel=who.can("audit"))
         st.caption("The audit runs in the background: the sidebar stays usable, and a refreshed page comes back here.")
+        if Project(project).is_finished():
+            st.info(
+                "Meanwhile, here is a **quick first look** (one epoch, PCA map), or the previous run of this project: "
+                "review it now. The page switches to the full audit when it finishes; decisions stay in the ledger, "
+                "though the full audit may flag other samples."
+            )
+            _show_run(state.open_run(Project(project)), who)
         return
     if "job" in st.query_params:
         del st.query_params["job"]
@@ -156,6 +176,8 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
         show_failure(snap)
         if has_request and who.can("audit"):
             retry_button(project, "Retry")
+        if who.can("audit") and not Project(project).is_finished():
+            _delete_project(project)
     elif snap is not None and not snap.finished:
         st.warning(
             "This audit was interrupted: the server stopped while it ran. Run it again: trained models, features "
@@ -167,8 +189,41 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
     if not Project(project).is_finished():
         if snap is None:
             st.info(f"{md(project.name)} holds no audit yet.")
+            if who.can("audit"):
+                _delete_project(project)
         return
     _show_run(state.open_run(Project(project)), who)
+
+
+def _delete_project(project: Path) -> None:
+    """Admins remove a project that holds no finished audit (a failed or cancelled one), after a second click."""
+    asking = st.session_state.get("delete-asked") == project.name
+    if not asking:
+        st.button(
+            "🗑 Delete this project",
+            key=f"delete-{project.name}",
+            on_click=lambda: st.session_state.__setitem__("delete-asked", project.name),
+            help="It holds no finished audit. Deleting removes its folder (request, status, uploads, ledger).",
+        )
+        return
+    st.warning(f"Delete {md(project.name)} and everything in its folder? This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button("Yes, delete", key=f"delete-yes-{project.name}", type="primary", on_click=_delete, args=(project,))
+    no.button("Cancel", key=f"delete-no-{project.name}", on_click=lambda: st.session_state.pop("delete-asked", None))
+
+
+def _delete(project: Path) -> None:
+    st.session_state.pop("delete-asked", None)
+    if state.job_registry().get(job_id(project, "audit")) is not None and not (
+        state.job_registry().get(job_id(project, "audit")).snapshot().finished
+    ):
+        flash("error", "The audit is still running: cancel it first.")
+        return
+    Project(project).delete()
+    for key in ("project", "job"):
+        if key in st.query_params:
+            del st.query_params[key]
+    flash("success", f"Deleted the project {md(project.name)}.")
 
 
 def _show_run(run: Run, who: Visitor) -> None:
@@ -198,11 +253,20 @@ def _show_run(run: Run, who: Visitor) -> None:
         st.divider()
         undo_redo(ledger, annotator)
         review_progress(ledger, run, decisions)
-    tab_map, tab_review, tab_export = st.tabs(["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Export"])
+    try:
+        evidence = state.open_evidence(run)
+    except OgauditError as error:
+        st.warning(f"The evidence behind the flags cannot be shown: {md(readable(error))}")
+        evidence = None
+    tab_map, tab_review, tab_agree, tab_export = st.tabs(
+        ["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Agreement", "Export"]
+    )
     with tab_map:
         selected = gradient_map(run, decisions)
         selection_grid(ledger, run, selected, decisions, annotator, dataset)
     with tab_review:
-        review_queue(ledger, run, decisions, annotator, dataset)
+        review_queue(ledger, run, decisions, annotator, dataset, evidence)
+    with tab_agree:
+        agreement_view(ledger)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)

@@ -1,4 +1,9 @@
-"""The gradient map, the thumbnails of the samples selected on it, and bulk actions on that selection."""
+"""The gradient map, the thumbnails of the samples selected on it, and bulk actions on that selection.
+
+The selection belongs to the page, not to one chart: changing "Colour by" draws another chart (another widget),
+whose empty selection would otherwise drop the samples the reviewer had boxed. An empty box or lasso (nothing
+inside) would leave every point greyed out, so the chart is redrawn fresh instead.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,25 @@ import streamlit as st
 
 from ogaudit.data import Dataset
 from ogaudit.project import Run
-from ogaudit.review.actions import ACTION_LABELS
+from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state
-from ogaudit.ui.common import on_decide, sample_caption, sample_image
+from ogaudit.ui.common import on_decide, pending_override, sample_caption, sample_image, show_flash
 from ogaudit.ui.figure import COLOUR_MODES
 from ogaudit.ui.selection import selected_ids
+from ogaudit.ui.text import md
 
 GRID_COLUMNS = 6
 GRID_PAGE = 36
 SELECTION = "ogaudit-selection"
+_SELECTION_FROM = "ogaudit-selection-from"
+_REVISION = "ogaudit-map-revision"
+BULK_PENDING = "ogaudit-bulk-pending"
 
 
-def chart_key(run: Run, colour: str) -> str:
+def chart_key(run: Run, colour: str, revision: int = 0) -> str:
     """The plotly chart's widget key; its session-state value is the selection event."""
-    return f"map-{run.name}-{colour}"
+    return f"map-{run.name}-{colour}" + (f"-{revision}" if revision else "")
 
 
 def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
@@ -29,7 +38,14 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     colour = st.radio(
         "Colour by", COLOUR_MODES, horizontal=True, key=f"colour-{run.name}", help="Flagged samples are ringed."
     )
-    key = chart_key(run, colour)
+    revision = st.session_state.get(_REVISION, 0)
+    key = chart_key(run, colour, revision)
+    event = st.session_state.get(key)
+    if _empty_area(event):
+        st.session_state[_REVISION] = revision = revision + 1
+        key = chart_key(run, colour, revision)
+        event = None
+        st.session_state[_SELECTION_FROM] = key
     st.plotly_chart(
         state.figure(run, colour, decisions),
         key=key,
@@ -37,9 +53,21 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
         selection_mode=("points", "box", "lasso"),
         config={"displaylogo": False, "scrollZoom": True},
     )
-    ids = selected_ids(st.session_state.get(key), run.position)
-    st.session_state[SELECTION] = ids
+    ids = selected_ids(event, run.position)
+    if ids or st.session_state.get(_SELECTION_FROM) in (None, key) or event:
+        st.session_state[SELECTION] = ids
+        st.session_state[_SELECTION_FROM] = key
+    else:  # a chart just drawn for another colouring: keep what was selected on the previous one
+        ids = [i for i in st.session_state.get(SELECTION, []) if i in run.position]
+        if ids:
+            st.caption(f"{len(ids):,} samples still selected from the previous colouring; drag a new box to change.")
     return ids
+
+
+def _empty_area(event) -> bool:
+    """A box or lasso drawn around nothing."""
+    selection = (event or {}).get("selection") or {}
+    return not selection.get("points") and bool(selection.get("box") or selection.get("lasso"))
 
 
 def selection_grid(
@@ -50,13 +78,14 @@ def selection_grid(
     annotator: str | None,
     dataset: Dataset | None,
 ) -> None:
-    """Thumbnails of the selected samples (most suspicious first) and one form to act on all of them."""
+    """Thumbnails of the selected samples (most suspicious first) and one bulk action on them."""
+    show_flash("map")
     if not ids:
         st.caption("Drag a box (or use the lasso) on the map to see those samples here and act on them together.")
         return
     st.subheader(f"{len(ids):,} selected")
-    _bulk_form(ledger, run, ids, annotator)
-    current = dict(zip(decisions["sample_id"], decisions["action"], strict=True))
+    _bulk(ledger, run, ids, annotator)
+    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     ranked = run.by_id.loc[ids].sort_values("rank")
     pages = max(1, -(-len(ranked) // GRID_PAGE))
     page = 1
@@ -67,24 +96,65 @@ def selection_grid(
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start : start + GRID_COLUMNS], strict=False):
             with column:
                 sample_image(dataset, run, row["sample_id"], 96)
-                st.markdown(sample_caption(row, current.get(row["sample_id"])))
+                decision = current.get(row["sample_id"])
+                st.markdown(sample_caption(row, {**decision, "sample_id": row["sample_id"]} if decision else None))
 
 
-def _bulk_form(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> None:
-    with st.form(f"bulk-{run.name}", border=True):
-        left, right, go = st.columns([2, 2, 1], vertical_alignment="bottom")
-        left.selectbox("Action on the selection", ACTIONS, format_func=ACTION_LABELS.get, key="bulk-action")
-        right.selectbox("Label (relabel only)", run.class_names, key="bulk-label")
-        go.form_submit_button(
-            f"Apply to {len(ids):,}",
-            on_click=_apply_bulk,
-            args=(ledger, run, ids, annotator),
-            disabled=not annotator,
-            help="Confirm uses each sample's own suggested label; the label box is for relabel.",
+def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> None:
+    """Action, scope and label; a live preview of how many samples it touches; Apply asks once more."""
+    with st.container(border=True, key="bulk"):
+        left, middle, right = st.columns([2, 2, 2])
+        action = left.selectbox(
+            "Action on the selection",
+            ACTIONS,
+            index=None,
+            placeholder="Choose an action",
+            format_func=ACTION_LABELS.get,
+            key="bulk-action",
         )
+        scope = middle.radio("Scope", list(BULK_SCOPES), format_func=BULK_SCOPES.get, key="bulk-scope")
+        label = right.selectbox("Label (relabel only)", run.class_names, key="bulk-label", disabled=action != "relabel")
+        plan = None if action is None else plan_bulk(run, ids, action, scope=scope, label=label)
+        reason = None
+        if not annotator:
+            reason = "Enter your name in the sidebar first: every decision records who made it."
+        elif action is None:
+            reason = "Choose an action first."
+        elif not plan.ids:
+            reason = "No selected sample fits this action and scope."
+        if plan is not None:
+            st.caption(md(plan.describe()))
+        pending = st.session_state.get(BULK_PENDING)
+        if pending and plan is not None and pending == [action, label, scope, list(plan.ids)]:
+            st.warning(
+                f"Apply **{md(plan.action)}{' → ' + md(plan.label) if plan.label else ''}** to "
+                f"**{len(plan.ids):,}** sample(s)? It is one step: Undo takes it back."
+            )
+            yes, no = st.columns(2)
+            yes.button(
+                f"Yes, apply to {len(plan.ids):,}",
+                key="bulk-yes",
+                type="primary",
+                on_click=_apply_bulk,
+                args=(ledger, run, plan, annotator),
+            )
+            no.button("Cancel", key="bulk-no", on_click=lambda: st.session_state.pop(BULK_PENDING, None))
+        else:
+            count = len(plan.ids) if plan is not None else len(ids)
+            st.button(
+                f"Apply to {count:,}",
+                key="bulk-apply",
+                disabled=reason is not None,
+                help=reason or "Shows what it will do and asks once more.",
+                on_click=lambda: st.session_state.__setitem__(
+                    BULK_PENDING, [action, label, scope, list(plan.ids) if plan else []]
+                ),
+            )
+            if reason:
+                st.caption(md(reason))
+        pending_override(ledger, run, annotator, "map")
 
 
-def _apply_bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str) -> None:
-    action = st.session_state["bulk-action"]
-    label = st.session_state["bulk-label"] if action == "relabel" else None
-    on_decide(ledger, run, ids, action, annotator, label=label)
+def _apply_bulk(ledger: Ledger, run: Run, plan, annotator: str) -> None:
+    st.session_state.pop(BULK_PENDING, None)
+    on_decide(ledger, run, list(plan.ids), plan.action, annotator, label=plan.label, where="map")

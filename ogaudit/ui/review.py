@@ -1,4 +1,5 @@
-"""The review queue (flagged samples, most suspicious first, paged), review progress, and undo / redo.
+"""The review queue: filters, sort and search, flags per class, cards with their evidence or one sample at a time
+by keyboard, an enlarged view; review progress, undo / redo and the agreement view.
 
 Every button acts through a callback that writes the ledger at once, before the page reruns; the page then
 reads the ledger again, so two annotators see each other's decisions on their next rerun.
@@ -12,91 +13,276 @@ import streamlit as st
 from ogaudit.data import Dataset
 from ogaudit.errors import OgauditError
 from ogaudit.project import Run
-from ogaudit.review.ledger import Ledger
-from ogaudit.ui.common import flash, on_decide, sample_caption, sample_image
-from ogaudit.ui.text import md
+from ogaudit.review.actions import current_progress, take_back
+from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
+from ogaudit.review.ledger import ACTIONS, Ledger
+from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filter_queue, flag_counts
+from ogaudit.review.thumbnails import thumbnail_strip
+from ogaudit.ui import state
+from ogaudit.ui.common import (
+    decision_text,
+    flash,
+    on_decide,
+    pending_override,
+    sample_caption,
+    sample_image,
+    show_flash,
+    when,
+)
+from ogaudit.ui.text import code, md, readable
 
 PAGE_SIZES = (6, 12, 24, 48)
-CARD_COLUMNS = 3
+CARD_COLUMNS = (3, 4, 6)
+VIEWS = ("Cards", "One at a time (keyboard)")
+FOCUS = "ogaudit-focus"
+CARD_NEIGHBOURS = 8
+KEYS = {"accept": "A", "keep": "K", "remove": "X", "unsure": "U", "previous": "Left", "next": "Right"}
+KEY_HELP = (
+    "Keys: **A** accept the suggestion · **1**–**9**, **0** relabel to that class · **K** keep · **X** remove · "
+    "**U** unsure · **←** / **→** previous / next · **Z** undo · **Shift+Z** redo"
+)
 
 
 def undo_redo(ledger: Ledger, annotator: str | None) -> None:
-    """Undo / Redo buttons for the annotator's own latest batch (a bulk action is one step)."""
+    """Undo / Redo buttons (keys Z, Shift+Z) for the annotator's own latest batch (a bulk action is one step)."""
     can_undo, can_redo = ledger.undo_depth(annotator) if annotator else (0, 0)
     left, right = st.columns(2)
-    left.button("↶ Undo", key="undo", on_click=_toggle, args=(ledger, annotator, "undo"), disabled=not can_undo)
-    right.button("↷ Redo", key="redo", on_click=_toggle, args=(ledger, annotator, "redo"), disabled=not can_redo)
+    left.button(
+        "↶ Undo",
+        key="undo",
+        on_click=_toggle,
+        args=(ledger, annotator, "undo"),
+        disabled=not can_undo,
+        shortcut="Z",
+    )
+    right.button(
+        "↷ Redo",
+        key="redo",
+        on_click=_toggle,
+        args=(ledger, annotator, "redo"),
+        disabled=not can_redo,
+        shortcut="Shift+Z",
+    )
+    show_flash("sidebar")
 
 
 def _toggle(ledger: Ledger, annotator: str, kind: str) -> None:
     try:
-        batch = ledger.undo(annotator) if kind == "undo" else ledger.redo(annotator)
+        batch, changed = take_back(ledger, annotator, kind)
     except OgauditError as error:
-        flash("error", md(error))
+        flash("error", md(readable(error)), "sidebar")
         return
-    if batch is not None:
-        done = "Undid" if kind == "undo" else "Redid"
-        flash(
-            "info", f"{done} the decision on {len(batch.sample_ids)} sample(s): {md(', '.join(batch.sample_ids[:5]))}"
-        )
+    if batch is None:
+        return
+    done = "Undid" if kind == "undo" else "Redid"
+    if not changed:
+        flash("info", f"{done} your step; its samples keep the later decisions others made on them.", "sidebar")
+        return
+    if kind == "undo":
+        st.session_state[FOCUS] = changed[0]
+    flash("info", f"{done} the decision on {len(changed)} sample(s): {md(', '.join(changed[:5]))}", "sidebar")
 
 
 def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
-    """Reviewed / flagged overall, and per annotator."""
+    """Reviewed / flagged overall, and per annotator: only decisions that are samples' current state count."""
     flagged = run.flagged_ids
     reviewed = int(decisions["sample_id"].isin(set(flagged)).sum())
     st.progress(reviewed / max(len(flagged), 1), text=f"Reviewed {reviewed:,} of {len(flagged):,} flagged samples")
-    per_annotator = ledger.progress(flagged)
-    if len(per_annotator):
-        columns = ["annotator", "flagged_decided", "decided", "confirm", "relabel", "keep", "remove", "unsure"]
-        st.dataframe(per_annotator[columns], hide_index=True, key="progress-table")
+    if len(decisions):
+        st.dataframe(current_progress(decisions, flagged), hide_index=True, key="progress-table")
+        st.caption("Current decisions per annotator (one overridden by someone else no longer counts).")
+
+
+# ---------------------------------------------------------------- the queue
 
 
 def review_queue(
-    ledger: Ledger, run: Run, decisions: pd.DataFrame, annotator: str | None, dataset: Dataset | None
+    ledger: Ledger,
+    run: Run,
+    decisions: pd.DataFrame,
+    annotator: str | None,
+    dataset: Dataset | None,
+    evidence: RunEvidence | None,
 ) -> None:
-    """Flagged samples, most suspicious first, as cards with one-click actions."""
-    current = dict(zip(decisions["sample_id"], decisions["action"], strict=True))
-    controls = st.columns([2, 1, 1])
-    hide_decided = controls[0].toggle("Hide decided samples", value=True, key="queue-hide-decided")
-    page_size = controls[1].selectbox("Per page", PAGE_SIZES, index=1, key="queue-page-size")
-    queue = [i for i in run.flagged_ids if not (hide_decided and i in current)]
-    pages = max(1, -(-len(queue) // page_size))
-    page = controls[2].number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="queue-page")
+    """The filtered queue as cards with one-click actions, or one sample at a time with a key for every action."""
+    show_flash("queue")
+    _class_tables(run)
+    groups = state.duplicates(run, dataset)
+    queue_filter = _filters(run, decisions, groups)
+    queue = filter_queue(run.table, decisions, queue_filter)
+    controls = st.columns([3, 2, 1, 1, 1], vertical_alignment="bottom")
+    view = controls[0].segmented_control("View", VIEWS, default=VIEWS[0], key="queue-view") or VIEWS[0]
+    controls[1].toggle("Hide decided samples", value=True, key="queue-hide-decided")
     if not queue:
-        st.success("Nothing left to review in the queue.")
+        st.success(
+            "Nothing left to review in the queue." if _is_default(queue_filter) else "No sample fits the filters."
+        )
         return
-    st.caption(f"{len(queue):,} in the queue · page {page} of {pages}")
     if not annotator:
         st.info("Enter your name in the sidebar to record decisions.")
+    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
+    if view == VIEWS[1]:
+        keyboard_review(ledger, run, queue_filter, annotator, dataset, evidence)
+        return
+    page_size = controls[2].selectbox("Per page", PAGE_SIZES, index=1, key="queue-page-size")
+    pages = max(1, -(-len(queue) // page_size))
+    page = controls[3].number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="queue-page")
+    st.caption(f"{len(queue):,} in the queue · page {page} of {pages}")
     chunk = queue[(page - 1) * page_size : page * page_size]
-    for start in range(0, len(chunk), CARD_COLUMNS):
-        for column, sample_id in zip(st.columns(CARD_COLUMNS), chunk[start : start + CARD_COLUMNS], strict=False):
+    explained = _explain(run, evidence, chunk)
+    per_row = controls[4].selectbox("Per row", CARD_COLUMNS, key="queue-per-row", help="More, smaller cards per row")
+    for start in range(0, len(chunk), per_row):
+        for column, sample_id in zip(st.columns(per_row), chunk[start : start + per_row], strict=False):
             with column.container(border=True, key=f"card-{sample_id}"):
-                _card(ledger, run, run.by_id.loc[sample_id].to_dict(), current.get(sample_id), annotator, dataset)
+                _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence, groups)
 
 
-def _card(ledger: Ledger, run: Run, row: dict, decision: str | None, annotator: str | None, dataset) -> None:
-    sample_id, suggested = row["sample_id"], row["suggested_label"]
-    sample_image(dataset, run, sample_id, 200)
-    st.markdown(sample_caption(row, decision))
+def _explain(run: Run, evidence: RunEvidence | None, ids: list[str]) -> dict[str, SampleEvidence]:
+    if evidence is None or not ids:
+        return {}
+    return dict(zip(ids, evidence.explain([run.position[i] for i in ids]), strict=True))
+
+
+DUPLICATE_QUEUES = {
+    "all": "All samples",
+    "conflicts": "Duplicates with different labels",
+    "duplicates": "All duplicates",
+}
+
+
+def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame) -> QueueFilter:
+    names = run.class_names
+    score = run.table["score"]
+    low, high = float(score.min()), float(score.max())
+    with st.expander("Filter, sort, search", expanded=False):
+        row = st.columns(4)
+        given = row[0].multiselect("Given label", names, key="queue-given")
+        suggested = row[1].multiselect("Suggested label", names, key="queue-suggested")
+        chosen = row[2].multiselect("Decision", [UNDECIDED, *ACTIONS], key="queue-decision")
+        people = sorted(decisions["annotator"].unique().tolist()) if len(decisions) else []
+        annotators = row[3].multiselect("Decided by", people, key="queue-annotator")
+        row = st.columns([3, 1, 2, 2, 2], vertical_alignment="bottom")
+        picked = row[0].slider("Score", low, max(high, low + 1e-9), (low, high), key="queue-score")
+        flagged_only = row[1].toggle("Flagged only", value=True, key="queue-flagged-only")
+        search = row[2].text_input("Sample id contains", key="queue-search", placeholder="search ids")
+        sort = row[3].selectbox("Sort", list(SORTS), key="queue-sort")
+        conflicts = int(groups.loc[groups["conflict"], "group"].nunique())
+        which = row[4].selectbox(
+            "Duplicates",
+            list(DUPLICATE_QUEUES),
+            format_func=lambda k: DUPLICATE_QUEUES[k] + (f" ({conflicts})" if k == "conflicts" else ""),
+            key="queue-duplicates",
+            help="Same content under several ids (exact bytes, or the same coarse picture); with different labels, "
+            "at least one label is wrong. Flagged or not.",
+        )
+    only = None
+    if which != "all":
+        chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
+        only = frozenset(chosen_groups["sample_id"])
+    return QueueFilter(
+        given=tuple(given),
+        suggested=tuple(suggested),
+        decisions=tuple(chosen),
+        annotators=tuple(annotators),
+        score=None if tuple(picked) == (low, high) else (float(picked[0]), float(picked[1])),
+        flagged_only=flagged_only,
+        hide_decided=bool(st.session_state.get("queue-hide-decided", True)),
+        search=search,
+        sort=sort,
+        only=only,
+    )
+
+
+def _is_default(queue_filter: QueueFilter) -> bool:
+    return queue_filter == QueueFilter(hide_decided=queue_filter.hide_decided)
+
+
+def _class_tables(run: Run) -> None:
+    """Flags per given class, and given × suggested over the flagged: clicking a cell filters the queue to it."""
+    with st.expander("Flags per class, given × suggested"):
+        left, right = st.columns([2, 5])
+        left.dataframe(
+            flag_counts(run.table),
+            hide_index=True,
+            key="flag-counts",
+            column_config={
+                "share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1)
+            },
+        )
+        table = confusion(run.table, run.class_names)
+        right.caption("Flagged samples by given (rows) and suggested label (columns). Click a cell to review them.")
+        event = right.dataframe(table, key="confusion", on_select="rerun", selection_mode="single-cell")
+    cells = (event or {}).get("selection", {}).get("cells") or []
+    if cells and cells[0] != st.session_state.get("confusion-done"):
+        st.session_state["confusion-done"] = cells[0]
+        row, column = cells[0]
+        st.session_state["queue-given"] = [run.class_names[int(row)]]
+        st.session_state["queue-suggested"] = [str(column)]
+        st.session_state["queue-flagged-only"] = True
+        st.session_state["queue-page"] = 1
+
+
+# ---------------------------------------------------------------- a card
+
+
+def _confirm_target(run: Run, row: dict, item: SampleEvidence | None) -> tuple[str | None, str | None, str]:
+    """(label passed to confirm, label shown, help): the suggestion, or the next most likely class when the
+    suggestion is the given label; (None, None, why) when there is none."""
+    if row["suggested_label"] != row["given_label"]:
+        return None, row["suggested_label"], "The given label is wrong; the suggested one is right."
+    if item is not None:
+        other = run.class_names[item.best_other()]
+        return (
+            other,
+            other,
+            (
+                f"The suggestion is the given label; {other} is the next most likely class. Confirm records that the "
+                "given label is wrong and sets this one."
+            ),
+        )
+    return None, None, "The suggestion is the given label, so confirming would change nothing: keep it or relabel it."
+
+
+def _card(
+    ledger: Ledger,
+    run: Run,
+    sample_id: str,
+    decision: dict | None,
+    annotator: str | None,
+    dataset: Dataset | None,
+    explained: dict[str, SampleEvidence],
+    evidence: RunEvidence | None,
+    groups: pd.DataFrame,
+) -> None:
+    row = run.by_id.loc[sample_id].to_dict()
+    item = explained.get(sample_id)
+    image, enlarge = st.columns([4, 1])
+    with image:
+        sample_image(dataset, run, sample_id, 200)
+    if enlarge.button("⤢", key=f"enlarge-{sample_id}", help="Enlarge, with all the evidence"):
+        enlarged(run, sample_id, dataset, evidence, decision)
+    st.markdown(sample_caption(row, {**decision, "sample_id": sample_id} if decision else None))
+    _duplicate_note(sample_id, groups)
+    if item is not None:
+        evidence_panel(run, item, dataset, neighbours=CARD_NEIGHBOURS, compact=True)
+    pending_override(ledger, run, annotator, "queue", ids=[sample_id])
     locked = not annotator
     common = {"ledger": ledger, "run": run, "ids": [sample_id], "annotator": annotator}
+    label, shown, why = _confirm_target(run, row, item)
     st.button(
-        f"✓ Confirm → {md(suggested)}",
+        f"✓ Confirm → {md(shown)}" if shown else "✓ Confirm",
         key=f"confirm-{sample_id}",
         type="primary",
         on_click=on_decide,
-        kwargs={**common, "action": "confirm", "label": suggested},
-        disabled=locked or suggested == row["given_label"],
-        help="The given label is wrong; the suggested one is right."
-        if suggested != row["given_label"]
-        else "The suggestion is the given label, so confirming would change nothing: keep it or relabel it.",
+        kwargs={**common, "action": "confirm", "label": label},
+        disabled=locked or shown is None,
+        help=why,
     )
     names = run.class_names
     label_key = f"relabel-label-{sample_id}"
     pick, go = st.columns([3, 2], vertical_alignment="bottom")
-    pick.selectbox("Relabel to", names, index=names.index(suggested), key=label_key)
+    default = shown if shown is not None else row["suggested_label"]
+    pick.selectbox("Relabel to", names, index=names.index(default), key=label_key)
     go.button(
         "Relabel",
         key=f"relabel-{sample_id}",
@@ -109,3 +295,217 @@ def _card(ledger: Ledger, run: Run, row: dict, decision: str | None, annotator: 
         column.button(
             text, key=f"{action}-{sample_id}", on_click=on_decide, kwargs={**common, "action": action}, disabled=locked
         )
+
+
+def _duplicate_note(sample_id: str, groups: pd.DataFrame) -> None:
+    """A line naming the sample's duplicates and their labels, when it has any."""
+    mine = groups[groups["sample_id"] == sample_id]
+    for group, kind in mine[["group", "kind"]].itertuples(index=False):
+        others = groups[(groups["group"] == group) & (groups["sample_id"] != sample_id)]
+        listed = ", ".join(
+            f"{code(o)} ({md(label)})" for o, label in others[["sample_id", "given_label"]].head(4).values
+        )
+        more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+        warn = "⚠ labels differ: " if mine["conflict"].any() else ""
+        st.markdown(f"{warn}{kind} duplicate of {listed}{more}")
+
+
+def evidence_panel(
+    run: Run, item: SampleEvidence, dataset: Dataset | None, *, neighbours: int, compact: bool = False
+) -> None:
+    """Why the sample is flagged: the calibrated probability that its label is wrong, in words, the classes'
+    probabilities (model, neighbours, combined, counterfactual) and the nearest gradient neighbours."""
+    names = run.class_names
+    st.markdown(f"**{item.p_wrong:.0%}** likely that the given label is wrong")
+    body = st.expander("Why is this flagged?") if compact else st.container()
+    with body:
+        st.caption(md(describe(item, names)))
+        st.dataframe(
+            evidence_table(item, names),
+            hide_index=True,
+            column_config={
+                "model": st.column_config.ProgressColumn("model", format="percent", min_value=0, max_value=1),
+                "combined": st.column_config.ProgressColumn("combined", format="percent", min_value=0, max_value=1),
+                "counterfactual": st.column_config.NumberColumn(
+                    "counterfactual", format="%.3g", help="The outlier score if this were the label: lower fits better."
+                ),
+            },
+        )
+        shown = item.neighbours[:neighbours]
+        strip = None if dataset is None else thumbnail_strip(dataset, shown, 48 if compact else 72)
+        labels = " · ".join(
+            f"{names[c]} ({cos:.2f})" for c, cos in zip(item.neighbour_labels, item.cosines, strict=False)
+        )
+        caption = f"Nearest gradient neighbours, given label (cosine): {md(labels if not compact else labels[:200])}"
+        if strip is not None:
+            st.image(strip, caption=caption)
+        else:
+            st.caption(caption)
+
+
+@st.dialog("Sample", width="large")
+def enlarged(run: Run, sample_id: str, dataset: Dataset | None, evidence: RunEvidence | None, decision) -> None:
+    """The sample at a size the reviewer chooses, with all its evidence."""
+    row = run.by_id.loc[sample_id].to_dict()
+    size = st.slider("Zoom (pixels)", 128, 768, 448, step=64, key="zoom")
+    left, right = st.columns([3, 2])
+    with left:
+        sample_image(dataset, run, sample_id, size)
+    with right:
+        st.markdown(sample_caption(row, {**decision, "sample_id": sample_id} if decision else None))
+        if evidence is not None:
+            evidence_panel(run, evidence.explain([run.position[sample_id]])[0], dataset, neighbours=20)
+
+
+# ---------------------------------------------------------------- one at a time, by keyboard
+
+
+@st.fragment
+def keyboard_review(
+    ledger: Ledger,
+    run: Run,
+    queue_filter: QueueFilter,
+    annotator: str | None,
+    dataset: Dataset | None,
+    evidence: RunEvidence | None,
+) -> None:
+    """One sample, large, with a key on every action; a decision moves on to the next sample in the queue.
+
+    A fragment: a key reruns only this view (it reads the ledger and the queue again), not the map and the rest of
+    the page, so a decision's round trip does not grow with the map's size. The sidebar's progress catches up on
+    the next full rerun (any other click, or undo).
+    """
+    decisions = ledger.state()
+    queue = filter_queue(run.table, decisions, queue_filter)
+    if not queue:
+        st.success("Nothing left to review in the queue.")
+        return
+    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
+    focus = st.session_state.get(FOCUS)
+    if focus not in queue:
+        focus = queue[0]
+    position = queue.index(focus)
+    following = queue[position + 1] if position + 1 < len(queue) else (queue[position - 1] if position else None)
+    row = run.by_id.loc[focus].to_dict()
+    item = _explain(run, evidence, [focus]).get(focus)
+    st.caption(f"Sample {position + 1:,} of {len(queue):,} in the queue")
+    st.markdown(KEY_HELP)
+    picture, actions = st.columns([3, 2])
+    with picture, st.container(border=True, key="keyboard-sample"):
+        sample_image(dataset, run, focus, 320)
+        decision = current.get(focus)
+        st.markdown(sample_caption(row, {**decision, "sample_id": focus} if decision else None))
+        if item is not None:
+            evidence_panel(run, item, dataset, neighbours=10)
+    with actions:
+        _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator)
+
+
+def _move(target: str | None) -> None:
+    if target is not None:
+        st.session_state[FOCUS] = target
+
+
+def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, annotator) -> None:
+    pending_override(ledger, run, annotator, "keyboard", ids=[focus])
+    locked = not annotator
+    common = {
+        "ledger": ledger,
+        "run": run,
+        "ids": [focus],
+        "annotator": annotator,
+        "where": "keyboard",
+        "after": lambda: _move(following),
+    }
+    show_flash("keyboard")
+    label, shown, why = _confirm_target(run, row, item)
+    st.button(
+        f"Accept → {md(shown)}" if shown else "Accept",
+        key="kb-accept",
+        type="primary",
+        shortcut=KEYS["accept"],
+        on_click=on_decide,
+        kwargs={**common, "action": "confirm", "label": label},
+        disabled=locked or shown is None,
+        help=why,
+        width="stretch",
+    )
+    st.caption("Relabel to")
+    grid = st.columns(5)
+    for index, name in enumerate(run.class_names[:10]):
+        is_given = name == row["given_label"]
+        grid[index % 5].button(
+            md(name),
+            key=f"kb-label-{index}",
+            shortcut=str((index + 1) % 10),
+            on_click=on_decide,
+            kwargs={**common, "action": "keep"} if is_given else {**common, "action": "relabel", "label": name},
+            disabled=locked,
+            help="The given label: records keep" if is_given else None,
+            width="stretch",
+        )
+    keep, remove, unsure = st.columns(3)
+    for column, action in ((keep, "keep"), (remove, "remove"), (unsure, "unsure")):
+        column.button(
+            action.capitalize(),
+            key=f"kb-{action}",
+            shortcut=KEYS[action],
+            on_click=on_decide,
+            kwargs={**common, "action": action},
+            disabled=locked,
+            width="stretch",
+        )
+    back, ahead = st.columns(2)
+    position = queue.index(focus)
+    back.button(
+        "Previous",
+        key="kb-previous",
+        shortcut=KEYS["previous"],
+        on_click=_move,
+        args=(queue[position - 1] if position else None,),
+        disabled=position == 0,
+        width="stretch",
+    )
+    ahead.button(
+        "Next",
+        key="kb-next",
+        shortcut=KEYS["next"],
+        on_click=_move,
+        args=(queue[position + 1] if position + 1 < len(queue) else None,),
+        disabled=position + 1 >= len(queue),
+        width="stretch",
+    )
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def agreement_view(ledger: Ledger) -> None:
+    """Samples on which annotators' decisions in force differ, each with who decided what and when, and the
+    pairwise agreement; a lead settles one by deciding again (the latest decision is the sample's state)."""
+    disputes = ledger.disagreements()
+    pairs = ledger.agreement()
+    if len(pairs):
+        st.markdown("**Pairwise agreement** (samples both decided)")
+        st.dataframe(
+            pairs,
+            hide_index=True,
+            key="agreement-pairs",
+            column_config={
+                "agreement": st.column_config.ProgressColumn("agreement", format="percent", min_value=0, max_value=1)
+            },
+        )
+    if disputes.empty:
+        st.success("No disagreements: every sample decided by several annotators got the same outcome.")
+        return
+    st.markdown(f"**{disputes['sample_id'].nunique():,} sample(s) with disagreeing decisions**")
+    lines = []
+    for sample_id, group in disputes.groupby("sample_id", sort=False):
+        parts = [
+            f"{md(r['annotator'])}: {decision_text({'action': r['action'], 'final_label': r['label']})} "
+            f"({when(r['decided_at'])}){' ← in force' if r['in_force'] else ''}"
+            for r in group.to_dict("records")
+        ]
+        lines.append(f"- {code(sample_id)}: " + "; ".join(parts))
+    st.markdown("\n".join(lines[:200]))
+    st.caption("Settle one by searching its id in the review queue (show decided samples) and deciding again.")

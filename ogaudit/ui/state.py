@@ -14,6 +14,8 @@ import streamlit as st
 from ogaudit.data import Dataset
 from ogaudit.jobs import JobRegistry
 from ogaudit.project import Project, Run
+from ogaudit.review.duplicates import find_duplicates, pixel_directions
+from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui.figure import map_figure
 
@@ -67,3 +69,30 @@ def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
     if colour == "decision":
         key = str(pd.util.hash_pandas_object(decisions[["sample_id", "action"]], index=False).sum())
     return _figure(str(run.path), run.fingerprint, colour, key, run, decisions)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the evidence…")
+def _open_evidence(path: str, fingerprint: str) -> RunEvidence | None:
+    return Project(path).open_evidence()
+
+
+def open_evidence(run: Run) -> RunEvidence | None:
+    """Why each sample is flagged (read once per run), or None for a run without head evidence."""
+    return _open_evidence(str(run.path), f"{run.fingerprint}-{run.record.get('run_dir')}")
+
+
+NEAR_DUPLICATE_LIMIT = 20_000
+"""Above this many samples only exact duplicates are searched: the near search is an N × N product."""
+
+
+@st.cache_resource(max_entries=4, show_spinner="Looking for duplicates…")
+def _duplicates(path: str, fingerprint: str, _run: Run, _dataset: Dataset) -> pd.DataFrame:
+    near = pixel_directions(_dataset.x) if len(_dataset) <= NEAR_DUPLICATE_LIMIT else None
+    return find_duplicates(_run.table["sample_id"], _run.table["given_label"], x=_dataset.x, directions=near)
+
+
+def duplicates(run: Run, dataset: Dataset | None) -> pd.DataFrame:
+    """The run's duplicate groups (:func:`~ogaudit.review.duplicates.find_duplicates`), found once per run."""
+    if dataset is None:
+        return pd.DataFrame(columns=["group", "kind", "sample_id", "given_label", "conflict", "size"])
+    return _duplicates(str(run.path), run.fingerprint, run, dataset)

@@ -24,3 +24,27 @@ def code(value: object) -> str:
     fence = "`" * (longest + 1)
     padded = f" {text} " if longest or text.startswith(" ") or text.endswith(" ") else text
     return f"{fence}{padded}{fence}"
+
+
+_PY_LIST = re.compile(r"\[((?:\s*'[^'\[\]]*'\s*,?)+)\]")
+_QUOTED_PATH = re.compile(r"""(['"])(/[^'"]*?)\1""")
+
+
+def readable(error: object, home: object | None = None) -> str:
+    """An error message as a person reads it: Python lists (``['a', 'b']``) become ``a, b``, and server paths
+    are shortened: inside the workspace ``home`` to the part under it, elsewhere to the last two parts
+    (``…/data/cats``). The text still needs :func:`md` before it is shown."""
+    text = str(error)
+    text = _PY_LIST.sub(
+        lambda m: ", ".join(item.strip().strip("'") for item in m.group(1).split(",") if item.strip()), text
+    )
+    base = None if home is None else str(home).rstrip("/") + "/"
+
+    def shorten(match: re.Match) -> str:
+        path = match.group(2)
+        if base and path.startswith(base):
+            return f"'{path[len(base) :]}'"
+        parts = [p for p in path.split("/") if p]
+        return f"'…/{'/'.join(parts[-2:])}'" if len(parts) > 2 else f"'{path}'"
+
+    return _QUOTED_PATH.sub(shorten, text)

@@ -1,0 +1,126 @@
+"""Duplicates and conflicts: the same content under several ids, above all with different labels.
+
+* **Exact** duplicates have byte-identical inputs (one hash per sample).
+* **Near** duplicates are pairs whose coarse pictures (:func:`pixel_directions`: grey, 16 × 16, mean removed)
+  have a cosine of at least ``threshold``: a re-encoded, resized or re-exposed copy. (The model's features are not
+  used: confident samples of one class have nearly parallel features without being copies.)
+
+A group whose members carry different given labels is a **conflict**: at least one of its labels is wrong, whatever
+the detector's score says. No streamlit and no torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["group", "kind", "sample_id", "given_label", "conflict", "size"]
+
+
+def exact_groups(x: np.ndarray) -> np.ndarray:
+    """(N,) group number per sample (-1 when it has no exact duplicate), from a hash of each input's bytes."""
+    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
+    digests = np.array([hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in rows])
+    _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
+    groups = np.where(counts[inverse] > 1, inverse, -1)
+    return _renumber(groups)
+
+
+def near_pairs(directions: np.ndarray, *, threshold: float = 0.999, chunk: int = 1024) -> np.ndarray:
+    """(P, 2) index pairs ``i < j`` whose unit rows have a cosine ≥ ``threshold`` (exact search, in chunks)."""
+    directions = np.asarray(directions, dtype=np.float32)
+    pairs = []
+    for start in range(0, len(directions), chunk):
+        block = directions[start : start + chunk] @ directions.T  # (b, N)
+        rows, cols = np.nonzero(block >= threshold)
+        rows = rows + start
+        keep = rows < cols
+        pairs.append(np.column_stack([rows[keep], cols[keep]]))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """(N,) connected component of each node under ``pairs`` (-1 for nodes in no pair), by union-find."""
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        a, b = find(int(i)), find(int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(n)])
+    paired = np.zeros(n, dtype=bool)
+    paired[pairs.ravel()] = True
+    return _renumber(np.where(paired, roots, -1))
+
+
+def _renumber(groups: np.ndarray) -> np.ndarray:
+    out = np.full(len(groups), -1, dtype=np.int64)
+    inside = groups >= 0
+    if inside.any():
+        _, out[inside] = np.unique(groups[inside], return_inverse=True)
+    return out
+
+
+def find_duplicates(
+    sample_ids: np.ndarray,
+    given_labels: np.ndarray,
+    *,
+    x: np.ndarray | None = None,
+    directions: np.ndarray | None = None,
+    threshold: float = 0.999,
+) -> pd.DataFrame:
+    """Duplicate groups, one row per member: group, kind ("exact" or "near"), sample_id, given_label, conflict
+    (the group's members disagree on the label) and size. Conflicting groups first, then by size.
+
+    ``x`` (N, ...) the inputs, for exact duplicates; ``directions`` (N, d) unit rows (:func:`pixel_directions`),
+    for near ones (pairs inside one exact group are not listed again as near).
+    """
+    sample_ids = np.asarray(sample_ids, dtype=object)
+    given_labels = np.asarray(given_labels, dtype=object)
+    n = len(sample_ids)
+    frames = []
+    exact = exact_groups(x) if x is not None else np.full(n, -1)
+    if (exact >= 0).any():
+        frames.append(pd.DataFrame({"kind": "exact", "raw": exact, "position": np.arange(n)})[exact >= 0])
+    if directions is not None:
+        pairs = near_pairs(directions, threshold=threshold)
+        pairs = pairs[(exact[pairs[:, 0]] < 0) | (exact[pairs[:, 0]] != exact[pairs[:, 1]])] if len(pairs) else pairs
+        near = _components(n, pairs) if len(pairs) else np.full(n, -1)
+        if (near >= 0).any():
+            frames.append(pd.DataFrame({"kind": "near", "raw": near, "position": np.arange(n)})[near >= 0])
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
+    table["sample_id"] = sample_ids[table["position"]]
+    table["given_label"] = given_labels[table["position"]]
+    key = table["kind"] + ":" + table["raw"].astype(str)
+    table["conflict"] = table.groupby(key)["given_label"].transform("nunique") > 1
+    table["size"] = table.groupby(key)["sample_id"].transform("size")
+    order = table.assign(key=key).sort_values(
+        ["conflict", "size", "key"], ascending=[False, False, True], kind="stable"
+    )
+    order["group"] = pd.factorize(order["key"])[0] + 1
+    return order[COLUMNS].reset_index(drop=True)
+
+
+def pixel_directions(x: np.ndarray, *, side: int = 16) -> np.ndarray:
+    """(N, side²) unit rows for near-duplicate search: each input in grey, sampled on a ``side`` × ``side`` grid,
+    its mean removed (so brightness and contrast changes do not matter). Vectors (N, d) are centred as they are."""
+    x = np.asarray(x)
+    if x.ndim >= 3:
+        grey = x.astype(np.float32) if x.ndim == 3 else x.astype(np.float32).mean(axis=3)
+        rows = np.linspace(0, grey.shape[1] - 1, min(side, grey.shape[1])).round().astype(int)
+        cols = np.linspace(0, grey.shape[2] - 1, min(side, grey.shape[2])).round().astype(int)
+        flat = grey[:, rows][:, :, cols].reshape(len(x), -1)
+    else:
+        flat = x.reshape(len(x), -1).astype(np.float32)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)

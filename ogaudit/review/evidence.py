@@ -1,0 +1,280 @@
+"""Why a sample is flagged: the evidence behind its score, for the shown samples only.
+
+Everything comes from the files a run already holds (``head_evidence.npz`` and ``label_evidence.csv``, read by
+:meth:`~ogaudit.project.Project.read_head_evidence` and :meth:`~ogaudit.project.Project.read_label_evidence`):
+
+* the model's class probabilities ``p`` (the factor ``p − e_y`` of the last-layer gradient);
+* the ``k`` nearest **gradient neighbours**: the samples whose gradient directions (the feature factor ``h`` of
+  ``(p − e_y) ⊗ [h, 1]``) have the highest cosine with the sample's, as the ``posterior`` detector finds them;
+* the **counterfactual evidence**: the outlier score the sample's gradient would have under each label (the
+  suggested label is the lowest);
+* ``π ∝ p ⊙ q`` with ``q`` the neighbours' smoothed label histogram (the ``posterior`` detector's fusion), and
+  from it a **calibrated probability that the given label is wrong**: ``1 − π(y)`` mapped through an isotonic
+  curve fitted on a planted-noise benchmark (:data:`CALIBRATION_FILE`; ``benchmarks/calibrate_evidence.py``
+  fits it and reports its expected calibration error on a held-out seed).
+
+The neighbour search costs one (b × N) product for b shown samples, so a page of cards costs milliseconds even at
+60k samples. Nothing here imports torch or streamlit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ogaudit.errors import DataError
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+CALIBRATION_FORMAT = 1
+NEIGHBOURS = 20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from the raw ``1 − π(y)`` to the probability that the given label is wrong.
+
+    ``raw`` and ``calibrated`` (K,) are the knots of the isotonic fit, ``raw`` increasing; values between them
+    are interpolated linearly. ``source`` says what it was fitted on, ``ece`` its expected calibration error on a
+    held-out run.
+    """
+
+    raw: tuple[float, ...]
+    calibrated: tuple[float, ...]
+    source: str = "identity (not calibrated)"
+    ece: float | None = None
+
+    def __call__(self, raw: np.ndarray | float) -> np.ndarray:
+        return np.interp(np.asarray(raw, dtype=np.float64), self.raw, self.calibrated)
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, is_wrong: np.ndarray, *, source: str) -> Calibration:
+        """Isotonic regression of ``is_wrong`` (N,) bool on ``raw`` (N,), kept as at most ~200 knots."""
+        from sklearn.isotonic import IsotonicRegression
+
+        raw = np.asarray(raw, dtype=np.float64)
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, is_wrong.astype(float))
+        knots = np.unique(np.concatenate([[0.0, 1.0], model.X_thresholds_]))
+        if len(knots) > 200:
+            knots = np.unique(np.quantile(knots, np.linspace(0, 1, 200)))
+        return cls(tuple(knots.tolist()), tuple(np.round(model.predict(knots), 6).tolist()), source=source)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": CALIBRATION_FORMAT,
+            "raw": list(self.raw),
+            "calibrated": list(self.calibrated),
+            "source": self.source,
+            "ece": self.ece,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path = CALIBRATION_FILE) -> Calibration:
+        """The saved calibration, or the identity when there is none."""
+        path = Path(path)
+        if not path.is_file():
+            return cls((0.0, 1.0), (0.0, 1.0))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("format", 0) > CALIBRATION_FORMAT:
+            raise DataError(f"{str(path)!r} was written by a newer ogaudit; upgrade ogaudit.")
+        return cls(tuple(saved["raw"]), tuple(saved["calibrated"]), saved.get("source", ""), saved.get("ece"))
+
+
+def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, *, bins: int = 10) -> float:
+    """ECE: the sample-weighted mean |mean predicted − observed rate| over ``bins`` equal-width bins."""
+    probability = np.asarray(probability, dtype=np.float64)
+    outcome = np.asarray(outcome, dtype=np.float64)
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() * abs(probability[inside].mean() - outcome[inside].mean())
+    return float(total / max(len(probability), 1))
+
+
+@dataclass(frozen=True)
+class SampleEvidence:
+    """The evidence for one sample (C classes, k neighbours).
+
+    probs : (C,) the model's softmax. posterior : (C,) ``π``. counterfactual : (C,) outlier score under each label
+    (lower = the gradient fits that label better), or None when the run has no ``label_evidence.csv``.
+    neighbours : (k,) row positions of the nearest gradient neighbours, most similar first; cosines (k,) their
+    cosines; neighbour_labels (k,) their given labels (class indices). given : the given label's index.
+    p_wrong : calibrated probability that the given label is wrong; raw_wrong : ``1 − π(given)``.
+    """
+
+    position: int
+    given: int
+    probs: np.ndarray
+    posterior: np.ndarray
+    counterfactual: np.ndarray | None
+    neighbours: np.ndarray
+    cosines: np.ndarray
+    neighbour_labels: np.ndarray
+    raw_wrong: float
+    p_wrong: float
+
+    def ranking(self) -> np.ndarray:
+        """Class indices, most likely first by ``π`` (ties: the counterfactual evidence, then the index)."""
+        tie = self.counterfactual if self.counterfactual is not None else np.zeros_like(self.posterior)
+        return np.lexsort((np.arange(len(self.posterior)), tie, -self.posterior))
+
+    def best_other(self) -> int:
+        """The most likely class other than the given one: what a confirm sets when the suggestion is the given."""
+        return int(next(c for c in self.ranking() if c != self.given))
+
+    def neighbour_votes(self, n_classes: int) -> np.ndarray:
+        """(C,) how many of the neighbours carry each label."""
+        return np.bincount(self.neighbour_labels, minlength=n_classes)
+
+
+class RunEvidence:
+    """The evidence of one run, from its head arrays and counterfactual table.
+
+    Parameters
+    ----------
+    features : (N, d + 1) penultimate features with the bias column last (``head_evidence.npz``).
+    probs : (N, C) softmax. labels : (N,) given labels (class indices).
+    label_evidence : (N, C) counterfactual scores or None.
+    calibration : the map to a probability (default: the packaged one).
+    k : neighbours per sample.
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        probs: np.ndarray,
+        labels: np.ndarray,
+        label_evidence: np.ndarray | None = None,
+        *,
+        calibration: Calibration | None = None,
+        k: int = NEIGHBOURS,
+    ) -> None:
+        n = len(labels)
+        if len(features) != n or len(probs) != n or (label_evidence is not None and len(label_evidence) != n):
+            raise DataError(
+                f"The run's evidence files disagree on the number of samples (features {len(features)}, "
+                f"probabilities {len(probs)}, labels {n}). Run the audit again."
+            )
+        self.features = np.asarray(features, dtype=np.float32)
+        self.probs = np.asarray(probs, dtype=np.float64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.label_evidence = None if label_evidence is None else np.asarray(label_evidence, dtype=np.float64)
+        self.calibration = calibration or Calibration.load()
+        self.k = max(0, min(k, n - 1))
+
+    @property
+    def n_classes(self) -> int:
+        return self.probs.shape[1]
+
+    @cached_property
+    def directions(self) -> np.ndarray:
+        """(N, d) unit feature rows (the bias column dropped), as :meth:`HeadEvidence.directions`."""
+        h = self.features[:, :-1]
+        return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+
+    def nearest(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(b, k) positions and cosines of the nearest gradient neighbours of ``rows`` (b,), self excluded."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.k == 0 or len(rows) == 0:
+            return np.zeros((len(rows), 0), dtype=np.int64), np.zeros((len(rows), 0))
+        cosines = self.directions[rows] @ self.directions.T  # (b, N)
+        cosines[np.arange(len(rows)), rows] = -np.inf
+        top = np.argpartition(-cosines, self.k - 1, axis=1)[:, : self.k]
+        top_cos = np.take_along_axis(cosines, top, axis=1)
+        order = np.argsort(-top_cos, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_cos, order, axis=1)
+
+    def posterior(self, rows: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        """(b, C) ``π ∝ p ⊙ (neighbour label counts + 1)``, rows summing to 1."""
+        counts = np.zeros((len(rows), self.n_classes))
+        np.add.at(counts, (np.repeat(np.arange(len(rows)), neighbours.shape[1]), self.labels[neighbours].ravel()), 1)
+        fused = self.probs[rows] * (counts + 1.0)
+        return fused / np.maximum(fused.sum(axis=1, keepdims=True), 1e-300)
+
+    def raw_wrong(self, rows: np.ndarray | None = None, *, chunk: int = 1024) -> np.ndarray:
+        """(b,) ``1 − π(given)`` for ``rows`` (all samples when None), searched in chunks."""
+        rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows))
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            neighbours, _ = self.nearest(part)
+            out[start : start + chunk] = 1.0 - self.posterior(part, neighbours)[np.arange(len(part)), self.labels[part]]
+        return out
+
+    def explain(self, rows: np.ndarray | list[int]) -> list[SampleEvidence]:
+        """The evidence of each sample in ``rows`` (positions in the run's table), in one vectorised pass."""
+        rows = np.asarray(rows, dtype=np.int64)
+        neighbours, cosines = self.nearest(rows)
+        posterior = self.posterior(rows, neighbours)
+        given = self.labels[rows]
+        raw = 1.0 - posterior[np.arange(len(rows)), given]
+        calibrated = self.calibration(raw)
+        return [
+            SampleEvidence(
+                position=int(row),
+                given=int(given[i]),
+                probs=self.probs[row],
+                posterior=posterior[i],
+                counterfactual=None if self.label_evidence is None else self.label_evidence[row],
+                neighbours=neighbours[i],
+                cosines=cosines[i],
+                neighbour_labels=self.labels[neighbours[i]],
+                raw_wrong=float(raw[i]),
+                p_wrong=float(calibrated[i]),
+            )
+            for i, row in enumerate(rows)
+        ]
+
+
+def evidence_table(item: SampleEvidence, class_names: list[str], *, top: int = 5) -> pd.DataFrame:
+    """The ``top`` most likely classes of one sample as a table: class, model probability, neighbours with that
+    label, combined ``π``, and the counterfactual score (lower = the gradient fits that label better)."""
+    order = item.ranking()[:top]
+    votes = item.neighbour_votes(len(class_names))
+    frame = pd.DataFrame(
+        {
+            "class": [class_names[c] + (" (given)" if c == item.given else "") for c in order],
+            "model": item.probs[order],
+            "neighbours": [f"{votes[c]}/{len(item.neighbours)}" for c in order],
+            "combined": item.posterior[order],
+        }
+    )
+    if item.counterfactual is not None:
+        frame["counterfactual"] = item.counterfactual[order]
+    return frame
+
+
+def describe(item: SampleEvidence, class_names: list[str]) -> str:
+    """One sentence in words: how likely the label is wrong, what the model and the neighbours say (plain text)."""
+    best = int(item.ranking()[0])
+    votes = item.neighbour_votes(len(class_names))
+    given = class_names[item.given]
+    model_top = int(np.argmax(item.probs))
+    parts = [
+        f"{item.p_wrong:.0%} likely that the label {given!r} is wrong",
+        f"the model gives {given!r} {item.probs[item.given]:.0%}"
+        + (f" and {class_names[model_top]!r} {item.probs[model_top]:.0%}" if model_top != item.given else ""),
+        f"{votes[item.given]} of its {len(item.neighbours)} nearest gradient neighbours are labelled {given!r}"
+        + (f", {votes[best]} {class_names[best]!r}" if best != item.given else ""),
+    ]
+    return "; ".join(parts) + "."
+
+
+def confirm_labels(
+    given: np.ndarray, suggested: np.ndarray, best_other: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What "confirm" sets on each sample (b,): the suggestion where it differs from the given label, else the
+    next most likely class (``best_other``, when known). Returns ``(labels, changes)`` with ``changes`` (b,) bool:
+    False where confirming would keep the label (no alternative known)."""
+    given = np.asarray(given, dtype=object)
+    labels = np.asarray(suggested, dtype=object).copy()
+    same = labels == given
+    if best_other is not None:
+        labels[same] = np.asarray(best_other, dtype=object)[same]
+    return labels, labels != given

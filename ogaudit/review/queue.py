@@ -1,0 +1,100 @@
+"""What the review queue shows: filters, sort and search over a run's samples, and the tables that lead to them.
+
+Plain functions over a run's table (:class:`~ogaudit.project.Run`) and the ledger's state
+(:meth:`~ogaudit.review.ledger.Ledger.state`), shared by the app's queue and map; no streamlit here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+UNDECIDED = "undecided"
+SORTS = {
+    "most suspicious first": ("rank", True),
+    "least suspicious first": ("rank", False),
+    "sample id": ("sample_id", True),
+}
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which samples the queue holds. Empty tuples mean "any".
+
+    given, suggested : class names. decisions : actions and/or ``"undecided"`` (the current state). annotators :
+    who made the current decision. score : (low, high) inclusive, or None. flagged_only : only flagged samples.
+    hide_decided : leave out samples with a current decision. search : a case-insensitive substring of the id.
+    sort : a key of :data:`SORTS`. only : restrict to these ids (a duplicate queue), flagged or not.
+    """
+
+    given: tuple[str, ...] = ()
+    suggested: tuple[str, ...] = ()
+    decisions: tuple[str, ...] = ()
+    annotators: tuple[str, ...] = ()
+    score: tuple[float, float] | None = None
+    flagged_only: bool = True
+    hide_decided: bool = False
+    search: str = ""
+    sort: str = "most suspicious first"
+    only: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise ValueError(f"sort {self.sort!r} is not one of {list(SORTS)}.")
+
+
+def filter_queue(table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFilter) -> list[str]:
+    """The ids of ``table`` (a run's table) that pass ``queue_filter``, in its sort order."""
+    f = queue_filter
+    actions = dict(zip(state["sample_id"], state["action"], strict=True)) if len(state) else {}
+    people = dict(zip(state["sample_id"], state["annotator"], strict=True)) if len(state) else {}
+    action = pd.Series([actions.get(i, UNDECIDED) for i in table["sample_id"]], index=table.index, dtype=object)
+    annotator = pd.Series([people.get(i) for i in table["sample_id"]], index=table.index, dtype=object)
+    keep = np.ones(len(table), dtype=bool)
+    if f.only is not None:
+        keep &= table["sample_id"].isin(f.only).to_numpy()
+    elif f.flagged_only:
+        keep &= table["flagged"].to_numpy(dtype=bool)
+    if f.hide_decided:
+        keep &= (action == UNDECIDED).to_numpy()
+    if f.given:
+        keep &= table["given_label"].isin(f.given).to_numpy()
+    if f.suggested:
+        keep &= table["suggested_label"].isin(f.suggested).to_numpy()
+    if f.decisions:
+        keep &= action.isin(f.decisions).to_numpy()
+    if f.annotators:
+        keep &= annotator.isin(f.annotators).to_numpy()
+    if f.score is not None:
+        score = table["score"].to_numpy(dtype=float)
+        keep &= (score >= f.score[0]) & (score <= f.score[1])
+    if f.search.strip():
+        keep &= table["sample_id"].str.contains(f.search.strip(), case=False, regex=False).to_numpy()
+    column, ascending = SORTS[f.sort]
+    chosen = table[keep].sort_values(column, ascending=ascending, kind="stable")
+    return chosen["sample_id"].tolist()
+
+
+def flag_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per given class: samples, flagged, and the flagged share. Columns: class, samples, flagged, share."""
+    grouped = table.groupby("given_label", sort=False)["flagged"].agg(["size", "sum"])
+    frame = pd.DataFrame(
+        {
+            "class": grouped.index.astype(str),
+            "samples": grouped["size"].to_numpy(),
+            "flagged": grouped["sum"].astype(int).to_numpy(),
+        }
+    )
+    frame["share"] = frame["flagged"] / frame["samples"]
+    return frame.sort_values("flagged", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def confusion(table: pd.DataFrame, class_names: list[str], *, flagged_only: bool = True) -> pd.DataFrame:
+    """Given (rows) × suggested (columns) counts over the flagged samples (or all), every class in order."""
+    rows = table[table["flagged"]] if flagged_only else table
+    counts = pd.crosstab(rows["given_label"], rows["suggested_label"])
+    counts = counts.reindex(index=class_names, columns=class_names, fill_value=0)
+    counts.index.name, counts.columns.name = "given", "suggested"
+    return counts.astype(int)

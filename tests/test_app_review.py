@@ -1,0 +1,392 @@
+"""The review workbench in AppTest: one test per defect of issue 15, the evidence panel, filters and the keyboard
+view's actions (the keys themselves are pressed in ``test_browser_review.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import test_app
+from appserver import REPO, wait_for_job
+from test_app import DEMO, select, start, texts
+
+from ogaudit.project import Project
+from ogaudit.review.ledger import Ledger
+
+demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
+
+
+def _open(project: Path):
+    run = Project(project).open_run()
+    return run, Project(project).open_ledger()
+
+
+def _make_suggestion_the_given_label(project: Path, sample_id: str) -> None:
+    """Rewrite the run so that ``sample_id``'s suggested label is its given label (what a pretrained model does)."""
+    path = Project(project).run_files()["scores"]
+    scores = pd.read_csv(path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
+    scores.loc[scores["sample_id"] == sample_id, "suggested_label"] = scores.loc[
+        scores["sample_id"] == sample_id, "given_label"
+    ]
+    scores.to_csv(path, index=False)
+
+
+# ---------------------------------------------------------------- defect 1: a confirm changes the label
+
+
+def test_confirm_offers_the_next_likely_class_when_the_suggestion_is_the_given_label(project):
+    first = Project(project).open_run().flagged_ids[0]
+    _make_suggestion_the_given_label(project, first)
+    run, ledger = _open(project)
+    given = run.by_id.loc[first, "given_label"]
+    item = Project(project).open_evidence(run).explain([run.position[first]])[0]
+    other = run.class_names[item.best_other()]
+    assert other != given
+    at = start()
+    button = at.button(key=f"confirm-{first}")
+    assert button.label == f"✓ Confirm → {other}" and not button.disabled
+    button.click().run()
+    decision = ledger.state().set_index("sample_id").loc[first]
+    assert decision["action"] == "confirm" and decision["final_label"] == other != given
+
+
+def test_bulk_confirm_leaves_out_samples_whose_suggestion_is_their_given_label(project):
+    run = Project(project).open_run()
+    ids = run.flagged_ids[:3]
+    _make_suggestion_the_given_label(project, ids[0])
+    run, ledger = _open(project)
+    unflagged = run.table.loc[~run.table["flagged"], "sample_id"].iloc[0]
+    at = select(start(), [*ids, unflagged])
+    at.selectbox(key="bulk-action").set_value("confirm").run()
+    preview = texts(at.caption).replace("\\", "")
+    assert "on 2 of the 4 selected" in preview and "1 not flagged" in preview
+    assert "1 whose suggestion is their given label" in preview
+    at.button(key="bulk-apply").click().run()
+    at.button(key="bulk-yes").click().run()
+    saved = ledger.state().set_index("sample_id")
+    assert sorted(saved.index) == sorted(ids[1:])
+    assert (saved["final_label"] != saved["given_label"]).all()
+
+
+# ---------------------------------------------------------------- defect 2: no silent overwrites
+
+
+def test_a_card_shows_who_decided_and_overriding_asks_first(project):
+    run, ledger = _open(project)
+    sample = run.flagged_ids[0]
+    ledger.decide(sample, "keep", annotator="alice")
+    bob = start("bob")
+    bob.toggle(key="queue-hide-decided").set_value(False).run()
+    card = texts(bob.markdown)
+    assert "**keep** by alice" in card and "UTC" in card
+    bob.button(key=f"remove-{sample}").click().run()
+    assert ledger.state().set_index("sample_id").loc[sample, "annotator"] == "alice"  # nothing written yet
+    assert "would override another annotator's decision" in texts(bob.warning)
+    assert "**alice** decided **keep**" in texts(bob.warning)
+    bob.button(key="override-yes-queue").click().run()
+    decision = ledger.state().set_index("sample_id").loc[sample]
+    assert (decision["annotator"], decision["action"]) == ("bob", "remove")
+    assert "**remove** by bob" in texts(bob.markdown)
+    assert len(ledger.disagreements()) == 2
+
+
+def test_own_decisions_change_without_asking_and_cancel_writes_nothing(project):
+    run, ledger = _open(project)
+    sample = run.flagged_ids[0]
+    ledger.decide(sample, "keep", annotator="alice")
+    at = start("alice")
+    at.toggle(key="queue-hide-decided").set_value(False).run()
+    at.button(key=f"unsure-{sample}").click().run()
+    assert ledger.state().set_index("sample_id").loc[sample, "action"] == "unsure" and not at.warning
+    bob = start("bob")
+    bob.toggle(key="queue-hide-decided").set_value(False).run()
+    bob.button(key=f"keep-{sample}").click().run()
+    bob.button(key="override-no-queue").click().run()
+    assert ledger.state().set_index("sample_id").loc[sample, "annotator"] == "alice"
+    assert not bob.warning
+
+
+def test_the_agreement_tab_lists_disagreements(project):
+    run, ledger = _open(project)
+    sample = run.flagged_ids[0]
+    ledger.decide(sample, "keep", annotator="alice")
+    ledger.decide(sample, "remove", annotator="bob")
+    at = start()
+    shown = texts(at.tabs[2].markdown)
+    assert "1 sample(s) with disagreeing decisions" in shown
+    assert f"`{sample}`" in shown and "alice: **keep**" in shown and "← in force" in shown
+
+
+# ---------------------------------------------------------------- defect 3: bulk actions cannot surprise
+
+
+def test_bulk_action_defaults_to_nothing_and_flagged_only_with_one_confirmation(project):
+    run, ledger = _open(project)
+    unflagged = run.table.loc[~run.table["flagged"], "sample_id"].head(5).tolist()
+    ids = run.flagged_ids[:2] + unflagged
+    at = select(start(), ids)
+    assert at.selectbox(key="bulk-action").value is None
+    apply = at.button(key="bulk-apply")
+    assert apply.disabled and "Choose an action first." in texts(at.caption).replace("\\", "")
+    assert at.radio(key="bulk-scope").value == "flagged"
+    at.selectbox(key="bulk-action").set_value("remove").run()
+    assert at.button(key="bulk-apply").label == "Apply to 2"
+    at.button(key="bulk-apply").click().run()
+    assert "to **2** sample(s)? It is one step" in texts(at.warning)
+    at.button(key="bulk-no").click().run()
+    assert ledger.state().empty
+    at.radio(key="bulk-scope").set_value("all").run()
+    at.button(key="bulk-apply").click().run()
+    at.button(key="bulk-yes").click().run()
+    assert sorted(ledger.state()["sample_id"]) == sorted(ids) and ledger.state()["batch_id"].nunique() == 1
+    at.sidebar.button(key="undo").click().run()
+    assert ledger.state().empty
+
+
+# ---------------------------------------------------------------- defect 4: a stale split says so
+
+
+def test_a_cleaned_split_is_marked_out_of_date_after_more_decisions(project):
+    run, ledger = _open(project)
+    ledger.decide(run.flagged_ids[0], "remove", annotator="alice")
+    at = start()
+    at.button(key="write-split").click().run()
+    assert not at.get("download_button")[-1].proto.disabled and "out of date" not in texts(at.warning)
+    at.button(key=f"keep-{run.flagged_ids[1]}").click().run()
+    assert "out of date" in texts(at.warning)
+    split = [b for b in at.get("download_button") if "Cleaned split" in b.proto.label][0]
+    assert split.proto.disabled and "out of date" in split.proto.label
+
+
+# ---------------------------------------------------------------- defect 5: colouring keeps the selection
+
+
+def test_changing_the_colouring_keeps_the_selection(project):
+    run = Project(project).open_run()
+    ids = run.flagged_ids[:3]
+    at = select(start(), ids)
+    at.radio(key=f"colour-{DEMO.project_name}").set_value("score").run()
+    assert f"{len(ids)} selected" in texts(at.subheader)
+    assert "still selected from the previous colouring" in texts(at.caption)
+    at.radio(key=f"colour-{DEMO.project_name}").set_value("given label").run()
+    assert f"{len(ids)} selected" in texts(at.subheader)
+
+
+def test_an_empty_lasso_redraws_the_map_instead_of_greying_it(project):
+    at = start()
+    key = f"map-{DEMO.project_name}-flagged"
+    at.session_state[key] = {"selection": {"points": [], "point_indices": [], "box": [], "lasso": [{"x": [0, 1]}]}}
+    at.run()
+    assert [c.key for c in at.get("plotly_chart")] == [f"{key}-1"]  # a fresh chart, nothing greyed
+    assert "Drag a box" in texts(at.caption)
+
+
+# ---------------------------------------------------------------- defect 6: enlarge, messages, broken projects
+
+
+def test_enlarge_shows_the_sample_large_with_its_evidence(project):
+    run = Project(project).open_run()
+    first = run.flagged_ids[0]
+    at = start()
+    before = len(at.get("image"))
+    at.button(key=f"enlarge-{first}").click().run()
+    assert at.slider(key="zoom").value == 448
+    assert len(at.get("image")) >= before + 2  # the sample, large, and its 20 neighbours
+    assert texts(at.markdown).count("likely that the given label is wrong") == min(12, len(run.flagged_ids)) + 1
+
+
+def test_a_decision_message_appears_in_the_queue_and_as_a_toast(project):
+    run = Project(project).open_run()
+    first = run.flagged_ids[0]
+    at = start()
+    at.button(key=f"keep-{first}").click().run()
+    assert f"keep: 1 sample(s) ({first})" in texts(at.tabs[1].success).replace("\\", "")
+    assert any("keep: 1 sample(s)" in str(t.value) for t in at.toast)
+
+
+def test_a_failed_audit_is_marked_in_the_list_and_an_admin_deletes_it(home, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.npz").write_text("not an archive")
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
+    at = start()
+    at.sidebar.radio(key="setup-source").set_value("Path")
+    at.sidebar.text_input(key="setup-path").input("broken.npz")
+    at.sidebar.text_input(key="setup-name").input("broken")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    wait_for_job(home / "broken")
+    at.run()
+    message = texts(at.error)
+    assert str(data) not in message.replace("\\", "")  # no server path
+    picker = at.sidebar.selectbox(key="project-picker")
+    assert picker.format_func("broken").endswith("· failed")
+    at.button(key="delete-broken").click().run()
+    assert "Delete broken" in texts(at.warning).replace("\\", "")
+    at.button(key="delete-yes-broken").click().run()
+    assert not (home / "broken").exists() and "Deleted the project broken" in texts(at.success).replace("\\", "")
+
+
+# ---------------------------------------------------------------- defect 7: verify that can be read
+
+
+def test_verify_shows_the_spread_the_held_out_size_and_what_was_applied(project):
+    run, ledger = _open(project)
+    ledger.decide(run.table["sample_id"].tolist()[:60], "remove", annotator="alice")
+    at = start()
+    at.button(key="verify").click().run()
+    wait_for_job(project, "verify", timeout=300)
+    at.run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m for m in at.metric}
+    assert "±" in metrics["Accuracy before"].value and metrics["Change"].value in ("better", "worse", "no clear change")
+    caption = texts(at.caption)
+    saved = Project(project).read_verify()
+    assert saved["decisions"] == 60 and 0 < saved["decisions_held_out"] < 60
+    assert f"Held-out part: **{saved['held_out']}** samples" in caption
+    assert f"**{60 - saved['decisions_held_out']}** of 60 decisions applied" in caption
+    assert f"**{saved['decisions_held_out']}** fell in the held-out part and were not applied" in caption
+    assert "trained with 3 seed(s)" in caption and "Per seed:" in caption
+
+
+# ---------------------------------------------------------------- defect 8: smaller ones
+
+
+def test_progress_counts_current_decisions_only_and_undo_names_what_it_changed(project):
+    run, ledger = _open(project)
+    first, second = run.flagged_ids[:2]
+    at = start("alice")
+    at.button(key=f"keep-{first}").click().run()
+    at.button(key=f"keep-{second}").click().run()
+    Ledger.decide(ledger, first, "remove", annotator="bob")
+    at.run()
+    table = at.sidebar.dataframe[0].value.set_index("annotator")
+    assert table.loc["alice", "decided"] == 1 and table.loc["bob", "decided"] == 1
+    ledger.decide([first, second], "unsure", annotator="alice")
+    ledger.decide(first, "keep", annotator="bob")
+    at.sidebar.button(key="undo").click().run()
+    message = texts(at.sidebar.info)
+    assert f"Undid the decision on 1 sample(s): {second}" in message.replace("\\", "")
+
+
+def test_apply_says_why_it_is_disabled(project):
+    run = Project(project).open_run()
+    at = select(start(annotator=None), run.flagged_ids[:2])
+    assert at.button(key="bulk-apply").disabled
+    assert "Enter your name in the sidebar first" in texts(at.caption)
+
+
+def test_app_sh_turns_the_file_watcher_off():
+    assert "--server.fileWatcherType none" in (REPO / "scripts" / "app.sh").read_text()
+
+
+# ---------------------------------------------------------------- evidence, filters, keyboard view
+
+
+def test_every_card_shows_its_evidence(project):
+    run = Project(project).open_run()
+    at = start()
+    shown = texts(at.markdown)
+    assert shown.count("likely that the given label is wrong") == min(12, len(run.flagged_ids))
+    assert "nearest gradient neighbours are labelled" in texts(at.caption)
+    strips = [c for image in at.get("image") for c in image.proto.imgs if "gradient neighbours" in c.caption]
+    assert len(strips) == min(12, len(run.flagged_ids))
+    tables = [frame.value for frame in at.dataframe if "combined" in getattr(frame.value, "columns", [])]
+    assert len(tables) == min(12, len(run.flagged_ids)) and {"model", "neighbours", "counterfactual"} <= set(
+        tables[0].columns
+    )
+
+
+def test_a_class_filter_an_id_search_and_a_confusion_cell(project):
+    run = Project(project).open_run()
+    flagged = run.by_id.loc[run.flagged_ids]
+    cls = flagged["given_label"].value_counts().index[0]
+    at = start()
+    at.multiselect(key="queue-given").set_value([cls]).run()
+    shown = {k.split("confirm-", 1)[1] for k in (b.key for b in at.button) if k and k.startswith("confirm-")}
+    assert shown == set(flagged.index[flagged["given_label"] == cls][:12])
+    at.multiselect(key="queue-given").set_value([]).run()
+    target = run.flagged_ids[3]
+    at.text_input(key="queue-search").input(target).run()
+    shown = {k.split("confirm-", 1)[1] for k in (b.key for b in at.button) if k and k.startswith("confirm-")}
+    assert shown == {i for i in run.flagged_ids if target in i}
+    at.text_input(key="queue-search").input("").run()
+    row = flagged.iloc[0]
+    i = run.class_names.index(row["given_label"])
+    at.session_state["confusion"] = {"selection": {"rows": [], "columns": [], "cells": [[i, row["suggested_label"]]]}}
+    at.run()
+    assert at.multiselect(key="queue-given").value == [row["given_label"]]
+    assert at.multiselect(key="queue-suggested").value == [row["suggested_label"]]
+
+
+def test_the_keyboard_view_decides_and_moves_on(project):
+    run, ledger = _open(project)
+    queue = run.flagged_ids
+    at = start()
+    at.session_state["queue-view"] = "One at a time (keyboard)"
+    at.run()
+    assert "**A** accept the suggestion" in texts(at.markdown)
+    assert at.button(key="kb-keep").proto.shortcut
+    at.button(key="kb-keep").click().run()
+    at.button(key="kb-unsure").click().run()
+    at.button(key="kb-next").click().run()
+    at.button(key="kb-remove").click().run()
+    names = run.class_names
+    given = run.by_id.loc[queue[4], "given_label"]
+    other = next(i for i, c in enumerate(names[:10]) if c != given)
+    at.button(key=f"kb-label-{other}").click().run()
+    saved = ledger.state().set_index("sample_id")
+    assert saved.loc[queue[0], "action"] == "keep" and saved.loc[queue[1], "action"] == "unsure"
+    assert queue[2] not in saved.index and saved.loc[queue[3], "action"] == "remove"
+    assert saved.loc[queue[4], "action"] == "relabel" and saved.loc[queue[4], "final_label"] == names[other]
+    at.sidebar.button(key="undo").click().run()
+    assert queue[4] not in ledger.state()["sample_id"].tolist()
+    assert f"`{queue[4]}`" in texts(at.markdown)  # undo brings the undone sample back into view
+
+
+def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monkeypatch):
+    run = Project(project).open_run()
+    a, b = run.table["sample_id"].iloc[-1], run.flagged_ids[0]  # an unflagged sample and a flagged one
+    planted = pd.DataFrame(
+        {
+            "group": [1, 1],
+            "kind": ["exact", "exact"],
+            "sample_id": [a, b],
+            "given_label": ["x", "y"],
+            "conflict": [True, True],
+            "size": [2, 2],
+        }
+    )
+    import ogaudit.ui.state
+
+    monkeypatch.setattr(ogaudit.ui.state, "duplicates", lambda run, dataset: planted)
+    at = start()
+    at.selectbox(key="queue-duplicates").set_value("conflicts").run()
+    shown = {k.split("confirm-", 1)[1] for k in (b.key for b in at.button) if k and k.startswith("confirm-")}
+    assert shown == {a, b}
+    assert f"⚠ labels differ: exact duplicate of `{b}` (y)" in texts(at.markdown)
+
+
+def test_while_an_audit_runs_its_first_look_is_shown_and_can_be_reviewed(project):
+    import threading
+
+    from ogaudit.jobs import Job
+    from ogaudit.ui import state
+
+    release = threading.Event()
+
+    def slow(progress, cancel):
+        progress("train", 0.3, "epoch 3/10")
+        release.wait(30)
+
+    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
+    try:
+        at = start(project=project.name, job=job.job_id)
+        assert "train: epoch 3/10" in at.get("progress")[0].proto.text
+        assert "quick first look" in texts(at.info)
+        assert [c.key for c in at.get("plotly_chart")] == [f"map-{DEMO.project_name}-flagged"]
+        first = Project(project).open_run().flagged_ids[0]
+        at.button(key=f"keep-{first}").click().run()
+        assert Project(project).open_ledger().state()["sample_id"].tolist() == [first]
+    finally:
+        release.set()
+        job.wait(10)

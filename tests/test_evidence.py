@@ -1,0 +1,237 @@
+"""The evidence behind a flag (:mod:`ogaudit.review.evidence`), the queue's filters (:mod:`ogaudit.review.queue`),
+the bulk and override rules (:mod:`ogaudit.review.actions`) and the small text and colour helpers of the app."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogaudit.detectors import NeighbourPosteriorDetector
+from ogaudit.gradients import HeadEvidence
+from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.project import Project
+from ogaudit.review.actions import current_progress, others_decisions, plan_bulk, take_back
+from ogaudit.review.evidence import (
+    Calibration,
+    RunEvidence,
+    confirm_labels,
+    describe,
+    evidence_table,
+    expected_calibration_error,
+)
+from ogaudit.review.queue import QueueFilter, confusion, filter_queue, flag_counts
+from ogaudit.ui.figure import class_palette, map_figure, natural_key
+from ogaudit.ui.text import readable
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, cache_dir):
+    folder = tmp_path_factory.mktemp("evidence")
+    settings = AuditSettings(noise_rate=0.1, epochs=3, map_method="pca", limit=400)
+    audit("digits", settings, out_dir=folder, cache_dir=cache_dir)
+    return folder
+
+
+def _random_head(n=120, d=6, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    features = np.hstack([rng.normal(size=(n, d)).astype(np.float32), np.ones((n, 1), np.float32)])
+    logits = rng.normal(size=(n, c))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return features, probs.astype(np.float32), rng.integers(0, c, n)
+
+
+def test_the_fast_posterior_of_a_few_rows_matches_the_detectors_over_all_rows():
+    features, probs, labels = _random_head()
+    detector = NeighbourPosteriorDetector(k=10)
+    head = HeadEvidence(features, probs, labels)
+    reference = detector.fit(head).posterior(head)
+    evidence = RunEvidence(features, probs, labels, calibration=Calibration((0.0, 1.0), (0.0, 1.0)), k=10)
+    rows = np.array([3, 17, 99])
+    explained = evidence.explain(rows)
+    for row, item in zip(rows, explained, strict=True):
+        assert set(item.neighbours) == set(detector.neighbours_.neighbours_[row])
+        np.testing.assert_allclose(item.posterior, reference[row], rtol=1e-5)
+        assert item.raw_wrong == pytest.approx(1 - reference[row, labels[row]], rel=1e-5)
+        assert list(item.cosines) == sorted(item.cosines, reverse=True) and row not in item.neighbours
+    np.testing.assert_allclose(evidence.raw_wrong(chunk=7), 1 - reference[np.arange(len(labels)), labels], rtol=1e-5)
+
+
+def test_ranking_and_the_confirm_label_when_the_suggestion_is_the_given_one():
+    features, probs, labels = _random_head()
+    item = RunEvidence(features, probs, labels, k=5).explain([0])[0]
+    ranking = item.ranking()
+    assert sorted(ranking) == list(range(4)) and item.posterior[ranking[0]] == item.posterior.max()
+    assert item.best_other() != item.given
+    labels_out, changes = confirm_labels(np.array(["a", "b"]), np.array(["c", "b"]), np.array(["x", "d"]))
+    assert labels_out.tolist() == ["c", "d"] and changes.all()
+    _, changes = confirm_labels(np.array(["a"]), np.array(["a"]))
+    assert not changes.any()
+
+
+def test_calibration_is_monotone_and_lowers_the_error_on_its_own_data():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(size=4000)
+    truth = rng.uniform(size=4000) < raw**3  # the raw score overstates the chance of a wrong label
+    fitted = Calibration.fit(raw, truth, source="test")
+    assert np.all(np.diff(fitted.calibrated) >= 0) and fitted(0.0) <= fitted(1.0)
+    assert expected_calibration_error(fitted(raw), truth) < 0.5 * expected_calibration_error(raw, truth)
+    assert expected_calibration_error(np.array([0.0, 1.0]), np.array([0, 1])) == 0
+    again = Calibration(**{k: v for k, v in fitted.to_dict().items() if k != "format"})
+    np.testing.assert_allclose(again(raw[:10]), fitted(raw[:10]))
+
+
+def test_the_packaged_calibration_loads_and_says_what_it_was_fitted_on():
+    calibration = Calibration.load()
+    assert calibration(0.0) <= calibration(0.5) <= calibration(1.0) and np.all(np.diff(calibration.raw) > 0)
+    assert "planted noise" in calibration.source and calibration.ece is not None and calibration.ece < 0.05
+
+
+def test_a_project_reads_its_evidence_files(scanned):
+    project = Project(scanned)
+    run = project.open_run()
+    label_evidence = project.read_label_evidence(run)
+    assert list(label_evidence.columns) == run.class_names and len(label_evidence) == len(run.table)
+    best = np.asarray(run.class_names)[label_evidence.to_numpy().argmin(axis=1)]
+    assert (best == run.table["suggested_label"].to_numpy()).all()
+    evidence = project.open_evidence(run)
+    rows = [run.position[i] for i in run.flagged_ids[:5]]
+    items = evidence.explain(rows)
+    assert all(0 <= item.p_wrong <= 1 for item in items)
+    table = evidence_table(items[0], run.class_names)
+    assert {"class", "model", "neighbours", "combined", "counterfactual"} <= set(table.columns)
+    assert "likely that the label" in describe(items[0], run.class_names)
+    noisy = run.table["is_noisy"].to_numpy()
+    raw = evidence.raw_wrong()
+    assert raw[noisy].mean() > raw[~noisy].mean() + 0.3  # the evidence separates the planted wrong labels
+
+
+def test_a_project_without_head_evidence_has_no_evidence(tmp_path):
+    scores = pd.DataFrame(
+        {
+            "sample_id": ["a", "b"],
+            "given_label": ["x", "y"],
+            "predicted_label": ["x", "y"],
+            "suggested_label": ["x", "y"],
+            "score": [0.1, 0.2],
+            "rank": [2, 1],
+            "flagged": [False, True],
+            "confidence": [0.9, 0.8],
+        }
+    )
+    record = {
+        "fingerprint": "f",
+        "settings": AuditSettings().to_dict(),
+        "model": {"kind": "x"},
+        "dataset": {"spec": "s", "fingerprint": "d", "class_names": ["x", "y"], "samples": 2},
+    }
+    Project(tmp_path).write_run(scores, pd.DataFrame({"sample_id": ["a", "b"], "x": [0, 1], "y": [0, 1]}), record)
+    assert Project(tmp_path).open_evidence() is None and Project(tmp_path).read_label_evidence() is None
+
+
+# ---------------------------------------------------------------- queue, bulk, overrides, progress
+
+
+def _state(rows):
+    return pd.DataFrame(rows, columns=["sample_id", "action", "final_label", "annotator", "decided_at", "batch_id"])
+
+
+def test_filter_queue_filters_sorts_and_searches(scanned):
+    run = Project(scanned).open_run()
+    table = run.table
+    state = _state([(run.flagged_ids[0], "keep", "1", "ann", "t", "b1")])
+    everything = filter_queue(table, state, QueueFilter())
+    assert everything == run.flagged_ids
+    assert filter_queue(table, state, QueueFilter(hide_decided=True)) == run.flagged_ids[1:]
+    assert filter_queue(table, state, QueueFilter(decisions=("keep",))) == run.flagged_ids[:1]
+    assert filter_queue(table, state, QueueFilter(annotators=("ann",))) == run.flagged_ids[:1]
+    cls = table.loc[table["flagged"], "given_label"].iloc[0]
+    given = filter_queue(table, state, QueueFilter(given=(cls,)))
+    assert given and all(run.by_id.loc[i, "given_label"] == cls for i in given)
+    target = run.flagged_ids[2]
+    assert target in filter_queue(table, state, QueueFilter(search=target.upper()))
+    assert len(filter_queue(table, state, QueueFilter(flagged_only=False))) == len(table)
+    low = filter_queue(table, state, QueueFilter(flagged_only=False, sort="least suspicious first"))
+    assert run.by_id.loc[low[0], "rank"] == len(table)
+    top = table["score"].max()
+    assert filter_queue(table, state, QueueFilter(score=(top, top))) == run.flagged_ids[:1]
+    with pytest.raises(ValueError, match="sort"):
+        QueueFilter(sort="random")
+
+
+def test_flag_counts_and_the_confusion_table_add_up(scanned):
+    run = Project(scanned).open_run()
+    counts = flag_counts(run.table)
+    assert counts["flagged"].sum() == len(run.flagged_ids) and counts["samples"].sum() == len(run.table)
+    table = confusion(run.table, run.class_names)
+    assert table.to_numpy().sum() == len(run.flagged_ids) and list(table.index) == run.class_names
+
+
+def test_plan_bulk_scopes_and_leaves_out_confirms_that_keep_the_label(scanned):
+    run = Project(scanned).open_run()
+    flagged = run.flagged_ids[:3]
+    unflagged = run.table.loc[~run.table["flagged"], "sample_id"].iloc[:2].tolist()
+    plan = plan_bulk(run, flagged + unflagged, "keep")
+    assert list(plan.ids) == flagged and plan.skipped["not flagged"] == 2 and "2 not flagged" in plan.describe()
+    assert len(plan_bulk(run, flagged + unflagged, "keep", scope="all").ids) == 5
+    same = run.table.loc[run.table["suggested_label"] == run.table["given_label"], "sample_id"].iloc[:2].tolist()
+    plan = plan_bulk(run, flagged + same, "confirm", scope="all")
+    assert not set(same) & set(plan.ids) and plan.skipped["whose suggestion is their given label"] >= 2
+
+
+def test_others_decisions_and_current_progress():
+    state = _state([("a", "keep", "x", "ann", "t1", "b1"), ("b", "remove", None, "bob", "t2", "b2")])
+    assert others_decisions(state, ["a", "b"], "ann")["sample_id"].tolist() == ["b"]
+    progress = current_progress(state, ["a"]).set_index("annotator")
+    assert progress.loc["ann", "flagged_decided"] == 1 and progress.loc["bob", "flagged_decided"] == 0
+    assert progress.loc["bob", "remove"] == 1 and progress["decided"].sum() == 2
+
+
+def test_take_back_lists_only_the_samples_it_changed(scanned, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(scanned, tmp_path / "p")
+    ledger = Project(folder).open_ledger()
+    run = Project(folder).open_run()
+    a, b = run.flagged_ids[:2]
+    ledger.decide([a, b], "keep", annotator="ann")
+    ledger.decide(a, "remove", annotator="bob")
+    batch, changed = take_back(ledger, "ann", "undo")
+    assert set(batch.sample_ids) == {a, b} and changed == [b]
+    batch, changed = take_back(ledger, "ann", "redo")
+    assert changed == [b]
+    assert take_back(ledger, "nobody", "undo") == (None, [])
+
+
+# ---------------------------------------------------------------- text and colours
+
+
+def test_readable_errors_drop_python_lists_and_server_paths():
+    text = "given labels ['a', 'b'] are not in class_names ['x']; see '/srv/home/proj/run.json' and '/etc/data/x.npz'"
+    shown = readable(text, home="/srv/home")
+    assert "['" not in shown and "a, b" in shown and "'proj/run.json'" in shown and "'…/data/x.npz'" in shown
+    assert "/srv" not in shown and "/etc" not in shown
+
+
+def test_the_legend_is_sorted_and_its_colours_are_distinct():
+    assert sorted(["10", "2", "1", "b", "A"], key=natural_key) == ["1", "2", "10", "A", "b"]
+    for n in (3, 10, 20):
+        colours = class_palette(n)
+        rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=float)
+        distance = np.linalg.norm(rgb[:, None] - rgb[None], axis=2) + np.eye(n) * 1e9
+        assert distance.min() > (60 if n <= 10 else 25), (n, colours)  # Kelly's set is spaced perceptually
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(12)],
+            "x": np.arange(12.0),
+            "y": np.arange(12.0),
+            "given_label": [str(i % 12) for i in range(12)],
+            "predicted_label": ["0"] * 12,
+            "suggested_label": ["0"] * 12,
+            "score": np.linspace(0, 1, 12),
+            "rank": np.arange(12, 0, -1),
+            "flagged": [False] * 11 + [True],
+        }
+    )
+    names = [t.name for t in map_figure(table, "given label").data if t.name != "flagged (ring)"]
+    assert names == [str(i) for i in range(12)]
