@@ -492,7 +492,7 @@ def canonical_labels(labels: Sequence[str], *, fold: bool, what: str) -> tuple[d
 
     Returns
     -------
-    (mapping, notes) : ``mapping[label]`` is the class name (the label stripped, or its fold); ``notes`` says
+    (mapping, notes) : ``mapping[label]`` is the class name (the label as written, or its fold); ``notes`` says
     which spellings were folded into which.
 
     Raises
@@ -512,7 +512,11 @@ def canonical_labels(labels: Sequence[str], *, fold: bool, what: str) -> tuple[d
             "be separate classes. Write each class one way, or fold them into one class each (the most frequent "
             "spelling is kept) with fold_label_case=True (command line: --fold-labels)."
         )
-    mapping = {label: group[0][0].strip() for group in groups.values() for label, _ in group}
+    # A name with no variant is kept exactly as written (a class "\tx" stays "\tx"); folded ones take the most
+    # frequent spelling, stripped.
+    mapping = {
+        label: (label if len(group) == 1 else group[0][0].strip()) for group in groups.values() for label, _ in group
+    }
     notes = [
         f"labels {', '.join(repr(v) for v, _ in group)} were folded into one class {mapping[group[0][0]]!r}"
         for group in variants
