@@ -338,7 +338,8 @@ def test_the_keyboard_view_decides_and_moves_on(project):
     assert saved.loc[queue[0], "action"] == "keep" and saved.loc[queue[1], "action"] == "unsure"
     assert queue[2] not in saved.index and saved.loc[queue[3], "action"] == "remove"
     assert saved.loc[queue[4], "action"] == "relabel" and saved.loc[queue[4], "final_label"] == names[other]
-    at.sidebar.button(key="undo").click().run()
+    assert at.button(key="undo-keyboard").proto.shortcut and at.button(key="redo-keyboard").disabled
+    at.button(key="undo-keyboard").click().run()
     assert queue[4] not in ledger.state()["sample_id"].tolist()
     assert f"`{queue[4]}`" in texts(at.markdown)  # undo brings the undone sample back into view
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app, wait_for_job
 
 from ogaudit.project import Project, list_projects
 
@@ -23,10 +23,12 @@ KEYS = ["k", "u", "x", "a", "2"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cache_dir):
+    """The app with a fast demo (600 digits, 4 epochs, PCA map); ``OGAUDIT_DEMO*`` already set in the environment
+    win (the README's screenshots use the full digits, 15 epochs, UMAP)."""
     tmp = tmp_path_factory.mktemp("review-browser")
     fast_demo = {"OGAUDIT_DEMO": "digits", "OGAUDIT_DEMO_EPOCHS": "4", "OGAUDIT_DEMO_MAP": "pca"}
     fast_demo["OGAUDIT_DEMO_LIMIT"] = "600"
-    env = {**os.environ, **fast_demo, "OGAUDIT_HOME": str(tmp / "home"), "OGAUDIT_CACHE": str(cache_dir)}
+    env = {**fast_demo, **os.environ, "OGAUDIT_HOME": str(tmp / "home"), "OGAUDIT_CACHE": str(cache_dir)}
     process, url = start_app(env, tmp / "streamlit.log")
     yield url, tmp / "home"
     stop_app(process)
@@ -42,13 +44,18 @@ def browser():
         browser.close()
 
 
-def open_page(browser, url: str, annotator: str):
+def open_page(browser, server, annotator: str):
+    """A page on the finished audit (not its quick first look, which a slow demo shows while it runs)."""
+    url, home = server
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.set_default_timeout(90_000)
     page.goto(f"{url}/?annotator={annotator}")
     page.wait_for_selector(READY)
-    page.locator("[data-testid='stPlotlyChart'] .nsewdrag").first.wait_for(timeout=600_000)  # the audit is done
+    page.locator("[data-testid='stPlotlyChart'] .nsewdrag").first.wait_for(timeout=600_000)
+    wait_for_job(list_projects(home)[0].path, timeout=900)
+    page.reload()
     page.wait_for_selector(READY)
+    page.locator("[data-testid='stPlotlyChart'] .nsewdrag").first.wait_for()
     page.get_by_role("tab", name=re.compile("Review queue")).click()
     return page
 
@@ -85,10 +92,18 @@ def review_by_keyboard(page, count: int) -> list[tuple[str, str]]:
 
 def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reload(server, browser, tmp_path):
     url, home = server
-    page = open_page(browser, url, "keys")
+    page = open_page(browser, server, "keys")
     pressed = review_by_keyboard(page, 20)
     page.locator(".st-key-queue-view").evaluate("e => e.scrollIntoView({block: 'start'})")
     screenshot(page, tmp_path, "keyboard.png")
+    last = pressed[-1][0]
+    page.locator("body").press("z")  # undo brings the last sample back, redo decides it again
+    page.locator(".st-key-keyboard-sample").get_by_text(last, exact=True).wait_for()
+    page.get_by_text(re.compile(f"Undid the decision on 1 sample.s.: {last}")).first.wait_for()
+    page.wait_for_selector(READY)
+    page.locator("body").press("Shift+z")
+    page.get_by_text(re.compile(f"Redid the decision on 1 sample.s.: {last}")).first.wait_for()
+    page.wait_for_selector(READY)
     page.reload()
     page.wait_for_selector(READY)
     page.get_by_text("Reviewed 20 of").wait_for()
@@ -110,7 +125,7 @@ def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reloa
 
 def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server, browser, tmp_path):
     url, home = server
-    page = open_page(browser, url, "viewer")
+    page = open_page(browser, server, "viewer")
     page.locator(".st-key-queue-hide-decided").get_by_text("Hide decided samples").click()
     page.wait_for_selector(READY)
     card = page.locator("[class*='st-key-card-']").first
@@ -147,7 +162,7 @@ def test_overriding_another_annotators_decision_asks_first(server, browser):
     run = project.open_run()
     sample = run.flagged_ids[-1]
     project.open_ledger().decide(sample, "keep", annotator="ann")
-    page = open_page(browser, url, "bob")
+    page = open_page(browser, server, "bob")
     page.locator(".st-key-queue-hide-decided").get_by_text("Hide decided samples").click()
     page.wait_for_selector(READY)
     page.get_by_text("Filter, sort, search").click()

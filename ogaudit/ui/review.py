@@ -43,44 +43,50 @@ KEY_HELP = (
 )
 
 
-def undo_redo(ledger: Ledger, annotator: str | None) -> None:
-    """Undo / Redo buttons (keys Z, Shift+Z) for the annotator's own latest batch (a bulk action is one step)."""
+def undo_redo(ledger: Ledger, annotator: str | None, where: str = "sidebar") -> None:
+    """Undo / Redo buttons for the annotator's own latest batch (a bulk action is one step). In the keyboard view
+    (``where="keyboard"``) they carry the keys Z and Shift+Z; there they are redrawn with the view after every key,
+    so they are never stale."""
     can_undo, can_redo = ledger.undo_depth(annotator) if annotator else (0, 0)
+    keys = where == "keyboard"
     left, right = st.columns(2)
     left.button(
         "↶ Undo",
-        key="undo",
+        key="undo" if where == "sidebar" else f"undo-{where}",
         on_click=_toggle,
-        args=(ledger, annotator, "undo"),
+        args=(ledger, annotator, "undo", where),
         disabled=not can_undo,
-        shortcut="Z",
+        shortcut="Z" if keys else None,
+        width="stretch" if keys else "content",
     )
     right.button(
         "↷ Redo",
-        key="redo",
+        key="redo" if where == "sidebar" else f"redo-{where}",
         on_click=_toggle,
-        args=(ledger, annotator, "redo"),
+        args=(ledger, annotator, "redo", where),
         disabled=not can_redo,
-        shortcut="Shift+Z",
+        shortcut="Shift+Z" if keys else None,
+        width="stretch" if keys else "content",
     )
-    show_flash("sidebar")
+    if where == "sidebar":
+        show_flash("sidebar")
 
 
-def _toggle(ledger: Ledger, annotator: str, kind: str) -> None:
+def _toggle(ledger: Ledger, annotator: str, kind: str, where: str = "sidebar") -> None:
     try:
         batch, changed = take_back(ledger, annotator, kind)
     except OgauditError as error:
-        flash("error", md(readable(error)), "sidebar")
+        flash("error", md(readable(error)), where)
         return
     if batch is None:
         return
     done = "Undid" if kind == "undo" else "Redid"
     if not changed:
-        flash("info", f"{done} your step; its samples keep the later decisions others made on them.", "sidebar")
+        flash("info", f"{done} your step; its samples keep the later decisions others made on them.", where)
         return
     if kind == "undo":
         st.session_state[FOCUS] = changed[0]
-    flash("info", f"{done} the decision on {len(changed)} sample(s): {md(', '.join(changed[:5]))}", "sidebar")
+    flash("info", f"{done} the decision on {len(changed)} sample(s): {md(', '.join(changed[:5]))}", where)
 
 
 def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
@@ -120,10 +126,10 @@ def review_queue(
         return
     if not annotator:
         st.info("Enter your name in the sidebar to record decisions.")
-    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     if view == VIEWS[1]:
         keyboard_review(ledger, run, queue_filter, annotator, dataset, evidence)
         return
+    current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     page_size = controls[2].selectbox("Per page", PAGE_SIZES, index=1, key="queue-page-size")
     pages = max(1, -(-len(queue) // page_size))
     page = controls[3].number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="queue-page")
@@ -159,7 +165,8 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame) -> QueueFi
         given = row[0].multiselect("Given label", names, key="queue-given")
         suggested = row[1].multiselect("Suggested label", names, key="queue-suggested")
         chosen = row[2].multiselect("Decision", [UNDECIDED, *ACTIONS], key="queue-decision")
-        people = sorted(decisions["annotator"].unique().tolist()) if len(decisions) else []
+        people = set(decisions["annotator"]) | set(st.session_state.get("queue-annotator") or [])
+        people = sorted(people)  # a name chosen earlier stays an option even when its decisions were undone
         annotators = row[3].multiselect("Decided by", people, key="queue-annotator")
         row = st.columns([3, 1, 2, 2, 2], vertical_alignment="bottom")
         picked = row[0].slider("Score", low, max(high, low + 1e-9), (low, high), key="queue-score")
@@ -388,7 +395,11 @@ def keyboard_review(
     following = queue[position + 1] if position + 1 < len(queue) else (queue[position - 1] if position else None)
     row = run.by_id.loc[focus].to_dict()
     item = _explain(run, evidence, [focus]).get(focus)
-    st.caption(f"Sample {position + 1:,} of {len(queue):,} in the queue")
+    reviewed = int(decisions["sample_id"].isin(set(run.flagged_ids)).sum())
+    st.caption(
+        f"Sample {position + 1:,} of {len(queue):,} in the queue · reviewed {reviewed:,} of {len(run.flagged_ids):,} "
+        "flagged samples (the sidebar catches up on the next full page update)"
+    )
     st.markdown(KEY_HELP)
     picture, actions = st.columns([3, 2])
     with picture, st.container(border=True, key="keyboard-sample"):
@@ -455,6 +466,7 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
             disabled=locked,
             width="stretch",
         )
+    undo_redo(ledger, annotator, "keyboard")
     back, ahead = st.columns(2)
     position = queue.index(focus)
     back.button(
