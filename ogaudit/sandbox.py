@@ -25,7 +25,7 @@ _PROJECT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}")
 def data_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
     """The folders server paths may lie in, resolved; empty when ``$OGAUDIT_DATA_ROOTS`` is unset."""
     text = (os.environ if environ is None else environ).get(DATA_ROOTS_ENV, "")
-    return [Path(part).resolve() for part in text.split(os.pathsep) if part.strip()]
+    return [Path(part.strip()).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
 
 
 def resolve_server_path(text: str, roots: list[Path]) -> Path:
