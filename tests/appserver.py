@@ -7,13 +7,16 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from ogaudit.jobs import read_status
+from ogaudit.jobs import Job, read_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -71,3 +74,23 @@ def wait_for_job(project: Path, kind: str = "audit", timeout: float = 180) -> No
             return
         time.sleep(0.2)
     raise TimeoutError(f"the {kind} job in {project} did not finish in {timeout} s")
+
+
+@contextmanager
+def held_audit(project: Path, stage: str, fraction: float, message: str) -> Iterator[Job]:
+    """An audit job of ``project`` in the app's registry that reports ``stage`` at ``fraction`` and then waits
+    until the block ends (as a long training would), so a test can look at the page while it runs."""
+    from ogaudit.ui import state
+
+    release = threading.Event()
+
+    def slow(progress, cancel):
+        progress(stage, fraction, message)
+        release.wait(30)
+
+    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
+    try:
+        yield job
+    finally:
+        release.set()
+        job.wait(10)

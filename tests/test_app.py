@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -21,15 +20,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import streamlit as st
-from appserver import wait_for_job
+from appserver import held_audit, wait_for_job
 from streamlit.testing.v1 import AppTest
 
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
-from ogaudit.jobs import Job, read_status
+from ogaudit.jobs import read_status
 from ogaudit.pipeline import audit
 from ogaudit.project import Project
 from ogaudit.review.actions import decide
-from ogaudit.ui import state
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
 from ogaudit.ui.files import unpack_zip, zip_folder
@@ -121,22 +119,12 @@ def test_first_start_audits_the_demo_in_the_background_then_shows_the_map(home):
 
 
 def test_a_refreshed_page_reattaches_to_the_running_job(project):
-    release = threading.Event()
-
-    def slow(progress, cancel):
-        progress("train", 0.4, "epoch 2/5")
-        release.wait(30)
-
-    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
-    try:
+    with held_audit(project, "train", 0.4, "epoch 2/5") as job:
         at = start(project=project.name, job=job.job_id)  # a new session, as after a refresh
         bar = at.get("progress")[0]
         assert "train: epoch 2/5" in bar.proto.text and bar.value == 40
         at.button(key=f"cancel-{job.job_id}").click().run()
         assert job.cancel_event.is_set()
-    finally:
-        release.set()
-        job.wait(10)
 
 
 def test_a_selection_fills_the_grid(project):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import test_app
-from appserver import REPO, wait_for_job
+from appserver import REPO, held_audit, wait_for_job
 from test_app import DEMO, select, start, texts
 
 from ogaudit.project import Project
@@ -368,19 +368,7 @@ def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monk
 
 
 def test_while_an_audit_runs_its_first_look_is_shown_and_can_be_reviewed(project):
-    import threading
-
-    from ogaudit.jobs import Job
-    from ogaudit.ui import state
-
-    release = threading.Event()
-
-    def slow(progress, cancel):
-        progress("train", 0.3, "epoch 3/10")
-        release.wait(30)
-
-    job = state.job_registry().submit(Job(f"{project.name}/audit", "audit", slow, folder=project))
-    try:
+    with held_audit(project, "train", 0.3, "epoch 3/10") as job:
         at = start(project=project.name, job=job.job_id)
         assert "train: epoch 3/10" in at.get("progress")[0].proto.text
         assert "quick first look" in texts(at.info)
@@ -388,6 +376,3 @@ def test_while_an_audit_runs_its_first_look_is_shown_and_can_be_reviewed(project
         first = Project(project).open_run().flagged_ids[0]
         at.button(key=f"keep-{first}").click().run()
         assert Project(project).open_ledger().state()["sample_id"].tolist() == [first]
-    finally:
-        release.set()
-        job.wait(10)

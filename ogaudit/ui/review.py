@@ -49,25 +49,17 @@ def undo_redo(ledger: Ledger, annotator: str | None, where: str = "sidebar") -> 
     so they are never stale."""
     can_undo, can_redo = ledger.undo_depth(annotator) if annotator else (0, 0)
     keys = where == "keyboard"
-    left, right = st.columns(2)
-    left.button(
-        "↶ Undo",
-        key="undo" if where == "sidebar" else f"undo-{where}",
-        on_click=_toggle,
-        args=(ledger, annotator, "undo", where),
-        disabled=not can_undo,
-        shortcut="Z" if keys else None,
-        width="stretch" if keys else "content",
-    )
-    right.button(
-        "↷ Redo",
-        key="redo" if where == "sidebar" else f"redo-{where}",
-        on_click=_toggle,
-        args=(ledger, annotator, "redo", where),
-        disabled=not can_redo,
-        shortcut="Shift+Z" if keys else None,
-        width="stretch" if keys else "content",
-    )
+    buttons = (("undo", "↶ Undo", "Z", can_undo), ("redo", "↷ Redo", "Shift+Z", can_redo))
+    for column, (kind, label, shortcut, possible) in zip(st.columns(2), buttons, strict=True):
+        column.button(
+            label,
+            key=kind if where == "sidebar" else f"{kind}-{where}",
+            on_click=_toggle,
+            args=(ledger, annotator, kind, where),
+            disabled=not possible,
+            shortcut=shortcut if keys else None,
+            width="stretch" if keys else "content",
+        )
     if where == "sidebar":
         show_flash("sidebar")
 
