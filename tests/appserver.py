@@ -32,6 +32,24 @@ REPO = Path(__file__).resolve().parents[1]
 NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
 
+def choose_option(page, combobox, name: str, *, tries: int = 4) -> None:
+    """Open ``combobox`` (a Streamlit selectbox or multiselect) and click its option ``name``.
+
+    A rerun that lands while the list is open re-draws the widget and closes the list, so the click is retried
+    with the page settled in between; the last failure is raised.
+    """
+    for attempt in range(tries):
+        page.wait_for_selector(READY)
+        try:
+            combobox.click(timeout=15_000)
+            page.get_by_role("option", name=name, exact=True).click(timeout=10_000)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, choose_option, start_app, stop_app
 
 pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
@@ -82,8 +82,7 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     sample_id = card.locator("code").first.inner_text()
     suggested = re.search(r"Confirm → (.+)", card.get_by_role("button", name=re.compile("Confirm")).inner_text())
     target = "0" if suggested.group(1).strip() != "0" else "1"
-    card.get_by_role("combobox").click()
-    page.get_by_role("option", name=target, exact=True).click()
+    choose_option(page, card.get_by_role("combobox"), target)
     page.wait_for_selector(READY)
     page.screenshot(path=str(shots / "review.png"))
     card.get_by_role("button", name="Relabel", exact=True).click()

@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app, wait_for_job
+from appserver import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NEEDS_CHROMIUM,
+    READY,
+    choose_option,
+    start_app,
+    stop_app,
+    wait_for_job,
+)
 
 from ogaudit.project import Project, list_projects
 
@@ -123,6 +133,19 @@ def test_twenty_samples_reviewed_by_keyboard_are_all_in_the_ledger_after_a_reloa
     page.close()
 
 
+def wait_for_count(page, locator, n: int, tmp_path, timeout: float = 90) -> None:
+    """Wait until ``locator`` matches ``n`` elements on a settled page; fail with what is shown and a screenshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.wait_for_selector(READY)
+        if locator.count() == n:
+            return
+        if time.monotonic() > deadline:
+            page.screenshot(path=str(tmp_path / "count-timeout.png"), full_page=True)
+            raise AssertionError(f"expected {n} cards, the page shows {locator.count()} ({tmp_path}/count-timeout.png)")
+        page.wait_for_timeout(250)
+
+
 def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server, browser, tmp_path):
     url, home = server
     page = open_page(browser, server, "viewer")
@@ -138,20 +161,16 @@ def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server,
     run = Project(list_projects(home)[0].path).open_run()
     cls = run.by_id.loc[run.flagged_ids, "given_label"].value_counts().index[0]
     page.get_by_text("Filter, sort, search").click()
-    page.locator(".st-key-queue-given").get_by_role("combobox").click()
-    page.get_by_role("option", name=cls, exact=True).click()
+    choose_option(page, page.locator(".st-key-queue-given").get_by_role("combobox"), cls)
     page.keyboard.press("Escape")
-    page.wait_for_selector(READY)
     cards = page.locator("[class*='st-key-card-']")
     expected = [i for i in run.flagged_ids if run.by_id.loc[i, "given_label"] == cls][:12]
-    page.wait_for_function(
-        "n => document.querySelectorAll(\"[class*='st-key-card-']\").length === n", arg=len(expected)
-    )
+    wait_for_count(page, cards, len(expected), tmp_path)
     assert [cards.nth(i).locator("code").first.inner_text() for i in range(cards.count())] == expected
     target = expected[-1]
     page.locator(".st-key-queue-search input").fill(target)
     page.locator(".st-key-queue-search input").press("Enter")
-    page.wait_for_function("n => document.querySelectorAll(\"[class*='st-key-card-']\").length === n", arg=1)
+    wait_for_count(page, cards, 1, tmp_path)
     assert cards.first.locator("code").first.inner_text() == target
     page.close()
 

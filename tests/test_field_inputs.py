@@ -538,6 +538,10 @@ def test_names_and_ids_that_look_missing_stay_strings_end_to_end(tmp_path):
     assert report.rejected == [] and report.stored == 2
     state = again.state().set_index("sample_id")
     assert state.loc["NA", "final_label"] == "None" and state.loc["nan", "action"] == "remove"
+    twice = import_decisions(again, exported, annotator="None")  # the same file again, or the ledger's own export
+    assert (twice.stored, twice.already, twice.batch_id) == (0, 2, None)
+    assert "already holds" in twice.describe() and len(again.history()) == 2
+    assert import_decisions(again, decisions_csv_bytes(again), annotator="x").stored == 0
     export_split(dataset, again, tmp_path / "clean")
     with np.load(tmp_path / "clean" / "na.npz") as written:
         assert written["ids"].tolist() == ["None", "NA", "null", "N/A", "NaN"]

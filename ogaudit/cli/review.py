@@ -240,4 +240,4 @@ def run_import(args: argparse.Namespace) -> int:
 
     report = import_decisions(_ledger(args), args.file, annotator=args.annotator)
     print(report.describe())
-    return 0 if report.stored or not report.rejected else 1
+    return 0 if report.stored or report.already or not report.rejected else 1

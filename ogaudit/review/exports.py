@@ -113,9 +113,12 @@ class ImportReport:
     stored: int
     batch_id: str | None
     rejected: list[RejectedRow] = field(default_factory=list)
+    already: int = 0
 
     def describe(self) -> str:
         lines = [f"Stored {self.stored} decision(s)" + (f" as batch {self.batch_id}." if self.batch_id else ".")]
+        if self.already:
+            lines.append(f"Left out {self.already} row(s) that the ledger already holds as its current decision.")
         if self.rejected:
             lines.append(f"Rejected {len(self.rejected)} row(s):")
             lines += [f"  row {r.row}: {r.reason}" for r in self.rejected]
@@ -130,6 +133,8 @@ def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: s
     (times without a zone are taken as UTC). A row is rejected, with its reason, for an unknown sample, an
     unknown action, a label that does not fit the action, a ``given_label`` other than this dataset's (the file
     was made on other data), an unreadable time, score or rank, or for being an undo/redo or undone event.
+    A row equal to the sample's current decision (action, label, annotator and time) is left out and counted in
+    ``already``, so importing a ledger's own export, or one file twice, records nothing new.
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     table = read_csv_table(data, required=("sample_id", "action"), what="The decisions file", error=LedgerError)
@@ -161,8 +166,33 @@ def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: s
             decisions.append(_row_decision(ledger, row))
         except LedgerError as error:
             rejected.append(RejectedRow(number, str(error)))
-    batch_id = ledger.record(decisions, annotator=annotator) if decisions else None
-    return ImportReport(stored=len(decisions), batch_id=batch_id, rejected=rejected)
+    fresh = _not_yet_recorded(ledger, decisions)
+    batch_id = ledger.record(fresh, annotator=annotator) if fresh else None
+    return ImportReport(stored=len(fresh), batch_id=batch_id, rejected=rejected, already=len(decisions) - len(fresh))
+
+
+def _not_yet_recorded(ledger: Ledger, decisions: list[Decision]) -> list[Decision]:
+    """``decisions`` without those equal to their sample's current decision in ``ledger``.
+
+    Equal: same action and label, and the same annotator and ``decided_at`` where the row gives them.
+    """
+    if not decisions:
+        return []
+    current = ledger.state().set_index("sample_id")
+    fresh = []
+    for decision in decisions:
+        if decision.sample_id in current.index:
+            now = current.loc[decision.sample_id]
+            same = (
+                now["action"] == decision.action
+                and (decision.action not in LABELLED_ACTIONS or now["final_label"] == decision.label)
+                and decision.annotator in (None, now["annotator"])
+                and decision.decided_at in (None, now["decided_at"])
+            )
+            if same:
+                continue
+        fresh.append(decision)
+    return fresh
 
 
 def _row_decision(ledger: Ledger, row: Mapping[str, str]) -> Decision:
