@@ -11,6 +11,7 @@ line and the app alike; each error names the setting, the value received, what i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -107,6 +108,14 @@ class TrainSettings:
         return auto_epochs(n_samples)
 
 
+def _split_layer_names(name):
+    """``"conv2,fc1"`` or ``"conv2 fc1"`` as two names (module names never hold commas or spaces); else as given."""
+    if not isinstance(name, str):
+        return [name]
+    parts = [part for part in re.split(r"[,\s]+", name) if part]
+    return parts if parts else [name]
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     """Everything that decides an audit's result. Validated on creation; saved in the run record.
@@ -139,6 +148,7 @@ class AuditSettings:
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
+        layers = tuple(part for name in layers for part in _split_layer_names(name))
         object.__setattr__(self, "layers", layers)
         if not isinstance(self.model, str) or (self.model not in MODEL_KINDS and not Path(self.model).suffix):
             raise SettingsError(

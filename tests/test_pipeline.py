@@ -163,3 +163,20 @@ def test_label_spelling_variants_are_refused_then_folded_on_request(digit_files,
     run = Project(tmp_path / "folded").open_run()
     assert len(run.class_names) == 10 and run.settings.fold_labels
     assert Project(tmp_path / "folded").load_dataset().fingerprint() == run.record["dataset"]["fingerprint"]
+
+
+@pytest.mark.parametrize("given", [("conv2,fc1",), ("conv2, fc1",), "conv2 fc1", ("conv2", "fc1")])
+def test_layer_names_given_in_one_string_are_split(given):
+    from ogaudit.cli import build_parser
+
+    assert AuditSettings(layers=given).layers == ("conv2", "fc1")
+    args = build_parser().parse_args(["scan", "digits", "--out", "p", "--layers", "conv2,fc1"])
+    assert AuditSettings(layers=tuple(args.layers)).layers == ("conv2", "fc1")
+
+
+@pytest.mark.parametrize("given", [("",), ("fc1", "fc1"), ("fc1", "fc1,conv2")])
+def test_empty_or_repeated_layer_names_are_refused(given):
+    from ogaudit.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="distinct, non-empty layer names"):
+        AuditSettings(layers=given)
