@@ -218,8 +218,13 @@ def checkpoint_format(path: str | Path) -> str:
     (a legacy pickle, or not a checkpoint at all).
     """
     path = Path(path)
-    if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        return "safetensors"
+    found = _format_from_bytes(path)
+    if found == "other" and path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return "safetensors"  # named so and nothing else: read as one, and a damaged one says so
+    return found
+
+
+def _format_from_bytes(path: Path) -> str:
     with open(path, "rb") as handle:
         start = handle.read(16)
     if len(start) >= 9 and start[8:9] == b"{":

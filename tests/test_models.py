@@ -262,8 +262,14 @@ def test_checkpoint_format_reads_the_file_not_its_name(tmp_path):
     torch.save({"w": torch.zeros(2)}, tmp_path / "a.ts")
     torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "b.pth")
     (tmp_path / "c.pt").write_bytes(pickle.dumps({"w": 1}))
-    formats = [checkpoint_format(tmp_path / name) for name in ("a.ts", "b.pth", "c.pt")]
-    assert formats == ["torch-zip", "torchscript", "other"]
+    (tmp_path / "d.safetensors").write_bytes((tmp_path / "b.pth").read_bytes())  # TorchScript renamed
+    (tmp_path / "e.safetensors").write_bytes(b"not a checkpoint")
+    formats = [
+        checkpoint_format(tmp_path / name) for name in ("a.ts", "b.pth", "c.pt", "d.safetensors", "e.safetensors")
+    ]
+    assert formats == ["torch-zip", "torchscript", "other", "torchscript", "safetensors"]
+    with pytest.raises(ModelError, match="trust"):  # refused as code, not misread as a damaged safetensors file
+        load_checkpoint(tmp_path / "d.safetensors", _photos(side=32))
     with pytest.raises(ModelError, match="is a state dict: give the torchvision architecture"):
         load_checkpoint(tmp_path / "a.ts", _photos(side=32))
 
