@@ -87,7 +87,10 @@ def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
     reviewed = int(decisions["sample_id"].isin(set(flagged)).sum())
     st.progress(reviewed / max(len(flagged), 1), text=f"Reviewed {reviewed:,} of {len(flagged):,} flagged samples")
     if len(decisions):
-        st.dataframe(current_progress(decisions, flagged), hide_index=True, key="progress-table")
+        table = current_progress(decisions, flagged)
+        headers = {"annotator": "Annotator", "flagged_decided": "Flagged decided", "decided": "All decided"}
+        headers |= {action: action.capitalize() for action in table.columns if action not in headers}
+        st.dataframe(table, hide_index=True, key="progress-table", column_config=headers)
         st.caption("Current decisions per annotator (one overridden by someone else no longer counts).")
 
 
