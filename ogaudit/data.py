@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import warnings
@@ -30,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ogaudit.csvtext import read_csv_table
 from ogaudit.errors import DataError
-from ogaudit.limits import check_image_files, check_npz
+from ogaudit.limits import check_budget, check_image_files, check_npz
 from ogaudit.storage import fingerprint
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
@@ -157,7 +158,7 @@ class Dataset:
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
     class_names : list of str: the classes present in the labels, or the given ``class_names``.
-    kind : "builtin", "imagefolder", "csv" or "npz".
+    kind : "builtin", "imagefolder", "csv", "npz" or "npy" (a folder of ``.npy`` arrays, ``x`` memory-mapped).
     source : the built-in name or the absolute, resolved path that was loaded.
     paths : ndarray (N,) of str file paths relative to ``root`` for file datasets, else None.
     root : the directory the paths are relative to, for file datasets.
@@ -184,6 +185,7 @@ class Dataset:
     origin: SourceArrays | None = None
     rows: np.ndarray | None = None
     value_range: np.ndarray | None = None
+    _x_digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -197,8 +199,18 @@ class Dataset:
         return len(self.class_names)
 
     def fingerprint(self) -> str:
-        """Hash of the samples, given labels, ids and class names: what a trained model depends on."""
-        return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
+        """Hash of the samples, given labels, ids and class names: what a trained model depends on.
+
+        In-memory samples are hashed with the rest every time. Read-only samples (a memory-mapped ``x.npy``,
+        :func:`load_npy_folder`) are hashed once per :class:`Dataset` (every byte, streamed by blocks of rows,
+        see :func:`~ogaudit.storage.fingerprint`) and that digest stands for them: hashing a gigabyte takes
+        seconds, and a stage asks several times.
+        """
+        if self.x.flags.writeable:
+            return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
+        if self._x_digest is None:
+            self._x_digest = fingerprint(self.x)
+        return fingerprint("read-only x", self._x_digest, self.y, self.sample_ids, list(self.class_names))
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The samples at ``index`` (an integer array or boolean mask), everything else carried along."""
@@ -252,8 +264,10 @@ def load_dataset(
     Parameters
     ----------
     spec : one of ``BUILTINS``, a directory with one sub-folder per class, a ``.csv`` manifest with
-        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), or an ``.npz`` with
-        ``x``, ``y`` and optional ``ids`` and ``class_names``.
+        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), an ``.npz`` with
+        ``x``, ``y`` and optional ``ids`` and ``class_names`` (small data), or a folder with ``x.npy`` and
+        ``y.npy`` (and optional ``ids.npy``, ``class_names.npy``/``.txt``/``.json``), ``x`` memory-mapped
+        (:func:`load_npy_folder`, data of any size).
     limit : keep a stratified random subset of this many samples (for quick looks at large data); classes of
         at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole.
     seed : seeds the subset.
@@ -275,7 +289,9 @@ def load_dataset(
                 "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
             )
         path = path.resolve()
-        if path.is_dir():
+        if path.is_dir() and (path / "x.npy").exists():
+            dataset = load_npy_folder(path, fold_label_case=fold_label_case)
+        elif path.is_dir():
             dataset = load_image_folder(path, fold_label_case=fold_label_case)
         elif path.suffix.lower() == ".csv":
             dataset = load_csv_manifest(path, fold_label_case=fold_label_case)
@@ -828,6 +844,143 @@ def _stack_images(images: list[Image.Image]) -> np.ndarray:
 
 # ---------------------------------------------------------------- arrays
 
+NPY_FOLDER_ARRAYS = ("x", "y", "ids", "class_names")
+
+
+def load_npy_folder(folder: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A folder of ``.npy`` arrays: ``x.npy`` (N, ...) memory-mapped, never read whole; ``y.npy`` and optional
+    ``ids.npy`` and ``class_names`` (``class_names.npy``, ``.txt`` one name a line, or ``.json`` a list of
+    strings) read into memory. Shapes, dtypes and labels as for :func:`dataset_from_arrays`.
+
+    Every header is read and checked before any data: the format (``.npy`` 1.0/2.0/3.0, a header of at most
+    numpy's 10,000 bytes), a plain numeric or string dtype (object arrays would need unpickling, which can run
+    code: refused; ``allow_pickle=False`` throughout), C order for ``x``, the file's size equal to header plus
+    data (truncated or padded files are refused), one row per sample in each per-sample array, and the
+    arrays read into memory within the memory budget (:mod:`ogaudit.limits`). Files must be regular files inside
+    the folder (a symlink leading out is refused). ``x`` stays on disk: models read it one batch at a time, and
+    :meth:`Dataset.fingerprint` hashes it once by blocks.
+
+    Raises
+    ------
+    DataError : naming the file, what is wrong and the fix.
+    """
+    folder = Path(folder).resolve()
+    files = {name: _npy_member(folder, f"{name}.npy") for name in ("x", "y", "ids", "class_names")}
+    if files["y"] is None:
+        raise DataError(
+            f"{str(folder)!r} has x.npy but no y.npy. Save the labels beside it: numpy.save('y.npy', labels)."
+        )
+    headers = {name: _npy_folder_header(path) for name, path in files.items() if path is not None}
+    n = headers["x"][0][0] if headers["x"][0] else 0
+    if not headers["x"][0] or n == 0:
+        raise DataError(f"{str(files['x'])!r} has shape {headers['x'][0]}; x must be (N, ...) with N > 0 samples.")
+    if headers["x"][1]:
+        raise DataError(
+            f"{str(files['x'])!r} is stored in Fortran (column) order, which cannot be read a row at a time. "
+            "Save it in C order: numpy.save('x.npy', numpy.ascontiguousarray(x))."
+        )
+    for name in ("y", "ids"):
+        shape = headers.get(name, ((n,), False, None))[0]
+        if not shape or shape[0] != n:
+            raise DataError(
+                f"x.npy has {n} samples but {name}.npy has shape {shape}; give one {name[:-1] if name == 'ids' else 'label'} "
+                f"per sample ({n} rows)."
+            )
+    in_memory = [(name, shape, dtype) for name, (shape, _order, dtype) in headers.items() if name != "x"]
+    estimate = sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for _name, shape, dtype in in_memory)
+    check_budget(
+        estimate,
+        what=repr(str(folder)),
+        detail=", ".join(f"{name}.npy {shape} {dtype}" for name, shape, dtype in in_memory) + " read into memory",
+    )
+    try:
+        x = np.load(files["x"], mmap_mode="r", allow_pickle=False)
+        arrays = {name: np.load(path, allow_pickle=False) for name, path in files.items() if path and name != "x"}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"Cannot read the arrays in {str(folder)!r}: {error}. Save them with numpy.save.") from error
+    names = arrays.get("class_names")
+    if names is None:
+        names = _class_names_file(folder)
+    return dataset_from_arrays(
+        x,
+        arrays["y"],
+        ids=arrays.get("ids"),
+        class_names=names,
+        source=str(folder),
+        kind="npy",
+        fold_label_case=fold_label_case,
+    )
+
+
+def _npy_member(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it exists, refused unless it is a regular file inside ``folder``."""
+    path = folder / name
+    if not path.exists() and not path.is_symlink():
+        return None
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder) or not resolved.is_file():
+        raise DataError(
+            f"{str(path)!r} is not a regular file inside {str(folder)!r} (a symlink leading out, a folder or a "
+            "device): not read. Copy the array itself into the folder."
+        )
+    return resolved
+
+
+def _npy_folder_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of a ``.npy`` from its header, after checking that the file holds
+    exactly that many bytes and no Python objects."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown .npy version {version}")
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read(handle)  # numpy refuses headers over 10,000 bytes
+            offset = handle.tell()
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise DataError(
+            f"{str(path)!r} is not a readable .npy array ({error}). Save it with numpy.save (no pickled objects)."
+        ) from error
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufUS":
+        raise DataError(
+            f"{str(path)!r} holds dtype {dtype}: Python objects or records, which would need unpickling (which can "
+            "run code) and are refused. Save numbers (x, y) or strings (ids, class names): e.g. "
+            "numpy.save(path, array.astype(str)) for names."
+        )
+    expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"{str(path)!r} has {size:,} bytes but its header ({tuple(shape)} {dtype}) needs {expected:,}: the "
+            "file is truncated or has data after the array. Save it again with numpy.save."
+        )
+    return tuple(int(k) for k in shape), bool(fortran), dtype
+
+
+MAX_CLASS_NAMES_BYTES = 1 << 20
+
+
+def _class_names_file(folder: Path) -> list[str] | None:
+    """Class names from ``class_names.txt`` (one a line, blank lines ignored) or ``class_names.json`` (a list of
+    strings), or None."""
+    for name in ("class_names.txt", "class_names.json"):
+        path = _npy_member(folder, name)
+        if path is None:
+            continue
+        if path.stat().st_size > MAX_CLASS_NAMES_BYTES:
+            raise DataError(f"{str(path)!r} is over {MAX_CLASS_NAMES_BYTES:,} bytes; it should list class names.")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+            names = json.loads(text) if name.endswith(".json") else [line.strip() for line in text.splitlines()]
+        except (UnicodeDecodeError, ValueError) as error:
+            raise DataError(f"Cannot read {str(path)!r}: {error}. Write UTF-8 text.") from error
+        if name.endswith(".json") and not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+            raise DataError(f'{str(path)!r} must hold a JSON list of strings, e.g. ["cat", "dog"].')
+        return [v for v in names if v] if name.endswith(".txt") else names
+    return None
+
 
 def load_npz(path: Path, *, fold_label_case: bool = False) -> Dataset:
     """Arrays: ``x`` (N, ...) and ``y`` (see :func:`dataset_from_arrays`), optional ``ids`` (N,) and
@@ -919,14 +1072,14 @@ def dataset_from_arrays(
         raise DataError(f"x must be numeric; got dtype {x.dtype}. Convert it with x.astype('float32').")
     if x.dtype.kind == "f":
         flat = x.reshape(n, -1)
-        bad = ~np.isfinite(flat).all(axis=1)
+        bad = _rows_where(flat, lambda block: ~np.isfinite(block).all(axis=1))
         if bad.any():
             raise DataError(
                 f"x has NaN or infinite values in {int(bad.sum())} sample(s), first at row "
                 f"{int(np.flatnonzero(bad)[0])}. Drop or impute those rows."
             )
         if x.dtype.itemsize > 4:
-            huge = np.abs(flat).max(axis=1) > np.finfo(np.float32).max
+            huge = _rows_where(flat, lambda block: np.abs(block).max(axis=1) > np.finfo(np.float32).max)
             if huge.any():
                 raise DataError(
                     f"x has values beyond the float32 range (±3.4e38) in {int(huge.sum())} sample(s), first at row "
@@ -966,6 +1119,16 @@ def dataset_from_arrays(
     check_labels(dataset)
     dataset.notes.extend(rare_class_notes(dataset))
     return dataset
+
+
+ROW_BLOCK_BYTES = 1 << 26
+"""Checks over every value of ``x`` run on blocks of rows of about this many bytes (memory maps stay on disk)."""
+
+
+def _rows_where(flat: np.ndarray, test) -> np.ndarray:
+    """(N,) bool: ``test(block)`` (a (rows, F) block → (rows,) bool) over ``flat`` (N, F) one block at a time."""
+    step = max(1, ROW_BLOCK_BYTES // max(flat[:1].nbytes, 1))
+    return np.concatenate([test(flat[start : start + step]) for start in range(0, len(flat), step)])
 
 
 def _encode_labels(
