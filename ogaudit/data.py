@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ogaudit.csvtext import read_csv_table
 from ogaudit.errors import DataError
-from ogaudit.limits import check_budget, check_image_files, check_npz
+from ogaudit.limits import ImageHeader, check_budget, check_npz, image_memory_estimate
 from ogaudit.storage import fingerprint
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
@@ -153,7 +153,9 @@ class Dataset:
     Attributes
     ----------
     x : ndarray, the model's input: (N, H, W, C) images, C = 1 or 3, ``uint8`` (files, 8-bit arrays) or
-        ``float32`` (any other array, values as given); or (N, F) float32 feature vectors.
+        ``float32`` (any other array, values as given); or (N, F) float32 feature vectors. May be a read-only
+        memory map (a ``.npy`` folder) or, for image files too large to hold, an :class:`ImageFiles` that
+        decodes files when indexed; stages read it a batch at a time.
     y : ndarray, (N,) int64 given labels, indices into ``class_names``.
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
@@ -203,13 +205,15 @@ class Dataset:
 
         In-memory samples are hashed with the rest every time. Read-only samples (a memory-mapped ``x.npy``,
         :func:`load_npy_folder`) are hashed once per :class:`Dataset` (every byte, streamed by blocks of rows,
-        see :func:`~ogaudit.storage.fingerprint`) and that digest stands for them: hashing a gigabyte takes
-        seconds, and a stage asks several times.
+        see :func:`~ogaudit.storage.fingerprint`), :class:`ImageFiles` by their paths, layout and every file's
+        bytes (:meth:`ImageFiles.digest`), and that digest stands for them: a full streamed hash, not a sample of
+        blocks or a modification time, because a changed value must change the fingerprint (decisions are tied to
+        it) and hashing a gigabyte takes only seconds, once per load.
         """
-        if self.x.flags.writeable:
+        if isinstance(self.x, np.ndarray) and self.x.flags.writeable:
             return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
         if self._x_digest is None:
-            self._x_digest = fingerprint(self.x)
+            self._x_digest = self.x.digest() if isinstance(self.x, ImageFiles) else fingerprint(self.x)
         return fingerprint("read-only x", self._x_digest, self.y, self.sample_ids, list(self.class_names))
 
     def subset(self, index: np.ndarray) -> Dataset:
@@ -217,7 +221,7 @@ class Dataset:
         index = np.asarray(index)
         return replace(
             self,
-            x=self.x[index],
+            x=self.x.take(index) if isinstance(self.x, ImageFiles) else self.x[index],
             y=self.y[index],
             sample_ids=self.sample_ids[index],
             paths=None if self.paths is None else self.paths[index],
@@ -684,16 +688,32 @@ def _dataset_from_files(
             usable.append((rel, label))
     where = f"the images of {str(source or root)!r}"
     rels = [rel for rel, _ in usable]
-    check_image_files(root, rels, what=where, max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        decoded = list(pool.map(lambda item: _read_image(root / item[0]), usable))
-    images, kept = [], []
-    for (rel, label), (image, problem) in zip(usable, decoded, strict=True):
-        if problem:
-            skipped.append(SkippedInput(rel, problem))
-        else:
-            images.append(image)
-            kept.append((rel, label))
+    headers = _image_headers(root, rels)
+    layout = _common_layout([h for h in headers if h is not None and _header_problem(h) is None])
+    streamed = layout is not None and len(rels) * layout[0] * layout[1] * layout[2] > STREAM_ABOVE_BYTES
+    if streamed:
+        images, kept = [], []
+        for (rel, label), header in zip(usable, headers, strict=True):
+            problem = "not a readable image" if header is None else _header_problem(header)
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(rel)
+                kept.append((rel, label))
+    else:
+        estimate, detail = image_memory_estimate(
+            [h for h in headers if h is not None], max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE
+        )
+        check_budget(estimate, what=where, detail=detail)
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+            decoded = list(pool.map(lambda item: _read_image(root / item[0]), usable))
+        images, kept = [], []
+        for (rel, label), (image, problem) in zip(usable, decoded, strict=True):
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(image)
+                kept.append((rel, label))
     if not images:
         raise DataError(
             f"No usable image in {str(source or root)!r} ({len(skipped)} skipped). {_skipped_summary(skipped, root)}"
@@ -710,7 +730,16 @@ def _dataset_from_files(
         )
     if skipped:
         notes.append(f"{len(skipped)} input(s) skipped. {_skipped_summary(skipped, root)}")
-    x = _stack_images(images)
+    if streamed:
+        height, width, channels = layout
+        x = ImageFiles(root, np.array(images), (width, height), "RGB" if channels == 3 else "L")
+        notes.append(
+            f"{len(images):,} images are read from their files batch by batch ({width}x{height}, "
+            f"{'RGB' if channels == 3 else 'grey'}), not held in memory; a file that cannot be decoded then stops "
+            "the scan with its name."
+        )
+    else:
+        x = _stack_images(images)
     class_index = {name: i for i, name in enumerate(class_names)}
     y = np.array([class_index[mapping[label]] for _, label in kept], dtype=np.int64)
     paths = np.array([rel for rel, _ in kept])
@@ -824,6 +853,163 @@ def _to_standard_mode(image: Image.Image) -> Image.Image:
     if image.mode == "LA":
         return image.convert("L")
     return image.convert("RGB")
+
+
+STREAM_ABOVE_BYTES = 256 * 1024**2
+"""Image files whose stacked pixels would take more than this are read batch by batch from the files
+(:class:`ImageFiles`) instead of decoded into one array; below, they are decoded at load (a damaged file is then
+skipped with its reason at once)."""
+DATA_WORKERS = min(4, os.cpu_count() or 1)
+"""Worker processes that decode image files for a forward pass (``torch.utils.data.DataLoader``)."""
+
+
+def _image_headers(root: Path, rels: list[str]) -> list[ImageHeader | None]:
+    """Each file's size as shown (EXIF orientation applied) and mode, from its header; None when unreadable."""
+
+    def read(rel: str) -> ImageHeader | None:
+        try:
+            with Image.open(root / rel) as image:
+                width, height = image.size
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
+                return ImageHeader(height, width, image.mode) if turned else ImageHeader(width, height, image.mode)
+        except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        return list(pool.map(read, rels))
+
+
+def _header_problem(header: ImageHeader) -> str | None:
+    """The reason :func:`_read_image` would skip an image of this size, from its header."""
+    if header.width * header.height > MAX_IMAGE_PIXELS:
+        return f"image too large ({header.width}x{header.height} pixels, limit {MAX_IMAGE_PIXELS:,})"
+    if min(header.width, header.height) < MIN_IMAGE_SIDE:
+        return f"image too small ({header.width}x{header.height} pixels; at least {MIN_IMAGE_SIDE} a side)"
+    return None
+
+
+GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+"""Modes :func:`_to_standard_mode` turns into 8-bit grey; every other mode becomes RGB."""
+
+
+def _common_layout(headers: list[ImageHeader]) -> tuple[int, int, int] | None:
+    """``(height, width, channels)`` that :func:`_stack_images` gives these images, from their headers."""
+    if not headers:
+        return None
+    width, height = Counter((h.width, h.height) for h in headers).most_common(1)[0][0]
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    channels = 3 if any(h.mode not in GREY_MODES for h in headers) else 1
+    return max(1, round(height * scale)), max(1, round(width * scale)), channels
+
+
+class ImageFiles:
+    """Image files read when asked, as a read-only uint8 array (N, H, W, C) would be.
+
+    Every file is decoded as :func:`_read_image` decodes it (EXIF orientation, standard mode), converted to
+    ``mode`` and resized (bilinear) to ``size`` exactly as :func:`_stack_images` does, so its pixels equal the
+    in-memory array's. Indexing: an int gives (H, W, C); an int array or mask gives (n, H, W, C), decoded; a slice
+    gives another :class:`ImageFiles` (nothing decoded), and ``numpy.asarray`` decodes it. :meth:`batches` decodes
+    in ``DATA_WORKERS`` worker processes (a :class:`torch.utils.data.DataLoader`), for forward passes.
+
+    Raises :class:`DataError` naming the file when one cannot be decoded (its header was readable at load).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, root: str | Path, paths: np.ndarray, size: tuple[int, int], mode: str):
+        self.root, self.paths, self.size, self.mode = Path(root), np.asarray(paths), tuple(size), mode
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size[1], self.size[0], 3 if self.mode == "RGB" else 1)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({str(self.root)!r}, {len(self)} files, shape {self.shape})"
+
+    def take(self, index) -> ImageFiles:
+        """The files at ``index`` (int array, mask or slice), still unread."""
+        return ImageFiles(self.root, self.paths[index], self.size, self.mode)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(index)
+        if np.ndim(index) == 0:
+            return self.decode(int(index))
+        chosen = self.paths[np.asarray(index)]
+        return (
+            np.stack([self._decode_path(rel) for rel in chosen])
+            if len(chosen)
+            else np.zeros((0, *self.shape[1:]), np.uint8)
+        )
+
+    def __array__(self, dtype=None, copy=None):
+        pixels = self[np.arange(len(self))]
+        return pixels if dtype is None else pixels.astype(dtype)
+
+    def decode(self, index: int) -> np.ndarray:
+        """Sample ``index`` as (H, W, C) uint8."""
+        return self._decode_path(self.paths[index])
+
+    def _decode_path(self, rel: str) -> np.ndarray:
+        image, problem = _read_image(self.root / rel)
+        if problem:
+            raise DataError(
+                f"{rel!r} under {str(self.root)!r} cannot be decoded ({problem}), though its header was readable "
+                "when the data were listed. Remove or replace the file, then scan again."
+            )
+        image = image.convert(self.mode)
+        if image.size != self.size:
+            image = image.resize(self.size, Image.Resampling.BILINEAR)
+        pixels = np.array(image, dtype=np.uint8)  # a writable copy, as torch expects
+        return pixels if pixels.ndim == 3 else pixels[..., None]
+
+    def batches(self, batch_size: int, *, workers: int | None = None):
+        """Yield (b, H, W, C) uint8 arrays of ``batch_size`` samples in order, decoded by worker processes."""
+        import torch.utils.data
+
+        workers = DATA_WORKERS if workers is None else workers
+        loader = torch.utils.data.DataLoader(
+            _DecodedFiles(self),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers if len(self) > batch_size else 0,
+        )
+        for batch in loader:
+            yield batch.numpy()
+
+    def digest(self) -> str:
+        """SHA-256 (16 hex) of the layout, the paths and every file's bytes, read a file at a time."""
+        import hashlib
+
+        sha = hashlib.sha256(fingerprint("image-files", list(self.size), self.mode, self.paths).encode())
+        for rel in self.paths:
+            with open(self.root / rel, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    sha.update(block)
+        return sha.hexdigest()[:16]
+
+
+class _DecodedFiles:
+    """``torch.utils.data.Dataset`` of one :class:`ImageFiles`: item ``i`` is its (H, W, C) uint8 tensor."""
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return torch.from_numpy(self.files.decode(index))
 
 
 def _stack_images(images: list[Image.Image]) -> np.ndarray:

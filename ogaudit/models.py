@@ -203,12 +203,12 @@ def _uint8_channel_stats(x: np.ndarray, channels: int) -> tuple[np.ndarray, np.n
     memory stays one block whatever N is.
     """
     if x.nbytes <= STATS_BLOCK_BYTES:
-        pixels = x.reshape(-1, channels).astype(np.float32) / 255.0
+        pixels = np.asarray(x).reshape(-1, channels).astype(np.float32) / 255.0
         return pixels.mean(axis=0), pixels.std(axis=0)
     step = max(1, STATS_BLOCK_BYTES // 8 // max(x[:1].nbytes, 1))
     total, squares, count = np.zeros(channels), np.zeros(channels), 0
     for start in range(0, len(x), step):
-        block = x[start : start + step].reshape(-1, channels).astype(np.float64)
+        block = np.asarray(x[start : start + step]).reshape(-1, channels).astype(np.float64)
         total += block.sum(axis=0)
         squares += np.square(block).sum(axis=0)
         count += len(block)
@@ -419,7 +419,7 @@ def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
         preprocess = Preprocess(0.0, 1.0, image=True, low=0.0, high=1.0)
     else:
         preprocess = Preprocess(0.0, 1.0, image=False)
-    probe = preprocess(torch.as_tensor(dataset.x[:2]))
+    probe = preprocess(torch.as_tensor(np.array(dataset.x[:2])))
     with torch.no_grad():
         try:
             expected = net(probe)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset
+from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
@@ -271,19 +271,24 @@ def _fit(
 def _as_tensor(inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(inputs, torch.Tensor):
         return inputs
-    return torch.from_numpy(np.asarray(inputs) if inputs.flags.writeable else np.array(inputs))
+    if isinstance(inputs, ImageFiles) or not inputs.flags.writeable:
+        return torch.from_numpy(np.array(inputs))
+    return torch.from_numpy(np.asarray(inputs))
 
 
 def _rows(inputs: np.ndarray | torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows ``index`` of ``inputs`` as a tensor; from an array (a memory map, say) only those rows are read."""
     if isinstance(inputs, torch.Tensor):
         return inputs[index]
-    return torch.from_numpy(np.ascontiguousarray(inputs[index.numpy()]))
+    return torch.from_numpy(np.ascontiguousarray(inputs[index.numpy()]))  # ImageFiles: those files decoded
 
 
 def batch_tensor(x: np.ndarray, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of ``x`` (an array or a read-only memory map) as a writable tensor."""
+    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.ImageFiles`) as a
+    writable tensor."""
     part = x[start:stop]
+    if isinstance(part, ImageFiles):
+        return torch.from_numpy(np.asarray(part))
     return torch.from_numpy(np.array(part) if not part.flags.writeable else np.ascontiguousarray(part))
 
 
@@ -304,13 +309,23 @@ def batched_features(
     cancel: threading.Event | None = None,
     stage: str = "features",
 ) -> np.ndarray:
-    """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode; ``x`` is read batch by batch."""
+    """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode.
+
+    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.ImageFiles` decoded by
+    ``DataLoader`` worker processes while the model runs.
+    """
     model.eval()
-    chunks = []
-    for start in range(0, len(x), batch_size):
+    if isinstance(x, ImageFiles):
+        batches = (torch.from_numpy(batch) for batch in x.batches(batch_size))
+    else:
+        batches = (batch_tensor(x, start, start + batch_size) for start in range(0, len(x), batch_size))
+    chunks, done = [], 0
+    check_cancel(cancel)
+    for batch in batches:
+        chunks.append(model.features(batch).float().numpy())
+        done += len(batch)
+        report(progress, stage, done / len(x), "forward pass")
         check_cancel(cancel)
-        chunks.append(model.features(batch_tensor(x, start, start + batch_size)).float().numpy())
-        report(progress, stage, min(start + batch_size, len(x)) / len(x), "forward pass")
     return np.concatenate(chunks)
 
 

@@ -191,3 +191,52 @@ def test_a_frozen_backbone_runs_once_per_audit_and_not_again_for_another_head(tm
     with torch.no_grad():  # the cached features are the backbone's own
         direct = model.features(torch.as_tensor(photos.x[:5])).numpy()
     np.testing.assert_allclose(first.evidence.features[:5, :-1], direct, rtol=1e-4, atol=1e-5)
+
+
+def photo_folder(root, digits):
+    """60 digit images as PNG files in class folders, one EXIF-rotated JPEG, and one file that is no image."""
+    from PIL import Image
+
+    for i in range(60):
+        (root / str(digits.y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits.x[i, ..., 0]).save(root / str(digits.y[i]) / f"{i:03d}.png")
+    turned = Image.fromarray(np.tile(np.arange(10, dtype=np.uint8) * 25, (8, 1)))  # 10 wide, 8 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: 8 wide, 10 high
+    turned.convert("RGB").save(root / "3" / "turned.jpg", exif=exif.tobytes())
+    (root / "4" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_image_files_are_streamed_and_give_the_in_memory_pixels_and_scores(tmp_path, digits, monkeypatch):
+    import ogaudit.data
+    from ogaudit.data import ImageFiles
+
+    root = photo_folder(tmp_path / "photos", digits)
+    in_memory = load_dataset(root)
+    monkeypatch.setattr(ogaudit.data, "STREAM_ABOVE_BYTES", 0)
+    streamed = load_dataset(root)
+    assert isinstance(streamed.x, ImageFiles) and not isinstance(in_memory.x, ImageFiles)
+    assert streamed.x.shape == in_memory.x.shape == (61, 8, 8, 3)
+    np.testing.assert_array_equal(np.asarray(streamed.x), in_memory.x)
+    np.testing.assert_array_equal(np.concatenate(list(streamed.x.batches(16, workers=2))), in_memory.x)
+    np.testing.assert_array_equal(streamed.image(7), in_memory.image(7))
+    np.testing.assert_array_equal(np.asarray(streamed.subset(np.arange(5, 9)).x), in_memory.x[5:9])
+    assert [s.path for s in streamed.skipped] == [s.path for s in in_memory.skipped] == ["4/broken.png"]
+    assert streamed.fingerprint() == load_dataset(root).fingerprint()
+    settings = AuditSettings(model="cnn", epochs=2, map_method="pca", noise_rate=0.1)
+    a = audit(streamed, settings, cache_dir=tmp_path / "cache-a")
+    b = audit(in_memory, settings, cache_dir=tmp_path / "cache-b")
+    np.testing.assert_allclose(a.scores["score"], b.scores["score"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path, digits, monkeypatch):
+    import ogaudit.data
+
+    root = photo_folder(tmp_path / "photos", digits)
+    monkeypatch.setattr(ogaudit.data, "STREAM_ABOVE_BYTES", 0)
+    streamed = load_dataset(root)
+    first = root / streamed.x.paths[0]
+    first.write_bytes(first.read_bytes()[:40])  # truncated after it was listed
+    with pytest.raises(DataError, match=f"{streamed.x.paths[0]}.*cannot be decoded"):
+        np.asarray(streamed.x)
