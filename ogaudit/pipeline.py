@@ -229,11 +229,14 @@ def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, not
     return _stored_rows(entry, len(dataset), {"features": None}, compute, progress, cancel, notice, stage)["features"]
 
 
-def _stored_rows(entry, n: int, widths: dict, compute, progress, cancel, notice, stage: str) -> dict[str, np.ndarray]:
+def _stored_rows(
+    entry, n: int, widths: dict, compute, progress, cancel, notice, stage: str, *, ones: bool = False
+) -> dict[str, np.ndarray]:
     """Fields of a :class:`~ogaudit.store.SampleStore` in ``entry``: read when complete, else filled chunk by chunk
     in the entry's work folder (resuming what an interrupted run left) and committed.
 
-    ``widths`` maps each field to its row width, or None to take it from the first chunk computed.
+    ``widths`` maps each field to its row width, or None to take it from the first chunk computed. With ``ones``,
+    ``features`` is read with a trailing column of ones (``h̃``, the bias input) without a second copy.
     """
     from ogaudit.store import SampleStore
 
@@ -241,9 +244,19 @@ def _stored_rows(entry, n: int, widths: dict, compute, progress, cancel, notice,
         saved = json.loads((folder / "store.json").read_text(encoding="utf-8"))
         return {name: (tuple(spec["shape"]), spec["dtype"]) for name, spec in saved["fields"].items()}
 
+    def read_all(store) -> dict[str, np.ndarray]:
+        result = {}
+        for name in widths:
+            if ones and name == "features":
+                (width,) = store.fields[name][0]
+                result[name] = np.ones((n, width + 1), dtype=np.float32)
+                store.read(name, out=result[name][:, :width])
+            else:
+                result[name] = store.read(name, "float32")
+        return result
+
     def read(folder: Path) -> dict[str, np.ndarray]:
-        store = SampleStore(folder, n, layout(folder), chunk_rows=EVIDENCE_CHUNK_ROWS)
-        return {name: store.read(name, "float32") for name in widths}
+        return read_all(SampleStore(folder, n, layout(folder), chunk_rows=EVIDENCE_CHUNK_ROWS))
 
     cached = entry.load(read, notice=notice)
     if cached is not None:
@@ -261,7 +274,7 @@ def _stored_rows(entry, n: int, widths: dict, compute, progress, cancel, notice,
     if first is not None and not store.done[0]:
         store.write(0, **first)
     store.fill(compute, progress=progress, cancel=cancel, stage=stage)
-    result = {name: store.read(name, "float32") for name in widths}
+    result = read_all(store)
     entry.commit()
     return result
 
@@ -283,13 +296,11 @@ def _head_evidence(
         probs = torch.softmax(logits.float(), dim=1).numpy()
         return {"features": rows, "probs": probs}
 
-    stored = _stored_rows(
-        entry, len(dataset), {"features": None, "probs": None}, compute, progress, cancel, notice, "gradients"
-    )
+    fields = {"features": None, "probs": None}
+    stored = _stored_rows(entry, len(dataset), fields, compute, progress, cancel, notice, "gradients", ones=True)
     if stored["probs"].shape != (len(dataset), dataset.n_classes):
         raise OgauditError(f"the cached probabilities {stored['probs'].shape} do not fit the data")
-    ones = np.ones((len(dataset), 1), dtype=np.float32)
-    return HeadEvidence(np.hstack([stored["features"], ones]), stored["probs"], dataset.y.copy())
+    return HeadEvidence(stored["features"], stored["probs"], dataset.y.copy())
 
 
 def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice):

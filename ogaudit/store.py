@@ -137,9 +137,10 @@ class SampleStore:
         self.done[chunk] = True
         self._save_done(self.done)
 
-    def read(self, name: str, dtype: str | None = None) -> np.ndarray:
+    def read(self, name: str, dtype: str | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
         """All rows of field ``name``, ``(N, *shape)``, as ``dtype`` (default the stored one).
 
+        ``out``: an array (N, *shape) to read into (e.g. a view of a larger array), returned.
         Raises ``ValueError`` when chunks are missing (fill the store first) or a shard does not fit the layout.
         """
         shape, stored = self.fields[name]
@@ -147,7 +148,10 @@ class SampleStore:
             raise ValueError(
                 f"the store {str(self.folder)!r} misses {len(self.missing())} chunk(s) of {self.n_chunks}."
             )
-        out = np.empty((self.n_rows, *shape), dtype=dtype or stored)
+        if out is None:
+            out = np.empty((self.n_rows, *shape), dtype=dtype or stored)
+        elif out.shape != (self.n_rows, *shape):
+            raise ValueError(f"out must be {(self.n_rows, *shape)}; got {out.shape}.")
         for chunk in range(self.n_chunks):
             start, stop = self.bounds(chunk)
             part = np.load(self._shard(name, chunk), mmap_mode="r", allow_pickle=False)

@@ -240,3 +240,33 @@ def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path,
     first.write_bytes(first.read_bytes()[:40])  # truncated after it was listed
     with pytest.raises(DataError, match=f"{streamed.x.paths[0]}.*cannot be decoded"):
         np.asarray(streamed.x)
+
+
+def test_a_cancelled_forward_pass_resumes_from_its_written_chunks(tmp_path, digits, monkeypatch):
+    import threading
+
+    import ogaudit.pipeline as pipeline
+    from ogaudit.errors import Cancelled
+
+    monkeypatch.setattr(pipeline, "EVIDENCE_CHUNK_ROWS", 64)
+    data = digits.subset(np.arange(300))
+    cancel, seen = threading.Event(), []
+    forward = pipeline.batched_features
+
+    def counted(model, x, **kwargs):
+        seen.append(len(x))
+        if len(seen) == 2:
+            cancel.set()  # Cancel pressed while the second chunk is computed: it is finished, the third is not
+        return forward(model, x, **kwargs)
+
+    monkeypatch.setattr(pipeline, "batched_features", counted)
+    settings = AuditSettings(epochs=1, map_method="pca")
+    with pytest.raises(Cancelled):
+        audit(data, settings, cache_dir=tmp_path / "cache", cancel=cancel)
+    assert seen == [64, 64]
+    seen.clear()
+    resumed = audit(data, settings, cache_dir=tmp_path / "cache")
+    assert seen == [64, 64, 44] and resumed.record["model"]["cached"] is True
+    fresh = audit(data, settings, cache_dir=tmp_path / "fresh")
+    np.testing.assert_array_equal(resumed.evidence.features, fresh.evidence.features)
+    np.testing.assert_array_equal(resumed.scores["score"], fresh.scores["score"])
