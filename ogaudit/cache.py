@@ -1,4 +1,5 @@
-"""The artifact cache: trained models, head evidence, projected layer gradients and maps, keyed by their inputs.
+"""The artifact cache: trained models, frozen-backbone features, head evidence, projected layer gradients and maps,
+keyed by their inputs.
 
 One scheme for every kind of artifact (kronfluence keeps each stage's arguments beside its artifact the same way).
 An entry is a folder ``CACHE/v1/<kind>/<key>/`` holding the artifact's files and ``entry.json``: the cache format,
@@ -12,7 +13,7 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
   reader; a missing, damaged or mismatched entry is removed and reported through ``notice`` (then recomputed by
   the caller), never raised as a traceback.
 * **Resumable work in place.** A stage that writes incrementally (the layer-gradient memory map with its done
-  mask) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
+  mask, the :class:`~ogaudit.store.SampleStore` shards of features and probabilities) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
   marks it complete.
 
 ``$OGAUDIT_CACHE`` (default ``~/.cache/ogaudit``) is the root; :func:`default_cache_dir` reads it.
@@ -35,7 +36,7 @@ from ogaudit.storage import ensure_writable_dir, read_json, write_json
 
 CACHE_FORMAT = 1
 ENTRY_FILE = "entry.json"
-KINDS = ("model", "evidence", "layer-gradients", "map")
+KINDS = ("model", "features", "evidence", "layer-gradients", "map")
 LEGACY_FILES = re.compile(
     r"(models/[0-9a-f]{16}(\.trajectory\.npy|\.pt)|evidence/[0-9a-f]{16}\.npz|maps/[0-9a-f]{16}\.npy"
     r"|layer-gradients/[0-9a-f]{16}(\.done\.npy|\.npy|\.json))"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import warnings
@@ -30,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ogaudit.csvtext import read_csv_table
 from ogaudit.errors import DataError
-from ogaudit.limits import check_image_files, check_npz
+from ogaudit.limits import ImageHeader, check_budget, check_npz, image_memory_estimate
 from ogaudit.storage import fingerprint
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
@@ -152,12 +153,14 @@ class Dataset:
     Attributes
     ----------
     x : ndarray, the model's input: (N, H, W, C) images, C = 1 or 3, ``uint8`` (files, 8-bit arrays) or
-        ``float32`` (any other array, values as given); or (N, F) float32 feature vectors.
+        ``float32`` (any other array, values as given); or (N, F) float32 feature vectors. May be a read-only
+        memory map (a ``.npy`` folder) or, for image files too large to hold, an :class:`ImageFiles` that
+        decodes files when indexed; stages read it a batch at a time.
     y : ndarray, (N,) int64 given labels, indices into ``class_names``.
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
     class_names : list of str: the classes present in the labels, or the given ``class_names``.
-    kind : "builtin", "imagefolder", "csv" or "npz".
+    kind : "builtin", "imagefolder", "csv", "npz" or "npy" (a folder of ``.npy`` arrays, ``x`` memory-mapped).
     source : the built-in name or the absolute, resolved path that was loaded.
     paths : ndarray (N,) of str file paths relative to ``root`` for file datasets, else None.
     root : the directory the paths are relative to, for file datasets.
@@ -184,6 +187,7 @@ class Dataset:
     origin: SourceArrays | None = None
     rows: np.ndarray | None = None
     value_range: np.ndarray | None = None
+    _x_digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -197,15 +201,27 @@ class Dataset:
         return len(self.class_names)
 
     def fingerprint(self) -> str:
-        """Hash of the samples, given labels, ids and class names: what a trained model depends on."""
-        return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
+        """Hash of the samples, given labels, ids and class names: what a trained model depends on.
+
+        In-memory samples are hashed with the rest every time. Read-only samples (a memory-mapped ``x.npy``,
+        :func:`load_npy_folder`) are hashed once per :class:`Dataset` (every byte, streamed by blocks of rows,
+        see :func:`~ogaudit.storage.fingerprint`), :class:`ImageFiles` by their paths, layout and every file's
+        bytes (:meth:`ImageFiles.digest`), and that digest stands for them: a full streamed hash, not a sample of
+        blocks or a modification time, because a changed value must change the fingerprint (decisions are tied to
+        it) and hashing a gigabyte takes only seconds, once per load.
+        """
+        if isinstance(self.x, np.ndarray) and self.x.flags.writeable:
+            return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
+        if self._x_digest is None:
+            self._x_digest = self.x.digest() if isinstance(self.x, ImageFiles) else fingerprint(self.x)
+        return fingerprint("read-only x", self._x_digest, self.y, self.sample_ids, list(self.class_names))
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The samples at ``index`` (an integer array or boolean mask), everything else carried along."""
         index = np.asarray(index)
         return replace(
             self,
-            x=self.x[index],
+            x=self.x.take(index) if isinstance(self.x, ImageFiles) else self.x[index],
             y=self.y[index],
             sample_ids=self.sample_ids[index],
             paths=None if self.paths is None else self.paths[index],
@@ -252,8 +268,10 @@ def load_dataset(
     Parameters
     ----------
     spec : one of ``BUILTINS``, a directory with one sub-folder per class, a ``.csv`` manifest with
-        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), or an ``.npz`` with
-        ``x``, ``y`` and optional ``ids`` and ``class_names``.
+        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), an ``.npz`` with
+        ``x``, ``y`` and optional ``ids`` and ``class_names`` (small data), or a folder with ``x.npy`` and
+        ``y.npy`` (and optional ``ids.npy``, ``class_names.npy``/``.txt``/``.json``), ``x`` memory-mapped
+        (:func:`load_npy_folder`, data of any size).
     limit : keep a stratified random subset of this many samples (for quick looks at large data); classes of
         at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole.
     seed : seeds the subset.
@@ -275,7 +293,9 @@ def load_dataset(
                 "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
             )
         path = path.resolve()
-        if path.is_dir():
+        if path.is_dir() and (path / "x.npy").exists():
+            dataset = load_npy_folder(path, fold_label_case=fold_label_case)
+        elif path.is_dir():
             dataset = load_image_folder(path, fold_label_case=fold_label_case)
         elif path.suffix.lower() == ".csv":
             dataset = load_csv_manifest(path, fold_label_case=fold_label_case)
@@ -668,16 +688,32 @@ def _dataset_from_files(
             usable.append((rel, label))
     where = f"the images of {str(source or root)!r}"
     rels = [rel for rel, _ in usable]
-    check_image_files(root, rels, what=where, max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        decoded = list(pool.map(lambda item: _read_image(root / item[0]), usable))
-    images, kept = [], []
-    for (rel, label), (image, problem) in zip(usable, decoded, strict=True):
-        if problem:
-            skipped.append(SkippedInput(rel, problem))
-        else:
-            images.append(image)
-            kept.append((rel, label))
+    headers = _image_headers(root, rels)
+    layout = _common_layout([h for h in headers if h is not None and _header_problem(h) is None])
+    streamed = layout is not None and len(rels) * layout[0] * layout[1] * layout[2] > STREAM_ABOVE_BYTES
+    if streamed:
+        images, kept = [], []
+        for (rel, label), header in zip(usable, headers, strict=True):
+            problem = "not a readable image" if header is None else _header_problem(header)
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(rel)
+                kept.append((rel, label))
+    else:
+        estimate, detail = image_memory_estimate(
+            [h for h in headers if h is not None], max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE
+        )
+        check_budget(estimate, what=where, detail=detail)
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+            decoded = list(pool.map(lambda item: _read_image(root / item[0]), usable))
+        images, kept = [], []
+        for (rel, label), (image, problem) in zip(usable, decoded, strict=True):
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(image)
+                kept.append((rel, label))
     if not images:
         raise DataError(
             f"No usable image in {str(source or root)!r} ({len(skipped)} skipped). {_skipped_summary(skipped, root)}"
@@ -694,7 +730,16 @@ def _dataset_from_files(
         )
     if skipped:
         notes.append(f"{len(skipped)} input(s) skipped. {_skipped_summary(skipped, root)}")
-    x = _stack_images(images)
+    if streamed:
+        height, width, channels = layout
+        x = ImageFiles(root, np.array(images), (width, height), "RGB" if channels == 3 else "L")
+        notes.append(
+            f"{len(images):,} images are read from their files batch by batch ({width}x{height}, "
+            f"{'RGB' if channels == 3 else 'grey'}), not held in memory; a file that cannot be decoded then stops "
+            "the scan with its name."
+        )
+    else:
+        x = _stack_images(images)
     class_index = {name: i for i, name in enumerate(class_names)}
     y = np.array([class_index[mapping[label]] for _, label in kept], dtype=np.int64)
     paths = np.array([rel for rel, _ in kept])
@@ -810,6 +855,163 @@ def _to_standard_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+STREAM_ABOVE_BYTES = 256 * 1024**2
+"""Image files whose stacked pixels would take more than this are read batch by batch from the files
+(:class:`ImageFiles`) instead of decoded into one array; below, they are decoded at load (a damaged file is then
+skipped with its reason at once)."""
+DATA_WORKERS = min(4, os.cpu_count() or 1)
+"""Worker processes that decode image files for a forward pass (``torch.utils.data.DataLoader``)."""
+
+
+def _image_headers(root: Path, rels: list[str]) -> list[ImageHeader | None]:
+    """Each file's size as shown (EXIF orientation applied) and mode, from its header; None when unreadable."""
+
+    def read(rel: str) -> ImageHeader | None:
+        try:
+            with Image.open(root / rel) as image:
+                width, height = image.size
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
+                return ImageHeader(height, width, image.mode) if turned else ImageHeader(width, height, image.mode)
+        except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        return list(pool.map(read, rels))
+
+
+def _header_problem(header: ImageHeader) -> str | None:
+    """The reason :func:`_read_image` would skip an image of this size, from its header."""
+    if header.width * header.height > MAX_IMAGE_PIXELS:
+        return f"image too large ({header.width}x{header.height} pixels, limit {MAX_IMAGE_PIXELS:,})"
+    if min(header.width, header.height) < MIN_IMAGE_SIDE:
+        return f"image too small ({header.width}x{header.height} pixels; at least {MIN_IMAGE_SIDE} a side)"
+    return None
+
+
+GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+"""Modes :func:`_to_standard_mode` turns into 8-bit grey; every other mode becomes RGB."""
+
+
+def _common_layout(headers: list[ImageHeader]) -> tuple[int, int, int] | None:
+    """``(height, width, channels)`` that :func:`_stack_images` gives these images, from their headers."""
+    if not headers:
+        return None
+    width, height = Counter((h.width, h.height) for h in headers).most_common(1)[0][0]
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    channels = 3 if any(h.mode not in GREY_MODES for h in headers) else 1
+    return max(1, round(height * scale)), max(1, round(width * scale)), channels
+
+
+class ImageFiles:
+    """Image files read when asked, as a read-only uint8 array (N, H, W, C) would be.
+
+    Every file is decoded as :func:`_read_image` decodes it (EXIF orientation, standard mode), converted to
+    ``mode`` and resized (bilinear) to ``size`` exactly as :func:`_stack_images` does, so its pixels equal the
+    in-memory array's. Indexing: an int gives (H, W, C); an int array or mask gives (n, H, W, C), decoded; a slice
+    gives another :class:`ImageFiles` (nothing decoded), and ``numpy.asarray`` decodes it. :meth:`batches` decodes
+    in ``DATA_WORKERS`` worker processes (a :class:`torch.utils.data.DataLoader`), for forward passes.
+
+    Raises :class:`DataError` naming the file when one cannot be decoded (its header was readable at load).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, root: str | Path, paths: np.ndarray, size: tuple[int, int], mode: str):
+        self.root, self.paths, self.size, self.mode = Path(root), np.asarray(paths), tuple(size), mode
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size[1], self.size[0], 3 if self.mode == "RGB" else 1)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({str(self.root)!r}, {len(self)} files, shape {self.shape})"
+
+    def take(self, index) -> ImageFiles:
+        """The files at ``index`` (int array, mask or slice), still unread."""
+        return ImageFiles(self.root, self.paths[index], self.size, self.mode)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(index)
+        if np.ndim(index) == 0:
+            return self.decode(int(index))
+        chosen = self.paths[np.asarray(index)]
+        return (
+            np.stack([self._decode_path(rel) for rel in chosen])
+            if len(chosen)
+            else np.zeros((0, *self.shape[1:]), np.uint8)
+        )
+
+    def __array__(self, dtype=None, copy=None):
+        pixels = self[np.arange(len(self))]
+        return pixels if dtype is None else pixels.astype(dtype)
+
+    def decode(self, index: int) -> np.ndarray:
+        """Sample ``index`` as (H, W, C) uint8."""
+        return self._decode_path(self.paths[index])
+
+    def _decode_path(self, rel: str) -> np.ndarray:
+        image, problem = _read_image(self.root / rel)
+        if problem:
+            raise DataError(
+                f"{rel!r} under {str(self.root)!r} cannot be decoded ({problem}), though its header was readable "
+                "when the data were listed. Remove or replace the file, then scan again."
+            )
+        image = image.convert(self.mode)
+        if image.size != self.size:
+            image = image.resize(self.size, Image.Resampling.BILINEAR)
+        pixels = np.array(image, dtype=np.uint8)  # a writable copy, as torch expects
+        return pixels if pixels.ndim == 3 else pixels[..., None]
+
+    def batches(self, batch_size: int, *, workers: int | None = None):
+        """Yield (b, H, W, C) uint8 arrays of ``batch_size`` samples in order, decoded by worker processes."""
+        import torch.utils.data
+
+        workers = DATA_WORKERS if workers is None else workers
+        loader = torch.utils.data.DataLoader(
+            _DecodedFiles(self),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers if len(self) > batch_size else 0,
+        )
+        for batch in loader:
+            yield batch.numpy()
+
+    def digest(self) -> str:
+        """SHA-256 (16 hex) of the layout, the paths and every file's bytes, read a file at a time."""
+        import hashlib
+
+        sha = hashlib.sha256(fingerprint("image-files", list(self.size), self.mode, self.paths).encode())
+        for rel in self.paths:
+            with open(self.root / rel, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    sha.update(block)
+        return sha.hexdigest()[:16]
+
+
+class _DecodedFiles:
+    """``torch.utils.data.Dataset`` of one :class:`ImageFiles`: item ``i`` is its (H, W, C) uint8 tensor."""
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return torch.from_numpy(self.files.decode(index))
+
+
 def _stack_images(images: list[Image.Image]) -> np.ndarray:
     """One array of a common size and mode: the most frequent size (sides capped at ``MAX_SIDE``)."""
     rgb = any(image.mode == "RGB" for image in images)
@@ -827,6 +1029,143 @@ def _stack_images(images: list[Image.Image]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- arrays
+
+NPY_FOLDER_ARRAYS = ("x", "y", "ids", "class_names")
+
+
+def load_npy_folder(folder: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A folder of ``.npy`` arrays: ``x.npy`` (N, ...) memory-mapped, never read whole; ``y.npy`` and optional
+    ``ids.npy`` and ``class_names`` (``class_names.npy``, ``.txt`` one name a line, or ``.json`` a list of
+    strings) read into memory. Shapes, dtypes and labels as for :func:`dataset_from_arrays`.
+
+    Every header is read and checked before any data: the format (``.npy`` 1.0/2.0/3.0, a header of at most
+    numpy's 10,000 bytes), a plain numeric or string dtype (object arrays would need unpickling, which can run
+    code: refused; ``allow_pickle=False`` throughout), C order for ``x``, the file's size equal to header plus
+    data (truncated or padded files are refused), one row per sample in each per-sample array, and the
+    arrays read into memory within the memory budget (:mod:`ogaudit.limits`). Files must be regular files inside
+    the folder (a symlink leading out is refused). ``x`` stays on disk: models read it one batch at a time, and
+    :meth:`Dataset.fingerprint` hashes it once by blocks.
+
+    Raises
+    ------
+    DataError : naming the file, what is wrong and the fix.
+    """
+    folder = Path(folder).resolve()
+    files = {name: _npy_member(folder, f"{name}.npy") for name in ("x", "y", "ids", "class_names")}
+    if files["y"] is None:
+        raise DataError(
+            f"{str(folder)!r} has x.npy but no y.npy. Save the labels beside it: numpy.save('y.npy', labels)."
+        )
+    headers = {name: _npy_folder_header(path) for name, path in files.items() if path is not None}
+    n = headers["x"][0][0] if headers["x"][0] else 0
+    if not headers["x"][0] or n == 0:
+        raise DataError(f"{str(files['x'])!r} has shape {headers['x'][0]}; x must be (N, ...) with N > 0 samples.")
+    if headers["x"][1]:
+        raise DataError(
+            f"{str(files['x'])!r} is stored in Fortran (column) order, which cannot be read a row at a time. "
+            "Save it in C order: numpy.save('x.npy', numpy.ascontiguousarray(x))."
+        )
+    for name in ("y", "ids"):
+        shape = headers.get(name, ((n,), False, None))[0]
+        if not shape or shape[0] != n:
+            raise DataError(
+                f"x.npy has {n} samples but {name}.npy has shape {shape}; give one {name[:-1] if name == 'ids' else 'label'} "
+                f"per sample ({n} rows)."
+            )
+    in_memory = [(name, shape, dtype) for name, (shape, _order, dtype) in headers.items() if name != "x"]
+    estimate = sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for _name, shape, dtype in in_memory)
+    check_budget(
+        estimate,
+        what=repr(str(folder)),
+        detail=", ".join(f"{name}.npy {shape} {dtype}" for name, shape, dtype in in_memory) + " read into memory",
+    )
+    try:
+        x = np.load(files["x"], mmap_mode="r", allow_pickle=False)
+        arrays = {name: np.load(path, allow_pickle=False) for name, path in files.items() if path and name != "x"}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"Cannot read the arrays in {str(folder)!r}: {error}. Save them with numpy.save.") from error
+    names = arrays.get("class_names")
+    if names is None:
+        names = _class_names_file(folder)
+    return dataset_from_arrays(
+        x,
+        arrays["y"],
+        ids=arrays.get("ids"),
+        class_names=names,
+        source=str(folder),
+        kind="npy",
+        fold_label_case=fold_label_case,
+    )
+
+
+def _npy_member(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it exists, refused unless it is a regular file inside ``folder``."""
+    path = folder / name
+    if not path.exists() and not path.is_symlink():
+        return None
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder) or not resolved.is_file():
+        raise DataError(
+            f"{str(path)!r} is not a regular file inside {str(folder)!r} (a symlink leading out, a folder or a "
+            "device): not read. Copy the array itself into the folder."
+        )
+    return resolved
+
+
+def _npy_folder_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of a ``.npy`` from its header, after checking that the file holds
+    exactly that many bytes and no Python objects."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown .npy version {version}")
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read(handle)  # numpy refuses headers over 10,000 bytes
+            offset = handle.tell()
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise DataError(
+            f"{str(path)!r} is not a readable .npy array ({error}). Save it with numpy.save (no pickled objects)."
+        ) from error
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufUS":
+        raise DataError(
+            f"{str(path)!r} holds dtype {dtype}: Python objects or records, which would need unpickling (which can "
+            "run code) and are refused. Save numbers (x, y) or strings (ids, class names): e.g. "
+            "numpy.save(path, array.astype(str)) for names."
+        )
+    expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"{str(path)!r} has {size:,} bytes but its header ({tuple(shape)} {dtype}) needs {expected:,}: the "
+            "file is truncated or has data after the array. Save it again with numpy.save."
+        )
+    return tuple(int(k) for k in shape), bool(fortran), dtype
+
+
+MAX_CLASS_NAMES_BYTES = 1 << 20
+
+
+def _class_names_file(folder: Path) -> list[str] | None:
+    """Class names from ``class_names.txt`` (one a line, blank lines ignored) or ``class_names.json`` (a list of
+    strings), or None."""
+    for name in ("class_names.txt", "class_names.json"):
+        path = _npy_member(folder, name)
+        if path is None:
+            continue
+        if path.stat().st_size > MAX_CLASS_NAMES_BYTES:
+            raise DataError(f"{str(path)!r} is over {MAX_CLASS_NAMES_BYTES:,} bytes; it should list class names.")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+            names = json.loads(text) if name.endswith(".json") else [line.strip() for line in text.splitlines()]
+        except (UnicodeDecodeError, ValueError) as error:
+            raise DataError(f"Cannot read {str(path)!r}: {error}. Write UTF-8 text.") from error
+        if name.endswith(".json") and not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+            raise DataError(f'{str(path)!r} must hold a JSON list of strings, e.g. ["cat", "dog"].')
+        return [v for v in names if v] if name.endswith(".txt") else names
+    return None
 
 
 def load_npz(path: Path, *, fold_label_case: bool = False) -> Dataset:
@@ -919,14 +1258,14 @@ def dataset_from_arrays(
         raise DataError(f"x must be numeric; got dtype {x.dtype}. Convert it with x.astype('float32').")
     if x.dtype.kind == "f":
         flat = x.reshape(n, -1)
-        bad = ~np.isfinite(flat).all(axis=1)
+        bad = _rows_where(flat, lambda block: ~np.isfinite(block).all(axis=1))
         if bad.any():
             raise DataError(
                 f"x has NaN or infinite values in {int(bad.sum())} sample(s), first at row "
                 f"{int(np.flatnonzero(bad)[0])}. Drop or impute those rows."
             )
         if x.dtype.itemsize > 4:
-            huge = np.abs(flat).max(axis=1) > np.finfo(np.float32).max
+            huge = _rows_where(flat, lambda block: np.abs(block).max(axis=1) > np.finfo(np.float32).max)
             if huge.any():
                 raise DataError(
                     f"x has values beyond the float32 range (±3.4e38) in {int(huge.sum())} sample(s), first at row "
@@ -966,6 +1305,16 @@ def dataset_from_arrays(
     check_labels(dataset)
     dataset.notes.extend(rare_class_notes(dataset))
     return dataset
+
+
+ROW_BLOCK_BYTES = 1 << 26
+"""Checks over every value of ``x`` run on blocks of rows of about this many bytes (memory maps stay on disk)."""
+
+
+def _rows_where(flat: np.ndarray, test) -> np.ndarray:
+    """(N,) bool: ``test(block)`` (a (rows, F) block → (rows,) bool) over ``flat`` (N, F) one block at a time."""
+    step = max(1, ROW_BLOCK_BYTES // max(flat[:1].nbytes, 1))
+    return np.concatenate([test(flat[start : start + step]) for start in range(0, len(flat), step)])
 
 
 def _encode_labels(

@@ -174,8 +174,7 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         channels = dataset.x.shape[3]
         low, high = input_range(dataset)
         if dataset.x.dtype == np.uint8:
-            pixels = dataset.x.reshape(-1, channels).astype(np.float32) / 255.0
-            mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+            mean, std = _uint8_channel_stats(dataset.x, channels)
         else:  # the same statistics of the [0, 1]-scaled values, without a scaled copy of the data
             span = np.where(np.asarray(high) > low, np.asarray(high) - low, 1.0)
             mean = (dataset.x.mean(axis=(0, 1, 2), dtype=np.float64) - low) / span
@@ -191,6 +190,31 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         body.requires_grad_(False)
         return AuditModel(preprocess, body, nn.Linear(1280, n_classes), kind=kind, trainable="head")
     raise ModelError(f"model {kind!r} is not one of {MODEL_KINDS[1:]}.")
+
+
+STATS_BLOCK_BYTES = 1 << 27
+"""Pixel statistics of larger uint8 images are summed a block of samples at a time (memory maps stay on disk)."""
+
+
+def _uint8_channel_stats(x: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per channel of uint8 images (N, H, W, C) scaled to [0, 1], (C,) float32 each.
+
+    Up to ``STATS_BLOCK_BYTES`` in one float32 pass (as before); beyond, float64 sums over blocks of samples, so
+    memory stays one block whatever N is.
+    """
+    if x.nbytes <= STATS_BLOCK_BYTES:
+        pixels = np.asarray(x).reshape(-1, channels).astype(np.float32) / 255.0
+        return pixels.mean(axis=0), pixels.std(axis=0)
+    step = max(1, STATS_BLOCK_BYTES // 8 // max(x[:1].nbytes, 1))
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(x), step):
+        block = np.asarray(x[start : start + step]).reshape(-1, channels).astype(np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return (mean / 255.0).astype(np.float32), (std / 255.0).astype(np.float32)
 
 
 def load_efficientnet_lite0() -> nn.Module:
@@ -400,7 +424,7 @@ def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
         preprocess = Preprocess(0.0, 1.0, image=True, low=0.0, high=1.0)
     else:
         preprocess = Preprocess(0.0, 1.0, image=False)
-    probe = preprocess(torch.as_tensor(dataset.x[:2]))
+    probe = preprocess(torch.as_tensor(np.array(dataset.x[:2])))
     with torch.no_grad():
         try:
             expected = net(probe)

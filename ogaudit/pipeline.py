@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,11 +29,11 @@ from ogaudit.errors import OgauditError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
 from ogaudit.models import AuditModel, build_model, choose_model, load_checkpoint
-from ogaudit.progress import ProgressCallback, report
+from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.project import Project, prepare_dataset
 from ogaudit.settings import MODEL_KINDS, AuditSettings
 from ogaudit.storage import fingerprint
-from ogaudit.training import batched_features, load_model_state, model_cache_key, save_model, train_model
+from ogaudit.training import batch_tensor, batched_features, load_model_state, model_cache_key, save_model, train_model
 
 __all__ = ["AuditResult", "AuditSettings", "STAGES", "audit", "default_cache_dir"]
 
@@ -100,7 +101,8 @@ def audit(
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
         model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code)
     with _stage("gradients", timings, progress):
-        head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice)
+        frozen = _frozen_features(model, dataset, cache, progress, cancel, notice, stage="gradients")
+        head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice, features=frozen)
         layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
     with _stage("detect", timings, progress):
         scores, label_evidence = _detect(head, layers, dataset, settings)
@@ -182,7 +184,8 @@ def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progre
         return model, {**info, "cached": True, "history": []}
     if damaged:  # a failed load may have touched some weights: start from the seeded initial ones again
         model = build_model(choice.kind, dataset, seed=settings.seed)
-    run = train_model(model, dataset, train, progress=progress, cancel=cancel)
+    features = _frozen_features(model, dataset, cache, progress, cancel, notice, stage="train")
+    run = train_model(model, dataset, train, progress=progress, cancel=cancel, features=features)
     entry.save(lambda folder: save_model(model, folder / "model.pt"))
     return model, {
         **info,
@@ -201,31 +204,103 @@ def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
         resolve_layers(model, settings.layers)
 
 
-def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice) -> HeadEvidence:
-    """Penultimate features and probabilities from one batched forward pass, cached by model and data."""
-    entry = cache.entry("evidence", fingerprint(model_key, dataset.fingerprint()), {"model": model_key})
+EVIDENCE_CHUNK_ROWS = 8192
+"""Rows per shard of the feature and evidence stores: progress and Cancel come at least once per shard."""
 
-    def read(folder: Path) -> HeadEvidence:
-        with np.load(folder / "evidence.npz") as saved:
-            evidence = HeadEvidence(saved["features"], saved["probs"], dataset.y.copy())
-        if evidence.features.shape[0] != len(dataset) or evidence.probs.shape != (len(dataset), dataset.n_classes):
-            raise ValueError(f"shapes {evidence.features.shape}, {evidence.probs.shape} do not fit the data")
-        return evidence
+
+def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, notice, *, stage: str):
+    """A frozen backbone's penultimate features (N, d) float32, extracted once per backbone and data.
+
+    Training the head, the head evidence (hence gradients and the map) all read them from this cache entry, so the
+    backbone's forward pass over the data runs once per audit (and not again for another head on the same data).
+    None for models whose body trains (their features change with training).
+    """
+    if getattr(model, "trainable", None) != "head":
+        return None
+    from ogaudit.gradients.layers import model_fingerprint
+
+    body = model_fingerprint(torch.nn.Sequential(model.preprocess, model.body))
+    key = fingerprint("features-v1", model.kind, body, dataset.fingerprint())
+    entry = cache.entry("features", key, {"model": model.kind, "data": dataset.fingerprint()})
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"features": batched_features(model, dataset.x[start:stop])}
+
+    return _stored_rows(entry, len(dataset), {"features": None}, compute, progress, cancel, notice, stage)["features"]
+
+
+def _stored_rows(
+    entry, n: int, widths: dict, compute, progress, cancel, notice, stage: str, *, ones: bool = False
+) -> dict[str, np.ndarray]:
+    """Fields of a :class:`~ogaudit.store.SampleStore` in ``entry``: read when complete, else filled chunk by chunk
+    in the entry's work folder (resuming what an interrupted run left) and committed.
+
+    ``widths`` maps each field to its row width, or None to take it from the first chunk computed. With ``ones``,
+    ``features`` is read with a trailing column of ones (``h̃``, the bias input) without a second copy.
+    """
+    from ogaudit.store import SampleStore
+
+    def layout(folder: Path) -> dict:
+        saved = json.loads((folder / "store.json").read_text(encoding="utf-8"))
+        return {name: (tuple(spec["shape"]), spec["dtype"]) for name, spec in saved["fields"].items()}
+
+    def read_all(store) -> dict[str, np.ndarray]:
+        result = {}
+        for name in widths:
+            if ones and name == "features":
+                (width,) = store.fields[name][0]
+                result[name] = np.ones((n, width + 1), dtype=np.float32)
+                store.read(name, out=result[name][:, :width])
+            else:
+                result[name] = store.read(name, "float32")
+        return result
+
+    def read(folder: Path) -> dict[str, np.ndarray]:
+        return read_all(SampleStore(folder, n, layout(folder), chunk_rows=EVIDENCE_CHUNK_ROWS))
 
     cached = entry.load(read, notice=notice)
     if cached is not None:
         return cached
-    features = batched_features(model, dataset.x, progress=progress, cancel=cancel, stage="gradients")
-    with torch.no_grad():
-        logits = model.head(torch.as_tensor(features)).numpy()
-    evidence = HeadEvidence.from_head(features, logits, dataset.y)
+    folder = entry.work_dir()
+    fields = None
+    with suppress(OSError, ValueError, KeyError):  # no store yet, or a damaged one: laid out anew
+        fields = layout(folder)
+    first = None
+    if fields is None or set(fields) != set(widths):
+        check_cancel(cancel)
+        first = compute(0, min(EVIDENCE_CHUNK_ROWS, n))  # its shapes give the layout; it is written as chunk 0
+        fields = {name: (tuple(first[name].shape[1:]), "float32") for name in widths}
+    store = SampleStore(folder, n, fields, chunk_rows=EVIDENCE_CHUNK_ROWS)
+    if first is not None and not store.done[0]:
+        store.write(0, **first)
+    store.fill(compute, progress=progress, cancel=cancel, stage=stage)
+    result = read_all(store)
+    entry.commit()
+    return result
 
-    def write(folder: Path) -> None:
-        with open(folder / "evidence.npz", "wb") as handle:
-            np.savez(handle, features=evidence.features, probs=evidence.probs)
 
-    entry.save(write)
-    return evidence
+def _head_evidence(
+    model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice, *, features: np.ndarray | None = None
+) -> HeadEvidence:
+    """Penultimate features and probabilities from one batched forward pass, cached by model and data.
+
+    Written chunk by chunk into a :class:`~ogaudit.store.SampleStore` (progress and Cancel per chunk; an
+    interrupted pass resumes). ``features``: a frozen backbone's features (N, d), reused instead of a forward pass.
+    """
+    entry = cache.entry("evidence", fingerprint("store-v1", model_key, dataset.fingerprint()), {"model": model_key})
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        rows = batched_features(model, dataset.x[start:stop]) if features is None else features[start:stop]
+        with torch.no_grad():
+            logits = model.head(torch.as_tensor(np.ascontiguousarray(rows, dtype=np.float32)))
+        probs = torch.softmax(logits.float(), dim=1).numpy()
+        return {"features": rows, "probs": probs}
+
+    fields = {"features": None, "probs": None}
+    stored = _stored_rows(entry, len(dataset), fields, compute, progress, cancel, notice, "gradients", ones=True)
+    if stored["probs"].shape != (len(dataset), dataset.n_classes):
+        raise OgauditError(f"the cached probabilities {stored['probs'].shape} do not fit the data")
+    return HeadEvidence(stored["features"], stored["probs"], dataset.y.copy())
 
 
 def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice):
@@ -242,7 +317,7 @@ def _layer_gradients(model, dataset, head, settings, model_key, cache, progress,
         # The engine's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
         return project_layer_gradients(
             model,
-            torch.as_tensor(dataset.x),
+            lambda start, stop: batch_tensor(dataset.x, start, stop),  # read chunk by chunk (memory maps too)
             torch.as_tensor(dataset.y),
             layer_settings,
             out_path=folder / "gradients.npy",

@@ -30,17 +30,30 @@ if TYPE_CHECKING:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+FINGERPRINT_CHUNK_BYTES = 1 << 26
+"""Arrays are hashed this many bytes at a time, so a memory-mapped array of any size is never copied whole."""
+
+
 def fingerprint(*parts: object) -> str:
-    """A short stable hash of arrays, strings and JSON-able settings, used as a cache key."""
+    """A short stable hash of arrays, strings and JSON-able settings, used as a cache key.
+
+    Every byte of an array is hashed (SHA-256), streamed in blocks of rows of about ``FINGERPRINT_CHUNK_BYTES``:
+    the digest is the same as hashing the array's bytes at once, so an array read into memory and the same array
+    memory-mapped from a ``.npy`` have one fingerprint, and any change to any value changes it.
+    """
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, np.ndarray):
-            array = np.ascontiguousarray(part)
+            array = part if part.flags.c_contiguous else np.ascontiguousarray(part)
             digest.update(f"{array.dtype.str}{array.shape}".encode())
             if array.dtype.kind in "OU":
                 digest.update("\x1f".join(map(str, array.ravel())).encode())
-            else:
+            elif array.ndim == 0 or array.nbytes <= FINGERPRINT_CHUNK_BYTES:
                 digest.update(array.tobytes())
+            else:
+                step = max(1, FINGERPRINT_CHUNK_BYTES // max(array[0].nbytes, 1))
+                for start in range(0, len(array), step):
+                    digest.update(memoryview(np.ascontiguousarray(array[start : start + step])).cast("B"))
         elif isinstance(part, bytes):
             digest.update(part)
         else:

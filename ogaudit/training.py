@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset
+from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint
 
-__all__ = ["TrainSettings", "TrainingRun", "auto_epochs", "batched_features", "train_model"]
+__all__ = ["TrainSettings", "TrainingRun", "auto_epochs", "batch_tensor", "batched_features", "train_model"]
 
 SAMPLE_PASSES = 150_000
 """Auto epochs aim at this many sample visits: ~15 epochs on 10k samples, more on small data, fewer on big."""
@@ -64,8 +64,14 @@ def train_model(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    features: np.ndarray | None = None,
 ) -> TrainingRun:
     """Train ``model`` in place on the given labels (AdamW, seeded shuffles).
+
+    Samples are read one batch at a time from ``dataset.x`` (which may be a memory map), so memory does not grow
+    with the pixels. A model with a frozen body (``trainable == "head"``) trains its head on the penultimate
+    features ``features`` (N, d) float32 when given (extracted once and cached by the caller), else on features
+    computed here.
 
     With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs
     are chosen on data: from the same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified
@@ -79,12 +85,17 @@ def train_model(
     torch.manual_seed(settings.seed)
     labels = torch.as_tensor(dataset.y)
     if model.trainable == "head":
-        inputs = torch.as_tensor(batched_features(model, dataset.x, progress=progress, cancel=cancel))
+        if features is None:
+            features = batched_features(model, dataset.x, progress=progress, cancel=cancel)
+        if len(features) != len(dataset):
+            raise ValueError(f"features has {len(features)} rows for {len(dataset)} samples.")
+        inputs = torch.as_tensor(np.asarray(features, dtype=np.float32))
         embed, parameters = nn.Identity(), model.head.parameters
     else:
-        inputs, embed, parameters = torch.as_tensor(dataset.x), model.features, model.parameters
+        inputs, embed, parameters = dataset.x, model.features, model.parameters  # read batch by batch
     epochs, holdout, notes = settings.resolved_epochs(len(dataset)), None, []
     if settings.epochs is None and len(dataset) <= HOLDOUT_MAX_SAMPLES:
+        inputs = _as_tensor(inputs)  # small data: the held-out folds index it freely
         epochs, holdout = _holdout_epochs(model, inputs, labels, embed, parameters, settings, epochs, progress, cancel)
         if holdout is not None:
             notes.append(
@@ -240,7 +251,7 @@ def _fit(
         for first in range(0, len(order), settings.batch_size):
             check_cancel(cancel)
             index = order[first : first + settings.batch_size]
-            features = embed(inputs[index])
+            features = embed(_rows(inputs, index))
             logits = model.head(features)
             loss = F.cross_entropy(logits, labels[index])
             optimizer.zero_grad(set_to_none=True)
@@ -255,6 +266,30 @@ def _fit(
         if after_epoch is not None:
             after_epoch()
     return history, trajectory
+
+
+def _as_tensor(inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(inputs, torch.Tensor):
+        return inputs
+    if isinstance(inputs, ImageFiles) or not inputs.flags.writeable:
+        return torch.from_numpy(np.array(inputs))
+    return torch.from_numpy(np.asarray(inputs))
+
+
+def _rows(inputs: np.ndarray | torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of ``inputs`` as a tensor; from an array (a memory map, say) only those rows are read."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[index]
+    return torch.from_numpy(np.ascontiguousarray(inputs[index.numpy()]))  # ImageFiles: those files decoded
+
+
+def batch_tensor(x: np.ndarray, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.ImageFiles`) as a
+    writable tensor."""
+    part = x[start:stop]
+    if isinstance(part, ImageFiles):
+        return torch.from_numpy(np.asarray(part))
+    return torch.from_numpy(np.array(part) if not part.flags.writeable else np.ascontiguousarray(part))
 
 
 def _gradient_factors(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -274,13 +309,23 @@ def batched_features(
     cancel: threading.Event | None = None,
     stage: str = "features",
 ) -> np.ndarray:
-    """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode."""
+    """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode.
+
+    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.ImageFiles` decoded by
+    ``DataLoader`` worker processes while the model runs.
+    """
     model.eval()
-    chunks = []
-    for start in range(0, len(x), batch_size):
+    if isinstance(x, ImageFiles):
+        batches = (torch.from_numpy(batch) for batch in x.batches(batch_size))
+    else:
+        batches = (batch_tensor(x, start, start + batch_size) for start in range(0, len(x), batch_size))
+    chunks, done = [], 0
+    check_cancel(cancel)
+    for batch in batches:
+        chunks.append(model.features(batch).float().numpy())
+        done += len(batch)
+        report(progress, stage, done / len(x), "forward pass")
         check_cancel(cancel)
-        chunks.append(model.features(torch.as_tensor(x[start : start + batch_size])).float().numpy())
-        report(progress, stage, min(start + batch_size, len(x)) / len(x), "forward pass")
     return np.concatenate(chunks)
 
 

@@ -84,7 +84,7 @@ def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_p
     assert first.record["notices"] == [] and first.record["model"]["cached"] is False
     [model_file] = (cache / "v1" / "model").glob("*/model.pt")
     model_file.write_bytes(b"not a model")
-    [evidence_file] = (cache / "v1" / "evidence").glob("*/evidence.npz")
+    [evidence_file] = (cache / "v1" / "evidence").glob("*/probs-00000.npy")
     evidence_file.write_bytes(b"")
     again = audit("digits", FAST, cache_dir=cache)
     assert again.record["model"]["cached"] is False

@@ -343,6 +343,8 @@ def export_split(
             written = _write_image_folder(cleaned, staging)
         elif dataset.kind == "csv":
             written = _write_manifest(cleaned, staging, name=Path(dataset.source).name)
+        elif dataset.kind == "npy":
+            written = _write_npy_folder(cleaned, staging / Path(dataset.source).name)
         else:
             name = Path(dataset.source).name if dataset.kind == "npz" else f"{dataset.source}.npz"
             written = _write_npz(cleaned, staging / name)
@@ -376,6 +378,26 @@ def _write_npz(dataset: Dataset, path: Path) -> str:
     else:
         np.savez(path, x=dataset.x, y=dataset.y, ids=dataset.sample_ids, class_names=np.array(dataset.class_names))
     return path.name
+
+
+NPY_EXPORT_BLOCK_ROWS = 4096
+
+
+def _write_npy_folder(dataset: Dataset, folder: Path) -> str:
+    """A folder of ``.npy`` arrays that :func:`~ogaudit.data.load_npy_folder` reads back: the user's own arrays
+    as :func:`_write_npz` writes them, ``x`` copied a block of rows at a time (it may be larger than memory)."""
+    folder.mkdir(parents=True)
+    origin, rows = dataset.origin, dataset.rows
+    others = replace(dataset, origin=replace(origin, arrays={k: v for k, v in origin.arrays.items() if k != "x"}))
+    for name, array in source_arrays_for(others).items():
+        np.save(folder / f"{name}.npy", array, allow_pickle=False)
+    x = origin.arrays["x"]
+    out = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=x.dtype, shape=(len(rows), *x.shape[1:]))
+    for start in range(0, len(rows), NPY_EXPORT_BLOCK_ROWS):
+        out[start : start + NPY_EXPORT_BLOCK_ROWS] = x[rows[start : start + NPY_EXPORT_BLOCK_ROWS]]
+    out.flush()
+    del out
+    return folder.name
 
 
 def _write_manifest(dataset: Dataset, staging: Path, *, name: str) -> str:

@@ -7,6 +7,7 @@ it. The job registry is the one shared mutable object, and it is thread-safe.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -87,8 +88,9 @@ NEAR_DUPLICATE_LIMIT = 20_000
 
 @st.cache_resource(max_entries=4, show_spinner="Looking for duplicates…")
 def _duplicates(path: str, fingerprint: str, _run: Run, _dataset: Dataset) -> pd.DataFrame:
-    near = pixel_directions(_dataset.x) if len(_dataset) <= NEAR_DUPLICATE_LIMIT else None
-    return find_duplicates(_run.table["sample_id"], _run.table["given_label"], x=_dataset.x, directions=near)
+    pixels = _dataset.x if isinstance(_dataset.x, np.ndarray) else None  # files read lazily: no pixel pass
+    near = pixel_directions(pixels) if pixels is not None and len(_dataset) <= NEAR_DUPLICATE_LIMIT else None
+    return find_duplicates(_run.table["sample_id"], _run.table["given_label"], x=pixels, directions=near)
 
 
 def duplicates(run: Run, dataset: Dataset | None) -> pd.DataFrame:
