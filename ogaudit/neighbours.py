@@ -128,7 +128,6 @@ def approximate_neighbours(
     index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
-    index.hnsw.level_generator.seed(int(seed))  # faiss's default draw is seeded too; this makes the seed ours
     build = span[0] + 0.5 * (span[1] - span[0])
     for start in range(0, n, INDEX_BATCH):
         check_cancel(cancel)
