@@ -3,7 +3,8 @@
 One score direction everywhere in ogaudit: **higher = more likely a detrimental (mislabelled) sample.**
 
 Every detector follows the scikit-learn estimator contract: ``__init__`` only stores keyword arguments,
-``fit(evidence)`` learns what it needs and returns ``self`` (learned state ends in ``_``), and
+``fit(evidence, *, progress=None, cancel=None)`` learns what it needs and returns ``self`` (learned state ends in
+``_``; ``progress(stage, fraction, message)`` is called and the ``cancel`` event checked between chunks), and
 ``outlier_scores(evidence, labels=None)`` scores every sample. ``labels`` replaces the given labels to score a
 *counterfactual* gradient ("what if this sample were class c?"), which is how labels are suggested.
 Evidence is any :class:`~ogaudit.gradients.GradientEvidence`: the last layer in closed form
@@ -17,11 +18,14 @@ the comparison with cleanlab and the other detectors that chose it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-import torch
 from sklearn.ensemble import IsolationForest
 
 from ogaudit.errors import SettingsError
+from ogaudit.neighbours import nearest_neighbours
+from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS, check_budget
 
 SCORE_CHUNK = 8192
@@ -35,7 +39,7 @@ class NormDetector:
     def __init__(self, *, order: int = 2):
         self.order = order
 
-    def fit(self, evidence) -> NormDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> NormDetector:
         if self.order not in (1, 2):
             raise SettingsError(f"order must be 1 or 2; got {self.order}.")
         return self
@@ -56,7 +60,7 @@ class IsolationForestDetector:
         self.n_estimators = n_estimators
         self.random_state = random_state
 
-    def fit(self, evidence) -> IsolationForestDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> IsolationForestDetector:
         rng = np.random.default_rng(self.random_state)
         groups = (
             {c: np.flatnonzero(evidence.labels == c) for c in range(evidence.n_classes)}
@@ -64,7 +68,9 @@ class IsolationForestDetector:
             else {None: np.arange(len(evidence.labels))}
         )
         self.forests_ = {}
-        for key, rows in groups.items():
+        for done, (key, rows) in enumerate(groups.items()):
+            check_cancel(cancel)
+            report(progress, "detect", done / len(groups), "fitting isolation forests")
             if len(rows) < 2:
                 continue
             if len(rows) > FIT_ROWS:
@@ -77,7 +83,7 @@ class IsolationForestDetector:
         labels_used = evidence.labels if labels is None else labels
         scores = np.empty(len(evidence.labels), dtype=np.float64)
         for start in range(0, len(scores), SCORE_CHUNK):
-            rows = slice(start, start + SCORE_CHUNK)
+            rows = slice(start, start + SCORE_CHUNK)  # callers check cancel between calls; a chunk takes < 1 s
             vectors = evidence.gradients(labels, index=rows)
             if not self.per_class:
                 scores[rows] = -self.forests_[None].score_samples(vectors)
@@ -95,7 +101,7 @@ class IsolationForestDetector:
 class LossDetector:
     """Baseline: the per-sample cross-entropy loss ``-log p(given label)``. Higher = more suspicious."""
 
-    def fit(self, evidence) -> LossDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> LossDetector:
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -106,7 +112,7 @@ class LossDetector:
 class SelfConfidenceDetector:
     """Baseline in the style of cleanlab's self-confidence: ``1 - p(given label)``. Higher = more suspicious."""
 
-    def fit(self, evidence) -> SelfConfidenceDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> SelfConfidenceDetector:
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -142,7 +148,7 @@ class CounterfactualRatioDetector:
     mislabelled sample from a merely ambiguous one under class-pair noise.
     """
 
-    def fit(self, evidence) -> CounterfactualRatioDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> CounterfactualRatioDetector:
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -155,29 +161,33 @@ class NeighbourDetector:
 
     Neighbours are by cosine between gradient directions: for last-layer evidence, the feature factor ``h̃`` of
     the gradient ``(p − e_y) ⊗ h̃`` (label-free, so one neighbour search serves every counterfactual label); for
-    projected gradients, the rows themselves. ``fit`` finds the neighbours of the evidence it is given;
-    ``outlier_scores`` must then be called with that same evidence.
+    projected gradients, the rows themselves. ``fit`` finds the neighbours of the evidence it is given
+    (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
+    :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above); ``outlier_scores`` must
+    then be called with that same evidence. ``chunk``: query rows per product of the exact search.
     """
 
     def __init__(self, *, k: int = 20, chunk: int = 1024):
         self.k = k
         self.chunk = chunk
 
-    def fit(self, evidence) -> NeighbourDetector:
+    def fit(
+        self,
+        evidence,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> NeighbourDetector:
         if self.k < 1:
             raise SettingsError(f"k must be at least 1; got {self.k}.")
         directions = evidence.directions()
-        n = len(directions)
-        k = min(self.k, n - 1)
-        self.neighbours_ = np.zeros((n, max(k, 0)), dtype=np.int64)
         self.labels_ = np.asarray(evidence.labels).copy()
-        if k < 1:
+        if len(directions) < 2:
+            self.neighbours_ = np.zeros((len(directions), 0), dtype=np.int64)
             return self
-        table = torch.from_numpy(directions)
-        for start in range(0, n, self.chunk):
-            block = table[start : start + self.chunk] @ table.T  # (b, N) cosines
-            block[torch.arange(len(block)), torch.arange(start, start + len(block))] = -torch.inf
-            self.neighbours_[start : start + len(block)] = torch.topk(block, k, dim=1, sorted=False).indices.numpy()
+        self.neighbours_, _ = nearest_neighbours(
+            directions, self.k, progress=progress, cancel=cancel, stage="detect", chunk=self.chunk
+        )
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -204,18 +214,18 @@ class ConsensusDetector:
     * ``loss`` = ``−log p(y)``, the cross-entropy this gradient is the gradient of (catches labels the model finds
       near impossible: symmetric noise, where the given label is usually unrelated to the image).
 
-    Everything comes from one training and one forward pass; the neighbour search costs an (N × N) product of
-    d-dimensional directions, done in chunks.
+    Everything comes from one training and one forward pass and one neighbour search
+    (:func:`~ogaudit.neighbours.nearest_neighbours`).
     """
 
     def __init__(self, *, k: int = 20, loss_weight: float = 1.0):
         self.k = k
         self.loss_weight = loss_weight
 
-    def fit(self, evidence) -> ConsensusDetector:
+    def fit(self, evidence, *, progress=None, cancel=None) -> ConsensusDetector:
         if self.loss_weight < 0:
             raise SettingsError(f"loss_weight must be ≥ 0; got {self.loss_weight}.")
-        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence)
+        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence, progress=progress, cancel=cancel)
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -241,14 +251,15 @@ class NeighbourPosteriorDetector:
     ``exp(−score)`` is a probability an annotator can read, and the suggested label (the label with the lowest
     counterfactual score) is ``argmax π``. ``p`` alone misses labels the model partly memorised; ``q`` alone
     misses samples whose neighbours share their wrong label; a flip must fool both to hide. One training, one
-    forward pass and one neighbour search (an (N × N) product of directions, in chunks).
+    forward pass and one neighbour search (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
+    :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above).
     """
 
     def __init__(self, *, k: int = 20):
         self.k = k
 
-    def fit(self, evidence) -> NeighbourPosteriorDetector:
-        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence)
+    def fit(self, evidence, *, progress=None, cancel=None) -> NeighbourPosteriorDetector:
+        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence, progress=progress, cancel=cancel)
         return self
 
     def posterior(self, evidence) -> np.ndarray:
@@ -293,10 +304,29 @@ def make_detector(name: str, *, seed: int = 0):
     return DETECTORS[name](seed)
 
 
-def counterfactual_scores(detector, evidence) -> np.ndarray:
-    """(N, C): each sample's outlier score if its label were each class in turn."""
-    columns = [detector.outlier_scores(evidence, np.full(len(evidence.labels), c)) for c in range(evidence.n_classes)]
-    return np.stack(columns, axis=1)
+def counterfactual_scores(
+    detector,
+    evidence,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
+) -> np.ndarray:
+    """(N, C): each sample's outlier score if its label were each class in turn.
+
+    ``progress("detect", fraction, message)`` is called with fractions inside ``span`` and ``cancel`` checked once
+    per class (:class:`~ogaudit.errors.Cancelled`). The posterior detector's columns all come from one ``π``.
+    """
+    n, n_classes = len(evidence.labels), evidence.n_classes
+    if isinstance(detector, NeighbourPosteriorDetector):
+        check_cancel(cancel)
+        return -np.log(np.clip(detector.posterior(evidence), 1e-12, None))
+    scores = np.empty((n, n_classes), dtype=np.float64)
+    for c in range(n_classes):
+        check_cancel(cancel)
+        report(progress, "detect", span[0] + (span[1] - span[0]) * c / n_classes, f"label evidence: class {c + 1}")
+        scores[:, c] = detector.outlier_scores(evidence, np.full(n, c))
+    return scores
 
 
 def flag_budget(scores: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:

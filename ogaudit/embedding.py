@@ -5,8 +5,10 @@ from which features) rather than collapsing every well-fitted sample onto the or
 from the magnitudes and outlyingness, are drawn on top.
 
 The map reads gradients through :meth:`~ogaudit.gradients.GradientEvidence.map_vectors`, which projects them to
-at most :data:`MAP_DIM` dimensions without forming the full per-sample gradients. Results are cached by the
-pipeline (:mod:`ogaudit.cache`), not here.
+at most :data:`MAP_DIM` dimensions without forming the full per-sample gradients. Above :data:`MAP_SAMPLE` samples,
+PCA and UMAP are fitted on a seeded random sample of that size and every other sample is placed with their
+``transform`` (UMAP's places a new point among its nearest fitted neighbours and refines it against the fixed layout),
+in chunks with progress and cancel checks. Results are cached by the pipeline (:mod:`ogaudit.cache`), not here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ if TYPE_CHECKING:
     from ogaudit.gradients import GradientEvidence
 
 PCA_DIMS = 50
+MAP_SAMPLE = 50_000
+"""Samples above which the map is fitted on a random sample of this size and the rest placed by ``transform``.
+A UMAP fit grows faster than linearly and cannot be cancelled midway (~1 min at 50k on 2 cores); its transform
+places the rest in chunks (docs/BENCHMARKS.md, "Neighbours at scale")."""
+TRANSFORM_CHUNK = 10_000
+"""Samples placed per ``transform`` call, between progress reports and cancel checks."""
 MAP_DIM = 512
 """Gradients are projected to at most this many dimensions before PCA (Johnson-Lindenstrauss: the cosines
 between samples move by about ``1/sqrt(MAP_DIM / C)``, unbiased)."""
@@ -43,6 +51,8 @@ def gradient_map(
     ``evidence`` is a :class:`~ogaudit.gradients.GradientEvidence` (its :meth:`map_vectors` at :data:`MAP_DIM`
     are laid out) or an (N, D) array of gradient vectors. ``method``: "umap" (PCA to 50 dimensions, then UMAP,
     McInnes et al. 2018), "pca" (the first two principal components) or "none" (all zeros).
+    Above :data:`MAP_SAMPLE` samples both are fitted on a sample drawn with ``seed`` and the rest transformed (the
+    sample keeps the positions of its own fit); at or below it, everything is fitted at once.
     Raises :class:`~ogaudit.errors.SettingsError` for an unknown method; :class:`~ogaudit.errors.Cancelled`.
     """
     if method not in MAP_METHODS:
@@ -54,7 +64,10 @@ def gradient_map(
     vectors = evidence if isinstance(evidence, np.ndarray) else evidence.map_vectors(MAP_DIM, seed=seed)
     check_cancel(cancel)
     report(progress, "map", 0.05, "reducing dimensions")
-    reduced = _pca(_normalise_rows(vectors), PCA_DIMS if method == "umap" else 2, seed)
+    dims = PCA_DIMS if method == "umap" else 2
+    if n > MAP_SAMPLE:
+        return _sampled_map(vectors, method, dims, seed, progress, cancel)
+    reduced = _pca(_normalise_rows(vectors), dims, seed)
     check_cancel(cancel)
     if method == "umap" and len(vectors) > 15:
         report(progress, "map", 0.2, "UMAP layout")
@@ -62,6 +75,43 @@ def gradient_map(
     else:
         coords = reduced[:, :2]
     coords = np.ascontiguousarray(coords, dtype=np.float32)
+    report(progress, "map", 1.0, "done")
+    return coords
+
+
+def map_sample(n: int, seed: int) -> np.ndarray:
+    """(min(n, MAP_SAMPLE),) sorted positions of the samples the map is fitted on (all of them up to MAP_SAMPLE)."""
+    if n <= MAP_SAMPLE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAP_SAMPLE, replace=False))
+
+
+def _sampled_map(vectors: np.ndarray, method: str, dims: int, seed: int, progress, cancel) -> np.ndarray:
+    """Fit PCA (and UMAP) on :func:`map_sample` and place the other rows with ``transform``, chunk by chunk."""
+    n = len(vectors)
+    sample = map_sample(n, seed)
+    rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
+    fitted = _normalise_rows(vectors[sample])
+    pca = None
+    if fitted.shape[1] > dims:
+        pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(fitted)
+        fitted = pca.transform(fitted)
+    check_cancel(cancel)
+    coords = np.empty((n, 2), dtype=np.float32)
+    reducer = None
+    if method == "umap":
+        report(progress, "map", 0.2, f"UMAP layout of a {len(sample):,}-sample fit")
+        reducer = _umap_reducer(len(sample), seed)
+        coords[sample] = reducer.fit_transform(fitted)
+    else:
+        coords[sample] = fitted[:, :2]
+    for start in range(0, len(rest), TRANSFORM_CHUNK):
+        check_cancel(cancel)
+        report(progress, "map", 0.6 + 0.4 * start / len(rest), f"placing the other samples: {start:,}/{len(rest):,}")
+        rows = rest[start : start + TRANSFORM_CHUNK]
+        part = _normalise_rows(vectors[rows])
+        part = pca.transform(part) if pca is not None else part
+        coords[rows] = reducer.transform(part) if reducer is not None else part[:, :2]
     report(progress, "map", 1.0, "done")
     return coords
 
@@ -80,13 +130,16 @@ def _pca(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
 
 
 def _umap(vectors: np.ndarray, seed: int, *, approximate: bool = False) -> np.ndarray:
+    return _umap_reducer(len(vectors), seed, approximate=approximate).fit_transform(vectors)
+
+
+def _umap_reducer(n: int, seed: int, *, approximate: bool = False):
     import umap
 
-    n_neighbors = min(15, len(vectors) - 1)
-    reducer = umap.UMAP(
+    n_neighbors = min(15, n - 1)
+    return umap.UMAP(
         n_neighbors=n_neighbors, min_dist=0.1, random_state=seed, n_jobs=1, force_approximation_algorithm=approximate
     )
-    return reducer.fit_transform(vectors)
 
 
 def start_umap_warm_up() -> threading.Thread:

@@ -105,7 +105,7 @@ def audit(
         head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice, features=frozen)
         layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
     with _stage("detect", timings, progress):
-        scores, label_evidence = _detect(head, layers, dataset, settings)
+        scores, label_evidence = _detect(head, layers, dataset, settings, progress=progress, cancel=cancel)
     with _stage("map", timings, progress):
         coords = _gradient_map(
             head if layers is None else layers, settings, model_info["key"], cache, progress, cancel, notice
@@ -335,8 +335,9 @@ def _layer_gradients(model, dataset, head, settings, model_key, cache, progress,
 
 def _gradient_map(evidence: GradientEvidence, settings, model_key, cache, progress, cancel, notice) -> np.ndarray:
     """The 2-D gradient map of ``evidence``, cached by model, layers and layout."""
-    from ogaudit.embedding import MAP_DIM
+    from ogaudit.embedding import MAP_DIM, MAP_SAMPLE
 
+    n = len(evidence.labels)
     map_settings = {
         "model": model_key,
         "layers": list(settings.layers),
@@ -345,8 +346,9 @@ def _gradient_map(evidence: GradientEvidence, settings, model_key, cache, progre
         "seed": settings.seed,
         "map_dim": MAP_DIM,
     }
+    if n > MAP_SAMPLE:  # fitted on a sample, the rest transformed: another sample size gives another map
+        map_settings["map_sample"] = MAP_SAMPLE
     entry = cache.entry("map", fingerprint(map_settings), map_settings)
-    n = len(evidence.labels)
 
     def read(folder: Path) -> np.ndarray:
         coords = np.load(folder / "map.npy")
@@ -367,16 +369,43 @@ def _gradient_map(evidence: GradientEvidence, settings, model_key, cache, progre
     return coords
 
 
-def _detect(head: HeadEvidence, layers: ProjectedEvidence | None, dataset: Dataset, settings: AuditSettings):
-    """Scores, ranks, flags and suggested labels as the per-sample table, and the (N, C) label evidence."""
+def _detect(
+    head: HeadEvidence,
+    layers: ProjectedEvidence | None,
+    dataset: Dataset,
+    settings: AuditSettings,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+):
+    """Scores, ranks, flags and suggested labels as the per-sample table, and the (N, C) label evidence.
+
+    Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
+    the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
+    """
     source: GradientEvidence = head if layers is None else layers
-    detector = make_detector(settings.detector, seed=settings.seed).fit(source)
+    fits = 1 if source.counterfactual else 2
+    fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
+
+    def scaled(start: float, end: float) -> ProgressCallback:
+        return lambda stage, fraction, message: report(progress, stage, start + (end - start) * fraction, message)
+
+    detector = make_detector(settings.detector, seed=settings.seed).fit(
+        source, progress=scaled(0.0, fit_share), cancel=cancel
+    )
+    check_cancel(cancel)
     score = detector.outlier_scores(source)
     # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
     head_detector = (
-        detector if source.counterfactual else make_detector(settings.detector, seed=settings.seed).fit(head)
+        detector
+        if source.counterfactual
+        else make_detector(settings.detector, seed=settings.seed).fit(
+            head, progress=scaled(fit_share, 2 * fit_share), cancel=cancel
+        )
     )
-    label_evidence = counterfactual_scores(head_detector, head)
+    label_evidence = counterfactual_scores(head_detector, head, progress=progress, cancel=cancel, span=(0.8, 0.95))
+    report(progress, "detect", 0.95, "flagging")
+    check_cancel(cancel)
     flagged, rank = flag_budget(score, settings.budget)
     names = np.asarray(dataset.class_names, dtype=object)
     predicted = head.probs.argmax(axis=1)

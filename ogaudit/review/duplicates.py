@@ -16,6 +16,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from ogaudit import neighbours as _neighbours
+
 COLUMNS = ["group", "kind", "sample_id", "given_label", "conflict", "size"]
 
 
@@ -28,9 +30,25 @@ def exact_groups(x: np.ndarray) -> np.ndarray:
     return _renumber(groups)
 
 
+NEAR_CANDIDATES = 10
+"""Nearest rows per row examined for near duplicates above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` rows: a
+group of more copies still joins up through chains of pairs."""
+
+
 def near_pairs(directions: np.ndarray, *, threshold: float = 0.999, chunk: int = 1024) -> np.ndarray:
-    """(P, 2) index pairs ``i < j`` whose unit rows have a cosine ≥ ``threshold`` (exact search, in chunks)."""
+    """(P, 2) index pairs ``i < j`` whose unit rows have a cosine ≥ ``threshold``.
+
+    Exact search in chunks of ``chunk`` rows up to :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` rows; above it, the
+    pairs among each row's :data:`NEAR_CANDIDATES` nearest rows from the approximate index
+    (:func:`~ogaudit.neighbours.nearest_neighbours`), sorted.
+    """
     directions = np.asarray(directions, dtype=np.float32)
+    if len(directions) > _neighbours.APPROXIMATE_ABOVE:
+        found, cosines = _neighbours.nearest_neighbours(directions, NEAR_CANDIDATES, approximate=True)
+        rows = np.repeat(np.arange(len(directions)), found.shape[1])
+        keep = (cosines.ravel() >= threshold) & (found.ravel() >= 0)
+        pairs = np.sort(np.column_stack([rows[keep], found.ravel()[keep]]), axis=1)
+        return np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
     pairs = []
     for start in range(0, len(directions), chunk):
         block = directions[start : start + chunk] @ directions.T  # (b, N)

@@ -14,7 +14,9 @@ Everything comes from the files a run already holds (``head_evidence.npz`` and `
   fits it and reports its expected calibration error on a held-out seed).
 
 The neighbour search costs one (b × N) product for b shown samples, so a page of cards costs milliseconds even at
-60k samples. Nothing here imports torch or streamlit.
+60k samples; the whole run's evidence (:meth:`RunEvidence.raw_wrong` of every sample) goes through
+:func:`~ogaudit.neighbours.nearest_neighbours` above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, as the
+detector does. Nothing here imports streamlit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ogaudit import neighbours as _neighbours
 from ogaudit.errors import DataError
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -197,9 +200,16 @@ class RunEvidence:
         fused = self.probs[rows] * (counts + 1.0)
         return fused / np.maximum(fused.sum(axis=1, keepdims=True), 1e-300)
 
-    def raw_wrong(self, rows: np.ndarray | None = None, *, chunk: int = 1024) -> np.ndarray:
-        """(b,) ``1 − π(given)`` for ``rows`` (all samples when None), searched in chunks."""
+    def raw_wrong(self, rows: np.ndarray | None = None, *, chunk: int = 1024, progress=None, cancel=None) -> np.ndarray:
+        """(b,) ``1 − π(given)`` for ``rows`` (all samples when None), searched exactly in chunks of ``chunk`` rows;
+        more than ``chunk`` rows of a run above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples use
+        :func:`~ogaudit.neighbours.nearest_neighbours` (``progress`` / ``cancel`` as there)."""
         rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.k and len(rows) > chunk and len(self.labels) > _neighbours.APPROXIMATE_ABOVE:
+            found, _ = _neighbours.nearest_neighbours(
+                self.directions, self.k, progress=progress, cancel=cancel, stage="evidence"
+            )
+            return 1.0 - self.posterior(rows, found[rows])[np.arange(len(rows)), self.labels[rows]]
         out = np.empty(len(rows))
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
