@@ -3,20 +3,25 @@
 The selection belongs to the page, not to one chart: changing "Colour by" draws another chart (another widget),
 whose empty selection would otherwise drop the samples the reviewer had boxed. An empty box or lasso (nothing
 inside) would leave every point greyed out, so the chart is redrawn fresh instead.
+
+A big run's map is a density image with only the most suspicious samples as markers (:mod:`ogaudit.mapdata`): its
+box or lasso is read by outline, every sample inside it selected on the server, whether drawn as a marker or not.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from ogaudit.data import Dataset
+from ogaudit.mapdata import MARKER_LIMIT, points_in_selection
 from ogaudit.project import Run
 from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state
 from ogaudit.ui.common import on_decide, pending_override, sample_caption, sample_image, show_flash
-from ogaudit.ui.figure import COLOUR_MODES
+from ogaudit.ui.figure import COLOUR_MODES, is_density_map
 from ogaudit.ui.selection import selected_ids
 from ogaudit.ui.text import md
 
@@ -41,11 +46,18 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     revision = st.session_state.get(_REVISION, 0)
     key = chart_key(run, colour, revision)
     event = st.session_state.get(key)
-    if _empty_area(event):
+    ids = event_ids(run, event)
+    if _empty_area(event, ids):
         st.session_state[_REVISION] = revision = revision + 1
         key = chart_key(run, colour, revision)
-        event = None
+        event, ids = None, []
         st.session_state[_SELECTION_FROM] = key
+    if is_density_map(len(run.table)):
+        shown = min(MARKER_LIMIT, len(run.flagged_ids))
+        st.caption(
+            f"{len(run.table):,} samples drawn as a density image (colour: the mean of each pixel's samples); the "
+            f"{shown:,} most suspicious flagged ones also as points. A box or lasso selects every sample inside it."
+        )
     st.plotly_chart(
         state.figure(run, colour, decisions),
         key=key,
@@ -53,7 +65,6 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
         selection_mode=("points", "box", "lasso"),
         config={"displaylogo": False, "scrollZoom": True},
     )
-    ids = selected_ids(event, run.position)
     if ids or st.session_state.get(_SELECTION_FROM) in (None, key) or event:
         st.session_state[SELECTION] = ids
         st.session_state[_SELECTION_FROM] = key
@@ -64,10 +75,25 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     return ids
 
 
-def _empty_area(event) -> bool:
+def event_ids(run: Run, event) -> list[str]:
+    """The sample ids a selection event selects: the points plotly reports (clicked, or inside a box or lasso);
+    on a density map also every sample inside the box or lasso outline, drawn as a marker or not."""
+    ids = selected_ids(event, run.position)
+    selection = (event or {}).get("selection") or {}
+    if not is_density_map(len(run.table)) or not (selection.get("box") or selection.get("lasso")):
+        return ids
+    try:
+        inside = points_in_selection(run.table["x"].to_numpy(), run.table["y"].to_numpy(), selection)
+    except ValueError:
+        return ids
+    ranked = np.flatnonzero(inside)
+    return list(dict.fromkeys([*ids, *run.table["sample_id"].to_numpy(dtype=str)[ranked]]))
+
+
+def _empty_area(event, ids: list[str]) -> bool:
     """A box or lasso drawn around nothing."""
     selection = (event or {}).get("selection") or {}
-    return not selection.get("points") and bool(selection.get("box") or selection.get("lasso"))
+    return not ids and bool(selection.get("box") or selection.get("lasso"))
 
 
 def selection_grid(
