@@ -440,6 +440,14 @@ def test_a_box_on_a_density_map_selects_every_sample_inside_it():
     assert event_ids(small, {"selection": {"points": [{"customdata": ["s1"]}], "box": [box]}}) == ["s1"]
 
 
+def test_map_points_limit_reads_the_environment():
+    from ogaudit.ui.config import map_points_limit
+
+    assert map_points_limit({}) == DENSITY_ABOVE and map_points_limit({"OGAUDIT_MAP_POINTS": " 150 "}) == 150
+    with pytest.raises(SettingsError, match="OGAUDIT_MAP_POINTS='lots'"):
+        map_points_limit({"OGAUDIT_MAP_POINTS": "lots"})
+
+
 def test_decide_confirms_each_sample_with_its_own_suggestion(demo_audit, tmp_path):
     project = Path(shutil.copytree(demo_audit, tmp_path / "p"))
     run = Project(project).open_run()

@@ -96,22 +96,28 @@ def _trace(table: pd.DataFrame, customdata: np.ndarray, mask: np.ndarray, name: 
     )
 
 
-def is_density_map(n_points: int) -> bool:
+def is_density_map(n_points: int, density_above: int = DENSITY_ABOVE) -> bool:
     """Whether a map of ``n_points`` is drawn as a density image (selection by outline) rather than one marker
-    per sample (selection by the points plotly reports)."""
-    return n_points > DENSITY_ABOVE
+    per sample (selection by the points plotly reports): above ``density_above`` points."""
+    return n_points > density_above
 
 
-def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataFrame | None = None) -> go.Figure:
+def map_figure(
+    table: pd.DataFrame,
+    colour: str = "flagged",
+    decisions: pd.DataFrame | None = None,
+    *,
+    density_above: int = DENSITY_ABOVE,
+) -> go.Figure:
     """The gradient map of a run's ``table`` (see :class:`~ogaudit.project.Run`), coloured by ``colour``.
 
     ``decisions`` (the ledger's state) is used only by ``colour="decision"``. The default drag mode is box
     select, so a mouse drag selects; ``uirevision`` keeps the zoom when the figure is rebuilt. Above
-    :data:`~ogaudit.mapdata.DENSITY_ABOVE` samples: :func:`density_figure`.
+    ``density_above`` samples (default :data:`~ogaudit.mapdata.DENSITY_ABOVE`): :func:`density_figure`.
     """
     if colour not in COLOUR_MODES:
         raise ValueError(f"colour {colour!r} is not one of {COLOUR_MODES}.")
-    if is_density_map(len(table)):
+    if is_density_map(len(table), density_above):
         return density_figure(table, colour, decisions)
     customdata = hover_data(table)
     flagged = table["flagged"].to_numpy(dtype=bool)

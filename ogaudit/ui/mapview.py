@@ -21,6 +21,7 @@ from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state
 from ogaudit.ui.common import on_decide, pending_override, sample_caption, sample_image, show_flash
+from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import COLOUR_MODES, is_density_map
 from ogaudit.ui.selection import selected_ids
 from ogaudit.ui.text import md
@@ -52,7 +53,7 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
         key = chart_key(run, colour, revision)
         event, ids = None, []
         st.session_state[_SELECTION_FROM] = key
-    if is_density_map(len(run.table)):
+    if is_density_map(len(run.table), map_points_limit()):
         shown = min(MARKER_LIMIT, len(run.flagged_ids))
         st.caption(
             f"{len(run.table):,} samples drawn as a density image (colour: the mean of each pixel's samples); the "
@@ -80,7 +81,7 @@ def event_ids(run: Run, event) -> list[str]:
     on a density map also every sample inside the box or lasso outline, drawn as a marker or not."""
     ids = selected_ids(event, run.position)
     selection = (event or {}).get("selection") or {}
-    if not is_density_map(len(run.table)) or not (selection.get("box") or selection.get("lasso")):
+    if not is_density_map(len(run.table), map_points_limit()) or not (selection.get("box") or selection.get("lasso")):
         return ids
     try:
         inside = points_in_selection(run.table["x"].to_numpy(), run.table["y"].to_numpy(), selection)
