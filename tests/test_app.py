@@ -440,6 +440,13 @@ def test_a_box_on_a_density_map_selects_every_sample_inside_it():
     assert event_ids(small, {"selection": {"points": [{"customdata": ["s1"]}], "box": [box]}}) == ["s1"]
 
 
+def test_the_grid_ranks_the_selection_most_suspicious_first():
+    from ogaudit.ui.mapview import ranked_rows
+
+    run = Run(Path("small"), {}, _table())  # rank 6, 5, ..., 1 for s0..s5
+    assert ranked_rows(run, ["s1", "s4", "nope", "s2"]).tolist() == [4, 2, 1]
+
+
 def test_map_points_limit_reads_the_environment():
     from ogaudit.ui.config import map_points_limit
 

@@ -32,6 +32,19 @@ SELECTION = "ogaudit-selection"
 _SELECTION_FROM = "ogaudit-selection-from"
 _REVISION = "ogaudit-map-revision"
 BULK_PENDING = "ogaudit-bulk-pending"
+_MEMO = "ogaudit-map-memo"
+
+
+def _memo(name: str, token: tuple, compute):
+    """``compute()``, kept in this session while ``token`` is unchanged: at 10⁶ samples finding a big selection's
+    samples and ranking them takes about a second, and every rerun (each decision) would pay it again."""
+    memo = st.session_state.setdefault(_MEMO, {})
+    hit = memo.get(name)
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    value = compute()
+    memo[name] = (token, value)
+    return value
 
 
 def chart_key(run: Run, colour: str, revision: int = 0) -> str:
@@ -47,7 +60,8 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     revision = st.session_state.get(_REVISION, 0)
     key = chart_key(run, colour, revision)
     event = st.session_state.get(key)
-    ids = event_ids(run, event)
+    token = (str(run.path), run.fingerprint, repr((event or {}).get("selection")))
+    ids = _memo("event", token, lambda: event_ids(run, event))
     if _empty_area(event, ids):
         st.session_state[_REVISION] = revision = revision + 1
         key = chart_key(run, colour, revision)
@@ -87,8 +101,8 @@ def event_ids(run: Run, event) -> list[str]:
         inside = points_in_selection(run.table["x"].to_numpy(), run.table["y"].to_numpy(), selection)
     except ValueError:
         return ids
-    ranked = np.flatnonzero(inside)
-    return list(dict.fromkeys([*ids, *run.table["sample_id"].to_numpy(dtype=str)[ranked]]))
+    rows = np.flatnonzero(inside)
+    return list(dict.fromkeys([*ids, *run.table["sample_id"].iloc[rows].astype(str).tolist()]))
 
 
 def _empty_area(event, ids: list[str]) -> bool:
@@ -113,18 +127,27 @@ def selection_grid(
     st.subheader(f"{len(ids):,} selected")
     _bulk(ledger, run, ids, annotator)
     current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
-    ranked = run.by_id.loc[ids].sort_values("rank")
-    pages = max(1, -(-len(ranked) // GRID_PAGE))
+    token = (str(run.path), run.fingerprint, len(ids), hash(tuple(ids)))
+    order = _memo("grid", token, lambda: ranked_rows(run, ids))
+    pages = max(1, -(-len(order) // GRID_PAGE))
     page = 1
     if pages > 1:
         page = st.columns(4)[0].number_input(f"Page (of {pages})", 1, pages, 1, key=f"grid-page-{run.name}")
-    rows = ranked.iloc[(page - 1) * GRID_PAGE : page * GRID_PAGE].to_dict("records")
+    rows = run.table.iloc[order[(page - 1) * GRID_PAGE : page * GRID_PAGE]].to_dict("records")
     for start in range(0, len(rows), GRID_COLUMNS):
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start : start + GRID_COLUMNS], strict=False):
             with column:
                 sample_image(dataset, run, row["sample_id"], 96)
                 decision = current.get(row["sample_id"])
                 st.markdown(sample_caption(row, {**decision, "sample_id": row["sample_id"]} if decision else None))
+
+
+def ranked_rows(run: Run, ids: list[str]) -> np.ndarray:
+    """(len(ids),) int64 rows of ``run.table`` holding ``ids``, most suspicious first (ids not in the run: left
+    out)."""
+    rows = run.by_id.index.get_indexer(ids)
+    rows = rows[rows >= 0]
+    return rows[np.argsort(run.table["rank"].to_numpy()[rows], kind="stable")]
 
 
 def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> None:
