@@ -149,7 +149,7 @@ class Run:
     @cached_property
     def position(self) -> dict[str, int]:
         """Sample id -> row in the dataset."""
-        return {sample_id: i for i, sample_id in enumerate(self.table["sample_id"])}
+        return dict(zip(self.table["sample_id"].tolist(), range(len(self.table)), strict=True))
 
     def describe(self) -> str:
         dataset, settings = self.record["dataset"], self.record["settings"]
@@ -406,18 +406,19 @@ class Project:
             )
         return dataset
 
-    def open_ledger(self, dataset: Dataset | None = None) -> Ledger:
+    def open_ledger(self, dataset: Dataset | None = None, *, run: Run | None = None) -> Ledger:
         """The project's review ledger (``ledger.sqlite``), created on first use.
 
         When the ledger was made for other data (a re-scan of different data into this folder),
         ``ledger.dataset_mismatch`` is True: :func:`ledger_mismatch_message` says what to do.
 
         Opened from the run's own table when there is a run (no data needed); otherwise for ``dataset`` (the
-        review of data that was never scanned). Raises :class:`DataError` when there is neither.
+        review of data that was never scanned). Raises :class:`DataError` when there is neither. ``run``: this
+        project's run already read (:meth:`open_run`), so a big run's tables are not read twice.
         """
         path = self.path / LEDGER
-        if self.has_run():
-            run = self.open_run()
+        if run is not None or self.has_run():
+            run = run or self.open_run()
             with warnings.catch_warnings():  # callers read ledger.dataset_mismatch and say it their way
                 warnings.simplefilter("ignore", UserWarning)
                 return Ledger.open(

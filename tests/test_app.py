@@ -25,8 +25,9 @@ from streamlit.testing.v1 import AppTest
 
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.jobs import read_status
+from ogaudit.mapdata import DENSITY_ABOVE
 from ogaudit.pipeline import audit
-from ogaudit.project import Project
+from ogaudit.project import Project, Run
 from ogaudit.review.actions import decide
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
@@ -379,6 +380,79 @@ def test_map_figure_is_webgl_box_select_with_ids_in_customdata(colour):
     assert any(set(row[0] for row in trace.customdata) == {"s5"} for trace in figure.data)  # flagged stand out
     if colour == "decision":
         assert {trace.name for trace in figure.data} >= {"undecided", "remove"}
+
+
+def _big_table(n: int = DENSITY_ABOVE + 1000) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    labels = np.array(["t-shirt", "bag", "coat"])[rng.integers(0, 3, n)]
+    score = rng.random(n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, n + 1)
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "x": rng.normal(size=n),
+            "y": rng.normal(size=n),
+            "given_label": labels,
+            "predicted_label": labels,
+            "suggested_label": labels,
+            "score": score,
+            "rank": rank,
+            "flagged": rank <= n // 20,
+        }
+    )
+
+
+@pytest.mark.parametrize("colour", COLOUR_MODES)
+def test_a_big_map_is_a_density_image_with_the_most_suspicious_as_points(colour):
+    from ogaudit.ui.figure import density_figure
+
+    table = _big_table()
+    top = table.sort_values("rank")["sample_id"].tolist()
+    decisions = pd.DataFrame({"sample_id": [top[0], top[5000]], "action": ["remove", "keep"]})
+    assert len(map_figure(table, colour, decisions).layout.images) == 1  # a big table is drawn as density
+    limit = 300
+    figure = density_figure(table, colour, decisions, limit=limit)
+    assert len(figure.layout.images) == 1 and figure.layout.images[0].source.startswith("data:image/png;base64,")
+    assert figure.layout.dragmode == "select" and figure.layout.xaxis.range is not None
+    marked = [row[0] for trace in figure.data if trace.customdata is not None for row in trace.customdata]
+    assert set(top[:limit]) <= set(marked) and len(set(marked)) <= limit + 2
+    assert top[limit] not in marked  # flagged, but past the marker limit: drawn in the image only
+    assert len(figure.to_json()) < 1_000_000
+    names = {trace.name for trace in figure.data}
+    if colour == "given label":
+        assert {"t-shirt", "bag", "coat"} <= names  # legend rows for colours only the image shows
+    if colour == "decision":
+        assert {"remove", "keep"} <= names  # decided samples are points, flagged or not
+
+
+def test_a_box_on_a_density_map_selects_every_sample_inside_it():
+    from ogaudit.ui.mapview import event_ids
+
+    table = _big_table()
+    run = Run(Path("big"), {}, table)
+    box = {"xref": "x", "yref": "y", "x": [-0.2, 0.3], "y": [0.1, 0.5]}
+    clicked = {"customdata": ["s3", "?", "0.1", ""]}
+    ids = event_ids(run, {"selection": {"points": [clicked], "box": [box], "lasso": []}})
+    inside = table[table.x.between(-0.2, 0.3) & table.y.between(0.1, 0.5)]["sample_id"]
+    assert len(inside) > 100 and ids[0] == "s3" and set(ids) == set(inside) | {"s3"} and len(ids) == len(set(ids))
+    small = Run(Path("small"), {}, _table())  # a small map: only the points plotly reports
+    assert event_ids(small, {"selection": {"points": [{"customdata": ["s1"]}], "box": [box]}}) == ["s1"]
+
+
+def test_the_grid_ranks_the_selection_most_suspicious_first():
+    from ogaudit.ui.mapview import ranked_rows
+
+    run = Run(Path("small"), {}, _table())  # rank 6, 5, ..., 1 for s0..s5
+    assert ranked_rows(run, ["s1", "s4", "nope", "s2"]).tolist() == [4, 2, 1]
+
+
+def test_map_points_limit_reads_the_environment():
+    from ogaudit.ui.config import map_points_limit
+
+    assert map_points_limit({}) == DENSITY_ABOVE and map_points_limit({"OGAUDIT_MAP_POINTS": " 150 "}) == 150
+    with pytest.raises(SettingsError, match="OGAUDIT_MAP_POINTS='lots'"):
+        map_points_limit({"OGAUDIT_MAP_POINTS": "lots"})
 
 
 def test_decide_confirms_each_sample_with_its_own_suggestion(demo_audit, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -45,6 +46,24 @@ def page():
         context = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
         yield context.new_page()
         browser.close()
+
+
+@pytest.fixture
+def density_server(tmp_path, cache_dir):
+    """As ``server``, with maps above 100 samples drawn as a density image (``OGAUDIT_MAP_POINTS=100``)."""
+    env = {
+        "OGAUDIT_DEMO": "digits",
+        "OGAUDIT_DEMO_EPOCHS": "2",
+        "OGAUDIT_DEMO_MAP": "pca",
+        "OGAUDIT_DEMO_LIMIT": "600",
+        **os.environ,
+        "OGAUDIT_MAP_POINTS": "100",
+        "OGAUDIT_HOME": str(tmp_path / "home"),
+        "OGAUDIT_CACHE": str(cache_dir),
+    }
+    process, url = start_app(env, tmp_path / "streamlit.log")
+    yield url
+    stop_app(process)
 
 
 def box_select(page, chart) -> None:
@@ -99,3 +118,47 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     assert [(r["sample_id"], r["action"], r["final_label"], r["annotator"]) for r in rows] == [
         (sample_id, "relabel", target, "tester")
     ]
+
+
+def test_density_map_box_and_lasso_select_every_sample_inside(density_server, page, tmp_path):
+    """A map drawn as a density image (the way 10⁶ samples are drawn) with only the flagged samples as points:
+    a box, then a lasso, selects unflagged samples too (found from the outline on the server) and fills the grid."""
+    page.set_default_timeout(90_000)
+    page.goto(f"{density_server}/?annotator=tester")
+    chart = page.locator("[data-testid='stPlotlyChart']")
+    chart.locator(".nsewdrag").first.wait_for(timeout=600_000)
+    page.wait_for_selector(READY)
+    assert chart.locator(".layer-below image").count() == 1  # the density image under the axes
+    assert "drawn as a density image" in page.inner_text("[data-testid='stMain']")
+    flagged = int(re.search(r"Review queue \(([\d,]+)\)", page.inner_text("[data-testid='stMain']")).group(1))
+
+    box_select(page, chart)
+    heading = page.get_by_text(re.compile(r"^[\d,]+ selected$"))
+    heading.wait_for()
+    page.wait_for_selector(READY)
+    boxed = int(heading.inner_text().split()[0].replace(",", ""))
+    assert boxed > flagged  # more than the points drawn: the unflagged ones inside the box came from the outline
+    page.locator("[data-testid='stImage']").first.wait_for()
+
+    chart.locator(".modebar-btn[data-val='lasso']").first.click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    cx, cy, rx, ry = (
+        area["x"] + area["width"] / 2,
+        area["y"] + area["height"] / 2,
+        area["width"] / 4,
+        area["height"] / 4,
+    )
+    page.mouse.move(cx + rx, cy)
+    page.mouse.down()
+    for angle in range(15, 361, 15):
+        page.mouse.move(cx + rx * math.cos(math.radians(angle)), cy + ry * math.sin(math.radians(angle)))
+    page.mouse.up()
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('h3')].some(h => /^[\\d,]+ selected$/.test(h.innerText) && h.innerText !== n)",
+        arg=f"{boxed:,} selected",
+    )
+    page.wait_for_selector(READY)
+    lassoed = int(page.get_by_text(re.compile(r"^[\d,]+ selected$")).inner_text().split()[0].replace(",", ""))
+    assert 0 < lassoed < boxed  # the middle quarter-ellipse holds fewer than the box over most of the map
+    page.locator("[data-testid='stImage']").first.wait_for()
+    page.screenshot(path=str(tmp_path / "density-map.png"))

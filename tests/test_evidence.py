@@ -145,6 +145,10 @@ def test_filter_queue_filters_sorts_and_searches(scanned):
     assert filter_queue(table, state, QueueFilter(hide_decided=True)) == run.flagged_ids[1:]
     assert filter_queue(table, state, QueueFilter(decisions=("keep",))) == run.flagged_ids[:1]
     assert filter_queue(table, state, QueueFilter(annotators=("ann",))) == run.flagged_ids[:1]
+    assert filter_queue(table, state, QueueFilter(decisions=("undecided",))) == run.flagged_ids[1:]
+    nobody = state.iloc[:0]
+    assert filter_queue(table, nobody, QueueFilter(hide_decided=True)) == run.flagged_ids
+    assert filter_queue(table, nobody, QueueFilter(annotators=("ann",))) == []
     cls = table.loc[table["flagged"], "given_label"].iloc[0]
     given = filter_queue(table, state, QueueFilter(given=(cls,)))
     assert given and all(run.by_id.loc[i, "given_label"] == cls for i in given)

@@ -48,32 +48,40 @@ class QueueFilter:
 def filter_queue(table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFilter) -> list[str]:
     """The ids of ``table`` (a run's table) that pass ``queue_filter``, in its sort order."""
     f = queue_filter
-    actions = dict(zip(state["sample_id"], state["action"], strict=True)) if len(state) else {}
-    people = dict(zip(state["sample_id"], state["annotator"], strict=True)) if len(state) else {}
-    action = pd.Series([actions.get(i, UNDECIDED) for i in table["sample_id"]], index=table.index, dtype=object)
-    annotator = pd.Series([people.get(i) for i in table["sample_id"]], index=table.index, dtype=object)
     keep = np.ones(len(table), dtype=bool)
     if f.only is not None:
         keep &= table["sample_id"].isin(f.only).to_numpy()
     elif f.flagged_only:
         keep &= table["flagged"].to_numpy(dtype=bool)
-    if f.hide_decided:
-        keep &= (action == UNDECIDED).to_numpy()
     if f.given:
         keep &= table["given_label"].isin(f.given).to_numpy()
     if f.suggested:
         keep &= table["suggested_label"].isin(f.suggested).to_numpy()
-    if f.decisions:
-        keep &= action.isin(f.decisions).to_numpy()
-    if f.annotators:
-        keep &= annotator.isin(f.annotators).to_numpy()
     if f.score is not None:
         score = table["score"].to_numpy(dtype=float)
         keep &= (score >= f.score[0]) & (score <= f.score[1])
     if f.search.strip():
         keep &= table["sample_id"].str.contains(f.search.strip(), case=False, regex=False).to_numpy()
+    table = table[keep]  # the decision filters look up only the samples still in (a hash join, no Python loop)
+    if f.hide_decided or f.decisions or f.annotators:
+        current = state.drop_duplicates("sample_id", keep="last").set_index("sample_id") if len(state) else None
+        ids = table["sample_id"]
+        action = (
+            ids.map(current["action"]).fillna(UNDECIDED)
+            if current is not None
+            else pd.Series(UNDECIDED, index=ids.index, dtype=object)
+        )
+        keep = np.ones(len(table), dtype=bool)
+        if f.hide_decided:
+            keep &= (action == UNDECIDED).to_numpy()
+        if f.decisions:
+            keep &= action.isin(f.decisions).to_numpy()
+        if f.annotators:
+            annotator = ids.map(current["annotator"]) if current is not None else pd.Series(None, index=ids.index)
+            keep &= annotator.isin(f.annotators).to_numpy()
+        table = table[keep]
     column, ascending = SORTS[f.sort]
-    chosen = table[keep].sort_values(column, ascending=ascending, kind="stable")
+    chosen = table.sort_values(column, ascending=ascending, kind="stable")
     return chosen["sample_id"].tolist()
 
 

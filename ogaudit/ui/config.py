@@ -1,5 +1,8 @@
 """The app's settings from the environment: where projects live, and the demo audited on first start.
 
+``OGAUDIT_MAP_POINTS`` (default :data:`~ogaudit.mapdata.DENSITY_ABOVE`) is the most samples a map draws one
+marker each; bigger maps are a density image with the most suspicious samples as points.
+
 The demo knobs let tests and benchmarks start the app on something small (``OGAUDIT_DEMO=digits
 OGAUDIT_DEMO_EPOCHS=2 OGAUDIT_DEMO_MAP=pca``) while a person running ``scripts/app.sh`` gets MNIST 5k.
 """
@@ -62,6 +65,25 @@ class DemoConfig:
             "sub-folder per class), a CSV manifest (`path,label`) or an `.npz` (`x`, `y`), or upload a zip of an "
             "image folder."
         )
+
+
+MAP_POINTS_ENV = "OGAUDIT_MAP_POINTS"
+
+
+def map_points_limit(environ: dict[str, str] | None = None) -> int:
+    """``$OGAUDIT_MAP_POINTS``: maps with more samples than this are drawn as a density image (default
+    :data:`~ogaudit.mapdata.DENSITY_ABOVE`). Raises :class:`SettingsError` unless it is a whole number ≥ 0."""
+    from ogaudit.mapdata import DENSITY_ABOVE
+
+    text = (os.environ if environ is None else environ).get(MAP_POINTS_ENV, "").strip()
+    if not text:
+        return DENSITY_ABOVE
+    if not text.isdigit():
+        raise SettingsError(
+            f"{MAP_POINTS_ENV}={text!r} is not a whole number of samples; e.g. {MAP_POINTS_ENV}=20000, or unset it "
+            f"for the default ({DENSITY_ABOVE:,})."
+        )
+    return int(text)
 
 
 def _optional_int(text: str | None) -> int | None:

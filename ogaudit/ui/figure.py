@@ -1,10 +1,13 @@
-"""The gradient map as a plotly WebGL scatter, kept light enough for 60k points.
+"""The gradient map as a plotly WebGL scatter up to 20k points, and above that a density image with the most
+suspicious points on top (:mod:`ogaudit.mapdata`), so that 10⁶ points paint and select in seconds.
 
 Each point carries ``customdata = [sample_id, given label, score, extra]`` (strings, one row per point), which
 the hover template shows and a selection sends back: the sample id travels in ``customdata[0]`` because plotly's
 point indices are per trace. ``extra`` names the predicted and suggested labels only where they differ from the
 given one, so most points cost an empty string rather than two class names. Flagged samples are drawn on top in
-every colouring: in their own colour when colouring by flag, else ringed.
+every colouring: in their own colour when colouring by flag, else ringed. A density map draws every sample in
+one PNG (layout image) and only the :data:`~ogaudit.mapdata.MARKER_LIMIT` most suspicious flagged (and decided)
+samples as markers; its box or lasso selects by outline (:func:`~ogaudit.mapdata.points_in_selection`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,18 @@ import re
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sequential
 
+from ogaudit.mapdata import (
+    DENSITY_ABOVE,
+    MARKER_LIMIT,
+    bin_index,
+    categorical_density,
+    continuous_density,
+    map_extent,
+    png_data_uri,
+    top_ranked,
+)
 from ogaudit.review.ledger import ACTIONS
 
 COLOUR_MODES = ("flagged", "score", "given label", "decision")
@@ -61,13 +74,14 @@ def hover_data(table: pd.DataFrame) -> np.ndarray:
 
 
 def decision_states(table: pd.DataFrame, decisions: pd.DataFrame | None) -> np.ndarray:
-    """(N,) the current action on each sample, "undecided" where there is none."""
-    states = pd.Series("undecided", index=table["sample_id"], dtype=object)
+    """(N,) the current action on each sample, "undecided" where there is none (one hash lookup per sample)."""
+    states = np.full(len(table), "undecided", dtype=object)
     if decisions is not None and len(decisions):
-        current = decisions.set_index("sample_id")["action"]
-        current = current[current.index.isin(states.index)]
-        states.loc[current.index] = current.to_numpy()
-    return states.to_numpy()
+        current = decisions.drop_duplicates("sample_id", keep="last").set_index("sample_id")["action"]
+        mapped = table["sample_id"].map(current)
+        known = mapped.notna().to_numpy()
+        states[known] = mapped.to_numpy()[known]
+    return states
 
 
 def _trace(table: pd.DataFrame, customdata: np.ndarray, mask: np.ndarray, name: str, **marker) -> go.Scattergl:
@@ -82,14 +96,29 @@ def _trace(table: pd.DataFrame, customdata: np.ndarray, mask: np.ndarray, name: 
     )
 
 
-def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataFrame | None = None) -> go.Figure:
+def is_density_map(n_points: int, density_above: int = DENSITY_ABOVE) -> bool:
+    """Whether a map of ``n_points`` is drawn as a density image (selection by outline) rather than one marker
+    per sample (selection by the points plotly reports): above ``density_above`` points."""
+    return n_points > density_above
+
+
+def map_figure(
+    table: pd.DataFrame,
+    colour: str = "flagged",
+    decisions: pd.DataFrame | None = None,
+    *,
+    density_above: int = DENSITY_ABOVE,
+) -> go.Figure:
     """The gradient map of a run's ``table`` (see :class:`~ogaudit.project.Run`), coloured by ``colour``.
 
     ``decisions`` (the ledger's state) is used only by ``colour="decision"``. The default drag mode is box
-    select, so a mouse drag selects; ``uirevision`` keeps the zoom when the figure is rebuilt.
+    select, so a mouse drag selects; ``uirevision`` keeps the zoom when the figure is rebuilt. Above
+    ``density_above`` samples (default :data:`~ogaudit.mapdata.DENSITY_ABOVE`): :func:`density_figure`.
     """
     if colour not in COLOUR_MODES:
         raise ValueError(f"colour {colour!r} is not one of {COLOUR_MODES}.")
+    if is_density_map(len(table), density_above):
+        return density_figure(table, colour, decisions)
     customdata = hover_data(table)
     flagged = table["flagged"].to_numpy(dtype=bool)
     everything = np.ones(len(table), dtype=bool)
@@ -128,7 +157,10 @@ def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataF
     if colour != "flagged" and flagged.any():
         ring = {"color": "rgba(0,0,0,0)", "size": 9, "line": {"color": "#111111", "width": 1.2}}
         traces.append(_trace(table, customdata, flagged, "flagged (ring)", **ring))
-    figure = go.Figure(traces)
+    return _layout(go.Figure(traces))
+
+
+def _layout(figure: go.Figure) -> go.Figure:
     figure.update_layout(
         dragmode="select",
         uirevision="gradient-map",
@@ -138,5 +170,105 @@ def map_figure(table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataF
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         xaxis={"showticklabels": False, "title": None, "zeroline": False},
         yaxis={"showticklabels": False, "title": None, "zeroline": False},
+    )
+    return figure
+
+
+def _legend_entry(name: str, colour: str) -> go.Scattergl:
+    """A legend row for a colour that only the density image shows (no point of its own)."""
+    return go.Scattergl(x=[None], y=[None], mode="markers", name=name, marker={"color": colour, "size": 8})
+
+
+def density_figure(
+    table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataFrame | None = None, *, limit: int = MARKER_LIMIT
+) -> go.Figure:
+    """The map of a big run: every sample in one density image (a layout image under the axes, see
+    :mod:`ogaudit.mapdata`), coloured as :func:`map_figure` colours points, and on top at most ``limit`` markers
+    with hover text: the most suspicious flagged samples (and, coloured by decision, the most suspicious decided
+    ones). The axes' ranges are fixed to the map's extent; selections are read by outline.
+    """
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour {colour!r} is not one of {COLOUR_MODES}.")
+    x = table["x"].to_numpy(dtype=np.float64)
+    y = table["y"].to_numpy(dtype=np.float64)
+    rank = table["rank"].to_numpy()
+    flagged = table["flagged"].to_numpy(dtype=bool)
+    extent = map_extent(x, y)
+    bins = bin_index(x, y, extent)
+    top_flagged = top_ranked(rank, flagged, limit)
+    traces: list[go.Scattergl] = []
+
+    def markers(mask: np.ndarray, name: str, **marker) -> go.Scattergl:
+        rows = table.loc[mask]
+        return _trace(rows, hover_data(rows), np.ones(len(rows), dtype=bool), name, **marker)
+
+    ring = {"color": "rgba(0,0,0,0)", "size": 8, "line": {"color": "#111111", "width": 1.1}}
+    if colour == "flagged":
+        image = categorical_density(bins, flagged.astype(np.int64), [PLAIN_COLOUR, FLAG_COLOUR])
+        traces.append(_legend_entry("not flagged", PLAIN_COLOUR))
+        traces.append(
+            markers(top_flagged, f"flagged (top {int(top_flagged.sum()):,} as points)", color=FLAG_COLOUR, size=6)
+        )
+    elif colour == "score":
+        score = table["score"].to_numpy(dtype=float)
+        finite = score[np.isfinite(score)]
+        low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        image = continuous_density(bins, score, sequential.Viridis, value_range=(low, high))
+        colourbar = {"title": {"text": "score (mean per pixel)"}, "thickness": 12}
+        traces.append(
+            markers(
+                top_flagged,
+                "flagged (ring)",
+                color=score[top_flagged],
+                colorscale="Viridis",
+                cmin=low,
+                cmax=high,
+                colorbar=colourbar,
+                size=7,
+                line={"color": "#111111", "width": 1.1},
+            )
+        )
+    elif colour == "given label":
+        given = table["given_label"].to_numpy(dtype=str)
+        names, codes = np.unique(given, return_inverse=True)
+        order = sorted(range(len(names)), key=lambda i: natural_key(str(names[i])))
+        palette = np.empty(len(names), dtype=object)
+        palette[order] = class_palette(len(names))
+        image = categorical_density(bins, codes, list(palette))
+        traces += [_legend_entry(str(names[i]), palette[i]) for i in order]
+        traces.append(markers(top_flagged, "flagged (ring)", **ring))
+    else:
+        states = decision_states(table, decisions)
+        present = [state for state in ("undecided", *ACTIONS) if (states == state).any()]
+        codes = pd.Series(states).map({state: i for i, state in enumerate(present)}).to_numpy(dtype=np.int64)
+        image = categorical_density(bins, codes, [DECISION_COLOURS[state] for state in present])
+        traces.append(_legend_entry("undecided", DECISION_COLOURS["undecided"]))
+        decided = top_ranked(rank, states != "undecided", limit)
+        for state in ACTIONS:
+            mask = decided & (states == state)
+            if mask.any():
+                traces.append(markers(mask, state, color=DECISION_COLOURS[state], size=7))
+        traces.append(markers(top_flagged, "flagged (ring)", **ring))
+    figure = _layout(go.Figure(traces))
+    x0, x1, y0, y1 = extent
+    figure.update_layout(
+        images=[
+            {
+                "source": png_data_uri(image),
+                "xref": "x",
+                "yref": "y",
+                "x": x0,
+                "y": y1,
+                "sizex": x1 - x0,
+                "sizey": y1 - y0,
+                "xanchor": "left",
+                "yanchor": "top",
+                "sizing": "stretch",
+                "layer": "below",
+            }
+        ],
+        xaxis={"range": [x0, x1], "autorange": False},
+        yaxis={"range": [y0, y1], "autorange": False},
+        plot_bgcolor="white",
     )
     return figure

@@ -234,11 +234,7 @@ def _show_run(run: Run, who: Visitor) -> None:
             f"{ledger.dataset_fingerprint}): its decisions may not fit these samples."
         )
     decisions = ledger.state()
-    try:
-        dataset = state.load_dataset(run)
-    except OgauditError as error:
-        st.warning(f"The images cannot be shown: {md(error)}")
-        dataset = None
+    notices = st.container()  # the images and the evidence load after the map is drawn; their warnings go here
     st.subheader(md(run.name))
     st.caption(md(run.describe()))
     metrics = run.record.get("metrics", {})
@@ -253,16 +249,22 @@ def _show_run(run: Run, who: Visitor) -> None:
         st.divider()
         undo_redo(ledger, annotator)
         review_progress(ledger, run, decisions)
-    try:
-        evidence = state.open_evidence(run)
-    except OgauditError as error:
-        st.warning(f"The evidence behind the flags cannot be shown: {md(readable(error))}")
-        evidence = None
     tab_map, tab_review, tab_agree, tab_export = st.tabs(
         ["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Agreement", "Export"]
     )
     with tab_map:
         selected = gradient_map(run, decisions)
+    try:  # a million samples' images and evidence take seconds to read the first time: after the map
+        dataset = state.load_dataset(run)
+    except OgauditError as error:
+        notices.warning(f"The images cannot be shown: {md(error)}")
+        dataset = None
+    try:
+        evidence = state.open_evidence(run)
+    except OgauditError as error:
+        notices.warning(f"The evidence behind the flags cannot be shown: {md(readable(error))}")
+        evidence = None
+    with tab_map:
         selection_grid(ledger, run, selected, decisions, annotator, dataset)
     with tab_review:
         review_queue(ledger, run, decisions, annotator, dataset, evidence)

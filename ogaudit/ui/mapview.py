@@ -3,20 +3,26 @@
 The selection belongs to the page, not to one chart: changing "Colour by" draws another chart (another widget),
 whose empty selection would otherwise drop the samples the reviewer had boxed. An empty box or lasso (nothing
 inside) would leave every point greyed out, so the chart is redrawn fresh instead.
+
+A big run's map is a density image with only the most suspicious samples as markers (:mod:`ogaudit.mapdata`): its
+box or lasso is read by outline, every sample inside it selected on the server, whether drawn as a marker or not.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from ogaudit.data import Dataset
+from ogaudit.mapdata import MARKER_LIMIT, points_in_selection
 from ogaudit.project import Run
 from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state
 from ogaudit.ui.common import on_decide, pending_override, sample_caption, sample_image, show_flash
-from ogaudit.ui.figure import COLOUR_MODES
+from ogaudit.ui.config import map_points_limit
+from ogaudit.ui.figure import COLOUR_MODES, is_density_map
 from ogaudit.ui.selection import selected_ids
 from ogaudit.ui.text import md
 
@@ -26,6 +32,19 @@ SELECTION = "ogaudit-selection"
 _SELECTION_FROM = "ogaudit-selection-from"
 _REVISION = "ogaudit-map-revision"
 BULK_PENDING = "ogaudit-bulk-pending"
+_MEMO = "ogaudit-map-memo"
+
+
+def _memo(name: str, token: tuple, compute):
+    """``compute()``, kept in this session while ``token`` is unchanged: at 10⁶ samples finding a big selection's
+    samples and ranking them takes about a second, and every rerun (each decision) would pay it again."""
+    memo = st.session_state.setdefault(_MEMO, {})
+    hit = memo.get(name)
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    value = compute()
+    memo[name] = (token, value)
+    return value
 
 
 def chart_key(run: Run, colour: str, revision: int = 0) -> str:
@@ -41,11 +60,19 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     revision = st.session_state.get(_REVISION, 0)
     key = chart_key(run, colour, revision)
     event = st.session_state.get(key)
-    if _empty_area(event):
+    token = (str(run.path), run.fingerprint, repr((event or {}).get("selection")))
+    ids = _memo("event", token, lambda: event_ids(run, event))
+    if _empty_area(event, ids):
         st.session_state[_REVISION] = revision = revision + 1
         key = chart_key(run, colour, revision)
-        event = None
+        event, ids = None, []
         st.session_state[_SELECTION_FROM] = key
+    if is_density_map(len(run.table), map_points_limit()):
+        shown = min(MARKER_LIMIT, len(run.flagged_ids))
+        st.caption(
+            f"{len(run.table):,} samples drawn as a density image (colour: the mean of each pixel's samples); the "
+            f"{shown:,} most suspicious flagged ones also as points. A box or lasso selects every sample inside it."
+        )
     st.plotly_chart(
         state.figure(run, colour, decisions),
         key=key,
@@ -53,7 +80,6 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
         selection_mode=("points", "box", "lasso"),
         config={"displaylogo": False, "scrollZoom": True},
     )
-    ids = selected_ids(event, run.position)
     if ids or st.session_state.get(_SELECTION_FROM) in (None, key) or event:
         st.session_state[SELECTION] = ids
         st.session_state[_SELECTION_FROM] = key
@@ -64,10 +90,25 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
     return ids
 
 
-def _empty_area(event) -> bool:
+def event_ids(run: Run, event) -> list[str]:
+    """The sample ids a selection event selects: the points plotly reports (clicked, or inside a box or lasso);
+    on a density map also every sample inside the box or lasso outline, drawn as a marker or not."""
+    ids = selected_ids(event, run.position)
+    selection = (event or {}).get("selection") or {}
+    if not is_density_map(len(run.table), map_points_limit()) or not (selection.get("box") or selection.get("lasso")):
+        return ids
+    try:
+        inside = points_in_selection(run.table["x"].to_numpy(), run.table["y"].to_numpy(), selection)
+    except ValueError:
+        return ids
+    rows = np.flatnonzero(inside)
+    return list(dict.fromkeys([*ids, *run.table["sample_id"].iloc[rows].astype(str).tolist()]))
+
+
+def _empty_area(event, ids: list[str]) -> bool:
     """A box or lasso drawn around nothing."""
     selection = (event or {}).get("selection") or {}
-    return not selection.get("points") and bool(selection.get("box") or selection.get("lasso"))
+    return not ids and bool(selection.get("box") or selection.get("lasso"))
 
 
 def selection_grid(
@@ -86,18 +127,27 @@ def selection_grid(
     st.subheader(f"{len(ids):,} selected")
     _bulk(ledger, run, ids, annotator)
     current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
-    ranked = run.by_id.loc[ids].sort_values("rank")
-    pages = max(1, -(-len(ranked) // GRID_PAGE))
+    token = (str(run.path), run.fingerprint, len(ids), hash(tuple(ids)))
+    order = _memo("grid", token, lambda: ranked_rows(run, ids))
+    pages = max(1, -(-len(order) // GRID_PAGE))
     page = 1
     if pages > 1:
         page = st.columns(4)[0].number_input(f"Page (of {pages})", 1, pages, 1, key=f"grid-page-{run.name}")
-    rows = ranked.iloc[(page - 1) * GRID_PAGE : page * GRID_PAGE].to_dict("records")
+    rows = run.table.iloc[order[(page - 1) * GRID_PAGE : page * GRID_PAGE]].to_dict("records")
     for start in range(0, len(rows), GRID_COLUMNS):
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start : start + GRID_COLUMNS], strict=False):
             with column:
                 sample_image(dataset, run, row["sample_id"], 96)
                 decision = current.get(row["sample_id"])
                 st.markdown(sample_caption(row, {**decision, "sample_id": row["sample_id"]} if decision else None))
+
+
+def ranked_rows(run: Run, ids: list[str]) -> np.ndarray:
+    """(len(ids),) int64 rows of ``run.table`` holding ``ids``, most suspicious first (ids not in the run: left
+    out)."""
+    rows = run.by_id.index.get_indexer(ids)
+    rows = rows[rows >= 0]
+    return rows[np.argsort(run.table["rank"].to_numpy()[rows], kind="stable")]
 
 
 def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> None:

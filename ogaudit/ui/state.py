@@ -18,6 +18,7 @@ from ogaudit.project import Project, Run
 from ogaudit.review.duplicates import find_duplicates, pixel_directions
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
+from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import map_figure
 
 
@@ -39,13 +40,13 @@ def open_run(project: Project) -> Run:
 
 
 @st.cache_resource(max_entries=8)
-def _open_ledger(path: str, fingerprint: str) -> Ledger:
-    return Project(path).open_ledger()
+def _open_ledger(path: str, fingerprint: str, _run: Run) -> Ledger:
+    return Project(path).open_ledger(run=_run)
 
 
 def open_ledger(run: Run) -> Ledger:
     """The run's ledger. The object holds no connection, so sharing it is safe; its state is read per call."""
-    return _open_ledger(str(run.path), run.fingerprint)
+    return _open_ledger(str(run.path), run.fingerprint, run)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the images…")
@@ -59,8 +60,10 @@ def load_dataset(run: Run) -> Dataset:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Drawing the map…")
-def _figure(path: str, fingerprint: str, colour: str, decisions_key: str, _run, _decisions) -> go.Figure:
-    return map_figure(_run.table, colour, _decisions)
+def _figure(
+    path: str, fingerprint: str, colour: str, decisions_key: str, density_above: int, _run, _decisions
+) -> go.Figure:
+    return map_figure(_run.table, colour, _decisions, density_above=density_above)
 
 
 def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
@@ -69,17 +72,17 @@ def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
     key = ""
     if colour == "decision":
         key = str(pd.util.hash_pandas_object(decisions[["sample_id", "action"]], index=False).sum())
-    return _figure(str(run.path), run.fingerprint, colour, key, run, decisions)
+    return _figure(str(run.path), run.fingerprint, colour, key, map_points_limit(), run, decisions)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the evidence…")
-def _open_evidence(path: str, fingerprint: str) -> RunEvidence | None:
-    return Project(path).open_evidence()
+def _open_evidence(path: str, fingerprint: str, _run: Run) -> RunEvidence | None:
+    return Project(path).open_evidence(_run)
 
 
 def open_evidence(run: Run) -> RunEvidence | None:
     """Why each sample is flagged (read once per run), or None for a run without head evidence."""
-    return _open_evidence(str(run.path), f"{run.fingerprint}-{run.record.get('run_dir')}")
+    return _open_evidence(str(run.path), f"{run.fingerprint}-{run.record.get('run_dir')}", run)
 
 
 NEAR_DUPLICATE_LIMIT = 20_000
