@@ -870,13 +870,27 @@ def _image_headers(root: Path, rels: list[str]) -> list[ImageHeader | None]:
         try:
             with Image.open(root / rel) as image:
                 width, height = image.size
-                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
+                turned = _orientation(image) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
                 return ImageHeader(height, width, image.mode) if turned else ImageHeader(width, height, image.mode)
         except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         return list(pool.map(read, rels))
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = as stored) from what the header gave. Pillow's ``PngImageFile.getexif``
+    decodes the whole image to look for an ``eXIf`` chunk after the pixels, so a PNG's is read only from a chunk
+    before them (where the PNG specification puts it)."""
+    if image.format == "PNG":
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    return int(image.getexif().get(0x0112, 1))
 
 
 def _header_problem(header: ImageHeader) -> str | None:
