@@ -183,7 +183,7 @@ def reopen_seconds(folder: Path) -> dict[str, float]:
     times = {}
     start = time.perf_counter()
     run = Project(folder).open_run()
-    Project(run.path).open_ledger().state()
+    Project(run.path).open_ledger(run=run).state()
     times["read run + ledger"] = time.perf_counter() - start
     start = time.perf_counter()
     Project(run.path).load_dataset()
@@ -296,6 +296,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000], help="run sizes (60000 = all)")
     parser.add_argument("--decisions", type=int, default=40, help="samples reviewed by keyboard per size")
     parser.add_argument("--keep", type=Path, help="write the synthetic projects here and reuse them on later runs")
+    parser.add_argument(
+        "--markers-baseline",
+        action="store_true",
+        help="also time sizes up to 60k on a second server that draws one marker per sample (OGAUDIT_MAP_POINTS "
+        "above the size: the map as it was drawn before the density image), under the same load",
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -334,8 +340,23 @@ def main() -> None:
                 browser.close()
         finally:
             stop_app(process)
+        if args.markers_baseline:
+            env["OGAUDIT_MAP_POINTS"] = str(10**9)
+            process, url = start_app(env, Path(tmp) / "streamlit-markers.log", timeout=60)
+            try:
+                with sync_playwright() as playwright:
+                    browser = playwright.chromium.launch(
+                        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                    )
+                    paint_and_select(browser, url, warm_up.name)
+                    for size, folder in projects.items():
+                        if size <= 60_000:
+                            rows[f"{size:,} points, one marker each"] = paint_and_select(browser, url, folder.name)
+                    browser.close()
+            finally:
+                stop_app(process)
     table = pd.DataFrame(rows).T
-    table.index = [f"{size:,} points" for size in table.index]
+    table.index = [f"{name:,} points" if isinstance(name, int) else name for name in table.index]
     print(table.round(2).to_string())
     print(
         "map drawn: a new browser page on a warm server, run not opened before, until the map is drawn (reads the "
