@@ -24,6 +24,7 @@ from ogaudit.cache import ArtifactCache, default_cache_dir
 from ogaudit.data import Dataset, rare_class_mask
 from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
+from ogaudit.engines import ForwardEngine, resolve_engine
 from ogaudit.errors import OgauditError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
@@ -32,7 +33,7 @@ from ogaudit.progress import ProgressCallback, report
 from ogaudit.project import Project, prepare_dataset
 from ogaudit.settings import MODEL_KINDS, AuditSettings
 from ogaudit.storage import fingerprint
-from ogaudit.training import batched_features, load_model_state, model_cache_key, save_model, train_model
+from ogaudit.training import load_model_state, model_cache_key, save_model, train_model
 
 __all__ = ["AuditResult", "AuditSettings", "STAGES", "audit", "default_cache_dir"]
 
@@ -69,6 +70,8 @@ def audit(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     trust_checkpoint_code: bool = False,
+    engine: str | ForwardEngine | None = None,
+    ray_address: str | None = None,
 ) -> AuditResult:
     """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
@@ -81,9 +84,16 @@ def audit(
     ``trust_checkpoint_code`` lets a TorchScript checkpoint load, which runs the file's code
     (:func:`~ogaudit.models.load_checkpoint`); the app never sets it.
 
+    ``engine`` runs the per-sample stages (forward pass, closed-form and projected gradients): ``"local"`` (the
+    default) in this process, ``"ray"`` on a Ray cluster at ``ray_address`` (:mod:`ogaudit.ray_engine`), or a
+    :class:`~ogaudit.engines.ForwardEngine`. Results and cache entries are the same on every engine; training,
+    detection and the map run here. The record's ``engine`` says which ran.
+
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
     settings = settings or AuditSettings()
+    engine_given = engine
+    engine = resolve_engine(engine, ray_address=ray_address)
     cache = ArtifactCache(cache_dir)
     project = Project(out_dir).writable() if out_dir is not None else None
     notices: list[str] = []
@@ -100,8 +110,14 @@ def audit(
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
         model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code)
     with _stage("gradients", timings, progress):
-        head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice)
-        layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
+        try:
+            head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice, engine)
+            layers = _layer_gradients(
+                model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice, engine
+            )
+        finally:
+            if engine is not engine_given:  # made here from a name: release what it started
+                engine.close()
     with _stage("detect", timings, progress):
         scores, label_evidence = _detect(head, layers, dataset, settings)
     with _stage("map", timings, progress):
@@ -110,6 +126,7 @@ def audit(
         )
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
     record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
+    record["engine"] = engine.describe()
     result = AuditResult(scores, map_frame, record, dataset, head, label_evidence)
     if project is not None:
         _warn_about_an_earlier_review(project, dataset, notice)
@@ -201,7 +218,7 @@ def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
         resolve_layers(model, settings.layers)
 
 
-def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice) -> HeadEvidence:
+def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice, engine) -> HeadEvidence:
     """Penultimate features and probabilities from one batched forward pass, cached by model and data."""
     entry = cache.entry("evidence", fingerprint(model_key, dataset.fingerprint()), {"model": model_key})
 
@@ -215,9 +232,7 @@ def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, ca
     cached = entry.load(read, notice=notice)
     if cached is not None:
         return cached
-    features = batched_features(model, dataset.x, progress=progress, cancel=cancel, stage="gradients")
-    with torch.no_grad():
-        logits = model.head(torch.as_tensor(features)).numpy()
+    features, logits = engine.head_outputs(model, dataset, progress=progress, cancel=cancel)
     evidence = HeadEvidence.from_head(features, logits, dataset.y)
 
     def write(folder: Path) -> None:
@@ -228,26 +243,25 @@ def _head_evidence(model, dataset, model_key, cache: ArtifactCache, progress, ca
     return evidence
 
 
-def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice):
+def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice, engine):
     """Projected gradients of ``settings.layers``, written resumably into a cache entry's work folder."""
     if not settings.layers:
         return None
-    from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients
+    from ogaudit.gradients.layers import LayerGradientSettings
 
     layer_settings = LayerGradientSettings(layers=settings.layers, dim=settings.projection_dim, seed=settings.seed)
     key = fingerprint(model_key, dataset.fingerprint(), asdict(layer_settings))
     entry = cache.entry("layer-gradients", key, {"model": model_key, "layers": asdict(layer_settings)})
 
     def compute(folder: Path) -> np.ndarray:
-        # The engine's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
-        return project_layer_gradients(
+        # The store's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
+        return engine.layer_gradients(
             model,
-            torch.as_tensor(dataset.x),
-            torch.as_tensor(dataset.y),
+            dataset,
             layer_settings,
             out_path=folder / "gradients.npy",
             input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
-            progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
+            progress=progress,
             cancel=cancel,
         )
 
