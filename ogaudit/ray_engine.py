@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ogaudit.data import Dataset
-from ogaudit.errors import DataError, SettingsError
+from ogaudit.errors import EngineError, OgauditError, SettingsError
 from ogaudit.models import AuditModel, model_recipe, rebuild_model
 from ogaudit.progress import ProgressCallback, check_cancel, report
 
@@ -277,11 +277,31 @@ class RayEngine:
                 finished += len(batch["index"])
                 report(progress, "gradients", finished / n, f"{finished}/{n} samples on {actors} Ray actor(s)")
                 check_cancel(cancel)
+        except (OgauditError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # noqa: BLE001 - Ray wraps what failed on the cluster; say it in one line
+            raise _cluster_error(error) from error
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()  # stops the streaming executor and its actors
             del refs, source
+
+
+def _cluster_error(error: Exception) -> OgauditError:
+    """The first readable cause of a failure on the cluster: an ogaudit error raised on an actor as it is."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OgauditError):
+            return cause
+        cause = cause.__cause__
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else type(error).__name__
+    return EngineError(
+        f"The Ray engine failed on the cluster ({type(error).__name__}): {last[:300]}. Check that every node has "
+        f"the same ogaudit installed ({RAY_INSTALL}) and can read the data at the same path; the Ray logs "
+        "(/tmp/ray/session_latest/logs on each node) have the full traceback. Rows already landed are kept."
+    )
 
 
 def _ranges(n: int, rows: int) -> list[tuple[int, int]]:
@@ -299,7 +319,7 @@ def _rows(index: np.ndarray) -> slice | np.ndarray:
 def _check_landed(landed: np.ndarray) -> None:
     missing = np.flatnonzero(~landed)
     if len(missing):
-        raise DataError(
+        raise EngineError(
             f"The Ray engine returned no result for {len(missing)} sample(s) (first: row {missing[0]}); the "
             "cluster may have lost a worker. Run again: finished ranges are kept."
         )
