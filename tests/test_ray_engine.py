@@ -171,3 +171,18 @@ def test_the_local_engine_is_the_default_and_reads_the_same_as_before(digits):
     with torch.no_grad():
         np.testing.assert_allclose(logits, model(torch.as_tensor(data.x)).numpy(), rtol=1e-5, atol=1e-5)
     assert features.shape == (50, model.head.in_features)
+
+
+@pytest.mark.ray
+def test_data_the_actors_cannot_read_is_one_readable_error(ray_cluster, tmp_path, digits):
+    from ogaudit.errors import EngineError
+
+    np.save(tmp_path / "x.npy", digits.x[:300].reshape(300, -1).astype(np.float32))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    data = dataset_from_arrays(mapped, digits.y[:300])
+    data.x = mapped
+    model = build_model("mlp", data, seed=1)
+    (tmp_path / "x.npy").unlink()  # this process keeps its mapping; a node opening the path finds nothing
+    with pytest.raises(EngineError, match=r"No such file.*x\.npy.*can read the data at the same path"):
+        _engine().head_outputs(model, data)
+    assert _released(ray_cluster)
