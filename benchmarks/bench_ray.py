@@ -13,6 +13,10 @@ whatever the weights). Stages timed, each on both engines:
 1. the forward pass that gives the closed-form last-layer evidence (penultimate features and logits);
 2. the projected gradients of ``--layers`` (D = ``--dim``), written into the resumable store.
 
+The local engine runs twice: with torch's default threads (one per core; what a scan uses) and with one thread,
+because each Ray actor runs torch with one thread per CPU it reserves, and on an oversubscribed machine a
+multi-threaded torch process can be many times slower than a single-threaded one.
+
 Prints the Ray start-up time (a local instance: ``ray.init(num_cpus=2)``, 512 MiB object store), each stage's wall
 time and samples/s on both engines, the Ray overhead, and the largest difference between the engines' results.
 Every Ray run starts a fresh actor pool, whose start-up (importing torch, rebuilding the model) is included.
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ogaudit.data import dataset_from_arrays, load_fashion_mnist
 from ogaudit.engines import LocalEngine
@@ -94,6 +99,13 @@ def main() -> None:
         grads_local, t_layers_local = timed(
             lambda: local.layer_gradients(model, data, settings, out_path=folder / "local.npy", input_fingerprint="b")
         )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        _, t_head_one = timed(lambda: local.head_outputs(model, data))
+        _, t_layers_one = timed(
+            lambda: local.layer_gradients(model, data, settings, out_path=folder / "one.npy", input_fingerprint="b")
+        )
+        torch.set_num_threads(threads)
 
         _, t_init = timed(
             lambda: ray.init(num_cpus=2, object_store_memory=512 * 2**20, include_dashboard=False, log_to_driver=False)
@@ -113,14 +125,21 @@ def main() -> None:
 
         n = args.samples
         print(f"\nRay start-up (ray.init, local instance, 2 CPUs): {t_init:.1f} s; pool: {pool['actors']} actor(s)")
-        print(f"{'stage':<34}{'local s':>9}{'ray s':>9}{'local/s':>10}{'ray/s':>10}{'overhead':>10}")
+        print(f"local engine: torch {threads} thread(s); 'local 1t': one thread")
+        print(
+            f"{'stage':<34}{'local s':>9}{'local 1t s':>11}{'ray s':>9}{'local/s':>10}{'1t/s':>10}{'ray/s':>10}"
+            f"{'ray vs 1t':>11}"
+        )
         rows = [
-            ("forward pass (features, logits)", t_head_local, t_head_ray),
-            (f"projected gradients D={grads_local.shape[1]}", t_layers_local, t_layers_ray),
-            ("both stages", t_head_local + t_layers_local, t_head_ray + t_layers_ray),
+            ("forward pass (features, logits)", t_head_local, t_head_one, t_head_ray),
+            (f"projected gradients D={grads_local.shape[1]}", t_layers_local, t_layers_one, t_layers_ray),
+            ("both stages", t_head_local + t_layers_local, t_head_one + t_layers_one, t_head_ray + t_layers_ray),
         ]
-        for name, a, b in rows:
-            print(f"{name:<34}{a:>9.1f}{b:>9.1f}{n / a:>10,.0f}{n / b:>10,.0f}{(b / a - 1):>+10.0%}")
+        for name, a, one, b in rows:
+            print(
+                f"{name:<34}{a:>9.1f}{one:>11.1f}{b:>9.1f}{n / a:>10,.0f}{n / one:>10,.0f}{n / b:>10,.0f}"
+                f"{(b / one - 1):>+11.0%}"
+            )
         print(
             "largest difference ray vs local: features "
             f"{np.abs(head_ray[0] - head_local[0]).max():.2e}, logits {np.abs(head_ray[1] - head_local[1]).max():.2e}, "
