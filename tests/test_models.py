@@ -298,9 +298,11 @@ def _perturbed(model):
     """Weights and buffers moved off their initial values, so that a rebuild that ignored them would differ."""
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for tensor in model.state_dict().values():
+        for tensor in model.parameters():
+            tensor.add_(0.01 * torch.randn(tensor.shape, generator=generator))
+        for tensor in model.buffers():  # scaled, so variances stay positive
             if tensor.is_floating_point():
-                tensor.add_(0.01 * torch.randn(tensor.shape, generator=generator))
+                tensor.mul_(1 + 0.01 * torch.rand(tensor.shape, generator=generator))
     return model
 
 
@@ -317,6 +319,17 @@ def test_a_model_rebuilt_from_its_recipe_and_state_dict_gives_the_same_outputs(d
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
     assert not rebuilt.training and rebuilt.kind == kind
+
+
+def test_the_pretrained_backbone_rebuilds_frozen_with_its_trained_head():
+    photos = _photos(n=2, side=64)
+    model = _perturbed(build_model("efficientnet", photos, seed=0)).eval()  # head and backbone off their init
+    rebuilt = rebuild_model(model_recipe(model), model.state_dict())
+    x = torch.as_tensor(photos.x)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+    assert rebuilt.trainable == "head" and not any(p.requires_grad for p in rebuilt.body.parameters())
+    assert all(p.requires_grad for p in rebuilt.head.parameters())
 
 
 def test_a_frozen_backbone_and_a_torchvision_checkpoint_rebuild_with_their_frozen_parameters(tmp_path):
