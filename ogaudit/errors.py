@@ -29,5 +29,9 @@ class StorageError(OgauditError, OSError):
     """A result or decision that could not be written (full disk, read-only folder, a file in the way)."""
 
 
+class EngineError(OgauditError, RuntimeError):
+    """The per-sample stages failed on a cluster (a node without ogaudit, data it cannot read, a lost worker)."""
+
+
 class Cancelled(OgauditError):
     """A long run stopped because its cancel token was set."""

@@ -471,3 +471,91 @@ def _replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
+
+
+RECIPE_FORMAT = "ogaudit-model-recipe-v1"
+
+
+def model_recipe(model: AuditModel) -> dict:
+    """What rebuilds ``model``'s architecture elsewhere (another process, another machine), as plain JSON.
+
+    Together with ``model.state_dict()`` (tensors only), :func:`rebuild_model` gives back a module whose
+    outputs equal ``model``'s: the built-in kinds (mlp, cnn, efficientnet) and torchvision state-dict
+    checkpoints. Nothing is pickled, so no code travels with the weights. Raises :class:`ModelError` for a
+    TorchScript checkpoint, whose architecture is code in the file and cannot be rebuilt from weights.
+    """
+    kind = model.kind
+    if kind == "checkpoint:torchscript" or isinstance(model.body, _ScriptedFeatures):
+        raise ModelError(
+            "A TorchScript checkpoint cannot be sent to other processes as weights: its architecture is code in "
+            "the file. Use the local engine (the default), or save the weights alone with "
+            "torch.save(model.state_dict(), path) and give --arch."
+        )
+    pre = model.preprocess
+    recipe = {
+        "format": RECIPE_FORMAT,
+        "kind": kind,
+        "trainable": model.trainable,
+        "preprocess": {
+            "image": bool(pre.image),
+            "size": pre.size,
+            "channels": pre.channels,
+            "shapes": {name: list(buffer.shape) for name, buffer in pre.named_buffers()},
+        },
+        "head": {"in": model.head.in_features, "out": model.head.out_features, "bias": model.head.bias is not None},
+        "frozen": [name for name, parameter in model.named_parameters() if not parameter.requires_grad],
+    }
+    if kind == "mlp":
+        recipe["body"] = {"in": model.body.fc1.in_features, "hidden": model.body.fc1.out_features}
+    elif kind == "cnn":
+        recipe["body"] = {"channels": model.body.conv1.in_channels}
+    elif kind.startswith("checkpoint:"):
+        recipe["body"] = {"arch": kind.split(":", 1)[1]}
+    elif kind != "efficientnet":
+        raise ModelError(f"model kind {kind!r} cannot be rebuilt from its weights; use the local engine.")
+    return recipe
+
+
+def rebuild_model(recipe: dict, state: dict[str, torch.Tensor]) -> AuditModel:
+    """The :class:`AuditModel` of :func:`model_recipe` with the weights ``state`` (strict), in eval mode.
+
+    Raises :class:`ModelError` when the recipe is of another format or the weights do not fit it.
+    """
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        raise ModelError(f"not a model recipe of format {RECIPE_FORMAT!r}; rebuild it with model_recipe(model).")
+    kind, body_spec, head_spec = recipe["kind"], recipe.get("body", {}), recipe["head"]
+    spec = recipe["preprocess"]
+    shapes = {name: tuple(shape) for name, shape in spec["shapes"].items()}
+    preprocess = Preprocess(
+        np.zeros(shapes["mean"]),
+        np.ones(shapes["std"]),
+        image=spec["image"],
+        size=spec["size"],
+        channels=spec["channels"],
+        low=np.zeros(shapes["low"]),
+        high=np.ones(shapes["span"]),
+    )
+    if kind == "mlp":
+        body: nn.Module = MLP(body_spec["in"], hidden=body_spec["hidden"], feature_dim=head_spec["in"])
+    elif kind == "cnn":
+        body = SmallCNN(body_spec["channels"], feature_dim=head_spec["in"])
+    elif kind == "efficientnet":
+        body = EfficientNetFeatures(load_efficientnet_lite0())
+    elif kind.startswith("checkpoint:"):
+        import torchvision
+
+        body = torchvision.models.get_model(body_spec["arch"], weights=None, num_classes=head_spec["out"])
+        linears = [name for name, module in body.named_modules() if _is_linear(module)]
+        _replace_module(body, linears[-1], nn.Identity())  # the cut _split_head made
+    else:
+        raise ModelError(f"model kind {kind!r} cannot be rebuilt from its weights; use the local engine.")
+    head = nn.Linear(head_spec["in"], head_spec["out"], bias=head_spec["bias"])
+    model = AuditModel(preprocess, body, head, kind=kind, trainable=recipe["trainable"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelError(f"The weights do not fit the {kind} model recipe: {str(error).splitlines()[0]}") from error
+    frozen = set(recipe["frozen"])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    return model.eval()

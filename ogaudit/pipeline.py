@@ -25,6 +25,7 @@ from ogaudit.cache import ArtifactCache, default_cache_dir
 from ogaudit.data import Dataset, rare_class_mask
 from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
+from ogaudit.engines import ForwardEngine, resolve_engine
 from ogaudit.errors import OgauditError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
@@ -70,6 +71,8 @@ def audit(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     trust_checkpoint_code: bool = False,
+    engine: str | ForwardEngine | None = None,
+    ray_address: str | None = None,
 ) -> AuditResult:
     """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
@@ -82,9 +85,16 @@ def audit(
     ``trust_checkpoint_code`` lets a TorchScript checkpoint load, which runs the file's code
     (:func:`~ogaudit.models.load_checkpoint`); the app never sets it.
 
+    ``engine`` runs the per-sample stages (forward pass, closed-form and projected gradients): ``"local"`` (the
+    default) in this process, ``"ray"`` on a Ray cluster at ``ray_address`` (:mod:`ogaudit.ray_engine`), or a
+    :class:`~ogaudit.engines.ForwardEngine`. Results and cache entries are the same on every engine; training,
+    detection and the map run here. The record's ``engine`` says which ran.
+
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
     settings = settings or AuditSettings()
+    engine_given = engine
+    engine = resolve_engine(engine, ray_address=ray_address)
     cache = ArtifactCache(cache_dir)
     project = Project(out_dir).writable() if out_dir is not None else None
     notices: list[str] = []
@@ -99,11 +109,21 @@ def audit(
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
-        model, model_info = _obtain_model(dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code)
+        model, model_info = _obtain_model(
+            dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine
+        )
     with _stage("gradients", timings, progress):
-        frozen = _frozen_features(model, dataset, cache, progress, cancel, notice, stage="gradients")
-        head = _head_evidence(model, dataset, model_info["key"], cache, progress, cancel, notice, features=frozen)
-        layers = _layer_gradients(model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice)
+        try:
+            frozen = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="gradients")
+            head = _head_evidence(
+                model, dataset, model_info["key"], cache, progress, cancel, notice, engine, features=frozen
+            )
+            layers = _layer_gradients(
+                model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice, engine
+            )
+        finally:
+            if engine is not engine_given:  # made here from a name: release what it started
+                engine.close()
     with _stage("detect", timings, progress):
         scores, label_evidence = _detect(head, layers, dataset, settings, progress=progress, cancel=cancel)
     with _stage("map", timings, progress):
@@ -112,6 +132,7 @@ def audit(
         )
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
     record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
+    record["engine"] = engine.describe()
     result = AuditResult(scores, map_frame, record, dataset, head, label_evidence)
     if project is not None:
         _warn_about_an_earlier_review(project, dataset, notice)
@@ -157,7 +178,9 @@ def _stage(name: str, timings: dict[str, float], progress: ProgressCallback | No
     report(progress, name, 1.0, "done")
 
 
-def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice, trust_code=False):
+def _obtain_model(
+    dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice, trust_code=False, engine=None
+):
     """A trained model: the user's checkpoint, or one from the cache, or one trained now (then cached).
 
     The model is built (and ``settings.layers`` checked against it) before any training starts.
@@ -184,7 +207,7 @@ def _obtain_model(dataset, settings: AuditSettings, cache: ArtifactCache, progre
         return model, {**info, "cached": True, "history": []}
     if damaged:  # a failed load may have touched some weights: start from the seeded initial ones again
         model = build_model(choice.kind, dataset, seed=settings.seed)
-    features = _frozen_features(model, dataset, cache, progress, cancel, notice, stage="train")
+    features = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="train")
     run = train_model(model, dataset, train, progress=progress, cancel=cancel, features=features)
     entry.save(lambda folder: save_model(model, folder / "model.pt"))
     return model, {
@@ -208,7 +231,7 @@ EVIDENCE_CHUNK_ROWS = 8192
 """Rows per shard of the feature and evidence stores: progress and Cancel come at least once per shard."""
 
 
-def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, notice, *, stage: str):
+def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, notice, engine=None, *, stage: str):
     """A frozen backbone's penultimate features (N, d) float32, extracted once per backbone and data.
 
     Training the head, the head evidence (hence gradients and the map) all read them from this cache entry, so the
@@ -225,6 +248,12 @@ def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, not
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
         return {"features": batched_features(model, dataset.x[start:stop])}
+
+    if not _in_process(engine):
+        everything = _engine_outputs(engine, model, dataset, progress, cancel)
+
+        def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+            return {"features": everything()[0][start:stop]}
 
     return _stored_rows(entry, len(dataset), {"features": None}, compute, progress, cancel, notice, stage)["features"]
 
@@ -279,8 +308,35 @@ def _stored_rows(
     return result
 
 
+def _in_process(engine: ForwardEngine | None) -> bool:
+    """Whether ``engine`` is this process (the chunked, resumable local path) rather than a cluster."""
+    return engine is None or getattr(engine, "name", None) == "local"
+
+
+def _engine_outputs(engine: ForwardEngine, model, dataset, progress, cancel):
+    """A function giving ``engine.head_outputs`` (features (N, d), logits (N, C)) for the whole dataset, run once
+    on first call (after a cache miss), then kept."""
+    kept: list = []
+
+    def everything():
+        if not kept:
+            kept.append(engine.head_outputs(model, dataset, progress=progress, cancel=cancel))
+        return kept[0]
+
+    return everything
+
+
 def _head_evidence(
-    model, dataset, model_key, cache: ArtifactCache, progress, cancel, notice, *, features: np.ndarray | None = None
+    model,
+    dataset,
+    model_key,
+    cache: ArtifactCache,
+    progress,
+    cancel,
+    notice,
+    engine: ForwardEngine | None = None,
+    *,
+    features: np.ndarray | None = None,
 ) -> HeadEvidence:
     """Penultimate features and probabilities from one batched forward pass, cached by model and data.
 
@@ -296,6 +352,14 @@ def _head_evidence(
         probs = torch.softmax(logits.float(), dim=1).numpy()
         return {"features": rows, "probs": probs}
 
+    if features is None and not _in_process(engine):  # the forward pass runs on the engine's cluster
+        everything = _engine_outputs(engine, model, dataset, progress, cancel)
+
+        def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+            outputs, logits = everything()
+            probs = torch.softmax(torch.as_tensor(logits[start:stop]).float(), dim=1).numpy()
+            return {"features": outputs[start:stop], "probs": probs}
+
     fields = {"features": None, "probs": None}
     stored = _stored_rows(entry, len(dataset), fields, compute, progress, cancel, notice, "gradients", ones=True)
     if stored["probs"].shape != (len(dataset), dataset.n_classes):
@@ -303,7 +367,7 @@ def _head_evidence(
     return HeadEvidence(stored["features"], stored["probs"], dataset.y.copy())
 
 
-def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice):
+def _layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice, engine=None):
     """Projected gradients of ``settings.layers``, written resumably into a cache entry's work folder."""
     if not settings.layers:
         return None
@@ -314,7 +378,17 @@ def _layer_gradients(model, dataset, head, settings, model_key, cache, progress,
     entry = cache.entry("layer-gradients", key, {"model": model_key, "layers": asdict(layer_settings)})
 
     def compute(folder: Path) -> np.ndarray:
-        # The engine's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
+        # The store's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
+        if not _in_process(engine):
+            return engine.layer_gradients(
+                model,
+                dataset,
+                layer_settings,
+                out_path=folder / "gradients.npy",
+                input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
+                progress=progress,
+                cancel=cancel,
+            )
         return project_layer_gradients(
             model,
             lambda start, stop: batch_tensor(dataset.x, start, stop),  # read chunk by chunk (memory maps too)

@@ -1,5 +1,6 @@
 """Model choice, the pretrained backbone, and user checkpoints (loaded without unpickling code)."""
 
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -11,7 +12,14 @@ import torchvision
 
 from ogaudit.data import dataset_from_arrays
 from ogaudit.errors import ModelError
-from ogaudit.models import build_model, checkpoint_format, choose_model, load_checkpoint
+from ogaudit.models import (
+    build_model,
+    checkpoint_format,
+    choose_model,
+    load_checkpoint,
+    model_recipe,
+    rebuild_model,
+)
 from ogaudit.pipeline import AuditSettings, audit
 from ogaudit.ui.forms import SetupChoices, prepare_audit
 
@@ -287,3 +295,69 @@ def test_the_command_line_needs_the_trust_flag_for_torchscript(tmp_path, cache_d
     out = tmp_path / "trusted"
     assert main([*argv, "--out", str(out), "--cache-dir", str(cache_dir), "--trust-checkpoint-code"]) == 0
     assert marker.exists()  # what the flag's help says: the file's code ran
+
+
+# ---------------------------------------------------------------- recipes: a model rebuilt from its weights elsewhere
+
+
+def _perturbed(model):
+    """Weights and buffers moved off their initial values, so that a rebuild that ignored them would differ."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.add_(0.01 * torch.randn(tensor.shape, generator=generator))
+        for tensor in model.buffers():  # scaled, so variances stay positive
+            if tensor.is_floating_point():
+                tensor.mul_(1 + 0.01 * torch.rand(tensor.shape, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_a_model_rebuilt_from_its_recipe_and_state_dict_gives_the_same_outputs(digits, kind):
+    data = digits.subset(np.arange(64))
+    if kind == "mlp":
+        data = dataset_from_arrays(data.x.reshape(64, -1).astype(np.float32) / 16, data.y)
+    model = _perturbed(build_model(kind, data, seed=3)).eval()
+    recipe = model_recipe(model)
+    assert json.loads(json.dumps(recipe)) == recipe  # plain JSON: no pickled code travels
+    rebuilt = rebuild_model(recipe, model.state_dict())
+    x = torch.as_tensor(data.x)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    assert not rebuilt.training and rebuilt.kind == kind
+
+
+def test_the_pretrained_backbone_rebuilds_frozen_with_its_trained_head():
+    photos = _photos(n=2, side=64)
+    model = _perturbed(build_model("efficientnet", photos, seed=0)).eval()  # head and backbone off their init
+    rebuilt = rebuild_model(model_recipe(model), model.state_dict())
+    x = torch.as_tensor(photos.x)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+    assert rebuilt.trainable == "head" and not any(p.requires_grad for p in rebuilt.body.parameters())
+    assert all(p.requires_grad for p in rebuilt.head.parameters())
+
+
+def test_a_frozen_backbone_and_a_torchvision_checkpoint_rebuild_with_their_frozen_parameters(tmp_path):
+    photos = _photos(side=32)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), tmp_path / "r18.pt")
+    model = load_checkpoint(tmp_path / "r18.pt", photos, arch="resnet18")
+    model.body.layer1.requires_grad_(False)  # which parameters take gradients decides projected layer gradients
+    rebuilt = rebuild_model(model_recipe(model), model.state_dict())
+    x = torch.as_tensor(photos.x)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+    frozen = {name for name, p in rebuilt.named_parameters() if not p.requires_grad}
+    assert frozen == {name for name, p in model.named_parameters() if not p.requires_grad} and frozen
+
+
+def test_a_recipe_refuses_torchscript_and_weights_that_do_not_fit(tmp_path, digits):
+    torch.jit.save(torch.jit.script(_Scripted().eval()), tmp_path / "m.ts")
+    scripted = load_checkpoint(tmp_path / "m.ts", _photos(side=32), trust_code=True)
+    with pytest.raises(ModelError, match="TorchScript.*local engine"):
+        model_recipe(scripted)
+    model = build_model("cnn", digits, seed=0)
+    state = model.state_dict()
+    state["head.weight"] = state["head.weight"][:5]
+    with pytest.raises(ModelError, match="do not fit the cnn"):
+        rebuild_model(model_recipe(model), state)

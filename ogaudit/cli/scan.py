@@ -92,6 +92,18 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     )
     scan.add_argument("--seed", type=int, default=0, help="seeds training, noise, detectors and the map")
     scan.add_argument("--cache-dir", type=Path, help="model/feature/map cache (default $OGAUDIT_CACHE or ~/.cache)")
+    scan.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="where the per-sample stages (forward pass, gradients) run: this process, or a Ray cluster "
+        "(needs pip install 'ogaudit[ray]'); training, detection and the map run here either way",
+    )
+    scan.add_argument(
+        "--ray-address",
+        help="with --engine ray: 'auto' (a cluster started here with `ray start --head`), ray://HEAD:10001, or "
+        "leave out to use $RAY_ADDRESS or start a small Ray instance on this machine",
+    )
     scan.add_argument("--quiet", action="store_true", help="no progress bars")
     scan.set_defaults(handler=run_scan)
 
@@ -140,6 +152,10 @@ def run_scan(args: argparse.Namespace) -> int:
         projection_dim=args.projection_dim,
         fold_labels=args.fold_labels,
     )
+    if args.ray_address is not None and args.engine != "ray":
+        from ogaudit.errors import SettingsError
+
+        raise SettingsError(f"--ray-address {args.ray_address!r} needs --engine ray.")
     from ogaudit.pipeline import audit
 
     bars = _StageBars(not args.quiet)
@@ -151,6 +167,8 @@ def run_scan(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             progress=bars,
             trust_checkpoint_code=args.trust_checkpoint_code,
+            engine=args.engine,
+            ray_address=args.ray_address,
         )
     finally:
         bars.close()

@@ -292,18 +292,7 @@ def project_layer_gradients(
                     "pass a string that changes whenever the inputs change (e.g. the dataset fingerprint)."
                 )
             input_fingerprint = fingerprint(_to_numpy(inputs))
-        meta = {
-            "format": FORMAT,
-            "settings": asdict(settings),
-            "layers": [asdict(plan) for plan in plans],
-            "n_samples": n_samples,
-            "dim": dim,
-            "dtype": str(reference.dtype),
-            "input_fingerprint": input_fingerprint,
-            "labels_fingerprint": fingerprint(labels),
-            "model_fingerprint": model_fingerprint(model),
-        }
-        result, done = _open_store(Path(out_path), n_samples, dim, json.loads(json.dumps(meta)))
+        result, done = open_layer_store(model, labels, settings, out_path, input_fingerprint)
 
     modes = {module: module.training for module in model.modules()}
     model.eval()
@@ -333,6 +322,38 @@ def project_layer_gradients(
         return result
     del result, done
     return np.load(out_path, mmap_mode="r")
+
+
+def open_layer_store(
+    model: nn.Module,
+    labels: np.ndarray | torch.Tensor,
+    settings: LayerGradientSettings,
+    out_path: str | Path,
+    input_fingerprint: str,
+) -> tuple[np.memmap, np.memmap]:
+    """``(gradients (N, D) float32, done (N,) bool)``, writable memory maps of the store at ``out_path``.
+
+    The store :func:`project_layer_gradients` fills: reopened when its sidecar matches these settings, labels,
+    inputs and model (rows marked done are kept), else started over. Other engines (the Ray engine) fill the same
+    store, so an interrupted run resumes with either. Raises :class:`~ogaudit.errors.StorageError` when the
+    files cannot be created.
+    """
+    labels = _as_labels(labels)
+    plans = plan_layer_projection(model, settings)
+    dim = sum(plan.dim for plan in plans)
+    reference = resolve_layers(model, settings.layers)[0][1].weight
+    meta = {
+        "format": FORMAT,
+        "settings": asdict(settings),
+        "layers": [asdict(plan) for plan in plans],
+        "n_samples": len(labels),
+        "dim": dim,
+        "dtype": str(reference.dtype),
+        "input_fingerprint": input_fingerprint,
+        "labels_fingerprint": fingerprint(labels),
+        "model_fingerprint": model_fingerprint(model),
+    }
+    return _open_store(Path(out_path), len(labels), dim, json.loads(json.dumps(meta)))
 
 
 def reference_layer_gradients(
