@@ -185,12 +185,37 @@ print("RESULT " + json.dumps({"wall_s": wall, "vmhwm_mb": int(status["VmHWM"].sp
 """
 
 
+LOAD = """
+import json, sys, time
+import numpy as np
+import ogaudit.data
+if sys.argv[2] == "in-memory":
+    ogaudit.data.STREAM_ABOVE_BYTES = float("inf")
+start = time.perf_counter()
+dataset = ogaudit.data.load_dataset(sys.argv[1])
+fingerprint = dataset.fingerprint()
+wall = time.perf_counter() - start
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+print("RESULT " + json.dumps({"wall_s": wall, "vmhwm_mb": int(status["VmHWM"].split()[0]) / 1024,
+                              "x": type(dataset.x).__name__, "n": len(dataset)}))
+"""
+
+
 def photos_part(args, work: Path) -> None:
     folder = work / f"photos-{args.photos}"
     if not folder.exists():
         start = time.perf_counter()
         make_photos(folder, args.photos)
         print(f"built {args.photos:,} JPEGs at 160 px in {time.perf_counter() - start:.1f} s -> {folder}", flush=True)
+    for how in ("in-memory", "streamed"):
+        load = run_child(LOAD, [str(folder), how])
+        print(
+            f"load + fingerprint, {how} ({load['x']}, {load['n']:,} photos): {load['wall_s']:.1f} s, "
+            f"peak {load['vmhwm_mb']:,.0f} MB",
+            flush=True,
+        )
+    if args.load_only:
+        return
     bare = run_child(BARE, [str(folder), str(torch.get_num_threads()), str(args.workers)])
     print(
         f"bare DataLoader ({args.workers} workers) + EfficientNet-Lite0 forward: {args.photos / bare['wall_s']:.1f} "
@@ -218,6 +243,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("data", "photos", "both"), default="data")
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--photos", type=int, default=50_000)
+    parser.add_argument("--load-only", action="store_true", help="photos: only the load's memory, no forward pass")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the bare loop")
     parser.add_argument("--map", default="umap", help="map method of the data scan (default: the default, umap)")
     parser.add_argument("--epochs", type=int, help="training epochs of the data scan (default: automatic)")

@@ -676,6 +676,11 @@ def _dataset_from_files(
     """Read the images at ``rel_paths`` under ``root`` with their ``labels``; skip what cannot be used.
 
     ``ordered``: classes in order of first appearance (ImageFolder, sorted folders); else sorted by name.
+
+    Every file's header is read first (size as shown, mode). When the stacked pixels would exceed
+    ``STREAM_ABOVE_BYTES``, nothing is decoded: the files usable by their headers become an :class:`ImageFiles`
+    (memory then grows with N by paths only, and the memory budget does not apply); otherwise the images are
+    decoded now, within the memory budget (:mod:`ogaudit.limits`), and damaged files are skipped with a reason.
     """
     skipped = list(skipped or [])
     notes: list[str] = []
