@@ -27,11 +27,13 @@ EXACT_CHUNK = 1024
 INDEX_BATCH = 16_384
 """Rows added to / searched in the approximate index between progress reports and cancel checks."""
 
-HNSW_LINKS = 32
+HNSW_LINKS = 16
 HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64
-"""faiss HNSW settings (Malkov & Yashunin 2018): links per node, build-time and query-time beam widths. Chosen as
-the fastest setting that keeps recall@20 ≥ 0.95 on the gradient directions of the Fashion-MNIST benchmark."""
+HNSW_EF_SEARCH = 32
+"""faiss HNSW settings (Malkov & Yashunin 2018): links per node, build-time and query-time beam widths. Measured on
+100k gradient directions of the Fashion-MNIST CNN: recall@20 0.997 at about half the time of M = 32 / ef = 64
+(recall 1.000); IVF-Flat was as fast at 100k but scans O(√N) rows per query and needs a k-means fit, so it scales
+worse to 10⁶ (docs/BENCHMARKS.md, "Neighbours at scale")."""
 
 
 def nearest_neighbours(
@@ -116,9 +118,17 @@ def approximate_neighbours(
     2018), built and queried in batches of :data:`INDEX_BATCH` rows. Same contract as :func:`nearest_neighbours`.
 
     Rows whose search returns fewer than ``k`` other rows are searched exactly, so every row gets ``k``.
-    The graph is built on one thread, so the result depends only on the data (``seed`` fixes the HNSW level draw).
+    faiss draws node levels from a fixed seed (``seed`` is accepted for a future index that takes one); the graph is
+    built by all of faiss's threads, so with more than one thread a run can differ from another by a few
+    neighbours of a few rows (recall stays as measured). Raises ImportError naming ``faiss-cpu`` when it is missing.
     """
-    import faiss
+    try:
+        import faiss
+    except ImportError as error:  # a core dependency; a broken install should still say what to do
+        raise ImportError(
+            f"Searching {len(directions):,} rows needs the approximate index of faiss-cpu (above "
+            f"{APPROXIMATE_ABOVE:,} rows); install it with `pip install faiss-cpu`."
+        ) from error
 
     directions = np.ascontiguousarray(directions, dtype=np.float32)
     n, dim = directions.shape

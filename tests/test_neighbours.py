@@ -222,3 +222,28 @@ def test_map_at_or_below_the_sample_size_is_fitted_whole(monkeypatch):
     cancel.set()
     with pytest.raises(Cancelled):
         embedding.gradient_map(vectors, method="pca", seed=0, cancel=cancel)
+
+
+def test_near_duplicates_and_run_evidence_use_the_index_above_the_threshold(monkeypatch):
+    from ogaudit.review.duplicates import near_pairs
+    from ogaudit.review.evidence import RunEvidence
+
+    directions, centre = _clusters(2000, dim=32, seed=10)
+    copies = np.arange(0, 2000, 50)
+    directions[copies + 1] = directions[copies]  # 40 planted near-copies (cosine 1)
+    exact_pairs = near_pairs(directions, threshold=0.999)
+    rng = np.random.default_rng(10)
+    features = np.column_stack([directions, np.ones(2000, dtype=np.float32)])
+    probs = rng.dirichlet(np.ones(10), 2000)
+    evidence = RunEvidence(features, probs, centre, calibration=None, k=20)
+    exact_wrong = evidence.raw_wrong()
+    calls = []
+    approximate = neighbours.approximate_neighbours
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ABOVE", 1000)
+    monkeypatch.setattr(neighbours, "approximate_neighbours", lambda *a, **kw: calls.append(1) or approximate(*a, **kw))
+    approximate_pairs = near_pairs(directions, threshold=0.999)
+    assert len(exact_pairs) >= 40
+    np.testing.assert_array_equal(approximate_pairs, exact_pairs[np.lexsort(exact_pairs.T[::-1])])
+    approximate_wrong = evidence.raw_wrong()
+    assert len(calls) == 2
+    assert np.mean(np.abs(approximate_wrong - exact_wrong)) < 0.01
