@@ -176,3 +176,37 @@ def _drop_self(found: np.ndarray, found_cos: np.ndarray, rows: np.ndarray, k: in
 
 def _report(progress, stage: str, span: tuple[float, float], fraction: float, message: str) -> None:
     report(progress, stage, span[0] + (span[1] - span[0]) * fraction, message)
+
+
+def anchor_index(anchors: np.ndarray):
+    """A search over ``anchors`` (M, d unit rows) for other rows: returns ``search(queries (b, d) unit rows, k)
+    -> (indices (b, k) int64, cosines (b, k) float32)``, most similar first.
+
+    A faiss HNSW graph on inner products (as :func:`approximate_neighbours`; the queries are usually many), or an
+    exact (b × M) product when faiss is missing. Rows faiss cannot fill come back as index −1.
+    """
+    anchors = np.ascontiguousarray(anchors, dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is None:
+        import torch
+
+        table = torch.from_numpy(anchors)
+
+        def exact(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            top = torch.topk(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ table.T, k, dim=1)
+            return top.indices.numpy(), top.values.numpy()
+
+        return exact
+    index = faiss.IndexHNSWFlat(anchors.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(anchors)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
+        cosines, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return indices.astype(np.int64), cosines
+
+    return search
