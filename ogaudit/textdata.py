@@ -701,3 +701,47 @@ def _write_parquet(source: TextSource, rows, changed, final, value_of, target: P
     column = pa.array(labels, type=table.schema.field(at).type)
     table = table.set_column(at, table.schema.field(at), column)
     pq.write_table(table, target)
+
+
+# ---------------------------------------------------------------- what the app shows
+
+
+def display_texts(dataset, positions) -> list[str]:
+    """The texts at ``positions`` as the app shows them: @mentions masked for tweets (:func:`mask_mentions`).
+
+    Still user text: the UI escapes it (:func:`ogaudit.ui.text.md`) before it reaches the page.
+    """
+    texts = [str(t) for t in dataset.texts[np.asarray(positions, dtype=np.int64)]]
+    origin = dataset.text_origin
+    if origin is not None and origin.mask_mentions:
+        texts = [mask_mentions(t) for t in texts]
+    return texts
+
+
+def search_texts(dataset, query: str) -> np.ndarray:
+    """Ids (str) of the samples whose shown text contains ``query`` (case-insensitive, as typed, not a pattern)."""
+    import pandas as pd
+
+    query = query.strip()
+    if not query:
+        return dataset.sample_ids.copy()
+    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
+    hits = shown.str.contains(query, case=False, regex=False).to_numpy(dtype=bool)
+    return dataset.sample_ids[hits]
+
+
+def snippet(text: str, limit: int = 120) -> str:
+    """One line of at most ``limit`` characters (for map hovers and lists)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def hover_snippets(dataset, limit: int = 100) -> np.ndarray:
+    """(N,) str: each sample's shown text (:func:`display_texts`) as one line of at most ``limit`` characters."""
+    import pandas as pd
+
+    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
+    line = shown.str.split().str.join(" ")
+    long = line.str.len() > limit
+    line[long] = line[long].str.slice(0, limit - 1) + "…"
+    return line.to_numpy(dtype=str)

@@ -205,3 +205,32 @@ def test_export_without_decisions_is_the_input_byte_for_byte(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     assert (out / write_text_split(data, out)).read_bytes() == raw
+
+
+def test_shown_texts_search_and_hover_mask_mentions_and_escape(tmp_path):
+    from ogaudit.textdata import display_texts, hover_snippets, search_texts
+    from ogaudit.ui.figure import hover_data
+
+    rows = [("@alice this <b>film</b> & more " + "word " * 40, "pos"), ("@bob boring", "neg"), ("fine film", "pos")]
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["tweet", "label"]).to_csv(path, index=False)
+    data = load_text_dataset(path, embed=False)
+    assert display_texts(data, [1]) == ["@bob boring"]  # only tweets are masked
+    data.text_origin.mask_mentions = True
+    assert display_texts(data, [1]) == ["@user boring"]
+    assert search_texts(data, "FILM").tolist() == ["0", "2"]
+    assert search_texts(data, "bob").tolist() == []  # the masked name is not searchable
+    snippets = hover_snippets(data, limit=50)
+    assert len(snippets[0]) == 50 and snippets[0].endswith("…") and snippets[0].startswith("@user this")
+    table = pd.DataFrame(
+        {
+            "sample_id": data.sample_ids,
+            "given_label": ["pos", "neg", "pos"],
+            "predicted_label": ["pos", "neg", "pos"],
+            "suggested_label": ["pos", "neg", "pos"],
+            "score": [0.1, 0.2, 0.3],
+            "snippet": snippets,
+        }
+    )
+    hover = hover_data(table)
+    assert "&lt;b&gt;film&lt;/b&gt; &amp; more" in hover[0, 3] and "<b>" not in hover[0, 3]
