@@ -296,7 +296,8 @@ def load_dataset(
         path = Path(text).expanduser()
         if not path.exists():
             raise DataError(
-                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing path. "
+                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}; text: tweets, rotten-tomatoes) nor "
+                "an existing path. "
                 "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
             )
         path = path.resolve()
