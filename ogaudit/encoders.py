@@ -32,6 +32,8 @@ EMBEDDING_DIM = {DEFAULT_ENCODER: 384}
 BATCH_SIZE = 64
 CACHE_KIND = "text-embeddings"
 EMBEDDING_DTYPE = "float32"
+SAVE_EVERY = 2048
+"""Texts embedded between saves of an unfinished run's progress (an interrupted run resumes from there)."""
 
 
 def encoder_folder(name: str = DEFAULT_ENCODER) -> Path:
@@ -98,7 +100,8 @@ def embed_texts(
     Texts are encoded in batches of similar length (less padding), in the order given back. With ``cache``
     the result is read from, or written to, the entry ``text-embeddings/<key>`` with key = fingerprint of
     the encoder and the texts. ``progress("embed", fraction, message)`` is called per batch; ``cancel`` stops at
-    the next batch with :class:`~ogaudit.errors.Cancelled`.
+    the next batch with :class:`~ogaudit.errors.Cancelled`; what was embedded by then is kept in the entry's work
+    folder (and saved every :data:`SAVE_EVERY` texts), and the next call with the same texts resumes from it.
     """
     texts = np.asarray(texts, dtype=object)
     settings = {"encoder": encoder, "texts": texts_fingerprint(texts), "n": len(texts), "dtype": EMBEDDING_DTYPE}
@@ -116,24 +119,58 @@ def embed_texts(
         if cached is not None:
             report(progress, "embed", 1.0, f"{len(texts):,} embeddings from the cache")
             return cached
-    report(progress, "embed", 0.0, f"loading the {encoder} encoder")
+    work = None if entry is None else entry.work_dir()
+    out, done = _resume(work, len(texts), dim)
+    if done.all() and entry is not None:
+        (work / "done.npy").unlink(missing_ok=True)
+        entry.commit()
+        return out
+    report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
     model = load_encoder(encoder)
-    order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
-    out = np.empty((len(texts), dim), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are not kept.")
-        index = order[start : start + batch_size]
-        out[index] = model.encode(
-            texts[index].tolist(), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
-        )
-        done = min(start + batch_size, len(texts))
-        report(progress, "embed", done / max(len(texts), 1), f"{done:,}/{len(texts):,} texts embedded")
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    order = np.argsort(lengths, kind="stable")
+    order = order[~done[order]]  # resumed: only what an interrupted run left
+    since_save = 0
+    try:
+        for start in range(0, len(order), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
+            index = order[start : start + batch_size]
+            out[index] = model.encode(
+                texts[index].tolist(), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+            done[index] = True
+            since_save += len(index)
+            if work is not None and since_save >= SAVE_EVERY:
+                _save_progress(work, out, done)
+                since_save = 0
+            count = int(done.sum())
+            report(progress, "embed", count / max(len(texts), 1), f"{count:,}/{len(texts):,} texts embedded")
+    finally:
+        if work is not None and since_save:
+            _save_progress(work, out, done)
     if entry is not None:
-
-        def write(folder: Path) -> None:
-            with open(folder / "embeddings.npy", "wb") as handle:
-                np.save(handle, out)
-
-        entry.save(write)
+        (work / "done.npy").unlink(missing_ok=True)
+        entry.commit()
     return out
+
+
+def _resume(work: Path | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings and done mask an interrupted run saved in ``work``, or fresh ones."""
+    if work is not None:
+        try:
+            out, done = np.load(work / "embeddings.npy"), np.load(work / "done.npy")
+            if out.shape == (n, dim) and done.shape == (n,) and done.dtype == bool:
+                return out.astype(np.float32, copy=False), done
+        except (OSError, ValueError):
+            pass
+    return np.zeros((n, dim), dtype=np.float32), np.zeros(n, dtype=bool)
+
+
+def _save_progress(work: Path, out: np.ndarray, done: np.ndarray) -> None:
+    """The embeddings before the mask that marks them done, each written whole and renamed into place."""
+    for name, array in (("embeddings.npy", out), ("done.npy", done)):
+        partial = work / f".{name}.part"
+        with open(partial, "wb") as handle:
+            np.save(handle, array)
+        os.replace(partial, work / name)

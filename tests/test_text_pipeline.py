@@ -110,3 +110,29 @@ def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
         assert report.accuracy_after > report.accuracy_before  # clean labels beat 35% wrong ones
     assert trimmed.train_after == trimmed.train_before - trimmed.removed and trimmed.relabelled == 0
     assert relabelled.train_after == relabelled.train_before and relabelled.removed == 0
+
+
+def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
+    import threading
+
+    from ogaudit.cache import ArtifactCache
+    from ogaudit.errors import Cancelled
+
+    texts = small_frame()["Review"].to_numpy(dtype=object)
+    cache = ArtifactCache(tmp_path / "cache")
+    cancel = threading.Event()
+    seen = []
+
+    def stop_after_first_batch(stage, fraction, message):
+        seen.append(fraction)
+        if fraction > 0:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        embed_texts(texts, cache=cache, progress=stop_after_first_batch, cancel=cancel, batch_size=4)
+    assert seen[-1] == pytest.approx(4 / 12)
+    resumed = []
+    out = embed_texts(texts, cache=cache, progress=lambda s, f, m: resumed.append(f), batch_size=4)
+    assert resumed[0] == pytest.approx(4 / 12)  # it started from the four saved embeddings
+    fresh = embed_texts(texts, batch_size=12)  # no cache: all at once
+    assert np.allclose(out, fresh, atol=1e-5)
