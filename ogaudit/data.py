@@ -157,7 +157,7 @@ class Dataset:
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
     class_names : list of str: the classes present in the labels, or the given ``class_names``.
-    kind : "builtin", "imagefolder", "csv" or "npz".
+    kind : "builtin", "imagefolder", "csv", "npz" or "text" (a text table; text built-ins are "builtin").
     source : the built-in name or the absolute, resolved path that was loaded.
     paths : ndarray (N,) of str file paths relative to ``root`` for file datasets, else None.
     root : the directory the paths are relative to, for file datasets.

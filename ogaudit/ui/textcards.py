@@ -1,7 +1,8 @@
 """Text samples on the page: the full text as a readable card, its neighbours' texts as evidence.
 
 Every text is user data: it is masked as the library says (:func:`ogaudit.textdata.display_texts`, @mentions of
-tweets) and escaped with :func:`ogaudit.ui.text.md`, so no markdown, link or HTML in a text ever renders.
+tweets) and shown as plain text (``st.text``: the card, exactly as written) or escaped with
+:func:`ogaudit.ui.text.md` (the neighbours' one-line snippets), so no markdown, link or HTML in a text ever renders.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def text_card(dataset: Dataset, position: int, *, large: bool = False) -> None:
     """The sample's full text in a bordered box (larger type in the keyboard view and the enlarged dialog)."""
     (text,) = display_texts(dataset, [position])
     with st.container(border=True, key=f"text-{'large' if large else 'card'}-{dataset.sample_ids[position]}"):
-        st.markdown(f"#### {md(text)}" if large and len(text) < 200 else md(text))
+        st.text(text)  # plain text: no markdown (which would turn -- into a dash) and no HTML
 
 
 def neighbour_texts(dataset: Dataset, positions, labels: list[str], cosines, *, compact: bool) -> None:
