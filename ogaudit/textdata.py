@@ -459,7 +459,7 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
         conflicting = sum(len(set(y[g].tolist())) > 1 for g in repeats)
         example = stripped[repeats[0][0]]
         notes.append(
-            f"{sum(len(g) for g in repeats)} texts are duplicates ({len(repeats)} distinct texts, e.g. "
+            f"{sum(len(g) for g in repeats)} texts of the input are duplicates ({len(repeats)} distinct texts, e.g. "
             f"{example[:60]!r}); {conflicting} of these carry different labels. All are kept and scored."
         )
     return Dataset(

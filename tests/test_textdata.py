@@ -107,7 +107,7 @@ def test_empty_and_duplicate_texts_reported_label_variants_folded(tmp_path):
     assert sorted(s.path for s in data.skipped) == ["row 3", "row 6"]  # spreadsheet rows: header is row 1
     notes = " ".join(data.notes)
     assert "empty text" in notes and "empty label" in notes
-    assert "2 texts are duplicates" in notes and "1 of these carry different labels" in notes
+    assert "2 texts of the input are duplicates" in notes and "1 of these carry different labels" in notes
     assert data.sample_ids.tolist() == ["0", "2", "3", "5"]  # row numbers of the kept rows
 
 
