@@ -1,7 +1,8 @@
 """A text audit reviewed in headless chromium: the card shows the review's full text (escaped) and its neighbours'
 texts as evidence, the text search narrows the queue, and a decision on a text card reaches the ledger.
 
-The app audits 60 Rotten Tomatoes snippets with planted noise (the real all-MiniLM-L6-v2, offline, PCA map).
+The app audits 60 Rotten Tomatoes snippets with planted noise (the real all-MiniLM-L6-v2, offline, embedded by the
+fixture into the shared cache; 4 epochs, PCA map).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ pytest.importorskip("sentence_transformers")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cache_dir):
+    from ogaudit.textdata import load_text_dataset
+
     tmp = tmp_path_factory.mktemp("text-browser")
+    # The 60 texts are embedded here, into the cache the app reads, so the app's job does not wait for the encoder.
+    load_text_dataset("rotten-tomatoes", limit=60, seed=0, cache_dir=cache_dir)
     demo = {"OGAUDIT_DEMO": "rotten-tomatoes", "OGAUDIT_DEMO_LIMIT": "60", "OGAUDIT_DEMO_MAP": "pca"}
-    demo |= {"OGAUDIT_DEMO_NOISE": "0.15", "OGAUDIT_DEMO_EPOCHS": "auto"}
+    demo |= {"OGAUDIT_DEMO_NOISE": "0.15", "OGAUDIT_DEMO_EPOCHS": "4"}  # quick: no separate first look
     env = {**os.environ, **demo, "OGAUDIT_HOME": str(tmp / "home"), "OGAUDIT_CACHE": str(cache_dir)}
     process, url = start_app(env, tmp / "streamlit.log", timeout=180)
     yield url, tmp / "home"
