@@ -160,7 +160,8 @@ class Dataset:
     sample_ids : ndarray, (N,) str, stable across loads: the relative path for files, the given id or the
         row index for arrays.
     class_names : list of str: the classes present in the labels, or the given ``class_names``.
-    kind : "builtin", "imagefolder", "csv", "npz" or "npy" (a folder of ``.npy`` arrays, ``x`` memory-mapped).
+    kind : "builtin", "imagefolder", "csv", "npz", "npy" (a folder of ``.npy`` arrays, ``x`` memory-mapped) or "text"
+        (a text table; text built-ins are "builtin").
     source : the built-in name or the absolute, resolved path that was loaded.
     paths : ndarray (N,) of str file paths relative to ``root`` for file datasets, else None.
     root : the directory the paths are relative to, for file datasets.
@@ -171,6 +172,9 @@ class Dataset:
     rows : (N,) int64 row of each sample in ``origin``'s arrays; None without ``origin``.
     value_range : (2, C) float64 lowest and highest value per channel of non-``uint8`` images: how they are
         scaled to [0, 1] for models and thumbnails; None for ``uint8`` images and vectors.
+    texts : (N,) object array of str for text data (``x`` then holds their (N, D) sentence embeddings); else None.
+    text_origin : the text file a text dataset was read from (:class:`ogaudit.textdata.TextSource`, indexed by
+        ``rows``), which exports write back in its own format; None for other data.
     """
 
     x: np.ndarray
@@ -188,6 +192,8 @@ class Dataset:
     rows: np.ndarray | None = None
     value_range: np.ndarray | None = None
     _x_digest: str | None = field(default=None, init=False, repr=False, compare=False)
+    texts: np.ndarray | None = None
+    text_origin: object | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -195,6 +201,10 @@ class Dataset:
     @property
     def is_image(self) -> bool:
         return self.x.ndim == 4
+
+    @property
+    def is_text(self) -> bool:
+        return self.texts is not None
 
     @property
     def n_classes(self) -> int:
@@ -227,6 +237,7 @@ class Dataset:
             paths=None if self.paths is None else self.paths[index],
             true_y=None if self.true_y is None else self.true_y[index],
             rows=None if self.rows is None else self.rows[index],
+            texts=None if self.texts is None else self.texts[index],
         )
 
     def image(self, index: int) -> np.ndarray | None:
@@ -243,6 +254,8 @@ class Dataset:
         return to_display_pixels(pixels, self.value_range)
 
     def describe(self) -> str:
+        if self.is_text:
+            return f"{len(self):,} texts, {self.n_classes} classes ({self.kind}: {self.source})"
         shape = "x".join(map(str, self.x.shape[1:]))
         return f"{len(self):,} samples of {shape}, {self.n_classes} classes ({self.kind}: {self.source})"
 
@@ -261,7 +274,12 @@ def to_display_pixels(pixels: np.ndarray, value_range: np.ndarray | None) -> np.
 
 
 def load_dataset(
-    spec: str | os.PathLike, *, limit: int | None = None, seed: int = 0, fold_label_case: bool = False
+    spec: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    fold_label_case: bool = False,
+    text_options: dict | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name or a dataset from a path.
 
@@ -277,19 +295,28 @@ def load_dataset(
     seed : seeds the subset.
     fold_label_case : class names that differ only by case or surrounding spaces (``Sneaker``, ``sneaker ``)
         are one class, spelt as its most frequent variant (said in ``notes``). Without it they are refused.
+    text_options : for text data (``.tsv``, ``.jsonl``, ``.parquet``, a ``.csv`` without a ``path`` column, the
+        built-ins ``tweets`` and ``rotten-tomatoes``): keyword arguments of
+        :func:`ogaudit.textdata.load_text_dataset` (``text_column``, ``label_column``, ``id_column``,
+        ``cache_dir``, ``progress``, ``cancel``).
 
     Raises
     ------
     DataError : for anything that cannot be used as given; the message names the value and the fix.
     """
     text = str(spec)
+    from ogaudit.textdata import is_text_spec, load_text_dataset
+
+    if is_text_spec(text):  # text tables and text built-ins: see ogaudit.textdata
+        return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
     if text in BUILTINS:
         dataset = _BUILTIN_LOADERS[text]()
     else:
         path = Path(text).expanduser()
         if not path.exists():
             raise DataError(
-                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing path. "
+                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}; text: tweets, rotten-tomatoes) nor "
+                "an existing path. "
                 "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
             )
         path = path.resolve()

@@ -151,6 +151,8 @@ def choose_model(dataset: Dataset, kind: str = "auto") -> ModelChoice:
         if kind in ("cnn", "efficientnet") and not dataset.is_image:
             raise ModelError(f"model {kind!r} needs images, but the data are vectors; use model='mlp'.")
         return ModelChoice(kind, "chosen by the user")
+    if getattr(dataset, "is_text", False):
+        return ModelChoice("linear", "text: a linear head on frozen all-MiniLM-L6-v2 sentence embeddings")
     if not dataset.is_image:
         return ModelChoice("mlp", "feature vectors")
     side = max(dataset.x.shape[1:3])
@@ -170,6 +172,12 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         preprocess = Preprocess(mean, std, image=False)
         body = MLP(flat.shape[1])
         return AuditModel(preprocess, body, nn.Linear(128, n_classes), kind=kind, trainable="all")
+    if kind == "linear":  # a linear classifier on standardised features (text embeddings): the paper's NLP head
+        flat = dataset.x.reshape(len(dataset), -1)
+        mean = flat.mean(axis=0, dtype=np.float64)
+        std = flat.std(axis=0, dtype=np.float64) + 1e-6
+        preprocess = Preprocess(mean, std, image=False)
+        return AuditModel(preprocess, nn.Flatten(), nn.Linear(flat.shape[1], n_classes), kind=kind, trainable="all")
     if kind == "cnn":
         channels = dataset.x.shape[3]
         low, high = input_range(dataset)

@@ -105,7 +105,7 @@ def audit(
 
     timings: dict[str, float] = {}
     with _stage("load", timings, progress):
-        dataset = prepare_dataset(data, settings)
+        dataset = prepare_dataset(data, settings, cache_dir=cache.root, progress=progress, cancel=cancel)
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
@@ -539,6 +539,17 @@ def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dic
         },
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if dataset.is_text:
+        from ogaudit.encoders import DEFAULT_ENCODER
+
+        origin = dataset.text_origin
+        record["dataset"]["text"] = {
+            "encoder": DEFAULT_ENCODER,
+            "format": origin.format,
+            "text_column": origin.text_column,
+            "label_column": origin.label_column,
+            "id_column": origin.id_column,
+        }
     if "is_noisy" in scores:
         record["metrics"] = detection_metrics(
             scores["is_noisy"].to_numpy(), scores["score"].to_numpy(), budget=settings.budget

@@ -79,17 +79,24 @@ def slugify(text: str) -> str:
     return slug or "project"
 
 
-def prepare_dataset(data: str | os.PathLike | Dataset, settings: AuditSettings) -> Dataset:
+def prepare_dataset(data: str | os.PathLike | Dataset, settings: AuditSettings, **text_options) -> Dataset:
     """The data an audit with ``settings`` reads: ``data`` loaded, its ``limit`` subset taken, its noise planted.
 
     Deterministic in ``settings.seed``, so the exact samples and labels of a run can be rebuilt from its record.
+    ``text_options`` (``cache_dir``, ``progress``, ``cancel``) reach the text encoder for text data.
     """
     from ogaudit.noise import inject_label_noise
 
     dataset = (
         data
         if isinstance(data, Dataset)
-        else load_dataset(data, limit=settings.limit, seed=settings.seed, fold_label_case=settings.fold_labels)
+        else load_dataset(
+            data,
+            limit=settings.limit,
+            seed=settings.seed,
+            fold_label_case=settings.fold_labels,
+            text_options={**settings.text_options, **text_options},
+        )
     )
     if settings.noise_rate > 0:
         dataset = inject_label_noise(dataset, settings.noise_rate, kind=settings.noise_kind, seed=settings.seed)

@@ -33,7 +33,7 @@ DEFAULT_DETECTOR = "posterior"
 GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
 MAP_METHODS = ("umap", "pca", "none")
-MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet")
+MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet", "linear")
 NOISE_KINDS = ("symmetric", "pairs")
 DEFAULT_BUDGET = 0.05
 DEFAULT_PROJECTION_DIM = 4096
@@ -128,6 +128,8 @@ class AuditSettings:
         projected to ``projection_dim`` dimensions (checked against the built model before training).
     noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
     fold_labels : class names that differ only by case or surrounding spaces are one class (else refused).
+    text_column, label_column, id_column : for text tables, the columns to read (None: found by their names;
+        see :mod:`ogaudit.textdata`).
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -145,6 +147,9 @@ class AuditSettings:
     layers: tuple[str, ...] = ()
     projection_dim: int = DEFAULT_PROJECTION_DIM
     fold_labels: bool = False
+    text_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
@@ -175,6 +180,15 @@ class AuditSettings:
             raise SettingsError(f"limit must be a whole number of samples; got {self.limit!r}.")
         if self.limit is not None and self.limit < 2:
             raise SettingsError(f"limit must be at least 2 samples; got {self.limit}.")
+        for name in ("text_column", "label_column", "id_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SettingsError(f"{name} must be a column name or None; got {value!r}.")
+
+    @property
+    def text_options(self) -> dict:
+        """The column choices for :func:`ogaudit.textdata.load_text_dataset`."""
+        return {"text_column": self.text_column, "label_column": self.label_column, "id_column": self.id_column}
 
     @property
     def train_settings(self) -> TrainSettings:

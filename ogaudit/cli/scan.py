@@ -22,6 +22,8 @@ EPILOG = """examples:
   ogaudit scan mnist5k --noise-rate 0.1 --out runs/mnist      # built-in demo with 10% planted noise
   ogaudit scan path/to/imagefolder --out runs/mine             # your data, sensible defaults
   ogaudit scan data.npz --detector iforest --budget 200 --out runs/npz
+  ogaudit scan tweets --out runs/tweets                        # built-in text: sentiment tweets, real label noise
+  ogaudit scan reviews.jsonl --text-column body --label-column stars --out runs/reviews
 """
 
 
@@ -43,7 +45,9 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scan.add_argument(
-        "data", help="built-in (digits, mnist5k, fashion-mnist), an ImageFolder dir, a .csv manifest or an .npz"
+        "data",
+        help="built-in (digits, mnist5k, fashion-mnist; text: tweets, rotten-tomatoes), an ImageFolder dir, a .csv "
+        "manifest, an .npz, or a text table (.csv/.tsv/.jsonl/.parquet with a text and a label column)",
     )
     scan.add_argument("--out", required=True, type=Path, help="project folder to write (the review happens there)")
     scan.add_argument(
@@ -80,6 +84,11 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         "--fold-labels",
         action="store_true",
         help="treat class names differing only by case or surrounding spaces (Sneaker, sneaker) as one class",
+    )
+    scan.add_argument("--text-column", help="text tables: the column holding the text (default: text, sentence, ...)")
+    scan.add_argument("--label-column", help="text tables: the column holding the label (default: label, class, ...)")
+    scan.add_argument(
+        "--id-column", help="text tables: a column of unique sample ids (default: id if unique, else row)"
     )
     scan.add_argument(
         "--layers",
@@ -151,6 +160,9 @@ def run_scan(args: argparse.Namespace) -> int:
         layers=tuple(args.layers),
         projection_dim=args.projection_dim,
         fold_labels=args.fold_labels,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        id_column=args.id_column,
     )
     if args.ray_address is not None and args.engine != "ray":
         from ogaudit.errors import SettingsError

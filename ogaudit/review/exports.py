@@ -339,7 +339,11 @@ def export_split(
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.part"
     staging.mkdir()
     try:
-        if dataset.kind == "imagefolder":
+        if dataset.is_text:  # the input's own format: CSV/TSV/JSONL/Parquet, rows as they were
+            from ogaudit.textdata import write_text_split
+
+            written = write_text_split(cleaned, staging)
+        elif dataset.kind == "imagefolder":
             written = _write_image_folder(cleaned, staging)
         elif dataset.kind == "csv":
             written = _write_manifest(cleaned, staging, name=Path(dataset.source).name)
@@ -350,7 +354,11 @@ def export_split(
             written = _write_npz(cleaned, staging / name)
         manifest = {
             "data": written,
-            "format": "npz" if dataset.kind in ("npz", "builtin") else dataset.kind,
+            "format": dataset.text_origin.format
+            if dataset.is_text
+            else "npz"
+            if dataset.kind in ("npz", "builtin")
+            else dataset.kind,
             "source": dataset.source,
             "source_fingerprint": dataset.fingerprint(),
             "ledger": str(ledger.path),

@@ -156,7 +156,12 @@ def sample_caption(row: Mapping, decision: Mapping | None) -> str:
 
 
 def sample_image(dataset: Dataset | None, run: Run, sample_id: str, size: int) -> None:
-    """The sample's picture, or a note when the data are vectors or could not be loaded."""
+    """The sample's picture (its text for text data), or a note when the data are vectors or could not be loaded."""
+    if dataset is not None and dataset.is_text:
+        from ogaudit.ui.textcards import text_card
+
+        text_card(dataset, run.position[sample_id], large=size >= 320)
+        return
     image = None if dataset is None else thumbnail(dataset, run.position[sample_id], size)
     if image is None:
         st.caption("(no image)")

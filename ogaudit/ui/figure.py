@@ -70,6 +70,11 @@ def hover_data(table: pd.DataFrame) -> np.ndarray:
     note = np.char.add(np.char.add("<br>predicted ", predicted), np.char.add(", suggested ", suggested))
     extra = np.where((predicted != given) | (suggested != given), note, "")
     score = np.char.mod("%.3g", table["score"].to_numpy(dtype=float))
+    if "snippet" in table:  # text data: the start of the text, escaped (hover labels render a little HTML)
+        escaped = (
+            table["snippet"].astype(str).str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;")
+        )
+        extra = np.char.add(np.char.add(extra.astype(str), "<br>"), escaped.to_numpy(dtype=str))
     return np.column_stack([table["sample_id"].to_numpy(dtype=str), given, score, extra])
 
 

@@ -16,6 +16,7 @@ from ogaudit.data import BUILTINS
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
+from ogaudit.textdata import TEXT_BUILTINS
 from ogaudit.ui.files import unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip")
@@ -83,8 +84,9 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
 
 def _data_spec(choices: SetupChoices, project: Path) -> str:
     if choices.source == "Built-in":
-        if choices.builtin not in BUILTINS:
-            raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {', '.join(BUILTINS)}.")
+        if choices.builtin not in (*BUILTINS, *TEXT_BUILTINS):
+            names = ", ".join((*BUILTINS, *TEXT_BUILTINS))
+            raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {names}.")
         return choices.builtin
     return str(unpack_zip(choices.upload, Project(project).upload_dir()))
 

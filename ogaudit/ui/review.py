@@ -109,7 +109,7 @@ def review_queue(
     show_flash("queue")
     _class_tables(run)
     groups = state.duplicates(run, dataset)
-    queue_filter = _filters(run, decisions, groups)
+    queue_filter = _filters(run, decisions, groups, dataset)
     queue = filter_queue(run.table, decisions, queue_filter)
     controls = st.columns([3, 2, 1, 1, 1], vertical_alignment="bottom")
     view = controls[0].segmented_control("View", VIEWS, default=VIEWS[0], key="queue-view") or VIEWS[0]
@@ -151,7 +151,7 @@ DUPLICATE_QUEUES = {
 }
 
 
-def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame) -> QueueFilter:
+def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: Dataset | None = None) -> QueueFilter:
     names = run.class_names
     score = run.table["score"]
     low, high = float(score.min()), float(score.max())
@@ -177,10 +177,18 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame) -> QueueFi
             help="Same content under several ids (exact bytes, or the same coarse picture); with different labels, "
             "at least one label is wrong. Flagged or not.",
         )
+        words = ""
+        if dataset is not None and dataset.is_text:
+            words = st.text_input("Text contains", key="queue-text-search", placeholder="search in the texts")
     only = None
     if which != "all":
         chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
         only = frozenset(chosen_groups["sample_id"])
+    if words.strip():
+        from ogaudit.textdata import search_texts
+
+        found = frozenset(search_texts(dataset, words).tolist())
+        only = found if only is None else only & found
     return QueueFilter(
         given=tuple(given),
         suggested=tuple(suggested),
@@ -334,6 +342,12 @@ def evidence_panel(
             },
         )
         shown = item.neighbours[:neighbours]
+        if dataset is not None and dataset.is_text:  # texts, not thumbnails
+            from ogaudit.ui.textcards import neighbour_texts
+
+            given = [names[c] for c in item.neighbour_labels]
+            neighbour_texts(dataset, shown, given, item.cosines, compact=compact)
+            return
         strip = None if dataset is None else thumbnail_strip(dataset, shown, 48 if compact else 72)
         labels = " · ".join(
             f"{names[c]} ({cos:.2f})" for c, cos in zip(item.neighbour_labels, item.cosines, strict=False)

@@ -11,6 +11,7 @@ from ogaudit.data import BUILTINS
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import submit_audit
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
+from ogaudit.textdata import TEXT_BUILTINS
 from ogaudit.ui import state
 from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
@@ -29,8 +30,12 @@ def new_audit_panel(root: Path) -> None:
     """A form in the sidebar; on submit, the project folder is made and the audit starts in the background."""
     with st.form("new-audit"):
         st.radio("Data", SOURCES, horizontal=True, key="setup-source")
-        st.selectbox("Built-in", BUILTINS, index=BUILTINS.index("mnist5k"), key="setup-builtin")
-        st.text_input("Path", placeholder="/data/images, labels.csv or data.npz", key="setup-path")
+        st.selectbox("Built-in", (*BUILTINS, *TEXT_BUILTINS), index=BUILTINS.index("mnist5k"), key="setup-builtin")
+        st.text_input(
+            "Path",
+            placeholder="/data/images, labels.csv, data.npz or texts .csv/.tsv/.jsonl/.parquet",
+            key="setup-path",
+        )
         st.file_uploader(
             f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
         )

@@ -63,7 +63,21 @@ def load_dataset(run: Run) -> Dataset:
 def _figure(
     path: str, fingerprint: str, colour: str, decisions_key: str, density_above: int, _run, _decisions
 ) -> go.Figure:
-    return map_figure(_run.table, colour, _decisions, density_above=density_above)
+    return map_figure(_with_text_snippets(_run), colour, _decisions, density_above=density_above)
+
+
+def _with_text_snippets(run: Run) -> pd.DataFrame:
+    """The run's table, plus a ``snippet`` column (the start of each text, as shown) for text data's map hover."""
+    if not run.record.get("dataset", {}).get("text"):
+        return run.table
+    from ogaudit.errors import OgauditError
+    from ogaudit.textdata import hover_snippets
+
+    try:
+        dataset = load_dataset(run)
+    except OgauditError:
+        return run.table
+    return run.table.assign(snippet=hover_snippets(dataset))
 
 
 def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:

@@ -1,0 +1,163 @@
+"""Text benchmark on the built-in ``tweets`` (CrowdFlower sentiment, 38k tweets, real annotator agreement).
+
+Two questions, each scored by AUROC / average precision against a known suspect set:
+
+* **planted**: the unanimously labelled tweets (annotator agreement 1.0), 20% of their labels flipped
+  symmetrically (``inject_label_noise``); the flipped ones are the truth.
+* **real**: every tweet with a recorded agreement, the given labels as they are; tweets whose annotators agreed
+  less than 0.6 are the suspect set (real human label noise, soft ground truth).
+
+Methods, all on the same frozen all-MiniLM-L6-v2 embeddings (computed once, read from the artifact cache):
+
+* **ogaudit default**: the audit's linear head and its default detector on closed-form last-layer gradients
+  (``audit(..., map_method="none")``), wall time of train + gradients + detect;
+* **cleanlab, 5-fold CV**: ``cleanlab.rank.get_label_quality_scores`` (and ``cleanlab.filter.find_label_issues``
+  for its flag set) on out-of-fold probabilities of the same linear head, five trainings on 4/5 of the data;
+* **cleanlab, TF-IDF + LR (5-fold CV)**: the classic text baseline, word 1-2-grams, logistic regression;
+* **in-sample loss**: cross-entropy of the audit's head on its own training data.
+
+Usage::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_text.py [--out docs/bench_text.json]
+
+Wall times depend on the machine's load; the script prints the load average it ran under. On an oversubscribed
+machine run it with ``OMP_NUM_THREADS=1``: two torch threads that wait for each other's turn on a busy CPU make
+small linear-head steps ~20x slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ogaudit.data import Dataset
+from ogaudit.metrics import detection_metrics
+from ogaudit.noise import inject_label_noise
+from ogaudit.pipeline import audit
+from ogaudit.settings import AuditSettings
+from ogaudit.textdata import load_text_dataset
+
+FOLDS = 5
+NOISE_RATE = 0.2
+SUSPECT_BELOW = 0.6
+
+
+def head_cv_probs(dataset: Dataset, seed: int, epochs: int) -> tuple[np.ndarray, float]:
+    """Out-of-fold probabilities of the audit's linear head (same recipe and epochs), and the folds' wall time."""
+    import torch
+    from sklearn.model_selection import StratifiedKFold
+
+    from ogaudit.models import build_model
+    from ogaudit.settings import TrainSettings
+    from ogaudit.training import batched_features, train_model
+
+    start = time.perf_counter()
+    probs = np.zeros((len(dataset), dataset.n_classes), dtype=np.float32)
+    for train_rows, held_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(dataset.y, dataset.y):
+        train = dataset.subset(train_rows)
+        model = build_model("linear", train, seed=seed)
+        train_model(model, train, TrainSettings(epochs=epochs, seed=seed))
+        with torch.no_grad():
+            logits = model.head(torch.as_tensor(batched_features(model, dataset.x[held_rows])))
+        probs[held_rows] = torch.softmax(logits, dim=1).numpy()
+    return probs, time.perf_counter() - start
+
+
+def tfidf_cv_probs(dataset: Dataset, seed: int) -> tuple[np.ndarray, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    start = time.perf_counter()
+    features = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(dataset.texts)
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    probs = cross_val_predict(LogisticRegression(max_iter=1000), features, dataset.y, cv=folds, method="predict_proba")
+    return probs, time.perf_counter() - start
+
+
+def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, float]:
+    """1 − cleanlab's label quality (higher = more suspicious) and the time of find_label_issues + the scores."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    start = time.perf_counter()
+    find_label_issues(labels, probs)
+    scores = 1.0 - get_label_quality_scores(labels, probs)
+    return scores, time.perf_counter() - start
+
+
+def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int) -> dict:
+    """Every method on ``dataset`` against ``suspect``; rows of {method, auroc, ap, seconds}."""
+    print(f"[{name}] {len(dataset):,} tweets, {int(suspect.sum()):,} suspect", flush=True)
+    rows = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:  # a fresh model cache: the audit's time includes its training
+        result = audit(dataset, AuditSettings(seed=seed, map_method="none"), cache_dir=cache)
+    ours = time.perf_counter() - start
+    epochs = int(result.record["model"]["epochs"])
+    scores = result.scores["score"].to_numpy()
+    rows.append(("ogaudit default (" + result.record["settings"]["detector"] + ")", scores, ours))
+    probs = result.evidence.probs
+    loss = -np.log(np.clip(probs[np.arange(len(dataset)), dataset.y], 1e-12, None))
+    train_time = result.record["timings_s"]["train"]
+    rows.append(("in-sample loss (same head)", loss, train_time))
+    cv_probs, cv_time = head_cv_probs(dataset, seed, epochs)
+    cl_scores, cl_time = cleanlab_scores(dataset.y, cv_probs)
+    rows.append(("cleanlab, 5-fold CV of the same head", cl_scores, cv_time + cl_time))
+    tf_probs, tf_time = tfidf_cv_probs(dataset, seed)
+    tf_scores, tf_cl = cleanlab_scores(dataset.y, tf_probs)
+    rows.append(("cleanlab, TF-IDF + LR (5-fold CV)", tf_scores, tf_time + tf_cl))
+    out = []
+    for method, score, seconds in rows:
+        metrics = detection_metrics(suspect, score)
+        out.append(
+            {
+                "method": method,
+                "auroc": metrics["auroc"],
+                "average_precision": metrics["average_precision"],
+                "seconds": round(seconds, 1),
+            }
+        )
+        print(f"  {method:<40} AUROC {metrics['auroc']:.3f}  AP {metrics['average_precision']:.3f}  {seconds:.1f} s")
+    return {"samples": len(dataset), "suspect": int(suspect.sum()), "epochs": epochs, "methods": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--limit", type=int, help="a stratified subset of the tweets (a quick look; not the figures)")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    start = time.perf_counter()
+    tweets = load_text_dataset("tweets", limit=args.limit, seed=args.seed)
+    print(f"loaded and embedded (or read from the cache) in {time.perf_counter() - start:.1f} s", flush=True)
+    agreement = tweets.text_origin.extra["agreement"][tweets.rows]
+    unanimous = tweets.subset(np.flatnonzero(agreement == 1.0))
+    planted = inject_label_noise(unanimous, NOISE_RATE, kind="symmetric", seed=args.seed)
+    planted_suspect = planted.y != planted.true_y
+    planted = replace(planted, true_y=None)  # the audit must not see the truth
+    with tempfile.TemporaryDirectory() as cache:  # first-call costs (imports, allocator) charged to no method
+        audit(tweets.subset(np.arange(min(300, len(tweets)))), AuditSettings(map_method="none"), cache_dir=cache)
+    known = tweets.subset(np.flatnonzero(~np.isnan(agreement)))
+    real_suspect = tweets.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
+    figures = {
+        "planted": evaluate("planted 20% among unanimous", planted, planted_suspect, args.seed),
+        "real": evaluate(f"real: agreement < {SUSPECT_BELOW}", known, real_suspect, args.seed),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "cpu_count": os.cpu_count(),
+    }
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

