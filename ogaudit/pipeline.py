@@ -125,7 +125,9 @@ def audit(
             if engine is not engine_given:  # made here from a name: release what it started
                 engine.close()
     with _stage("detect", timings, progress):
-        scores, label_evidence = _detect(head, layers, dataset, settings, progress=progress, cancel=cancel)
+        scores, label_evidence = _detect(
+            head, layers, dataset, settings, model_info["key"], cache, notice, progress=progress, cancel=cancel
+        )
     with _stage("map", timings, progress):
         coords = _gradient_map(
             head if layers is None else layers, settings, model_info["key"], cache, progress, cancel, notice
@@ -448,36 +450,61 @@ def _detect(
     layers: ProjectedEvidence | None,
     dataset: Dataset,
     settings: AuditSettings,
+    model_key: str | None = None,
+    cache: ArtifactCache | None = None,
+    notice=None,
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ):
     """Scores, ranks, flags and suggested labels as the per-sample table, and the (N, C) label evidence.
 
-    Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
-    the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
+    With ``cache``, the outlier scores and label evidence are cached by model (``model_key``), data, detector and
+    layers: a rerun, or another budget, skips the neighbour search. Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk
+    of the neighbour search, every class of the label evidence and before flagging; raises
+    :class:`~ogaudit.errors.Cancelled`.
     """
-    source: GradientEvidence = head if layers is None else layers
-    fits = 1 if source.counterfactual else 2
-    fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
+    if cache is None:
+        score, label_evidence = _outlier_scores(head, layers, settings, progress, cancel)
+        return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence
+    from ogaudit.neighbours import APPROXIMATE_ABOVE
 
-    def scaled(start: float, end: float) -> ProgressCallback:
-        return lambda stage, fraction, message: report(progress, stage, start + (end - start) * fraction, message)
+    detect_settings = {
+        "model": model_key,
+        "data": dataset.fingerprint(),
+        "detector": settings.detector,
+        "seed": settings.seed,
+        "layers": list(settings.layers),
+        "projection_dim": settings.projection_dim,
+        "approximate_above": APPROXIMATE_ABOVE,
+    }
+    entry = cache.entry("scores", fingerprint(detect_settings), detect_settings)
+    shapes = {"score": (len(dataset),), "label_evidence": (len(dataset), dataset.n_classes)}
 
-    detector = make_detector(settings.detector, seed=settings.seed).fit(
-        source, progress=scaled(0.0, fit_share), cancel=cancel
-    )
-    check_cancel(cancel)
-    score = detector.outlier_scores(source)
-    # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
-    head_detector = (
-        detector
-        if source.counterfactual
-        else make_detector(settings.detector, seed=settings.seed).fit(
-            head, progress=scaled(fit_share, 2 * fit_share), cancel=cancel
-        )
-    )
-    label_evidence = counterfactual_scores(head_detector, head, progress=progress, cancel=cancel, span=(0.8, 0.95))
+    def read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(folder / "scores.npz", allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in shapes}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, not {shape}")
+        return arrays["score"], arrays["label_evidence"]
+
+    cached = entry.load(read, notice=notice)
+    if cached is None:
+        cached = _outlier_scores(head, layers, settings, progress, cancel)
+        score, label_evidence = cached
+
+        def write(folder: Path) -> None:
+            with open(folder / "scores.npz", "wb") as handle:
+                np.savez(handle, score=score, label_evidence=label_evidence)
+
+        entry.save(write)
+    score, label_evidence = cached
+    return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence
+
+
+def _score_table(head, dataset, settings, score, label_evidence, progress, cancel) -> pd.DataFrame:
+    """The per-sample table: scores, ranks and flags of the budget, predicted and suggested labels."""
     report(progress, "detect", 0.95, "flagging")
     check_cancel(cancel)
     flagged, rank = flag_budget(score, settings.budget)
@@ -500,7 +527,33 @@ def _detect(
     if dataset.true_y is not None:
         table["true_label"] = names[dataset.true_y]
         table["is_noisy"] = dataset.true_y != dataset.y
-    return table, label_evidence
+    return table
+
+
+def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel):
+    """(N,) outlier scores of the chosen evidence and the (N, C) counterfactual label evidence of the last layer."""
+    source: GradientEvidence = head if layers is None else layers
+    fits = 1 if source.counterfactual else 2
+    fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
+
+    def scaled(start: float, end: float) -> ProgressCallback:
+        return lambda stage, fraction, message: report(progress, stage, start + (end - start) * fraction, message)
+
+    detector = make_detector(settings.detector, seed=settings.seed).fit(
+        source, progress=scaled(0.0, fit_share), cancel=cancel
+    )
+    check_cancel(cancel)
+    score = detector.outlier_scores(source)
+    # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
+    head_detector = (
+        detector
+        if source.counterfactual
+        else make_detector(settings.detector, seed=settings.seed).fit(
+            head, progress=scaled(fit_share, 2 * fit_share), cancel=cancel
+        )
+    )
+    label_evidence = counterfactual_scores(head_detector, head, progress=progress, cancel=cancel, span=(0.8, 0.95))
+    return np.asarray(score, dtype=np.float64), np.asarray(label_evidence, dtype=np.float64)
 
 
 def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict, scores, notices) -> dict:

@@ -92,3 +92,26 @@ def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_p
     np.testing.assert_allclose(again.scores["score"], first.scores["score"], rtol=1e-5)
     third = audit("digits", FAST, cache_dir=cache)
     assert third.record["model"]["cached"] is True and third.record["notices"] == []
+
+
+def test_a_rerun_reads_the_detectors_scores_from_the_cache_and_another_budget_reuses_them(tmp_path, monkeypatch):
+    import ogaudit.pipeline as pipeline
+
+    cache = tmp_path / "cache"
+    first = audit("digits", FAST, cache_dir=cache)
+    assert len(list((cache / "v1" / "scores").iterdir())) == 1
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("the detector ran although its scores were cached")
+
+    monkeypatch.setattr(pipeline, "_outlier_scores", no_detector)
+    again = audit("digits", FAST, cache_dir=cache)
+    assert np.array_equal(again.scores["score"], first.scores["score"])
+    assert np.array_equal(again.label_evidence, first.label_evidence)
+    wider = audit("digits", AuditSettings(**{**FAST.to_dict(), "budget": 0.2}), cache_dir=cache)
+    assert wider.scores["flagged"].sum() > first.scores["flagged"].sum()
+    assert np.array_equal(wider.scores["score"], first.scores["score"])
+    monkeypatch.undo()
+    other = audit("digits", AuditSettings(**{**FAST.to_dict(), "detector": "loss"}), cache_dir=cache)
+    assert len(list((cache / "v1" / "scores").iterdir())) == 2  # another detector: its own entry
+    assert not np.array_equal(other.scores["score"], first.scores["score"])
