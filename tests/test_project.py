@@ -69,9 +69,7 @@ def shown(at: AppTest) -> str:
 
 def test_open_run_reads_the_audit_back(finished):
     folder, result = finished
-    started = time.perf_counter()
     run = Project(folder).open_run()
-    assert time.perf_counter() - started < 5
     assert run.name == "digits" and run.record["fingerprint"] == result.record["fingerprint"]
     assert run.table["sample_id"].tolist() == result.scores["sample_id"].tolist()
     np.testing.assert_allclose(run.table["x"], result.map["x"], rtol=1e-6)
@@ -83,6 +81,27 @@ def test_open_run_reads_the_audit_back(finished):
     assert run.class_names == result.dataset.class_names
     assert run.settings == FAST
     assert "300 samples" in run.describe() and "10% planted noise" in run.describe()
+
+
+def test_the_binary_table_copy_equals_the_csvs_and_gives_way_when_they_change(finished, copy_of):
+    from ogaudit.project import TABLE_COPY
+
+    folder = copy_of(finished[0])
+    copy = Project(folder).run_files()["scores"].parent / TABLE_COPY
+    assert copy.is_file()
+    from_copy = Project(folder).open_run().table
+    copy.rename(copy.with_suffix(".moved"))
+    from_csv = Project(folder).open_run().table
+    pd.testing.assert_frame_equal(from_copy, from_csv, check_dtype=False)
+    assert from_copy["flagged"].dtype == bool and from_copy["sample_id"].tolist() == from_csv["sample_id"].tolist()
+    copy.with_suffix(".moved").rename(copy)
+    scores_csv = Project(folder).run_files()["scores"]
+    edited = pd.read_csv(scores_csv, dtype={"sample_id": str})
+    edited.loc[0, "score"] = 123.0  # someone changed the CSV: the copy is stale and the CSV is read
+    edited.to_csv(scores_csv, index=False)
+    assert Project(folder).open_run().table.loc[0, "score"] == 123.0
+    copy.write_bytes(b"PAR1 damaged")
+    assert Project(folder).open_run().table.loc[0, "score"] == 123.0  # a damaged copy: the CSVs, no error
 
 
 def test_the_ledger_opens_without_loading_the_data(finished, copy_of):
