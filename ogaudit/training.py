@@ -24,9 +24,20 @@ SAMPLE_PASSES = 150_000
 """Auto epochs aim at this many sample visits: ~15 epochs on 10k samples, more on small data, fewer on big."""
 
 
+MAX_SAMPLE_VISITS = 1_500_000
+"""Auto epochs never exceed this many sample visits (5 epochs of 300k): past it each epoch already shows the model
+more distinct samples than a small set's whole training, and a 10⁶-sample scan must not spend 5 full epochs."""
+
+
 def auto_epochs(n_samples: int) -> int:
-    """Enough passes to fit the clean majority, few enough not to memorise the noisy labels."""
-    return int(np.clip(round(SAMPLE_PASSES / max(n_samples, 1)), 5, 30))
+    """Enough passes to fit the clean majority, few enough not to memorise the noisy labels.
+
+    ``clip(round(150k / N), 5, 30)`` up to 300k samples; above, ``ceil(1.5M / N)`` (4 at 400k, 2 at 10⁶, then 1).
+    """
+    n = max(n_samples, 1)
+    if n * 5 > MAX_SAMPLE_VISITS:
+        return max(1, -(-MAX_SAMPLE_VISITS // n))
+    return int(np.clip(round(SAMPLE_PASSES / n), 5, 30))
 
 
 HOLDOUT_MAX_SAMPLES = 1000

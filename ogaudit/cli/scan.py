@@ -63,7 +63,9 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         help="allow a TorchScript checkpoint: loading it RUNS THE FILE'S CODE with your rights; only for files "
         "you made or trust (state dicts and .safetensors never need this)",
     )
-    scan.add_argument("--epochs", type=int, help="training epochs (default: by data size, 5 to 30)")
+    scan.add_argument(
+        "--epochs", type=int, help="training epochs (default: by data size, 5 to 30; fewer above 300k samples)"
+    )
     scan.add_argument(
         "--detector",
         default=DEFAULT_DETECTOR,
