@@ -307,7 +307,7 @@ def load_dataset(
     text = str(spec)
     from ogaudit.textdata import is_text_spec, load_text_dataset
 
-    if is_text_spec(text):  # text tables and text built-ins: see ogaudit.textdata
+    if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.textdata
         return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
     if text in BUILTINS:
         dataset = _BUILTIN_LOADERS[text]()
@@ -662,7 +662,8 @@ def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
     if table.missing:
         raise DataError(
             f"{str(path)!r} has columns {table.header}; a manifest needs `path` and `label` columns (paths relative "
-            f"to the CSV file); {table.delimiter_note()}. Name the columns path and label in the first row."
+            f"to the CSV file); {table.delimiter_note()}. Name the columns path and label in the first row; for a table "
+            "of texts, name its text column text (or give --text-column NAME)."
         )
     if not table.rows:
         raise DataError(f"{str(path)!r} has a header but no rows.")

@@ -104,10 +104,12 @@ class TextSource:
 # ---------------------------------------------------------------- what is text
 
 
-def text_format(spec: str | os.PathLike) -> str | None:
+def text_format(spec: str | os.PathLike, text_column: str | None = None) -> str | None:
     """``"builtin"``, ``"csv"``, ``"tsv"``, ``"jsonl"`` or ``"parquet"`` when ``spec`` is text data, else None.
 
-    A ``.csv`` is text unless its header has a ``path`` column (then it is an image manifest).
+    A ``.csv`` is text when its header names a text column (:data:`TEXT_COLUMNS`) and no ``path`` column, or when
+    ``text_column`` is given and the header has no ``path``; any other ``.csv`` is an image manifest (whose loader
+    says what each kind needs).
     """
     text = str(spec)
     if text in TEXT_BUILTINS:
@@ -126,14 +128,14 @@ def text_format(spec: str | os.PathLike) -> str | None:
         lines = first.splitlines() or [""]
         header = lines[1] if lines[0].strip().lower().startswith("sep=") and len(lines) > 1 else lines[0]
         names = {cell.strip().lower() for d in DELIMITERS for cell in header.split(d)}
-        if "path" in names:
+        if "path" in names or not (text_column is not None or names & set(TEXT_COLUMNS)):
             return None
     return kind
 
 
-def is_text_spec(spec: str | os.PathLike) -> bool:
+def is_text_spec(spec: str | os.PathLike, text_column: str | None = None) -> bool:
     """Whether :func:`ogaudit.data.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
-    return text_format(spec) is not None
+    return text_format(spec, text_column) is not None
 
 
 # ---------------------------------------------------------------- loading
@@ -179,7 +181,7 @@ def load_text_dataset(
         dataset = _load_rotten_tomatoes()
     else:
         path = Path(text).expanduser().resolve()
-        kind = text_format(path)
+        kind = TEXT_SUFFIXES.get(path.suffix.lower()) if path.is_file() else None  # asked for text: by suffix
         if kind is None:
             raise DataError(
                 f"{str(path)!r} is not a text table. Give a .csv, .tsv, .jsonl or .parquet file with a text and a "

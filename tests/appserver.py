@@ -32,17 +32,23 @@ REPO = Path(__file__).resolve().parents[1]
 NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
 
-def choose_option(page, combobox, name: str, *, tries: int = 4) -> None:
-    """Open ``combobox`` (a Streamlit selectbox or multiselect) and click its option ``name``.
+def choose_option(page, combobox, name: str, *, shown_in=None, tries: int = 4) -> None:
+    """Open ``combobox`` (a Streamlit selectbox or multiselect), click its option ``name`` and close the list.
 
-    A rerun that lands while the list is open re-draws the widget and closes the list, so the click is retried
-    with the page settled in between; the last failure is raised.
+    A rerun that lands while the list is open re-draws the widget and closes the list (or drops the choice), so
+    the pick is tried again, the page settled in between, until ``shown_in`` (the widget's container) shows
+    ``name`` as chosen; the last failure is raised.
     """
     for attempt in range(tries):
         page.wait_for_selector(READY)
         try:
             combobox.click(timeout=15_000)
             page.get_by_role("option", name=name, exact=True).click(timeout=10_000)
+            page.keyboard.press("Escape")
+            page.wait_for_selector(READY)
+            if shown_in is None:
+                return
+            shown_in.get_by_text(name, exact=True).first.wait_for(timeout=10_000)
             return
         except Exception:
             if attempt == tries - 1:

@@ -161,8 +161,8 @@ def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server,
     run = Project(list_projects(home)[0].path).open_run()
     cls = run.by_id.loc[run.flagged_ids, "given_label"].value_counts().index[0]
     page.get_by_text("Filter, sort, search").click()
-    choose_option(page, page.locator(".st-key-queue-given").get_by_role("combobox"), cls)
-    page.keyboard.press("Escape")
+    given = page.locator(".st-key-queue-given")
+    choose_option(page, given.get_by_role("combobox"), cls, shown_in=given)
     cards = page.locator("[class*='st-key-card-']")
     expected = [i for i in run.flagged_ids if run.by_id.loc[i, "given_label"] == cls][:12]
     wait_for_count(page, cards, len(expected), tmp_path)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ogaudit.data import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.textdata import (
     fix_tweet_text,
@@ -131,6 +132,14 @@ def test_image_manifest_csv_is_not_text(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\na.png,cat\n")
     assert not is_text_spec(manifest)
+    other = tmp_path / "o.csv"  # neither a path nor a text column: a manifest with misnamed columns, by default
+    other.write_text("file,class\na.png,cat\n")
+    assert not is_text_spec(other) and is_text_spec(other, text_column="file")
+    with pytest.raises(DataError, match="needs `path` and `label`.*--text-column"):
+        load_dataset(other)
+    texts = tmp_path / "t.csv"
+    texts.write_text("Review,sentiment\ngood film,pos\n")
+    assert is_text_spec(texts)
 
 
 def test_tweet_repair_and_mentions():
