@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 from appserver import NEEDS_CHROMIUM, READY, start_app, stop_app
@@ -66,7 +67,9 @@ def test_a_text_card_is_read_searched_and_decided(server, browser):  # noqa: F81
         "n => document.querySelectorAll(\"[class*='st-key-card-']\").length === n", arg=min(len(hits), 12)
     )
     page.locator(f".st-key-card-{first}").get_by_role("button", name="Remove").click()
-    page.wait_for_selector(READY)
+    deadline = time.monotonic() + 60  # the click's rerun may not have started when the page first reads as settled
+    while first not in set(project.open_ledger().state()["sample_id"]) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
     state = project.open_ledger().state().set_index("sample_id")
     assert state.loc[first, "action"] == "remove" and state.loc[first, "annotator"] == "reader"
     page.close()
