@@ -135,9 +135,7 @@ def approximate_neighbours(
     k = min(k, n - 1)
     if k < 1:
         return np.zeros((n, max(k, 0)), dtype=np.int64), np.zeros((n, max(k, 0)), dtype=np.float32)
-    index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
+    index = _hnsw_index(faiss, dim, k)
     build = span[0] + 0.5 * (span[1] - span[0])
     for start in range(0, n, INDEX_BATCH):
         check_cancel(cancel)
@@ -200,8 +198,7 @@ def anchor_index(anchors: np.ndarray):
             return top.indices.numpy(), top.values.numpy()
 
         return exact
-    index = faiss.IndexHNSWFlat(anchors.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index = _hnsw_index(faiss, anchors.shape[1], 1)
     index.add(anchors)
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,3 +207,11 @@ def anchor_index(anchors: np.ndarray):
         return indices.astype(np.int64), cosines
 
     return search
+
+
+def _hnsw_index(faiss, dim: int, k: int):
+    """An empty faiss HNSW graph on inner products with this module's settings, searching for ``k`` neighbours."""
+    index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
+    return index
