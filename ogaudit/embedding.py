@@ -65,12 +65,18 @@ def gradient_map(
     if method == "none":
         return np.zeros((n, 2), dtype=np.float32)
     report(progress, "map", 0.02, "projecting gradients")
+    dims = PCA_DIMS if method == "umap" else 2
+    if n > MAP_SAMPLE:  # rows are projected as they are needed: (N, MAP_DIM) is never held at once
+
+        def vectors_of(rows: np.ndarray) -> np.ndarray:
+            if isinstance(evidence, np.ndarray):
+                return evidence[rows]
+            return evidence.map_vectors(MAP_DIM, seed=seed, rows=rows)
+
+        return _sampled_map(vectors_of, n, method, dims, seed, progress, cancel)
     vectors = evidence if isinstance(evidence, np.ndarray) else evidence.map_vectors(MAP_DIM, seed=seed)
     check_cancel(cancel)
     report(progress, "map", 0.05, "reducing dimensions")
-    dims = PCA_DIMS if method == "umap" else 2
-    if n > MAP_SAMPLE:
-        return _sampled_map(vectors, method, dims, seed, progress, cancel)
     reduced = _pca(_normalise_rows(vectors), dims, seed)
     check_cancel(cancel)
     if method == "umap" and len(vectors) > 15:
@@ -90,12 +96,14 @@ def map_sample(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, MAP_SAMPLE, replace=False))
 
 
-def _sampled_map(vectors: np.ndarray, method: str, dims: int, seed: int, progress, cancel) -> np.ndarray:
-    """Fit PCA (and UMAP) on :func:`map_sample` and place the other rows with ``transform``, chunk by chunk."""
-    n = len(vectors)
+def _sampled_map(vectors_of, n: int, method: str, dims: int, seed: int, progress, cancel) -> np.ndarray:
+    """Fit PCA (and UMAP) on :func:`map_sample` and place the other rows, chunk by chunk; ``vectors_of(rows)``
+    gives the map vectors of the (sorted) positions ``rows``."""
     sample = map_sample(n, seed)
     rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
-    fitted = _normalise_rows(vectors[sample])
+    fitted = _normalise_rows(vectors_of(sample))
+    check_cancel(cancel)
+    report(progress, "map", 0.05, "reducing dimensions")
     pca = None
     if fitted.shape[1] > dims:
         pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(fitted)
@@ -114,7 +122,7 @@ def _sampled_map(vectors: np.ndarray, method: str, dims: int, seed: int, progres
         check_cancel(cancel)
         report(progress, "map", 0.6 + 0.4 * start / len(rest), f"placing the other samples: {start:,}/{len(rest):,}")
         rows = rest[start : start + TRANSFORM_CHUNK]
-        part = _normalise_rows(vectors[rows])
+        part = _normalise_rows(vectors_of(rows))
         part = pca.transform(part) if pca is not None else part
         coords[rows] = part[:, :2] if reducer is None else place_by_neighbours(search, coords[sample], part)
     report(progress, "map", 1.0, "done")

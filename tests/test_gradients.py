@@ -110,3 +110,16 @@ def test_projected_evidence_is_projected_again_only_above_the_map_size():
     smaller = projected.map_vectors(128, seed=1)
     assert smaller.shape == (300, 128)
     assert np.abs(_cosines(smaller) - _cosines(matrix)).mean() < 0.08
+
+
+def test_map_vectors_of_some_rows_equal_those_rows_of_all():
+    """The map projects a million rows in parts: a part must be the same rows of the whole, for both kinds."""
+    head = _random_head(n=300, classes=4, width=200)
+    projected = ProjectedEvidence(head.gradients(), head.probs, head.labels)
+    rows = np.array([0, 7, 150, 299])
+    for evidence, dim in ((head, 64), (head, 4096), (projected, 128), (projected, 4096)):
+        whole = evidence.map_vectors(dim, seed=5)
+        np.testing.assert_allclose(evidence.map_vectors(dim, seed=5, rows=rows), whole[rows], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            evidence.map_vectors(dim, seed=5, rows=slice(10, 20)), whole[10:20], rtol=1e-5, atol=1e-5
+        )

@@ -61,8 +61,9 @@ class GradientEvidence(Protocol):
         """
         ...
 
-    def map_vectors(self, dim: int, *, seed: int = 0) -> np.ndarray:
-        """(N, D') float32 rows, D' ≤ max(dim, C), whose cosines approximate those of the full gradients.
+    def map_vectors(self, dim: int, *, seed: int = 0, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(n, D') float32 rows for ``rows`` (default: all N), D' ≤ max(dim, C), whose cosines approximate those
+        of the full gradients; the same for a row asked for alone or with all others.
 
         What the gradient map lays out. Never builds the full (N, C·(d + 1)) gradients when they exceed ``dim``.
         """

@@ -71,26 +71,32 @@ class HeadEvidence:
         """(N, d) float32: the features ``h`` (bias column dropped) scaled to unit length."""
         return _unit_rows(self.features[:, :-1])
 
-    def map_vectors(self, dim: int, *, seed: int = 0) -> np.ndarray:
-        """(N, C·k) float32 gradients with the feature factor projected to ``k`` dimensions, C·k ≤ max(dim, C).
+    def map_vectors(self, dim: int, *, seed: int = 0, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(n, C·k) float32 gradients of ``rows`` (default: all N) with the feature factor projected to ``k``
+        dimensions, C·k ≤ max(dim, C).
 
         ``cos(r_i ⊗ h̃_i, r_j ⊗ h̃_j) = cos(r_i, r_j) · cos(h̃_i, h̃_j)``, so projecting ``h̃`` with a Gaussian
-        matrix (Johnson-Lindenstrauss) keeps the gradients' cosines approximately, and only (N, C·k) is ever
-        built. When the full gradient has at most ``dim`` entries (``k = d + 1``) the rows are exact.
+        matrix (Johnson-Lindenstrauss) keeps the gradients' cosines approximately, and only (n, C·k) is ever
+        built. When the full gradient has at most ``dim`` entries (``k = d + 1``) the rows are exact. The
+        projection depends on ``seed`` only, so rows asked for in parts equal the rows asked for at once.
         """
-        n, n_classes = self.probs.shape
+        n_classes = self.probs.shape[1]
         width = self.features.shape[1]
         k = width if n_classes * width <= dim else max(1, dim // n_classes)
         projection = None
         if k < width:
             rng = np.random.default_rng(seed)
             projection = (rng.standard_normal((width, k)) / np.sqrt(k)).astype(np.float32)
-        residual = self.residuals()
-        out = np.empty((n, n_classes * k), dtype=np.float32)
-        for start in range(0, n, MAP_CHUNK):
-            rows = slice(start, start + MAP_CHUNK)
-            features = self.features[rows] if projection is None else self.features[rows] @ projection
-            out[rows] = np.einsum("nc,nd->ncd", residual[rows], features, optimize=False).reshape(len(features), -1)
+        positions = np.arange(len(self.labels))[rows]
+        out = np.empty((len(positions), n_classes * k), dtype=np.float32)
+        for start in range(0, len(positions), MAP_CHUNK):
+            part = positions[start : start + MAP_CHUNK]
+            residual = self.probs[part].astype(np.float32)
+            residual[np.arange(len(part)), self.labels[part]] -= 1.0
+            features = self.features[part] if projection is None else self.features[part] @ projection
+            out[start : start + len(part)] = np.einsum("nc,nd->ncd", residual, features, optimize=False).reshape(
+                len(part), -1
+            )
         return out
 
 

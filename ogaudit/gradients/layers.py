@@ -102,18 +102,19 @@ class ProjectedEvidence:
         vectors = np.asarray(self.matrix, dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    def map_vectors(self, dim: int, *, seed: int = 0) -> np.ndarray:
-        """(N, min(D, dim)) float32: the projected gradients, projected once more (Gaussian) when D > dim."""
-        n, width = self.matrix.shape
+    def map_vectors(self, dim: int, *, seed: int = 0, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(n, min(D, dim)) float32 for ``rows`` (default: all N): the projected gradients, projected once more
+        (Gaussian, from ``seed`` alone) when D > dim."""
+        width = self.matrix.shape[1]
         if width <= dim:
-            return np.asarray(self.matrix, dtype=np.float32)
+            return np.asarray(self.matrix[rows], dtype=np.float32)
+        positions = np.arange(len(self.matrix))[rows]
         rng = np.random.default_rng(seed)
         projection = (rng.standard_normal((width, dim)) / np.sqrt(dim)).astype(np.float32)
-        out = np.empty((n, dim), dtype=np.float32)
-        for start in range(0, n, EVIDENCE_CHUNK):
-            out[start : start + EVIDENCE_CHUNK] = (
-                self.gradients(index=slice(start, start + EVIDENCE_CHUNK)) @ projection
-            )
+        out = np.empty((len(positions), dim), dtype=np.float32)
+        for start in range(0, len(positions), EVIDENCE_CHUNK):
+            part = positions[start : start + EVIDENCE_CHUNK]
+            out[start : start + len(part)] = self.gradients(index=part) @ projection
         return out
 
 
