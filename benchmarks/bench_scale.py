@@ -85,7 +85,7 @@ print("RESULT " + json.dumps({"rc": rc, "wall_s": wall, "vmhwm_mb": int(status["
 
 def run_child(code: str, args: list[str]) -> dict:
     """Run ``code`` in a fresh Python process (this tree's ogaudit); return the JSON after ``RESULT``."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -136,24 +136,42 @@ def data_part(args, work: Path) -> None:
 
 
 def make_photos(folder: Path, n: int, *, side: int = 160, seed: int = 0) -> None:
-    """``n`` JPEGs at ``side`` px in ``folder/<class>/``: Fashion-MNIST upscaled, ink and paper coloured."""
+    """``n`` JPEGs at ``side`` px in ``folder/<class>/``: Fashion-MNIST upscaled, ink and paper coloured.
+
+    Written by one process per CPU, 500 at a time (each block seeded by ``seed`` and its start)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ogaudit.data import FASHION_MNIST_CLASSES
+
+    for name in FASHION_MNIST_CLASSES:
+        (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
+    starts = range(0, n, 500)
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(_photo_block, [(folder, start, min(start + 500, n), side, seed) for start in starts]))
+
+
+_SOURCE: dict = {}
+
+
+def _photo_block(task: tuple) -> None:
     from PIL import Image
 
     from ogaudit.data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
-    source = load_fashion_mnist("train")
-    rng = np.random.default_rng(seed)
-    for name in FASHION_MNIST_CLASSES:
-        (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
-    for start in range(0, n, 500):
-        pick = np.arange(start, min(start + 500, n)) % len(source.y)
-        grey = torch.as_tensor(source.x[pick, ..., 0], dtype=torch.float32)[:, None] / 255
-        big = F.interpolate(grey, size=(side, side), mode="bilinear", align_corners=False)[:, 0].numpy()
-        ink, paper = rng.uniform(0, 1, (len(pick), 1, 1, 3)), rng.uniform(0, 1, (len(pick), 1, 1, 3))
-        rgb = (paper + (ink - paper) * big[..., None]) * 255
-        for k, (i, image) in enumerate(zip(pick, np.clip(rgb, 0, 255).astype(np.uint8), strict=True)):
-            name = FASHION_MNIST_CLASSES[source.y[i]].replace("/", "-")
-            Image.fromarray(image).save(folder / name / f"{start + k:07d}.jpg", quality=90)
+    folder, start, stop, side, seed = task
+    torch.set_num_threads(1)
+    if "train" not in _SOURCE:  # once per worker process
+        _SOURCE["train"] = load_fashion_mnist("train")
+    source = _SOURCE["train"]
+    rng = np.random.default_rng([seed, start])
+    pick = np.arange(start, stop) % len(source.y)
+    grey = torch.as_tensor(source.x[pick, ..., 0], dtype=torch.float32)[:, None] / 255
+    big = F.interpolate(grey, size=(side, side), mode="bilinear", align_corners=False)[:, 0].numpy()
+    ink, paper = rng.uniform(0, 1, (len(pick), 1, 1, 3)), rng.uniform(0, 1, (len(pick), 1, 1, 3))
+    rgb = (paper + (ink - paper) * big[..., None]) * 255
+    for k, (i, image) in enumerate(zip(pick, np.clip(rgb, 0, 255).astype(np.uint8), strict=True)):
+        name = FASHION_MNIST_CLASSES[source.y[i]].replace("/", "-")
+        Image.fromarray(image).save(folder / name / f"{start + k:07d}.jpg", quality=90)
 
 
 BARE = """
@@ -207,7 +225,7 @@ def photos_part(args, work: Path) -> None:
         start = time.perf_counter()
         make_photos(folder, args.photos)
         print(f"built {args.photos:,} JPEGs at 160 px in {time.perf_counter() - start:.1f} s -> {folder}", flush=True)
-    for how in ("in-memory", "streamed"):
+    for how in ("streamed",) if args.skip_in_memory else ("in-memory", "streamed"):
         load = run_child(LOAD, [str(folder), how])
         print(
             f"load + fingerprint, {how} ({load['x']}, {load['n']:,} photos): {load['wall_s']:.1f} s, "
@@ -244,6 +262,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--photos", type=int, default=50_000)
     parser.add_argument("--load-only", action="store_true", help="photos: only the load's memory, no forward pass")
+    parser.add_argument("--skip-in-memory", action="store_true", help="photos: skip timing the all-in-RAM load")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the bare loop")
     parser.add_argument("--map", default="umap", help="map method of the data scan (default: the default, umap)")
     parser.add_argument("--epochs", type=int, help="training epochs of the data scan (default: automatic)")

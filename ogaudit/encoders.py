@@ -97,7 +97,8 @@ def embed_texts(
 ) -> np.ndarray:
     """Sentence embeddings of ``texts``: (N,) str → (N, D) float32 (D = 384 for all-MiniLM-L6-v2, unit norm).
 
-    Texts are encoded in batches of similar length (less padding), in the order given back. With ``cache``
+    Texts are encoded in batches of similar length (less padding), in the order given back; a text that repeats
+    (retweets, copied reviews) is encoded once and its rows share the embedding. With ``cache``
     the result is read from, or written to, the entry ``text-embeddings/<key>`` with key = fingerprint of
     the encoder and the texts. ``progress("embed", fraction, message)`` is called per batch; ``cancel`` stops at
     the next batch with :class:`~ogaudit.errors.Cancelled`; what was embedded by then is kept in the entry's work
@@ -127,10 +128,17 @@ def embed_texts(
         return out
     report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
     model = load_encoder(encoder)
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    order = np.argsort(lengths, kind="stable")
+    first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
+    unique = np.flatnonzero(first == np.arange(len(texts)))
+    lengths = np.fromiter((len(texts[i]) for i in unique), dtype=np.int64, count=len(unique))
+    order = unique[np.argsort(lengths, kind="stable")]
     order = order[~done[order]]  # resumed: only what an interrupted run left
     since_save = 0
+
+    def share() -> None:  # copies take their first copy's embedding
+        out[:] = out[first]
+        done[:] = done[first]
+
     try:
         for start in range(0, len(order), batch_size):
             if cancel is not None and cancel.is_set():
@@ -142,17 +150,28 @@ def embed_texts(
             done[index] = True
             since_save += len(index)
             if work is not None and since_save >= SAVE_EVERY:
+                share()
                 _save_progress(work, out, done)
                 since_save = 0
-            count = int(done.sum())
-            report(progress, "embed", count / max(len(texts), 1), f"{count:,}/{len(texts):,} texts embedded")
+            count = int(done[unique].sum())
+            report(progress, "embed", count / max(len(unique), 1), f"{count:,}/{len(unique):,} distinct texts embedded")
     finally:
+        share()
         if work is not None and since_save:
             _save_progress(work, out, done)
     if entry is not None:
         (work / "done.npy").unlink(missing_ok=True)
         entry.commit()
     return out
+
+
+def _first_copies(texts: np.ndarray) -> np.ndarray:
+    """(N,) int64: for each row, the first row holding the same text (itself when the text is new)."""
+    import pandas as pd
+
+    codes, _uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)  # codes 0..K-1 in order of first use
+    _, first_of_code = np.unique(codes, return_index=True)
+    return first_of_code[codes].astype(np.int64)
 
 
 def _resume(work: Path | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

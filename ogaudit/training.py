@@ -16,7 +16,7 @@ from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
 from ogaudit.models import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
-from ogaudit.storage import atomic_path, fingerprint
+from ogaudit.storage import atomic_path, fingerprint, release_pages
 
 __all__ = ["TrainSettings", "TrainingRun", "auto_epochs", "batch_tensor", "batched_features", "train_model"]
 
@@ -44,6 +44,8 @@ HOLDOUT_MAX_SAMPLES = 1000
 """At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
 small data are memorised within the fixed rule's epochs, wrong labels included."""
 HOLDOUT_FOLDS = 4
+RELEASE_EVERY_BATCHES = 64
+"""Training batches between releases of a memory-mapped ``x``'s pages (:func:`~ogaudit.storage.release_pages`)."""
 
 
 @dataclass
@@ -273,6 +275,9 @@ def _fit(
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = start + share * (epoch + (first + len(index)) / len(order)) / epochs
             report(progress, "train", done, f"epoch {epoch + 1}/{epochs}")
+            if (first // settings.batch_size) % RELEASE_EVERY_BATCHES == 0:
+                release_pages(inputs)  # a memory-mapped x: the rows read so far leave this process's RSS
+        release_pages(inputs)
         history.append({"epoch": epoch + 1, "loss": total_loss / len(labels), "accuracy": correct / len(labels)})
         if after_epoch is not None:
             after_epoch()
@@ -337,6 +342,7 @@ def batched_features(
         done += len(batch)
         report(progress, stage, done / len(x), "forward pass")
         check_cancel(cancel)
+    release_pages(x)
     return np.concatenate(chunks)
 
 

@@ -3,6 +3,7 @@ extracted once per audit."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,30 @@ def test_a_cancelled_forward_pass_resumes_from_its_written_chunks(tmp_path, digi
     fresh = audit(data, settings, cache_dir=tmp_path / "fresh")
     np.testing.assert_array_equal(resumed.evidence.features, fresh.evidence.features)
     np.testing.assert_array_equal(resumed.scores["score"], fresh.scores["score"])
+
+
+def _rss_file_mb() -> float:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    status = dict(line.split(":", 1) for line in lines if ":" in line)
+    return int(status["RssFile"].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc/self/status")
+def test_a_pass_over_a_memory_map_leaves_its_pages_out_of_the_resident_memory(tmp_path):
+    """A fingerprint (a full pass over x.npy) must not leave the file's pages counted in the process's RSS."""
+    from ogaudit.storage import fingerprint, release_pages
+
+    np.save(tmp_path / "x.npy", np.arange(48 << 20, dtype=np.uint8).reshape(-1, 1024))  # 48 MB
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = _rss_file_mb()
+    assert int(x[:, 0].astype(np.int64).sum()) >= 0  # touches every page
+    touched = _rss_file_mb()
+    assert touched - before > 30, (before, touched)
+    release_pages(x)
+    assert _rss_file_mb() - before < 10
+    x[:, 0].astype(np.int64).sum()  # read again: still there, from the page cache
+    fingerprint(x)
+    assert _rss_file_mb() - before < 10, "fingerprint left the map's pages resident"
+    copy = np.array(x[:10])
+    release_pages(copy)  # not a map: nothing happens
+    assert copy[3, 5] == x[3, 5]

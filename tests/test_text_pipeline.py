@@ -136,3 +136,24 @@ def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
     assert resumed[0] == pytest.approx(4 / 12)  # it started from the four saved embeddings
     fresh = embed_texts(texts, batch_size=12)  # no cache: all at once
     assert np.allclose(out, fresh, atol=1e-5)
+
+
+def test_a_repeated_text_is_embedded_once_and_its_rows_share_it(tmp_path, monkeypatch):
+    from ogaudit import encoders
+    from ogaudit.cache import ArtifactCache
+
+    texts = small_frame()["Review"].to_numpy(dtype=object)
+    repeated = np.concatenate([texts, texts[[0, 3, 3]]])  # retweets: three rows repeat earlier texts
+    model = encoders.load_encoder()
+    encoded = []
+
+    class Counting:
+        def encode(self, batch, **kwargs):
+            encoded.extend(batch)
+            return model.encode(batch, **kwargs)
+
+    monkeypatch.setattr(encoders, "load_encoder", lambda name=encoders.DEFAULT_ENCODER: Counting())
+    out = embed_texts(repeated, cache=ArtifactCache(tmp_path / "cache"), batch_size=5)
+    assert sorted(encoded) == sorted(texts.tolist())  # each distinct text once
+    assert np.array_equal(out[12], out[0]) and np.array_equal(out[13], out[3]) and np.array_equal(out[14], out[3])
+    assert np.allclose(out[:12], embed_texts(texts, batch_size=12), atol=1e-5)
