@@ -77,16 +77,26 @@ def input_range(dataset: Dataset) -> tuple[np.ndarray | float, np.ndarray | floa
     return dataset.value_range[0], dataset.value_range[1]
 
 
+DEFAULT_FEATURE_BATCH = 256
+BACKBONE_FEATURE_BATCH = 64
+"""EfficientNet-Lite0 at 224 px: batches of 256 peaked at 3.8 GB even for 300 photos (activations, not data);
+64 (the bare loop's batch in ``benchmarks/bench_scale.py --part photos``) peaked at 1.7 GB at the same
+throughput."""
+
+
 class AuditModel(nn.Module):
     """``head(body(preprocess(x)))`` with ``head`` a single linear layer.
 
     ``trainable`` is ``"all"`` or ``"head"`` (frozen pretrained body: the head is trained on cached features).
+    ``feature_batch``: samples per batch of a features-only forward pass (no gradients): a backbone at 224 px
+    holds ~40 MB of activations per sample, so it takes smaller batches than a small CNN.
     """
 
     def __init__(self, preprocess: Preprocess, body: nn.Module, head: nn.Linear, *, kind: str, trainable: str):
         super().__init__()
         self.preprocess, self.body, self.head = preprocess, body, head
         self.kind, self.trainable = kind, trainable
+        self.feature_batch = BACKBONE_FEATURE_BATCH if kind == "efficientnet" else DEFAULT_FEATURE_BATCH
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``h``, shape (B, d)."""

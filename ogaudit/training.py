@@ -320,7 +320,7 @@ def batched_features(
     model: AuditModel,
     x: np.ndarray,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     stage: str = "features",
@@ -331,6 +331,7 @@ def batched_features(
     ``DataLoader`` worker processes while the model runs.
     """
     model.eval()
+    batch_size = batch_size or getattr(model, "feature_batch", 256)
     if isinstance(x, ImageFiles):
         batches = (torch.from_numpy(batch) for batch in x.batches(batch_size))
     else:
