@@ -165,6 +165,7 @@ class NeighbourDetector:
     (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
     :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above); ``outlier_scores`` must
     then be called with that same evidence. ``chunk``: query rows per product of the exact search.
+    Fitted: ``neighbours_`` (N, k) positions and ``cosines_`` (N, k) cosines, most similar first.
     """
 
     def __init__(self, *, k: int = 20, chunk: int = 1024):
@@ -184,8 +185,9 @@ class NeighbourDetector:
         self.labels_ = np.asarray(evidence.labels).copy()
         if len(directions) < 2:
             self.neighbours_ = np.zeros((len(directions), 0), dtype=np.int64)
+            self.cosines_ = np.zeros((len(directions), 0), dtype=np.float32)
             return self
-        self.neighbours_, _ = nearest_neighbours(
+        self.neighbours_, self.cosines_ = nearest_neighbours(
             directions, self.k, progress=progress, cancel=cancel, stage="detect", chunk=self.chunk
         )
         return self
@@ -295,6 +297,15 @@ DETECTORS = {
     "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
 __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "make_detector", "flag_budget"]
+
+
+def gradient_neighbours(detector) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(neighbours (N, k), cosines (N, k))`` a fitted neighbour-based detector (``neighbours``,
+    ``consensus``, ``posterior``) scored with, or None for a detector that searched none."""
+    inner = detector if isinstance(detector, NeighbourDetector) else getattr(detector, "neighbours_", None)
+    if isinstance(inner, NeighbourDetector) and hasattr(inner, "cosines_"):
+        return inner.neighbours_, inner.cosines_
+    return None
 
 
 def make_detector(name: str, *, seed: int = 0):

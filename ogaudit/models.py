@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from ogaudit.data import Dataset
 from ogaudit.errors import ModelError
 from ogaudit.settings import MODEL_KINDS
+from ogaudit.storage import release_pages
 
 SMALL_IMAGE_SIDE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -179,6 +180,7 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         flat = dataset.x.reshape(len(dataset), -1)
         mean = flat.mean(axis=0, dtype=np.float64)  # float64: large values must not overflow the variance
         std = flat.std(axis=0, dtype=np.float64) + 1e-6
+        release_pages(dataset.x)  # a memory-mapped x: the pass leaves none of it in this process's RSS
         preprocess = Preprocess(mean, std, image=False)
         body = MLP(flat.shape[1])
         return AuditModel(preprocess, body, nn.Linear(128, n_classes), kind=kind, trainable="all")
@@ -186,6 +188,7 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         flat = dataset.x.reshape(len(dataset), -1)
         mean = flat.mean(axis=0, dtype=np.float64)
         std = flat.std(axis=0, dtype=np.float64) + 1e-6
+        release_pages(dataset.x)
         preprocess = Preprocess(mean, std, image=False)
         return AuditModel(preprocess, nn.Flatten(), nn.Linear(flat.shape[1], n_classes), kind=kind, trainable="all")
     if kind == "cnn":
@@ -197,6 +200,7 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
             span = np.where(np.asarray(high) > low, np.asarray(high) - low, 1.0)
             mean = (dataset.x.mean(axis=(0, 1, 2), dtype=np.float64) - low) / span
             std = dataset.x.std(axis=(0, 1, 2), dtype=np.float64) / span
+            release_pages(dataset.x)
         preprocess = Preprocess(mean, std + 1e-6, image=True, channels=channels, low=low, high=high)
         return AuditModel(preprocess, SmallCNN(channels), nn.Linear(128, n_classes), kind=kind, trainable="all")
     if kind == "efficientnet":
@@ -230,6 +234,7 @@ def _uint8_channel_stats(x: np.ndarray, channels: int) -> tuple[np.ndarray, np.n
         total += block.sum(axis=0)
         squares += np.square(block).sum(axis=0)
         count += len(block)
+        release_pages(x)  # a memory-mapped x: the pass leaves none of it in this process's RSS
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return (mean / 255.0).astype(np.float32), (std / 255.0).astype(np.float32)

@@ -23,7 +23,7 @@ import torch
 from ogaudit import __version__
 from ogaudit.cache import ArtifactCache, default_cache_dir
 from ogaudit.data import Dataset, rare_class_mask
-from ogaudit.detectors import counterfactual_scores, flag_budget, make_detector
+from ogaudit.detectors import counterfactual_scores, flag_budget, gradient_neighbours, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
 from ogaudit.engines import ForwardEngine, resolve_engine
 from ogaudit.errors import OgauditError
@@ -50,6 +50,7 @@ class AuditResult:
     map : sample_id, x, y (the gradient map).
     record : the run record (settings, fingerprints, versions, timings, skipped inputs, metrics).
     label_evidence : (N, C) counterfactual outlier score of each sample under each class (lowest = suggested).
+    neighbours : see below.
     """
 
     scores: pd.DataFrame
@@ -60,6 +61,9 @@ class AuditResult:
     label_evidence: np.ndarray
     out_dir: Path | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    """(N, k) positions and cosines of each sample's gradient neighbours as the detector found them, or None for a
+    detector without a neighbour search."""
 
 
 def audit(
@@ -125,7 +129,7 @@ def audit(
             if engine is not engine_given:  # made here from a name: release what it started
                 engine.close()
     with _stage("detect", timings, progress):
-        scores, label_evidence = _detect(
+        scores, label_evidence, neighbours = _detect(
             head, layers, dataset, settings, model_info["key"], cache, notice, progress=progress, cancel=cancel
         )
     with _stage("map", timings, progress):
@@ -135,7 +139,7 @@ def audit(
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
     record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
     record["engine"] = engine.describe()
-    result = AuditResult(scores, map_frame, record, dataset, head, label_evidence)
+    result = AuditResult(scores, map_frame, record, dataset, head, label_evidence, neighbours=neighbours)
     if project is not None:
         _warn_about_an_earlier_review(project, dataset, notice)
         label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
@@ -146,6 +150,7 @@ def audit(
             record,
             label_evidence=label_frame,
             head_evidence={"features": head.features, "probs": head.probs, "labels": head.labels},
+            neighbours=neighbours,
         )
         result.out_dir = project.path
     return result
@@ -457,16 +462,18 @@ def _detect(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ):
-    """Scores, ranks, flags and suggested labels as the per-sample table, and the (N, C) label evidence.
+    """Scores, ranks, flags and suggested labels as the per-sample table, the (N, C) label evidence, and the
+    gradient neighbours the detector found (``(positions (N, k), cosines (N, k))``, or None).
 
-    With ``cache``, the outlier scores and label evidence are cached by model (``model_key``), data, detector and
-    layers: a rerun, or another budget, skips the neighbour search. Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk
-    of the neighbour search, every class of the label evidence and before flagging; raises
-    :class:`~ogaudit.errors.Cancelled`.
+    With ``cache``, the outlier scores, label evidence and neighbours are cached by model (``model_key``), data,
+    detector and layers: a rerun, or another budget, skips the neighbour search. Reports ``progress("detect", ...)``
+    and checks ``cancel`` at every chunk of the neighbour search, every class of the label evidence and before
+    flagging; raises :class:`~ogaudit.errors.Cancelled`.
     """
     if cache is None:
-        score, label_evidence = _outlier_scores(head, layers, settings, progress, cancel)
-        return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence
+        score, label_evidence, neighbours = _outlier_scores(head, layers, settings, progress, cancel)
+        table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel)
+        return table, label_evidence, neighbours
     from ogaudit.neighbours import APPROXIMATE_ABOVE
 
     detect_settings = {
@@ -481,26 +488,33 @@ def _detect(
     entry = cache.entry("scores", fingerprint(detect_settings), detect_settings)
     shapes = {"score": (len(dataset),), "label_evidence": (len(dataset), dataset.n_classes)}
 
-    def read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    def read(folder: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
         with np.load(folder / "scores.npz", allow_pickle=False) as saved:
             arrays = {name: saved[name] for name in shapes}
+            found = {name: saved[name] for name in ("neighbours", "cosines") if name in saved.files}
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
                 raise ValueError(f"{name} has shape {arrays[name].shape}, not {shape}")
-        return arrays["score"], arrays["label_evidence"]
+        neighbours = None
+        if len(found) == 2:
+            if found["neighbours"].shape != found["cosines"].shape or len(found["neighbours"]) != len(dataset):
+                raise ValueError(f"neighbours have shape {found['neighbours'].shape}, not ({len(dataset)}, k)")
+            neighbours = (found["neighbours"].astype(np.int64), found["cosines"].astype(np.float32))
+        return arrays["score"], arrays["label_evidence"], neighbours
 
     cached = entry.load(read, notice=notice)
     if cached is None:
         cached = _outlier_scores(head, layers, settings, progress, cancel)
-        score, label_evidence = cached
+        score, label_evidence, neighbours = cached
 
         def write(folder: Path) -> None:
+            extra = {} if neighbours is None else {"neighbours": neighbours[0], "cosines": neighbours[1]}
             with open(folder / "scores.npz", "wb") as handle:
-                np.savez(handle, score=score, label_evidence=label_evidence)
+                np.savez(handle, score=score, label_evidence=label_evidence, **extra)
 
         entry.save(write)
-    score, label_evidence = cached
-    return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence
+    score, label_evidence, neighbours = cached
+    return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence, neighbours
 
 
 def _score_table(head, dataset, settings, score, label_evidence, progress, cancel) -> pd.DataFrame:
@@ -531,7 +545,8 @@ def _score_table(head, dataset, settings, score, label_evidence, progress, cance
 
 
 def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel):
-    """(N,) outlier scores of the chosen evidence and the (N, C) counterfactual label evidence of the last layer."""
+    """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, and
+    the last layer's gradient neighbours (:func:`~ogaudit.detectors.gradient_neighbours`; None without a search)."""
     source: GradientEvidence = head if layers is None else layers
     fits = 1 if source.counterfactual else 2
     fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
@@ -553,7 +568,11 @@ def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settin
         )
     )
     label_evidence = counterfactual_scores(head_detector, head, progress=progress, cancel=cancel, span=(0.8, 0.95))
-    return np.asarray(score, dtype=np.float64), np.asarray(label_evidence, dtype=np.float64)
+    return (
+        np.asarray(score, dtype=np.float64),
+        np.asarray(label_evidence, dtype=np.float64),
+        gradient_neighbours(head_detector),
+    )
 
 
 def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict, scores, notices) -> dict:

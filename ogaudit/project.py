@@ -4,7 +4,7 @@ The command line (``ogaudit scan --out DIR``, the review commands) and the app (
 ``$OGAUDIT_HOME``) both go through :class:`Project`. Layout of ``PROJECT/`` (run format 2)::
 
     run.json            the run record: settings, fingerprints, timings, metrics; names the run folder
-    runs/<run-id>/      scores.csv, map.csv, label_evidence.csv, head_evidence.npz of that run
+    runs/<run-id>/      scores.csv, map.csv, label_evidence.csv, head_evidence.npz, neighbours.npz of that run
     request.json        what the audit was asked to do (data spec and settings), so it can run again
     job-<kind>.json     how the last job of a kind ("audit", "verify") went
     verify.json         the last trim-and-retrain check
@@ -65,6 +65,7 @@ RUN_TABLES = {
     "map": "map.csv",
     "label_evidence": "label_evidence.csv",
     "head_evidence": "head_evidence.npz",
+    "neighbours": "neighbours.npz",
 }
 _REQUIRED_RECORD = {"settings": dict, "dataset": dict, "model": dict, "fingerprint": str}
 _REQUIRED_DATASET = ("spec", "fingerprint", "class_names", "samples")
@@ -235,13 +236,15 @@ class Project:
         *,
         label_evidence: pd.DataFrame | None = None,
         head_evidence: dict[str, np.ndarray] | None = None,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Path]:
         """Write a run's tables into a new run folder, then switch ``run.json`` to it; return the file paths.
 
         ``scores`` and ``map_frame`` as in :class:`~ogaudit.pipeline.AuditResult`; ``record`` the run record
         (``format``, ``run_dir`` and ``files`` are added, and ``record`` is updated in place); ``label_evidence``
         one row per sample (sample_id, then a column per class); ``head_evidence`` arrays (features, probs,
-        labels) from which every last-layer gradient can be rebuilt.
+        labels) from which every last-layer gradient can be rebuilt; ``neighbours`` the detector's gradient
+        neighbours ``(positions (N, k), cosines (N, k))``, which the review's evidence reads instead of searching.
 
         Earlier run folders are removed only after the switch, so a failure (full disk) leaves the previous run
         whole and in force. Text cells a spreadsheet would run as a formula are escaped (see
@@ -256,6 +259,8 @@ class Project:
             del paths["label_evidence"]
         if head_evidence is None:
             del paths["head_evidence"]
+        if neighbours is None:
+            del paths["neighbours"]
         try:
             _write_table(scores, paths["scores"])
             _write_table(map_frame, paths["map"])
@@ -264,6 +269,11 @@ class Project:
             if head_evidence is not None:
                 with atomic_path(paths["head_evidence"]) as tmp, open(tmp, "wb") as handle:
                     np.savez(handle, **head_evidence)
+            if neighbours is not None:  # int32 positions, float16 cosines: 120 B a sample at k = 20
+                with atomic_path(paths["neighbours"]) as tmp, open(tmp, "wb") as handle:
+                    np.savez(
+                        handle, neighbours=neighbours[0].astype(np.int32), cosines=neighbours[1].astype(np.float16)
+                    )
             _write_table_copy(scores, map_frame, paths["scores"], paths["map"], folder / TABLE_COPY)
             record.update(
                 format=RUN_FORMAT, run_dir=f"{RUNS}/{run_id}", files={name: p.name for name, p in paths.items()}
@@ -389,7 +399,28 @@ class Project:
             head["probs"],
             head["labels"],
             None if label_evidence is None else label_evidence.to_numpy(),
+            neighbours=self._read_neighbours(len(head["labels"])),
         )
+
+    def _read_neighbours(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The detector's gradient neighbours of the open run, or None when it kept none (an older run, a detector
+        without a search) or the file does not fit its ``n`` samples (then the evidence searches as before)."""
+        path = self.run_files().get("neighbours")
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                found, cosines = saved["neighbours"].astype(np.int64), saved["cosines"].astype(np.float32)
+        except (OSError, ValueError, KeyError):
+            return None
+        if (
+            found.ndim != 2
+            or found.shape != cosines.shape
+            or len(found) != n
+            or (found.size and not (found.min() >= 0 and found.max() < n))
+        ):
+            return None
+        return found, cosines
 
     # ------------------------------------------------------------ data and ledger
 

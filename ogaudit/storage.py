@@ -70,14 +70,17 @@ def release_pages(array: object) -> None:
     After a pass over a memory-mapped ``x.npy`` (``np.load(..., mmap_mode="r")``) every page read stays mapped, so
     a 10⁶-sample pass leaves the whole file in the process's RSS. ``madvise(MADV_DONTNEED)`` unmaps them: the
     bytes stay in the kernel's page cache and are mapped again, without a disk read, when next touched. Only
-    read-only maps (``mode == "r"``) are released (a copy-on-write map would lose its changes); anything else,
-    or a platform without ``madvise``, is left as it is.
+    read-only maps (``mode == "r"``) are released (a copy-on-write map would lose its changes), found through
+    any chain of views (``load_dataset`` hands out a reshaped view); anything else, or a platform without
+    ``madvise``, is left as it is.
     """
-    mapped = getattr(array, "_mmap", None)
-    if mapped is None or getattr(array, "mode", None) != "r" or not hasattr(mmap, "MADV_DONTNEED"):
+    base = array
+    while base is not None and getattr(base, "_mmap", None) is None:  # a view (a reshape, a slice) of the map
+        base = getattr(base, "base", None)
+    if base is None or getattr(base, "mode", None) != "r" or not hasattr(mmap, "MADV_DONTNEED"):
         return
     with suppress(OSError, ValueError, AttributeError):
-        mapped.madvise(mmap.MADV_DONTNEED)
+        base._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 @contextmanager

@@ -57,6 +57,39 @@ def test_the_fast_posterior_of_a_few_rows_matches_the_detectors_over_all_rows():
     np.testing.assert_allclose(evidence.raw_wrong(chunk=7), 1 - reference[np.arange(len(labels)), labels], rtol=1e-5)
 
 
+def test_given_neighbours_are_read_not_searched_and_give_the_same_evidence(monkeypatch):
+    features, probs, labels = _random_head()
+    detector = NeighbourPosteriorDetector(k=10)
+    head = HeadEvidence(features, probs, labels)
+    reference = detector.fit(head).posterior(head)
+    found = (detector.neighbours_.neighbours_, detector.neighbours_.cosines_)
+    evidence = RunEvidence(
+        features, probs, labels, calibration=Calibration((0.0, 1.0), (0.0, 1.0)), k=10, neighbours=found
+    )
+    monkeypatch.setattr(RunEvidence, "directions", property(lambda self: pytest.fail("searched instead of read")))
+    rows = np.array([3, 17, 99])
+    for row, item in zip(rows, evidence.explain(rows), strict=True):
+        assert list(item.neighbours) == list(found[0][row])
+        np.testing.assert_allclose(item.cosines, found[1][row], rtol=1e-6)
+        np.testing.assert_allclose(item.posterior, reference[row], rtol=1e-5)
+    np.testing.assert_allclose(evidence.raw_wrong(), 1 - reference[np.arange(len(labels)), labels], rtol=1e-5)
+
+
+def test_a_run_keeps_its_detectors_neighbours_for_the_evidence(scanned):
+    from ogaudit.project import Project
+
+    project = Project(scanned)
+    assert project.run_files()["neighbours"].is_file()
+    evidence = project.open_evidence()
+    assert evidence.known is not None and evidence.known[0].shape == (len(evidence.labels), evidence.k)
+    searched = RunEvidence(evidence.features, evidence.probs, evidence.labels, calibration=evidence.calibration)
+    rows = np.arange(0, len(evidence.labels), 37)
+    kept, fresh = evidence.explain(rows), searched.explain(rows)
+    for a, b in zip(kept, fresh, strict=True):  # exact search both times: the same neighbours (ties aside)
+        assert len(set(a.neighbours) & set(b.neighbours)) >= evidence.k - 1
+        assert a.p_wrong == pytest.approx(b.p_wrong, abs=0.05)
+
+
 def test_ranking_and_the_confirm_label_when_the_suggestion_is_the_given_one():
     features, probs, labels = _random_head()
     item = RunEvidence(features, probs, labels, k=5).explain([0])[0]

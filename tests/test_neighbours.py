@@ -139,10 +139,13 @@ def test_detect_reports_progress_from_every_part(detector):
 
     head, dataset = _detect_inputs()
     seen = []
-    table, label_evidence = _detect(
+    table, label_evidence, neighbours = _detect(
         head, None, dataset, AuditSettings(detector=detector), progress=lambda *a: seen.append(a), cancel=None
     )
     assert len(table) == len(dataset) and label_evidence.shape == (len(dataset), 5)
+    assert (neighbours is None) == (detector == "iforest")
+    if neighbours is not None:
+        assert neighbours[0].shape == neighbours[1].shape == (len(dataset), 20)
     fractions = [fraction for stage, fraction, _ in seen]
     assert {stage for stage, _, _ in seen} == {"detect"}
     assert fractions == sorted(fractions) and fractions[-1] >= 0.95

@@ -1,6 +1,7 @@
 """Why a sample is flagged: the evidence behind its score, for the shown samples only.
 
-Everything comes from the files a run already holds (``head_evidence.npz`` and ``label_evidence.csv``, read by
+Everything comes from the files a run already holds (``head_evidence.npz``, ``label_evidence.csv`` and the
+detector's ``neighbours.npz``, read by
 :meth:`~ogaudit.project.Project.read_head_evidence` and :meth:`~ogaudit.project.Project.read_label_evidence`):
 
 * the model's class probabilities ``p`` (the factor ``p − e_y`` of the last-layer gradient);
@@ -146,6 +147,10 @@ class RunEvidence:
     label_evidence : (N, C) counterfactual scores or None.
     calibration : the map to a probability (default: the packaged one).
     k : neighbours per sample.
+    neighbours : ``(positions (N, k'), cosines (N, k'))`` the detector found (the run's ``neighbours.npz``); when
+        given with ``k' ≥ k`` they are read instead of searched, so a card costs a lookup at any N and shows the
+        neighbours the score was computed from (above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples those
+        came from the approximate index).
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class RunEvidence:
         *,
         calibration: Calibration | None = None,
         k: int = NEIGHBOURS,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n = len(labels)
         if len(features) != n or len(probs) != n or (label_evidence is not None and len(label_evidence) != n):
@@ -170,6 +176,9 @@ class RunEvidence:
         self.label_evidence = None if label_evidence is None else np.asarray(label_evidence, dtype=np.float64)
         self.calibration = calibration or Calibration.load()
         self.k = max(0, min(k, n - 1))
+        self.known = None
+        if neighbours is not None and len(neighbours[0]) == n and neighbours[0].shape[1] >= self.k:
+            self.known = (neighbours[0][:, : self.k], neighbours[1][:, : self.k])
 
     @property
     def n_classes(self) -> int:
@@ -186,6 +195,8 @@ class RunEvidence:
         rows = np.asarray(rows, dtype=np.int64)
         if self.k == 0 or len(rows) == 0:
             return np.zeros((len(rows), 0), dtype=np.int64), np.zeros((len(rows), 0))
+        if self.known is not None:
+            return self.known[0][rows], self.known[1][rows].astype(np.float64)
         cosines = self.directions[rows] @ self.directions.T  # (b, N)
         cosines[np.arange(len(rows)), rows] = -np.inf
         top = np.argpartition(-cosines, self.k - 1, axis=1)[:, : self.k]
@@ -205,6 +216,8 @@ class RunEvidence:
         more than ``chunk`` rows of a run above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples use
         :func:`~ogaudit.neighbours.nearest_neighbours` (``progress`` / ``cancel`` as there)."""
         rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.k and self.known is not None:
+            return 1.0 - self.posterior(rows, self.known[0][rows])[np.arange(len(rows)), self.labels[rows]]
         if self.k and len(rows) > chunk and len(self.labels) > _neighbours.APPROXIMATE_ABOVE:
             found, _ = _neighbours.nearest_neighbours(
                 self.directions, self.k, progress=progress, cancel=cancel, stage="evidence"
