@@ -236,6 +236,10 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     at.sidebar.radio(key="setup-source").set_value("Upload zip")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert not at.exception and "Upload a zip of an image folder" in texts(at.error)
+    at.sidebar.radio(key="setup-source").set_value("Upload text table")
+    at.sidebar.text_input(key="setup-text-column").input("Quote")
+    next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
+    assert not at.exception and "Upload a text table" in texts(at.error) and "label column first" in texts(at.error)
 
 
 def test_export_panel_offers_the_decisions(project):
@@ -493,6 +497,34 @@ def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
     )
     assert data == str(project / "upload" / "d") and settings.model == str(project / "checkpoint.pth")
     assert settings.arch == "resnet18" and settings.epochs == 3 and settings.limit is None
+
+
+def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_path):
+    from ogaudit.textdata import load_text_dataset
+
+    table = "Quote,Feeling\n" + "".join(
+        f'"text number {i}, which is fine",{"pos" if i % 2 else "neg"}\n' for i in range(8)
+    )
+    with pytest.raises(DataError, match="Upload a text table"):
+        prepare_audit(SetupChoices(source="Upload text table"), tmp_path)
+    with pytest.raises(DataError, match="is not a text table"):
+        prepare_audit(SetupChoices(source="Upload text table", text_upload=b"x", text_upload_name="a.xlsx"), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # refused: no project folder left behind
+    project, data, settings = prepare_audit(
+        SetupChoices(
+            source="Upload text table",
+            text_upload=table.encode(),
+            text_upload_name="../../my reviews.csv",  # a browser's name: only its cleaned stem is used
+            text_column=" Quote ",
+            label_column="Feeling",
+        ),
+        tmp_path,
+    )
+    assert project.name == "my-reviews" and Path(data) == project / "upload" / "my_reviews.csv"
+    assert Path(data).read_text() == table  # the user's bytes, unchanged
+    assert settings.text_column == "Quote" and settings.label_column == "Feeling"
+    dataset = load_text_dataset(data, embed=False, **settings.text_options)
+    assert len(dataset.texts) == 8 and sorted(dataset.class_names) == ["neg", "pos"]
 
 
 def test_demo_config_reads_the_environment():

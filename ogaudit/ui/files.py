@@ -1,4 +1,5 @@
-"""Zip archives in and out of the app: unpack an uploaded ImageFolder safely, pack an exported folder.
+"""Uploads in, archives out: unpack an uploaded ImageFolder safely, keep an uploaded text table, pack an exported
+folder.
 
 An upload is untrusted: an entry may try to escape the target folder (``..``, an absolute path, a drive letter,
 a symlink), or the archive may be a zip bomb, or hold small images that decode to gigabytes. :func:`unpack_zip`
@@ -10,6 +11,7 @@ lie about sizes.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import stat
 import zipfile
@@ -37,6 +39,35 @@ def _entry_problem(name: str) -> str | None:
     if ".." in path.parts:
         return "contains '..'"
     return None
+
+
+def save_text_table(data: bytes, name: str, dest: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Path:
+    """Keep an uploaded text table (CSV, TSV, JSON Lines or Parquet) in the new folder ``dest``; return its path.
+
+    The file keeps its own suffix (the reader and the cleaned split's format follow it) and a name cut down to
+    letters, digits, ``.``, ``_`` and ``-`` (no path from the browser is used). Refused with :class:`DataError`,
+    writing nothing: another suffix, or more than ``max_upload_bytes``. Its contents are checked when the audit
+    reads it (:func:`~ogaudit.textdata.load_text_dataset`: size, encoding, columns).
+    """
+    from ogaudit.textdata import TEXT_SUFFIXES
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(
+            f"{name!r} is not a text table: upload a file ending in one of {', '.join(sorted(TEXT_SUFFIXES))} "
+            "(or a zip of an image folder as 'Upload zip')."
+        )
+    if len(data) > max_upload_bytes:
+        raise DataError(
+            f"{name!r} is {len(data) / 1024**2:.0f} MB; uploads are limited to {max_upload_bytes // 1024**2} MB. "
+            "Put larger tables on the server and give their path."
+        )
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:80] or "texts"
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=False)
+    target = folder / f"{stem}{suffix}"
+    target.write_bytes(data)
+    return target
 
 
 def unpack_zip(

@@ -16,10 +16,10 @@ from ogaudit.data import BUILTINS
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
-from ogaudit.textdata import TEXT_BUILTINS
-from ogaudit.ui.files import unpack_zip
+from ogaudit.textdata import TEXT_BUILTINS, TEXT_SUFFIXES
+from ogaudit.ui.files import save_text_table, unpack_zip
 
-SOURCES = ("Built-in", "Path", "Upload zip")
+SOURCES = ("Built-in", "Path", "Upload zip", "Upload text table")
 MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "checkpoint")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
@@ -32,6 +32,10 @@ class SetupChoices:
     builtin: str = "mnist5k"
     path: str = ""
     upload: bytes | None = None
+    text_upload: bytes | None = None
+    text_upload_name: str = ""
+    text_column: str = ""
+    label_column: str = ""
     model: str = "auto"
     checkpoint: bytes | None = None
     checkpoint_name: str = ""
@@ -58,10 +62,19 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
         raise DataError("Give the path of an image folder, a CSV manifest or an .npz file.")
     if choices.source == "Upload zip" and not choices.upload:
         raise DataError("Upload a zip of an image folder (one sub-folder of images per class) first.")
+    if choices.source == "Upload text table" and not choices.text_upload:
+        raise DataError(
+            f"Upload a text table ({', '.join(sorted(TEXT_SUFFIXES))}) with a text and a label column first."
+        )
     if choices.model == "checkpoint" and not choices.checkpoint:
         raise ModelError("Upload a checkpoint file (.pt, .pth) or choose another model.")
     server_path = sandbox.resolve_server_path(choices.path, roots) if choices.source == "Path" else None
-    label = {"Built-in": choices.builtin, "Path": Path(choices.path.strip()).name, "Upload zip": "upload"}
+    label = {
+        "Built-in": choices.builtin,
+        "Path": Path(choices.path.strip()).name,
+        "Upload zip": "upload",
+        "Upload text table": Path(choices.text_upload_name).stem or "texts",
+    }
     project = Project.create(root, choices.name.strip() or slugify(label[choices.source])).path
     try:
         data = str(server_path) if server_path is not None else _data_spec(choices, project)
@@ -75,6 +88,8 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
             map_method=choices.map_method,
             noise_rate=float(choices.noise_rate),
             limit=choices.limit or None,
+            text_column=choices.text_column.strip() or None,
+            label_column=choices.label_column.strip() or None,
         )
     except BaseException:
         shutil.rmtree(project, ignore_errors=True)
@@ -88,6 +103,8 @@ def _data_spec(choices: SetupChoices, project: Path) -> str:
             names = ", ".join((*BUILTINS, *TEXT_BUILTINS))
             raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {names}.")
         return choices.builtin
+    if choices.source == "Upload text table":
+        return str(save_text_table(choices.text_upload, choices.text_upload_name, Project(project).upload_dir()))
     return str(unpack_zip(choices.upload, Project(project).upload_dir()))
 
 

@@ -11,7 +11,7 @@ from ogaudit.data import BUILTINS
 from ogaudit.errors import OgauditError
 from ogaudit.jobs import submit_audit
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
-from ogaudit.textdata import TEXT_BUILTINS
+from ogaudit.textdata import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.ui import state
 from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
@@ -39,6 +39,14 @@ def new_audit_panel(root: Path) -> None:
         st.file_uploader(
             f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
         )
+        st.file_uploader(
+            f"Text table: .csv, .tsv, .jsonl or .parquet (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)",
+            type=[suffix.lstrip(".") for suffix in sorted(TEXT_SUFFIXES)],
+            key="setup-text-upload",
+        )
+        left, right = st.columns(2)
+        left.text_input("Text column", placeholder="blank: detect (text, review, tweet…)", key="setup-text-column")
+        right.text_input("Label column", placeholder="blank: detect (label, sentiment…)", key="setup-label-column")
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
         st.file_uploader(
             "Checkpoint (state dict; TorchScript is refused)",
@@ -65,12 +73,16 @@ def new_audit_panel(root: Path) -> None:
 
 def _choices() -> SetupChoices:
     get = st.session_state.get
-    upload, checkpoint = get("setup-upload"), get("setup-checkpoint")
+    upload, checkpoint, table = get("setup-upload"), get("setup-checkpoint"), get("setup-text-upload")
     return SetupChoices(
         source=get("setup-source"),
         builtin=get("setup-builtin"),
         path=get("setup-path") or "",
         upload=None if upload is None else upload.getvalue(),
+        text_upload=None if table is None else table.getvalue(),
+        text_upload_name="" if table is None else table.name,
+        text_column=get("setup-text-column") or "",
+        label_column=get("setup-label-column") or "",
         model=get("setup-model"),
         checkpoint=None if checkpoint is None else checkpoint.getvalue(),
         checkpoint_name="" if checkpoint is None else checkpoint.name,
