@@ -50,7 +50,8 @@ class AuditResult:
     map : sample_id, x, y (the gradient map).
     record : the run record (settings, fingerprints, versions, timings, skipped inputs, metrics).
     label_evidence : (N, C) counterfactual outlier score of each sample under each class (lowest = suggested).
-    neighbours : see below.
+    neighbours : ``(positions (N, k), cosines (N, k))`` of each sample's gradient neighbours as the detector found
+        them; None for a detector without a neighbour search.
     """
 
     scores: pd.DataFrame
@@ -62,8 +63,6 @@ class AuditResult:
     out_dir: Path | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     neighbours: tuple[np.ndarray, np.ndarray] | None = None
-    """(N, k) positions and cosines of each sample's gradient neighbours as the detector found them, or None for a
-    detector without a neighbour search."""
 
 
 def audit(
