@@ -181,7 +181,7 @@ from PIL import Image
 from pathlib import Path
 from ogaudit.models import IMAGENET_MEAN, IMAGENET_STD, EfficientNetFeatures, load_efficientnet_lite0
 torch.set_num_threads(int(sys.argv[2]))
-files = sorted(Path(sys.argv[1]).rglob("*.jpg"))
+files = sorted(Path(sys.argv[1]).rglob("*.jpg"))[: int(sys.argv[4]) or None]
 class Files(torch.utils.data.Dataset):
     def __len__(self): return len(files)
     def __getitem__(self, i):
@@ -234,10 +234,11 @@ def photos_part(args, work: Path) -> None:
         )
     if args.load_only:
         return
-    bare = run_child(BARE, [str(folder), str(torch.get_num_threads()), str(args.workers)])
+    bare_n = min(args.bare_photos or args.photos, args.photos)
+    bare = run_child(BARE, [str(folder), str(torch.get_num_threads()), str(args.workers), str(bare_n)])
     print(
-        f"bare DataLoader ({args.workers} workers) + EfficientNet-Lite0 forward: {args.photos / bare['wall_s']:.1f} "
-        f"photos/s ({bare['wall_s']:.1f} s), peak {bare['vmhwm_mb']:,.0f} MB",
+        f"bare DataLoader ({args.workers} workers) + EfficientNet-Lite0 forward over {bare_n:,} of the photos: "
+        f"{bare_n / bare['wall_s']:.1f} photos/s ({bare['wall_s']:.1f} s), peak {bare['vmhwm_mb']:,.0f} MB",
         flush=True,
     )
     out, cache = work / f"photo-scan-{args.photos}", work / f"photo-cache-{args.photos}"
@@ -263,6 +264,9 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=50_000)
     parser.add_argument("--load-only", action="store_true", help="photos: only the load's memory, no forward pass")
     parser.add_argument("--skip-in-memory", action="store_true", help="photos: skip timing the all-in-RAM load")
+    parser.add_argument(
+        "--bare-photos", type=int, help="photos: time the bare loop over only the first N files (default: all)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the bare loop")
     parser.add_argument("--map", default="umap", help="map method of the data scan (default: the default, umap)")
     parser.add_argument("--epochs", type=int, help="training epochs of the data scan (default: automatic)")
