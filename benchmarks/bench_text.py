@@ -7,7 +7,9 @@ Two questions, each scored by AUROC / average precision against a known suspect 
 * **real**: every tweet with a recorded agreement, the given labels as they are; tweets whose annotators agreed
   less than 0.6 are the suspect set (real human label noise, soft ground truth).
 
-Methods, all on the same frozen all-MiniLM-L6-v2 embeddings (computed once, read from the artifact cache):
+Methods, all on the same frozen all-MiniLM-L6-v2 embeddings (computed once, read from the artifact cache), or with
+``--model lora`` all on the same LoRA fine-tuning of its top layers (the audit's ``model="lora"``; cleanlab's five
+folds fine-tune five times):
 
 * **ogaudit default**: the audit's linear head and its default detector on closed-form last-layer gradients
   (``audit(..., map_method="none")``), wall time of train + gradients + detect;
@@ -49,21 +51,21 @@ NOISE_RATE = 0.2
 SUSPECT_BELOW = 0.6
 
 
-def head_cv_probs(dataset: Dataset, seed: int, epochs: int) -> tuple[np.ndarray, float]:
-    """Out-of-fold probabilities of the audit's linear head (same recipe and epochs), and the folds' wall time."""
+def head_cv_probs(dataset: Dataset, seed: int, epochs: int, kind: str = "linear") -> tuple[np.ndarray, float]:
+    """Out-of-fold probabilities of the audit's model ``kind`` (same recipe and epochs: a linear head, or LoRA
+    fine-tuning), and the folds' wall time."""
     import torch
     from sklearn.model_selection import StratifiedKFold
 
     from ogaudit.models import build_model
-    from ogaudit.settings import TrainSettings
     from ogaudit.training import batched_features, train_model
 
     start = time.perf_counter()
     probs = np.zeros((len(dataset), dataset.n_classes), dtype=np.float32)
     for train_rows, held_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(dataset.y, dataset.y):
         train = dataset.subset(train_rows)
-        model = build_model("linear", train, seed=seed)
-        train_model(model, train, TrainSettings(epochs=epochs, seed=seed))
+        model = build_model(kind, train, seed=seed)
+        train_model(model, train, AuditSettings(model=kind, epochs=epochs, seed=seed).train_settings)
         with torch.no_grad():
             logits = model.head(torch.as_tensor(batched_features(model, dataset.x[held_rows])))
         probs[held_rows] = torch.softmax(logits, dim=1).numpy()
@@ -93,13 +95,13 @@ def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, 
     return scores, time.perf_counter() - start
 
 
-def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int) -> dict:
+def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int, kind: str = "linear") -> dict:
     """Every method on ``dataset`` against ``suspect``; rows of {method, auroc, ap, seconds}."""
     print(f"[{name}] {len(dataset):,} tweets, {int(suspect.sum()):,} suspect", flush=True)
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:  # a fresh model cache: the audit's time includes its training
-        result = audit(dataset, AuditSettings(seed=seed, map_method="none"), cache_dir=cache)
+        result = audit(dataset, AuditSettings(model=kind, seed=seed, map_method="none"), cache_dir=cache)
     ours = time.perf_counter() - start
     epochs = int(result.record["model"]["epochs"])
     scores = result.scores["score"].to_numpy()
@@ -107,10 +109,11 @@ def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int) -> dic
     probs = result.evidence.probs
     loss = -np.log(np.clip(probs[np.arange(len(dataset)), dataset.y], 1e-12, None))
     train_time = result.record["timings_s"]["train"]
-    rows.append(("in-sample loss (same head)", loss, train_time))
-    cv_probs, cv_time = head_cv_probs(dataset, seed, epochs)
+    same = "same head" if kind == "linear" else "same LoRA fine-tuning"
+    rows.append((f"in-sample loss ({same})", loss, train_time))
+    cv_probs, cv_time = head_cv_probs(dataset, seed, epochs, kind)
     cl_scores, cl_time = cleanlab_scores(dataset.y, cv_probs)
-    rows.append(("cleanlab, 5-fold CV of the same head", cl_scores, cv_time + cl_time))
+    rows.append((f"cleanlab, 5-fold CV of the {same}", cl_scores, cv_time + cl_time))
     tf_probs, tf_time = tfidf_cv_probs(dataset, seed)
     tf_scores, tf_cl = cleanlab_scores(dataset.y, tf_probs)
     rows.append(("cleanlab, TF-IDF + LR (5-fold CV)", tf_scores, tf_time + tf_cl))
@@ -134,10 +137,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--limit", type=int, help="a stratified subset of the tweets (a quick look; not the figures)")
+    parser.add_argument(
+        "--model",
+        choices=("linear", "lora"),
+        default="linear",
+        help="linear: a head on frozen embeddings (the default audit); lora: fine-tune the encoder's top layers",
+    )
+    parser.add_argument("--only", choices=("planted", "real"), help="run one of the two suspect sets")
     args = parser.parse_args()
     load = os.getloadavg()
     start = time.perf_counter()
-    tweets = load_text_dataset("tweets", limit=args.limit, seed=args.seed)
+    tweets = load_text_dataset("tweets", limit=args.limit, seed=args.seed, tokens=args.model == "lora")
     print(f"loaded and embedded (or read from the cache) in {time.perf_counter() - start:.1f} s", flush=True)
     agreement = tweets.text_origin.extra["agreement"][tweets.rows]
     unanimous = tweets.subset(np.flatnonzero(agreement == 1.0))
@@ -145,12 +155,21 @@ def main() -> None:
     planted_suspect = planted.y != planted.true_y
     planted = replace(planted, true_y=None)  # the audit must not see the truth
     with tempfile.TemporaryDirectory() as cache:  # first-call costs (imports, allocator) charged to no method
-        audit(tweets.subset(np.arange(min(300, len(tweets)))), AuditSettings(map_method="none"), cache_dir=cache)
+        warm = AuditSettings(model=args.model, map_method="none", epochs=1)
+        audit(tweets.subset(np.arange(min(300, len(tweets)))), warm, cache_dir=cache)
     known = tweets.subset(np.flatnonzero(~np.isnan(agreement)))
     real_suspect = tweets.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
+    sets = {
+        "planted": ("planted 20% among unanimous", planted, planted_suspect),
+        "real": (f"real: agreement < {SUSPECT_BELOW}", known, real_suspect),
+    }
     figures = {
-        "planted": evaluate("planted 20% among unanimous", planted, planted_suspect, args.seed),
-        "real": evaluate(f"real: agreement < {SUSPECT_BELOW}", known, real_suspect, args.seed),
+        key: evaluate(name, data, suspect, args.seed, args.model)
+        for key, (name, data, suspect) in sets.items()
+        if args.only in (None, key)
+    }
+    figures |= {
+        "model": args.model,
         "load_average_at_start": [round(x, 2) for x in load],
         "cpu_count": os.cpu_count(),
     }

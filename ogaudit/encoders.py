@@ -68,8 +68,7 @@ def load_encoder(name: str = DEFAULT_ENCODER):
     Raises :class:`ModelError` when sentence-transformers or the wheel is missing.
     """
     folder = encoder_folder(name)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline_hub()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
@@ -77,6 +76,12 @@ def load_encoder(name: str = DEFAULT_ENCODER):
             "Text data need sentence-transformers: `pip install sentence-transformers` (or 'ogaudit[text]')."
         ) from error
     return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def offline_hub() -> None:
+    """Switch the Hugging Face hub off for this process: models are read from local folders, never downloaded."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def texts_fingerprint(texts: np.ndarray) -> str:

@@ -91,7 +91,11 @@ class AuditModel(nn.Module):
     ``trainable`` is ``"all"`` or ``"head"`` (frozen pretrained body: the head is trained on cached features).
     ``feature_batch``: samples per batch of a features-only forward pass (no gradients): a backbone at 224 px
     holds ~40 MB of activations per sample, so it takes smaller batches than a small CNN.
+    ``gradient_layers``: the layers whose projected gradients an audit scores when none are asked for; empty
+    (the default) for the last layer in closed form. The fine-tuned text model names its adapters and head.
     """
+
+    gradient_layers: tuple[str, ...] = ()
 
     def __init__(self, preprocess: Preprocess, body: nn.Module, head: nn.Linear, *, kind: str, trainable: str):
         super().__init__()
@@ -158,6 +162,10 @@ def choose_model(dataset: Dataset, kind: str = "auto") -> ModelChoice:
     """Resolve ``auto``: an MLP for vectors, the small CNN for small images, the pretrained backbone else."""
     if kind not in MODEL_KINDS:
         raise ModelError(f"model {kind!r} is not one of {MODEL_KINDS} (or a checkpoint path).")
+    if kind == "lora":
+        if not getattr(dataset, "is_text", False):
+            raise ModelError("model 'lora' fine-tunes the text encoder, so it needs text data; use model='auto'.")
+        return ModelChoice(kind, "chosen by the user: LoRA adapters on all-MiniLM-L6-v2's top layers + linear head")
     if kind != "auto":
         if kind in ("cnn", "efficientnet") and not dataset.is_image:
             raise ModelError(f"model {kind!r} needs images, but the data are vectors; use model='mlp'.")
@@ -203,6 +211,10 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
             release_pages(dataset.x)
         preprocess = Preprocess(mean, std + 1e-6, image=True, channels=channels, low=low, high=high)
         return AuditModel(preprocess, SmallCNN(channels), nn.Linear(128, n_classes), kind=kind, trainable="all")
+    if kind == "lora":
+        from ogaudit.finetune import build_lora_model
+
+        return build_lora_model(n_classes, seed=seed)
     if kind == "efficientnet":
         side = max(dataset.x.shape[1:3])
         size = 224 if side >= 160 else 128
@@ -508,6 +520,11 @@ def model_recipe(model: AuditModel) -> dict:
     TorchScript checkpoint, whose architecture is code in the file and cannot be rebuilt from weights.
     """
     kind = model.kind
+    if kind == "lora":
+        raise ModelError(
+            "The fine-tuned text model (model 'lora') runs on the local engine only; drop --engine ray, or use the "
+            "default frozen encoder, whose gradients need no encoder pass."
+        )
     if kind == "checkpoint:torchscript" or isinstance(model.body, _ScriptedFeatures):
         raise ModelError(
             "A TorchScript checkpoint cannot be sent to other processes as weights: its architecture is code in "

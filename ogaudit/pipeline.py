@@ -13,7 +13,7 @@ import platform
 import threading
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from ogaudit.data import Dataset, rare_class_mask
 from ogaudit.detectors import counterfactual_scores, flag_budget, gradient_neighbours, make_detector
 from ogaudit.embedding import gradient_map, start_umap_warm_up
 from ogaudit.engines import ForwardEngine, resolve_engine
-from ogaudit.errors import OgauditError
+from ogaudit.errors import OgauditError, SettingsError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.metrics import detection_metrics
 from ogaudit.models import AuditModel, build_model, choose_model, load_checkpoint
@@ -96,6 +96,12 @@ def audit(
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
     settings = settings or AuditSettings()
+    engine_name = engine if isinstance(engine, str) or engine is None else getattr(engine, "name", "?")
+    if settings.model == "lora" and engine_name not in (None, "local"):  # said before any data is read
+        raise SettingsError(
+            f"model 'lora' (fine-tuning the text encoder) runs on the local engine only, not on {engine_name!r}: "
+            "drop --engine, or use the default frozen encoder (model 'auto'), which Ray can run."
+        )
     engine_given = engine
     engine = resolve_engine(engine, ray_address=ray_address)
     cache = ArtifactCache(cache_dir)
@@ -115,6 +121,8 @@ def audit(
         model, model_info = _obtain_model(
             dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine
         )
+    if not settings.layers and getattr(model, "gradient_layers", ()):  # the fine-tuned text model: its adapters
+        settings = replace(settings, layers=tuple(model.gradient_layers))
     with _stage("gradients", timings, progress):
         try:
             frozen = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="gradients")

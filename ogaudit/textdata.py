@@ -151,6 +151,7 @@ def load_text_dataset(
     limit: int | None = None,
     seed: int = 0,
     embed: bool = True,
+    tokens: bool = False,
     cache_dir: str | os.PathLike | None = None,
     progress=None,
     cancel: threading.Event | None = None,
@@ -166,6 +167,8 @@ def load_text_dataset(
     fold_label_case : see :func:`ogaudit.data.load_dataset`.
     limit, seed : a stratified random subset of ``limit`` samples, taken before embedding.
     embed : compute (or read from the cache) the embeddings; False leaves ``x`` empty, (N, 0).
+    tokens : ``x`` holds the texts' token ids instead, (N, T) int32 (:func:`ogaudit.finetune.tokenize_texts`), for
+        the model that fine-tunes the encoder; nothing is embedded.
     cache_dir, progress, cancel : for :func:`ogaudit.encoders.embed_texts` (progress stage ``"embed"``).
 
     Raises
@@ -192,6 +195,12 @@ def load_text_dataset(
         dataset = _dataset(source, *table, fold=fold_label_case, kind="text", name=str(path))
     if limit is not None:
         dataset = stratified_subset(dataset, limit, seed=seed)
+    if tokens:
+        from ogaudit.finetune import MAX_TOKENS, tokenize_texts
+
+        x = tokenize_texts(dataset.texts)
+        note = f"texts tokenized for fine-tuning ({x.shape[1]} tokens at most; cut at {MAX_TOKENS})"
+        return replace(dataset, x=x, notes=[*dataset.notes, note])
     if embed:
         from ogaudit.cache import ArtifactCache
         from ogaudit.encoders import DEFAULT_ENCODER, embed_texts

@@ -87,7 +87,7 @@ def train_model(
     computed here.
 
     With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs
-    are chosen on data: from the same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified
+    are chosen on data (not when fine-tuning an encoder, whose passes are too costly to repeat per fold): from the same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified
     folds' complement for up to :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each;
     the epoch count with the lowest out-of-fold loss is then trained on all samples from those initial weights.
     Last, the head's logits are divided by the softmax temperature (≥ 1) that brings the mean in-sample
@@ -107,7 +107,7 @@ def train_model(
     else:
         inputs, embed, parameters = dataset.x, model.features, model.parameters  # read batch by batch
     epochs, holdout, notes = settings.resolved_epochs(len(dataset)), None, []
-    if settings.epochs is None and len(dataset) <= HOLDOUT_MAX_SAMPLES:
+    if settings.epochs is None and len(dataset) <= HOLDOUT_MAX_SAMPLES and not settings.fine_tune:
         inputs = _as_tensor(inputs)  # small data: the held-out folds index it freely
         epochs, holdout = _holdout_epochs(model, inputs, labels, embed, parameters, settings, epochs, progress, cancel)
         if holdout is not None:

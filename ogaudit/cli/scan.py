@@ -54,7 +54,9 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default="auto",
         help=f"{'|'.join(MODEL_KINDS)} or a checkpoint path (default auto: MLP for vectors, small CNN for images "
-        "up to 64 px, pretrained EfficientNet-Lite0 with a trained head for larger photos)",
+        "up to 64 px, pretrained EfficientNet-Lite0 with a trained head for larger photos, a linear head on frozen "
+        "all-MiniLM-L6-v2 embeddings for text); lora: text only, fine-tunes the encoder's top 2 layers with LoRA "
+        "and scores the projected gradients of the adapters and head (an encoder pass per epoch: slow on a CPU)",
     )
     scan.add_argument("--arch", help="torchvision architecture of a state-dict checkpoint, e.g. resnet18")
     scan.add_argument(

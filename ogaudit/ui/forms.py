@@ -20,7 +20,7 @@ from ogaudit.textdata import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.ui.files import save_text_table, unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip", "Upload text table")
-MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "checkpoint")
+MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "linear", "lora", "checkpoint")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 

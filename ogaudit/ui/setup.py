@@ -18,10 +18,12 @@ from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
 from ogaudit.ui.text import md
 
 MODEL_HELP = {
-    "auto": "auto (small CNN ≤ 64 px, EfficientNet-Lite0 above, MLP for vectors)",
+    "auto": "auto (small CNN ≤ 64 px, EfficientNet-Lite0 above, MLP for vectors, linear head for text)",
     "cnn": "small CNN, trained from scratch",
     "mlp": "MLP (feature vectors)",
     "efficientnet": "pretrained EfficientNet-Lite0 + trained head",
+    "linear": "linear head (text: on frozen MiniLM embeddings)",
+    "lora": "text: fine-tune MiniLM's top layers (LoRA); slow on a CPU",
     "checkpoint": "my checkpoint (upload below)",
 }
 
