@@ -95,28 +95,37 @@ def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, 
     return scores, time.perf_counter() - start
 
 
-def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int, kind: str = "linear") -> dict:
+def evaluate(
+    name: str, dataset: Dataset, suspect: np.ndarray, seed: int, kind: str = "linear", epochs: int | None = None
+) -> dict:
     """Every method on ``dataset`` against ``suspect``; rows of {method, auroc, ap, seconds}."""
     print(f"[{name}] {len(dataset):,} tweets, {int(suspect.sum()):,} suspect", flush=True)
     rows = []
+
+    def report(method: str, score: np.ndarray, seconds: float) -> None:
+        rows.append((method, score, seconds))
+        metrics = detection_metrics(suspect, score)
+        print(f"  {method:<44} AUROC {metrics['auroc']:.3f}  AP {metrics['average_precision']:.3f}  {seconds:.1f} s")
+
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:  # a fresh model cache: the audit's time includes its training
-        result = audit(dataset, AuditSettings(model=kind, seed=seed, map_method="none"), cache_dir=cache)
+        result = audit(dataset, AuditSettings(model=kind, seed=seed, epochs=epochs, map_method="none"), cache_dir=cache)
     ours = time.perf_counter() - start
     epochs = int(result.record["model"]["epochs"])
+    print(f"  audit: {epochs} epochs, stages (s) {result.record['timings_s']}", flush=True)
     scores = result.scores["score"].to_numpy()
-    rows.append(("ogaudit default (" + result.record["settings"]["detector"] + ")", scores, ours))
+    report("ogaudit default (" + result.record["settings"]["detector"] + ")", scores, ours)
     probs = result.evidence.probs
     loss = -np.log(np.clip(probs[np.arange(len(dataset)), dataset.y], 1e-12, None))
     train_time = result.record["timings_s"]["train"]
     same = "same head" if kind == "linear" else "same LoRA fine-tuning"
-    rows.append((f"in-sample loss ({same})", loss, train_time))
+    report(f"in-sample loss ({same})", loss, train_time)
     cv_probs, cv_time = head_cv_probs(dataset, seed, epochs, kind)
     cl_scores, cl_time = cleanlab_scores(dataset.y, cv_probs)
-    rows.append((f"cleanlab, 5-fold CV of the {same}", cl_scores, cv_time + cl_time))
+    report(f"cleanlab, 5-fold CV of the {same}", cl_scores, cv_time + cl_time)
     tf_probs, tf_time = tfidf_cv_probs(dataset, seed)
     tf_scores, tf_cl = cleanlab_scores(dataset.y, tf_probs)
-    rows.append(("cleanlab, TF-IDF + LR (5-fold CV)", tf_scores, tf_time + tf_cl))
+    report("cleanlab, TF-IDF + LR (5-fold CV)", tf_scores, tf_time + tf_cl)
     out = []
     for method, score, seconds in rows:
         metrics = detection_metrics(suspect, score)
@@ -128,7 +137,6 @@ def evaluate(name: str, dataset: Dataset, suspect: np.ndarray, seed: int, kind: 
                 "seconds": round(seconds, 1),
             }
         )
-        print(f"  {method:<40} AUROC {metrics['auroc']:.3f}  AP {metrics['average_precision']:.3f}  {seconds:.1f} s")
     return {"samples": len(dataset), "suspect": int(suspect.sum()), "epochs": epochs, "methods": out}
 
 
@@ -143,6 +151,7 @@ def main() -> None:
         default="linear",
         help="linear: a head on frozen embeddings (the default audit); lora: fine-tune the encoder's top layers",
     )
+    parser.add_argument("--epochs", type=int, help="training epochs of every model (default: the audit's automatic)")
     parser.add_argument("--only", choices=("planted", "real"), help="run one of the two suspect sets")
     args = parser.parse_args()
     load = os.getloadavg()
@@ -164,7 +173,7 @@ def main() -> None:
         "real": (f"real: agreement < {SUSPECT_BELOW}", known, real_suspect),
     }
     figures = {
-        key: evaluate(name, data, suspect, args.seed, args.model)
+        key: evaluate(name, data, suspect, args.seed, args.model, args.epochs)
         for key, (name, data, suspect) in sets.items()
         if args.only in (None, key)
     }
