@@ -1209,6 +1209,10 @@ def _class_names_file(folder: Path) -> list[str] | None:
             names = json.loads(text) if name.endswith(".json") else [line.strip() for line in text.splitlines()]
         except (UnicodeDecodeError, ValueError) as error:
             raise DataError(f"Cannot read {str(path)!r}: {error}. Write UTF-8 text.") from error
+        except RecursionError:
+            raise DataError(
+                f'{str(path)!r} is nested too deeply; it must be a flat JSON list such as ["cat", "dog"].'
+            ) from None
         if name.endswith(".json") and not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
             raise DataError(f'{str(path)!r} must hold a JSON list of strings, e.g. ["cat", "dog"].')
         return [v for v in names if v] if name.endswith(".txt") else names

@@ -32,6 +32,9 @@ EMBEDDING_DIM = {DEFAULT_ENCODER: 384}
 BATCH_SIZE = 64
 CACHE_KIND = "text-embeddings"
 EMBEDDING_DTYPE = "float32"
+MODEL_CHARS = 10_000
+"""Characters of a text the encoder reads (its first 256 tokens lie well within them): a 50 MB cell is not
+tokenized whole. The texts themselves, their fingerprint and what the app shows are not cut."""
 SAVE_EVERY = 2048
 """Texts embedded between saves of an unfinished run's progress (an interrupted run resumes from there)."""
 
@@ -135,7 +138,7 @@ def embed_texts(
     model = load_encoder(encoder)
     first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
     unique = np.flatnonzero(first == np.arange(len(texts)))
-    lengths = np.fromiter((len(texts[i]) for i in unique), dtype=np.int64, count=len(unique))
+    lengths = np.fromiter((min(len(texts[i]), MODEL_CHARS) for i in unique), dtype=np.int64, count=len(unique))
     order = unique[np.argsort(lengths, kind="stable")]
     order = order[~done[order]]  # resumed: only what an interrupted run left
     since_save = 0
@@ -150,7 +153,10 @@ def embed_texts(
                 raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
             index = order[start : start + batch_size]
             out[index] = model.encode(
-                texts[index].tolist(), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+                [text[:MODEL_CHARS] for text in texts[index].tolist()],
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
             done[index] = True
             since_save += len(index)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.encoders import DEFAULT_ENCODER, EMBEDDING_DIM, encoder_folder, offline_hub
+from ogaudit.encoders import DEFAULT_ENCODER, EMBEDDING_DIM, MODEL_CHARS, encoder_folder, offline_hub
 from ogaudit.errors import ModelError
 
 KIND = "lora"
@@ -64,7 +64,7 @@ def tokenize_texts(texts: np.ndarray, *, encoder: str = DEFAULT_ENCODER, max_tok
     tokenizer = load_tokenizer(encoder)
     rows: list[list[int]] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
-        chunk = [str(text) for text in texts[start : start + TOKENIZE_CHUNK]]
+        chunk = [str(text)[:MODEL_CHARS] for text in texts[start : start + TOKENIZE_CHUNK]]
         rows.extend(tokenizer(chunk, truncation=True, max_length=max_tokens, padding=False)["input_ids"])
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     ids = np.full((len(rows), int(lengths.max(initial=2))), tokenizer.pad_token_id, dtype=np.int32)

@@ -32,6 +32,7 @@ import csv
 import importlib.metadata
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -266,6 +267,7 @@ def _read_delimited(path: Path, kind: str, text_column, label_column, id_column)
     forced = None
     if lines[0].strip().lower().startswith("sep=") and len(lines[0].strip()) == 5:  # Excel's delimiter hint
         forced, prefix_lines = lines[0].strip()[4], 1
+    csv.field_size_limit(max(csv.field_size_limit(), len(decoded) + 1))  # a cell may be as long as the file
     header_text = lines[prefix_lines] if len(lines) > prefix_lines else ""
     wanted = {n.strip().lower() for n in (text_column, label_column) if n} or set(TEXT_COLUMNS) | set(LABEL_COLUMNS)
     if forced or kind == "tsv":
@@ -277,7 +279,6 @@ def _read_delimited(path: Path, kind: str, text_column, label_column, id_column)
             return sum(c.strip().lower() in wanted for c in cells), len(cells)
 
         delimiter = max(DELIMITERS, key=fit)  # most known names, then most columns; a comma first on ties
-    csv.field_size_limit(max(csv.field_size_limit(), len(decoded) + 1))
     reader = csv.reader(iter(lines[prefix_lines:]), delimiter=delimiter)
     try:
         columns = next(reader)
@@ -336,6 +337,11 @@ def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
             raise DataError(
                 f"{what} line {number} is not JSON ({exc.msg}): {line[:80]!r}. Write one object per line."
             ) from None
+        except RecursionError:
+            raise DataError(
+                f"{what} line {number} is nested too deeply to read. Write one flat object per line, e.g. "
+                '{"text": "...", "label": "..."}.'
+            ) from None
         if not isinstance(value, dict):
             raise DataError(f"{what} line {number} is a JSON {type(value).__name__}, not an object {{...}}.")
         objects.append(value)
@@ -349,8 +355,8 @@ def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
 
     def cell(obj: dict, key: str, number: int) -> str:
         value = obj.get(key)
-        if value is None:
-            return ""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return ""  # null, NaN, Infinity: no value (an empty label skips its row)
         if isinstance(value, dict | list):
             raise DataError(f"{what} line {number}: {key!r} is a JSON {type(value).__name__}; it must be a value.")
         return value if isinstance(value, str) else json.dumps(value)
@@ -375,6 +381,7 @@ def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
 
 
 def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     what = repr(str(path))
@@ -391,8 +398,28 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
     text, label, ident, ident_given = _columns(names, text_column, label_column, id_column, what)
 
     def strings(name: str) -> list[str]:
-        values = table.column(name).to_pylist()
-        return ["" if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
+        column = table.column(name)
+        if pa.types.is_nested(column.type):
+            raise DataError(
+                f"{what}: column {name!r} holds {column.type} values (lists or records); it must hold one text, "
+                "label or id a row. Choose another column, or flatten it."
+            )
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            try:
+                return ["" if v is None else v.decode("utf-8") for v in column.to_pylist()]
+            except UnicodeDecodeError:
+                raise DataError(
+                    f"{what}: column {name!r} holds bytes that are not UTF-8 text. Store it as a string column."
+                ) from None
+        values = column.to_pylist()
+        return [
+            ""
+            if v is None or (isinstance(v, float) and not math.isfinite(v))  # NaN: pandas' missing number
+            else v
+            if isinstance(v, str)
+            else json.dumps(v, default=str)
+            for v in values
+        ]
 
     source = TextSource(
         path=str(path),
@@ -408,6 +435,28 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
     return source, (strings(text), strings(label), strings(ident) if ident is not None else None, ident_given)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(values: list, notes: list[str], what: str) -> list:
+    """``values`` with lone surrogates (JSON's ``"\\ud800"``, which no UTF-8 text can hold) replaced by U+FFFD."""
+    strings = [v for v in values if isinstance(v, str)]
+    try:
+        "".join(strings).encode("utf-8")
+        return values
+    except UnicodeEncodeError:
+        pass
+    fixed, count = [], 0
+    for value in values:
+        if isinstance(value, str):
+            clean = _SURROGATE.sub("\ufffd", value)
+            count += clean != value
+            value = clean
+        fixed.append(value)
+    notes.append(f"{count} {what}(s) held lone surrogate characters (invalid Unicode), replaced by U+FFFD.")
+    return fixed
+
+
 def _objects(values) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
@@ -419,6 +468,10 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
     from ogaudit.data import Dataset, SkippedInput, canonical_labels
 
     what = repr(name)
+    notes: list[str] = []
+    texts, labels = _valid_unicode(texts, notes, "text"), _valid_unicode(labels, notes, "label")
+    if ids is not None:
+        ids = _valid_unicode(ids, notes, "id")
     texts, labels = _objects(texts), np.asarray(labels, dtype=object)
     unit = "line" if source.format == "jsonl" else "row"
     empty_text = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
@@ -433,7 +486,6 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
         keep = np.asarray([i for i in order if not (empty_text[i] or empty_label[i])], dtype=np.int64)
     if len(keep) == 0:
         raise DataError(f"{what} has no row with both a text and a label. Fill the text and label columns.")
-    notes: list[str] = []
     if empty_text.any():
         notes.append(f"{int(empty_text.sum())} row(s) with an empty text were left out (listed as skipped).")
     if (empty_label & ~empty_text).any():
@@ -441,6 +493,11 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
     mapping, fold_notes = canonical_labels(labels[keep].tolist(), fold=fold, what=what)
     notes += fold_notes
     names = sorted(set(mapping.values()))
+    if len(names) < 2:
+        raise DataError(
+            f"{what}: every usable row has the label {names[0]!r}; finding wrong labels needs at least two classes. "
+            f"Check the label column ({source.label_column!r}), or choose another with --label-column."
+        )
     index = {n: i for i, n in enumerate(names)}
     source.label_classes = _objects([None] * len(labels))
     source.label_classes[keep] = [mapping[v] for v in labels[keep]]
@@ -459,6 +516,11 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
             source.id_column = None
         else:
             sample_ids = given.astype(str)
+            if len(np.unique(sample_ids)) != len(sample_ids):  # NumPy strings drop trailing NUL characters
+                raise DataError(
+                    f"{what}: some ids of the column {source.id_column!r} differ only by trailing NUL characters "
+                    "(\\x00), which ids cannot hold. Remove the NUL characters, or leave --id-column out."
+                )
     if ids is None or source.id_column is None:
         sample_ids = keep.astype(str)
     stripped = np.asarray([t.strip() for t in texts[keep]], dtype=object)
@@ -679,17 +741,66 @@ def write_text_split(cleaned, folder: Path) -> str:
 
 
 def _relabelled_record(source: TextSource, record: str, value: object, label: str) -> str:
-    ending = _ENDING.search(record)
-    ending = ending.group(1) if ending else ""
+    """``record`` (one input row, its line ending included) with only its label cell's characters replaced: every
+    other character (other fields' spelling, quoting, number formats, escapes, spacing) stays as written."""
     if source.format == "jsonl":
-        obj = json.loads(record)
-        obj[source.label_column] = value
-        return json.dumps(obj, ensure_ascii=False) + ending
-    cells = next(csv.reader([record], delimiter=source.delimiter))
-    cells[source.columns.index(source.label_column)] = label
+        start, end = _json_member_span(record, source.label_column)
+        return record[:start] + json.dumps(value, ensure_ascii=False) + record[end:]
+    start, end = _csv_cell_span(record, source.delimiter, source.columns.index(source.label_column))
     buffer = io.StringIO()
-    csv.writer(buffer, delimiter=source.delimiter, lineterminator=ending).writerow(cells)
-    return buffer.getvalue()
+    csv.writer(buffer, delimiter=source.delimiter, lineterminator="").writerow([label])
+    return record[:start] + buffer.getvalue() + record[end:]
+
+
+def _json_member_span(record: str, key: str) -> tuple[int, int]:
+    """(start, end) of the value of the top-level member ``key`` in the JSON object ``record`` (the last one, as
+    ``json.loads`` keeps, when a key repeats)."""
+    decoder, scan = json.JSONDecoder(), json.decoder.scanstring
+    space = re.compile(r"[ \t\n\r]*")
+    at = space.match(record, 0).end() + 1  # past "{"
+    found = None
+    while True:
+        at = space.match(record, at).end()
+        if record[at] == "}":
+            break
+        name, at = scan(record, at + 1)
+        at = space.match(record, at).end() + 1  # past ":"
+        start = space.match(record, at).end()
+        _, at = decoder.raw_decode(record, start)
+        if name == key:
+            found = (start, at)
+        at = space.match(record, at).end()
+        if record[at] == ",":
+            at += 1
+    if found is None:
+        raise DataError(f"the row {record[:80]!r} has no {key!r} field to relabel")
+    return found
+
+
+def _csv_cell_span(record: str, delimiter: str, column: int) -> tuple[int, int]:
+    """(start, end) of cell ``column`` in one CSV row, read as :mod:`csv`'s default dialect reads it (a quote
+    opens a quoted cell only as its first character; ``""`` inside is a quote)."""
+    ending = _ENDING.search(record)
+    stop = ending.start() if ending else len(record)
+    cell, start, at, quoted = 0, 0, 0, False
+    while at < stop:
+        char = record[at]
+        if quoted:
+            if char == '"':
+                if record[at + 1 : at + 2] == '"':
+                    at += 1
+                else:
+                    quoted = False
+        elif char == '"' and at == start:
+            quoted = True
+        elif char == delimiter:
+            if cell == column:
+                return start, at
+            cell, start = cell + 1, at + 1
+        at += 1
+    if cell == column:
+        return start, stop
+    raise DataError(f"the row {record[:80]!r} has no cell {column + 1} to relabel")  # such a row has no label
 
 
 def _write_parquet(source: TextSource, rows, changed, final, value_of, target: Path) -> None:

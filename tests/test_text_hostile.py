@@ -1,0 +1,88 @@
+"""Hostile and odd text tables: each is read with a clear outcome, and a relabel changes only the label's text."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ogaudit.errors import DataError
+from ogaudit.textdata import load_text_dataset, write_text_split
+
+
+def relabel_first_row(path, tmp_path) -> bytes:
+    """The export after the first row's label is changed to the other class: the written bytes."""
+    data = load_text_dataset(path, embed=False)
+    data.y[0] = 1 - data.y[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    return (out / write_text_split(data, out)).read_bytes()
+
+
+def test_a_jsonl_relabel_rewrites_only_the_label_value(tmp_path):
+    first = (
+        '{"id": "r0" ,"text":"a {\\"label\\": 1} b", "label" : "neg", "score": 1e400, '
+        '"p": 0.10000000000000000555, "u": "caf\\u00e9", "nested": {"label": "x"}}\r\n'
+    )
+    rest = '{"id": "r1", "text": "fine", "label": "pos"}\n{"id": "r2", "text": "bad", "label": "neg"}\n'
+    path = tmp_path / "in.jsonl"
+    path.write_bytes((first + rest).encode())
+    written = relabel_first_row(path, tmp_path).decode()
+    assert written == first.replace('"label" : "neg"', '"label" : "pos"') + rest
+
+
+def test_a_csv_relabel_keeps_the_other_cells_quoting(tmp_path):
+    first = '"r0";"a ""quoted""; text";neg;"  padded "\r\n'
+    path = tmp_path / "in.csv"
+    path.write_bytes(("id;text;label;extra\r\n" + first + "r1;fine;pos;x\r\nr2;bad;neg;y\r\n").encode())
+    written = relabel_first_row(path, tmp_path).decode()
+    assert written.splitlines(keepends=True)[1] == first.replace(";neg;", ";pos;")
+
+
+def test_lone_surrogates_deep_nesting_and_long_header_cells(tmp_path):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"text": "bad \\ud800 one", "label": "a"}\n{"text": "good", "label": "b"}\n', encoding="utf-8")
+    data = load_text_dataset(path, embed=False)
+    assert data.texts[0] == "bad \ufffd one" and any("surrogate" in note for note in data.notes)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": "x", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_text_dataset(deep, embed=False)
+    wide = tmp_path / "wide.csv"
+    wide.write_text("text,label," + "A" * 200_000 + "\nhello,a,1\nworld,b,2\n", encoding="utf-8")
+    assert len(load_text_dataset(wide, embed=False)) == 2
+
+
+def test_one_class_and_ids_that_differ_only_by_nul_are_refused(tmp_path):
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "label": ["pos"] * 3}).to_csv(one, index=False)
+    with pytest.raises(DataError, match="at least two classes"):
+        load_text_dataset(one, embed=False)
+    nul = tmp_path / "nul.csv"
+    nul.write_text("id,text,label\nid0,a,pos\nid0\x00,b,neg\n", encoding="utf-8")
+    with pytest.raises(DataError, match="NUL"):
+        load_text_dataset(nul, embed=False, id_column="id")
+
+
+def test_parquet_missing_numbers_bytes_and_nested_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    table = pa.table(
+        {
+            "text": pa.array([b"great", b"awful", b"fine", b"meh"], type=pa.binary()),
+            "label": pa.array([1.0, 0.0, float("nan"), 1.0]),
+            "tags": pa.array([["a"], ["b"], [], ["c"]]),
+        }
+    )
+    pq.write_table(table, path)
+    data = load_text_dataset(path, embed=False)
+    assert list(data.texts) == ["great", "awful", "meh"] and data.class_names == ["0.0", "1.0"]
+    assert [s.reason for s in data.skipped] == ["empty label: give every text a class"]
+    with pytest.raises(DataError, match="lists or records"):
+        load_text_dataset(path, embed=False, text_column="tags")
+    jsonl = tmp_path / "nan.jsonl"
+    jsonl.write_text('{"text": "a", "label": NaN}\n{"text": "b", "label": 1}\n{"text": "c", "label": 2}\n')
+    assert json.loads('{"x": NaN}') and len(load_text_dataset(jsonl, embed=False)) == 2
