@@ -533,3 +533,12 @@ def test_demo_config_reads_the_environment():
     assert DEMO.settings().epochs == 1 and DEMO.settings().map_method == "pca" and DEMO.limit == 300
     with pytest.raises(SettingsError, match="OGAUDIT_DEMO"):
         DemoConfig.from_env({"OGAUDIT_DEMO_NOISE": "lots"})
+    assert not DemoConfig.from_env({"OGAUDIT_DEMO": "0"}).enabled and DEMO.enabled
+
+
+def test_with_the_demo_off_an_empty_workspace_waits_for_new_audit(home, monkeypatch):
+    monkeypatch.setenv("OGAUDIT_DEMO", "off")
+    at = start()
+    assert not at.exception
+    assert "open **New audit**" in texts(at.info)
+    assert not home.exists() or not any(home.iterdir())  # no project, no failed demo left behind

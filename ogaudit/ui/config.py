@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 from ogaudit.errors import SettingsError
 
+DEMO_OFF = ("", "0", "off", "no", "none", "false")
+
 
 @dataclass(frozen=True)
 class DemoConfig:
     """The built-in audit started when the workspace is empty.
 
-    Environment: ``OGAUDIT_DEMO`` (data, default mnist5k), ``OGAUDIT_DEMO_NOISE`` (planted noise rate, 0.1),
+    Environment: ``OGAUDIT_DEMO`` (data, default mnist5k; ``0`` or ``off``: no demo), ``OGAUDIT_DEMO_NOISE`` (planted noise rate, 0.1),
     ``OGAUDIT_DEMO_EPOCHS`` (10, a quick first run; ``auto`` picks by data size), ``OGAUDIT_DEMO_MAP`` (umap),
     ``OGAUDIT_DEMO_LIMIT`` (a stratified subset size; default all).
     """
@@ -53,6 +55,11 @@ class DemoConfig:
         )
 
     @property
+    def enabled(self) -> bool:
+        """False when ``OGAUDIT_DEMO`` is ``0``, ``off``, ``no``, ``none``, ``false`` or empty: no demo audit starts."""
+        return self.data.strip().lower() not in DEMO_OFF
+
+    @property
     def project_name(self) -> str:
         return f"demo-{self.data}"
 
@@ -62,8 +69,8 @@ class DemoConfig:
             f"**Demo:** {size}the built-in `{self.data}` data with **{self.noise_rate:.0%} of the labels flipped on "
             "purpose**, so the detector has wrong labels to find and you can check its flags against the truth. "
             "To audit your own data, open **New audit** in the sidebar: give a path to an image folder (one "
-            "sub-folder per class), a CSV manifest (`path,label`) or an `.npz` (`x`, `y`), or upload a zip of an "
-            "image folder."
+            "sub-folder per class), a CSV manifest (`path,label`), an `.npz` (`x`, `y`), a folder of `.npy` arrays or a "
+            "text table (`.csv`, `.tsv`, `.jsonl`, `.parquet`), or upload a zip of an image folder or a text table."
         )
 
 

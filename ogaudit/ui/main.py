@@ -95,8 +95,11 @@ def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
     projects = list_projects(root)
     if projects:
         project = projects[0].path
-    elif who.can("audit"):
+    elif who.can("audit") and demo.enabled:
         project = _start_demo(root, demo)
+    elif who.can("audit"):
+        st.info("No audit has been run here yet: open **New audit** in the sidebar to audit your data.")
+        return None
     else:
         st.info("No audit has been run on this server yet. An admin starts one from **New audit**.")
         return None
