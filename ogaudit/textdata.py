@@ -704,7 +704,8 @@ def write_text_split(cleaned, folder: Path) -> str:
     """Write ``cleaned`` (a text :class:`~ogaudit.data.Dataset` after review: rows dropped, labels changed) into
     ``folder`` in its input's own format, under the input's file name; return that name.
 
-    Rows appear in the input's order with every column as it was; an untouched row is the input's exact text
+    Rows appear in the input's order with every column as it was, rows skipped at load (an empty text or label)
+    included, since no one reviewed them; an untouched row is the input's exact text
     (CSV/TSV/JSONL: same bytes, same encoding, same line ending); a relabelled row differs only in its label
     cell, which holds the class name (CSV/TSV) or the value the input used for that class (JSONL, Parquet, e.g.
     the integer 1). The user's file is only read. Built-ins are written as UTF-8 CSV with the repaired texts.
@@ -712,10 +713,13 @@ def write_text_split(cleaned, folder: Path) -> str:
     Raises :class:`DataError` when a Parquet input changed since it was read.
     """
     source: TextSource = cleaned.text_origin
-    order = np.argsort(cleaned.rows, kind="stable")
-    rows = cleaned.rows[order]
-    final = np.asarray(cleaned.class_names, dtype=object)[cleaned.y[order]]
-    changed = source.label_classes[rows] != final
+    final = np.asarray(cleaned.class_names, dtype=object)[cleaned.y]
+    skipped = np.flatnonzero(np.equal(source.label_classes, None))  # never audited: written as they were
+    rows = np.concatenate([cleaned.rows, skipped])
+    final = np.concatenate([final, np.full(len(skipped), None, dtype=object)])
+    order = np.argsort(rows, kind="stable")
+    rows, final = rows[order], final[order]
+    changed = np.not_equal(source.label_classes[rows], final) & ~np.equal(final, None)
     # The value the input itself used for each class (first row read as that class): keeps JSON/Arrow types.
     value_of: dict[str, object] = {}
     for value, name in zip(source.labels.tolist(), source.label_classes.tolist(), strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +87,17 @@ def test_parquet_missing_numbers_bytes_and_nested_columns(tmp_path):
     jsonl = tmp_path / "nan.jsonl"
     jsonl.write_text('{"text": "a", "label": NaN}\n{"text": "b", "label": 1}\n{"text": "c", "label": 2}\n')
     assert json.loads('{"x": NaN}') and len(load_text_dataset(jsonl, embed=False)) == 2
+
+
+def test_rows_skipped_at_load_stay_in_the_split(tmp_path):
+    raw = "id,text,label\r\n0,good,pos\r\n1,,neg\r\n2,bad,neg\r\n3,fine, \r\n4,great,pos\r\n"
+    path = tmp_path / "in.csv"
+    path.write_bytes(raw.encode())
+    data = load_text_dataset(path, embed=False)
+    assert list(data.sample_ids) == ["0", "2", "4"] and len(data.skipped) == 2
+    cleaned = data.subset(np.array([True, False, True]))  # sample 2 removed by the review
+    cleaned.y[0] = 1 - cleaned.y[0]  # sample 0 relabelled
+    out = tmp_path / "out"
+    out.mkdir()
+    written = (out / write_text_split(cleaned, out)).read_bytes().decode()
+    assert written == "id,text,label\r\n0,good,neg\r\n1,,neg\r\n3,fine, \r\n4,great,pos\r\n"

@@ -343,6 +343,7 @@ def export_split(
             from ogaudit.textdata import write_text_split
 
             written = write_text_split(cleaned, staging)
+            counts["skipped_at_load_written_as_they_were"] = len(dataset.skipped)
         elif dataset.kind == "imagefolder":
             written = _write_image_folder(cleaned, staging)
         elif dataset.kind == "csv":
