@@ -502,8 +502,8 @@ def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
 def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_path):
     from ogaudit.textdata import load_text_dataset
 
-    table = "Quote,Feeling\n" + "".join(
-        f'"text number {i}, which is fine",{"pos" if i % 2 else "neg"}\n' for i in range(8)
+    table = "Quote,Feeling,Ticket\n" + "".join(
+        f'"text number {i}, which is fine",{"pos" if i % 2 else "neg"},T-{i:03d}\n' for i in range(8)
     )
     with pytest.raises(DataError, match="Upload a text table"):
         prepare_audit(SetupChoices(source="Upload text table"), tmp_path)
@@ -517,6 +517,7 @@ def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_p
             text_upload_name="../../my reviews.csv",  # a browser's name: only its cleaned stem is used
             text_column=" Quote ",
             label_column="Feeling",
+            id_column="Ticket",
         ),
         tmp_path,
     )
@@ -525,6 +526,7 @@ def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_p
     assert settings.text_column == "Quote" and settings.label_column == "Feeling"
     dataset = load_text_dataset(data, embed=False, **settings.text_options)
     assert len(dataset.texts) == 8 and sorted(dataset.class_names) == ["neg", "pos"]
+    assert settings.id_column == "Ticket" and dataset.sample_ids[0] == "T-000"  # the user's ids on cards and exports
 
 
 def test_demo_config_reads_the_environment():

@@ -36,6 +36,7 @@ class SetupChoices:
     text_upload_name: str = ""
     text_column: str = ""
     label_column: str = ""
+    id_column: str = ""
     model: str = "auto"
     checkpoint: bytes | None = None
     checkpoint_name: str = ""
@@ -90,6 +91,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
             limit=choices.limit or None,
             text_column=choices.text_column.strip() or None,
             label_column=choices.label_column.strip() or None,
+            id_column=choices.id_column.strip() or None,
         )
     except BaseException:
         shutil.rmtree(project, ignore_errors=True)

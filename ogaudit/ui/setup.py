@@ -46,9 +46,10 @@ def new_audit_panel(root: Path) -> None:
             type=[suffix.lstrip(".") for suffix in sorted(TEXT_SUFFIXES)],
             key="setup-text-upload",
         )
-        left, right = st.columns(2)
+        left, middle, right = st.columns(3)
         left.text_input("Text column", placeholder="blank: detect (text, review, tweet…)", key="setup-text-column")
-        right.text_input("Label column", placeholder="blank: detect (label, sentiment…)", key="setup-label-column")
+        middle.text_input("Label column", placeholder="blank: detect (label, sentiment…)", key="setup-label-column")
+        right.text_input("Id column", placeholder="blank: detect (id…), else row numbers", key="setup-id-column")
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
         st.file_uploader(
             "Checkpoint (state dict; TorchScript is refused)",
@@ -85,6 +86,7 @@ def _choices() -> SetupChoices:
         text_upload_name="" if table is None else table.name,
         text_column=get("setup-text-column") or "",
         label_column=get("setup-label-column") or "",
+        id_column=get("setup-id-column") or "",
         model=get("setup-model"),
         checkpoint=None if checkpoint is None else checkpoint.getvalue(),
         checkpoint_name="" if checkpoint is None else checkpoint.name,
