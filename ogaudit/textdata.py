@@ -355,7 +355,7 @@ def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
 
     def cell(obj: dict, key: str, number: int) -> str:
         value = obj.get(key)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        if _missing(value):
             return ""  # null, NaN, Infinity: no value (an empty label skips its row)
         if isinstance(value, dict | list):
             raise DataError(f"{what} line {number}: {key!r} is a JSON {type(value).__name__}; it must be a value.")
@@ -433,6 +433,11 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
         file_fingerprint=fingerprint(path.read_bytes()),
     )
     return source, (strings(text), strings(label), strings(ident) if ident is not None else None, ident_given)
+
+
+def _missing(value: object) -> bool:
+    """A cell with no value: None (JSON null, Arrow null) or a non-finite float (NaN: pandas' missing number)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
