@@ -15,6 +15,9 @@ Prints, in one run:
    and ogaudit's own approximate path); the exact search's time for all rows is extrapolated from those rows;
 2. the default detector's AUROC / AP on the ``--samples`` benchmark with exact and with approximate neighbours;
 3. the gradient map's time (UMAP fitted on a sample, the rest placed by ``transform``) at ``--map-sizes``.
+
+``--exact-paths`` instead times the exact search's two backends (faiss flat index, torch products + top-k) on
+random unit rows of several sizes, and checks that they find the same neighbours.
 """
 
 from __future__ import annotations
@@ -212,6 +215,33 @@ def map_table(vectors: np.ndarray, sizes: list[int]) -> None:
         print(f"| {n:,} | {fit:.0f} | {total - fit:.0f} | {total:.0f} |", flush=True)
 
 
+EXACT_SHAPES = ((10_000, 384), (18_000, 384), (38_000, 384), (20_000, 1152), (50_000, 128))
+
+
+def exact_paths() -> None:
+    """Seconds of the exact search's faiss and torch backends, the same rows searched by both, k = 20."""
+    from ogaudit.neighbours import exact_neighbours
+
+    rng = np.random.default_rng(0)
+    exact_neighbours(rng.normal(size=(2000, 64)).astype(np.float32), K, backend="torch")  # first-call costs
+    print("| rows × dims | faiss flat (s) | torch (s) | faiss ÷ torch | same neighbours |")
+    print("|---|---:|---:|---:|---:|")
+    for n, dim in EXACT_SHAPES:
+        rows = rng.normal(size=(n, dim)).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        seconds, found = {}, {}
+        for backend in ("faiss", "torch"):
+            start = time.perf_counter()
+            found[backend], _ = exact_neighbours(rows, K, backend=backend)
+            seconds[backend] = time.perf_counter() - start
+        same = float((np.sort(found["faiss"], axis=1) == np.sort(found["torch"], axis=1)).all(axis=1).mean())
+        print(
+            f"| {n:,} × {dim} | {seconds['faiss']:.2f} | {seconds['torch']:.2f} | "
+            f"{seconds['faiss'] / seconds['torch']:.2f} | {same:.4f} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20_000, help="training images (and the AP benchmark)")
@@ -222,7 +252,11 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="*", default=["ogaudit", "faiss", "usearch", "pynndescent"])
     parser.add_argument("--skip-ap", action="store_true")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ogaudit-bench-cache")
+    parser.add_argument("--exact-paths", action="store_true", help="only time the exact search's two backends")
     args = parser.parse_args()
+    if args.exact_paths:
+        exact_paths()
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     vectors, result = real_directions(max(args.sizes), args.cache_dir, args.samples, args.epochs)
     for n in args.sizes:

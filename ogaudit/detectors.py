@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from ogaudit.errors import SettingsError
-from ogaudit.neighbours import nearest_neighbours
+from ogaudit.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS, check_budget
 
@@ -168,7 +168,7 @@ class NeighbourDetector:
     Fitted: ``neighbours_`` (N, k) positions and ``cosines_`` (N, k) cosines, most similar first.
     """
 
-    def __init__(self, *, k: int = 20, chunk: int = 1024):
+    def __init__(self, *, k: int = 20, chunk: int = EXACT_CHUNK):
         self.k = k
         self.chunk = chunk
 

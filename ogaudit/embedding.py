@@ -15,13 +15,14 @@ chunks with progress and cancel checks. Results are cached by the pipeline (:mod
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.decomposition import PCA
 
 from ogaudit.errors import SettingsError
-from ogaudit.neighbours import anchor_index
+from ogaudit.neighbours import anchor_index, exact_neighbours
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import MAP_METHODS
 
@@ -110,21 +111,19 @@ def _sampled_map(vectors_of, n: int, method: str, dims: int, seed: int, progress
         fitted = pca.transform(fitted)
     check_cancel(cancel)
     coords = np.empty((n, 2), dtype=np.float32)
-    reducer = None
     if method == "umap":
         report(progress, "map", 0.2, f"UMAP layout of a {len(sample):,}-sample fit")
-        reducer = _umap_reducer(len(sample), seed)
-        coords[sample] = reducer.fit_transform(fitted)
+        coords[sample] = _umap(fitted, seed)
     else:
         coords[sample] = fitted[:, :2]
-    search = anchor_index(_normalise_rows(fitted)) if reducer is not None else None
+    search = anchor_index(_normalise_rows(fitted)) if method == "umap" else None
     for start in range(0, len(rest), TRANSFORM_CHUNK):
         check_cancel(cancel)
         report(progress, "map", 0.6 + 0.4 * start / len(rest), f"placing the other samples: {start:,}/{len(rest):,}")
         rows = rest[start : start + TRANSFORM_CHUNK]
         part = _normalise_rows(vectors_of(rows))
         part = pca.transform(part) if pca is not None else part
-        coords[rows] = part[:, :2] if reducer is None else place_by_neighbours(search, coords[sample], part)
+        coords[rows] = part[:, :2] if search is None else place_by_neighbours(search, coords[sample], part)
     report(progress, "map", 1.0, "done")
     return coords
 
@@ -154,27 +153,41 @@ def _pca(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit_transform(vectors)
 
 
-def _umap(vectors: np.ndarray, seed: int, *, approximate: bool = False) -> np.ndarray:
-    return _umap_reducer(len(vectors), seed, approximate=approximate).fit_transform(vectors)
+UMAP_NEIGHBOURS = 15
+"""UMAP's ``n_neighbors`` (its default): the size of the local neighbourhood each point's layout keeps."""
 
 
-def _umap_reducer(n: int, seed: int, *, approximate: bool = False):
+def _umap(vectors: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) float32: UMAP (McInnes et al. 2018) of the unit rows of ``vectors`` (N, d), on their exact
+    neighbour graph.
+
+    The ``UMAP_NEIGHBOURS``-nearest-neighbour graph comes from :func:`~ogaudit.neighbours.exact_neighbours` (faiss)
+    and is handed to umap-learn as ``precomputed_knn``, with the Euclidean distances of the unit rows
+    (``√(2 − 2 cos)``). umap-learn then skips its own approximate search (pynndescent), whose numba kernels took
+    ~40 s to compile in every new process on 2 cores, and the graph is exact. umap-learn's ``transform`` is not
+    available on the result; the map places new rows with :func:`place_by_neighbours` instead.
+    """
     import umap
 
-    n_neighbors = min(15, n - 1)
-    return umap.UMAP(
-        n_neighbors=n_neighbors, min_dist=0.1, random_state=seed, n_jobs=1, force_approximation_algorithm=approximate
-    )
+    unit = _normalise_rows(vectors)
+    n = len(unit)
+    k = min(UMAP_NEIGHBOURS, n - 1)
+    found, cosines = exact_neighbours(unit, k - 1)  # umap-learn counts each row as its own first neighbour
+    indices = np.concatenate([np.arange(n, dtype=np.int64)[:, None], found], axis=1).astype(np.int32)
+    distances = np.concatenate(
+        [np.zeros((n, 1), dtype=np.float32), np.sqrt(np.maximum(2.0 - 2.0 * cosines, 0.0))], axis=1
+    ).astype(np.float32)
+    reducer = umap.UMAP(n_neighbors=k, min_dist=0.1, random_state=seed, n_jobs=1, precomputed_knn=(indices, distances))
+    with warnings.catch_warnings():  # "transform will be unavailable": the map never calls it
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return reducer.fit_transform(unit).astype(np.float32)
 
 
 def start_umap_warm_up() -> threading.Thread:
-    """Fit a tiny UMAP in a background thread, so that numba compiles its kernels (~30 s on 2 cores, once per
+    """Fit a tiny UMAP in a background thread, so that numba compiles its kernels (~8 s on 2 cores, once per
     process) while the model trains instead of during the first real map."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(200, 8)).astype(np.float32)
-    # Maps above 4,096 points find neighbours with pynndescent, whose kernels compile separately: force that path.
-    thread = threading.Thread(
-        target=_umap, args=(vectors, 0), kwargs={"approximate": True}, name="ogaudit-umap-warm-up", daemon=True
-    )
+    thread = threading.Thread(target=_umap, args=(vectors, 0), name="ogaudit-umap-warm-up", daemon=True)
     thread.start()
     return thread

@@ -43,6 +43,17 @@ def test_below_the_threshold_the_search_is_exact_and_sorted():
     assert (np.diff(cosines, axis=1) <= 1e-6).all()  # most similar first
 
 
+def test_the_exact_backends_find_the_same_neighbours():
+    directions, _ = _clusters(1500, dim=24, seed=6)
+    by_faiss = neighbours.exact_neighbours(directions, 9, backend="faiss", chunk=400)
+    by_torch = neighbours.exact_neighbours(directions, 9, backend="torch", chunk=400)
+    truth = _reference(directions, 9)
+    assert _recall(by_faiss[0], truth) == 1.0 and _recall(by_torch[0], truth) == 1.0  # near-ties may swap order
+    np.testing.assert_allclose(by_faiss[1], by_torch[1], atol=1e-5)
+    with pytest.raises(SettingsError, match="backend must be"):
+        neighbours.exact_neighbours(directions, 9, backend="sklearn")
+
+
 def test_above_the_threshold_the_approximate_index_is_used_and_finds_the_neighbours(monkeypatch):
     directions, _ = _clusters(3000, seed=2)
     calls = []
@@ -91,7 +102,7 @@ def test_search_reports_progress_and_stops_on_cancel(approximate, monkeypatch):
 
     with pytest.raises(Cancelled):
         neighbours.nearest_neighbours(
-            directions, 5, approximate=approximate, progress=progress, cancel=cancel, span=(0.2, 0.6)
+            directions, 5, approximate=approximate, progress=progress, cancel=cancel, span=(0.2, 0.6), chunk=500
         )
     assert len(seen) == 2 and all(stage == "detect" and 0.2 <= f <= 0.6 for stage, f in seen)
 
