@@ -1,4 +1,5 @@
-"""The artifact cache: trained models, frozen-backbone features, head evidence, projected layer gradients and maps,
+"""The artifact cache: trained models, frozen-backbone features, head evidence, projected layer gradients, gradient
+neighbours and maps,
 keyed by their inputs.
 
 One scheme for every kind of artifact (kronfluence keeps each stage's arguments beside its artifact the same way).
@@ -36,7 +37,7 @@ from ogaudit.storage import ensure_writable_dir, read_json, write_json
 
 CACHE_FORMAT = 1
 ENTRY_FILE = "entry.json"
-KINDS = ("model", "features", "evidence", "layer-gradients", "scores", "map", "text-embeddings")
+KINDS = ("model", "features", "evidence", "layer-gradients", "neighbours", "scores", "map", "text-embeddings")
 LEGACY_FILES = re.compile(
     r"(models/[0-9a-f]{16}(\.trajectory\.npy|\.pt)|evidence/[0-9a-f]{16}\.npz|maps/[0-9a-f]{16}\.npy"
     r"|layer-gradients/[0-9a-f]{16}(\.done\.npy|\.npy|\.json))"

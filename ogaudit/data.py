@@ -192,6 +192,7 @@ class Dataset:
     rows: np.ndarray | None = None
     value_range: np.ndarray | None = None
     _x_digest: str | None = field(default=None, init=False, repr=False, compare=False)
+    _pinned: str | None = field(default=None, init=False, repr=False, compare=False)
     texts: np.ndarray | None = None
     text_origin: object | None = None
 
@@ -220,11 +221,24 @@ class Dataset:
         blocks or a modification time, because a changed value must change the fingerprint (decisions are tied to
         it) and hashing a gigabyte takes only seconds, once per load.
         """
+        if self._pinned is not None:
+            return self._pinned
         if isinstance(self.x, np.ndarray) and self.x.flags.writeable:
             return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
         if self._x_digest is None:
             self._x_digest = self.x.digest() if isinstance(self.x, ImageFiles) else fingerprint(self.x)
         return fingerprint("read-only x", self._x_digest, self.y, self.sample_ids, list(self.class_names))
+
+    def pinned(self) -> Dataset:
+        """A copy of this dataset (the same arrays) whose :meth:`fingerprint` is computed once, now.
+
+        For a run that asks for the fingerprint at every stage and does not change the data meanwhile: an
+        in-memory ``x`` is otherwise hashed whole at every call. A subset or ``replace`` of the copy is unpinned.
+        """
+        copy = replace(self)
+        copy._x_digest = self._x_digest
+        copy._pinned = copy.fingerprint()
+        return copy
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The samples at ``index`` (an integer array or boolean mask), everything else carried along."""

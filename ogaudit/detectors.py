@@ -164,13 +164,16 @@ class NeighbourDetector:
     projected gradients, the rows themselves. ``fit`` finds the neighbours of the evidence it is given
     (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
     :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above); ``outlier_scores`` must
-    then be called with that same evidence. ``chunk``: query rows per product of the exact search.
-    Fitted: ``neighbours_`` (N, k) positions and ``cosines_`` (N, k) cosines, most similar first.
+    then be called with that same evidence. ``chunk``: query rows per product of the exact search. ``search``: a
+    function with :func:`~ogaudit.neighbours.nearest_neighbours`' signature to use in its place (the pipeline's
+    cached search, say). Fitted: ``neighbours_`` (N, k) positions and ``cosines_`` (N, k) cosines, most similar
+    first.
     """
 
-    def __init__(self, *, k: int = 20, chunk: int = EXACT_CHUNK):
+    def __init__(self, *, k: int = 20, chunk: int = EXACT_CHUNK, search=None):
         self.k = k
         self.chunk = chunk
+        self.search = search
 
     def fit(
         self,
@@ -187,7 +190,8 @@ class NeighbourDetector:
             self.neighbours_ = np.zeros((len(directions), 0), dtype=np.int64)
             self.cosines_ = np.zeros((len(directions), 0), dtype=np.float32)
             return self
-        self.neighbours_, self.cosines_ = nearest_neighbours(
+        search = self.search or nearest_neighbours
+        self.neighbours_, self.cosines_ = search(
             directions, self.k, progress=progress, cancel=cancel, stage="detect", chunk=self.chunk
         )
         return self
@@ -220,14 +224,17 @@ class ConsensusDetector:
     (:func:`~ogaudit.neighbours.nearest_neighbours`).
     """
 
-    def __init__(self, *, k: int = 20, loss_weight: float = 1.0):
+    def __init__(self, *, k: int = 20, loss_weight: float = 1.0, search=None):
         self.k = k
         self.loss_weight = loss_weight
+        self.search = search
 
     def fit(self, evidence, *, progress=None, cancel=None) -> ConsensusDetector:
         if self.loss_weight < 0:
             raise SettingsError(f"loss_weight must be ≥ 0; got {self.loss_weight}.")
-        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence, progress=progress, cancel=cancel)
+        self.neighbours_ = NeighbourDetector(k=self.k, search=self.search).fit(
+            evidence, progress=progress, cancel=cancel
+        )
         return self
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
@@ -257,11 +264,14 @@ class NeighbourPosteriorDetector:
     :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above).
     """
 
-    def __init__(self, *, k: int = 20):
+    def __init__(self, *, k: int = 20, search=None):
         self.k = k
+        self.search = search
 
     def fit(self, evidence, *, progress=None, cancel=None) -> NeighbourPosteriorDetector:
-        self.neighbours_ = NeighbourDetector(k=self.k).fit(evidence, progress=progress, cancel=cancel)
+        self.neighbours_ = NeighbourDetector(k=self.k, search=self.search).fit(
+            evidence, progress=progress, cancel=cancel
+        )
         return self
 
     def posterior(self, evidence) -> np.ndarray:
@@ -296,6 +306,8 @@ DETECTORS = {
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
+SEARCHING = ("neighbours", "consensus", "posterior")
+"""The detectors that search gradient neighbours (and take a ``search`` function)."""
 __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "make_detector", "flag_budget"]
 
 
@@ -308,11 +320,15 @@ def gradient_neighbours(detector) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def make_detector(name: str, *, seed: int = 0):
-    """The detector called ``name``; the error lists the valid names."""
+def make_detector(name: str, *, seed: int = 0, search=None):
+    """The detector called ``name``; the error lists the valid names. ``search`` replaces the neighbour search of
+    the detectors that make one (:data:`SEARCHING`; see :class:`NeighbourDetector`) and is ignored by the others."""
     if name not in DETECTORS:
         raise SettingsError(f"detector {name!r} is not one of {sorted(DETECTORS)}.")
-    return DETECTORS[name](seed)
+    detector = DETECTORS[name](seed)
+    if search is not None and name in SEARCHING:
+        detector.search = search
+    return detector
 
 
 def counterfactual_scores(

@@ -114,7 +114,8 @@ def audit(
 
     timings: dict[str, float] = {}
     with _stage("load", timings, progress):
-        dataset = prepare_dataset(data, settings, cache_dir=cache.root, progress=progress, cancel=cancel)
+        loaded = prepare_dataset(data, settings, cache_dir=cache.root, progress=progress, cancel=cancel)
+        dataset = loaded.pinned()  # hashed once for the whole run (every stage keys its cache entry by it)
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
@@ -137,7 +138,16 @@ def audit(
                 engine.close()
     with _stage("detect", timings, progress):
         scores, label_evidence, neighbours = _detect(
-            head, layers, dataset, settings, model_info["key"], cache, notice, progress=progress, cancel=cancel
+            head,
+            layers,
+            dataset,
+            settings,
+            model_info["key"],
+            cache,
+            notice,
+            progress=progress,
+            cancel=cancel,
+            head_inputs_fixed=_head_inputs_fixed(model, settings),
         )
     with _stage("map", timings, progress):
         coords = _gradient_map(
@@ -146,7 +156,7 @@ def audit(
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
     record = _run_record(data, dataset, settings, model_info, timings, scores, notices)
     record["engine"] = engine.describe()
-    result = AuditResult(scores, map_frame, record, dataset, head, label_evidence, neighbours=neighbours)
+    result = AuditResult(scores, map_frame, record, loaded, head, label_evidence, neighbours=neighbours)
     if project is not None:
         _warn_about_an_earlier_review(project, dataset, notice)
         label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
@@ -468,15 +478,20 @@ def _detect(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    head_inputs_fixed: bool = False,
 ):
     """Scores, ranks, flags and suggested labels as the per-sample table, the (N, C) label evidence, and the
     gradient neighbours the detector found (``(positions (N, k), cosines (N, k))``, or None).
 
     With ``cache``, the outlier scores, label evidence and neighbours are cached by model (``model_key``), data,
-    detector and layers: a rerun, or another budget, skips the neighbour search. Reports ``progress("detect", ...)``
-    and checks ``cancel`` at every chunk of the neighbour search, every class of the label evidence and before
-    flagging; raises :class:`~ogaudit.errors.Cancelled`.
+    detector and layers: a rerun, or another budget, skips the neighbour search. With ``head_inputs_fixed`` (the
+    last layer's inputs do not change in training: a frozen encoder or backbone, a linear model, a user's
+    checkpoint), the last layer's neighbour search is also cached by its directions alone
+    (:func:`_cached_search`), so that a scan after labels change (a review round, planted noise) skips it too.
+    Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
+    the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
     """
+    search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
     if cache is None:
         score, label_evidence, neighbours = _outlier_scores(head, layers, settings, progress, cancel)
         table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel)
@@ -511,7 +526,7 @@ def _detect(
 
     cached = entry.load(read, notice=notice)
     if cached is None:
-        cached = _outlier_scores(head, layers, settings, progress, cancel)
+        cached = _outlier_scores(head, layers, settings, progress, cancel, search=search)
         score, label_evidence, neighbours = cached
 
         def write(folder: Path) -> None:
@@ -522,6 +537,52 @@ def _detect(
         entry.save(write)
     score, label_evidence, neighbours = cached
     return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence, neighbours
+
+
+def _head_inputs_fixed(model: AuditModel, settings: AuditSettings) -> bool:
+    """Whether the last layer's inputs ``h`` are the same whatever labels the model is trained on: a user's
+    checkpoint (never retrained), a frozen body (``trainable == "head"``) or no parameters outside the head."""
+    if settings.model not in MODEL_KINDS or getattr(model, "trainable", None) == "head":
+        return True
+    head = {id(parameter) for parameter in model.head.parameters()}
+    return all(id(parameter) in head for parameter in model.parameters())
+
+
+def _cached_search(cache: ArtifactCache, notice):
+    """A :func:`~ogaudit.neighbours.nearest_neighbours` whose results are kept in the cache (kind
+    ``"neighbours"``), keyed by a fingerprint of the directions searched (every byte), ``k`` and the size above
+    which the search is approximate. Directions that do not depend on the labels (:func:`_head_inputs_fixed`)
+    are searched once per data and features: the same texts relabelled find their neighbours in the cache."""
+    from ogaudit.neighbours import APPROXIMATE_ABOVE, nearest_neighbours
+
+    def search(directions: np.ndarray, k: int, *, progress=None, stage: str = "detect", **options):
+        settings = {"directions": fingerprint(directions), "k": k, "approximate_above": APPROXIMATE_ABOVE}
+        entry = cache.entry("neighbours", fingerprint("neighbours-v1", settings), settings)
+        expected = (len(directions), min(k, len(directions) - 1))
+
+        def read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+            with np.load(folder / "neighbours.npz", allow_pickle=False) as saved:
+                found, cosines = saved["neighbours"], saved["cosines"]
+            if found.shape != expected or cosines.shape != expected:
+                raise ValueError(f"neighbours have shape {found.shape}, not {expected}")
+            if found.size and not ((found >= 0) & (found < len(directions))).all():
+                raise ValueError("neighbour positions out of range")
+            return found.astype(np.int64), cosines.astype(np.float32)
+
+        loaded = entry.load(read, notice=notice)
+        if loaded is not None:
+            report(progress, stage, 1.0, "gradient neighbours from the cache")
+            return loaded
+        found, cosines = nearest_neighbours(directions, k, progress=progress, stage=stage, **options)
+
+        def write(folder: Path) -> None:
+            with open(folder / "neighbours.npz", "wb") as handle:
+                np.savez(handle, neighbours=found, cosines=cosines)
+
+        entry.save(write)
+        return found, cosines
+
+    return search
 
 
 def _score_table(head, dataset, settings, score, label_evidence, progress, cancel) -> pd.DataFrame:
@@ -551,9 +612,12 @@ def _score_table(head, dataset, settings, score, label_evidence, progress, cance
     return table
 
 
-def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel):
+def _outlier_scores(
+    head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel, *, search=None
+):
     """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, and
-    the last layer's gradient neighbours (:func:`~ogaudit.detectors.gradient_neighbours`; None without a search)."""
+    the last layer's gradient neighbours (:func:`~ogaudit.detectors.gradient_neighbours`; None without a search).
+    ``search`` replaces the last layer's neighbour search (:func:`_cached_search`)."""
     source: GradientEvidence = head if layers is None else layers
     fits = 1 if source.counterfactual else 2
     fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
@@ -561,7 +625,7 @@ def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settin
     def scaled(start: float, end: float) -> ProgressCallback:
         return lambda stage, fraction, message: report(progress, stage, start + (end - start) * fraction, message)
 
-    detector = make_detector(settings.detector, seed=settings.seed).fit(
+    detector = make_detector(settings.detector, seed=settings.seed, search=search if layers is None else None).fit(
         source, progress=scaled(0.0, fit_share), cancel=cancel
     )
     check_cancel(cancel)
@@ -570,7 +634,7 @@ def _outlier_scores(head: HeadEvidence, layers: ProjectedEvidence | None, settin
     head_detector = (
         detector
         if source.counterfactual
-        else make_detector(settings.detector, seed=settings.seed).fit(
+        else make_detector(settings.detector, seed=settings.seed, search=search).fit(
             head, progress=scaled(fit_share, 2 * fit_share), cancel=cancel
         )
     )

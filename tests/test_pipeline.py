@@ -189,3 +189,63 @@ def test_automatic_epochs_follow_the_data_size_and_cap_the_sample_visits():
     big = [auto_epochs(n) for n in (300_001, 400_000, 1_000_000, 2_000_000)]
     assert big == [5, 4, 2, 1]
     assert all(e * n <= MAX_SAMPLE_VISITS + n for e, n in zip(big, (300_001, 400_000, 1_000_000, 2_000_000)))
+
+
+def _as_vectors(dataset):
+    """The images as (N, 64) float32 feature vectors, a table's kind of data."""
+    from dataclasses import replace
+
+    return replace(dataset, x=dataset.x.reshape(len(dataset), -1).astype(np.float32), kind="npz", paths=None)
+
+
+def test_the_neighbour_search_of_fixed_features_is_cached_across_label_changes(tmp_path, digits, monkeypatch):
+    """A linear model's last-layer inputs do not depend on the labels: after the labels change (a review round,
+    planted noise), the scan reads the gradient neighbours from the cache and scores exactly as a fresh search."""
+    from ogaudit import neighbours
+    from ogaudit.noise import inject_label_noise
+
+    calls = []
+    search = neighbours.nearest_neighbours
+
+    def spy(directions, k, **options):
+        calls.append(len(directions))
+        return search(directions, k, **options)
+
+    monkeypatch.setattr(neighbours, "nearest_neighbours", spy)
+    small = _as_vectors(digits.subset(np.arange(500)))
+    settings = AuditSettings(model="linear", epochs=3, map_method="none")
+    cache = tmp_path / "cache"
+    audit(small, settings, cache_dir=cache)
+    assert calls == [500]
+    relabelled = inject_label_noise(small, 0.2, seed=3)
+    again = audit(relabelled, settings, cache_dir=cache)
+    assert calls == [500], "the second scan searched again"
+    fresh = audit(relabelled, settings, cache_dir=tmp_path / "fresh")
+    assert calls == [500, 500]
+    pd.testing.assert_frame_equal(again.scores, fresh.scores)
+    np.testing.assert_array_equal(again.neighbours[0], fresh.neighbours[0])
+
+    entry = next((cache / "v1" / "neighbours").iterdir())
+    np.savez(entry / "neighbours.npz", neighbours=np.zeros((3, 2), np.int64), cosines=np.zeros((3, 2), np.float32))
+    damaged = audit(inject_label_noise(small, 0.2, seed=4), settings, cache_dir=cache)
+    assert calls == [500, 500, 500]  # recomputed, and said so
+    assert any("neighbours" in notice for notice in damaged.record["notices"])
+
+
+def test_a_model_that_trains_its_features_caches_no_neighbour_search(tmp_path, digits):
+    audit(
+        _as_vectors(digits.subset(np.arange(300))),
+        AuditSettings(model="mlp", epochs=2, map_method="none"),
+        cache_dir=tmp_path,
+    )
+    assert (tmp_path / "v1" / "scores").is_dir()
+    assert not (tmp_path / "v1" / "neighbours").exists()
+
+
+def test_a_pinned_dataset_keeps_its_fingerprint_and_its_subsets_do_not(digits):
+    data = _as_vectors(digits.subset(np.arange(200)))
+    pinned = data.pinned()
+    assert pinned.fingerprint() == data.fingerprint() and pinned.x is data.x
+    assert pinned.subset(np.arange(100)).fingerprint() == data.subset(np.arange(100)).fingerprint()
+    data.y[0] = (data.y[0] + 1) % data.n_classes  # the original is hashed anew; the pin is the run's snapshot
+    assert data.fingerprint() != pinned.fingerprint()

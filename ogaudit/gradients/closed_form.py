@@ -105,7 +105,8 @@ MAP_CHUNK = 8192
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]  # no (N, d) temporary, unlike linalg.norm
+    return vectors / np.maximum(norms, 1e-12)
 
 
 def reference_last_layer_gradients(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
