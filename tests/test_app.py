@@ -373,6 +373,25 @@ def test_hover_data_names_other_labels_only_where_they_differ():
 
 
 @pytest.mark.parametrize("colour", COLOUR_MODES)
+def test_markup_in_ids_and_labels_is_shown_as_written_and_selects_the_right_sample(colour):
+    """Plotly renders <a href>, <b>, <br> in hover labels and legends: a file's ids and class names must not."""
+    from ogaudit.ui.selection import selected_ids
+
+    table = _table()
+    hostile = ['<a href="javascript:alert(1)">x</a>', "&amp;", "a&b", "<b>", "&copy;", "s5"]
+    table["sample_id"] = hostile
+    table["given_label"] = ['<img src=x onerror="alert(1)">', "b"] * 3
+    figure = map_figure(table, colour, None)
+    for trace in figure.data:
+        assert "<" not in (trace.name or "") and "<img" not in str(trace.customdata)
+        assert "<a " not in str(trace.customdata) and "<b>" not in str(trace.customdata)
+    points = [
+        {"customdata": list(row)} for trace in figure.data if trace.customdata is not None for row in trace.customdata
+    ]
+    assert sorted(selected_ids({"selection": {"points": points}})) == sorted(hostile)
+
+
+@pytest.mark.parametrize("colour", COLOUR_MODES)
 def test_map_figure_is_webgl_box_select_with_ids_in_customdata(colour):
     decisions = pd.DataFrame({"sample_id": ["s1"], "action": ["remove"]})
     figure = map_figure(_table(), colour, decisions)

@@ -3,7 +3,8 @@ suspicious points on top (:mod:`ogaudit.mapdata`), so that 10⁶ points paint an
 
 Each point carries ``customdata = [sample_id, given label, score, extra]`` (strings, one row per point), which
 the hover template shows and a selection sends back: the sample id travels in ``customdata[0]`` because plotly's
-point indices are per trace. ``extra`` names the predicted and suggested labels only where they differ from the
+point indices are per trace. Every string from the data is escaped (:func:`escape_markup`: plotly's hover labels
+and legend render a few HTML tags), and :func:`~ogaudit.ui.selection.point_id` unescapes the id it reads back. ``extra`` names the predicted and suggested labels only where they differ from the
 given one, so most points cost an empty string rather than two class names. Flagged samples are drawn on top in
 every colouring: in their own colour when colouring by flag, else ringed. A density map draws every sample in
 one PNG (layout image) and only the :data:`~ogaudit.mapdata.MARKER_LIMIT` most suspicious flagged (and decided)
@@ -62,20 +63,26 @@ def class_palette(n: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(n)]
 
 
+def escape_markup(values) -> np.ndarray:
+    """(N,) str with ``&``, ``<`` and ``>`` escaped: plotly renders a few HTML tags (``<a href>``, ``<b>``, ``<br>``)
+    in hover labels and legend names, so ids, labels and texts from a user's file are shown as written."""
+    column = pd.Series(np.asarray(values, dtype=object), dtype=object).astype(str)
+    return column.str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;").to_numpy(dtype=str)
+
+
 def hover_data(table: pd.DataFrame) -> np.ndarray:
-    """(N, 4) strings per sample: id, given label, score (3 significant digits), predicted/suggested note."""
-    given = table["given_label"].to_numpy(dtype=str)
-    predicted = table["predicted_label"].to_numpy(dtype=str)
-    suggested = table["suggested_label"].to_numpy(dtype=str)
+    """(N, 4) strings per sample: id, given label, score (3 significant digits), predicted/suggested note; every
+    string from the data escaped (:func:`escape_markup`)."""
+    raw_given = table["given_label"].to_numpy(dtype=str)
+    raw_predicted = table["predicted_label"].to_numpy(dtype=str)
+    raw_suggested = table["suggested_label"].to_numpy(dtype=str)
+    given, predicted, suggested = (escape_markup(v) for v in (raw_given, raw_predicted, raw_suggested))
     note = np.char.add(np.char.add("<br>predicted ", predicted), np.char.add(", suggested ", suggested))
-    extra = np.where((predicted != given) | (suggested != given), note, "")
+    extra = np.where((raw_predicted != raw_given) | (raw_suggested != raw_given), note, "")
     score = np.char.mod("%.3g", table["score"].to_numpy(dtype=float))
-    if "snippet" in table:  # text data: the start of the text, escaped (hover labels render a little HTML)
-        escaped = (
-            table["snippet"].astype(str).str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;")
-        )
-        extra = np.char.add(np.char.add(extra.astype(str), "<br>"), escaped.to_numpy(dtype=str))
-    return np.column_stack([table["sample_id"].to_numpy(dtype=str), given, score, extra])
+    if "snippet" in table:  # text data: the start of the text
+        extra = np.char.add(np.char.add(extra.astype(str), "<br>"), escape_markup(table["snippet"]))
+    return np.column_stack([escape_markup(table["sample_id"]), given, score, extra])
 
 
 def decision_states(table: pd.DataFrame, decisions: pd.DataFrame | None) -> np.ndarray:
@@ -150,7 +157,9 @@ def map_figure(
         names = sorted(set(given), key=natural_key)
         palette = class_palette(len(names))
         for i, name in enumerate(names):
-            traces.append(_trace(table, customdata, given == name, name, color=palette[i], size=4))
+            traces.append(
+                _trace(table, customdata, given == name, str(escape_markup([name])[0]), color=palette[i], size=4)
+            )
     else:
         states = decision_states(table, decisions)
         for state in ("undecided", *ACTIONS):
@@ -240,7 +249,7 @@ def density_figure(
         palette = np.empty(len(names), dtype=object)
         palette[order] = class_palette(len(names))
         image = categorical_density(bins, codes, list(palette))
-        traces += [_legend_entry(str(names[i]), palette[i]) for i in order]
+        traces += [_legend_entry(str(escape_markup([names[i]])[0]), palette[i]) for i in order]
         traces.append(markers(top_flagged, "flagged (ring)", **ring))
     else:
         states = decision_states(table, decisions)

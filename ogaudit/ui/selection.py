@@ -2,10 +2,13 @@
 
 Plotly's point indices are per trace, so ids travel in ``customdata``. It comes back as a list (2-D customdata:
 the id first), a dict ``{"0": id}``, or a scalar, depending on how the figure set it; all three are read here.
+The figure escapes ``&``, ``<`` and ``>`` in the ids it shows (:func:`~ogaudit.ui.figure.escape_markup`);
+:func:`point_id` undoes that exactly (``&`` is escaped first, so one ``html.unescape`` pass restores every id).
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Collection, Mapping
 
 
@@ -16,7 +19,7 @@ def point_id(point: Mapping) -> str | None:
         data = data[0] if data else None
     elif isinstance(data, Mapping):
         data = data.get("0", data.get(0))
-    return None if data is None else str(data)
+    return None if data is None else html.unescape(str(data))
 
 
 def selected_ids(event: Mapping | None, known: Collection[str] | None = None) -> list[str]:
