@@ -125,13 +125,15 @@ def audit(
     if not settings.layers and getattr(model, "gradient_layers", ()):  # the fine-tuned text model: its adapters
         settings = replace(settings, layers=tuple(model.gradient_layers))
     with _stage("gradients", timings, progress):
+        split = LAYER_PASS_FROM if settings.layers else 1.0  # one bar: the head's pass, then the layers' passes
+        first, rest = _within(progress, "gradients", 0.0, split), _within(progress, "gradients", split, 1.0)
         try:
-            frozen = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="gradients")
+            frozen = _frozen_features(model, dataset, cache, first, cancel, notice, engine, stage="gradients")
             head = _head_evidence(
-                model, dataset, model_info["key"], cache, progress, cancel, notice, engine, features=frozen
+                model, dataset, model_info["key"], cache, first, cancel, notice, engine, features=frozen
             )
             layers = _layer_gradients(
-                model, dataset, head, settings, model_info["key"], cache, progress, cancel, notice, engine
+                model, dataset, head, settings, model_info["key"], cache, rest, cancel, notice, engine
             )
         finally:
             if engine is not engine_given:  # made here from a name: release what it started
@@ -188,6 +190,23 @@ def _warn_about_an_earlier_review(project: Project, dataset: Dataset, notice) ->
             "its decisions may not fit these samples: export them and move ledger.sqlite away, or scan into a new "
             "folder."
         )
+
+
+LAYER_PASS_FROM = 0.25
+"""Where the gradients stage's progress bar hands over from the last layer's forward pass to the projected layer
+gradients (a forward and a backward pass per sample), when layers are asked for."""
+
+
+def _within(progress: ProgressCallback | None, stage: str, start: float, end: float) -> ProgressCallback | None:
+    """``progress`` with ``stage``'s fractions mapped into ``[start, end]`` (other stages, notices, pass as they
+    are), so that two passes in one stage fill one bar instead of running it to 100% twice."""
+    if progress is None:
+        return None
+
+    def mapped(name: str, fraction: float, message: str) -> None:
+        progress(name, start + (end - start) * fraction if name == stage else fraction, message)
+
+    return mapped
 
 
 @contextmanager

@@ -104,8 +104,14 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_scan_with_projected_layer_gradients(cache_dir, digits, tmp_path):
     small = digits.subset(np.arange(300))
     settings = AuditSettings(epochs=2, layers=("body.fc", "head"), projection_dim=256, map_method="pca", budget=15)
-    result = audit(small, settings, cache_dir=cache_dir, out_dir=tmp_path)
+    seen = []
+    result = audit(
+        small, settings, cache_dir=tmp_path / "cache", out_dir=tmp_path, progress=lambda *event: seen.append(event)
+    )
     assert result.scores["flagged"].sum() == 15
+    bar = [fraction for stage, fraction, _ in seen if stage == "gradients"]
+    assert bar == sorted(bar) and bar[-1] == 1.0, "the head's pass and the layers' passes fill one bar, in order"
+    assert any(0 < fraction < 0.3 for fraction in bar) and any(0.3 < fraction < 1 for fraction in bar)
     assert list(result.record["settings"]["layers"]) == ["body.fc", "head"]
     with pytest.raises(SettingsError, match="gradient detector"):
         AuditSettings(layers=("head",), detector="loss")
