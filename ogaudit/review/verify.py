@@ -77,8 +77,11 @@ class VerifyReport:
                 f"; {self.decisions - self.decisions_held_out} of {self.decisions} decisions applied, "
                 f"{self.decisions_held_out} fell in the held-out part and were not"
             )
+        verdict = self.verdict()
+        if self.change_spread is None:  # one seed: a retraining's own noise can be that large
+            verdict += " (one seed: --seeds 5 tells a change from training noise)"
         text = (
-            f"held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f}{seeds} on "
+            f"verdict: {verdict}; held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f}{seeds} on "
             f"{self.held_out} samples ({self.evaluated_on}); trained on {self.train_before} -> {self.train_after} "
             f"samples ({self.removed} removed, {self.relabelled} relabelled){applied}"
         )
