@@ -13,6 +13,10 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
 * **Verified on read.** :meth:`CacheEntry.load` checks ``entry.json`` (format, kind, key, settings) and calls the
   reader; a missing, damaged or mismatched entry is removed and reported through ``notice`` (then recomputed by
   the caller), never raised as a traceback.
+* **One writer at a time.** :meth:`CacheEntry.exclusive` holds an advisory lock (``flock``) on the entry while it
+  is computed, so a second scan (another process, or another job of the app) that needs the same entry waits and
+  then reads it, instead of writing into the same work folder; a lock dies with its process. Two entries saved
+  at once under one key (the same inputs, so the same content) keep the first, without an error.
 * **Resumable work in place.** A stage that writes incrementally (the layer-gradient memory map with its done
   mask, the :class:`~ogaudit.store.SampleStore` shards of features and probabilities) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
   marks it complete.
@@ -23,16 +27,21 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from ogaudit.errors import StorageError
+from ogaudit.progress import check_cancel
 from ogaudit.storage import ensure_writable_dir, read_json, write_json
 
 CACHE_FORMAT = 1
@@ -100,8 +109,13 @@ class CacheEntry:
         A damaged entry (unreadable ``entry.json``, other settings under the same key, or a reader that raises
         because a file is truncated or missing) is deleted and ``notice`` says so; the caller then recomputes.
         """
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            return self._discard("it is not a folder of files (a link or a file in its place)", notice)
         if not self.path.is_dir():
             return None
+        odd = _not_plain_files(self.path)
+        if odd:
+            return self._discard(f"{odd!r} in it is not a plain file (a link, a pipe or a device)", notice)
         try:
             saved = read_json(self.path / ENTRY_FILE)
         except (OSError, ValueError) as error:
@@ -144,13 +158,84 @@ class CacheEntry:
         write_json(folder / ENTRY_FILE, self._expected())
         self._replace(folder)
 
+    def exclusive(self, *, cancel: threading.Event | None = None, on_wait: Callable[[], None] | None = None):
+        """A context manager holding this entry's lock (``flock`` on ``.<key>.lock`` beside it) while its block
+        computes the entry: a second process or thread asking for the same entry waits (``on_wait()`` is called
+        once when it has to; ``cancel`` is checked every 0.2 s, raising :class:`~ogaudit.errors.Cancelled`), then
+        finds the entry complete. The lock is released at the block's end or when the process dies. Without
+        ``fcntl`` (Windows) there is no lock."""
+        return _EntryLock(self.path.parent / f".{self.path.name}.lock", cancel, on_wait)
+
     def _replace(self, folder: Path) -> None:
-        if self.path.exists():
+        self._remove()
+        try:
+            os.replace(folder, self.path)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not self.path.is_dir():
+                raise
+            shutil.rmtree(folder, ignore_errors=True)  # the same key saved meanwhile by another writer: keep it
+
+    def _remove(self) -> None:
+        """Delete what stands at the entry's path: a folder, or a link or file in its place (never followed)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        elif self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
-        os.replace(folder, self.path)
 
     def _discard(self, why: str, notice: Notice | None) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._remove()
         if notice is not None:
             notice(f"The cached {self.kind} {self.key} was discarded and is recomputed: {why}.")
         return None
+
+
+def _not_plain_files(folder: Path) -> str | None:
+    """The first path under ``folder`` that is neither a plain file nor a folder (a link, a FIFO that would block a
+    read, a device), relative to it; None when there is none."""
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return os.path.relpath(os.path.join(root, name), folder)
+    return None
+
+
+class _EntryLock:
+    """See :meth:`CacheEntry.exclusive`."""
+
+    POLL_S = 0.2
+
+    def __init__(self, path: Path, cancel: threading.Event | None, on_wait: Callable[[], None] | None):
+        self.path, self.cancel, self.on_wait, self.fd = path, cancel, on_wait, None
+
+    def __enter__(self) -> _EntryLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; concurrent writers are still safe, only wasteful
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        waited = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if not waited and self.on_wait is not None:
+                    self.on_wait()
+                waited = True
+                try:
+                    check_cancel(self.cancel)
+                except BaseException:
+                    self._close()
+                    raise
+                time.sleep(self.POLL_S)
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None

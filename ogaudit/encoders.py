@@ -123,57 +123,65 @@ def embed_texts(
             raise ValueError(f"shape {matrix.shape} does not fit {len(texts)} texts of {dim} dimensions")
         return matrix.astype(np.float32, copy=False)
 
-    if entry is not None:
+    def compute() -> np.ndarray:
+        work = None if entry is None else entry.work_dir()
+        out, done = _resume(work, len(texts), dim)
+        if done.all() and entry is not None:
+            (work / "done.npy").unlink(missing_ok=True)
+            entry.commit()
+            return out
+        report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
+        model = load_encoder(encoder)
+        first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
+        unique = np.flatnonzero(first == np.arange(len(texts)))
+        lengths = np.fromiter((min(len(texts[i]), MODEL_CHARS) for i in unique), dtype=np.int64, count=len(unique))
+        order = unique[np.argsort(lengths, kind="stable")]
+        order = order[~done[order]]  # resumed: only what an interrupted run left
+        since_save = 0
+
+        def share() -> None:  # copies take their first copy's embedding
+            out[:] = out[first]
+            done[:] = done[first]
+
+        try:
+            for start in range(0, len(order), batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
+                index = order[start : start + batch_size]
+                out[index] = model.encode(
+                    [text[:MODEL_CHARS] for text in texts[index].tolist()],
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                done[index] = True
+                since_save += len(index)
+                if work is not None and since_save >= SAVE_EVERY:
+                    share()
+                    _save_progress(work, out, done)
+                    since_save = 0
+                count = int(done[unique].sum())
+                report(
+                    progress, "embed", count / max(len(unique), 1), f"{count:,}/{len(unique):,} distinct texts embedded"
+                )
+        finally:
+            share()
+            if work is not None and since_save:
+                _save_progress(work, out, done)
+        if entry is not None:
+            (work / "done.npy").unlink(missing_ok=True)
+            entry.commit()
+        return out
+
+    if entry is None:
+        return compute()
+    waiting = f"waiting for another scan that embeds these {len(texts):,} texts"
+    with entry.exclusive(cancel=cancel, on_wait=lambda: report(progress, "embed", 0.0, waiting)):
         cached = entry.load(read, notice=notice)
         if cached is not None:
             report(progress, "embed", 1.0, f"{len(texts):,} embeddings from the cache")
             return cached
-    work = None if entry is None else entry.work_dir()
-    out, done = _resume(work, len(texts), dim)
-    if done.all() and entry is not None:
-        (work / "done.npy").unlink(missing_ok=True)
-        entry.commit()
-        return out
-    report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
-    model = load_encoder(encoder)
-    first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
-    unique = np.flatnonzero(first == np.arange(len(texts)))
-    lengths = np.fromiter((min(len(texts[i]), MODEL_CHARS) for i in unique), dtype=np.int64, count=len(unique))
-    order = unique[np.argsort(lengths, kind="stable")]
-    order = order[~done[order]]  # resumed: only what an interrupted run left
-    since_save = 0
-
-    def share() -> None:  # copies take their first copy's embedding
-        out[:] = out[first]
-        done[:] = done[first]
-
-    try:
-        for start in range(0, len(order), batch_size):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
-            index = order[start : start + batch_size]
-            out[index] = model.encode(
-                [text[:MODEL_CHARS] for text in texts[index].tolist()],
-                batch_size=batch_size,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            done[index] = True
-            since_save += len(index)
-            if work is not None and since_save >= SAVE_EVERY:
-                share()
-                _save_progress(work, out, done)
-                since_save = 0
-            count = int(done[unique].sum())
-            report(progress, "embed", count / max(len(unique), 1), f"{count:,}/{len(unique):,} distinct texts embedded")
-    finally:
-        share()
-        if work is not None and since_save:
-            _save_progress(work, out, done)
-    if entry is not None:
-        (work / "done.npy").unlink(missing_ok=True)
-        entry.commit()
-    return out
+        return compute()
 
 
 def _first_copies(texts: np.ndarray) -> np.ndarray:

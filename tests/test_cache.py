@@ -115,3 +115,78 @@ def test_a_rerun_reads_the_detectors_scores_from_the_cache_and_another_budget_re
     other = audit("digits", AuditSettings(**{**FAST.to_dict(), "detector": "loss"}), cache_dir=cache)
     assert len(list((cache / "v1" / "scores").iterdir())) == 2  # another detector: its own entry
     assert not np.array_equal(other.scores["score"], first.scores["score"])
+
+
+def test_a_second_writer_of_the_same_entry_waits_for_the_first_then_reads_it(tmp_path):
+    """Two jobs (threads here; processes alike) that need the same entry: one computes, the other waits, is told
+    so, can cancel while waiting, and then finds the entry complete."""
+    import threading
+
+    from ogaudit.errors import Cancelled
+
+    entry = ArtifactCache(tmp_path).entry("map", "k", {})
+    other = ArtifactCache(tmp_path).entry("map", "k", {})
+    inside, release, told = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with entry.exclusive():
+            inside.set()
+            release.wait(10)
+            entry.save(write_array(np.arange(3)))
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert inside.wait(10)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled), other.exclusive(cancel=cancel, on_wait=lambda: told.append("waiting")):
+        pass
+    assert told == ["waiting"]
+    threading.Timer(0.3, release.set).start()
+    with other.exclusive(on_wait=lambda: told.append("waiting again")):
+        np.testing.assert_array_equal(other.load(read_array), np.arange(3))
+    worker.join()
+    assert told == ["waiting", "waiting again"]
+
+
+def test_an_entry_saved_meanwhile_by_another_writer_is_kept_without_an_error(tmp_path, monkeypatch):
+    from ogaudit.cache import CacheEntry
+
+    entry = ArtifactCache(tmp_path).entry("map", "k", {})
+    remove, raced = CacheEntry._remove, []
+
+    def another_writer_in_between(self) -> None:  # the other process renames its entry into place right here
+        remove(self)
+        if not raced:
+            raced.append(True)
+            ArtifactCache(tmp_path).entry("map", "k", {}).save(write_array(np.arange(5)))
+
+    monkeypatch.setattr(CacheEntry, "_remove", another_writer_in_between)
+    entry.save(write_array(np.arange(5)))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(entry.load(read_array), np.arange(5))
+    assert [p.name for p in entry.path.parent.iterdir()] == ["k"]
+
+
+@pytest.mark.parametrize("odd", ["dangling link", "link to a folder", "fifo"])
+def test_links_and_pipes_in_the_cache_are_discarded_never_followed_or_read(tmp_path, odd):
+    import os
+
+    entry = ArtifactCache(tmp_path).entry("map", "k", {})
+    entry.path.parent.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the cache's")
+    if odd == "dangling link":
+        entry.path.symlink_to(tmp_path / "missing")
+    elif odd == "link to a folder":
+        entry.path.symlink_to(elsewhere)
+    else:
+        entry.save(write_array(np.arange(2)))
+        os.mkfifo(entry.path / "a.npy.fifo")
+    notices: list[str] = []
+    assert entry.load(read_array, notice=notices.append) is None  # a FIFO would block a read forever
+    assert len(notices) == 1 and "discarded" in notices[0]
+    entry.save(write_array(np.arange(3)))
+    np.testing.assert_array_equal(entry.load(read_array), np.arange(3))
+    assert (elsewhere / "keep.txt").read_text() == "not the cache's"

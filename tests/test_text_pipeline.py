@@ -157,3 +157,42 @@ def test_a_repeated_text_is_embedded_once_and_its_rows_share_it(tmp_path, monkey
     assert sorted(encoded) == sorted(texts.tolist())  # each distinct text once
     assert np.array_equal(out[12], out[0]) and np.array_equal(out[13], out[3]) and np.array_equal(out[14], out[3])
     assert np.allclose(out[:12], embed_texts(texts, batch_size=12), atol=1e-5)
+
+
+def test_two_scans_embedding_the_same_texts_at_once_share_one_computation(tmp_path):
+    """The second waits for the first (it is told so), then reads its entry: no two writers in one work folder."""
+    import threading
+
+    from ogaudit.cache import ArtifactCache
+
+    texts = small_frame()["Review"].to_numpy(dtype=object)
+    cache = tmp_path / "cache"
+    second_waits = threading.Event()
+    results, messages = {}, []
+
+    def first_progress(stage, fraction, message):
+        if "distinct texts embedded" in message:
+            second_waits.wait(20)  # hold the first mid-way until the second has found it busy
+
+    def second_progress(stage, fraction, message):
+        messages.append(message)
+        if message.startswith("waiting for another scan"):
+            second_waits.set()
+
+    def run(name, progress):
+        results[name] = embed_texts(texts, cache=ArtifactCache(cache), progress=progress, batch_size=4)
+
+    first = threading.Thread(target=run, args=("first", first_progress))
+    first.start()
+    while not (cache / "v1" / "text-embeddings").is_dir() or not any(
+        p.name.endswith(".work") for p in (cache / "v1" / "text-embeddings").iterdir()
+    ):
+        threading.Event().wait(0.05)
+    second = threading.Thread(target=run, args=("second", second_progress))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert second_waits.is_set() and messages[-1].endswith("embeddings from the cache")
+    np.testing.assert_array_equal(results["first"], results["second"])
+    names = [p.name for p in (cache / "v1" / "text-embeddings").iterdir()]
+    assert len([n for n in names if not n.startswith(".")]) == 1 and not any(n.endswith(".work") for n in names)
