@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ogaudit.errors import SettingsError
+from ogaudit.errors import ModelError, SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
 
 APPROXIMATE_ABOVE = 50_000
@@ -57,11 +57,19 @@ def nearest_neighbours(
     exact path.
 
     Returns ``(indices (N, k') int64, cosines (N, k') float32)``, most similar first, ``k' = min(k, N − 1)``.
-    Raises :class:`~ogaudit.errors.SettingsError` for ``k < 1``.
+    Raises :class:`~ogaudit.errors.SettingsError` for ``k < 1``, :class:`~ogaudit.errors.ModelError` for a row
+    with NaN or infinite values (faiss would leave it without neighbours).
     """
     if k < 1:
         raise SettingsError(f"k must be at least 1; got {k}.")
     directions = np.ascontiguousarray(directions, dtype=np.float32)
+    finite = np.isfinite(directions).all(axis=1)
+    if not finite.all():
+        raise ModelError(
+            f"{int((~finite).sum()):,} of {len(directions):,} rows to search (the first at position "
+            f"{int(np.flatnonzero(~finite)[0])}) hold NaN or infinite values: the model's features or gradients "
+            "overflowed. Check the checkpoint, or scale the data down."
+        )
     if approximate is None:
         approximate = len(directions) > APPROXIMATE_ABOVE
     if approximate:

@@ -245,14 +245,15 @@ def _obtain_model(
         load_model_state(model, folder / "model.pt")
         return True
 
-    damaged = entry.path.is_dir()
-    if entry.load(read, notice=notice):
-        return model, {**info, "cached": True, "history": []}
-    if damaged:  # a failed load may have touched some weights: start from the seeded initial ones again
-        model = build_model(choice.kind, dataset, seed=settings.seed)
-    features = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="train")
-    run = train_model(model, dataset, train, progress=progress, cancel=cancel, features=features)
-    entry.save(lambda folder: save_model(model, folder / "model.pt"))
+    with entry.exclusive(cancel=cancel, on_wait=_waiting(progress, "train")):  # a second scan waits, then loads
+        damaged = entry.path.is_dir()
+        if entry.load(read, notice=notice):
+            return model, {**info, "cached": True, "history": []}
+        if damaged:  # a failed load may have touched some weights: start from the seeded initial ones again
+            model = build_model(choice.kind, dataset, seed=settings.seed)
+        features = _frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="train")
+        run = train_model(model, dataset, train, progress=progress, cancel=cancel, features=features)
+        entry.save(lambda folder: save_model(model, folder / "model.pt"))
     return model, {
         **info,
         "cached": False,
@@ -330,25 +331,31 @@ def _stored_rows(
     def read(folder: Path) -> dict[str, np.ndarray]:
         return read_all(SampleStore(folder, n, layout(folder), chunk_rows=EVIDENCE_CHUNK_ROWS))
 
-    cached = entry.load(read, notice=notice)
-    if cached is not None:
-        return cached
-    folder = entry.work_dir()
-    fields = None
-    with suppress(OSError, ValueError, KeyError):  # no store yet, or a damaged one: laid out anew
-        fields = layout(folder)
-    first = None
-    if fields is None or set(fields) != set(widths):
-        check_cancel(cancel)
-        first = compute(0, min(EVIDENCE_CHUNK_ROWS, n))  # its shapes give the layout; it is written as chunk 0
-        fields = {name: (tuple(first[name].shape[1:]), "float32") for name in widths}
-    store = SampleStore(folder, n, fields, chunk_rows=EVIDENCE_CHUNK_ROWS)
-    if first is not None and not store.done[0]:
-        store.write(0, **first)
-    store.fill(compute, progress=progress, cancel=cancel, stage=stage)
-    result = read_all(store)
-    entry.commit()
-    return result
+    with entry.exclusive(cancel=cancel, on_wait=_waiting(progress, stage)):
+        cached = entry.load(read, notice=notice)
+        if cached is not None:
+            return cached
+        folder = entry.work_dir()
+        fields = None
+        with suppress(OSError, ValueError, KeyError):  # no store yet, or a damaged one: laid out anew
+            fields = layout(folder)
+        first = None
+        if fields is None or set(fields) != set(widths):
+            check_cancel(cancel)
+            first = compute(0, min(EVIDENCE_CHUNK_ROWS, n))  # its shapes give the layout; it is written as chunk 0
+            fields = {name: (tuple(first[name].shape[1:]), "float32") for name in widths}
+        store = SampleStore(folder, n, fields, chunk_rows=EVIDENCE_CHUNK_ROWS)
+        if first is not None and not store.done[0]:
+            store.write(0, **first)
+        store.fill(compute, progress=progress, cancel=cancel, stage=stage)
+        result = read_all(store)
+        entry.commit()
+        return result
+
+
+def _waiting(progress: ProgressCallback | None, stage: str):
+    """What a scan says while another one computes the cache entry it needs (:meth:`CacheEntry.exclusive`)."""
+    return lambda: report(progress, stage, 0.0, "waiting for another scan that computes the same result")
 
 
 def _in_process(engine: ForwardEngine | None) -> bool:
@@ -443,10 +450,11 @@ def _layer_gradients(model, dataset, head, settings, model_key, cache, progress,
             cancel=cancel,
         )
 
-    matrix = entry.load(compute, notice=notice)
-    if matrix is None:
-        matrix = compute(entry.work_dir())  # resumes an interrupted run from its done mask
-        entry.commit()
+    with entry.exclusive(cancel=cancel, on_wait=_waiting(progress, "gradients")):
+        matrix = entry.load(compute, notice=notice)
+        if matrix is None:
+            matrix = compute(entry.work_dir())  # resumes an interrupted run from its done mask
+            entry.commit()
     return ProjectedEvidence(matrix, head.probs, head.labels)
 
 
@@ -582,10 +590,7 @@ def _cached_search(cache: ArtifactCache, notice):
         def read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
             with np.load(folder / "neighbours.npz", allow_pickle=False) as saved:
                 found, cosines = saved["neighbours"], saved["cosines"]
-            if found.shape != expected or cosines.shape != expected:
-                raise ValueError(f"neighbours have shape {found.shape}, not {expected}")
-            if found.size and not ((found >= 0) & (found < len(directions))).all():
-                raise ValueError("neighbour positions out of range")
+            _check_neighbours(found, cosines, directions, expected)
             return found.astype(np.int64), cosines.astype(np.float32)
 
         loaded = entry.load(read, notice=notice)
@@ -602,6 +607,31 @@ def _cached_search(cache: ArtifactCache, notice):
         return found, cosines
 
     return search
+
+
+NEIGHBOUR_CHECK_ROWS = 1024
+"""Rows of a cached neighbour search whose cosines are recomputed from the directions when it is read."""
+
+
+def _check_neighbours(found: np.ndarray, cosines: np.ndarray, directions: np.ndarray, expected: tuple) -> None:
+    """Raise ValueError unless ``found`` / ``cosines`` read from the cache are a search of ``directions``: the
+    shape, integer positions in range and never the row itself, finite cosines most similar first, and the
+    cosines of :data:`NEIGHBOUR_CHECK_ROWS` seeded rows equal to their recomputed dot products."""
+    if found.shape != expected or cosines.shape != expected:
+        raise ValueError(f"neighbours have shape {found.shape}, not {expected}")
+    if not np.issubdtype(found.dtype, np.integer) or not np.issubdtype(cosines.dtype, np.floating):
+        raise ValueError(f"neighbours are {found.dtype} and cosines {cosines.dtype}")
+    n = len(directions)
+    if not found.size:
+        return
+    if not ((found >= 0) & (found < n)).all() or (found == np.arange(n)[:, None]).any():
+        raise ValueError("neighbour positions out of range, or a row listed as its own neighbour")
+    if not np.isfinite(cosines).all() or (np.diff(cosines, axis=1) > 1e-6).any():
+        raise ValueError("cosines not finite, or not most similar first")
+    rows = np.random.default_rng(0).choice(n, min(n, NEIGHBOUR_CHECK_ROWS), replace=False)
+    recomputed = np.einsum("rd,rkd->rk", directions[rows], directions[found[rows]])
+    if not np.allclose(recomputed, cosines[rows], atol=1e-4):
+        raise ValueError("cosines differ from the directions' own")
 
 
 def _score_table(head, dataset, settings, score, label_evidence, progress, cancel) -> pd.DataFrame:

@@ -255,3 +255,42 @@ def test_a_pinned_dataset_keeps_its_fingerprint_and_its_subsets_do_not(digits):
     assert pinned.subset(np.arange(100)).fingerprint() == data.subset(np.arange(100)).fingerprint()
     data.y[0] = (data.y[0] + 1) % data.n_classes  # the original is hashed anew; the pin is the run's snapshot
     assert data.fingerprint() != pinned.fingerprint()
+
+
+@pytest.mark.parametrize("forgery", ["bool positions", "itself as neighbour", "all row 0", "another search", "nan"])
+def test_a_forged_cached_neighbour_search_is_recomputed_not_trusted(tmp_path, digits, forgery):
+    from ogaudit.noise import inject_label_noise
+
+    data = _as_vectors(digits.subset(np.arange(400)))
+    settings = AuditSettings(model="linear", epochs=2, map_method="none")
+    cache = tmp_path / "cache"
+    audit(data, settings, cache_dir=cache)
+    npz = next((cache / "v1" / "neighbours").iterdir()) / "neighbours.npz"
+    with np.load(npz) as saved:
+        found, cosines = saved["neighbours"], saved["cosines"]
+    if forgery == "bool positions":
+        found = found.astype(bool)
+    elif forgery == "itself as neighbour":
+        found[:, 0] = np.arange(len(found))
+    elif forgery == "all row 0":
+        found[:] = 1 + (found[:, :1] == 1)  # a real position, the same for every neighbour
+    elif forgery == "another search":
+        found = np.roll(found, 7, axis=0)  # a well-formed search of other rows
+    else:
+        cosines[:] = np.nan
+    np.savez(npz, neighbours=found, cosines=cosines)
+    relabelled = inject_label_noise(data, 0.2, seed=5)
+    again = audit(relabelled, settings, cache_dir=cache)
+    assert any("neighbours" in notice and "discarded" in notice for notice in again.record["notices"])
+    fresh = audit(relabelled, settings, cache_dir=tmp_path / "fresh")
+    pd.testing.assert_frame_equal(again.scores, fresh.scores)
+
+
+def test_rows_with_nan_or_inf_are_refused_by_the_neighbour_search():
+    from ogaudit.errors import ModelError
+    from ogaudit.neighbours import nearest_neighbours
+
+    rows = np.eye(5, dtype=np.float32)
+    rows[3, 1] = np.nan
+    with pytest.raises(ModelError, match=r"1 of 5 rows to search \(the first at position 3\) hold NaN"):
+        nearest_neighbours(rows, 2)
