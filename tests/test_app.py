@@ -563,3 +563,36 @@ def test_with_the_demo_off_an_empty_workspace_waits_for_new_audit(home, monkeypa
     assert not at.exception
     assert "open **New audit**" in texts(at.info)
     assert not home.exists() or not any(home.iterdir())  # no project, no failed demo left behind
+
+
+def test_a_text_sample_both_selected_on_the_map_and_in_the_review_queue_renders_in_each(
+    tmp_path, monkeypatch, cache_dir
+):
+    """One card per place: the map's selection grid and the review queue each draw the flagged sample's text."""
+    pytest.importorskip("sentence_transformers")
+    env = {"OGAUDIT_DEMO": "rotten-tomatoes", "OGAUDIT_DEMO_LIMIT": "60", "OGAUDIT_DEMO_MAP": "pca"}
+    env |= {"OGAUDIT_DEMO_NOISE": "0.15", "OGAUDIT_DEMO_EPOCHS": "4"}
+    for name, value in {**env, "OGAUDIT_HOME": str(tmp_path / "home"), "OGAUDIT_CACHE": str(cache_dir)}.items():
+        monkeypatch.setenv(name, value)
+    st.cache_resource.clear()
+    demo = DemoConfig.from_env(env)
+    folder = tmp_path / "home" / demo.project_name
+    audit(demo.data, demo.settings(), out_dir=folder, cache_dir=cache_dir)
+    Project(folder).write_request(demo.data, demo.settings())
+    flagged = Project(folder).open_run().flagged_ids[0]
+    at = start(project=demo.project_name)
+    at.session_state[f"map-{demo.project_name}-flagged"] = {
+        "selection": {
+            "points": [{"customdata": [flagged, "?", "0.1", ""]}],
+            "point_indices": [0],
+            "box": [],
+            "lasso": [],
+        }
+    }
+    at.run()
+    assert not at.exception, at.exception
+    shown = [str(e.value) for e in at.get("text")]
+    from ogaudit.textdata import display_texts
+
+    (text,) = display_texts(Project(folder).load_dataset(), [Project(folder).open_run().position[flagged]])
+    assert shown.count(text) >= 2  # the selection's card and the queue's card

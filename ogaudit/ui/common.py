@@ -155,12 +155,13 @@ def sample_caption(row: Mapping, decision: Mapping | None) -> str:
     return f"{code(row['sample_id'])} (rank {row['rank']})  \n{labels}  \nscore {row['score']:.3g} · {state}"
 
 
-def sample_image(dataset: Dataset | None, run: Run, sample_id: str, size: int) -> None:
-    """The sample's picture (its text for text data), or a note when the data are vectors or could not be loaded."""
+def sample_image(dataset: Dataset | None, run: Run, sample_id: str, size: int, *, place: str = "card") -> None:
+    """The sample's picture (its text for text data), or a note when the data are vectors or could not be loaded.
+    ``place`` names where on the page it is drawn (a text card's widget key: one sample may be in two places)."""
     if dataset is not None and dataset.is_text:
         from ogaudit.ui.textcards import text_card
 
-        text_card(dataset, run.position[sample_id], large=size >= 320)
+        text_card(dataset, run.position[sample_id], place=place)
         return
     image = None if dataset is None else thumbnail(dataset, run.position[sample_id], size)
     if image is None:

@@ -137,7 +137,7 @@ def selection_grid(
     for start in range(0, len(rows), GRID_COLUMNS):
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start : start + GRID_COLUMNS], strict=False):
             with column:
-                sample_image(dataset, run, row["sample_id"], 96)
+                sample_image(dataset, run, row["sample_id"], 96, place="selection")
                 decision = current.get(row["sample_id"])
                 st.markdown(sample_caption(row, {**decision, "sample_id": row["sample_id"]} if decision else None))
 

@@ -366,7 +366,7 @@ def enlarged(run: Run, sample_id: str, dataset: Dataset | None, evidence: RunEvi
     size = st.slider("Zoom (pixels)", 128, 768, 448, step=64, key="zoom")
     left, right = st.columns([3, 2])
     with left:
-        sample_image(dataset, run, sample_id, size)
+        sample_image(dataset, run, sample_id, size, place="dialog")
     with right:
         st.markdown(sample_caption(row, {**decision, "sample_id": sample_id} if decision else None))
         if evidence is not None:
@@ -412,7 +412,7 @@ def keyboard_review(
     st.markdown(KEY_HELP)
     picture, actions = st.columns([3, 2])
     with picture, st.container(border=True, key="keyboard-sample"):
-        sample_image(dataset, run, focus, 320)
+        sample_image(dataset, run, focus, 320, place="keyboard")
         decision = current.get(focus)
         st.markdown(sample_caption(row, {**decision, "sample_id": focus} if decision else None))
         if item is not None:

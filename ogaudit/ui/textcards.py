@@ -18,10 +18,11 @@ def is_text(dataset: Dataset | None) -> bool:
     return dataset is not None and dataset.is_text
 
 
-def text_card(dataset: Dataset, position: int, *, large: bool = False) -> None:
-    """The sample's full text in a bordered box (larger type in the keyboard view and the enlarged dialog)."""
+def text_card(dataset: Dataset, position: int, *, place: str = "card") -> None:
+    """The sample's full text in a bordered box, keyed ``text-<place>-<sample id>``: one sample can be on the page
+    in several places at once (the map's selection and the review queue), each with its own ``place``."""
     (text,) = display_texts(dataset, [position])
-    with st.container(border=True, key=f"text-{'large' if large else 'card'}-{dataset.sample_ids[position]}"):
+    with st.container(border=True, key=f"text-{place}-{dataset.sample_ids[position]}"):
         st.text(text)  # plain text: no markdown (which would turn -- into a dash) and no HTML
 
 
