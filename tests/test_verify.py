@@ -42,4 +42,5 @@ def test_several_seeds_give_the_spread_and_count_decisions_applied_and_held_out(
     assert report.removed == 100 - report.decisions_held_out
     assert report.change_spread is not None and report.verdict() in ("better", "worse", "no clear change")
     assert "fell in the held-out part" in report.describe() and "mean of 2 seeds" in report.describe()
-    assert report.describe().startswith(f"verdict: {report.verdict()}; held-out accuracy")
+    assert report.describe().startswith(f"verdict: {report.verdict()} ({report.change:+.3f} is ")
+    assert "twice the seeds' spread" in report.describe() and "were not applied" in report.describe()

@@ -75,11 +75,16 @@ class VerifyReport:
         if self.decisions is not None and self.decisions_held_out is not None:
             applied = (
                 f"; {self.decisions - self.decisions_held_out} of {self.decisions} decisions applied, "
-                f"{self.decisions_held_out} fell in the held-out part and were not"
+                f"{self.decisions_held_out} fell in the held-out part and were not applied"
             )
-        verdict = self.verdict()
-        if self.change_spread is None:  # one seed: a retraining's own noise can be that large
+        verdict, spread = self.verdict(), self.change_spread
+        if spread is None:  # one seed: a retraining's own noise can be that large
             verdict += " (one seed: --seeds 5 tells a change from training noise)"
+        else:
+            within = abs(self.change) <= 2 * spread
+            verdict += (
+                f" ({self.change:+.3f} is {'within' if within else 'beyond'} twice the seeds' spread, {2 * spread:.3f})"
+            )
         text = (
             f"verdict: {verdict}; held-out accuracy {self.accuracy_before:.3f} -> {self.accuracy_after:.3f}{seeds} on "
             f"{self.held_out} samples ({self.evaluated_on}); trained on {self.train_before} -> {self.train_after} "
