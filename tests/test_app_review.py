@@ -325,6 +325,8 @@ def test_the_keyboard_view_decides_and_moves_on(project):
     at.session_state["queue-view"] = "One at a time (keyboard)"
     at.run()
     assert "**A** accept the suggestion" in texts(at.markdown)
+    legend = "Relabel to: " + " · ".join(f"**{(i + 1) % 10}** {name}" for i, name in enumerate(run.class_names[:10]))
+    assert legend in texts(at.caption)  # every key's class in full, however narrow its button
     assert at.button(key="kb-keep").proto.shortcut
     at.button(key="kb-keep").click().run()
     at.button(key="kb-unsure").click().run()

@@ -450,11 +450,14 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
         help=why,
         width="stretch",
     )
-    st.caption("Relabel to")
-    grid = st.columns(5)
-    for index, name in enumerate(run.class_names[:10]):
+    names = run.class_names[:10]
+    longest = max((len(str(name)) for name in names), default=0)
+    per_row = 5 if longest <= 6 else 3 if longest <= 12 else 2  # a class name must fit its button beside its key
+    st.caption("Relabel to: " + " · ".join(f"**{(i + 1) % 10}** {md(name)}" for i, name in enumerate(names)))
+    grid = st.columns(per_row)
+    for index, name in enumerate(names):
         is_given = name == row["given_label"]
-        grid[index % 5].button(
+        grid[index % per_row].button(
             md(name),
             key=f"kb-label-{index}",
             shortcut=str((index + 1) % 10),
