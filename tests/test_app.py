@@ -216,7 +216,10 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     (data / "broken.npz").write_text("not an archive")
     monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
     at = start()
-    at.sidebar.radio(key="setup-source").set_value("Path")
+    assert "setup-builtin" in [box.key for box in at.sidebar.selectbox]
+    assert "setup-path" not in [field.key for field in at.sidebar.text_input]  # each source shows its own inputs
+    at.sidebar.radio(key="setup-source").set_value("Path").run()
+    assert "setup-builtin" not in [box.key for box in at.sidebar.selectbox]
     at.sidebar.text_input(key="setup-path").input(str(home / "no-such-data"))
     at.sidebar.text_input(key="setup-name").input("outside")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
@@ -233,10 +236,10 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     message = texts(at.error)
     assert "failed during the **load** stage" in message and "Cannot read" in message
     assert at.button(key="retry-broken")
-    at.sidebar.radio(key="setup-source").set_value("Upload zip")
+    at.sidebar.radio(key="setup-source").set_value("Upload zip").run()
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert not at.exception and "Upload a zip of an image folder" in texts(at.error)
-    at.sidebar.radio(key="setup-source").set_value("Upload text table")
+    at.sidebar.radio(key="setup-source").set_value("Upload text table").run()
     at.sidebar.text_input(key="setup-text-column").input("Quote")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert not at.exception and "Upload a text table" in texts(at.error) and "label column first" in texts(at.error)

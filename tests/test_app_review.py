@@ -210,7 +210,7 @@ def test_a_failed_audit_is_marked_in_the_list_and_an_admin_deletes_it(home, tmp_
     (data / "broken.npz").write_text("not an archive")
     monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
     at = start()
-    at.sidebar.radio(key="setup-source").set_value("Path")
+    at.sidebar.radio(key="setup-source").set_value("Path").run()
     at.sidebar.text_input(key="setup-path").input("broken.npz")
     at.sidebar.text_input(key="setup-name").input("broken")
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()

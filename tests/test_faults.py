@@ -121,7 +121,7 @@ def test_failed_audit_shows_its_stage_keeps_the_app_usable_and_can_be_retried(ap
     data.write_bytes(b"")  # the user's export is still empty
     monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(tmp_path))
     at = start()
-    at.sidebar.radio(key="setup-source").set_value("Path")
+    at.sidebar.radio(key="setup-source").set_value("Path").run()
     at.sidebar.text_input(key="setup-path").input(str(data))
     at.sidebar.selectbox(key="setup-map").set_value("pca")
     at.sidebar.number_input(key="setup-epochs").set_value(1)

@@ -29,41 +29,52 @@ MODEL_HELP = {
 
 
 def new_audit_panel(root: Path) -> None:
-    """A form in the sidebar; on submit, the project folder is made and the audit starts in the background."""
+    """A form in the sidebar; on submit, the project folder is made and the audit starts in the background.
+
+    The data source is chosen outside the form, so that the form shows only that source's inputs (a form's own
+    widgets change nothing on the page until it is submitted).
+    """
+    source = st.radio("Data", SOURCES, horizontal=True, key="setup-source")
     with st.form("new-audit"):
-        st.radio("Data", SOURCES, horizontal=True, key="setup-source")
-        st.selectbox("Built-in", (*BUILTINS, *TEXT_BUILTINS), index=BUILTINS.index("mnist5k"), key="setup-builtin")
-        st.text_input(
-            "Path",
-            placeholder="/data/images, labels.csv, data.npz or texts .csv/.tsv/.jsonl/.parquet",
-            key="setup-path",
-        )
-        st.file_uploader(
-            f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
-        )
-        st.file_uploader(
-            f"Text table: .csv, .tsv, .jsonl or .parquet (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)",
-            type=[suffix.lstrip(".") for suffix in sorted(TEXT_SUFFIXES)],
-            key="setup-text-upload",
-        )
-        left, middle, right = st.columns(3)
-        left.text_input("Text column", placeholder="blank: detect (text, review, tweet…)", key="setup-text-column")
-        middle.text_input("Label column", placeholder="blank: detect (label, sentiment…)", key="setup-label-column")
-        right.text_input("Id column", placeholder="blank: detect (id…), else row numbers", key="setup-id-column")
+        if source == "Built-in":
+            st.selectbox("Built-in", (*BUILTINS, *TEXT_BUILTINS), index=BUILTINS.index("mnist5k"), key="setup-builtin")
+        elif source == "Path":
+            st.text_input(
+                "Path",
+                placeholder="/data/images, labels.csv, data.npz or texts .csv/.tsv/.jsonl/.parquet",
+                key="setup-path",
+            )
+        elif source == "Upload zip":
+            st.file_uploader(
+                f"Zip of an image folder (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)", type=["zip"], key="setup-upload"
+            )
+        else:
+            st.file_uploader(
+                f"Text table: .csv, .tsv, .jsonl or .parquet (≤ {MAX_UPLOAD_BYTES // 1024**2} MB)",
+                type=[suffix.lstrip(".") for suffix in sorted(TEXT_SUFFIXES)],
+                key="setup-text-upload",
+            )
+        if source in ("Path", "Upload text table"):
+            st.caption("Text tables: the columns to read (blank: found by their names)")
+            left, middle, right = st.columns(3)
+            left.text_input("Text column", placeholder="text, review…", key="setup-text-column")
+            middle.text_input("Label column", placeholder="label, sentiment…", key="setup-label-column")
+            right.text_input("Id column", placeholder="id… (else row numbers)", key="setup-id-column")
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
-        st.file_uploader(
-            "Checkpoint (state dict; TorchScript is refused)",
-            type=["pt", "pth", "ckpt", "safetensors"],
-            key="setup-checkpoint",
-        )
-        st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
+        with st.expander("Your checkpoint (model: my checkpoint)"):
+            st.file_uploader(
+                "Checkpoint (state dict; TorchScript is refused)",
+                type=["pt", "pth", "ckpt", "safetensors"],
+                key="setup-checkpoint",
+            )
+            st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
         detectors = sorted(DETECTOR_NAMES)
         st.selectbox("Detector", detectors, index=detectors.index(DEFAULT_DETECTOR), key="setup-detector")
         st.number_input(
             "Flag budget (fraction, or a count ≥ 1)", min_value=0.001, value=DEFAULT_BUDGET, key="setup-budget"
         )
         st.selectbox(
-            "Map", MAP_METHODS, key="setup-map", help="UMAP is slower (first use compiles, ~40 s); PCA is instant."
+            "Map", MAP_METHODS, key="setup-map", help="UMAP is slower (first use compiles, ~10 s); PCA is instant."
         )
         st.number_input("Planted noise (demo: flip this share of labels)", 0.0, 0.9, 0.0, 0.05, key="setup-noise")
         st.number_input("Epochs (0 = by data size)", 0, 500, 0, key="setup-epochs")
@@ -79,7 +90,7 @@ def _choices() -> SetupChoices:
     upload, checkpoint, table = get("setup-upload"), get("setup-checkpoint"), get("setup-text-upload")
     return SetupChoices(
         source=get("setup-source"),
-        builtin=get("setup-builtin"),
+        builtin=get("setup-builtin") or "mnist5k",
         path=get("setup-path") or "",
         upload=None if upload is None else upload.getvalue(),
         text_upload=None if table is None else table.getvalue(),
