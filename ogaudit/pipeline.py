@@ -671,11 +671,8 @@ def _outlier_scores(
     fits = 1 if source.counterfactual else 2
     fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
 
-    def scaled(start: float, end: float) -> ProgressCallback:
-        return lambda stage, fraction, message: report(progress, stage, start + (end - start) * fraction, message)
-
     detector = make_detector(settings.detector, seed=settings.seed, search=search if layers is None else None).fit(
-        source, progress=scaled(0.0, fit_share), cancel=cancel
+        source, progress=_within(progress, "detect", 0.0, fit_share), cancel=cancel
     )
     check_cancel(cancel)
     score = detector.outlier_scores(source)
@@ -684,7 +681,7 @@ def _outlier_scores(
         detector
         if source.counterfactual
         else make_detector(settings.detector, seed=settings.seed, search=search).fit(
-            head, progress=scaled(fit_share, 2 * fit_share), cancel=cancel
+            head, progress=_within(progress, "detect", fit_share, 2 * fit_share), cancel=cancel
         )
     )
     label_evidence = counterfactual_scores(head_detector, head, progress=progress, cancel=cancel, span=(0.8, 0.95))
