@@ -13,7 +13,7 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
 * **Verified on read.** :meth:`CacheEntry.load` checks ``entry.json`` (format, kind, key, settings) and calls the
   reader; a missing, damaged or mismatched entry is removed and reported through ``notice`` (then recomputed by
   the caller), never raised as a traceback.
-* **One writer at a time.** :meth:`CacheEntry.exclusive` holds an advisory lock (``flock``) on the entry while it
+* **One writer at a time.** :meth:`CacheEntry.exclusive` holds a lock (``filelock``) on the entry while it
   is computed, so a second scan (another process, or another job of the app) that needs the same entry waits and
   then reads it, instead of writing into the same work folder; a lock dies with its process. Two entries saved
   at once under one key (the same inputs, so the same content) keep the first, without an error.
@@ -34,11 +34,12 @@ import re
 import shutil
 import stat
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from filelock import FileLock, Timeout
 
 from ogaudit.errors import StorageError
 from ogaudit.progress import check_cancel
@@ -162,8 +163,8 @@ class CacheEntry:
         """A context manager holding this entry's lock (``flock`` on ``.<key>.lock`` beside it) while its block
         computes the entry: a second process or thread asking for the same entry waits (``on_wait()`` is called
         once when it has to; ``cancel`` is checked every 0.2 s, raising :class:`~ogaudit.errors.Cancelled`), then
-        finds the entry complete. The lock is released at the block's end or when the process dies. Without
-        ``fcntl`` (Windows) there is no lock."""
+        finds the entry complete. The lock (the ``filelock`` library: ``flock`` on POSIX, ``msvcrt`` locking on
+        Windows) is released at the block's end or when the process dies."""
         return _EntryLock(self.path.parent / f".{self.path.name}.lock", cancel, on_wait)
 
     def _replace(self, folder: Path) -> None:
@@ -202,40 +203,27 @@ def _not_plain_files(folder: Path) -> str | None:
 
 
 class _EntryLock:
-    """See :meth:`CacheEntry.exclusive`."""
+    """See :meth:`CacheEntry.exclusive`: a ``filelock.FileLock`` taken in steps of :data:`POLL_S`, so that the
+    waiter is told once and can be cancelled."""
 
     POLL_S = 0.2
 
     def __init__(self, path: Path, cancel: threading.Event | None, on_wait: Callable[[], None] | None):
-        self.path, self.cancel, self.on_wait, self.fd = path, cancel, on_wait, None
+        self.path, self.cancel, self.on_wait = path, cancel, on_wait
+        self.lock = FileLock(path)
 
     def __enter__(self) -> _EntryLock:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; concurrent writers are still safe, only wasteful
-            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         waited = False
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.lock.acquire(timeout=self.POLL_S)
                 return self
-            except BlockingIOError:
+            except Timeout:
                 if not waited and self.on_wait is not None:
                     self.on_wait()
                 waited = True
-                try:
-                    check_cancel(self.cancel)
-                except BaseException:
-                    self._close()
-                    raise
-                time.sleep(self.POLL_S)
+                check_cancel(self.cancel)
 
     def __exit__(self, *exc) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
+        self.lock.release()
