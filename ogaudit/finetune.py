@@ -59,17 +59,22 @@ def tokenize_texts(texts: np.ndarray, *, encoder: str = DEFAULT_ENCODER, max_tok
     """Token ids of ``texts``: (N,) str → (N, T) int32, T the longest text's length (≤ ``max_tokens``, with the
     ``[CLS]`` and ``[SEP]`` tokens), padded with the tokenizer's pad id. Longer texts are truncated.
 
-    Tokenized by the fast (Rust) tokenizer in chunks of :data:`TOKENIZE_CHUNK` texts.
+    Tokenized and padded by the fast (Rust) tokenizer in chunks of :data:`TOKENIZE_CHUNK` texts.
     """
     tokenizer = load_tokenizer(encoder)
-    rows: list[list[int]] = []
-    for start in range(0, len(texts), TOKENIZE_CHUNK):
-        chunk = [str(text)[:MODEL_CHARS] for text in texts[start : start + TOKENIZE_CHUNK]]
-        rows.extend(tokenizer(chunk, truncation=True, max_length=max_tokens, padding=False)["input_ids"])
-    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
-    ids = np.full((len(rows), int(lengths.max(initial=2))), tokenizer.pad_token_id, dtype=np.int32)
-    flat = np.fromiter((token for row in rows for token in row), dtype=np.int32, count=int(lengths.sum()))
-    ids[np.arange(ids.shape[1]) < lengths[:, None]] = flat  # row-major fill of each row's first length[i] cells
+    chunks = [
+        tokenizer(
+            [str(text)[:MODEL_CHARS] for text in texts[start : start + TOKENIZE_CHUNK]],
+            truncation=True,
+            max_length=max_tokens,
+            padding="longest",
+            return_tensors="np",
+        )["input_ids"]
+        for start in range(0, len(texts), TOKENIZE_CHUNK)
+    ]
+    ids = np.full((len(texts), max((c.shape[1] for c in chunks), default=2)), tokenizer.pad_token_id, dtype=np.int32)
+    for start, chunk in zip(range(0, len(texts), TOKENIZE_CHUNK), chunks, strict=True):
+        ids[start : start + len(chunk), : chunk.shape[1]] = chunk
     return ids
 
 
