@@ -412,14 +412,7 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
                     f"{what}: column {name!r} holds bytes that are not UTF-8 text. Store it as a string column."
                 ) from None
         values = column.to_pylist()
-        return [
-            ""
-            if v is None or (isinstance(v, float) and not math.isfinite(v))  # NaN: pandas' missing number
-            else v
-            if isinstance(v, str)
-            else json.dumps(v, default=str)
-            for v in values
-        ]
+        return ["" if _missing(v) else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
 
     source = TextSource(
         path=str(path),
