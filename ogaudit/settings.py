@@ -117,8 +117,8 @@ FINE_TUNE_BATCH_SIZE = 32
 
 
 def fine_tune_epochs(n_samples: int) -> int:
-    """Epochs of LoRA fine-tuning (``model="lora"``): ``clip(round(10k / N), 2, 10)``: 2 from about 4,000 texts
-    on (2,400 steps of 32 at 38k tweets), 10 up to 1,000. Each epoch is a pass of the encoder, so fewer than a head's."""
+    """Epochs of LoRA fine-tuning (``model="lora"``): ``clip(round(10k / N), 2, 10)``: 2 from about 4,000 texts on
+    (2,400 steps of 32 at 38k tweets), 10 up to 1,000. Each epoch is a pass of the encoder, so fewer than a head's."""
     return int(min(max(round(FINE_TUNE_SAMPLE_PASSES / max(n_samples, 1)), 2), 10))
 
 

@@ -86,14 +86,15 @@ def train_model(
     features ``features`` (N, d) float32 when given (extracted once and cached by the caller), else on features
     computed here.
 
-    With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs
-    are chosen on data (not when fine-tuning an encoder, whose passes are too costly to repeat per fold): from the
-    same initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified folds' complement for up to
-    :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each; the epoch count with the lowest out-of-fold loss is then trained on all samples from those initial weights.
-    Last, the head's logits are divided by the softmax temperature (≥ 1) that brings the mean in-sample
-    confidence in the given labels down to the out-of-fold one (:func:`matching_temperature`; the out-of-fold
-    logits are first calibrated by :func:`fit_temperature`). A fixed epoch rule
-    memorises a 20-image set, wrong labels included, and then reports them right with near-certain confidence.
+    With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs are
+    chosen on data (not when fine-tuning an encoder, whose passes are too costly to repeat per fold): from the same
+    initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified folds' complement for up to
+    :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each; the epoch count with the lowest
+    out-of-fold loss is then trained on all samples from those initial weights. Last, the head's logits are divided by
+    the softmax temperature (≥ 1) that brings the mean in-sample confidence in the given labels down to the out-of-fold
+    one (:func:`matching_temperature`; the out-of-fold logits are first calibrated by :func:`fit_temperature`). A fixed
+    epoch rule memorises a 20-image set, wrong labels included, and then reports them right with near-certain
+    confidence.
     """
     torch.manual_seed(settings.seed)
     labels = torch.as_tensor(dataset.y)

@@ -1,14 +1,15 @@
 """The gradient map as a plotly WebGL scatter up to 20k points, and above that a density image with the most
 suspicious points on top (:mod:`ogaudit.mapdata`), so that 10⁶ points paint and select in seconds.
 
-Each point carries ``customdata = [sample_id, given label, score, extra]`` (strings, one row per point), which
-the hover template shows and a selection sends back: the sample id travels in ``customdata[0]`` because plotly's
-point indices are per trace. Every string from the data is escaped (:func:`escape_markup`: plotly's hover labels
-and legend render a few HTML tags), and :func:`~ogaudit.ui.selection.point_id` unescapes the id it reads back. ``extra`` names the predicted and suggested labels only where they differ from the
-given one, so most points cost an empty string rather than two class names. Flagged samples are drawn on top in
-every colouring: in their own colour when colouring by flag, else ringed. A density map draws every sample in
-one PNG (layout image) and only the :data:`~ogaudit.mapdata.MARKER_LIMIT` most suspicious flagged (and decided)
-samples as markers; its box or lasso selects by outline (:func:`~ogaudit.mapdata.points_in_selection`).
+Each point carries ``customdata = [sample_id, given label, score, extra]`` (strings, one row per point), which the hover
+template shows and a selection sends back: the sample id travels in ``customdata[0]`` because plotly's point indices are
+per trace. Every string from the data is escaped (:func:`escape_markup`: plotly's hover labels and legend render a few
+HTML tags), and :func:`~ogaudit.ui.selection.point_id` unescapes the id it reads back. ``extra`` names the predicted and
+suggested labels only where they differ from the given one, so most points cost an empty string rather than two class
+names. Flagged samples are drawn on top in every colouring: in their own colour when colouring by flag, else ringed. A
+density map draws every sample in one PNG (layout image) and only the :data:`~ogaudit.mapdata.MARKER_LIMIT` most
+suspicious flagged (and decided) samples as markers; its box or lasso selects by outline
+(:func:`~ogaudit.mapdata.points_in_selection`).
 """
 
 from __future__ import annotations
