@@ -306,8 +306,6 @@ DETECTORS = {
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
-SEARCHING = ("neighbours", "consensus", "posterior")
-"""The detectors that search gradient neighbours (and take a ``search`` function)."""
 __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "make_detector", "flag_budget"]
 
 
@@ -322,11 +320,12 @@ def gradient_neighbours(detector) -> tuple[np.ndarray, np.ndarray] | None:
 
 def make_detector(name: str, *, seed: int = 0, search=None):
     """The detector called ``name``; the error lists the valid names. ``search`` replaces the neighbour search of
-    the detectors that make one (:data:`SEARCHING`; see :class:`NeighbourDetector`) and is ignored by the others."""
+    the detectors that make one (those with a ``search`` parameter; see :class:`NeighbourDetector`) and is ignored
+    by the others."""
     if name not in DETECTORS:
         raise SettingsError(f"detector {name!r} is not one of {sorted(DETECTORS)}.")
     detector = DETECTORS[name](seed)
-    if search is not None and name in SEARCHING:
+    if search is not None and hasattr(detector, "search"):
         detector.search = search
     return detector
 
