@@ -148,6 +148,9 @@ def test_a_repeated_text_is_embedded_once_and_its_rows_share_it(tmp_path, monkey
     encoded = []
 
     class Counting:
+        def __getattr__(self, name):  # the tokenizer and max_seq_length of the real model
+            return getattr(model, name)
+
         def encode(self, batch, **kwargs):
             encoded.extend(batch)
             return model.encode(batch, **kwargs)
@@ -196,3 +199,35 @@ def test_two_scans_embedding_the_same_texts_at_once_share_one_computation(tmp_pa
     np.testing.assert_array_equal(results["first"], results["second"])
     names = [p.name for p in (cache / "v1" / "text-embeddings").iterdir()]
     assert len([n for n in names if not n.startswith(".")]) == 1 and not any(n.endswith(".work") for n in names)
+
+
+def test_texts_are_batched_by_token_count_not_by_characters(monkeypatch):
+    """A short URL is many tokens and a long plain sentence few: batching by characters pads the sentences to the
+    URLs' length. Batches hold texts of neighbouring token counts, and the embeddings do not depend on the order."""
+    from ogaudit import encoders
+
+    model = encoders.load_encoder()
+    urls = [f"http://t.co/{code}" for code in ("xQ9zK2vB7w", "Zp4Lm8Rt1c", "Hy6Vd3Nq0s")]  # ~20 chars, ~12 tokens
+    words = ["the flight was on time and the crew were friendly and kind", "a good day", "we sat and waited all day"]
+    texts = np.asarray(urls + words, dtype=object)
+    lengths = encoders.token_lengths(model, texts)
+    assert lengths.tolist() == [len(model.tokenizer(t)["input_ids"]) for t in texts]
+    assert lengths[3] < lengths[0] and len(texts[3]) > len(texts[0])  # characters and tokens disagree here
+    assert encoders.token_lengths(model, np.asarray(["word " * 2000], dtype=object))[0] == model.max_seq_length
+
+    batches = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def encode(self, batch, **kwargs):
+            batches.append(batch)
+            return model.encode(batch, **kwargs)
+
+    monkeypatch.setattr(encoders, "load_encoder", lambda name=encoders.DEFAULT_ENCODER: Recording())
+    out = embed_texts(texts, batch_size=3)
+    by_tokens = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    assert batches == [by_tokens[:3], by_tokens[3:]]
+    monkeypatch.undo()
+    assert np.allclose(out, np.stack([model.encode([t])[0] for t in texts]), atol=1e-5)
