@@ -9,7 +9,8 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
 :meth:`CacheEntry.load`) can tell what an entry is.
 
 * **Atomic.** An entry is built in a hidden folder beside its final place and renamed there when complete, so a
-  crash or a full disk never leaves a half entry that counts as a hit.
+  crash or a full disk never leaves a half entry that counts as a hit. The hidden folder of a save that was killed
+  is removed the next day the cache is opened (:data:`STALE_PART_S`).
 * **Verified on read.** :meth:`CacheEntry.load` checks ``entry.json`` (format, kind, key, settings) and calls the
   reader; a missing, damaged or mismatched entry is removed and reported through ``notice`` (then recomputed by
   the caller), never raised as a traceback.
@@ -34,6 +35,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +57,12 @@ LEGACY_FILES = re.compile(
 """Files of the cache schemes before this one (one file per key, no settings beside it): removed on open.
 Only names of exactly that shape are touched, so a ``--cache-dir`` shared with other files loses nothing else."""
 
+STALE_PART_S = 24 * 3600
+"""Age (seconds since its last change) after which a hidden ``.<key>.<id>.part`` staging folder is taken for the
+leftover of a save that was killed (``kill -9``, a power cut) and removed when the cache is opened. A live save
+writes into its folder within seconds to minutes."""
+_swept: set[Path] = set()
+
 Notice = Callable[[str], None]
 _T = TypeVar("_T")
 
@@ -70,12 +78,31 @@ class ArtifactCache:
     def __init__(self, root: str | Path | None = None):
         self.root = ensure_writable_dir(Path(root) if root is not None else default_cache_dir())
         self._remove_legacy()
+        if self.root not in _swept:  # once per process and root: a cache is opened at every stage
+            _swept.add(self.root)
+            self._remove_stale_parts()
 
     def entry(self, kind: str, key: str, settings: dict) -> CacheEntry:
         """The entry of ``kind`` for ``key``; ``settings`` (JSON-able) are saved beside it and checked on read."""
         if kind not in KINDS:
             raise ValueError(f"cache kind {kind!r} is not one of {KINDS}")
         return CacheEntry(self.root / f"v{CACHE_FORMAT}" / kind / key, kind, key, settings)
+
+    def _remove_stale_parts(self) -> None:
+        """Delete staging folders of killed saves (older than :data:`STALE_PART_S`); links are never followed."""
+        now = time.time()
+        for kind in KINDS:
+            try:
+                found = list(os.scandir(self.root / f"v{CACHE_FORMAT}" / kind))
+            except OSError:
+                continue
+            for item in found:
+                if not (item.name.startswith(".") and item.name.endswith(".part")):
+                    continue
+                with contextlib.suppress(OSError):
+                    age = now - item.stat(follow_symlinks=False).st_mtime
+                    if item.is_dir(follow_symlinks=False) and age > STALE_PART_S:
+                        shutil.rmtree(item.path, ignore_errors=True)
 
     def _remove_legacy(self) -> None:
         """Delete the files of the previous cache schemes: nothing reads them any more."""

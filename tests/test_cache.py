@@ -78,6 +78,27 @@ def test_the_previous_cache_schemes_files_are_removed_and_nothing_else(tmp_path)
     assert not (tmp_path / "maps").exists()
 
 
+def test_the_staging_folders_of_killed_saves_are_removed_after_a_day_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from ogaudit.cache import STALE_PART_S
+
+    kind = tmp_path / "cache" / "v1" / "scores"
+    killed, live, entry = kind / ".0123456789abcdef.1a2b3c4d.part", kind / ".0123456789abcdef.5e6f7a8b.part", kind / "k"
+    outside = tmp_path / "outside"
+    for folder in (killed, live, entry, outside):
+        folder.mkdir(parents=True)
+        (folder / "scores.npy").write_bytes(b"x")
+    (kind / ".fedcba9876543210.00000000.part").symlink_to(outside, target_is_directory=True)
+    day_ago = time.time() - STALE_PART_S - 60
+    for path in (killed, entry, kind / ".fedcba9876543210.00000000.part"):
+        os.utime(path, (day_ago, day_ago), follow_symlinks=False)
+    ArtifactCache(tmp_path / "cache")
+    assert not killed.exists() and live.is_dir() and entry.is_dir()  # only hidden staging folders, only old ones
+    assert (outside / "scores.npy").is_file()  # a link is not followed
+
+
 def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_path):
     cache = tmp_path / "cache"
     first = audit("digits", FAST, cache_dir=cache)
