@@ -15,6 +15,8 @@ from ogaudit.textdata import (
     is_text_spec,
     load_text_dataset,
     mask_mentions,
+    model_texts,
+    tweet_model_text,
     write_text_split,
 )
 
@@ -148,12 +150,19 @@ def test_tweet_repair_and_mentions():
     assert fix_tweet_text("caf\xc3\xa9") == "café"  # real UTF-8 read as Latin-1
     assert fix_tweet_text("plain") == "plain"
     assert mask_mentions("@united thanks, cc @Bob_1 (me@example.com)") == "@user thanks, cc @user (me@example.com)"
+    assert fix_tweet_text("4days&amp;apologise &lt;3 -&gt; &amp;lt; &copy;") == "4days&apologise <3 -> &lt; &copy;"
+    link_and_mentions = "@united see http://t.co/x1Q, HTTPS://a.b/c?d=1 or www.x.com/a (me@example.com)"
+    assert tweet_model_text(link_and_mentions) == "@user see http, http or http (me@example.com)"
 
 
 def test_builtins_load_offline_with_agreement():
     tweets = load_text_dataset("tweets", embed=False)
     assert len(tweets) > 38_000 and tweets.class_names == ["negative", "neutral", "positive"]
-    assert tweets.text_origin.mask_mentions
+    assert tweets.text_origin.mask_mentions and tweets.text_origin.model_text == "tweets"
+    read = model_texts(tweets)  # the encoder reads @user and http; the texts shown and exported keep the links
+    linked = np.flatnonzero(["http://t.co/" in t for t in tweets.texts[:2000]])
+    assert len(linked) > 100 and not any("http://t.co/" in t or "@united" in t.lower() for t in read[:2000])
+    assert all(read[i] == tweet_model_text(tweets.texts[i]) for i in linked)
     agreement = tweets.text_origin.extra["agreement"][tweets.rows]
     assert np.nanmin(agreement) > 0.2 and np.nanmax(agreement) == 1.0
     assert not np.all(np.diff(tweets.rows) > 0)  # shuffled away from the file's corpus order
