@@ -128,7 +128,7 @@ def test_bulk_action_defaults_to_nothing_and_flagged_only_with_one_confirmation(
     assert at.selectbox(key="bulk-action").value is None
     apply = at.button(key="bulk-apply")
     assert apply.disabled and "Choose an action first." in texts(at.caption).replace("\\", "")
-    assert at.radio(key="bulk-scope").value == "flagged"
+    assert at.radio(key="bulk-scope").value == "flagged" and apply.label == "Apply to 2"  # the scope counts already
     at.selectbox(key="bulk-action").set_value("remove").run()
     assert at.button(key="bulk-apply").label == "Apply to 2"
     at.button(key="bulk-apply").click().run()

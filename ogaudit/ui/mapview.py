@@ -190,7 +190,8 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
             )
             no.button("Cancel", key="bulk-no", on_click=lambda: st.session_state.pop(BULK_PENDING, None))
         else:
-            count = len(plan.ids) if plan is not None else len(ids)
+            in_scope = plan or plan_bulk(run, ids, "remove", scope=scope)  # no action yet: the scope's count
+            count = len(in_scope.ids)
             st.button(
                 f"Apply to {count:,}",
                 key="bulk-apply",
