@@ -318,12 +318,16 @@ def test_a_class_filter_an_id_search_and_a_confusion_cell(project):
     assert at.multiselect(key="queue-suggested").value == [row["suggested_label"]]
 
 
-def test_the_keyboard_view_decides_and_moves_on(project):
+def _keyboard_view(project):
+    """The run, its ledger, the flagged queue and the app showing it one sample at a time."""
     run, ledger = _open(project)
-    queue = run.flagged_ids
     at = start()
     at.session_state["queue-view"] = "One at a time (keyboard)"
-    at.run()
+    return run, ledger, run.flagged_ids, at.run()
+
+
+def test_the_keyboard_view_decides_and_moves_on(project):
+    run, ledger, queue, at = _keyboard_view(project)
     assert "**A** accept the suggestion" in texts(at.markdown)
     legend = "Relabel to: " + " · ".join(f"**{(i + 1) % 10}** {name}" for i, name in enumerate(run.class_names[:10]))
     assert legend in texts(at.caption)  # every key's class in full, however narrow its button
@@ -344,6 +348,22 @@ def test_the_keyboard_view_decides_and_moves_on(project):
     at.button(key="undo-keyboard").click().run()
     assert queue[4] not in ledger.state()["sample_id"].tolist()
     assert f"`{queue[4]}`" in texts(at.markdown)  # undo brings the undone sample back into view
+
+
+def test_previous_returns_to_the_sample_just_decided_while_decided_samples_are_hidden(project):
+    run, ledger, queue, at = _keyboard_view(project)
+    assert at.toggle(key="queue-hide-decided").value  # the default
+    at.button(key="kb-keep").click().run()
+    assert f"`{queue[1]}`" in texts(at.markdown) and f"`{queue[0]}`" not in texts(at.markdown)
+    at.button(key="kb-previous").click().run()
+    assert f"`{queue[0]}`" in texts(at.markdown)  # back to the decided sample, to change its decision
+    at.button(key="kb-remove").click().run()
+    assert ledger.state().set_index("sample_id").loc[queue[0], "action"] == "remove"
+    at.toggle(key="queue-hide-decided").set_value(False).run()
+    at.toggle(key="queue-hide-decided").set_value(True).run()  # another filter: a new pass hides it again
+    at.session_state["ogaudit-focus"] = queue[0]
+    at.run()
+    assert f"`{queue[0]}`" not in texts(at.markdown)
 
 
 def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monkeypatch):

@@ -176,6 +176,8 @@ def test_filter_queue_filters_sorts_and_searches(scanned):
     everything = filter_queue(table, state, QueueFilter())
     assert everything == run.flagged_ids
     assert filter_queue(table, state, QueueFilter(hide_decided=True)) == run.flagged_ids[1:]
+    kept_in = filter_queue(table, state, QueueFilter(hide_decided=True), still_shown={run.flagged_ids[0]})
+    assert kept_in == run.flagged_ids  # just decided in a one-by-one pass: still in, in its place
     assert filter_queue(table, state, QueueFilter(decisions=("keep",))) == run.flagged_ids[:1]
     assert filter_queue(table, state, QueueFilter(annotators=("ann",))) == run.flagged_ids[:1]
     assert filter_queue(table, state, QueueFilter(decisions=("undecided",))) == run.flagged_ids[1:]

@@ -6,6 +6,7 @@ Plain functions over a run's table (:class:`~ogaudit.project.Run`) and the ledge
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,13 @@ class QueueFilter:
             raise ValueError(f"sort {self.sort!r} is not one of {list(SORTS)}.")
 
 
-def filter_queue(table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFilter) -> list[str]:
-    """The ids of ``table`` (a run's table) that pass ``queue_filter``, in its sort order."""
+def filter_queue(
+    table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFilter, *, still_shown: Collection[str] = ()
+) -> list[str]:
+    """The ids of ``table`` (a run's table) that pass ``queue_filter``, in its sort order.
+
+    ``still_shown``: ids that "hide decided" leaves in (the samples an annotator has just decided in a one-by-one
+    pass, so that *previous* returns to them); every other filter still applies to them."""
     f = queue_filter
     keep = np.ones(len(table), dtype=bool)
     if f.only is not None:
@@ -73,7 +79,7 @@ def filter_queue(table: pd.DataFrame, state: pd.DataFrame, queue_filter: QueueFi
         )
         keep = np.ones(len(table), dtype=bool)
         if f.hide_decided:
-            keep &= (action == UNDECIDED).to_numpy()
+            keep &= ((action == UNDECIDED) | ids.isin(list(still_shown))).to_numpy()
         if f.decisions:
             keep &= action.isin(f.decisions).to_numpy()
         if f.annotators:

@@ -35,6 +35,8 @@ PAGE_SIZES = (6, 12, 24, 48)
 CARD_COLUMNS = (3, 4, 6)
 VIEWS = ("Cards", "One at a time (keyboard)")
 FOCUS = "ogaudit-focus"
+DECIDED_HERE = "ogaudit-decided-here"
+"""(queue filter, ids decided one by one under it): see :func:`_decided_here`."""
 CARD_NEIGHBOURS = 8
 KEYS = {"accept": "A", "keep": "K", "remove": "X", "unsure": "U", "previous": "Left", "next": "Right"}
 KEY_HELP = (
@@ -392,7 +394,7 @@ def keyboard_review(
     the next full rerun (any other click, or undo).
     """
     decisions = ledger.state()
-    queue = filter_queue(run.table, decisions, queue_filter)
+    queue = filter_queue(run.table, decisions, queue_filter, still_shown=_decided_here(queue_filter))
     if not queue:
         st.success("Nothing left to review in the queue.")
         return
@@ -418,7 +420,7 @@ def keyboard_review(
         if item is not None:
             evidence_panel(run, item, dataset, neighbours=10)
     with actions:
-        _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator)
+        _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator, queue_filter)
 
 
 def _move(target: str | None) -> None:
@@ -426,7 +428,22 @@ def _move(target: str | None) -> None:
         st.session_state[FOCUS] = target
 
 
-def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, annotator) -> None:
+def _decided_here(queue_filter: QueueFilter) -> set[str]:
+    """The samples decided in this one-by-one pass under ``queue_filter``: "Hide decided" leaves them in the queue,
+    so that ← returns to the sample just decided. Another filter starts a new pass."""
+    remembered = st.session_state.get(DECIDED_HERE)
+    if remembered and remembered[0] == queue_filter:
+        return set(remembered[1])
+    st.session_state.pop(DECIDED_HERE, None)  # changing the filter, even back again, ends the pass
+    return set()
+
+
+def _decided_then_move(queue_filter: QueueFilter, decided: str, target: str | None) -> None:
+    st.session_state[DECIDED_HERE] = (queue_filter, _decided_here(queue_filter) | {decided})
+    _move(target)
+
+
+def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, annotator, queue_filter) -> None:
     pending_override(ledger, run, annotator, "keyboard", ids=[focus])
     locked = not annotator
     common = {
@@ -435,7 +452,7 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
         "ids": [focus],
         "annotator": annotator,
         "where": "keyboard",
-        "after": lambda: _move(following),
+        "after": lambda: _decided_then_move(queue_filter, focus, following),
     }
     show_flash("keyboard")
     label, shown, why = _confirm_target(run, row, item)
