@@ -599,3 +599,23 @@ def test_a_text_sample_both_selected_on_the_map_and_in_the_review_queue_renders_
 
     (text,) = display_texts(Project(folder).load_dataset(), [Project(folder).open_run().position[flagged]])
     assert shown.count(text) >= 2  # the selection's card and the queue's card
+
+
+def test_a_long_text_scrolls_inside_its_card_and_a_short_one_does_not(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    def page(path: str) -> None:
+        from ogaudit.textdata import load_text_dataset
+        from ogaudit.ui.textcards import text_card
+
+        data = load_text_dataset(path, embed=False)
+        text_card(data, 0)
+        text_card(data, 1)
+
+    long = "The plane was late. " * 60  # 1,200 characters
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"text": ["short and sweet", long.strip()], "label": ["pos", "neg"]}).to_csv(table, index=False)
+    at = AppTest.from_function(page, args=(str(table),)).run()
+    assert not at.exception, at.exception
+    assert [str(e.value) for e in at.get("text")] == ["short and sweet", long.strip()]  # both whole
+    assert texts(at.caption) == "1,199 characters: scroll for the rest"  # only the long one is boxed

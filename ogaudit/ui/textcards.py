@@ -18,11 +18,21 @@ def is_text(dataset: Dataset | None) -> bool:
     return dataset is not None and dataset.is_text
 
 
+LONG_TEXT = 600
+"""Characters above which a card keeps a fixed height (:data:`LONG_CARD_PX`) and scrolls, so that one long text
+does not push the rest of the queue off the screen."""
+LONG_CARD_PX = 260
+
+
 def text_card(dataset: Dataset, position: int, *, place: str = "card") -> None:
     """The sample's full text in a bordered box, keyed ``text-<place>-<sample id>``: one sample can be on the page
-    in several places at once (the map's selection and the review queue), each with its own ``place``."""
+    in several places at once (the map's selection and the review queue), each with its own ``place``. A text
+    longer than :data:`LONG_TEXT` characters scrolls inside a box of :data:`LONG_CARD_PX` pixels."""
     (text,) = display_texts(dataset, [position])
-    with st.container(border=True, key=f"text-{place}-{dataset.sample_ids[position]}"):
+    height = LONG_CARD_PX if len(text) > LONG_TEXT else "content"
+    with st.container(border=True, key=f"text-{place}-{dataset.sample_ids[position]}", height=height):
+        if height != "content":
+            st.caption(f"{len(text):,} characters: scroll for the rest")
         st.text(text)  # plain text: no markdown (which would turn -- into a dash) and no HTML
 
 
