@@ -702,18 +702,12 @@ def _load_rotten_tomatoes():
 
 def _builtin_source(path, name, columns, text, label, texts, labels, rows, at) -> TextSource:
     """A built-in as a CSV source: its rows written as UTF-8 CSV (texts as repaired), so exports are CSV."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    prefix = buffer.getvalue()
+    prefix = csv_row(columns)
     records = []
     for row, fixed in zip(rows, texts, strict=True):
-        buffer.seek(0)
-        buffer.truncate()
         cells = list(row)
         cells[at[text]] = fixed
-        writer.writerow(cells)
-        records.append(buffer.getvalue())
+        records.append(csv_row(cells))
     return TextSource(
         path=str(path),
         format="csv",
@@ -784,11 +778,23 @@ def _relabelled_record(source: TextSource, record: str, value: object, label: st
     other character (other fields' spelling, quoting, number formats, escapes, spacing) stays as written."""
     if source.format == "jsonl":
         start, end = _json_member_span(record, source.label_column)
-        return record[:start] + json.dumps(value, ensure_ascii=False) + record[end:]
+        written = json.dumps(value, ensure_ascii=False)
+        try:
+            written.encode(source.encoding)
+        except UnicodeEncodeError:  # the input's own value held a lone surrogate (``"\ud800"``): escaped as it was
+            written = json.dumps(value)
+        return record[:start] + written + record[end:]
     start, end = _csv_cell_span(record, source.delimiter, source.columns.index(source.label_column))
+    return record[:start] + csv_row([label], source.delimiter, ending="") + record[end:]
+
+
+def csv_row(cells: list[str], delimiter: str = ",", *, ending: str = "\n") -> str:
+    """One CSV row of ``cells`` ending with ``ending``: a cell holding the delimiter, a quote, ``\n`` or a lone
+    ``\r`` is quoted. (:mod:`csv` quotes only the characters of its ``lineterminator``: with ``"\n"`` a tweet's
+    lone ``\r`` would be written bare and split the row on reading.)"""
     buffer = io.StringIO()
-    csv.writer(buffer, delimiter=source.delimiter, lineterminator="").writerow([label])
-    return record[:start] + buffer.getvalue() + record[end:]
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue()[:-2] + ending
 
 
 def _json_member_span(record: str, key: str) -> tuple[int, int]:

@@ -100,3 +100,37 @@ def test_rows_skipped_at_load_stay_in_the_split(tmp_path):
     out.mkdir()
     written = (out / write_text_split(cleaned, out)).read_bytes().decode()
     assert written == "id,text,label\r\n0,good,neg\r\n1,,neg\r\n3,fine, \r\n4,great,pos\r\n"
+
+
+def test_line_breaks_and_lone_surrogates_in_labels_and_texts_keep_the_export_readable(tmp_path):
+    """A relabel to a class whose name holds a line break stays one quoted cell; a JSON label value holding a lone
+    surrogate is written escaped, as the input had it, instead of failing to encode."""
+    table = tmp_path / "in.csv"
+    table.write_bytes(b'text,label\nfine,"neg\nline2"\ngood,pos\nbad,"neg\nline2"\nok,pos\n')
+    data = load_text_dataset(table, embed=False)
+    data.y[1] = data.class_names.index("neg\nline2")  # "good" relabelled to the class with a line break
+    out = tmp_path / "out"
+    out.mkdir()
+    back = pd.read_csv(out / write_text_split(data, out))
+    assert back["label"].tolist() == ["neg\nline2"] * 3 + ["pos"]
+    lines = tmp_path / "in.jsonl"
+    lines.write_text('{"text": "x", "label": "neg\\ud800"}\n{"text": "y", "label": "pos"}\n', encoding="utf-8")
+    (tmp_path / "j").mkdir()
+    written = relabel_first_row(lines, tmp_path / "j").decode()
+    assert written == '{"text": "x", "label": "pos"}\n{"text": "y", "label": "pos"}\n'
+    data = load_text_dataset(lines, embed=False)
+    data.y[1] = 1 - data.y[1]  # "y" relabelled to the class read from "neg\ud800"
+    (tmp_path / "k").mkdir()
+    written = (tmp_path / "k" / write_text_split(data, tmp_path / "k")).read_text(encoding="utf-8")
+    assert written.splitlines()[1] == '{"text": "y", "label": "neg\\ud800"}'
+
+
+def test_the_tweets_split_reads_back_row_for_row(tmp_path):
+    """Some tweets hold a lone carriage return: the built-in's CSV rows quote it, so the split has one row per
+    tweet."""
+    tweets = load_text_dataset("tweets", embed=False)
+    assert any("\r" in text for text in tweets.texts)
+    tweets.y[0] = (tweets.y[0] + 1) % 3
+    name = write_text_split(tweets, tmp_path)
+    back = load_text_dataset(tmp_path / name, embed=False)
+    assert len(back) == len(tweets) and sorted(back.texts) == sorted(tweets.texts)
