@@ -42,3 +42,28 @@ def test_find_duplicates_marks_conflicts_first_and_the_slow_reference_agrees():
     slow = {(i, j) for i in range(8) for j in range(i + 1, 8) if directions[i] @ directions[j] >= 0.98}
     assert {tuple(p) for p in near_pairs(directions, threshold=0.98, chunk=3).tolist()} == slow
     assert find_duplicates(ids, labels).empty
+
+
+def test_text_duplicates_are_equal_texts_and_near_ones_texts_the_encoder_reads_alike(tmp_path):
+    """Exact means the same text, never the same embedding; two texts cut to one embedding are near duplicates."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from ogaudit.review.duplicates import duplicate_inputs
+    from ogaudit.textdata import load_text_dataset
+
+    texts = ["tok " * 300, "tok " * 256, "a fine film", "a fine film", "dull", "another"]
+    table = tmp_path / "t.csv"
+    labels = ["pos", "neg", "pos", "neg", "neg", "pos"]
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(table, index=False)
+    data = load_text_dataset(table, embed=False)
+    x = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    x[1] = x[0]  # cut at 256 tokens: the encoder gives both one embedding
+    data = replace(data, x=x)
+    given, near = duplicate_inputs(data, near_limit=100)
+    table = find_duplicates(data.sample_ids, np.array(labels, dtype=object), x=given, directions=near)
+    kinds = {tuple(sorted(t["sample_id"])): t["kind"].iloc[0] for _, t in table.groupby("group")}
+    assert kinds == {("0", "1"): "near", ("2", "3"): "exact"}
+    assert duplicate_inputs(data, near_limit=5)[1] is None  # above the limit: exact ones only
+    assert exact_groups(np.array(["x", "y", "x"], dtype=object)).tolist() == [0, -1, 0]

@@ -1,9 +1,11 @@
 """Duplicates and conflicts: the same content under several ids, above all with different labels.
 
-* **Exact** duplicates have byte-identical inputs (one hash per sample).
+* **Exact** duplicates have byte-identical inputs (one hash per sample), or for text identical texts.
 * **Near** duplicates are pairs whose coarse pictures (:func:`pixel_directions`: grey, 16 × 16, mean removed)
   have a cosine of at least ``threshold``: a re-encoded, resized or re-exposed copy. (The model's features are not
-  used: confident samples of one class have nearly parallel features without being copies.)
+  used: confident samples of one class have nearly parallel features without being copies.) For text they are
+  different texts whose sentence embeddings have that cosine: texts the frozen encoder reads alike, such as two
+  long documents that share their first 256 tokens (:func:`duplicate_inputs`).
 
 A group whose members carry different given labels is a **conflict**: at least one of its labels is wrong, whatever
 the detector's score says. No streamlit and no torch here.
@@ -22,8 +24,14 @@ COLUMNS = ["group", "kind", "sample_id", "given_label", "conflict", "size"]
 
 
 def exact_groups(x: np.ndarray) -> np.ndarray:
-    """(N,) group number per sample (-1 when it has no exact duplicate), from a hash of each input's bytes."""
-    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
+    """(N,) group number per sample (-1 when it has no exact duplicate): equal texts for a 1-D array of strings
+    (``pandas.factorize``), else a hash of each input's bytes."""
+    x = np.asarray(x)
+    if x.ndim == 1 and x.dtype.kind in "OUS":
+        inverse = pd.factorize(pd.Series(x, dtype=object))[0]
+        counts = np.bincount(inverse)
+        return _renumber(np.where(counts[inverse] > 1, inverse, -1))
+    rows = np.ascontiguousarray(x.reshape(len(x), -1))
     digests = np.array([hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in rows])
     _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
     groups = np.where(counts[inverse] > 1, inverse, -1)
@@ -60,20 +68,13 @@ def near_pairs(directions: np.ndarray, *, threshold: float = 0.999, chunk: int =
 
 
 def _components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """(N,) connected component of each node under ``pairs`` (-1 for nodes in no pair), by union-find."""
-    parent = np.arange(n)
+    """(N,) connected component of each node under ``pairs`` (-1 for nodes in no pair)
+    (``scipy.sparse.csgraph.connected_components``)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in pairs:
-        a, b = find(int(i)), find(int(j))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    roots = np.array([find(i) for i in range(n)])
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, roots = connected_components(graph, directed=False)
     paired = np.zeros(n, dtype=bool)
     paired[pairs.ravel()] = True
     return _renumber(np.where(paired, roots, -1))
@@ -127,6 +128,27 @@ def find_duplicates(
     )
     order["group"] = pd.factorize(order["key"])[0] + 1
     return order[COLUMNS].reset_index(drop=True)
+
+
+def duplicate_inputs(dataset, *, near_limit: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(x, directions)`` for :func:`find_duplicates` on a :class:`~ogaudit.data.Dataset`.
+
+    Text: its texts (exact = the same text) and its unit sentence embeddings (near = read alike by the encoder).
+    Images and vectors in memory: their arrays and :func:`pixel_directions`. Images read lazily from files:
+    (None, None), no pass over the pixels. ``directions`` is None above ``near_limit`` samples (the near search is
+    an N × N product).
+    """
+    if dataset.is_text:
+        x = dataset.texts
+        embedded = isinstance(dataset.x, np.ndarray) and dataset.x.ndim == 2 and dataset.x.shape[1] > 0
+        near = None
+        if embedded and dataset.x.dtype.kind == "f" and len(dataset) <= near_limit:
+            vectors = np.asarray(dataset.x, dtype=np.float32)
+            near = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return x, near
+    if not isinstance(dataset.x, np.ndarray):
+        return None, None
+    return dataset.x, pixel_directions(dataset.x) if len(dataset) <= near_limit else None
 
 
 def pixel_directions(x: np.ndarray, *, side: int = 16) -> np.ndarray:

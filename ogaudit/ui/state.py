@@ -7,7 +7,6 @@ it. The job registry is the one shared mutable object, and it is thread-safe.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,7 +14,7 @@ import streamlit as st
 from ogaudit.data import Dataset
 from ogaudit.jobs import JobRegistry
 from ogaudit.project import Project, Run
-from ogaudit.review.duplicates import find_duplicates, pixel_directions
+from ogaudit.review.duplicates import duplicate_inputs, find_duplicates
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
 from ogaudit.ui.config import map_points_limit
@@ -105,9 +104,8 @@ NEAR_DUPLICATE_LIMIT = 20_000
 
 @st.cache_resource(max_entries=4, show_spinner="Looking for duplicates…")
 def _duplicates(path: str, fingerprint: str, _run: Run, _dataset: Dataset) -> pd.DataFrame:
-    pixels = _dataset.x if isinstance(_dataset.x, np.ndarray) else None  # files read lazily: no pixel pass
-    near = pixel_directions(pixels) if pixels is not None and len(_dataset) <= NEAR_DUPLICATE_LIMIT else None
-    return find_duplicates(_run.table["sample_id"], _run.table["given_label"], x=pixels, directions=near)
+    x, near = duplicate_inputs(_dataset, near_limit=NEAR_DUPLICATE_LIMIT)
+    return find_duplicates(_run.table["sample_id"], _run.table["given_label"], x=x, directions=near)
 
 
 def duplicates(run: Run, dataset: Dataset | None) -> pd.DataFrame:
