@@ -91,9 +91,12 @@ class ArtifactCache:
     def _remove_stale_parts(self) -> None:
         """Delete staging folders of killed saves (older than :data:`STALE_PART_S`); links are never followed."""
         now = time.time()
+        version = self.root / f"v{CACHE_FORMAT}"
         for kind in KINDS:
+            if version.is_symlink() or (version / kind).is_symlink():  # never sweep through a link
+                continue
             try:
-                found = list(os.scandir(self.root / f"v{CACHE_FORMAT}" / kind))
+                found = list(os.scandir(version / kind))
             except OSError:
                 continue
             for item in found:
@@ -159,7 +162,7 @@ class CacheEntry:
 
     def save(self, writer: Callable[[Path], None]) -> None:
         """Build the entry with ``writer(folder)`` in a hidden folder, then move it into place in one rename."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(self.path.parent)
         staging = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}.part"
         try:
             staging.mkdir()
@@ -175,9 +178,17 @@ class CacheEntry:
             shutil.rmtree(staging, ignore_errors=True)
 
     def work_dir(self) -> Path:
-        """A folder for work written incrementally (kept across interruptions); :meth:`commit` completes it."""
+        """A folder for work written incrementally (kept across interruptions); :meth:`commit` completes it.
+
+        A link or file in its place, or a work folder holding links, pipes or devices, is removed first (their
+        targets untouched): work is never written or read through a link."""
         folder = self.path.parent / f".{self.path.name}.work"
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(self.path.parent)
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            folder.unlink()
+        elif folder.is_dir() and _not_plain_files(folder):
+            shutil.rmtree(folder)
+        folder.mkdir(exist_ok=True)
         return folder
 
     def commit(self) -> None:
@@ -218,6 +229,17 @@ class CacheEntry:
         return None
 
 
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents); :class:`StorageError` naming it when a file stands in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # FileExistsError, NotADirectoryError: a file where a folder belongs
+        raise StorageError(
+            f"Cannot create the cache folder {str(folder)!r}: {error.strerror or error}. Remove the file that "
+            "stands in its place, or point $OGAUDIT_CACHE (--cache-dir) at another folder."
+        ) from error
+
+
 def _not_plain_files(folder: Path) -> str | None:
     """The first path under ``folder`` that is neither a plain file nor a folder (a link, a FIFO that would block a
     read, a device), relative to it; None when there is none."""
@@ -240,7 +262,14 @@ class _EntryLock:
         self.lock = FileLock(path)
 
     def __enter__(self) -> _EntryLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(self.path.parent)
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            # a link, FIFO or folder planted as the lock file: removed, never followed or opened
+            if self.path.is_dir() and not self.path.is_symlink():
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
         waited = False
         while True:
             try:

@@ -211,3 +211,44 @@ def test_links_and_pipes_in_the_cache_are_discarded_never_followed_or_read(tmp_p
     entry.save(write_array(np.arange(3)))
     np.testing.assert_array_equal(entry.load(read_array), np.arange(3))
     assert (elsewhere / "keep.txt").read_text() == "not the cache's"
+
+
+def test_links_and_files_planted_in_the_cache_layout_are_never_followed_and_errors_are_clear(tmp_path):
+    """A link as a work folder or lock file is removed (its target untouched); a file where a kind's folder belongs
+    is a StorageError naming it; the stale-folder sweep does not go through a linked kind folder."""
+    import os
+    import time
+
+    import ogaudit.cache as cache_module
+    from ogaudit.cache import STALE_PART_S
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "embeddings.npy").write_bytes(b"mine")
+    cache = ArtifactCache(tmp_path / "cache")
+    entry = cache.entry("map", "0123456789abcdef", {"a": 1})
+    entry.path.parent.mkdir(parents=True)
+    work = entry.path.parent / ".0123456789abcdef.work"
+    work.symlink_to(outside, target_is_directory=True)
+    assert entry.work_dir() == work and work.is_dir() and not work.is_symlink()
+    lock = entry.path.parent / ".0123456789abcdef.lock"
+    lock.symlink_to(outside / "embeddings.npy")
+    with entry.exclusive():
+        entry.save(lambda folder: (folder / "x.npy").write_bytes(b"x"))
+    assert entry.load(lambda folder: (folder / "x.npy").read_bytes()) == b"x"
+    assert (outside / "embeddings.npy").read_bytes() == b"mine" and sorted(p.name for p in outside.iterdir()) == [
+        "embeddings.npy"
+    ]
+
+    (tmp_path / "cache" / "v1" / "scores").write_bytes(b"not a folder")
+    with pytest.raises(StorageError, match="scores.*Remove the file"):
+        cache.entry("scores", "0123456789abcdef", {}).save(lambda folder: None)
+
+    victim = outside / ".fedcba9876543210.00000000.part"
+    victim.mkdir()
+    day_ago = time.time() - STALE_PART_S - 60
+    os.utime(victim, (day_ago, day_ago))
+    (tmp_path / "cache" / "v1" / "evidence").symlink_to(outside, target_is_directory=True)
+    cache_module._swept.discard(cache.root)  # swept when first opened: sweep it again
+    ArtifactCache(tmp_path / "cache")
+    assert victim.is_dir()  # not swept through the linked kind folder
