@@ -203,6 +203,9 @@ def load_text_dataset(
         dataset = _dataset(source, *table, fold=fold_label_case, kind="text", name=str(path))
     if limit is not None:
         dataset = stratified_subset(dataset, limit, seed=seed)
+    repeated = duplicates_note(dataset.texts, dataset.y)  # of the texts audited (after the limit)
+    if repeated is not None:
+        dataset = replace(dataset, notes=[*dataset.notes, repeated])
     if tokens:
         from ogaudit.finetune import MAX_TOKENS, tokenize_texts
 
@@ -216,6 +219,25 @@ def load_text_dataset(
         x = embed_texts(model_texts(dataset), cache=ArtifactCache(cache_dir), progress=progress, cancel=cancel)
         dataset = replace(dataset, x=x, notes=[*dataset.notes, f"texts embedded with {DEFAULT_ENCODER} (frozen)"])
     return dataset
+
+
+def duplicates_note(texts: np.ndarray, y: np.ndarray) -> str | None:
+    """The note on texts that repeat (compared without surrounding spaces) and how many of those groups carry
+    different labels, or None when every text is distinct. ``texts`` (N,) str, ``y`` (N,) int."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(texts, dtype=object).str.strip())
+    counts = np.bincount(codes, minlength=len(uniques))
+    repeated = counts[codes] > 1
+    if not repeated.any():
+        return None
+    labels = pd.DataFrame({"text": codes[repeated], "label": np.asarray(y)[repeated]}).drop_duplicates()
+    conflicting = int((labels.groupby("text").size() > 1).sum())
+    example = str(uniques[codes[np.flatnonzero(repeated)[0]]])
+    return (
+        f"{int(repeated.sum())} texts of the input are duplicates ({int((counts > 1).sum())} distinct texts, e.g. "
+        f"{example[:60]!r}); {conflicting} of these carry different labels. All are kept and scored."
+    )
 
 
 def _check_size(path: Path, what: str) -> None:
@@ -528,18 +550,6 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
                 )
     if ids is None or source.id_column is None:
         sample_ids = keep.astype(str)
-    stripped = np.asarray([t.strip() for t in texts[keep]], dtype=object)
-    groups: dict[str, list[int]] = {}
-    for position, value in enumerate(stripped):
-        groups.setdefault(value, []).append(position)
-    repeats = [g for g in groups.values() if len(g) > 1]
-    if repeats:
-        conflicting = sum(len(set(y[g].tolist())) > 1 for g in repeats)
-        example = stripped[repeats[0][0]]
-        notes.append(
-            f"{sum(len(g) for g in repeats)} texts of the input are duplicates ({len(repeats)} distinct texts, e.g. "
-            f"{example[:60]!r}); {conflicting} of these carry different labels. All are kept and scored."
-        )
     return Dataset(
         x=np.zeros((len(keep), 0), dtype=np.float32),
         y=y,

@@ -252,3 +252,20 @@ def test_shown_texts_search_and_hover_mask_mentions_and_escape(tmp_path):
     )
     hover = hover_data(table)
     assert "&lt;b&gt;film&lt;/b&gt; &amp; more" in hover[0, 3] and "<b>" not in hover[0, 3]
+
+
+def test_the_duplicates_note_counts_the_texts_audited_not_the_whole_file(tmp_path):
+    path = tmp_path / "t.csv"
+    texts = ["same text", " same text "] + [f"text {i}" for i in range(20)]
+    pd.DataFrame({"text": texts, "label": ["pos", "neg"] * 11}).to_csv(path, index=False)
+    full = load_text_dataset(path, embed=False)
+    assert "2 texts of the input are duplicates (1 distinct texts, e.g. 'same text'); 1 of these carry" in " ".join(
+        full.notes
+    )
+    seen = set()
+    for limit, seed in [(8, s) for s in range(4)] + [(20, s) for s in range(4)]:
+        subset = load_text_dataset(path, embed=False, limit=limit, seed=seed)
+        both = sum(t.strip() == "same text" for t in subset.texts) == 2
+        assert any("are duplicates" in note for note in subset.notes) == both  # a copy left out: no duplicates
+        seen.add(both)
+    assert seen == {True, False}
