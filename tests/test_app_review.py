@@ -11,6 +11,7 @@ from appserver import REPO, held_audit, wait_for_job
 from test_app import DEMO, select, start, texts
 
 from ogaudit.project import Project
+from ogaudit.review.exports import export_split
 from ogaudit.review.ledger import Ledger
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
@@ -156,6 +157,32 @@ def test_a_cleaned_split_is_marked_out_of_date_after_more_decisions(project):
     assert "out of date" in texts(at.warning)
     split = [b for b in at.get("download_button") if "Cleaned split" in b.proto.label][0]
     assert split.proto.disabled and "out of date" in split.proto.label
+
+
+def test_a_split_downloaded_after_a_decision_this_tab_did_not_see_is_written_again(project):
+    """A keyboard decision reruns only the keyboard view: the Export tab still offers the split written before.
+    What the button serves is made at the click, from the ledger as it is then."""
+    import io
+    import json
+    import zipfile
+
+    from ogaudit.ui.exportview import _current_split_zip, decisions_key
+
+    run, ledger = _open(project)
+    dataset = Project(project).load_dataset()
+    ledger.decide(run.flagged_ids[0], "remove", annotator="alice")
+    folder = Project(run.path).new_export_dir()
+    export_split(dataset, ledger, folder, flagged_ids=run.flagged_ids)
+    written = {"folder": str(folder), "decisions": decisions_key(ledger.state()), "drop": False}
+
+    def removed(data: bytes) -> int:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("split.json"))
+            return json.loads(archive.read(name))["counts"]["removed"]
+
+    assert removed(_current_split_zip(ledger, run, dataset, written)) == 1
+    ledger.decide(run.flagged_ids[1], "remove", annotator="alice")  # as the keyboard view does, unseen here
+    assert removed(_current_split_zip(ledger, run, dataset, written)) == 2
 
 
 # ---------------------------------------------------------------- defect 5: colouring keeps the selection

@@ -38,16 +38,18 @@ def export_panel(
     show_flash("export")
     st.markdown(f"**Decisions** ({len(decisions):,} samples decided)")
     left, right = st.columns(2)
+    # The files are made when the button is clicked, from the ledger as it is then: a decision taken in the keyboard
+    # view reruns only that view, not this tab, so anything prepared at render time could be out of date.
     left.download_button(
         "⬇ Decisions CSV",
-        data=decisions_csv_bytes(ledger),
+        data=lambda: decisions_csv_bytes(ledger),
         file_name=f"{run.name}-decisions.csv",
         mime="text/csv",
         key="download-decisions",
     )
     right.download_button(
         f"⬇ Decisions of the {len(selected):,} selected",
-        data=decisions_csv_bytes(ledger, ids=selected),
+        data=lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids)),
         file_name=f"{run.name}-selection-decisions.csv",
         mime="text/csv",
         key="download-selection",
@@ -74,7 +76,7 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
         except OgauditError as error:
             st.error(md(error))
         else:
-            st.session_state[SPLIT_DIR] = {"folder": str(out), "decisions": decisions_key(decisions)}
+            st.session_state[SPLIT_DIR] = {"folder": str(out), "decisions": decisions_key(decisions), "drop": drop}
             counts = manifest["counts"]
             flash(
                 "success",
@@ -95,13 +97,25 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
             )
         st.download_button(
             "⬇ Cleaned split (zip)" + (" — out of date" if stale else ""),
-            data=lambda: zip_folder(folder),
+            data=lambda: _current_split_zip(ledger, run, dataset, written),
             file_name=f"{run.name}-cleaned.zip",
             mime="application/zip",
             key="download-split",
             disabled=stale,
             help="Out of date: write the split again first." if stale else None,
         )
+
+
+def _current_split_zip(ledger: Ledger, run: Run, dataset: Dataset, written: dict) -> bytes:
+    """The zip of the split written, or, when decisions changed since (in the keyboard view, which does not rerun
+    this tab), of a split written again now with the same options: a download always matches the ledger."""
+    folder = written["folder"]
+    if decisions_key(ledger.state()) != written["decisions"]:
+        folder = Project(run.path).new_export_dir()
+        export_split(
+            dataset, ledger, folder, flagged_ids=run.flagged_ids, drop_undecided_flagged=written.get("drop", False)
+        )
+    return zip_folder(folder)
 
 
 def _verify(run: Run, decisions: pd.DataFrame, dataset: Dataset | None) -> None:
