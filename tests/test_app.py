@@ -216,6 +216,8 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     (data / "broken.npz").write_text("not an archive")
     monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(data))
     at = start()
+    (form,) = [block for block in at.sidebar.get("form") if block.proto.form.form_id == "new-audit"]
+    assert not form.proto.form.enter_to_submit  # Enter in the subset or name field does not start an audit
     assert "setup-builtin" in [box.key for box in at.sidebar.selectbox]
     assert "setup-path" not in [field.key for field in at.sidebar.text_input]  # each source shows its own inputs
     at.sidebar.radio(key="setup-source").set_value("Path").run()

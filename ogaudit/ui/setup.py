@@ -35,7 +35,7 @@ def new_audit_panel(root: Path) -> None:
     widgets change nothing on the page until it is submitted).
     """
     source = st.radio("Data", SOURCES, horizontal=True, key="setup-source")
-    with st.form("new-audit"):
+    with st.form("new-audit", enter_to_submit=False):  # Enter in a field must not start an audit
         if source == "Built-in":
             st.selectbox("Built-in", (*BUILTINS, *TEXT_BUILTINS), index=BUILTINS.index("mnist5k"), key="setup-builtin")
         elif source == "Path":
