@@ -142,6 +142,12 @@ def test_bulk_action_defaults_to_nothing_and_flagged_only_with_one_confirmation(
     assert sorted(ledger.state()["sample_id"]) == sorted(ids) and ledger.state()["batch_id"].nunique() == 1
     at.sidebar.button(key="undo").click().run()
     assert ledger.state().empty
+    ledger.decide(ids[0], "relabel", label=run.class_names[0], annotator="alice")  # decided one by one
+    at.run()
+    assert at.button(key="bulk-apply").label == f"Apply to {len(ids) - 1}"  # a decision taken is left as it is
+    assert "1 already decided" in texts(at.caption)
+    at.checkbox(key="bulk-replace-decided").check().run()
+    assert at.button(key="bulk-apply").label == f"Apply to {len(ids)}"
 
 
 # ---------------------------------------------------------------- defect 4: a stale split says so

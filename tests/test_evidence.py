@@ -216,6 +216,9 @@ def test_plan_bulk_scopes_and_leaves_out_confirms_that_keep_the_label(scanned):
     same = run.table.loc[run.table["suggested_label"] == run.table["given_label"], "sample_id"].iloc[:2].tolist()
     plan = plan_bulk(run, flagged + same, "confirm", scope="all")
     assert not set(same) & set(plan.ids) and plan.skipped["whose suggestion is their given label"] >= 2
+    plan = plan_bulk(run, flagged, "remove", decided={flagged[0], "not-selected"})
+    assert list(plan.ids) == flagged[1:] and "1 already decided" in plan.describe()  # left as it is
+    assert list(plan_bulk(run, flagged, "remove", decided={flagged[0]}, replace_decided=True).ids) == flagged
 
 
 def test_others_decisions_and_current_progress():

@@ -11,7 +11,7 @@ Every decision stores the sample's score, rank and the run's name next to who de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -95,13 +95,22 @@ class BulkPlan:
 
 
 def plan_bulk(
-    run: Run, ids: Sequence[str], action: str, *, scope: str = "flagged", label: str | None = None
+    run: Run,
+    ids: Sequence[str],
+    action: str,
+    *,
+    scope: str = "flagged",
+    label: str | None = None,
+    decided: Collection[str] = (),
+    replace_decided: bool = False,
 ) -> BulkPlan:
     """The samples a bulk ``action`` on the selection ``ids`` would decide on.
 
-    ``scope`` "flagged" keeps only flagged samples, "all" every selected one. A bulk ``confirm`` (each sample's
-    own suggested label) leaves out the samples whose suggestion is their given label: confirming them would keep
-    a label while recording that it is wrong.
+    ``scope`` "flagged" keeps only flagged samples, "all" every selected one. ``decided``: the samples that have a
+    decision in force (anyone's); they are left out unless ``replace_decided``, so that a bulk step never silently
+    replaces a decision someone took one by one. A bulk ``confirm`` (each sample's own suggested label) leaves out
+    the samples whose suggestion is their given label: confirming them would keep a label while recording that it
+    is wrong.
     """
     if scope not in BULK_SCOPES:
         raise LedgerError(f"Unknown scope {scope!r}; use one of {', '.join(BULK_SCOPES)}.")
@@ -111,6 +120,10 @@ def plan_bulk(
     if scope == "flagged":
         skipped["not flagged"] = int((~rows["flagged"]).sum())
         rows = rows[rows["flagged"]]
+    if not replace_decided and len(decided):
+        already = rows.index.isin(list(decided))
+        skipped["already decided"] = int(already.sum())
+        rows = rows[~already]
     if action == "confirm":
         same = rows["suggested_label"] == rows["given_label"]
         skipped["whose suggestion is their given label"] = int(same.sum())

@@ -164,7 +164,14 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
         )
         scope = middle.radio("Scope", list(BULK_SCOPES), format_func=BULK_SCOPES.get, key="bulk-scope")
         label = right.selectbox("Label (relabel only)", run.class_names, key="bulk-label", disabled=action != "relabel")
-        plan = None if action is None else plan_bulk(run, ids, action, scope=scope, label=label)
+        replace_decided = st.checkbox(
+            "Also replace decisions already taken",
+            key="bulk-replace-decided",
+            help="Off: samples that already have a decision (anyone's) are left as they are.",
+        )
+        decided = set(ledger.state()["sample_id"])
+        options = {"scope": scope, "decided": decided, "replace_decided": replace_decided}
+        plan = None if action is None else plan_bulk(run, ids, action, label=label, **options)
         reason = None
         if not annotator:
             reason = "Enter your name in the sidebar first: every decision records who made it."
@@ -190,7 +197,7 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
             )
             no.button("Cancel", key="bulk-no", on_click=lambda: st.session_state.pop(BULK_PENDING, None))
         else:
-            in_scope = plan or plan_bulk(run, ids, "remove", scope=scope)  # no action yet: the scope's count
+            in_scope = plan or plan_bulk(run, ids, "remove", **options)  # no action yet: the scope's count
             count = len(in_scope.ids)
             st.button(
                 f"Apply to {count:,}",
