@@ -181,7 +181,14 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         )
         words = ""
         if dataset is not None and dataset.is_text:
-            words = st.text_input("Text contains", key="queue-text-search", placeholder="search in the texts")
+            masked = dataset.text_origin is not None and dataset.text_origin.mask_mentions
+            words = st.text_input(
+                "Text contains",
+                key="queue-text-search",
+                placeholder="search in the texts",
+                help="Searches the texts as they are shown, ignoring case"
+                + (": @mentions are shown and searched as @user." if masked else "."),
+            )
     only = None
     if which != "all":
         chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
@@ -365,7 +372,8 @@ def evidence_panel(
 def enlarged(run: Run, sample_id: str, dataset: Dataset | None, evidence: RunEvidence | None, decision) -> None:
     """The sample at a size the reviewer chooses, with all its evidence."""
     row = run.by_id.loc[sample_id].to_dict()
-    size = st.slider("Zoom (pixels)", 128, 768, 448, step=64, key="zoom")
+    text = dataset is not None and dataset.is_text  # a text card has no pixels to zoom
+    size = 448 if text else st.slider("Zoom (pixels)", 128, 768, 448, step=64, key="zoom")
     left, right = st.columns([3, 2])
     with left:
         sample_image(dataset, run, sample_id, size, place="dialog")
