@@ -117,7 +117,17 @@ def train_model(
                 f"({holdout['folds']} folds) of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
             )
     history, trajectory = _fit(
-        model, inputs, labels, embed, parameters(), epochs, settings, progress, cancel, start=0.5 if holdout else 0.0
+        model,
+        inputs,
+        labels,
+        embed,
+        parameters(),
+        epochs,
+        settings,
+        progress,
+        cancel,
+        start=0.5 if holdout else 0.0,
+        stage="all samples: " if holdout else "",
     )
     model.eval()
     if holdout is not None:
@@ -176,6 +186,7 @@ def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epoc
             start=0.5 * number / len(fold_ids),
             share=0.5 / len(fold_ids),
             after_epoch=score_held_out,
+            stage=f"choosing the epochs, held-out fold {number + 1}/{len(fold_ids)}: ",
         )
     model.load_state_dict(initial)
     held_t = torch.as_tensor(held)
@@ -251,8 +262,10 @@ def _fit(
     start: float = 0.0,
     share: float | None = None,
     after_epoch=None,
+    stage: str = "",
 ):
-    """The training loop: ``(history, trajectory)``; progress runs from ``start`` over ``share`` of the bar."""
+    """The training loop: ``(history, trajectory)``; progress runs from ``start`` over ``share`` of the bar, its
+    messages ``"<stage>epoch e/E"``."""
     share = 1.0 - start if share is None else share
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -275,7 +288,7 @@ def _fit(
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = start + share * (epoch + (first + len(index)) / len(order)) / epochs
-            report(progress, "train", done, f"epoch {epoch + 1}/{epochs}")
+            report(progress, "train", done, f"{stage}epoch {epoch + 1}/{epochs}")
             if (first // settings.batch_size) % RELEASE_EVERY_BATCHES == 0:
                 release_pages(inputs)  # a memory-mapped x: the rows read so far leave this process's RSS
         release_pages(inputs)

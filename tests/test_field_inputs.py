@@ -407,8 +407,13 @@ def test_a_tiny_pilot_set_is_not_memorised_by_the_automatic_recipe(digits):
     y[3] = (y[3] + 1) % 4  # one wrong label among 20
     pilot = dataset_from_arrays(small.x, y)
     model = build_model("cnn", pilot, seed=0)
-    run = train_model(model, pilot, TrainSettings())
+    seen = []
+    run = train_model(model, pilot, TrainSettings(), progress=lambda stage, fraction, message: seen.append(message))
     assert run.holdout is not None and run.epochs <= 30 and run.notes
+    # the bar's messages say which training each epoch count belongs to: the held-out folds, then all samples
+    assert seen[0] == "choosing the epochs, held-out fold 1/4: epoch 1/30"
+    assert "choosing the epochs, held-out fold 4/4: epoch 30/30" in seen
+    assert seen[-1] == f"all samples: epoch {run.epochs}/{run.epochs}"
     with torch.no_grad():
         probs = torch.softmax(model.head(torch.as_tensor(batched_features(model, pilot.x))), 1).numpy()
     assert probs[3, y[3]] < 0.9  # the fixed 30-epoch rule said 0.95 here
