@@ -165,7 +165,7 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         people = set(decisions["annotator"]) | set(st.session_state.get("queue-annotator") or [])
         people = sorted(people)  # a name chosen earlier stays an option even when its decisions were undone
         annotators = row[3].multiselect("Decided by", people, key="queue-annotator")
-        row = st.columns([3, 1, 2, 2, 2], vertical_alignment="bottom")
+        row = st.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")  # wide enough for "Flagged only"
         picked = row[0].slider("Score", low, max(high, low + 1e-9), (low, high), key="queue-score")
         flagged_only = row[1].toggle("Flagged only", value=True, key="queue-flagged-only")
         search = row[2].text_input("Sample id contains", key="queue-search", placeholder="search ids")
@@ -176,8 +176,8 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
             list(DUPLICATE_QUEUES),
             format_func=lambda k: DUPLICATE_QUEUES[k] + (f" ({conflicts})" if k == "conflicts" else ""),
             key="queue-duplicates",
-            help="Same content under several ids (exact bytes, or the same coarse picture); with different labels, "
-            "at least one label is wrong. Flagged or not.",
+            help="Same content under several ids (exact bytes or the same text, or the same coarse picture or "
+            "embedding); with different labels, at least one label is wrong. Flagged or not.",
         )
         words = ""
         if dataset is not None and dataset.is_text:
