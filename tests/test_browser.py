@@ -118,6 +118,13 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     assert [(r["sample_id"], r["action"], r["final_label"], r["annotator"]) for r in rows] == [
         (sample_id, "relabel", target, "tester")
     ]
+    arrived = []  # clicks in quick succession each download, with no rerun between them
+    page.on("download", lambda download: arrived.append(download))
+    for _ in range(6):
+        page.get_by_role("button", name=re.compile("Decisions CSV")).click(timeout=5_000)
+        page.wait_for_timeout(1_500)
+    page.wait_for_timeout(5_000)
+    assert len(arrived) == 6
 
 
 def test_density_map_box_and_lasso_select_every_sample_inside(density_server, page, tmp_path):

@@ -45,6 +45,7 @@ def export_panel(
         data=lambda: decisions_csv_bytes(ledger),
         file_name=f"{run.name}-decisions.csv",
         mime="text/csv",
+        on_click="ignore",
         key="download-decisions",
     )
     right.download_button(
@@ -52,6 +53,7 @@ def export_panel(
         data=lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids)),
         file_name=f"{run.name}-selection-decisions.csv",
         mime="text/csv",
+        on_click="ignore",
         key="download-selection",
         disabled=not selected,
         help="Exactly the samples selected on the map (undecided ones have no row).",
@@ -100,6 +102,7 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
             data=lambda: _current_split_zip(ledger, run, dataset, written),
             file_name=f"{run.name}-cleaned.zip",
             mime="application/zip",
+            on_click="ignore",
             key="download-split",
             disabled=stale,
             help="Out of date: write the split again first." if stale else None,
