@@ -399,6 +399,17 @@ def test_previous_returns_to_the_sample_just_decided_while_decided_samples_are_h
     assert f"`{queue[0]}`" not in texts(at.markdown)
 
 
+def test_a_key_on_a_sample_someone_else_just_decided_asks_before_overriding(project):
+    run, ledger, queue, at = _keyboard_view(project)
+    ledger.decide(queue[0], "keep", annotator="bob")  # in bob's session, unseen by this page
+    at.button(key="kb-remove").click().run()
+    assert "would override another annotator's decision" in texts(at.warning)  # asked, on the same sample
+    assert f"`{queue[0]}`" in texts(at.markdown)
+    assert ledger.state().set_index("sample_id").loc[queue[0], "annotator"] == "bob"  # nothing written yet
+    at.button(key="override-yes-keyboard").click().run()
+    assert ledger.state().set_index("sample_id").loc[queue[0], "action"] == "remove"
+
+
 def test_the_duplicate_queue_lists_duplicate_groups_flagged_or_not(project, monkeypatch):
     run = Project(project).open_run()
     a, b = run.table["sample_id"].iloc[-1], run.flagged_ids[0]  # an unflagged sample and a flagged one

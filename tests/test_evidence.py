@@ -219,6 +219,8 @@ def test_plan_bulk_scopes_and_leaves_out_confirms_that_keep_the_label(scanned):
     plan = plan_bulk(run, flagged, "remove", decided={flagged[0], "not-selected"})
     assert list(plan.ids) == flagged[1:] and "1 already decided" in plan.describe()  # left as it is
     assert list(plan_bulk(run, flagged, "remove", decided={flagged[0]}, replace_decided=True).ids) == flagged
+    later = plan.at_apply([flagged[1]])  # decided in another view after the preview
+    assert list(later.ids) == flagged[2:] and "1 decided since the preview" in later.describe()
 
 
 def test_others_decisions_and_current_progress():

@@ -85,6 +85,17 @@ class BulkPlan:
     ids: tuple[str, ...]
     skipped: dict[str, int]
     selected: int
+    replace_decided: bool = False
+
+    def at_apply(self, decided: Collection[str]) -> BulkPlan:
+        """This plan as it stands when applied: unless it replaces decisions, the samples decided since the
+        preview (in another view or tab) are left out too, under "decided since the preview"."""
+        if self.replace_decided:
+            return self
+        meanwhile = set(decided)
+        ids = tuple(i for i in self.ids if i not in meanwhile)
+        skipped = {**self.skipped, "decided since the preview": len(self.ids) - len(ids)}
+        return BulkPlan(self.action, self.label, ids, skipped, self.selected, self.replace_decided)
 
     def describe(self) -> str:
         what = f"{self.action} → {self.label}" if self.label else self.action
@@ -128,7 +139,8 @@ def plan_bulk(
         same = rows["suggested_label"] == rows["given_label"]
         skipped["whose suggestion is their given label"] = int(same.sum())
         rows = rows[~same]
-    return BulkPlan(action, label if action == "relabel" else None, tuple(rows.index), skipped, len(ids))
+    chosen = label if action == "relabel" else None
+    return BulkPlan(action, chosen, tuple(rows.index), skipped, len(ids), replace_decided)
 
 
 def others_decisions(state: pd.DataFrame, ids: Sequence[str], annotator: str) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from ogaudit.project import Run
 from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state
-from ogaudit.ui.common import on_decide, pending_override, sample_caption, sample_image, show_flash
+from ogaudit.ui.common import flash, on_decide, pending_override, sample_caption, sample_image, show_flash
 from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import COLOUR_MODES, is_density_map
 from ogaudit.ui.selection import selected_ids
@@ -215,4 +215,11 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
 
 def _apply_bulk(ledger: Ledger, run: Run, plan, annotator: str) -> None:
     st.session_state.pop(BULK_PENDING, None)
+    plan = plan.at_apply(ledger.state()["sample_id"])  # a decision taken since the preview is not replaced
+    if not plan.ids:
+        flash("info", "Nothing applied: every planned sample was decided since the preview.", "map")
+        return
+    meanwhile = plan.skipped.get("decided since the preview", 0)
+    if meanwhile:
+        flash("info", f"{meanwhile:,} sample(s) decided since the preview were left as they are.", "map")
     on_decide(ledger, run, list(plan.ids), plan.action, annotator, label=plan.label, where="map")

@@ -20,6 +20,7 @@ from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filte
 from ogaudit.review.thumbnails import thumbnail_strip
 from ogaudit.ui import state
 from ogaudit.ui.common import (
+    PENDING,
     decision_text,
     flash,
     on_decide,
@@ -402,14 +403,18 @@ def keyboard_review(
     the next full rerun (any other click, or undo).
     """
     decisions = ledger.state()
-    queue = filter_queue(run.table, decisions, queue_filter, still_shown=_decided_here(queue_filter))
+    pending = st.session_state.get(PENDING)
+    waiting = set(pending["ids"]) if pending and pending["where"] == "keyboard" else set()
+    # a key on a sample someone else decided meanwhile waits for Override / Cancel: that sample stays in view
+    decided_here = _decided_here(queue_filter)
+    queue = filter_queue(run.table, decisions, queue_filter, still_shown=decided_here | waiting)
     if not queue:
         st.success("Nothing left to review in the queue.")
         return
     current = decisions.set_index("sample_id").to_dict("index") if len(decisions) else {}
     focus = st.session_state.get(FOCUS)
-    if focus not in queue:
-        focus = queue[0]
+    if focus not in queue:  # decided by someone else meanwhile: the first sample not decided in this pass
+        focus = next((sample for sample in queue if sample not in decided_here), queue[0])
     position = queue.index(focus)
     following = queue[position + 1] if position + 1 < len(queue) else (queue[position - 1] if position else None)
     row = run.by_id.loc[focus].to_dict()
