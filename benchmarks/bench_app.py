@@ -10,7 +10,7 @@ all 60k), map coordinates from a PCA of the pixels, and a stand-in score (distan
 Sizes above 60,000 (e.g. 1,000,000) are Fashion-MNIST expanded: the 60k images repeated, each copy shifted by a
 seeded random offset of up to ±2 pixels, written as an uncompressed ``.npz`` (784 MB at 10⁶) that the run's
 record names as its data; map coordinates and scores are the copied image's, jittered by a little seeded noise.
-Those maps are drawn as a density image (``ogaudit.mapdata``); a box and a lasso are both timed.
+Those maps are drawn as a density image (``ogaudit.map.density``); a box and a lasso are both timed.
 
     .venv/bin/python benchmarks/bench_app.py            # prints a table; targets: 60k paint ≤ 10 s,
                                                           # selection ≤ 5 s, reopen ≤ 5 s, ≥ 30 decisions/min
@@ -34,8 +34,8 @@ import pandas as pd
 import plotly.io
 from sklearn.decomposition import PCA
 
-from ogaudit.data import load_dataset
-from ogaudit.pipeline import AuditSettings
+from ogaudit.data.dataset import load_dataset
+from ogaudit.pipeline.run import AuditSettings
 from ogaudit.project import Project
 from ogaudit.ui.figure import map_figure
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data import load_dataset
-from ogaudit.detectors import DETECTORS, make_detector
+from ogaudit.data.dataset import load_dataset
+from ogaudit.data.noise import inject_label_noise
+from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.detectors.outliers import DETECTORS, make_detector
 from ogaudit.gradients import HeadEvidence, reference_last_layer_gradients
-from ogaudit.metrics import detection_metrics
-from ogaudit.noise import inject_label_noise
-from ogaudit.pipeline import AuditSettings, audit
-from ogaudit.training import batched_features
+from ogaudit.models.training import batched_features
+from ogaudit.pipeline.run import AuditSettings, audit
 
 BATCH = 256
 
@@ -108,7 +108,7 @@ def full_scan(cache: Path, seed: int) -> dict:
     out = scan_cache / "out"
     code = (
         "import json, time, sys\n"
-        "from ogaudit.pipeline import AuditSettings, audit\n"
+        "from ogaudit.pipeline.run import AuditSettings, audit\n"
         "def peak_mb():  # VmHWM starts afresh at exec; ru_maxrss would carry this parent's peak over\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM:'):\n"
@@ -146,8 +146,8 @@ def main() -> None:
     clean = load_dataset("fashion-mnist", limit=args.samples, seed=args.seed)
     noisy = inject_label_noise(clean, 0.2, seed=args.seed)
     result = audit(noisy, AuditSettings(seed=args.seed, map_method="none"), cache_dir=args.cache_dir)
-    from ogaudit.models import build_model
-    from ogaudit.training import load_model_state
+    from ogaudit.models.nets import build_model
+    from ogaudit.models.training import load_model_state
 
     model = build_model("cnn", noisy, seed=args.seed)
     load_model_state(model, args.cache_dir / "models" / f"{result.record['model']['key']}.pt")

@@ -35,12 +35,12 @@ K = 20
 
 def real_directions(n: int, cache: Path, samples: int, epochs: int | None, seed: int = 0) -> tuple[np.ndarray, object]:
     """(n, 128) unit feature rows of the trained CNN, and the audit result (for the AP comparison)."""
-    from ogaudit.data import load_dataset, load_fashion_mnist
+    from ogaudit.data.dataset import load_dataset, load_fashion_mnist
+    from ogaudit.data.noise import inject_label_noise
     from ogaudit.gradients import HeadEvidence
-    from ogaudit.models import build_model
-    from ogaudit.noise import inject_label_noise
-    from ogaudit.pipeline import AuditSettings, audit
-    from ogaudit.training import batched_features, load_model_state
+    from ogaudit.models.nets import build_model
+    from ogaudit.models.training import batched_features, load_model_state
+    from ogaudit.pipeline.run import AuditSettings, audit
 
     noisy = inject_label_noise(load_dataset("fashion-mnist", limit=samples, seed=seed), 0.2, seed=seed)
     settings = AuditSettings(model="cnn", seed=seed, epochs=epochs, map_method="none")
@@ -115,7 +115,7 @@ def with_usearch(vectors: np.ndarray, connectivity: int = 16, expansion_search: 
 
 
 def with_ogaudit(vectors: np.ndarray) -> np.ndarray:
-    from ogaudit.neighbours import approximate_neighbours
+    from ogaudit.detectors.neighbours import approximate_neighbours
 
     return approximate_neighbours(vectors, K)[0]
 
@@ -128,7 +128,7 @@ def recall(found: np.ndarray, truth: np.ndarray, queries: np.ndarray) -> float:
 
 
 def library_table(vectors: np.ndarray, *, libraries: list[str], queries: int) -> None:
-    from ogaudit.neighbours import exact_neighbours
+    from ogaudit.detectors.neighbours import exact_neighbours
 
     n = len(vectors)
     rows = np.sort(np.random.default_rng(0).choice(n, min(queries, n), replace=False))
@@ -167,9 +167,9 @@ def library_table(vectors: np.ndarray, *, libraries: list[str], queries: int) ->
 
 def detector_comparison(result) -> None:
     """The default detector's AUROC / AP with exact and with approximate neighbours, same evidence."""
-    from ogaudit import neighbours
-    from ogaudit.detectors import make_detector
-    from ogaudit.metrics import detection_metrics
+    from ogaudit.detectors import neighbours
+    from ogaudit.detectors.metrics import detection_metrics
+    from ogaudit.detectors.outliers import make_detector
 
     evidence = result.evidence
     is_noisy = result.scores["is_noisy"].to_numpy()
@@ -192,7 +192,7 @@ def detector_comparison(result) -> None:
 
 
 def map_table(vectors: np.ndarray, sizes: list[int]) -> None:
-    from ogaudit.embedding import MAP_SAMPLE, gradient_map
+    from ogaudit.map.layout import MAP_SAMPLE, gradient_map
 
     print(f"\n## Gradient map: UMAP fitted on {MAP_SAMPLE:,} rows, the rest placed by transform")
     print(f"rows: the {len(vectors):,} directions above, repeated with N(0, 0.01²) jitter where more are asked")
@@ -220,7 +220,7 @@ EXACT_SHAPES = ((10_000, 384), (18_000, 384), (38_000, 384), (20_000, 1152), (50
 
 def exact_paths() -> None:
     """Seconds of the exact search's faiss and torch backends, the same rows searched by both, k = 20."""
-    from ogaudit.neighbours import exact_neighbours
+    from ogaudit.detectors.neighbours import exact_neighbours
 
     rng = np.random.default_rng(0)
     exact_neighbours(rng.normal(size=(2000, 64)).astype(np.float32), K, backend="torch")  # first-call costs

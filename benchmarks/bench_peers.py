@@ -31,15 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data import Dataset, load_dataset, load_fashion_mnist
-from ogaudit.detectors import DEFAULT_DETECTOR, DETECTORS, flag_budget, make_detector
+from ogaudit.data.dataset import Dataset, load_dataset, load_fashion_mnist
+from ogaudit.data.noise import inject_label_noise
+from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.detectors.outliers import DEFAULT_DETECTOR, DETECTORS, flag_budget, make_detector
 from ogaudit.gradients import HeadEvidence
-from ogaudit.metrics import detection_metrics
-from ogaudit.models import build_model
-from ogaudit.noise import inject_label_noise
-from ogaudit.pipeline import AuditSettings, audit, default_cache_dir
-from ogaudit.storage import atomic_path, fingerprint
-from ogaudit.training import (
+from ogaudit.models.nets import build_model
+from ogaudit.models.training import (
     TrainSettings,
     auto_epochs,
     batched_features,
@@ -47,6 +45,8 @@ from ogaudit.training import (
     model_cache_key,
     train_model,
 )
+from ogaudit.pipeline.run import AuditSettings, audit, default_cache_dir
+from ogaudit.storage import atomic_path, fingerprint
 
 NOISE_RATE = 0.2
 BUDGET = 0.05
@@ -243,7 +243,7 @@ def neighbour_count_sweep(evidence, is_noisy: np.ndarray) -> dict[int, float]:
     """Average precision of the default ``posterior`` for each neighbour count in ``SWEEP``."""
     from sklearn.metrics import average_precision_score
 
-    from ogaudit.detectors import NeighbourPosteriorDetector
+    from ogaudit.detectors.outliers import NeighbourPosteriorDetector
 
     return {
         k: float(
@@ -445,7 +445,7 @@ def gradient_extraction(cnn, effnet_count: int, effnet_loop: int) -> str:
 
 def umap_rows(model, sizes: tuple[int, ...]) -> str:
     """UMAP wall time over last-layer gradients of the first seed's model, warm (numba compiled first)."""
-    from ogaudit.embedding import gradient_map, start_umap_warm_up
+    from ogaudit.map.layout import gradient_map, start_umap_warm_up
 
     start = time.perf_counter()
     start_umap_warm_up().join()

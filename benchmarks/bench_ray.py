@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data import dataset_from_arrays, load_fashion_mnist
-from ogaudit.engines import LocalEngine
+from ogaudit.data.dataset import dataset_from_arrays, load_fashion_mnist
+from ogaudit.engines.local import LocalEngine
 from ogaudit.gradients.layers import LayerGradientSettings
-from ogaudit.models import build_model
+from ogaudit.models.nets import build_model
 
 
 def expanded_fashion_mnist(folder: Path, samples: int, *, vectors: bool, seed: int = 0):
@@ -78,7 +78,7 @@ def main() -> None:
 
     import ray
 
-    from ogaudit.ray_engine import RayEngine
+    from ogaudit.engines.ray_engine import RayEngine
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         folder = Path(tmp)

@@ -41,7 +41,7 @@ CHUNK = 20_000
 
 def expand_fashion_mnist(folder: Path, n: int, *, noise: float = 0.2, seed: int = 0) -> None:
     """Write ``n`` samples into ``folder`` (x.npy, y.npy, true_y.npy, class_names.json), a chunk at a time."""
-    from ogaudit.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from ogaudit.data.dataset import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     source = load_fashion_mnist("train")
     base, labels = source.x[..., 0], source.y
@@ -94,9 +94,9 @@ def run_child(code: str, args: list[str]) -> dict:
 
 
 def data_part(args, work: Path) -> None:
-    from ogaudit.detectors import make_detector
+    from ogaudit.detectors.metrics import detection_metrics
+    from ogaudit.detectors.outliers import make_detector
     from ogaudit.gradients import HeadEvidence
-    from ogaudit.metrics import detection_metrics
     from ogaudit.project import Project
     from ogaudit.settings import DEFAULT_DETECTOR
 
@@ -141,7 +141,7 @@ def make_photos(folder: Path, n: int, *, side: int = 160, seed: int = 0) -> None
     Written by one process per CPU, 500 at a time (each block seeded by ``seed`` and its start)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from ogaudit.data import FASHION_MNIST_CLASSES
+    from ogaudit.data.dataset import FASHION_MNIST_CLASSES
 
     for name in FASHION_MNIST_CLASSES:
         (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ _SOURCE: dict = {}
 def _photo_block(task: tuple) -> None:
     from PIL import Image
 
-    from ogaudit.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from ogaudit.data.dataset import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     folder, start, stop, side, seed = task
     torch.set_num_threads(1)
@@ -179,7 +179,7 @@ import json, sys, time
 import numpy as np, torch
 from PIL import Image
 from pathlib import Path
-from ogaudit.models import IMAGENET_MEAN, IMAGENET_STD, EfficientNetFeatures, load_efficientnet_lite0
+from ogaudit.models.nets import IMAGENET_MEAN, IMAGENET_STD, EfficientNetFeatures, load_efficientnet_lite0
 torch.set_num_threads(int(sys.argv[2]))
 files = sorted(Path(sys.argv[1]).rglob("*.jpg"))[: int(sys.argv[4]) or None]
 class Files(torch.utils.data.Dataset):
@@ -206,11 +206,11 @@ print("RESULT " + json.dumps({"wall_s": wall, "vmhwm_mb": int(status["VmHWM"].sp
 LOAD = """
 import json, sys, time
 import numpy as np
-import ogaudit.data
+import ogaudit.data.dataset
 if sys.argv[2] == "in-memory":
-    ogaudit.data.STREAM_ABOVE_BYTES = float("inf")
+    ogaudit.data.dataset.STREAM_ABOVE_BYTES = float("inf")
 start = time.perf_counter()
-dataset = ogaudit.data.load_dataset(sys.argv[1])
+dataset = ogaudit.data.dataset.load_dataset(sys.argv[1])
 fingerprint = dataset.fingerprint()
 wall = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)

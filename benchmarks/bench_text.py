@@ -43,12 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ogaudit.data import Dataset
-from ogaudit.metrics import detection_metrics
-from ogaudit.noise import inject_label_noise
-from ogaudit.pipeline import audit
+from ogaudit.data.dataset import Dataset
+from ogaudit.data.noise import inject_label_noise
+from ogaudit.data.text import load_text_dataset
+from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.pipeline.run import audit
 from ogaudit.settings import AuditSettings
-from ogaudit.textdata import load_text_dataset
 
 FOLDS = 5
 NOISE_RATE = 0.2
@@ -61,8 +61,8 @@ def head_cv_probs(dataset: Dataset, seed: int, epochs: int, kind: str = "linear"
     import torch
     from sklearn.model_selection import StratifiedKFold
 
-    from ogaudit.models import build_model
-    from ogaudit.training import batched_features, train_model
+    from ogaudit.models.nets import build_model
+    from ogaudit.models.training import batched_features, train_model
 
     start = time.perf_counter()
     probs = np.zeros((len(dataset), dataset.n_classes), dtype=np.float32)

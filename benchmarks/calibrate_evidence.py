@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.evidence import CALIBRATION_FILE, Calibration, expected_calibration_error
 

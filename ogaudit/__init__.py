@@ -6,11 +6,11 @@ The top-level names are imported lazily, so that light modules (the ledger, expo
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "audit": "ogaudit.pipeline",
-    "AuditSettings": "ogaudit.pipeline",
-    "AuditResult": "ogaudit.pipeline",
-    "Dataset": "ogaudit.data",
-    "load_dataset": "ogaudit.data",
+    "audit": "ogaudit.pipeline.run",
+    "AuditSettings": "ogaudit.pipeline.run",
+    "AuditResult": "ogaudit.pipeline.run",
+    "Dataset": "ogaudit.data.dataset",
+    "load_dataset": "ogaudit.data.dataset",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

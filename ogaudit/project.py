@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ogaudit.data import Dataset, load_dataset
+from ogaudit.data.dataset import Dataset, load_dataset
 from ogaudit.errors import DataError, OgauditError
 from ogaudit.review.ledger import Ledger
 from ogaudit.settings import AuditSettings
@@ -88,7 +88,7 @@ def prepare_dataset(data: str | os.PathLike | Dataset, settings: AuditSettings, 
     Deterministic in ``settings.seed``, so the exact samples and labels of a run can be rebuilt from its record.
     ``text_options`` (``cache_dir``, ``progress``, ``cancel``) reach the text encoder for text data.
     """
-    from ogaudit.noise import inject_label_noise
+    from ogaudit.data.noise import inject_label_noise
 
     dataset = (
         data
@@ -240,7 +240,7 @@ class Project:
     ) -> dict[str, Path]:
         """Write a run's tables into a new run folder, then switch ``run.json`` to it; return the file paths.
 
-        ``scores`` and ``map_frame`` as in :class:`~ogaudit.pipeline.AuditResult`; ``record`` the run record
+        ``scores`` and ``map_frame`` as in :class:`~ogaudit.pipeline.run.AuditResult`; ``record`` the run record
         (``format``, ``run_dir`` and ``files`` are added, and ``record`` is updated in place); ``label_evidence``
         one row per sample (sample_id, then a column per class); ``head_evidence`` arrays (features, probs,
         labels) from which every last-layer gradient can be rebuilt; ``neighbours`` the detector's gradient

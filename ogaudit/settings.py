@@ -107,7 +107,7 @@ class TrainSettings:
             return self.epochs
         if self.fine_tune:
             return fine_tune_epochs(n_samples)
-        from ogaudit.training import auto_epochs
+        from ogaudit.models.training import auto_epochs
 
         return auto_epochs(n_samples)
 
@@ -137,7 +137,7 @@ class AuditSettings:
     model : "auto" (MLP for vectors, small CNN for images ≤ 64 px, pretrained EfficientNet-Lite0 above, a linear
         head on frozen sentence embeddings for text), "cnn", "mlp", "efficientnet", "linear", "lora" (text: LoRA
         fine-tuning of the encoder's top layers, scored by the projected gradients of its adapters and head;
-        :mod:`ogaudit.finetune`), or a checkpoint path (TorchScript, or a state dict with ``arch``).
+        :mod:`ogaudit.models.lora`), or a checkpoint path (TorchScript, or a state dict with ``arch``).
     detector : one of :data:`DETECTOR_NAMES`; higher score = more suspicious.
     budget : fraction of samples to flag (0.05 = 5%) or, when ≥ 1, a count.
     layers : empty for the last layer in closed form; else names of Linear/Conv2d layers whose gradients are
@@ -145,7 +145,7 @@ class AuditSettings:
     noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
     fold_labels : class names that differ only by case or surrounding spaces are one class (else refused).
     text_column, label_column, id_column : for text tables, the columns to read (None: found by their names;
-        see :mod:`ogaudit.textdata`).
+        see :mod:`ogaudit.data.text`).
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -203,7 +203,7 @@ class AuditSettings:
 
     @property
     def text_options(self) -> dict:
-        """The column choices for :func:`ogaudit.textdata.load_text_dataset`, and whether the model reads token
+        """The column choices for :func:`ogaudit.data.text.load_text_dataset`, and whether the model reads token
         ids (``model="lora"`` fine-tunes the encoder) instead of the frozen encoder's embeddings."""
         return {
             "text_column": self.text_column,

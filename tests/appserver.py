@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ogaudit.jobs import Job, read_status
+from ogaudit.server.jobs import Job, read_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -24,11 +24,11 @@ from appserver import held_audit, wait_for_job
 from streamlit.testing.v1 import AppTest
 
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
-from ogaudit.jobs import read_status
-from ogaudit.mapdata import DENSITY_ABOVE
-from ogaudit.pipeline import audit
+from ogaudit.map.density import DENSITY_ABOVE
+from ogaudit.pipeline.run import audit
 from ogaudit.project import Project, Run
 from ogaudit.review.actions import decide
+from ogaudit.server.jobs import read_status
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
 from ogaudit.ui.files import unpack_zip, zip_folder
@@ -273,7 +273,7 @@ def test_verify_runs_in_the_background_and_shows_before_and_after(project):
 
 def test_the_plain_modules_do_not_import_streamlit():
     code = (
-        "import sys, ogaudit.jobs, ogaudit.project, ogaudit.review.actions, ogaudit.ui.config, ogaudit.ui.figure, "
+        "import sys, ogaudit.server.jobs, ogaudit.project, ogaudit.review.actions, ogaudit.ui.config, ogaudit.ui.figure, "
         "ogaudit.ui.files, ogaudit.ui.forms, ogaudit.ui.selection; assert 'streamlit' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -524,7 +524,7 @@ def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
 
 
 def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_path):
-    from ogaudit.textdata import load_text_dataset
+    from ogaudit.data.text import load_text_dataset
 
     table = "Quote,Feeling,Ticket\n" + "".join(
         f'"text number {i}, which is fine",{"pos" if i % 2 else "neg"},T-{i:03d}\n' for i in range(8)
@@ -597,7 +597,7 @@ def test_a_text_sample_both_selected_on_the_map_and_in_the_review_queue_renders_
     at.run()
     assert not at.exception, at.exception
     shown = [str(e.value) for e in at.get("text")]
-    from ogaudit.textdata import display_texts
+    from ogaudit.data.text import display_texts
 
     (text,) = display_texts(Project(folder).load_dataset(), [Project(folder).open_run().position[flagged]])
     assert shown.count(text) >= 2  # the selection's card and the queue's card
@@ -607,7 +607,7 @@ def test_a_long_text_scrolls_inside_its_card_and_a_short_one_does_not(tmp_path):
     from streamlit.testing.v1 import AppTest
 
     def page(path: str) -> None:
-        from ogaudit.textdata import load_text_dataset
+        from ogaudit.data.text import load_text_dataset
         from ogaudit.ui.textcards import text_card
 
         data = load_text_dataset(path, embed=False)

@@ -12,12 +12,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from ogaudit.auth import AuthError, LoginLimiter, UserStore, can, sign_in
 from ogaudit.cli import main
 from ogaudit.errors import DataError, SettingsError
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
-from ogaudit.sandbox import check_project_name, resolve_server_path
+from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, sign_in
+from ogaudit.server.sandbox import check_project_name, resolve_server_path
 from ogaudit.ui.text import code, md
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

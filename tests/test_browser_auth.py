@@ -10,9 +10,9 @@ import shutil
 import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
-from ogaudit.auth import UserStore
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
+from ogaudit.server.auth import UserStore
 
 pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 PASSWORD = "correct horse"

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ogaudit.cache import ArtifactCache
+from ogaudit.cache.artifacts import ArtifactCache
 from ogaudit.errors import StorageError
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 
 FAST = AuditSettings(epochs=1, map_method="pca", limit=200)
 
@@ -82,7 +82,7 @@ def test_the_staging_folders_of_killed_saves_are_removed_after_a_day_and_live_on
     import os
     import time
 
-    from ogaudit.cache import STALE_PART_S
+    from ogaudit.cache.artifacts import STALE_PART_S
 
     kind = tmp_path / "cache" / "v1" / "scores"
     killed, live, entry = kind / ".0123456789abcdef.1a2b3c4d.part", kind / ".0123456789abcdef.5e6f7a8b.part", kind / "k"
@@ -116,7 +116,7 @@ def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_p
 
 
 def test_a_rerun_reads_the_detectors_scores_from_the_cache_and_another_budget_reuses_them(tmp_path, monkeypatch):
-    import ogaudit.pipeline as pipeline
+    import ogaudit.pipeline.run as pipeline
 
     cache = tmp_path / "cache"
     first = audit("digits", FAST, cache_dir=cache)
@@ -171,7 +171,7 @@ def test_a_second_writer_of_the_same_entry_waits_for_the_first_then_reads_it(tmp
 
 
 def test_an_entry_saved_meanwhile_by_another_writer_is_kept_without_an_error(tmp_path, monkeypatch):
-    from ogaudit.cache import CacheEntry
+    from ogaudit.cache.artifacts import CacheEntry
 
     entry = ArtifactCache(tmp_path).entry("map", "k", {})
     remove, raced = CacheEntry._remove, []
@@ -219,8 +219,8 @@ def test_links_and_files_planted_in_the_cache_layout_are_never_followed_and_erro
     import os
     import time
 
-    import ogaudit.cache as cache_module
-    from ogaudit.cache import STALE_PART_S
+    import ogaudit.cache.artifacts as cache_module
+    from ogaudit.cache.artifacts import STALE_PART_S
 
     outside = tmp_path / "outside"
     outside.mkdir()

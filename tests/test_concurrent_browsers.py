@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 
 PROJECT = "shared"

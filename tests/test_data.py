@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ogaudit.data import BUILTINS, dataset_from_arrays, load_dataset, read_idx
+from ogaudit.data.dataset import BUILTINS, dataset_from_arrays, load_dataset, read_idx
+from ogaudit.data.noise import inject_label_noise
 from ogaudit.errors import DataError
-from ogaudit.noise import inject_label_noise
 
 
 def test_builtin_digits_and_mnist5k_load_offline():

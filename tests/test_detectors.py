@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ogaudit.detectors import DETECTORS, counterfactual_scores, flag_budget, make_detector
+from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, flag_budget, make_detector
 from ogaudit.errors import SettingsError
 from ogaudit.gradients import HeadEvidence
 
@@ -53,7 +53,7 @@ def test_unknown_detector_lists_choices():
 
 def test_counterfactual_ratio_matches_gradient_norms_built_the_slow_way():
     """The closed form (feature factor cancelled) equals the ratio of materialised gradient norms."""
-    from ogaudit.detectors import counterfactual_log_ratio
+    from ogaudit.detectors.outliers import counterfactual_log_ratio
 
     rng = np.random.default_rng(1)
     evidence = HeadEvidence.from_head(rng.normal(size=(30, 4)), rng.normal(size=(30, 5)) * 3, rng.integers(0, 5, 30))
@@ -76,7 +76,7 @@ def _two_clusters_one_wrong_label():
 
 
 def test_neighbours_match_a_brute_force_search_and_find_the_odd_label():
-    from ogaudit.detectors import NeighbourDetector
+    from ogaudit.detectors.outliers import NeighbourDetector
 
     evidence = _two_clusters_one_wrong_label()
     detector = NeighbourDetector(k=5, chunk=7).fit(evidence)
@@ -92,7 +92,7 @@ def test_neighbours_match_a_brute_force_search_and_find_the_odd_label():
 
 
 def test_posterior_is_the_model_times_the_neighbours_label_histogram():
-    from ogaudit.detectors import NeighbourPosteriorDetector
+    from ogaudit.detectors.outliers import NeighbourPosteriorDetector
 
     evidence = _two_clusters_one_wrong_label()
     rng = np.random.default_rng(3)
@@ -109,7 +109,7 @@ def test_posterior_is_the_model_times_the_neighbours_label_histogram():
 
 
 def test_posterior_finds_a_wrong_label_the_model_cannot_see():
-    from ogaudit.detectors import NeighbourPosteriorDetector
+    from ogaudit.detectors.outliers import NeighbourPosteriorDetector
 
     evidence = _two_clusters_one_wrong_label()  # uniform softmax: the neighbours decide
     detector = NeighbourPosteriorDetector(k=5).fit(evidence)
@@ -120,7 +120,7 @@ def test_posterior_finds_a_wrong_label_the_model_cannot_see():
 
 
 def test_neighbours_refuse_evidence_they_were_not_fitted_on():
-    from ogaudit.detectors import NeighbourDetector
+    from ogaudit.detectors.outliers import NeighbourDetector
 
     evidence = _two_clusters_one_wrong_label()
     detector = NeighbourDetector(k=5).fit(evidence)
@@ -130,7 +130,7 @@ def test_neighbours_refuse_evidence_they_were_not_fitted_on():
 
 
 def test_detectors_run_on_projected_gradients():
-    from ogaudit.detectors import GRADIENT_DETECTORS
+    from ogaudit.detectors.outliers import GRADIENT_DETECTORS
     from ogaudit.gradients import ProjectedEvidence
 
     evidence = _two_clusters_one_wrong_label()

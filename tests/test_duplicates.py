@@ -50,8 +50,8 @@ def test_text_duplicates_are_equal_texts_and_near_ones_texts_the_encoder_reads_a
 
     import pandas as pd
 
+    from ogaudit.data.text import load_text_dataset
     from ogaudit.review.duplicates import duplicate_inputs
-    from ogaudit.textdata import load_text_dataset
 
     texts = ["tok " * 300, "tok " * 256, "a fine film", "a fine film", "dull", "another"]
     table = tmp_path / "t.csv"

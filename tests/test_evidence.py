@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ogaudit.detectors import NeighbourPosteriorDetector
+from ogaudit.detectors.outliers import NeighbourPosteriorDetector
 from ogaudit.gradients import HeadEvidence
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.actions import current_progress, others_decisions, plan_bulk, take_back
 from ogaudit.review.evidence import (

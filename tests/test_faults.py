@@ -27,12 +27,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ogaudit import storage
-from ogaudit.data import load_dataset
+from ogaudit.data.dataset import load_dataset
 from ogaudit.errors import DataError, LedgerError, StorageError
-from ogaudit.jobs import JobRegistry, read_status, submit_audit
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
+from ogaudit.server.jobs import JobRegistry, read_status, submit_audit
 from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +68,8 @@ def texts(elements) -> str:
 KILLED_CHILD = """
 import json, sys, time
 from pathlib import Path
-import ogaudit.pipeline as pipeline
-from ogaudit.jobs import JobRegistry, submit_audit
+import ogaudit.pipeline.run as pipeline
+from ogaudit.server.jobs import JobRegistry, submit_audit
 
 def stall(*args, **kwargs):  # the model is trained and cached: hold here until the parent kills us
     print("trained", flush=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ogaudit.data import (
+from ogaudit.data.dataset import (
     DataNotice,
     dataset_from_arrays,
     is_tool_junk,
@@ -23,7 +23,7 @@ from ogaudit.data import (
     stratified_subset,
 )
 from ogaudit.errors import DataError
-from ogaudit.models import build_model
+from ogaudit.models.nets import build_model
 from ogaudit.review.exports import decisions_csv_bytes, export_split, import_decisions
 from ogaudit.review.ledger import Ledger
 
@@ -385,7 +385,7 @@ def test_rare_classes_are_kept_whole_by_subsets_and_named_in_caveats():
 
 
 def test_verify_copes_with_rare_classes_and_says_which_it_cannot_measure(tmp_path):
-    from ogaudit.pipeline import AuditSettings
+    from ogaudit.pipeline.run import AuditSettings
     from ogaudit.review.verify import verify_cleaning
 
     dataset = rare_dataset()
@@ -398,7 +398,7 @@ def test_verify_copes_with_rare_classes_and_says_which_it_cannot_measure(tmp_pat
 
 
 def test_a_tiny_pilot_set_is_not_memorised_by_the_automatic_recipe(digits):
-    from ogaudit.training import TrainSettings, batched_features, train_model
+    from ogaudit.models.training import TrainSettings, batched_features, train_model
 
     rng = np.random.default_rng(0)
     index = np.sort(np.concatenate([rng.choice(np.flatnonzero(digits.y == c), 5, replace=False) for c in range(4)]))

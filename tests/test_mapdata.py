@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ogaudit.mapdata import (
+from ogaudit.map.density import (
     MIN_OPACITY,
     bin_index,
     categorical_density,

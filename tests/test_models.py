@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from ogaudit.data import dataset_from_arrays
+from ogaudit.data.dataset import dataset_from_arrays
 from ogaudit.errors import ModelError
-from ogaudit.models import (
+from ogaudit.models.nets import (
     build_model,
     checkpoint_format,
     choose_model,
@@ -20,7 +20,7 @@ from ogaudit.models import (
     model_recipe,
     rebuild_model,
 )
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.ui.forms import SetupChoices, prepare_audit
 
 

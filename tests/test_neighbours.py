@@ -6,9 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from ogaudit import embedding, neighbours
+from ogaudit.detectors import neighbours
 from ogaudit.errors import Cancelled, SettingsError
 from ogaudit.gradients import HeadEvidence
+from ogaudit.map import layout as embedding
 
 
 def _clusters(n: int, *, dim: int = 16, centres: int = 10, spread: float = 0.35, seed: int = 0):
@@ -109,7 +110,7 @@ def test_search_reports_progress_and_stops_on_cancel(approximate, monkeypatch):
 
 def test_the_default_detector_scores_alike_with_approximate_neighbours(monkeypatch):
     """Same evidence, exact vs approximate neighbours: the posterior detector's scores barely move."""
-    from ogaudit.detectors import make_detector
+    from ogaudit.detectors.outliers import make_detector
 
     directions, centre = _clusters(3000, seed=5)
     rng = np.random.default_rng(5)
@@ -126,7 +127,7 @@ def test_the_default_detector_scores_alike_with_approximate_neighbours(monkeypat
 
 
 def _detect_inputs(n: int = 1500, classes: int = 5):
-    from ogaudit.data import Dataset
+    from ogaudit.data.dataset import Dataset
 
     directions, centre = _clusters(n, centres=classes, seed=6)
     labels = centre.astype(np.int64)
@@ -146,7 +147,7 @@ def _detect_inputs(n: int = 1500, classes: int = 5):
 
 @pytest.mark.parametrize("detector", ["posterior", "consensus", "iforest"])
 def test_detect_reports_progress_from_every_part(detector):
-    from ogaudit.pipeline import AuditSettings, _detect
+    from ogaudit.pipeline.run import AuditSettings, _detect
 
     head, dataset = _detect_inputs()
     seen = []
@@ -167,7 +168,7 @@ def test_detect_reports_progress_from_every_part(detector):
 
 @pytest.mark.parametrize("when", ["neighbours", "label evidence", "flagging"])
 def test_detect_stops_with_cancelled_when_the_progress_callback_sets_cancel(when):
-    from ogaudit.pipeline import AuditSettings, _detect
+    from ogaudit.pipeline.run import AuditSettings, _detect
 
     head, dataset = _detect_inputs()
     cancel = threading.Event()
@@ -183,7 +184,7 @@ def test_detect_stops_with_cancelled_when_the_progress_callback_sets_cancel(when
 
 
 def test_detect_honours_cancel_on_the_approximate_path(monkeypatch):
-    from ogaudit.pipeline import AuditSettings, _detect
+    from ogaudit.pipeline.run import AuditSettings, _detect
 
     monkeypatch.setattr(neighbours, "APPROXIMATE_ABOVE", 100)
     monkeypatch.setattr(neighbours, "INDEX_BATCH", 256)

@@ -9,7 +9,7 @@ import pytest
 
 from ogaudit.cli import main
 from ogaudit.errors import SettingsError
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 
 FAST = ["--epochs", "3", "--map", "pca", "--quiet"]
@@ -118,7 +118,7 @@ def test_scan_with_projected_layer_gradients(cache_dir, digits, tmp_path):
 
 
 def test_a_layer_name_typo_fails_before_training(digits, tmp_path, monkeypatch):
-    import ogaudit.pipeline as pipeline
+    import ogaudit.pipeline.run as pipeline
     from ogaudit.errors import ModelError
 
     def no_training(*args, **kwargs):
@@ -130,7 +130,7 @@ def test_a_layer_name_typo_fails_before_training(digits, tmp_path, monkeypatch):
 
 
 def test_the_choice_lists_have_one_source():
-    from ogaudit.detectors import DETECTORS
+    from ogaudit.detectors.outliers import DETECTORS
     from ogaudit.settings import DEFAULT_DETECTOR, DETECTOR_NAMES
     from ogaudit.ui.forms import SetupChoices
 
@@ -140,7 +140,7 @@ def test_the_choice_lists_have_one_source():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "lots", float("nan")])
 def test_one_budget_rule_everywhere(bad, capsys):
-    from ogaudit.detectors import flag_budget
+    from ogaudit.detectors.outliers import flag_budget
 
     with pytest.raises(SettingsError, match="budget"):
         AuditSettings(budget=bad)
@@ -189,7 +189,7 @@ def test_empty_or_repeated_layer_names_are_refused(given):
 
 
 def test_automatic_epochs_follow_the_data_size_and_cap_the_sample_visits():
-    from ogaudit.training import MAX_SAMPLE_VISITS, auto_epochs
+    from ogaudit.models.training import MAX_SAMPLE_VISITS, auto_epochs
 
     assert [auto_epochs(n) for n in (1_000, 10_000, 60_000, 300_000)] == [30, 15, 5, 5]
     big = [auto_epochs(n) for n in (300_001, 400_000, 1_000_000, 2_000_000)]
@@ -207,8 +207,8 @@ def _as_vectors(dataset):
 def test_the_neighbour_search_of_fixed_features_is_cached_across_label_changes(tmp_path, digits, monkeypatch):
     """A linear model's last-layer inputs do not depend on the labels: after the labels change (a review round,
     planted noise), the scan reads the gradient neighbours from the cache and scores exactly as a fresh search."""
-    from ogaudit import neighbours
-    from ogaudit.noise import inject_label_noise
+    from ogaudit.data.noise import inject_label_noise
+    from ogaudit.detectors import neighbours
 
     calls = []
     search = neighbours.nearest_neighbours
@@ -259,7 +259,7 @@ def test_a_pinned_dataset_keeps_its_fingerprint_and_its_subsets_do_not(digits):
 
 @pytest.mark.parametrize("forgery", ["bool positions", "itself as neighbour", "all row 0", "another search", "nan"])
 def test_a_forged_cached_neighbour_search_is_recomputed_not_trusted(tmp_path, digits, forgery):
-    from ogaudit.noise import inject_label_noise
+    from ogaudit.data.noise import inject_label_noise
 
     data = _as_vectors(digits.subset(np.arange(400)))
     settings = AuditSettings(model="linear", epochs=2, map_method="none")
@@ -287,8 +287,8 @@ def test_a_forged_cached_neighbour_search_is_recomputed_not_trusted(tmp_path, di
 
 
 def test_rows_with_nan_or_inf_are_refused_by_the_neighbour_search():
+    from ogaudit.detectors.neighbours import nearest_neighbours
     from ogaudit.errors import ModelError
-    from ogaudit.neighbours import nearest_neighbours
 
     rows = np.eye(5, dtype=np.float32)
     rows[3, 1] = np.nan

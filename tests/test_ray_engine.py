@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from ogaudit.cli import main
-from ogaudit.data import dataset_from_arrays
-from ogaudit.engines import LocalEngine, resolve_engine
+from ogaudit.data.dataset import dataset_from_arrays
+from ogaudit.engines.local import LocalEngine, resolve_engine
 from ogaudit.errors import Cancelled, SettingsError
 from ogaudit.gradients.layers import LayerGradientSettings
-from ogaudit.models import build_model
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.models.nets import build_model
+from ogaudit.pipeline.run import AuditSettings, audit
 
 SETTINGS = AuditSettings(
     limit=600, epochs=2, map_method="pca", layers=("body.conv2", "body.fc"), projection_dim=256, noise_rate=0.1
@@ -41,7 +41,7 @@ def ray_cluster():
 
 
 def _engine(**kwargs):
-    from ogaudit.ray_engine import RayEngine
+    from ogaudit.engines.ray_engine import RayEngine
 
     return RayEngine(actors=1, **kwargs)
 
@@ -86,7 +86,7 @@ def test_an_audit_on_ray_equals_the_local_one_and_fills_the_same_cache_entries(r
 
 @pytest.mark.ray
 def test_a_memory_mapped_npy_is_read_by_path_on_the_actors(ray_cluster, tmp_path, digits):
-    from ogaudit.ray_engine import npy_file_of
+    from ogaudit.engines.ray_engine import npy_file_of
 
     np.save(tmp_path / "x.npy", digits.x[:700].reshape(700, -1).astype(np.float32))
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -143,7 +143,7 @@ def test_cancel_stops_the_iteration_keeps_landed_rows_and_a_rerun_resumes(ray_cl
 
 def test_the_ray_engine_without_ray_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "ogaudit.ray_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "ogaudit.engines.ray_engine", raising=False)
     with pytest.raises(SettingsError, match=r"pip install 'ogaudit\[ray\]'"):
         resolve_engine("ray")
 
@@ -156,7 +156,7 @@ def test_engine_choices_are_checked(monkeypatch, tmp_path, capsys):
     assert main(["scan", "digits", "--out", str(tmp_path / "o"), "--ray-address", "auto", "--quiet"]) == 2
     assert "--ray-address 'auto' needs --engine ray" in capsys.readouterr().err
     pytest.importorskip("ray", reason="ray is not installed: pip install 'ogaudit[ray]'")
-    from ogaudit.ray_engine import RayEngine
+    from ogaudit.engines.ray_engine import RayEngine
 
     with pytest.raises(SettingsError, match="actors must be a number ≥ 1; got 0"):
         RayEngine(actors=0)

@@ -150,7 +150,7 @@ def _formula_cells(path: Path) -> list[str]:
 def test_formula_class_names_are_escaped_in_every_csv_an_audit_writes_and_read_back_exactly(
     tmp_path, cache_dir, digits
 ):
-    from ogaudit.pipeline import AuditSettings, audit
+    from ogaudit.pipeline.run import AuditSettings, audit
     from ogaudit.project import Project
 
     index = np.flatnonzero(digits.y < len(FORMULA_CLASSES))[:200]

@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
+from ogaudit.cache.store import SampleStore
 from ogaudit.errors import Cancelled
-from ogaudit.store import SampleStore
 
 FIELDS = {"features": ((3,), "float32"), "probs": ((2,), "float32")}
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ogaudit.data import dataset_from_arrays, load_dataset
+from ogaudit.data.dataset import dataset_from_arrays, load_dataset
 from ogaudit.errors import DataError
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 
 
 def npy_folder(root, x, y, **extra):
@@ -156,9 +156,9 @@ def test_hostile_npy_folders_are_refused_by_name_before_their_data_are_read(tmp_
 
 
 def test_nan_in_a_memory_mapped_x_is_found_block_by_block(tmp_path, monkeypatch):
-    import ogaudit.data
+    import ogaudit.data.dataset
 
-    monkeypatch.setattr(ogaudit.data, "ROW_BLOCK_BYTES", 64)  # many blocks
+    monkeypatch.setattr(ogaudit.data.dataset, "ROW_BLOCK_BYTES", 64)  # many blocks
     x = np.ones((50, 6), np.float32)
     x[37, 2] = np.nan
     with pytest.raises(DataError, match="first at row 37"):
@@ -166,7 +166,7 @@ def test_nan_in_a_memory_mapped_x_is_found_block_by_block(tmp_path, monkeypatch)
 
 
 def test_a_frozen_backbone_runs_once_per_audit_and_not_again_for_another_head(tmp_path, monkeypatch):
-    from ogaudit.models import EfficientNetFeatures, build_model
+    from ogaudit.models.nets import EfficientNetFeatures, build_model
 
     rng = np.random.default_rng(0)
     photos = dataset_from_arrays(rng.integers(0, 255, (24, 40, 40, 3), dtype=np.uint8), np.arange(24) % 3)
@@ -210,12 +210,12 @@ def photo_folder(root, digits):
 
 
 def test_image_files_are_streamed_and_give_the_in_memory_pixels_and_scores(tmp_path, digits, monkeypatch):
-    import ogaudit.data
-    from ogaudit.data import ImageFiles
+    import ogaudit.data.dataset
+    from ogaudit.data.dataset import ImageFiles
 
     root = photo_folder(tmp_path / "photos", digits)
     in_memory = load_dataset(root)
-    monkeypatch.setattr(ogaudit.data, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr(ogaudit.data.dataset, "STREAM_ABOVE_BYTES", 0)
     streamed = load_dataset(root)
     assert isinstance(streamed.x, ImageFiles) and not isinstance(in_memory.x, ImageFiles)
     assert streamed.x.shape == in_memory.x.shape == (61, 8, 8, 3)
@@ -232,10 +232,10 @@ def test_image_files_are_streamed_and_give_the_in_memory_pixels_and_scores(tmp_p
 
 
 def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path, digits, monkeypatch):
-    import ogaudit.data
+    import ogaudit.data.dataset
 
     root = photo_folder(tmp_path / "photos", digits)
-    monkeypatch.setattr(ogaudit.data, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr(ogaudit.data.dataset, "STREAM_ABOVE_BYTES", 0)
     streamed = load_dataset(root)
     first = root / streamed.x.paths[0]
     first.write_bytes(first.read_bytes()[:40])  # truncated after it was listed
@@ -246,7 +246,7 @@ def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path,
 def test_a_cancelled_forward_pass_resumes_from_its_written_chunks(tmp_path, digits, monkeypatch):
     import threading
 
-    import ogaudit.pipeline as pipeline
+    import ogaudit.pipeline.run as pipeline
     from ogaudit.errors import Cancelled
 
     monkeypatch.setattr(pipeline, "EVIDENCE_CHUNK_ROWS", 64)

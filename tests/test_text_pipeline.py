@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ogaudit.cli import main
-from ogaudit.encoders import embed_texts, encoder_folder
+from ogaudit.models.encoders import embed_texts, encoder_folder
 from tests.test_textdata import small_frame, write_table
 
 pytest.importorskip("sentence_transformers")
@@ -27,7 +27,7 @@ def text_cache(cache_dir, monkeypatch):
 
 
 def test_embeddings_are_cached_and_mean_something(text_cache):
-    from ogaudit.cache import ArtifactCache
+    from ogaudit.cache.artifacts import ArtifactCache
 
     frame = small_frame()
     texts = frame["Review"].to_numpy(dtype=object)
@@ -85,10 +85,10 @@ def test_cli_scan_review_export_each_format(tmp_path, text_cache, kind, capsys):
 
 def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
     """Trim-and-retrain and relabel-and-retrain with the linear head on cached embeddings (the paper's protocol)."""
-    from ogaudit.noise import inject_label_noise
+    from ogaudit.data.noise import inject_label_noise
+    from ogaudit.data.text import load_text_dataset
     from ogaudit.review.verify import verify_cleaning
     from ogaudit.settings import AuditSettings
-    from ogaudit.textdata import load_text_dataset
 
     clean = load_text_dataset("rotten-tomatoes", limit=240, seed=0, cache_dir=text_cache)
     assert clean.x.shape == (240, 384)
@@ -115,7 +115,7 @@ def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
 def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
     import threading
 
-    from ogaudit.cache import ArtifactCache
+    from ogaudit.cache.artifacts import ArtifactCache
     from ogaudit.errors import Cancelled
 
     texts = small_frame()["Review"].to_numpy(dtype=object)
@@ -139,8 +139,8 @@ def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_repeated_text_is_embedded_once_and_its_rows_share_it(tmp_path, monkeypatch):
-    from ogaudit import encoders
-    from ogaudit.cache import ArtifactCache
+    from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.models import encoders
 
     texts = small_frame()["Review"].to_numpy(dtype=object)
     repeated = np.concatenate([texts, texts[[0, 3, 3]]])  # retweets: three rows repeat earlier texts
@@ -166,7 +166,7 @@ def test_two_scans_embedding_the_same_texts_at_once_share_one_computation(tmp_pa
     """The second waits for the first (it is told so), then reads its entry: no two writers in one work folder."""
     import threading
 
-    from ogaudit.cache import ArtifactCache
+    from ogaudit.cache.artifacts import ArtifactCache
 
     texts = small_frame()["Review"].to_numpy(dtype=object)
     cache = tmp_path / "cache"
@@ -204,7 +204,7 @@ def test_two_scans_embedding_the_same_texts_at_once_share_one_computation(tmp_pa
 def test_texts_are_batched_by_token_count_not_by_characters(monkeypatch):
     """A short URL is many tokens and a long plain sentence few: batching by characters pads the sentences to the
     URLs' length. Batches hold texts of neighbouring token counts, and the embeddings do not depend on the order."""
-    from ogaudit import encoders
+    from ogaudit.models import encoders
 
     model = encoders.load_encoder()
     urls = [f"http://t.co/{code}" for code in ("xQ9zK2vB7w", "Zp4Lm8Rt1c", "Hy6Vd3Nq0s")]  # ~20 chars, ~12 tokens

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ogaudit.cli import main
-from ogaudit.pipeline import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.verify import verify_cleaning
 

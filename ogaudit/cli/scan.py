@@ -172,7 +172,7 @@ def run_scan(args: argparse.Namespace) -> int:
         from ogaudit.errors import SettingsError
 
         raise SettingsError(f"--ray-address {args.ray_address!r} needs --engine ray.")
-    from ogaudit.pipeline import audit
+    from ogaudit.pipeline.run import audit
 
     bars = _StageBars(not args.quiet)
     try:

@@ -7,8 +7,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from ogaudit.auth import ROLES, UserStore
 from ogaudit.errors import SettingsError
+from ogaudit.server.auth import ROLES, UserStore
 
 
 def add_users_command(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ Two implementations play one role, :class:`GradientEvidence`:
 * :class:`~ogaudit.gradients.layers.ProjectedEvidence`: gradients of chosen layers, randomly projected to ``D``
   dimensions by the hook-based engine in :mod:`ogaudit.gradients.layers`, fixed to the given labels.
 
-Detectors (:mod:`ogaudit.detectors`) and the map (:mod:`ogaudit.embedding`) use only this interface.
+Detectors (:mod:`ogaudit.detectors.outliers`) and the map (:mod:`ogaudit.map.layout`) use only this interface.
 """
 
 from __future__ import annotations

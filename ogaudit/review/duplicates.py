@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from ogaudit import neighbours as _neighbours
+from ogaudit.detectors import neighbours as _neighbours
 
 COLUMNS = ["group", "kind", "sample_id", "given_label", "conflict", "size"]
 
@@ -39,16 +39,16 @@ def exact_groups(x: np.ndarray) -> np.ndarray:
 
 
 NEAR_CANDIDATES = 10
-"""Nearest rows per row examined for near duplicates above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` rows: a
+"""Nearest rows per row examined for near duplicates above :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` rows: a
 group of more copies still joins up through chains of pairs."""
 
 
 def near_pairs(directions: np.ndarray, *, threshold: float = 0.999, chunk: int = 1024) -> np.ndarray:
     """(P, 2) index pairs ``i < j`` whose unit rows have a cosine ≥ ``threshold``.
 
-    Exact search in chunks of ``chunk`` rows up to :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` rows; above it, the
+    Exact search in chunks of ``chunk`` rows up to :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` rows; above it, the
     pairs among each row's :data:`NEAR_CANDIDATES` nearest rows from the approximate index
-    (:func:`~ogaudit.neighbours.nearest_neighbours`), sorted.
+    (:func:`~ogaudit.detectors.neighbours.nearest_neighbours`), sorted.
     """
     directions = np.asarray(directions, dtype=np.float32)
     if len(directions) > _neighbours.APPROXIMATE_ABOVE:
@@ -131,7 +131,7 @@ def find_duplicates(
 
 
 def duplicate_inputs(dataset, *, near_limit: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(x, directions)`` for :func:`find_duplicates` on a :class:`~ogaudit.data.Dataset`.
+    """``(x, directions)`` for :func:`find_duplicates` on a :class:`~ogaudit.data.dataset.Dataset`.
 
     Text: its texts (exact = the same text) and its unit sentence embeddings (near = read alike by the encoder).
     Images and vectors in memory: their arrays and :func:`pixel_directions`. Images read lazily from files:

@@ -16,7 +16,7 @@ detector's ``neighbours.npz``, read by
 
 The neighbour search costs one (b × N) product for b shown samples, so a page of cards costs milliseconds even at
 60k samples; the whole run's evidence (:meth:`RunEvidence.raw_wrong` of every sample) goes through
-:func:`~ogaudit.neighbours.nearest_neighbours` above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, as the
+:func:`~ogaudit.detectors.neighbours.nearest_neighbours` above :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples, as the
 detector does. Nothing here imports streamlit.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ogaudit import neighbours as _neighbours
+from ogaudit.detectors import neighbours as _neighbours
 from ogaudit.errors import DataError
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -149,7 +149,7 @@ class RunEvidence:
     k : neighbours per sample.
     neighbours : ``(positions (N, k'), cosines (N, k'))`` the detector found (the run's ``neighbours.npz``); when
         given with ``k' ≥ k`` they are read instead of searched, so a card costs a lookup at any N and shows the
-        neighbours the score was computed from (above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples those
+        neighbours the score was computed from (above :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples those
         came from the approximate index).
     """
 
@@ -213,8 +213,8 @@ class RunEvidence:
 
     def raw_wrong(self, rows: np.ndarray | None = None, *, chunk: int = 1024, progress=None, cancel=None) -> np.ndarray:
         """(b,) ``1 − π(given)`` for ``rows`` (all samples when None), searched exactly in chunks of ``chunk`` rows;
-        more than ``chunk`` rows of a run above :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples use
-        :func:`~ogaudit.neighbours.nearest_neighbours` (``progress`` / ``cancel`` as there)."""
+        more than ``chunk`` rows of a run above :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples use
+        :func:`~ogaudit.detectors.neighbours.nearest_neighbours` (``progress`` / ``cancel`` as there)."""
         rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
         if self.k and self.known is not None:
             return 1.0 - self.posterior(rows, self.known[0][rows])[np.arange(len(rows)), self.labels[rows]]

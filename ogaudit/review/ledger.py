@@ -51,7 +51,7 @@ from ogaudit.errors import LedgerError
 from ogaudit.storage import atomic_path, current_umask
 
 if TYPE_CHECKING:
-    from ogaudit.data import Dataset
+    from ogaudit.data.dataset import Dataset
 
 ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
 LABELLED_ACTIONS = ("confirm", "relabel")
@@ -245,7 +245,7 @@ class Ledger:
 
     @classmethod
     def for_dataset(cls, path: str | Path, dataset: Dataset, *, lock_timeout: float = 60.0) -> Ledger:
-        """Open the ledger at ``path`` for a loaded :class:`~ogaudit.data.Dataset`."""
+        """Open the ledger at ``path`` for a loaded :class:`~ogaudit.data.dataset.Dataset`."""
         names = np.asarray(dataset.class_names, dtype=object)
         return cls.open(
             path,

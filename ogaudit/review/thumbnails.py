@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 
 
 def thumbnail(dataset: Dataset, index: int, size: int = 160) -> np.ndarray | None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ogaudit.data import Dataset, stratified_split
+from ogaudit.data.dataset import Dataset, stratified_split
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, report
 from ogaudit.review.exports import apply_decisions
@@ -119,8 +119,8 @@ def verify_cleaning(
     """
     import torch
 
-    from ogaudit.models import build_model, choose_model
-    from ogaudit.training import batched_features, train_model
+    from ogaudit.models.nets import build_model, choose_model
+    from ogaudit.models.training import batched_features, train_model
 
     if not 0.05 <= holdout <= 0.5:
         raise SettingsError(f"holdout must be between 0.05 and 0.5; got {holdout}.")

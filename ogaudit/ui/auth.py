@@ -1,6 +1,6 @@
 """Sign-in on the page: who is using this browser tab, and in which role.
 
-The rules are in :mod:`ogaudit.auth`; this module only draws the form and keeps the :class:`~ogaudit.auth.Session`
+The rules are in :mod:`ogaudit.server.auth`; this module only draws the form and keeps the :class:`~ogaudit.server.auth.Session`
 in the tab's session state. Sign-in is required when the server is not local-only: when it listens on anything
 but a loopback address (``streamlit run`` without ``--server.address`` listens on every interface), when
 ``$OGAUDIT_HOME/users.json`` lists users, or when ``OGAUDIT_AUTH=on`` (behind a reverse proxy on the same host).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.auth import AuthError, LoginLimiter, User, UserStore, can, current_user, sign_in
+from ogaudit.server.auth import AuthError, LoginLimiter, User, UserStore, can, current_user, sign_in
 from ogaudit.ui.text import md
 
 SESSION_KEY = "ogaudit-session"

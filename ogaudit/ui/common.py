@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import streamlit as st
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
 from ogaudit.project import Run
 from ogaudit.review.actions import decide, others_decisions

@@ -1,6 +1,6 @@
 """The app's settings from the environment: where projects live, and the demo audited on first start.
 
-``OGAUDIT_MAP_POINTS`` (default :data:`~ogaudit.mapdata.DENSITY_ABOVE`) is the most samples a map draws one
+``OGAUDIT_MAP_POINTS`` (default :data:`~ogaudit.map.density.DENSITY_ABOVE`) is the most samples a map draws one
 marker each; bigger maps are a density image with the most suspicious samples as points.
 
 The demo knobs let tests and benchmarks start the app on something small (``OGAUDIT_DEMO=digits
@@ -79,8 +79,8 @@ MAP_POINTS_ENV = "OGAUDIT_MAP_POINTS"
 
 def map_points_limit(environ: dict[str, str] | None = None) -> int:
     """``$OGAUDIT_MAP_POINTS``: maps with more samples than this are drawn as a density image (default
-    :data:`~ogaudit.mapdata.DENSITY_ABOVE`). Raises :class:`SettingsError` unless it is a whole number ≥ 0."""
-    from ogaudit.mapdata import DENSITY_ABOVE
+    :data:`~ogaudit.map.density.DENSITY_ABOVE`). Raises :class:`SettingsError` unless it is a whole number ≥ 0."""
+    from ogaudit.map.density import DENSITY_ABOVE
 
     text = (os.environ if environ is None else environ).get(MAP_POINTS_ENV, "").strip()
     if not text:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.jobs import job_id, read_status, submit_verify
 from ogaudit.project import Project, Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.verify import VerifyReport
+from ogaudit.server.jobs import job_id, read_status, submit_verify
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor
 from ogaudit.ui.common import flash, show_flash

@@ -1,5 +1,5 @@
 """The gradient map as a plotly WebGL scatter up to 20k points, and above that a density image with the most
-suspicious points on top (:mod:`ogaudit.mapdata`), so that 10⁶ points paint and select in seconds.
+suspicious points on top (:mod:`ogaudit.map.density`), so that 10⁶ points paint and select in seconds.
 
 Each point carries ``customdata = [sample_id, given label, score, extra]`` (strings, one row per point), which the hover
 template shows and a selection sends back: the sample id travels in ``customdata[0]`` because plotly's point indices are
@@ -7,9 +7,9 @@ per trace. Every string from the data is escaped (:func:`escape_markup`: plotly'
 HTML tags), and :func:`~ogaudit.ui.selection.point_id` unescapes the id it reads back. ``extra`` names the predicted and
 suggested labels only where they differ from the given one, so most points cost an empty string rather than two class
 names. Flagged samples are drawn on top in every colouring: in their own colour when colouring by flag, else ringed. A
-density map draws every sample in one PNG (layout image) and only the :data:`~ogaudit.mapdata.MARKER_LIMIT` most
+density map draws every sample in one PNG (layout image) and only the :data:`~ogaudit.map.density.MARKER_LIMIT` most
 suspicious flagged (and decided) samples as markers; its box or lasso selects by outline
-(:func:`~ogaudit.mapdata.points_in_selection`).
+(:func:`~ogaudit.map.density.points_in_selection`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sequential
 
-from ogaudit.mapdata import (
+from ogaudit.map.density import (
     DENSITY_ABOVE,
     MARKER_LIMIT,
     bin_index,
@@ -126,7 +126,7 @@ def map_figure(
 
     ``decisions`` (the ledger's state) is used only by ``colour="decision"``. The default drag mode is box
     select, so a mouse drag selects; ``uirevision`` keeps the zoom when the figure is rebuilt. Above
-    ``density_above`` samples (default :data:`~ogaudit.mapdata.DENSITY_ABOVE`): :func:`density_figure`.
+    ``density_above`` samples (default :data:`~ogaudit.map.density.DENSITY_ABOVE`): :func:`density_figure`.
     """
     if colour not in COLOUR_MODES:
         raise ValueError(f"colour {colour!r} is not one of {COLOUR_MODES}.")
@@ -198,7 +198,7 @@ def density_figure(
     table: pd.DataFrame, colour: str = "flagged", decisions: pd.DataFrame | None = None, *, limit: int = MARKER_LIMIT
 ) -> go.Figure:
     """The map of a big run: every sample in one density image (a layout image under the axes, see
-    :mod:`ogaudit.mapdata`), coloured as :func:`map_figure` colours points, and on top at most ``limit`` markers
+    :mod:`ogaudit.map.density`), coloured as :func:`map_figure` colours points, and on top at most ``limit`` markers
     with hover text: the most suspicious flagged samples (and, coloured by decision, the most suspicious decided
     ones). The axes' ranges are fixed to the map's extent; selections are read by outline.
     """

@@ -4,7 +4,7 @@ folder.
 An upload is untrusted: an entry may try to escape the target folder (``..``, an absolute path, a drive letter,
 a symlink), or the archive may be a zip bomb, or hold small images that decode to gigabytes. :func:`unpack_zip`
 refuses all of these before writing anything (the images' pixel counts are read from their headers and held
-against :mod:`ogaudit.limits`' memory budget) and counts the bytes it actually writes, since a zip header can
+against :mod:`ogaudit.data.limits`' memory budget) and counts the bytes it actually writes, since a zip header can
 lie about sizes.
 """
 
@@ -18,9 +18,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from ogaudit.data import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
+from ogaudit.data.dataset import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
+from ogaudit.data.limits import check_image_archive, upload_budget
 from ogaudit.errors import DataError
-from ogaudit.limits import check_image_archive, upload_budget
 
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_UNPACKED_BYTES = 2 * 1024**3
@@ -47,9 +47,9 @@ def save_text_table(data: bytes, name: str, dest: str | Path, *, max_upload_byte
     The file keeps its own suffix (the reader and the cleaned split's format follow it) and a name cut down to
     letters, digits, ``.``, ``_`` and ``-`` (no path from the browser is used). Refused with :class:`DataError`,
     writing nothing: another suffix, or more than ``max_upload_bytes``. Its contents are checked when the audit
-    reads it (:func:`~ogaudit.textdata.load_text_dataset`: size, encoding, columns).
+    reads it (:func:`~ogaudit.data.text.load_text_dataset`: size, encoding, columns).
     """
-    from ogaudit.textdata import TEXT_SUFFIXES
+    from ogaudit.data.text import TEXT_SUFFIXES
 
     suffix = Path(name).suffix.lower()
     if suffix not in TEXT_SUFFIXES:

@@ -11,12 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ogaudit import sandbox
-from ogaudit.data import BUILTINS
+from ogaudit.data.dataset import BUILTINS
+from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify
+from ogaudit.server import sandbox
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
-from ogaudit.textdata import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.ui.files import save_text_table, unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip", "Upload text table")
@@ -53,7 +53,7 @@ class SetupChoices:
 def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[Path] | None = None):
     """Create the project folder for ``choices`` under ``root``; return ``(folder, data spec, AuditSettings)``.
 
-    A server path must lie inside ``data_roots`` (default: ``$OGAUDIT_DATA_ROOTS``; see :mod:`ogaudit.sandbox`),
+    A server path must lie inside ``data_roots`` (default: ``$OGAUDIT_DATA_ROOTS``; see :mod:`ogaudit.server.sandbox`),
     checked before anything is created.
     """
     roots = sandbox.data_roots() if data_roots is None else data_roots
@@ -118,7 +118,7 @@ def _model_spec(choices: SetupChoices, project: Path) -> str:
         raise ModelError(f"The checkpoint {choices.checkpoint_name!r} should end in one of {CHECKPOINT_SUFFIXES}.")
     path = Project(project).checkpoint_path(suffix)
     path.write_bytes(choices.checkpoint)
-    from ogaudit.models import TRUST_CODE_FLAG, checkpoint_format
+    from ogaudit.models.nets import TRUST_CODE_FLAG, checkpoint_format
 
     if checkpoint_format(path) == "torchscript":  # refused now, not in the job: the app never runs a file's code
         raise ModelError(

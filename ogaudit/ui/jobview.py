@@ -10,9 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.cache import default_cache_dir
-from ogaudit.jobs import JobSnapshot, submit_audit
+from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.project import Project, workspace_root
+from ogaudit.server.jobs import JobSnapshot, submit_audit
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
 from ogaudit.ui.text import md, readable

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.cache import default_cache_dir
+from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.errors import OgauditError
-from ogaudit.jobs import JobRegistry, job_id, read_status, submit_audit
 from ogaudit.project import Project, ProjectInfo, Run, list_projects, workspace_root
-from ogaudit.sandbox import check_project_name
+from ogaudit.server.jobs import JobRegistry, job_id, read_status, submit_audit
+from ogaudit.server.sandbox import check_project_name
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor, visitor
 from ogaudit.ui.common import flash, show_flash

@@ -4,7 +4,7 @@ The selection belongs to the page, not to one chart: changing "Colour by" draws 
 whose empty selection would otherwise drop the samples the reviewer had boxed. An empty box or lasso (nothing
 inside) would leave every point greyed out, so the chart is redrawn fresh instead.
 
-A big run's map is a density image with only the most suspicious samples as markers (:mod:`ogaudit.mapdata`): its
+A big run's map is a density image with only the most suspicious samples as markers (:mod:`ogaudit.map.density`): its
 box or lasso is read by outline, every sample inside it selected on the server, whether drawn as a marker or not.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ogaudit.data import Dataset
-from ogaudit.mapdata import MARKER_LIMIT, points_in_selection
+from ogaudit.data.dataset import Dataset
+from ogaudit.map.density import MARKER_LIMIT, points_in_selection
 from ogaudit.project import Run
 from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger

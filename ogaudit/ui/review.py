@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
 from ogaudit.project import Run
 from ogaudit.review.actions import current_progress, take_back
@@ -195,7 +195,7 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
         only = frozenset(chosen_groups["sample_id"])
     if words.strip():
-        from ogaudit.textdata import search_texts
+        from ogaudit.data.text import search_texts
 
         found = frozenset(search_texts(dataset, words).tolist())
         only = found if only is None else only & found

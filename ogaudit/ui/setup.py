@@ -6,12 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.cache import default_cache_dir
-from ogaudit.data import BUILTINS
+from ogaudit.cache.artifacts import default_cache_dir
+from ogaudit.data.dataset import BUILTINS
+from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.errors import OgauditError
-from ogaudit.jobs import submit_audit
+from ogaudit.server.jobs import submit_audit
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
-from ogaudit.textdata import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.ui import state
 from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit

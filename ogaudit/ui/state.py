@@ -11,12 +11,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ogaudit.data import Dataset
-from ogaudit.jobs import JobRegistry
+from ogaudit.data.dataset import Dataset
 from ogaudit.project import Project, Run
 from ogaudit.review.duplicates import duplicate_inputs, find_duplicates
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
+from ogaudit.server.jobs import JobRegistry
 from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import map_figure
 
@@ -69,8 +69,8 @@ def _with_text_snippets(run: Run) -> pd.DataFrame:
     """The run's table, plus a ``snippet`` column (the start of each text, as shown) for text data's map hover."""
     if not run.record.get("dataset", {}).get("text"):
         return run.table
+    from ogaudit.data.text import hover_snippets
     from ogaudit.errors import OgauditError
-    from ogaudit.textdata import hover_snippets
 
     try:
         dataset = load_dataset(run)

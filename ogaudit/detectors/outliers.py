@@ -23,8 +23,8 @@ import threading
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from ogaudit.detectors.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.errors import SettingsError
-from ogaudit.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS, check_budget
 
@@ -162,10 +162,10 @@ class NeighbourDetector:
     Neighbours are by cosine between gradient directions: for last-layer evidence, the feature factor ``h̃`` of
     the gradient ``(p − e_y) ⊗ h̃`` (label-free, so one neighbour search serves every counterfactual label); for
     projected gradients, the rows themselves. ``fit`` finds the neighbours of the evidence it is given
-    (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
-    :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above); ``outlier_scores`` must
+    (:func:`~ogaudit.detectors.neighbours.nearest_neighbours`: exact up to
+    :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above); ``outlier_scores`` must
     then be called with that same evidence. ``chunk``: query rows per product of the exact search. ``search``: a
-    function with :func:`~ogaudit.neighbours.nearest_neighbours`' signature to use in its place (the pipeline's
+    function with :func:`~ogaudit.detectors.neighbours.nearest_neighbours`' signature to use in its place (the pipeline's
     cached search, say). Fitted: ``neighbours_`` (N, k) positions and ``cosines_`` (N, k) cosines, most similar
     first.
     """
@@ -221,7 +221,7 @@ class ConsensusDetector:
       near impossible: symmetric noise, where the given label is usually unrelated to the image).
 
     Everything comes from one training and one forward pass and one neighbour search
-    (:func:`~ogaudit.neighbours.nearest_neighbours`).
+    (:func:`~ogaudit.detectors.neighbours.nearest_neighbours`).
     """
 
     def __init__(self, *, k: int = 20, loss_weight: float = 1.0, search=None):
@@ -260,8 +260,8 @@ class NeighbourPosteriorDetector:
     ``exp(−score)`` is a probability an annotator can read, and the suggested label (the label with the lowest
     counterfactual score) is ``argmax π``. ``p`` alone misses labels the model partly memorised; ``q`` alone
     misses samples whose neighbours share their wrong label; a flip must fool both to hide. One training, one
-    forward pass and one neighbour search (:func:`~ogaudit.neighbours.nearest_neighbours`: exact up to
-    :data:`~ogaudit.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above).
+    forward pass and one neighbour search (:func:`~ogaudit.detectors.neighbours.nearest_neighbours`: exact up to
+    :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples, an approximate index above).
     """
 
     def __init__(self, *, k: int = 20, search=None):

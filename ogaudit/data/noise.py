@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import SettingsError
 from ogaudit.settings import NOISE_KINDS
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
-from ogaudit.models import AuditModel
+from ogaudit.data.dataset import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
+from ogaudit.models.nets import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint, release_pages
@@ -314,7 +314,7 @@ def _rows(inputs: np.ndarray | torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 
 def batch_tensor(x: np.ndarray, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.ImageFiles`) as a
+    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.dataset.ImageFiles`) as a
     writable tensor."""
     part = x[start:stop]
     if isinstance(part, ImageFiles):
@@ -341,7 +341,7 @@ def batched_features(
 ) -> np.ndarray:
     """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode.
 
-    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.ImageFiles` decoded by
+    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.dataset.ImageFiles` decoded by
     ``DataLoader`` worker processes while the model runs.
     """
     model.eval()

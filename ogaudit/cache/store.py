@@ -1,7 +1,7 @@
 """A sharded on-disk store of per-sample outputs (features, probabilities, projected gradients), filled chunk by
 chunk and resumable.
 
-A store is a folder (in practice a cache entry's :meth:`~ogaudit.cache.CacheEntry.work_dir`, whose ``entry.json``
+A store is a folder (in practice a cache entry's :meth:`~ogaudit.cache.artifacts.CacheEntry.work_dir`, whose ``entry.json``
 holds the settings the outputs were computed from) with:
 
 * ``store.json``: the layout, ``{"format", "n_rows", "chunk_rows", "fields": {name: {"shape", "dtype"}}}``;

@@ -19,7 +19,7 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
   then reads it, instead of writing into the same work folder; a lock dies with its process. Two entries saved
   at once under one key (the same inputs, so the same content) keep the first, without an error.
 * **Resumable work in place.** A stage that writes incrementally (the layer-gradient memory map with its done
-  mask, the :class:`~ogaudit.store.SampleStore` shards of features and probabilities) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
+  mask, the :class:`~ogaudit.cache.store.SampleStore` shards of features and probabilities) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
   marks it complete.
 
 ``$OGAUDIT_CACHE`` (default ``~/.cache/ogaudit``) is the root; :func:`default_cache_dir` reads it.

@@ -21,20 +21,27 @@ import pandas as pd
 import torch
 
 from ogaudit import __version__
-from ogaudit.cache import ArtifactCache, default_cache_dir
-from ogaudit.data import Dataset, rare_class_mask
-from ogaudit.detectors import counterfactual_scores, flag_budget, gradient_neighbours, make_detector
-from ogaudit.embedding import gradient_map, start_umap_warm_up
-from ogaudit.engines import ForwardEngine, resolve_engine
+from ogaudit.cache.artifacts import ArtifactCache, default_cache_dir
+from ogaudit.data.dataset import Dataset, rare_class_mask
+from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.detectors.outliers import counterfactual_scores, flag_budget, gradient_neighbours, make_detector
+from ogaudit.engines.local import ForwardEngine, resolve_engine
 from ogaudit.errors import OgauditError, SettingsError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
-from ogaudit.metrics import detection_metrics
-from ogaudit.models import AuditModel, build_model, choose_model, load_checkpoint
+from ogaudit.map.layout import gradient_map, start_umap_warm_up
+from ogaudit.models.nets import AuditModel, build_model, choose_model, load_checkpoint
+from ogaudit.models.training import (
+    batch_tensor,
+    batched_features,
+    load_model_state,
+    model_cache_key,
+    save_model,
+    train_model,
+)
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.project import Project, prepare_dataset
 from ogaudit.settings import MODEL_KINDS, AuditSettings
 from ogaudit.storage import fingerprint
-from ogaudit.training import batch_tensor, batched_features, load_model_state, model_cache_key, save_model, train_model
 
 __all__ = ["AuditResult", "AuditSettings", "STAGES", "audit", "default_cache_dir"]
 
@@ -86,11 +93,11 @@ def audit(
     recomputed; each such event is listed in ``record["notices"]``.
 
     ``trust_checkpoint_code`` lets a TorchScript checkpoint load, which runs the file's code
-    (:func:`~ogaudit.models.load_checkpoint`); the app never sets it.
+    (:func:`~ogaudit.models.nets.load_checkpoint`); the app never sets it.
 
     ``engine`` runs the per-sample stages (forward pass, closed-form and projected gradients): ``"local"`` (the
-    default) in this process, ``"ray"`` on a Ray cluster at ``ray_address`` (:mod:`ogaudit.ray_engine`), or a
-    :class:`~ogaudit.engines.ForwardEngine`. Results and cache entries are the same on every engine; training,
+    default) in this process, ``"ray"`` on a Ray cluster at ``ray_address`` (:mod:`ogaudit.engines.ray_engine`), or a
+    :class:`~ogaudit.engines.local.ForwardEngine`. Results and cache entries are the same on every engine; training,
     detection and the map run here. The record's ``engine`` says which ran.
 
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
@@ -305,13 +312,13 @@ def _frozen_features(model, dataset, cache: ArtifactCache, progress, cancel, not
 def _stored_rows(
     entry, n: int, widths: dict, compute, progress, cancel, notice, stage: str, *, ones: bool = False
 ) -> dict[str, np.ndarray]:
-    """Fields of a :class:`~ogaudit.store.SampleStore` in ``entry``: read when complete, else filled chunk by chunk
+    """Fields of a :class:`~ogaudit.cache.store.SampleStore` in ``entry``: read when complete, else filled chunk by chunk
     in the entry's work folder (resuming what an interrupted run left) and committed.
 
     ``widths`` maps each field to its row width, or None to take it from the first chunk computed. With ``ones``,
     ``features`` is read with a trailing column of ones (``h̃``, the bias input) without a second copy.
     """
-    from ogaudit.store import SampleStore
+    from ogaudit.cache.store import SampleStore
 
     def layout(folder: Path) -> dict:
         saved = json.loads((folder / "store.json").read_text(encoding="utf-8"))
@@ -390,7 +397,7 @@ def _head_evidence(
 ) -> HeadEvidence:
     """Penultimate features and probabilities from one batched forward pass, cached by model and data.
 
-    Written chunk by chunk into a :class:`~ogaudit.store.SampleStore` (progress and Cancel per chunk; an
+    Written chunk by chunk into a :class:`~ogaudit.cache.store.SampleStore` (progress and Cancel per chunk; an
     interrupted pass resumes). ``features``: a frozen backbone's features (N, d), reused instead of a forward pass.
     """
     entry = cache.entry("evidence", fingerprint("store-v1", model_key, dataset.fingerprint()), {"model": model_key})
@@ -460,7 +467,7 @@ def _layer_gradients(model, dataset, head, settings, model_key, cache, progress,
 
 def _gradient_map(evidence: GradientEvidence, settings, model_key, cache, progress, cancel, notice) -> np.ndarray:
     """The 2-D gradient map of ``evidence``, cached by model, layers and layout."""
-    from ogaudit.embedding import MAP_DIM, MAP_SAMPLE
+    from ogaudit.map.layout import MAP_DIM, MAP_SAMPLE
 
     n = len(evidence.labels)
     map_settings = {
@@ -523,7 +530,7 @@ def _detect(
         score, label_evidence, neighbours = _outlier_scores(head, layers, settings, progress, cancel)
         table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel)
         return table, label_evidence, neighbours
-    from ogaudit.neighbours import APPROXIMATE_ABOVE
+    from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE
 
     detect_settings = {
         "model": model_key,
@@ -576,11 +583,11 @@ def _head_inputs_fixed(model: AuditModel, settings: AuditSettings) -> bool:
 
 
 def _cached_search(cache: ArtifactCache, notice):
-    """A :func:`~ogaudit.neighbours.nearest_neighbours` whose results are kept in the cache (kind
+    """A :func:`~ogaudit.detectors.neighbours.nearest_neighbours` whose results are kept in the cache (kind
     ``"neighbours"``), keyed by a fingerprint of the directions searched (every byte), ``k`` and the size above
     which the search is approximate. Directions that do not depend on the labels (:func:`_head_inputs_fixed`)
     are searched once per data and features: the same texts relabelled find their neighbours in the cache."""
-    from ogaudit.neighbours import APPROXIMATE_ABOVE, nearest_neighbours
+    from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE, nearest_neighbours
 
     def search(directions: np.ndarray, k: int, *, progress=None, stage: str = "detect", **options):
         settings = {"directions": fingerprint(directions), "k": k, "approximate_above": APPROXIMATE_ABOVE}
@@ -665,7 +672,7 @@ def _outlier_scores(
     head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel, *, search=None
 ):
     """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, and
-    the last layer's gradient neighbours (:func:`~ogaudit.detectors.gradient_neighbours`; None without a search).
+    the last layer's gradient neighbours (:func:`~ogaudit.detectors.outliers.gradient_neighbours`; None without a search).
     ``search`` replaces the last layer's neighbour search (:func:`_cached_search`)."""
     source: GradientEvidence = head if layers is None else layers
     fits = 1 if source.counterfactual else 2
@@ -729,7 +736,7 @@ def _run_record(data, dataset: Dataset, settings, model_info: dict, timings: dic
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if dataset.is_text:
-        from ogaudit.encoders import DEFAULT_ENCODER
+        from ogaudit.models.encoders import DEFAULT_ENCODER
 
         origin = dataset.text_origin
         record["dataset"]["text"] = {

@@ -9,7 +9,7 @@ at most :data:`MAP_DIM` dimensions without forming the full per-sample gradients
 PCA and UMAP are fitted on a seeded random sample of that size; every other sample is placed at the
 similarity-weighted mean position of its :data:`PLACE_NEIGHBOURS` nearest fitted samples (the starting point of UMAP's
 own ``transform``, without its per-point refinement, which measured ~400 rows/s on 2 cores: 40 min at 10⁶), in
-chunks with progress and cancel checks. Results are cached by the pipeline (:mod:`ogaudit.cache`), not here.
+chunks with progress and cancel checks. Results are cached by the pipeline (:mod:`ogaudit.cache.artifacts`), not here.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.decomposition import PCA
 
+from ogaudit.detectors.neighbours import anchor_index, exact_neighbours
 from ogaudit.errors import SettingsError
-from ogaudit.neighbours import anchor_index, exact_neighbours
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import MAP_METHODS
 
@@ -130,7 +130,7 @@ def _sampled_map(vectors_of, n: int, method: str, dims: int, seed: int, progress
 
 def place_by_neighbours(search, positions: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """(b, 2) map positions for ``queries`` (b, d): the mean position of each one's :data:`PLACE_NEIGHBOURS` most
-    cosine-similar fitted samples (``search`` from :func:`~ogaudit.neighbours.anchor_index` over them; ``positions``
+    cosine-similar fitted samples (``search`` from :func:`~ogaudit.detectors.neighbours.anchor_index` over them; ``positions``
     (M, 2) where they lie), weighted by ``1 / (1 − cos)`` so a near-copy of a fitted sample lands on it."""
     k = min(PLACE_NEIGHBOURS, len(positions))
     indices, cosines = search(_normalise_rows(queries), k)
@@ -161,7 +161,7 @@ def _umap(vectors: np.ndarray, seed: int) -> np.ndarray:
     """(N, 2) float32: UMAP (McInnes et al. 2018) of the unit rows of ``vectors`` (N, d), on their exact
     neighbour graph.
 
-    The ``UMAP_NEIGHBOURS``-nearest-neighbour graph comes from :func:`~ogaudit.neighbours.exact_neighbours` (faiss)
+    The ``UMAP_NEIGHBOURS``-nearest-neighbour graph comes from :func:`~ogaudit.detectors.neighbours.exact_neighbours` (faiss)
     and is handed to umap-learn as ``precomputed_knn``, with the Euclidean distances of the unit rows
     (``√(2 − 2 cos)``). umap-learn then skips its own approximate search (pynndescent), whose numba kernels took
     ~40 s to compile in every new process on 2 cores, and the graph is exact. umap-learn's ``transform`` is not

@@ -28,7 +28,7 @@ from ogaudit.storage import write_json
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ogaudit.data import Dataset
+    from ogaudit.data.dataset import Dataset
 
 Target = Callable[[ProgressCallback, threading.Event], object]
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -266,7 +266,7 @@ def submit_audit(
     (:func:`preview_settings`) that the app shows while the full audit runs; the full run then replaces it
     (``run.json`` switches in one rename) and the review's decisions stay, the samples being the same.
     """
-    from ogaudit.pipeline import audit
+    from ogaudit.pipeline.run import audit
 
     project = Project(project)
     project.write_request(data, settings)

@@ -29,9 +29,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ogaudit.csvtext import read_csv_table
+from ogaudit.data.csvtext import read_csv_table
+from ogaudit.data.limits import ImageHeader, check_budget, check_npz, image_memory_estimate
 from ogaudit.errors import DataError
-from ogaudit.limits import ImageHeader, check_budget, check_npz, image_memory_estimate
 from ogaudit.storage import fingerprint
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
@@ -173,7 +173,7 @@ class Dataset:
     value_range : (2, C) float64 lowest and highest value per channel of non-``uint8`` images: how they are
         scaled to [0, 1] for models and thumbnails; None for ``uint8`` images and vectors.
     texts : (N,) object array of str for text data (``x`` then holds their (N, D) sentence embeddings); else None.
-    text_origin : the text file a text dataset was read from (:class:`ogaudit.textdata.TextSource`, indexed by
+    text_origin : the text file a text dataset was read from (:class:`ogaudit.data.text.TextSource`, indexed by
         ``rows``), which exports write back in its own format; None for other data.
     """
 
@@ -311,7 +311,7 @@ def load_dataset(
         are one class, spelt as its most frequent variant (said in ``notes``). Without it they are refused.
     text_options : for text data (``.tsv``, ``.jsonl``, ``.parquet``, a ``.csv`` without a ``path`` column, the
         built-ins ``tweets`` and ``rotten-tomatoes``): keyword arguments of
-        :func:`ogaudit.textdata.load_text_dataset` (``text_column``, ``label_column``, ``id_column``,
+        :func:`ogaudit.data.text.load_text_dataset` (``text_column``, ``label_column``, ``id_column``,
         ``cache_dir``, ``progress``, ``cancel``).
 
     Raises
@@ -319,9 +319,9 @@ def load_dataset(
     DataError : for anything that cannot be used as given; the message names the value and the fix.
     """
     text = str(spec)
-    from ogaudit.textdata import is_text_spec, load_text_dataset
+    from ogaudit.data.text import is_text_spec, load_text_dataset
 
-    if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.textdata
+    if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.data.text
         return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
     if text in BUILTINS:
         dataset = _BUILTIN_LOADERS[text]()
@@ -667,7 +667,7 @@ def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
     """A CSV with columns ``path`` and ``label``; paths are relative to the CSV's folder.
 
     The delimiter (``,`` ``;`` tab ``|``) and encoding (UTF-8 with or without BOM, UTF-16) are found from the
-    file (:func:`ogaudit.csvtext.read_csv_table`). Windows separators (``images\\Bag\\1.png``) are read as
+    file (:func:`ogaudit.data.csvtext.read_csv_table`). Windows separators (``images\\Bag\\1.png``) are read as
     ``/``. Rows naming junk (:func:`is_tool_junk`), missing files or non-images are skipped and listed; when
     none is usable the error shows a few rows and the fix. See :func:`load_dataset` for ``fold_label_case``.
     """
@@ -722,7 +722,7 @@ def _dataset_from_files(
     Every file's header is read first (size as shown, mode). When the stacked pixels would exceed
     ``STREAM_ABOVE_BYTES``, nothing is decoded: the files usable by their headers become an :class:`ImageFiles`
     (memory then grows with N by paths only, and the memory budget does not apply); otherwise the images are
-    decoded now, within the memory budget (:mod:`ogaudit.limits`), and damaged files are skipped with a reason.
+    decoded now, within the memory budget (:mod:`ogaudit.data.limits`), and damaged files are skipped with a reason.
     """
     skipped = list(skipped or [])
     notes: list[str] = []
@@ -1103,7 +1103,7 @@ def load_npy_folder(folder: Path, *, fold_label_case: bool = False) -> Dataset:
     numpy's 10,000 bytes), a plain numeric or string dtype (object arrays would need unpickling, which can run
     code: refused; ``allow_pickle=False`` throughout), C order for ``x``, the file's size equal to header plus
     data (truncated or padded files are refused), one row per sample in each per-sample array, and the
-    arrays read into memory within the memory budget (:mod:`ogaudit.limits`). Files must be regular files inside
+    arrays read into memory within the memory budget (:mod:`ogaudit.data.limits`). Files must be regular files inside
     the folder (a symlink leading out is refused). ``x`` stays on disk: models read it one batch at a time, and
     :meth:`Dataset.fingerprint` hashes it once by blocks.
 

@@ -1,11 +1,11 @@
 """Text-classification data: CSV / TSV / JSON Lines / Parquet tables and the built-ins ``tweets`` and
-``rotten-tomatoes``, read into a :class:`~ogaudit.data.Dataset` whose ``x`` holds sentence embeddings.
+``rotten-tomatoes``, read into a :class:`~ogaudit.data.dataset.Dataset` whose ``x`` holds sentence embeddings.
 
 A table needs a text column and a label column, found among common names (:data:`TEXT_COLUMNS`,
 :data:`LABEL_COLUMNS`) or named by the caller; an id column is optional (:data:`ID_COLUMNS`). The field-input
 rules of image data hold: text is decoded as UTF-8 (with or without a byte-order mark) or UTF-16, anything else is
-refused with the fix (:mod:`ogaudit.csvtext`); the delimiter is found from the header; label spellings that differ
-only by case or spaces are refused or folded (:func:`~ogaudit.data.canonical_labels`); rows with an empty text or
+refused with the fix (:mod:`ogaudit.data.csvtext`); the delimiter is found from the header; label spellings that differ
+only by case or spaces are refused or folded (:func:`~ogaudit.data.dataset.canonical_labels`); rows with an empty text or
 label are skipped and listed; duplicate texts are kept and reported in ``Dataset.notes``. Sizes are checked
 against the memory budget before anything is decoded.
 
@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ogaudit.csvtext import DELIMITERS, decode_text
+from ogaudit.data.csvtext import DELIMITERS, decode_text
+from ogaudit.data.limits import check_budget
 from ogaudit.errors import DataError
-from ogaudit.limits import check_budget
 
 TEXT_BUILTINS = ("tweets", "rotten-tomatoes")
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -142,7 +142,7 @@ def text_format(spec: str | os.PathLike, text_column: str | None = None) -> str 
 
 
 def is_text_spec(spec: str | os.PathLike, text_column: str | None = None) -> bool:
-    """Whether :func:`ogaudit.data.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
+    """Whether :func:`ogaudit.data.dataset.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
     return text_format(spec, text_column) is not None
 
 
@@ -164,7 +164,7 @@ def load_text_dataset(
     progress=None,
     cancel: threading.Event | None = None,
 ):
-    """Text data as a :class:`~ogaudit.data.Dataset`: ``texts`` (N,) str, ``x`` (N, 384) float32 embeddings.
+    """Text data as a :class:`~ogaudit.data.dataset.Dataset`: ``texts`` (N,) str, ``x`` (N, 384) float32 embeddings.
 
     Parameters
     ----------
@@ -172,18 +172,18 @@ def load_text_dataset(
     text_column, label_column, id_column : column names (case and surrounding spaces ignored); by default the
         first column named as in :data:`TEXT_COLUMNS` / :data:`LABEL_COLUMNS` / :data:`ID_COLUMNS`. Without an id
         column, a sample's id is its 0-based row number in the table.
-    fold_label_case : see :func:`ogaudit.data.load_dataset`.
+    fold_label_case : see :func:`ogaudit.data.dataset.load_dataset`.
     limit, seed : a stratified random subset of ``limit`` samples, taken before embedding.
     embed : compute (or read from the cache) the embeddings; False leaves ``x`` empty, (N, 0).
-    tokens : ``x`` holds the texts' token ids instead, (N, T) int32 (:func:`ogaudit.finetune.tokenize_texts`), for
+    tokens : ``x`` holds the texts' token ids instead, (N, T) int32 (:func:`ogaudit.models.lora.tokenize_texts`), for
         the model that fine-tunes the encoder; nothing is embedded.
-    cache_dir, progress, cancel : for :func:`ogaudit.encoders.embed_texts` (progress stage ``"embed"``).
+    cache_dir, progress, cancel : for :func:`ogaudit.models.encoders.embed_texts` (progress stage ``"embed"``).
 
     Raises
     ------
     DataError : unreadable or oversized file, unknown or missing column, non-unique ids, no usable row.
     """
-    from ogaudit.data import stratified_subset
+    from ogaudit.data.dataset import stratified_subset
 
     text = str(spec)
     if text == "tweets":
@@ -207,14 +207,14 @@ def load_text_dataset(
     if repeated is not None:
         dataset = replace(dataset, notes=[*dataset.notes, repeated])
     if tokens:
-        from ogaudit.finetune import MAX_TOKENS, tokenize_texts
+        from ogaudit.models.lora import MAX_TOKENS, tokenize_texts
 
         x = tokenize_texts(model_texts(dataset))
         note = f"texts tokenized for fine-tuning ({x.shape[1]} tokens at most; cut at {MAX_TOKENS})"
         return replace(dataset, x=x, notes=[*dataset.notes, note])
     if embed:
-        from ogaudit.cache import ArtifactCache
-        from ogaudit.encoders import DEFAULT_ENCODER, embed_texts
+        from ogaudit.cache.artifacts import ArtifactCache
+        from ogaudit.models.encoders import DEFAULT_ENCODER, embed_texts
 
         x = embed_texts(model_texts(dataset), cache=ArtifactCache(cache_dir), progress=progress, cancel=cancel)
         dataset = replace(dataset, x=x, notes=[*dataset.notes, f"texts embedded with {DEFAULT_ENCODER} (frozen)"])
@@ -492,7 +492,7 @@ def _objects(values) -> np.ndarray:
 
 def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool, kind: str, name: str, order=None):
     """The Dataset of ``source``'s usable rows (``order``: the rows' order, default as read)."""
-    from ogaudit.data import Dataset, SkippedInput, canonical_labels
+    from ogaudit.data.dataset import Dataset, SkippedInput, canonical_labels
 
     what = repr(name)
     notes: list[str] = []
@@ -645,7 +645,7 @@ def tweet_model_text(text: str) -> str:
 
 
 def model_texts(dataset) -> np.ndarray:
-    """(N,) object: the texts of a text :class:`~ogaudit.data.Dataset` as its encoder reads them (embedded or
+    """(N,) object: the texts of a text :class:`~ogaudit.data.dataset.Dataset` as its encoder reads them (embedded or
     tokenized for fine-tuning): rewritten as its :attr:`TextSource.model_text` says, else as they are."""
     origin = dataset.text_origin
     rewrite = None if origin is None else origin.model_text
@@ -740,7 +740,7 @@ _ENDING = re.compile(r"(\r\n|\n|\r)$")
 
 
 def write_text_split(cleaned, folder: Path) -> str:
-    """Write ``cleaned`` (a text :class:`~ogaudit.data.Dataset` after review: rows dropped, labels changed) into
+    """Write ``cleaned`` (a text :class:`~ogaudit.data.dataset.Dataset` after review: rows dropped, labels changed) into
     ``folder`` in its input's own format, under the input's file name; return that name.
 
     Rows appear in the input's order with every column as it was, rows skipped at load (an empty text or label)

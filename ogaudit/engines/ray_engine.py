@@ -6,7 +6,7 @@ What runs where:
   where the data live: an array memory-mapped from a ``.npy`` file is opened by path on the actor (the file must
   be reachable at the same path from every node); any other array goes through the object store once, one block
   per range, never as one giant object.
-* Each actor rebuilds the trained model from its recipe and state dict (:func:`~ogaudit.models.model_recipe`,
+* Each actor rebuilds the trained model from its recipe and state dict (:func:`~ogaudit.models.nets.model_recipe`,
   tensors only: nothing pickled from a user's file is executed) and computes, per range, the penultimate
   features and logits (the closed-form last-layer evidence) or the projected gradients of chosen layers with the
   same code the local engine runs (:func:`~ogaudit.gradients.layers.project_layer_gradients`). With GPUs in the
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data import Dataset, ImageFiles
+from ogaudit.data.dataset import Dataset, ImageFiles
 from ogaudit.errors import EngineError, OgauditError, SettingsError
-from ogaudit.models import AuditModel, model_recipe, rebuild_model
+from ogaudit.models.nets import AuditModel, model_recipe, rebuild_model
 from ogaudit.progress import ProgressCallback, check_cancel, report
 
 __all__ = ["RAY_INSTALL", "RayEngine"]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data import Dataset
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import ModelError
 from ogaudit.settings import MODEL_KINDS
 from ogaudit.storage import release_pages
@@ -212,7 +212,7 @@ def build_model(kind: str, dataset: Dataset, *, seed: int = 0) -> AuditModel:
         preprocess = Preprocess(mean, std + 1e-6, image=True, channels=channels, low=low, high=high)
         return AuditModel(preprocess, SmallCNN(channels), nn.Linear(128, n_classes), kind=kind, trainable="all")
     if kind == "lora":
-        from ogaudit.finetune import build_lora_model
+        from ogaudit.models.lora import build_lora_model
 
         return build_lora_model(n_classes, seed=seed)
     if kind == "efficientnet":
