@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.io
 from sklearn.decomposition import PCA
 
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.pipeline.run import AuditSettings
 from ogaudit.project import Project
 from ogaudit.ui.figure import map_figure

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.data.noise import inject_label_noise
 from ogaudit.detectors.metrics import detection_metrics
 from ogaudit.detectors.outliers import DETECTORS, make_detector

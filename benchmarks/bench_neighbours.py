@@ -35,7 +35,8 @@ K = 20
 
 def real_directions(n: int, cache: Path, samples: int, epochs: int | None, seed: int = 0) -> tuple[np.ndarray, object]:
     """(n, 128) unit feature rows of the trained CNN, and the audit result (for the AP comparison)."""
-    from ogaudit.data.dataset import load_dataset, load_fashion_mnist
+    from ogaudit.data.builtins import load_fashion_mnist
+    from ogaudit.data.load import load_dataset
     from ogaudit.data.noise import inject_label_noise
     from ogaudit.gradients import HeadEvidence
     from ogaudit.models.nets import build_model

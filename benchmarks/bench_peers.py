@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data.dataset import Dataset, load_dataset, load_fashion_mnist
+from ogaudit.data.builtins import load_fashion_mnist
+from ogaudit.data.dataset import Dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.data.noise import inject_label_noise
 from ogaudit.detectors.metrics import detection_metrics
 from ogaudit.detectors.outliers import DEFAULT_DETECTOR, DETECTORS, flag_budget, make_detector
@@ -39,13 +41,13 @@ from ogaudit.gradients import HeadEvidence
 from ogaudit.models.nets import build_model
 from ogaudit.models.training import (
     TrainSettings,
-    auto_epochs,
     batched_features,
     load_model_state,
     model_cache_key,
     train_model,
 )
 from ogaudit.pipeline.run import AuditSettings, audit, default_cache_dir
+from ogaudit.settings import auto_epochs
 from ogaudit.storage import atomic_path, fingerprint
 
 NOISE_RATE = 0.2

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data.dataset import dataset_from_arrays, load_fashion_mnist
+from ogaudit.data.arrays import dataset_from_arrays
+from ogaudit.data.builtins import load_fashion_mnist
 from ogaudit.engines.local import LocalEngine
 from ogaudit.gradients.layers import LayerGradientSettings
 from ogaudit.models.nets import build_model

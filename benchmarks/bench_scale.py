@@ -41,7 +41,7 @@ CHUNK = 20_000
 
 def expand_fashion_mnist(folder: Path, n: int, *, noise: float = 0.2, seed: int = 0) -> None:
     """Write ``n`` samples into ``folder`` (x.npy, y.npy, true_y.npy, class_names.json), a chunk at a time."""
-    from ogaudit.data.dataset import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from ogaudit.data.builtins import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     source = load_fashion_mnist("train")
     base, labels = source.x[..., 0], source.y
@@ -141,7 +141,7 @@ def make_photos(folder: Path, n: int, *, side: int = 160, seed: int = 0) -> None
     Written by one process per CPU, 500 at a time (each block seeded by ``seed`` and its start)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from ogaudit.data.dataset import FASHION_MNIST_CLASSES
+    from ogaudit.data.builtins import FASHION_MNIST_CLASSES
 
     for name in FASHION_MNIST_CLASSES:
         (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ _SOURCE: dict = {}
 def _photo_block(task: tuple) -> None:
     from PIL import Image
 
-    from ogaudit.data.dataset import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from ogaudit.data.builtins import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     folder, start, stop, side, seed = task
     torch.set_num_threads(1)
@@ -208,9 +208,9 @@ import json, sys, time
 import numpy as np
 import ogaudit.data.dataset
 if sys.argv[2] == "in-memory":
-    ogaudit.data.dataset.STREAM_ABOVE_BYTES = float("inf")
+    ogaudit.data.imagefiles.STREAM_ABOVE_BYTES = float("inf")
 start = time.perf_counter()
-dataset = ogaudit.data.dataset.load_dataset(sys.argv[1])
+dataset = ogaudit.data.load.load_dataset(sys.argv[1])
 fingerprint = dataset.fingerprint()
 wall = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)

@@ -83,6 +83,26 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
+SAMPLE_PASSES = 150_000
+"""Auto epochs aim at this many sample visits: ~15 epochs on 10k samples, more on small data, fewer on big."""
+
+
+MAX_SAMPLE_VISITS = 1_500_000
+"""Auto epochs never exceed this many sample visits (5 epochs of 300k): past it each epoch already shows the model
+more distinct samples than a small set's whole training, and a 10⁶-sample scan must not spend 5 full epochs."""
+
+
+def auto_epochs(n_samples: int) -> int:
+    """Enough passes to fit the clean majority, few enough not to memorise the noisy labels.
+
+    ``clip(round(150k / N), 5, 30)`` up to 300k samples; above, ``ceil(1.5M / N)`` (4 at 400k, 2 at 10⁶, then 1).
+    """
+    n = max(n_samples, 1)
+    if n * 5 > MAX_SAMPLE_VISITS:
+        return max(1, -(-MAX_SAMPLE_VISITS // n))
+    return int(min(max(round(SAMPLE_PASSES / n), 5), 30))
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How a model is trained. ``epochs=None`` picks :func:`auto_epochs` for the data size, or
@@ -107,8 +127,6 @@ class TrainSettings:
             return self.epochs
         if self.fine_tune:
             return fine_tune_epochs(n_samples)
-        from ogaudit.models.training import auto_epochs
-
         return auto_epochs(n_samples)
 
 
@@ -203,14 +221,8 @@ class AuditSettings:
 
     @property
     def text_options(self) -> dict:
-        """The column choices for :func:`ogaudit.data.text.load_text_dataset`, and whether the model reads token
-        ids (``model="lora"`` fine-tunes the encoder) instead of the frozen encoder's embeddings."""
-        return {
-            "text_column": self.text_column,
-            "label_column": self.label_column,
-            "id_column": self.id_column,
-            "tokens": self.model == "lora",
-        }
+        """The column choices for :func:`ogaudit.data.text.load_text_dataset` (None: found by name)."""
+        return {"text_column": self.text_column, "label_column": self.label_column, "id_column": self.id_column}
 
     @property
     def train_settings(self) -> TrainSettings:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 
 
 @pytest.fixture(autouse=True)

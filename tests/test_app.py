@@ -26,7 +26,8 @@ from streamlit.testing.v1 import AppTest
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.map.density import DENSITY_ABOVE
 from ogaudit.pipeline.run import audit
-from ogaudit.project import Project, Run
+from ogaudit.project import Project
+from ogaudit.results import Run
 from ogaudit.review.actions import decide
 from ogaudit.server.jobs import read_status
 from ogaudit.ui.config import DemoConfig
@@ -548,7 +549,7 @@ def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_p
     assert project.name == "my-reviews" and Path(data) == project / "upload" / "my_reviews.csv"
     assert Path(data).read_text() == table  # the user's bytes, unchanged
     assert settings.text_column == "Quote" and settings.label_column == "Feeling"
-    dataset = load_text_dataset(data, embed=False, **settings.text_options)
+    dataset = load_text_dataset(data, **settings.text_options)
     assert len(dataset.texts) == 8 and sorted(dataset.class_names) == ["neg", "pos"]
     assert settings.id_column == "Ticket" and dataset.sample_ids[0] == "T-000"  # the user's ids on cards and exports
 
@@ -610,7 +611,7 @@ def test_a_long_text_scrolls_inside_its_card_and_a_short_one_does_not(tmp_path):
         from ogaudit.data.text import load_text_dataset
         from ogaudit.ui.textcards import text_card
 
-        data = load_text_dataset(path, embed=False)
+        data = load_text_dataset(path)
         text_card(data, 0)
         text_card(data, 1)
 

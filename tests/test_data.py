@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ogaudit.data.dataset import BUILTINS, dataset_from_arrays, load_dataset, read_idx
+from ogaudit.data.arrays import dataset_from_arrays
+from ogaudit.data.builtins import BUILTINS, read_idx
+from ogaudit.data.load import load_dataset
 from ogaudit.data.noise import inject_label_noise
 from ogaudit.errors import DataError
 

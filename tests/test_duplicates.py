@@ -57,7 +57,7 @@ def test_text_duplicates_are_equal_texts_and_near_ones_texts_the_encoder_reads_a
     table = tmp_path / "t.csv"
     labels = ["pos", "neg", "pos", "neg", "neg", "pos"]
     pd.DataFrame({"text": texts, "label": labels}).to_csv(table, index=False)
-    data = load_text_dataset(table, embed=False)
+    data = load_text_dataset(table)
     x = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
     x[1] = x[0]  # cut at 256 tokens: the encoder gives both one embedding
     data = replace(data, x=x)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ogaudit.cli.review import add_review_commands
-from ogaudit.data.dataset import dataset_from_arrays, load_dataset
+from ogaudit.data.arrays import dataset_from_arrays
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.project import Project
 from ogaudit.review.exports import (

@@ -27,7 +27,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ogaudit import storage
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, LedgerError, StorageError
 from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project

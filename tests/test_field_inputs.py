@@ -13,15 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ogaudit.data.dataset import (
-    DataNotice,
-    dataset_from_arrays,
-    is_tool_junk,
-    load_dataset,
-    rare_class_mask,
-    read_image_as_shown,
-    stratified_subset,
-)
+from ogaudit.data.arrays import dataset_from_arrays
+from ogaudit.data.dataset import DataNotice, rare_class_mask, stratified_subset
+from ogaudit.data.imagefiles import is_tool_junk, read_image_as_shown
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.models.nets import build_model
 from ogaudit.review.exports import decisions_csv_bytes, export_split, import_decisions

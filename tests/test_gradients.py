@@ -29,7 +29,7 @@ def test_closed_form_equals_batch_one_autograd(digits):
 
 
 def test_mlp_closed_form_equals_reference_on_vectors(digits):
-    from ogaudit.data.dataset import dataset_from_arrays
+    from ogaudit.data.arrays import dataset_from_arrays
 
     vectors = dataset_from_arrays(digits.x[:30].reshape(30, -1).astype(np.float32), digits.y[:30])
     model = build_model("mlp", vectors, seed=1)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ogaudit.cli import main
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, StorageError
 from ogaudit.storage import atomic_path, write_json
 

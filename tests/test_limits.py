@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from ogaudit.data import limits
-from ogaudit.data.dataset import MAX_IMAGE_PIXELS, MAX_SIDE, load_dataset
+from ogaudit.data.imagefiles import MAX_IMAGE_PIXELS, MAX_SIDE
 from ogaudit.data.limits import ImageHeader, image_memory_estimate, memory_budget, parse_size, read_image_header
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def npz_bomb(tmp_path_factory) -> Path:
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.ui.files import unpack_zip
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from ogaudit.data.dataset import dataset_from_arrays
+from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.errors import ModelError
 from ogaudit.models.nets import (
     build_model,

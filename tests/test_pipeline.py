@@ -189,7 +189,7 @@ def test_empty_or_repeated_layer_names_are_refused(given):
 
 
 def test_automatic_epochs_follow_the_data_size_and_cap_the_sample_visits():
-    from ogaudit.models.training import MAX_SAMPLE_VISITS, auto_epochs
+    from ogaudit.settings import MAX_SAMPLE_VISITS, auto_epochs
 
     assert [auto_epochs(n) for n in (1_000, 10_000, 60_000, 300_000)] == [30, 15, 5, 5]
     big = [auto_epochs(n) for n in (300_001, 400_000, 1_000_000, 2_000_000)]

@@ -16,9 +16,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from ogaudit import project as project_module
+from ogaudit import results as results_module
 from ogaudit.cli import main
-from ogaudit.data.dataset import dataset_from_arrays
+from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.errors import DataError, LedgerError, SettingsError, StorageError
 from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project, list_projects, slugify, workspace_root
@@ -84,7 +84,7 @@ def test_open_run_reads_the_audit_back(finished):
 
 
 def test_the_binary_table_copy_equals_the_csvs_and_gives_way_when_they_change(finished, copy_of):
-    from ogaudit.project import TABLE_COPY
+    from ogaudit.results import TABLE_COPY
 
     folder = copy_of(finished[0])
     copy = Project(folder).run_files()["scores"].parent / TABLE_COPY
@@ -175,21 +175,21 @@ def test_a_rescan_replaces_the_run_as_one_unit_and_a_failed_one_leaves_the_old(f
     _, result = finished
     before = Project(folder).open_run()
     old_tables = Project(folder).run_files()["scores"].parent
-    real = project_module._write_table
+    real = results_module._write_table
 
     def fail_on_map(frame, path):
         if path.name == "map.csv":
             raise StorageError("No space left on device (simulated)")
         real(frame, path)
 
-    monkeypatch.setattr(project_module, "_write_table", fail_on_map)
+    monkeypatch.setattr(results_module, "_write_table", fail_on_map)
     with pytest.raises(StorageError):
         Project(folder).write_run(result.scores, result.map, dict(result.record))
     after = Project(folder).open_run()
     assert Project(folder).run_files()["scores"].parent == old_tables
     pd.testing.assert_frame_equal(after.table, before.table)
     assert [p.name for p in (folder / "runs").iterdir()] == [old_tables.name]  # the half run is gone
-    monkeypatch.setattr(project_module, "_write_table", real)
+    monkeypatch.setattr(results_module, "_write_table", real)
     Project(folder).write_run(result.scores, result.map, dict(result.record))
     assert Project(folder).run_files()["scores"].parent != old_tables and not old_tables.exists()
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ogaudit.cli import main
-from ogaudit.data.dataset import dataset_from_arrays
+from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.engines.local import LocalEngine, resolve_engine
 from ogaudit.errors import Cancelled, SettingsError
 from ogaudit.gradients.layers import LayerGradientSettings

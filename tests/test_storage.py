@@ -166,7 +166,7 @@ def test_formula_class_names_are_escaped_in_every_csv_an_audit_writes_and_read_b
 
 
 def test_the_project_tables_survive_a_carriage_return_in_a_cell(tmp_path):
-    from ogaudit import project
+    from ogaudit import results as project
 
     frame = pd.DataFrame({"sample_id": ["a\rb", "c"], "given_label": ["\rz", "ok"], "score": [0.5, -1.0]})
     project._write_table(frame, tmp_path / "scores.csv")  # sample ids are file names: a name may hold a CR

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ogaudit.data.dataset import dataset_from_arrays, load_dataset
+from ogaudit.data.arrays import dataset_from_arrays
+from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.pipeline.run import AuditSettings, audit
 
@@ -156,9 +157,10 @@ def test_hostile_npy_folders_are_refused_by_name_before_their_data_are_read(tmp_
 
 
 def test_nan_in_a_memory_mapped_x_is_found_block_by_block(tmp_path, monkeypatch):
-    import ogaudit.data.dataset
+    import ogaudit.data.arrays
+    import ogaudit.data.images
 
-    monkeypatch.setattr(ogaudit.data.dataset, "ROW_BLOCK_BYTES", 64)  # many blocks
+    monkeypatch.setattr(ogaudit.data.arrays, "ROW_BLOCK_BYTES", 64)  # many blocks
     x = np.ones((50, 6), np.float32)
     x[37, 2] = np.nan
     with pytest.raises(DataError, match="first at row 37"):
@@ -210,12 +212,13 @@ def photo_folder(root, digits):
 
 
 def test_image_files_are_streamed_and_give_the_in_memory_pixels_and_scores(tmp_path, digits, monkeypatch):
-    import ogaudit.data.dataset
-    from ogaudit.data.dataset import ImageFiles
+    import ogaudit.data.arrays
+    import ogaudit.data.images
+    from ogaudit.data.imagefiles import ImageFiles
 
     root = photo_folder(tmp_path / "photos", digits)
     in_memory = load_dataset(root)
-    monkeypatch.setattr(ogaudit.data.dataset, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr(ogaudit.data.images, "STREAM_ABOVE_BYTES", 0)
     streamed = load_dataset(root)
     assert isinstance(streamed.x, ImageFiles) and not isinstance(in_memory.x, ImageFiles)
     assert streamed.x.shape == in_memory.x.shape == (61, 8, 8, 3)
@@ -232,10 +235,11 @@ def test_image_files_are_streamed_and_give_the_in_memory_pixels_and_scores(tmp_p
 
 
 def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path, digits, monkeypatch):
-    import ogaudit.data.dataset
+    import ogaudit.data.arrays
+    import ogaudit.data.images
 
     root = photo_folder(tmp_path / "photos", digits)
-    monkeypatch.setattr(ogaudit.data.dataset, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr(ogaudit.data.images, "STREAM_ABOVE_BYTES", 0)
     streamed = load_dataset(root)
     first = root / streamed.x.paths[0]
     first.write_bytes(first.read_bytes()[:40])  # truncated after it was listed

@@ -12,7 +12,7 @@ from ogaudit.errors import DataError
 
 def relabel_first_row(path, tmp_path) -> bytes:
     """The export after the first row's label is changed to the other class: the written bytes."""
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     data.y[0] = 1 - data.y[0]
     out = tmp_path / "out"
     out.mkdir()
@@ -42,26 +42,26 @@ def test_a_csv_relabel_keeps_the_other_cells_quoting(tmp_path):
 def test_lone_surrogates_deep_nesting_and_long_header_cells(tmp_path):
     path = tmp_path / "surrogate.jsonl"
     path.write_text('{"text": "bad \\ud800 one", "label": "a"}\n{"text": "good", "label": "b"}\n', encoding="utf-8")
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert data.texts[0] == "bad \ufffd one" and any("surrogate" in note for note in data.notes)
     deep = tmp_path / "deep.jsonl"
     deep.write_text('{"text": "x", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
     with pytest.raises(DataError, match="nested too deeply"):
-        load_text_dataset(deep, embed=False)
+        load_text_dataset(deep)
     wide = tmp_path / "wide.csv"
     wide.write_text("text,label," + "A" * 200_000 + "\nhello,a,1\nworld,b,2\n", encoding="utf-8")
-    assert len(load_text_dataset(wide, embed=False)) == 2
+    assert len(load_text_dataset(wide)) == 2
 
 
 def test_one_class_and_ids_that_differ_only_by_nul_are_refused(tmp_path):
     one = tmp_path / "one.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["pos"] * 3}).to_csv(one, index=False)
     with pytest.raises(DataError, match="at least two classes"):
-        load_text_dataset(one, embed=False)
+        load_text_dataset(one)
     nul = tmp_path / "nul.csv"
     nul.write_text("id,text,label\nid0,a,pos\nid0\x00,b,neg\n", encoding="utf-8")
     with pytest.raises(DataError, match="NUL"):
-        load_text_dataset(nul, embed=False, id_column="id")
+        load_text_dataset(nul, id_column="id")
 
 
 def test_parquet_missing_numbers_bytes_and_nested_columns(tmp_path):
@@ -77,14 +77,14 @@ def test_parquet_missing_numbers_bytes_and_nested_columns(tmp_path):
         }
     )
     pq.write_table(table, path)
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert list(data.texts) == ["great", "awful", "meh"] and data.class_names == ["0.0", "1.0"]
     assert [s.reason for s in data.skipped] == ["empty label: give every text a class"]
     with pytest.raises(DataError, match="lists or records"):
-        load_text_dataset(path, embed=False, text_column="tags")
+        load_text_dataset(path, text_column="tags")
     jsonl = tmp_path / "nan.jsonl"
     jsonl.write_text('{"text": "a", "label": NaN}\n{"text": "b", "label": 1}\n{"text": "c", "label": 2}\n')
-    from_jsonl = load_text_dataset(jsonl, embed=False)  # a NaN label is a missing one: its line is skipped
+    from_jsonl = load_text_dataset(jsonl)  # a NaN label is a missing one: its line is skipped
     assert list(from_jsonl.texts) == ["b", "c"] and from_jsonl.class_names == ["1", "2"]
 
 
@@ -92,7 +92,7 @@ def test_rows_skipped_at_load_stay_in_the_split(tmp_path):
     raw = "id,text,label\r\n0,good,pos\r\n1,,neg\r\n2,bad,neg\r\n3,fine, \r\n4,great,pos\r\n"
     path = tmp_path / "in.csv"
     path.write_bytes(raw.encode())
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert list(data.sample_ids) == ["0", "2", "4"] and len(data.skipped) == 2
     cleaned = data.subset(np.array([True, False, True]))  # sample 2 removed by the review
     cleaned.y[0] = 1 - cleaned.y[0]  # sample 0 relabelled
@@ -107,7 +107,7 @@ def test_line_breaks_and_lone_surrogates_in_labels_and_texts_keep_the_export_rea
     surrogate is written escaped, as the input had it, instead of failing to encode."""
     table = tmp_path / "in.csv"
     table.write_bytes(b'text,label\nfine,"neg\nline2"\ngood,pos\nbad,"neg\nline2"\nok,pos\n')
-    data = load_text_dataset(table, embed=False)
+    data = load_text_dataset(table)
     data.y[1] = data.class_names.index("neg\nline2")  # "good" relabelled to the class with a line break
     out = tmp_path / "out"
     out.mkdir()
@@ -118,7 +118,7 @@ def test_line_breaks_and_lone_surrogates_in_labels_and_texts_keep_the_export_rea
     (tmp_path / "j").mkdir()
     written = relabel_first_row(lines, tmp_path / "j").decode()
     assert written == '{"text": "x", "label": "pos"}\n{"text": "y", "label": "pos"}\n'
-    data = load_text_dataset(lines, embed=False)
+    data = load_text_dataset(lines)
     data.y[1] = 1 - data.y[1]  # "y" relabelled to the class read from "neg\ud800"
     (tmp_path / "k").mkdir()
     written = (tmp_path / "k" / write_text_split(data, tmp_path / "k")).read_text(encoding="utf-8")
@@ -128,9 +128,9 @@ def test_line_breaks_and_lone_surrogates_in_labels_and_texts_keep_the_export_rea
 def test_the_tweets_split_reads_back_row_for_row(tmp_path):
     """Some tweets hold a lone carriage return: the built-in's CSV rows quote it, so the split has one row per
     tweet."""
-    tweets = load_text_dataset("tweets", embed=False)
+    tweets = load_text_dataset("tweets")
     assert any("\r" in text for text in tweets.texts)
     tweets.y[0] = (tweets.y[0] + 1) % 3
     name = write_text_split(tweets, tmp_path)
-    back = load_text_dataset(tmp_path / name, embed=False)
+    back = load_text_dataset(tmp_path / name)
     assert len(back) == len(tweets) and sorted(back.texts) == sorted(tweets.texts)

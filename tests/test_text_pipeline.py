@@ -86,11 +86,11 @@ def test_cli_scan_review_export_each_format(tmp_path, text_cache, kind, capsys):
 def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
     """Trim-and-retrain and relabel-and-retrain with the linear head on cached embeddings (the paper's protocol)."""
     from ogaudit.data.noise import inject_label_noise
-    from ogaudit.data.text import load_text_dataset
+    from ogaudit.pipeline.load import prepare_dataset
     from ogaudit.review.verify import verify_cleaning
     from ogaudit.settings import AuditSettings
 
-    clean = load_text_dataset("rotten-tomatoes", limit=240, seed=0, cache_dir=text_cache)
+    clean = prepare_dataset("rotten-tomatoes", AuditSettings(limit=240, seed=0), cache_dir=text_cache)
     assert clean.x.shape == (240, 384)
     noisy = inject_label_noise(clean, 0.35, seed=0)
     wrong = np.flatnonzero(noisy.y != noisy.true_y)

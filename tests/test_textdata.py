@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ogaudit.data.dataset import load_dataset
+from ogaudit.data.load import load_dataset
 from ogaudit.data.text import (
     fix_tweet_text,
     is_text_spec,
@@ -64,7 +64,7 @@ def test_each_format_reads_texts_labels_and_ids(tmp_path, kind):
     path = tmp_path / f"reviews.{kind}"
     write_table(frame, path, kind)
     assert is_text_spec(path)
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert data.is_text and data.kind == "text"
     assert data.class_names == ["neg", "pos"]
     assert data.texts.tolist() == frame["Review"].tolist()
@@ -79,24 +79,24 @@ def test_named_columns_override_and_unknown_column_is_refused(tmp_path):
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match="--text-column"):
-        load_text_dataset(path, embed=False)
-    data = load_text_dataset(path, text_column="WORDS", label_column="verdict", id_column="stars", embed=False)
+        load_text_dataset(path)
+    data = load_text_dataset(path, text_column="WORDS", label_column="verdict", id_column="stars")
     assert data.texts[0] == POSITIVE[0]
     assert data.sample_ids.tolist() == [str(i) for i in range(12)]
     with pytest.raises(DataError, match="no column 'nope'"):
-        load_text_dataset(path, text_column="nope", label_column="verdict", embed=False)
+        load_text_dataset(path, text_column="nope", label_column="verdict")
 
 
 def test_semicolon_delimiter_and_utf8_bom_and_latin1_refused(tmp_path):
     frame = small_frame()
     path = tmp_path / "semi.csv"
     path.write_bytes(frame.to_csv(index=False, sep=";").encode("utf-8-sig"))
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert data.text_origin.delimiter == ";" and len(data) == 12
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncaf\xe9 au lait,a\nthe tea,b\n".encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
-        load_text_dataset(latin, embed=False)
+        load_text_dataset(latin)
 
 
 def test_empty_and_duplicate_texts_reported_label_variants_folded(tmp_path):
@@ -104,8 +104,8 @@ def test_empty_and_duplicate_texts_reported_label_variants_folded(tmp_path):
     path = tmp_path / "messy.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
     with pytest.raises(DataError, match="differ only by case"):
-        load_text_dataset(path, embed=False)
-    data = load_text_dataset(path, fold_label_case=True, embed=False)
+        load_text_dataset(path)
+    data = load_text_dataset(path, fold_label_case=True)
     assert len(data) == 4
     assert sorted(s.path for s in data.skipped) == ["row 3", "row 6"]  # spreadsheet rows: header is row 1
     notes = " ".join(data.notes)
@@ -118,8 +118,8 @@ def test_repeated_given_ids_refused(tmp_path):
     path = tmp_path / "ids.jsonl"
     path.write_text('{"id": 1, "text": "a", "label": 0}\n{"id": 1, "text": "b", "label": 1}\n')
     with pytest.raises(DataError, match="repeated ids"):
-        load_text_dataset(path, id_column="id", embed=False)
-    data = load_text_dataset(path, embed=False)  # an auto-detected id that repeats falls back to row numbers
+        load_text_dataset(path, id_column="id")
+    data = load_text_dataset(path)  # an auto-detected id that repeats falls back to row numbers
     assert data.sample_ids.tolist() == ["0", "1"] and "row numbers" in " ".join(data.notes)
 
 
@@ -127,7 +127,7 @@ def test_bad_jsonl_line_named(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n[1, 2]\n')
     with pytest.raises(DataError, match="line 2"):
-        load_text_dataset(path, embed=False)
+        load_text_dataset(path)
 
 
 def test_image_manifest_csv_is_not_text(tmp_path):
@@ -156,7 +156,7 @@ def test_tweet_repair_and_mentions():
 
 
 def test_builtins_load_offline_with_agreement():
-    tweets = load_text_dataset("tweets", embed=False)
+    tweets = load_text_dataset("tweets")
     assert len(tweets) > 38_000 and tweets.class_names == ["negative", "neutral", "positive"]
     assert tweets.text_origin.mask_mentions and tweets.text_origin.model_text == "tweets"
     read = model_texts(tweets)  # the encoder reads @user and http; the texts shown and exported keep the links
@@ -167,7 +167,7 @@ def test_builtins_load_offline_with_agreement():
     assert np.nanmin(agreement) > 0.2 and np.nanmax(agreement) == 1.0
     assert not np.all(np.diff(tweets.rows) > 0)  # shuffled away from the file's corpus order
     assert not any("\x8a" in t or "\xd5\xa2" in t for t in tweets.texts[:2000])
-    reviews = load_text_dataset("rotten-tomatoes", embed=False)
+    reviews = load_text_dataset("rotten-tomatoes")
     assert reviews.class_names == ["fresh", "rotten"] and len(reviews) > 4000
 
 
@@ -179,7 +179,7 @@ def test_export_keeps_untouched_rows_exactly(tmp_path, kind):
     path = tmp_path / f"in.{kind}"
     write_table(frame, path, kind)
     before = path.read_bytes()
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     keep = np.ones(len(data), dtype=bool)
     keep[[1, 7]] = False  # removed
     y = data.y.copy()
@@ -219,7 +219,7 @@ def test_export_without_decisions_is_the_input_byte_for_byte(tmp_path):
     path = tmp_path / "semi.csv"
     raw = ("sep=;\r\n" + frame.to_csv(index=False, sep=";", lineterminator="\r\n")).encode("utf-8-sig")
     path.write_bytes(raw)
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     out = tmp_path / "out"
     out.mkdir()
     assert (out / write_text_split(data, out)).read_bytes() == raw
@@ -232,7 +232,7 @@ def test_shown_texts_search_and_hover_mask_mentions_and_escape(tmp_path):
     rows = [("@alice this <b>film</b> & more " + "word " * 40, "pos"), ("@bob boring", "neg"), ("fine film", "pos")]
     path = tmp_path / "t.csv"
     pd.DataFrame(rows, columns=["tweet", "label"]).to_csv(path, index=False)
-    data = load_text_dataset(path, embed=False)
+    data = load_text_dataset(path)
     assert display_texts(data, [1]) == ["@bob boring"]  # only tweets are masked
     data.text_origin.mask_mentions = True
     assert display_texts(data, [1]) == ["@user boring"]
@@ -258,13 +258,13 @@ def test_the_duplicates_note_counts_the_texts_audited_not_the_whole_file(tmp_pat
     path = tmp_path / "t.csv"
     texts = ["same text", " same text "] + [f"text {i}" for i in range(20)]
     pd.DataFrame({"text": texts, "label": ["pos", "neg"] * 11}).to_csv(path, index=False)
-    full = load_text_dataset(path, embed=False)
+    full = load_text_dataset(path)
     assert "2 texts of the input are duplicates (1 distinct texts, e.g. 'same text'); 1 of these carry" in " ".join(
         full.notes
     )
     seen = set()
     for limit, seed in [(8, s) for s in range(4)] + [(20, s) for s in range(4)]:
-        subset = load_text_dataset(path, embed=False, limit=limit, seed=seed)
+        subset = load_text_dataset(path, limit=limit, seed=seed)
         both = sum(t.strip() == "same text" for t in subset.texts) == 2
         assert any("are duplicates" in note for note in subset.notes) == both  # a copy left out: no duplicates
         seen.add(both)

@@ -108,7 +108,7 @@ def _ledger(args: argparse.Namespace, project: Project | None = None):
     if project.has_run() or args.data is None:
         ledger = project.open_ledger()
     else:
-        from ogaudit.data.dataset import load_dataset
+        from ogaudit.data.load import load_dataset
 
         ledger = project.open_ledger(load_dataset(args.data))
     if ledger.dataset_mismatch:
@@ -122,7 +122,7 @@ def _dataset(args: argparse.Namespace, project: Project):
     """The project's data as scanned (``--data`` if it moved), or ``--data`` itself for a folder never scanned."""
     if project.has_run():
         return project.load_dataset(args.data)
-    from ogaudit.data.dataset import load_dataset
+    from ogaudit.data.load import load_dataset
     from ogaudit.errors import DataError
 
     if args.data is None:

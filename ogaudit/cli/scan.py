@@ -173,13 +173,14 @@ def run_scan(args: argparse.Namespace) -> int:
 
         raise SettingsError(f"--ray-address {args.ray_address!r} needs --engine ray.")
     from ogaudit.pipeline.run import audit
+    from ogaudit.project import Project
 
     bars = _StageBars(not args.quiet)
     try:
         result = audit(
             args.data,
             settings,
-            out_dir=args.out,
+            out_dir=Project(args.out),
             cache_dir=args.cache_dir,
             progress=bars,
             trust_checkpoint_code=args.trust_checkpoint_code,

@@ -42,7 +42,7 @@ _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.lim
 # (RGB is stored as 4 bytes per pixel).
 _ONE_BYTE_MODES = {"1", "L", "P"}
 _TWO_BYTE_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
-# Modes the loader turns into 8-bit grayscale (ogaudit.data.dataset._to_standard_mode); everything else becomes RGB.
+# Modes the loader turns into 8-bit grayscale (ogaudit.data.imagefiles._to_standard_mode); everything else becomes RGB.
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "F", *_TWO_BYTE_MODES}
 NPZ_LOADED_ARRAYS = ("x", "y", "ids", "class_names")
 
@@ -180,7 +180,7 @@ def read_image_header(source: str | Path | BinaryIO) -> ImageHeader | None:
 def image_memory_estimate(
     headers: Iterable[ImageHeader], *, max_image_pixels: int, max_side: int, workers: int | None = None
 ) -> tuple[int, str]:
-    """Peak bytes the image loader (:func:`ogaudit.data.dataset.load_image_folder`) needs, and how that adds up.
+    """Peak bytes the image loader (:func:`ogaudit.data.images.load_image_folder`) needs, and how that adds up.
 
     The loader decodes every image, keeps each in its standard mode until all are decoded, then stacks them
     at ``max_side`` pixels at most. So: the sum of the kept images, plus a decode buffer for the largest
@@ -299,7 +299,7 @@ def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
 
 def npz_memory_estimate(headers: Iterable[ArrayHeader]) -> tuple[int, str]:
     """Bytes the ``.npz`` loader needs: each array as stored, plus a float32 copy of ``x`` unless it already
-    is uint8 images or float32 (what :func:`ogaudit.data.dataset.dataset_from_arrays` turns it into)."""
+    is uint8 images or float32 (what :func:`ogaudit.data.arrays.dataset_from_arrays` turns it into)."""
     headers = list(headers)
     stored = sum(h.nbytes for h in headers)
     extra = 0

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,7 +141,7 @@ def text_format(spec: str | os.PathLike, text_column: str | None = None) -> str 
 
 
 def is_text_spec(spec: str | os.PathLike, text_column: str | None = None) -> bool:
-    """Whether :func:`ogaudit.data.dataset.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
+    """Whether :func:`ogaudit.data.load.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
     return text_format(spec, text_column) is not None
 
 
@@ -158,13 +157,10 @@ def load_text_dataset(
     fold_label_case: bool = False,
     limit: int | None = None,
     seed: int = 0,
-    embed: bool = True,
-    tokens: bool = False,
-    cache_dir: str | os.PathLike | None = None,
-    progress=None,
-    cancel: threading.Event | None = None,
 ):
-    """Text data as a :class:`~ogaudit.data.dataset.Dataset`: ``texts`` (N,) str, ``x`` (N, 384) float32 embeddings.
+    """Text data as a :class:`~ogaudit.data.dataset.Dataset`: ``texts`` (N,) str and an empty ``x``
+    (N, 0) float32. The loader reads; it runs no model. The load stage
+    (:func:`~ogaudit.pipeline.load.prepare_dataset`) encodes the texts for the model that reads them.
 
     Parameters
     ----------
@@ -172,12 +168,8 @@ def load_text_dataset(
     text_column, label_column, id_column : column names (case and surrounding spaces ignored); by default the
         first column named as in :data:`TEXT_COLUMNS` / :data:`LABEL_COLUMNS` / :data:`ID_COLUMNS`. Without an id
         column, a sample's id is its 0-based row number in the table.
-    fold_label_case : see :func:`ogaudit.data.dataset.load_dataset`.
-    limit, seed : a stratified random subset of ``limit`` samples, taken before embedding.
-    embed : compute (or read from the cache) the embeddings; False leaves ``x`` empty, (N, 0).
-    tokens : ``x`` holds the texts' token ids instead, (N, T) int32 (:func:`ogaudit.models.lora.tokenize_texts`), for
-        the model that fine-tunes the encoder; nothing is embedded.
-    cache_dir, progress, cancel : for :func:`ogaudit.models.encoders.embed_texts` (progress stage ``"embed"``).
+    fold_label_case : see :func:`ogaudit.data.load.load_dataset`.
+    limit, seed : a stratified random subset of ``limit`` samples.
 
     Raises
     ------
@@ -206,18 +198,6 @@ def load_text_dataset(
     repeated = duplicates_note(dataset.texts, dataset.y)  # of the texts audited (after the limit)
     if repeated is not None:
         dataset = replace(dataset, notes=[*dataset.notes, repeated])
-    if tokens:
-        from ogaudit.models.lora import MAX_TOKENS, tokenize_texts
-
-        x = tokenize_texts(model_texts(dataset))
-        note = f"texts tokenized for fine-tuning ({x.shape[1]} tokens at most; cut at {MAX_TOKENS})"
-        return replace(dataset, x=x, notes=[*dataset.notes, note])
-    if embed:
-        from ogaudit.cache.artifacts import ArtifactCache
-        from ogaudit.models.encoders import DEFAULT_ENCODER, embed_texts
-
-        x = embed_texts(model_texts(dataset), cache=ArtifactCache(cache_dir), progress=progress, cancel=cancel)
-        dataset = replace(dataset, x=x, notes=[*dataset.notes, f"texts embedded with {DEFAULT_ENCODER} (frozen)"])
     return dataset
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import SettingsError
-from ogaudit.models.nets import AuditModel
+from ogaudit.models.base import AuditModel
 from ogaudit.progress import ProgressCallback, report
 
 ENGINE_NAMES = ("local", "ray")

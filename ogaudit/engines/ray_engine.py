@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogaudit.data.dataset import Dataset, ImageFiles
+from ogaudit.data.dataset import Dataset
+from ogaudit.data.imagefiles import ImageFiles
 from ogaudit.errors import EngineError, OgauditError, SettingsError
-from ogaudit.models.nets import AuditModel, model_recipe, rebuild_model
+from ogaudit.models.base import AuditModel
+from ogaudit.models.nets import model_recipe, rebuild_model
 from ogaudit.progress import ProgressCallback, check_cancel, report
 
 __all__ = ["RAY_INSTALL", "RayEngine"]

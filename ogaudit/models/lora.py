@@ -111,7 +111,7 @@ def build_lora_model(n_classes: int, *, seed: int = 0, encoder: str = DEFAULT_EN
     ``gradient_layers`` name the adapters and the head: the layers whose projected gradients the audit scores.
     Raises :class:`ModelError` when transformers, peft or the encoder's wheel is missing.
     """
-    from ogaudit.models.nets import AuditModel
+    from ogaudit.models.base import AuditModel
 
     folder = encoder_folder(encoder)
     offline_hub()

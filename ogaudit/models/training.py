@@ -12,33 +12,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ogaudit.data.dataset import KEEP_WHOLE_CLASS_SIZE, Dataset, ImageFiles
-from ogaudit.models.nets import AuditModel
+from ogaudit.data.dataset import KEEP_WHOLE_CLASS_SIZE, Dataset
+from ogaudit.data.imagefiles import ImageFiles
+from ogaudit.models.base import AuditModel
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint, release_pages
 
-__all__ = ["TrainSettings", "TrainingRun", "auto_epochs", "batch_tensor", "batched_features", "train_model"]
-
-SAMPLE_PASSES = 150_000
-"""Auto epochs aim at this many sample visits: ~15 epochs on 10k samples, more on small data, fewer on big."""
-
-
-MAX_SAMPLE_VISITS = 1_500_000
-"""Auto epochs never exceed this many sample visits (5 epochs of 300k): past it each epoch already shows the model
-more distinct samples than a small set's whole training, and a 10⁶-sample scan must not spend 5 full epochs."""
-
-
-def auto_epochs(n_samples: int) -> int:
-    """Enough passes to fit the clean majority, few enough not to memorise the noisy labels.
-
-    ``clip(round(150k / N), 5, 30)`` up to 300k samples; above, ``ceil(1.5M / N)`` (4 at 400k, 2 at 10⁶, then 1).
-    """
-    n = max(n_samples, 1)
-    if n * 5 > MAX_SAMPLE_VISITS:
-        return max(1, -(-MAX_SAMPLE_VISITS // n))
-    return int(np.clip(round(SAMPLE_PASSES / n), 5, 30))
-
+__all__ = ["TrainSettings", "TrainingRun", "batch_tensor", "batched_features", "train_model"]
 
 HOLDOUT_MAX_SAMPLES = 1000
 """At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
@@ -89,7 +70,7 @@ def train_model(
     With automatic epochs (``settings.epochs is None``) and at most ``HOLDOUT_MAX_SAMPLES`` samples, the epochs are
     chosen on data (not when fine-tuning an encoder, whose passes are too costly to repeat per fold): from the same
     initial weights, the model trains on each of ``HOLDOUT_FOLDS`` stratified folds' complement for up to
-    :func:`auto_epochs` epochs, scoring the held-out fold (given labels) after each; the epoch count with the lowest
+    :func:`~ogaudit.settings.auto_epochs` epochs, scoring the held-out fold (given labels) after each; the epoch count with the lowest
     out-of-fold loss is then trained on all samples from those initial weights. Last, the head's logits are divided by
     the softmax temperature (≥ 1) that brings the mean in-sample confidence in the given labels down to the out-of-fold
     one (:func:`matching_temperature`; the out-of-fold logits are first calibrated by :func:`fit_temperature`). A fixed
@@ -314,7 +295,7 @@ def _rows(inputs: np.ndarray | torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 
 def batch_tensor(x: np.ndarray, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.dataset.ImageFiles`) as a
+    """Rows ``start:stop`` of ``x`` (an array, a read-only memory map or :class:`~ogaudit.data.imagefiles.ImageFiles`) as a
     writable tensor."""
     part = x[start:stop]
     if isinstance(part, ImageFiles):
@@ -341,7 +322,7 @@ def batched_features(
 ) -> np.ndarray:
     """Penultimate features ``h`` of every sample, (N, d) float32, in eval mode.
 
-    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.dataset.ImageFiles` decoded by
+    ``x`` is read batch by batch: an array or memory map by slices, :class:`~ogaudit.data.imagefiles.ImageFiles` decoded by
     ``DataLoader`` worker processes while the model runs.
     """
     model.eval()

@@ -29,7 +29,8 @@ from ogaudit.engines.local import ForwardEngine, resolve_engine
 from ogaudit.errors import OgauditError, SettingsError
 from ogaudit.gradients import GradientEvidence, HeadEvidence, ProjectedEvidence
 from ogaudit.map.layout import gradient_map, start_umap_warm_up
-from ogaudit.models.nets import AuditModel, build_model, choose_model, load_checkpoint
+from ogaudit.models.base import AuditModel
+from ogaudit.models.nets import build_model, choose_model, load_checkpoint
 from ogaudit.models.training import (
     batch_tensor,
     batched_features,
@@ -38,8 +39,9 @@ from ogaudit.models.training import (
     save_model,
     train_model,
 )
+from ogaudit.pipeline.load import prepare_dataset
 from ogaudit.progress import ProgressCallback, check_cancel, report
-from ogaudit.project import Project, prepare_dataset
+from ogaudit.results import RunFolder
 from ogaudit.settings import MODEL_KINDS, AuditSettings
 from ogaudit.storage import fingerprint
 
@@ -76,7 +78,7 @@ def audit(
     data: str | os.PathLike | Dataset,
     settings: AuditSettings | None = None,
     *,
-    out_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | RunFolder | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -112,7 +114,9 @@ def audit(
     engine_given = engine
     engine = resolve_engine(engine, ray_address=ray_address)
     cache = ArtifactCache(cache_dir)
-    project = Project(out_dir).writable() if out_dir is not None else None
+    project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+    if project is not None:
+        project.writable()
     notices: list[str] = []
 
     def notice(text: str) -> None:
@@ -167,7 +171,9 @@ def audit(
     record["engine"] = engine.describe()
     result = AuditResult(scores, map_frame, record, loaded, head, label_evidence, neighbours=neighbours)
     if project is not None:
-        _warn_about_an_earlier_review(project, dataset, notice)
+        warning = project.review_notice(dataset.fingerprint())
+        if warning is not None:
+            notice(warning)
         label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
         label_frame.insert(0, "sample_id", dataset.sample_ids)
         result.paths = project.write_run(
@@ -180,23 +186,6 @@ def audit(
         )
         result.out_dir = project.path
     return result
-
-
-def _warn_about_an_earlier_review(project: Project, dataset: Dataset, notice) -> None:
-    """A re-scan of other data into a folder with a review: say so (the review is kept, never changed)."""
-    if not project.ledger_path().exists() or not project.has_run():
-        return
-    try:
-        previous = project.read_record()["dataset"]["fingerprint"]
-    except OgauditError:
-        return
-    if previous != dataset.fingerprint():
-        notice(
-            f"{str(project.ledger_path())!r} holds a review of the data this folder audited before (dataset "
-            f"{previous}); this scan audits other data ({dataset.fingerprint()}). The review is kept as it is, but "
-            "its decisions may not fit these samples: export them and move ledger.sqlite away, or scan into a new "
-            "folder."
-        )
 
 
 LAYER_PASS_FROM = 0.25

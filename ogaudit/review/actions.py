@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ogaudit.errors import LedgerError
-from ogaudit.project import Run
+from ogaudit.results import Run
 from ogaudit.review.ledger import ACTIONS, Batch, Decision, Ledger
 
 ACTION_LABELS = {

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ogaudit.data.arrays import source_arrays_for
 from ogaudit.data.csvtext import read_csv_table
-from ogaudit.data.dataset import Dataset, source_arrays_for
+from ogaudit.data.dataset import Dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
 from ogaudit.storage import FORMULA_STARTS as FORMULA_STARTS  # formula escaping lives in storage; re-exported
@@ -393,7 +394,7 @@ NPY_EXPORT_BLOCK_ROWS = 4096
 
 
 def _write_npy_folder(dataset: Dataset, folder: Path) -> str:
-    """A folder of ``.npy`` arrays that :func:`~ogaudit.data.dataset.load_npy_folder` reads back: the user's own arrays
+    """A folder of ``.npy`` arrays that :func:`~ogaudit.data.arrays.load_npy_folder` reads back: the user's own arrays
     as :func:`_write_npz` writes them, ``x`` copied a block of rows at a time (it may be larger than memory)."""
     folder.mkdir(parents=True)
     origin, rows = dataset.origin, dataset.rows

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from ogaudit.errors import Cancelled, OgauditError, StorageError
 from ogaudit.progress import ProgressCallback
-from ogaudit.project import Project, Run
+from ogaudit.project import Project
+from ogaudit.results import Run
 from ogaudit.settings import AuditSettings
 from ogaudit.storage import write_json
 
@@ -278,8 +279,8 @@ def submit_audit(
             def quiet(stage: str, fraction: float, message: str) -> None:
                 progress("load", 0.0, f"quick first look, {stage}: {message}")
 
-            audit(data, first_look, out_dir=project.path, cache_dir=cache_dir, progress=quiet, cancel=cancel)
-        audit(data, settings, out_dir=project.path, cache_dir=cache_dir, progress=progress, cancel=cancel)
+            audit(data, first_look, out_dir=project, cache_dir=cache_dir, progress=quiet, cancel=cancel)
+        audit(data, settings, out_dir=project, cache_dir=cache_dir, progress=progress, cancel=cancel)
         return project.path
 
     job = Job(job_id(project.path, "audit"), "audit", target, folder=project.path, stage_weights=AUDIT_STAGE_WEIGHTS)

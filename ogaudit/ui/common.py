@@ -8,7 +8,7 @@ import streamlit as st
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.project import Run
+from ogaudit.results import Run
 from ogaudit.review.actions import decide, others_decisions
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.thumbnails import thumbnail

@@ -7,7 +7,8 @@ import streamlit as st
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.project import Project, Run
+from ogaudit.project import Project
+from ogaudit.results import Run
 from ogaudit.review.exports import decisions_csv_bytes, export_split
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.verify import VerifyReport

@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from ogaudit.data.dataset import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
+from ogaudit.data.imagefiles import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
 from ogaudit.data.limits import check_image_archive, upload_budget
 from ogaudit.errors import DataError
 

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ogaudit.data.dataset import BUILTINS
+from ogaudit.data.builtins import BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify

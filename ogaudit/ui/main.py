@@ -15,7 +15,8 @@ import streamlit as st
 
 from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.errors import OgauditError
-from ogaudit.project import Project, ProjectInfo, Run, list_projects, workspace_root
+from ogaudit.project import Project, ProjectInfo, list_projects, workspace_root
+from ogaudit.results import Run
 from ogaudit.server.jobs import JobRegistry, job_id, read_status, submit_audit
 from ogaudit.server.sandbox import check_project_name
 from ogaudit.ui import state

@@ -16,7 +16,7 @@ import streamlit as st
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.map.density import MARKER_LIMIT, points_in_selection
-from ogaudit.project import Run
+from ogaudit.results import Run
 from ogaudit.review.actions import ACTION_LABELS, BULK_SCOPES, plan_bulk
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.ui import state

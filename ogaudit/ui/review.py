@@ -12,7 +12,7 @@ import streamlit as st
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
-from ogaudit.project import Run
+from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
 from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
 from ogaudit.review.ledger import ACTIONS, Ledger

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from ogaudit.cache.artifacts import default_cache_dir
-from ogaudit.data.dataset import BUILTINS
+from ogaudit.data.builtins import BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.errors import OgauditError
 from ogaudit.server.jobs import submit_audit

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ogaudit.data.dataset import Dataset
-from ogaudit.project import Project, Run
+from ogaudit.project import Project
+from ogaudit.results import Run
 from ogaudit.review.duplicates import duplicate_inputs, find_duplicates
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger

@@ -1,0 +1,298 @@
+"""Image datasets from files: an ImageFolder (one sub-folder per class) or a CSV manifest (``path,label``).
+
+Files that cannot be used are skipped and listed with the reason and its fix; a folder whose decoded pixels would
+not fit the memory budget is read from its files a batch at a time (:class:`~ogaudit.data.imagefiles.ImageFiles`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ogaudit.data.csvtext import read_csv_table
+from ogaudit.data.dataset import Dataset, SkippedInput, add_notice, canonical_labels, check_labels, rare_class_notes
+from ogaudit.data.imagefiles import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
+    MAX_SIDE,
+    ImageFiles,
+    common_layout,
+    header_problem,
+    image_headers,
+    read_image,
+    stack_images,
+    tool_junk_reason,
+)
+from ogaudit.data.limits import check_budget, image_memory_estimate
+from ogaudit.errors import DataError
+
+
+def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A torchvision-style ImageFolder: ``root/<class name>/<image>``, classes sorted by name.
+
+    Files and folders that tools leave behind (:func:`is_tool_junk`) are never classes or samples: they are
+    listed in ``skipped``. Classes whose folder holds no usable image are left out (said in ``notes``), so
+    that the class list is the classes present. See :func:`load_dataset` for ``fold_label_case``.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is not a folder. Give a folder with one sub-folder of images per class.")
+    skipped: list[SkippedInput] = []
+    class_dirs = []
+    for entry in sorted(root.iterdir()):
+        problem = _name_problem(entry.name) or tool_junk_reason(entry.name)
+        if problem:
+            skipped.append(SkippedInput(_printable(entry.name) + ("/" if entry.is_dir() else ""), problem))
+        elif entry.is_dir():
+            class_dirs.append(entry)
+        # other loose files beside the class folders (a README, a manifest) are not samples
+    if not class_dirs:
+        raise DataError(f"{str(root)!r} has no class sub-folders. Arrange images as ROOT/<class name>/<image file>.")
+    rel_paths, labels = [], []
+    for class_dir in class_dirs:
+        for directory, subdirs, files in os.walk(class_dir):
+            here = Path(directory)
+            kept_dirs = []
+            for name in sorted(subdirs):
+                problem = _name_problem(name) or tool_junk_reason(name)
+                if problem:
+                    skipped.append(SkippedInput(_printable((here / name).relative_to(root).as_posix()) + "/", problem))
+                else:
+                    kept_dirs.append(name)
+            subdirs[:] = kept_dirs  # junk folders are listed once, not walked
+            for name in sorted(files):
+                rel = (here / name).relative_to(root).as_posix()
+                problem = _name_problem(name) or tool_junk_reason(name)
+                if problem:
+                    skipped.append(SkippedInput(_printable(rel), problem))
+                else:
+                    rel_paths.append(rel)
+                    labels.append(class_dir.name)
+    dataset = _dataset_from_files(
+        root, rel_paths, labels, kind="imagefolder", skipped=skipped, fold=fold_label_case, ordered=True
+    )
+    without_files = [d.name for d in class_dirs if d.name not in set(labels)]
+    if without_files:
+        dataset.notes.append(
+            f"folder(s) {without_files[:10]} hold no image file (only what tools leave, or nothing) and are not classes."
+        )
+    return dataset
+
+
+def _name_problem(name: str) -> str | None:
+    """A file name that is not valid UTF-8 (Python keeps its bytes as surrogates): it cannot be stored or shown."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (written by another system's encoding): rename it"
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN``, safe for JSON, CSV and the screen."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\|//)")
+
+
+def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
+    """A CSV with columns ``path`` and ``label``; paths are relative to the CSV's folder.
+
+    The delimiter (``,`` ``;`` tab ``|``) and encoding (UTF-8 with or without BOM, UTF-16) are found from the
+    file (:func:`ogaudit.data.csvtext.read_csv_table`). Windows separators (``images\\Bag\\1.png``) are read as
+    ``/``. Rows naming junk (:func:`is_tool_junk`), missing files or non-images are skipped and listed; when
+    none is usable the error shows a few rows and the fix. See :func:`load_dataset` for ``fold_label_case``.
+    """
+    path = Path(path).resolve()
+    table = read_csv_table(path.read_bytes(), required=("path", "label"), what=repr(str(path)), error=DataError)
+    if table.missing:
+        raise DataError(
+            f"{str(path)!r} has columns {table.header}; a manifest needs `path` and `label` columns (paths relative "
+            f"to the CSV file); {table.delimiter_note()}. Name the columns path and label in the first row; for a table "
+            "of texts, name its text column text (or give --text-column NAME)."
+        )
+    if not table.rows:
+        raise DataError(f"{str(path)!r} has a header but no rows.")
+    at_path, at_label = table.column("path"), table.column("label")
+    rel_paths = [_manifest_path(cells[at_path] if at_path < len(cells) else "") for cells in table.rows]
+    labels = [cells[at_label] if at_label < len(cells) else "" for cells in table.rows]
+    duplicates = [p for p, n in Counter(rel_paths).items() if n > 1 and p]
+    if duplicates:
+        raise DataError(
+            f"{str(path)!r} lists {len(duplicates)} path(s) more than once, e.g. {duplicates[:3]}. "
+            "Each image may appear once: remove the repeated rows."
+        )
+    return _dataset_from_files(
+        path.parent, rel_paths, labels, kind="csv", source=path, fold=fold_label_case, ordered=False
+    )
+
+
+def _manifest_path(text: str) -> str:
+    """A manifest cell as a relative POSIX path: stripped, ``\\`` read as ``/`` (Windows), ``./`` dropped."""
+    text = text.strip()
+    if WINDOWS_ABSOLUTE.match(text):
+        return text  # refused by _path_problem as it is, so the user sees what they wrote
+    posix = text.replace("\\", "/")
+    return PurePosixPath(posix).as_posix() if posix else posix
+
+
+def _dataset_from_files(
+    root: Path,
+    rel_paths: list[str],
+    labels: list[str],
+    *,
+    kind: str,
+    source: Path | None = None,
+    skipped: list[SkippedInput] | None = None,
+    fold: bool = False,
+    ordered: bool = True,
+) -> Dataset:
+    """Read the images at ``rel_paths`` under ``root`` with their ``labels``; skip what cannot be used.
+
+    ``ordered``: classes in order of first appearance (ImageFolder, sorted folders); else sorted by name.
+
+    Every file's header is read first (size as shown, mode). When the stacked pixels would exceed
+    ``STREAM_ABOVE_BYTES``, nothing is decoded: the files usable by their headers become an :class:`ImageFiles`
+    (memory then grows with N by paths only, and the memory budget does not apply); otherwise the images are
+    decoded now, within the memory budget (:mod:`ogaudit.data.limits`), and damaged files are skipped with a reason.
+    """
+    skipped = list(skipped or [])
+    notes: list[str] = []
+    usable: list[tuple[str, str]] = []
+    for rel, label in zip(rel_paths, labels, strict=True):
+        problem = _path_problem(root, rel) or (None if label.strip() else "empty label")
+        if problem:
+            skipped.append(SkippedInput(_printable(rel), problem))
+        else:
+            usable.append((rel, label))
+    where = f"the images of {str(source or root)!r}"
+    rels = [rel for rel, _ in usable]
+    headers = image_headers(root, rels)
+    layout = common_layout([h for h in headers if h is not None and header_problem(h) is None])
+    streamed = layout is not None and len(rels) * layout[0] * layout[1] * layout[2] > STREAM_ABOVE_BYTES
+    if streamed:
+        images, kept = [], []
+        for (rel, label), header in zip(usable, headers, strict=True):
+            problem = "not a readable image" if header is None else header_problem(header)
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(rel)
+                kept.append((rel, label))
+    else:
+        estimate, detail = image_memory_estimate(
+            [h for h in headers if h is not None], max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE
+        )
+        check_budget(estimate, what=where, detail=detail)
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+            decoded = list(pool.map(lambda item: read_image(root / item[0]), usable))
+        images, kept = [], []
+        for (rel, label), (image, problem) in zip(usable, decoded, strict=True):
+            if problem:
+                skipped.append(SkippedInput(rel, problem))
+            else:
+                images.append(image)
+                kept.append((rel, label))
+    if not images:
+        raise DataError(
+            f"No usable image in {str(source or root)!r} ({len(skipped)} skipped). {_skipped_summary(skipped, root)}"
+        )
+    mapping, fold_notes = canonical_labels([label for _, label in kept], fold=fold, what=repr(str(source or root)))
+    for text in fold_notes:
+        add_notice(notes, text)
+    names_in_order = list(dict.fromkeys(mapping[label] for _, label in kept))
+    class_names = names_in_order if ordered else sorted(names_in_order)
+    empty = sorted({label.strip() for label in labels if label.strip()} - {label.strip() for _, label in kept})
+    if empty:
+        notes.append(
+            f"class(es) {empty[:10]} have no usable image and are left out of the class list; see the skipped inputs."
+        )
+    if skipped:
+        notes.append(f"{len(skipped)} input(s) skipped. {_skipped_summary(skipped, root)}")
+    if streamed:
+        height, width, channels = layout
+        x = ImageFiles(root, np.array(images), (width, height), "RGB" if channels == 3 else "L")
+        notes.append(
+            f"{len(images):,} images are read from their files batch by batch ({width}x{height}, "
+            f"{'RGB' if channels == 3 else 'grey'}), not held in memory; a file that cannot be decoded then stops "
+            "the scan with its name."
+        )
+    else:
+        x = stack_images(images)
+    class_index = {name: i for i, name in enumerate(class_names)}
+    y = np.array([class_index[mapping[label]] for _, label in kept], dtype=np.int64)
+    paths = np.array([rel for rel, _ in kept])
+    dataset = Dataset(
+        x=x,
+        y=y,
+        sample_ids=paths.copy(),
+        class_names=list(class_names),
+        kind=kind,
+        source=str(source or root),
+        paths=paths,
+        root=str(root),
+        skipped=skipped,
+        notes=notes,
+    )
+    check_labels(dataset)
+    dataset.notes.extend(rare_class_notes(dataset))
+    return dataset
+
+
+SKIP_FIXES = {
+    "file not found": "paths are relative to {root}; check the spelling, the folder and the file extension",
+    "outside the dataset root": "give paths relative to {root}, without '..' or a drive letter",
+    "not an image file type": "list only image files ({suffixes})",
+    "left by a tool": "nothing to do: these are not data",
+    "empty label": "give every row a label",
+}
+
+
+def _skipped_summary(skipped: list[SkippedInput], root: Path) -> str:
+    """Most common reasons, each with up to three examples as written and the fix."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        key = item.reason.split(":")[0].split(" (")[0]
+        by_reason.setdefault(key, []).append(item.path)
+    parts = []
+    for reason, examples in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))[:4]:
+        fix = next((f for k, f in SKIP_FIXES.items() if reason.startswith(k)), None)
+        fix_text = (
+            ""
+            if fix is None
+            else "; fix: " + fix.format(root=repr(str(root)), suffixes=" ".join(sorted(IMAGE_SUFFIXES)))
+        )
+        parts.append(f"{len(examples)} {reason}, e.g. {examples[:3]}{fix_text}")
+    return "Reasons: " + " | ".join(parts) + "."
+
+
+def _path_problem(root: Path, rel: str) -> str | None:
+    if not rel:
+        return "empty path"
+    if WINDOWS_ABSOLUTE.match(rel) or Path(rel).is_absolute():
+        return "outside the dataset root (an absolute path): not read"
+    junk = tool_junk_reason(rel)
+    if junk:
+        return junk
+    candidate = root / rel
+    if not candidate.resolve().is_relative_to(root.resolve()):
+        return "outside the dataset root (absolute path, '..' or a symlink leading out): not read"
+    if not candidate.exists():
+        return "file not found"
+    if candidate.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file type ({candidate.suffix or 'no suffix'})"
+    if candidate.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+STREAM_ABOVE_BYTES = 256 * 1024**2
+"""Image files whose stacked pixels would take more than this are read batch by batch from the files
+(:class:`ImageFiles`) instead of decoded into one array; below, they are decoded at load (a damaged file is then
+skipped with its reason at once)."""

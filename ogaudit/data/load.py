@@ -1,0 +1,77 @@
+"""One entry point for every kind of data: :func:`load_dataset` picks the loader by name, suffix or layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ogaudit.data.arrays import load_npy_folder, load_npz
+from ogaudit.data.builtins import BUILTIN_LOADERS, BUILTINS
+from ogaudit.data.dataset import Dataset, stratified_subset
+from ogaudit.data.images import load_csv_manifest, load_image_folder
+from ogaudit.errors import DataError
+
+
+def load_dataset(
+    spec: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    fold_label_case: bool = False,
+    text_options: dict | None = None,
+) -> Dataset:
+    """Load a built-in dataset by name or a dataset from a path.
+
+    Parameters
+    ----------
+    spec : one of ``BUILTINS``, a directory with one sub-folder per class, a ``.csv`` manifest with
+        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), an ``.npz`` with
+        ``x``, ``y`` and optional ``ids`` and ``class_names`` (small data), or a folder with ``x.npy`` and
+        ``y.npy`` (and optional ``ids.npy``, ``class_names.npy``/``.txt``/``.json``), ``x`` memory-mapped
+        (:func:`load_npy_folder`, data of any size).
+    limit : keep a stratified random subset of this many samples (for quick looks at large data); classes of
+        at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole.
+    seed : seeds the subset.
+    fold_label_case : class names that differ only by case or surrounding spaces (``Sneaker``, ``sneaker ``)
+        are one class, spelt as its most frequent variant (said in ``notes``). Without it they are refused.
+    text_options : for text data (``.tsv``, ``.jsonl``, ``.parquet``, a ``.csv`` without a ``path`` column, the
+        built-ins ``tweets`` and ``rotten-tomatoes``): keyword arguments of
+        :func:`ogaudit.data.text.load_text_dataset` (``text_column``, ``label_column``, ``id_column``,
+        ``cache_dir``, ``progress``, ``cancel``).
+
+    Raises
+    ------
+    DataError : for anything that cannot be used as given; the message names the value and the fix.
+    """
+    text = str(spec)
+    from ogaudit.data.text import is_text_spec, load_text_dataset
+
+    if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.data.text
+        return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
+    if text in BUILTINS:
+        dataset = BUILTIN_LOADERS[text]()
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}; text: tweets, rotten-tomatoes) nor "
+                "an existing path. "
+                "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
+            )
+        path = path.resolve()
+        if path.is_dir() and (path / "x.npy").exists():
+            dataset = load_npy_folder(path, fold_label_case=fold_label_case)
+        elif path.is_dir():
+            dataset = load_image_folder(path, fold_label_case=fold_label_case)
+        elif path.suffix.lower() == ".csv":
+            dataset = load_csv_manifest(path, fold_label_case=fold_label_case)
+        elif path.suffix.lower() == ".npz":
+            dataset = load_npz(path, fold_label_case=fold_label_case)
+        else:
+            raise DataError(
+                f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class "
+                "folders, a .csv manifest (path,label) or an .npz with x and y."
+            )
+    if limit is not None:
+        dataset = stratified_subset(dataset, limit, seed=seed)
+    return dataset

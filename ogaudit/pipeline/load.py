@@ -1,0 +1,76 @@
+"""The load stage: the data an audit reads, as its settings say: loaded, subset, planted noise, texts encoded."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+
+from ogaudit.data.dataset import Dataset
+from ogaudit.data.load import load_dataset
+from ogaudit.progress import ProgressCallback
+from ogaudit.settings import AuditSettings
+
+
+def prepare_dataset(
+    data: str | os.PathLike | Dataset,
+    settings: AuditSettings,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Dataset:
+    """The data an audit with ``settings`` reads: ``data`` loaded, its ``limit`` subset taken, its noise planted,
+    and text encoded for the model (:func:`encode_texts`).
+
+    Deterministic in ``settings.seed``, so the exact samples and labels of a run can be rebuilt from its record.
+    ``cache_dir``, ``progress`` (stage ``"embed"``) and ``cancel`` reach the text encoder.
+    """
+    from ogaudit.data.noise import inject_label_noise
+
+    dataset = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(
+            data,
+            limit=settings.limit,
+            seed=settings.seed,
+            fold_label_case=settings.fold_labels,
+            text_options=settings.text_options,
+        )
+    )
+    if dataset.is_text and dataset.x.shape[1:] == (0,):
+        dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)
+    if settings.noise_rate > 0:
+        dataset = inject_label_noise(dataset, settings.noise_rate, kind=settings.noise_kind, seed=settings.seed)
+    return dataset
+
+
+def encode_texts(
+    dataset: Dataset,
+    settings: AuditSettings,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Dataset:
+    """A text dataset with ``x`` filled for the model that reads it.
+
+    ``settings.model == "lora"`` (the encoder is fine-tuned): (N, T) int32 token ids
+    (:func:`~ogaudit.models.lora.tokenize_texts`). Otherwise (N, 384) float32 sentence embeddings of the frozen
+    encoder (:func:`~ogaudit.models.encoders.embed_texts`), cached by the encoder and the texts under ``cache_dir``.
+    The texts are read as :func:`~ogaudit.data.text.model_texts` says (tweets as TweetEval reads them).
+    """
+    from ogaudit.data.text import model_texts
+
+    if settings.model == "lora":
+        from ogaudit.models.lora import MAX_TOKENS, tokenize_texts
+
+        x = tokenize_texts(model_texts(dataset))
+        note = f"texts tokenized for fine-tuning ({x.shape[1]} tokens at most; cut at {MAX_TOKENS})"
+        return replace(dataset, x=x, notes=[*dataset.notes, note])
+    from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.models.encoders import DEFAULT_ENCODER, embed_texts
+
+    x = embed_texts(model_texts(dataset), cache=ArtifactCache(cache_dir), progress=progress, cancel=cancel)
+    return replace(dataset, x=x, notes=[*dataset.notes, f"texts embedded with {DEFAULT_ENCODER} (frozen)"])
