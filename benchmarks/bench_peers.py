@@ -35,8 +35,9 @@ from ogaudit.data.builtins import load_fashion_mnist
 from ogaudit.data.dataset import Dataset
 from ogaudit.data.load import load_dataset
 from ogaudit.data.noise import inject_label_noise
+from ogaudit.detectors.base import flag_budget
 from ogaudit.detectors.metrics import detection_metrics
-from ogaudit.detectors.outliers import DEFAULT_DETECTOR, DETECTORS, flag_budget, make_detector
+from ogaudit.detectors.outliers import DEFAULT_DETECTOR, DETECTORS, make_detector
 from ogaudit.gradients import HeadEvidence
 from ogaudit.models.nets import build_model
 from ogaudit.models.training import (

@@ -55,6 +55,14 @@ def check_budget(value: object) -> float:
     return budget
 
 
+def budget_count(budget: object, n: int) -> int:
+    """How many of ``n`` samples a flag budget flags: a fraction rounds (``round(budget · n)``), a count is taken as
+    it is, and the result is clipped to ``[1, n]`` (at least one sample of a non-empty set is flagged)."""
+    budget = check_budget(budget)
+    count = int(budget) if budget >= 1 else int(round(budget * n))
+    return min(max(count, 1), n) if n else 0
+
+
 def check_projection_dim(value: object, *, at_least: int = MIN_PROJECTION_DIM) -> int:
     """The total dimension of projected gradients: an integer in [``at_least``, 2**20]."""
     if isinstance(value, bool) or not isinstance(value, int) or not at_least <= value <= MAX_PROJECTION_DIM:

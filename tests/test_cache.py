@@ -116,7 +116,7 @@ def test_a_damaged_cached_model_is_retrained_with_a_notice_not_a_traceback(tmp_p
 
 
 def test_a_rerun_reads_the_detectors_scores_from_the_cache_and_another_budget_reuses_them(tmp_path, monkeypatch):
-    import ogaudit.pipeline.run as pipeline
+    import ogaudit.pipeline.stages as pipeline
 
     cache = tmp_path / "cache"
     first = audit("digits", FAST, cache_dir=cache)

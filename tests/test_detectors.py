@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, flag_budget, make_detector
+from ogaudit.detectors.base import flag_budget
+from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, make_detector
 from ogaudit.errors import SettingsError
 from ogaudit.gradients import HeadEvidence
 

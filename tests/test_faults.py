@@ -75,7 +75,7 @@ def stall(*args, **kwargs):  # the model is trained and cached: hold here until 
     print("trained", flush=True)
     time.sleep(600)
 
-pipeline._head_evidence = stall
+pipeline.head_evidence = stall
 settings = pipeline.AuditSettings(**json.loads(sys.argv[3]))
 submit_audit(JobRegistry(), Path(sys.argv[1]), "digits", settings, cache_dir=sys.argv[2]).wait()
 """

@@ -147,7 +147,8 @@ def _detect_inputs(n: int = 1500, classes: int = 5):
 
 @pytest.mark.parametrize("detector", ["posterior", "consensus", "iforest"])
 def test_detect_reports_progress_from_every_part(detector):
-    from ogaudit.pipeline.run import AuditSettings, _detect
+    from ogaudit.pipeline.stages import detect as _detect
+    from ogaudit.settings import AuditSettings
 
     head, dataset = _detect_inputs()
     seen = []
@@ -168,7 +169,8 @@ def test_detect_reports_progress_from_every_part(detector):
 
 @pytest.mark.parametrize("when", ["neighbours", "label evidence", "flagging"])
 def test_detect_stops_with_cancelled_when_the_progress_callback_sets_cancel(when):
-    from ogaudit.pipeline.run import AuditSettings, _detect
+    from ogaudit.pipeline.stages import detect as _detect
+    from ogaudit.settings import AuditSettings
 
     head, dataset = _detect_inputs()
     cancel = threading.Event()
@@ -184,7 +186,8 @@ def test_detect_stops_with_cancelled_when_the_progress_callback_sets_cancel(when
 
 
 def test_detect_honours_cancel_on_the_approximate_path(monkeypatch):
-    from ogaudit.pipeline.run import AuditSettings, _detect
+    from ogaudit.pipeline.stages import detect as _detect
+    from ogaudit.settings import AuditSettings
 
     monkeypatch.setattr(neighbours, "APPROXIMATE_ABOVE", 100)
     monkeypatch.setattr(neighbours, "INDEX_BATCH", 256)

@@ -118,7 +118,7 @@ def test_scan_with_projected_layer_gradients(cache_dir, digits, tmp_path):
 
 
 def test_a_layer_name_typo_fails_before_training(digits, tmp_path, monkeypatch):
-    import ogaudit.pipeline.run as pipeline
+    import ogaudit.pipeline.stages as pipeline
     from ogaudit.errors import ModelError
 
     def no_training(*args, **kwargs):
@@ -140,7 +140,7 @@ def test_the_choice_lists_have_one_source():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "lots", float("nan")])
 def test_one_budget_rule_everywhere(bad, capsys):
-    from ogaudit.detectors.outliers import flag_budget
+    from ogaudit.detectors.base import flag_budget
 
     with pytest.raises(SettingsError, match="budget"):
         AuditSettings(budget=bad)

@@ -250,7 +250,7 @@ def test_a_streamed_file_that_breaks_after_listing_stops_with_its_name(tmp_path,
 def test_a_cancelled_forward_pass_resumes_from_its_written_chunks(tmp_path, digits, monkeypatch):
     import threading
 
-    import ogaudit.pipeline.run as pipeline
+    import ogaudit.pipeline.stages as pipeline
     from ogaudit.errors import Cancelled
 
     monkeypatch.setattr(pipeline, "EVIDENCE_CHUNK_ROWS", 64)

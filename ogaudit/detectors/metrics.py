@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ogaudit.settings import budget_count
+
 
 def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray, *, budget: float = 0.05) -> dict:
-    """Scores against the truth (higher score = more suspicious); ``budget`` as in ``flag_budget``."""
+    """Scores against the truth (higher score = more suspicious); ``budget`` as in
+    :func:`~ogaudit.detectors.base.flag_budget` (the same rule: :func:`~ogaudit.settings.budget_count`)."""
     is_noisy = np.asarray(is_noisy, dtype=bool)
     n = len(scores)
-    count = int(budget) if budget >= 1 else int(round(budget * n))
-    top = np.argsort(-np.asarray(scores), kind="stable")[: max(count, 1)]
+    top = np.argsort(-np.asarray(scores), kind="stable")[: budget_count(budget, n)]
     noisy = int(is_noisy.sum())
     if noisy in (0, n):
         return {"noisy": noisy}

@@ -2,11 +2,9 @@
 
 One score direction everywhere in ogaudit: **higher = more likely a detrimental (mislabelled) sample.**
 
-Every detector follows the scikit-learn estimator contract: ``__init__`` only stores keyword arguments,
-``fit(evidence, *, progress=None, cancel=None)`` learns what it needs and returns ``self`` (learned state ends in
-``_``; ``progress(stage, fraction, message)`` is called and the ``cancel`` event checked between chunks), and
-``outlier_scores(evidence, labels=None)`` scores every sample. ``labels`` replaces the given labels to score a
-*counterfactual* gradient ("what if this sample were class c?"), which is how labels are suggested.
+Every detector is a :class:`~ogaudit.detectors.base.Detector` (the scikit-learn estimator contract, written down
+there with its shapes). ``outlier_scores(evidence, labels)`` with other ``labels`` scores a *counterfactual*
+gradient ("what if this sample were class c?"), which is how labels are suggested.
 Evidence is any :class:`~ogaudit.gradients.GradientEvidence`: the last layer in closed form
 (:class:`~ogaudit.gradients.HeadEvidence`) or projected gradients of chosen layers
 (:class:`~ogaudit.gradients.ProjectedEvidence`); detectors read it through that interface only.
@@ -23,10 +21,11 @@ import threading
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from ogaudit.detectors.base import Detector, NeighbourBased, PosteriorDetector
 from ogaudit.detectors.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
-from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS, check_budget
+from ogaudit.settings import DEFAULT_DETECTOR, GRADIENT_DETECTORS
 
 SCORE_CHUNK = 8192
 FIT_ROWS = 20_000
@@ -207,6 +206,10 @@ class NeighbourDetector:
         disagreeing = (self.labels_[self.neighbours_] != labels[:, None]).sum(axis=1) if k else np.zeros(len(labels))
         return (disagreeing + 1.0) / (k + 2.0)
 
+    def gradient_neighbours(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(neighbours_ (N, k), cosines_ (N, k))`` once fitted, else None."""
+        return (self.neighbours_, self.cosines_) if hasattr(self, "cosines_") else None
+
 
 class ConsensusDetector:
     """The default: three views of the same last-layer gradient, added in log space. Higher = more suspicious.
@@ -236,6 +239,9 @@ class ConsensusDetector:
             evidence, progress=progress, cancel=cancel
         )
         return self
+
+    def gradient_neighbours(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.neighbours_.gradient_neighbours() if hasattr(self, "neighbours_") else None
 
     def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
         labels = _given_or(evidence, labels)
@@ -274,6 +280,9 @@ class NeighbourPosteriorDetector:
         )
         return self
 
+    def gradient_neighbours(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.neighbours_.gradient_neighbours() if hasattr(self, "neighbours_") else None
+
     def posterior(self, evidence) -> np.ndarray:
         """``π`` (N, C), rows summing to 1; independent of the samples' own given labels."""
         n, n_classes = evidence.probs.shape
@@ -306,19 +315,17 @@ DETECTORS = {
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
 }
-__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "make_detector", "flag_budget"]
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "counterfactual_scores", "make_detector"]
 
 
-def gradient_neighbours(detector) -> tuple[np.ndarray, np.ndarray] | None:
+def gradient_neighbours(detector: Detector) -> tuple[np.ndarray, np.ndarray] | None:
     """The ``(neighbours (N, k), cosines (N, k))`` a fitted neighbour-based detector (``neighbours``,
-    ``consensus``, ``posterior``) scored with, or None for a detector that searched none."""
-    inner = detector if isinstance(detector, NeighbourDetector) else getattr(detector, "neighbours_", None)
-    if isinstance(inner, NeighbourDetector) and hasattr(inner, "cosines_"):
-        return inner.neighbours_, inner.cosines_
-    return None
+    ``consensus``, ``posterior``: a :class:`~ogaudit.detectors.base.NeighbourBased`) scored with, or None for a
+    detector that searched none."""
+    return detector.gradient_neighbours() if isinstance(detector, NeighbourBased) else None
 
 
-def make_detector(name: str, *, seed: int = 0, search=None):
+def make_detector(name: str, *, seed: int = 0, search=None) -> Detector:
     """The detector called ``name``; the error lists the valid names. ``search`` replaces the neighbour search of
     the detectors that make one (those with a ``search`` parameter; see :class:`NeighbourDetector`) and is ignored
     by the others."""
@@ -331,7 +338,7 @@ def make_detector(name: str, *, seed: int = 0, search=None):
 
 
 def counterfactual_scores(
-    detector,
+    detector: Detector,
     evidence,
     *,
     progress: ProgressCallback | None = None,
@@ -344,7 +351,7 @@ def counterfactual_scores(
     per class (:class:`~ogaudit.errors.Cancelled`). The posterior detector's columns all come from one ``π``.
     """
     n, n_classes = len(evidence.labels), evidence.n_classes
-    if isinstance(detector, NeighbourPosteriorDetector):
+    if isinstance(detector, PosteriorDetector):
         check_cancel(cancel)
         return -np.log(np.clip(detector.posterior(evidence), 1e-12, None))
     scores = np.empty((n, n_classes), dtype=np.float64)
@@ -353,19 +360,3 @@ def counterfactual_scores(
         report(progress, "detect", span[0] + (span[1] - span[0]) * c / n_classes, f"label evidence: class {c + 1}")
         scores[:, c] = detector.outlier_scores(evidence, np.full(n, c))
     return scores
-
-
-def flag_budget(scores: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rank samples (1 = most suspicious) and flag the top ``budget``.
-
-    ``budget`` below 1 is a fraction of the data (0.05 = 5%); 1 or more is a count.
-    Returns ``(flagged (N,) bool, rank (N,) int)``; ties keep data order.
-    """
-    n = len(scores)
-    budget = check_budget(budget)
-    count = int(budget) if budget >= 1 else int(round(budget * n))
-    count = min(max(count, 1), n)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(1, n + 1)
-    return rank <= count, rank
