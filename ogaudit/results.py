@@ -155,7 +155,7 @@ class RunFolder:
 
         Earlier run folders are removed only after the switch, so a failure (full disk) leaves the previous run
         whole and in force. Text cells a spreadsheet would run as a formula are escaped (see
-        :func:`~ogaudit.review.exports.escape_cell`); :meth:`open_run` undoes it.
+        :func:`~ogaudit.storage.escape_cell`); :meth:`open_run` undoes it.
         """
         self.writable()
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]

@@ -23,6 +23,7 @@ import streamlit as st
 from appserver import held_audit, wait_for_job
 from streamlit.testing.v1 import AppTest
 
+from ogaudit.data.uploads import unpack_zip, zip_folder
 from ogaudit.errors import DataError, LedgerError, ModelError, SettingsError
 from ogaudit.map.density import DENSITY_ABOVE
 from ogaudit.pipeline.run import audit
@@ -32,7 +33,6 @@ from ogaudit.review.actions import decide
 from ogaudit.server.jobs import read_status
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
-from ogaudit.ui.files import unpack_zip, zip_folder
 from ogaudit.ui.forms import SetupChoices, prepare_audit
 from ogaudit.ui.selection import selected_ids
 
@@ -275,7 +275,7 @@ def test_verify_runs_in_the_background_and_shows_before_and_after(project):
 def test_the_plain_modules_do_not_import_streamlit():
     code = (
         "import sys, ogaudit.server.jobs, ogaudit.project, ogaudit.review.actions, ogaudit.ui.config, ogaudit.ui.figure, "
-        "ogaudit.ui.files, ogaudit.ui.forms, ogaudit.ui.selection; assert 'streamlit' not in sys.modules"
+        "ogaudit.data.uploads, ogaudit.ui.forms, ogaudit.ui.selection; assert 'streamlit' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -598,7 +598,7 @@ def test_a_text_sample_both_selected_on_the_map_and_in_the_review_queue_renders_
     at.run()
     assert not at.exception, at.exception
     shown = [str(e.value) for e in at.get("text")]
-    from ogaudit.data.text import display_texts
+    from ogaudit.review.texts import display_texts
 
     (text,) = display_texts(Project(folder).load_dataset(), [Project(folder).open_run().position[flagged]])
     assert shown.count(text) >= 2  # the selection's card and the queue's card

@@ -11,8 +11,8 @@ from appserver import REPO, held_audit, wait_for_job
 from test_app import DEMO, select, start, texts
 
 from ogaudit.project import Project
-from ogaudit.review.exports import export_split
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.split import export_split
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
 

@@ -15,8 +15,8 @@ import pytest
 from appserver import NEEDS_CHROMIUM, READY, start_app, stop_app
 from test_browser_review import browser, open_page  # noqa: F401 - the browser fixture is shared
 
-from ogaudit.data.text import display_texts
 from ogaudit.project import Project, list_projects
+from ogaudit.review.texts import display_texts
 
 pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 pytest.importorskip("sentence_transformers")
@@ -60,7 +60,7 @@ def test_a_text_card_is_read_searched_and_decided(server, browser):  # noqa: F81
     page.locator(".st-key-queue-text-search input").fill(word)
     page.locator(".st-key-queue-text-search input").press("Enter")
     page.wait_for_selector(READY)
-    from ogaudit.data.text import search_texts
+    from ogaudit.review.texts import search_texts
 
     hits = set(search_texts(dataset, word).tolist()) & set(run.flagged_ids)
     page.wait_for_function(

@@ -22,18 +22,11 @@ from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.project import Project
-from ogaudit.review.exports import (
-    DECISION_COLUMNS,
-    SPLIT_MANIFEST,
-    decisions_csv_bytes,
-    escape_cell,
-    export_split,
-    import_decisions,
-    unescape_cell,
-    write_decisions_csv,
-)
+from ogaudit.review.decisions import DECISION_COLUMNS, decisions_csv_bytes, import_decisions, write_decisions_csv
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
+from ogaudit.review.split import SPLIT_MANIFEST, export_split
 from ogaudit.settings import AuditSettings
+from ogaudit.storage import escape_cell, unescape_cell
 
 CLASSES = ["-1", "=cat", "птица", "犬"]
 IDS = [f"id-{i}" for i in range(12)]

@@ -28,12 +28,12 @@ from streamlit.testing.v1 import AppTest
 
 from ogaudit import storage
 from ogaudit.data.load import load_dataset
+from ogaudit.data.uploads import unpack_zip
 from ogaudit.errors import DataError, LedgerError, StorageError
 from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.review.ledger import Ledger
 from ogaudit.server.jobs import JobRegistry, read_status, submit_audit
-from ogaudit.ui.files import unpack_zip
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")

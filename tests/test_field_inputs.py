@@ -19,8 +19,9 @@ from ogaudit.data.imagefiles import is_tool_junk, read_image_as_shown
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
 from ogaudit.models.nets import build_model
-from ogaudit.review.exports import decisions_csv_bytes, export_split, import_decisions
+from ogaudit.review.decisions import decisions_csv_bytes, import_decisions
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.split import export_split
 
 
 def png(path, value: int = 90, size=(8, 8), mode="L") -> None:

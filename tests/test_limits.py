@@ -135,7 +135,7 @@ import json, resource, sys, time
 from pathlib import Path
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
-from ogaudit.ui.files import unpack_zip
+from ogaudit.data.uploads import unpack_zip
 
 def peak_mb():  # VmHWM: this process's own peak. ru_maxrss would carry over the parent's from before exec
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -274,7 +274,7 @@ def test_budget_follows_the_machine_or_the_setting(monkeypatch):
 
 
 def test_uploads_have_their_own_small_budget_whatever_the_machine(tmp_path, png_zip, monkeypatch):
-    from ogaudit.ui.files import unpack_zip
+    from ogaudit.data.uploads import unpack_zip
 
     monkeypatch.delenv(limits.MEMORY_BUDGET_ENV, raising=False)
     monkeypatch.delenv(limits.UPLOAD_BUDGET_ENV, raising=False)

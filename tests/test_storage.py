@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ogaudit.review import exports
+from ogaudit.review import decisions as decisions_module
 from ogaudit.storage import (
     FORMULA_STARTS,
     atomic_path,
@@ -88,7 +88,7 @@ def test_any_text_survives_write_csv_and_read_csv(tmp_path_factory, rows):
 
 
 def test_there_is_one_escaping_and_the_decisions_export_uses_it():
-    assert exports.escape_cell is escape_cell and exports.unescape_cell is unescape_cell
+    assert decisions_module.escape_cell is escape_cell and decisions_module.unescape_cell is unescape_cell
     for attack in ATTACKS:
         assert unescape_cell(escape_cell(attack)) == attack and not escape_cell(attack).startswith(FORMULA_STARTS)
 

@@ -76,8 +76,8 @@ def test_a_scan_of_an_npy_folder_equals_the_scan_of_the_same_arrays_in_memory(tm
 
 
 def test_an_npy_folder_exports_the_users_own_arrays_back(tmp_path, digit_arrays):
-    from ogaudit.review.exports import export_split
     from ogaudit.review.ledger import Ledger
+    from ogaudit.review.split import export_split
 
     x, y = digit_arrays
     folder = npy_folder(tmp_path / "data", x.astype(np.float32) / 7, y.astype(np.int16))

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ogaudit.data.text import load_text_dataset, write_text_split
+from ogaudit.data.text import load_text_dataset
 from ogaudit.errors import DataError
+from ogaudit.review.split import write_text_split
 
 
 def relabel_first_row(path, tmp_path) -> bytes:

@@ -9,16 +9,10 @@ import pandas as pd
 import pytest
 
 from ogaudit.data.load import load_dataset
-from ogaudit.data.text import (
-    fix_tweet_text,
-    is_text_spec,
-    load_text_dataset,
-    mask_mentions,
-    model_texts,
-    tweet_model_text,
-    write_text_split,
-)
+from ogaudit.data.text import fix_tweet_text, is_text_spec, load_text_dataset, model_texts, tweet_model_text
 from ogaudit.errors import DataError
+from ogaudit.review.split import write_text_split
+from ogaudit.review.texts import mask_mentions
 
 POSITIVE = [
     "I loved every minute of this film",
@@ -226,7 +220,7 @@ def test_export_without_decisions_is_the_input_byte_for_byte(tmp_path):
 
 
 def test_shown_texts_search_and_hover_mask_mentions_and_escape(tmp_path):
-    from ogaudit.data.text import display_texts, hover_snippets, search_texts
+    from ogaudit.review.texts import display_texts, hover_snippets, search_texts
     from ogaudit.ui.figure import hover_data
 
     rows = [("@alice this <b>film</b> & more " + "word " * 40, "pos"), ("@bob boring", "neg"), ("fine film", "pos")]

@@ -141,7 +141,7 @@ def _read_ids(path: Path) -> list[str]:
 
 
 def run_export_decisions(args: argparse.Namespace) -> int:
-    from ogaudit.review.exports import write_decisions_csv
+    from ogaudit.review.decisions import write_decisions_csv
 
     ledger = _ledger(args)
     ids = _read_ids(args.ids_file) if args.ids_file is not None else None
@@ -151,7 +151,7 @@ def run_export_decisions(args: argparse.Namespace) -> int:
 
 
 def run_export_split(args: argparse.Namespace) -> int:
-    from ogaudit.review.exports import export_split
+    from ogaudit.review.split import export_split
 
     project = Project(args.project)
     dataset = _dataset(args, project)
@@ -236,7 +236,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ogaudit.review.exports import import_decisions
+    from ogaudit.review.decisions import import_decisions
 
     report = import_decisions(_ledger(args), args.file, annotator=args.annotator)
     print(report.describe())

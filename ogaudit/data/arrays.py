@@ -19,8 +19,6 @@ from ogaudit.data.imagefiles import MIN_IMAGE_SIDE
 from ogaudit.data.limits import check_budget, check_npz
 from ogaudit.errors import DataError
 
-NPY_FOLDER_ARRAYS = ("x", "y", "ids", "class_names")
-
 
 def load_npy_folder(folder: Path, *, fold_label_case: bool = False) -> Dataset:
     """A folder of ``.npy`` arrays: ``x.npy`` (N, ...) memory-mapped, never read whole; ``y.npy`` and optional

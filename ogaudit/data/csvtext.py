@@ -137,3 +137,12 @@ def _sniff(text: str) -> str | None:
         return csv.Sniffer().sniff(text[:8192], delimiters="".join(DELIMITERS)).delimiter
     except csv.Error:
         return None
+
+
+def csv_row(cells: list[str], delimiter: str = ",", *, ending: str = "\n") -> str:
+    """One CSV row of ``cells`` ending with ``ending``: a cell holding the delimiter, a quote, ``\n`` or a lone
+    ``\r`` is quoted. (:mod:`csv` quotes only the characters of its ``lineterminator``: with ``"\n"`` a tweet's
+    lone ``\r`` would be written bare and split the row on reading.)"""
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue()[:-2] + ending

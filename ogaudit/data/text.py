@@ -42,22 +42,42 @@ from pathlib import Path
 
 import numpy as np
 
-from ogaudit.data.csvtext import DELIMITERS, decode_text
+from ogaudit.data.csvtext import DELIMITERS, csv_row, decode_text
 from ogaudit.data.limits import check_budget
 from ogaudit.errors import DataError
 
 TEXT_BUILTINS = ("tweets", "rotten-tomatoes")
+
+
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 TEXT_SUFFIXES[".parquet"] = "parquet"
+
+
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "body", "message", "tweet", "document", "comment", "utterance")
+
+
 LABEL_COLUMNS = ("label", "labels", "class", "category", "sentiment", "target", "intent", "polarity", "tag", "y")
+
+
 ID_COLUMNS = ("id", "sample_id", "uid", "guid", "tweet_id", "row_id")
+
+
 DECODED_BYTES_PER_BYTE = 6
 """Memory a table needs per byte of its file once decoded into Python strings (a generous estimate)."""
+
+
 TWEETS_SEED = 0
+
+
 MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
+
+
 LINK = re.compile(r"(?<!\w)(?:https?://|www\.)\S*[^\s.,;:!?)\]'\"]", re.IGNORECASE)
 """A link, without the punctuation that ends its sentence."""
+
+
 MODEL_TEXTS = ("tweets",)
 """The rewritings of what the encoder reads that :attr:`TextSource.model_text` may name."""
 
@@ -108,9 +128,6 @@ class TextSource:
         return len(self.labels)
 
 
-# ---------------------------------------------------------------- what is text
-
-
 def text_format(spec: str | os.PathLike, text_column: str | None = None) -> str | None:
     """``"builtin"``, ``"csv"``, ``"tsv"``, ``"jsonl"`` or ``"parquet"`` when ``spec`` is text data, else None.
 
@@ -143,9 +160,6 @@ def text_format(spec: str | os.PathLike, text_column: str | None = None) -> str 
 def is_text_spec(spec: str | os.PathLike, text_column: str | None = None) -> bool:
     """Whether :func:`ogaudit.data.load.load_dataset` reads ``spec`` as text data (see :func:`text_format`)."""
     return text_format(spec, text_column) is not None
-
-
-# ---------------------------------------------------------------- loading
 
 
 def load_text_dataset(
@@ -545,9 +559,6 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
     )
 
 
-# ---------------------------------------------------------------- built-ins
-
-
 def package_file(distribution: str, relative: str) -> Path:
     """A data file installed by ``distribution``, found in its file list (the package is never imported).
 
@@ -586,9 +597,17 @@ _TWEET_MOJIBAKE = {
     "\x8a\x97È": "’",
     "\x8a\x97_": "…",
 }
+
+
 _MOJIBAKE_KEYS = re.compile("|".join(re.escape(k) for k in sorted(_TWEET_MOJIBAKE, key=len, reverse=True)))
+
+
 _TWITTER_ENTITY = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+
+
 _TWITTER_ENTITIES = re.compile("|".join(_TWITTER_ENTITY))
+
+
 _MOJIBAKE_RUN = re.compile(r"[\x80-\xff][\x80-\xff_]*[\x80-\xff]|[\x80-\x9f]")
 
 
@@ -634,11 +653,6 @@ def model_texts(dataset) -> np.ndarray:
     if rewrite != "tweets":
         raise DataError(f"model_text {rewrite!r} is not one of {MODEL_TEXTS}.")
     return np.asarray([tweet_model_text(t) for t in dataset.texts.tolist()], dtype=object)
-
-
-def mask_mentions(text: str) -> str:
-    """``@name`` → ``@user``, as tweets are shown (the people mentioned are not part of the label question)."""
-    return MENTION.sub("@user", text)
 
 
 def _read_builtin_csv(path: Path, text: str, name: str) -> tuple[list[str], list[list[str]]]:
@@ -712,193 +726,3 @@ def _builtin_source(path, name, columns, text, label, texts, labels, rows, at) -
         delimiter=",",
         builtin=name,
     )
-
-
-# ---------------------------------------------------------------- export in the input's own format
-
-_ENDING = re.compile(r"(\r\n|\n|\r)$")
-
-
-def write_text_split(cleaned, folder: Path) -> str:
-    """Write ``cleaned`` (a text :class:`~ogaudit.data.dataset.Dataset` after review: rows dropped, labels changed) into
-    ``folder`` in its input's own format, under the input's file name; return that name.
-
-    Rows appear in the input's order with every column as it was, rows skipped at load (an empty text or label)
-    included, since no one reviewed them; an untouched row is the input's exact text
-    (CSV/TSV/JSONL: same bytes, same encoding, same line ending); a relabelled row differs only in its label
-    cell, which holds the class name (CSV/TSV) or the value the input used for that class (JSONL, Parquet, e.g.
-    the integer 1). The user's file is only read. Built-ins are written as UTF-8 CSV with the repaired texts.
-
-    Raises :class:`DataError` when a Parquet input changed since it was read.
-    """
-    source: TextSource = cleaned.text_origin
-    final = np.asarray(cleaned.class_names, dtype=object)[cleaned.y]
-    skipped = np.flatnonzero(np.equal(source.label_classes, None))  # never audited: written as they were
-    rows = np.concatenate([cleaned.rows, skipped])
-    final = np.concatenate([final, np.full(len(skipped), None, dtype=object)])
-    order = np.argsort(rows, kind="stable")
-    rows, final = rows[order], final[order]
-    changed = np.not_equal(source.label_classes[rows], final) & ~np.equal(final, None)
-    # The value the input itself used for each class (first row read as that class): keeps JSON/Arrow types.
-    value_of: dict[str, object] = {}
-    for value, name in zip(source.labels.tolist(), source.label_classes.tolist(), strict=True):
-        if name is not None:
-            value_of.setdefault(name, value)
-    name = Path(source.path).name if source.builtin is None else f"{source.builtin}.csv"
-    if source.builtin is not None and name.endswith(".bz2"):
-        name = name[:-4]
-    target = folder / name
-    if source.format == "parquet":
-        _write_parquet(source, rows, changed, final, value_of, target)
-        return name
-    parts = [source.prefix]
-    for row, is_changed, label in zip(rows.tolist(), changed.tolist(), final.tolist(), strict=True):
-        record = source.records[row]
-        if is_changed:
-            record = _relabelled_record(source, record, value_of.get(label, label), label)
-        parts.append(record)
-    text = "".join(parts)
-    with open(target, "wb") as handle:
-        handle.write(text.encode(source.encoding))
-    return name
-
-
-def _relabelled_record(source: TextSource, record: str, value: object, label: str) -> str:
-    """``record`` (one input row, its line ending included) with only its label cell's characters replaced: every
-    other character (other fields' spelling, quoting, number formats, escapes, spacing) stays as written."""
-    if source.format == "jsonl":
-        start, end = _json_member_span(record, source.label_column)
-        written = json.dumps(value, ensure_ascii=False)
-        try:
-            written.encode(source.encoding)
-        except UnicodeEncodeError:  # the input's own value held a lone surrogate (``"\ud800"``): escaped as it was
-            written = json.dumps(value)
-        return record[:start] + written + record[end:]
-    start, end = _csv_cell_span(record, source.delimiter, source.columns.index(source.label_column))
-    return record[:start] + csv_row([label], source.delimiter, ending="") + record[end:]
-
-
-def csv_row(cells: list[str], delimiter: str = ",", *, ending: str = "\n") -> str:
-    """One CSV row of ``cells`` ending with ``ending``: a cell holding the delimiter, a quote, ``\n`` or a lone
-    ``\r`` is quoted. (:mod:`csv` quotes only the characters of its ``lineterminator``: with ``"\n"`` a tweet's
-    lone ``\r`` would be written bare and split the row on reading.)"""
-    buffer = io.StringIO()
-    csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n").writerow(cells)
-    return buffer.getvalue()[:-2] + ending
-
-
-def _json_member_span(record: str, key: str) -> tuple[int, int]:
-    """(start, end) of the value of the top-level member ``key`` in the JSON object ``record`` (the last one, as
-    ``json.loads`` keeps, when a key repeats)."""
-    decoder, scan = json.JSONDecoder(), json.decoder.scanstring
-    space = re.compile(r"[ \t\n\r]*")
-    at = space.match(record, 0).end() + 1  # past "{"
-    found = None
-    while True:
-        at = space.match(record, at).end()
-        if record[at] == "}":
-            break
-        name, at = scan(record, at + 1)
-        at = space.match(record, at).end() + 1  # past ":"
-        start = space.match(record, at).end()
-        _, at = decoder.raw_decode(record, start)
-        if name == key:
-            found = (start, at)
-        at = space.match(record, at).end()
-        if record[at] == ",":
-            at += 1
-    if found is None:
-        raise DataError(f"the row {record[:80]!r} has no {key!r} field to relabel")
-    return found
-
-
-def _csv_cell_span(record: str, delimiter: str, column: int) -> tuple[int, int]:
-    """(start, end) of cell ``column`` in one CSV row, read as :mod:`csv`'s default dialect reads it (a quote
-    opens a quoted cell only as its first character; ``""`` inside is a quote)."""
-    ending = _ENDING.search(record)
-    stop = ending.start() if ending else len(record)
-    cell, start, at, quoted = 0, 0, 0, False
-    while at < stop:
-        char = record[at]
-        if quoted:
-            if char == '"':
-                if record[at + 1 : at + 2] == '"':
-                    at += 1
-                else:
-                    quoted = False
-        elif char == '"' and at == start:
-            quoted = True
-        elif char == delimiter:
-            if cell == column:
-                return start, at
-            cell, start = cell + 1, at + 1
-        at += 1
-    if cell == column:
-        return start, stop
-    raise DataError(f"the row {record[:80]!r} has no cell {column + 1} to relabel")  # such a row has no label
-
-
-def _write_parquet(source: TextSource, rows, changed, final, value_of, target: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ogaudit.storage import fingerprint
-
-    path = Path(source.path)
-    if not path.is_file() or fingerprint(path.read_bytes()) != source.file_fingerprint:
-        raise DataError(
-            f"{source.path!r} changed or moved since it was audited, so its rows cannot be written back. Scan "
-            "the file as it is now, then export."
-        )
-    table = pq.read_table(path).take(pa.array(rows, type=pa.int64()))
-    at = table.column_names.index(source.label_column)
-    labels = table.column(at).to_pylist()
-    for position in np.flatnonzero(changed).tolist():
-        labels[position] = value_of.get(final[position], final[position])
-    column = pa.array(labels, type=table.schema.field(at).type)
-    table = table.set_column(at, table.schema.field(at), column)
-    pq.write_table(table, target)
-
-
-# ---------------------------------------------------------------- what the app shows
-
-
-def display_texts(dataset, positions) -> list[str]:
-    """The texts at ``positions`` as the app shows them: @mentions masked for tweets (:func:`mask_mentions`).
-
-    Still user text: the UI escapes it (:func:`ogaudit.ui.text.md`) before it reaches the page.
-    """
-    texts = [str(t) for t in dataset.texts[np.asarray(positions, dtype=np.int64)]]
-    origin = dataset.text_origin
-    if origin is not None and origin.mask_mentions:
-        texts = [mask_mentions(t) for t in texts]
-    return texts
-
-
-def search_texts(dataset, query: str) -> np.ndarray:
-    """Ids (str) of the samples whose shown text contains ``query`` (case-insensitive, as typed, not a pattern)."""
-    import pandas as pd
-
-    query = query.strip()
-    if not query:
-        return dataset.sample_ids.copy()
-    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
-    hits = shown.str.contains(query, case=False, regex=False).to_numpy(dtype=bool)
-    return dataset.sample_ids[hits]
-
-
-def snippet(text: str, limit: int = 120) -> str:
-    """One line of at most ``limit`` characters (for map hovers and lists)."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def hover_snippets(dataset, limit: int = 100) -> np.ndarray:
-    """(N,) str: each sample's shown text (:func:`display_texts`) as one line of at most ``limit`` characters."""
-    import pandas as pd
-
-    shown = pd.Series(display_texts(dataset, np.arange(len(dataset))), dtype=object)
-    line = shown.str.split().str.join(" ")
-    long = line.str.len() > limit
-    line[long] = line[long].str.slice(0, limit - 1) + "…"
-    return line.to_numpy(dtype=str)

@@ -205,9 +205,3 @@ def points_in_selection(x: np.ndarray, y: np.ndarray, selection: Mapping | None)
             raise ValueError(f"A lasso selection has {len(px)} x and {len(py)} y coordinates.")
         chosen |= in_polygon(x, y, px, py)
     return chosen
-
-
-def has_outline(selection: Mapping | None) -> bool:
-    """Whether a plotly selection holds a box or a lasso (rather than clicked points only)."""
-    selection = selection or {}
-    return bool(selection.get("box") or selection.get("lasso"))

@@ -34,9 +34,6 @@ class TrainingRun:
     """What training left besides the weights.
 
     history : per epoch ``{"epoch", "loss", "accuracy"}`` of the final training.
-    trajectory : (2, epochs, N) float32, the two factors of each sample's last-layer gradient L2 norm at the
-        step that visited it, per epoch: ``‖p − e_y‖`` (the logit gradient) and ``‖[h, 1]‖`` — recorded for
-        free from the training forward passes.
     epochs : the epochs of the final training (chosen on a held-out part for small data with automatic epochs).
     holdout : for held-out epoch choice, ``{"samples", "folds", "max_epochs", "losses",
         "out_of_fold_confidence", "temperature"}``: the out-of-fold loss after each epoch, the mean out-of-fold
@@ -45,7 +42,6 @@ class TrainingRun:
     """
 
     history: list[dict]
-    trajectory: np.ndarray
     epochs: int = 0
     holdout: dict | None = None
     notes: list[str] = field(default_factory=list)
@@ -97,7 +93,7 @@ def train_model(
                 f"small data ({len(dataset)} samples): {epochs} epoch(s), the lowest out-of-fold loss "
                 f"({holdout['folds']} folds) of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
             )
-    history, trajectory = _fit(
+    history = _fit(
         model,
         inputs,
         labels,
@@ -125,7 +121,7 @@ def train_model(
                 f"{holdout['out_of_fold_confidence']:.0%} mean confidence in the given labels seen out of fold: a "
                 "model is surer of the samples it trained on than it has reason to be"
             )
-    return TrainingRun(history, trajectory, epochs=epochs, holdout=holdout, notes=notes)
+    return TrainingRun(history, epochs=epochs, holdout=holdout, notes=notes)
 
 
 def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epochs, progress, cancel):
@@ -245,12 +241,11 @@ def _fit(
     after_epoch=None,
     stage: str = "",
 ):
-    """The training loop: ``(history, trajectory)``; progress runs from ``start`` over ``share`` of the bar, its
+    """The training loop: the per-epoch history; progress runs from ``start`` over ``share`` of the bar, its
     messages ``"<stage>epoch e/E"``."""
     share = 1.0 - start if share is None else share
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
-    trajectory = np.zeros((2, epochs, len(labels)), dtype=np.float32)
     history = []
     model.train()
     for epoch in range(epochs):
@@ -265,7 +260,6 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            trajectory[:, epoch, index.numpy()] = _gradient_factors(features.detach(), logits.detach(), labels[index])
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = start + share * (epoch + (first + len(index)) / len(order)) / epochs
@@ -276,7 +270,7 @@ def _fit(
         history.append({"epoch": epoch + 1, "loss": total_loss / len(labels), "accuracy": correct / len(labels)})
         if after_epoch is not None:
             after_epoch()
-    return history, trajectory
+    return history
 
 
 def _as_tensor(inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -301,13 +295,6 @@ def batch_tensor(x: np.ndarray, start: int, stop: int) -> torch.Tensor:
     if isinstance(part, ImageFiles):
         return torch.from_numpy(np.asarray(part))
     return torch.from_numpy(np.array(part) if not part.flags.writeable else np.ascontiguousarray(part))
-
-
-def _gradient_factors(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(2, B): ``‖softmax(z) − onehot(y)‖₂`` and ``‖[h, 1]‖₂``, whose product is the last-layer gradient norm."""
-    residual = torch.softmax(logits, dim=1) - F.one_hot(labels, logits.shape[1])
-    feature_norm = torch.sqrt(features.pow(2).sum(dim=1) + 1.0)
-    return torch.stack([residual.norm(dim=1), feature_norm]).numpy()
 
 
 @torch.no_grad()

@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
 LABELLED_ACTIONS = ("confirm", "relabel")
-LEDGER_FILENAME = "ledger.sqlite"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _WAL_MAGICS = {0x377F0682: "<", 0x377F0683: ">"}  # the low bit gives the checksums' byte order

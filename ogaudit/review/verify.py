@@ -16,7 +16,7 @@ import pandas as pd
 from ogaudit.data.dataset import Dataset, stratified_split
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, report
-from ogaudit.review.exports import apply_decisions
+from ogaudit.review.split import apply_decisions
 from ogaudit.settings import AuditSettings
 
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ogaudit.data.dataset import Dataset
 
 Target = Callable[[ProgressCallback, threading.Event], object]
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
 """Rough share of an audit's time per stage (a fresh small CNN with UMAP), for the overall fraction and ETA."""

@@ -6,17 +6,18 @@ import pandas as pd
 import streamlit as st
 
 from ogaudit.data.dataset import Dataset
+from ogaudit.data.uploads import zip_folder
 from ogaudit.errors import OgauditError
 from ogaudit.project import Project
 from ogaudit.results import Run
-from ogaudit.review.exports import decisions_csv_bytes, export_split
+from ogaudit.review.decisions import decisions_csv_bytes
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.split import export_split
 from ogaudit.review.verify import VerifyReport
 from ogaudit.server.jobs import job_id, read_status, submit_verify
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor
 from ogaudit.ui.common import flash, show_flash
-from ogaudit.ui.files import zip_folder
 from ogaudit.ui.jobview import job_progress, show_failure
 from ogaudit.ui.text import md
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ogaudit.data.builtins import BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
+from ogaudit.data.uploads import save_text_table, unpack_zip
 from ogaudit.errors import DataError, ModelError
 from ogaudit.project import Project, slugify
 from ogaudit.server import sandbox
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
-from ogaudit.ui.files import save_text_table, unpack_zip
 
 SOURCES = ("Built-in", "Path", "Upload zip", "Upload text table")
 MODEL_CHOICES = ("auto", "cnn", "mlp", "efficientnet", "linear", "lora", "checkpoint")

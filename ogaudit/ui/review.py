@@ -195,7 +195,7 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         chosen_groups = groups[groups["conflict"]] if which == "conflicts" else groups
         only = frozenset(chosen_groups["sample_id"])
     if words.strip():
-        from ogaudit.data.text import search_texts
+        from ogaudit.review.texts import search_texts
 
         found = frozenset(search_texts(dataset, words).tolist())
         only = found if only is None else only & found

@@ -9,11 +9,11 @@ import streamlit as st
 from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.data.builtins import BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
+from ogaudit.data.uploads import MAX_UPLOAD_BYTES
 from ogaudit.errors import OgauditError
 from ogaudit.server.jobs import submit_audit
 from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
 from ogaudit.ui import state
-from ogaudit.ui.files import MAX_UPLOAD_BYTES
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
 from ogaudit.ui.text import md
 

@@ -70,8 +70,8 @@ def _with_text_snippets(run: Run) -> pd.DataFrame:
     """The run's table, plus a ``snippet`` column (the start of each text, as shown) for text data's map hover."""
     if not run.record.get("dataset", {}).get("text"):
         return run.table
-    from ogaudit.data.text import hover_snippets
     from ogaudit.errors import OgauditError
+    from ogaudit.review.texts import hover_snippets
 
     try:
         dataset = load_dataset(run)

@@ -1,6 +1,6 @@
 """Text samples on the page: the full text as a readable card, its neighbours' texts as evidence.
 
-Every text is user data: it is masked as the library says (:func:`ogaudit.data.text.display_texts`, @mentions of
+Every text is user data: it is masked as the library says (:func:`ogaudit.review.texts.display_texts`, @mentions of
 tweets) and shown as plain text (``st.text``: the card, exactly as written) or escaped with
 :func:`ogaudit.ui.text.md` (the neighbours' one-line snippets), so no markdown, link or HTML in a text ever renders.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ogaudit.data.dataset import Dataset
-from ogaudit.data.text import display_texts, snippet
+from ogaudit.review.texts import display_texts, snippet
 from ogaudit.ui.text import md
 
 

@@ -1,0 +1,232 @@
+"""The decisions CSV: a review's decisions written for people and spreadsheets (formula cells escaped), and
+decisions made elsewhere imported back into a ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ogaudit.data.csvtext import read_csv_table
+from ogaudit.errors import LedgerError
+from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
+from ogaudit.storage import atomic_path, escape_cell, unescape_cell
+
+DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
+
+
+MAX_CELL_CHARS = 10_000
+"""An imported row with a longer cell is rejected (notes are for sentences, not documents)."""
+
+
+def decisions_frame(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> pd.DataFrame:
+    """The table a decisions export writes.
+
+    Without ``history``: one row per decided sample with ``DECISION_COLUMNS``. With it: every event of
+    :meth:`Ledger.history`. ``ids`` keeps exactly those samples' rows (undecided ones have none; undo and redo
+    events are left out of a selection); an id not in the dataset is refused.
+    """
+    frame = ledger.history() if history else ledger.state()[DECISION_COLUMNS]
+    if ids is not None:
+        ids = [str(i) for i in ids]
+        ledger.check_ids(ids)
+        frame = frame[frame["sample_id"].isin(set(ids))].reset_index(drop=True)
+    return frame
+
+
+def decisions_csv_bytes(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> bytes:
+    """The decisions export as UTF-8 CSV bytes, e.g. for a browser download."""
+    frame = decisions_frame(ledger, ids=ids, history=history)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(frame.columns)
+    writer.writerows([_cell(value) for value in row] for row in frame.itertuples(index=False, name=None))
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_decisions_csv(
+    ledger: Ledger, path: str | Path, *, ids: Iterable[str] | None = None, history: bool = False
+) -> Path:
+    """Write the decisions export to ``path`` atomically; return the path."""
+    data = decisions_csv_bytes(ledger, ids=ids, history=history)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def _cell(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return escape_cell(value)
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        return repr(float(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row of an imported CSV that was not stored; ``row`` counts as a spreadsheet does (header = 1)."""
+
+    row: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import stored (as one batch, undoable in one step) and which rows it refused, and why."""
+
+    stored: int
+    batch_id: str | None
+    rejected: list[RejectedRow] = field(default_factory=list)
+    already: int = 0
+
+    def describe(self) -> str:
+        lines = [f"Stored {self.stored} decision(s)" + (f" as batch {self.batch_id}." if self.batch_id else ".")]
+        if self.already:
+            lines.append(f"Left out {self.already} row(s) that the ledger already holds as its current decision.")
+        if self.rejected:
+            lines.append(f"Rejected {len(self.rejected)} row(s):")
+            lines += [f"  row {r.row}: {r.reason}" for r in self.rejected]
+        return "\n".join(lines)
+
+
+def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: str) -> ImportReport:
+    """Check a decisions CSV made elsewhere row by row and store the valid rows as one batch of ``annotator``.
+
+    Reads this module's decisions export (and the ``label`` column of a history export); needs the columns
+    ``sample_id`` and ``action``. A row keeps its own ``annotator`` and ``decided_at`` when it has them
+    (times without a zone are taken as UTC). A row is rejected, with its reason, for an unknown sample, an
+    unknown action, a label that does not fit the action, a ``given_label`` other than this dataset's (the file
+    was made on other data), an unreadable time, score or rank, or for being an undo/redo or undone event.
+    A row equal to the sample's current decision (action, label, annotator and time) is left out and counted in
+    ``already``, so importing a ledger's own export, or one file twice, records nothing new.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    table = read_csv_table(data, required=("sample_id", "action"), what="The decisions file", error=LedgerError)
+    if table.missing:
+        raise LedgerError(
+            f"The decisions file lacks column(s) {table.missing}; it has {table.header} ({table.delimiter_note()}). "
+            "Export decisions with `ogaudit export decisions` or give a CSV with at least sample_id and action."
+        )
+    header = table.header
+    decisions: list[Decision] = []
+    rejected: list[RejectedRow] = []
+    for number, cells in zip(table.numbers, table.rows, strict=True):
+        if len(cells) > len(header):
+            rejected.append(RejectedRow(number, f"has {len(cells)} cells but the header has {len(header)}"))
+            continue
+        long = [(name, len(cell)) for name, cell in zip(header, cells, strict=False) if len(cell) > MAX_CELL_CHARS]
+        if long:
+            name, size = long[0]
+            rejected.append(
+                RejectedRow(
+                    number,
+                    f"has a {name or 'nameless'} cell of {size:,} characters; the limit is "
+                    f"{MAX_CELL_CHARS:,}: shorten it",
+                )
+            )
+            continue
+        row = dict(zip(header, [unescape_cell(cell) for cell in cells], strict=False))
+        try:
+            decisions.append(_row_decision(ledger, row))
+        except LedgerError as error:
+            rejected.append(RejectedRow(number, str(error)))
+    fresh = _not_yet_recorded(ledger, decisions)
+    batch_id = ledger.record(fresh, annotator=annotator) if fresh else None
+    return ImportReport(stored=len(fresh), batch_id=batch_id, rejected=rejected, already=len(decisions) - len(fresh))
+
+
+def _not_yet_recorded(ledger: Ledger, decisions: list[Decision]) -> list[Decision]:
+    """``decisions`` without those equal to their sample's current decision in ``ledger``.
+
+    Equal: same action and label, and the same annotator and ``decided_at`` where the row gives them.
+    """
+    if not decisions:
+        return []
+    current = ledger.state().set_index("sample_id")
+    fresh = []
+    for decision in decisions:
+        if decision.sample_id in current.index:
+            now = current.loc[decision.sample_id]
+            same = (
+                now["action"] == decision.action
+                and (decision.action not in LABELLED_ACTIONS or now["final_label"] == decision.label)
+                and decision.annotator in (None, now["annotator"])
+                and decision.decided_at in (None, now["decided_at"])
+            )
+            if same:
+                continue
+        fresh.append(decision)
+    return fresh
+
+
+def _row_decision(ledger: Ledger, row: Mapping[str, str]) -> Decision:
+    """One CSV row as a :class:`Decision`, or :class:`LedgerError` saying why it cannot be stored."""
+    if row.get("event", "") not in ("", "decide"):
+        raise LedgerError(f"is a {row['event']!r} event, not a decision")
+    if row.get("undone", "").lower() == "true":
+        raise LedgerError("was undone in the ledger it came from")
+    sample_id = row.get("sample_id", "")
+    if not sample_id:
+        raise LedgerError("has no sample_id")
+    if sample_id not in ledger.given_labels:
+        raise LedgerError(f"unknown sample id {sample_id!r}: it is not in this dataset")
+    given = row.get("given_label", "")
+    if given and given != ledger.given_labels[sample_id]:
+        raise LedgerError(
+            f"given_label {given!r} but this dataset labels {sample_id!r} as "
+            f"{ledger.given_labels[sample_id]!r}: the file was made on other data"
+        )
+    action = row.get("action", "").strip().lower()
+    label = (row.get("final_label") or row.get("label")) if action in LABELLED_ACTIONS else None
+    if action not in ACTIONS:
+        raise LedgerError(f"unknown action {row.get('action', '')!r}; use one of {', '.join(ACTIONS)}")
+    ledger.check_decision(action, label)
+    return Decision(
+        sample_id,
+        action,
+        label,
+        annotator=row.get("annotator", "").strip() or None,
+        decided_at=_parse_time(row.get("decided_at", "")),
+        note=row.get("note") or None,
+        score=_parse_number(row, "score", float),
+        rank=_parse_number(row, "rank", int),
+        run=row.get("run") or None,
+    )
+
+
+def _parse_time(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):  # OverflowError: a time at the calendar's ends moved into UTC
+        raise LedgerError(
+            f"decided_at {text[:60]!r} is not an ISO time between years 1 and 9999 like 2024-05-01T12:30:00+00:00"
+        ) from None
+
+
+def _parse_number(row: Mapping[str, str], column: str, kind: type) -> float | int | None:
+    text = row.get(column, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise LedgerError(f"{column} {text[:60]!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise LedgerError(f"{column} {text[:60]!r} is too large: it must fit in 64 bits (below 9.2e18)")
+    return value
