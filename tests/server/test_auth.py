@@ -1,5 +1,5 @@
 """A server shared by a team: users and roles, sign-in with rate limits, sandboxed paths and project names, and
-visitors' strings shown as text. The browser half is in tests/test_browser.py."""
+visitors' strings shown as text. The browser half is in tests/ui/test_browser.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, sign_in
 from ogaudit.server.sandbox import check_project_name, resolve_server_path
 from ogaudit.ui.text import code, md
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PASSWORD = "correct horse"
 
 

@@ -36,7 +36,7 @@ from ogaudit.ui.figure import COLOUR_MODES, hover_data, map_figure
 from ogaudit.ui.forms import SetupChoices, prepare_audit
 from ogaudit.ui.selection import selected_ids
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 DEMO_ENV = {
     "OGAUDIT_DEMO": "digits",
     "OGAUDIT_DEMO_EPOCHS": "1",

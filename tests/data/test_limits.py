@@ -23,7 +23,7 @@ from ogaudit.data.limits import ImageHeader, image_memory_estimate, memory_budge
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, SettingsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BOMB_SIDE = 6000  # 36 megapixels: under the loader's 40 MP per-image cap, so each image alone is accepted
 BOMB_IMAGES = 8  # 8 x 144 MiB decoded (Pillow holds RGB in 4 bytes a pixel): about 1.1 GiB
 CHILD_BUDGET = "512M"

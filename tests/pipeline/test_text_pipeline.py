@@ -10,7 +10,7 @@ import pytest
 
 from ogaudit.cli import main
 from ogaudit.models.encoders import embed_texts, encoder_folder
-from tests.test_textdata import small_frame, write_table
+from tests.data.test_textdata import small_frame, write_table
 
 pytest.importorskip("sentence_transformers")
 try:

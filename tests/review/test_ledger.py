@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from ogaudit.errors import LedgerError
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Ledger, wal_damage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["cat", "dog", "bird"]
 IDS = [f"s{i:04d}" for i in range(1000)]
 META = {
