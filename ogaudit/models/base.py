@@ -20,7 +20,8 @@ class Preprocess(nn.Module):
     Images (B, H, W, C) of any dtype are scaled to [0, 1] per channel from ``low``/``high`` (0/255 for uint8;
     the data's own range for other arrays, e.g. floats already normalised by a training pipeline, so nothing is
     rounded or clipped), made NCHW, matched to ``channels``, resized to ``size``, then standardised with
-    ``mean``/``std``. Vectors (B, F) are standardised with ``mean``/``std``.
+    ``mean``/``std``. Vectors (B, F) are standardised with ``mean``/``std``; with ``image=False`` a batch of any
+shape is read as flat vectors (B, H·W·C).
     """
 
     def __init__(
@@ -44,8 +45,8 @@ class Preprocess(nn.Module):
         self.register_buffer("span", torch.as_tensor(np.where(span > 0, span, 1.0).astype(np.float32)))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if not self.image:
-            return (batch.float() - self.mean) / self.std
+        if not self.image:  # vectors, or images read as flat vectors by a vector model (model="mlp" on images)
+            return (batch.reshape(batch.shape[0], -1).float() - self.mean) / self.std
         x = batch.permute(0, 3, 1, 2).float()
         x = (x - self.low.view(1, -1, 1, 1)) / self.span.view(1, -1, 1, 1)
         if self.channels == 3 and x.shape[1] == 1:

@@ -3,6 +3,7 @@
 import json
 import pickle
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,20 @@ def test_auto_choice_follows_the_data(digits):
     assert choose_model(vectors).kind == "mlp"
     with pytest.raises(ModelError, match="needs images"):
         choose_model(vectors, "cnn")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_a_vector_model_reads_images_as_flat_vectors(digits, kind):
+    """model="mlp" on images (a user's choice) reads each image as its H·W·C pixels; it used to fail in training
+    with a cross-entropy shape error."""
+    images = digits.subset(np.arange(64))
+    model = build_model(kind, images)
+    logits = model(torch.from_numpy(images.x[:5]))
+    flat = build_model(kind, replace(images, x=images.x.reshape(64, -1).astype(np.float32)))
+    assert logits.shape == (5, images.n_classes)
+    assert torch.allclose(
+        model.preprocess(torch.from_numpy(images.x[:5])), flat.preprocess(torch.from_numpy(images.x[:5].reshape(5, -1)))
+    )
 
 
 def test_pretrained_efficientnet_loads_offline_and_gives_imagenet_features():

@@ -9,7 +9,7 @@ from ogaudit.review.verify import verify_cleaning
 
 
 def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tmp_path):
-    settings = AuditSettings(noise_rate=0.3, budget=0.3, map_method="none", epochs=10)
+    settings = AuditSettings(noise_rate=0.3, budget=0.3, map_method="none", epochs=10, model="mlp")
     result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
     flagged = result.scores[result.scores["flagged"]]
     assert flagged["is_noisy"].mean() > 0.8
