@@ -83,3 +83,68 @@ def test_a_damaged_shard_is_reported_on_read(tmp_path):
     np.save(tmp_path / "probs-00001.npy", np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match="probs-00001.npy"):
         store.read("probs")
+
+
+def test_rows_landing_out_of_order_and_in_pieces_write_each_chunk_once_it_is_whole(tmp_path):
+    """Ray actors return ranges in any order, and a range need not be a whole chunk."""
+    store = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4)
+    whole = rows(0, 10)
+    assert store.write_rows(np.arange(8, 10), **rows(8, 10)) == [2]  # the last, short chunk first
+    assert store.write_rows(np.arange(2, 6), **rows(2, 6)) == []  # half of chunk 0, half of chunk 1
+    assert store.missing() == [0, 1]
+    reversed_rows = np.array([7, 6, 1, 0])
+    assert store.write_rows(reversed_rows, **{k: v[reversed_rows] for k, v in whole.items()}) == [0, 1]
+    assert store.write_rows(np.arange(0, 4), **rows(0, 4)) == []  # a chunk already done is left as it is
+    np.testing.assert_array_equal(store.read("features"), whole["features"])
+    with pytest.raises(ValueError, match="rows must lie"):
+        store.write_rows(np.array([10]), **rows(0, 1))
+
+
+def test_rows_held_for_an_unfinished_chunk_are_not_marked_done(tmp_path):
+    store = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4)
+    store.write_rows(np.arange(0, 3), **rows(0, 3))
+    reopened = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4)  # the process stopped: those rows are computed again
+    assert reopened.missing() == [0, 1, 2] and not list(tmp_path.glob("features-*.npy"))
+
+
+def test_another_source_starts_the_store_over_and_open_reads_a_store_as_laid_out(tmp_path):
+    store = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4, source="model-a")
+    store.fill(rows)
+    assert SampleStore(tmp_path / "plain", 3, FIELDS).layout().keys() == {"format", "n_rows", "chunk_rows", "fields"}
+    opened = SampleStore.open(tmp_path)
+    assert opened.layout() == store.layout() and opened.source == "model-a" and opened.complete
+    np.testing.assert_array_equal(opened.read("probs"), rows(0, 10)["probs"])
+    other = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4, source="model-b")  # rows of model a are not mixed in
+    assert other.missing() == [0, 1, 2] and not list(tmp_path.glob("probs-*.npy"))
+    with pytest.raises(OSError):
+        SampleStore.open(tmp_path / "nothing")
+    (tmp_path / "store.json").write_text('{"format": 1, "n_rows": "ten"}')
+    with pytest.raises(ValueError):
+        SampleStore.open(tmp_path)
+
+
+def test_rows_reads_only_what_is_indexed_from_the_memory_mapped_shards(tmp_path):
+    store = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4)
+    store.fill(rows)
+    view, whole = store.rows("features"), rows(0, 10)["features"].astype(np.float32)
+    assert len(view) == 10 and view.shape == (10, 3) and view.dtype == np.float32 and view.ndim == 2
+    np.testing.assert_array_equal(np.asarray(view), whole)
+    assert np.asarray(view, dtype=np.float64).dtype == np.float64
+    for index in (slice(None), slice(3, 9), slice(None, None, -3), np.array([9, 0, 5, 4, 4]), whole[:, 0] > 4, []):
+        np.testing.assert_array_equal(view[index], whole[index])
+    np.testing.assert_array_equal(view[-1], whole[-1])
+    np.testing.assert_array_equal(view[2:7, 1], whole[2:7, 1])
+    assert view[np.array([1, 2])].flags.writeable  # an in-memory copy, not the map
+    with pytest.raises(IndexError):
+        view[10]
+
+
+def test_read_chunk_gives_one_done_chunk(tmp_path):
+    store = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4)
+    store.write(1, **rows(4, 8))
+    np.testing.assert_array_equal(store.read_chunk("probs", 1), rows(4, 8)["probs"].astype(np.float32))
+    with pytest.raises(ValueError, match="not written"):
+        store.read_chunk("probs", 0)
+    with pytest.raises(ValueError, match="misses 2 chunk"):
+        store.rows("probs")
+    assert store.write_rows(np.array([], dtype=np.int64), features=np.zeros((0, 3)), probs=np.zeros((0, 2))) == []
