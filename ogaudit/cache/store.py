@@ -72,19 +72,27 @@ class SampleStore:
         self.done = self._open()
 
     @classmethod
-    def open(cls, folder: str | Path) -> SampleStore:
+    def open(
+        cls,
+        folder: str | Path,
+        *,
+        n_rows: int | None = None,
+        fields: Fields | None = None,
+        chunk_rows: int | None = None,
+        source: str | None = None,
+    ) -> SampleStore:
         """The store in ``folder`` as its ``store.json`` lays it out, emptying nothing.
 
-        For reading a store that is complete (a committed cache entry): compare :meth:`layout` with the one
-        expected, then :meth:`read` or :meth:`rows`. Raises ``ValueError`` (``OSError`` when a file is missing)
-        for a folder without a store or with a damaged layout or done mask.
+        For reading a store that is complete (a committed cache entry), then :meth:`read` or :meth:`rows`. Each
+        layout argument given must be the store's (as the constructor takes it). Raises ``ValueError`` (``OSError``
+        when a file is missing) for a folder without a store, a damaged layout or done mask, or another layout.
         """
         folder = Path(folder)
         saved = read_json(folder / LAYOUT_FILE)
         store = cls.__new__(cls)
         try:
-            fields = {name: (tuple(spec["shape"]), spec["dtype"]) for name, spec in saved["fields"].items()}
-            store._set_layout(folder, saved["n_rows"], fields, saved["chunk_rows"], saved.get("source", ""))
+            saved_fields = {name: (tuple(spec["shape"]), spec["dtype"]) for name, spec in saved["fields"].items()}
+            store._set_layout(folder, saved["n_rows"], saved_fields, saved["chunk_rows"], saved.get("source", ""))
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{str(folder / LAYOUT_FILE)!r} is not a store layout ({error!r}).") from error
         if store.layout() != saved:
@@ -93,6 +101,16 @@ class SampleStore:
         if done.shape != (store.n_chunks,) or done.dtype != bool:
             raise ValueError(f"{str(folder / DONE_FILE)!r} does not fit the store's {store.n_chunks} chunks.")
         store.done = done.copy()
+        expected = cls.__new__(cls)
+        expected._set_layout(
+            folder,
+            store.n_rows if n_rows is None else n_rows,
+            store.fields if fields is None else fields,
+            store.chunk_rows if chunk_rows is None else int(chunk_rows or DEFAULT_CHUNK_ROWS),
+            store.source if source is None else source,
+        )
+        if expected.layout() != store.layout():
+            raise ValueError(f"the store {str(folder)!r} is laid out for other rows, fields or source.")
         return store
 
     def _set_layout(self, folder, n_rows, fields: Fields, chunk_rows, source) -> None:

@@ -114,6 +114,10 @@ def test_another_source_starts_the_store_over_and_open_reads_a_store_as_laid_out
     opened = SampleStore.open(tmp_path)
     assert opened.layout() == store.layout() and opened.source == "model-a" and opened.complete
     np.testing.assert_array_equal(opened.read("probs"), rows(0, 10)["probs"])
+    assert SampleStore.open(tmp_path, n_rows=10, fields=FIELDS, chunk_rows=4, source="model-a").complete
+    for other in ({"n_rows": 9}, {"chunk_rows": 5}, {"source": "model-b"}, {"fields": {"probs": ((2,), "float32")}}):
+        with pytest.raises(ValueError, match="laid out for other"):
+            SampleStore.open(tmp_path, **other)
     other = SampleStore(tmp_path, 10, FIELDS, chunk_rows=4, source="model-b")  # rows of model a are not mixed in
     assert other.missing() == [0, 1, 2] and not list(tmp_path.glob("probs-*.npy"))
     with pytest.raises(OSError):
