@@ -36,7 +36,7 @@ import torch
 from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.data.builtins import load_fashion_mnist
 from ogaudit.engines.local import LocalEngine
-from ogaudit.gradients.layers import LayerGradientSettings
+from ogaudit.gradients.layers import LayerGradientSettings, layer_store
 from ogaudit.models.nets import build_model
 
 
@@ -97,15 +97,17 @@ def main() -> None:
 
         local = LocalEngine()
         (head_local, t_head_local) = timed(lambda: local.head_outputs(model, data))
-        grads_local, t_layers_local = timed(
-            lambda: local.layer_gradients(model, data, settings, out_path=folder / "local.npy", input_fingerprint="b")
-        )
+
+        def filled(engine, name: str):
+            store = layer_store(folder / name, model, data.y, settings, inputs_fingerprint="b")
+            engine.layer_gradients(model, data, settings, store=store)
+            return store.rows("gradients")
+
+        grads_local, t_layers_local = timed(lambda: filled(local, "local"))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         _, t_head_one = timed(lambda: local.head_outputs(model, data))
-        _, t_layers_one = timed(
-            lambda: local.layer_gradients(model, data, settings, out_path=folder / "one.npy", input_fingerprint="b")
-        )
+        _, t_layers_one = timed(lambda: filled(local, "one"))
         torch.set_num_threads(threads)
 
         _, t_init = timed(
@@ -114,11 +116,7 @@ def main() -> None:
         engine = RayEngine(actors=args.actors)
         try:
             head_ray, t_head_ray = timed(lambda: engine.head_outputs(model, data))
-            grads_ray, t_layers_ray = timed(
-                lambda: engine.layer_gradients(
-                    model, data, settings, out_path=folder / "ray.npy", input_fingerprint="b"
-                )
-            )
+            grads_ray, t_layers_ray = timed(lambda: filled(engine, "ray"))
             pool = engine.describe()
         finally:
             ray.shutdown()

@@ -9,7 +9,6 @@ escapes off again.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
@@ -129,27 +128,6 @@ def _umask_by_setting() -> int:
     mask = os.umask(0o077)
     os.umask(mask)
     return mask
-
-
-def reserve_file_space(path: str | Path) -> None:
-    """Allocate the disk blocks of the whole file ``path`` now (``posix_fallocate``), so that a full disk is a
-    :class:`StorageError` here instead of a SIGBUS later, when a memory-mapped page of a sparse file is first
-    written. Where the system cannot reserve space, nothing is done."""
-    path = Path(path)
-    if not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        with open(path, "r+b") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size:
-                os.posix_fallocate(handle.fileno(), 0, size)
-    except OSError as error:
-        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            return  # no reservation on this file system: as before
-        raise StorageError(
-            f"Cannot reserve {size / 1e6:,.1f} MB for {str(path)!r}: {error.strerror or error}. Free disk space "
-            "or write to another folder, then run again."
-        ) from error
 
 
 def ensure_writable_dir(path: str | Path) -> Path:

@@ -265,38 +265,32 @@ def test_a_real_full_disk_in_the_ledger_is_a_ledger_error_and_keeps_every_return
     assert ledger.state()["sample_id"].tolist() == returned  # every returned one, and not the failed one
 
 
-STORE_FILLER = """
-import sys
-from pathlib import Path
-from ogaudit.errors import StorageError
-from ogaudit.gradients import layers
-if sys.argv[2] == "no-reservation":  # the control: the store as it was before space was reserved
-    import ogaudit.storage
-    ogaudit.storage.reserve_file_space = lambda path: None
-try:
-    data, done = layers._open_store(Path(sys.argv[1]) / "grads.npy", 2000, 2048, {"a": 1})  # 16 MB
-except StorageError as error:
-    print("refused:", error, flush=True)
-    sys.exit(0)
-data[:] = 1.0  # what the engine does chunk by chunk: the first page past the free space ends the process
-print("written", flush=True)
-"""
+def test_a_full_disk_under_the_layer_gradient_store_is_an_error_and_its_done_chunks_stay(small_fs):
+    """The store writes plain files (no memory map, whose first write past the free space would be a SIGBUS): a
+    full disk is a StorageError at the chunk that does not fit, the chunks before it stay done, nothing half-made
+    is left, and once space is freed the next run writes only the rest."""
+    from ogaudit.cache.store import SampleStore
 
+    disk = small_fs(6144)
+    fields = {"gradients": ((512,), "float32")}  # 100 kB a chunk of 50 rows, 4 MB in all
+    computed = []
 
-def test_a_full_disk_under_the_layer_gradient_store_is_an_error_not_a_sigbus(small_fs):
-    disk = small_fs(2048)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    def rows(start: int, stop: int) -> dict:
+        computed.append(start)
+        return {"gradients": np.full((stop - start, 512), start, dtype=np.float32)}
 
-    def run(mode: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-c", STORE_FILLER, str(disk), mode]
-        return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
-
-    refused = run("reserved")
-    assert refused.returncode == 0, refused.stderr[-2000:]
-    assert refused.stdout.startswith("refused: Cannot reserve") and "No space left on device" in refused.stdout
-    assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-made is left to be taken for a store
-    control = run("no-reservation")
-    assert control.returncode == -signal.SIGBUS  # what the reservation prevents: the server would be gone
+    ballast = fill(disk, 2048 * 1024)
+    with pytest.raises(StorageError, match=r"Cannot write .*gradients-.*free disk space"):
+        SampleStore(disk / "grads", 2000, fields, chunk_rows=50).fill(rows)
+    store = SampleStore(disk / "grads", 2000, fields, chunk_rows=50)
+    done = store.missing()[0]
+    assert 0 < done < store.n_chunks and store.missing() == list(range(done, store.n_chunks))
+    assert not [p.name for p in (disk / "grads").iterdir() if p.name.endswith(".part")]
+    ballast.unlink()
+    computed.clear()
+    store.fill(rows)
+    assert computed == [store.bounds(chunk)[0] for chunk in range(done, store.n_chunks)]
+    np.testing.assert_array_equal(store.read("gradients")[:, 0], np.repeat(np.arange(0, 2000, 50), 50))
 
 
 def test_disk_full_simulated_at_map_csv_fails_the_job_leaves_no_complete_looking_run_and_retries(

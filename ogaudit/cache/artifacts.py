@@ -18,9 +18,9 @@ result (data fingerprint, model key, settings); ``settings`` is the readable par
   is computed, so a second scan (another process, or another job of the app) that needs the same entry waits and
   then reads it, instead of writing into the same work folder; a lock dies with its process. Two entries saved
   at once under one key (the same inputs, so the same content) keep the first, without an error.
-* **Resumable work in place.** A stage that writes incrementally (the layer-gradient memory map with its done
-  mask, the :class:`~ogaudit.cache.store.SampleStore` shards of features and probabilities) gets :meth:`CacheEntry.work_dir`, a folder that survives an interruption, and :meth:`CacheEntry.commit`
-  marks it complete.
+* **Resumable work in place.** A stage that writes incrementally (a :class:`~ogaudit.cache.store.SampleStore`:
+  features and probabilities, projected layer gradients, text embeddings) gets :meth:`CacheEntry.work_dir`, a
+  folder that survives an interruption, and :meth:`CacheEntry.commit` marks it complete.
 
 ``$OGAUDIT_CACHE`` (default ``~/.cache/ogaudit``) is the root; :func:`default_cache_dir` reads it.
 """

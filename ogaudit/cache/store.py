@@ -200,6 +200,8 @@ class SampleStore:
             try:
                 with atomic_path(self._shard(name, chunk)) as tmp, open(tmp, "wb") as handle:
                     np.save(handle, array.astype(dtype, copy=False), allow_pickle=False)
+            except StorageError:
+                raise
             except OSError as error:
                 raise StorageError(f"Cannot write {str(self._shard(name, chunk))!r}: {error}.") from error
         self.done[chunk] = True

@@ -14,12 +14,12 @@ cache entries, so a run on one engine is a cache hit for the other.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from ogaudit.cache.store import SampleStore
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import SettingsError
 from ogaudit.models.base import AuditModel
@@ -60,14 +60,13 @@ class ForwardEngine(Protocol):
         dataset: Dataset,
         settings,
         *,
-        out_path: Path,
-        input_fingerprint: str,
+        store: SampleStore,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
-    ) -> np.ndarray:
-        """(N, D) float32 projected gradients (``settings``: a ``LayerGradientSettings``), a read-only memory map of
-        ``out_path``: the resumable store of :func:`~ogaudit.gradients.layers.open_layer_store`, whose rows
-        already done are kept. On cancel the rows landed so far stay marked done."""
+    ) -> None:
+        """Fill the missing chunks of ``store`` (a :func:`~ogaudit.gradients.layers.layer_store` of this model,
+        the dataset's labels and ``settings``, a ``LayerGradientSettings``) with the (N, D) float32 projected
+        gradients; chunks already done (by either engine) are kept. On cancel the chunks landed so far stay done."""
         ...
 
     def describe(self) -> dict:
@@ -93,17 +92,16 @@ class LocalEngine:
             logits = model.head(torch.as_tensor(features)).numpy()
         return features, logits
 
-    def layer_gradients(self, model, dataset, settings, *, out_path, input_fingerprint, progress=None, cancel=None):
+    def layer_gradients(self, model, dataset, settings, *, store, progress=None, cancel=None):
         from ogaudit.gradients.layers import project_layer_gradients
         from ogaudit.models.training import batch_tensor
 
-        return project_layer_gradients(
+        project_layer_gradients(
             model,
             lambda start, stop: batch_tensor(dataset.x, start, stop),  # read chunk by chunk (memory maps too)
             torch.as_tensor(dataset.y),
             settings,
-            out_path=out_path,
-            input_fingerprint=input_fingerprint,
+            store=store,
             progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
             cancel=cancel,
         )

@@ -12,8 +12,10 @@ What runs where:
   same code the local engine runs (:func:`~ogaudit.gradients.layers.project_layer_gradients`). With GPUs in the
   cluster every actor takes one.
 * Results stream back as ranges finish and are written into the same arrays and the same resumable layer store
-  as the local engine's (:func:`~ogaudit.gradients.layers.open_layer_store`); progress is reported as they land,
-  and a set cancel stops the iteration (the Ray Data executor and its actors are shut down).
+  as the local engine's (a :class:`~ogaudit.cache.store.SampleStore` from
+  :func:`~ogaudit.gradients.layers.layer_store`; ranges are whole chunks of it, so the actors take the local
+  engine's batches); progress is reported as they land, and a set cancel stops the iteration (the Ray Data
+  executor and its actors are shut down).
 
 Ray is an optional extra (``pip install 'ogaudit[ray]'``) imported only here, and only when an engine is made.
 Ray Data: https://docs.ray.io/en/latest/data/api/doc/ray.data.Dataset.map_batches.html
@@ -24,11 +26,11 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ogaudit.cache.store import SampleStore
 from ogaudit.data.dataset import Dataset
 from ogaudit.data.imagefiles import ImageFiles
 from ogaudit.errors import EngineError, OgauditError, SettingsError
@@ -153,40 +155,30 @@ class RayEngine:
         dataset: Dataset,
         settings,
         *,
-        out_path: Path,
-        input_fingerprint: str,
+        store: SampleStore,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
-    ) -> np.ndarray:
-        """(N, D) float32 projected gradients, filled on the actors into the resumable store at ``out_path``.
+    ) -> None:
+        """Fill the missing chunks of ``store`` (:func:`~ogaudit.gradients.layers.layer_store`) with the (N, D)
+        float32 projected gradients, computed on the actors.
 
-        Only ranges with rows not yet done are sent; a read-only memory map of ``out_path`` is returned.
+        Only missing chunks are sent, in ranges of whole chunks (consecutive ones, about :meth:`block_rows_for`
+        rows and at most :data:`BLOCK_BYTES` of results each); each lands with
+        :meth:`~ogaudit.cache.store.SampleStore.write_rows`, in whatever order the actors finish.
         """
         from dataclasses import asdict
 
-        from ogaudit.gradients.layers import open_layer_store
-
-        store = dict(zip(("rows", "done"), open_layer_store(model, dataset.y, settings, out_path, input_fingerprint)))
-        n, dim = store["rows"].shape
+        (dim,) = store.fields["gradients"][0]
         rows_per_range = min(self.block_rows_for(model), max(16, BLOCK_BYTES // (4 * max(dim, 1))))
-        ranges = _ranges(n, rows_per_range)
-        todo = [i for i, (start, stop) in enumerate(ranges) if not store["done"][start:stop].all()]
+        ranges = _chunk_ranges(store, max(1, rows_per_range // store.chunk_rows))
 
         def write(batch: dict[str, np.ndarray]) -> None:
-            rows = _rows(batch["index"])
-            store["rows"][rows] = batch["gradients"]
-            store["rows"].flush()
-            store["done"][rows] = True  # only after the rows are on disk
-            store["done"].flush()
+            store.write_rows(batch["index"], gradients=batch["gradients"])
 
         task = {"stage": "layers", "settings": {**asdict(settings), "layers": list(settings.layers)}}
-        try:
-            already = int(store["done"].sum())
-            self._run(task, model, dataset, ranges, write, progress, cancel, todo=todo, already=already)
-            _check_landed(np.asarray(store["done"]))
-        finally:
-            store.clear()  # unmap before the file is reopened read-only
-        return np.load(out_path, mmap_mode="r")
+        self._run(task, model, dataset, ranges, write, progress, cancel, already=store.rows_done())
+        sizes = [stop - start for start, stop in map(store.bounds, range(store.n_chunks))]
+        _check_landed(np.repeat(store.done, sizes))
 
     def block_rows_for(self, model: AuditModel) -> int:
         """Samples per range: ``block_rows`` if given, else fewer for slow models (pretrained, checkpoints)."""
@@ -233,15 +225,16 @@ class RayEngine:
             actors = max(1, int(resources.get("CPU", 1) // max(self.cpus_per_actor, 1)))
         return actors, float(self.cpus_per_actor), float(gpus)
 
-    def _run(self, task, model, dataset, ranges, write, progress, cancel, *, todo=None, already=0) -> None:
-        """Send ``ranges`` (those in ``todo``) to the actor pool; ``write(batch)`` each result as it lands."""
+    def _run(self, task, model, dataset, ranges, write, progress, cancel, *, already=0) -> None:
+        """Send ``ranges`` to the actor pool; ``write(batch)`` each result as it lands (``already``: rows done
+        before, for progress)."""
         check_cancel(cancel)
-        ray = self._connect()
-        todo = list(range(len(ranges))) if todo is None else todo
+        todo = list(range(len(ranges)))
         n = len(dataset)
         if not todo:
             report(progress, "gradients", 1.0, f"{n}/{n} samples")
             return
+        ray = self._connect()
         actors, cpus, gpus = self._pool_size(ray)
         actors = min(actors, len(todo))
         self._pool = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus, "nodes": len(ray.nodes())}
@@ -308,6 +301,20 @@ def _cluster_error(error: Exception) -> OgauditError:
 
 def _ranges(n: int, rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def _chunk_ranges(store: SampleStore, chunks_per_range: int) -> list[tuple[int, int]]:
+    """Row ranges ``(start, stop)`` over the missing chunks of ``store``: runs of consecutive missing chunks, cut
+    every ``chunks_per_range`` chunks."""
+    ranges: list[tuple[int, int]] = []
+    run: list[int] = []
+    for chunk in [*store.missing(), None]:
+        if run and (chunk is None or chunk != run[-1] + 1 or len(run) == chunks_per_range):
+            ranges.append((store.bounds(run[0])[0], store.bounds(run[-1])[1]))
+            run = []
+        if chunk is not None:
+            run.append(chunk)
+    return ranges
 
 
 def _rows(index: np.ndarray) -> slice | np.ndarray:

@@ -24,9 +24,10 @@ passed on); a layer whose full gradient fits in its share is kept exactly (ident
 ``sum(k_out · k_in)``, may be a little below ``dim``: :func:`plan_layer_projection` and :func:`projected_dim`
 tell the exact value and layout.
 
-Results can be written to an on-disk ``.npy`` memory map with a per-sample done-mask and a JSON sidecar
-holding the settings and the fingerprints of the inputs, labels and model; an interrupted run resumes and
-skips the chunks already done, and a file written under other settings or fingerprints is discarded, never mixed.
+Results can be written into a resumable :class:`~ogaudit.cache.store.SampleStore` (:func:`layer_store`: one
+chunk per batched pass, and a source fingerprint of the settings, inputs, labels and model in its layout); an
+interrupted run resumes and skips the chunks already done, by either engine, and a store filled under other
+settings or fingerprints is emptied, never mixed.
 :func:`reference_layer_gradients` (a batch-size-1 ``autograd.grad`` loop, as in the paper's code) and
 :func:`project_full_gradients` are the slow path the tests compare with.
 """
@@ -34,7 +35,6 @@ skips the chunks already done, and a file written under other settings or finger
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -47,13 +47,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ogaudit.cache.store import SampleStore, StoredRows
 from ogaudit.errors import DataError, ModelError, SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import check_projection_dim
-from ogaudit.storage import fingerprint, read_json, write_json
+from ogaudit.storage import fingerprint
 
 STAGE = "layer_gradients"
-FORMAT = "ogaudit-layer-gradients-v1"
+STORE_SOURCE = "ogaudit-layer-gradients-v2"
+"""Tags the source fingerprint of a layer-gradient store (:func:`layer_store`)."""
+GRADIENT_FIELD = "gradients"
+"""The field of a layer-gradient store: one (D,) float32 row per sample."""
 PROJECTIONS = ("gaussian", "rademacher")
 
 Inputs = torch.Tensor | np.ndarray | Callable[[int, int], torch.Tensor] | Iterable[torch.Tensor]
@@ -245,11 +249,10 @@ def project_layer_gradients(
     labels: np.ndarray | torch.Tensor,
     settings: LayerGradientSettings,
     *,
-    out_path: str | Path | None = None,
-    input_fingerprint: str | None = None,
+    store: SampleStore | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-) -> np.ndarray:
+) -> np.ndarray | StoredRows:
     """Projected per-sample cross-entropy gradients of the chosen layers, (N, D) float32.
 
     Parameters
@@ -257,104 +260,118 @@ def project_layer_gradients(
     model : any module whose ``model(x)`` gives logits (n, C) for a batch x; samples must not interact
         (BatchNorm is fine: the model runs in eval mode during the pass; every module's prior train/eval mode
         is restored afterwards). Computation runs in the dtype and on the device of the first chosen layer.
-    inputs : see :data:`Inputs`; floating inputs are cast to the layer dtype.
+    inputs : see :data:`Inputs`; floating inputs are cast to the layer dtype. With ``store``, an array, a tensor
+        or a function ``load(start, stop)`` (rows are read by chunk, so only the missing chunks are read).
     labels : (N,) integer class of every sample, the targets of the loss.
     settings : :class:`LayerGradientSettings`; the exact D and column layout are :func:`plan_layer_projection`.
-    out_path : optional ``.npy`` file to fill as a memory map, beside ``<stem>.done.npy`` (bool (N,), samples
-        written) and ``<stem>.json`` (settings and fingerprints). A rerun with the same settings, inputs, labels
-        and model skips the samples already done; anything else starts the file over.
-    input_fingerprint : identifies the inputs for resuming; computed from array/tensor inputs when omitted,
-        required with ``out_path`` for callable or iterable inputs.
+    store : a :func:`layer_store` of these model, labels and settings to fill: its missing chunks (one batched
+        pass each) are computed and written, those done (by an earlier run, on either engine) are skipped.
     progress : ``progress(stage, fraction, message)`` after every chunk (and once at the start).
     cancel : checked before every chunk; when set, :class:`~ogaudit.errors.Cancelled` is raised and the
         chunks already written stay marked done.
 
     Returns
     -------
-    (N, D) float32 array; a read-only memory map of ``out_path`` when given.
+    (N, D) float32 array; with ``store``, its read-only view :meth:`~ogaudit.cache.store.SampleStore.rows`
+    (memory-mapped shards: the gradients are not read into memory).
     """
     labels = _as_labels(labels)
     n_samples = len(labels)
     layers = resolve_layers(model, settings.layers)
     plans = plan_layer_projection(model, settings)
     dim = sum(plan.dim for plan in plans)
-    chunks = _chunks(inputs, n_samples, settings.batch_size)
     reference = layers[0][1].weight
     matrices = [_projection_matrices(plan, settings, reference.dtype, reference.device) for plan in plans]
-
-    done = None
-    if out_path is None:
-        result = np.zeros((n_samples, dim), dtype=np.float32)
+    if store is not None:
+        _check_store(store, n_samples, dim, settings)
+        load = _row_reader(inputs, n_samples)
     else:
-        if input_fingerprint is None:
-            if not isinstance(inputs, torch.Tensor | np.ndarray):
-                raise SettingsError(
-                    "input_fingerprint is required with out_path when inputs is a callable or an iterable; "
-                    "pass a string that changes whenever the inputs change (e.g. the dataset fingerprint)."
-                )
-            input_fingerprint = fingerprint(_to_numpy(inputs))
-        result, done = open_layer_store(model, labels, settings, out_path, input_fingerprint)
+        chunks = _chunks(inputs, n_samples, settings.batch_size)
+
+    def project(x, start: int, stop: int) -> np.ndarray:
+        y = torch.as_tensor(labels[start:stop], device=reference.device)
+        rows = _project_batch(model, _prepare_inputs(x, reference), y, layers, plans, matrices)
+        return rows.detach().cpu().numpy()
 
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        finished = int(done.sum()) if done is not None else 0
-        report(progress, STAGE, finished / max(n_samples, 1), f"{finished}/{n_samples} samples")
-        for start, stop, load in chunks:
-            if done is not None and done[start:stop].all():
-                continue
+        if store is not None:
+            store.fill(
+                lambda start, stop: {GRADIENT_FIELD: project(load(start, stop), start, stop)},
+                progress=progress,
+                cancel=cancel,
+                stage=STAGE,
+            )
+            return store.rows(GRADIENT_FIELD)
+        result = np.zeros((n_samples, dim), dtype=np.float32)
+        finished = 0
+        report(progress, STAGE, 0.0, f"0/{n_samples:,} samples")
+        for start, stop, chunk in chunks:
             check_cancel(cancel)
-            x = _prepare_inputs(load(), reference)
-            y = torch.as_tensor(labels[start:stop], device=reference.device)
-            rows = _project_batch(model, x, y, layers, plans, matrices)
-            result[start:stop] = rows.detach().cpu().numpy()
-            if done is not None:
-                result.flush()
-                finished += int((~done[start:stop]).sum())
-                done[start:stop] = True
-                done.flush()
-            else:
-                finished += stop - start
-            report(progress, STAGE, finished / max(n_samples, 1), f"{finished}/{n_samples} samples")
+            result[start:stop] = project(chunk(), start, stop)
+            finished += stop - start
+            report(progress, STAGE, finished / max(n_samples, 1), f"{finished:,}/{n_samples:,} samples")
+        return result
     finally:
         for module, training in modes.items():
             module.training = training
-    if out_path is None:
-        return result
-    del result, done
-    return np.load(out_path, mmap_mode="r")
 
 
-def open_layer_store(
+def layer_store_layout(
+    model: nn.Module, labels: np.ndarray | torch.Tensor, settings: LayerGradientSettings, *, inputs_fingerprint: str
+) -> dict:
+    """The :class:`~ogaudit.cache.store.SampleStore` layout of the projected gradients, as its constructor's
+    keyword arguments ``n_rows``, ``fields``, ``chunk_rows`` and ``source`` (see :func:`layer_store`)."""
+    labels = _as_labels(labels)
+    plans = plan_layer_projection(model, settings)
+    reference = resolve_layers(model, settings.layers)[0][1].weight
+    source = fingerprint(
+        STORE_SOURCE,
+        asdict(settings),
+        [asdict(plan) for plan in plans],
+        str(reference.dtype),
+        inputs_fingerprint,
+        fingerprint(labels),
+        model_fingerprint(model),
+    )
+    dim = sum(plan.dim for plan in plans)
+    return {
+        "n_rows": len(labels),
+        "fields": {GRADIENT_FIELD: ((dim,), "float32")},
+        "chunk_rows": settings.batch_size,
+        "source": source,
+    }
+
+
+def layer_store(
+    folder: str | Path,
     model: nn.Module,
     labels: np.ndarray | torch.Tensor,
     settings: LayerGradientSettings,
-    out_path: str | Path,
-    input_fingerprint: str,
-) -> tuple[np.memmap, np.memmap]:
-    """``(gradients (N, D) float32, done (N,) bool)``, writable memory maps of the store at ``out_path``.
+    *,
+    inputs_fingerprint: str,
+) -> SampleStore:
+    """The resumable store of projected gradients in ``folder``, for :func:`project_layer_gradients` and the
+    engines (the Ray engine fills the same store, so an interrupted run resumes with either engine).
 
-    The store :func:`project_layer_gradients` fills: reopened when its sidecar matches these settings, labels,
-    inputs and model (rows marked done are kept), else started over. Other engines (the Ray engine) fill the same
-    store, so an interrupted run resumes with either. Raises :class:`~ogaudit.errors.StorageError` when the
-    files cannot be created.
+    One field ``"gradients"`` (D,) float32; one chunk per batched pass (``settings.batch_size`` rows, so a
+    resumed or a Ray run takes the same batches as one local pass); and a ``source`` fingerprint of the settings,
+    the projection plan, the layer dtype, ``inputs_fingerprint`` (a string that changes whenever the inputs do:
+    the dataset fingerprint), the labels and the model's structure and weights. A store laid out otherwise, or
+    filled under any other of those, is emptied and started over: rows are never mixed.
     """
-    labels = _as_labels(labels)
-    plans = plan_layer_projection(model, settings)
-    dim = sum(plan.dim for plan in plans)
-    reference = resolve_layers(model, settings.layers)[0][1].weight
-    meta = {
-        "format": FORMAT,
-        "settings": asdict(settings),
-        "layers": [asdict(plan) for plan in plans],
-        "n_samples": len(labels),
-        "dim": dim,
-        "dtype": str(reference.dtype),
-        "input_fingerprint": input_fingerprint,
-        "labels_fingerprint": fingerprint(labels),
-        "model_fingerprint": model_fingerprint(model),
-    }
-    return _open_store(Path(out_path), len(labels), dim, json.loads(json.dumps(meta)))
+    return SampleStore(folder, **layer_store_layout(model, labels, settings, inputs_fingerprint=inputs_fingerprint))
+
+
+def _check_store(store: SampleStore, n_samples: int, dim: int, settings: LayerGradientSettings) -> None:
+    expected = {"n_rows": n_samples, "chunk_rows": settings.batch_size, "fields": {GRADIENT_FIELD: ((dim,), "float32")}}
+    found = {"n_rows": store.n_rows, "chunk_rows": store.chunk_rows, "fields": store.fields}
+    if found != expected:
+        raise SettingsError(
+            f"The store {str(store.folder)!r} is laid out as {found}, not as these gradients need ({expected}); "
+            "open it with layer_store() for the same model, labels and settings."
+        )
 
 
 def reference_layer_gradients(
@@ -437,13 +454,6 @@ def model_fingerprint(model: nn.Module) -> str:
         tensor = tensor.detach().cpu().contiguous()
         parts += [name, str(tensor.dtype), list(tensor.shape), tensor.reshape(-1).view(torch.uint8).numpy()]
     return fingerprint(*parts)
-
-
-def sidecar_paths(out_path: str | Path) -> tuple[Path, Path]:
-    """``(<stem>.done.npy, <stem>.json)`` beside ``out_path``: the done-mask and the settings sidecar."""
-    path = Path(out_path)
-    stem = path.name[: -len(".npy")] if path.name.endswith(".npy") else path.name
-    return path.with_name(f"{stem}.done.npy"), path.with_name(f"{stem}.json")
 
 
 def _project_batch(
@@ -658,6 +668,20 @@ def _chunks(inputs: Inputs, n_samples: int, batch_size: int) -> Iterator[tuple[i
     )
 
 
+def _row_reader(inputs: Inputs, n_samples: int) -> Callable[[int, int], object]:
+    """``load(start, stop)`` for inputs readable by rows (an array, a tensor, a function); for a store."""
+    if isinstance(inputs, torch.Tensor | np.ndarray):
+        if len(inputs) != n_samples:
+            raise DataError(f"inputs has {len(inputs)} samples but labels has {n_samples}; pass one label per input.")
+        return lambda start, stop: inputs[start:stop]
+    if callable(inputs):
+        return inputs
+    raise SettingsError(
+        f"A store is filled by chunks, so its inputs must be readable by rows: an array or tensor (N, ...) or a "
+        f"function load(start, stop); got {type(inputs).__name__}."
+    )
+
+
 def _iterable_chunks(batches: Iterable, n_samples: int) -> Iterator[tuple[int, int, Callable]]:
     start = 0
     for batch in batches:
@@ -693,52 +717,3 @@ def _to_numpy(values) -> np.ndarray:
 
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _open_store(path: Path, n_samples: int, dim: int, meta: dict) -> tuple[np.memmap, np.memmap]:
-    """Reopen a matching store, or start a fresh one; never reuse rows written under another ``meta``.
-
-    The files' disk space is reserved up front, so a full disk is a :class:`StorageError` now, not a SIGBUS
-    (which would end the process, and with it the app's server) when a mapped page is first written.
-    """
-    from ogaudit.errors import StorageError
-    from ogaudit.storage import reserve_file_space
-
-    done_path, meta_path = sidecar_paths(path)
-    if path.exists() and done_path.exists() and meta_path.exists():
-        reusable = False
-        try:
-            if read_json(meta_path) == meta:
-                data = np.lib.format.open_memmap(path, mode="r+")
-                done = np.lib.format.open_memmap(done_path, mode="r+")
-                reusable = data.shape == (n_samples, dim) and data.dtype == np.float32 and done.shape == (n_samples,)
-        except (OSError, ValueError):
-            pass
-        if reusable:
-            reserve_file_space(path)  # a store from an older release may be sparse; its rows are kept if not
-            reserve_file_space(done_path)
-            return data, done
-    # The sidecar goes first and comes back last, so a crash in between leaves a store that is started over.
-    # Unlinking (not truncating) keeps arrays still mapped from an earlier result valid.
-    for stale in (meta_path, done_path, path):
-        stale.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_samples, dim))
-        done = np.lib.format.open_memmap(done_path, mode="w+", dtype=bool, shape=(n_samples,))
-        reserve_file_space(path)
-        reserve_file_space(done_path)
-    except OSError as error:
-        for partial in (done_path, path):
-            partial.unlink(missing_ok=True)
-        if isinstance(error, StorageError):
-            raise
-        raise StorageError(
-            f"Cannot create the gradient store {str(path)!r} ({n_samples:,} x {dim:,} float32, "
-            f"{n_samples * dim * 4 / 1e6:,.1f} MB): {error.strerror or error}. Free disk space, or lower "
-            "projection_dim, then run again."
-        ) from error
-    data.flush()
-    done.flush()
-    write_json(meta_path, meta)
-    return data, done

@@ -33,7 +33,6 @@ from ogaudit.map.layout import gradient_map
 from ogaudit.models.base import AuditModel
 from ogaudit.models.nets import build_model, choose_model, load_checkpoint
 from ogaudit.models.training import (
-    batch_tensor,
     batched_features,
     load_model_state,
     model_cache_key,
@@ -153,7 +152,7 @@ def _stored_rows(
         return result
 
     def read(folder: Path) -> dict[str, np.ndarray]:
-        return read_all(SampleStore(folder, n, layout(folder), chunk_rows=EVIDENCE_CHUNK_ROWS))
+        return read_all(SampleStore.open(folder, n_rows=n, chunk_rows=EVIDENCE_CHUNK_ROWS))
 
     with entry.exclusive(cancel=cancel, on_wait=waiting(progress, stage)):
         cached = entry.load(read, notice=notice)
@@ -242,43 +241,37 @@ def head_evidence(
 
 
 def layer_gradients(model, dataset, head, settings, model_key, cache, progress, cancel, notice, engine=None):
-    """Projected gradients of ``settings.layers``, written resumably into a cache entry's work folder."""
+    """Projected gradients of ``settings.layers``, written resumably into a cache entry's work folder.
+
+    The entry is a :func:`~ogaudit.gradients.layers.layer_store` (a :class:`~ogaudit.cache.store.SampleStore`)
+    filled by the engine, local or Ray: an interrupted run resumes from its done chunks on either. The entry's key
+    covers the model, data (inputs and labels) and layer settings; the store's source fingerprint adds the model's
+    weights, so rows of another training under the same key are never mixed in.
+    """
     if not settings.layers:
         return None
-    from ogaudit.gradients.layers import LayerGradientSettings, project_layer_gradients
+    from ogaudit.cache.store import SampleStore
+    from ogaudit.engines.local import LocalEngine
+    from ogaudit.gradients.layers import GRADIENT_FIELD, LayerGradientSettings, layer_store_layout
 
     layer_settings = LayerGradientSettings(layers=settings.layers, dim=settings.projection_dim, seed=settings.seed)
     key = fingerprint(model_key, dataset.fingerprint(), asdict(layer_settings))
     entry = cache.entry("layer-gradients", key, {"model": model_key, "layers": asdict(layer_settings)})
+    layout = layer_store_layout(model, dataset.y, layer_settings, inputs_fingerprint=dataset.fingerprint())
 
-    def compute(folder: Path) -> np.ndarray:
-        # The store's own sidecar checks settings and fingerprints; on a complete entry every chunk is done.
-        if not _in_process(engine):
-            return engine.layer_gradients(
-                model,
-                dataset,
-                layer_settings,
-                out_path=folder / "gradients.npy",
-                input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
-                progress=progress,
-                cancel=cancel,
-            )
-        return project_layer_gradients(
-            model,
-            lambda start, stop: batch_tensor(dataset.x, start, stop),  # read chunk by chunk (memory maps too)
-            torch.as_tensor(dataset.y),
-            layer_settings,
-            out_path=folder / "gradients.npy",
-            input_fingerprint=fingerprint(model_key, dataset.fingerprint()),
-            progress=lambda _stage, fraction, message: report(progress, "gradients", fraction, message),
-            cancel=cancel,
-        )
+    def read(folder: Path):
+        store = SampleStore.open(folder, **layout)  # another layout or source: ValueError, the entry is recomputed
+        return store.rows(GRADIENT_FIELD)
 
     with entry.exclusive(cancel=cancel, on_wait=waiting(progress, "gradients")):
-        matrix = entry.load(compute, notice=notice)
+        matrix = entry.load(read, notice=notice)
         if matrix is None:
-            matrix = compute(entry.work_dir())  # resumes an interrupted run from its done mask
+            store = SampleStore(entry.work_dir(), **layout)  # resumes an interrupted run from its done chunks
+            (engine or LocalEngine()).layer_gradients(
+                model, dataset, layer_settings, store=store, progress=progress, cancel=cancel
+            )
             entry.commit()
+            matrix = read(entry.path)
     return ProjectedEvidence(matrix, head.probs, head.labels)
 
 

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from ogaudit.cache.store import SampleStore
 from ogaudit.cli import main
 from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.engines.local import LocalEngine, resolve_engine
 from ogaudit.errors import Cancelled, SettingsError
-from ogaudit.gradients.layers import LayerGradientSettings
+from ogaudit.gradients.layers import LayerGradientSettings, layer_store
 from ogaudit.models.nets import build_model
 from ogaudit.pipeline.run import AuditSettings, audit
 
@@ -59,13 +60,19 @@ def _entries(cache_dir, kinds=("evidence", "layer-gradients")) -> set[str]:
     return {f"{kind}/{p.name}" for kind in kinds for p in (cache_dir / "v1" / kind).glob("*") if p.is_dir()}
 
 
+def _stored_gradients(cache_dir) -> np.ndarray:
+    """The projected gradients of the one layer-gradient entry, read from its SampleStore."""
+    (folder,) = [p.parent for p in (cache_dir / "v1" / "layer-gradients").glob("*/store.json")]
+    return SampleStore.open(folder).read("gradients")
+
+
 @pytest.mark.ray
 def test_an_audit_on_ray_equals_the_local_one_and_fills_the_same_cache_entries(ray_cluster, tmp_path):
     cache = tmp_path / "cache"
     local = audit("digits", SETTINGS, cache_dir=cache)
     entries = _entries(cache)
     assert len(entries) == 2
-    local_gradients = np.load(next((cache / "v1" / "layer-gradients").glob("*/gradients.npy")))
+    local_gradients = _stored_gradients(cache)
     for kind in ("evidence", "layer-gradients", "map"):  # the trained model stays cached; the rest is recomputed
         shutil.rmtree(cache / "v1" / kind)
 
@@ -74,7 +81,7 @@ def test_an_audit_on_ray_equals_the_local_one_and_fills_the_same_cache_entries(r
     assert _entries(cache) == entries  # the same keys: a Ray run is a cache hit for a local one, and back
     assert on_ray.record["engine"] == {**on_ray.record["engine"], "name": "ray", "actors": 1, "nodes": 1}
     assert local.record["engine"] == {"name": "local"}
-    ray_gradients = np.load(next((cache / "v1" / "layer-gradients").glob("*/gradients.npy")))
+    ray_gradients = _stored_gradients(cache)
     assert np.abs(ray_gradients).max() > 0.1  # real gradients, not an untouched store
     np.testing.assert_allclose(ray_gradients, local_gradients, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(on_ray.evidence.features, local.evidence.features, rtol=1e-5, atol=1e-5)
@@ -107,7 +114,7 @@ def test_a_memory_mapped_npy_is_read_by_path_on_the_actors(ray_cluster, tmp_path
 def test_cancel_stops_the_iteration_keeps_landed_rows_and_a_rerun_resumes(ray_cluster, tmp_path, digits):
     data = digits.subset(np.arange(900))
     model = build_model("cnn", data, seed=2)
-    settings = LayerGradientSettings(layers=("body.conv1", "head"), dim=128)
+    settings = LayerGradientSettings(layers=("body.conv1", "head"), dim=128, batch_size=100)
     cancel, seen = threading.Event(), []
 
     def progress(stage, fraction, message):
@@ -115,30 +122,59 @@ def test_cancel_stops_the_iteration_keeps_landed_rows_and_a_rerun_resumes(ray_cl
         if fraction > 0:
             cancel.set()  # as soon as the first range lands
 
-    engine = _engine(block_rows=100)
+    def store():
+        return layer_store(tmp_path / "g", model, data.y, settings, inputs_fingerprint="f")
+
+    engine = _engine(block_rows=200)  # ranges of two chunks
     with pytest.raises(Cancelled):
-        engine.layer_gradients(
-            model, data, settings, out_path=tmp_path / "g.npy", input_fingerprint="f", progress=progress, cancel=cancel
-        )
-    done = np.load(tmp_path / "g.done.npy")
-    assert 0 < done.sum() < len(data)
+        engine.layer_gradients(model, data, settings, store=store(), progress=progress, cancel=cancel)
+    done = store().rows_done()
+    assert 0 < done < len(data) and done % 100 == 0
     assert {stage for stage, _ in seen} == {"gradients"}
     assert _released(ray_cluster), "the actor pool still holds its CPU after cancel"
 
     resumed = []
-    gradients = engine.layer_gradients(
-        model,
-        data,
-        settings,
-        out_path=tmp_path / "g.npy",
-        input_fingerprint="f",
-        progress=lambda stage, fraction, message: resumed.append(fraction),
+    filled = store()
+    engine.layer_gradients(
+        model, data, settings, store=filled, progress=lambda stage, fraction, message: resumed.append(fraction)
     )
-    assert resumed[0] == pytest.approx(done.sum() / len(data))  # started from the rows already done
-    expected = LocalEngine().layer_gradients(
-        model, data, settings, out_path=tmp_path / "local.npy", input_fingerprint="f"
-    )
-    np.testing.assert_allclose(gradients, expected, rtol=1e-4, atol=1e-5)
+    assert resumed[0] == pytest.approx(done / len(data))  # started from the chunks already done
+    assert filled.complete
+    local = layer_store(tmp_path / "local", model, data.y, settings, inputs_fingerprint="f")
+    LocalEngine().layer_gradients(model, data, settings, store=local)
+    np.testing.assert_allclose(filled.read("gradients"), local.read("gradients"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.ray
+def test_a_layer_store_interrupted_on_one_engine_is_finished_by_the_other(ray_cluster, tmp_path, digits):
+    """Local, cancelled after its first chunk, then Ray for the rest; and Ray, cancelled, then local."""
+    data = digits.subset(np.arange(500))
+    model = build_model("mlp", data, seed=3)
+    settings = LayerGradientSettings(layers=("body.fc1", "head"), dim=96, batch_size=100)
+
+    def store(name):
+        return layer_store(tmp_path / name, model, data.y, settings, inputs_fingerprint="f")
+
+    LocalEngine().layer_gradients(model, data, settings, store=store("full"))
+    expected = store("full").read("gradients")
+
+    def cancel_after_first(cancel):
+        return lambda stage, fraction, message: fraction > 0 and cancel.set()
+
+    for first, second, name in (
+        (LocalEngine(), _engine(block_rows=100), "a"),
+        (_engine(block_rows=100), LocalEngine(), "b"),
+    ):
+        cancel = threading.Event()
+        with pytest.raises(Cancelled):
+            first.layer_gradients(
+                model, data, settings, store=store(name), progress=cancel_after_first(cancel), cancel=cancel
+            )
+        left = store(name).missing()
+        assert 0 < len(left) < 5
+        second.layer_gradients(model, data, settings, store=store(name))
+        np.testing.assert_allclose(store(name).read("gradients"), expected, rtol=1e-4, atol=1e-5)
+    assert _released(ray_cluster)
 
 
 def test_the_ray_engine_without_ray_names_the_extra_to_install(monkeypatch):

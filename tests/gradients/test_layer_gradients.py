@@ -6,15 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from ogaudit.cache.store import StoredRows
 from ogaudit.errors import Cancelled, DataError, ModelError, SettingsError
 from ogaudit.gradients.layers import (
     LayerGradientSettings,
+    layer_store,
     plan_layer_projection,
     project_full_gradients,
     project_layer_gradients,
     projected_dim,
     reference_layer_gradients,
-    sidecar_paths,
 )
 
 N_SAMPLES = 23
@@ -197,48 +198,50 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     x, y = data((2, 8, 8), 3)
     settings = LayerGradientSettings(layers=("0", "7"), dim=60, batch_size=6)
     expected = project_layer_gradients(model, x, y, settings)
-    out = tmp_path / "grads.npy"
+    store = layer_store(tmp_path, model, y, settings, inputs_fingerprint="x")
+    assert (store.n_rows, store.chunk_rows, store.fields) == (N_SAMPLES, 6, {"gradients": ((60,), "float32")})
     seen = counting(model)
     cancel, progress = cancel_after_first_chunk()
     with pytest.raises(Cancelled):
-        project_layer_gradients(model, x, y, settings, out_path=out, progress=progress, cancel=cancel)
-    done_path, meta_path = sidecar_paths(out)
-    assert seen == [6] and np.load(done_path).sum() == 6 and meta_path.exists()
+        project_layer_gradients(model, x, y, settings, store=store, progress=progress, cancel=cancel)
+    assert seen == [6] and store.missing() == [1, 2, 3] and (tmp_path / "store.json").exists()
 
     fractions = []
+    reopened = layer_store(tmp_path, model, y, settings, inputs_fingerprint="x")  # as a new run would
+    assert reopened.missing() == [1, 2, 3]
     resumed = project_layer_gradients(
         model,
-        x,
+        lambda start, stop: x[start:stop],
         y,
         settings,
-        out_path=out,
+        store=reopened,
         progress=lambda stage, fraction, message: fractions.append(fraction),
     )
     assert seen == [6, 6, 6, 5]
     assert fractions[0] == pytest.approx(6 / N_SAMPLES) and fractions[-1] == 1.0
-    assert isinstance(resumed, np.memmap) and np.load(done_path).all()
-    np.testing.assert_array_equal(resumed, expected)
+    assert isinstance(resumed, StoredRows) and reopened.complete
+    np.testing.assert_array_equal(np.asarray(resumed), expected)  # the same batches: bit-identical
 
-    again = project_layer_gradients(model, x, y, settings, out_path=out)
+    again = project_layer_gradients(
+        model, x, y, settings, store=layer_store(tmp_path, model, y, settings, inputs_fingerprint="x")
+    )
     assert seen == [6, 6, 6, 5]
-    np.testing.assert_array_equal(again, expected)
+    np.testing.assert_array_equal(again[:], expected)
 
 
-@pytest.mark.parametrize("change", ["settings", "input_fingerprint", "labels", "model"])
-def test_stale_file_is_started_over_not_mixed(tmp_path, change):
+@pytest.mark.parametrize("change", ["settings", "inputs_fingerprint", "labels", "model"])
+def test_stale_store_is_started_over_not_mixed(tmp_path, change):
     model = mlp()
     x, y = data((12,), 4)
     settings = LayerGradientSettings(layers=("0", "2"), dim=50, batch_size=5)
-    out = tmp_path / "grads.npy"
     cancel, progress = cancel_after_first_chunk()
     with pytest.raises(Cancelled):
-        project_layer_gradients(
-            model, x, y, settings, out_path=out, input_fingerprint="a", progress=progress, cancel=cancel
-        )
+        store = layer_store(tmp_path, model, y, settings, inputs_fingerprint="a")
+        project_layer_gradients(model, x, y, settings, store=store, progress=progress, cancel=cancel)
     fingerprint = "a"
     if change == "settings":
         settings = LayerGradientSettings(layers=("0", "2"), dim=50, batch_size=5, seed=1)
-    elif change == "input_fingerprint":
+    elif change == "inputs_fingerprint":
         fingerprint, x = "b", x + 1
     elif change == "labels":
         y = (y + 1) % 4
@@ -246,21 +249,26 @@ def test_stale_file_is_started_over_not_mixed(tmp_path, change):
         with torch.no_grad():
             model[0].weight.mul_(2)
     seen = counting(model)
-    result = project_layer_gradients(model, x, y, settings, out_path=out, input_fingerprint=fingerprint)
+    store = layer_store(tmp_path, model, y, settings, inputs_fingerprint=fingerprint)
+    assert store.missing() == [0, 1, 2, 3, 4]
+    result = project_layer_gradients(model, x, y, settings, store=store)
     assert sum(seen) == N_SAMPLES
-    np.testing.assert_array_equal(result, project_layer_gradients(model, x, y, settings))
+    np.testing.assert_array_equal(np.asarray(result), project_layer_gradients(model, x, y, settings))
 
 
-def test_array_inputs_are_fingerprinted_when_no_fingerprint_is_given(tmp_path):
+def test_a_store_needs_inputs_read_by_rows_and_its_own_layout(tmp_path):
     model = mlp()
     x, y = data((12,), 4)
-    settings = LayerGradientSettings(layers=("0",), dim=20)
-    out = tmp_path / "grads.npy"
-    project_layer_gradients(model, x, y, settings, out_path=out)
-    changed = project_layer_gradients(model, x * 2, y, settings, out_path=out)
-    np.testing.assert_array_equal(changed, project_layer_gradients(model, x * 2, y, settings))
-    with pytest.raises(SettingsError, match="input_fingerprint"):
-        project_layer_gradients(model, lambda s, e: x[s:e], y, settings, out_path=tmp_path / "other.npy")
+    settings = LayerGradientSettings(layers=("0",), dim=20, batch_size=5)
+    store = layer_store(tmp_path, model, y, settings, inputs_fingerprint="x")
+    batches = [torch.as_tensor(x[i : i + 5]) for i in range(0, N_SAMPLES, 5)]
+    with pytest.raises(SettingsError, match="readable by rows"):
+        project_layer_gradients(model, batches, y, settings, store=store)
+    other = LayerGradientSettings(layers=("0",), dim=20, batch_size=4)
+    with pytest.raises(SettingsError, match="layer_store"):
+        project_layer_gradients(model, x, y, other, store=store)
+    with pytest.raises(DataError, match="22 samples but labels has 23"):
+        project_layer_gradients(model, x[:22], y, settings, store=store)
 
 
 def test_training_mode_is_restored_even_when_cancelled():
