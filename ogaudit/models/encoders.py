@@ -8,7 +8,8 @@ nothing is downloaded. The wheel's own code is never run: its files are located 
 
 Frozen-encoder audits (the paper's NLP setting: only the classifier layer's gradient is used) need the embeddings
 once; :func:`embed_texts` stores them under the cache kind ``"text-embeddings"``, keyed by the encoder id and a
-fingerprint of the texts, so a rerun reads them back in well under a second.
+fingerprint of the texts, as a :class:`~ogaudit.cache.store.SampleStore` (the store the forward pass and the layer
+gradients use), so a rerun reads them back in well under a second and an interrupted one resumes by chunks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ogaudit.cache.artifacts import ArtifactCache
+from ogaudit.cache.store import SampleStore
 from ogaudit.errors import Cancelled, ModelError
 from ogaudit.progress import ProgressCallback, report
 from ogaudit.storage import fingerprint
@@ -37,8 +39,10 @@ MODEL_CHARS = 10_000
 tokenized whole. The texts themselves, their fingerprint and what the app shows are not cut."""
 TOKENIZE_CHUNK = 4096
 """Texts per call of the tokenizer when :func:`token_lengths` counts tokens (bounds the ids held at once)."""
-SAVE_EVERY = 2048
-"""Texts embedded between saves of an unfinished run's progress (an interrupted run resumes from there)."""
+EMBED_CHUNK_ROWS = 2048
+"""Texts per chunk of the embedding store: each chunk is written when done, and an interrupted run resumes from
+the chunks written (Cancel is seen at every batch; the chunk it stops in is embedded again)."""
+EMBEDDING_FIELD = "embeddings"
 
 
 def encoder_folder(name: str = DEFAULT_ENCODER) -> Path:
@@ -107,71 +111,29 @@ def embed_texts(
 ) -> np.ndarray:
     """Sentence embeddings of ``texts``: (N,) str → (N, D) float32 (D = 384 for all-MiniLM-L6-v2, unit norm).
 
-    Texts are encoded in batches of similar token count (:func:`token_lengths`: less padding), in the order given
-    back; a text that repeats (retweets, copied reviews) is encoded once and its rows share the embedding. With
-    ``cache`` the result is read from, or written to, the entry ``text-embeddings/<key>`` with key = fingerprint of
-    the encoder and the texts. ``progress("embed", fraction, message)`` is called per batch; ``cancel`` stops at
-    the next batch with :class:`~ogaudit.errors.Cancelled`; what was embedded by then is kept in the entry's work
-    folder (and saved every :data:`SAVE_EVERY` texts), and the next call with the same texts resumes from it.
+    Texts are embedded in chunks of :data:`EMBED_CHUNK_ROWS` rows; within a chunk, in batches of similar token
+    count (:func:`token_lengths`: less padding), in the order given back. A text that repeats (retweets, copied
+    reviews) is encoded once and its rows share the embedding. With ``cache`` the result is read from, or written
+    to, the entry ``text-embeddings/<key>`` with key = fingerprint of the encoder and the texts: a
+    :class:`~ogaudit.cache.store.SampleStore` of one field ``"embeddings"``, written chunk by chunk in the entry's
+    work folder. ``progress("embed", fraction, message)`` is called per batch; ``cancel`` stops at the next batch
+    with :class:`~ogaudit.errors.Cancelled`; the chunks embedded by then are kept, and the next call with the
+    same texts resumes from them.
     """
     texts = np.asarray(texts, dtype=object)
     settings = {"encoder": encoder, "texts": texts_fingerprint(texts), "n": len(texts), "dtype": EMBEDDING_DTYPE}
     entry = None if cache is None else cache.entry(CACHE_KIND, fingerprint(settings), settings)
-    dim = EMBEDDING_DIM[encoder]
+    fields = {EMBEDDING_FIELD: ((EMBEDDING_DIM[encoder],), EMBEDDING_DTYPE)}
 
     def read(folder: Path) -> np.ndarray:
-        matrix = np.load(folder / "embeddings.npy")
-        if matrix.shape != (len(texts), dim):
-            raise ValueError(f"shape {matrix.shape} does not fit {len(texts)} texts of {dim} dimensions")
-        return matrix.astype(np.float32, copy=False)
+        return SampleStore.open(folder, n_rows=len(texts), fields=fields).read(EMBEDDING_FIELD, "float32")
 
     def compute() -> np.ndarray:
-        work = None if entry is None else entry.work_dir()
-        out, done = _resume(work, len(texts), dim)
-        if done.all() and entry is not None:
-            (work / "done.npy").unlink(missing_ok=True)
-            entry.commit()
-            return out
-        report(progress, "embed", done.mean(), f"loading the {encoder} encoder")
-        model = load_encoder(encoder)
-        first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
-        unique = np.flatnonzero(first == np.arange(len(texts)))
-        report(progress, "embed", done.mean(), f"counting the tokens of {len(unique):,} distinct texts")
-        order = unique[np.argsort(token_lengths(model, texts[unique], cancel=cancel), kind="stable")]
-        order = order[~done[order]]  # resumed: only what an interrupted run left
-        since_save = 0
-
-        def share() -> None:  # copies take their first copy's embedding
-            out[:] = out[first]
-            done[:] = done[first]
-
-        try:
-            for start in range(0, len(order), batch_size):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("Cancelled while embedding the texts; the embeddings done so far are kept.")
-                index = order[start : start + batch_size]
-                out[index] = model.encode(
-                    [text[:MODEL_CHARS] for text in texts[index].tolist()],
-                    batch_size=batch_size,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-                done[index] = True
-                since_save += len(index)
-                if work is not None and since_save >= SAVE_EVERY:
-                    share()
-                    _save_progress(work, out, done)
-                    since_save = 0
-                count = int(done[unique].sum())
-                report(
-                    progress, "embed", count / max(len(unique), 1), f"{count:,}/{len(unique):,} distinct texts embedded"
-                )
-        finally:
-            share()
-            if work is not None and since_save:
-                _save_progress(work, out, done)
+        store = None
         if entry is not None:
-            (work / "done.npy").unlink(missing_ok=True)
+            store = SampleStore(entry.work_dir(), len(texts), fields, chunk_rows=EMBED_CHUNK_ROWS)
+        out = _embed_by_chunks(texts, encoder, store, fields, progress, cancel, batch_size)
+        if entry is not None:
             entry.commit()
         return out
 
@@ -184,6 +146,55 @@ def embed_texts(
             report(progress, "embed", 1.0, f"{len(texts):,} embeddings from the cache")
             return cached
         return compute()
+
+
+def _embed_by_chunks(
+    texts: np.ndarray,
+    encoder: str,
+    store: SampleStore | None,
+    fields: dict,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    batch_size: int,
+) -> np.ndarray:
+    """The (N, D) embeddings, chunk by chunk of :data:`EMBED_CHUNK_ROWS` rows: the chunks ``store`` holds done are
+    read back, the others embedded (their distinct texts sorted by token count, in batches) and written to it."""
+    n = len(texts)
+    (shape, _dtype) = fields[EMBEDDING_FIELD]
+    chunk_rows = store.chunk_rows if store is not None else EMBED_CHUNK_ROWS
+    done = store.done if store is not None else np.zeros(-(-n // chunk_rows), dtype=bool)
+    out = np.zeros((n, *shape), dtype=np.float32)
+    first = _first_copies(texts)  # (N,): the row whose embedding each row shares (repeated texts embed once)
+    new = first == np.arange(n)  # the rows that hold a text's first copy: the texts to encode
+    distinct, embedded = int(new.sum()), 0
+    for chunk in np.flatnonzero(done):
+        start, stop = chunk * chunk_rows, min((chunk + 1) * chunk_rows, n)
+        out[start:stop] = store.read_chunk(EMBEDDING_FIELD, int(chunk))
+        embedded += int(new[start:stop].sum())
+    model = None
+    report(progress, "embed", embedded / max(distinct, 1), f"loading the {encoder} encoder")
+    for chunk in np.flatnonzero(~done):
+        start, stop = chunk * chunk_rows, min((chunk + 1) * chunk_rows, n)
+        unique = start + np.flatnonzero(new[start:stop])
+        if len(unique):
+            model = load_encoder(encoder) if model is None else model
+            order = unique[np.argsort(token_lengths(model, texts[unique], cancel=cancel), kind="stable")]
+        for at in range(0, len(unique), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled while embedding the texts; the chunks embedded so far are kept.")
+            index = order[at : at + batch_size]
+            out[index] = model.encode(
+                [text[:MODEL_CHARS] for text in texts[index].tolist()],
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            embedded += len(index)
+            report(progress, "embed", embedded / max(distinct, 1), f"{embedded:,}/{distinct:,} distinct texts embedded")
+        out[start:stop] = out[first[start:stop]]  # copies take their first copy's (in this chunk or one before)
+        if store is not None:
+            store.write(int(chunk), **{EMBEDDING_FIELD: out[start:stop]})
+    return out
 
 
 def token_lengths(model, texts: np.ndarray, *, cancel: threading.Event | None = None) -> np.ndarray:
@@ -213,24 +224,3 @@ def _first_copies(texts: np.ndarray) -> np.ndarray:
     codes, _uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)  # codes 0..K-1 in order of first use
     _, first_of_code = np.unique(codes, return_index=True)
     return first_of_code[codes].astype(np.int64)
-
-
-def _resume(work: Path | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings and done mask an interrupted run saved in ``work``, or fresh ones."""
-    if work is not None:
-        try:
-            out, done = np.load(work / "embeddings.npy"), np.load(work / "done.npy")
-            if out.shape == (n, dim) and done.shape == (n,) and done.dtype == bool:
-                return out.astype(np.float32, copy=False), done
-        except (OSError, ValueError):
-            pass
-    return np.zeros((n, dim), dtype=np.float32), np.zeros(n, dtype=bool)
-
-
-def _save_progress(work: Path, out: np.ndarray, done: np.ndarray) -> None:
-    """The embeddings before the mask that marks them done, each written whole and renamed into place."""
-    for name, array in (("embeddings.npy", out), ("done.npy", done)):
-        partial = work / f".{name}.part"
-        with open(partial, "wb") as handle:
-            np.save(handle, array)
-        os.replace(partial, work / name)

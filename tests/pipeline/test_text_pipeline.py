@@ -112,30 +112,53 @@ def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
     assert relabelled.train_after == relabelled.train_before and relabelled.removed == 0
 
 
-def test_a_cancelled_embedding_resumes_where_it_stopped(tmp_path):
+def test_a_cancelled_embedding_resumes_from_its_written_chunks(tmp_path, monkeypatch):
     import threading
 
     from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.cache.store import SampleStore
     from ogaudit.errors import Cancelled
+    from ogaudit.models import encoders
 
+    monkeypatch.setattr(encoders, "EMBED_CHUNK_ROWS", 6)
     texts = small_frame()["Review"].to_numpy(dtype=object)
     cache = ArtifactCache(tmp_path / "cache")
     cancel = threading.Event()
-    seen = []
+    seen, encoded = [], []
+    model = encoders.load_encoder()
 
-    def stop_after_first_batch(stage, fraction, message):
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def encode(self, batch, **kwargs):
+            encoded.extend(batch)
+            return model.encode(batch, **kwargs)
+
+    monkeypatch.setattr(encoders, "load_encoder", lambda name=encoders.DEFAULT_ENCODER: Counting())
+
+    def stop_in_the_second_chunk(stage, fraction, message):
         seen.append(fraction)
-        if fraction > 0:
-            cancel.set()
+        if fraction > 0.6:
+            cancel.set()  # after the first batch of the second chunk: that chunk is not written
 
     with pytest.raises(Cancelled):
-        embed_texts(texts, cache=cache, progress=stop_after_first_batch, cancel=cancel, batch_size=4)
-    assert seen[-1] == pytest.approx(4 / 12)
+        embed_texts(texts, cache=cache, progress=stop_in_the_second_chunk, cancel=cancel, batch_size=4)
+    assert seen[-1] == pytest.approx(10 / 12) and len(encoded) == 10
+    (work,) = (tmp_path / "cache" / "v1" / "text-embeddings").glob(".*.work")
+    assert SampleStore.open(work).missing() == [1]
     resumed = []
+    encoded.clear()
     out = embed_texts(texts, cache=cache, progress=lambda s, f, m: resumed.append(f), batch_size=4)
-    assert resumed[0] == pytest.approx(4 / 12)  # it started from the four saved embeddings
+    assert resumed[0] == pytest.approx(6 / 12)  # it started from the six embeddings of the written chunk
+    assert sorted(encoded) == sorted(texts[6:].tolist())  # and embedded only the second chunk's texts
+    (entry,) = (tmp_path / "cache" / "v1" / "text-embeddings").glob("[0-9a-f]*")
+    stored = SampleStore.open(entry)  # the committed entry is a SampleStore like every other per-sample output
+    assert stored.complete and stored.fields == {"embeddings": ((384,), "float32")}
+    monkeypatch.undo()
     fresh = embed_texts(texts, batch_size=12)  # no cache: all at once
     assert np.allclose(out, fresh, atol=1e-5)
+    np.testing.assert_array_equal(embed_texts(texts, cache=cache), out)  # read back from the entry
 
 
 def test_a_repeated_text_is_embedded_once_and_its_rows_share_it(tmp_path, monkeypatch):
