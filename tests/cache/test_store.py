@@ -152,3 +152,74 @@ def test_read_chunk_gives_one_done_chunk(tmp_path):
     with pytest.raises(ValueError, match="misses 2 chunk"):
         store.rows("probs")
     assert store.write_rows(np.array([], dtype=np.int64), features=np.zeros((0, 3)), probs=np.zeros((0, 2))) == []
+
+
+def test_the_forward_pass_the_layer_gradients_and_the_text_embeddings_share_one_store_and_resume_by_chunks(
+    tmp_path, digits, monkeypatch
+):
+    """Every resumable per-sample output is a SampleStore in its cache entry; an audit cancelled in its layer
+    gradients, and an embedding cancelled mid-way, resume from their written chunks."""
+    import ogaudit.gradients.layers as layers
+    from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.models import encoders
+    from ogaudit.pipeline.run import AuditSettings, audit
+
+    data = digits.subset(np.arange(300))
+    settings = AuditSettings(epochs=1, layers=("body.fc", "head"), projection_dim=64, map_method="pca")
+    cancel, batches = threading.Event(), []
+    project = layers._project_batch
+
+    def counted(model, x, *args):
+        batches.append(len(x))
+        cancel.set()  # Cancel pressed during the first chunk (256 rows): it is written, the second is not
+        return project(model, x, *args)
+
+    monkeypatch.setattr(layers, "_project_batch", counted)
+    with pytest.raises(Cancelled):
+        audit(data, settings, cache_dir=tmp_path / "cache", cancel=cancel)
+    assert batches == [256]
+    batches.clear()
+    resumed = audit(data, settings, cache_dir=tmp_path / "cache")
+    assert batches == [44]  # only the chunk left
+    monkeypatch.setattr(layers, "_project_batch", project)
+    fresh = audit(data, settings, cache_dir=tmp_path / "fresh")
+    np.testing.assert_array_equal(resumed.scores["score"], fresh.scores["score"])
+
+    class Encoder:  # a stand-in for the sentence encoder: the store is what is tested here
+        max_seq_length = 16
+
+        def tokenizer(self, texts, **kwargs):
+            return {"length": [min(len(text.split()) + 2, self.max_seq_length) for text in texts]}
+
+        def encode(self, batch, **kwargs):
+            if len(encoded) == 4:
+                cancel.set()  # during the first batch of the second chunk
+            encoded.extend(batch)
+            return np.stack([np.full(384, len(text), np.float32) for text in batch])
+
+    monkeypatch.setattr(encoders, "load_encoder", lambda name=encoders.DEFAULT_ENCODER: Encoder())
+    monkeypatch.setattr(encoders, "EMBED_CHUNK_ROWS", 4)
+    texts = np.asarray([f"text {'word ' * i}" for i in range(10)], dtype=object)
+    cancel.clear()
+    encoded: list[str] = []
+    with pytest.raises(Cancelled):
+        encoders.embed_texts(texts, cache=ArtifactCache(tmp_path / "cache"), cancel=cancel, batch_size=2)
+    assert len(encoded) == 6  # chunk 0 written; chunk 1 stopped after its first batch, not written
+    encoded.clear()
+    embedded = encoders.embed_texts(texts, cache=ArtifactCache(tmp_path / "cache"), batch_size=2)
+    assert sorted(encoded) == sorted(texts[4:].tolist())
+    np.testing.assert_array_equal(embedded[:, 0], [len(text) for text in texts])
+
+    layouts = {}
+    for kind in ("evidence", "layer-gradients", "text-embeddings"):
+        (entry,) = [p for p in (tmp_path / "cache" / "v1" / kind).iterdir() if not p.name.startswith(".")]
+        store = SampleStore.open(entry)
+        assert store.complete
+        layouts[kind] = store.layout()
+    assert {layout["format"] for layout in layouts.values()} == {1}
+    assert {kind: sorted(layout["fields"]) for kind, layout in layouts.items()} == {
+        "evidence": ["features", "probs"],
+        "layer-gradients": ["gradients"],
+        "text-embeddings": ["embeddings"],
+    }
+    assert layouts["layer-gradients"]["n_rows"] == 300 and layouts["layer-gradients"]["chunk_rows"] == 256
