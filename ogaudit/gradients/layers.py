@@ -74,7 +74,8 @@ class ProjectedEvidence:
 
     Attributes
     ----------
-    matrix : (N, D) float32 (often a memory map), one projected gradient per sample.
+    matrix : (N, D) float32, one projected gradient per sample: an array, or (from a store) the read-only
+        :class:`~ogaudit.cache.store.StoredRows` view of its memory-mapped shards.
     probs : (N, C) float32, the model's softmax.
     labels : (N,) int64, the given labels.
     """

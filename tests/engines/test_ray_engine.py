@@ -149,8 +149,8 @@ def test_cancel_stops_the_iteration_keeps_landed_rows_and_a_rerun_resumes(ray_cl
 def test_a_layer_store_interrupted_on_one_engine_is_finished_by_the_other(ray_cluster, tmp_path, digits):
     """Local, cancelled after its first chunk, then Ray for the rest; and Ray, cancelled, then local."""
     data = digits.subset(np.arange(500))
-    model = build_model("mlp", data, seed=3)
-    settings = LayerGradientSettings(layers=("body.fc1", "head"), dim=96, batch_size=100)
+    model = build_model("cnn", data, seed=3)
+    settings = LayerGradientSettings(layers=("body.fc", "head"), dim=96, batch_size=100)
 
     def store(name):
         return layer_store(tmp_path / name, model, data.y, settings, inputs_fingerprint="f")
