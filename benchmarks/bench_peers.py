@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.data.builtins import load_fashion_mnist
 from ogaudit.data.dataset import Dataset
 from ogaudit.data.load import load_dataset
@@ -47,7 +48,7 @@ from ogaudit.models.training import (
     model_cache_key,
     train_model,
 )
-from ogaudit.pipeline.run import AuditSettings, audit, default_cache_dir
+from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.settings import auto_epochs
 from ogaudit.storage import atomic_path, fingerprint
 

@@ -45,8 +45,8 @@ import numpy as np
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.data.noise import inject_label_noise
-from ogaudit.data.text import load_text_dataset
 from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.pipeline.load import prepare_dataset
 from ogaudit.pipeline.run import audit
 from ogaudit.settings import AuditSettings
 
@@ -190,7 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     start = time.perf_counter()
-    tweets = load_text_dataset("tweets", limit=args.limit, seed=args.seed, tokens=args.model == "lora")
+    model = "lora" if args.model == "lora" else "auto"
+    tweets = prepare_dataset("tweets", AuditSettings(limit=args.limit, seed=args.seed, model=model))
     print(f"loaded and embedded (or read from the cache) in {time.perf_counter() - start:.1f} s", flush=True)
     agreement = tweets.text_origin.extra["agreement"][tweets.rows]
     unanimous = tweets.subset(np.flatnonzero(agreement == 1.0))

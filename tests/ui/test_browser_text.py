@@ -24,11 +24,12 @@ pytest.importorskip("sentence_transformers")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cache_dir):
-    from ogaudit.data.text import load_text_dataset
+    from ogaudit.pipeline.load import prepare_dataset
+    from ogaudit.settings import AuditSettings
 
     tmp = tmp_path_factory.mktemp("text-browser")
     # The 60 texts are embedded here, into the cache the app reads, so the app's job does not wait for the encoder.
-    load_text_dataset("rotten-tomatoes", limit=60, seed=0, cache_dir=cache_dir)
+    prepare_dataset("rotten-tomatoes", AuditSettings(limit=60, seed=0), cache_dir=cache_dir)
     demo = {"OGAUDIT_DEMO": "rotten-tomatoes", "OGAUDIT_DEMO_LIMIT": "60", "OGAUDIT_DEMO_MAP": "pca"}
     demo |= {"OGAUDIT_DEMO_NOISE": "0.15", "OGAUDIT_DEMO_EPOCHS": "4"}  # quick: no separate first look
     env = {**os.environ, **demo, "OGAUDIT_HOME": str(tmp / "home"), "OGAUDIT_CACHE": str(cache_dir)}
