@@ -119,6 +119,10 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
+    def __fspath__(self) -> str:
+        """The folder's path: a run folder or project goes wherever a path does (``Path(project)``, ``open``)."""
+        return str(self.path)
+
     @property
     def name(self) -> str:
         return self.path.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,31 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")
+
+
+FINISHED_SETTINGS = {"epochs": 1, "map_method": "pca", "noise_rate": 0.1, "limit": 300}
+"""The shared finished project's audit: 300 digits, 10% planted noise, one epoch, a PCA map (a few seconds)."""
+
+
+@pytest.fixture(scope="session")
+def finished_project(tmp_path_factory, cache_dir):
+    """``(folder, result)``: one real audit written to a project folder, shared by every test that reads a finished
+    project, instead of one training per test module. Read it in place; copy it (:func:`copy_of`) to write to it."""
+    from ogaudit.pipeline.run import AuditSettings, audit
+
+    folder = tmp_path_factory.mktemp("finished") / "digits"
+    result = audit("digits", AuditSettings(**FINISHED_SETTINGS), out_dir=folder, cache_dir=cache_dir)
+    return folder, result
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """``copy_of(folder, name=None)``: a copy of a project folder under this test's ``tmp_path``."""
+
+    def copy(folder: Path, name: str | None = None) -> Path:
+        return Path(shutil.copytree(folder, tmp_path / (name or folder.name)))
+
+    return copy
 
 
 def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, names: list[str]) -> list[str]:

@@ -31,20 +31,10 @@ FIXTURE_V1 = REPO / "tests" / "fixtures" / "project-v1"
 FAST = AuditSettings(epochs=1, map_method="pca", noise_rate=0.1, limit=300)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, cache_dir):
-    """A real audit of 300 digits (10% planted noise) written to a project folder, and its in-memory result."""
-    folder = tmp_path_factory.mktemp("runs") / "digits"
-    result = audit("digits", FAST, out_dir=folder, cache_dir=cache_dir)
-    return folder, result
-
-
 @pytest.fixture
-def copy_of(tmp_path):
-    def copy(folder: Path, name: str | None = None) -> Path:
-        return Path(shutil.copytree(folder, tmp_path / (name or folder.name)))
-
-    return copy
+def finished(finished_project):
+    """The suite's shared finished project (conftest): 300 digits, 10% planted noise."""
+    return finished_project
 
 
 def open_in_app(home: Path, name: str, monkeypatch, **params) -> AppTest:

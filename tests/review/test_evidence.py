@@ -9,7 +9,7 @@ import pytest
 
 from ogaudit.detectors.outliers import NeighbourPosteriorDetector
 from ogaudit.gradients import HeadEvidence
-from ogaudit.pipeline.run import AuditSettings, audit
+from ogaudit.pipeline.run import AuditSettings
 from ogaudit.project import Project
 from ogaudit.review.actions import current_progress, others_decisions, plan_bulk, take_back
 from ogaudit.review.evidence import (
@@ -25,12 +25,9 @@ from ogaudit.ui.figure import class_palette, map_figure, natural_key
 from ogaudit.ui.text import readable
 
 
-@pytest.fixture(scope="module")
-def scanned(tmp_path_factory, cache_dir):
-    folder = tmp_path_factory.mktemp("evidence")
-    settings = AuditSettings(noise_rate=0.1, epochs=3, map_method="pca", limit=400)
-    audit("digits", settings, out_dir=folder, cache_dir=cache_dir)
-    return folder
+@pytest.fixture
+def scanned(finished_project):
+    return finished_project[0]
 
 
 def _random_head(n=120, d=6, c=4, seed=0):

@@ -14,7 +14,6 @@ from streamlit.testing.v1 import AppTest
 
 from ogaudit.cli import main
 from ogaudit.errors import DataError, SettingsError
-from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, sign_in
 from ogaudit.server.sandbox import check_project_name, resolve_server_path
@@ -117,11 +116,9 @@ def test_visitor_strings_are_shown_as_text():
 # ---------------------------------------------------------------- the app
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, cache_dir):
-    folder = tmp_path_factory.mktemp("auth") / "digits"
-    audit("digits", AuditSettings(epochs=1, map_method="pca", limit=200), out_dir=folder, cache_dir=cache_dir)
-    return folder
+@pytest.fixture
+def finished(finished_project):
+    return finished_project[0]
 
 
 @pytest.fixture

@@ -143,11 +143,9 @@ def test_audit_job_error_names_the_stage(tmp_path, cache_dir):
     assert "neither a built-in" in snap.error
 
 
-def test_verify_job_retrains_before_and_after_and_saves_the_report(tmp_path, cache_dir):
-    from ogaudit.pipeline.run import audit
-
-    result = audit("digits", FAST, out_dir=tmp_path / "proj", cache_dir=cache_dir)
-    run = Project(tmp_path / "proj").open_run()
+def test_verify_job_retrains_before_and_after_and_saves_the_report(finished_project, copy_of):
+    folder, result = finished_project
+    run = Project(copy_of(folder, "proj")).open_run()
     ledger = Project(run.path).open_ledger()
     ledger.decide(run.flagged_ids[:5], "remove", annotator="ann")
     job = submit_verify(JobRegistry(), run, result.dataset, ledger.state())

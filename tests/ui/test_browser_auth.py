@@ -10,7 +10,6 @@ import shutil
 import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
 
-from ogaudit.pipeline.run import AuditSettings, audit
 from ogaudit.project import Project
 from ogaudit.server.auth import UserStore
 
@@ -19,9 +18,9 @@ PASSWORD = "correct horse"
 
 
 @pytest.fixture
-def team_server(tmp_path, cache_dir):
+def team_server(tmp_path, cache_dir, finished_project):
     home = tmp_path / "home"
-    audit("digits", AuditSettings(epochs=1, map_method="pca", limit=200), out_dir=home / "digits", cache_dir=cache_dir)
+    shutil.copytree(finished_project[0], home / "digits")
     store = UserStore.in_home(home)
     store.add("ann", PASSWORD, "annotator")
     store.add("root", PASSWORD, "admin")
