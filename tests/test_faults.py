@@ -81,6 +81,7 @@ submit_audit(JobRegistry(), Path(sys.argv[1]), "digits", settings, cache_dir=sys
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_audit_job_resumes_by_itself_on_the_next_server_and_reuses_the_trained_model(app_home, tmp_path):
     project, cache = app_home / "killed", tmp_path / "cache"
     project.mkdir()

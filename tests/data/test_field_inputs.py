@@ -393,6 +393,7 @@ def test_verify_copes_with_rare_classes_and_says_which_it_cannot_measure(tmp_pat
 # ---------------------------------------------------------------- 9. tiny data with default settings
 
 
+@pytest.mark.slow
 def test_a_tiny_pilot_set_is_not_memorised_by_the_automatic_recipe(digits):
     from ogaudit.models.training import TrainSettings, batched_features, train_model
 

@@ -205,6 +205,7 @@ def test_detect_honours_cancel_on_the_approximate_path(monkeypatch):
     assert any("building the neighbour index" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_map_above_the_sample_size_fits_a_sample_and_places_every_other_point(monkeypatch):
     monkeypatch.setattr(embedding, "MAP_SAMPLE", 300)
     monkeypatch.setattr(embedding, "TRANSFORM_CHUNK", 128)

@@ -15,6 +15,7 @@ from ogaudit.project import Project
 FAST = ["--epochs", "3", "--map", "pca", "--quiet"]
 
 
+@pytest.mark.slow
 def test_planted_noise_on_real_digits_is_flagged(cache_dir, tmp_path):
     result = audit("digits", AuditSettings(noise_rate=0.1, map_method="pca"), out_dir=tmp_path, cache_dir=cache_dir)
     flagged = result.scores[result.scores["flagged"]]
@@ -27,6 +28,7 @@ def test_planted_noise_on_real_digits_is_flagged(cache_dir, tmp_path):
     assert result.label_evidence.shape == (1797, 10)
 
 
+@pytest.mark.slow
 def test_scan_files_and_cache_reuse(cache_dir, tmp_path):
     out = tmp_path / "run"
     assert (
@@ -76,6 +78,7 @@ def test_help_explains_every_option(capsys):
         assert option in text
 
 
+@pytest.mark.slow
 def test_umap_map_and_iforest_detector(cache_dir, digits):
     small = digits.subset(np.arange(400))
     settings = AuditSettings(epochs=2, detector="iforest-per-class", budget=20, map_method="umap")

@@ -83,6 +83,7 @@ def test_cli_scan_review_export_each_format(tmp_path, text_cache, kind, capsys):
     pd.testing.assert_frame_equal(back, expected)
 
 
+@pytest.mark.slow
 def test_verify_trims_and_relabels_text_on_a_held_out_split(text_cache):
     """Trim-and-retrain and relabel-and-retrain with the linear head on cached embeddings (the paper's protocol)."""
     from ogaudit.data.noise import inject_label_noise

@@ -1,6 +1,7 @@
 """Trim and retrain on real digits with planted noise: cleaning as the scan suggests does not hurt."""
 
 import numpy as np
+import pytest
 
 from ogaudit.cli import main
 from ogaudit.pipeline.run import AuditSettings, audit
@@ -8,6 +9,7 @@ from ogaudit.project import Project
 from ogaudit.review.verify import verify_cleaning
 
 
+@pytest.mark.slow
 def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tmp_path):
     settings = AuditSettings(noise_rate=0.3, budget=0.3, map_method="none", epochs=10, model="mlp")
     result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
@@ -30,6 +32,7 @@ def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tm
     assert np.isclose(saved["accuracy_after"], report.accuracy_after)
 
 
+@pytest.mark.slow
 def test_several_seeds_give_the_spread_and_count_decisions_applied_and_held_out(cache_dir, tmp_path):
     settings = AuditSettings(noise_rate=0.2, budget=0.2, map_method="none", epochs=2, limit=400)
     result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
