@@ -17,7 +17,8 @@ FAST = ["--epochs", "3", "--map", "pca", "--quiet"]
 
 @pytest.mark.slow
 def test_planted_noise_on_real_digits_is_flagged(cache_dir, tmp_path):
-    result = audit("digits", AuditSettings(noise_rate=0.1, map_method="pca"), out_dir=tmp_path, cache_dir=cache_dir)
+    settings = AuditSettings(noise_rate=0.1, map_method="pca", epochs=10)  # the demo's epochs; auto would take 30
+    result = audit("digits", settings, out_dir=tmp_path, cache_dir=cache_dir)
     flagged = result.scores[result.scores["flagged"]]
     assert len(flagged) == round(0.05 * 1797)
     precision = flagged["is_noisy"].mean()
