@@ -44,21 +44,21 @@ def load_dataset(
     DataError : for anything that cannot be used as given; the message names the value and the fix.
     """
     text = str(spec)
-    from ogaudit.data.text import is_text_spec, load_text_dataset
+    from ogaudit.data.text import TEXT_BUILTINS, is_text_spec, load_text_dataset
 
+    if text not in BUILTINS and text not in TEXT_BUILTINS and existing_path(text) is None:
+        raise DataError(
+            f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
+            f"{', '.join(TEXT_BUILTINS)}) nor an existing path{_why_not_a_path(text)}. Give a built-in name, an "
+            "ImageFolder directory, a .csv manifest, an .npz file, a folder with x.npy and y.npy, or a text table "
+            "(.csv/.tsv/.jsonl/.parquet)."
+        )
     if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.data.text
         return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
     if text in BUILTINS:
         dataset = BUILTIN_LOADERS[text]()
     else:
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise DataError(
-                f"Dataset {text!r} is neither a built-in ({', '.join(BUILTINS)}; text: tweets, rotten-tomatoes) nor "
-                "an existing path. "
-                "Give a built-in name, an ImageFolder directory, a .csv manifest or an .npz file."
-            )
-        path = path.resolve()
+        path = existing_path(text).resolve()
         if path.is_dir() and (path / "x.npy").exists():
             dataset = load_npy_folder(path, fold_label_case=fold_label_case)
         elif path.is_dir():
@@ -75,3 +75,40 @@ def load_dataset(
     if limit is not None:
         dataset = stratified_subset(dataset, limit, seed=seed)
     return dataset
+
+
+def existing_path(text: str) -> Path | None:
+    """``text`` as a path (``~`` expanded) when it names something that exists, else None.
+
+    Never raises for a string that cannot be a path (too long for the file system, a NUL byte, an unknown
+    ``~user``): such a string names nothing.
+    """
+    try:
+        path = Path(text).expanduser()
+        return path if path.exists() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+SHOWN_CHARS = 80
+"""A dataset name longer than this is shown cut, with its length, in messages."""
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut to :data:`SHOWN_CHARS` characters."""
+    if len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}… ({len(text):,} characters)"
+
+
+def _why_not_a_path(text: str) -> str:
+    """Why ``text`` cannot even name a file, when that is the case (else empty)."""
+    if "\x00" in text:
+        return " (it contains a NUL character, which no file name can hold)"
+    longest = max((len(part.encode("utf-8", "surrogatepass")) for part in Path(text).parts), default=0)
+    if longest > 255 or len(text.encode("utf-8", "surrogatepass")) > 4096:
+        return (
+            " (it is too long to be a file name: did you pass the data itself as a string? In Python, give the "
+            "arrays, a DataFrame or a Dataset instead)"
+        )
+    return ""
