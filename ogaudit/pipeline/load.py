@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import replace
 
-from ogaudit.data.dataset import Dataset
+from ogaudit.data.dataset import Dataset, stratified_subset
 from ogaudit.data.load import load_dataset
 from ogaudit.progress import ProgressCallback
 from ogaudit.settings import AuditSettings
@@ -23,22 +23,24 @@ def prepare_dataset(
     """The data an audit with ``settings`` reads: ``data`` loaded, its ``limit`` subset taken, its noise planted,
     and text encoded for the model (:func:`encode_texts`).
 
+    ``data`` is what :func:`~ogaudit.data.load.load_dataset` reads (a built-in name or a path) or a loaded
+    :class:`Dataset`; the ``limit`` subset is the same for both, so a loaded ``.npz`` and the path to it agree.
+
     Deterministic in ``settings.seed``, so the exact samples and labels of a run can be rebuilt from its record.
     ``cache_dir``, ``progress`` (stage ``"embed"``) and ``cancel`` reach the text encoder.
     """
     from ogaudit.data.noise import inject_label_noise
 
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load_dataset(
+    if isinstance(data, Dataset):  # loaded by the caller (arrays, a DataFrame ...): the same subset as a path gets
+        dataset = data if settings.limit is None else stratified_subset(data, settings.limit, seed=settings.seed)
+    else:
+        dataset = load_dataset(
             data,
             limit=settings.limit,
             seed=settings.seed,
             fold_label_case=settings.fold_labels,
             text_options=settings.text_options,
         )
-    )
     if dataset.is_text and dataset.x.shape[1:] == (0,):
         dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)
     if settings.noise_rate > 0:
