@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,14 @@ from ogaudit.settings import AuditSettings
 from ogaudit.storage import read_json, write_json
 
 if TYPE_CHECKING:
+    import threading
+
+    import pandas as pd
+
+    from ogaudit.progress import ProgressCallback
+    from ogaudit.review.decisions import ImportReport
     from ogaudit.review.evidence import RunEvidence
+    from ogaudit.review.ledger import Batch
     from ogaudit.review.verify import VerifyReport
 
 HOME_ENV = "OGAUDIT_HOME"
@@ -60,6 +68,10 @@ def slugify(text: str) -> str:
     """A folder-safe name: letters, digits, ``.``, ``_`` and ``-``; at most 60 characters."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
     return slug or "project"
+
+
+class ReviewMismatchWarning(UserWarning):
+    """The project's review ledger was made for other data than its current run (a re-scan of other data)."""
 
 
 @dataclass(frozen=True)
@@ -131,15 +143,31 @@ class Project(RunFolder):
 
     # ------------------------------------------------------------ data and ledger
 
-    def load_dataset(self, data: str | os.PathLike | None = None) -> Dataset:
+    def load_dataset(self, data: str | os.PathLike | Dataset | object | None = None) -> Dataset:
         """The exact data the run audited (same subset, same planted noise), read from where the record says.
 
-        ``data`` points to the data's new place when it moved. Refused when the files changed since the run:
-        decisions are tied to the data's fingerprint.
+        ``data`` points to the data's new place when it moved; for data audited from memory (arrays, a DataFrame,
+        a torch Dataset: :mod:`ogaudit.data.containers`) it is the same data again, in any of those forms or as a
+        :class:`Dataset`. Refused when the data changed since the run: decisions are tied to the data's
+        fingerprint.
         """
+        from ogaudit.data.containers import IN_MEMORY_SOURCES, as_dataset, is_container
+
         record = self.read_record()
-        spec = str(data) if data is not None else str(record["dataset"]["spec"])
-        source = f"--data {spec!r}" if data is not None else f"{str(self.path / RUN_RECORD)!r}"
+        recorded = str(record["dataset"]["spec"])
+        if is_container(data):
+            data = as_dataset(data, fold_label_case=self.settings().fold_labels)
+        if isinstance(data, Dataset):
+            spec, source = data, "the data given"
+        else:
+            spec = str(data) if data is not None else recorded
+            source = f"--data {spec!r}" if data is not None else f"{str(self.path / RUN_RECORD)!r}"
+        if data is None and recorded in IN_MEMORY_SOURCES and not Path(recorded).exists():
+            raise DataError(
+                f"This project audited {IN_MEMORY_SOURCES[recorded]} held in memory (named {recorded!r} in "
+                f"{source}), which cannot be read again from a path. Give the same data: data=(x, y) (or the "
+                "DataFrame, torch Dataset or Dataset that was audited)."
+            )
         try:
             from ogaudit.pipeline.load import prepare_dataset
 
@@ -148,14 +176,17 @@ class Project(RunFolder):
             if data is None and _looks_like_path(spec):
                 raise DataError(
                     f"The data this project audited, {spec!r} (named in {source}), cannot be read: {error} If it "
-                    "moved, point to its new place with --data NEW_PATH on the review commands."
+                    "moved, point to its new place with --data NEW_PATH on the review commands (data=NEW_PATH in "
+                    "Python)."
                 ) from error
             raise
         expected = record["dataset"]["fingerprint"]
         if dataset.fingerprint() != expected:
+            shown = source if isinstance(spec, Dataset) else f"the data at {spec!r} (from {source})"
             raise DataError(
-                f"The data at {spec!r} (from {source}) changed since the run (fingerprint {dataset.fingerprint()} != "
-                f"{expected}). Scan it again before reviewing, or point --data at the data that was scanned."
+                f"{shown[0].upper()}{shown[1:]} changed since the run (fingerprint {dataset.fingerprint()} != "
+                f"{expected}). Scan it again before reviewing, or point --data (data= in Python) at the data that "
+                "was scanned."
             )
         return dataset
 
@@ -190,6 +221,191 @@ class Project(RunFolder):
 
     def ledger_path(self) -> Path:
         return self.path / LEDGER
+
+    # ------------------------------------------------------------ the review, as the command line and the app do it
+
+    def ledger(self, data: str | os.PathLike | Dataset | object | None = None) -> Ledger:
+        """The review ledger: the run's (no data read), or for a folder that was never scanned, one for ``data``
+        (a path, a :class:`Dataset` or in-memory data as :func:`ogaudit.audit` takes it).
+
+        Warns (:class:`ReviewMismatchWarning`, :func:`ledger_mismatch_message`) when the ledger was made for other
+        data than the current run's. Raises :class:`DataError` when there is neither a run nor ``data``.
+        """
+        if self.has_run() or data is None:
+            ledger = self.open_ledger()
+        else:
+            ledger = self.open_ledger(self._unscanned_dataset(data))
+        if ledger.dataset_mismatch:
+            warnings.warn(ledger_mismatch_message(ledger), ReviewMismatchWarning, stacklevel=3)
+        return ledger
+
+    def dataset(self, data: str | os.PathLike | Dataset | object | None = None) -> Dataset:
+        """The data under review: the scanned data (:meth:`load_dataset`; ``data`` when it moved or was audited
+        from memory), or ``data`` itself for a folder that was never scanned."""
+        if self.has_run():
+            return self.load_dataset(data)
+        if data is None:
+            raise DataError(
+                f"{str(self.path)!r} holds no scan naming the data; pass --data (data= in Python) with the data "
+                "reviewed."
+            )
+        return self._unscanned_dataset(data)
+
+    def _unscanned_dataset(self, data) -> Dataset:
+        from ogaudit.data.containers import as_dataset, is_container
+        from ogaudit.data.load import load_dataset
+
+        if isinstance(data, Dataset):
+            return data
+        return as_dataset(data) if is_container(data) else load_dataset(data)
+
+    def decide(
+        self,
+        action: str,
+        ids: str | Iterable[str],
+        *,
+        annotator: str,
+        label: str | None = None,
+        note: str | None = None,
+    ) -> str:
+        """Record one decision on the samples ``ids`` as one undoable step, as the app's buttons do.
+
+        Parameters
+        ----------
+        action : ``"confirm"`` (the given label is wrong; the suggested label, or ``label``, is right; it must
+            change the label), ``"relabel"`` (needs ``label``), ``"keep"`` (a false alarm), ``"remove"`` or
+            ``"unsure"`` (:data:`~ogaudit.review.ledger.ACTIONS`).
+        ids : one sample id or several (as in the run's ``sample_id`` column; compared as strings).
+        annotator : who decides; recorded with each decision.
+        label : the right class name, for ``relabel`` (and ``confirm`` instead of the suggestion).
+        note : a note stored with each decision.
+
+        Returns
+        -------
+        str : the batch id (one undo step).
+
+        Raises
+        ------
+        LedgerError : an unknown action or id, a missing or unknown label, a confirm that keeps a label.
+        DataError : the folder holds no finished scan.
+        """
+        from ogaudit.review.actions import decide
+
+        run = self.open_run()
+        ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        return decide(self.open_ledger(run=run), run, ids, action, annotator=annotator, label=label, note=note)
+
+    def undo(self, annotator: str, *, data=None) -> Batch | None:
+        """Take back ``annotator``'s own last step; the step undone, or None when there is nothing to undo."""
+        return self.ledger(data).undo(annotator)
+
+    def redo(self, annotator: str, *, data=None) -> Batch | None:
+        """Redo ``annotator``'s last undone step; the step, or None when there is nothing to redo."""
+        return self.ledger(data).redo(annotator)
+
+    def decisions(self, *, history: bool = False, ids: Iterable[str] | None = None, data=None) -> pd.DataFrame:
+        """The review as a table: what ``export_decisions`` writes.
+
+        Without ``history``, one row per decided sample with its decision in force: ``sample_id, given_label,
+        action, final_label, annotator, decided_at, score, rank, note, run`` (``final_label`` None for remove).
+        With ``history``, every event of the log (decisions, undos, redos) in order. ``ids`` keeps only those
+        samples' rows. ``data``: for a folder never scanned (see :meth:`ledger`).
+        """
+        from ogaudit.review.decisions import decisions_frame
+
+        return decisions_frame(self.ledger(data), ids=ids, history=history)
+
+    def export_decisions(
+        self,
+        path: str | os.PathLike,
+        *,
+        ids: Iterable[str] | None = None,
+        history: bool = False,
+        data=None,
+    ) -> Path:
+        """Write :meth:`decisions` to the CSV file ``path`` (atomically; formula-like cells escaped with a
+        leading ``'``) and return its path: what ``ogaudit export decisions`` writes."""
+        from ogaudit.review.decisions import write_decisions_csv
+
+        return write_decisions_csv(self.ledger(data), path, ids=ids, history=history)
+
+    def import_decisions(self, source: str | os.PathLike | bytes, *, annotator: str, data=None) -> ImportReport:
+        """Add the decisions of a decisions CSV (a path or its bytes) made elsewhere, as one undo step of
+        ``annotator``; the report says what was stored, already there, or rejected and why."""
+        from ogaudit.review.decisions import import_decisions
+
+        return import_decisions(self.ledger(data), source, annotator=annotator)
+
+    def backup(self, path: str | os.PathLike, *, data=None) -> Path:
+        """A consistent copy of the ledger at ``path`` (SQLite's online backup), also while others decide."""
+        return self.ledger(data).backup(path)
+
+    def export_split(self, path: str | os.PathLike, *, drop_undecided_flagged: bool = False, data=None) -> dict:
+        """Write the data as cleaned by the decisions in force into the new or empty folder ``path``.
+
+        Removed samples are dropped and confirmed or relabelled ones carry their new label, in the input's own
+        kind (an ``.npz`` for arrays and in-memory data, a ``.npy`` folder, a CSV manifest with its images, an
+        ImageFolder, a text table), with a ``split.json`` manifest. ``drop_undecided_flagged`` also drops the
+        flagged samples nobody decided on (or marked unsure). ``data``: where the scanned data is now, or the
+        same in-memory data again (see :meth:`load_dataset`).
+
+        Returns
+        -------
+        dict : the ``split.json`` manifest; ``["counts"]`` has ``input, kept, removed, relabelled,
+        dropped_undecided_flagged``.
+        """
+        from ogaudit.review.split import export_split
+
+        dataset = self.dataset(data)
+        flagged = self.flagged_ids() if drop_undecided_flagged else None
+        return export_split(
+            dataset,
+            self.ledger(data),
+            path,
+            flagged_ids=flagged,
+            drop_undecided_flagged=drop_undecided_flagged,
+        )
+
+    def verify(
+        self,
+        *,
+        seeds: int = 3,
+        holdout: float = 0.2,
+        drop_undecided_flagged: bool = False,
+        data=None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> VerifyReport:
+        """The paper's trim-and-retrain check, saved in ``verify.json`` as ``ogaudit verify`` saves it.
+
+        The scan's model recipe is trained on the data as given and as cleaned by the decisions in force, with
+        ``seeds`` seeds each, and both are scored on a stratified held-out ``holdout`` fraction that is never
+        cleaned (against the true labels when noise was planted). ``data`` as for :meth:`export_split`;
+        ``progress(stage, fraction, message)`` and ``cancel`` as for :func:`ogaudit.audit`.
+
+        Returns
+        -------
+        VerifyReport : accuracies before and after (mean and per seed), the verdict
+        (:meth:`~ogaudit.review.verify.VerifyReport.describe`), the held-out size and the decisions applied.
+        """
+        from ogaudit.review.verify import verify_cleaning
+
+        run = self.open_run() if self.has_run() else None
+        dataset = self.dataset(data)
+        decisions = self.ledger(data).state()
+        report = verify_cleaning(
+            dataset,
+            decisions,
+            run.settings if run is not None else AuditSettings(),
+            holdout=holdout,
+            flagged_ids=run.flagged_ids if run is not None else None,
+            drop_undecided_flagged=drop_undecided_flagged,
+            seeds=seeds,
+            progress=progress,
+            cancel=cancel,
+        )
+        self.write_verify(report, decided=len(decisions))
+        return report
 
     def review_notice(self, dataset_fingerprint: str) -> str | None:
         """A warning when this folder holds a review of other data than ``dataset_fingerprint`` (a re-scan of
@@ -330,6 +546,7 @@ __all__ = [
     "Project",
     "ProjectInfo",
     "Request",
+    "ReviewMismatchWarning",
     "Run",
     "list_projects",
     "slugify",

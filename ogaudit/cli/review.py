@@ -1,7 +1,9 @@
 """The review commands: ``decisions list|add|undo|redo|import``, ``export decisions|split``, ``verify``.
 
 They act on a project folder (what ``ogaudit scan --out DIR`` wrote, or one of the app's projects) through
-:class:`~ogaudit.project.Project`, the same way the app does. ``decisions`` and ``export decisions`` read only the
+:class:`~ogaudit.project.Project`'s review methods (:meth:`~ogaudit.project.Project.decide`,
+:meth:`~ogaudit.project.Project.export_split`, :meth:`~ogaudit.project.Project.verify` ...), the ones a notebook
+calls; this module only parses arguments and prints. ``decisions`` and ``export decisions`` read only the
 project's tables and ledger; ``export split`` also reads the data; ``verify`` trains (and imports the engine).
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ogaudit.project import Project
@@ -102,32 +106,24 @@ def _project_arguments(parser: argparse.ArgumentParser, *, data: bool = False) -
     )
 
 
-def _ledger(args: argparse.Namespace, project: Project | None = None):
-    """The project's ledger: from its run's table, or for ``--data`` when the folder was never scanned."""
-    project = project or Project(args.project)
-    if project.has_run() or args.data is None:
-        ledger = project.open_ledger()
-    else:
-        from ogaudit.data.load import load_dataset
+@contextmanager
+def _warnings_printed():
+    """Print the project's review warnings (:class:`~ogaudit.project.ReviewMismatchWarning`) as the command line
+    says things: ``ogaudit: warning: ...`` on stderr, when they happen."""
+    from ogaudit.project import ReviewMismatchWarning
 
-        ledger = project.open_ledger(load_dataset(args.data))
-    if ledger.dataset_mismatch:
-        from ogaudit.project import ledger_mismatch_message
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ReviewMismatchWarning)
+        shown = warnings.showwarning
 
-        print(f"ogaudit: warning: {ledger_mismatch_message(ledger)}", file=sys.stderr)
-    return ledger
+        def show(message, category, *rest, **options):
+            if issubclass(category, ReviewMismatchWarning):
+                print(f"ogaudit: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **options)
 
-
-def _dataset(args: argparse.Namespace, project: Project):
-    """The project's data as scanned (``--data`` if it moved), or ``--data`` itself for a folder never scanned."""
-    if project.has_run():
-        return project.load_dataset(args.data)
-    from ogaudit.data.load import load_dataset
-    from ogaudit.errors import DataError
-
-    if args.data is None:
-        raise DataError(f"{str(project.path)!r} holds no scan naming the data; pass --data with the data reviewed.")
-    return load_dataset(args.data)
+        warnings.showwarning = show
+        yield
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -141,28 +137,18 @@ def _read_ids(path: Path) -> list[str]:
 
 
 def run_export_decisions(args: argparse.Namespace) -> int:
-    from ogaudit.review.decisions import write_decisions_csv
-
-    ledger = _ledger(args)
     ids = _read_ids(args.ids_file) if args.ids_file is not None else None
-    path = write_decisions_csv(ledger, args.out, ids=ids, history=args.history)
+    with _warnings_printed():
+        path = Project(args.project).export_decisions(args.out, ids=ids, history=args.history, data=args.data)
     print(f"wrote {'the history' if args.history else 'the decisions'} to {path}")
     return 0
 
 
 def run_export_split(args: argparse.Namespace) -> int:
-    from ogaudit.review.split import export_split
-
-    project = Project(args.project)
-    dataset = _dataset(args, project)
-    flagged = project.flagged_ids() if args.drop_undecided_flagged else None
-    manifest = export_split(
-        dataset,
-        _ledger(args, project),
-        args.out,
-        flagged_ids=flagged,
-        drop_undecided_flagged=args.drop_undecided_flagged,
-    )
+    with _warnings_printed():
+        manifest = Project(args.project).export_split(
+            args.out, drop_undecided_flagged=args.drop_undecided_flagged, data=args.data
+        )
     counts = manifest["counts"]
     print(
         f"kept {counts['kept']} of {counts['input']} samples ({counts['removed']} removed, "
@@ -173,7 +159,8 @@ def run_export_split(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
+    with _warnings_printed():
+        ledger = Project(args.project).ledger(args.data)
     state = ledger.state()
     if state.empty:
         print("no decisions yet")
@@ -186,25 +173,23 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from ogaudit.review.actions import decide
-
-    project = Project(args.project)
-    run = project.open_run()
-    ledger = project.open_ledger()
-    decide(ledger, run, args.ids, args.action, annotator=args.annotator, label=args.label, note=args.note)
+    Project(args.project).decide(args.action, args.ids, annotator=args.annotator, label=args.label, note=args.note)
     print(f"{args.action}: {len(set(args.ids))} sample(s) recorded for {args.annotator}")
     return 0
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    path = _ledger(args).backup(args.out)
+    with _warnings_printed():
+        path = Project(args.project).backup(args.out, data=args.data)
     print(f"wrote a consistent copy of the ledger to {path} (restore: stop the server, copy it over ledger.sqlite)")
     return 0
 
 
 def run_toggle(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
-    batch = ledger.undo(args.annotator) if args.kind == "undo" else ledger.redo(args.annotator)
+    project = Project(args.project)
+    with _warnings_printed():
+        toggle = project.undo if args.kind == "undo" else project.redo
+        batch = toggle(args.annotator, data=args.data)
     if batch is None:
         print(f"nothing to {args.kind} for {args.annotator}")
         return 1
@@ -214,30 +199,19 @@ def run_toggle(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ogaudit.review.verify import verify_cleaning
-    from ogaudit.settings import AuditSettings
-
-    project = Project(args.project)
-    run = project.open_run() if project.has_run() else None
-    dataset = _dataset(args, project)
-    decisions = _ledger(args, project).state()
-    report = verify_cleaning(
-        dataset,
-        decisions,
-        run.settings if run is not None else AuditSettings(),
-        holdout=args.holdout,
-        flagged_ids=run.flagged_ids if run is not None else None,
-        drop_undecided_flagged=args.drop_undecided_flagged,
-        seeds=args.seeds,
-    )
-    project.write_verify(report, decided=len(decisions))
+    with _warnings_printed():
+        report = Project(args.project).verify(
+            seeds=args.seeds,
+            holdout=args.holdout,
+            drop_undecided_flagged=args.drop_undecided_flagged,
+            data=args.data,
+        )
     print(report.describe())
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ogaudit.review.decisions import import_decisions
-
-    report = import_decisions(_ledger(args), args.file, annotator=args.annotator)
+    with _warnings_printed():
+        report = Project(args.project).import_decisions(args.file, annotator=args.annotator, data=args.data)
     print(report.describe())
     return 0 if report.stored or report.already or not report.rejected else 1
