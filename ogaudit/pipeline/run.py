@@ -122,6 +122,10 @@ def audit(
     with _stage("load", timings, progress):
         loaded = prepare_dataset(data, settings, cache_dir=cache.root, progress=progress, cancel=cancel)
         dataset = loaded.pinned()  # hashed once for the whole run (every stage keys its cache entry by it)
+    if project is not None:  # said now, before training, and kept in the record
+        warning = project.review_notice(dataset.fingerprint())
+        if warning is not None:
+            notice(warning)
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
@@ -166,9 +170,6 @@ def audit(
     record["engine"] = engine.describe()
     result = AuditResult(scores, map_frame, record, loaded, head, label_evidence, neighbours=neighbours)
     if project is not None:
-        warning = project.review_notice(dataset.fingerprint())
-        if warning is not None:
-            notice(warning)
         label_frame = pd.DataFrame(label_evidence, columns=[str(c) for c in dataset.class_names])
         label_frame.insert(0, "sample_id", dataset.sample_ids)
         result.paths = project.write_run(
