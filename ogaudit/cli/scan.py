@@ -149,7 +149,8 @@ class _StageBars:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    """Validate every setting, then audit (the engine is imported only now)."""
+    """Validate every setting, then audit through :func:`ogaudit.api.audit`, as a notebook does (the engine is
+    imported only now); ``--out`` becomes a :class:`~ogaudit.project.Project`."""
     settings = AuditSettings(
         model=args.model,
         arch=args.arch,
@@ -172,15 +173,14 @@ def run_scan(args: argparse.Namespace) -> int:
         from ogaudit.errors import SettingsError
 
         raise SettingsError(f"--ray-address {args.ray_address!r} needs --engine ray.")
-    from ogaudit.pipeline.run import audit
-    from ogaudit.project import Project
+    from ogaudit.api import audit
 
     bars = _StageBars(not args.quiet)
     try:
         result = audit(
             args.data,
             settings,
-            out_dir=Project(args.out),
+            out_dir=args.out,
             cache_dir=args.cache_dir,
             progress=bars,
             trust_checkpoint_code=args.trust_checkpoint_code,

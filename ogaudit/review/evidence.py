@@ -230,6 +230,11 @@ class RunEvidence:
             out[start : start + chunk] = 1.0 - self.posterior(part, neighbours)[np.arange(len(part)), self.labels[part]]
         return out
 
+    def p_wrong(self, rows: np.ndarray | None = None, *, progress=None, cancel=None) -> np.ndarray:
+        """(b,) the calibrated probability that the given label of each of ``rows`` (all samples when None) is
+        wrong: :meth:`raw_wrong` through :attr:`calibration`, the number a review card shows."""
+        return self.calibration(self.raw_wrong(rows, progress=progress, cancel=cancel))
+
     def explain(self, rows: np.ndarray | list[int]) -> list[SampleEvidence]:
         """The evidence of each sample in ``rows`` (positions in the run's table), in one vectorised pass."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -1,0 +1,453 @@
+"""The functions a notebook calls: :func:`audit` (train, take gradients, score, optionally write a project),
+:func:`score` (score outputs of a model you already trained, no training), and :class:`~ogaudit.project.Project`
+for the review of a project folder.
+
+The method is Outlier Gradient Analysis (Chhabra et al., "Outlier Gradient Analysis: Efficiently Identifying
+Detrimental Training Samples for Deep Learning Models", ICML 2025, arXiv 2405.03869): a training sample whose
+per-sample loss gradient is an outlier is likely detrimental, most often mislabelled. For the last linear layer
+the gradient is closed-form, ``(softmax(z) − onehot(y)) ⊗ [h, 1]`` (:mod:`ogaudit.gradients.closed_form`).
+
+This module imports torch and the pipeline only when a function runs, so ``import ogaudit`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ogaudit.data.dataset import Dataset
+from ogaudit.errors import DataError, SettingsError
+from ogaudit.progress import ProgressCallback
+from ogaudit.project import Project
+from ogaudit.results import RunFolder
+from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, AuditSettings, check_budget
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ogaudit.engines.local import ForwardEngine
+    from ogaudit.gradients import GradientEvidence
+    from ogaudit.pipeline.run import AuditResult
+
+__all__ = ["AuditNotice", "Project", "audit", "score"]
+
+SCORE_COLUMNS = (
+    "sample_id",
+    "given_label",
+    "predicted_label",
+    "suggested_label",
+    "score",
+    "rank",
+    "flagged",
+    "confidence",
+    "rare_class",
+    "p_wrong",
+)
+"""The columns of :func:`score`'s table, in order."""
+
+
+def audit(
+    data,
+    settings: AuditSettings | None = None,
+    *,
+    out_dir: str | os.PathLike | RunFolder | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    trust_checkpoint_code: bool = False,
+    engine: str | ForwardEngine | None = None,
+    ray_address: str | None = None,
+    class_names: Sequence[str] | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+) -> AuditResult:
+    """Audit a dataset for mislabelled samples: train a model, take every sample's last-layer loss gradient,
+    score how much of an outlier it is, flag the most suspicious and suggest a label for each.
+
+    The Outlier Gradient Analysis of Chhabra et al. (ICML 2025, arXiv 2405.03869), with the last layer's
+    gradients in closed form, ``dL/dW = (softmax(z) − onehot(y)) ⊗ h`` and ``dL/db = softmax(z) − onehot(y)``,
+    from one batched forward pass. What :command:`ogaudit scan` runs.
+
+    Parameters
+    ----------
+    data : what to audit, one of
+
+        * a built-in name (``"digits"``, ``"mnist5k"``, ``"fashion-mnist"``, ``"tweets"``, ``"rotten-tomatoes"``)
+          or a path: an ImageFolder, a CSV manifest, an ``.npz``, a folder with ``x.npy``/``y.npy``, a text table
+          (:func:`~ogaudit.data.load.load_dataset`);
+        * a :class:`~ogaudit.data.dataset.Dataset`;
+        * a tuple ``(x, y)`` or ``(x, y, class_names)``: ``x`` (N, F) feature vectors or (N, H, W[, C]) images
+          (C = 1 or 3; channels-first is read too; ``uint8`` 0–255 or any float range), ``y`` (N,) labels as class
+          indices or names; numpy arrays or torch tensors;
+        * a pandas DataFrame, one row per sample: numeric feature columns and a label column (``label_column``);
+        * a ``torch.utils.data.Dataset`` yielding ``(x, y)`` pairs (stacked with a ``DataLoader``; image tensors
+          (C, H, W) become (H, W, C)).
+
+        In-memory data gives the same results as the same arrays saved as an ``.npz`` and audited by path.
+    settings : model, epochs, detector, budget, map, planted noise, subset, seed ... (:class:`AuditSettings`);
+        default ``AuditSettings()``.
+    out_dir : a project folder to write (``run.json``, ``runs/<id>/scores.csv`` ...), opened later with
+        :class:`Project`, ``ogaudit decisions`` or the app; a folder that already holds a review keeps it and a
+        notice says when this scan audits other data. Default: nothing written.
+    cache_dir : the artifact cache (models, features, gradients, maps); default ``$OGAUDIT_CACHE`` or
+        ``~/.cache/ogaudit``.
+    progress : ``progress(stage, fraction, message)`` called along the way (stage ``"notice"`` for notices).
+        Without it, notices are issued as :class:`AuditNotice` warnings.
+    cancel : set it to stop the audit at the next chunk of work (:class:`~ogaudit.errors.Cancelled`).
+    trust_checkpoint_code : let a TorchScript checkpoint load, which runs the file's code.
+    engine, ray_address : where the per-sample stages run: ``"local"`` (default), ``"ray"`` (a Ray cluster at
+        ``ray_address``) or a :class:`~ogaudit.engines.local.ForwardEngine`.
+    class_names : in-memory data only: the name of each class index, or the allowed names (labels as names).
+    label_column, id_column : DataFrame only: the label column (default: found by name, ``label``, ``class``,
+        ``target``, ``y`` ...) and a column of unique sample ids (default: one named ``id``, ``sample_id`` ...,
+        else the row numbers).
+
+    Returns
+    -------
+    AuditResult
+        ``scores`` (one row per sample: ``sample_id, given_label, predicted_label, suggested_label, score``
+        (higher = more suspicious), ``rank`` (1 = most suspicious), ``flagged, confidence, rare_class``, plus
+        ``true_label, is_noisy`` with planted noise), ``map`` (sample_id, x, y), ``record`` (the run record;
+        ``record["metrics"]`` has AUROC and average precision against planted noise), ``dataset``, ``evidence``
+        (the closed-form :class:`~ogaudit.gradients.HeadEvidence`), ``label_evidence`` (N, C), ``out_dir``.
+
+    Raises
+    ------
+    TypeError
+        ``data`` of none of the forms above (the message lists them), or DataFrame options with other data.
+    DataError
+        data that cannot be used (a string that is neither a built-in nor an existing path, non-numeric
+        DataFrame columns, labels not one per sample ...), with the fix.
+    SettingsError
+        a setting outside its allowed values.
+    Cancelled
+        ``cancel`` was set.
+    """
+    from ogaudit.data.containers import ACCEPTED, as_dataset, is_container
+
+    settings = AuditSettings() if settings is None else settings
+    if not isinstance(settings, AuditSettings):
+        raise TypeError(
+            f"settings must be an AuditSettings (or None for the defaults); got {type(settings).__name__}. "
+            "Build one: ogaudit.AuditSettings(epochs=3, noise_rate=0.1)."
+        )
+    if is_container(data):
+        data = as_dataset(
+            data,
+            class_names=None if class_names is None else list(class_names),
+            label_column=label_column,
+            id_column=id_column,
+            fold_label_case=settings.fold_labels,
+        )
+    elif isinstance(data, str | os.PathLike | Dataset):
+        options = {"class_names": class_names, "label_column": label_column, "id_column": id_column}
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise TypeError(
+                f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to in-memory data (arrays, a "
+                f"DataFrame, a torch Dataset); data is "
+                f"{data.describe() if isinstance(data, Dataset) else repr(str(data)[:80])}. Leave "
+                f"{'it' if len(given) == 1 else 'them'} out (a text table's columns are set with "
+                "AuditSettings(label_column=..., id_column=...))."
+            )
+    else:
+        raise TypeError(f"data must be {ACCEPTED}; got a {type(data).__module__}.{type(data).__qualname__}.")
+    from ogaudit.pipeline.run import audit as run_audit
+
+    project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
+    return run_audit(
+        data,
+        settings,
+        out_dir=project,
+        cache_dir=cache_dir,
+        progress=_warn_notices if progress is None else progress,
+        cancel=cancel,
+        trust_checkpoint_code=trust_checkpoint_code,
+        engine=engine,
+        ray_address=ray_address,
+    )
+
+
+class AuditNotice(UserWarning):
+    """Something an audit without a ``progress`` callback wants said: a cache entry recomputed, a review in
+    ``out_dir`` made for other data ... (also in ``result.record["notices"]``)."""
+
+
+def _warn_notices(stage: str, fraction: float, message: str) -> None:
+    """The progress callback of an audit called without one: notices become :class:`AuditNotice` warnings."""
+    if stage == "notice":
+        warnings.warn(message, AuditNotice, stacklevel=2)
+
+
+def score(
+    features=None,
+    probs=None,
+    labels=None,
+    *,
+    logits=None,
+    evidence: GradientEvidence | None = None,
+    detector: str = DEFAULT_DETECTOR,
+    budget: float = DEFAULT_BUDGET,
+    class_names: Sequence[str] | None = None,
+    sample_ids=None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Score the outputs of a model you trained yourself for wrong labels, without training anything.
+
+    A ``find_label_issues``-style call (as in cleanlab: the data first, options by keyword) over the
+    per-sample last-layer loss gradients of Outlier Gradient Analysis (Chhabra et al., ICML 2025, arXiv
+    2405.03869): from the penultimate features ``h`` and the softmax ``p`` each sample's gradient is
+    ``(p − onehot(y)) ⊗ [h, 1]`` (:class:`~ogaudit.gradients.HeadEvidence`, kept factored), and the detector
+    scores how much of an outlier it is. Give the features of the layer your model's last linear layer reads
+    and its probabilities (or logits) on the same samples, ideally out-of-sample (cross-validated) ones.
+
+    Parameters
+    ----------
+    features : array (N, d), float
+        Penultimate features: the input of the model's last linear layer, one row per sample (numpy or torch).
+    probs : array (N, C), float
+        The model's predicted class probabilities (softmax), rows summing to 1. Give ``probs`` or ``logits``.
+    labels : array (N,)
+        The given (possibly wrong) labels: class indices ``0 … C−1`` into the columns of ``probs``, or class
+        names (strings; with ``class_names``, or else the columns are taken to be the names in sorted order, as
+        scikit-learn's ``classes_``).
+    logits : array (N, C), float, keyword-only
+        The last layer's outputs before the softmax, instead of ``probs``.
+    evidence : GradientEvidence, keyword-only
+        Instead of the arrays above: any :class:`~ogaudit.gradients.GradientEvidence` (e.g.
+        :class:`~ogaudit.gradients.HeadEvidence`, or an audit's ``result.evidence``); it carries its labels.
+    detector : str
+        A detector of :data:`ogaudit.detectors.outliers.DETECTORS`; default ``"posterior"`` (the model's softmax
+        fused with the labels of the 20 samples with the most similar gradient directions).
+    budget : float
+        How many samples to flag: a fraction in (0, 1) (0.05 = 5%) or a whole count ≥ 1.
+    class_names : sequence of C str
+        The name of each class (column of ``probs``); default the label names, or ``"0" … "C−1"``.
+    sample_ids : array (N,)
+        Unique ids; default the row numbers ``0 … N−1``.
+    seed : int
+        Seeds the detectors that draw random numbers (IsolationForest).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sample, in the given order, with columns ``sample_id, given_label, predicted_label,
+        suggested_label`` (the class whose counterfactual gradient is least outlying), ``score`` (higher = more
+        suspicious), ``rank`` (1 = most suspicious), ``flagged`` (the top ``budget``), ``confidence`` (the
+        model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples) and
+        ``p_wrong``: the calibrated probability that the given label is wrong, the number the app's review cards
+        show (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`).
+
+    Raises
+    ------
+    DataError
+        arrays of the wrong shape, non-finite values, probabilities that are not probabilities, labels outside
+        the classes, repeated ids; the message names the parameter, what it got and the fix.
+    SettingsError
+        an unknown ``detector`` or a bad ``budget``.
+    TypeError
+        ``evidence`` that is not a GradientEvidence, or both ``evidence`` and arrays.
+
+    Examples
+    --------
+    >>> issues = ogaudit.score(features, probs, labels)          # doctest: +SKIP
+    >>> issues[issues.flagged].sort_values("rank")              # doctest: +SKIP
+    """
+    from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, gradient_neighbours, make_detector
+    from ogaudit.detectors.scoring import score_table
+    from ogaudit.gradients import GradientEvidence, HeadEvidence
+    from ogaudit.review.evidence import RunEvidence
+
+    if not isinstance(detector, str) or detector not in DETECTORS:
+        raise SettingsError(f"detector={detector!r} is not one of {sorted(DETECTORS)}. Pick one, e.g. 'posterior'.")
+    try:
+        budget = check_budget(budget)
+    except SettingsError as error:
+        raise SettingsError(f"{error} Pass budget=0.05 (5%) or budget=100 (a count).") from None
+    if evidence is not None:
+        if not isinstance(evidence, GradientEvidence):
+            raise TypeError(
+                f"evidence must be a GradientEvidence (e.g. ogaudit.gradients.HeadEvidence or result.evidence); got "
+                f"{type(evidence).__name__}. Or pass the arrays: ogaudit.score(features, probs, labels)."
+            )
+        given = [
+            n
+            for n, v in (("features", features), ("probs", probs), ("labels", labels), ("logits", logits))
+            if v is not None
+        ]
+        if given:
+            raise TypeError(
+                f"Give evidence or the arrays, not both: evidence was given with {', '.join(given)}. The evidence "
+                "carries its own probabilities and labels."
+            )
+        source = evidence
+        n, n_classes = np.asarray(evidence.probs).shape
+        label_index = np.asarray(evidence.labels, dtype=np.int64)
+        names = _class_names(class_names, n_classes, None)
+    else:
+        x = _matrix(features, "features", "(N, d) penultimate features, one row per sample")
+        n = len(x)
+        if (probs is None) == (logits is None):
+            raise DataError(
+                f"Give exactly one of probs= (N, C) softmax probabilities or logits= (N, C); got "
+                f"{'both' if probs is not None else 'neither'}."
+            )
+        outputs = _matrix(probs if logits is None else logits, "probs" if logits is None else "logits", "(N, C)")
+        name = "probs" if logits is None else "logits"
+        if len(outputs) != n:
+            raise DataError(
+                f"{name} has {len(outputs)} rows but features has {n}; give both for the same samples, in the "
+                "same order."
+            )
+        n_classes = outputs.shape[1]
+        if n_classes < 2:
+            raise DataError(f"{name} has shape {outputs.shape}: one column per class, at least two classes.")
+        if logits is None:
+            _check_probabilities(outputs)
+        label_index, names = _labels(labels, n, n_classes, class_names)
+        if logits is None:
+            ones = np.ones((n, 1), dtype=np.float32)
+            source = HeadEvidence(np.hstack([x.astype(np.float32), ones]), outputs.astype(np.float32), label_index)
+        else:
+            source = HeadEvidence.from_head(x, outputs, label_index)
+    ids = _sample_ids(sample_ids, n)
+
+    fitted = make_detector(detector, seed=seed).fit(source)
+    outlier = np.asarray(fitted.outlier_scores(source), dtype=np.float64)
+    try:
+        label_evidence = counterfactual_scores(fitted, source)
+    except SettingsError:  # fixed (projected) gradients and a detector without a posterior: no counterfactuals
+        label_evidence = -np.log(np.clip(np.asarray(source.probs, dtype=np.float64), 1e-12, None))
+    table = score_table(
+        outlier, label_evidence, source.probs, label_index, class_names=names, sample_ids=ids, budget=budget
+    )
+    features_with_bias = (
+        source.features
+        if isinstance(source, HeadEvidence)
+        else np.hstack([source.directions(), np.ones((n, 1), dtype=np.float32)])
+    )
+    review = RunEvidence(
+        features_with_bias, source.probs, label_index, label_evidence, neighbours=gradient_neighbours(fitted)
+    )
+    table["p_wrong"] = review.p_wrong()
+    return table[list(SCORE_COLUMNS)]
+
+
+def _array(value, name: str) -> np.ndarray:
+    """``value`` as numpy: torch tensors detached and moved to the CPU."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{name} cannot be read as an array ({error}); give a numpy array or a torch tensor.") from None
+
+
+def _matrix(value, name: str, shape: str) -> np.ndarray:
+    """A finite (N, k) float array, N > 0, or a DataError naming ``name``."""
+    if value is None:
+        raise DataError(f"{name} is missing: give {shape} (numpy or torch).")
+    array = _array(value, name)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        hint = " (one sample? use array.reshape(1, -1))" if array.ndim == 1 else ""
+        raise DataError(f"{name} must be a 2-D array {shape}; got shape {array.shape}{hint}.")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{name} must be numeric; got dtype {array.dtype}. Convert it: {name}.astype('float32').")
+    array = array.astype(np.float64, copy=False)
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{name} has NaN or infinite values in {int(bad.sum())} row(s), first at row {int(np.flatnonzero(bad)[0])}. "
+            "Drop or fix those samples in every array."
+        )
+    return array
+
+
+def _check_probabilities(probs: np.ndarray) -> None:
+    sums = probs.sum(axis=1)
+    off = (probs < 0).any(axis=1) | (probs > 1).any(axis=1) | ~np.isclose(sums, 1.0, atol=1e-3)
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise DataError(
+            f"probs must hold probabilities, each row in [0, 1] summing to 1; {int(off.sum())} row(s) do not, first "
+            f"row {row}: {np.round(probs[row][:6], 4).tolist()} (sum {sums[row]:.4g}). If these are raw scores, "
+            "pass them as logits= instead."
+        )
+
+
+def _class_names(class_names, n_classes: int, inferred: list[str] | None) -> list[str]:
+    if class_names is None:
+        return inferred if inferred is not None else [str(c) for c in range(n_classes)]
+    names = [str(c) for c in _array(class_names, "class_names").tolist()]
+    if len(names) != n_classes:
+        raise DataError(
+            f"class_names has {len(names)} names but probs has {n_classes} columns; give one name per column, in "
+            "the columns' order."
+        )
+    if len(set(names)) != len(names):
+        raise DataError(f"class_names repeats names: {sorted({c for c in names if names.count(c) > 1})[:5]}.")
+    return names
+
+
+def _labels(labels, n: int, n_classes: int, class_names) -> tuple[np.ndarray, list[str]]:
+    """(N,) int64 class indices and the C class names, from ``labels`` as indices or names."""
+    if labels is None:
+        raise DataError("labels is missing: give the (N,) given labels, class indices or names.")
+    y = _array(labels, "labels")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"labels must be (N,) = ({n},), one label per row of features; got shape {y.shape}.")
+    if y.dtype.kind in "USO":
+        text = y.astype(str)
+        if class_names is None:
+            present = sorted(set(text.tolist()))
+            if len(present) != n_classes:
+                raise DataError(
+                    f"labels are names of {len(present)} classes ({present[:10]}) but probs has {n_classes} "
+                    "columns; give class_names= naming each column, in the columns' order."
+                )
+            names = present
+        else:
+            names = _class_names(class_names, n_classes, None)
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted(set(text.tolist()) - set(index))
+        if unknown:
+            raise DataError(f"labels {unknown[:5]} are not in class_names {names[:20]}. Add them or fix the labels.")
+        return np.array([index[v] for v in text.tolist()], dtype=np.int64), names
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and np.array_equal(y, np.round(y))):
+            raise DataError(
+                "labels must be class indices or names; got non-integer floats, e.g. "
+                f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}. For probabilities use probs=."
+            )
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"labels must be class indices or names; got dtype {y.dtype}.")
+    index = y.astype(np.int64)
+    outside = (index < 0) | (index >= n_classes)
+    if outside.any():
+        raise DataError(
+            f"labels must be class indices 0 … {n_classes - 1} (the columns of probs); {int(outside.sum())} are "
+            f"outside, e.g. {index[outside][:3].tolist()}. Map your classes to column positions first."
+        )
+    return index, _class_names(class_names, n_classes, None)
+
+
+def _sample_ids(sample_ids, n: int) -> np.ndarray:
+    if sample_ids is None:
+        return np.arange(n)
+    ids = _array(sample_ids, "sample_ids")
+    if ids.shape != (n,):
+        raise DataError(f"sample_ids must be (N,) = ({n},), one id per sample; got shape {ids.shape}.")
+    text = ids.astype(str)
+    if len(set(text.tolist())) != n:
+        repeated = [v for v, k in zip(*np.unique(text, return_counts=True), strict=True) if k > 1]
+        raise DataError(f"sample_ids must be unique; {len(repeated)} repeat, e.g. {repeated[:3]}.")
+    return ids
