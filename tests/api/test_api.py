@@ -1,0 +1,256 @@
+"""The public face a notebook uses: ``ogaudit.audit`` on data in memory, ``ogaudit.score`` on a model's outputs,
+and ``ogaudit.Project`` for the review, each checked against the route the command line takes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.metrics import average_precision_score
+
+import ogaudit
+from ogaudit.api import SCORE_COLUMNS
+from ogaudit.cli import main
+from ogaudit.data.containers import as_dataset
+from ogaudit.errors import DataError, LedgerError, SettingsError
+from ogaudit.project import ReviewMismatchWarning
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ogaudit.AuditSettings(epochs=2, map_method="pca", noise_rate=0.1)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """sklearn's 1,797 digits as (N, 64) float vectors and int labels."""
+    digits = load_digits()
+    return digits.data, digits.target
+
+
+@pytest.fixture(scope="module")
+def audited(vectors, cache_dir, tmp_path_factory):
+    """The digits audited from memory with 10% planted noise, written to a project folder."""
+    folder = tmp_path_factory.mktemp("api") / "project"
+    return ogaudit.audit(vectors, FAST, out_dir=folder, cache_dir=cache_dir)
+
+
+def planted_flips(n: int = 800, classes: int = 4, rate: float = 0.1, seed: int = 0):
+    """Separable synthetic features, probabilities of a model fitted on them, clean and noisy labels."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 2.5, size=(classes, 6))
+    clean = rng.integers(0, classes, n)
+    features = centers[clean] + rng.normal(size=(n, 6))
+    noisy = clean.copy()
+    flip = rng.random(n) < rate
+    noisy[flip] = (clean[flip] + rng.integers(1, classes, int(flip.sum()))) % classes
+    distance = ((features[:, None, :] - centers[None]) ** 2).sum(axis=2)  # a nearest-centre "model"
+    logits = -distance / 2
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return features, probs, logits, clean, noisy
+
+
+# ---------------------------------------------------------------- the package's face
+
+
+def test_import_ogaudit_and_its_names_load_no_torch_until_used():
+    code = (
+        "import sys, ogaudit\n"
+        "names = sorted(ogaudit.__all__)\n"
+        "light = [ogaudit.audit, ogaudit.score, ogaudit.Project, ogaudit.AuditSettings, ogaudit.Dataset,\n"
+        "         ogaudit.load_dataset, ogaudit.__version__]\n"
+        "print(names, [m for m in ('torch', 'streamlit', 'ogaudit.pipeline.run') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.strip()
+    expected = sorted(["audit", "score", "Project", "AuditSettings", "AuditResult", "Dataset", "load_dataset"])
+    assert out == f"{sorted([*expected, '__version__'])} []"
+
+
+def test_every_public_name_resolves_and_is_documented():
+    for name in ogaudit.__all__:
+        value = getattr(ogaudit, name)
+        if name != "__version__":
+            assert value.__doc__ and name in ogaudit.__doc__, name
+    assert ogaudit.load_dataset("digits").n_classes == 10
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        ogaudit.nothing  # noqa: B018
+
+
+# ---------------------------------------------------------------- score
+
+
+def test_score_on_arrays_flags_the_planted_flips():
+    features, probs, _logits, clean, noisy = planted_flips()
+    table = ogaudit.score(features, probs, noisy)
+    assert list(table.columns) == list(SCORE_COLUMNS)
+    assert len(table) == len(noisy) and table["sample_id"].tolist() == list(range(len(noisy)))
+    wrong = noisy != clean
+    assert average_precision_score(wrong, table["score"]) > 0.6  # noise rate ~0.1
+    assert table["flagged"].sum() == 40 and wrong[table["flagged"]].mean() > 0.8
+    assert set(table["rank"]) == set(range(1, len(noisy) + 1))
+    suggested = table["suggested_label"].astype(int).to_numpy()
+    assert (suggested[wrong] == clean[wrong]).mean() > 0.8
+    assert table["p_wrong"].between(0, 1).all()
+    assert table["p_wrong"][wrong].mean() > 0.5 > table["p_wrong"][~wrong].mean()
+    assert np.allclose(table["confidence"], probs[np.arange(len(noisy)), noisy])
+
+
+def test_score_takes_names_logits_tensors_ids_and_other_detectors():
+    features, probs, logits, _clean, noisy = planted_flips()
+    base = ogaudit.score(features, probs, noisy, budget=25)
+    names = np.array(["ant", "bee", "cat", "dog"])
+    named = ogaudit.score(features, probs, names[noisy], sample_ids=[f"s{i}" for i in range(len(noisy))])
+    assert named["given_label"].tolist() == names[noisy].tolist()
+    assert named["sample_id"].iloc[0] == "s0" and np.allclose(named["score"], base["score"])
+    from_logits = ogaudit.score(torch.tensor(features), labels=torch.tensor(noisy), logits=torch.tensor(logits))
+    assert np.allclose(from_logits["score"], base["score"], atol=1e-4)
+    assert base["flagged"].sum() == 25
+    for detector in ("l2", "iforest", "loss"):
+        other = ogaudit.score(features, probs, noisy, detector=detector)
+        assert list(other.columns) == list(SCORE_COLUMNS) and other["score"].notna().all()
+
+
+def test_score_reproduces_the_audit_and_the_review_cards(audited):
+    evidence = audited.evidence
+    from_evidence = ogaudit.score(evidence=evidence, class_names=audited.dataset.class_names)
+    assert np.allclose(from_evidence["score"], audited.scores["score"])
+    assert (from_evidence["suggested_label"] == audited.scores["suggested_label"]).all()
+    from_arrays = ogaudit.score(evidence.features[:, :-1], evidence.probs, evidence.labels)
+    assert np.allclose(from_arrays["score"], audited.scores["score"])
+    rows = np.argsort(audited.scores["rank"].to_numpy())[:20]
+    cards = ogaudit.Project(audited.out_dir).open_evidence().explain(rows)
+    assert np.allclose(from_arrays["p_wrong"].to_numpy()[rows], [card.p_wrong for card in cards])
+
+
+def test_score_refuses_bad_input_naming_the_parameter_and_the_fix():
+    features, probs, logits, _clean, noisy = planted_flips(n=100)
+    cases = [
+        (dict(probs=probs, labels=noisy), DataError, "features is missing"),
+        (dict(features=features, labels=noisy), DataError, "exactly one of probs= .* or logits="),
+        (dict(features=features, probs=logits, labels=noisy), DataError, "pass them as logits="),
+        (dict(features=features[:50], probs=probs, labels=noisy), DataError, "probs has 100 rows but features has 50"),
+        (dict(features=features, probs=probs, labels=noisy[:10]), DataError, r"labels must be \(N,\) = \(100,\)"),
+        (dict(features=features, probs=probs, labels=noisy + 4), DataError, r"class indices 0 … 3"),
+        (dict(features=features, probs=probs, labels=noisy, detector="magic"), SettingsError, "'magic' is not one"),
+        (dict(features=features, probs=probs, labels=noisy, budget=1.5), SettingsError, "got 1.5. Pass budget="),
+        (dict(features=features, probs=probs, labels=noisy, class_names=["a"]), DataError, "1 names but probs has 4"),
+        (dict(features=features, probs=probs, labels=noisy, sample_ids=[1] * 100), DataError, "must be unique"),
+        (dict(features=features[:, 0], probs=probs, labels=noisy), DataError, r"2-D array .* got shape \(100,\)"),
+        (dict(features=features, probs=probs, labels=np.array(["a", "b"] * 50)), DataError, "give class_names="),
+        (dict(evidence="head"), TypeError, "evidence must be a GradientEvidence"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            ogaudit.score(**kwargs)
+    features[3, 2] = np.nan
+    with pytest.raises(DataError, match="features has NaN .* first at row 3"):
+        ogaudit.score(features, probs, noisy)
+
+
+# ---------------------------------------------------------------- audit on data in memory
+
+
+def test_audit_of_arrays_finds_the_planted_noise_as_the_npz_route_does(audited, vectors, tmp_path):
+    metrics = audited.record["metrics"]
+    assert metrics["noisy"] == 180 and metrics["average_precision"] > 0.6  # 10% noise: chance is 0.1
+    assert audited.record["dataset"]["spec"] == "arrays" and audited.scores["is_noisy"].sum() == 180
+    x, y = vectors
+    np.savez(tmp_path / "digits.npz", x=x, y=y)
+    by_path = ogaudit.audit(tmp_path / "digits.npz", FAST, cache_dir=tmp_path / "fresh-cache")  # trained again
+    assert by_path.record["dataset"]["fingerprint"] == audited.record["dataset"]["fingerprint"]
+    pd.testing.assert_frame_equal(by_path.scores, audited.scores)
+
+
+def test_a_dataframe_and_a_torch_dataset_give_the_arrays_scores(audited, vectors, cache_dir):
+    x, y = vectors
+    frame = pd.DataFrame(x, columns=[f"pixel{i}" for i in range(64)]).assign(target=y)
+    tensors = torch.utils.data.TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    for data in (frame, tensors):
+        result = ogaudit.audit(data, FAST, cache_dir=cache_dir)
+        assert result.record["dataset"]["fingerprint"] == audited.record["dataset"]["fingerprint"]
+        assert np.array_equal(result.scores["score"], audited.scores["score"])
+    labelled = frame.rename(columns={"target": "digit"}).assign(key=[f"k{i}" for i in range(len(y))])
+    dataset = as_dataset(labelled, label_column="digit", id_column="key")
+    assert dataset.sample_ids[0] == "k0" and dataset.x.shape == (len(y), 64)
+    images = torch.utils.data.TensorDataset(torch.rand(30, 3, 16, 16), torch.arange(30) % 3)
+    assert as_dataset(images).x.shape == (30, 16, 16, 3)  # (C, H, W) tensors as (H, W, C) images
+
+
+def test_audit_refuses_what_it_cannot_read_with_the_accepted_forms(tmp_path, capsys):
+    with pytest.raises(TypeError, match="data must be a built-in name or a path .* a pandas DataFrame"):
+        ogaudit.audit({"x": [1, 2]})
+    with pytest.raises(DataError, match=r"… \(300 characters\) is neither a built-in .* too long to be a file name"):
+        ogaudit.audit("3," * 150)
+    with pytest.raises(DataError, match=r"'no/such/place' is neither a built-in \(digits.*\) nor an existing path"):
+        ogaudit.audit("no/such/place")
+    with pytest.raises(TypeError, match="label_column applies only to in-memory data"):
+        ogaudit.audit("digits", label_column="y")
+    with pytest.raises(TypeError, match="settings must be an AuditSettings"):
+        ogaudit.audit("digits", {"epochs": 1})
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "city": list("xyzx"), "label": [0, 1, 0, 1]})
+    with pytest.raises(DataError, match=r"feature columns must be numeric; 1 is not: \['city'\]"):
+        ogaudit.audit(frame)
+    with pytest.raises(DataError, match="no label column: .* label_column='your_column'"):
+        ogaudit.audit(frame.drop(columns=["label", "city"]))
+    with pytest.raises(DataError, match="x has 3 samples but y has shape"):
+        ogaudit.audit((np.zeros((3, 4)), np.array([0, 1])))
+    assert main(["scan", "x" * 300, "--out", str(tmp_path / "p"), "--quiet"]) == 2  # the command line too
+    assert "too long to be a file name" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the review from a notebook
+
+
+def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, tmp_path):
+    project = ogaudit.Project(audited.out_dir)
+    run = project.open_run()
+    flags = run.table[run.table["flagged"]].sort_values("rank")
+    changing = flags[flags["suggested_label"] != flags["given_label"]]
+    first, second, third = changing["sample_id"].iloc[:3]
+    project.decide("confirm", first, annotator="nb")
+    project.decide("remove", [second], annotator="nb", note="smudge")
+    project.decide("keep", third, annotator="nb")
+    assert project.undo("nb").sample_ids == (third,)
+    decisions = project.decisions()
+    assert decisions["sample_id"].tolist() == [first, second]
+    assert decisions["action"].tolist() == ["confirm", "remove"]
+    assert decisions["final_label"].iloc[0] == changing["suggested_label"].iloc[0]
+    assert len(project.decisions(history=True)) == 4  # three decisions and an undo
+    given = run.by_id.loc[first, "given_label"]
+    with pytest.raises(LedgerError, match="Confirm must change the label"):
+        project.decide("confirm", first, annotator="nb", label=given)
+
+    written = project.export_decisions(tmp_path / "d.csv", ids=[second])
+    assert pd.read_csv(written, dtype=str)["sample_id"].tolist() == [second]
+    with pytest.raises(DataError, match="held in memory .* data=\\(x, y\\)"):
+        project.export_split(tmp_path / "no-data")
+    manifest = project.export_split(tmp_path / "clean", data=vectors)
+    assert manifest["counts"] | {"input": 1797, "kept": 1796, "removed": 1, "relabelled": 1} == manifest["counts"]
+    with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:  # the arrays given, one row out, one relabelled
+        kept = np.delete(np.arange(len(vectors[1])), int(second))
+        assert np.array_equal(cleaned["x"], vectors[0][kept])
+        assert str(cleaned["y"][np.searchsorted(kept, int(first))]) == decisions["final_label"].iloc[0]
+    # the command line reads the same review
+    assert main(["export", "decisions", "--project", str(audited.out_dir), "--out", str(tmp_path / "c.csv")]) == 0
+    assert pd.read_csv(tmp_path / "c.csv", dtype=str)["sample_id"].tolist() == [first, second]
+
+
+def test_a_rescan_of_other_data_into_a_reviewed_project_warns(vectors, cache_dir, tmp_path):
+    x, y = vectors
+    folder = tmp_path / "project"
+    quick = ogaudit.AuditSettings(epochs=1, map_method="pca")
+    first = ogaudit.audit((x[:600], y[:600]), quick, out_dir=folder, cache_dir=cache_dir)
+    project = ogaudit.Project(folder)
+    project.decide("keep", first.scores["sample_id"].iloc[0], annotator="nb")
+    with pytest.warns(ogaudit.api.AuditNotice, match="holds a review of the data this folder audited before"):
+        again = ogaudit.audit((x[:500], y[:500]), quick, out_dir=folder, cache_dir=cache_dir)
+    assert any("holds a review of the data this folder audited before" in n for n in again.record["notices"])
+    with pytest.warns(ReviewMismatchWarning, match="was made for other data"):
+        assert len(project.decisions()) == 1
