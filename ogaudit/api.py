@@ -241,7 +241,9 @@ def score(
         suspicious), ``rank`` (1 = most suspicious), ``flagged`` (the top ``budget``), ``confidence`` (the
         model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples) and
         ``p_wrong``: the calibrated probability that the given label is wrong, the number the app's review cards
-        show (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`).
+        show (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`: ``1 − π(given)`` of the ``posterior``
+        fusion of softmax and gradient-neighbour labels, through an isotonic curve fitted on planted noise),
+        whatever ``detector`` ranks the samples.
 
     Raises
     ------

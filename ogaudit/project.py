@@ -98,8 +98,19 @@ class Project(RunFolder):
     """The project folder ``path`` (it need not exist yet: :meth:`writable` creates it): its run (read and written
     as in :class:`~ogaudit.results.RunFolder`), review ledger, request, jobs and exports.
 
+    The review methods (:meth:`decide`, :meth:`undo`, :meth:`decisions`, :meth:`export_decisions`,
+    :meth:`import_decisions`, :meth:`export_split`, :meth:`verify`) are what the review commands and a notebook
+    call; the app records through the same ledger.
+
     Raises :class:`~ogaudit.errors.DataError` naming the file for anything missing, damaged or written by a newer
     ogaudit.
+
+    Examples
+    --------
+    >>> project = Project("runs/demo")                                      # doctest: +SKIP
+    >>> run = project.open_run()                                            # doctest: +SKIP
+    >>> project.decide("remove", run.flagged_ids[:3], annotator="ana")      # doctest: +SKIP
+    >>> project.export_split("runs/demo-clean")["counts"]                   # doctest: +SKIP
     """
 
     # ------------------------------------------------------------ creating
@@ -275,7 +286,8 @@ class Project(RunFolder):
         action : ``"confirm"`` (the given label is wrong; the suggested label, or ``label``, is right; it must
             change the label), ``"relabel"`` (needs ``label``), ``"keep"`` (a false alarm), ``"remove"`` or
             ``"unsure"`` (:data:`~ogaudit.review.ledger.ACTIONS`).
-        ids : one sample id or several (as in the run's ``sample_id`` column; compared as strings).
+        ids : one sample id or several (as in the run's ``sample_id`` column; compared as strings, so ``5`` is
+            ``"5"``).
         annotator : who decides; recorded with each decision.
         label : the right class name, for ``relabel`` (and ``confirm`` instead of the suggestion).
         note : a note stored with each decision.
@@ -292,7 +304,7 @@ class Project(RunFolder):
         from ogaudit.review.actions import decide
 
         run = self.open_run()
-        ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        ids = [str(ids)] if isinstance(ids, str) or not isinstance(ids, Iterable) else [str(i) for i in ids]
         return decide(self.open_ledger(run=run), run, ids, action, annotator=annotator, label=label, note=note)
 
     def undo(self, annotator: str, *, data=None) -> Batch | None:

@@ -216,7 +216,7 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
     first, second, third = changing["sample_id"].iloc[:3]
     project.decide("confirm", first, annotator="nb")
     project.decide("remove", [second], annotator="nb", note="smudge")
-    project.decide("keep", third, annotator="nb")
+    project.decide("keep", int(third), annotator="nb")  # an id as a number names the same sample
     assert project.undo("nb").sample_ids == (third,)
     decisions = project.decisions()
     assert decisions["sample_id"].tolist() == [first, second]
@@ -237,6 +237,8 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
         kept = np.delete(np.arange(len(vectors[1])), int(second))
         assert np.array_equal(cleaned["x"], vectors[0][kept])
         assert str(cleaned["y"][np.searchsorted(kept, int(first))]) == decisions["final_label"].iloc[0]
+    report = project.verify(seeds=1, data=vectors)
+    assert report.describe() == project.read_verify()["text"] and project.read_verify()["decided"] == 2
     # the command line reads the same review
     assert main(["export", "decisions", "--project", str(audited.out_dir), "--out", str(tmp_path / "c.csv")]) == 0
     assert pd.read_csv(tmp_path / "c.csv", dtype=str)["sample_id"].tolist() == [first, second]
