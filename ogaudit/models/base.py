@@ -17,11 +17,11 @@ from torch.nn import functional as F
 class Preprocess(nn.Module):
     """Raw batch → network input. The constants are buffers, so they travel with the state dict.
 
-    Images (B, H, W, C) of any dtype are scaled to [0, 1] per channel from ``low``/``high`` (0/255 for uint8;
-    the data's own range for other arrays, e.g. floats already normalised by a training pipeline, so nothing is
-    rounded or clipped), made NCHW, matched to ``channels``, resized to ``size``, then standardised with
-    ``mean``/``std``. Vectors (B, F) are standardised with ``mean``/``std``; with ``image=False`` a batch of any
-shape is read as flat vectors (B, H·W·C).
+        Images (B, H, W, C) of any dtype are scaled to [0, 1] per channel from ``low``/``high`` (0/255 for uint8;
+        the data's own range for other arrays, e.g. floats already normalised by a training pipeline, so nothing is
+        rounded or clipped), made NCHW, matched to ``channels``, resized to ``size``, then standardised with
+        ``mean``/``std``. Vectors (B, F) are standardised with ``mean``/``std``; with ``image=False`` a batch of any
+    shape is read as flat vectors (B, H·W·C).
     """
 
     def __init__(
