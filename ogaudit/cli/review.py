@@ -10,6 +10,7 @@ project's tables and ledger; ``export split`` also reads the data; ``verify`` tr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     decisions_out.add_argument("--out", required=True, type=Path, help="CSV file to write")
     decisions_out.add_argument("--ids-file", type=Path, help="export only these sample ids (one per line)")
     decisions_out.add_argument("--history", action="store_true", help="every event, undone ones included")
+    _json_argument(decisions_out)
     decisions_out.set_defaults(handler=run_export_decisions)
 
     split = export_what.add_parser("split", help="the data with removals dropped and relabels applied")
@@ -39,12 +41,14 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also drop samples the scan flagged that nobody decided on (or marked unsure)",
     )
+    _json_argument(split)
     split.set_defaults(handler=run_export_split)
 
     decisions = subparsers.add_parser("decisions", help="list, add, undo or import review decisions")
     decisions_what = decisions.add_subparsers(dest="decisions_what", required=True)
     listing = decisions_what.add_parser("list", help="print the current decision on each decided sample")
     _project_arguments(listing)
+    _json_argument(listing)
     listing.set_defaults(handler=run_list)
 
     adding = decisions_what.add_parser(
@@ -59,6 +63,7 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     adding.add_argument("--annotator", required=True, help="who decides")
     adding.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
     adding.add_argument("--note", help="a note stored with each decision")
+    _json_argument(adding)
     adding.set_defaults(handler=run_add)
 
     for kind in ("undo", "redo"):
@@ -78,6 +83,7 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     importing.add_argument("file", type=Path, help="decisions CSV (as written by `ogaudit export decisions`)")
     _project_arguments(importing)
     importing.add_argument("--annotator", required=True, help="who imports; one undo takes the import back")
+    _json_argument(importing)
     importing.set_defaults(handler=run_import)
 
     verify = subparsers.add_parser(
@@ -94,7 +100,22 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--drop-undecided-flagged", action="store_true", help="also drop flagged samples nobody decided on"
     )
+    _json_argument(verify)
     verify.set_defaults(handler=run_verify)
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of text (for scripts)"
+    )
+
+
+def _say(args: argparse.Namespace, text: str, summary: dict) -> None:
+    """``text`` for a person, or with ``--json`` the ``summary`` (``"ok": True`` added) as one line of JSON."""
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, **summary}, default=str))
+    else:
+        print(text)
 
 
 def _project_arguments(parser: argparse.ArgumentParser, *, data: bool = False) -> None:
@@ -140,7 +161,7 @@ def run_export_decisions(args: argparse.Namespace) -> int:
     ids = _read_ids(args.ids_file) if args.ids_file is not None else None
     with _warnings_printed():
         path = Project(args.project).export_decisions(args.out, ids=ids, history=args.history, data=args.data)
-    print(f"wrote {'the history' if args.history else 'the decisions'} to {path}")
+    _say(args, f"wrote {'the history' if args.history else 'the decisions'} to {path}", {"path": str(path)})
     return 0
 
 
@@ -150,11 +171,12 @@ def run_export_split(args: argparse.Namespace) -> int:
             args.out, drop_undecided_flagged=args.drop_undecided_flagged, data=args.data
         )
     counts = manifest["counts"]
-    print(
+    text = (
         f"kept {counts['kept']} of {counts['input']} samples ({counts['removed']} removed, "
         f"{counts['relabelled']} relabelled, {counts['dropped_undecided_flagged']} undecided flagged dropped); "
         f"wrote {args.out}"
     )
+    _say(args, text, {"path": str(args.out), "counts": counts})
     return 0
 
 
@@ -162,10 +184,14 @@ def run_list(args: argparse.Namespace) -> int:
     with _warnings_printed():
         ledger = Project(args.project).ledger(args.data)
     state = ledger.state()
+    columns = ["sample_id", "given_label", "action", "final_label", "annotator", "decided_at", "note"]
+    if getattr(args, "json", False):
+        decisions = state[columns].astype(object).where(state[columns].notna(), None).to_dict("records")
+        _say(args, "", {"decisions": decisions, "progress": ledger.progress().to_dict("records")})
+        return 0
     if state.empty:
         print("no decisions yet")
         return 0
-    columns = ["sample_id", "given_label", "action", "final_label", "annotator", "decided_at", "note"]
     print(state[columns].astype(object).where(state[columns].notna(), "").to_string(index=False))
     print()
     print(ledger.progress().to_string(index=False))
@@ -174,7 +200,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     Project(args.project).decide(args.action, args.ids, annotator=args.annotator, label=args.label, note=args.note)
-    print(f"{args.action}: {len(set(args.ids))} sample(s) recorded for {args.annotator}")
+    text = f"{args.action}: {len(set(args.ids))} sample(s) recorded for {args.annotator}"
+    _say(args, text, {"action": args.action, "samples": len(set(args.ids)), "annotator": args.annotator})
     return 0
 
 
@@ -206,12 +233,13 @@ def run_verify(args: argparse.Namespace) -> int:
             drop_undecided_flagged=args.drop_undecided_flagged,
             data=args.data,
         )
-    print(report.describe())
+    _say(args, report.describe(), {**report.to_dict(), "verdict": report.verdict(), "text": report.describe()})
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
     with _warnings_printed():
         report = Project(args.project).import_decisions(args.file, annotator=args.annotator, data=args.data)
-    print(report.describe())
+    summary = {"stored": report.stored, "already": report.already, "rejected": len(report.rejected)}
+    _say(args, report.describe(), {**summary, "text": report.describe()})
     return 0 if report.stored or report.already or not report.rejected else 1

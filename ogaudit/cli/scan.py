@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -118,20 +119,33 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         "leave out to use $RAY_ADDRESS or start a small Ray instance on this machine",
     )
     scan.add_argument("--quiet", action="store_true", help="no progress bars")
+    scan.add_argument(
+        "--json", action="store_true", help="print one JSON summary on stdout (the messages go to stderr)"
+    )
     scan.set_defaults(handler=run_scan)
 
 
 class _StageBars:
-    """One tqdm bar per pipeline stage, driven by the progress callback; notices are printed as they come."""
+    """Progress of each pipeline stage, driven by the progress callback; notices are printed as they come.
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.stage = enabled, None, None
+    In a terminal, one tqdm bar per stage. Elsewhere (a log file, CI, a pipe) plain lines a log can be read by:
+    ``ogaudit: train 40% epoch 4/10``, one per stage each time it passes another :data:`LOG_STEP` of its work.
+    """
+
+    LOG_STEP = 0.1
+
+    def __init__(self, enabled: bool, *, terminal: bool | None = None):
+        self.enabled, self.bar, self.stage, self.logged = enabled, None, None, -1.0
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
         if stage == "notice":
             print(f"ogaudit: note: {message}", file=sys.stderr)
             return
         if not self.enabled:
+            return
+        if not self.terminal:
+            self._log(stage, fraction, message)
             return
         from tqdm import tqdm
 
@@ -141,6 +155,13 @@ class _StageBars:
             self.bar = tqdm(total=100, desc=f"{stage:<9}", unit="%", file=sys.stderr, leave=True)
         self.bar.set_postfix_str(message, refresh=False)
         self.bar.update(round(fraction * 100) - self.bar.n)
+
+    def _log(self, stage: str, fraction: float, message: str) -> None:
+        if stage != self.stage:
+            self.stage, self.logged = stage, -1.0
+        if fraction >= 1.0 or fraction - self.logged >= self.LOG_STEP:
+            self.logged = fraction
+            print(f"ogaudit: {stage} {fraction:.0%} {message}".rstrip(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -190,18 +211,34 @@ def run_scan(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     record = result.record
-    print(f"{result.dataset.describe()}; model {record['model']['kind']} ({record['model']['reason']})")
-    for note in record["dataset"].get("notes", []) + record["model"].get("notes", []):
-        print(f"note: {note}")
+    lines = [f"{result.dataset.describe()}; model {record['model']['kind']} ({record['model']['reason']})"]
+    lines += [f"note: {note}" for note in record["dataset"].get("notes", []) + record["model"].get("notes", [])]
     if record["dataset"]["skipped_count"]:
-        print(f"skipped {record['dataset']['skipped_count']} unusable input(s): see run.json")
-    print(f"flagged {record['flagged']} of {len(result.scores)} samples with detector {settings.detector}")
+        lines.append(f"skipped {record['dataset']['skipped_count']} unusable input(s): see run.json")
+    lines.append(f"flagged {record['flagged']} of {len(result.scores)} samples with detector {settings.detector}")
     if "metrics" in record and "auroc" in record["metrics"]:
         m = record["metrics"]
-        print(
+        lines.append(
             f"planted noise: {m['noisy']} samples; AUROC {m['auroc']:.3f}, average precision "
             f"{m['average_precision']:.3f}, precision of the flags {m['precision_at_budget']:.3f}"
         )
     tables = result.paths["scores"].parent
-    print(f"wrote {result.paths['run']} and {', '.join(sorted(p.name for p in tables.iterdir()))} in {tables}")
+    lines.append(f"wrote {result.paths['run']} and {', '.join(sorted(p.name for p in tables.iterdir()))} in {tables}")
+    print("\n".join(lines), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        summary = {
+            "ok": True,
+            "project": str(result.out_dir),
+            "run": str(result.paths["run"]),
+            "files": {name: str(path) for name, path in result.paths.items()},
+            "samples": len(result.scores),
+            "flagged": int(record["flagged"]),
+            "skipped": int(record["dataset"]["skipped_count"]),
+            "model": record["model"]["kind"],
+            "detector": settings.detector,
+            "metrics": record.get("metrics"),
+            "notices": record.get("notices", []),
+            "timings_s": record.get("timings_s", {}),
+        }
+        print(json.dumps(summary))
     return 0

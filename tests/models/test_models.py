@@ -305,7 +305,7 @@ def test_the_command_line_needs_the_trust_flag_for_torchscript(tmp_path, cache_d
     three = np.flatnonzero(digits.y < 3)[:60]  # the trojan's head has 3 outputs
     np.savez(tmp_path / "three.npz", x=digits.x[three], y=digits.y[three])
     argv = ["scan", str(tmp_path / "three.npz"), "--model", str(path), "--map", "none", "--quiet"]
-    assert main([*argv, "--out", str(tmp_path / "refused"), "--cache-dir", str(cache_dir)]) == 2
+    assert main([*argv, "--out", str(tmp_path / "refused"), "--cache-dir", str(cache_dir)]) == 3
     assert "--trust-checkpoint-code" in capsys.readouterr().err and not marker.exists()
     out = tmp_path / "trusted"
     assert main([*argv, "--out", str(out), "--cache-dir", str(cache_dir), "--trust-checkpoint-code"]) == 0

@@ -67,7 +67,7 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert completed.returncode == 2
+    assert completed.returncode == 3  # bad input (exit codes by kind: ogaudit.cli.EXIT_CODES)
     assert "neither a built-in" in completed.stderr and "Traceback" not in completed.stderr
 
 
@@ -165,7 +165,7 @@ def test_label_spelling_variants_are_refused_then_folded_on_request(digit_files,
     manifest = digit_files["folder"] / "variants.csv"
     manifest.write_text("\n".join(rows) + "\n")
     argv = ["scan", str(manifest), "--cache-dir", str(cache_dir), *FAST]
-    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 3
     assert "--fold-labels" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "folded"), "--fold-labels"]) == 0
     out = capsys.readouterr().out
