@@ -11,7 +11,7 @@ process under ``/usr/bin/time -v`` (the largest resident set of the scan process
 
 and prints the peak RSS, the wall time and the difference between the first and the last size. It also says
 whether the loader streams each folder (``ImageFiles``) or decodes it into memory: photos whose stacked pixels
-exceed ``ogaudit.data.STREAM_ABOVE_BYTES`` (256 MiB; 4,000 x 160 x 160 x 3 = 307 MB) are streamed.
+exceed ``ogaudit.data.images.STREAM_ABOVE_BYTES`` (256 MiB; 4,000 x 160 x 160 x 3 = 307 MB) are streamed.
 
 The scan's target: peak RSS grows by at most 300 MB from 4,000 to 16,000 photos at 160 px.
 """
@@ -85,7 +85,7 @@ def photo_folder(work: Path, n: int, side: int, seed: int) -> Path:
 
 def streams(n: int, side: int) -> bool:
     """Whether the loader reads these photos batch by batch (``ImageFiles``) rather than decoding them at load."""
-    from ogaudit.data import STREAM_ABOVE_BYTES
+    from ogaudit.data.images import STREAM_ABOVE_BYTES
 
     return n * side * side * 3 > STREAM_ABOVE_BYTES
 

@@ -142,6 +142,7 @@ def audit(
             head = head_evidence(
                 model, dataset, model_info["key"], cache, first, cancel, notice, engine, features=frozen
             )
+            del frozen  # the head evidence holds its own copy (with the bias column): N x d floats fewer from here
             layers = layer_gradients(
                 model, dataset, head, settings, model_info["key"], cache, rest, cancel, notice, engine
             )
