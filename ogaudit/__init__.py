@@ -38,7 +38,15 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
+_MODULES = ("errors",)
+"""Modules reachable as attributes after a bare ``import ogaudit`` (``ogaudit.errors.DataError``)."""
+
+
 def __getattr__(name: str):
+    if name in _MODULES:
+        import importlib
+
+        return importlib.import_module(f"ogaudit.{name}")
     if name in _EXPORTS:
         import importlib
 
@@ -49,4 +57,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*__all__, *_MODULES])

@@ -16,6 +16,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -137,6 +138,8 @@ def audit(
             "Build one: ogaudit.AuditSettings(epochs=3, noise_rate=0.1)."
         )
     if is_container(data):
+        if label_column is not None or id_column is not None:  # kept in the run's settings: the review reads
+            settings = replace(settings, label_column=label_column, id_column=id_column)  # the DataFrame again
         data = as_dataset(
             data,
             class_names=None if class_names is None else list(class_names),
@@ -157,20 +160,30 @@ def audit(
             )
     else:
         raise TypeError(f"data must be {ACCEPTED}; got a {type(data).__module__}.{type(data).__qualname__}.")
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be a function progress(stage, fraction, message) or None; got {type(progress).__name__}."
+        )
     from ogaudit.pipeline.run import audit as run_audit
 
     project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
-    return run_audit(
-        data,
-        settings,
-        out_dir=project,
-        cache_dir=cache_dir,
-        progress=_warn_notices if progress is None else progress,
-        cancel=cancel,
-        trust_checkpoint_code=trust_checkpoint_code,
-        engine=engine,
-        ray_address=ray_address,
-    )
+    created = project is not None and not project.path.exists()
+    try:
+        return run_audit(
+            data,
+            settings,
+            out_dir=project,
+            cache_dir=cache_dir,
+            progress=_warn_notices if progress is None else progress,
+            cancel=cancel,
+            trust_checkpoint_code=trust_checkpoint_code,
+            engine=engine,
+            ray_address=ray_address,
+        )
+    except BaseException:
+        if created and project.path.is_dir() and not any(project.path.iterdir()):
+            project.path.rmdir()  # a failed audit leaves no empty project folder behind
+        raise
 
 
 class AuditNotice(UserWarning):

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import DataError, OgauditError
 from ogaudit.results import RUN_FORMAT, RUN_RECORD, Run, RunFolder, read_versioned
@@ -162,12 +164,13 @@ class Project(RunFolder):
         :class:`Dataset`. Refused when the data changed since the run: decisions are tied to the data's
         fingerprint.
         """
-        from ogaudit.data.containers import IN_MEMORY_SOURCES, as_dataset, is_container
+        from ogaudit.data.containers import IN_MEMORY_SOURCES, is_container
 
         record = self.read_record()
         recorded = str(record["dataset"]["spec"])
+        given = data
         if is_container(data):
-            data = as_dataset(data, fold_label_case=self.settings().fold_labels)
+            data = self._from_memory(data)
         if isinstance(data, Dataset):
             spec, source = data, "the data given"
         else:
@@ -192,6 +195,10 @@ class Project(RunFolder):
                 ) from error
             raise
         expected = record["dataset"]["fingerprint"]
+        if dataset.fingerprint() != expected and is_container(given) and not _names_itself(given):
+            # audited with class_names=...: the run's class names, in their order, read the labels as it did
+            again = prepare_dataset(self._from_memory(given, record["dataset"]["class_names"]), self.settings())
+            dataset = again if again.fingerprint() == expected else dataset
         if dataset.fingerprint() != expected:
             shown = source if isinstance(spec, Dataset) else f"the data at {spec!r} (from {source})"
             raise DataError(
@@ -200,6 +207,18 @@ class Project(RunFolder):
                 "was scanned."
             )
         return dataset
+
+    def _from_memory(self, data, class_names: list[str] | None = None) -> Dataset:
+        """In-memory data given again (:mod:`ogaudit.data.containers`), read with the run's options: a
+        DataFrame's label and id columns come from the run's settings (``audit(label_column=..., id_column=...)``
+        keeps them there)."""
+        from ogaudit.data.containers import as_dataset
+
+        settings = self.settings()
+        columns = {}
+        if type(data).__name__ == "DataFrame":
+            columns = {"label_column": settings.label_column, "id_column": settings.id_column}
+        return as_dataset(data, class_names=class_names, fold_label_case=settings.fold_labels, **columns)
 
     def open_ledger(self, dataset: Dataset | None = None, *, run: Run | None = None) -> Ledger:
         """The project's review ledger (``ledger.sqlite``), created on first use.
@@ -304,7 +323,7 @@ class Project(RunFolder):
         from ogaudit.review.actions import decide
 
         run = self.open_run()
-        ids = [str(ids)] if isinstance(ids, str) or not isinstance(ids, Iterable) else [str(i) for i in ids]
+        ids = _as_ids(ids)
         return decide(self.open_ledger(run=run), run, ids, action, annotator=annotator, label=label, note=note)
 
     def undo(self, annotator: str, *, data=None) -> Batch | None:
@@ -325,7 +344,7 @@ class Project(RunFolder):
         """
         from ogaudit.review.decisions import decisions_frame
 
-        return decisions_frame(self.ledger(data), ids=ids, history=history)
+        return decisions_frame(self.ledger(data), ids=_as_ids(ids), history=history)
 
     def export_decisions(
         self,
@@ -339,7 +358,7 @@ class Project(RunFolder):
         leading ``'``) and return its path: what ``ogaudit export decisions`` writes."""
         from ogaudit.review.decisions import write_decisions_csv
 
-        return write_decisions_csv(self.ledger(data), path, ids=ids, history=history)
+        return write_decisions_csv(self.ledger(data), self._export_target(path), ids=_as_ids(ids), history=history)
 
     def import_decisions(self, source: str | os.PathLike | bytes, *, annotator: str, data=None) -> ImportReport:
         """Add the decisions of a decisions CSV (a path or its bytes) made elsewhere, as one undo step of
@@ -350,7 +369,7 @@ class Project(RunFolder):
 
     def backup(self, path: str | os.PathLike, *, data=None) -> Path:
         """A consistent copy of the ledger at ``path`` (SQLite's online backup), also while others decide."""
-        return self.ledger(data).backup(path)
+        return self.ledger(data).backup(self._export_target(path))
 
     def export_split(self, path: str | os.PathLike, *, drop_undecided_flagged: bool = False, data=None) -> dict:
         """Write the data as cleaned by the decisions in force into the new or empty folder ``path``.
@@ -368,12 +387,13 @@ class Project(RunFolder):
         """
         from ogaudit.review.split import export_split
 
+        target = self._export_target(path)
         dataset = self.dataset(data)
         flagged = self.flagged_ids() if drop_undecided_flagged else None
         return export_split(
             dataset,
             self.ledger(data),
-            path,
+            target,
             flagged_ids=flagged,
             drop_undecided_flagged=drop_undecided_flagged,
         )
@@ -418,6 +438,39 @@ class Project(RunFolder):
         )
         self.write_verify(report, decided=len(decisions))
         return report
+
+    def owns(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is one of the project's own files (the run's, the ledger and its ``-wal``/``-shm``,
+        the request, verify and job files, uploads), which no export may replace."""
+        if super().owns(path):
+            return True
+        path = Path(path).expanduser().absolute().resolve()
+        root = self.path.resolve()
+        if path.parent == root and (
+            path.name.startswith((LEDGER, "job-", "checkpoint.")) or path.name in (REQUEST, VERIFY)
+        ):
+            return True
+        return path.is_relative_to(root / UPLOAD)
+
+    def _export_target(self, path: str | os.PathLike) -> Path:
+        """``path`` for an export, refused when it is one of the project's files or inside the audited data."""
+        target = Path(path).expanduser()
+        if self.owns(target):
+            raise DataError(
+                f"{str(target)!r} is one of the project's own files; write the export elsewhere (a new file name, "
+                f"or a path under {str(self.path / EXPORTS)!r})."
+            )
+        spec = self.read_record()["dataset"]["spec"] if self.has_run() else None
+        data = Path(str(spec)).expanduser() if spec and _looks_like_path(str(spec)) else None
+        if data is not None and data.exists():
+            data = data.resolve()
+            inside = target.absolute().resolve()
+            if inside == data or (data.is_dir() and inside.is_relative_to(data)):
+                raise DataError(
+                    f"{str(target)!r} is inside the audited data {str(data)!r}, which exports never write to. "
+                    "Choose a path outside it."
+                )
+        return target
 
     def review_notice(self, dataset_fingerprint: str) -> str | None:
         """A warning when this folder holds a review of other data than ``dataset_fingerprint`` (a re-scan of
@@ -548,6 +601,29 @@ def list_projects(root: str | os.PathLike) -> list[ProjectInfo]:
         return []
     infos = [Project(path).info() for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
     return sorted(infos, key=lambda info: info.modified, reverse=True)
+
+
+def _as_ids(ids) -> list[str] | None:
+    """Sample ids as strings: one id (a str or a number) or an iterable of them; None stays None.
+
+    Raises TypeError for bytes (ambiguous: iterated they are numbers) and for anything not an id.
+    """
+    if ids is None:
+        return None
+    if isinstance(ids, str | int | np.integer):
+        return [str(ids)]
+    if isinstance(ids, bytes | bytearray) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a sample id (str or int) or an iterable of them; got {type(ids).__name__}.")
+    values = list(ids)
+    wrong = [value for value in values if not isinstance(value, str | int | np.integer)]
+    if wrong:
+        raise TypeError(f"ids must be sample ids (str or int); got {type(wrong[0]).__name__} {wrong[0]!r}.")
+    return [str(value) for value in values]
+
+
+def _names_itself(data) -> bool:
+    """Whether in-memory ``data`` carries its class names (a three-element tuple)."""
+    return isinstance(data, tuple) and len(data) == 3
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -132,6 +132,14 @@ class RunFolder:
         ensure_writable_dir(self.path)
         return self
 
+    def owns(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is one of this folder's own files (``run.json``, anything under ``runs/``, a format-1
+        run's tables), which no export may replace."""
+        path = Path(path).expanduser().absolute().resolve()
+        root = self.path.resolve()
+        own = {root / RUN_RECORD, root / TABLE_COPY, *(root / name for name in RUN_TABLES.values())}
+        return path in own or path.is_relative_to(root / RUNS)
+
     def review_notice(self, dataset_fingerprint: str) -> str | None:
         """What to say before a run of data ``dataset_fingerprint`` replaces this folder's run; None here (a
         :class:`~ogaudit.project.Project` warns when its review was made for other data)."""

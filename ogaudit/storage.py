@@ -9,13 +9,14 @@ escapes off again.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,10 +146,37 @@ def ensure_writable_dir(path: str | Path) -> Path:
 
 def _storage_error(path: Path, error: OSError) -> StorageError:
     reason = error.strerror or str(error)
+    if isinstance(error, FileExistsError | NotADirectoryError | IsADirectoryError):
+        fix = "a file or folder is in the way: choose another path, or move it away"
+    elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space"
+    else:
+        fix = "free disk space or choose a writable folder"
     return StorageError(
-        f"Cannot write {str(path)!r}: {reason}. Nothing partial was left behind; free disk space or choose a "
-        "writable folder, then run again."
+        f"Cannot write {str(path)!r}: {reason}. Nothing partial was left behind; {fix}, then run again."
     )
+
+
+def check_replaceable(path: str | Path, *, ours: Callable[[bytes], bool], what: str) -> Path:
+    """``path`` (``~`` expanded) if writing ``what`` there replaces nothing but a file of that kind.
+
+    An export may replace its own earlier output, never anything else: not a file whose first bytes ``ours``
+    does not recognise (the user's data, a project file), not a folder, device, pipe or symbolic link. Raises
+    :class:`StorageError` naming the path and the fix.
+    """
+    path = Path(path).expanduser()
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a symbolic link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+        raise StorageError(f"{str(path)!r} is {kind}; {what} is written only to a new file. Choose another path.")
+    if path.exists():
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+        if not ours(head):
+            raise StorageError(
+                f"{str(path)!r} exists and is not {what}, so it is not replaced. Choose a new file name, or move "
+                "that file away first."
+            )
+    return path
 
 
 def write_json(path: str | Path, payload: object) -> None:

@@ -351,3 +351,53 @@ def test_a_rescan_of_other_data_says_the_review_may_not_fit(finished, copy_of, c
     assert main(["decisions", "list", "--project", str(folder)]) == 0
     err = capsys.readouterr().err
     assert "ogaudit: warning: The review in" in err and "UserWarning" not in err and "project.py" not in err
+
+
+# ---------------------------------------------------------------- exports never replace what is not theirs
+
+
+def test_exports_replace_only_their_own_earlier_output(finished, copy_of, tmp_path):
+    project = Project(copy_of(finished[0]))
+    project.decide("remove", finished[1].scores["sample_id"].iloc[0], annotator="ann")
+    users_data = tmp_path / "mine.npz"
+    np.savez(users_data, x=np.zeros((3, 2)), y=np.arange(3))
+    before = users_data.read_bytes()
+    with pytest.raises(StorageError, match="exists and is not a decisions CSV"):
+        project.export_decisions(users_data)
+    assert users_data.read_bytes() == before
+    for own in ("ledger.sqlite", "run.json", "ledger.sqlite-wal"):
+        with pytest.raises((DataError, LedgerError), match="own files"):
+            project.backup(project.path / own)
+    scores = project.run_files()["scores"]  # a CSV whose header looks like a decisions export
+    with pytest.raises(DataError, match="own files"):
+        project.export_decisions(scores)
+    with pytest.raises(StorageError, match="a folder"):
+        project.export_decisions(tmp_path)
+    first = project.export_decisions(tmp_path / "decisions.csv")
+    again = project.export_decisions(first)  # its own earlier output is replaced
+    assert again == first and pd.read_csv(again)["action"].tolist() == ["remove"]
+    backup = project.backup(tmp_path / "copy.sqlite")
+    assert project.backup(backup) == backup
+    with pytest.raises(StorageError, match="not an SQLite backup"):
+        project.backup(first)
+
+
+def test_a_split_of_data_with_planted_noise_writes_the_users_own_labels(finished, copy_of, tmp_path, digits):
+    project = Project(copy_of(finished[0]))
+    manifest = project.export_split(tmp_path / "clean")
+    assert manifest["counts"]["relabelled"] == 0 and manifest["counts"]["kept"] == 300
+    dataset = project.load_dataset()
+    assert (dataset.y != dataset.true_y).sum() == 30  # the audit read 30 planted flips
+    with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:
+        assert np.array_equal(cleaned["y"], dataset.true_y)  # none of them is written
+
+
+def test_ids_are_one_id_or_an_iterable_of_ids(finished, copy_of):
+    project = Project(copy_of(finished[0]))
+    first = finished[1].scores["sample_id"].iloc[0]
+    project.decide("remove", first, annotator="ann")
+    assert project.decisions(ids=first)["sample_id"].tolist() == [first]  # one id, not its characters
+    with pytest.raises(TypeError, match="ids must be"):
+        project.decide("remove", first.encode(), annotator="ann")
+    with pytest.raises(TypeError, match="ids must be"):
+        project.decisions(ids=[1.5])

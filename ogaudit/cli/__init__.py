@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     as_json = getattr(args, "json", False)
     try:
         return args.handler(args)
+    except BrokenPipeError:  # the reader went away (`ogaudit decisions list | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("ogaudit: interrupted", file=sys.stderr)
         return _failed(as_json, "interrupted", "cancelled", EXIT_CANCELLED)

@@ -181,20 +181,24 @@ def run_export_split(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ogaudit.review.actions import current_progress
+
+    project = Project(args.project)
     with _warnings_printed():
-        ledger = Project(args.project).ledger(args.data)
+        ledger = project.ledger(args.data)
     state = ledger.state()
+    progress = current_progress(state, project.flagged_ids() if project.has_run() else [])  # as the app counts
     columns = ["sample_id", "given_label", "action", "final_label", "annotator", "decided_at", "note"]
     if getattr(args, "json", False):
         decisions = state[columns].astype(object).where(state[columns].notna(), None).to_dict("records")
-        _say(args, "", {"decisions": decisions, "progress": ledger.progress().to_dict("records")})
+        _say(args, "", {"decisions": decisions, "progress": progress.to_dict("records")})
         return 0
     if state.empty:
         print("no decisions yet")
         return 0
     print(state[columns].astype(object).where(state[columns].notna(), "").to_string(index=False))
     print()
-    print(ledger.progress().to_string(index=False))
+    print(progress.to_string(index=False))
     return 0
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from ogaudit.data.csvtext import read_csv_table
 from ogaudit.errors import LedgerError
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
-from ogaudit.storage import atomic_path, escape_cell, unescape_cell
+from ogaudit.storage import atomic_path, check_replaceable, escape_cell, unescape_cell
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
 
@@ -54,11 +54,21 @@ def decisions_csv_bytes(ledger: Ledger, *, ids: Iterable[str] | None = None, his
 def write_decisions_csv(
     ledger: Ledger, path: str | Path, *, ids: Iterable[str] | None = None, history: bool = False
 ) -> Path:
-    """Write the decisions export to ``path`` atomically; return the path."""
+    """Write the decisions export to ``path`` atomically; return the path (``~`` expanded).
+
+    ``path`` may be an earlier decisions export, which is replaced; any other existing file is refused
+    (:func:`~ogaudit.storage.check_replaceable`), so a slip of the path never overwrites data.
+    """
+    path = check_replaceable(path, ours=_is_decisions_csv, what="a decisions CSV")
     data = decisions_csv_bytes(ledger, ids=ids, history=history)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-    return Path(path)
+    return path
+
+
+def _is_decisions_csv(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a decisions export (current decisions or history)."""
+    return head.removeprefix(b"\xef\xbb\xbf").startswith((b"sample_id,", b"seq,")) or head == b""
 
 
 def _cell(value: object) -> str:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ogaudit.errors import LedgerError
-from ogaudit.storage import atomic_path, current_umask
+from ogaudit.storage import atomic_path, check_replaceable, current_umask
 
 if TYPE_CHECKING:
     from ogaudit.data.dataset import Dataset
@@ -612,9 +612,13 @@ class Ledger:
         at ``dest`` only when complete. To restore, stop the server and copy it over ``ledger.sqlite``
         (with the old ``-wal`` and ``-shm`` files moved away).
         """
-        dest = Path(dest)
-        if dest.exists() and dest.resolve() == self.path.resolve():
-            raise LedgerError(f"The backup {str(dest)!r} would overwrite the ledger itself; choose another path.")
+        dest = Path(dest).expanduser()
+        own = [Path(f"{self.path}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")]
+        if dest.resolve() in own:
+            raise LedgerError(f"The backup {str(dest)!r} would overwrite the ledger's own files; choose another path.")
+        if any(Path(f"{dest}{suffix}").exists() for suffix in ("-wal", "-shm")):
+            raise LedgerError(f"{str(dest)!r} is a live database (it has -wal/-shm files); choose another path.")
+        check_replaceable(dest, ours=lambda head: head.startswith(SQLITE_MAGIC), what="an SQLite backup")
         with atomic_path(dest) as tmp:
 
             def copy(conn: sqlite3.Connection) -> list:

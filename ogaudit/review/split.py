@@ -39,12 +39,18 @@ def apply_decisions(
     *,
     flagged_ids: Iterable[str] | None = None,
     drop_undecided_flagged: bool = False,
+    from_source: bool = False,
 ) -> tuple[Dataset, dict[str, int]]:
     """The dataset with removals dropped and relabels applied, and counts of what changed.
 
     ``state`` is :meth:`Ledger.state`. Samples flagged but undecided (no decision, or ``unsure``) are kept,
     unless ``drop_undecided_flagged`` (which needs ``flagged_ids``). Decisions on ids not in ``dataset`` are
     ignored and counted as ``decisions_not_in_data``.
+
+    ``from_source``: start from the labels of the user's data, not from the labels the audit read: they differ
+    when noise was planted for a demo or benchmark (``dataset.true_y``), and an export must write the user's
+    labels back with only the reviewers' decisions applied. The retrain check keeps the audited labels (it
+    measures what cleaning the noisy data does).
     """
     if drop_undecided_flagged and flagged_ids is None:
         raise ValueError("drop_undecided_flagged=True needs flagged_ids: the ids the scan flagged.")
@@ -52,7 +58,8 @@ def apply_decisions(
     class_index = {name: i for i, name in enumerate(dataset.class_names)}
     in_data = state[state["sample_id"].isin(position)]
     keep = np.ones(len(dataset), dtype=bool)
-    y = dataset.y.copy()
+    given = dataset.true_y if from_source and dataset.true_y is not None else dataset.y
+    y = given.copy()
     for sample_id, action, final_label in in_data[["sample_id", "action", "final_label"]].itertuples(index=False):
         if action == "remove":
             keep[position[sample_id]] = False
@@ -74,11 +81,12 @@ def apply_decisions(
         "input": len(dataset),
         "kept": int(keep.sum()),
         "removed": removed,
-        "relabelled": int(((y != dataset.y) & keep).sum()),
+        "relabelled": int(((y != given) & keep).sum()),
         "dropped_undecided_flagged": dropped,
         "decisions_not_in_data": len(state) - len(in_data),
     }
-    return replace(dataset, y=y).subset(keep), counts
+    true_y = None if from_source else dataset.true_y
+    return replace(dataset, y=y, true_y=true_y).subset(keep), counts
 
 
 def export_split(
@@ -106,7 +114,11 @@ def export_split(
             "Choose an output folder outside the data."
         )
     cleaned, counts = apply_decisions(
-        dataset, ledger.state(), flagged_ids=flagged_ids, drop_undecided_flagged=drop_undecided_flagged
+        dataset,
+        ledger.state(),
+        flagged_ids=flagged_ids,
+        drop_undecided_flagged=drop_undecided_flagged,
+        from_source=True,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.part"

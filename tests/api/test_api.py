@@ -201,7 +201,7 @@ def test_audit_refuses_what_it_cannot_read_with_the_accepted_forms(tmp_path, cap
         ogaudit.audit(frame.drop(columns=["label", "city"]))
     with pytest.raises(DataError, match="x has 3 samples but y has shape"):
         ogaudit.audit((np.zeros((3, 4)), np.array([0, 1])))
-    assert main(["scan", "x" * 300, "--out", str(tmp_path / "p"), "--quiet"]) == 2  # the command line too
+    assert main(["scan", "x" * 300, "--out", str(tmp_path / "p"), "--quiet"]) == 3  # the command line too: bad input
     assert "too long to be a file name" in capsys.readouterr().err
 
 
@@ -232,7 +232,14 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
     with pytest.raises(DataError, match="held in memory .* data=\\(x, y\\)"):
         project.export_split(tmp_path / "no-data")
     manifest = project.export_split(tmp_path / "clean", data=vectors)
-    assert manifest["counts"] | {"input": 1797, "kept": 1796, "removed": 1, "relabelled": 1} == manifest["counts"]
+    # the planted noise is not the user's: the export starts from their own labels, and the confirm of a planted
+    # flip restores the label their data already has (a relabel only where the decision differs from it)
+    changed = int(decisions["final_label"].iloc[0] != str(vectors[1][int(first)]))
+    assert manifest["counts"] | {"input": 1797, "kept": 1796, "removed": 1, "relabelled": changed} == manifest["counts"]
+    with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:
+        untouched = np.setdiff1d(np.arange(len(vectors[1])), [int(first), int(second)])
+        kept_rows = np.delete(np.arange(len(vectors[1])), int(second))
+        assert np.array_equal(cleaned["y"][np.isin(kept_rows, untouched)], vectors[1][untouched])
     with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:  # the arrays given, one row out, one relabelled
         kept = np.delete(np.arange(len(vectors[1])), int(second))
         assert np.array_equal(cleaned["x"], vectors[0][kept])
@@ -256,3 +263,28 @@ def test_a_rescan_of_other_data_into_a_reviewed_project_warns(vectors, cache_dir
     assert any("holds a review of the data this folder audited before" in n for n in again.record["notices"])
     with pytest.warns(ReviewMismatchWarning, match="was made for other data"):
         assert len(project.decisions()) == 1
+
+
+def test_a_dataframe_audited_with_its_own_column_names_is_reviewed_and_exported_again(vectors, cache_dir, tmp_path):
+    x, y = vectors
+    frame = pd.DataFrame(x[:300], columns=[f"px{i}" for i in range(64)])
+    frame.insert(0, "image_id", [f"im{i}" for i in range(300)])
+    frame["digit"] = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])[y[:300]]
+    settings = ogaudit.AuditSettings(epochs=1, map_method="pca")
+    result = ogaudit.audit(frame, settings, out_dir=tmp_path / "p", cache_dir=cache_dir, label_column="digit",
+                           id_column="image_id")  # fmt: skip
+    project = ogaudit.Project(result.out_dir)
+    assert project.settings().label_column == "digit" and project.settings().id_column == "image_id"
+    project.decide("remove", "im7", annotator="nb")
+    manifest = project.export_split(tmp_path / "clean", data=frame)  # the columns come from the run
+    assert manifest["counts"]["removed"] == 1 and manifest["counts"]["kept"] == 299
+
+
+def test_a_failed_audit_leaves_no_empty_project_folder_and_bad_callbacks_are_named(tmp_path):
+    with pytest.raises(DataError):
+        ogaudit.audit(str(tmp_path / "missing"), out_dir=tmp_path / "project")
+    assert not (tmp_path / "project").exists()
+    with pytest.raises(TypeError, match="progress must be a function"):
+        ogaudit.audit("digits", progress="yes")
+    assert ogaudit.errors.DataError is DataError  # reachable after a bare `import ogaudit`
+    assert "errors" in dir(ogaudit) and "_EXPORTS" not in dir(ogaudit)

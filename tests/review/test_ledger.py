@@ -468,7 +468,7 @@ def test_backup_is_a_consistent_single_file_copy_taken_while_others_write(ledger
         restored = Ledger.open(copy, **META).history()
         assert len(restored) >= 5
         pd.testing.assert_frame_equal(restored, history.iloc[: len(restored)])  # a prefix: one moment in time
-    with pytest.raises(LedgerError, match="would overwrite the ledger itself"):
+    with pytest.raises(LedgerError, match="would overwrite the ledger's own files"):
         ledger.backup(path)
 
 
