@@ -261,6 +261,11 @@ class Project(RunFolder):
         Warns (:class:`ReviewMismatchWarning`, :func:`ledger_mismatch_message`) when the ledger was made for other
         data than the current run's. Raises :class:`DataError` when there is neither a run nor ``data``.
         """
+        if not self.path.is_dir():
+            raise DataError(
+                f"{str(self.path)!r} is not a project folder (it does not exist). Give the folder that "
+                "`ogaudit scan --out` or ogaudit.audit(out_dir=...) wrote, or an app project under $OGAUDIT_HOME."
+            )
         if self.has_run() or data is None:
             ledger = self.open_ledger()
         else:

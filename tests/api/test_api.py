@@ -287,4 +287,6 @@ def test_a_failed_audit_leaves_no_empty_project_folder_and_bad_callbacks_are_nam
     with pytest.raises(TypeError, match="progress must be a function"):
         ogaudit.audit("digits", progress="yes")
     assert ogaudit.errors.DataError is DataError  # reachable after a bare `import ogaudit`
+    with pytest.raises(DataError, match="is not a project folder"):
+        ogaudit.Project(tmp_path / "nowhere").decisions()
     assert "errors" in dir(ogaudit) and "_EXPORTS" not in dir(ogaudit)
