@@ -262,43 +262,74 @@ class ArrayHeader:
         return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
 
 
-def read_npz_headers(path: str | Path, names: Iterable[str] = NPZ_LOADED_ARRAYS) -> list[ArrayHeader]:
-    """The headers of the arrays ``names`` (without ``.npy``) in the ``.npz`` at ``path``, reading only the
-    start of each member. Members that are missing or not ``.npy`` are left out: the loader reports them."""
-    wanted = set(names)
+def read_npz_headers(path: str | Path, names: Iterable[str] | None = None) -> list[ArrayHeader]:
+    """The headers of the members of the ``.npz`` at ``path`` (all of them, or those named ``names``, without
+    ``.npy``), reading only the start of each member.
+
+    The loader keeps every member (exports write them back), so every member counts: an ``.npy`` member by the
+    shape and dtype of its header, in any ``.npy`` format version (1.0, 2.0 and 3.0); any other member by its
+    declared size, which is all that reading it returns. A member whose ``.npy`` header cannot be read is refused
+    (:class:`DataError`): an estimate that left it out would let it past the budget. Not a readable zip: ``[]``
+    (numpy's own loader then says so, by name)."""
+    wanted = None if names is None else set(names)
     headers = []
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
+                if member.is_dir():
+                    continue
                 name = member.filename.removesuffix(".npy")
-                if name not in wanted:
+                if wanted is not None and name not in wanted:
                     continue
                 with archive.open(member) as stream:
                     header = _npy_header(name, stream)
-                if header is not None:
-                    headers.append(header)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+                if header is None:
+                    header = ArrayHeader(member.filename, (member.file_size,), np.dtype(np.uint8))
+                headers.append(header)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error):
         return []  # not a readable zip: numpy's own loader says so, by name
     return headers
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
+    """The header of an ``.npy`` stream; None when it is not ``.npy`` at all (no magic: numpy returns its bytes).
+    An ``.npy`` whose header cannot be read is refused."""
     fmt = np.lib.format
+    start = stream.read(len(_NPY_MAGIC))
+    if start != _NPY_MAGIC:
+        return None
     try:
-        version = fmt.read_magic(stream)
+        major, minor = stream.read(2)
+        version = (major, minor)
         if version == (1, 0):
             shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, _fortran, dtype = _read_header_2_or_3(stream, version)
         else:
-            return None  # version 3.0 (utf-8 field names) is rare; numpy's loader still reads it
-    except (ValueError, EOFError, OSError, SyntaxError):
-        return None
+            raise ValueError(f"unknown .npy format version {major}.{minor}")
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as error:
+        raise DataError(
+            f"Refused the array {name!r}: its .npy header cannot be read ({error}), so the memory it needs is "
+            "unknown. Save the arrays again with numpy.savez."
+        ) from None
     return ArrayHeader(name, tuple(int(n) for n in shape), np.dtype(dtype))
 
 
+def _read_header_2_or_3(stream: BinaryIO, version: tuple[int, int]):
+    """Format 2.0 and 3.0 headers differ only in their text's encoding (latin-1, UTF-8): numpy's own reader for
+    both when this numpy has it, else its 2.0 reader (which reads any ASCII 3.0 header)."""
+    impl = getattr(np.lib, "_format_impl", np.lib.format)
+    reader = getattr(impl, "_read_array_header", None)
+    if reader is not None:
+        return reader(stream, version)
+    return np.lib.format.read_array_header_2_0(stream)
+
+
 def npz_memory_estimate(headers: Iterable[ArrayHeader]) -> tuple[int, str]:
-    """Bytes the ``.npz`` loader needs: each array as stored, plus a float32 copy of ``x`` unless it already
+    """Bytes the ``.npz`` loader needs: every array as stored, plus a float32 copy of ``x`` unless it already
     is uint8 images or float32 (what :func:`ogaudit.data.arrays.dataset_from_arrays` turns it into)."""
     headers = list(headers)
     stored = sum(h.nbytes for h in headers)
@@ -306,13 +337,16 @@ def npz_memory_estimate(headers: Iterable[ArrayHeader]) -> tuple[int, str]:
     for h in headers:
         if h.name == "x" and h.dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
             extra = int(np.prod(h.shape, dtype=object)) * 4
-    parts = ", ".join(f"{h.name} {h.shape} {h.dtype}" for h in headers)
+    shown = sorted(headers, key=lambda h: -h.nbytes)
+    parts = ", ".join(f"{h.name} {h.shape} {h.dtype}" for h in shown[:6])
+    if len(shown) > 6:
+        parts += f" and {len(shown) - 6} more"
     detail = f"{parts}: {format_bytes(stored)} as stored" + (f", {format_bytes(extra)} as float32" if extra else "")
     return stored + extra, detail
 
 
 def check_npz(path: str | Path) -> None:
-    """Refuse (:class:`DataError`) an ``.npz`` whose arrays, as their headers declare them, exceed the memory
-    budget, before any array data is read."""
+    """Refuse (:class:`DataError`) an ``.npz`` whose arrays (every member, as their headers declare them)
+    exceed the memory budget, before any array data is read."""
     estimate, detail = npz_memory_estimate(read_npz_headers(path))
     check_budget(estimate, what=repr(str(path)), detail=detail)

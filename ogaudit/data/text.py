@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ogaudit.data.csvtext import DELIMITERS, csv_row, decode_text
-from ogaudit.data.limits import check_budget
+from ogaudit.data.limits import check_budget, format_bytes, memory_budget
 from ogaudit.errors import DataError
 
 TEXT_BUILTINS = ("tweets", "rotten-tomatoes")
@@ -403,22 +403,31 @@ def _read_jsonl(path: Path, kind: str, text_column, label_column, id_column):
     return source, (texts, labels, ids, ident_given)
 
 
+PARQUET_CELL_BYTES = 100
+"""Memory per cell of a Parquet column read, besides its text: a Python object and its list slot, Arrow's offset."""
+PARQUET_BATCH_ROWS = 4096
+
+
 def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     what = repr(str(path))
     try:
-        meta = pq.ParquetFile(path).metadata
+        handle = pq.ParquetFile(path)
+        meta, names = handle.metadata, list(handle.schema_arrow.names)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pandas or pyarrow.") from exc
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     check_budget(size * 2, what=what, detail=f"{meta.num_rows:,} rows, {size:,} bytes uncompressed")
-    table = pq.read_table(path)
-    from ogaudit.storage import fingerprint
-
-    names = list(table.column_names)
     text, label, ident, ident_given = _columns(names, text_column, label_column, id_column, what)
+    needed = list(dict.fromkeys(c for c in (text, label, ident) if c is not None))
+    _check_parquet_decoded(path, needed, meta.num_rows, what)
+    try:
+        table = pq.read_table(path, columns=needed)
+    except Exception as exc:
+        raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pandas or pyarrow.") from exc
+    from ogaudit.storage import fingerprint
 
     def strings(name: str) -> list[str]:
         column = table.column(name)
@@ -449,6 +458,60 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
         file_fingerprint=fingerprint(path.read_bytes()),
     )
     return source, (strings(text), strings(label), strings(ident) if ident is not None else None, ident_given)
+
+
+def _check_parquet_decoded(path: Path, columns: list[str], rows: int, what: str) -> None:
+    """Refuse (:class:`DataError`) a Parquet table whose ``columns`` decode to more than the memory budget.
+
+    The sizes in a Parquet file's footer are those of its pages, which can be far below what they decode to: a
+    dictionary-encoded column stores each distinct text once and a small index a row, so a few hundred bytes can
+    name one 3,000-byte text a million times (3 GB decoded). So the rows are counted first, from the footer
+    (each cell becomes a Python object), then the text columns are read as dictionaries (the index a row and
+    each distinct text once, never the decoded texts) a batch of rows at a time, and their decoded lengths
+    added up, stopping as soon as the total is over the budget."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    budget = memory_budget()
+    cells = rows * max(len(columns), 1) * PARQUET_CELL_BYTES
+    check_budget(cells, what=what, detail=f"{rows:,} rows of {len(columns)} column(s), before any text", budget=budget)
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+        texts = [c for c in columns if _is_text_type(schema.field(c).type, pa)]
+        handle = pq.ParquetFile(path, read_dictionary=texts)
+        decoded = 0
+        for batch in handle.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            for name in columns:
+                column = batch.column(name)
+                if isinstance(column, pa.DictionaryArray):
+                    lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+                    decoded += int(pc.sum(lengths).as_py() or 0)
+                elif name in texts:
+                    decoded += int(pc.sum(pc.binary_length(column)).as_py() or 0)
+                else:
+                    decoded += column.nbytes
+            if cells + 2 * decoded > budget.bytes:
+                break
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pandas or pyarrow.") from exc
+    check_budget(
+        cells + 2 * decoded,
+        what=what,
+        detail=f"{rows:,} rows; the text of columns {columns} decodes to {format_bytes(decoded)}"
+        + (" or more" if cells + 2 * decoded > budget.bytes else "")
+        + ", held twice (Arrow and Python)",
+        budget=budget,
+    )
+
+
+def _is_text_type(kind, pa) -> bool:
+    return any(
+        test(kind)
+        for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    ) or (pa.types.is_dictionary(kind) and _is_text_type(kind.value_type, pa))
 
 
 def _missing(value: object) -> bool:

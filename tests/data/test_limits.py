@@ -284,3 +284,123 @@ def test_uploads_have_their_own_small_budget_whatever_the_machine(tmp_path, png_
     assert not (tmp_path / "unpacked").exists()
     monkeypatch.setenv(limits.UPLOAD_BUDGET_ENV, "64G")  # never above the machine's own budget
     assert limits.upload_budget().bytes == limits.memory_budget().bytes
+
+
+# ---------------------------------------------------------------- estimate bypasses (issue 25, finding 4)
+
+
+def _npz_of(members: dict[str, tuple[bytes, int]]) -> bytes:
+    """An .npz (a zip) of ``name -> (raw bytes, count of zero bytes after them)``, each deflated without ever
+    holding the zeros in memory."""
+    entries = {}
+    for name, (prefix, zeros) in members.items():
+        data, crc = _raw_deflate_zeros(zeros, prefix)
+        entries[name] = (data, crc, len(prefix) + zeros)
+    return zip_with_deflated_members(entries)
+
+
+def _small_xy() -> dict[str, tuple[bytes, int]]:
+    out = {}
+    for name, array in (("x", np.zeros((40, 8, 8), np.uint8)), ("y", np.arange(40) % 2)):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        out[f"{name}.npy"] = (buffer.getvalue(), 0)
+    return out
+
+
+def _npy_v3_header(shape: tuple[int, ...], descr: str) -> bytes:
+    """A format-3.0 ``.npy`` header (UTF-8 text, 4-byte length), as numpy writes for UTF-8 field names."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode("utf-8")
+    pad = -(len(text) + 1 + 12) % 64
+    text += b" " * pad + b"\n"
+    return b"\x93NUMPY\x03\x00" + struct.pack("<I", len(text)) + text
+
+
+def test_a_huge_array_under_an_extra_key_counts_because_the_loader_keeps_every_key(tmp_path):
+    members = _small_xy() | {"extra.npy": (_npy_header((1200, 1000, 1000), "|u1"), 1_200_000_000)}
+    path = tmp_path / "extra.npz"
+    path.write_bytes(_npz_of(members))
+    assert path.stat().st_size < 3_500_000
+    result = run_child("load", path, tmp_path)
+    assert result["error"] is not None and "extra (1200, 1000, 1000) uint8" in result["error"], result
+    assert result["peak_mb"] < PEAK_BOUND_MB
+
+
+def test_a_format_3_npy_header_is_read_not_left_out_of_the_estimate(tmp_path):
+    header = _npy_v3_header((1200, 1000, 1000), "|u1")
+    with zipfile.ZipFile(io.BytesIO(_npz_of({"x.npy": (header, 0)}))) as archive, archive.open("x.npy") as stream:
+        assert np.lib.format.read_magic(stream) == (3, 0)  # numpy's own reader takes it as format 3.0
+    members = {"x.npy": (header, 1_200_000_000), "y.npy": _small_xy()["y.npy"]}
+    path = tmp_path / "v3.npz"
+    path.write_bytes(_npz_of(members))
+    result = run_child("load", path, tmp_path)
+    assert result["error"] is not None and "x (1200, 1000, 1000) uint8" in result["error"], result
+    assert result["peak_mb"] < PEAK_BOUND_MB
+
+
+def test_an_unreadable_npy_header_is_refused_not_left_out(tmp_path):
+    members = _small_xy() | {"z.npy": (b"\x93NUMPY\x09\x00" + b"\x00" * 60, 0)}
+    path = tmp_path / "odd.npz"
+    path.write_bytes(_npz_of(members))
+    with pytest.raises(DataError, match=r"Refused the array 'z'.*header cannot be read"):
+        load_dataset(path)
+
+
+def test_non_npy_members_count_by_their_size_and_small_npz_with_extras_load(tmp_path, monkeypatch):
+    monkeypatch.setenv(limits.MEMORY_BUDGET_ENV, "64M")
+    path = tmp_path / "ok.npz"
+    np.savez(path, x=np.zeros((40, 8, 8), np.uint8), y=np.arange(40) % 2, weights=np.ones(40))
+    dataset = load_dataset(path)
+    assert "weights" in dataset.origin.arrays
+    headers = limits.read_npz_headers(path)
+    assert sorted(h.name for h in headers) == ["weights", "x", "y"]
+    members = _small_xy() | {"notes.txt": (b"", 200 * 1024**2)}
+    (tmp_path / "blob.npz").write_bytes(_npz_of(members))
+    with pytest.raises(DataError, match=r"notes\.txt \(209715200,\) uint8"):
+        load_dataset(tmp_path / "blob.npz")
+
+
+@pytest.fixture(scope="module")
+def parquet_bomb(tmp_path_factory) -> Path:
+    """A ~10 kB Parquet table whose text column is one 3,000-byte text, dictionary-encoded, named by a million
+    rows: 3 GB decoded. Its footer says 0.4 MB uncompressed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 1_000_000
+    text = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array(["x" * 3000]))
+    label = pa.DictionaryArray.from_arrays(pa.array((np.arange(rows) % 2).astype(np.int32)), pa.array(["a", "b"]))
+    path = tmp_path_factory.mktemp("parquet-bomb") / "bomb.parquet"
+    pq.write_table(
+        pa.table({"text": text, "label": label}),
+        path,
+        compression="zstd",
+        write_statistics=False,
+        data_page_size=1 << 30,
+        store_schema=False,
+    )
+    assert path.stat().st_size < 20_000
+    meta = pq.ParquetFile(path).metadata
+    assert meta.row_group(0).total_byte_size * 2 < 1024**3  # the footer's sizes alone pass a 1 GB budget
+    return path
+
+
+def test_a_dictionary_encoded_parquet_bomb_is_refused_by_its_decoded_size(tmp_path, parquet_bomb):
+    result = run_child("load", parquet_bomb, tmp_path, budget="1G")
+    assert result["error"] is not None and "the text of columns ['text', 'label'] decodes to" in result["error"]
+    assert "over the memory budget of 1.0 GiB" in result["error"], result
+    assert result["peak_mb"] < PEAK_BOUND_MB and result["seconds"] < 30
+
+
+def test_parquet_within_the_budget_still_loads_with_dictionary_columns(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv(limits.MEMORY_BUDGET_ENV, "64M")
+    texts = [f"text number {i} " * 3 for i in range(200)]
+    table = pa.table({"text": texts, "label": ["a", "b"] * 100, "other": list(range(200))})
+    pq.write_table(table, tmp_path / "ok.parquet", use_dictionary=True)
+    from ogaudit.data.text import load_text_dataset
+
+    dataset = load_text_dataset(str(tmp_path / "ok.parquet"))
+    assert len(dataset) == 200
