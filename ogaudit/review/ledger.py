@@ -17,9 +17,12 @@ Nothing is ever updated or deleted (triggers refuse it); everything a reviewer s
 
 * **Integrity.** A new ledger is built beside its final name and linked into place, so its file is never
   seen half made. An existing file that is not an SQLite database (an empty one included) is refused and
-  kept, never replaced by a new, empty ledger; so is a database that fails ``PRAGMA quick_check``, and one
-  whose write-ahead log is damaged before its last transaction (SQLite would silently drop every
-  transaction after the damage). :meth:`Ledger.backup` writes a consistent copy while others keep writing.
+  kept, never replaced by a new, empty ledger; so is a database that fails ``PRAGMA quick_check``. SQLite
+  replays a write-ahead log up to its first damaged frame and silently drops the rest, saved transactions
+  included, so damage there is found by what was saved rather than by reading SQLite's formats: after each
+  write commits, the number of its batch goes into ``ledger.sqlite-saved`` beside the ledger, and a ledger
+  that SQLite opens with fewer batches than that (a damaged, lost or older log or database) is refused, its
+  files kept. :meth:`Ledger.backup` writes a consistent copy while others keep writing.
 
 A :class:`Ledger` holds no connection: each call opens and closes its own, so one object may be shared by
 threads (Streamlit reruns, ``st.cache_resource``). The ledger remembers the dataset fingerprint and class
@@ -28,11 +31,11 @@ names it was created for; opening it for other data warns and sets :attr:`Ledger
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import sqlite3
-import struct
 import tempfile
 import time
 import uuid
@@ -57,9 +60,9 @@ ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
 LABELLED_ACTIONS = ("confirm", "relabel")
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
-_WAL_MAGICS = {0x377F0682: "<", 0x377F0683: ">"}  # the low bit gives the checksums' byte order
-_WAL_HEADER = 32
-_WAL_FRAME_HEADER = 24
+SAVED_SUFFIX = "-saved"
+"""Beside ``ledger.sqlite``, ``ledger.sqlite-saved`` holds the number of the last batch whose call returned."""
+_SAVED_WIDTH = 21
 _RESTORE = (
     "Restore it from a backup (`ogaudit decisions backup` or Ledger.backup make one), or recover what is "
     "readable with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`"
@@ -226,9 +229,11 @@ class Ledger:
             lock_timeout=lock_timeout,
         )
         if not path.exists():
+            ledger._refuse_a_lost_ledger()
             ledger._create_file(class_names)
         ledger._check_integrity()
         meta = ledger._create(class_names)
+        ledger._note_saved(ledger._last_batch())  # a ledger from before the -saved file gets one now
         ledger.stored_fingerprint = meta["dataset_fingerprint"]
         ledger.dataset_mismatch = ledger.stored_fingerprint != dataset_fingerprint
         if ledger.dataset_mismatch:
@@ -322,19 +327,24 @@ class Ledger:
             raise LedgerError(
                 f"The ledger {name} is empty (0 bytes): it is not a readable ogaudit ledger, and it is not replaced "
                 f"by a new, empty one, which would hide the loss of its decisions.{beside} {restore}; or, if it "
-                "never held decisions, delete it to start a new ledger."
+                f"never held decisions, delete it (and any {path.name}{SAVED_SUFFIX}) to start a new ledger."
             )
         if head != SQLITE_MAGIC:
             raise LedgerError(
                 f"{name} is not a readable ogaudit ledger: it is not an SQLite database (it starts with "
                 f"{head[:16]!r}). It was left as it is. {restore}, or move it away to start a new ledger."
             )
-        damage = _stable_wal_damage(Path(f"{path}-wal"))
-        if damage:
+        saved = self._saved()  # read before the ledger: a batch saved meanwhile is in both, never in the mark only
+        found = self._last_batch(read_only=True)
+        if found is not None and saved > found:
+            mark = self.saved_path.name
             raise LedgerError(
-                f"The ledger {name} has a damaged write-ahead log: {damage}. Opening it would silently drop "
-                f"decisions that were saved, so it was not opened, and both files were left as they are. "
-                f"{restore} (keep {path.name}-wal beside it while recovering)."
+                f"The ledger {name} holds batches up to number {found}, but batches up to {saved} were saved "
+                f"(every write that returned is numbered in {mark}): {saved - found} saved batch(es) of decisions "
+                f"are missing. Its write-ahead log {path.name}-wal is damaged or missing, or the ledger was "
+                "replaced by an older copy; SQLite alone would open it without them. It was not opened, and its "
+                f"files were left as they are. {restore} (keep {path.name}-wal beside it while recovering). If you "
+                f"put an older copy in place on purpose (a restored backup), delete {mark} to accept it."
             )
         rows = self._read(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
         if [tuple(row) for row in rows] != [("ok",)]:
@@ -345,6 +355,72 @@ class Ledger:
             raise LedgerError(
                 f"{name} is an SQLite database but not an ogaudit ledger (it has no meta table; tables "
                 f"{sorted(tables)[:5]}). It was left as it is: choose another project folder, or move it away."
+            )
+
+    @property
+    def saved_path(self) -> Path:
+        """The file beside the ledger that numbers the last batch saved (see :meth:`_note_saved`)."""
+        return Path(f"{self.path}{SAVED_SUFFIX}")
+
+    def _saved(self) -> int:
+        """The number of the last batch saved, from :attr:`saved_path`; 0 when there is none (or it is garbled:
+        then nothing can be checked, and nothing is lost by that)."""
+        try:
+            text = self.saved_path.read_bytes()[:_SAVED_WIDTH].decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    def _note_saved(self, seq: int | None) -> None:
+        """Record that batch ``seq`` is saved: called after its transaction commits (and is fsynced), so the
+        number never runs ahead of the ledger, and kept the largest under concurrent writers (a file lock).
+        Not fsynced itself: after a power cut the number can only be behind, which loses no check of what
+        reached the disk. Best effort: the decision is saved whatever happens here."""
+        if not seq:
+            return
+        try:
+            handle = os.open(self.saved_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            text = os.pread(handle, _SAVED_WIDTH, 0).decode("ascii", "replace").strip()
+            if not text.isdigit() or int(text) < seq:
+                os.pwrite(handle, f"{seq:0{_SAVED_WIDTH - 1}d}\n".encode(), 0)
+        except OSError:
+            pass
+        finally:
+            os.close(handle)
+
+    def _last_batch(self, *, read_only: bool = False) -> int | None:
+        """The number of the last batch SQLite finds in the ledger (0 for none); None when it has no batches
+        table (then it is not a ledger, which the checks after say). ``read_only``: through a read-only
+        connection, which never checkpoints the log into the database or removes it, so a refused ledger's
+        files stay as they were."""
+        query = "SELECT seq FROM sqlite_sequence WHERE name = 'batches'"
+        if not read_only:
+            rows = self._read(lambda conn: conn.execute(query).fetchall())
+            return int(rows[0][0]) if rows else 0
+        uri = f"file:{_uri_path(self.path)}?mode=ro"
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=min(self.lock_timeout, 5.0))) as conn:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                if "batches" not in tables or "sqlite_sequence" not in tables:
+                    return None
+                rows = conn.execute(query).fetchall()
+        except sqlite3.DatabaseError:
+            return None  # unreadable: quick_check, next, says how
+        return int(rows[0][0]) if rows else 0
+
+    def _refuse_a_lost_ledger(self) -> None:
+        """Refuse to create a new, empty ledger where one with saved decisions was (its -saved file is left)."""
+        saved = self._saved()
+        if saved:
+            raise LedgerError(
+                f"The ledger {str(self.path)!r} is missing, but {self.saved_path.name} beside it records {saved} "
+                "saved batch(es) of decisions. A new, empty ledger was not created in its place. "
+                f"{_RESTORE.format(path=self.path)}; or, to start a new ledger, delete {self.saved_path.name} "
+                f"(and any {self.path.name}-wal)."
             )
 
     def _create(self, class_names: list[str]) -> dict[str, str]:
@@ -610,7 +686,8 @@ class Ledger:
         The copy is one consistent snapshot even while other annotators keep deciding, is checked with
         ``PRAGMA quick_check``, is a single self-contained file (rollback journal, no ``-wal``), and appears
         at ``dest`` only when complete. To restore, stop the server and copy it over ``ledger.sqlite``
-        (with the old ``-wal`` and ``-shm`` files moved away).
+        (with the old ``-wal``, ``-shm`` and ``-saved`` files moved away: ``-saved`` numbers the batches saved
+        since, and a ledger with fewer is refused).
         """
         dest = Path(dest).expanduser()
         own = [Path(f"{self.path}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")]
@@ -637,10 +714,13 @@ class Ledger:
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one write transaction, committed (durably) before this returns."""
 
+        last: list[int] = []
+
         def run(conn: sqlite3.Connection) -> _T:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(conn)
+                last[:] = [row[0] for row in conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'")]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -648,7 +728,9 @@ class Ledger:
                 raise
             return result
 
-        return self._retry(run)
+        result = self._retry(run)
+        self._note_saved(last[0] if last else None)
+        return result
 
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one read transaction, so that its queries see one snapshot."""
@@ -692,6 +774,13 @@ class Ledger:
             delay = min(delay * 2, 0.25)
 
 
+def _uri_path(path: Path) -> str:
+    """``path`` for an SQLite ``file:`` URI (``?``, ``#`` and ``%`` escaped)."""
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()), safe="/")
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a new name in ``folder`` durable (best effort: not every system can open a folder)."""
     try:
@@ -704,85 +793,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(handle)
-
-
-def wal_damage(wal: Path) -> str | None:
-    """What in the write-ahead log ``wal`` SQLite would drop although it was committed, or None.
-
-    SQLite replays a WAL frame by frame until the first frame whose checksum fails, and silently ignores
-    everything after it. A failure inside the last transaction is what a crash during that commit leaves (the
-    call never returned, so nothing promised is lost) and is not reported. Reported: an unreadable header
-    in front of frames, and a failed frame followed by another commit of the same log generation (same salts),
-    which SQLite would drop with it.
-    """
-    try:
-        data = wal.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        return f"{wal.name} cannot be read ({error.strerror or error})"
-    if len(data) < _WAL_HEADER:
-        return None  # no complete header: SQLite ignores it, and nothing was committed through it
-    magic, version, page_size, _sequence, salt1, salt2, sum1, sum2 = struct.unpack(">8I", data[:_WAL_HEADER])
-    order = _WAL_MAGICS.get(magic)
-    frame_size = _WAL_FRAME_HEADER + page_size
-    header_ok = (
-        order is not None
-        and version == 3007000
-        and 512 <= page_size <= 65536
-        and page_size & (page_size - 1) == 0
-        and _wal_checksum(data[:24], (0, 0), order) == (sum1, sum2)
-    )
-    if not header_ok:
-        if any(data[:_WAL_HEADER]) and len(data) >= _WAL_HEADER + _WAL_FRAME_HEADER + 512:  # zeros: never written
-            return f"{wal.name} has an unreadable header in front of {len(data) - _WAL_HEADER:,} bytes of frames"
-        return None
-    frames = [_WAL_HEADER + i * frame_size for i in range((len(data) - _WAL_HEADER) // frame_size)]
-    current = []  # this generation's frames; frames after them are older ones, checkpointed before a restart
-    for start in frames:
-        if struct.unpack(">2I", data[start + 8 : start + 16]) != (salt1, salt2):
-            break
-        current.append(start)
-    checksum = (sum1, sum2)
-    for index, start in enumerate(current):
-        header = data[start : start + _WAL_FRAME_HEADER]
-        checksum = _wal_checksum(header[:8] + data[start + _WAL_FRAME_HEADER : start + frame_size], checksum, order)
-        if checksum != struct.unpack(">2I", header[16:24]):
-            commits = [i for i in range(index, len(current)) if _is_commit(data, current[i])]
-            if any(i < len(current) - 1 for i in commits):  # a commit before the last frame: not a torn tail
-                return (
-                    f"frame {index + 1} of {len(current)} in {wal.name} fails its checksum, and the "
-                    f"{len(commits)} committed transaction(s) from there on would be dropped"
-                )
-            return None
-    return None
-
-
-def _is_commit(data: bytes, start: int) -> bool:
-    """Whether the WAL frame at ``start`` ends a transaction (its "database size after commit" is set)."""
-    return struct.unpack(">I", data[start + 4 : start + 8])[0] != 0
-
-
-def _wal_checksum(data: bytes, seed: tuple[int, int], order: str) -> tuple[int, int]:
-    """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes), continuing from ``seed``."""
-    s1, s2 = seed
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
-        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
-    return s1, s2
-
-
-def _stable_wal_damage(wal: Path, *, tries: int = 3, pause: float = 0.05) -> str | None:
-    """:func:`wal_damage`, reported only when it persists: a log other processes are writing right now can
-    show a torn frame for a moment."""
-    for attempt in range(tries):
-        damage = wal_damage(wal)
-        if damage is None:
-            return None
-        if attempt < tries - 1:
-            time.sleep(pause)
-    return damage
 
 
 def _undo_stacks(conn: sqlite3.Connection, annotator: str) -> tuple[list[str], list[str]]:
