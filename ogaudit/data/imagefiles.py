@@ -12,22 +12,34 @@ import re
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ogaudit.data.limits import ImageHeader
+from ogaudit.data.limits import MAX_IMAGE_PIXELS, ImageHeader, decode_reduced, header_of, open_image, reduction
 from ogaudit.errors import DataError
 from ogaudit.storage import fingerprint
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".heic",
+    ".heif",
+    ".hif",
+}
 
 
 MAX_SIDE = 224
-
-
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 MIN_IMAGE_SIDE = 4
@@ -87,14 +99,14 @@ def read_image(path: Path) -> tuple[Image.Image | None, str | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    return None, f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})"
+                if reduction(image) is None:
+                    return None, _too_large(image)
                 if min(width, height) < MIN_IMAGE_SIDE:
                     return None, f"image too small ({width}x{height} pixels; at least {MIN_IMAGE_SIDE} a side)"
-                image.load()
-                return _to_standard_mode(ImageOps.exif_transpose(image)), None
+                decoded = decode_reduced(image)
+                return _to_standard_mode(ImageOps.exif_transpose(decoded)), None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None, "image too large (decompression bomb guard)"
     except UnidentifiedImageError:
@@ -103,15 +115,23 @@ def read_image(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"corrupt or truncated image: {error}"
 
 
+def _too_large(image: Image.Image) -> str:
+    width, height = image.size
+    if image.format == "JPEG":
+        return f"image too large ({width}x{height} pixels; a JPEG up to {MAX_IMAGE_PIXELS * 64:,} is read at 1/8 scale)"
+    return f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,}; JPEG and HEIC photos are reduced)"
+
+
 def read_image_as_shown(path: str | Path) -> Image.Image:
     """One image file as a viewer shows it: decoded, EXIF orientation applied, in its own mode.
 
     For thumbnails and previews of files. Raises :class:`DataError` naming the file when it cannot be read.
     """
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
+        with open_image(path) as image:
+            if reduction(image) is None:
+                raise DataError(f"Cannot show the image {str(path)!r}: {_too_large(image)}.")
+            return ImageOps.exif_transpose(decode_reduced(image))
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise DataError(f"Cannot read the image {str(path)!r}: {error}.") from error
 
@@ -138,10 +158,10 @@ def image_headers(root: Path, rels: list[str]) -> list[ImageHeader | None]:
 
     def read(rel: str) -> ImageHeader | None:
         try:
-            with Image.open(root / rel) as image:
-                width, height = image.size
+            with open_image(root / rel) as image:
+                header = header_of(image)
                 turned = _orientation(image) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
-                return ImageHeader(height, width, image.mode) if turned else ImageHeader(width, height, image.mode)
+                return replace(header, width=header.height, height=header.width) if turned else header
         except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return None
 
@@ -165,8 +185,11 @@ def _orientation(image: Image.Image) -> int:
 
 def header_problem(header: ImageHeader) -> str | None:
     """The reason :func:`read_image` would skip an image of this size, from its header."""
-    if header.width * header.height > MAX_IMAGE_PIXELS:
-        return f"image too large ({header.width}x{header.height} pixels, limit {MAX_IMAGE_PIXELS:,})"
+    if header.width * header.height > MAX_IMAGE_PIXELS:  # held reduced when it could be (header_of): too large
+        return (
+            f"image too large ({header.width}x{header.height} pixels, limit {MAX_IMAGE_PIXELS:,}; JPEG and HEIC "
+            "photos are reduced)"
+        )
     if min(header.width, header.height) < MIN_IMAGE_SIDE:
         return f"image too small ({header.width}x{header.height} pixels; at least {MIN_IMAGE_SIDE} a side)"
     return None

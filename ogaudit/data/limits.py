@@ -14,8 +14,10 @@ machine's RAM (``os.sysconf``) and the container's cgroup limit, when there is o
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
@@ -45,6 +47,29 @@ _TWO_BYTE_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 # Modes the loader turns into 8-bit grayscale (ogaudit.data.imagefiles._to_standard_mode); everything else becomes RGB.
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "F", *_TWO_BYTE_MODES}
 NPZ_LOADED_ARRAYS = ("x", "y", "ids", "class_names")
+MAX_IMAGE_PIXELS = 40_000_000
+"""Pixels of one image as the loader holds it. A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft
+mode: libjpeg never makes the full-size pixels) and a larger HEIC/HEIF at full size then reduced, so that a 48 to
+200 MP phone photo loads; anything larger still is skipped as too large."""
+JPEG_SCALES = (2, 4, 8)
+HEIF_SCALES = (2, 3, 4)
+HEIF_MAX_DECODE_PIXELS = 4 * MAX_IMAGE_PIXELS
+"""A HEIC/HEIF is decoded at full size before it is reduced (libheif has no reduced decoding): at most this many
+pixels (a 160 MP photo), counted at full size in the memory estimate's decode buffers."""
+HEIF_FORMATS = {"HEIF", "AVIF"}
+
+
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF (phone photos) through ``pillow-heif``; False when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_SUPPORTED = _register_heif()
 
 
 # ---------------------------------------------------------------- the budget
@@ -144,6 +169,8 @@ class ImageHeader:
     width: int
     height: int
     mode: str
+    decode_pixels: int = 0
+    """Pixels the decoder makes when more than the image as held (a large HEIC, decoded then reduced)."""
 
     @property
     def pixels(self) -> int:
@@ -151,8 +178,8 @@ class ImageHeader:
 
     @property
     def decoded_bytes(self) -> int:
-        """Bytes Pillow needs for the pixels in the file's own mode."""
-        return self.pixels * _bytes_per_pixel(self.mode)
+        """Bytes Pillow needs for the pixels in the file's own mode, while decoding."""
+        return max(self.pixels, self.decode_pixels) * _bytes_per_pixel(self.mode)
 
     @property
     def standard_bytes(self) -> int:
@@ -166,13 +193,80 @@ def _bytes_per_pixel(mode: str) -> int:
     return 2 if mode in _TWO_BYTE_MODES else 4
 
 
+def open_image(source: str | Path | BinaryIO) -> Image.Image:
+    """``Image.open`` (lazy: the header only), with the size checked by this module rather than by Pillow's own
+    decompression-bomb guard, whose fixed limit (179 MP) would refuse a 200 MP phone JPEG that is decoded at a
+    reduced scale. Past that guard only a JPEG is opened, by its own plugin; anything else it refuses stays
+    refused (:class:`PIL.Image.DecompressionBombError`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(source)
+        except Image.DecompressionBombError:
+            if hasattr(source, "seek"):
+                source.seek(0)
+            from PIL import JpegImagePlugin
+
+            try:
+                image = JpegImagePlugin.JpegImageFile(source)
+            except (SyntaxError, OSError, ValueError):
+                raise Image.DecompressionBombError("image too large for a reduced decode") from None
+            if reduction(image) is None:
+                image.close()
+                raise Image.DecompressionBombError("image too large for a reduced decode") from None
+            return image
+
+
+def reduction(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, bool] | None:
+    """``(scale, full_decode)``: an opened image is held at 1/scale of its size (1: as it is), decoded at full size
+    first when ``full_decode``; None when it is too large to hold at all."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return 1, False
+    if image.format == "JPEG" and width * height <= max_pixels * JPEG_SCALES[-1] ** 2:
+        scales, full = JPEG_SCALES, False
+    elif image.format in HEIF_FORMATS and width * height <= HEIF_MAX_DECODE_PIXELS:
+        scales, full = HEIF_SCALES, True
+    else:
+        return None
+    for scale in scales:
+        if math.ceil(width / scale) * math.ceil(height / scale) <= max_pixels:
+            return scale, full
+    return None
+
+
+def header_of(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
+    """The header of an opened image as the loader holds it: reduced when :func:`reduction` says so, with the
+    pixels its decoder makes; its full size when it is too large to hold (the loader then skips it)."""
+    width, height = image.size
+    plan = reduction(image, max_pixels)
+    if plan is None or plan[0] == 1:
+        return ImageHeader(int(width), int(height), image.mode)
+    scale, full = plan
+    return ImageHeader(math.ceil(width / scale), math.ceil(height / scale), image.mode, width * height if full else 0)
+
+
+def decode_reduced(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an opened image as :func:`header_of` describes it: a large JPEG at reduced scale in the decoder
+    (draft mode), a large HEIC at full size then reduced. The caller checked that it is not too large."""
+    plan = reduction(image, max_pixels) or (1, False)
+    scale, full = plan
+    if scale > 1 and not full:
+        width, height = image.size
+        image.draft(image.mode, (math.ceil(width / scale), math.ceil(height / scale)))
+    image.load()
+    if scale > 1 and full:
+        return image.reduce(scale)
+    return image
+
+
 def read_image_header(source: str | Path | BinaryIO) -> ImageHeader | None:
-    """Size and mode from the header of an image file or open binary stream; None when it is not a readable
-    image (the loader then skips it with its reason). Never decodes the pixel data."""
+    """Size and mode from the header of an image file or open binary stream, as the loader will hold it (see
+    :func:`header_of`); None when it is not a readable image (the loader then skips it with its reason). Never
+    decodes the pixel data."""
     try:
-        with Image.open(source) as image:  # lazy: reads the header only; .load() would decode
-            width, height = image.size
-            return ImageHeader(int(width), int(height), image.mode)
+        with open_image(source) as image:  # lazy: reads the header only; .load() would decode
+            return header_of(image)
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         return None
 
