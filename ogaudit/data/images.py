@@ -69,7 +69,7 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
                 rel = (here / name).relative_to(root).as_posix()
                 problem = _name_problem(name) or tool_junk_reason(name)
                 if problem:
-                    skipped.append(SkippedInput(_printable(rel), problem))
+                    skipped.append(SkippedInput(shown_path(rel), problem))
                 else:
                     rel_paths.append(rel)
                     labels.append(class_dir.name)
@@ -125,7 +125,7 @@ def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
     duplicates = [p for p, n in Counter(rel_paths).items() if n > 1 and p]
     if duplicates:
         raise DataError(
-            f"{str(path)!r} lists {len(duplicates)} path(s) more than once, e.g. {duplicates[:3]}. "
+            f"{str(path)!r} lists {len(duplicates)} path(s) more than once, e.g. {[shown_path(d) for d in duplicates[:3]]}. "
             "Each image may appear once: remove the repeated rows."
         )
     return _dataset_from_files(
@@ -168,7 +168,7 @@ def _dataset_from_files(
     for rel, label in zip(rel_paths, labels, strict=True):
         problem = _path_problem(root, rel) or (None if label.strip() else "empty label")
         if problem:
-            skipped.append(SkippedInput(_printable(rel), problem))
+            skipped.append(SkippedInput(shown_path(rel), problem))
         else:
             usable.append((rel, label))
     where = f"the images of {str(source or root)!r}"
@@ -272,9 +272,46 @@ def _skipped_summary(skipped: list[SkippedInput], root: Path) -> str:
     return "Reasons: " + " | ".join(parts) + "."
 
 
+MAX_NAME_BYTES = 255
+"""The longest file or folder name most file systems take (ext4, APFS, NTFS: 255)."""
+MAX_PATH_CHARS = 4096
+"""The longest path Linux takes (PATH_MAX); a manifest cell longer is no path."""
+SHOWN_PATH_CHARS = 200
+"""A path longer than this is shown cut, with its length, in skip reasons and messages."""
+
+
+def name_length_problem(rel: str) -> str | None:
+    """Why ``rel`` (``/``-separated) cannot name a file here because of its length, or None."""
+    if len(rel) > MAX_PATH_CHARS:
+        return f"path too long ({len(rel):,} characters; the limit is {MAX_PATH_CHARS:,})"
+    longest = max((part for part in rel.split("/")), key=lambda part: len(part.encode("utf-8", "surrogateescape")))
+    size = len(longest.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        return f"a file or folder name too long ({size:,} bytes; the limit is {MAX_NAME_BYTES}): shorten it"
+    return None
+
+
+def shown_path(text: str) -> str:
+    """``text`` printable and at most about ``SHOWN_PATH_CHARS`` characters, with its full length when cut."""
+    text = _printable(text)
+    if len(text) <= SHOWN_PATH_CHARS:
+        return text
+    return f"{text[: SHOWN_PATH_CHARS // 2]}…{text[-SHOWN_PATH_CHARS // 4 :]} ({len(text):,} characters)"
+
+
 def _path_problem(root: Path, rel: str) -> str | None:
     if not rel:
         return "empty path"
+    too_long = name_length_problem(rel)
+    if too_long:
+        return too_long
+    try:
+        return _file_problem(root, rel)
+    except OSError as error:  # a name the file system refuses, a folder it cannot read
+        return f"cannot be read ({error.strerror or error})"
+
+
+def _file_problem(root: Path, rel: str) -> str | None:
     if WINDOWS_ABSOLUTE.match(rel) or Path(rel).is_absolute():
         return "outside the dataset root (an absolute path): not read"
     junk = tool_junk_reason(rel)

@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from ogaudit.data.imagefiles import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MAX_SIDE, is_tool_junk
+from ogaudit.data.images import name_length_problem, shown_path
 from ogaudit.data.limits import check_image_archive, upload_budget
 from ogaudit.errors import DataError
 
@@ -38,6 +39,22 @@ def _entry_problem(name: str) -> str | None:
         return "is an absolute path"
     if ".." in path.parts:
         return "contains '..'"
+    return name_length_problem(name)
+
+
+def _clash_problem(members: list[zipfile.ZipInfo]) -> str | None:
+    """Entries that would land on the same file: a name given twice, or a file where another entry needs a
+    folder. Extracting them would overwrite one with the other, or fail half-way."""
+    files: dict[str, str] = {}
+    for member in members:
+        key = PurePosixPath(member.filename).as_posix()
+        if key in files:
+            return f"the entry {shown_path(member.filename)!r} appears more than once"
+        files[key] = member.filename
+    folders = {parent.as_posix() for key in files for parent in PurePosixPath(key).parents}
+    for key, name in files.items():
+        if key in folders:
+            return f"the entry {shown_path(name)!r} is a file, and other entries put files inside it as a folder"
     return None
 
 
@@ -98,8 +115,11 @@ def unpack_zip(
             if stat.S_ISLNK(member.external_attr >> 16):
                 problem = "is a symbolic link"
             if problem:
-                raise DataError(f"Refused the upload: the entry {member.filename!r} {problem}.")
+                raise DataError(f"Refused the upload: the entry {shown_path(member.filename)!r} {problem}.")
         members = [m for m in archive.infolist() if not m.is_dir() and not is_tool_junk(m.filename)]
+        clash = _clash_problem(members)
+        if clash:
+            raise DataError(f"Refused the upload: {clash}. Zip the folder again with one file per name.")
         if len(members) > max_files:
             raise DataError(f"The upload has {len(members):,} files; the limit is {max_files:,}.")
         declared = sum(m.file_size for m in members)
@@ -128,6 +148,12 @@ def unpack_zip(
                 raise DataError(
                     f"Refused the upload: it is a damaged or unsupported zip archive ({error}). Zip the image folder "
                     "again, without encryption, and upload that."
+                ) from error
+            if isinstance(error, OSError):  # a name this file system refuses, a full disk: nothing is left
+                raise DataError(
+                    f"Could not unpack the upload: {error.strerror or error}"
+                    f"{f' ({shown_path(error.filename)})' if getattr(error, 'filename', None) else ''}. Nothing was "
+                    "kept; free disk space, or rename the entries, and upload it again."
                 ) from error
             raise
     return image_folder_root(dest)
