@@ -7,10 +7,18 @@ process, so every job writes its status into its project folder (:meth:`~ogaudit
 when it starts, at each stage change and when it ends: after a restart the folder still says what happened (a status still "running" with no live job
 means the process died mid-run). A :class:`JobRegistry` holds the live jobs of one process by id; the app keeps
 one in ``st.cache_resource`` so that every browser session, and a refreshed page, finds the same jobs.
+
+Memory: loaders refuse what their estimates say will not fit (:mod:`ogaudit.data.limits`), but no estimate covers
+everything. A job runs in a thread of the app's server, so one that outgrows the machine would take the server,
+and every reviewer, down with it. While jobs run, a watchdog (:class:`MemoryWatchdog`) samples the process's
+resident memory; above the limit (``OGAUDIT_JOB_MEMORY_LIMIT``, default 85% of the memory this process may use)
+it stops every running job at its next cancellation check and records it as failed with a message that says
+why; a ``MemoryError`` raised inside a job is reported the same way. The server stays up.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -94,6 +102,72 @@ def read_status(folder: str | Path, kind: str) -> JobSnapshot | None:
     return JobSnapshot(**{name: saved.get(name) for name in JobSnapshot.__dataclass_fields__ if name in saved})
 
 
+JOB_MEMORY_LIMIT_ENV = "OGAUDIT_JOB_MEMORY_LIMIT"
+JOB_MEMORY_SHARE = 0.85
+WATCH_INTERVAL_S = 0.1
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def job_memory_limit(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """The resident memory at which running jobs are stopped, and where that figure comes from."""
+    from ogaudit.data.limits import format_bytes, parse_size, total_memory
+
+    environ = os.environ if environ is None else environ
+    text = environ.get(JOB_MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        return parse_size(text), f"{JOB_MEMORY_LIMIT_ENV}={text}"
+    total = total_memory()
+    return int(total * JOB_MEMORY_SHARE), (
+        f"{JOB_MEMORY_SHARE:.0%} of the {format_bytes(total)} this machine has; set {JOB_MEMORY_LIMIT_ENV} to change it"
+    )
+
+
+class MemoryWatchdog:
+    """One thread per process that, while any job runs, samples the resident memory every ``interval`` seconds
+    and stops every running job (:meth:`Job.stop_for_memory`) once it passes the limit."""
+
+    def __init__(self, *, interval: float = WATCH_INTERVAL_S):
+        self.interval = interval
+        self._jobs: set[Job] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.add(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ogaudit-memory-watchdog", daemon=True)
+                self._thread.start()
+
+    def forget(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.discard(job)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                jobs = list(self._jobs)
+                if not jobs:
+                    self._thread = None
+                    return
+            rss = resident_bytes()
+            for job in jobs:
+                if rss > job.memory_limit:
+                    job.stop_for_memory(rss)
+            time.sleep(self.interval)
+
+
+WATCHDOG = MemoryWatchdog()
+
+
 class Job:
     """One call running in a daemon thread, observable and cancellable.
 
@@ -104,6 +178,7 @@ class Job:
     target : ``target(progress, cancel)``; its return value becomes :attr:`result`.
     folder : the project folder its status is written to (None: nowhere).
     stage_weights : share of the time per stage name, for :attr:`JobSnapshot.fraction`.
+    memory_limit : resident bytes of the process at which the job is stopped (default :func:`job_memory_limit`).
     """
 
     def __init__(
@@ -114,8 +189,14 @@ class Job:
         *,
         folder: str | Path | None = None,
         stage_weights: Mapping[str, float] | None = None,
+        memory_limit: int | None = None,
     ):
         self.job_id, self.kind, self.target = job_id, kind, target
+        if memory_limit is None:
+            self.memory_limit, self._limit_source = job_memory_limit()
+        else:
+            self.memory_limit, self._limit_source = memory_limit, "this job's memory_limit"
+        self._memory_stop: str | None = None
         self.folder = None if folder is None else Path(folder)
         self.stage_weights = dict(stage_weights or {})
         self.cancel_event = threading.Event()
@@ -141,10 +222,23 @@ class Job:
         """Run the target in this thread, capturing its outcome (never raises)."""
         self._started = time.monotonic()
         self._update(status="running")
+        WATCHDOG.watch(self)
         try:
             result = self.target(self._progress, self.cancel_event)
         except Cancelled as error:
-            self._finish(status="cancelled", message=str(error))
+            if self._memory_stop:
+                self._finish(status="failed", error=self._memory_stop, error_type="MemoryLimit")
+            else:
+                self._finish(status="cancelled", message=str(error))
+        except MemoryError:
+            self._finish(
+                status="failed",
+                error=(
+                    "The job ran out of memory (an allocation failed) and was stopped; the server stays up. Use "
+                    "fewer or smaller samples, or run it on a machine with more memory."
+                ),
+                error_type="MemoryError",
+            )
         except OgauditError as error:
             self._finish(status="failed", error=str(error), error_type=type(error).__name__)
         except Exception as error:  # noqa: BLE001 - anything a job raises must reach the person, not kill the app
@@ -156,7 +250,26 @@ class Job:
             )
         else:
             self.result = result
+            if self._memory_stop:  # stopped after its last check: what it made stands
+                self._update(message=self._memory_stop, persist=False)
             self._finish(status="done", message="done", stage_fraction=1.0)
+        finally:
+            WATCHDOG.forget(self)
+
+    def stop_for_memory(self, resident: int) -> None:
+        """Stop the job at its next cancellation check, because the process holds ``resident`` bytes, over
+        :attr:`memory_limit` (called by the watchdog)."""
+        from ogaudit.data.limits import format_bytes
+
+        if self._memory_stop is None:
+            self._memory_stop = (
+                f"Stopped during the {self._state.stage or 'first'} stage: the server's memory reached "
+                f"{format_bytes(resident)}, over the limit of {format_bytes(self.memory_limit)} "
+                f"({self._limit_source}), before it could take the server down. A run it did not finish is never "
+                "shown as finished. Use fewer or smaller samples, lower OGAUDIT_MEMORY_BUDGET so that loading refuses such data "
+                "up front, or run it on a machine with more memory."
+            )
+        self.cancel_event.set()
 
     def cancel(self) -> None:
         """Ask the target to stop at its next check; the status becomes "cancelled" when it does."""

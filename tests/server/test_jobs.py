@@ -183,3 +183,53 @@ def test_an_audit_starts_with_a_quick_first_look_then_replaces_it(tmp_path, cach
     again = submit_audit(JobRegistry(), tmp_path / "p", "digits", settings, cache_dir=cache_dir)
     again.wait(300)
     assert calls[2:] == [(5, "pca", True)]  # a finished project is re-audited without a first look
+
+
+# ---------------------------------------------------------------- the memory watchdog (issue 25, finding 4)
+
+
+def test_a_job_that_outgrows_the_memory_limit_is_stopped_with_a_message_and_the_server_stays_up(tmp_path):
+    """What no loader's estimate covers: a job whose memory keeps growing. The watchdog stops it at its next
+    check, records it as failed with the reason, and the process (the app's server) goes on."""
+    from ogaudit.server.jobs import resident_bytes
+
+    held: list[bytearray] = []
+
+    def greedy(progress, cancel):
+        progress("load", 0.0, "reading")
+        for _ in range(400):  # up to 4 GB if nothing stops it
+            check_cancel(cancel)
+            held.append(bytearray(10 * 1024**2))  # touched: resident
+            time.sleep(0.005)
+        return "finished"
+
+    start = resident_bytes()
+    limit = start + 200 * 1024**2
+    snap = Job("p/audit", "audit", greedy, folder=tmp_path, memory_limit=limit).start().wait(60)
+    grown = len(held) * 10
+    held.clear()
+    assert snap.status == "failed" and snap.error_type == "MemoryLimit", snap
+    assert "Stopped during the load stage: the server's memory reached" in snap.error
+    assert "over the limit of" in snap.error and snap.traceback is None
+    assert 200 <= grown < 600  # stopped soon after the limit, far from the 4 GB it would have taken
+    assert Project(tmp_path).job_state("audit")["error_type"] == "MemoryLimit"
+    after = Job("p/audit", "audit", lambda progress, cancel: "ok", folder=tmp_path).start().wait(10)
+    assert after.status == "done"  # the next job runs: the process is fine
+
+
+def test_a_memory_error_inside_a_job_is_a_clear_failure(tmp_path):
+    def boom(progress, cancel):
+        raise MemoryError
+
+    snap = Job("p/audit", "audit", boom, folder=tmp_path).start().wait(10)
+    assert snap.status == "failed" and snap.error_type == "MemoryError"
+    assert "ran out of memory" in snap.error and "the server stays up" in snap.error
+
+
+def test_the_job_memory_limit_follows_the_machine_or_the_setting(monkeypatch):
+    from ogaudit.data import limits
+    from ogaudit.server.jobs import job_memory_limit
+
+    monkeypatch.setattr(limits, "total_memory", lambda: 10 * 1024**3)
+    assert job_memory_limit({})[0] == int(10 * 1024**3 * 0.85)
+    assert job_memory_limit({"OGAUDIT_JOB_MEMORY_LIMIT": "3G"}) == (3 * 1024**3, "OGAUDIT_JOB_MEMORY_LIMIT=3G")
