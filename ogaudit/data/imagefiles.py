@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -97,16 +96,14 @@ def read_image(path: Path) -> tuple[Image.Image | None, str | None]:
     """Open and fully decode one image as a viewer shows it (EXIF orientation applied); return it or the reason
     it cannot be used."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_image(path) as image:
-                width, height = image.size
-                if reduction(image) is None:
-                    return None, _too_large(image)
-                if min(width, height) < MIN_IMAGE_SIDE:
-                    return None, f"image too small ({width}x{height} pixels; at least {MIN_IMAGE_SIDE} a side)"
-                decoded = decode_reduced(image)
-                return _to_standard_mode(ImageOps.exif_transpose(decoded)), None
+        with open_image(path) as image:  # sizes checked here (Pillow's own guard is left to open_image)
+            width, height = image.size
+            if reduction(image) is None:
+                return None, _too_large(image)
+            if min(width, height) < MIN_IMAGE_SIDE:
+                return None, f"image too small ({width}x{height} pixels; at least {MIN_IMAGE_SIDE} a side)"
+            decoded = decode_reduced(image)
+            return _to_standard_mode(ImageOps.exif_transpose(decoded)), None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None, "image too large (decompression bomb guard)"
     except UnidentifiedImageError:

@@ -252,8 +252,8 @@ def decode_reduced(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Im
     plan = reduction(image, max_pixels) or (1, False)
     scale, full = plan
     if scale > 1 and not full:
-        width, height = image.size
-        image.draft(image.mode, (math.ceil(width / scale), math.ceil(height / scale)))
+        width, height = image.size  # Pillow picks the largest scale whose size is at least the one asked for:
+        image.draft(image.mode, (max(1, width // scale), max(1, height // scale)))  # floor, so it picks this one
     image.load()
     if scale > 1 and full:
         return image.reduce(scale)

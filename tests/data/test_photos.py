@@ -114,3 +114,15 @@ def test_heic_photos_are_read_and_large_ones_reduced_under_the_memory_checks(tmp
         assert (header.width, header.height, header.decode_pixels) == (1024, 768, 2048 * 1536)
         assert header.decoded_bytes == 2048 * 1536 * 4  # the full-size decode is what the estimate counts
         assert decode_reduced(image, max_pixels=1_000_000).size == (1024, 768)
+
+
+def test_odd_sizes_are_reduced_by_the_decoder_not_decoded_whole():
+    """Pillow's draft picks the largest scale whose size is at least the one asked for: asking for the rounded-up
+    size of an odd-sized photo would get the whole photo."""
+    buffer = io.BytesIO()
+    Image.new("L", (8065, 6047), 7).save(buffer, format="JPEG")
+    buffer.seek(0)
+    with open_image(buffer) as image:
+        header = header_of(image)
+        assert (header.width, header.height) == (4033, 3024)
+        assert decode_reduced(image).size == (4033, 3024)
