@@ -31,7 +31,6 @@ names it was created for; opening it for other data warns and sets :attr:`Ledger
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -52,6 +51,11 @@ import pandas as pd
 
 from ogaudit.errors import LedgerError
 from ogaudit.storage import atomic_path, check_replaceable, current_umask
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; a writer racing another can only leave the -saved number behind
+    fcntl = None
 
 if TYPE_CHECKING:
     from ogaudit.data.dataset import Dataset
@@ -383,10 +387,12 @@ class Ledger:
         except OSError:
             return
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            text = os.pread(handle, _SAVED_WIDTH, 0).decode("ascii", "replace").strip()
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+            text = os.read(handle, _SAVED_WIDTH).decode("ascii", "replace").strip()
             if not text.isdigit() or int(text) < seq:
-                os.pwrite(handle, f"{seq:0{_SAVED_WIDTH - 1}d}\n".encode(), 0)
+                os.lseek(handle, 0, os.SEEK_SET)
+                os.write(handle, f"{seq:0{_SAVED_WIDTH - 1}d}\n".encode())
         except OSError:
             pass
         finally:
