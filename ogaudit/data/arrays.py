@@ -16,7 +16,7 @@ import numpy as np
 
 from ogaudit.data.dataset import Dataset, SourceArrays, add_notice, canonical_labels, check_labels, rare_class_notes
 from ogaudit.data.imagefiles import MIN_IMAGE_SIDE
-from ogaudit.data.limits import check_budget, check_npz
+from ogaudit.data.limits import check_budget, check_npz, read_header_2_or_3
 from ogaudit.errors import DataError
 
 
@@ -108,8 +108,10 @@ def _npy_folder_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
             version = fmt.read_magic(handle)
             if version not in ((1, 0), (2, 0), (3, 0)):
                 raise ValueError(f"unknown .npy version {version}")
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read(handle)  # numpy refuses headers over 10,000 bytes
+            if version == (1, 0):  # numpy refuses headers over 10,000 bytes
+                shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+            else:  # 3.0 is 2.0 with UTF-8 text (field names): numpy's own reader for both
+                shape, fortran, dtype = read_header_2_or_3(handle, version)
             offset = handle.tell()
     except (OSError, ValueError, EOFError, SyntaxError) as error:
         raise DataError(

@@ -401,7 +401,7 @@ def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
         if version == (1, 0):
             shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
         elif version in ((2, 0), (3, 0)):
-            shape, _fortran, dtype = _read_header_2_or_3(stream, version)
+            shape, _fortran, dtype = read_header_2_or_3(stream, version)
         else:
             raise ValueError(f"unknown .npy format version {major}.{minor}")
     except (ValueError, EOFError, OSError, SyntaxError, TypeError) as error:
@@ -412,7 +412,7 @@ def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
     return ArrayHeader(name, tuple(int(n) for n in shape), np.dtype(dtype))
 
 
-def _read_header_2_or_3(stream: BinaryIO, version: tuple[int, int]):
+def read_header_2_or_3(stream: BinaryIO, version: tuple[int, int]):
     """Format 2.0 and 3.0 headers differ only in their text's encoding (latin-1, UTF-8): numpy's own reader for
     both when this numpy has it, else its 2.0 reader (which reads any ASCII 3.0 header)."""
     impl = getattr(np.lib, "_format_impl", np.lib.format)
