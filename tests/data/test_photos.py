@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from ogaudit.data import limits
-from ogaudit.data.imagefiles import read_image, read_image_as_shown
-from ogaudit.data.limits import decode_reduced, header_of, open_image, read_image_header
+from ogaudit.data.imagefiles import MAX_IMAGE_PIXELS, MAX_SIDE, read_image, read_image_as_shown
+from ogaudit.data.limits import decode_reduced, header_of, image_memory_estimate, open_image, read_image_header
 from ogaudit.data.load import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +72,11 @@ def test_48_and_200_megapixel_phone_jpegs_load_at_reduced_scale_with_little_memo
     # Decoded whole and brought to RGB, the 48 MP photo alone grows a process by about 560 MB (measured: 141 MB
     # reduced), and the 200 MP one is 200 MB as grey pixels before any copy; both together here stay well under.
     assert result["peak_mb"] - result["base_mb"] < 250, result
+    files = sorted(photo_folder.rglob("*.jpg"))
+    estimate, _ = image_memory_estimate(
+        [read_image_header(f) for f in files], max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE
+    )
+    assert (result["peak_mb"] - result["base_mb"]) * 1024**2 < estimate  # the estimate is not optimistic
 
 
 def test_reduced_photos_are_the_picture_and_thumbnails_read_them_too(photo_folder):
