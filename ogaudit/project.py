@@ -491,8 +491,8 @@ class Project(RunFolder):
         return (
             f"{str(self.ledger_path())!r} holds a review of the data this folder audited before (dataset "
             f"{previous}); this scan audits other data ({dataset_fingerprint}). The review is kept as it is, but "
-            "its decisions may not fit these samples: export them and move ledger.sqlite away, or scan into a new "
-            "folder."
+            "its decisions may not fit these samples: export them and move ledger.sqlite (and ledger.sqlite-saved) "
+            "away, or scan into a new folder."
         )
 
     # ------------------------------------------------------------ requests, verify, jobs, files
@@ -595,7 +595,8 @@ def ledger_mismatch_message(ledger: Ledger) -> str:
     return (
         f"The review in {str(ledger.path)!r} was made for other data (dataset {ledger.stored_fingerprint}; the "
         f"current run audited {ledger.dataset_fingerprint}): its decisions, scores and ranks may not fit these "
-        "samples. Export them (ogaudit export decisions), then move ledger.sqlite away, or scan into a new folder."
+        "samples. Export them (ogaudit export decisions), then move ledger.sqlite (and ledger.sqlite-saved) away, "
+        "or scan into a new folder."
     )
 
 

@@ -212,7 +212,10 @@ def run_add(args: argparse.Namespace) -> int:
 def run_backup(args: argparse.Namespace) -> int:
     with _warnings_printed():
         path = Project(args.project).backup(args.out, data=args.data)
-    print(f"wrote a consistent copy of the ledger to {path} (restore: stop the server, copy it over ledger.sqlite)")
+    print(
+        f"wrote a consistent copy of the ledger to {path} (restore: stop the server, move ledger.sqlite-wal, -shm "
+        "and -saved away, copy it over ledger.sqlite)"
+    )
     return 0
 
 
