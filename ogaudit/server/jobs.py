@@ -12,12 +12,15 @@ Memory: loaders refuse what their estimates say will not fit (:mod:`ogaudit.data
 everything. A job runs in a thread of the app's server, so one that outgrows the machine would take the server,
 and every reviewer, down with it. While jobs run, a watchdog (:class:`MemoryWatchdog`) samples the process's
 resident memory; above the limit (``OGAUDIT_JOB_MEMORY_LIMIT``, default 85% of the memory this process may use)
-it stops every running job at its next cancellation check and records it as failed with a message that says
-why; a ``MemoryError`` raised inside a job is reported the same way. The server stays up.
+it stops every running job at its next cancellation check, or, when a job goes on growing for ``MEMORY_GRACE_S``
+without reaching one, raises :class:`MemoryLimitExceeded` inside its thread; either way the job is recorded as
+failed with a message that says why. A ``MemoryError`` raised inside a job is reported the same way. The server
+stays up.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -105,6 +108,14 @@ def read_status(folder: str | Path, kind: str) -> JobSnapshot | None:
 JOB_MEMORY_LIMIT_ENV = "OGAUDIT_JOB_MEMORY_LIMIT"
 JOB_MEMORY_SHARE = 0.85
 WATCH_INTERVAL_S = 0.1
+MEMORY_GRACE_S = 2.0
+"""Seconds a job over the memory limit has to reach its next cancellation check before the watchdog raises
+:class:`MemoryLimitExceeded` inside its thread."""
+
+
+class MemoryLimitExceeded(Cancelled):
+    """Raised inside a job's thread by the watchdog (at the thread's next Python instruction) when the job went on
+    growing past the memory limit without reaching a cancellation check."""
 
 
 def resident_bytes() -> int:
@@ -179,6 +190,8 @@ class Job:
     folder : the project folder its status is written to (None: nowhere).
     stage_weights : share of the time per stage name, for :attr:`JobSnapshot.fraction`.
     memory_limit : resident bytes of the process at which the job is stopped (default :func:`job_memory_limit`).
+    memory_grace_s : seconds it then has to reach a cancellation check before :class:`MemoryLimitExceeded` is
+        raised in its thread.
     """
 
     def __init__(
@@ -190,6 +203,7 @@ class Job:
         folder: str | Path | None = None,
         stage_weights: Mapping[str, float] | None = None,
         memory_limit: int | None = None,
+        memory_grace_s: float = MEMORY_GRACE_S,
     ):
         self.job_id, self.kind, self.target = job_id, kind, target
         if memory_limit is None:
@@ -197,6 +211,11 @@ class Job:
         else:
             self.memory_limit, self._limit_source = memory_limit, "this job's memory_limit"
         self._memory_stop: str | None = None
+        self._memory_grace_s = memory_grace_s
+        self._memory_stop_at = 0.0
+        self._target_lock = threading.Lock()  # guards _in_target: an interruption only lands inside the target
+        self._in_target = False
+        self._thread_ident: int | None = None
         self.folder = None if folder is None else Path(folder)
         self.stage_weights = dict(stage_weights or {})
         self.cancel_event = threading.Event()
@@ -222,9 +241,16 @@ class Job:
         """Run the target in this thread, capturing its outcome (never raises)."""
         self._started = time.monotonic()
         self._update(status="running")
+        self._thread_ident = threading.get_ident()
         WATCHDOG.watch(self)
         try:
-            result = self.target(self._progress, self.cancel_event)
+            try:
+                with self._target_lock:
+                    self._in_target = True
+                result = self.target(self._progress, self.cancel_event)
+            finally:
+                with self._target_lock:
+                    self._in_target = False
         except Cancelled as error:
             if self._memory_stop:
                 self._finish(status="failed", error=self._memory_stop, error_type="MemoryLimit")
@@ -266,10 +292,23 @@ class Job:
                 f"Stopped during the {self._state.stage or 'first'} stage: the server's memory reached "
                 f"{format_bytes(resident)}, over the limit of {format_bytes(self.memory_limit)} "
                 f"({self._limit_source}), before it could take the server down. A run it did not finish is never "
-                "shown as finished. Use fewer or smaller samples, lower OGAUDIT_MEMORY_BUDGET so that loading refuses such data "
-                "up front, or run it on a machine with more memory."
+                "shown as finished. Use fewer or smaller samples, lower OGAUDIT_MEMORY_BUDGET so that loading "
+                "refuses such data up front, or run it on a machine with more memory."
             )
-        self.cancel_event.set()
+            self._memory_stop_at = time.monotonic()
+            self.cancel_event.set()
+        elif time.monotonic() - self._memory_stop_at > self._memory_grace_s:
+            self._interrupt()  # still growing, and no cancellation check reached: stop it where it is
+            self._memory_stop_at = time.monotonic()
+
+    def _interrupt(self) -> None:
+        """Raise :class:`MemoryLimitExceeded` in the job's thread at its next Python instruction, if it is still
+        inside its target (a call in C, such as one numpy operation, finishes first)."""
+        with self._target_lock:
+            if self._in_target and self._thread_ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._thread_ident), ctypes.py_object(MemoryLimitExceeded)
+                )
 
     def cancel(self) -> None:
         """Ask the target to stop at its next check; the status becomes "cancelled" when it does."""

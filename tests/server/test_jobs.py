@@ -233,3 +233,28 @@ def test_the_job_memory_limit_follows_the_machine_or_the_setting(monkeypatch):
     monkeypatch.setattr(limits, "total_memory", lambda: 10 * 1024**3)
     assert job_memory_limit({})[0] == int(10 * 1024**3 * 0.85)
     assert job_memory_limit({"OGAUDIT_JOB_MEMORY_LIMIT": "3G"}) == (3 * 1024**3, "OGAUDIT_JOB_MEMORY_LIMIT=3G")
+
+
+def test_a_job_that_never_checks_for_cancellation_is_interrupted_in_its_thread(tmp_path):
+    """A loop that grows and never reaches a check (a loader's own loop): after the grace period the watchdog
+    raises MemoryLimitExceeded inside the job's thread, and the job fails with the same message."""
+    from ogaudit.server.jobs import resident_bytes
+
+    held: list[bytearray] = []
+
+    def deaf(progress, cancel):
+        progress("load", 0.0, "reading")
+        for _ in range(300):  # up to 3 GB if nothing stops it; never looks at cancel
+            held.append(bytearray(10 * 1024**2))
+            time.sleep(0.02)
+        return "finished"
+
+    limit = resident_bytes() + 150 * 1024**2
+    job = Job("p/audit", "audit", deaf, folder=tmp_path, memory_limit=limit, memory_grace_s=0.3)
+    snap = job.start().wait(60)
+    grown = len(held) * 10
+    held.clear()
+    assert snap.status == "failed" and snap.error_type == "MemoryLimit", snap
+    assert "the server's memory reached" in snap.error and snap.traceback is None
+    assert grown < 600, grown  # stopped within the grace period, far from the 3 GB it would have taken
+    assert not job._in_target
