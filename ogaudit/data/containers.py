@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 from ogaudit.data.arrays import dataset_from_arrays
-from ogaudit.data.dataset import Dataset
+from ogaudit.data.dataset import Dataset, add_notice
+from ogaudit.data.limits import check_budget, format_bytes, memory_budget
 from ogaudit.errors import DataError
 
 IN_MEMORY_SOURCES = {"arrays": "arrays (x, y)", "dataframe": "a pandas DataFrame", "torch-dataset": "a torch Dataset"}
@@ -98,8 +99,61 @@ def _from_tuple(data: tuple, class_names, fold: bool) -> Dataset:
         class_names = data[2]
     if class_names is not None:
         class_names = [str(name) for name in _to_numpy(class_names, "class_names").tolist()]
+    x_estimate = _array_estimate(data[0])
+    if x_estimate is not None:  # before any copy: a tensor on a GPU, a broadcast view, a memory map
+        check_budget(x_estimate[0], what="the arrays (x, y)", detail=x_estimate[1])
     x, y = _to_numpy(data[0], "x"), _to_numpy(data[1], "y")
-    return dataset_from_arrays(x, y, class_names=class_names, source="arrays", fold_label_case=fold)
+    if x_estimate is None:  # a list or other sequence: read as an array first
+        estimate, detail = _array_estimate(x)
+        check_budget(estimate, what="the arrays (x, y)", detail=detail)
+    return dataset_from_arrays(x, _label_array(y, "y"), class_names=class_names, source="arrays", fold_label_case=fold)
+
+
+def _array_estimate(value) -> tuple[int, str] | None:
+    """Bytes :func:`dataset_from_arrays` needs for ``x`` given as ``value`` (a numpy array or torch tensor; None
+    for anything else): the float32 (or uint8 image) array models read, plus the copy that reading ``value``
+    makes unless it already lies in memory as one contiguous block (a tensor on a GPU or of a dtype numpy lacks,
+    a broadcast or strided view, a memory map: each counted at the full size it becomes)."""
+    if _is_tensor(value):
+        _check_tensor(value, "x")
+        shape, itemsize = tuple(value.shape), value.element_size()
+        resident = (
+            value.device.type == "cpu"
+            and value.layout == sys.modules["torch"].strided
+            and not value.is_nested
+            and value.is_contiguous()
+            and value.dtype not in _HALF_DTYPES()
+        )
+        if value.dtype in _HALF_DTYPES():
+            itemsize = 4  # converted to float32
+        dtype = str(value.dtype).removeprefix("torch.")
+    elif isinstance(value, np.ndarray):
+        shape, itemsize, dtype = value.shape, value.dtype.itemsize, str(value.dtype)
+        resident = value.flags.c_contiguous and not _is_memory_map(value)
+    else:
+        return None
+    values = int(np.prod(shape, dtype=object)) if shape else 0
+    held = values * (1 if dtype == "uint8" and len(shape) >= 3 else 4)
+    copy = 0 if resident else values * itemsize
+    detail = f"x {shape} {dtype}: {format_bytes(held)} as the models' array" + (
+        f", {format_bytes(copy)} to read it into memory" if copy else ""
+    )
+    return held + copy, detail
+
+
+def _is_memory_map(array: np.ndarray) -> bool:
+    import mmap
+
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def _HALF_DTYPES() -> tuple:
+    torch = sys.modules["torch"]
+    return (torch.bfloat16, torch.float16)
 
 
 def _from_dataframe(frame, class_names, label_column, id_column, fold: bool) -> Dataset:
@@ -145,11 +199,92 @@ def _from_dataframe(frame, class_names, label_column, id_column, fold: bool) -> 
             "(frame.drop(columns=[...])), encode them as numbers (pandas.get_dummies), or name the label column "
             "with label_column=."
         )
+    values = len(frame) * len(features)  # sparse columns too: to_numpy expands them
+    check_budget(
+        values * (8 + 4),
+        what="the DataFrame",
+        detail=f"{len(frame):,} rows x {len(features):,} feature columns: {format_bytes(values * 8)} as float64, "
+        f"{format_bytes(values * 4)} as the models' float32 array",
+    )
+    also_labels = [c for c in features if c != label and _column([c], None, LABEL_COLUMNS, what="") is not None]
+    for other in also_labels:
+        if labels.dtype.kind in "biuf" and np.array_equal(
+            frame.iloc[:, columns.index(other)].to_numpy(dtype=np.float64), labels.to_numpy(dtype=np.float64)
+        ):
+            raise DataError(
+                f"The DataFrame's column {other!r} holds the same values as the label column {label!r}; as a "
+                f"feature it would give every label away. Drop it: frame.drop(columns=[{other!r}]), or name the "
+                "label column with label_column=."
+            )
     x = frame.iloc[:, [columns.index(c) for c in features]].to_numpy(dtype=np.float64)
-    y = labels.to_numpy()
-    if y.dtype == object and all(isinstance(v, int | np.integer) for v in y[:1000]):
-        y = y.astype(np.int64)
-    return dataset_from_arrays(x, y, ids=ids, class_names=_names(class_names), source="dataframe", fold_label_case=fold)
+    y = _label_array(labels.to_numpy(), f"the label column {label!r}")
+    dataset = dataset_from_arrays(
+        x, y, ids=ids, class_names=_names(class_names), source="dataframe", fold_label_case=fold
+    )
+    if also_labels:
+        add_notice(
+            dataset.notes,
+            f"The DataFrame's column {label!r} is taken as the labels; {also_labels} also "
+            f"look{'s' if len(also_labels) == 1 else ''} like label columns and {'is' if len(also_labels) == 1 else 'are'} "
+            "kept as features. Name the labels with label_column=, and drop columns that are not features.",
+        )
+    return dataset
+
+
+MAX_LABEL_INT = 2**62
+"""Integer labels beyond this magnitude are refused: they are ids or hashes, not classes."""
+
+
+def _label_array(y: np.ndarray, what: str) -> np.ndarray:
+    """An object-dtype label array typed from every value: all integers -> int64 class indices, all strings ->
+    names; missing values (None, NaN), non-integral floats, huge integers and mixed types are refused naming
+    the first row. Other dtypes pass unchanged (:func:`dataset_from_arrays` checks them)."""
+    if y.dtype != object:
+        return y
+    flat = y.reshape(-1) if y.ndim == 2 and y.shape[1:] == (1,) else y
+    if flat.ndim != 1:
+        return y  # not one label per sample: dataset_from_arrays says so
+    kinds = []
+    for row, value in enumerate(flat.tolist()):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or (isinstance(value, float) and value != value):
+            raise DataError(
+                f"{what} has a missing label (None or NaN) at row {row}. Drop the samples without a label, or "
+                "give them one."
+            )
+        if isinstance(value, bool):
+            kind = "bool"
+        elif isinstance(value, int):
+            if abs(value) > MAX_LABEL_INT:
+                raise DataError(
+                    f"{what} holds the integer {value} at row {row}, too large for a class index; labels are class "
+                    "indices or names. Map such values to classes, or give them as strings."
+                )
+            kind = "int"
+        elif isinstance(value, float):
+            if not np.isfinite(value) or value != int(value):
+                raise DataError(
+                    f"{what} holds the non-integer number {value!r} at row {row}; labels are integer class indices "
+                    "or class names (strings). Round or map them to classes."
+                )
+            kind = "int"
+        elif isinstance(value, str | bytes):
+            kind = "str"
+        else:
+            raise DataError(
+                f"{what} holds a {type(value).__name__} ({str(value)[:40]!r}) at row {row}; labels are integer "
+                "class indices or class names (strings)."
+            )
+        kinds.append(kind)
+        if kind != kinds[0]:
+            raise DataError(
+                f"{what} mixes label types: row 0 is {kinds[0]} ({flat[0]!r}) but row {row} is {kind} "
+                f"({value!r}). Give every label as an integer index or every label as a name: e.g. y.astype(str)."
+            )
+    if kinds and kinds[0] in ("int", "bool"):
+        return np.array([int(v) for v in flat.tolist()], dtype=np.int64 if kinds[0] == "int" else bool).reshape(y.shape)
+    return y
 
 
 def _column(columns: list[str], given: str | None, known: tuple[str, ...], *, what: str, exclude=None):
@@ -163,31 +298,135 @@ def _column(columns: list[str], given: str | None, known: tuple[str, ...], *, wh
 
 
 def _from_torch_dataset(data, class_names, fold: bool) -> Dataset:
-    from torch.utils.data import DataLoader
+    """Read every ``(x, y)`` sample in order, :data:`LOADER_BATCH` at a time, within the memory budget: a
+    dataset with a length is estimated from it and its first sample before anything else is read; one without
+    (an ``IterableDataset``) is counted while it is read and stopped once over the budget."""
+    from torch.utils.data import IterableDataset
 
-    try:
-        loader = DataLoader(data, batch_size=LOADER_BATCH, shuffle=False, num_workers=0)
-        xs, ys = [], []
-        for batch in loader:
-            if not isinstance(batch, list | tuple) or len(batch) != 2:
-                raise DataError(
-                    f"The torch Dataset {type(data).__name__} must yield (x, y) pairs; a batch of its samples is "
-                    f"{_described(batch)}. Wrap it so that __getitem__ returns (tensor, label)."
+    name = type(data).__name__
+    budget = memory_budget()
+    length = None
+    if not isinstance(data, IterableDataset) and hasattr(type(data), "__len__"):
+        try:
+            length = len(data)
+        except Exception as error:  # noqa: BLE001 - the user's __len__: any failure is theirs to fix
+            raise DataError(f"len() of the torch Dataset {name} failed ({type(error).__name__}: {error}).") from error
+        if length < 0:
+            raise DataError(f"The torch Dataset {name} says its length is {length}; __len__ must return N ≥ 0.")
+    samples = _samples(data, length)
+    xs, ys, batch_x, batch_y = [], [], [], []
+    first_shape = None
+    read = 0
+    for index, sample in samples:
+        x, y = _sample_pair(sample, index, name)
+        if first_shape is None:
+            first_shape = x.shape
+            if length is not None:  # before reading more: N x the first sample, as read, stacked and as float32
+                per_sample = x.nbytes * 2 + x.size * 4
+                check_budget(
+                    length * per_sample,
+                    what=f"the torch Dataset {name}",
+                    detail=f"{length:,} samples like sample 0 (x {x.shape} {x.dtype}): {format_bytes(per_sample)} each "
+                    "read, stacked and as float32",
+                    budget=budget,
                 )
-            xs.append(_to_numpy(batch[0], "x"))
-            labels = batch[1]
-            ys.append(np.asarray(labels, dtype=str) if isinstance(labels, list) else _to_numpy(labels, "y"))
-    except TypeError as error:  # default_collate: PIL images, dicts of mixed types, ...
-        raise DataError(
-            f"Cannot stack the samples of the torch Dataset {type(data).__name__} ({error}). Each sample must be "
-            "(x, y) with x a tensor or array of one shape (add transforms.ToTensor() for images) and y an int or str."
-        ) from error
+        elif x.shape != first_shape:
+            raise DataError(
+                f"Sample {index} of the torch Dataset {name} has x of shape {x.shape} but sample 0 has "
+                f"{first_shape}; every sample must have one shape. Resize or pad them in the Dataset's transform "
+                "(e.g. transforms.Resize((H, W)) for images)."
+            )
+        batch_x.append(x)
+        batch_y.append(y)
+        read += x.nbytes * 2 + x.size * 4
+        if len(batch_x) == LOADER_BATCH:
+            xs.append(np.stack(batch_x))
+            ys.append(_stack_labels(batch_y))
+            batch_x, batch_y = [], []
+            if length is None:
+                check_budget(
+                    read,
+                    what=f"the torch Dataset {name}",
+                    detail=f"{index + 1:,} samples read so far, stopped there",
+                    budget=budget,
+                )
+    if batch_x:
+        xs.append(np.stack(batch_x))
+        ys.append(_stack_labels(batch_y))
     if not xs:
-        raise DataError(f"The torch Dataset {type(data).__name__} is empty; give at least two classes of samples.")
+        raise DataError(f"The torch Dataset {name} is empty; give at least two classes of samples.")
     x, y = np.concatenate(xs), np.concatenate(ys)
-    if x.ndim == 4 and x.shape[1] in (1, 3):  # torch's (N, C, H, W) as ogaudit's (N, H, W, C)
+    del xs, ys
+    if x.ndim == 4 and x.shape[1] in (1, 3, 4):  # torch's (N, C, H, W) as ogaudit's (N, H, W, C)
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     return dataset_from_arrays(x, y, class_names=_names(class_names), source="torch-dataset", fold_label_case=fold)
+
+
+def _samples(data, length: int | None):
+    """``(index, sample)`` in order: ``data[i]`` for ``i < length``, else the dataset's iterator; the user's own
+    failures become a DataError naming the index."""
+    name = type(data).__name__
+    if length is not None:
+        for index in range(length):
+            try:
+                sample = data[index]
+            except Exception as error:  # noqa: BLE001 - the user's __getitem__
+                raise DataError(
+                    f"Reading sample {index} of the torch Dataset {name} failed ({type(error).__name__}: {error}). "
+                    "Fix its __getitem__ (or its __len__, if it claims more samples than it has)."
+                ) from error
+            yield index, sample
+        return
+    index = 0
+    try:
+        iterator = iter(data)
+    except Exception as error:  # noqa: BLE001
+        raise DataError(f"The torch Dataset {name} cannot be iterated ({type(error).__name__}: {error}).") from error
+    while True:
+        try:
+            sample = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 - the user's __iter__
+            raise DataError(
+                f"Reading sample {index} of the torch Dataset {name} failed ({type(error).__name__}: {error})."
+            ) from error
+        yield index, sample
+        index += 1
+
+
+def _sample_pair(sample, index: int, name: str) -> tuple[np.ndarray, object]:
+    if not isinstance(sample, list | tuple) or len(sample) != 2:
+        raise DataError(
+            f"The torch Dataset {name} must yield (x, y) pairs; sample {index} is {_described(sample)}. Wrap it so "
+            "that __getitem__ returns (tensor, label)."
+        )
+    x, y = sample
+    if type(x).__module__.startswith("PIL"):
+        raise DataError(
+            f"Sample {index} of the torch Dataset {name} is a PIL image; add transforms.ToTensor() so that x is a "
+            "tensor."
+        )
+    x = _to_numpy(x, f"x of sample {index}")
+    if x.dtype == object or x.dtype.kind not in "biuf":
+        raise DataError(
+            f"x of sample {index} of the torch Dataset {name} has dtype {x.dtype}; each x must be a numeric tensor "
+            "or array of one shape (add transforms.ToTensor() for images)."
+        )
+    if isinstance(y, str | bytes):
+        return x, y
+    label = _to_numpy(y, f"y of sample {index}")
+    if label.dtype == object or label.dtype.kind not in "biufUS":
+        raise DataError(
+            f"y of sample {index} of the torch Dataset {name} is {_described(y)}; each y must be an int or a str."
+        )
+    return x, label
+
+
+def _stack_labels(labels: list) -> np.ndarray:
+    if any(isinstance(v, str | bytes) for v in labels):
+        return np.asarray([v if isinstance(v, str | bytes) else str(v.item()) for v in labels], dtype=str)
+    return np.stack(labels)
 
 
 def _names(class_names) -> list[str] | None:
@@ -195,10 +434,25 @@ def _names(class_names) -> list[str] | None:
 
 
 def _to_numpy(value, what: str) -> np.ndarray:
-    """``value`` as a numpy array: torch tensors detached and moved to the CPU, pandas objects by ``to_numpy``."""
+    """``value`` as a numpy array: torch tensors detached and moved to the CPU (bfloat16 and float16 as
+    float32), pandas objects by ``to_numpy``; sparse matrices and tensors, nested and 'meta' tensors and masked
+    arrays with masked values are refused with the fix."""
     if _is_tensor(value):
-        return value.detach().cpu().numpy()
-    if hasattr(value, "to_numpy") and type(value).__module__.startswith("pandas"):
+        return _tensor_to_numpy(value, what)
+    module = type(value).__module__
+    if module.startswith("scipy.sparse"):
+        raise DataError(
+            f"{what} is a scipy sparse matrix ({type(value).__name__} of shape {getattr(value, 'shape', '?')}); give a "
+            f"dense array: {what.split()[0]}.toarray() (mind its size: N x F values)."
+        )
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmaskarray(value).any():
+            raise DataError(
+                f"{what} is a masked array with {int(np.ma.getmaskarray(value).sum())} masked value(s); ogaudit "
+                "does not guess them. Drop those samples, or fill them yourself: array.filled(value)."
+            )
+        return np.asarray(value.data)  # nothing masked: the values as they are
+    if hasattr(value, "to_numpy") and module.startswith("pandas"):
         return value.to_numpy()
     try:
         array = np.asarray(value)
@@ -210,6 +464,38 @@ def _to_numpy(value, what: str) -> np.ndarray:
             "of one shape per sample: numpy.stack(samples).astype('float32')."
         )
     return array
+
+
+def _tensor_to_numpy(tensor, what: str) -> np.ndarray:
+    torch = sys.modules["torch"]
+    _check_tensor(tensor, what)
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.to(torch.float32)  # numpy has no bfloat16; models compute in float32 anyway
+    return tensor.cpu().resolve_conj().resolve_neg().numpy()
+
+
+def _check_tensor(tensor, what: str) -> None:
+    """Refuse tensors whose values cannot be read as one dense array, with the fix."""
+    torch = sys.modules["torch"]
+    shown = what.split()[0]
+    if tensor.is_nested:
+        raise DataError(
+            f"{what} is a nested tensor (samples of different shapes); give one shape per sample: pad them, "
+            f"e.g. torch.nested.to_padded_tensor({shown}, 0.0), or resize them first."
+        )
+    if tensor.layout != torch.strided:
+        raise DataError(
+            f"{what} is a sparse tensor (layout {str(tensor.layout).removeprefix('torch.')}); give a dense one: "
+            f"{shown}.to_dense() (mind its size: {tuple(tensor.shape)})."
+        )
+    if tensor.device.type == "meta":
+        raise DataError(
+            f"{what} is a 'meta' tensor: it has a shape {tuple(tensor.shape)} but no values to read. Give the "
+            "tensor with its data (create or load it on 'cpu' or a GPU; a real tensor can be moved with .to('cpu'))."
+        )
+    if tensor.dtype.is_complex:
+        raise DataError(f"{what} has complex dtype {tensor.dtype}; give real numbers (e.g. {shown}.abs()).")
 
 
 def _is_tensor(value) -> bool:

@@ -169,3 +169,124 @@ def test_noise_injection_is_seeded_and_keeps_truth(digits):
     pairs = inject_label_noise(digits, 0.1, kind="pairs", seed=0)
     changed = pairs.y != pairs.true_y
     assert np.all(pairs.y[changed] == (pairs.true_y[changed] + 1) % 10)
+
+
+# ---------------------------------------------------------------- in-memory containers (ogaudit.data.containers)
+
+
+def test_containers_are_held_to_the_memory_budget_before_anything_is_copied(monkeypatch):
+    import pandas as pd
+    import torch
+
+    from ogaudit.data.containers import as_dataset
+
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "1M")
+    huge_view = np.broadcast_to(np.float64(1.0), (100_000, 100))  # 8 bytes in memory, 80 MB once copied
+    with pytest.raises(DataError, match=r"Refused the arrays \(x, y\).*\(100000, 100\) float64.*OGAUDIT_MEMORY_BUDGET"):
+        as_dataset((huge_view, np.zeros(100_000, dtype=np.int64)))
+    sparse = pd.DataFrame({f"c{i}": pd.arrays.SparseArray(np.zeros(200_000)) for i in range(10)})
+    with pytest.raises(DataError, match=r"Refused the DataFrame.*200,000 rows x 10 feature columns"):
+        as_dataset(sparse.assign(label=np.arange(200_000) % 2))
+
+    class Endless(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10**12
+
+        def __getitem__(self, index):
+            return torch.zeros(3, 32, 32), index % 2
+
+    with pytest.raises(DataError, match=r"Refused the torch Dataset Endless.*1,000,000,000,000 samples"):
+        as_dataset(Endless())
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            while True:
+                yield torch.zeros(1000), 1
+
+    with pytest.raises(DataError, match=r"Refused the torch Dataset Stream.*samples read so far, stopped there"):
+        as_dataset(Stream())
+
+
+def test_container_labels_are_typed_from_every_value():
+    import pandas as pd
+
+    from ogaudit.data.containers import as_dataset
+
+    features = pd.DataFrame(np.random.default_rng(0).random((1200, 3)), columns=list("abc"))
+    labels = [0, 1] * 600
+    for bad, message in (
+        (2.7, "non-integer number 2.7 at row 1100"),
+        ("cat", "mixes label types.* row 1100"),
+        (10**30, "too large for a class index"),
+    ):
+        column = pd.Series(labels[:1100] + [bad] + labels[1101:], dtype=object)
+        with pytest.raises(DataError, match=message):
+            as_dataset(features.assign(label=column))
+    indices = as_dataset(features.assign(label=pd.Series(labels, dtype=object)))
+    assert indices.class_names == ["0", "1"]
+    x = np.random.default_rng(0).random((40, 3))
+    for missing in (None, float("nan")):
+        with pytest.raises(DataError, match="missing label .* at row 38"):
+            as_dataset((x, np.array([0, 1] * 19 + [missing, 1], dtype=object)))
+
+
+def test_tensors_numpy_cannot_read_are_converted_or_refused_with_the_fix():
+    import scipy.sparse
+    import torch
+
+    from ogaudit.data.containers import as_dataset
+
+    x, y = np.random.default_rng(0).random((40, 5)), np.arange(40) % 2
+    for half in (torch.bfloat16, torch.float16):
+        assert as_dataset((torch.tensor(x).to(half), torch.tensor(y))).x.dtype == np.float32
+    refused = {
+        r"'meta' tensor": torch.empty(40, 5, device="meta"),
+        r"sparse tensor \(layout sparse_coo\).*x.to_dense\(\)": torch.tensor(x).to_sparse(),
+        r"sparse tensor \(layout sparse_csr\).*x.to_dense\(\)": torch.tensor(x).to_sparse_csr(),
+        r"scipy sparse matrix.*x.toarray\(\)": scipy.sparse.csr_matrix(x),
+        r"masked array with \d+ masked value.*filled": np.ma.masked_array(x, mask=x > 0.9),
+    }
+    for message, value in refused.items():
+        with pytest.raises(DataError, match=message):
+            as_dataset((value, y))
+    with pytest.raises(DataError, match="nested tensor.*to_padded_tensor"):
+        as_dataset((torch.nested.nested_tensor([torch.rand(3), torch.rand(4)]), y[:2]))
+    assert as_dataset((np.ma.masked_array(x), y)).x.shape == (40, 5)  # nothing masked: the values as they are
+
+    class Uneven(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, index):
+            if index == 5 and self.fail:
+                raise KeyError("no such file")
+            return torch.rand(3, 8 + (index == 7), 8), index % 2
+
+    uneven = Uneven()
+    uneven.fail = False
+    with pytest.raises(DataError, match=r"Sample 7 .* shape \(3, 9, 8\) but sample 0 has \(3, 8, 8\)"):
+        as_dataset(uneven)
+    uneven.fail = True
+    with pytest.raises(DataError, match=r"Reading sample 5 .*KeyError") as raised:
+        as_dataset(uneven)
+    assert isinstance(raised.value.__cause__, KeyError)
+
+    class Negative(Uneven):
+        def __len__(self):
+            return -1
+
+    with pytest.raises(DataError, match="torch Dataset Negative"):
+        as_dataset(Negative())
+
+
+def test_a_second_label_column_is_named_or_refused():
+    import pandas as pd
+
+    from ogaudit.data.containers import as_dataset
+
+    y = np.arange(40) % 2
+    frame = pd.DataFrame(np.random.default_rng(0).random((40, 3)), columns=list("abc"))
+    with pytest.raises(DataError, match="column 'y' holds the same values as the label column 'target'"):
+        as_dataset(frame.assign(target=y, y=y))
+    dataset = as_dataset(frame.assign(target=y, y=(y + 1) * 3))
+    assert any("'target' is taken as the labels; ['y']" in note for note in dataset.notes)
