@@ -222,9 +222,10 @@ def dataset_from_arrays(
     Parameters
     ----------
     x : (N, F) vectors; (N, H, W) grey images; (N, H, W, C) or channels-first (N, C, H, W) images with C = 1
-        or 3; anything else (N, ...) is flattened to vectors. Any int, uint, bool or float dtype. ``uint8``
-        images are used as they are; other images become float32 without rounding, scaled per channel by
-        their range for models and thumbnails (``Dataset.value_range``). Images under ``MIN_IMAGE_SIDE``
+        or 3 (C = 4, RGBA: the alpha channel is dropped, with a :class:`DataNotice`); other 4-D arrays are
+        flattened to vectors when their sides are under ``MIN_IMAGE_SIDE``, else refused, as are 5-D and higher.
+        Any int, uint, bool or float dtype. ``uint8`` images are used as they are; other images become float32
+        without rounding, scaled per channel by their range for models and thumbnails (``Dataset.value_range``). Images under ``MIN_IMAGE_SIDE``
         pixels a side are read as vectors.
     y : one label per sample: (N,) class indices (ints, integral floats, bools; any values, e.g. -1/1) or class
         names (strings); (N, 1) the same as a column; (N, C) one-hot or probability rows, read as their argmax
@@ -464,6 +465,21 @@ def _model_array(x: np.ndarray, notes: list[str], *, what: str) -> tuple[np.ndar
     elif x.ndim == 4 and x.shape[1] in (1, 3):
         images = x.transpose(0, 2, 3, 1)
         notes.append(f"{what} of shape {x.shape} is read as channels-first images (N, C, H, W).")
+    elif x.ndim == 4 and x.shape[3] == 4 and min(x.shape[1:3]) >= MIN_IMAGE_SIDE:
+        images = x[..., :3]
+        add_notice(notes, f"{what} of shape {x.shape} is read as RGBA images; the alpha channel is dropped (RGB kept).")
+    elif x.ndim == 4 and x.shape[1] == 4 and min(x.shape[2:4]) >= MIN_IMAGE_SIDE:
+        images = x[:, :3].transpose(0, 2, 3, 1)
+        add_notice(
+            notes,
+            f"{what} of shape {x.shape} is read as channels-first RGBA images; the alpha channel is dropped (RGB kept).",
+        )
+    elif x.ndim >= 5 or (x.ndim == 4 and max(min(x.shape[1:3]), min(x.shape[2:4])) >= MIN_IMAGE_SIDE):
+        raise DataError(
+            f"{what} has shape {x.shape}, which reads as neither feature vectors nor images: images are (N, H, W) or "
+            "(N, H, W, C) / (N, C, H, W) with C = 1 or 3 channels (4, RGBA, is read as RGB). Convert images to "
+            "grayscale or RGB first, or give feature vectors as (N, F): x.reshape(len(x), -1)."
+        )
     if images is not None and min(images.shape[1:3]) < MIN_IMAGE_SIDE:
         notes.append(
             f"{what} of shape {x.shape} is read as feature vectors: images need at least {MIN_IMAGE_SIDE} pixels "

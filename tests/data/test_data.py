@@ -290,3 +290,17 @@ def test_a_second_label_column_is_named_or_refused():
         as_dataset(frame.assign(target=y, y=y))
     dataset = as_dataset(frame.assign(target=y, y=(y + 1) * 3))
     assert any("'target' is taken as the labels; ['y']" in note for note in dataset.notes)
+
+
+def test_images_with_other_channel_counts_are_read_as_rgb_or_refused():
+    rng = np.random.default_rng(0)
+    y = np.arange(12) % 2
+    with pytest.warns(UserWarning, match="alpha channel is dropped"):
+        rgba = dataset_from_arrays(rng.integers(0, 255, (12, 8, 8, 4), dtype=np.uint8), y)
+    assert rgba.x.shape == (12, 8, 8, 3) and any("RGBA" in note for note in rgba.notes)
+    with pytest.warns(UserWarning, match="alpha channel is dropped"):
+        assert dataset_from_arrays(rng.random((12, 4, 8, 8)), y).x.shape == (12, 8, 8, 3)
+    for shape in ((12, 8, 8, 2), (12, 2, 8, 8), (12, 8, 8, 3, 2), (12, 8, 8, 7)):
+        with pytest.raises(DataError, match=r"C = 1 or 3 channels .* x.reshape\(len\(x\), -1\)"):
+            dataset_from_arrays(rng.random(shape), y)
+    assert dataset_from_arrays(rng.random((12, 2, 3, 2)), y).x.shape == (12, 12)  # small: vectors, as before
