@@ -55,7 +55,7 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
         raise DataError(f"{str(root)!r} has no class sub-folders. Arrange images as ROOT/<class name>/<image file>.")
     rel_paths, labels = [], []
     for class_dir in class_dirs:
-        for directory, subdirs, files in os.walk(class_dir):
+        for directory, subdirs, files in os.walk(class_dir, onerror=_unreadable_folder):
             here = Path(directory)
             kept_dirs = []
             for name in sorted(subdirs):
@@ -82,6 +82,14 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
             f"folder(s) {without_files[:10]} hold no image file (only what tools leave, or nothing) and are not classes."
         )
     return dataset
+
+
+def _unreadable_folder(error: OSError) -> None:
+    """``os.walk``'s ``onerror``: a folder we may not read is not skipped in silence (its images would be missing
+    from the audit): the PermissionError goes up, and :func:`~ogaudit.data.load.load_dataset` names the folder.
+    Other errors (a folder removed while being walked) leave it out, as ``os.walk`` does by default."""
+    if isinstance(error, PermissionError):
+        raise error
 
 
 def _name_problem(name: str) -> str | None:

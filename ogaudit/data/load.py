@@ -46,6 +46,12 @@ def load_dataset(
     text = str(spec)
     from ogaudit.data.text import TEXT_BUILTINS, is_text_spec, load_text_dataset
 
+    if isinstance(spec, str) and not text.strip():
+        raise DataError(
+            f"Dataset {text!r} is empty: give a built-in name ({', '.join(BUILTINS)}) or the path of your data. "
+            "(The current folder is read only when you name it: '.')"
+        )
+
     if text not in BUILTINS and text not in TEXT_BUILTINS and existing_path(text) is None:
         raise DataError(
             f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
@@ -58,23 +64,33 @@ def load_dataset(
     if text in BUILTINS:
         dataset = BUILTIN_LOADERS[text]()
     else:
-        path = existing_path(text).resolve()
-        if path.is_dir() and (path / "x.npy").exists():
-            dataset = load_npy_folder(path, fold_label_case=fold_label_case)
-        elif path.is_dir():
-            dataset = load_image_folder(path, fold_label_case=fold_label_case)
-        elif path.suffix.lower() == ".csv":
-            dataset = load_csv_manifest(path, fold_label_case=fold_label_case)
-        elif path.suffix.lower() == ".npz":
-            dataset = load_npz(path, fold_label_case=fold_label_case)
-        else:
+        try:
+            dataset = _load_path(existing_path(text).resolve(), fold_label_case)
+        except PermissionError as error:  # an unreadable folder or file met while scanning
+            where = error.filename or text
             raise DataError(
-                f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class "
-                "folders, a .csv manifest (path,label) or an .npz with x and y."
-            )
+                f"Cannot read {str(where)!r} while loading {_shown(text)}: permission denied. Give a folder that "
+                "holds only your data and that you may read (not '/' or a system folder), or fix its permissions."
+            ) from error
     if limit is not None:
         dataset = stratified_subset(dataset, limit, seed=seed)
     return dataset
+
+
+def _load_path(path: Path, fold_label_case: bool) -> Dataset:
+    """The loader of an existing path, picked by layout and suffix."""
+    if path.is_dir() and (path / "x.npy").exists():
+        return load_npy_folder(path, fold_label_case=fold_label_case)
+    if path.is_dir():
+        return load_image_folder(path, fold_label_case=fold_label_case)
+    if path.suffix.lower() == ".csv":
+        return load_csv_manifest(path, fold_label_case=fold_label_case)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, fold_label_case=fold_label_case)
+    raise DataError(
+        f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class "
+        "folders, a .csv manifest (path,label) or an .npz with x and y."
+    )
 
 
 def existing_path(text: str) -> Path | None:

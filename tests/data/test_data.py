@@ -304,3 +304,25 @@ def test_images_with_other_channel_counts_are_read_as_rgb_or_refused():
         with pytest.raises(DataError, match=r"C = 1 or 3 channels .* x.reshape\(len\(x\), -1\)"):
             dataset_from_arrays(rng.random(shape), y)
     assert dataset_from_arrays(rng.random((12, 2, 3, 2)), y).x.shape == (12, 12)  # small: vectors, as before
+
+
+def test_an_empty_name_and_an_unreadable_folder_are_refused_by_name(tmp_path, monkeypatch):
+    import os
+
+    import ogaudit.data.images as images
+
+    for empty in ("", "  "):
+        with pytest.raises(DataError, match="is empty: give a built-in name"):
+            load_dataset(empty)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / label / "0.png")
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **options):  # as os.walk does for a folder it may not list (tests run as root)
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "b" / "private")))
+        yield from real_walk(top, onerror=onerror, **options)
+
+    monkeypatch.setattr(images.os, "walk", walk)
+    with pytest.raises(DataError, match=r"Cannot read '.*b/private' while loading .*: permission denied"):
+        load_dataset(str(tmp_path))
