@@ -281,9 +281,19 @@ def score(
     if not isinstance(detector, str) or detector not in DETECTORS:
         raise SettingsError(f"detector={detector!r} is not one of {sorted(DETECTORS)}. Pick one, e.g. 'posterior'.")
     try:
+        if isinstance(budget, bool | np.bool_):  # True would be a count of 1, False nothing: never meant
+            raise SettingsError(
+                f"budget must be a fraction in (0, 1) such as 0.05, or a whole count ≥ 1 such as 200; got {budget!r}."
+            )
         budget = check_budget(budget)
     except SettingsError as error:
         raise SettingsError(f"{error} Pass budget=0.05 (5%) or budget=100 (a count).") from None
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise SettingsError(
+            f"seed must be a whole number ≥ 0 (it seeds the detectors that draw random numbers); got {seed!r}. "
+            "Pass e.g. seed=0."
+        )
+    seed = int(seed)
     if evidence is not None:
         if not isinstance(evidence, GradientEvidence):
             raise TypeError(
@@ -301,8 +311,7 @@ def score(
                 "carries its own probabilities and labels."
             )
         source = evidence
-        n, n_classes = np.asarray(evidence.probs).shape
-        label_index = np.asarray(evidence.labels, dtype=np.int64)
+        n, n_classes, label_index = _check_evidence(evidence)
         names = _class_names(class_names, n_classes, None)
     else:
         x = _matrix(features, "features", "(N, d) penultimate features, one row per sample")
@@ -382,16 +391,53 @@ def _matrix(value, name: str, shape: str) -> np.ndarray:
             f"{name} has NaN or infinite values in {int(bad.sum())} row(s), first at row {int(np.flatnonzero(bad)[0])}. "
             "Drop or fix those samples in every array."
         )
+    huge = np.abs(array).max(axis=1) > np.finfo(np.float32).max
+    if huge.any():
+        raise DataError(
+            f"{name} has values beyond the float32 range (±3.4e38) in {int(huge.sum())} row(s), first at row "
+            f"{int(np.flatnonzero(huge)[0])}; scores are computed in float32, where they become infinite. "
+            f"Rescale {name} (e.g. divide by its largest absolute value, or standardise each column)."
+        )
     return array
 
 
-def _check_probabilities(probs: np.ndarray) -> None:
+def _check_evidence(evidence: GradientEvidence) -> tuple[int, int, np.ndarray]:
+    """``(N, C, labels)`` of ``evidence``, checked as the arrays of :func:`score` are: (N, C) probabilities
+    summing to 1 per row, (N,) labels indexing its columns, finite features within float32."""
+    probs = _matrix(evidence.probs, "evidence.probs", "(N, C) probabilities")
+    n, n_classes = probs.shape
+    if n_classes < 2:
+        raise DataError(f"evidence.probs has shape {probs.shape}: one column per class, at least two classes.")
+    _check_probabilities(probs, "evidence.probs")
+    labels = _array(evidence.labels, "evidence.labels")
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"evidence.labels must be (N,) = ({n},) integer class indices; got shape {labels.shape}, dtype "
+            f"{labels.dtype}. Build the evidence with the labels as indices into the columns of its probs."
+        )
+    outside = (labels < 0) | (labels >= n_classes)
+    if outside.any():
+        raise DataError(
+            f"evidence.labels must be class indices 0 … {n_classes - 1} (the columns of evidence.probs); "
+            f"{int(outside.sum())} are outside, e.g. {labels[outside][:3].tolist()}."
+        )
+    features = getattr(evidence, "features", None)
+    if features is not None:
+        matrix = _matrix(features, "evidence.features", "(N, d + 1) features with a bias column")
+        if len(matrix) != n:
+            raise DataError(
+                f"evidence.features has {len(matrix)} rows but evidence.probs has {n}; give both per sample."
+            )
+    return n, n_classes, labels.astype(np.int64)
+
+
+def _check_probabilities(probs: np.ndarray, name: str = "probs") -> None:
     sums = probs.sum(axis=1)
     off = (probs < 0).any(axis=1) | (probs > 1).any(axis=1) | ~np.isclose(sums, 1.0, atol=1e-3)
     if off.any():
         row = int(np.flatnonzero(off)[0])
         raise DataError(
-            f"probs must hold probabilities, each row in [0, 1] summing to 1; {int(off.sum())} row(s) do not, first "
+            f"{name} must hold probabilities, each row in [0, 1] summing to 1; {int(off.sum())} row(s) do not, first "
             f"row {row}: {np.round(probs[row][:6], 4).tolist()} (sum {sums[row]:.4g}). If these are raw scores, "
             "pass them as logits= instead."
         )
@@ -415,6 +461,25 @@ def _labels(labels, n: int, n_classes: int, class_names) -> tuple[np.ndarray, li
     """(N,) int64 class indices and the C class names, from ``labels`` as indices or names."""
     if labels is None:
         raise DataError("labels is missing: give the (N,) given labels, class indices or names.")
+    categorical = _categorical(labels)
+    if categorical is not None:
+        categories, codes = categorical
+        if (codes < 0).any():
+            raise DataError(
+                f"labels is a pandas Categorical with {int((codes < 0).sum())} missing value(s), first at row "
+                f"{int(np.flatnonzero(codes < 0)[0])}; give every sample a label."
+            )
+        if class_names is None:  # the categories' order is the class order: column c of probs is categories[c]
+            if len(categories) != n_classes:
+                raise DataError(
+                    f"labels is a pandas Categorical of {len(categories)} categories ({categories[:10]}) but probs "
+                    f"has {n_classes} columns; its categories are taken as the columns, in order. Set them "
+                    "(labels.cat.set_categories([...])) or give class_names= naming each column."
+                )
+            if len(codes) != n:
+                raise DataError(f"labels must be (N,) = ({n},), one label per row of features; got {len(codes)}.")
+            return codes.astype(np.int64), categories
+        labels = np.asarray(categories, dtype=object)[codes].astype(str)  # names, placed by class_names
     y = _array(labels, "labels")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -453,6 +518,17 @@ def _labels(labels, n: int, n_classes: int, class_names) -> tuple[np.ndarray, li
             f"outside, e.g. {index[outside][:3].tolist()}. Map your classes to column positions first."
         )
     return index, _class_names(class_names, n_classes, None)
+
+
+def _categorical(labels) -> tuple[list[str], np.ndarray] | None:
+    """``(categories as str, codes)`` of a pandas Categorical or categorical Series, else None."""
+    if not type(labels).__module__.startswith("pandas"):
+        return None
+    values = getattr(labels, "array", labels)  # a Series' Categorical
+    categories, codes = getattr(values, "categories", None), getattr(values, "codes", None)
+    if categories is None or codes is None:
+        return None
+    return [str(c) for c in categories], np.asarray(codes, dtype=np.int64)
 
 
 def _sample_ids(sample_ids, n: int) -> np.ndarray:

@@ -154,6 +154,43 @@ def test_score_refuses_bad_input_naming_the_parameter_and_the_fix():
         ogaudit.score(features, probs, noisy)
 
 
+def test_score_checks_seed_budget_evidence_categoricals_and_float32_range():
+    from ogaudit.gradients import HeadEvidence
+
+    features, probs, logits, _clean, noisy = planted_flips(n=100)
+    for seed in (-1, 1.5, True, "0"):
+        with pytest.raises(SettingsError, match=f"seed must be a whole number ≥ 0.*got {seed!r}"):
+            ogaudit.score(features, probs, noisy, seed=seed)
+    with pytest.raises(SettingsError, match="got True. Pass budget="):
+        ogaudit.score(features, probs, noisy, budget=True)
+    assert len(ogaudit.score(features, probs, noisy, seed=np.int64(3))) == 100
+    with_bias = np.hstack([features, np.ones((100, 1))]).astype(np.float32)
+    bad_evidence = {
+        r"evidence.labels must be class indices 0 … 3": HeadEvidence(with_bias, probs.astype(np.float32), noisy + 4),
+        r"evidence.probs must hold probabilities": HeadEvidence(with_bias, (probs * 2).astype(np.float32), noisy),
+        r"evidence.features has NaN .* first at row 0": HeadEvidence(
+            np.where(np.arange(7) == 0, np.nan, with_bias).astype(np.float32), probs.astype(np.float32), noisy
+        ),
+    }
+    for message, evidence in bad_evidence.items():
+        with pytest.raises(DataError, match=message):
+            ogaudit.score(evidence=evidence)
+    names = np.array(["d", "c", "b", "a"])[noisy]  # column c of probs is class "dcba"[c]: not the sorted order
+    ordered = pd.Categorical(names, categories=["d", "c", "b", "a"])
+    table = ogaudit.score(features, probs, ordered)
+    assert table["given_label"].tolist() == names.tolist()
+    by_names = ogaudit.score(features, probs, names, class_names=["d", "c", "b", "a"])
+    np.testing.assert_array_equal(table["score"], by_names["score"])
+    np.testing.assert_array_equal(ogaudit.score(features, probs, pd.Series(ordered))["score"], by_names["score"])
+    with pytest.raises(DataError, match="Categorical of 5 categories"):
+        ogaudit.score(features, probs, ordered.add_categories(["e"]))
+    huge = features.copy()
+    huge[4, 1] = 1e300
+    for outputs in (dict(probs=probs), dict(logits=logits)):
+        with pytest.raises(DataError, match=r"features has values beyond the float32 range .* first at row 4"):
+            ogaudit.score(huge, labels=noisy, **outputs)
+
+
 # ---------------------------------------------------------------- audit on data in memory
 
 
