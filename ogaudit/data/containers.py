@@ -103,6 +103,10 @@ def _from_tuple(data: tuple, class_names, fold: bool) -> Dataset:
     if x_estimate is not None:  # before any copy: a tensor on a GPU, a broadcast view, a memory map
         check_budget(x_estimate[0], what="the arrays (x, y)", detail=x_estimate[1])
     x, y = _to_numpy(data[0], "x"), _to_numpy(data[1], "y")
+    if isinstance(data[1], list | tuple):  # numpy would make [1, "cat", None] strings: check the values as given
+        typed = _label_array(np.asarray(data[1], dtype=object), "y")
+        if typed.dtype != object:
+            y = typed
     if x_estimate is None:  # a list or other sequence: read as an array first
         estimate, detail = _array_estimate(x)
         check_budget(estimate, what="the arrays (x, y)", detail=detail)
@@ -341,7 +345,7 @@ def _from_torch_dataset(data, class_names, fold: bool) -> Dataset:
         read += x.nbytes * 2 + x.size * 4
         if len(batch_x) == LOADER_BATCH:
             xs.append(np.stack(batch_x))
-            ys.append(_stack_labels(batch_y))
+            ys.append(_stack_labels(batch_y, index + 1 - len(batch_y), name))
             batch_x, batch_y = [], []
             if length is None:
                 check_budget(
@@ -352,9 +356,17 @@ def _from_torch_dataset(data, class_names, fold: bool) -> Dataset:
                 )
     if batch_x:
         xs.append(np.stack(batch_x))
-        ys.append(_stack_labels(batch_y))
+        ys.append(_stack_labels(batch_y, index + 1 - len(batch_y), name))
     if not xs:
         raise DataError(f"The torch Dataset {name} is empty; give at least two classes of samples.")
+    text = [part.dtype.kind in "US" for part in ys]
+    if any(text) and not all(text):
+        first = text.index(not text[0])
+        raise DataError(
+            f"The torch Dataset {name} mixes label types: sample 0 has {ys[0][0]!r} but sample "
+            f"{first * LOADER_BATCH} has {ys[first][0]!r}. Give every y as an int (class index) or every y as a str "
+            "(class name)."
+        )
     x, y = np.concatenate(xs), np.concatenate(ys)
     del xs, ys
     if x.ndim == 4 and x.shape[1] in (1, 3, 4):  # torch's (N, C, H, W) as ogaudit's (N, H, W, C)
@@ -423,8 +435,17 @@ def _sample_pair(sample, index: int, name: str) -> tuple[np.ndarray, object]:
     return x, label
 
 
-def _stack_labels(labels: list) -> np.ndarray:
-    if any(isinstance(v, str | bytes) for v in labels):
+def _stack_labels(labels: list, start: int, name: str) -> np.ndarray:
+    """The labels of samples ``start …`` as one array; names and numbers mixed are refused naming the sample."""
+    text = [isinstance(v, str | bytes) or v.dtype.kind in "US" for v in labels]
+    if any(text) and not all(text):
+        first = text.index(not text[0])
+        raise DataError(
+            f"The torch Dataset {name} mixes label types: sample {start} has {labels[0]!r} but sample "
+            f"{start + first} has {labels[first]!r}. Give every y as an int (class index) or every y as a str "
+            "(class name)."
+        )
+    if any(text):
         return np.asarray([v if isinstance(v, str | bytes) else str(v.item()) for v in labels], dtype=str)
     return np.stack(labels)
 

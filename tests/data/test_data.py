@@ -174,7 +174,7 @@ def test_noise_injection_is_seeded_and_keeps_truth(digits):
 # ---------------------------------------------------------------- in-memory containers (ogaudit.data.containers)
 
 
-def test_containers_are_held_to_the_memory_budget_before_anything_is_copied(monkeypatch):
+def test_containers_are_held_to_the_memory_budget_before_anything_is_copied(monkeypatch, tmp_path):
     import pandas as pd
     import torch
 
@@ -195,6 +195,11 @@ def test_containers_are_held_to_the_memory_budget_before_anything_is_copied(monk
         def __getitem__(self, index):
             return torch.zeros(3, 32, 32), index % 2
 
+    np.save(tmp_path / "x.npy", np.zeros((20_000, 50)))  # float64 on disk: 8 MB once read, 4 MB as float32
+    with pytest.raises(DataError, match=r"Refused the arrays .*\(20000, 50\) float64.*to read it into memory"):
+        as_dataset((np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(20_000, dtype=np.int64)))
+    with pytest.raises(DataError, match=r"Refused the arrays .*\(20000, 50\) bfloat16"):
+        as_dataset((torch.zeros(20_000, 50, dtype=torch.bfloat16), torch.zeros(20_000)))
     with pytest.raises(DataError, match=r"Refused the torch Dataset Endless.*1,000,000,000,000 samples"):
         as_dataset(Endless())
 
@@ -209,6 +214,7 @@ def test_containers_are_held_to_the_memory_budget_before_anything_is_copied(monk
 
 def test_container_labels_are_typed_from_every_value():
     import pandas as pd
+    import torch
 
     from ogaudit.data.containers import as_dataset
 
@@ -228,6 +234,22 @@ def test_container_labels_are_typed_from_every_value():
     for missing in (None, float("nan")):
         with pytest.raises(DataError, match="missing label .* at row 38"):
             as_dataset((x, np.array([0, 1] * 19 + [missing, 1], dtype=object)))
+        with pytest.raises(DataError, match="missing label .* at row 38"):
+            as_dataset((x, [0, 1] * 19 + [missing, 1]))  # a list, as numpy would read it: 'None' is no class
+    with pytest.raises(DataError, match="mixes label types.* row 39"):
+        as_dataset((x, [0, 1] * 19 + [0, "cat"]))
+    assert as_dataset((x, [0, 1] * 20)).class_names == ["0", "1"]
+    assert as_dataset((x, ["a", "b"] * 20)).class_names == ["a", "b"]
+
+    class Mixed(torch.utils.data.Dataset):
+        def __len__(self):
+            return 300
+
+        def __getitem__(self, index):
+            return torch.zeros(2), "cat" if index in (3, 290) else index % 2
+
+    with pytest.raises(DataError, match="Mixed mixes label types: sample 0 has .* but sample 3 has 'cat'"):
+        as_dataset(Mixed())
 
 
 def test_tensors_numpy_cannot_read_are_converted_or_refused_with_the_fix():
