@@ -71,7 +71,15 @@ def as_dataset(
     TypeError : for anything else, naming the accepted forms (:data:`ACCEPTED`); for ``label_column`` /
         ``id_column`` with data that is not a DataFrame.
     DataError : for data of an accepted form that cannot be used (non-numeric feature columns named, a missing
-        label column, repeated ids, labels not one per sample, ...), with the fix.
+        label column, repeated ids, labels not one per sample, ...), with the fix. In particular: data that
+        would need more than the memory budget (:mod:`ogaudit.data.limits`), estimated before anything is
+        copied (a torch Dataset from its length and first sample, or while it is read when it has no length);
+        labels that are missing, non-integral numbers, huge integers or a mix of numbers and names (every value
+        is checked, the first bad row named); sparse (scipy or torch), nested and 'meta' tensors; masked arrays
+        with masked values (refused, never filled: fill or drop them yourself; an array with nothing masked is
+        read as it is); torch Datasets whose samples differ in shape or fail to load (the sample named). A
+        DataFrame whose label-like column other than the labels holds the same values is refused; one holding
+        other values is kept as a feature, said in ``notes``. bfloat16 and float16 tensors are read as float32.
     """
     if (label_column is not None or id_column is not None) and not _is_dataframe(data):
         raise TypeError(

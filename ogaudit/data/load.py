@@ -64,8 +64,14 @@ def load_dataset(
     if text in BUILTINS:
         dataset = BUILTIN_LOADERS[text]()
     else:
+        path = existing_path(text).resolve()
+        if path.is_dir() and path == Path(path.anchor):
+            raise DataError(
+                f"{_shown(text)} is the root of the file system; ogaudit would scan every folder on the machine. Give "
+                "the folder that holds your data."
+            )
         try:
-            dataset = _load_path(existing_path(text).resolve(), fold_label_case)
+            dataset = _load_path(path, fold_label_case)
         except PermissionError as error:  # an unreadable folder or file met while scanning
             where = error.filename or text
             raise DataError(

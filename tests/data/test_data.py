@@ -336,6 +336,8 @@ def test_an_empty_name_and_an_unreadable_folder_are_refused_by_name(tmp_path, mo
     for empty in ("", "  "):
         with pytest.raises(DataError, match="is empty: give a built-in name"):
             load_dataset(empty)
+    with pytest.raises(DataError, match="'/' is the root of the file system"):
+        load_dataset("/")
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
         Image.new("L", (8, 8)).save(tmp_path / label / "0.png")
