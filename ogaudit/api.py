@@ -363,15 +363,25 @@ def score(
 
 
 def _array(value, name: str) -> np.ndarray:
-    """``value`` as numpy: torch tensors detached and moved to the CPU."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "to_numpy"):
+    """``value`` as numpy: torch tensors detached and moved to the CPU (bfloat16/float16 as float32; sparse,
+    nested and 'meta' tensors, scipy sparse matrices and masked arrays with masked values refused with the fix),
+    as :func:`ogaudit.audit` reads them."""
+    from ogaudit.data.containers import _to_numpy
+
+    if _is_array_like_container(value):
+        return _to_numpy(value, name)
+    if hasattr(value, "to_numpy"):
         value = value.to_numpy()
     try:
         return np.asarray(value)
     except (TypeError, ValueError) as error:
         raise DataError(f"{name} cannot be read as an array ({error}); give a numpy array or a torch tensor.") from None
+
+
+def _is_array_like_container(value) -> bool:
+    """A torch tensor, scipy sparse matrix or numpy masked array: read by the containers' own conversion."""
+    module = type(value).__module__
+    return module.startswith(("torch", "scipy.sparse")) or isinstance(value, np.ma.MaskedArray)
 
 
 def _matrix(value, name: str, shape: str) -> np.ndarray:

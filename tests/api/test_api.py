@@ -184,6 +184,12 @@ def test_score_checks_seed_budget_evidence_categoricals_and_float32_range():
     np.testing.assert_array_equal(ogaudit.score(features, probs, pd.Series(ordered))["score"], by_names["score"])
     with pytest.raises(DataError, match="Categorical of 5 categories"):
         ogaudit.score(features, probs, ordered.add_categories(["e"]))
+    half = ogaudit.score(torch.tensor(features).bfloat16(), torch.tensor(probs).half(), torch.tensor(noisy))
+    assert len(half) == 100
+    with pytest.raises(DataError, match=r"features is a sparse tensor .*features.to_dense\(\)"):
+        ogaudit.score(torch.tensor(features).to_sparse(), probs, noisy)
+    with pytest.raises(DataError, match=r"probs is a masked array with 1 masked value"):
+        ogaudit.score(features, np.ma.masked_array(probs, mask=np.arange(probs.size).reshape(probs.shape) == 0), noisy)
     huge = features.copy()
     huge[4, 1] = 1e300
     for outputs in (dict(probs=probs), dict(logits=logits)):
