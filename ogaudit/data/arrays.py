@@ -331,10 +331,11 @@ def _encode_labels(
         return _encode_names(flat, class_names, fold=fold, notes=notes, encoding=encoding)
     if flat.dtype.kind == "f":
         if not np.all(np.isfinite(flat)) or not np.all(flat == np.round(flat)):
+            wrong = ~np.isfinite(flat) | (flat != np.round(flat))
             raise DataError(
-                "y must hold integer class indices or class names; found non-integer floats, e.g. "
-                f"{flat[~np.isfinite(flat) | (flat != np.round(flat))][:3].tolist()}. For scores per class give "
-                "(N, C) rows; else round or map them to classes."
+                f"y must hold integer class indices or class names; found {int(wrong.sum())} non-integer or missing "
+                f"value(s), first at row {int(np.flatnonzero(wrong)[0])}, e.g. {flat[wrong][:3].tolist()}. For "
+                "scores per class give (N, C) rows; else round or map them to classes (drop unlabelled samples)."
             )
     elif flat.dtype.kind not in "iub":
         raise DataError(f"y must hold integer class indices or class names; got dtype {y.dtype}.")

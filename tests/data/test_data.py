@@ -228,6 +228,8 @@ def test_container_labels_are_typed_from_every_value():
         column = pd.Series(labels[:1100] + [bad] + labels[1101:], dtype=object)
         with pytest.raises(DataError, match=message):
             as_dataset(features.assign(label=column))
+    with pytest.raises(DataError, match=r"non-integer or missing value\(s\), first at row 1100, e.g. \[2.7\]"):
+        as_dataset(features.assign(label=np.array(labels[:1100] + [2.7] + labels[1101:])))  # a float column
     indices = as_dataset(features.assign(label=pd.Series(labels, dtype=object)))
     assert indices.class_names == ["0", "1"]
     x = np.random.default_rng(0).random((40, 3))
