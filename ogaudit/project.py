@@ -548,6 +548,10 @@ class Project(RunFolder):
             raise ValueError(f"job kind {kind!r} must be lower-case letters, digits and '-'")
         return self.path / f"job-{kind}.json"
 
+    def job_lock_file(self, kind: str) -> Path:
+        """The file a live job of ``kind`` holds locked (``flock``) while it runs: one live job per folder."""
+        return self.job_file(kind).with_suffix(".lock")
+
     def job_state(self, kind: str) -> dict | None:
         """The raw status the last job of ``kind`` wrote, or None (also when the file is unreadable)."""
         path = self.job_file(kind)

@@ -23,6 +23,15 @@ def local_server(monkeypatch):
     monkeypatch.delenv("OGAUDIT_DATA_ROOTS", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def fresh_server_state():
+    """Each test its own server: a fresh process-wide :class:`~ogaudit.server.state.ServerState` (limiter, jobs,
+    upload grants, resumed roots), as a newly started server has. Nothing a client sends can reset it."""
+    from ogaudit.server.state import reset_server_state
+
+    reset_server_state()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ogaudit-cache")

@@ -11,6 +11,14 @@ manages it; the app reads it. Roles:
 Sign-in is checked by :meth:`UserStore.verify` behind a :class:`LoginLimiter` (failed attempts per user name and
 per client, in a sliding window); a signed-in browser tab holds a :class:`Session` that expires. No streamlit here:
 the app's sign-in page (``ogaudit/ui/auth.py``) arranges these calls.
+
+One path for every attempt: :func:`sign_in` reserves the attempt in the limiter (under its lock, counted as a
+failure until it succeeds), then :meth:`UserStore.verify` runs exactly one bcrypt check, against the user's hash or a
+fixed dummy hash of the same cost for an unknown name, a password over 72 bytes (bcrypt's limit) or a damaged entry;
+no exception of bcrypt's reaches the page. bcrypt (through the kept ``bcrypt`` library) stays rather than
+``argon2-cffi``: every existing ``users.json`` holds bcrypt hashes, and cost 12 is at least as strict as this app
+needs; ``streamlit-authenticator`` was not taken because it keeps sign-ins in a browser cookie (a credential to
+steal) and has no per-client limit with reservation.
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ PERMISSIONS = {
 }
 """What each role may do; the app checks :func:`can` before showing or running each of these."""
 MIN_PASSWORD = 8
+MAX_PASSWORD_BYTES = 72
+"""bcrypt reads at most 72 bytes; longer passwords are refused (never silently cut) when added and at sign-in."""
 BCRYPT_ROUNDS = 12
+_DUMMY_HASH = b"$2b$12$D0vgXryG0DIp3kd7ZRcwh.CDWuLGU0o351kdNo4tHD29YClmVCPX."
+"""A cost-12 bcrypt hash of a password nobody has: unknown names are checked against it, so they cost the same."""
 SESSION_HOURS = 12.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -53,10 +65,12 @@ class User:
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in browser tab: who, in which role, until when (POSIX seconds)."""
+    """A signed-in browser tab: who, in which role, until when (POSIX seconds), and from which client
+    (:func:`client_key` at sign-in; a session used from another client address is signed out)."""
 
     user: User
     expires_at: float
+    client: str = ""
 
     @property
     def expired(self) -> bool:
@@ -84,7 +98,6 @@ class UserStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._dummy = None
 
     @classmethod
     def in_home(cls, home: str | os.PathLike) -> UserStore:
@@ -121,6 +134,11 @@ class UserStore:
             raise SettingsError(f"role {role!r} is not one of {', '.join(ROLES)}.")
         if not isinstance(password, str) or len(password) < MIN_PASSWORD:
             raise SettingsError(f"the password must have at least {MIN_PASSWORD} characters.")
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+            raise SettingsError(
+                f"the password must have at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (bcrypt reads no more); "
+                "choose a shorter one."
+            )
         users = self._read()
         if name in users and not replace:
             raise SettingsError(f"user {name!r} exists already; remove it first or pass --replace.")
@@ -144,23 +162,32 @@ class UserStore:
         return None if entry is None else User(name, entry["role"])
 
     def verify(self, name: str, password: str) -> User | None:
-        """The user when ``password`` is theirs, else None. Takes the same bcrypt time for unknown names."""
+        """The user when ``password`` is theirs, else None; never raises for what a visitor types.
+
+        One bcrypt check whatever the name: against the user's hash, or :data:`_DUMMY_HASH` for an unknown name, a
+        password that is not a string or is over :data:`MAX_PASSWORD_BYTES`, or a damaged entry. So a known and an
+        unknown name take the same time, and a long password is a plain failure for both.
+        """
         import bcrypt
 
         entry = self._read().get(name) if isinstance(name, str) else None
-        if entry is None:
-            if self._dummy is None:
-                self._dummy = bcrypt.hashpw(b"-", bcrypt.gensalt(BCRYPT_ROUNDS))
-            bcrypt.checkpw(b"not the password", self._dummy)
-            return None
-        ok = bcrypt.checkpw(str(password).encode("utf-8"), entry["hash"].encode("ascii"))
-        return User(name, entry["role"]) if ok else None
+        hashed = entry.get("hash") if isinstance(entry, dict) else None
+        secret = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
+        usable = isinstance(hashed, str) and isinstance(password, str) and len(secret) <= MAX_PASSWORD_BYTES
+        try:
+            ok = bcrypt.checkpw(secret if usable else b"-", hashed.encode("ascii") if usable else _DUMMY_HASH)
+        except ValueError:  # a damaged hash in the users file: a failure, not a stack trace
+            ok = False
+        role = entry.get("role") if usable else None
+        return User(name, role) if ok and role in ROLES else None
 
 
 class LoginLimiter:
     """Failed sign-ins allowed per key (a user name, a client address) in a sliding window. Thread-safe.
 
     ``max_failures`` failures within ``window_s`` seconds lock the key until the oldest of them leaves the window.
+    An attempt is *reserved* before its password is checked (:meth:`reserve`: counted as a failure, under the lock,
+    for every key at once), so attempts sent together cannot all pass the check before any of them has failed.
     """
 
     def __init__(self, *, max_failures: int = 5, window_s: float = 600.0):
@@ -174,16 +201,40 @@ class LoginLimiter:
             times.popleft()
         return times
 
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
+        waits = [
+            times[0] + self.window_s - now for key in keys if len(times := self._recent(key, now)) >= self.max_failures
+        ]
+        for key in keys:  # forget keys whose window is empty: distinct names sent by a client do not pile up
+            if not self._failures.get(key):
+                self._failures.pop(key, None)
+        return max(waits, default=0.0)
+
     def wait_s(self, *keys: str) -> float:
         """Seconds until the keys may try again (0 when they may now)."""
+        with self._lock:
+            return self._wait(keys, time.monotonic())
+
+    def reserve(self, *keys: str) -> tuple[float, float]:
+        """Check and count one attempt in one step: ``(0, token)`` with the attempt counted as a failure of every
+        key, or ``(wait_s, 0)`` when a key is locked (nothing counted). Pass the token to :meth:`release` (or
+        :meth:`succeeded`) when the attempt succeeds."""
         now = time.monotonic()
         with self._lock:
-            waits = [
-                times[0] + self.window_s - now
-                for key in keys
-                if len(times := self._recent(key, now)) >= self.max_failures
-            ]
-        return max(waits, default=0.0)
+            wait = self._wait(keys, now)
+            if wait > 0:
+                return wait, 0.0
+            for key in keys:
+                self._recent(key, now).append(now)
+            return 0.0, now
+
+    def release(self, token: float, *keys: str) -> None:
+        """Take back the attempt :meth:`reserve` counted under ``token`` (it succeeded)."""
+        with self._lock:
+            for key in keys:
+                times = self._failures.get(key)
+                if times and token in times:
+                    times.remove(token)
 
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
@@ -197,6 +248,24 @@ class LoginLimiter:
                 self._failures.pop(key, None)
 
 
+LOOPBACK_CLIENT = "loopback"
+
+
+def client_key(address: str | None) -> str:
+    """The limiter's key for a client: its address as the server sees it, or ``"loopback"`` for a connection from
+    this machine (Streamlit reports no address for one). Behind a reverse proxy on the same host, the address is the
+    one the proxy puts in ``X-Forwarded-For``: Streamlit's server (uvicorn) takes it from proxies listed in
+    ``FORWARDED_ALLOW_IPS`` (default ``127.0.0.1,::1``), the rightmost untrusted hop, so a client cannot choose its
+    own key. A proxy that sends no ``X-Forwarded-For`` makes every visitor ``"loopback"``: one shared limit."""
+    address = (address or "").strip()
+    return address if address and address not in ("127.0.0.1", "::1", "localhost") else LOOPBACK_CLIENT
+
+
+def _name_key(name: object) -> str:
+    """The limiter's key for a typed name: a name that no user can have shares one key (no memory per guess)."""
+    return f"user:{name}" if isinstance(name, str) and _NAME.fullmatch(name) else "user:?"
+
+
 def sign_in(
     store: UserStore,
     limiter: LoginLimiter,
@@ -208,22 +277,33 @@ def sign_in(
 ) -> Session:
     """A :class:`Session` for ``name`` if ``password`` is right and neither the name nor the client is locked.
 
-    Raises :class:`AuthError` with a message that never says whether the name exists.
+    The attempt is reserved in ``limiter`` before the password is checked (:meth:`LoginLimiter.reserve`) and stays a
+    failure unless it succeeds. Raises :class:`AuthError` with a message that never says whether the name exists;
+    nothing else (a damaged users file is an :class:`AuthError` too, without the file's path).
     """
-    keys = (f"user:{name}", f"client:{client}") if client else (f"user:{name}",)
-    wait = limiter.wait_s(*keys)
+    user_key = _name_key(name)
+    keys = (user_key, f"client:{client}") if client else (user_key,)
+    wait, token = limiter.reserve(*keys)
     if wait > 0:
         raise AuthError(f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} min.")
-    user = store.verify(name, password)
+    try:
+        user = store.verify(name, password)
+    except OgauditError:
+        raise AuthError(
+            "Sign-in is unavailable: the server's users file cannot be read. Tell the server's admin."
+        ) from None
     if user is None:
-        limiter.failed(*keys)
         raise AuthError("Wrong user name or password.")
-    limiter.succeeded(*keys)
-    return Session(user, time.time() + hours * 3600)
+    limiter.succeeded(user_key)  # the name proved itself; the client keeps its other failures
+    limiter.release(token, *keys[1:])
+    return Session(user, time.time() + hours * 3600, client)
 
 
-def current_user(store: UserStore, session: Session | None) -> User | None:
-    """The session's user if the session is live and the user still exists (with their current role)."""
+def current_user(store: UserStore, session: Session | None, client: str | None = None) -> User | None:
+    """The session's user if the session is live, used from the client it signed in from (when ``client`` is
+    given), and the user still exists (with their current role)."""
     if session is None or session.expired:
+        return None
+    if client is not None and session.client and client != session.client:
         return None
     return store.get(session.user.name)

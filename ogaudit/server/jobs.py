@@ -6,7 +6,14 @@ A :class:`Job` wraps ``target(progress, cancel) -> result``; its thread never to
 process, so every job writes its status into its project folder (:meth:`~ogaudit.project.Project.job_file`)
 when it starts, at each stage change and when it ends: after a restart the folder still says what happened (a status still "running" with no live job
 means the process died mid-run). A :class:`JobRegistry` holds the live jobs of one process by id; the app keeps
-one in ``st.cache_resource`` so that every browser session, and a refreshed page, finds the same jobs.
+one in :func:`ogaudit.server.state.server_state` (never in a cache a client can clear) so that every browser
+session, and a refreshed page, finds the same jobs.
+
+One live audit per project folder, whoever starts it: :func:`submit_audit` takes the folder's lock
+(:class:`FolderLock`, an ``flock`` on ``job-audit.lock``) before it writes anything, and the job's thread holds it
+until it ends. A second submit in this process gets the running job; one from another process (or a registry that
+lost track of its jobs) gets :class:`JobBusy`. The kernel drops the lock when the process dies, so a crash leaves
+nothing to clean up.
 
 Memory: loaders refuse what their estimates say will not fit (:mod:`ogaudit.data.limits`), but no estimate covers
 everything. A job runs in a thread of the app's server, so one that outgrows the machine would take the server,
@@ -21,6 +28,7 @@ stays up.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import threading
 import time
@@ -46,6 +54,45 @@ Target = Callable[[ProgressCallback, threading.Event], object]
 FINISHED = ("done", "failed", "cancelled")
 AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
 """Rough share of an audit's time per stage (a fresh small CNN with UMAP), for the overall fraction and ETA."""
+
+
+class JobBusy(OgauditError):
+    """A job of this kind already runs on this project folder (in this server or another process)."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking ``flock`` on a project's ``job-<kind>.lock``, held until :meth:`release`.
+
+    Each :class:`FolderLock` opens the file itself, so two in one process exclude each other as two processes do.
+    """
+
+    def __init__(self, folder: str | Path, kind: str):
+        self.path = Project(folder).job_lock_file(kind)
+        self.kind = kind
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise :class:`JobBusy` at once."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise JobBusy(
+                f"An {self.kind} of {self.path.parent.name!r} is already running; wait for it to end or cancel it."
+            ) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
 
 @dataclass(frozen=True)
@@ -192,6 +239,7 @@ class Job:
     memory_limit : resident bytes of the process at which the job is stopped (default :func:`job_memory_limit`).
     memory_grace_s : seconds it then has to reach a cancellation check before :class:`MemoryLimitExceeded` is
         raised in its thread.
+    lock : a held :class:`FolderLock`, released when the job ends (the job owns it from then on).
     """
 
     def __init__(
@@ -204,6 +252,7 @@ class Job:
         stage_weights: Mapping[str, float] | None = None,
         memory_limit: int | None = None,
         memory_grace_s: float = MEMORY_GRACE_S,
+        lock: FolderLock | None = None,
     ):
         self.job_id, self.kind, self.target = job_id, kind, target
         if memory_limit is None:
@@ -216,6 +265,7 @@ class Job:
         self._target_lock = threading.Lock()  # guards _in_target: an interruption only lands inside the target
         self._in_target = False
         self._thread_ident: int | None = None
+        self.lock = lock
         self.folder = None if folder is None else Path(folder)
         self.stage_weights = dict(stage_weights or {})
         self.cancel_event = threading.Event()
@@ -232,13 +282,25 @@ class Job:
         The "queued" status is written before the thread starts, so that nobody reading the folder right after
         a retry sees the previous run's outcome as this one's.
         """
-        self._update(status="queued")
-        self._thread = threading.Thread(target=self.run, name=f"ogaudit-job-{self.job_id}", daemon=True)
-        self._thread.start()
+        try:
+            self._update(status="queued")
+            self._thread = threading.Thread(target=self.run, name=f"ogaudit-job-{self.job_id}", daemon=True)
+            self._thread.start()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
         return self
 
     def run(self) -> None:
-        """Run the target in this thread, capturing its outcome (never raises)."""
+        """Run the target in this thread, capturing its outcome (never raises); release the folder's lock."""
+        try:
+            self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> None:
         self._started = time.monotonic()
         self._update(status="running")
         self._thread_ident = threading.get_ident()
@@ -380,6 +442,11 @@ class JobRegistry:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def live(self, job_id: str) -> Job | None:
+        """The job under ``job_id`` if it has not ended, else None."""
+        job = self.get(job_id)
+        return job if job is not None and not job.snapshot().finished else None
+
 
 def job_id(project: str | Path, kind: str) -> str:
     """The id of a project's job of ``kind``: one live audit and one live verification per project."""
@@ -421,8 +488,16 @@ def submit_audit(
     from ogaudit.pipeline.run import audit
 
     project = Project(project)
-    project.write_request(data, settings)
-    first_look = preview_settings(settings) if preview and not project.is_finished() else None
+    running = registry.live(job_id(project.path, "audit"))
+    if running is not None:
+        return running  # before anything is written: the running audit keeps its request
+    lock = FolderLock(project.path, "audit").acquire()  # JobBusy: another process, or another registry, runs it
+    try:
+        project.write_request(data, settings)
+        first_look = preview_settings(settings) if preview and not project.is_finished() else None
+    except BaseException:
+        lock.release()
+        raise
 
     def target(progress: ProgressCallback, cancel: threading.Event) -> Path:
         if first_look is not None:
@@ -434,8 +509,18 @@ def submit_audit(
         audit(data, settings, out_dir=project, cache_dir=cache_dir, progress=progress, cancel=cancel)
         return project.path
 
-    job = Job(job_id(project.path, "audit"), "audit", target, folder=project.path, stage_weights=AUDIT_STAGE_WEIGHTS)
-    return registry.submit(job)
+    job = Job(
+        job_id(project.path, "audit"),
+        "audit",
+        target,
+        folder=project.path,
+        stage_weights=AUDIT_STAGE_WEIGHTS,
+        lock=lock,
+    )
+    submitted = registry.submit(job)
+    if submitted is not job:  # cannot happen while we hold the lock, but never leak it
+        lock.release()
+    return submitted
 
 
 def submit_verify(registry: JobRegistry, run: Run, dataset: Dataset, decisions: pd.DataFrame, *, seeds: int = 3) -> Job:

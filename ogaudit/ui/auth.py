@@ -6,18 +6,27 @@ but a loopback address (``streamlit run`` without ``--server.address`` listens o
 ``$OGAUDIT_HOME/users.json`` lists users, or when ``OGAUDIT_AUTH=on`` (behind a reverse proxy on the same host).
 A local-only server without users runs as one trusted person, as before: the name recorded on decisions is asked
 once and kept in the URL.
+
+Every run also tells :class:`~ogaudit.server.state.UploadGate` whether this tab's Streamlit session may upload files
+and be served media: a signed-in session until it expires (uploads for roles that may upload), the person of a
+local-only server, and nobody signed out.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.server.auth import AuthError, LoginLimiter, User, UserStore, can, current_user, sign_in
+from ogaudit.server.auth import SESSION_HOURS, AuthError, User, UserStore, can, client_key, current_user, sign_in
+from ogaudit.server.state import server_state
 from ogaudit.ui.text import md
+
+_LOG = logging.getLogger("ogaudit.auth")
 
 SESSION_KEY = "ogaudit-session"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -45,17 +54,37 @@ def sign_in_required(store: UserStore) -> bool:
     return not local or store.exists() or os.environ.get("OGAUDIT_AUTH", "").lower() in ("on", "1", "true")
 
 
-@st.cache_resource
-def _limiter() -> LoginLimiter:
-    """Failed sign-ins of this server, shared by every tab."""
-    return LoginLimiter()
+def _session_id() -> str | None:
+    """Streamlit's id of this tab's session (what its upload URLs carry), or None outside a script run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return None if ctx is None else ctx.session_id
+
+
+def _grant(until: float | None, *, upload: bool = False) -> None:
+    """Let this tab's session upload / read media until ``until``, or (None) nothing."""
+    session_id = _session_id()
+    if session_id is None:
+        return
+    if until is None:
+        server_state().uploads.revoke(session_id)
+    else:
+        server_state().uploads.grant(session_id, until, upload=upload)
+
+
+def _client() -> str:
+    """The limiter's key for this tab's client (:func:`~ogaudit.server.auth.client_key`)."""
+    return client_key(getattr(st.context, "ip_address", None))
 
 
 def visitor(home: Path) -> Visitor:
     """The tab's visitor; draws the sign-in form and stops the page until a required sign-in succeeds."""
     store = UserStore.in_home(home)
     if not sign_in_required(store):
+        _grant(time.time() + SESSION_HOURS * 3600, upload=True)
         return Visitor(_local_name(), "admin", signed_in=False)
+    _grant(None)  # until the session below is found live
     if not store.list():
         st.error(
             "This server is reachable from other machines, so everyone must sign in, but it has no users yet. "
@@ -63,16 +92,23 @@ def visitor(home: Path) -> Visitor:
             "serve on 127.0.0.1 only (see the README, *Serving a review team*)."
         )
         st.stop()
-    user = current_user(store, st.session_state.get(SESSION_KEY))
+    session = st.session_state.get(SESSION_KEY)
+    user = current_user(store, session, _client())
     if user is None:
         st.session_state.pop(SESSION_KEY, None)
         _sign_in_form(store)
         st.stop()
+    _grant(session.expires_at, upload=can(user.role, "upload"))
     with st.sidebar:
         left, right = st.columns([3, 1], vertical_alignment="center")
         left.markdown(f"Signed in as **{md(user.name)}** ({user.role})")
-        right.button("Sign out", key="sign-out", on_click=lambda: st.session_state.pop(SESSION_KEY, None))
+        right.button("Sign out", key="sign-out", on_click=_sign_out)
     return Visitor(user.name, user.role, signed_in=True)
+
+
+def _sign_out() -> None:
+    st.session_state.pop(SESSION_KEY, None)
+    _grant(None)
 
 
 def _sign_in_form(store: UserStore) -> None:
@@ -83,12 +119,15 @@ def _sign_in_form(store: UserStore) -> None:
         password = st.text_input("Password", type="password", key="sign-in-password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        client = getattr(st.context, "ip_address", None) or ""
         try:
-            st.session_state[SESSION_KEY] = sign_in(store, _limiter(), name.strip(), password, client=client)
+            session = sign_in(store, server_state().limiter, name.strip(), password, client=_client())
         except AuthError as error:
             st.error(str(error))
+        except Exception:  # noqa: BLE001 - never a stack trace on the sign-in page; the log keeps it for the admin
+            _LOG.exception("sign-in failed unexpectedly")
+            st.error("Sign-in failed. Try again; if it keeps failing, tell the server's admin.")
         else:
+            st.session_state[SESSION_KEY] = session
             st.rerun()
 
 

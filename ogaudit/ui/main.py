@@ -19,7 +19,8 @@ from ogaudit.project import Project, ProjectInfo, list_projects, workspace_root
 from ogaudit.results import Run
 from ogaudit.server.jobs import JobRegistry, job_id, read_status, submit_audit
 from ogaudit.server.sandbox import check_project_name
-from ogaudit.ui import state
+from ogaudit.server.state import server_state
+from ogaudit.ui import guard, state
 from ogaudit.ui.auth import Visitor, visitor
 from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
@@ -33,6 +34,7 @@ from ogaudit.ui.text import md, readable
 
 def main() -> None:
     st.set_page_config(page_title="ogaudit: find wrong labels", page_icon="🔎", layout="wide")
+    guard.install()  # once per process: no clear_cache, uploads and media for granted sessions only
     root = workspace_root()
     with st.sidebar:
         st.title("ogaudit")
@@ -56,13 +58,13 @@ def main() -> None:
         st.error(md(readable(error, root)))
 
 
-@st.cache_resource
 def _resume_interrupted(root: str) -> list[str]:
-    """Once per server process: run again every audit whose status says it was running when the server stopped.
+    """Once per server process (:meth:`~ogaudit.server.state.ServerState.resume_once`, outside every cache): run
+    again every audit whose status says it was running when the server stopped.
 
     Trained models, features and maps are cached, so the stages that finished are not redone.
     """
-    return resume_interrupted(Path(root), state.job_registry())
+    return server_state().resume_once(root, resume_interrupted)
 
 
 def resume_interrupted(root: Path, registry: JobRegistry) -> list[str]:
@@ -75,9 +77,13 @@ def resume_interrupted(root: Path, registry: JobRegistry) -> list[str]:
             request = Project(info.path).read_request()
         except OgauditError:
             continue
-        if request is not None:
+        if request is None:
+            continue
+        try:  # JobBusy: another process runs it (its folder lock is held), so it was not interrupted
             submit_audit(registry, info.path, request.data, request.settings, cache_dir=default_cache_dir())
-            resumed.append(info.name)
+        except OgauditError:
+            continue
+        resumed.append(info.name)
     return resumed
 
 

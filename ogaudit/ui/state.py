@@ -2,7 +2,9 @@
 
 Everything here is keyed by what it was built from (a folder, a fingerprint, a colouring), so a run that is
 audited again gets fresh objects, and a cached object is never mutated after it is built: every session shares
-it. The job registry is the one shared mutable object, and it is thread-safe.
+it. The job registry is the one shared mutable object, and it is thread-safe; it is not cached here but lives in
+:func:`ogaudit.server.state.server_state` (one per process), so no ``clear_cache`` message can make the server forget
+its running jobs.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from ogaudit.review.duplicates import duplicate_inputs, find_duplicates
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
 from ogaudit.server.jobs import JobRegistry
+from ogaudit.server.state import server_state
 from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import map_figure
 
 
-@st.cache_resource
 def job_registry() -> JobRegistry:
-    """The live jobs of this server, shared by every browser session (a refreshed page finds its job here)."""
-    return JobRegistry()
+    """The live jobs of this server, shared by every browser session (a refreshed page finds its job here); held by
+    the process's :class:`~ogaudit.server.state.ServerState`, outside every cache."""
+    return server_state().jobs
 
 
 @st.cache_resource(max_entries=8, show_spinner="Opening the run…")

@@ -1,0 +1,121 @@
+"""What Streamlit's server does for any client, narrowed to what ogaudit allows: installed once per process.
+
+Streamlit answers three things for every websocket or HTTP client, signed in or not; :func:`install` (called by
+``ogaudit.ui.main.main`` on every run, effective once) wraps each, and ``docs/SECURITY.md`` lists the tests:
+
+* the ``clear_cache`` message (the developer menu's *Clear cache*): refused for everyone and logged. ogaudit's
+  caches hold only what can be read again from disk, and its security and job state is not in them
+  (:mod:`ogaudit.server.state`), but one visitor must not be able to make every other visitor's next click slow.
+* the upload endpoint ``PUT /_stcore/upload_file/<session id>/<file id>``: refused with 403 before the body is read
+  unless the session is granted by :class:`~ogaudit.server.state.UploadGate` (a signed-in admin, or the person on a
+  local-only server), and with 413 once the session holds
+  :data:`~ogaudit.server.state.UPLOAD_FILES_PER_SESSION` files. Streamlit's ``server.maxUploadSize`` caps each file.
+  Streamlit's only other use of :meth:`Runtime.is_active_session` is none (1.67), which is why the check sits there.
+* ``/media/<file id>`` (thumbnails, downloads): served only while a granted (signed-in or local) session shows the
+  file; otherwise 404, as for a file that does not exist.
+
+When a socket closes, the session's uploaded files are dropped at once (Streamlit would keep them until the session
+expires) and its grant is revoked; a reconnecting tab is granted again by its next run, and uploads again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from ogaudit.server.state import UPLOAD_FILES_PER_SESSION, server_state
+
+_LOG = logging.getLogger("ogaudit.guard")
+_INSTALLED = False
+_INSTALL_LOCK = threading.Lock()
+
+
+def install() -> None:
+    """Wrap Streamlit's handlers (once per process; later calls do nothing)."""
+    global _INSTALLED
+    with _INSTALL_LOCK:
+        if _INSTALLED:
+            return
+        _refuse_clear_cache()
+        _gate_uploads()
+        _gate_media()
+        _INSTALLED = True
+
+
+def _refuse_clear_cache() -> None:
+    from streamlit.runtime.app_session import AppSession
+
+    def refused(self) -> None:
+        _LOG.warning("refused a clear_cache message from session %s: ogaudit's caches are not clearable", self.id)
+
+    refused.ogaudit_guard = True
+    AppSession._handle_clear_cache_request = refused
+
+
+def _gate_uploads() -> None:
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.runtime import Runtime
+
+    original_active = Runtime.is_active_session
+    original_disconnect = Runtime.disconnect_session
+
+    def is_active_session(self, session_id: str) -> bool:
+        if not original_active(self, session_id):
+            return False
+        if not server_state().uploads.allows(session_id):
+            raise HTTPException(status_code=403, detail="Sign in to upload files.")
+        held = getattr(self.uploaded_file_mgr, "file_storage", {}).get(session_id, {})
+        if len(held) >= UPLOAD_FILES_PER_SESSION:
+            raise HTTPException(
+                status_code=413, detail=f"At most {UPLOAD_FILES_PER_SESSION} uploaded files per session."
+            )
+        return True
+
+    def disconnect_session(self, session_id: str, *args, **kwargs) -> None:
+        try:
+            original_disconnect(self, session_id, *args, **kwargs)
+        finally:
+            server_state().uploads.revoke(session_id)
+            self.uploaded_file_mgr.remove_session_files(session_id)
+
+    is_active_session.ogaudit_guard = disconnect_session.ogaudit_guard = True
+    Runtime.is_active_session = is_active_session
+    Runtime.disconnect_session = disconnect_session
+
+
+def _gate_media() -> None:
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage, get_extension_for_mimetype
+
+    original_get = MemoryMediaFileStorage.get_file
+
+    def get_file(self, filename: str):
+        file = original_get(self, filename)
+        if not _shown_to_a_granted_session(os.path.splitext(filename)[0]):
+            raise MediaFileStorageError(f"Bad filename '{filename}'. (No media file with id '{filename}')")
+        return file
+
+    def get_url(self, file_id: str) -> str:  # Streamlit's own, reading the file before any session shows it
+        extension = get_extension_for_mimetype(original_get(self, file_id).mimetype)
+        return f"{self._media_endpoint}/{file_id}{extension}"
+
+    def _shown_to_a_granted_session(file_id: str) -> bool:
+        if not Runtime.exists():
+            return False
+        by_session = Runtime.instance().media_file_mgr._files_by_session_and_coord
+        gate = server_state().uploads
+        for _ in range(3):  # read without Streamlit's lock (its read path does too); a resize mid-copy is retried
+            try:
+                sessions = [(sid, set(coords.values())) for sid, coords in list(by_session.items())]
+                break
+            except RuntimeError:
+                continue
+        else:
+            return False
+        return any(file_id in ids and gate.reads(sid) for sid, ids in sessions)
+
+    get_file.ogaudit_guard = get_url.ogaudit_guard = True
+    MemoryMediaFileStorage.get_file = get_file
+    MemoryMediaFileStorage.get_url = get_url
