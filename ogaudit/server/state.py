@@ -29,41 +29,47 @@ checkpoint; the rest is room for a replaced pick)."""
 
 
 class UploadGate:
-    """Which Streamlit sessions may upload files and read media, until when (POSIX seconds). Thread-safe.
+    """Which Streamlit sessions may upload files and be served media, until when (POSIX seconds). Thread-safe.
 
-    The app grants a session when its visitor may upload (a signed-in admin, or the person on a local-only server)
-    and revokes it on sign-out, on a role without uploads, and when the socket closes. Streamlit's upload endpoint
-    and ``/media/`` ask :meth:`allows` (``ogaudit/ui/guard.py``); default: no.
+    The app grants a session on each run: a signed-in session until it expires (uploads only for a role that may
+    upload), the person of a local-only server (``local``), and revokes it for a signed-out tab, on sign-out and when
+    the socket closes. ``browser`` is a key of the browser the session's socket came from (the token of Streamlit's
+    XSRF cookie, which that browser sends with every request): media is served only to a request from that browser.
+    Streamlit's upload endpoint and ``/media/`` ask this gate (``ogaudit/ui/guard.py``); default: no.
     """
 
     def __init__(self):
-        self._until: dict[str, float] = {}
-        self._readers: dict[str, float] = {}
+        self._grants: dict[str, tuple[float, bool, bool, str | None]] = {}
         self._lock = threading.Lock()
 
-    def grant(self, session_id: str, until: float, *, upload: bool) -> None:
-        """Let ``session_id`` read media (and, with ``upload``, upload files) until ``until``."""
+    def grant(self, session_id: str, until: float, *, upload: bool, browser: str | None = None, local: bool = False):
+        """Let ``session_id`` be served its media (and with ``upload``, upload files) until ``until``."""
         with self._lock:
-            self._readers[session_id] = until
-            if upload:
-                self._until[session_id] = until
-            else:
-                self._until.pop(session_id, None)
+            self._grants[session_id] = (until, upload, local, browser)
 
     def revoke(self, session_id: str) -> None:
         with self._lock:
-            self._until.pop(session_id, None)
-            self._readers.pop(session_id, None)
+            self._grants.pop(session_id, None)
+
+    def _live(self, session_id: str) -> tuple[float, bool, bool, str | None] | None:
+        with self._lock:
+            grant = self._grants.get(session_id)
+        return grant if grant is not None and grant[0] > time.time() else None
 
     def allows(self, session_id: str) -> bool:
         """Whether ``session_id`` may upload now."""
-        with self._lock:
-            return self._until.get(session_id, 0.0) > time.time()
+        grant = self._live(session_id)
+        return grant is not None and grant[1]
 
-    def reads(self, session_id: str) -> bool:
-        """Whether ``session_id`` is signed in (or local) and may be served its media now."""
+    def serves(self, session_id: str, browser: str | None) -> bool:
+        """Whether a media file that ``session_id`` shows may go to a request from ``browser`` now: the session is
+        granted, and either local (a local-only server) or signed in from that very browser."""
+        grant = self._live(session_id)
+        return grant is not None and (grant[2] or (grant[3] is not None and grant[3] == browser))
+
+    def __len__(self) -> int:
         with self._lock:
-            return self._readers.get(session_id, 0.0) > time.time()
+            return len(self._grants)
 
 
 @dataclass

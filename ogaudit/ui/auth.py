@@ -24,6 +24,7 @@ import streamlit as st
 
 from ogaudit.server.auth import SESSION_HOURS, AuthError, User, UserStore, can, client_key, current_user, sign_in
 from ogaudit.server.state import server_state
+from ogaudit.ui import guard
 from ogaudit.ui.text import md
 
 _LOG = logging.getLogger("ogaudit.auth")
@@ -62,15 +63,16 @@ def _session_id() -> str | None:
     return None if ctx is None else ctx.session_id
 
 
-def _grant(until: float | None, *, upload: bool = False) -> None:
-    """Let this tab's session upload / read media until ``until``, or (None) nothing."""
+def _grant(until: float | None, *, upload: bool = False, local: bool = False) -> None:
+    """Let this tab's session upload / be served its media until ``until``, or (None) nothing."""
     session_id = _session_id()
     if session_id is None:
         return
     if until is None:
         server_state().uploads.revoke(session_id)
-    else:
-        server_state().uploads.grant(session_id, until, upload=upload)
+        return
+    browser = guard.browser_key((getattr(st.context, "cookies", None) or {}).get(guard.XSRF_COOKIE))
+    server_state().uploads.grant(session_id, until, upload=upload, browser=browser, local=local)
 
 
 def _client() -> str:
@@ -82,10 +84,10 @@ def visitor(home: Path) -> Visitor:
     """The tab's visitor; draws the sign-in form and stops the page until a required sign-in succeeds."""
     store = UserStore.in_home(home)
     if not sign_in_required(store):
-        _grant(time.time() + SESSION_HOURS * 3600, upload=True)
+        _grant(time.time() + SESSION_HOURS * 3600, upload=True, local=True)
         return Visitor(_local_name(), "admin", signed_in=False)
-    _grant(None)  # until the session below is found live
     if not store.list():
+        _grant(None)
         st.error(
             "This server is reachable from other machines, so everyone must sign in, but it has no users yet. "
             "On the server, run `ogaudit users add NAME --role admin` (and `--role annotator` for reviewers), or "
@@ -95,6 +97,7 @@ def visitor(home: Path) -> Visitor:
     session = st.session_state.get(SESSION_KEY)
     user = current_user(store, session, _client())
     if user is None:
+        _grant(None)
         st.session_state.pop(SESSION_KEY, None)
         _sign_in_form(store)
         st.stop()

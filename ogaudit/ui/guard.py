@@ -11,8 +11,10 @@ Streamlit answers three things for every websocket or HTTP client, signed in or 
   local-only server), and with 413 once the session holds
   :data:`~ogaudit.server.state.UPLOAD_FILES_PER_SESSION` files. Streamlit's ``server.maxUploadSize`` caps each file.
   Streamlit's only other use of :meth:`Runtime.is_active_session` is none (1.67), which is why the check sits there.
-* ``/media/<file id>`` (thumbnails, downloads): served only while a granted (signed-in or local) session shows the
-  file; otherwise 404, as for a file that does not exist.
+* ``/media/<file id>`` (thumbnails, downloads): served only while a granted session shows the file, and (unless
+  the server is local-only) only to the browser that session's socket came from (the token of Streamlit's XSRF
+  cookie, which the browser sends with every image request); otherwise 404, as for a file that does not exist.
+  Whoever copies the URL to another browser, or reads it from a log, gets 404.
 
 When a socket closes, the session's uploaded files are dropped at once (Streamlit would keep them until the session
 expires) and its grant is revoked; a reconnecting tab is granted again by its next run, and uploads again.
@@ -84,7 +86,26 @@ def _gate_uploads() -> None:
     Runtime.disconnect_session = disconnect_session
 
 
+def browser_key(cookie: str | None) -> str | None:
+    """A key of the browser that sent Streamlit's XSRF cookie ``cookie``: the token inside it (the cookie's text
+    changes with its mask on every response; the token does not), or None without a valid cookie."""
+    if not cookie:
+        return None
+    from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+    token, _ = decode_xsrf_token_string(cookie)
+    return token.hex() if token else None
+
+
+XSRF_COOKIE = "_streamlit_xsrf"
+_INTERNAL_READERS = ("read_file", "get_url")
+"""Streamlit's own callers of the media storage's ``get_file`` that serve no request (checked by name, so a new
+caller is refused until it is looked at: fail closed)."""
+
+
 def _gate_media() -> None:
+    import sys
+
     from streamlit.runtime import Runtime
     from streamlit.runtime.media_file_storage import MediaFileStorageError
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage, get_extension_for_mimetype
@@ -93,7 +114,12 @@ def _gate_media() -> None:
 
     def get_file(self, filename: str):
         file = original_get(self, filename)
-        if not _shown_to_a_granted_session(os.path.splitext(filename)[0]):
+        caller = sys._getframe(1)
+        if caller.f_code.co_name in _INTERNAL_READERS:
+            return file
+        request = caller.f_locals.get("request")  # the /media endpoint's Starlette request
+        cookies = getattr(request, "cookies", None) or {}
+        if not _served(os.path.splitext(filename)[0], browser_key(cookies.get(XSRF_COOKIE))):
             raise MediaFileStorageError(f"Bad filename '{filename}'. (No media file with id '{filename}')")
         return file
 
@@ -101,7 +127,7 @@ def _gate_media() -> None:
         extension = get_extension_for_mimetype(original_get(self, file_id).mimetype)
         return f"{self._media_endpoint}/{file_id}{extension}"
 
-    def _shown_to_a_granted_session(file_id: str) -> bool:
+    def _served(file_id: str, browser: str | None) -> bool:
         if not Runtime.exists():
             return False
         by_session = Runtime.instance().media_file_mgr._files_by_session_and_coord
@@ -114,7 +140,7 @@ def _gate_media() -> None:
                 continue
         else:
             return False
-        return any(file_id in ids and gate.reads(sid) for sid, ids in sessions)
+        return any(file_id in ids and gate.serves(sid, browser) for sid, ids in sessions)
 
     get_file.ogaudit_guard = get_url.ogaudit_guard = True
     MemoryMediaFileStorage.get_file = get_file
