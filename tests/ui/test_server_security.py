@@ -1,0 +1,248 @@
+"""A real ``streamlit run app.py`` on loopback, attacked by a signed-out client over its websocket and HTTP: the
+``clear_cache`` message changes nothing (the sign-in limit holds), uploads are refused before the body is read,
+a closed socket leaves no upload in memory, and ``/media/`` files go only to the signed-in browser.
+
+All traffic goes to 127.0.0.1 and is bounded (a few messages, 14 uploads of 1 MB)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.cookiejar
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+from ogaudit.server.auth import UserStore
+
+PASSWORD = "correct horse"
+MB = 1024 * 1024
+
+
+def _server(tmp_path, cache_dir, finished_project, *, team: bool):
+    home = tmp_path / "home"
+    shutil.copytree(finished_project[0], home / "digits")
+    env = {**os.environ, "OGAUDIT_HOME": str(home), "OGAUDIT_CACHE": str(cache_dir)}
+    if team:
+        store = UserStore.in_home(home)
+        store.add("root", PASSWORD, "admin")
+        env["OGAUDIT_AUTH"] = "on"
+    log = tmp_path / "streamlit.log"
+    process, url = start_app(env, log)
+    return process, url, home, log
+
+
+@pytest.fixture
+def team_server(tmp_path, cache_dir, finished_project):
+    process, url, home, log = _server(tmp_path, cache_dir, finished_project, team=True)
+    yield url, home, log, process
+    stop_app(process)
+
+
+@pytest.fixture
+def loopback_server(tmp_path, cache_dir, finished_project):
+    process, url, home, log = _server(tmp_path, cache_dir, finished_project, team=False)
+    yield url, home, log, process
+    stop_app(process)
+
+
+class Client:
+    """A signed-out client without a browser: Streamlit's websocket and its XSRF cookie from /_stcore/health."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.opener.open(f"{url}/_stcore/health", timeout=10).read()
+        self.xsrf = next(c.value for c in self.jar if c.name == "_streamlit_xsrf")
+
+    async def open_session(self):
+        import websockets
+
+        ws = await websockets.connect(
+            self.url.replace("http", "ws") + "/_stcore/stream", subprotocols=["streamlit"], max_size=None
+        )
+        await self.send(ws, rerun=True)
+        session_id = None
+        while True:
+            msg = ForwardMsg()
+            msg.ParseFromString(await asyncio.wait_for(ws.recv(), 60))
+            if msg.WhichOneof("type") == "new_session":
+                session_id = msg.new_session.initialize.session_id
+            if msg.WhichOneof("type") == "script_finished" and session_id:
+                return ws, session_id
+
+    @staticmethod
+    async def send(ws, *, rerun: bool = False, clear_cache: bool = False) -> None:
+        msg = BackMsg()
+        if rerun:
+            msg.rerun_script.query_string = ""
+            msg.rerun_script.page_script_hash = ""
+        if clear_cache:
+            msg.clear_cache = True
+        await ws.send(msg.SerializeToString())
+
+    def upload(self, session_id: str, size: int = MB) -> int:
+        """PUT one file of ``size`` bytes as the browser's uploader does; the status (a refusal that comes before
+        the body is read may cut the send short: its status is still read)."""
+        import http.client
+        from urllib.parse import urlparse
+
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.zip"\r\n'
+                "Content-Type: application/zip\r\n\r\n"
+            ).encode()
+            + b"\0" * size
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        parsed = urlparse(self.url)
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "X-Xsrftoken": self.xsrf,
+            "Cookie": f"_streamlit_xsrf={self.xsrf}",
+        }
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.request("PUT", f"/_stcore/upload_file/{session_id}/{uuid.uuid4()}", body, headers)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    def held_upload_bytes(self) -> int:
+        """Bytes Streamlit's upload manager holds, from /_stcore/metrics."""
+        text = self.opener.open(f"{self.url}/_stcore/metrics", timeout=10).read().decode()
+        lines = [line for line in text.splitlines() if "UploadedFileManager" in line and not line.startswith("#")]
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in lines)
+
+
+def run_async(coroutine_function):
+    """``asyncio.run`` in its own thread: playwright's sync API holds this thread's event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_function())).result(120)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _sign_in(browser, url: str, password: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    page.wait_for_selector(READY)
+    page.get_by_label("User name").fill("root")
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector(READY)
+    return page
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_a_signed_out_client_clearing_the_cache_does_not_reset_the_sign_in_limit(team_server, browser):
+    url, _, log, process = team_server
+    for attempt in range(5):
+        _sign_in(browser, url, f"guess-{attempt}").get_by_text("Wrong user name or password.").wait_for()
+    _sign_in(browser, url, PASSWORD).get_by_text("Too many failed sign-ins").wait_for()
+
+    async def clear_three_times() -> None:
+        client = Client(url)
+        ws, _ = await client.open_session()
+        for _ in range(3):
+            await client.send(ws, clear_cache=True)
+        await client.send(ws, rerun=True)  # the server answers, so the three were handled before it
+        while True:
+            msg = ForwardMsg()
+            msg.ParseFromString(await asyncio.wait_for(ws.recv(), 60))
+            if msg.WhichOneof("type") == "script_finished":
+                break
+        await ws.close()
+
+    run_async(clear_three_times)
+    assert log.read_text().count("refused a clear_cache message") == 3
+    page = _sign_in(browser, url, PASSWORD)  # the right password: still locked, the limiter forgot nothing
+    page.get_by_text("Too many failed sign-ins").wait_for()
+    assert "Signed in as" not in page.inner_text("body")
+    assert process.poll() is None  # the server is up for everyone else
+
+
+def test_uploads_from_a_signed_out_session_are_refused_and_hold_nothing(team_server):
+    url, _, _, process = team_server
+    client = Client(url)
+
+    async def attack() -> list[int]:
+        ws, session_id = await client.open_session()
+        codes = [client.upload(session_id) for _ in range(14)]
+        await ws.close()
+        return codes
+
+    assert asyncio.run(attack()) == [403] * 14
+    assert client.held_upload_bytes() == 0
+    assert process.poll() is None
+
+
+def test_a_granted_session_uploads_within_the_cap_and_its_files_go_with_its_socket(loopback_server):
+    """The control: on a local-only server the same client may upload (so the refusal above is the gate), up to
+    8 files per session; closing the socket frees them at once."""
+    url, _, _, _ = loopback_server
+    client = Client(url)
+
+    async def upload_then_close() -> tuple[list[int], int]:
+        ws, session_id = await client.open_session()
+        codes = [client.upload(session_id) for _ in range(9)]
+        held = client.held_upload_bytes()
+        await ws.close()
+        return codes, held
+
+    codes, held = asyncio.run(upload_then_close())
+    assert codes == [204] * 8 + [413]
+    assert held >= 8 * MB
+    for _ in range(50):  # the server handles the close asynchronously
+        if client.held_upload_bytes() == 0:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert client.held_upload_bytes() == 0
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_media_goes_only_to_the_signed_in_browser(team_server, browser):
+    url, _, _, _ = team_server
+    page = _sign_in(browser, url, PASSWORD)
+    page.get_by_text("Signed in as").wait_for()
+    page.get_by_role("tab", name=re.compile("Review queue")).click()
+    page.locator("[data-testid='stImage'] img").first.wait_for()
+    src = page.locator("[data-testid='stImage'] img").first.get_attribute("src")
+    assert src.startswith("/media/") or "/media/" in src
+    media = src if src.startswith("http") else f"{url}{src}"
+    assert page.request.get(media).status == 200  # the signed-in browser (its cookie) gets it
+    stranger = Client(url)  # a signed-out client with its own XSRF cookie from /_stcore/health
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        stranger.opener.open(media, timeout=10)
+    assert refused.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as bare:
+        urllib.request.urlopen(media, timeout=10)  # no cookie at all
+    assert bare.value.code == 404
+    other = browser.new_context().new_page()  # another browser, signed out
+    other.goto(url)
+    other.wait_for_selector(READY)
+    assert other.request.get(media).status == 404
