@@ -6,6 +6,7 @@ Streamlit answers three things for every websocket or HTTP client, signed in or 
 * the ``clear_cache`` message (the developer menu's *Clear cache*): refused for everyone and logged. ogaudit's
   caches hold only what can be read again from disk, and its security and job state is not in them
   (:mod:`ogaudit.server.state`), but one visitor must not be able to make every other visitor's next click slow.
+* the ``load_git_info`` message: ignored (it would send the app folder's git remote and branch to any visitor).
 * the upload endpoint ``PUT /_stcore/upload_file/<session id>/<file id>``: refused with 403 before the body is read
   unless the session is granted by :class:`~ogaudit.server.state.UploadGate` (a signed-in admin, or the person on a
   local-only server), and with 413 once the session holds
@@ -51,8 +52,12 @@ def _refuse_clear_cache() -> None:
     def refused(self) -> None:
         _LOG.warning("refused a clear_cache message from session %s: ogaudit's caches are not clearable", self.id)
 
-    refused.ogaudit_guard = True
+    def no_git_info(self) -> None:  # the app folder's git remote and branch are nobody's business
+        _LOG.info("ignored a load_git_info message from session %s", self.id)
+
+    refused.ogaudit_guard = no_git_info.ogaudit_guard = True
     AppSession._handle_clear_cache_request = refused
+    AppSession._handle_git_information_request = no_git_info
 
 
 def _gate_uploads() -> None:
@@ -107,10 +112,23 @@ def _gate_media() -> None:
     import sys
 
     from streamlit.runtime import Runtime
+    from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.runtime.media_file_storage import MediaFileStorageError
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage, get_extension_for_mimetype
 
     original_get = MemoryMediaFileStorage.get_file
+    original_execute = MediaFileManager.execute_deferred
+    made_for: dict[str, set[str]] = {}  # a deferred download's file id -> the sessions whose button made it
+    made_lock = threading.Lock()
+
+    def execute_deferred(self, file_id: str) -> str:
+        """Streamlit's, remembering which sessions own the button (it leaves the made file mapped to none)."""
+        url = original_execute(self, file_id)
+        owners = {sid for sid, ids in list(self._deferred_ids_by_session.items()) if file_id in ids}
+        made = os.path.splitext(url.rsplit("/", 1)[-1])[0]
+        with made_lock:
+            made_for.setdefault(made, set()).update(owners)
+        return url
 
     def get_file(self, filename: str):
         file = original_get(self, filename)
@@ -140,8 +158,11 @@ def _gate_media() -> None:
                 continue
         else:
             return False
+        with made_lock:
+            sessions += [(sid, {file_id}) for sid in made_for.get(file_id, ())]
         return any(file_id in ids and gate.serves(sid, browser) for sid, ids in sessions)
 
-    get_file.ogaudit_guard = get_url.ogaudit_guard = True
+    get_file.ogaudit_guard = get_url.ogaudit_guard = execute_deferred.ogaudit_guard = True
     MemoryMediaFileStorage.get_file = get_file
     MemoryMediaFileStorage.get_url = get_url
+    MediaFileManager.execute_deferred = execute_deferred

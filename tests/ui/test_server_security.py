@@ -246,3 +246,13 @@ def test_media_goes_only_to_the_signed_in_browser(team_server, browser):
     other.goto(url)
     other.wait_for_selector(READY)
     assert other.request.get(media).status == 404
+
+    page.get_by_role("tab", name="Export").click()  # a download made when clicked (Streamlit leaves it unmapped)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="⬇ Decisions CSV").click()
+    made = download.value.url
+    assert "/media/" in made and download.value.path().read_text().startswith("sample_id")
+    assert other.request.get(made).status == 404
+    with pytest.raises(urllib.error.HTTPError) as stolen:
+        stranger.opener.open(made, timeout=10)
+    assert stolen.value.code == 404
