@@ -26,6 +26,10 @@ from ogaudit.server.jobs import JobRegistry
 UPLOAD_FILES_PER_SESSION = 8
 """Files one session may hold at once through Streamlit's upload endpoint (the app takes a data zip or file, and a
 checkpoint; the rest is room for a replaced pick)."""
+UPLOAD_BYTES_PER_SESSION = 512 * 1024 * 1024
+"""Bytes one session may hold before a new upload is refused: a data zip and a checkpoint of Streamlit's per-file
+``server.maxUploadSize`` (200 MB, set in ``.streamlit/config.toml``) and room to replace one. So a session holds at
+most this plus one file."""
 
 
 class UploadGate:

@@ -10,7 +10,8 @@ Streamlit answers three things for every websocket or HTTP client, signed in or 
 * the upload endpoint ``PUT /_stcore/upload_file/<session id>/<file id>``: refused with 403 before the body is read
   unless the session is granted by :class:`~ogaudit.server.state.UploadGate` (a signed-in admin, or the person on a
   local-only server), and with 413 once the session holds
-  :data:`~ogaudit.server.state.UPLOAD_FILES_PER_SESSION` files. Streamlit's ``server.maxUploadSize`` caps each file.
+  :data:`~ogaudit.server.state.UPLOAD_FILES_PER_SESSION` files or
+  :data:`~ogaudit.server.state.UPLOAD_BYTES_PER_SESSION` bytes. Streamlit's ``server.maxUploadSize`` caps each file.
   Streamlit's only other use of :meth:`Runtime.is_active_session` is none (1.67), which is why the check sits there.
 * ``/media/<file id>`` (thumbnails, downloads): served only while a granted session shows the file, and (unless
   the server is local-only) only to the browser that session's socket came from (the token of Streamlit's XSRF
@@ -27,7 +28,7 @@ import logging
 import os
 import threading
 
-from ogaudit.server.state import UPLOAD_FILES_PER_SESSION, server_state
+from ogaudit.server.state import UPLOAD_BYTES_PER_SESSION, UPLOAD_FILES_PER_SESSION, server_state
 
 _LOG = logging.getLogger("ogaudit.guard")
 _INSTALLED = False
@@ -72,10 +73,12 @@ def _gate_uploads() -> None:
             return False
         if not server_state().uploads.allows(session_id):
             raise HTTPException(status_code=403, detail="Sign in to upload files.")
-        held = getattr(self.uploaded_file_mgr, "file_storage", {}).get(session_id, {})
-        if len(held) >= UPLOAD_FILES_PER_SESSION:
+        held = list(getattr(self.uploaded_file_mgr, "file_storage", {}).get(session_id, {}).values())
+        if len(held) >= UPLOAD_FILES_PER_SESSION or sum(len(f.data) for f in held) >= UPLOAD_BYTES_PER_SESSION:
             raise HTTPException(
-                status_code=413, detail=f"At most {UPLOAD_FILES_PER_SESSION} uploaded files per session."
+                status_code=413,
+                detail=f"At most {UPLOAD_FILES_PER_SESSION} files or {UPLOAD_BYTES_PER_SESSION >> 20} MB per session: "
+                "remove one first.",
             )
         return True
 

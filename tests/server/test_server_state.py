@@ -282,3 +282,36 @@ def test_an_interrupted_audit_is_resumed_once_per_process(tmp_path, monkeypatch)
 def test_auth_keeps_no_per_call_dummy_hash():
     assert not hasattr(UserStore(Path("x")), "_dummy")
     assert auth._DUMMY_HASH.startswith(b"$2b$12$")  # the same cost as every stored hash
+
+
+def test_the_upload_gate_refuses_signed_out_sessions_and_caps_what_a_session_holds(monkeypatch):
+    """The check behind Streamlit's upload endpoint, in-process (the real endpoint: tests/ui/test_server_security.py):
+    403 for a session without a grant, 413 at the file or byte cap, yes otherwise."""
+    from types import SimpleNamespace
+
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.runtime import Runtime
+
+    guard.install()
+    monkeypatch.setattr(guard, "UPLOAD_BYTES_PER_SESSION", 10)
+    held: dict[str, dict] = {}
+    runtime = SimpleNamespace(
+        _session_mgr=SimpleNamespace(is_active_session=lambda sid: sid != "gone"),
+        uploaded_file_mgr=SimpleNamespace(file_storage=held),
+    )
+    assert Runtime.is_active_session(runtime, "gone") is False  # Streamlit's own answer first
+    with pytest.raises(HTTPException) as refused:
+        Runtime.is_active_session(runtime, "visitor")
+    assert refused.value.status_code == 403
+    server_state().uploads.grant("admin", time.time() + 60, upload=True)
+    server_state().uploads.grant("annotator", time.time() + 60, upload=False)
+    assert Runtime.is_active_session(runtime, "admin") is True
+    with pytest.raises(HTTPException):
+        Runtime.is_active_session(runtime, "annotator")  # signed in, but a role that may not upload
+    held["admin"] = {"a": SimpleNamespace(data=b"x" * 10)}
+    with pytest.raises(HTTPException) as full:
+        Runtime.is_active_session(runtime, "admin")
+    assert full.value.status_code == 413
+    server_state().uploads.grant("expired", time.time() - 1, upload=True)
+    with pytest.raises(HTTPException):
+        Runtime.is_active_session(runtime, "expired")
