@@ -256,3 +256,30 @@ def test_media_goes_only_to_the_signed_in_browser(team_server, browser):
     with pytest.raises(urllib.error.HTTPError) as stolen:
         stranger.opener.open(made, timeout=10)
     assert stolen.value.code == 404
+
+
+def _sign_in_as(browser, url: str, name: str, password: str, forwarded_for: str):
+    """A browser behind a same-host proxy that adds ``X-Forwarded-For: <forwarded_for>`` to every request."""
+    context = browser.new_context(extra_http_headers={"X-Forwarded-For": forwarded_for})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    page.wait_for_selector(READY)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector(READY)
+    return page
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_the_per_client_limit_works_behind_a_same_host_proxy(team_server, browser):
+    """Every connection comes from 127.0.0.1 (the proxy); the client is the address the proxy forwards. A client
+    guessing five names is locked out, even with the right password; another client behind the same proxy is not."""
+    url = team_server[0]
+    for i in range(5):  # five different names: no name reaches its own limit, the client does
+        page = _sign_in_as(browser, url, f"guess{i}", "not the password", "203.0.113.9")
+        page.get_by_text("Wrong user name or password.").wait_for()
+    _sign_in_as(browser, url, "root", PASSWORD, "203.0.113.9").get_by_text("Too many failed sign-ins").wait_for()
+    _sign_in_as(browser, url, "root", PASSWORD, "203.0.113.10").get_by_text("Signed in as").wait_for()
