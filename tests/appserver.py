@@ -1,5 +1,6 @@
-"""Helpers for the app's tests: start ``streamlit run app.py`` on a free port for headless chromium (Debian's
-``/usr/bin/chromium`` only; never ``playwright install``), and wait for a background job as the page would.
+"""Helpers for the app's tests: start ``streamlit run app.py`` (through ``ogaudit.ui.serve``, as scripts/app.sh
+does) on a free port for headless chromium (Debian's ``/usr/bin/chromium`` only; never ``playwright install``), and
+wait for a background job as the page would.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def free_port() -> int:
 def start_app(env: dict[str, str], log_path: Path, *, timeout: float = 90) -> tuple[subprocess.Popen, str]:
     """Start the app with ``env`` (its log in ``log_path``); return the process and its URL once it is healthy."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
+    command = [sys.executable, "-m", "ogaudit.ui.serve", str(REPO / "app.py"), "--server.headless", "true"]
     command += ["--server.address", "127.0.0.1", "--server.port", str(port)]
     command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:

@@ -64,7 +64,9 @@ class Client:
         self.opener.open(f"{url}/_stcore/health", timeout=10).read()
         self.xsrf = next(c.value for c in self.jar if c.name == "_streamlit_xsrf")
 
-    async def open_session(self):
+    async def open_session(self, *, first_message: bool = False):
+        """A websocket and its session id, once the page's first run has finished (or, with ``first_message``, as
+        soon as the server names the session: while the run is still importing the app)."""
         import websockets
 
         ws = await websockets.connect(
@@ -77,6 +79,8 @@ class Client:
             msg.ParseFromString(await asyncio.wait_for(ws.recv(), 60))
             if msg.WhichOneof("type") == "new_session":
                 session_id = msg.new_session.initialize.session_id
+                if first_message:
+                    return ws, session_id
             if msg.WhichOneof("type") == "script_finished" and session_id:
                 return ws, session_id
 
@@ -198,6 +202,21 @@ def test_uploads_from_a_signed_out_session_are_refused_and_hold_nothing(team_ser
     assert asyncio.run(attack()) == [403] * 14
     assert client.held_upload_bytes() == 0
     assert process.poll() is None
+
+
+def test_an_upload_during_the_first_run_after_the_start_is_refused(team_server):
+    """The guard is installed by the launcher (ogaudit.ui.serve) before the first request, not by the first page
+    run: an upload sent the moment the first session is named, while its run still imports the app, is refused."""
+    url = team_server[0]
+    client = Client(url)
+
+    async def race() -> int:
+        ws, session_id = await client.open_session(first_message=True)
+        code = client.upload(session_id, 1024)
+        await ws.close()
+        return code
+
+    assert asyncio.run(race()) == 403
 
 
 def test_a_granted_session_uploads_within_the_cap_and_its_files_go_with_its_socket(loopback_server):
