@@ -80,7 +80,7 @@ def test_cli_reports_unwritable_output_without_traceback(tmp_path, capsys, cache
             str(blocker / "out"),
         ]
     )
-    assert code == 2
+    assert code == 4  # environment: the result could not be written (exit codes by kind)
     assert "Cannot write" in capsys.readouterr().err
 
 

@@ -361,5 +361,8 @@ def test_review_commands_import_list_and_export(project, tmp_path, capsys):
 
 
 def test_review_commands_need_a_dataset(tmp_path):
+    with pytest.raises(DataError, match="is not a project folder"):
+        cli("decisions", "list", "--project", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="pass --data"):
         cli("decisions", "list", "--project", tmp_path / "empty")
