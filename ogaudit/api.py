@@ -13,6 +13,7 @@ This module imports torch and the pipeline only when a function runs, so ``impor
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import warnings
 from collections.abc import Sequence
@@ -168,6 +169,11 @@ def audit(
 
     project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
     created = project is not None and not project.path.exists()
+    lock = None
+    if project is not None:  # one live audit per project folder: the app's jobs hold the same lock
+        from ogaudit.server.jobs import FolderLock
+
+        lock = FolderLock(project.path, "audit").acquire()
     try:
         return run_audit(
             data,
@@ -181,9 +187,15 @@ def audit(
             ray_address=ray_address,
         )
     except BaseException:
-        if created and project.path.is_dir() and not any(project.path.iterdir()):
-            project.path.rmdir()  # a failed audit leaves no empty project folder behind
+        if lock is not None:
+            lock.release()
+            lock = None
+        if created and project.path.is_dir() and not {p.name for p in project.path.iterdir()} - {"job-audit.lock"}:
+            shutil.rmtree(project.path)  # a failed audit leaves no empty project folder behind
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class AuditNotice(UserWarning):

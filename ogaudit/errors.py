@@ -35,3 +35,7 @@ class EngineError(OgauditError, RuntimeError):
 
 class Cancelled(OgauditError):
     """A long run stopped because its cancel token was set."""
+
+
+class JobBusy(OgauditError):
+    """A job of this kind already runs on this project folder (in this server, another process or the CLI)."""

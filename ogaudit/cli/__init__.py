@@ -23,6 +23,7 @@ from ogaudit.errors import (
     Cancelled,
     DataError,
     EngineError,
+    JobBusy,
     LedgerError,
     ModelError,
     OgauditError,
@@ -38,7 +39,8 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 """Data, a model or a decision that cannot be used as given."""
 EXIT_ENVIRONMENT = 4
-"""A result that could not be written (full disk, read-only folder) or a cluster that failed."""
+"""A result that could not be written (full disk, read-only folder), a cluster that failed, or another audit
+running on the same project folder."""
 EXIT_INTERNAL = 70
 """A bug in ogaudit (sysexits' EX_SOFTWARE): the message says so and the traceback follows on stderr."""
 EXIT_CANCELLED = 130
@@ -47,7 +49,7 @@ EXIT_CANCELLED = 130
 EXIT_CODES = (
     (SettingsError, EXIT_USAGE, "usage"),
     ((DataError, ModelError, LedgerError), EXIT_INPUT, "input"),
-    ((StorageError, EngineError), EXIT_ENVIRONMENT, "environment"),
+    ((StorageError, EngineError, JobBusy), EXIT_ENVIRONMENT, "environment"),
     (Cancelled, EXIT_CANCELLED, "cancelled"),
     (OgauditError, EXIT_INPUT, "input"),
 )

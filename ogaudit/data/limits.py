@@ -409,7 +409,13 @@ def _npy_header(name: str, stream: BinaryIO) -> ArrayHeader | None:
             f"Refused the array {name!r}: its .npy header cannot be read ({error}), so the memory it needs is "
             "unknown. Save the arrays again with numpy.savez."
         ) from None
-    return ArrayHeader(name, tuple(int(n) for n in shape), np.dtype(dtype))
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):  # numpy refuses it only when the array is read, after the others were
+        raise DataError(
+            f"Refused the array {name!r}: its .npy header declares the shape {shape}, with a negative dimension. "
+            "The file is damaged or crafted; save the arrays again with numpy.savez."
+        )
+    return ArrayHeader(name, shape, np.dtype(dtype))
 
 
 def read_header_2_or_3(stream: BinaryIO, version: tuple[int, int]):

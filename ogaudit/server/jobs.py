@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ogaudit.errors import Cancelled, OgauditError, StorageError
+from ogaudit.errors import Cancelled, JobBusy, OgauditError, StorageError
 from ogaudit.progress import ProgressCallback
 from ogaudit.project import Project
 from ogaudit.results import Run
@@ -54,10 +54,6 @@ Target = Callable[[ProgressCallback, threading.Event], object]
 FINISHED = ("done", "failed", "cancelled")
 AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
 """Rough share of an audit's time per stage (a fresh small CNN with UMAP), for the overall fraction and ETA."""
-
-
-class JobBusy(OgauditError):
-    """A job of this kind already runs on this project folder (in this server or another process)."""
 
 
 class FolderLock:

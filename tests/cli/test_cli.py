@@ -13,6 +13,7 @@ from ogaudit.errors import (
     Cancelled,
     DataError,
     EngineError,
+    JobBusy,
     LedgerError,
     ModelError,
     OgauditError,
@@ -38,6 +39,7 @@ def test_version_names_the_package_version(capsys):
         (LedgerError("x"), 3, "input"),
         (StorageError("x"), 4, "environment"),
         (EngineError("x"), 4, "environment"),
+        (JobBusy("x"), 4, "environment"),
         (Cancelled("x"), 130, "cancelled"),
         (OgauditError("x"), 3, "input"),
         (RuntimeError("x"), 70, "internal"),
@@ -112,3 +114,17 @@ def test_a_bug_is_exit_code_70_with_its_traceback(tmp_path, monkeypatch, capsys)
     assert main(["users", "list", "--home", str(tmp_path)]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError: planted" in err and "this is a bug in ogaudit" in err
+
+
+def test_a_scan_into_a_folder_whose_audit_runs_elsewhere_is_refused(tmp_path, capsys):
+    from ogaudit.server.jobs import FolderLock
+
+    held = FolderLock(tmp_path / "busy", "audit").acquire()  # the app's job holds it while it runs
+    try:
+        assert main(["scan", "digits", *FAST, "--out", str(tmp_path / "busy"), "--json"]) == 4
+        failure = json.loads(capsys.readouterr().out)
+        assert failure["kind"] == "environment" and "already running" in failure["error"]
+        assert not (tmp_path / "busy" / "run.json").exists()
+    finally:
+        held.release()
+    assert main(["scan", "digits", *FAST, "--out", str(tmp_path / "busy"), "--quiet"]) == 0  # free again

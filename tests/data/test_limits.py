@@ -404,3 +404,24 @@ def test_parquet_within_the_budget_still_loads_with_dictionary_columns(tmp_path,
 
     dataset = load_text_dataset(str(tmp_path / "ok.parquet"))
     assert len(dataset) == 200
+
+
+def test_an_npz_member_with_a_negative_dimension_is_refused_before_any_array_is_read(tmp_path):
+    """A crafted header (shape (-10**8,)) made the estimate small, then the loader read every other array before
+    numpy failed on that member."""
+    import io
+    import zipfile
+
+    from ogaudit.data.limits import check_npz
+
+    path = tmp_path / "crafted.npz"
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (-(10**8),)})
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in (("x", np.zeros((4, 2), np.float32)), ("y", np.arange(4))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+        archive.writestr("extra.npy", member.getvalue())
+    with pytest.raises(DataError, match="negative dimension"):
+        check_npz(path)
