@@ -80,8 +80,13 @@ def _client() -> str:
     return client_key(getattr(st.context, "ip_address", None))
 
 
-def visitor(home: Path) -> Visitor:
-    """The tab's visitor; draws the sign-in form and stops the page until a required sign-in succeeds."""
+def visitor(home: Path) -> Visitor | None:
+    """The tab's visitor, or None while a required sign-in has not succeeded (the sign-in form is drawn; the
+    caller draws nothing else).
+
+    The page then ends as a normal run, not with ``st.stop()``: Streamlit discards the widget state a run did not
+    use only when the run finishes, so a stopped sign-in page kept whatever widget values a signed-out client sent
+    (an attack run: about 32 MB per message, until the session timed out)."""
     store = UserStore.in_home(home)
     if not sign_in_required(store):
         _grant(time.time() + SESSION_HOURS * 3600, upload=True, local=True)
@@ -93,14 +98,14 @@ def visitor(home: Path) -> Visitor:
             "On the server, run `ogaudit users add NAME --role admin` (and `--role annotator` for reviewers), or "
             "serve on 127.0.0.1 only (see the README, *Serving a review team*)."
         )
-        st.stop()
+        return None
     session = st.session_state.get(SESSION_KEY)
     user = current_user(store, session, _client())
     if user is None:
         _grant(None)
         st.session_state.pop(SESSION_KEY, None)
         _sign_in_form(store)
-        st.stop()
+        return None
     _grant(session.expires_at, upload=can(user.role, "upload"))
     with st.sidebar:
         left, right = st.columns([3, 1], vertical_alignment="center")

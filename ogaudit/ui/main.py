@@ -43,6 +43,8 @@ def main() -> None:
     except OgauditError as error:
         st.error(md(error))
     who = visitor(root)
+    if who is None:  # the sign-in form is all a signed-out visitor gets
+        return
     try:
         demo = DemoConfig.from_env()
         project = _current_project(root, demo, who)
