@@ -170,11 +170,11 @@ def audit(
     project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
     created = project is not None and not project.path.exists()
     lock = None
-    if project is not None:  # one live audit per project folder: the app's jobs hold the same lock
-        from ogaudit.server.jobs import FolderLock
-
-        lock = FolderLock(project.path, "audit").acquire()
     try:
+        if project is not None:  # one live audit per project folder: the app's jobs hold the same lock
+            from ogaudit.server.jobs import FolderLock
+
+            lock = FolderLock(project.writable().path, "audit").acquire()
         return run_audit(
             data,
             settings,

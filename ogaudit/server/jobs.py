@@ -69,8 +69,14 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         """Take the lock or raise :class:`JobBusy` at once."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot take the lock {str(self.path)!r}: {error.strerror or error}. Choose a project folder that "
+                "can be written."
+            ) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
