@@ -60,10 +60,12 @@ class UploadGate:
             grant = self._grants.get(session_id)
         return grant if grant is not None and grant[0] > time.time() else None
 
-    def allows(self, session_id: str) -> bool:
-        """Whether ``session_id`` may upload now."""
+    def allows(self, session_id: str, browser: str | None = None) -> bool:
+        """Whether ``session_id`` may upload now, from a request of ``browser``: the session may upload, and is
+        either local (a local-only server) or signed in from that very browser (an upload URL read from a log,
+        sent from another browser, is refused)."""
         grant = self._live(session_id)
-        return grant is not None and grant[1]
+        return grant is not None and grant[1] and (grant[2] or (grant[3] is not None and grant[3] == browser))
 
     def serves(self, session_id: str, browser: str | None) -> bool:
         """Whether a media file that ``session_id`` shows may go to a request from ``browser`` now: the session is

@@ -24,6 +24,7 @@ expires) and its grant is revoked; a reconnecting tab is granted again by its ne
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -61,9 +62,24 @@ def _refuse_clear_cache() -> None:
     AppSession._handle_git_information_request = no_git_info
 
 
+_request_xsrf_cookie: contextvars.ContextVar[str | None] = contextvars.ContextVar("ogaudit_xsrf", default=None)
+"""The XSRF cookie of the upload request being handled: Streamlit checks it (``validate_xsrf_token``) just before
+it asks whether the session is active, in the same task, so the gate can tell which browser sent the upload."""
+
+
 def _gate_uploads() -> None:
     from starlette.exceptions import HTTPException
     from streamlit.runtime.runtime import Runtime
+    from streamlit.web.server.starlette import starlette_routes
+
+    original_validate = starlette_routes.validate_xsrf_token
+
+    def validate_xsrf_token(header, cookie):
+        _request_xsrf_cookie.set(cookie)
+        return original_validate(header, cookie)
+
+    validate_xsrf_token.ogaudit_guard = True
+    starlette_routes.validate_xsrf_token = validate_xsrf_token
 
     original_active = Runtime.is_active_session
     original_disconnect = Runtime.disconnect_session
@@ -71,8 +87,8 @@ def _gate_uploads() -> None:
     def is_active_session(self, session_id: str) -> bool:
         if not original_active(self, session_id):
             return False
-        if not server_state().uploads.allows(session_id):
-            raise HTTPException(status_code=403, detail="Sign in to upload files.")
+        if not server_state().uploads.allows(session_id, browser_key(_request_xsrf_cookie.get())):
+            raise HTTPException(status_code=403, detail="Sign in to upload files, from the browser you signed in with.")
         held = list(getattr(self.uploaded_file_mgr, "file_storage", {}).get(session_id, {}).values())
         if len(held) >= UPLOAD_FILES_PER_SESSION or sum(len(f.data) for f in held) >= UPLOAD_BYTES_PER_SESSION:
             raise HTTPException(

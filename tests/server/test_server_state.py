@@ -303,8 +303,8 @@ def test_the_upload_gate_refuses_signed_out_sessions_and_caps_what_a_session_hol
     with pytest.raises(HTTPException) as refused:
         Runtime.is_active_session(runtime, "visitor")
     assert refused.value.status_code == 403
-    server_state().uploads.grant("admin", time.time() + 60, upload=True)
-    server_state().uploads.grant("annotator", time.time() + 60, upload=False)
+    server_state().uploads.grant("admin", time.time() + 60, upload=True, local=True)
+    server_state().uploads.grant("annotator", time.time() + 60, upload=False, local=True)
     assert Runtime.is_active_session(runtime, "admin") is True
     with pytest.raises(HTTPException):
         Runtime.is_active_session(runtime, "annotator")  # signed in, but a role that may not upload
@@ -312,6 +312,34 @@ def test_the_upload_gate_refuses_signed_out_sessions_and_caps_what_a_session_hol
     with pytest.raises(HTTPException) as full:
         Runtime.is_active_session(runtime, "admin")
     assert full.value.status_code == 413
-    server_state().uploads.grant("expired", time.time() - 1, upload=True)
+    server_state().uploads.grant("expired", time.time() - 1, upload=True, local=True)
     with pytest.raises(HTTPException):
         Runtime.is_active_session(runtime, "expired")
+
+
+def test_an_upload_goes_only_to_the_browser_that_signed_in(monkeypatch):
+    """An attack run: the admin's upload URL (session id and file id, e.g. from a proxy log), sent with another
+    browser's XSRF cookie, replaced the file the admin had just uploaded. The upload now has to come from the
+    browser the session signed in from (the token in Streamlit's XSRF cookie, checked just before)."""
+    from types import SimpleNamespace
+
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.runtime import Runtime
+    from streamlit.web.server.starlette import starlette_app_utils, starlette_routes
+
+    guard.install()
+    runtime = SimpleNamespace(
+        _session_mgr=SimpleNamespace(is_active_session=lambda sid: True),
+        uploaded_file_mgr=SimpleNamespace(file_storage={}),
+    )
+    admins, strangers = (starlette_app_utils.generate_xsrf_token_string() for _ in range(2))
+    server_state().uploads.grant("signed-in", time.time() + 60, upload=True, browser=guard.browser_key(admins))
+
+    def upload_from(cookie: str) -> bool:  # what Streamlit's upload handler does: the XSRF check, then this
+        starlette_routes.validate_xsrf_token(cookie, cookie)
+        return Runtime.is_active_session(runtime, "signed-in")
+
+    assert upload_from(starlette_app_utils.generate_xsrf_token_string(bytes.fromhex(guard.browser_key(admins)))) is True
+    with pytest.raises(HTTPException) as refused:
+        upload_from(strangers)
+    assert refused.value.status_code == 403
