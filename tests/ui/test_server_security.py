@@ -341,3 +341,30 @@ def test_widget_values_a_signed_out_client_sends_are_not_kept(team_server):
     # after the first two (buffers the server keeps for reuse), 6 more messages of 12 MB each: kept, they add
     # ~16 MB each (measured: 243 -> 339 MB); discarded, the memory is reused (243 -> 256 MB)
     assert sizes[-1] - sizes[1] < 45, f"resident MB after each message: {[round(s) for s in sizes]}"
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_a_signed_in_admin_uploads_from_their_browser_and_the_url_serves_no_one_else(team_server, browser, tmp_path):
+    """The upload gate, end to end on a team server: the signed-in admin's own browser uploads (its XSRF token is
+    the one its session was granted with); the same upload URL from a signed-out client with its own cookie is
+    refused, so a URL read from a log cannot replace the admin's file."""
+    url, _, _, _ = team_server
+    page = _sign_in(browser, url, PASSWORD)
+    page.get_by_text("Signed in as").wait_for()
+    page.get_by_text("New audit", exact=True).first.click()
+    page.get_by_text("Upload text table").click()
+    table = tmp_path / "reviews.csv"
+    table.write_text("text,label\n" + "".join(f"review number {i},{'good' if i % 2 else 'bad'}\n" for i in range(20)))
+    with page.expect_request(lambda request: "/_stcore/upload_file/" in request.url and request.method == "PUT") as put:
+        page.locator(".st-key-setup-text-upload [data-testid='stFileUploaderDropzoneInput']").set_input_files(
+            str(table)
+        )
+    upload_url = put.value.url
+    assert put.value.response().status == 204  # the admin's browser: accepted
+    page.get_by_text("reviews.csv").wait_for()
+    stranger = Client(url)
+    request = urllib.request.Request(upload_url, data=b"EVIL", method="PUT", headers={"X-Xsrftoken": stranger.xsrf})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        stranger.opener.open(request, timeout=10)
+    assert refused.value.code in (400, 403)
