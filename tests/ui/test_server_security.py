@@ -150,15 +150,8 @@ def browser():
 
 
 def _sign_in(browser, url: str, password: str):
-    page = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
-    page.set_default_timeout(90_000)
-    page.goto(url)
-    page.wait_for_selector(READY)
-    page.get_by_label("User name").fill("root")
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_selector(READY)
-    return page
+    """The admin ``root`` signed in from a new browser context."""
+    return _sign_in_as(browser, url, "root", password)
 
 
 @pytest.mark.browser
@@ -278,9 +271,11 @@ def test_media_goes_only_to_the_signed_in_browser(team_server, browser):
     assert stolen.value.code == 404
 
 
-def _sign_in_as(browser, url: str, name: str, password: str, forwarded_for: str):
-    """A browser behind a same-host proxy that adds ``X-Forwarded-For: <forwarded_for>`` to every request."""
-    context = browser.new_context(extra_http_headers={"X-Forwarded-For": forwarded_for})
+def _sign_in_as(browser, url: str, name: str, password: str, forwarded_for: str | None = None):
+    """``name`` signed in from a new browser context; with ``forwarded_for``, a browser behind a same-host proxy
+    that adds ``X-Forwarded-For: <forwarded_for>`` to every request."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    context = browser.new_context(viewport={"width": 1400, "height": 1200}, extra_http_headers=headers)
     page = context.new_page()
     page.set_default_timeout(90_000)
     page.goto(url)
