@@ -370,11 +370,7 @@ def _from_torch_dataset(data, class_names, fold: bool) -> Dataset:
     text = [part.dtype.kind in "US" for part in ys]
     if any(text) and not all(text):
         first = text.index(not text[0])
-        raise DataError(
-            f"The torch Dataset {name} mixes label types: sample 0 has {ys[0][0]!r} but sample "
-            f"{first * LOADER_BATCH} has {ys[first][0]!r}. Give every y as an int (class index) or every y as a str "
-            "(class name)."
-        )
+        raise _mixed_labels(name, (0, ys[0][0]), (first * LOADER_BATCH, ys[first][0]))
     x, y = np.concatenate(xs), np.concatenate(ys)
     del xs, ys
     if x.ndim == 4 and x.shape[1] in (1, 3, 4):  # torch's (N, C, H, W) as ogaudit's (N, H, W, C)
@@ -443,16 +439,20 @@ def _sample_pair(sample, index: int, name: str) -> tuple[np.ndarray, object]:
     return x, label
 
 
+def _mixed_labels(name: str, one: tuple[int, object], other: tuple[int, object]) -> DataError:
+    """The error for a torch Dataset whose labels mix names and numbers: two ``(sample index, label)`` examples."""
+    return DataError(
+        f"The torch Dataset {name} mixes label types: sample {one[0]} has {one[1]!r} but sample {other[0]} has "
+        f"{other[1]!r}. Give every y as an int (class index) or every y as a str (class name)."
+    )
+
+
 def _stack_labels(labels: list, start: int, name: str) -> np.ndarray:
     """The labels of samples ``start …`` as one array; names and numbers mixed are refused naming the sample."""
     text = [isinstance(v, str | bytes) or v.dtype.kind in "US" for v in labels]
     if any(text) and not all(text):
         first = text.index(not text[0])
-        raise DataError(
-            f"The torch Dataset {name} mixes label types: sample {start} has {labels[0]!r} but sample "
-            f"{start + first} has {labels[first]!r}. Give every y as an int (class index) or every y as a str "
-            "(class name)."
-        )
+        raise _mixed_labels(name, (start, labels[0]), (start + first, labels[first]))
     if any(text):
         return np.asarray([v if isinstance(v, str | bytes) else str(v.item()) for v in labels], dtype=str)
     return np.stack(labels)
