@@ -34,7 +34,7 @@ GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", 
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
 MAP_METHODS = ("umap", "pca", "none")
 MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet", "linear", "lora")
-NOISE_KINDS = ("symmetric", "pairs")
+NOISE_KINDS = ("symmetric", "pairs", "instance", "annotator")
 DEFAULT_BUDGET = 0.05
 DEFAULT_PROJECTION_DIM = 4096
 MIN_PROJECTION_DIM = 16

@@ -83,7 +83,12 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     )
     scan.add_argument("--map", dest="map_method", default="umap", choices=MAP_METHODS, help="gradient map layout")
     scan.add_argument("--noise-rate", type=float, default=0.0, help="plant this fraction of wrong labels (demos)")
-    scan.add_argument("--noise-kind", default="symmetric", choices=NOISE_KINDS, help="how planted labels go wrong")
+    scan.add_argument(
+        "--noise-kind",
+        default="symmetric",
+        choices=NOISE_KINDS,
+        help="how planted labels go wrong: symmetric (any other class), pairs (a partner class), instance (where a weak classifier doubts, to its second choice), annotator (majority of 3 simulated annotators)",
+    )
     scan.add_argument("--limit", type=int, help="use a stratified random subset of this many samples")
     scan.add_argument(
         "--fold-labels",

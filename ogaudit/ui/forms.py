@@ -45,6 +45,7 @@ class SetupChoices:
     budget: float = DEFAULT_BUDGET
     map_method: str = "umap"
     noise_rate: float = 0.0
+    noise_kind: str = "symmetric"
     epochs: int = 0
     limit: int = 0
     name: str = ""
@@ -88,6 +89,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
             budget=check_budget(choices.budget),
             map_method=choices.map_method,
             noise_rate=float(choices.noise_rate),
+            noise_kind=choices.noise_kind,
             limit=choices.limit or None,
             text_column=choices.text_column.strip() or None,
             label_column=choices.label_column.strip() or None,

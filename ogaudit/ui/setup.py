@@ -12,7 +12,7 @@ from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.data.uploads import MAX_UPLOAD_BYTES
 from ogaudit.errors import OgauditError
 from ogaudit.server.jobs import submit_audit
-from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS
+from ogaudit.settings import DEFAULT_BUDGET, DEFAULT_DETECTOR, DETECTOR_NAMES, MAP_METHODS, NOISE_KINDS
 from ogaudit.ui import state
 from ogaudit.ui.forms import MODEL_CHOICES, SOURCES, SetupChoices, prepare_audit
 from ogaudit.ui.text import md
@@ -77,6 +77,14 @@ def new_audit_panel(root: Path) -> None:
             "Map", MAP_METHODS, key="setup-map", help="UMAP is slower (first use compiles, ~10 s); PCA is instant."
         )
         st.number_input("Planted noise (demo: flip this share of labels)", 0.0, 0.9, 0.0, 0.05, key="setup-noise")
+        st.selectbox(
+            "Planted noise kind",
+            NOISE_KINDS,
+            key="setup-noise-kind",
+            help="symmetric: any other class; pairs: a fixed partner class; instance: where a weak classifier is "
+            "unsure, to its second choice; annotator: the majority of three simulated annotators who confuse "
+            "similar classes",
+        )
         st.number_input("Epochs (0 = by data size)", 0, 500, 0, key="setup-epochs")
         st.number_input("Subset size (0 = all samples)", 0, None, 0, key="setup-limit")
         st.text_input("Project name (optional)", key="setup-name")
@@ -106,6 +114,7 @@ def _choices() -> SetupChoices:
         budget=get("setup-budget"),
         map_method=get("setup-map"),
         noise_rate=get("setup-noise"),
+        noise_kind=get("setup-noise-kind") or "symmetric",
         epochs=int(get("setup-epochs")),
         limit=int(get("setup-limit")),
         name=get("setup-name") or "",

@@ -508,6 +508,11 @@ def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
     with pytest.raises(DataError, match="contains '..'"):
         prepare_audit(SetupChoices(source="Upload zip", upload=_zip({"../a.png": b"1"})), tmp_path)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SettingsError, match="noise_kind"):
+        prepare_audit(SetupChoices(noise_rate=0.1, noise_kind="human", name="x"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    _, _, settings = prepare_audit(SetupChoices(noise_rate=0.1, noise_kind="instance", name="x"), tmp_path)
+    assert settings.noise_kind == "instance"
     project, data, settings = prepare_audit(
         SetupChoices(
             source="Upload zip",
