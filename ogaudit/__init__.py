@@ -12,6 +12,9 @@ The public names:
 ``score(features, probs, labels, *, logits=None, evidence=None, detector="posterior", budget=0.05, ...)``
     Score the outputs of a model you trained yourself (no training): one row per sample with ``score``,
     ``rank``, ``flagged``, ``suggested_label`` and ``p_wrong``.
+``export(source, path, *, format)``
+    Hand an audit's flags and a project's review to FiftyOne, Label Studio, a Hugging Face dataset, Parquet or
+    cleanlab's label-issues frame (``format="fiftyone" | "label-studio" | "hf" | "parquet" | "cleanlab"``).
 ``Project(path)``
     A project folder (``ogaudit scan --out DIR`` or the app wrote it): ``open_run()``, ``decide()``,
     ``decisions()``, ``export_decisions()``, ``export_split()``, ``verify()``.
@@ -29,6 +32,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "audit": "ogaudit.api",
     "score": "ogaudit.api",
+    "export": "ogaudit.api",
     "Project": "ogaudit.project",
     "AuditSettings": "ogaudit.settings",
     "AuditResult": "ogaudit.pipeline.run",

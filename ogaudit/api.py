@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ogaudit.gradients import GradientEvidence
     from ogaudit.pipeline.run import AuditResult
 
-__all__ = ["AuditNotice", "Project", "audit", "score"]
+__all__ = ["AuditNotice", "Project", "audit", "export", "score"]
 
 SCORE_COLUMNS = (
     "sample_id",
@@ -372,6 +372,139 @@ def score(
     )
     table["p_wrong"] = review.p_wrong()
     return table[list(SCORE_COLUMNS)]
+
+
+def export(
+    source,
+    path: str | os.PathLike,
+    *,
+    format: str,
+    data=None,
+    url_prefix: str | None = None,
+):
+    """Hand an audit's flags (and a project's review decisions) to another tool, in that tool's own format.
+
+    Parameters
+    ----------
+    source : what to export: an :class:`~ogaudit.pipeline.run.AuditResult` (``ogaudit.audit``'s; with its
+        ``out_dir``, that project's decisions too), ``ogaudit.score``'s table, a :class:`Project` or a project
+        folder's path.
+    path : where to write; nothing else is written (never into the data): a new or empty folder for
+        ``fiftyone``, ``label-studio`` and ``hf``; a ``.parquet`` / ``.csv`` file for ``parquet`` / ``cleanlab``.
+    format : keyword-only, one of
+
+        * ``"fiftyone"``: FiftyOne's ``FiftyOneImageClassificationDataset`` (``data/`` + ``labels.json``);
+          ``fo.Dataset.from_dir(path, fo.types.FiftyOneImageClassificationDataset)`` gives each image a
+          ``ground_truth`` classification (the given label) with attributes ``score, rank, flagged, p_wrong,
+          suggested_label, predicted_label, decision, reviewed_label``. Images only.
+        * ``"label-studio"``: ``tasks.json`` (one task per sample, most suspicious first, the suggested label as a
+          prediction scored by P(wrong)) and ``label_config.xml`` (the image- or text-classification template);
+          images under ``images/``, served by Label Studio's local-files storage with
+          ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=path`` (or from ``url_prefix``).
+        * ``"hf"``: a ``datasets.Dataset`` ``save_to_disk`` folder (``datasets.load_from_disk``), label columns as
+          ``ClassLabel``, with ``image`` / ``text`` when the data has them.
+        * ``"parquet"``: the same table as one Parquet file (labels as they were given).
+        * ``"cleanlab"``: cleanlab's label-issues frame (``is_label_issue``, ``label_score`` = 1 − P(wrong),
+          ``given_label``, ``predicted_label``) as CSV.
+
+        Every table has ``sample_id, given_label, predicted_label, suggested_label, score`` (higher = more
+        suspicious), ``rank`` (1 = most suspicious), ``flagged, p_wrong, decision, reviewed_label, annotator,
+        decided_at``. Integer labels stay integers.
+    data : the audited data when it is not at hand: for a project, where it is now (or the same in-memory data
+        again); for ``ogaudit.score``'s table, the data scored (a :class:`Dataset` or what :func:`audit` takes).
+    url_prefix : Label Studio only: the URL before each image's path in the export folder.
+
+    Returns
+    -------
+    pathlib.Path : the folder or file written.
+
+    Raises
+    ------
+    DataError : an unknown format, data a format cannot hold (FiftyOne: images; Label Studio: images or texts),
+        data that is not the audited data, a path inside the data or among a project's own files.
+    StorageError : a path that is taken or not writable.
+    TypeError : a ``source`` of another kind.
+
+    Examples
+    --------
+    >>> result = ogaudit.audit((x, y))                                        # doctest: +SKIP
+    >>> ogaudit.export(result, "flags-fo", format="fiftyone")                 # doctest: +SKIP
+    >>> ogaudit.export("runs/demo", "demo.parquet", format="parquet")         # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ogaudit.review.exports import LABEL_STUDIO_URL_PREFIX, reviewed_table, write_export
+
+    prefix = url_prefix or LABEL_STUDIO_URL_PREFIX
+    if isinstance(source, str | os.PathLike) and not isinstance(source, RunFolder):
+        source = Project(source)
+    if isinstance(source, Project):
+        return source.export(path, format=format, data=data, url_prefix=url_prefix)
+    if isinstance(source, RunFolder):
+        return Project(source.path).export(path, format=format, data=data, url_prefix=url_prefix)
+    if isinstance(source, pd.DataFrame):
+        dataset = None
+        if data is not None:
+            from ogaudit.data.containers import as_dataset, is_container
+            from ogaudit.data.load import load_dataset
+
+            dataset = (
+                data if isinstance(data, Dataset) else as_dataset(data) if is_container(data) else load_dataset(data)
+            )
+        names = sorted({*source["given_label"].astype(str), *source["suggested_label"].astype(str)})
+        if dataset is not None:
+            names = list(dataset.class_names)
+        elif all(n.lstrip("-").isdigit() for n in names):
+            names = sorted(names, key=int)
+        table = reviewed_table(source, None, names)
+        _check_outside_data(Path(path), dataset)
+        return write_export(table, path, format=format, class_names=names, dataset=dataset, url_prefix=prefix)
+    if hasattr(source, "scores") and hasattr(source, "dataset") and hasattr(source, "evidence"):
+        out_dir = getattr(source, "out_dir", None)
+        if out_dir is not None and Project(out_dir).has_run():
+            project = Project(out_dir)
+            if project.read_record().get("fingerprint") == source.record.get("fingerprint"):
+                return project.export(path, format=format, data=source.dataset, url_prefix=url_prefix)
+        from ogaudit.review.evidence import RunEvidence
+
+        evidence = source.evidence
+        p_wrong = None
+        if hasattr(evidence, "features") and source.label_evidence is not None:
+            review = RunEvidence(
+                evidence.features,
+                evidence.probs,
+                evidence.labels,
+                np.asarray(source.label_evidence),
+                neighbours=getattr(source, "neighbours", None),
+            )
+            p_wrong = review.p_wrong()
+        names = list(source.dataset.class_names)
+        table = reviewed_table(source.scores, None, names, p_wrong=p_wrong)
+        _check_outside_data(Path(path), source.dataset)
+        return write_export(table, path, format=format, class_names=names, dataset=source.dataset, url_prefix=prefix)
+    raise TypeError(
+        f"source must be an AuditResult (ogaudit.audit's), ogaudit.score's table, a Project or a project folder's "
+        f"path; got {type(source).__module__}.{type(source).__qualname__}."
+    )
+
+
+def _check_outside_data(target, dataset: Dataset | None) -> None:
+    """Refuse an export path inside the audited data's folder (exports never write into the user's data)."""
+    if dataset is None:
+        return
+    roots = [r for r in (dataset.root, dataset.source) if r and os.path.isabs(str(r))]
+    inside = target.expanduser().absolute().resolve()
+    for root in roots:
+        from pathlib import Path
+
+        root = Path(root).resolve()
+        if root.exists() and (inside == root or (root.is_dir() and inside.is_relative_to(root))):
+            raise DataError(
+                f"{str(target)!r} is inside the audited data {str(root)!r}, which exports never write to. "
+                "Choose a path outside it."
+            )
 
 
 def _array(value, name: str) -> np.ndarray:

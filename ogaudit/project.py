@@ -403,6 +403,70 @@ class Project(RunFolder):
             drop_undecided_flagged=drop_undecided_flagged,
         )
 
+    def export(
+        self,
+        path: str | os.PathLike,
+        *,
+        format: str,
+        data=None,
+        url_prefix: str | None = None,
+    ) -> Path:
+        """Write the run's flags and the review's decisions in force for another tool; return what was written.
+
+        ``format`` is one of :data:`~ogaudit.review.exports.EXPORT_FORMATS`: ``"fiftyone"`` (a
+        ``FiftyOneImageClassificationDataset`` folder), ``"label-studio"`` (a folder with ``tasks.json`` and
+        ``label_config.xml``), ``"hf"`` (a ``datasets`` ``save_to_disk`` folder), ``"parquet"`` (a ``.parquet``
+        file) or ``"cleanlab"`` (its label-issues frame as a ``.csv`` file); each carries ``score``, ``rank``,
+        ``flagged``, ``suggested_label``, ``p_wrong``, the ``decision`` and the ``reviewed_label``
+        (:func:`~ogaudit.review.exports.reviewed_table`). Integer labels stay integers.
+
+        FiftyOne and Label Studio carry the samples (images; Label Studio also texts) and read the data (``data``
+        as for :meth:`export_split`); ``hf`` and ``parquet`` add an ``image`` or ``text`` column when the data can
+        be read, and say so with a warning when it cannot; ``cleanlab`` reads no data. ``url_prefix``: Label
+        Studio's image URL before each file's path in the export folder (default its local-files URL).
+
+        Raises
+        ------
+        DataError : no finished run, an unknown format, data a format cannot hold, a path among the project's
+            own files or inside the audited data.
+        StorageError : a path that is taken (a folder that is not empty, a file of another kind) or not writable.
+        """
+        from ogaudit.review.exports import LABEL_STUDIO_URL_PREFIX, reviewed_table, write_export
+
+        target = self._export_target(path)
+        run = self.open_run()
+        evidence = self.open_evidence(run)
+        p_wrong = evidence.p_wrong() if evidence is not None else None
+        ledger = self.ledger(data)
+        table = reviewed_table(run.table, ledger.state(), run.class_names, p_wrong=p_wrong)
+        dataset = None
+        if format in ("fiftyone", "label-studio"):
+            dataset = self._audited(data)
+        elif format in ("hf", "parquet"):
+            try:
+                dataset = self._audited(data)
+            except DataError as error:
+                warnings.warn(
+                    f"The {format} export holds the table without the samples: the data cannot be read ({error})",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return write_export(
+            table,
+            target,
+            format=format,
+            class_names=run.class_names,
+            dataset=dataset,
+            url_prefix=url_prefix or LABEL_STUDIO_URL_PREFIX,
+        )
+
+    def _audited(self, data) -> Dataset:
+        """The audited data: ``data`` itself when it is the very :class:`Dataset` the run read (an audit's
+        ``result.dataset``, planted noise included), else :meth:`dataset`."""
+        if isinstance(data, Dataset) and data.fingerprint() == self.read_record()["dataset"]["fingerprint"]:
+            return data
+        return self.dataset(data)
+
     def verify(
         self,
         *,

