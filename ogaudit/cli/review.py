@@ -1,4 +1,5 @@
-"""The review commands: ``decisions list|add|undo|redo|import``, ``export decisions|split``, ``verify``.
+"""The review commands: ``decisions list|add|undo|redo|import``, ``export decisions|split``, ``export
+fiftyone|label-studio|hf|parquet|cleanlab`` (:meth:`~ogaudit.project.Project.export`), ``verify``.
 
 They act on a project folder (what ``ogaudit scan --out DIR`` wrote, or one of the app's projects) through
 :class:`~ogaudit.project.Project`'s review methods (:meth:`~ogaudit.project.Project.decide`,
@@ -18,6 +19,27 @@ from pathlib import Path
 
 from ogaudit.project import Project
 from ogaudit.review.ledger import ACTIONS
+
+TOOL_EXPORTS = {
+    "fiftyone": (
+        "the flags as FiftyOne's image-classification dataset (fo.Dataset.from_dir(OUT, "
+        "fo.types.FiftyOneImageClassificationDataset))",
+        "new or empty folder (data/ and labels.json)",
+    ),
+    "label-studio": (
+        "Label Studio tasks with the suggested label as a prediction, and the labeling config (images or texts)",
+        "new or empty folder (tasks.json, label_config.xml, images/)",
+    ),
+    "hf": ("a Hugging Face dataset (datasets.load_from_disk(OUT))", "new or empty folder"),
+    "parquet": ("one Parquet table of flags, decisions and the samples", "file to write, ending in .parquet"),
+    "cleanlab": ("cleanlab's label-issues frame as CSV", "file to write, ending in .csv"),
+}
+"""``ogaudit export FORMAT``: what each writes (:func:`ogaudit.export`), and what OUT is."""
+TOOL_EXPORT_COLUMNS = (
+    "Every sample carries score (higher = more suspicious), rank, flagged, suggested_label, p_wrong (probability "
+    "the given label is wrong), decision and reviewed_label (the label after the review). Integer labels stay "
+    "integers."
+)
 
 
 def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +65,19 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     _json_argument(split)
     split.set_defaults(handler=run_export_split)
+
+    for name, (what, out_help) in TOOL_EXPORTS.items():
+        tool = export_what.add_parser(name, help=what, description=f"{what}. {TOOL_EXPORT_COLUMNS}")
+        _project_arguments(tool)
+        tool.add_argument("out", type=Path, help=out_help)
+        if name == "label-studio":
+            tool.add_argument(
+                "--url-prefix",
+                help="what goes before each image's path in OUT (default /data/local-files/?d= : Label Studio's "
+                "local files, served with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=OUT)",
+            )
+        _json_argument(tool)
+        tool.set_defaults(handler=run_export_tool, format=name)
 
     decisions = subparsers.add_parser("decisions", help="list, add, undo or import review decisions")
     decisions_what = decisions.add_subparsers(dest="decisions_what", required=True)
@@ -177,6 +212,18 @@ def run_export_split(args: argparse.Namespace) -> int:
         f"wrote {args.out}"
     )
     _say(args, text, {"path": str(args.out), "counts": counts})
+    return 0
+
+
+def run_export_tool(args: argparse.Namespace) -> int:
+    with _warnings_printed(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        path = Project(args.project).export(
+            args.out, format=args.format, data=args.data, url_prefix=getattr(args, "url_prefix", None)
+        )
+    for warning in caught:
+        print(f"ogaudit: warning: {warning.message}", file=sys.stderr)
+    _say(args, f"wrote the {args.format} export to {path}", {"path": str(path), "format": args.format})
     return 0
 
 

@@ -1,6 +1,10 @@
-"""Export: the decisions CSV (all, or exactly the map selection), the cleaned split, and the retrain check."""
+"""Export: the decisions CSV (all, or exactly the map selection), the flags and decisions for the user's tools
+(FiftyOne, Label Studio, Hugging Face, Parquet, cleanlab), the cleaned split, and the retrain check."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -22,6 +26,16 @@ from ogaudit.ui.jobview import job_progress, show_failure
 from ogaudit.ui.text import md
 
 SPLIT_DIR = "ogaudit-split-dir"
+TOOL_FORMATS = {
+    "cleanlab": ("cleanlab label-issues frame (CSV)", "-label-issues.csv", "text/csv"),
+    "parquet": ("Parquet table with the samples", ".parquet", "application/octet-stream"),
+    "hf": ("Hugging Face dataset (save_to_disk folder, zip)", "-hf.zip", "application/zip"),
+    "fiftyone": ("FiftyOne image-classification dataset (zip)", "-fiftyone.zip", "application/zip"),
+    "label-studio": ("Label Studio tasks and labeling config (zip)", "-label-studio.zip", "application/zip"),
+}
+"""Export formats offered for download: label, file name ending, MIME type (:func:`ogaudit.export`)."""
+READS_DATA = ("parquet", "hf", "fiftyone", "label-studio")
+"""Formats that carry the samples: they copy the data, so only admins download them (as a cleaned split)."""
 VERIFY_SEEDS = 3
 
 
@@ -60,6 +74,7 @@ def export_panel(
         disabled=not selected,
         help="Exactly the samples selected on the map (undecided ones have no row).",
     )
+    _tools(run, dataset, admin=who.can("export-split"))
     if not who.can("export-split"):
         st.caption("The cleaned split and the retrain check are for admins: they read and copy the data.")
         return
@@ -67,6 +82,48 @@ def export_panel(
     _split(ledger, run, dataset)
     st.divider()
     _verify(run, decisions, dataset)
+
+
+def _tools(run: Run, dataset: Dataset | None, *, admin: bool) -> None:
+    """One download per tool's format, made on click from the decisions in force then."""
+    st.markdown(
+        "**For your tools**: every sample's score, flag, suggested label, P(wrong), decision and reviewed label "
+        "(integer labels stay integers)."
+    )
+    offered = [name for name in TOOL_FORMATS if admin or name not in READS_DATA]
+    left, right = st.columns([2, 1])
+    choice = left.selectbox(
+        "Format",
+        offered,
+        format_func=lambda name: TOOL_FORMATS[name][0],
+        key="tool-format",
+        label_visibility="collapsed",
+    )
+    needs_samples = choice in ("fiftyone", "label-studio")
+    usable = not needs_samples or (
+        dataset is not None and (dataset.is_image or (choice == "label-studio" and dataset.is_text))
+    )
+    label, ending, mime = TOOL_FORMATS[choice]
+    right.download_button(
+        "⬇ Export",
+        data=lambda: tool_export_bytes(run, dataset, choice),
+        file_name=f"{run.name}{ending}",
+        mime=mime,
+        on_click="ignore",
+        key="download-tool",
+        disabled=not usable,
+        help=None if usable else f"{label} holds images (Label Studio: or texts); this data has none to give.",
+    )
+    if not admin:
+        st.caption("The formats that carry the samples (Parquet, Hugging Face, FiftyOne, Label Studio) are for admins.")
+
+
+def tool_export_bytes(run: Run, dataset: Dataset | None, format: str) -> bytes:
+    """The export ``format`` of ``run``'s project as one download: the file, or the folder as a zip."""
+    with tempfile.TemporaryDirectory(prefix="ogaudit-export-") as scratch:
+        name = {"cleanlab": "label-issues.csv", "parquet": "review.parquet"}.get(format, format)
+        written = Project(run.path).export(Path(scratch) / name, format=format, data=dataset)
+        return written.read_bytes() if written.is_file() else zip_folder(written)
 
 
 def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:

@@ -245,3 +245,24 @@ def test_reviewed_table_ignores_decisions_on_other_ids():
     table = reviewed_table(scores, decisions, ["x", "y"])
     assert table["reviewed_label"].tolist() == ["y", "y"] and table["decision"].tolist() == ["confirm", None]
     assert table["p_wrong"].isna().all()
+
+
+def test_the_command_line_exports_each_format(reviewed_project, tmp_path, capsys):
+    from ogaudit.cli import main
+
+    project, _, ids = reviewed_project
+    for name, out in (("cleanlab", "i.csv"), ("label-studio", "ls"), ("parquet", "bad.csv")):
+        code = main(["export", name, "--project", str(project.path), str(tmp_path / out), "--json"])
+        said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        if out == "bad.csv":
+            assert code == 3 and said["ok"] is False and ".parquet" in said["error"]
+        else:
+            assert code == 0 and said == {"ok": True, "path": str(tmp_path / out), "format": name}
+    assert len(pd.read_csv(tmp_path / "i.csv")) == len(ids)
+    prefix = "https://files.example/audit/"
+    assert (
+        main(["export", "label-studio", "--project", str(project.path), str(tmp_path / "ls2"), "--url-prefix", prefix])
+        == 0
+    )
+    tasks = json.loads((tmp_path / "ls2" / "tasks.json").read_text())
+    assert tasks[0]["data"]["image"].startswith(prefix + "images/")

@@ -260,6 +260,21 @@ def test_export_panel_offers_the_decisions(project):
     assert (split / "split.json").exists() and (split / "digits.npz").exists()
 
 
+def test_export_panel_offers_each_tool_format(project):
+    from ogaudit.ui.exportview import TOOL_FORMATS, tool_export_bytes
+
+    at = start()
+    assert at.selectbox(key="tool-format").options == [label for label, _, _ in TOOL_FORMATS.values()]
+    assert "⬇ Export" in [b.proto.label for b in at.get("download_button")]  # its bytes come on click: below
+    run = Project(project).open_run()
+    Project(run.path).open_ledger().decide(run.flagged_ids[0], "remove", annotator="alice")
+    issues = pd.read_csv(io.BytesIO(tool_export_bytes(run, None, "cleanlab")))
+    assert len(issues) == len(run.table) and issues["is_label_issue"].sum() == run.table["flagged"].sum()
+    with zipfile.ZipFile(io.BytesIO(tool_export_bytes(run, Project(project).load_dataset(), "fiftyone"))) as archive:
+        names = archive.namelist()
+    assert "labels.json" in names and sum(name.startswith("data/") for name in names) == len(run.table)
+
+
 def test_verify_runs_in_the_background_and_shows_before_and_after(project):
     run = Project(project).open_run()
     Project(run.path).open_ledger().decide(run.flagged_ids[:5], "remove", annotator="alice")
