@@ -125,7 +125,10 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="retrain on the data before and after the decisions; compare held-out accuracy",
         description="The paper's trim-and-retrain check: the scan's model recipe is trained twice, on the data as "
-        "given and as cleaned by the decisions, and both are scored on a held-out part that is never cleaned.",
+        "given and as cleaned by the decisions, and both are scored on a held-out part that is never cleaned (against "
+        "the reviewed label where a held-out sample was decided; removed or unsure ones are left out). The verdict "
+        "is better or worse only beyond twice the change's standard error (held-out sampling and the seeds' "
+        "spread); small data uses a held-out split per seed.",
     )
     _project_arguments(verify)
     verify.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default 0.2)")

@@ -17,7 +17,7 @@ from ogaudit.results import Run
 from ogaudit.review.decisions import decisions_csv_bytes
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.split import export_split
-from ogaudit.review.verify import VerifyReport
+from ogaudit.review.verify import MIN_SCORED, VerifyReport
 from ogaudit.server.jobs import job_id, read_status, submit_verify
 from ogaudit.ui import state
 from ogaudit.ui.auth import Visitor
@@ -216,24 +216,31 @@ def _verify_report(saved: dict) -> None:
     )
     after.metric("Accuracy after", f"{report.accuracy_after:.3f}" + (f" ± {spread_after:.3f}" if spread_after else ""))
     verdict = report.verdict()
-    change_spread = report.change_spread
+    error = report.error if report.error is not None else report.change_spread
     change.metric(
         "Change",
         verdict,
-        f"{report.change:+.3f}" + (f" ± {change_spread:.3f}" if change_spread else ""),
-        delta_color="normal" if verdict != "no clear change" else "off",
-        help="No clear change: the difference is within two standard deviations of the seeds' spread.",
+        f"{report.change:+.3f}" + (f" ± {error:.3f}" if error else ""),
+        delta_color="normal" if verdict in ("better", "worse") else "off",
+        help="Better or worse only beyond twice the change's standard error, which combines the held-out sampling "
+        "error and the seeds' spread; within it, no clear change. Too little data to tell: fewer than "
+        f"{MIN_SCORED} held-out samples were scored.",
     )
     seeds = len(report.seeds) or 1
     lines = [
         f"Held-out part: **{report.held_out:,}** samples, never cleaned, scored against the {md(report.evaluated_on)}; "
-        f"both models trained with {seeds} seed(s)."
+        f"both models trained with {seeds} seed(s)"
+        + (f" on {report.splits} held-out splits (small data)." if report.splits > 1 else ".")
     ]
+    if report.sampling_error is not None:
+        seed_part = f", seeds ± {report.seed_error:.3f}" if report.seed_error is not None else ""
+        lines.append(f"Standard error of the change: held-out sampling ± {report.sampling_error:.3f}{seed_part}.")
     if report.decisions is not None and report.decisions_held_out is not None:
         lines.append(
             f"**{report.decisions - report.decisions_held_out:,}** of {report.decisions:,} decisions applied to the "
             f"training part ({report.removed:,} removed, {report.relabelled:,} relabelled); "
-            f"**{report.decisions_held_out:,}** fell in the held-out part and were not applied."
+            f"**{report.decisions_held_out:,}** fell in the held-out part and were not applied"
+            + (" (the first split's counts)." if report.splits > 1 else ".")
         )
     if report.accuracies_before:
         per_seed = ", ".join(

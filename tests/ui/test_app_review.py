@@ -271,7 +271,12 @@ def test_verify_shows_the_spread_the_held_out_size_and_what_was_applied(project)
     at.run()
     assert not at.exception and not at.error
     metrics = {m.label: m for m in at.metric}
-    assert "±" in metrics["Accuracy before"].value and metrics["Change"].value in ("better", "worse", "no clear change")
+    assert "±" in metrics["Accuracy before"].value and metrics["Change"].value in (
+        "better",
+        "worse",
+        "no clear change",
+        "too little data to tell",
+    )
     caption = texts(at.caption)
     saved = Project(project).read_verify()
     assert saved["decisions"] == 60 and 0 < saved["decisions_held_out"] < 60
@@ -279,6 +284,7 @@ def test_verify_shows_the_spread_the_held_out_size_and_what_was_applied(project)
     assert f"**{60 - saved['decisions_held_out']}** of 60 decisions applied" in caption
     assert f"**{saved['decisions_held_out']}** fell in the held-out part and were not applied" in caption
     assert "trained with 3 seed(s)" in caption and "Per seed:" in caption
+    assert "held-out sampling ±" in caption
 
 
 # ---------------------------------------------------------------- defect 8: smaller ones
