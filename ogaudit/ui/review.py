@@ -7,17 +7,22 @@ reads the ledger again, so two annotators see each other's decisions on their ne
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import OgauditError
+from ogaudit.project import workspace_root
 from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
 from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
+from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filter_queue, flag_counts
 from ogaudit.review.thumbnails import thumbnail_strip
+from ogaudit.server.prefs import UserPrefs
 from ogaudit.ui import state
 from ogaudit.ui.common import (
     PENDING,
@@ -39,20 +44,67 @@ FOCUS = "ogaudit-focus"
 DECIDED_HERE = "ogaudit-decided-here"
 """(queue filter, ids decided one by one under it): see :func:`_decided_here`."""
 CARD_NEIGHBOURS = 8
-KEYS = {"accept": "A", "keep": "K", "remove": "X", "unsure": "U", "previous": "Left", "next": "Right"}
-KEY_HELP = (
-    "Keys: **A** accept the suggestion · **1**–**9**, **0** relabel to that class · **K** keep · **X** remove · "
-    "**U** unsure · **←** / **→** previous / next · **Z** undo · **Shift+Z** redo"
-)
+KEYS_FORM = "ogaudit-keys-form"
+CARD_FOCUS = "ogaudit-card-focus"
+"""The position, on the page of cards, of the card the keys act on."""
 
 
-def undo_redo(ledger: Ledger, annotator: str | None, where: str = "sidebar") -> None:
+def user_keys(annotator: str | None) -> dict[str, str]:
+    """The reviewer's action → key map (:class:`~ogaudit.server.prefs.UserPrefs`, saved on the server per name);
+    the defaults for a tab without a name."""
+    if not annotator:
+        return dict(DEFAULT_KEYS)
+    return UserPrefs(workspace_root(), annotator).keys()
+
+
+def key_legend(keys: dict[str, str], names: list[str]) -> None:
+    """The keys, in view above the actions: each action's key, and each class's digit."""
+    shown = [f":blue-badge[{key_label(keys[a])}] {ACTION_NAMES[a]}" for a in ("accept", "keep", "remove", "unsure")]
+    shown.append(f":blue-badge[{key_label(keys['previous'])}] / :blue-badge[{key_label(keys['next'])}] move")
+    shown.append(f":blue-badge[{keys['undo']}] undo · :blue-badge[{keys['redo']}] redo")
+    digits = [(key, name) for key, name in zip(class_keys(names), names, strict=True) if key is not None]
+    with st.container(border=True, key="key-legend"):
+        st.markdown("**Keys** · " + " · ".join(shown))
+        st.markdown("**Relabel to** · " + " · ".join(f":blue-badge[{key}] {md(name)}" for key, name in digits))
+
+
+def keys_editor(annotator: str | None, keys: dict[str, str]) -> None:
+    """Remap the action keys (saved on the server for this reviewer's name; the digits stay the classes')."""
+    if not annotator:
+        return
+    with st.expander("⌨ Change my keys"), st.form(KEYS_FORM, border=False):
+        columns = st.columns(4)
+        for index, (action, key) in enumerate(keys.items()):
+            st.session_state.setdefault(f"key-{action}", key)
+            columns[index % 4].text_input(ACTION_NAMES[action].capitalize(), key=f"key-{action}")
+        st.caption("One letter (not C or R), or Left, Right, Up, Down, Enter, Space…, with Shift+ or Alt+ if you like.")
+        save, reset = st.columns(2)
+        save.form_submit_button("Save my keys", type="primary", on_click=_save_keys, args=(annotator, None))
+        reset.form_submit_button("Back to the defaults", on_click=_save_keys, args=(annotator, DEFAULT_KEYS))
+
+
+def _save_keys(annotator: str, keys: dict[str, str] | None) -> None:
+    typed = keys or {action: st.session_state.get(f"key-{action}", key) for action, key in DEFAULT_KEYS.items()}
+    try:
+        saved = UserPrefs(workspace_root(), annotator).set_keys(typed)
+    except OgauditError as error:
+        flash("error", md(readable(error)), "keyboard")
+        return
+    for action, key in saved.items():
+        st.session_state[f"key-{action}"] = key
+    flash("success", "Saved your keys.", "keyboard")
+
+
+def undo_redo(
+    ledger: Ledger, annotator: str | None, where: str = "sidebar", keys: dict[str, str] | None = None
+) -> None:
     """Undo / Redo buttons for the annotator's own latest batch (a bulk action is one step). In the keyboard view
     (``where="keyboard"``) they carry the keys Z and Shift+Z; there they are redrawn with the view after every key,
     so they are never stale."""
     can_undo, can_redo = ledger.undo_depth(annotator) if annotator else (0, 0)
-    keys = where == "keyboard"
-    buttons = (("undo", "↶ Undo", "Z", can_undo), ("redo", "↷ Redo", "Shift+Z", can_redo))
+    keys_on = where == "keyboard"
+    keys = keys or DEFAULT_KEYS
+    buttons = (("undo", "↶ Undo", keys["undo"], can_undo), ("redo", "↷ Redo", keys["redo"], can_redo))
     for column, (kind, label, shortcut, possible) in zip(st.columns(2), buttons, strict=True):
         column.button(
             label,
@@ -60,8 +112,8 @@ def undo_redo(ledger: Ledger, annotator: str | None, where: str = "sidebar") -> 
             on_click=_toggle,
             args=(ledger, annotator, kind, where),
             disabled=not possible,
-            shortcut=shortcut if keys else None,
-            width="stretch" if keys else "content",
+            shortcut=shortcut if keys_on else None,
+            width="stretch" if keys_on else "content",
         )
     if where == "sidebar":
         show_flash("sidebar")
@@ -135,10 +187,102 @@ def review_queue(
     chunk = queue[(page - 1) * page_size : page * page_size]
     explained = _explain(run, evidence, chunk)
     per_row = controls[4].selectbox("Per row", CARD_COLUMNS, key="queue-per-row", help="More, smaller cards per row")
+    _card_keys(ledger, run, chunk, annotator, queue_filter, explained)
     for start in range(0, len(chunk), per_row):
         for column, sample_id in zip(st.columns(per_row), chunk[start : start + per_row], strict=False):
             with column.container(border=True, key=f"card-{sample_id}"):
                 _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence, groups)
+
+
+def _card_keys(
+    ledger: Ledger,
+    run: Run,
+    chunk: list[str],
+    annotator: str | None,
+    queue_filter: QueueFilter,
+    explained: dict[str, SampleEvidence],
+) -> None:
+    """The card grid by keyboard: one card of the page has the focus (outlined); the move keys go from card to
+    card, the action keys and the class digits decide on the focused card, and the focus then moves on."""
+    keys = user_keys(annotator)
+    index = min(int(st.session_state.get(CARD_FOCUS, 0)), len(chunk) - 1)
+    focus = chunk[index]
+    st.html(f"<style>.st-key-{css_key(f'card-{focus}')} {{outline: 3px solid #1c83e1; outline-offset: 2px}}</style>")
+    row = run.by_id.loc[focus].to_dict()
+    label, shown, why = _confirm_target(run, row, explained.get(focus))
+    moved = index if queue_filter.hide_decided else min(index + 1, len(chunk) - 1)
+    common = {
+        "ledger": ledger,
+        "run": run,
+        "ids": [focus],
+        "annotator": annotator,
+        "after": lambda: st.session_state.__setitem__(CARD_FOCUS, moved),
+    }
+    locked = not annotator
+    with st.container(border=True, key="card-keys"):
+        bar = st.columns([3, 1, 1, 1, 1, 1, 1, 1], vertical_alignment="center")
+        bar[0].markdown(f"Keyboard on card {index + 1} of {len(chunk)}: {code(focus)}")
+        bar[1].button(
+            "Previous",
+            key="card-previous",
+            shortcut=keys["previous"],
+            on_click=_focus_card,
+            args=(index - 1,),
+            disabled=index == 0,
+            width="stretch",
+        )
+        bar[2].button(
+            "Next",
+            key="card-next",
+            shortcut=keys["next"],
+            on_click=_focus_card,
+            args=(index + 1,),
+            disabled=index + 1 >= len(chunk),
+            width="stretch",
+        )
+        bar[3].button(
+            "Accept",
+            key="card-accept",
+            shortcut=keys["accept"],
+            on_click=on_decide,
+            kwargs={**common, "action": "confirm", "label": label},
+            disabled=locked or shown is None,
+            help=why,
+            width="stretch",
+        )
+        for column, action in zip(bar[4:], ("keep", "remove", "unsure"), strict=False):
+            column.button(
+                action.capitalize(),
+                key=f"card-{action}",
+                shortcut=keys[action],
+                on_click=on_decide,
+                kwargs={**common, "action": action},
+                disabled=locked,
+                width="stretch",
+            )
+        names = run.class_names
+        digits = [(i, key) for i, key in enumerate(class_keys(names)) if key is not None]
+        grid = st.columns(max(len(digits), 1))
+        for column, (i, key) in zip(grid, digits, strict=False):
+            given = names[i] == row["given_label"]
+            column.button(
+                md(names[i]),
+                key=f"card-label-{i}",
+                shortcut=key,
+                on_click=on_decide,
+                kwargs={**common, "action": "keep"} if given else {**common, "action": "relabel", "label": names[i]},
+                disabled=locked,
+                width="stretch",
+            )
+
+
+def _focus_card(index: int) -> None:
+    st.session_state[CARD_FOCUS] = max(index, 0)
+
+
+def css_key(key: str) -> str:
+    """The CSS class Streamlit gives a container with ``key`` (after ``st-key-``): other characters become ``-``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "-", key.strip())
 
 
 def _explain(run: Run, evidence: RunEvidence | None, ids: list[str]) -> dict[str, SampleEvidence]:
@@ -424,7 +568,8 @@ def keyboard_review(
         f"Sample {position + 1:,} of {len(queue):,} in the queue · reviewed {reviewed:,} of {len(run.flagged_ids):,} "
         "flagged samples (the sidebar catches up on the next full page update)"
     )
-    st.markdown(KEY_HELP)
+    keys = user_keys(annotator)
+    key_legend(keys, run.class_names)
     picture, actions = st.columns([3, 2])
     with picture, st.container(border=True, key="keyboard-sample"):
         sample_image(dataset, run, focus, 320, place="keyboard")
@@ -433,7 +578,8 @@ def keyboard_review(
         if item is not None:
             evidence_panel(run, item, dataset, neighbours=10)
     with actions:
-        _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator, queue_filter)
+        _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator, queue_filter, keys)
+    keys_editor(annotator, keys)
 
 
 def _move(target: str | None) -> None:
@@ -456,7 +602,7 @@ def _decided_then_move(queue_filter: QueueFilter, decided: str, target: str | No
     _move(target)
 
 
-def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, annotator, queue_filter) -> None:
+def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, annotator, queue_filter, keys) -> None:
     pending_override(ledger, run, annotator, "keyboard", ids=[focus])
     locked = not annotator
     common = {
@@ -473,24 +619,25 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
         f"Accept → {md(shown)}" if shown else "Accept",
         key="kb-accept",
         type="primary",
-        shortcut=KEYS["accept"],
+        shortcut=keys["accept"],
         on_click=on_decide,
         kwargs={**common, "action": "confirm", "label": label},
         disabled=locked or shown is None,
         help=why,
         width="stretch",
     )
-    names = run.class_names[:10]
-    longest = max((len(str(name)) for name in names), default=0)
+    names = run.class_names
+    keyed = [(index, key) for index, key in enumerate(class_keys(names)) if key is not None]
+    longest = max((len(str(names[index])) for index, _ in keyed), default=0)
     per_row = 5 if longest <= 6 else 3 if longest <= 12 else 2  # a class name must fit its button beside its key
-    st.caption("Relabel to: " + " · ".join(f"**{(i + 1) % 10}** {md(name)}" for i, name in enumerate(names)))
     grid = st.columns(per_row)
-    for index, name in enumerate(names):
+    for slot, (index, key) in enumerate(keyed):
+        name = names[index]
         is_given = name == row["given_label"]
-        grid[index % per_row].button(
+        grid[slot % per_row].button(
             md(name),
             key=f"kb-label-{index}",
-            shortcut=str((index + 1) % 10),
+            shortcut=key,
             on_click=on_decide,
             kwargs={**common, "action": "keep"} if is_given else {**common, "action": "relabel", "label": name},
             disabled=locked,
@@ -502,19 +649,19 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
         column.button(
             action.capitalize(),
             key=f"kb-{action}",
-            shortcut=KEYS[action],
+            shortcut=keys[action],
             on_click=on_decide,
             kwargs={**common, "action": action},
             disabled=locked,
             width="stretch",
         )
-    undo_redo(ledger, annotator, "keyboard")
+    undo_redo(ledger, annotator, "keyboard", keys)
     back, ahead = st.columns(2)
     position = queue.index(focus)
     back.button(
         "Previous",
         key="kb-previous",
-        shortcut=KEYS["previous"],
+        shortcut=keys["previous"],
         on_click=_move,
         args=(queue[position - 1] if position else None,),
         disabled=position == 0,
@@ -523,7 +670,7 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
     ahead.button(
         "Next",
         key="kb-next",
-        shortcut=KEYS["next"],
+        shortcut=keys["next"],
         on_click=_move,
         args=(queue[position + 1] if position + 1 < len(queue) else None,),
         disabled=position + 1 >= len(queue),

@@ -11,6 +11,7 @@ from appserver import REPO, held_audit, wait_for_job
 from test_app import DEMO, select, start, texts
 
 from ogaudit.project import Project
+from ogaudit.review.keys import class_keys
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.split import export_split
 
@@ -367,9 +368,14 @@ def _keyboard_view(project):
 
 def test_the_keyboard_view_decides_and_moves_on(project):
     run, ledger, queue, at = _keyboard_view(project)
-    assert "**A** accept the suggestion" in texts(at.markdown)
-    legend = "Relabel to: " + " · ".join(f"**{(i + 1) % 10}** {name}" for i, name in enumerate(run.class_names[:10]))
-    assert legend in texts(at.caption)  # every key's class in full, however narrow its button
+    assert ":blue-badge[A] accept the suggestion" in texts(at.markdown)
+    keys = class_keys(run.class_names)
+    legend = "**Relabel to** · " + " · ".join(f":blue-badge[{k}] {n}" for k, n in zip(keys, run.class_names))
+    assert legend in texts(at.markdown)  # every key's class in full, however narrow its button
+    digits = [i for i, name in enumerate(run.class_names) if name in "0123456789"]
+    assert digits, "the demo's classes are digits"
+    for i in digits:  # a class named by a digit is relabelled by that digit's key
+        assert at.button(key=f"kb-label-{i}").proto.shortcut == run.class_names[i]
     assert at.button(key="kb-keep").proto.shortcut
     at.button(key="kb-keep").click().run()
     at.button(key="kb-unsure").click().run()
@@ -448,3 +454,31 @@ def test_while_an_audit_runs_its_first_look_is_shown_and_can_be_reviewed(project
         first = Project(project).open_run().flagged_ids[0]
         at.button(key=f"keep-{first}").click().run()
         assert Project(project).open_ledger().state()["sample_id"].tolist() == [first]
+
+
+def test_a_reviewer_remaps_a_key_and_it_is_kept_for_their_name(project):
+    run, ledger, queue, at = _keyboard_view(project)
+    at.text_input(key="key-keep").set_value("j")
+    at.button(key="FormSubmitter:ogaudit-keys-form-Save my keys").click().run()
+    assert at.button(key="kb-keep").proto.shortcut == "j"
+    assert ":blue-badge[J] keep the given label" in texts(at.markdown)
+    again = start()  # a new tab of the same reviewer: the keys come from the server
+    again.session_state["queue-view"] = "One at a time (keyboard)"
+    assert again.run().button(key="kb-keep").proto.shortcut == "j"
+    at.text_input(key="key-keep").set_value("3")
+    at.button(key="FormSubmitter:ogaudit-keys-form-Save my keys").click().run()
+    assert "digits relabel" in texts(at.error)
+    assert at.button(key="kb-keep").proto.shortcut == "j"
+
+
+def test_the_card_grid_has_keys_on_the_focused_card(project):
+    run, ledger = _open(project)
+    at = start()
+    first, second = run.flagged_ids[:2]
+    assert f"Keyboard on card 1 of 12: `{first}`" in texts(at.markdown)
+    assert at.button(key="card-keep").proto.shortcut == "k" and at.button(key="card-previous").disabled
+    at.button(key="card-keep").click().run()
+    assert ledger.state().set_index("sample_id").loc[first, "action"] == "keep"
+    assert f"Keyboard on card 1 of 12: `{second}`" in texts(at.markdown)  # the decided card left the page
+    at.button(key="card-next").click().run()
+    assert "Keyboard on card 2 of 12" in texts(at.markdown)
