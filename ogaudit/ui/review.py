@@ -219,7 +219,7 @@ def _card_keys(
         "after": lambda: st.session_state.__setitem__(CARD_FOCUS, moved),
     }
     locked = not annotator
-    with st.container(border=True, key="card-keys"):
+    with st.container(border=True, key="grid-keys"):
         bar = st.columns([3, 1, 1, 1, 1, 1, 1, 1], vertical_alignment="center")
         bar[0].markdown(f"Keyboard on card {index + 1} of {len(chunk)}: {code(focus)}")
         bar[1].button(
