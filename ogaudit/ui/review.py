@@ -224,7 +224,7 @@ def _card_keys(
         bar[0].markdown(f"Keyboard on card {index + 1} of {len(chunk)}: {code(focus)}")
         bar[1].button(
             "Previous",
-            key="card-previous",
+            key="grid-previous",
             shortcut=keys["previous"],
             on_click=_focus_card,
             args=(index - 1,),
@@ -233,7 +233,7 @@ def _card_keys(
         )
         bar[2].button(
             "Next",
-            key="card-next",
+            key="grid-next",
             shortcut=keys["next"],
             on_click=_focus_card,
             args=(index + 1,),
@@ -242,7 +242,7 @@ def _card_keys(
         )
         bar[3].button(
             "Accept",
-            key="card-accept",
+            key="grid-accept",
             shortcut=keys["accept"],
             on_click=on_decide,
             kwargs={**common, "action": "confirm", "label": label},
@@ -253,7 +253,7 @@ def _card_keys(
         for column, action in zip(bar[4:], ("keep", "remove", "unsure"), strict=False):
             column.button(
                 action.capitalize(),
-                key=f"card-{action}",
+                key=f"grid-{action}",
                 shortcut=keys[action],
                 on_click=on_decide,
                 kwargs={**common, "action": action},
@@ -267,7 +267,7 @@ def _card_keys(
             given = names[i] == row["given_label"]
             column.button(
                 md(names[i]),
-                key=f"card-label-{i}",
+                key=f"grid-label-{i}",
                 shortcut=key,
                 on_click=on_decide,
                 kwargs={**common, "action": "keep"} if given else {**common, "action": "relabel", "label": names[i]},

@@ -476,9 +476,9 @@ def test_the_card_grid_has_keys_on_the_focused_card(project):
     at = start()
     first, second = run.flagged_ids[:2]
     assert f"Keyboard on card 1 of 12: `{first}`" in texts(at.markdown)
-    assert at.button(key="card-keep").proto.shortcut == "k" and at.button(key="card-previous").disabled
-    at.button(key="card-keep").click().run()
+    assert at.button(key="grid-keep").proto.shortcut == "k" and at.button(key="grid-previous").disabled
+    at.button(key="grid-keep").click().run()
     assert ledger.state().set_index("sample_id").loc[first, "action"] == "keep"
     assert f"Keyboard on card 1 of 12: `{second}`" in texts(at.markdown)  # the decided card left the page
-    at.button(key="card-next").click().run()
+    at.button(key="grid-next").click().run()
     assert "Keyboard on card 2 of 12" in texts(at.markdown)
