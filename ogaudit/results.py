@@ -96,11 +96,16 @@ class Run:
         """Sample id -> row in the dataset."""
         return dict(zip(self.table["sample_id"].tolist(), range(len(self.table)), strict=True))
 
-    def describe(self) -> str:
+    def describe(self, *, full_paths: bool = True) -> str:
+        """One line: the data, its size, the model, the detector and the flags. With ``full_paths=False`` a data
+        path is shown by its last part only (what a reviewer without access to the server's files sees)."""
         dataset, settings = self.record["dataset"], self.record["settings"]
         noise = f", {settings['noise_rate']:.0%} planted noise" if settings.get("noise_rate") else ""
+        spec = str(dataset["spec"])
+        if not full_paths and ("/" in spec or "\\" in spec):
+            spec = Path(spec.replace("\\", "/")).name or spec
         return (
-            f"{dataset['spec']}: {dataset['samples']:,} samples, {len(self.class_names)} classes{noise}; "
+            f"{spec}: {dataset['samples']:,} samples, {len(self.class_names)} classes{noise}; "
             f"model {self.record['model']['kind']}, detector {settings['detector']}, "
             f"{self.record.get('flagged', int(self.table['flagged'].sum())):,} flagged"
         )

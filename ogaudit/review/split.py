@@ -145,9 +145,11 @@ def export_split(
             else "npz"
             if dataset.kind in ("npz", "builtin")
             else dataset.kind,
-            "source": dataset.source,
+            # names, not the server's absolute paths (the manifest travels with the split to whoever gets it);
+            # the fingerprints say which data and ledger it came from
+            "source": Path(str(dataset.source)).name,
             "source_fingerprint": dataset.fingerprint(),
-            "ledger": str(ledger.path),
+            "ledger": ledger.path.name,
             "ledger_dataset_fingerprint": ledger.stored_fingerprint,
             "class_names": list(dataset.class_names),
             "counts": counts,

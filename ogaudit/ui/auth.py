@@ -107,10 +107,9 @@ def visitor(home: Path) -> Visitor | None:
         _sign_in_form(store)
         return None
     _grant(session.expires_at, upload=can(user.role, "upload"))
-    with st.sidebar:
-        left, right = st.columns([3, 1], vertical_alignment="center")
-        left.markdown(f"Signed in as **{md(user.name)}** ({user.role})")
-        right.button("Sign out", key="sign-out", on_click=_sign_out)
+    with st.sidebar:  # the button on its own line: beside the name it was cut to "Si…"
+        st.markdown(f"Signed in as **{md(user.name)}** ({user.role})")
+        st.button("Sign out", key="sign-out", on_click=_sign_out)
     return Visitor(user.name, user.role, signed_in=True)
 
 

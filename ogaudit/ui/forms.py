@@ -32,6 +32,7 @@ class SetupChoices:
     builtin: str = "mnist5k"
     path: str = ""
     upload: bytes | None = None
+    upload_name: str = ""
     text_upload: bytes | None = None
     text_upload_name: str = ""
     text_column: str = ""
@@ -74,7 +75,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
     label = {
         "Built-in": choices.builtin,
         "Path": Path(choices.path.strip()).name,
-        "Upload zip": "upload",
+        "Upload zip": Path(choices.upload_name).stem or "upload",
         "Upload text table": Path(choices.text_upload_name).stem or "texts",
     }
     project = Project.create(root, choices.name.strip() or slugify(label[choices.source])).path

@@ -57,6 +57,16 @@ def show_failure(snap: JobSnapshot) -> None:
             st.code(snap.traceback)
 
 
+INPUT_ERRORS = frozenset({"DataError", "SettingsError", "ModelError", "LedgerError", "MemoryLimit"})
+"""Failures that the same request meets again (the data, the settings or the memory they need must change)."""
+
+
+def retry_can_help(snap: JobSnapshot) -> bool:
+    """Whether running the same request again may succeed: after a cancel, an interruption or a failure that may
+    pass (a full disk, an engine crash), not after one caused by the data or the settings (:data:`INPUT_ERRORS`)."""
+    return snap.status != "failed" or snap.error_type not in INPUT_ERRORS
+
+
 def retry_button(project: Path, label: str) -> None:
     """Run the project's audit again from its saved request (cached stages are reused)."""
     if st.button(label, key=f"retry-{project.name}", type="primary"):

@@ -25,7 +25,7 @@ from ogaudit.ui.auth import Visitor, visitor
 from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
-from ogaudit.ui.jobview import job_progress, retry_button, show_failure
+from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, show_failure
 from ogaudit.ui.mapview import gradient_map, selection_grid
 from ogaudit.ui.review import agreement_view, review_progress, review_queue, undo_redo
 from ogaudit.ui.setup import new_audit_panel
@@ -91,7 +91,7 @@ def resume_interrupted(root: Path, registry: JobRegistry) -> list[str]:
 
 def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
     """The project named in the URL, else the most recent one, else the demo (started now, by an admin)."""
-    name = st.query_params.get("project") or st.query_params.get("job", "").split("/")[0]
+    name = project_param(st.query_params.get("project") or st.query_params.get("job", "").split("/")[0])
     if name:
         try:
             check_project_name(name)
@@ -99,6 +99,8 @@ def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
             st.warning(f"{md(name)} is not a project name; showing another.")
         else:
             if (root / name).is_dir():
+                if st.query_params.get("project") not in (None, name):
+                    st.query_params["project"] = name  # the URL names the project, and nothing else
                 return root / name
             st.warning(f"There is no project {md(name)}; showing another.")
     projects = list_projects(root)
@@ -114,6 +116,16 @@ def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
         return None
     st.query_params["project"] = project.name
     return project
+
+
+def project_param(value: str) -> str:
+    """The project name in a ``?project=`` value: the name itself, or (from a link written before this was fixed)
+    the name followed by a status mark such as " · queued"."""
+    value = str(value or "").strip()
+    for mark in (*_STATUS_MARK.values(), " · no audit"):
+        if value.endswith(mark):
+            return value[: -len(mark)]
+    return value
 
 
 def _start_demo(root: Path, demo: DemoConfig) -> Path:
@@ -144,8 +156,13 @@ def _project_picker(root: Path, project: Path | None) -> None:
     def label(name: str) -> str:
         return f"{name}{project_status(infos.get(name))}"
 
+    # Streamlit keeps a selectbox's value as its shown text: once a status mark changes (" · queued" to
+    # " · running"), a rerun sends the old text, which matches no option and came back as a new value (the URL then
+    # read ``?project=posts · queued``). Only a known name is ever put in the URL (:func:`_switch_project`).
     st.session_state["project-picker"] = project.name
-    st.selectbox("Project", names, key="project-picker", format_func=label, on_change=_switch_project)
+    st.selectbox(
+        "Project", names, key="project-picker", format_func=label, on_change=_switch_project, args=(set(names),)
+    )
 
 
 def project_status(info: ProjectInfo | None) -> str:
@@ -157,8 +174,13 @@ def project_status(info: ProjectInfo | None) -> str:
     return " · ready" if info.finished else " · no audit"
 
 
-def _switch_project() -> None:
-    st.query_params["project"] = st.session_state["project-picker"]
+def _switch_project(names: set[str]) -> None:
+    picked = st.session_state.get("project-picker")
+    if picked not in names:
+        picked = project_param(picked)
+    if picked not in names:
+        return
+    st.query_params["project"] = picked
     if "job" in st.query_params:
         del st.query_params["job"]
 
@@ -186,8 +208,14 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
     has_request = Project(project).read_request() is not None
     if snap is not None and snap.status in ("failed", "cancelled"):
         show_failure(snap)
-        if has_request and who.can("audit"):
+        if has_request and who.can("audit") and retry_can_help(snap):
             retry_button(project, "Retry")
+        elif snap.status == "failed" and who.can("audit"):
+            st.info(
+                "Running the same audit again would fail the same way: the data or the settings must change. Start "
+                "a new audit from **New audit** in the sidebar"
+                + (" and delete this project, which holds nothing else." if not Project(project).is_finished() else ".")
+            )
         if who.can("audit") and not Project(project).is_finished():
             _delete_project(project)
     elif snap is not None and not snap.finished:
@@ -248,7 +276,7 @@ def _show_run(run: Run, who: Visitor) -> None:
     decisions = ledger.state()
     notices = st.container()  # the images and the evidence load after the map is drawn; their warnings go here
     st.subheader(md(run.name))
-    st.caption(md(run.describe()))
+    st.caption(md(run.describe(full_paths=who.can("server-data"))))  # annotators see no server paths
     metrics = run.record.get("metrics", {})
     if "auroc" in metrics:
         cells = st.columns(4)

@@ -143,7 +143,12 @@ def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
     st.progress(reviewed / max(len(flagged), 1), text=f"Reviewed {reviewed:,} of {len(flagged):,} flagged samples")
     if len(decisions):
         table = current_progress(decisions, flagged)
-        headers = {"annotator": "Annotator", "flagged_decided": "Flagged decided", "decided": "All decided"}
+        # short headers: the sidebar is narrow, and "All decided" was cut to "All deci…"
+        headers = {
+            "annotator": st.column_config.TextColumn("Who"),
+            "flagged_decided": st.column_config.NumberColumn("Flagged", help="Flagged samples decided"),
+            "decided": st.column_config.NumberColumn("All", help="All samples decided, flagged or not"),
+        }
         headers |= {action: action.capitalize() for action in table.columns if action not in headers}
         st.dataframe(table, hide_index=True, key="progress-table", column_config=headers)
         st.caption("Current decisions per annotator (one overridden by someone else no longer counts).")

@@ -101,6 +101,7 @@ def _choices() -> SetupChoices:
         builtin=get("setup-builtin") or "mnist5k",
         path=get("setup-path") or "",
         upload=None if upload is None else upload.getvalue(),
+        upload_name="" if upload is None else upload.name,
         text_upload=None if table is None else table.getvalue(),
         text_upload_name="" if table is None else table.name,
         text_column=get("setup-text-column") or "",

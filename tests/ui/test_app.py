@@ -238,7 +238,8 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     assert not at.exception
     message = texts(at.error)
     assert "failed during the **load** stage" in message and "Cannot read" in message
-    assert at.button(key="retry-broken")
+    assert not [b for b in at.button if b.key == "retry-broken"]  # the same request would fail the same way
+    assert "would fail the same way" in texts(at.info) and at.button(key="delete-broken")
     at.sidebar.radio(key="setup-source").set_value("Upload zip").run()
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert not at.exception and "Upload a zip of an image folder" in texts(at.error)
@@ -258,6 +259,8 @@ def test_export_panel_offers_the_decisions(project):
     assert not at.exception and "Kept 299 of 300 samples (1 removed" in texts(at.success)
     split = next((project / "exports").iterdir())
     assert (split / "split.json").exists() and (split / "digits.npz").exists()
+    manifest = (split / "split.json").read_text()
+    assert str(project) not in manifest and str(project.parent) not in manifest  # no server path travels with the split
 
 
 def test_export_panel_offers_each_tool_format(project):
@@ -541,6 +544,12 @@ def test_prepare_audit_validates_and_leaves_no_folder_behind(tmp_path):
         tmp_path,
     )
     assert data == str(project / "upload" / "d") and settings.model == str(project / "checkpoint.pth")
+    assert project.name == "upload"  # a zip without a file name
+    named, _, _ = prepare_audit(
+        SetupChoices(source="Upload zip", upload=_zip({"d/cat/a.png": b"1"}), upload_name="Holiday Photos.zip"),
+        tmp_path,
+    )
+    assert named.name == "Holiday-Photos"  # the zip's own name, not "upload"
     assert settings.arch == "resnet18" and settings.epochs == 3 and settings.limit is None
 
 

@@ -482,3 +482,19 @@ def test_the_card_grid_has_keys_on_the_focused_card(project):
     assert f"Keyboard on card 1 of 12: `{second}`" in texts(at.markdown)  # the decided card left the page
     at.button(key="grid-next").click().run()
     assert "Keyboard on card 2 of 12" in texts(at.markdown)
+
+
+def test_a_link_with_a_status_mark_opens_that_project_and_the_url_keeps_its_name(project):
+    from ogaudit.ui.main import project_param
+
+    assert project_param("posts · queued") == "posts" and project_param("posts") == "posts"
+    at = start(project=f"{project.name} · queued")
+    assert not at.exception and not at.warning
+    assert at.query_params["project"] in ([project.name], project.name)
+
+
+def test_annotators_see_no_server_path_in_the_run_line(project):
+    run = Project(project).open_run()
+    record = dict(run.record, dataset={**run.record["dataset"], "spec": "/srv/data/secret/cats"})
+    run.record = record
+    assert "/srv/data" in run.describe() and run.describe(full_paths=False).startswith("cats:")
