@@ -4,7 +4,9 @@ The command line (``ogaudit scan --out DIR``, the review commands) and the app (
 ``$OGAUDIT_HOME``) both go through :class:`Project`. Layout of ``PROJECT/`` (run format 2)::
 
     run.json            the run record: settings, fingerprints, timings, metrics; names the run folder
-    runs/<run-id>/      scores.csv, map.csv, label_evidence.csv, head_evidence.npz, neighbours.npz of that run
+    scores.csv, ...     the latest run's tables (copies), for scripts
+    runs/<run-id>/      scores.csv, map.csv, label_evidence.csv, head_evidence.npz, neighbours.npz of each of the
+                        last runs (the history)
     request.json        what the audit was asked to do (data spec and settings), so it can run again
     job-<kind>.json     how the last job of a kind ("audit", "verify") went
     verify.json         the last trim-and-retrain check

@@ -3,10 +3,13 @@
 The only module that knows the run's file names. A project folder (:mod:`ogaudit.project`) holds one current run::
 
     run.json            the run record: settings, fingerprints, timings, metrics; names the run folder
+    scores.csv ...      the latest run's tables (copies; the .npz hard links), for scripts
     runs/<run-id>/      scores.csv, map.csv, label_evidence.csv, head_evidence.npz, neighbours.npz, table.parquet
 
 A run is written into a new ``runs/<run-id>/`` folder and ``run.json`` is replaced last, in one rename: a reader
-sees the old run or the new one, never a mixture, and a failed re-scan leaves the old run in force. Format 1 (the
+sees the old run or the new one, never a mixture, and a failed re-scan leaves the old run in force. Then the
+tables beside ``run.json`` are switched to the new run's, each in one rename (a script reads ``OUT/scores.csv``
+without looking up the run), and all but the last :data:`KEEP_RUNS` run folders are removed (the history). Format 1 (the
 first release) kept the run files beside ``run.json``; such runs are read as they are. Every JSON file carries
 ``"format"``; a newer or damaged one is refused with an error naming the file.
 
@@ -45,6 +48,8 @@ RUN_TABLES = {
     "head_evidence": "head_evidence.npz",
     "neighbours": "neighbours.npz",
 }
+KEEP_RUNS = 5
+"""How many run folders a project keeps under ``runs/``: the current run and the four before it."""
 _REQUIRED_RECORD = {"settings": dict, "dataset": dict, "model": dict, "fingerprint": str}
 _REQUIRED_DATASET = ("spec", "fingerprint", "class_names", "samples")
 
@@ -175,7 +180,10 @@ class RunFolder:
         :func:`~ogaudit.storage.escape_cell`); :meth:`open_run` undoes it.
         """
         self.writable()
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        now = time.time()  # ids sort by time, to the microsecond: the history keeps the newest runs
+        run_id = (
+            time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now % 1 * 1e6):06d}-{uuid.uuid4().hex[:6]}"
+        )
         folder = self.path / RUNS / run_id
         folder.mkdir(parents=True)
         paths = {name: folder / file for name, file in RUN_TABLES.items()}
@@ -206,15 +214,45 @@ class RunFolder:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        self._link_latest(paths)
         self._remove_old_runs(keep=run_id)
         return {**paths, "run": self.path / RUN_RECORD}
 
+    def latest_files(self) -> dict[str, Path]:
+        """The current run's tables beside ``run.json`` (``OUT/scores.csv`` ...), those that exist."""
+        files = {name: self.path / file for name, file in RUN_TABLES.items()}
+        return {name: path for name, path in files.items() if path.is_file()}
+
+    def _link_latest(self, paths: dict[str, Path]) -> None:
+        """Make the tables beside ``run.json`` the current run's (``paths``), each renamed over the old one, so a
+        reader of ``OUT/scores.csv`` gets one whole file. CSVs are copies (a spreadsheet or script that saves over
+        ``OUT/scores.csv`` leaves the run's own table alone); the ``.npz`` arrays are hard links (copies where
+        links are refused). A table this run did not write, or one that cannot be written (a full disk), is
+        removed: never an older run's under the latest name (the run itself is in force either way)."""
+        for name, file in RUN_TABLES.items():
+            top = self.path / file
+            tmp = self.path / f".{file}.{uuid.uuid4().hex[:6]}.part"
+            try:
+                if name not in paths:
+                    top.unlink(missing_ok=True)
+                    continue
+                if file.endswith(".npz"):
+                    try:
+                        os.link(paths[name], tmp)
+                    except OSError:
+                        shutil.copyfile(paths[name], tmp)
+                else:
+                    shutil.copyfile(paths[name], tmp)
+                os.replace(tmp, top)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                top.unlink(missing_ok=True)
+
     def _remove_old_runs(self, keep: str) -> None:
-        for old in (self.path / RUNS).iterdir():
-            if old.name != keep:
-                shutil.rmtree(old, ignore_errors=True)
-        for file in RUN_TABLES.values():  # a format-1 run's tables beside run.json
-            (self.path / file).unlink(missing_ok=True)
+        """Remove the run folders beyond the :data:`KEEP_RUNS` newest (``keep``, the current one, always stays)."""
+        folders = sorted((p for p in (self.path / RUNS).iterdir() if p.is_dir() and p.name != keep), reverse=True)
+        for old in folders[KEEP_RUNS - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def has_run(self) -> bool:
         """Whether a run record exists (it may still be damaged: :meth:`read_record` says)."""

@@ -181,7 +181,31 @@ def test_a_rescan_replaces_the_run_as_one_unit_and_a_failed_one_leaves_the_old(f
     assert [p.name for p in (folder / "runs").iterdir()] == [old_tables.name]  # the half run is gone
     monkeypatch.setattr(results_module, "_write_table", real)
     Project(folder).write_run(result.scores, result.map, dict(result.record))
-    assert Project(folder).run_files()["scores"].parent != old_tables and not old_tables.exists()
+    new_tables = Project(folder).run_files()["scores"].parent
+    assert new_tables != old_tables and old_tables.exists()  # the history stays under runs/
+    assert (folder / "scores.csv").read_bytes() == (new_tables / "scores.csv").read_bytes()  # the latest, by name
+
+
+def test_the_tables_beside_run_json_are_the_latest_run_and_the_history_is_bounded(finished, copy_of, monkeypatch):
+    folder = copy_of(finished[0])
+    _, result = finished
+    written = []
+    for _ in range(results_module.KEEP_RUNS + 2):
+        paths = Project(folder).write_run(
+            result.scores, result.map, dict(result.record), head_evidence={"features": np.zeros((2, 2))}
+        )
+        written.append(paths["scores"].parent)
+        for name in ("scores.csv", "map.csv", "head_evidence.npz"):
+            assert (folder / name).read_bytes() == (paths["scores"].parent / name).read_bytes(), name
+        assert not (folder / "label_evidence.csv").exists()  # not in this run: never an older run's
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == sorted(
+        p.name for p in written[-results_module.KEEP_RUNS :]
+    )
+    (folder / "scores.csv").write_text("sample_id\nedited in a spreadsheet\n")  # a copy: the run is untouched
+    pd.testing.assert_frame_equal(
+        Project(folder).open_run().table["sample_id"].to_frame(), result.scores[["sample_id"]]
+    )
+    assert Project(folder).owns(folder / "scores.csv")  # no export may replace it
 
 
 def test_formula_class_names_are_escaped_on_disk_and_read_back_exactly(tmp_path, cache_dir):

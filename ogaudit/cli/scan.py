@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ogaudit.results import RunFolder
 from ogaudit.settings import (
     DEFAULT_BUDGET,
     DEFAULT_DETECTOR,
@@ -228,14 +229,19 @@ def run_scan(args: argparse.Namespace) -> int:
             f"{m['average_precision']:.3f}, precision of the flags {m['precision_at_budget']:.3f}"
         )
     tables = result.paths["scores"].parent
-    lines.append(f"wrote {result.paths['run']} and {', '.join(sorted(p.name for p in tables.iterdir()))} in {tables}")
+    latest = RunFolder(result.out_dir).latest_files()
+    lines.append(
+        f"wrote {result.paths['run']} and the run's tables beside it ({', '.join(p.name for p in latest.values())}: "
+        f"always the latest run); this run's folder: {tables}"
+    )
     print("\n".join(lines), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         summary = {
             "ok": True,
             "project": str(result.out_dir),
             "run": str(result.paths["run"]),
-            "files": {name: str(path) for name, path in result.paths.items()},
+            "files": {name: str(path) for name, path in latest.items()},
+            "run_dir": str(tables),
             "samples": len(result.scores),
             "flagged": int(record["flagged"]),
             "skipped": int(record["dataset"]["skipped_count"]),
