@@ -67,6 +67,7 @@ def audit(
     class_names: Sequence[str] | None = None,
     label_column: str | None = None,
     id_column: str | None = None,
+    path_column: str | None = None,
 ) -> AuditResult:
     """Audit a dataset for mislabelled samples: train a model, take every sample's last-layer loss gradient,
     score how much of an outlier it is, flag the most suspicious and suggest a label for each.
@@ -88,7 +89,12 @@ def audit(
           indices or names; numpy arrays or torch tensors;
         * a pandas DataFrame, one row per sample: numeric feature columns and a label column (``label_column``);
         * a ``torch.utils.data.Dataset`` yielding ``(x, y)`` pairs (stacked with a ``DataLoader``; image tensors
-          (C, H, W) become (H, W, C)).
+          (C, H, W) become (H, W, C));
+        * a Hugging Face ``datasets.Dataset`` of images (an ``Image`` feature, bytes or paths) and labels (a
+          ``ClassLabel``'s names become the class names), read from its Arrow data (:mod:`ogaudit.data.hf`).
+
+        Paths also name a Hugging Face ``save_to_disk`` folder, a ``.parquet`` / ``.arrow`` table of images and
+        labels, and a FiftyOne image-classification export (``data/`` + ``labels.json``).
 
         In-memory data gives the same results as the same arrays saved as an ``.npz`` and audited by path.
     settings : model, epochs, detector, budget, map, planted noise, subset, seed ... (:class:`AuditSettings`);
@@ -105,9 +111,14 @@ def audit(
     engine, ray_address : where the per-sample stages run: ``"local"`` (default), ``"ray"`` (a Ray cluster at
         ``ray_address``) or a :class:`~ogaudit.engines.local.ForwardEngine`.
     class_names : in-memory data only: the name of each class index, or the allowed names (labels as names).
-    label_column, id_column : DataFrame only: the label column (default: found by name, ``label``, ``class``,
-        ``target``, ``y`` ...) and a column of unique sample ids (default: one named ``id``, ``sample_id`` ...,
-        else the row numbers).
+    label_column, id_column : the label column (default: found by name, ``label``, ``class``, ``target``, ``y``
+        ..., or a ``ClassLabel``) of a DataFrame, a Hugging Face Dataset, a CSV manifest, an image table or a
+        text table, and a column of unique sample ids (default: one named ``id``, ``sample_id`` ..., else the row
+        numbers). Kept in the run's settings.
+    path_column : the image column of a CSV manifest (default: found by name, ``path``, ``filepath``, ``file``
+        ...), a Parquet/Arrow table or a Hugging Face Dataset (default: its ``Image`` feature). A manifest's
+        relative paths are read against its folder; absolute ones only inside its folder or a folder listed in
+        ``$OGAUDIT_DATA_ROOTS`` (:mod:`ogaudit.data.manifest`).
 
     Returns
     -------
@@ -138,23 +149,28 @@ def audit(
             f"settings must be an AuditSettings (or None for the defaults); got {type(settings).__name__}. "
             "Build one: ogaudit.AuditSettings(epochs=3, noise_rate=0.1)."
         )
+    columns = {"label_column": label_column, "id_column": id_column, "path_column": path_column}
+    given_columns = {name: value for name, value in columns.items() if value is not None}
     if is_container(data):
-        if label_column is not None or id_column is not None:  # kept in the run's settings: the review reads
-            settings = replace(settings, label_column=label_column, id_column=id_column)  # the DataFrame again
+        if given_columns:  # kept in the run's settings: the review reads the DataFrame again
+            settings = replace(settings, **given_columns)
         data = as_dataset(
             data,
             class_names=None if class_names is None else list(class_names),
-            label_column=label_column,
-            id_column=id_column,
             fold_label_case=settings.fold_labels,
+            **given_columns,
         )
+    elif isinstance(data, str | os.PathLike) and class_names is None and not _is_builtin_name(data):
+        if given_columns:  # a manifest's, an image or text table's columns: read (and read again) from settings
+            settings = replace(settings, **given_columns)
     elif isinstance(data, str | os.PathLike | Dataset):
-        options = {"class_names": class_names, "label_column": label_column, "id_column": id_column}
+        options = {"class_names": class_names, **columns}
         given = [name for name, value in options.items() if value is not None]
         if given:
             raise TypeError(
                 f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to in-memory data (arrays, a "
-                f"DataFrame, a torch Dataset); data is "
+                f"DataFrame, a torch or Hugging Face Dataset) and to the columns of files (label_column, path_column, "
+                f"id_column: a manifest, an image or text table); data is "
                 f"{data.describe() if isinstance(data, Dataset) else repr(str(data)[:80])}. Leave "
                 f"{'it' if len(given) == 1 else 'them'} out (a text table's columns are set with "
                 "AuditSettings(label_column=..., id_column=...))."
@@ -697,3 +713,11 @@ def _sample_ids(sample_ids, n: int) -> np.ndarray:
         repeated = [v for v, k in zip(*np.unique(text, return_counts=True), strict=True) if k > 1]
         raise DataError(f"sample_ids must be unique; {len(repeated)} repeat, e.g. {repeated[:3]}.")
     return ids
+
+
+def _is_builtin_name(data) -> bool:
+    """Whether ``data`` names a built-in dataset (which has no columns to choose)."""
+    from ogaudit.data.builtins import BUILTINS
+    from ogaudit.data.text import TEXT_BUILTINS
+
+    return isinstance(data, str) and (data in BUILTINS or data in TEXT_BUILTINS)

@@ -217,9 +217,13 @@ class Project(RunFolder):
         from ogaudit.data.containers import as_dataset
 
         settings = self.settings()
+        from ogaudit.data.hf import is_hf_dataset
+
         columns = {}
         if type(data).__name__ == "DataFrame":
             columns = {"label_column": settings.label_column, "id_column": settings.id_column}
+        elif is_hf_dataset(data):
+            columns = {"label_column": settings.label_column, "path_column": settings.path_column}
         return as_dataset(data, class_names=class_names, fold_label_case=settings.fold_labels, **columns)
 
     def open_ledger(self, dataset: Dataset | None = None, *, run: Run | None = None) -> Ledger:

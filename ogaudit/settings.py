@@ -171,7 +171,10 @@ class AuditSettings:
     noise_rate, noise_kind : plant label noise (demos, benchmarks); the true labels are kept for scoring.
     fold_labels : class names that differ only by case or surrounding spaces are one class (else refused).
     text_column, label_column, id_column : for text tables, the columns to read (None: found by their names;
-        see :mod:`ogaudit.data.text`).
+        see :mod:`ogaudit.data.text`). ``label_column`` also names the label column of a CSV manifest or a
+        Parquet/Arrow/Hugging Face table of images.
+    path_column : for a CSV manifest, the column of image paths (None: found by its name, ``path``, ``filepath``,
+        ``file`` ...; see :mod:`ogaudit.data.manifest`); for a Parquet/Arrow/Hugging Face table, its image column.
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -192,6 +195,7 @@ class AuditSettings:
     text_column: str | None = None
     label_column: str | None = None
     id_column: str | None = None
+    path_column: str | None = None
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
@@ -222,7 +226,7 @@ class AuditSettings:
             raise SettingsError(f"limit must be a whole number of samples; got {self.limit!r}.")
         if self.limit is not None and self.limit < 2:
             raise SettingsError(f"limit must be at least 2 samples; got {self.limit}.")
-        for name in ("text_column", "label_column", "id_column"):
+        for name in ("text_column", "label_column", "id_column", "path_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise SettingsError(f"{name} must be a column name or None; got {value!r}.")
@@ -244,6 +248,8 @@ class AuditSettings:
         """JSON-able settings (``layers`` as a list), as saved in ``run.json`` and ``request.json``."""
         saved = asdict(self)
         saved["layers"] = list(self.layers)
+        if saved["path_column"] is None:  # as a release without it wrote them: the same record, the same fingerprint
+            del saved["path_column"]
         return saved
 
     @classmethod

@@ -26,6 +26,8 @@ EPILOG = """examples:
   ogaudit scan data.npz --detector iforest --budget 200 --out runs/npz
   ogaudit scan tweets --out runs/tweets                        # built-in text: sentiment tweets, real label noise
   ogaudit scan reviews.jsonl --text-column body --label-column stars --out runs/reviews
+  ogaudit scan photos.csv --path-column file --label-column species --out runs/photos   # any manifest columns
+  ogaudit scan hf_saved_folder --out runs/hf    # a Hugging Face save_to_disk folder (or .parquet/.arrow table)
 """
 
 
@@ -97,7 +99,16 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         help="treat class names differing only by case or surrounding spaces (Sneaker, sneaker) as one class",
     )
     scan.add_argument("--text-column", help="text tables: the column holding the text (default: text, sentence, ...)")
-    scan.add_argument("--label-column", help="text tables: the column holding the label (default: label, class, ...)")
+    scan.add_argument(
+        "--label-column",
+        help="text tables, CSV manifests, Parquet/Arrow/Hugging Face tables: the label column (default: label, "
+        "class, ..., a ClassLabel)",
+    )
+    scan.add_argument(
+        "--path-column",
+        help="CSV manifests: the column of image paths (default: path, filepath, file, ...); Parquet/Arrow tables: "
+        "the image column. Absolute paths are read inside the manifest's folder or $OGAUDIT_DATA_ROOTS",
+    )
     scan.add_argument(
         "--id-column", help="text tables: a column of unique sample ids (default: id if unique, else row)"
     )
@@ -195,6 +206,7 @@ def run_scan(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         label_column=args.label_column,
         id_column=args.id_column,
+        path_column=args.path_column,
     )
     if args.ray_address is not None and args.engine != "ray":
         from ogaudit.errors import SettingsError

@@ -19,13 +19,18 @@ from ogaudit.data.dataset import Dataset, add_notice
 from ogaudit.data.limits import check_budget, format_bytes, memory_budget
 from ogaudit.errors import DataError
 
-IN_MEMORY_SOURCES = {"arrays": "arrays (x, y)", "dataframe": "a pandas DataFrame", "torch-dataset": "a torch Dataset"}
+IN_MEMORY_SOURCES = {
+    "arrays": "arrays (x, y)",
+    "dataframe": "a pandas DataFrame",
+    "torch-dataset": "a torch Dataset",
+    "hf-dataset": "a Hugging Face datasets.Dataset",
+}
 """``Dataset.source`` of in-memory data, and how messages name it: such data cannot be read again from a path."""
 
 ACCEPTED = (
     "a built-in name or a path (str or os.PathLike), an ogaudit Dataset, a tuple (x, y) or (x, y, class_names) of "
-    "numpy arrays or torch tensors, a pandas DataFrame (feature columns and a label column), or a "
-    "torch.utils.data.Dataset yielding (x, y) pairs"
+    "numpy arrays or torch tensors, a pandas DataFrame (feature columns and a label column), a "
+    "torch.utils.data.Dataset yielding (x, y) pairs, or a Hugging Face datasets.Dataset of images and labels"
 )
 """The data forms :func:`as_dataset` (and :func:`ogaudit.audit`) accept, for error messages."""
 
@@ -35,7 +40,9 @@ LOADER_BATCH = 256
 
 def is_container(data: object) -> bool:
     """Whether ``data`` is one of the in-memory forms :func:`as_dataset` converts (not a path, not a Dataset)."""
-    return isinstance(data, tuple) or _is_dataframe(data) or _is_torch_dataset(data)
+    from ogaudit.data.hf import is_hf_dataset
+
+    return isinstance(data, tuple) or _is_dataframe(data) or _is_torch_dataset(data) or is_hf_dataset(data)
 
 
 def as_dataset(
@@ -45,6 +52,7 @@ def as_dataset(
     label_column: str | None = None,
     id_column: str | None = None,
     fold_label_case: bool = False,
+    path_column: str | None = None,
 ) -> Dataset:
     """An in-memory container as a :class:`Dataset` (its ``source`` one of :data:`IN_MEMORY_SOURCES`).
 
@@ -57,14 +65,19 @@ def as_dataset(
         * a pandas DataFrame: one row per sample, numeric feature columns and a label column;
         * a ``torch.utils.data.Dataset`` yielding ``(x, y)`` pairs, read in order in batches of
           :data:`LOADER_BATCH` with a ``DataLoader``; per-sample image tensors (C, H, W) with C = 1 or 3 become
-          (H, W, C).
+          (H, W, C);
+        * a Hugging Face ``datasets.Dataset`` whose rows hold an image (``Image`` feature, bytes or paths) and a
+          label (a ``ClassLabel``, whose names become the class names, or names / indices), read from its Arrow
+          data as :func:`ogaudit.data.hf.from_hf_dataset` says (no image decoded before the memory check).
     class_names : the name of each class index (labels as indices) or the allowed names (labels as names);
         default the label values present. Not with a three-element tuple, which names them itself.
-    label_column : DataFrame only: the label column; default the first column named ``label``, ``class``,
+    label_column : DataFrame or Hugging Face Dataset: the label column; default the first column named ``label``, ``class``,
         ``target``, ``y``, ... (:data:`~ogaudit.data.text.LABEL_COLUMNS`; case and spaces ignored).
     id_column : DataFrame only: a column of unique sample ids; default a column named ``id``, ``sample_id``, ...
         (:data:`~ogaudit.data.text.ID_COLUMNS`) when there is one, else the row numbers ``0 … N−1``.
     fold_label_case : see :func:`~ogaudit.data.load.load_dataset`.
+    path_column : Hugging Face Dataset only: the image column (default: its ``Image`` feature, or found by type
+        and name).
 
     Raises
     ------
@@ -81,6 +94,19 @@ def as_dataset(
         DataFrame whose label-like column other than the labels holds the same values is refused; one holding
         other values is kept as a feature, said in ``notes``. bfloat16 and float16 tensors are read as float32.
     """
+    from ogaudit.data.hf import from_hf_dataset, is_hf_dataset
+
+    if is_hf_dataset(data):
+        if class_names is not None or id_column is not None:
+            raise TypeError(
+                "class_names and id_column do not apply to a Hugging Face Dataset: its ClassLabel names the classes. "
+                "Leave them out (cast the label column to a ClassLabel to name the classes)."
+            )
+        return from_hf_dataset(
+            data, label_column=label_column, path_column=path_column, fold_label_case=fold_label_case
+        )
+    if path_column is not None:
+        raise TypeError(f"path_column names the image column of a Hugging Face Dataset; data is {_described(data)}.")
     if (label_column is not None or id_column is not None) and not _is_dataframe(data):
         raise TypeError(
             f"label_column and id_column name columns of a pandas DataFrame; data is a {type(data).__name__}. "

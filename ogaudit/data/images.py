@@ -29,6 +29,7 @@ from ogaudit.data.imagefiles import (
     tool_junk_reason,
 )
 from ogaudit.data.limits import check_budget, image_memory_estimate
+from ogaudit.data.manifest import DATA_ROOTS_ENV, PATH_COLUMNS, allowed_folders, outside_problem
 from ogaudit.errors import DataError
 
 
@@ -46,13 +47,18 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
     class_dirs = []
     for entry in sorted(root.iterdir()):
         problem = _name_problem(entry.name) or tool_junk_reason(entry.name)
+        if problem is None and entry.name == UNLABELED_FOLDER and entry.is_dir():
+            problem = "unlabelled images (FiftyOne's ImageClassificationDirectoryTree): not audited"
         if problem:
             skipped.append(SkippedInput(_printable(entry.name) + ("/" if entry.is_dir() else ""), problem))
         elif entry.is_dir():
             class_dirs.append(entry)
         # other loose files beside the class folders (a README, a manifest) are not samples
     if not class_dirs:
-        raise DataError(f"{str(root)!r} has no class sub-folders. Arrange images as ROOT/<class name>/<image file>.")
+        raise DataError(f"{str(root)!r} has no class sub-folders. {near_miss_hint(root)}")
+    split_hint = _split_folders_hint(root, class_dirs)
+    if split_hint:
+        raise DataError(split_hint)
     rel_paths, labels = [], []
     for class_dir in class_dirs:
         for directory, subdirs, files in os.walk(class_dir, onerror=_unreadable_folder):
@@ -84,6 +90,58 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
     return dataset
 
 
+UNLABELED_FOLDER = "_unlabeled"
+"""The folder of unlabelled images in FiftyOne's ImageClassificationDirectoryTree: never a class."""
+
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "dev", "eval"}
+
+
+def near_miss_hint(root: Path) -> str:
+    """What a folder with no class sub-folders looks like instead, and the fix (always ends with the layout)."""
+    layout = "Arrange images as ROOT/<class name>/<image file>."
+    try:
+        entries = [e for e in root.iterdir() if not tool_junk_reason(e.name)]
+    except OSError:
+        return layout
+    files = [e for e in entries if e.is_file()]
+    images = [e for e in files if e.suffix.lower() in IMAGE_SUFFIXES]
+    tables = [e for e in files if e.suffix.lower() in (".csv", ".parquet", ".arrow", ".jsonl", ".tsv")]
+    if any(e.name == "labels.json" for e in files):
+        return (
+            "It holds a labels.json like a FiftyOne image-classification export, but no data/ folder (or data.json) "
+            f"beside it. Put the images in {str(root / 'data')!r} (named by the uuids in labels.json), or export "
+            "again with fo.types.FiftyOneImageClassificationDataset."
+        )
+    if tables:
+        shown = ", ".join(repr(e.name) for e in sorted(tables)[:3])
+        return (
+            f"It holds {shown}: give the table's path instead (a CSV manifest of image paths and labels, or a "
+            f"Parquet/Arrow table of images and labels), e.g. {str(sorted(tables)[0])!r}. {layout}"
+        )
+    if images:
+        return (
+            f"It holds {len(images)} image file(s) directly, with no labels: put each in a folder named by its "
+            f"class, or list them with their labels in a CSV manifest (path,label). {layout}"
+        )
+    return layout
+
+
+def _split_folders_hint(root: Path, class_dirs: list[Path]) -> str | None:
+    """An error when every 'class' is a split name (train/val/test) holding class folders: a dataset of splits."""
+    names = {d.name.strip().lower() for d in class_dirs}
+    if not names or not names <= SPLIT_NAMES:
+        return None
+    inner = [d for d in class_dirs if any(e.is_dir() and not tool_junk_reason(e.name) for e in d.iterdir())]
+    if len(inner) != len(class_dirs):
+        return None
+    first = sorted(class_dirs)[0]
+    return (
+        f"{str(root)!r} holds the split folders {sorted(d.name for d in class_dirs)}, each with its own class folders: "
+        f"these would be read as classes. Audit one split: give {str(first)!r} (the folder whose sub-folders are "
+        "the classes)."
+    )
+
+
 def _unreadable_folder(error: OSError) -> None:
     """``os.walk``'s ``onerror``: a folder we may not read is not skipped in silence (its images would be missing
     from the audit): the PermissionError goes up, and :func:`~ogaudit.data.load.load_dataset` names the folder.
@@ -109,25 +167,58 @@ def _printable(text: str) -> str:
 WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\|//)")
 
 
-def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
-    """A CSV with columns ``path`` and ``label``; paths are relative to the CSV's folder.
+def load_csv_manifest(
+    path: Path,
+    *,
+    fold_label_case: bool = False,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    data_roots: list[str | os.PathLike] | None = None,
+) -> Dataset:
+    """A CSV manifest: one row per image, a path column and a label column.
 
-    The delimiter (``,`` ``;`` tab ``|``) and encoding (UTF-8 with or without BOM, UTF-16) are found from the
-    file (:func:`ogaudit.data.csvtext.read_csv_table`). Windows separators (``images\\Bag\\1.png``) are read as
-    ``/``. Rows naming junk (:func:`is_tool_junk`), missing files or non-images are skipped and listed; when
-    none is usable the error shows a few rows and the fix. See :func:`load_dataset` for ``fold_label_case``.
+    Parameters
+    ----------
+    path : the CSV file. The delimiter (``,`` ``;`` tab ``|``) and encoding (UTF-8 with or without BOM, UTF-16)
+        are found from the file (:func:`ogaudit.data.csvtext.read_csv_table`).
+    path_column, label_column : the columns' names (case and surrounding spaces ignored); by default the first
+        column named as in :data:`~ogaudit.data.manifest.PATH_COLUMNS` (``path``, ``filepath``, ``filename``,
+        ``file``, ``image`` ...) and :data:`~ogaudit.data.text.LABEL_COLUMNS` (``label``, ``class``,
+        ``category`` ...).
+    fold_label_case : see :func:`~ogaudit.data.load.load_dataset`.
+    data_roots : folders whose images an absolute path may name (default ``$OGAUDIT_DATA_ROOTS``); see
+        :mod:`ogaudit.data.manifest`. Relative paths are read against the CSV's folder; Windows separators
+        (``images\\Bag\\1.png``) are read as ``/``.
+
+    Rows naming junk (:func:`is_tool_junk`), missing files, non-images or files outside the allowed folders are
+    skipped and listed; when none is usable the error shows a few rows and the fix.
+
+    Raises
+    ------
+    DataError : a named column that the header lacks, no path or label column found, repeated paths, no usable row.
     """
+    from ogaudit.data.text import LABEL_COLUMNS
+
     path = Path(path).resolve()
-    table = read_csv_table(path.read_bytes(), required=("path", "label"), what=repr(str(path)), error=DataError)
-    if table.missing:
-        raise DataError(
-            f"{str(path)!r} has columns {table.header}; a manifest needs `path` and `label` columns (paths relative "
-            f"to the CSV file); {table.delimiter_note()}. Name the columns path and label in the first row; for a table "
-            "of texts, name its text column text (or give --text-column NAME)."
-        )
+    wanted_path = path_column.strip().lower() if path_column else None
+    wanted_label = label_column.strip().lower() if label_column else None
+    candidates = (
+        (wanted_path,) if wanted_path else PATH_COLUMNS,
+        (wanted_label,) if wanted_label else LABEL_COLUMNS,
+    )
+    table = read_csv_table(  # the delimiter: the split that finds most of the named and the common columns
+        path.read_bytes(),
+        required=tuple(dict.fromkeys(candidates[0] + candidates[1] + PATH_COLUMNS + LABEL_COLUMNS)),
+        what=repr(str(path)),
+        error=DataError,
+    )
+    path_name = next((name for name in candidates[0] if name in table.header), None)
+    label_name = next((name for name in candidates[1] if name in table.header and name != path_name), None)
+    if path_name is None or label_name is None:
+        raise DataError(_manifest_columns_message(path, table, path_column, label_column, path_name, label_name))
     if not table.rows:
         raise DataError(f"{str(path)!r} has a header but no rows.")
-    at_path, at_label = table.column("path"), table.column("label")
+    at_path, at_label = table.column(path_name), table.column(label_name)
     rel_paths = [_manifest_path(cells[at_path] if at_path < len(cells) else "") for cells in table.rows]
     labels = [cells[at_label] if at_label < len(cells) else "" for cells in table.rows]
     duplicates = [p for p, n in Counter(rel_paths).items() if n > 1 and p]
@@ -136,8 +227,32 @@ def load_csv_manifest(path: Path, *, fold_label_case: bool = False) -> Dataset:
             f"{str(path)!r} lists {len(duplicates)} path(s) more than once, e.g. {[shown_path(d) for d in duplicates[:3]]}. "
             "Each image may appear once: remove the repeated rows."
         )
+    allowed = allowed_folders(path.parent, data_roots)[1:]
     return _dataset_from_files(
-        path.parent, rel_paths, labels, kind="csv", source=path, fold=fold_label_case, ordered=False
+        path.parent, rel_paths, labels, kind="csv", source=path, fold=fold_label_case, ordered=False, allowed=allowed
+    )
+
+
+def _manifest_columns_message(path: Path, table, path_column, label_column, path_name, label_name) -> str:
+    """Why a manifest's path or label column was not found, and the fix (CLI flags, API keywords)."""
+    from ogaudit.data.text import LABEL_COLUMNS
+
+    what = repr(str(path))
+    if path_column and path_name is None:
+        return f"{what} has no column {path_column!r} (--path-column); its columns are {table.header}. Fix the name."
+    if label_column and label_name is None:
+        return f"{what} has no column {label_column!r} (--label-column); its columns are {table.header}. Fix the name."
+    role, names, flag = (
+        ("image path", PATH_COLUMNS, "--path-column")
+        if path_name is None
+        else ("label", LABEL_COLUMNS, "--label-column")
+    )
+    return (
+        f"{what} has columns {table.header}; a manifest needs an image path column and a label column (paths "
+        f"relative to the CSV file), and none is a {role} column by its name ({', '.join(names)}); "
+        f"{table.delimiter_note()}. Name the columns: {flag} NAME on the command line, path_column= / label_column= "
+        "in Python, or the column fields in the app; for a table of texts, name its text column text (or give "
+        "--text-column NAME)."
     )
 
 
@@ -160,10 +275,14 @@ def _dataset_from_files(
     skipped: list[SkippedInput] | None = None,
     fold: bool = False,
     ordered: bool = True,
+    allowed: tuple[Path, ...] = (),
+    class_order: list[str] | None = None,
 ) -> Dataset:
     """Read the images at ``rel_paths`` under ``root`` with their ``labels``; skip what cannot be used.
 
     ``ordered``: classes in order of first appearance (ImageFolder, sorted folders); else sorted by name.
+    ``class_order``: the class names in their given order (a Hugging Face ``ClassLabel``); every class is kept.
+    ``allowed``: folders besides ``root`` that listed paths may lead to (:mod:`ogaudit.data.manifest`).
 
     Every file's header is read first (size as shown, mode). When the stacked pixels would exceed
     ``STREAM_ABOVE_BYTES``, nothing is decoded: the files usable by their headers become an :class:`ImageFiles`
@@ -174,7 +293,7 @@ def _dataset_from_files(
     notes: list[str] = []
     usable: list[tuple[str, str]] = []
     for rel, label in zip(rel_paths, labels, strict=True):
-        problem = _path_problem(root, rel) or (None if label.strip() else "empty label")
+        problem = _path_problem(root, rel, allowed) or (None if label.strip() else "empty label")
         if problem:
             skipped.append(SkippedInput(shown_path(rel), problem))
         else:
@@ -216,6 +335,8 @@ def _dataset_from_files(
         add_notice(notes, text)
     names_in_order = list(dict.fromkeys(mapping[label] for _, label in kept))
     class_names = names_in_order if ordered else sorted(names_in_order)
+    if class_order is not None:
+        class_names = list(dict.fromkeys(mapping.get(name, name) for name in class_order))
     empty = sorted({label.strip() for label in labels if label.strip()} - {label.strip() for _, label in kept})
     if empty:
         notes.append(
@@ -255,7 +376,8 @@ def _dataset_from_files(
 
 SKIP_FIXES = {
     "file not found": "paths are relative to {root}; check the spelling, the folder and the file extension",
-    "outside the dataset root": "give paths relative to {root}, without '..' or a drive letter",
+    "outside the dataset root": "give paths relative to {root}, without '..' or a drive letter, or list the "
+    f"folder of absolute paths in ${DATA_ROOTS_ENV}",
     "not an image file type": "list only image files ({suffixes})",
     "left by a tool": "nothing to do: these are not data",
     "empty label": "give every row a label",
@@ -307,27 +429,31 @@ def shown_path(text: str) -> str:
     return f"{text[: SHOWN_PATH_CHARS // 2]}…{text[-SHOWN_PATH_CHARS // 4 :]} ({len(text):,} characters)"
 
 
-def _path_problem(root: Path, rel: str) -> str | None:
+def _path_problem(root: Path, rel: str, allowed: tuple[Path, ...] = ()) -> str | None:
     if not rel:
         return "empty path"
     too_long = name_length_problem(rel)
     if too_long:
         return too_long
     try:
-        return _file_problem(root, rel)
+        return _file_problem(root, rel, allowed)
     except OSError as error:  # a name the file system refuses, a folder it cannot read
         return f"cannot be read ({error.strerror or error})"
 
 
-def _file_problem(root: Path, rel: str) -> str | None:
-    if WINDOWS_ABSOLUTE.match(rel) or Path(rel).is_absolute():
+def _file_problem(root: Path, rel: str, allowed: tuple[Path, ...] = ()) -> str | None:
+    """Why ``root/rel`` cannot be a sample. ``allowed``: folders besides ``root`` whose files may be named by an
+    absolute path or a relative one leading there (:mod:`ogaudit.data.manifest`); empty: ``root`` only."""
+    if WINDOWS_ABSOLUTE.match(rel):  # a drive letter or a network share: no place on this machine
         return "outside the dataset root (an absolute path): not read"
+    absolute = Path(rel).is_absolute()
     junk = tool_junk_reason(rel)
     if junk:
         return junk
     candidate = root / rel
-    if not candidate.resolve().is_relative_to(root.resolve()):
-        return "outside the dataset root (absolute path, '..' or a symlink leading out): not read"
+    problem = outside_problem(candidate, (root.resolve(), *allowed), absolute=absolute)
+    if problem:
+        return problem
     if not candidate.exists():
         return "file not found"
     if candidate.suffix.lower() not in IMAGE_SUFFIXES:

@@ -19,16 +19,26 @@ def load_dataset(
     seed: int = 0,
     fold_label_case: bool = False,
     text_options: dict | None = None,
+    path_column: str | None = None,
+    data_roots: list[str | os.PathLike] | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name or a dataset from a path.
 
     Parameters
     ----------
-    spec : one of ``BUILTINS``, a directory with one sub-folder per class, a ``.csv`` manifest with
-        ``path,label`` columns (paths relative to the CSV; ``,`` ``;`` or tab separated), an ``.npz`` with
-        ``x``, ``y`` and optional ``ids`` and ``class_names`` (small data), or a folder with ``x.npy`` and
-        ``y.npy`` (and optional ``ids.npy``, ``class_names.npy``/``.txt``/``.json``), ``x`` memory-mapped
-        (:func:`load_npy_folder`, data of any size).
+    spec : one of ``BUILTINS``, or a path to
+
+        * a directory with one sub-folder per class (an ImageFolder; FiftyOne's ``ImageClassificationDirectoryTree``
+          is the same, its ``_unlabeled`` folder left out);
+        * a ``.csv`` manifest with a path and a label column (``path_column``, ``text_options["label_column"]``;
+          found by name by default), paths relative to the CSV or absolute inside its folder or ``data_roots``;
+        * a Hugging Face ``save_to_disk`` folder, or a ``.parquet`` / ``.arrow`` table whose rows hold an image
+          (bytes or a path) and a label, a ``ClassLabel``'s names becoming the class names (:mod:`~ogaudit.data.hf`);
+        * a FiftyOne image-classification export (``data/`` + ``labels.json``; :mod:`~ogaudit.data.fiftyone`);
+        * an ``.npz`` with ``x``, ``y`` and optional ``ids`` and ``class_names`` (small data), or a folder with
+          ``x.npy`` and ``y.npy`` (and optional ``ids.npy``, ``class_names.npy``/``.txt``/``.json``), ``x``
+          memory-mapped (:func:`load_npy_folder`, data of any size);
+        * a text table (below).
     limit : keep a stratified random subset of this many samples (for quick looks at large data); classes of
         at most ``KEEP_WHOLE_CLASS_SIZE`` samples are kept whole.
     seed : seeds the subset.
@@ -37,7 +47,11 @@ def load_dataset(
     text_options : for text data (``.tsv``, ``.jsonl``, ``.parquet``, a ``.csv`` without a ``path`` column, the
         built-ins ``tweets`` and ``rotten-tomatoes``): keyword arguments of
         :func:`ogaudit.data.text.load_text_dataset` (``text_column``, ``label_column``, ``id_column``,
-        ``cache_dir``, ``progress``, ``cancel``).
+        ``cache_dir``, ``progress``, ``cancel``). ``label_column`` also names the label column of a manifest or
+        an image table.
+    path_column : the image column of a CSV manifest or an image table (default: found by name or type).
+    data_roots : the folders outside a table's own folder whose images its absolute paths may name (default
+        ``$OGAUDIT_DATA_ROOTS``; :mod:`ogaudit.data.manifest`).
 
     Raises
     ------
@@ -56,10 +70,24 @@ def load_dataset(
         raise DataError(
             f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
             f"{', '.join(TEXT_BUILTINS)}) nor an existing path{_why_not_a_path(text)}. Give a built-in name, an "
-            "ImageFolder directory, a .csv manifest, an .npz file, a folder with x.npy and y.npy, or a text table "
+            "ImageFolder directory, a .csv manifest, a Hugging Face save_to_disk folder or .parquet/.arrow table, a "
+            "FiftyOne classification export, an .npz file, a folder with x.npy and y.npy, or a text table "
             "(.csv/.tsv/.jsonl/.parquet)."
         )
-    if is_text_spec(text, (text_options or {}).get("text_column")):  # text tables and built-ins: ogaudit.data.text
+    label_column = (text_options or {}).get("label_column")
+    image_table = _image_table(text, path_column)
+    if image_table is not None:  # a .parquet / .arrow holding images: ogaudit.data.hf, before the text tables
+        from ogaudit.data.hf import load_table_file
+
+        dataset = load_table_file(
+            image_table,
+            label_column=label_column,
+            path_column=path_column,
+            fold_label_case=fold_label_case,
+            data_roots=data_roots,
+        )
+        return dataset if limit is None else stratified_subset(dataset, limit, seed=seed)
+    if path_column is None and is_text_spec(text, (text_options or {}).get("text_column")):  # ogaudit.data.text
         return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
     if text in BUILTINS:
         dataset = BUILTIN_LOADERS[text]()
@@ -71,7 +99,7 @@ def load_dataset(
                 "the folder that holds your data."
             )
         try:
-            dataset = _load_path(path, fold_label_case)
+            dataset = _load_path(path, fold_label_case, label_column, path_column, data_roots)
         except PermissionError as error:  # an unreadable folder or file met while scanning
             where = error.filename or text
             raise DataError(
@@ -83,20 +111,45 @@ def load_dataset(
     return dataset
 
 
-def _load_path(path: Path, fold_label_case: bool) -> Dataset:
+def _load_path(path: Path, fold_label_case: bool, label_column=None, path_column=None, data_roots=None) -> Dataset:
     """The loader of an existing path, picked by layout and suffix."""
+    from ogaudit.data import fiftyone, hf
+
+    columns = {"label_column": label_column, "path_column": path_column, "data_roots": data_roots}
     if path.is_dir() and (path / "x.npy").exists():
         return load_npy_folder(path, fold_label_case=fold_label_case)
+    if hf.is_hf_folder(path):
+        return hf.load_hf_folder(path, fold_label_case=fold_label_case, **columns)
+    if path.is_dir() and fiftyone.is_fiftyone_export(path):
+        return fiftyone.load_fiftyone_export(path, fold_label_case=fold_label_case, data_roots=data_roots)
     if path.is_dir():
+        inside_export = fiftyone.data_folder_of_export(path)
+        if inside_export:
+            raise DataError(inside_export)
         return load_image_folder(path, fold_label_case=fold_label_case)
     if path.suffix.lower() == ".csv":
-        return load_csv_manifest(path, fold_label_case=fold_label_case)
+        return load_csv_manifest(path, fold_label_case=fold_label_case, **columns)
     if path.suffix.lower() == ".npz":
         return load_npz(path, fold_label_case=fold_label_case)
+    if path.suffix.lower() in hf.TABLE_SUFFIXES:  # a table with no image column (a Parquet one is read as text)
+        return hf.load_table_file(path, fold_label_case=fold_label_case, **columns)
     raise DataError(
-        f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class "
-        "folders, a .csv manifest (path,label) or an .npz with x and y."
+        f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class folders, a .csv "
+        "manifest (path,label), a Hugging Face save_to_disk folder or .parquet/.arrow table, a FiftyOne "
+        "classification export, or an .npz with x and y."
     )
+
+
+def _image_table(text: str, path_column: str | None) -> Path | None:
+    """``text`` as a path when it names a ``.parquet`` or ``.arrow`` file holding an image column, else None."""
+    from ogaudit.data.hf import TABLE_SUFFIXES, image_table_column
+
+    path = existing_path(text)
+    if path is None or not path.is_file() or path.suffix.lower() not in TABLE_SUFFIXES:
+        return None
+    if path.suffix.lower() == ".arrow" or image_table_column(path, path_column) is not None:
+        return path.resolve()
+    return None
 
 
 def existing_path(text: str) -> Path | None:

@@ -40,6 +40,7 @@ def prepare_dataset(
             seed=settings.seed,
             fold_label_case=settings.fold_labels,
             text_options=settings.text_options,
+            path_column=settings.path_column,
         )
     if dataset.is_text and dataset.x.shape[1:] == (0,):
         dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)

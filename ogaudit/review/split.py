@@ -133,17 +133,23 @@ def export_split(
             written = _write_image_folder(cleaned, staging)
         elif dataset.kind == "csv":
             written = _write_manifest(cleaned, staging, name=Path(dataset.source).name)
+        elif dataset.kind == "fiftyone":
+            written = _write_fiftyone(cleaned, staging)
+        elif dataset.paths is not None:  # a table of image paths (Parquet/Arrow): a self-contained manifest
+            written = _write_manifest(cleaned, staging, name=f"{Path(dataset.source).stem}.csv")
         elif dataset.kind == "npy":
             written = _write_npy_folder(cleaned, staging / Path(dataset.source).name)
         else:
-            name = Path(dataset.source).name if dataset.kind == "npz" else f"{dataset.source}.npz"
+            name = Path(dataset.source).name if dataset.kind == "npz" else f"{Path(str(dataset.source)).name}.npz"
             written = _write_npz(cleaned, staging / name)
         manifest = {
             "data": written,
             "format": dataset.text_origin.format
             if dataset.is_text
             else "npz"
-            if dataset.kind in ("npz", "builtin")
+            if dataset.kind in ("npz", "builtin") or dataset.kind == "hf" and dataset.paths is None
+            else "csv"
+            if dataset.kind == "hf"
             else dataset.kind,
             # names, not the server's absolute paths (the manifest travels with the split to whoever gets it);
             # the fingerprints say which data and ledger it came from
@@ -200,13 +206,39 @@ def _write_manifest(dataset: Dataset, staging: Path, *, name: str) -> str:
     """A self-contained copy: the kept images at their original relative paths and ``name`` listing them."""
     rows = []
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
-        _link_or_copy(Path(dataset.root, rel), staging / rel)
-        rows.append((rel, dataset.class_names[label]))
+        inside = _inside_copy(rel)
+        _link_or_copy(Path(dataset.root, rel), staging / inside)
+        rows.append((inside, dataset.class_names[label]))
     with open(staging / name, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
         writer.writerows(rows)
     return name
+
+
+EXTERNAL_FOLDER = "external"
+
+
+def _inside_copy(rel: str) -> str:
+    """Where a listed image goes in a self-contained copy: its relative path, or for an absolute one (a manifest
+    may name images in the data roots) the same path under ``external/``, never the absolute path itself."""
+    path = Path(rel)
+    if not path.is_absolute():
+        return rel
+    return Path(EXTERNAL_FOLDER, *path.parts[1:]).as_posix()
+
+
+def _write_fiftyone(dataset: Dataset, staging: Path) -> str:
+    """FiftyOne's image-classification layout again (:mod:`ogaudit.data.fiftyone`): the kept images at their paths
+    and ``labels.json`` with the final labels as class indices."""
+    labels = {}
+    for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
+        inside = Path(_inside_copy(rel))
+        inside = inside.relative_to("data") if inside.parts[0] == "data" else inside  # data.json's paths too
+        _link_or_copy(Path(dataset.root, rel), staging / "data" / inside)
+        labels[inside.with_suffix("").as_posix()] = int(label)
+    write_json(staging / "labels.json", {"classes": list(dataset.class_names), "labels": labels})
+    return "."
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

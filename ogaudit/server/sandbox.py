@@ -11,21 +11,14 @@ The command line trusts its user with their own machine; the app does not trust 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
+from ogaudit.data.manifest import DATA_ROOTS_ENV, data_roots
 from ogaudit.errors import DataError
 
-DATA_ROOTS_ENV = "OGAUDIT_DATA_ROOTS"
+__all__ = ["DATA_ROOTS_ENV", "check_project_name", "data_roots", "resolve_server_path"]
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}")
-
-
-def data_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The folders server paths may lie in, resolved; empty when ``$OGAUDIT_DATA_ROOTS`` is unset."""
-    text = (os.environ if environ is None else environ).get(DATA_ROOTS_ENV, "")
-    return [Path(part.strip()).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
 
 
 def resolve_server_path(text: str, roots: list[Path]) -> Path:

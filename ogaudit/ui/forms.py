@@ -38,6 +38,7 @@ class SetupChoices:
     text_column: str = ""
     label_column: str = ""
     id_column: str = ""
+    path_column: str = ""
     model: str = "auto"
     checkpoint: bytes | None = None
     checkpoint_name: str = ""
@@ -62,7 +63,10 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
     if choices.source not in SOURCES:
         raise DataError(f"Unknown data source {choices.source!r}; choose one of {SOURCES}.")
     if choices.source == "Path" and not choices.path.strip():
-        raise DataError("Give the path of an image folder, a CSV manifest or an .npz file.")
+        raise DataError(
+            "Give the path of an image folder, a CSV manifest, a Hugging Face save_to_disk folder or .parquet/.arrow "
+            "table, a FiftyOne export or an .npz file."
+        )
     if choices.source == "Upload zip" and not choices.upload:
         raise DataError("Upload a zip of an image folder (one sub-folder of images per class) first.")
     if choices.source == "Upload text table" and not choices.text_upload:
@@ -95,6 +99,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
             text_column=choices.text_column.strip() or None,
             label_column=choices.label_column.strip() or None,
             id_column=choices.id_column.strip() or None,
+            path_column=choices.path_column.strip() or None,
         )
     except BaseException:
         shutil.rmtree(project, ignore_errors=True)

@@ -41,7 +41,8 @@ def new_audit_panel(root: Path) -> None:
         elif source == "Path":
             st.text_input(
                 "Path",
-                placeholder="/data/images, labels.csv, data.npz or texts .csv/.tsv/.jsonl/.parquet",
+                placeholder="/data/images, labels.csv, data.npz, a Hugging Face folder or .parquet, a FiftyOne export, "
+                "or texts .csv/.tsv/.jsonl/.parquet",
                 key="setup-path",
             )
         elif source == "Upload zip":
@@ -55,11 +56,17 @@ def new_audit_panel(root: Path) -> None:
                 key="setup-text-upload",
             )
         if source in ("Path", "Upload text table"):
-            st.caption("Text tables: the columns to read (blank: found by their names)")
+            st.caption("Tables and manifests: the columns to read (blank: found by their names)")
             left, middle, right = st.columns(3)
             left.text_input("Text column", placeholder="text, review…", key="setup-text-column")
             middle.text_input("Label column", placeholder="label, sentiment…", key="setup-label-column")
             right.text_input("Id column", placeholder="id… (else row numbers)", key="setup-id-column")
+        if source == "Path":
+            st.text_input(
+                "Image path column (CSV manifests, Parquet tables)",
+                placeholder="path, filepath, file… (absolute paths: inside the data folders)",
+                key="setup-path-column",
+            )
         st.selectbox("Model", MODEL_CHOICES, format_func=MODEL_HELP.get, key="setup-model")
         with st.expander("Your checkpoint (model: my checkpoint)"):
             st.file_uploader(
@@ -107,6 +114,7 @@ def _choices() -> SetupChoices:
         text_column=get("setup-text-column") or "",
         label_column=get("setup-label-column") or "",
         id_column=get("setup-id-column") or "",
+        path_column=get("setup-path-column") or "",
         model=get("setup-model"),
         checkpoint=None if checkpoint is None else checkpoint.getvalue(),
         checkpoint_name="" if checkpoint is None else checkpoint.name,

@@ -94,7 +94,7 @@ def test_single_class_is_refused(tmp_path):
     ("content", "match"),
     [
         ("", "empty"),
-        ("file,class\na.png,x\n", "needs `path` and `label`"),
+        ("where,what\na.png,x\n", "needs an image path column and a label column"),
         ("path,label\n", "no rows"),
         ("path,label\na.png,x\na.png,y\n", "more than once"),
     ],

@@ -129,9 +129,9 @@ def test_image_manifest_csv_is_not_text(tmp_path):
     manifest.write_text("path,label\na.png,cat\n")
     assert not is_text_spec(manifest)
     other = tmp_path / "o.csv"  # neither a path nor a text column: a manifest with misnamed columns, by default
-    other.write_text("file,class\na.png,cat\n")
-    assert not is_text_spec(other) and is_text_spec(other, text_column="file")
-    with pytest.raises(DataError, match="needs `path` and `label`.*--text-column"):
+    other.write_text("where,what\na.png,cat\n")
+    assert not is_text_spec(other) and is_text_spec(other, text_column="where")
+    with pytest.raises(DataError, match="needs an image path column and a label column.*--text-column"):
         load_dataset(other)
     texts = tmp_path / "t.csv"
     texts.write_text("Review,sentiment\ngood film,pos\n")

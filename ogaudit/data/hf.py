@@ -1,0 +1,664 @@
+"""Hugging Face data: a ``datasets.Dataset`` held in memory, a ``save_to_disk`` folder, and Parquet / Arrow files
+whose rows hold an image (its bytes, or a path) and a label.
+
+Everything is read with pyarrow from the Arrow data and the JSON description of the features (``dataset_info.json``
+or the schema's ``huggingface`` metadata), never through ``datasets``' own loaders: nothing is unpickled, no code
+runs, and no image is decoded before its size is read from its header and the whole load is checked against the
+memory budget (:mod:`ogaudit.data.limits`). A ``ClassLabel``'s names become the class names, in their order.
+
+Columns are found by their feature type (``Image``, ``ClassLabel``), by their Arrow type (a ``{bytes, path}``
+struct, a binary column) or by name (:data:`IMAGE_COLUMNS`, :data:`~ogaudit.data.manifest.PATH_COLUMNS`,
+:data:`~ogaudit.data.text.LABEL_COLUMNS`), or named by the caller (``path_column`` = the image column,
+``label_column``). Image paths in a file are untrusted: they are read as a manifest's are
+(:mod:`ogaudit.data.manifest`). A table with a text column and no image column is text: a Parquet file goes to
+the text loader (:mod:`ogaudit.data.text`); other text tables are refused with the one-line fix
+(``ds.to_parquet``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ogaudit.data.dataset import Dataset, SkippedInput, add_notice, canonical_labels, check_labels, rare_class_notes
+from ogaudit.data.limits import check_budget, format_bytes, image_memory_estimate, memory_budget, read_image_header
+from ogaudit.errors import DataError
+
+HF_SOURCE = "hf-dataset"
+"""``Dataset.source`` of a ``datasets.Dataset`` audited from memory."""
+
+HF_KIND = "hf"
+"""``Dataset.kind`` of data read from a Hugging Face dataset, a ``save_to_disk`` folder or a Parquet/Arrow table."""
+
+TABLE_SUFFIXES = (".parquet", ".arrow")
+
+IMAGE_COLUMNS = ("image", "img", "images", "picture", "photo", "image_bytes", "jpg", "png")
+"""Names a column of image bytes is found by when no feature says ``Image`` (case ignored)."""
+
+READ_BATCH_ROWS = 256
+"""Rows of a Parquet file read at a time while its decoded size is counted against the memory budget."""
+
+
+# ---------------------------------------------------------------- what a table is
+
+
+def is_hf_dataset(data: object) -> bool:
+    """Whether ``data`` is a ``datasets`` object (a ``Dataset``, ``DatasetDict``, ``IterableDataset`` ...).
+
+    Never imports ``datasets``: an object of it can only exist when it was imported.
+    """
+    return type(data).__module__.split(".")[0] == "datasets"
+
+
+def is_hf_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder ``save_to_disk`` wrote (a ``Dataset`` or a ``DatasetDict``)."""
+    return path.is_dir() and (
+        (path / "state.json").is_file() or (path / "dataset_dict.json").is_file() or any(path.glob("data-*.arrow"))
+    )
+
+
+def image_table_column(path: Path, path_column: str | None = None) -> str | None:
+    """The image column of the Parquet/Arrow file ``path`` (read from its schema only), or None when it has none
+    (it is then a text table or no table ogaudit reads)."""
+    schema = _file_schema(path)
+    return _image_column(schema, _features_of_schema(schema), path_column, what=repr(str(path)))[0]
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def from_hf_dataset(
+    data,
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    fold_label_case: bool = False,
+) -> Dataset:
+    """A ``datasets.Dataset`` held in memory (its rows in order, after any ``select``/``shuffle``/``filter``).
+
+    Images stored as paths are read wherever they are (the object is the caller's own), relative ones against
+    the current folder. See the module for the columns.
+
+    Raises
+    ------
+    DataError : a ``DatasetDict`` (name a split), an ``IterableDataset`` (materialise it), no image or label
+        column, labels that are no classes, data over the memory budget.
+    """
+    name = type(data).__name__
+    if name in ("DatasetDict", "IterableDatasetDict"):
+        splits = list(data.keys())
+        raise DataError(
+            f"This is a Hugging Face {name} with the splits {splits}; audit one split: data[{splits[0]!r}]"
+            f"{' (or datasets.concatenate_datasets([...]) of several)' if len(splits) > 1 else ''}."
+        )
+    if name != "Dataset" or not hasattr(data, "with_format"):
+        raise DataError(
+            f"A Hugging Face {name} streams its rows; ogaudit needs them all. Materialise it first: "
+            "datasets.Dataset.from_generator(lambda: (yield from data), features=data.features)."
+        )
+    table = data.with_format("arrow")[:]  # the rows in order, indices applied; Arrow, nothing decoded
+    features = data.features.to_dict() if data.features is not None else {}
+    return dataset_from_table(
+        table,
+        features,
+        what="the Hugging Face Dataset",
+        source=HF_SOURCE,
+        folder=Path.cwd(),
+        allowed=None,
+        label_column=label_column,
+        path_column=path_column,
+        fold=fold_label_case,
+    )
+
+
+def load_hf_folder(
+    path: Path,
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    fold_label_case: bool = False,
+    data_roots: list | None = None,
+) -> Dataset:
+    """A folder ``Dataset.save_to_disk`` wrote: ``state.json`` (the Arrow files, in order), ``dataset_info.json``
+    (the features) and ``data-*.arrow`` (Arrow IPC streams, memory-mapped). Only the JSON and Arrow files are
+    read; the pickled fields ``datasets`` may keep elsewhere are never loaded.
+
+    Raises
+    ------
+    DataError : a ``DatasetDict`` folder (naming its split folders), a folder without ``state.json`` or with an
+        Arrow file missing or outside it, and what :func:`dataset_from_table` refuses.
+    """
+    import pyarrow as pa
+
+    path = Path(path).resolve()
+    what = repr(str(path))
+    if (path / "dataset_dict.json").is_file():
+        splits = _json(path / "dataset_dict.json", what).get("splits") or sorted(
+            p.name for p in path.iterdir() if (p / "state.json").is_file()
+        )
+        raise DataError(
+            f"{what} is a Hugging Face DatasetDict saved with save_to_disk, with the splits {list(splits)}. Give one "
+            f"split's folder: {str(path / str(splits[0])) if splits else str(path / 'train')!r}."
+        )
+    if not (path / "state.json").is_file():
+        arrows = sorted(p.name for p in path.glob("*.arrow"))
+        raise DataError(
+            f"{what} looks like a Hugging Face save_to_disk folder ({', '.join(arrows[:3])}) but has no state.json, "
+            "which lists its Arrow files in order. Save it again with dataset.save_to_disk(folder), or give one "
+            "Arrow file's path."
+        )
+    state = _json(path / "state.json", what)
+    files = state.get("_data_files")
+    if not isinstance(files, list) or not files:
+        raise DataError(f"{what}/state.json lists no Arrow files (_data_files). Save it again with save_to_disk.")
+    tables = []
+    for entry in files:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".arrow"):
+            raise DataError(
+                f"{what}/state.json lists {str(name)[:80]!r} as a data file; only .arrow files inside the folder are "
+                "read. Save it again with save_to_disk."
+            )
+        file = path / name
+        if not file.is_file() or file.is_symlink():
+            raise DataError(f"{what}/state.json lists {name!r}, which is missing (or a link). Save it again.")
+        tables.append(_read_arrow(file))
+    try:
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"The Arrow files of {what} do not share one schema ({exc}). Save it again.") from exc
+    info = path / "dataset_info.json"
+    features = _json(info, what).get("features") if info.is_file() else None
+    if not isinstance(features, dict):
+        features = _features_of_schema(table.schema)
+    return dataset_from_table(
+        table,
+        features,
+        what=what,
+        source=str(path),
+        folder=path,
+        allowed=_allowed(path, data_roots),
+        label_column=label_column,
+        path_column=path_column,
+        fold=fold_label_case,
+    )
+
+
+def load_table_file(
+    path: Path,
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    fold_label_case: bool = False,
+    data_roots: list | None = None,
+) -> Dataset:
+    """A Parquet or Arrow (IPC stream or file) table of images and labels, e.g. what ``Dataset.to_parquet`` or a
+    Hub snapshot holds. The features come from the schema's ``huggingface`` metadata when it has one. Parquet is
+    read a batch of rows at a time and its decoded size counted against the memory budget as it is read.
+
+    Raises
+    ------
+    DataError : an unreadable file, a file over the memory budget, and what :func:`dataset_from_table` refuses.
+    """
+    path = Path(path).resolve()
+    table = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_arrow(path)
+    return dataset_from_table(
+        table,
+        _features_of_schema(table.schema),
+        what=repr(str(path)),
+        source=str(path),
+        folder=path.parent,
+        allowed=_allowed(path.parent, data_roots),
+        label_column=label_column,
+        path_column=path_column,
+        fold=fold_label_case,
+    )
+
+
+# ---------------------------------------------------------------- from an Arrow table
+
+
+def dataset_from_table(
+    table,
+    features: dict,
+    *,
+    what: str,
+    source: str,
+    folder: Path,
+    allowed: tuple[Path, ...] | None,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    fold: bool = False,
+) -> Dataset:
+    """A :class:`Dataset` from an Arrow ``table`` of images and labels described by the Hugging Face
+    ``features`` (``{column: {"_type": "Image" | "ClassLabel" | "Value", ...}}``; may be empty).
+
+    Parameters
+    ----------
+    table : ``pyarrow.Table``, one row per sample.
+    features : the features as ``datasets.Features.to_dict()`` writes them.
+    what : how messages name the data.
+    source : ``Dataset.source``.
+    folder : the folder relative image paths are read against.
+    allowed : folders besides ``folder`` that image paths may lead to; None: anywhere (data the caller holds).
+    label_column, path_column : the label and image columns (default: found, see the module).
+    fold : see :func:`~ogaudit.data.load.load_dataset` (``fold_label_case``).
+
+    Returns
+    -------
+    Dataset : ``kind`` :data:`HF_KIND`; ``x`` (N, H, W, C) uint8 decoded from the bytes, or, when every image
+        is a path, the files as an ImageFolder's (``paths``, streamed when large); ``sample_ids`` the id column
+        (``id``, ``sample_id`` ...) when there is one, else the row number (or the path).
+
+    Raises
+    ------
+    DataError : no image column (a text column then names the fix), no label column, a named column missing,
+        labels outside a ``ClassLabel``, ids that repeat, no usable image, more than the memory budget.
+    """
+    import pyarrow as pa
+
+    from ogaudit.data.text import ID_COLUMNS, LABEL_COLUMNS, TEXT_COLUMNS
+
+    schema = table.schema
+    columns = list(schema.names)
+    image, image_kind = _image_column(schema, features, path_column, what=what)
+    if image is None:
+        text = next(
+            (c for c in columns if c.strip().lower() in TEXT_COLUMNS and _is_string(schema.field(c).type)), None
+        )
+        if text is not None:
+            raise DataError(
+                f"{what} has a text column {text!r} and no image column: it is a text table. Write it as Parquet "
+                "and give that path (dataset.to_parquet('texts.parquet')); ogaudit reads text tables from "
+                ".csv/.tsv/.jsonl/.parquet files."
+            )
+        raise DataError(
+            f"{what} has no image column: none of its columns {columns[:20]} holds images (a datasets Image "
+            f"feature, a {{bytes, path}} struct, binary image bytes, or image paths named {', '.join(IMAGE_COLUMNS)}"
+            "). Name it: --path-column NAME (path_column= in Python)."
+        )
+    label = _label_column(columns, features, label_column, image, LABEL_COLUMNS, what)
+    names = _class_label_names(features.get(label))
+    ident = next((c for c in columns if c.strip().lower() in ID_COLUMNS and c not in (image, label)), None)
+    n = table.num_rows
+    if n == 0:
+        raise DataError(f"{what} has no rows.")
+    labels, label_skips = _labels(table.column(label), names, what, label)
+    ids = [str(v) for v in table.column(ident).to_pylist()] if ident is not None else None
+    if ids is not None and len(set(ids)) != n:
+        ids = None  # not unique: not ids (the row number is)
+    column = table.column(image)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if image_kind == "struct":
+        blobs, paths = column.field("bytes").to_pylist(), column.field("path").to_pylist()
+    elif image_kind == "bytes":
+        blobs, paths = column.to_pylist(), [None] * n
+    else:
+        blobs, paths = [None] * n, column.to_pylist()
+    if all(b is None for b in blobs):  # files only: read as a manifest's
+        return _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+    return _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+
+
+def _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold) -> Dataset:
+    from ogaudit.data.images import _dataset_from_files, _manifest_path
+
+    skipped = [SkippedInput(f"row {row}", reason) for row, reason in label_skips.items()]
+    rows = [row for row in range(len(paths)) if row not in label_skips]
+    rels = [_manifest_path(str(paths[row] or "")) for row in rows]
+    root = Path(folder).resolve()
+    if allowed is None:  # the caller's own data: read where it is, named relative to the folder its files share
+        absolute = [str((root / rel).resolve()) for rel in rels if rel]
+        root = Path(os.path.commonpath(absolute)) if absolute else root
+        root = root if root.is_dir() else root.parent
+        rels = [os.path.relpath((Path(folder) / rel).resolve(), root) if rel else rel for rel in rels]
+        allowed = ()
+    dataset = _dataset_from_files(
+        root,
+        rels,
+        [labels[row] for row in rows],
+        kind=HF_KIND,
+        source=Path(source) if source != HF_SOURCE else None,
+        skipped=skipped,
+        fold=fold,
+        ordered=False,
+        allowed=tuple(allowed),
+        class_order=names,
+    )
+    dataset.source = source
+    return dataset
+
+
+def _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold) -> Dataset:
+    """Images from their bytes (a path where a row has none, read as a manifest's is), headers first."""
+    from ogaudit.data.imagefiles import MAX_SIDE, header_problem, read_image, stack_images
+    from ogaudit.data.images import _file_problem, _manifest_path
+    from ogaudit.data.limits import MAX_IMAGE_PIXELS
+
+    n = len(blobs)
+    root = Path(folder).resolve()
+    skipped: list[SkippedInput] = []
+    sources: list[tuple[int, object]] = []  # (row, bytes or file path)
+    for row in range(n):
+        shown = f"row {row}" if ids is None else f"row {row} (id {ids[row]})"
+        if row in label_skips:
+            skipped.append(SkippedInput(shown, label_skips[row]))
+            continue
+        blob = blobs[row]
+        if blob is not None:
+            sources.append((row, bytes(blob)))
+            continue
+        rel = _manifest_path(str(paths[row] or ""))
+        problem = "no image (neither bytes nor a path)" if not rel else None
+        if problem is None and allowed is not None:
+            problem = _file_problem(root, rel, tuple(allowed))
+        if problem:
+            skipped.append(SkippedInput(shown, problem))
+        else:
+            sources.append((row, root / rel))
+    held = sum(len(item) for _, item in sources if isinstance(item, bytes))
+    budget = memory_budget()
+    check_budget(held, what=what, detail=f"{format_bytes(held)} of encoded image bytes", budget=budget)
+
+    def opened(item):
+        return io.BytesIO(item) if isinstance(item, bytes) else item
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        headers = list(pool.map(lambda pair: read_image_header(opened(pair[1])), sources))
+    usable = []
+    for (row, item), header in zip(sources, headers, strict=True):
+        problem = "not a readable image" if header is None else header_problem(header)
+        if problem:
+            skipped.append(SkippedInput(f"row {row}", problem))
+        else:
+            usable.append((row, item, header))
+    estimate, detail = image_memory_estimate(
+        [h for _, _, h in usable], max_image_pixels=MAX_IMAGE_PIXELS, max_side=MAX_SIDE
+    )
+    check_budget(
+        held + estimate, what=what, detail=f"{format_bytes(held)} of image bytes held; {detail}", budget=budget
+    )
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        decoded = list(pool.map(lambda triple: read_image(opened(triple[1])), usable))
+    images, rows = [], []
+    for (row, _, _), (picture, problem) in zip(usable, decoded, strict=True):
+        if problem:
+            skipped.append(SkippedInput(f"row {row}", problem))
+        else:
+            images.append(picture)
+            rows.append(row)
+    if not images:
+        reasons = sorted({item.reason for item in skipped})[:3]
+        raise DataError(f"No usable image in {what} ({len(skipped)} row(s) skipped: {'; '.join(reasons)}).")
+    kept_labels = [labels[row] for row in rows]
+    mapping, fold_notes = canonical_labels(kept_labels, fold=fold, what=what)
+    notes: list[str] = []
+    for text in fold_notes:
+        add_notice(notes, text)
+    present = list(dict.fromkeys(mapping[label] for label in kept_labels))
+    if names is not None:
+        class_names = list(dict.fromkeys(mapping.get(name, name) for name in names))
+    else:
+        class_names = sorted(present, key=_class_sort_key)
+    if skipped:
+        notes.append(f"{len(skipped)} row(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason}.")
+    index = {name: i for i, name in enumerate(class_names)}
+    sample_ids = np.array([ids[row] for row in rows] if ids is not None else [str(row) for row in rows])
+    dataset = Dataset(
+        x=stack_images(images),
+        y=np.array([index[mapping[label]] for label in kept_labels], dtype=np.int64),
+        sample_ids=sample_ids,
+        class_names=class_names,
+        kind=HF_KIND,
+        source=source,
+        skipped=skipped,
+        notes=notes,
+    )
+    check_labels(dataset)
+    dataset.notes.extend(rare_class_notes(dataset))
+    return dataset
+
+
+def _class_sort_key(name: str):
+    """Integer class names in numeric order ("2" before "10"), then the rest by name."""
+    try:
+        return (0, int(name), "")
+    except ValueError:
+        return (1, 0, name)
+
+
+# ---------------------------------------------------------------- columns
+
+
+def _image_column(schema, features: dict, given: str | None, *, what: str) -> tuple[str | None, str | None]:
+    """``(name, kind)`` of the image column: kind ``"struct"`` ({bytes, path}), ``"bytes"`` or ``"path"``."""
+    import pyarrow as pa
+
+    from ogaudit.data.manifest import PATH_COLUMNS
+
+    columns = list(schema.names)
+
+    def kind_of(name: str) -> str | None:
+        kind = schema.field(name).type
+        if pa.types.is_struct(kind) and {kind.field(i).name for i in range(kind.num_fields)} >= {"bytes", "path"}:
+            return "struct"
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            return "bytes"
+        if _is_string(kind):
+            return "path"
+        return None
+
+    if given is not None:
+        match = _match(columns, given)
+        if match is None:
+            raise DataError(f"{what} has no column {given!r} (--path-column); its columns are {columns[:20]}.")
+        kind = kind_of(match)
+        if kind is None:
+            raise DataError(
+                f"{what}: column {match!r} holds {schema.field(match).type} values; an image column holds image "
+                "bytes, {bytes, path} structs (a datasets Image feature) or image paths."
+            )
+        return match, kind
+    for name in columns:
+        if (features.get(name) or {}).get("_type") == "Image" and kind_of(name) in ("struct", "bytes", "path"):
+            return name, kind_of(name)
+    for name in columns:
+        if kind_of(name) == "struct":
+            return name, "struct"
+    for name in columns:
+        if kind_of(name) == "bytes" and name.strip().lower() in IMAGE_COLUMNS:
+            return name, "bytes"
+    for name in columns:
+        if kind_of(name) == "path" and name.strip().lower() in PATH_COLUMNS:
+            return name, "path"
+    return None, None
+
+
+def _label_column(columns, features, given, image, common, what) -> str:
+    if given is not None:
+        match = _match(columns, given)
+        if match is None:
+            raise DataError(f"{what} has no column {given!r} (--label-column); its columns are {columns[:20]}.")
+        return match
+    for name in columns:
+        if (features.get(name) or {}).get("_type") == "ClassLabel":
+            return name
+    folded = {c.strip().lower(): c for c in reversed(columns) if c != image}
+    for name in common:
+        if name in folded:
+            return folded[name]
+    raise DataError(
+        f"{what} holds images (column {image!r}) but no label column: none of {[c for c in columns if c != image][:20]} "
+        f"is a ClassLabel or named like a label ({', '.join(common)}). Name it: --label-column NAME "
+        "(label_column= in Python)."
+    )
+
+
+def _match(columns: list[str], given: str) -> str | None:
+    folded = {c.strip().lower(): c for c in reversed(columns)}
+    return given if given in columns else folded.get(given.strip().lower())
+
+
+def _class_label_names(feature) -> list[str] | None:
+    if isinstance(feature, dict) and feature.get("_type") == "ClassLabel":
+        names = feature.get("names")
+        if isinstance(names, list) and names:
+            return [str(name) for name in names]
+    return None
+
+
+def _labels(column, names: list[str] | None, what: str, label: str) -> tuple[list[str], dict[int, str]]:
+    """Each row's label as a class name, and ``{row: reason}`` for rows without one (None, or ``-1``: how
+    ``datasets`` marks a missing ``ClassLabel``)."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_nested(kind) or pa.types.is_floating(kind) and names is not None:
+        raise DataError(
+            f"{what}: the label column {label!r} holds {kind} values; it must hold one class (an integer or a name) "
+            "per row. Name another column with --label-column."
+        )
+    values = column.to_pylist()
+    labels, skips = [], {}
+    for row, value in enumerate(values):
+        if value is None or value == -1 and names is not None:
+            skips[row] = "no label (None, or -1 in a ClassLabel)"
+            labels.append("")
+            continue
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, float):
+            if value != value or value != int(value):
+                raise DataError(
+                    f"{what}: the label column {label!r} holds the non-integer {value!r} at row {row}; labels are "
+                    "class indices or names."
+                )
+            value = int(value)
+        if names is not None and isinstance(value, int):
+            if not 0 <= value < len(names):
+                raise DataError(
+                    f"{what}: row {row} has label {value}, outside its ClassLabel's {len(names)} names {names[:10]}. "
+                    "Fix the label or the ClassLabel's names."
+                )
+            labels.append(names[value])
+        elif isinstance(value, bytes):
+            labels.append(value.decode("utf-8", "replace"))
+        else:
+            text = str(value)
+            if not text.strip():
+                skips[row] = "empty label"
+            labels.append(text)
+    return labels, skips
+
+
+def _is_string(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _allowed(folder: Path, data_roots) -> tuple[Path, ...]:
+    from ogaudit.data.manifest import allowed_folders
+
+    return allowed_folders(folder, data_roots)[1:]
+
+
+def _json(path: Path, what: str) -> dict:
+    size = path.stat().st_size
+    if size > 64 * 1024**2:
+        raise DataError(f"{what}: {path.name} is {format_bytes(size)}; a Hugging Face metadata file is small.")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{what}: {path.name} is not valid JSON ({exc}). Save the dataset again.") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{what}: {path.name} holds a JSON {type(value).__name__}, not an object.")
+    return value
+
+
+def _features_of_schema(schema) -> dict:
+    """The ``datasets`` features stored in an Arrow/Parquet schema's ``huggingface`` metadata (JSON), or {}."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if not raw or len(raw) > 16 * 1024**2:
+        return {}
+    try:
+        info = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    features = (info.get("info") or {}).get("features") if isinstance(info, dict) else None
+    return features if isinstance(features, dict) else {}
+
+
+def _file_schema(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pq.ParquetFile(path).schema_arrow
+        with pa.memory_map(str(path)) as source:
+            return _ipc_reader(source).schema
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(
+            f"{str(path)!r} cannot be read as {path.suffix[1:].title()}: {exc}. Write it again with pyarrow, "
+            "pandas or datasets."
+        ) from exc
+
+
+def _ipc_reader(source):
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(source)  # what datasets writes
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source)  # Arrow IPC file (Feather v2)
+
+
+def _read_arrow(path: Path):
+    """An Arrow IPC stream or file, memory-mapped: its columns stay on disk until read (no copy, no budget)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = _ipc_reader(source)
+            return reader.read_all()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{str(path)!r} cannot be read as an Arrow file: {exc}. Save it again.") from exc
+
+
+def _read_parquet(path: Path):
+    """The table, read :data:`READ_BATCH_ROWS` rows at a time, stopped once its decoded size is over the budget
+    (a Parquet file's pages can decompress to far more than the file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    what = repr(str(path))
+    budget = memory_budget()
+    batches, total = [], 0
+    try:
+        handle = pq.ParquetFile(path)
+        schema = handle.schema_arrow
+        for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS):
+            batches.append(batch)
+            total += batch.nbytes
+            if total > budget.bytes:
+                break
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pyarrow or datasets.") from exc
+    check_budget(
+        total,
+        what=what,
+        detail=f"{format_bytes(total)}{' or more' if total > budget.bytes else ''} decoded",
+        budget=budget,
+    )
+    return pa.Table.from_batches(batches, schema=schema)

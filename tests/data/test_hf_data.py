@@ -1,0 +1,188 @@
+"""Hugging Face data (:mod:`ogaudit.data.hf`): a ``datasets.Dataset`` in memory, a ``save_to_disk`` folder and
+Parquet / Arrow tables of image bytes or paths give the same samples as the arrays they hold; ``ClassLabel``
+names are the class names; near misses are named with their fix; sizes are checked before decoding, nothing is
+unpickled and listed paths stay in their folders."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import ogaudit
+from ogaudit.data import hf
+from ogaudit.data.containers import as_dataset
+from ogaudit.data.load import load_dataset
+from ogaudit.errors import DataError
+
+datasets = pytest.importorskip("datasets")
+
+N = 20
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits20(digits):
+    """20 real 8x8 grey digits, their labels (indices) and the 10 class names."""
+    return digits.x[:N, :, :, 0], digits.y[:N], list(digits.class_names)
+
+
+@pytest.fixture(scope="module")
+def hf_digits(digits20):
+    """The digits as a datasets.Dataset: an Image feature (PNG bytes) and a ClassLabel named 'zero' … 'nine'."""
+    images, labels, _ = digits20
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(x), "path": None} for x in images], "label": labels.tolist()}, features=features
+    )
+
+
+def test_a_dataset_in_memory_its_folder_and_its_tables_give_the_same_samples(hf_digits, digits20, tmp_path):
+    images, labels, _ = digits20
+    in_memory = as_dataset(hf_digits)
+    assert in_memory.class_names[:3] == ["zero", "one", "two"]  # the ClassLabel's names, in its order
+    assert np.array_equal(in_memory.x[..., 0], images) and np.array_equal(in_memory.y, labels)
+    assert in_memory.source == hf.HF_SOURCE and in_memory.kind == "hf"
+    hf_digits.save_to_disk(tmp_path / "saved")
+    hf_digits.to_parquet(tmp_path / "digits.parquet")
+    arrow = next((tmp_path / "saved").glob("data-*.arrow"))
+    for spec in (tmp_path / "saved", tmp_path / "digits.parquet", arrow):
+        loaded = load_dataset(spec)
+        assert loaded.class_names == in_memory.class_names, spec
+        assert np.array_equal(loaded.x, in_memory.x) and np.array_equal(loaded.y, in_memory.y), spec
+        assert loaded.fingerprint() == in_memory.fingerprint(), spec
+
+
+def test_rows_come_in_the_order_of_a_selected_view_and_missing_labels_are_listed(hf_digits):
+    view = hf_digits.select([5, 3, 1, 0, 2, 4, 6, 7, 8, 9, 10, 11])
+    loaded = as_dataset(view)
+    whole = as_dataset(hf_digits)
+    assert np.array_equal(loaded.x, whole.x[[5, 3, 1, 0, 2, 4, 6, 7, 8, 9, 10, 11]])
+    unlabelled = hf_digits.map(lambda row, i: {"label": -1 if i < 2 else row["label"]}, with_indices=True)
+    loaded = as_dataset(unlabelled)
+    assert len(loaded) == N - 2 and [s.path for s in loaded.skipped] == ["row 0", "row 1"]
+    assert "no label" in loaded.skipped[0].reason
+
+
+def test_a_table_of_image_paths_reads_its_files_inside_its_folder_only(digits20, tmp_path, monkeypatch):
+    images, labels, names = digits20
+    (tmp_path / "table" / "imgs").mkdir(parents=True)
+    for i, x in enumerate(images):
+        Image.fromarray(x).save(tmp_path / "table" / "imgs" / f"{i}.png")
+    pq.write_table(
+        pa.table({"file": [f"imgs/{i}.png" for i in range(N)], "class": [names[y] for y in labels]}),
+        tmp_path / "table" / "paths.parquet",
+    )
+    loaded = load_dataset(tmp_path / "table" / "paths.parquet")
+    assert loaded.sample_ids[0] == "imgs/0.png" and np.array_equal(loaded.x[..., 0], images)
+    # untrusted paths: absolute ones outside the table's folder and '..' are skipped, naming the fix
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(images[0]).save(elsewhere / "outside.png")
+    rows = {"file": ["imgs/1.png", str(elsewhere / "outside.png"), "../elsewhere/outside.png", "/etc/passwd"]}
+    rows["file"] += [f"imgs/{i}.png" for i in range(2, N)]
+    rows["class"] = [names[labels[i % N]] for i in range(len(rows["file"]))]
+    pq.write_table(pa.table(rows), tmp_path / "table" / "hostile.parquet")
+    loaded = load_dataset(tmp_path / "table" / "hostile.parquet")
+    outside = [s for s in loaded.skipped if s.reason.startswith("outside the dataset root")]
+    assert len(outside) == 3 and "OGAUDIT_DATA_ROOTS" in outside[0].reason
+    assert len(loaded) == len(rows["file"]) - 3
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(elsewhere))  # the administrator lists that folder
+    loaded = load_dataset(tmp_path / "table" / "hostile.parquet")
+    assert len(loaded) == len(rows["file"]) - 1 and str(elsewhere / "outside.png") in set(loaded.sample_ids)
+
+
+def test_near_misses_name_the_layout_they_look_like_and_the_fix(hf_digits, tmp_path):
+    datasets.DatasetDict({"train": hf_digits, "test": hf_digits}).save_to_disk(tmp_path / "dict")
+    with pytest.raises(DataError, match=r"DatasetDict saved with save_to_disk, with the splits \['train', 'test'\]"):
+        load_dataset(tmp_path / "dict")
+    with pytest.raises(DataError, match=r"audit one split: data\['train'\]"):
+        as_dataset(datasets.DatasetDict({"train": hf_digits}))
+    with pytest.raises(DataError, match="Materialise it first"):
+        as_dataset(hf_digits.to_iterable_dataset())
+    hf_digits.save_to_disk(tmp_path / "saved")
+    (tmp_path / "saved" / "state.json").unlink()
+    with pytest.raises(DataError, match="looks like a Hugging Face save_to_disk folder .* has no state.json"):
+        load_dataset(tmp_path / "saved")
+    texts = datasets.Dataset.from_dict({"text": ["good", "bad"] * 5, "label": [1, 0] * 5})
+    with pytest.raises(DataError, match=r"text column 'text' and no image column.*to_parquet"):
+        as_dataset(texts)
+    unlabelled = hf_digits.remove_columns("label").add_column("note", ["x"] * N)
+    with pytest.raises(DataError, match=r"holds images \(column 'image'\) but no label column.*--label-column"):
+        as_dataset(unlabelled)
+    renamed = hf_digits.rename_column("label", "digit").cast_column("digit", datasets.Value("int64"))
+    assert as_dataset(renamed, label_column="digit").class_names[:2] == ["0", "1"]  # named: found, ints as names
+    with pytest.raises(DataError, match="no column 'nope' \\(--path-column\\)"):
+        as_dataset(hf_digits, path_column="nope")
+    # a Parquet file of texts is still a text table
+    pq.write_table(pa.table({"text": ["good", "bad"] * 5, "label": ["pos", "neg"] * 5}), tmp_path / "t.parquet")
+    assert load_dataset(tmp_path / "t.parquet").is_text
+
+
+def test_sizes_are_checked_before_any_image_is_decoded(hf_digits, tmp_path, monkeypatch):
+    bomb = _png(np.zeros((8000, 8000), dtype=np.uint8))  # 64 MP of one colour: ~60 kB as a PNG
+    rows = [{"bytes": _png(x), "path": None} for x in np.zeros((N, 8, 8), dtype=np.uint8)]
+    rows[3] = {"bytes": bomb, "path": None}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    data = datasets.Dataset.from_dict({"image": rows, "label": [i % 2 for i in range(N)]}, features=features)
+    loaded = as_dataset(data)  # the bomb is over the per-image limit: skipped from its header, never decoded
+    assert len(loaded) == N - 1 and "image too large (8000x8000" in loaded.skipped[0].reason
+    larger = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(np.zeros((64, 64), np.uint8)), "path": None}] * N, "label": [0, 1] * (N // 2)},
+        features=features,
+    )
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "40K")
+    decoded = []
+    monkeypatch.setattr("ogaudit.data.imagefiles.read_image", lambda *a: decoded.append(a) or (None, "no"))
+    with pytest.raises(DataError, match="Refused the Hugging Face Dataset: loading it would need about"):
+        as_dataset(larger)
+    assert decoded == []
+
+
+def test_a_saved_folder_is_read_from_json_and_arrow_only(hf_digits, tmp_path, monkeypatch):
+    hf_digits.save_to_disk(tmp_path / "saved")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling or datasets' own loader was called")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(datasets, "load_from_disk", refuse)
+    assert len(load_dataset(tmp_path / "saved")) == N
+    state = json.loads((tmp_path / "saved" / "state.json").read_text())
+    state["_data_files"] = [{"filename": "../../etc/data.arrow"}]
+    (tmp_path / "saved" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DataError, match=r"lists '../../etc/data.arrow' as a data file; only .arrow files inside"):
+        load_dataset(tmp_path / "saved")
+
+
+def test_audit_takes_a_hugging_face_dataset_and_its_review_reads_it_again(digits, cache_dir, tmp_path):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=digits.class_names)})
+    data = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(x[..., 0]), "path": None} for x in digits.x[:200]], "label": digits.y[:200]},
+        features=features,
+    )
+    settings = ogaudit.AuditSettings(epochs=1, map_method="pca", noise_rate=0.1)
+    result = ogaudit.audit(data, settings, out_dir=tmp_path / "project", cache_dir=cache_dir)
+    assert result.record["dataset"]["spec"] == hf.HF_SOURCE and len(result.scores) == 200
+    project = ogaudit.Project(tmp_path / "project")
+    assert project.load_dataset(data).fingerprint() == result.record["dataset"]["fingerprint"]
+    with pytest.raises(DataError, match="a Hugging Face datasets.Dataset held in memory"):
+        project.load_dataset()
+    from ogaudit.review.split import export_split
+
+    dataset = project.load_dataset(data)
+    manifest = export_split(dataset, project.ledger(), tmp_path / "cleaned")
+    assert manifest["data"] == "hf-dataset.npz" and (tmp_path / "cleaned" / "hf-dataset.npz").is_file()
