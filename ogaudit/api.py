@@ -105,7 +105,9 @@ def audit(
     cache_dir : the artifact cache (models, features, gradients, maps); default ``$OGAUDIT_CACHE`` or
         ``~/.cache/ogaudit``.
     progress : ``progress(stage, fraction, message)`` called along the way (stage ``"notice"`` for notices).
-        Without it, notices are issued as :class:`AuditNotice` warnings.
+        Without it (None), a ``tqdm.auto`` bar per stage in a notebook or a terminal
+        (:class:`~ogaudit.progress.AutoBars`; nothing in a log) and notices as :class:`AuditNotice` warnings;
+        ``False``: no bars (quiet), notices still as warnings.
     cancel : set it to stop the audit at the next chunk of work (:class:`~ogaudit.errors.Cancelled`).
     trust_checkpoint_code : let a TorchScript checkpoint load, which runs the file's code.
     engine, ray_address : where the per-sample stages run: ``"local"`` (default), ``"ray"`` (a Ray cluster at
@@ -177,10 +179,18 @@ def audit(
             )
     else:
         raise TypeError(f"data must be {ACCEPTED}; got a {type(data).__module__}.{type(data).__qualname__}.")
-    if progress is not None and not callable(progress):
+    if progress is not None and progress is not False and not callable(progress):
         raise TypeError(
-            f"progress must be a function progress(stage, fraction, message) or None; got {type(progress).__name__}."
+            f"progress must be a function progress(stage, fraction, message), None (bars in a notebook or terminal) "
+            f"or False (quiet); got {type(progress).__name__}."
         )
+    bars = None
+    if progress is None:
+        from ogaudit.progress import AutoBars
+
+        progress = bars = AutoBars(lambda message: _warn_notices("notice", 0.0, message))
+    elif progress is False:
+        progress = _warn_notices
     from ogaudit.pipeline.run import audit as run_audit
 
     project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
@@ -196,7 +206,7 @@ def audit(
             settings,
             out_dir=project,
             cache_dir=cache_dir,
-            progress=_warn_notices if progress is None else progress,
+            progress=progress,
             cancel=cancel,
             trust_checkpoint_code=trust_checkpoint_code,
             engine=engine,
@@ -210,6 +220,8 @@ def audit(
             shutil.rmtree(project.path)  # a failed audit leaves no empty project folder behind
         raise
     finally:
+        if bars is not None:
+            bars.close()
         if lock is not None:
             lock.release()
 

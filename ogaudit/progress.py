@@ -32,3 +32,36 @@ def within(progress: ProgressCallback | None, stage: str, start: float, end: flo
         progress(name, start + (end - start) * fraction if name == stage else fraction, message)
 
     return mapped
+
+
+class AutoBars:
+    """The progress :func:`ogaudit.audit` shows when it is given no ``progress`` callback: one ``tqdm.auto`` bar
+    per stage (a widget in Jupyter, a text bar in a terminal), ``message`` as its postfix. Where there is neither
+    a notebook nor a terminal (a log, CI, a pipe) it shows nothing: a ``\\r`` bar in a file reads as noise.
+    ``"notice"`` events go to ``notices(message)``. Call :meth:`close` when the work ends."""
+
+    def __init__(self, notices: Callable[[str], None], *, shown: bool | None = None):
+        import sys
+
+        self.notices, self.bar, self.stage = notices, None, None
+        self.shown = ("ipykernel" in sys.modules or sys.stderr.isatty()) if shown is None else shown
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        if stage == "notice":
+            self.notices(message)
+            return
+        if not self.shown:
+            return
+        from tqdm.auto import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=stage, unit="%", leave=True, bar_format="{l_bar}{bar}| {n:.0f}%{postfix}")
+        self.bar.set_postfix_str(message, refresh=False)
+        self.bar.update(round(fraction * 100) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
