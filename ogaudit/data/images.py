@@ -56,7 +56,7 @@ def load_image_folder(root: Path, *, fold_label_case: bool = False) -> Dataset:
         # other loose files beside the class folders (a README, a manifest) are not samples
     if not class_dirs:
         raise DataError(f"{str(root)!r} has no class sub-folders. {near_miss_hint(root)}")
-    split_hint = _split_folders_hint(root, class_dirs)
+    split_hint = _split_folders_hint(root, class_dirs) or _known_layouts_inside(root, class_dirs)
     if split_hint:
         raise DataError(split_hint)
     rel_paths, labels = [], []
@@ -105,7 +105,16 @@ def near_miss_hint(root: Path) -> str:
         return layout
     files = [e for e in entries if e.is_file()]
     images = [e for e in files if e.suffix.lower() in IMAGE_SUFFIXES]
-    tables = [e for e in files if e.suffix.lower() in (".csv", ".parquet", ".arrow", ".jsonl", ".tsv")]
+    tables = [e for e in files if e.suffix.lower() in (".csv", ".parquet", ".arrow", ".jsonl", ".tsv", ".npz")]
+    arrays = sorted(e.name for e in files if e.suffix.lower() == ".npy")
+    if arrays:
+        return (
+            f"It holds the arrays {arrays[:4]}, but not x.npy and y.npy: name the samples x.npy ((N, ...) images or "
+            "vectors) and the labels y.npy ((N,) class indices or names) to audit the folder as arrays."
+        )
+    zips = sorted(e.name for e in files if e.suffix.lower() == ".zip")
+    if zips and not images:
+        return f"It holds {zips[:3]}: unzip the archive and give the folder it holds (or upload the zip in the app)."
     if any(e.name == "labels.json" for e in files):
         return (
             "It holds a labels.json like a FiftyOne image-classification export, but no data/ folder (or data.json) "
@@ -124,6 +133,23 @@ def near_miss_hint(root: Path) -> str:
             f"class, or list them with their labels in a CSV manifest (path,label). {layout}"
         )
     return layout
+
+
+def _known_layouts_inside(root: Path, class_dirs: list[Path]) -> str | None:
+    """An error when the would-be class folders are datasets of another kind (Hugging Face ``save_to_disk``
+    folders, FiftyOne exports): the folder above them was given."""
+    known = [
+        d
+        for d in class_dirs
+        if (d / "state.json").is_file() or (d / "dataset_info.json").is_file() or (d / "labels.json").is_file()
+    ]
+    if not known:
+        return None
+    kind = "FiftyOne exports" if (known[0] / "labels.json").is_file() else "Hugging Face save_to_disk folders"
+    return (
+        f"{str(root)!r} holds {kind} ({', '.join(sorted(d.name for d in known)[:4])}), which would be read as classes "
+        f"of an ImageFolder. Give one of them: {str(sorted(known)[0])!r}."
+    )
 
 
 def _split_folders_hint(root: Path, class_dirs: list[Path]) -> str | None:

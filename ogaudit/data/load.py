@@ -133,6 +133,17 @@ def _load_path(path: Path, fold_label_case: bool, label_column=None, path_column
         return load_npz(path, fold_label_case=fold_label_case)
     if path.suffix.lower() in hf.TABLE_SUFFIXES:  # a table with no image column (a Parquet one is read as text)
         return hf.load_table_file(path, fold_label_case=fold_label_case, **columns)
+    if path.suffix.lower() == ".zip":
+        raise DataError(
+            f"{str(path)!r} is a zip archive: unzip it and give the folder it holds (an ImageFolder, a Hugging Face "
+            "save_to_disk folder, a FiftyOne export...), or upload it in the app (New audit > Upload zip)."
+        )
+    if path.name == "labels.json" and fiftyone.is_fiftyone_export(path.parent):
+        raise DataError(f"{str(path)!r} is a FiftyOne export's labels file: give its folder, {str(path.parent)!r}.")
+    if path.name in ("dataset_info.json", "state.json", "dataset_dict.json"):
+        raise DataError(
+            f"{str(path)!r} belongs to a Hugging Face save_to_disk folder: give the folder, {str(path.parent)!r}."
+        )
     raise DataError(
         f"Cannot read {str(path)!r}: unknown file type {path.suffix!r}. Use a directory of class folders, a .csv "
         "manifest (path,label), a Hugging Face save_to_disk folder or .parquet/.arrow table, a FiftyOne "

@@ -263,6 +263,11 @@ def _columns(columns, text_column, label_column, id_column, what, note=""):
         raise DataError(
             f"{what} has columns {columns}{note}; none is a {role} column by its name ({', '.join(common)}). "
             f"Name the {role} column with {flag} NAME (in the app: the {role} column setting)."
+            + (
+                " A table of images needs a column of image bytes or paths: name it with --path-column NAME."
+                if role == "text" and what.lower().endswith((".parquet'", ".arrow'"))
+                else ""
+            )
         )
     if text == label:
         raise DataError(f"{what}: the text and label columns are both {text!r}. Name two different columns.")

@@ -126,6 +126,13 @@ def test_near_misses_name_the_layout_they_look_like_and_the_fix(hf_digits, tmp_p
     assert as_dataset(renamed, label_column="digit").class_names[:2] == ["0", "1"]  # named: found, ints as names
     with pytest.raises(DataError, match="no column 'nope' \\(--path-column\\)"):
         as_dataset(hf_digits, path_column="nope")
+    with pytest.raises(DataError, match=r"holds Hugging Face save_to_disk folders \(saved\).*Give one of them"):
+        load_dataset(tmp_path)
+    with pytest.raises(DataError, match="belongs to a Hugging Face save_to_disk folder: give the folder"):
+        load_dataset(tmp_path / "saved" / "dataset_info.json")
+    pq.write_table(pa.table({"blob": [b"x"] * 4, "stars": [1, 2] * 2}), tmp_path / "neither.parquet")
+    with pytest.raises(DataError, match="none is a text column .* image bytes or paths: name it with --path-column"):
+        load_dataset(tmp_path / "neither.parquet")
     # a Parquet file of texts is still a text table
     pq.write_table(pa.table({"text": ["good", "bad"] * 5, "label": ["pos", "neg"] * 5}), tmp_path / "t.parquet")
     assert load_dataset(tmp_path / "t.parquet").is_text

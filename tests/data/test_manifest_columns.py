@@ -94,6 +94,13 @@ def test_folders_that_are_almost_an_image_folder_say_what_they_look_like(images,
     (tmp_path / "other" / "labels.csv").write_text("path,label\n")
     with pytest.raises(DataError, match=r"It holds 'labels.csv': give the table's path instead"):
         load_dataset(tmp_path / "other")
+    (tmp_path / "arrays").mkdir()
+    np.save(tmp_path / "arrays" / "images.npy", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"holds the arrays \['images.npy'\], but not x.npy and y.npy"):
+        load_dataset(tmp_path / "arrays")
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    with pytest.raises(DataError, match="is a zip archive: unzip it"):
+        load_dataset(tmp_path / "data.zip")
     for split in ("train", "test"):
         for i in range(N):
             folder = tmp_path / "splits" / split / digits.class_names[digits.y[i]]
