@@ -68,6 +68,9 @@ def audit(
     label_column: str | None = None,
     id_column: str | None = None,
     path_column: str | None = None,
+    model=None,
+    transform=None,
+    head: str | None = None,
 ) -> AuditResult:
     """Audit a dataset for mislabelled samples: train a model, take every sample's last-layer loss gradient,
     score how much of an outlier it is, flag the most suspicious and suggest a label for each.
@@ -121,6 +124,18 @@ def audit(
         ...), a Parquet/Arrow table or a Hugging Face Dataset (default: its ``Image`` feature). A manifest's
         relative paths are read against its folder; absolute ones only inside its folder or a folder listed in
         ``$OGAUDIT_DATA_ROOTS`` (:mod:`ogaudit.data.manifest`).
+    model : your trained classifier, a ``torch.nn.Module`` whose ``forward(x)`` gives (B, C) logits, audited as
+        it is instead of a model ogaudit trains: its own forward runs on every batch (in this process, on its
+        device), a hook reads the input of its classification head (the last ``nn.Linear`` it calls, or
+        ``head``), and the last layer's gradients follow in closed form (``settings.layers`` adds deeper layers,
+        by your module's names). It is never trained (``settings.epochs`` is refused: train it first), its
+        weights are not changed, and its train/eval mode is put back after the audit.
+    transform : with ``model``: per-sample preprocessing, as a torchvision ``Dataset``'s ``transform`` (``uint8``
+        images arrive as ``PIL.Image``, float images as (C, H, W) tensors, vectors as (F,) tensors; it returns a
+        tensor). Default None: ``ToTensor()``'s convention, (B, C, H, W) float in [0, 1] with the stored channels
+        (grey stays one channel; no resizing, no ImageNet statistics), float images as given, vectors as given
+        (:mod:`ogaudit.models.external`).
+    head : with ``model``: the module name (``"fc"``, ``"classifier.1"``) of the ``nn.Linear`` giving the logits.
 
     Returns
     -------
@@ -139,7 +154,10 @@ def audit(
         data that cannot be used (a string that is neither a built-in nor an existing path, non-numeric
         DataFrame columns, labels not one per sample ...), with the fix.
     SettingsError
-        a setting outside its allowed values.
+        a setting outside its allowed values, or one that trains a model given with ``model``.
+    ModelError
+        ``model`` cannot be audited on this data (its head's outputs are not one per class, it fails on the
+        data, something runs after its head), with the fix.
     Cancelled
         ``cancel`` was set.
     """
@@ -153,6 +171,7 @@ def audit(
         )
     columns = {"label_column": label_column, "id_column": id_column, "path_column": path_column}
     given_columns = {name: value for name, value in columns.items() if value is not None}
+    given_model = _given_model(model, transform, head, settings, engine)
     if is_container(data):
         if given_columns:  # kept in the run's settings: the review reads the DataFrame again
             settings = replace(settings, **given_columns)
@@ -193,6 +212,7 @@ def audit(
         progress = _warn_notices
     from ogaudit.pipeline.run import audit as run_audit
 
+    model_was_training = getattr(model, "training", False)
     project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else Project(out_dir)
     created = project is not None and not project.path.exists()
     lock = None
@@ -211,6 +231,7 @@ def audit(
             trust_checkpoint_code=trust_checkpoint_code,
             engine=engine,
             ray_address=ray_address,
+            given_model=given_model,
         )
     except BaseException:
         if lock is not None:
@@ -224,6 +245,43 @@ def audit(
             bars.close()
         if lock is not None:
             lock.release()
+        if model is not None and hasattr(model, "train"):
+            model.train(model_was_training)
+
+
+def _given_model(model, transform, head, settings: AuditSettings, engine):
+    """``audit``'s ``model=``: None, or a function building the :class:`~ogaudit.models.external.UserModel` for
+    the loaded data; the settings that would train or replace it are refused first."""
+    if model is None:
+        given = [name for name, value in (("transform", transform), ("head", head)) if value is not None]
+        if given:
+            raise TypeError(f"{' and '.join(given)} apply only with model= (your own classifier); leave them out.")
+        return None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module (your trained classifier); got {type(model).__module__}."
+            f"{type(model).__qualname__}. A checkpoint file goes in AuditSettings(model=PATH, arch=...)."
+        )
+    if settings.model != "auto":
+        raise SettingsError(
+            f"model= gives your own classifier, so AuditSettings(model={settings.model!r}) has nothing to choose; "
+            "leave settings.model at 'auto'."
+        )
+    if settings.epochs is not None:
+        raise SettingsError(
+            f"epochs={settings.epochs} trains ogaudit's own model; yours (model=...) is audited as trained and "
+            "never changed. Train it first, then leave epochs out."
+        )
+    if engine not in (None, "local"):
+        raise SettingsError(
+            f"an in-memory model runs in this process, on the local engine; engine={engine!r} would need its code "
+            "on every node. Leave engine out (or save its weights and use --model torchvision:NAME --weights FILE)."
+        )
+    from ogaudit.models.external import wrap_model
+
+    return lambda dataset: wrap_model(model, dataset, transform=transform, head=head)
 
 
 class AuditNotice(UserWarning):

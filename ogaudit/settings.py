@@ -163,7 +163,10 @@ class AuditSettings:
     model : "auto" (MLP for vectors, small CNN for images ≤ 64 px, pretrained EfficientNet-Lite0 above, a linear
         head on frozen sentence embeddings for text), "cnn", "mlp", "efficientnet", "linear", "lora" (text: LoRA
         fine-tuning of the encoder's top layers, scored by the projected gradients of its adapters and head;
-        :mod:`ogaudit.models.lora`), or a checkpoint path (TorchScript, or a state dict with ``arch``).
+        :mod:`ogaudit.models.lora`), a checkpoint path (TorchScript, or a state dict / ``.safetensors`` with
+        ``arch``), or ``"hf:FOLDER"``, a Hugging Face image or text classifier folder (:mod:`ogaudit.models.hub`).
+    arch : the architecture of a state-dict checkpoint: a torchvision name (``"resnet18"``, or
+        ``"torchvision:resnet18"``) or ``"timm:NAME"``.
     detector : one of :data:`DETECTOR_NAMES`; higher score = more suspicious.
     budget : fraction of samples to flag (0.05 = 5%) or, when ≥ 1, a count.
     layers : empty for the last layer in closed form; else names of Linear/Conv2d layers whose gradients are
@@ -201,10 +204,12 @@ class AuditSettings:
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
         layers = tuple(part for name in layers for part in _split_layer_names(name))
         object.__setattr__(self, "layers", layers)
-        if not isinstance(self.model, str) or (self.model not in MODEL_KINDS and not Path(self.model).suffix):
+        if not isinstance(self.model, str) or (
+            self.model not in MODEL_KINDS and not Path(self.model).suffix and not self.model.startswith("hf:")
+        ):
             raise SettingsError(
                 f"model {self.model!r} is not one of {', '.join(MODEL_KINDS)} and does not look like a checkpoint "
-                "path (a file ending in .pt, .pth, .ckpt or .safetensors)."
+                "path (a file ending in .pt, .pth, .ckpt or .safetensors) or a Hugging Face folder (hf:FOLDER)."
             )
         check_choice("detector", self.detector, DETECTOR_NAMES)
         if self.layers and self.detector not in GRADIENT_DETECTORS:

@@ -245,9 +245,11 @@ def load_checkpoint(
     write files. It is therefore refused, detected from the archive's member names without loading it,
     unless ``trust_code`` is True (``--trust-checkpoint-code`` on the command line; the app never sets it).
 
-    The last ``nn.Linear`` becomes the head; everything before it is the body. uint8 images are fed as
-    ImageNet-normalised RGB at their stored size; float image arrays (already normalised by the user's pipeline)
-    are fed channels-first with their values as given.
+    The last ``nn.Linear`` becomes the head; everything before it is the body. uint8 images are fed at their
+    stored size with the channels the model's first convolution takes, ImageNet-normalised only for a 3-channel
+    model (:func:`image_input`); float image arrays (already normalised by the user's pipeline) are fed
+    channels-first with their values as given. (State dicts of torchvision and timm architectures and Hugging Face
+    folders are loaded by :func:`ogaudit.models.hub.load_file_model`.)
     """
     path = Path(path)
     if not path.is_file():
@@ -363,8 +365,25 @@ def _state_dict_mismatch(state: dict, expected: dict, arch: str) -> str:
     return ", ".join(parts) or "the tensors do not load"
 
 
-def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
-    """Cut ``net`` at its last ``nn.Linear`` and check that ``head(body(x))`` still equals ``net(x)``."""
+def image_input(net: nn.Module, dataset: Dataset, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Preprocess:
+    """What a classifier loaded from weights gets: ``uint8`` images scaled to [0, 1] with the channels of its first
+    ``Conv2d`` (grey repeated to RGB only for a 3-channel model, RGB averaged for a 1-channel one), standardised
+    with ``mean``/``std`` (the architecture's statistics) only when it takes 3 channels; float images (what the
+    user's pipeline made) and vectors as given. Grey digits reach a 1-channel model as one channel in [0, 1]."""
+    if not dataset.is_image:
+        return Preprocess(0.0, 1.0, image=False)
+    if dataset.x.dtype != np.uint8:
+        return Preprocess(0.0, 1.0, image=True, low=0.0, high=1.0)
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = first.in_channels if first is not None else dataset.x.shape[3]
+    if channels == 3:
+        return Preprocess(mean, std, image=True, channels=3)
+    return Preprocess(np.zeros(channels), np.ones(channels), image=True, channels=channels)
+
+
+def _split_head(net: nn.Module, dataset: Dataset, *, kind: str, preprocess: Preprocess | None = None) -> AuditModel:
+    """Cut ``net`` at its last ``nn.Linear`` and check that ``head(body(x))`` still equals ``net(x)``;
+    ``preprocess`` default :func:`image_input` (ImageNet statistics for a 3-channel model)."""
     linears = [(name, module) for name, module in net.named_modules() if _is_linear(module)]
     if not linears:
         raise ModelError(f"The {kind} model has no nn.Linear layer to use as the classification head.")
@@ -378,21 +397,22 @@ def _split_head(net: nn.Module, dataset: Dataset, *, kind: str) -> AuditModel:
             f"The model's last layer {name!r} has {head.out_features} outputs but the dataset has "
             f"{dataset.n_classes} classes {dataset.class_names[:10]}. Use a checkpoint trained on these classes."
         )
-    if dataset.is_image and dataset.x.dtype == np.uint8:
-        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, channels=3)
-    elif dataset.is_image:  # float arrays are fed as given: a checkpoint trained on them expects exactly those
-        preprocess = Preprocess(0.0, 1.0, image=True, low=0.0, high=1.0)
-    else:
-        preprocess = Preprocess(0.0, 1.0, image=False)
-    probe = preprocess(torch.as_tensor(np.array(dataset.x[:2])))
+    candidates = [image_input(net, dataset)] if preprocess is None else [preprocess]
+    if preprocess is None and dataset.is_image and dataset.x.dtype == np.uint8 and candidates[0].channels != 3:
+        # TorchScript hides its first layer: grey images as they are first, then as ImageNet RGB
+        candidates.append(Preprocess(IMAGENET_MEAN, IMAGENET_STD, image=True, channels=3))
     with torch.no_grad():
-        try:
-            expected = net(probe)
-        except RuntimeError as error:
-            raise ModelError(
-                f"The {kind} model cannot run on this data ({tuple(probe.shape[1:])} inputs): "
-                f"{str(error).splitlines()[0][:200]}"
-            ) from error
+        for preprocess in candidates:
+            probe = preprocess(torch.as_tensor(np.array(dataset.x[:2])))
+            try:
+                expected = net(probe)
+                break
+            except RuntimeError as error:
+                if preprocess is candidates[-1]:
+                    raise ModelError(
+                        f"The {kind} model cannot run on this data ({tuple(probe.shape[1:])} inputs): "
+                        f"{str(error).splitlines()[0][:200]}"
+                    ) from error
         if isinstance(net, torch.jit.ScriptModule):
             body = _ScriptedFeatures(net)
         else:
@@ -476,6 +496,9 @@ def model_recipe(model: AuditModel) -> dict:
         recipe["body"] = {"channels": model.body.conv1.in_channels}
     elif kind.startswith("checkpoint:"):
         recipe["body"] = {"arch": kind.split(":", 1)[1]}
+        first = next((m for m in model.body.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is not None:
+            recipe["body"]["in_chans"] = first.in_channels
     elif kind != "efficientnet":
         raise ModelError(f"model kind {kind!r} cannot be rebuilt from its weights; use the local engine.")
     return recipe
@@ -506,6 +529,14 @@ def rebuild_model(recipe: dict, state: dict[str, torch.Tensor]) -> AuditModel:
         body = SmallCNN(body_spec["channels"], feature_dim=head_spec["in"])
     elif kind == "efficientnet":
         body = EfficientNetFeatures(load_efficientnet_lite0())
+    elif kind.startswith("checkpoint:timm:"):
+        import timm
+
+        name = body_spec["arch"].split(":", 1)[1]
+        in_chans = body_spec.get("in_chans", 3)
+        body = timm.create_model(name, pretrained=False, num_classes=head_spec["out"], in_chans=in_chans)
+        linears = [name for name, module in body.named_modules() if _is_linear(module)]
+        _replace_module(body, linears[-1], nn.Identity())
     elif kind.startswith("checkpoint:"):
         import torchvision
 

@@ -65,7 +65,17 @@ def encode_texts(
     The texts are read as :func:`~ogaudit.data.text.model_texts` says (tweets as TweetEval reads them).
     """
     from ogaudit.data.text import model_texts
+    from ogaudit.models.hub import HF_PREFIX, hf_task, is_hub_spec
 
+    if is_hub_spec(settings.model):  # the user's Hugging Face text classifier reads its own tokens
+        from ogaudit.errors import ModelError
+        from ogaudit.models.hub import tokenize_texts
+
+        folder = settings.model[len(HF_PREFIX) :]
+        if hf_task(folder) != "text":
+            raise ModelError(f"{folder!r} is an image classifier but the data are texts.")
+        x = tokenize_texts(folder, model_texts(dataset))
+        return replace(dataset, x=x, notes=[*dataset.notes, f"texts tokenized by {folder}'s tokenizer"])
     if settings.model == "lora":
         from ogaudit.models.lora import MAX_TOKENS, tokenize_texts
 

@@ -80,6 +80,7 @@ def audit(
     trust_checkpoint_code: bool = False,
     engine: str | ForwardEngine | None = None,
     ray_address: str | None = None,
+    given_model=None,
 ) -> AuditResult:
     """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
@@ -96,6 +97,9 @@ def audit(
     default) in this process, ``"ray"`` on a Ray cluster at ``ray_address`` (:mod:`ogaudit.engines.ray_engine`), or a
     :class:`~ogaudit.engines.local.ForwardEngine`. Results and cache entries are the same on every engine; training,
     detection and the map run here. The record's ``engine`` says which ran.
+
+    ``given_model(dataset) -> AuditModel``: the user's own model for the loaded data
+    (:func:`~ogaudit.models.external.wrap_model`), audited as it is instead of one trained here.
 
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
@@ -130,8 +134,10 @@ def audit(
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
         model, model_info = obtain_model(
-            dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine
+            dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine, given=given_model
         )
+    if settings.layers and hasattr(model, "qualify_layers"):  # the user's names (conv1) as the wrapper's
+        settings = replace(settings, layers=model.qualify_layers(settings.layers))
     if not settings.layers and getattr(model, "gradient_layers", ()):  # the fine-tuned text model: its adapters
         settings = replace(settings, layers=tuple(model.gradient_layers))
     with _stage("gradients", timings, progress):

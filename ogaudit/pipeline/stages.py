@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import suppress
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +45,51 @@ from ogaudit.storage import fingerprint
 
 
 def obtain_model(
-    dataset, settings: AuditSettings, cache: ArtifactCache, progress, cancel, notice, trust_code=False, engine=None
+    dataset,
+    settings: AuditSettings,
+    cache: ArtifactCache,
+    progress,
+    cancel,
+    notice,
+    trust_code=False,
+    engine=None,
+    *,
+    given=None,
 ):
-    """A trained model: the user's checkpoint, or one from the cache, or one trained now (then cached).
+    """A trained model: the user's (``given``, or their checkpoint), or one from the cache, or one trained now
+    (then cached).
 
+    ``given(dataset) -> AuditModel`` builds the user's in-memory model for the loaded data
+    (:func:`~ogaudit.models.external.wrap_model`); it is never trained, and its cache key covers its weights, its
+    features on the first samples (so another ``transform`` is another key) and the data.
     The model is built (and ``settings.layers`` checked against it) before any training starts.
     """
+    if given is not None:
+        from ogaudit.gradients.layers import model_fingerprint
+
+        model = given(dataset)
+        _check_layers(model, replace(settings, layers=model.qualify_layers(settings.layers)))
+        probe = batched_features(model, dataset.x[:PROBE_ROWS])
+        key = fingerprint("user-model-v1", model_fingerprint(model), probe, dataset.fingerprint())
+        reason = "your model, audited as trained (never trained here)"
+        return model, {"kind": model.kind, "reason": reason, "key": key, "cached": False, "history": []}
     if settings.model not in MODEL_KINDS:
-        model = load_checkpoint(settings.model, dataset, arch=settings.arch, trust_code=trust_code)
+        from ogaudit.models.hub import HF_PREFIX, is_hub_spec, load_file_model
+        from ogaudit.models.nets import checkpoint_format
+
+        if is_hub_spec(settings.model):
+            folder = Path(settings.model[len(HF_PREFIX) :])
+            model = load_file_model(settings.model, dataset)
+            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".txt"))
+            content = [part for p in files for part in (p.name, p.read_bytes())]
+        else:
+            if Path(settings.model).is_file() and checkpoint_format(settings.model) == "torchscript":
+                model = load_checkpoint(settings.model, dataset, arch=settings.arch, trust_code=trust_code)
+            else:
+                model = load_file_model(settings.model, dataset, arch=settings.arch)
+            content = [Path(settings.model).read_bytes()]
         _check_layers(model, settings)
-        key = fingerprint("checkpoint", Path(settings.model).read_bytes(), settings.arch, dataset.fingerprint())
+        key = fingerprint("checkpoint-v2", *content, settings.arch, dataset.fingerprint())
         return model, {"kind": model.kind, "reason": "user checkpoint", "key": key, "cached": False, "history": []}
     choice = choose_model(dataset, settings.model)
     train = settings.train_settings
@@ -85,6 +120,10 @@ def obtain_model(
         "notes": run.notes,
         "holdout": run.holdout,
     }
+
+
+PROBE_ROWS = 8
+"""Samples whose features, with the weights, key a user's model in the cache."""
 
 
 def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
@@ -385,8 +424,8 @@ def detect(
 
 def _head_inputs_fixed(model: AuditModel, settings: AuditSettings) -> bool:
     """Whether the last layer's inputs ``h`` are the same whatever labels the model is trained on: a user's
-    checkpoint (never retrained), a frozen body (``trainable == "head"``) or no parameters outside the head."""
-    if settings.model not in MODEL_KINDS or getattr(model, "trainable", None) == "head":
+    checkpoint or in-memory model (never retrained), a frozen body (``trainable == "head"``) or no parameters outside the head."""
+    if settings.model not in MODEL_KINDS or getattr(model, "trainable", None) in ("head", "none"):
         return True
     head = {id(parameter) for parameter in model.head.parameters()}
     return all(id(parameter) in head for parameter in model.parameters())

@@ -1,0 +1,261 @@
+"""The user's own model: an in-memory nn.Module audited as it is (their forward, their preprocessing, no training),
+and models from files (torchvision, timm, Hugging Face) with no code run from the files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ogaudit
+from ogaudit import AuditSettings
+from ogaudit.errors import ModelError, SettingsError
+from ogaudit.models.external import wrap_model
+from ogaudit.models.hub import load_file_model
+
+
+class GreyNet(nn.Module):
+    """A small CNN for one-channel 8x8 digits, as a user writes it."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8 * 16, 32)
+        self.fc = nn.Linear(32, classes)
+
+    def penultimate(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        return torch.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x):
+        return self.fc(self.penultimate(x))
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    return digits.subset(np.arange(240))
+
+
+@pytest.fixture(scope="module")
+def trained(small):
+    """A GreyNet trained in plain torch on [0, 1] one-channel input (ToTensor's convention), 3 epochs."""
+    torch.manual_seed(0)
+    net = GreyNet()
+    x = torch.as_tensor(small.x).permute(0, 3, 1, 2).float() / 255
+    y = torch.as_tensor(small.y)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(3):
+        for i in range(0, len(x), 32):
+            loss = nn.functional.cross_entropy(net(x[i : i + 32]), y[i : i + 32])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return net.eval()
+
+
+def _hooks(net: nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in net.modules())
+
+
+def test_an_in_memory_model_is_audited_as_written_grey_input_stays_one_channel(small, trained, tmp_path):
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    trained.train()  # the audit puts its mode back
+    result = ogaudit.audit(
+        (small.x, small.y), AuditSettings(map_method="pca"), model=trained, cache_dir=tmp_path / "cache"
+    )
+    assert result.record["model"]["kind"] == "user:GreyNet" and result.record["model"]["history"] == []
+    assert trained.training and _hooks(trained) == 0
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())  # never trained
+    trained.eval()
+    with torch.no_grad():  # the reference: the user's own forward on ToTensor-style input, by hand
+        x = torch.as_tensor(small.x).permute(0, 3, 1, 2).float() / 255
+        h, logits = trained.penultimate(x), trained(x)
+    np.testing.assert_allclose(result.evidence.features[:, :-1], h.numpy(), atol=1e-5)
+    np.testing.assert_allclose(result.evidence.probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    by_hand = ogaudit.score(h.numpy(), logits=logits.numpy(), labels=small.y)
+    np.testing.assert_allclose(result.scores["score"], by_hand["score"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_transform_is_the_users_per_sample_preprocessing(small, trained, tmp_path):
+    from torchvision import transforms
+
+    seen = []
+
+    def transform(image):
+        seen.append(image.mode)  # uint8 grey images arrive as PIL images, as torchvision datasets give them
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])(image)
+
+    model = wrap_model(trained, small, transform=transform)
+    features = model.features(torch.as_tensor(small.x[:5]))
+    assert set(seen) == {"L"}
+    x = torch.as_tensor(small.x[:5]).permute(0, 3, 1, 2).float() / 255
+    np.testing.assert_allclose(
+        features.detach().numpy(), trained.penultimate((x - 0.5) / 0.5).detach().numpy(), atol=1e-5
+    )
+
+
+def test_deeper_layers_go_through_the_projected_engine_by_the_users_names(small, trained, tmp_path):
+    result = ogaudit.audit(
+        (small.x, small.y),
+        AuditSettings(map_method="pca", layers=("conv1",), projection_dim=64),
+        model=trained,
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.record["settings"]["layers"] == ["body.conv1"] and len(result.scores) == len(small)
+    with pytest.raises(ModelError, match="'nope' is not in the model"):
+        ogaudit.audit((small.x, small.y), AuditSettings(layers=("nope",)), model=trained, cache_dir=tmp_path / "c")
+
+
+class Tempered(GreyNet):
+    def forward(self, x):
+        return self.fc(self.penultimate(x)) * 2.0  # something after the head
+
+
+def test_refusals_name_the_fix(small, trained, tmp_path):
+    with pytest.raises(SettingsError, match="audited as trained"):
+        ogaudit.audit((small.x, small.y), AuditSettings(epochs=2), model=trained)
+    with pytest.raises(SettingsError, match="leave settings.model at 'auto'"):
+        ogaudit.audit((small.x, small.y), AuditSettings(model="cnn"), model=trained)
+    with pytest.raises(TypeError, match="apply only with model="):
+        ogaudit.audit((small.x, small.y), transform=lambda v: v)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ogaudit.audit((small.x, small.y), model="resnet18")
+    with pytest.raises(ModelError, match="something runs after it"):
+        wrap_model(Tempered().eval(), small)
+    with pytest.raises(ModelError, match="has 3 outputs but the data have 10 classes"):
+        wrap_model(GreyNet(classes=3).eval(), small)
+    with pytest.raises(ModelError, match="head='conv1' is a Conv2d"):
+        wrap_model(trained, small, head="conv1")
+    with pytest.raises(ModelError, match=r"fails on this data, given as \(4, 1, 8, 8\)"):
+        wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(3, 10)), small)
+    assert _hooks(trained) == 0
+
+
+def test_the_head_can_be_named_and_softmax_outputs_are_accepted(small, trained):
+    net = nn.Sequential(trained, nn.Softmax(dim=1))
+    model = wrap_model(net, small, head="0.fc")
+    assert model.head_name == "0.fc" and model.kind == "user:Sequential"
+
+
+# ---------------------------------------------------------------- models from files
+
+
+def test_timm_state_dict_grey_digits_reach_a_one_channel_model_in_0_1(small, tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=10, in_chans=1).eval()
+    save_file(net.state_dict(), tmp_path / "w.safetensors")
+    model = load_file_model(str(tmp_path / "w.safetensors"), small, arch="timm:resnet10t")
+    assert model.kind == "checkpoint:timm:resnet10t"
+    x = torch.as_tensor(small.x[:6])
+    with torch.no_grad():
+        expected = net(x.permute(0, 3, 1, 2).float() / 255)
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), atol=1e-4)
+    with pytest.raises(ModelError, match="not a timm model; close names"):
+        load_file_model(str(tmp_path / "w.safetensors"), small, arch="timm:resnet10tt")
+
+
+def test_torchvision_gets_grey_as_rgb_only_because_its_first_layer_takes_three_channels(small, tmp_path):
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    model = load_file_model(str(tmp_path / "r18.pt"), small, arch="torchvision:resnet18")
+    assert model.preprocess.channels == 3
+
+
+def test_a_weights_file_without_architecture_and_a_whole_pickle_are_refused(small, tmp_path):
+    torch.save(GreyNet().state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ModelError, match="name the architecture"):
+        load_file_model(str(tmp_path / "w.pt"), small)
+    torch.save(GreyNet(), tmp_path / "whole.pt")  # a pickled module: loading it would construct objects
+    with pytest.raises(ModelError, match="Refused"):
+        load_file_model(str(tmp_path / "whole.pt"), small, arch="resnet18")
+
+
+@pytest.fixture(scope="module")
+def vit_folder(tmp_path_factory):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=10,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("vit")
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5], "image_std": [0.5], "size": {"height": 8, "width": 8}})
+    )
+    return folder
+
+
+def test_a_hugging_face_image_classifier_folder(small, vit_folder, tmp_path):
+    from transformers import ViTForImageClassification
+
+    result = ogaudit.audit(
+        (small.x, small.y), AuditSettings(model=f"hf:{vit_folder}", map_method="pca"), cache_dir=tmp_path / "c"
+    )
+    assert result.record["model"]["kind"] == "hf:ViTForImageClassification"
+    net = ViTForImageClassification.from_pretrained(vit_folder).eval()
+    x = (torch.as_tensor(small.x[:4]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        expected = torch.softmax(net(x).logits, 1).numpy()
+    np.testing.assert_allclose(result.evidence.probs[:4], expected, atol=1e-5)
+
+
+def test_hugging_face_folders_that_would_run_code_or_unpickle_are_refused(small, vit_folder, tmp_path):
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(vit_folder, custom)
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "mine.Net"}}))
+    with pytest.raises(ModelError, match="never runs"):
+        load_file_model(f"hf:{custom}", small)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(vit_folder / "config.json", pickled)
+    torch.save({}, pickled / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"pytorch_model.bin'\]: pickles, refused"):
+        load_file_model(f"hf:{pickled}", small)
+
+
+def test_a_hugging_face_text_classifier_reads_its_own_tokens(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = ["good", "great", "fine", "bad", "awful", "poor", "movie", "the", "was"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    folder = tmp_path / "bert"
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=14, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=2
+    )
+    config.id2label, config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    rng = np.random.default_rng(0)
+    rows = [
+        {"text": f"the movie was {rng.choice(words[:3] if i % 2 else words[3:6])}", "label": ["neg", "pos"][i % 2]}
+        for i in range(40)
+    ]
+    table = tmp_path / "reviews.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ogaudit.audit(table, AuditSettings(model=f"hf:{folder}", map_method="pca"), cache_dir=tmp_path / "c")
+    assert result.record["model"]["kind"] == "hf:BertForSequenceClassification"
+    net = BertForSequenceClassification.from_pretrained(folder).eval()
+    tokens = BertTokenizerFast.from_pretrained(folder)([r["text"] for r in rows[:3]], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = torch.softmax(net(**tokens).logits, 1).numpy()
+    np.testing.assert_allclose(result.evidence.probs[:3], expected, atol=1e-5)
