@@ -319,8 +319,11 @@ def score(
 
     Parameters
     ----------
-    features : array (N, d), float
+    features : array (N, d), float, or a file
         Penultimate features: the input of the model's last linear layer, one row per sample (numpy or torch).
+        Or the path of a predictions file (``.npz`` or ``.parquet`` with features, probs or logits, labels and
+        optionally sample ids and class names: :mod:`ogaudit.data.predictions`); arguments given here
+        (``labels``, ``sample_ids``, ``class_names``) take precedence over the file's.
     probs : array (N, C), float
         The model's predicted class probabilities (softmax), rows summing to 1. Give ``probs`` or ``logits``.
     labels : array (N,)
@@ -392,6 +395,20 @@ def score(
             "Pass e.g. seed=0."
         )
     seed = int(seed)
+    if isinstance(features, str | os.PathLike):
+        from ogaudit.data.predictions import read_predictions
+
+        if probs is not None or logits is not None:
+            raise TypeError(
+                "features is a predictions file, which holds the probabilities (or logits): leave out probs/logits."
+            )
+        saved = read_predictions(features)
+        if labels is None and saved.labels is None:
+            raise DataError(f"{saved.source} holds no labels (names looked for: labels, label, y); pass labels=.")
+        features, probs = saved.features, saved.probs
+        labels = saved.labels if labels is None else labels
+        sample_ids = saved.sample_ids if sample_ids is None else sample_ids
+        class_names = saved.class_names if class_names is None else class_names
     if evidence is not None:
         if not isinstance(evidence, GradientEvidence):
             raise TypeError(

@@ -178,6 +178,9 @@ class AuditSettings:
         Parquet/Arrow/Hugging Face table of images.
     path_column : for a CSV manifest, the column of image paths (None: found by its name, ``path``, ``filepath``,
         ``file`` ...; see :mod:`ogaudit.data.manifest`); for a Parquet/Arrow/Hugging Face table, its image column.
+    predictions : a file of your model's predictions on the data (``.npz`` or ``.parquet``: penultimate
+        features and probabilities or logits, optionally sample ids; :mod:`ogaudit.data.predictions`): the
+        samples are scored from them, with no model run and nothing trained. None: a model is trained or given.
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -199,6 +202,7 @@ class AuditSettings:
     label_column: str | None = None
     id_column: str | None = None
     path_column: str | None = None
+    predictions: str | None = None
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
@@ -231,6 +235,19 @@ class AuditSettings:
             raise SettingsError(f"limit must be a whole number of samples; got {self.limit!r}.")
         if self.limit is not None and self.limit < 2:
             raise SettingsError(f"limit must be at least 2 samples; got {self.limit}.")
+        if self.predictions is not None:
+            if not isinstance(self.predictions, str) or not self.predictions.strip():
+                raise SettingsError(f"predictions must be a file path or None; got {self.predictions!r}.")
+            clashing = [
+                f"{name}={value!r}"
+                for name, value in (("model", self.model), ("arch", self.arch), ("epochs", self.epochs))
+                if value not in (None, "auto")
+            ] + ([f"layers={list(self.layers)}"] if self.layers else [])
+            if clashing:
+                raise SettingsError(
+                    f"predictions={self.predictions!r} replaces the model (scored from your predictions, nothing "
+                    f"trained or run), so {', '.join(clashing)} cannot apply; leave {'it' if len(clashing) == 1 else 'them'} out."
+                )
         for name in ("text_column", "label_column", "id_column", "path_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):

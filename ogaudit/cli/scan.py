@@ -28,6 +28,10 @@ EPILOG = """examples:
   ogaudit scan reviews.jsonl --text-column body --label-column stars --out runs/reviews
   ogaudit scan photos.csv --path-column file --label-column species --out runs/photos   # any manifest columns
   ogaudit scan hf_saved_folder --out runs/hf    # a Hugging Face save_to_disk folder (or .parquet/.arrow table)
+  ogaudit scan photos/ --model torchvision:resnet18 --weights mine.safetensors --out runs/mine  # your model
+  ogaudit scan photos/ --model timm:convnext_atto --weights mine.safetensors --out runs/timm
+  ogaudit scan reviews.jsonl --model hf:./my-bert-classifier --out runs/bert   # save_pretrained folder
+  ogaudit scan data.npz --predictions preds.npz --out runs/preds  # your model's features + probabilities
 """
 
 
@@ -57,10 +61,24 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument(
         "--model",
         default="auto",
-        help=f"{'|'.join(MODEL_KINDS)} or a checkpoint path (default auto: MLP for vectors, small CNN for images "
+        help=f"{'|'.join(MODEL_KINDS)}, your model: torchvision:NAME or timm:NAME (with --weights FILE), "
+        "hf:FOLDER (a Hugging Face image or text classifier saved with save_pretrained: config.json + "
+        "safetensors), or a checkpoint path (default auto: MLP for vectors, small CNN for images "
         "up to 64 px, pretrained EfficientNet-Lite0 with a trained head for larger photos, a linear head on frozen "
         "all-MiniLM-L6-v2 embeddings for text); lora: text only, fine-tunes the encoder's top 2 layers with LoRA "
         "and scores the projected gradients of the adapters and head (an encoder pass per epoch: slow on a CPU)",
+    )
+    scan.add_argument(
+        "--weights",
+        type=Path,
+        help="with --model torchvision:NAME or timm:NAME: your trained weights (.safetensors, or a torch.save "
+        "state dict read with weights_only=True); audited as they are, nothing trained, nothing downloaded",
+    )
+    scan.add_argument(
+        "--predictions",
+        type=Path,
+        help="your model's predictions on DATA instead of a model: an .npz (features, probs or logits, optional "
+        "sample_ids) or .parquet (features / probs columns, optional sample_id); scored with no training",
     )
     scan.add_argument("--arch", help="torchvision architecture of a state-dict checkpoint, e.g. resnet18")
     scan.add_argument(
@@ -186,12 +204,38 @@ class _StageBars:
             self.bar = None
 
 
+NAMED_ARCHITECTURES = ("torchvision:", "timm:")
+
+
+def _model_and_arch(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``AuditSettings(model, arch)`` of ``--model``, ``--weights`` and ``--arch``: ``--model timm:NAME --weights
+    W`` is ``model=W, arch="timm:NAME"`` (:mod:`ogaudit.models.hub`)."""
+    from ogaudit.errors import SettingsError
+
+    if args.model.startswith(NAMED_ARCHITECTURES):
+        if args.weights is None:
+            raise SettingsError(
+                f"--model {args.model} needs --weights FILE: your trained weights (.safetensors, or "
+                "torch.save(model.state_dict(), FILE)); ogaudit downloads none."
+            )
+        if args.arch is not None:
+            raise SettingsError(f"--model {args.model} names the architecture already; leave out --arch {args.arch}.")
+        return str(args.weights), args.model
+    if args.weights is not None:
+        raise SettingsError(
+            f"--weights goes with --model torchvision:NAME or --model timm:NAME (the architecture), not --model "
+            f"{args.model}; e.g. --model torchvision:resnet18 --weights {args.weights}."
+        )
+    return args.model, args.arch
+
+
 def run_scan(args: argparse.Namespace) -> int:
     """Validate every setting, then audit through :func:`ogaudit.api.audit`, as a notebook does (the engine is
     imported only now); ``--out`` becomes a :class:`~ogaudit.project.Project`."""
+    model, arch = _model_and_arch(args)
     settings = AuditSettings(
-        model=args.model,
-        arch=args.arch,
+        model=model,
+        arch=arch,
         epochs=args.epochs,
         detector=args.detector,
         budget=args.budget,
@@ -207,6 +251,7 @@ def run_scan(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         id_column=args.id_column,
         path_column=args.path_column,
+        predictions=None if args.predictions is None else str(args.predictions),
     )
     if args.ray_address is not None and args.engine != "ray":
         from ogaudit.errors import SettingsError

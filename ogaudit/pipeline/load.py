@@ -42,7 +42,7 @@ def prepare_dataset(
             text_options=settings.text_options,
             path_column=settings.path_column,
         )
-    if dataset.is_text and dataset.x.shape[1:] == (0,):
+    if dataset.is_text and dataset.x.shape[1:] == (0,) and settings.predictions is None:  # predictions: no model
         dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)
     if settings.noise_rate > 0:
         dataset = inject_label_noise(dataset, settings.noise_rate, kind=settings.noise_kind, seed=settings.seed)

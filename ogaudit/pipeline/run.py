@@ -37,6 +37,7 @@ from ogaudit.pipeline.stages import (
     layer_gradients,
     map_coordinates,
     obtain_model,
+    predicted_evidence,
 )
 from ogaudit.progress import ProgressCallback, report, within
 from ogaudit.results import RunFolder
@@ -133,9 +134,12 @@ def audit(
     with _stage("train", timings, progress):
         if settings.map_method == "umap":
             start_umap_warm_up()  # numba compiles while the model trains; the map stage then finds it done
-        model, model_info = obtain_model(
-            dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine, given=given_model
-        )
+        if settings.predictions is not None:  # the user's predictions: no model at all
+            model, (predicted, model_info) = None, predicted_evidence(dataset, settings)
+        else:
+            model, model_info = obtain_model(
+                dataset, settings, cache, progress, cancel, notice, trust_checkpoint_code, engine, given=given_model
+            )
     if settings.layers and hasattr(model, "qualify_layers"):  # the user's names (conv1) as the wrapper's
         settings = replace(settings, layers=model.qualify_layers(settings.layers))
     if not settings.layers and getattr(model, "gradient_layers", ()):  # the fine-tuned text model: its adapters
@@ -144,14 +148,17 @@ def audit(
         split = LAYER_PASS_FROM if settings.layers else 1.0  # one bar: the head's pass, then the layers' passes
         first, rest = within(progress, "gradients", 0.0, split), within(progress, "gradients", split, 1.0)
         try:
-            frozen = frozen_features(model, dataset, cache, first, cancel, notice, engine, stage="gradients")
-            head = head_evidence(
-                model, dataset, model_info["key"], cache, first, cancel, notice, engine, features=frozen
-            )
-            del frozen  # the head evidence holds its own copy (with the bias column): N x d floats fewer from here
-            layers = layer_gradients(
-                model, dataset, head, settings, model_info["key"], cache, rest, cancel, notice, engine
-            )
+            if model is None:
+                head, layers = predicted, None
+            else:
+                frozen = frozen_features(model, dataset, cache, first, cancel, notice, engine, stage="gradients")
+                head = head_evidence(
+                    model, dataset, model_info["key"], cache, first, cancel, notice, engine, features=frozen
+                )
+                del frozen  # the head evidence holds its own copy (with the bias column): N x d floats fewer
+                layers = layer_gradients(
+                    model, dataset, head, settings, model_info["key"], cache, rest, cancel, notice, engine
+                )
         finally:
             if engine is not engine_given:  # made here from a name: release what it started
                 engine.close()

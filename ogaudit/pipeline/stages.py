@@ -122,6 +122,21 @@ def obtain_model(
     }
 
 
+def predicted_evidence(dataset: Dataset, settings: AuditSettings) -> tuple[HeadEvidence, dict]:
+    """The last layer's evidence from the user's predictions file (``settings.predictions``): their features and
+    probabilities matched to the data's samples (:mod:`ogaudit.data.predictions`), and the model record (kind
+    ``"predictions"``; the key covers the arrays, so the detector's cache entry follows the file's content)."""
+    from ogaudit.data.predictions import aligned, read_predictions
+
+    predictions = read_predictions(settings.predictions)
+    features, probs = aligned(predictions, dataset.sample_ids, [str(c) for c in dataset.class_names])
+    key = fingerprint("predictions-v1", features, probs, dataset.fingerprint())
+    ones = np.ones((len(features), 1), dtype=np.float32)
+    head = HeadEvidence(np.hstack([features, ones]), probs, dataset.y.copy())
+    reason = f"your model's predictions from {Path(settings.predictions).name} (no model run, nothing trained)"
+    return head, {"kind": "predictions", "reason": reason, "key": key, "cached": False, "history": []}
+
+
 PROBE_ROWS = 8
 """Samples whose features, with the weights, key a user's model in the cache."""
 
@@ -422,10 +437,11 @@ def detect(
     return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence, neighbours
 
 
-def _head_inputs_fixed(model: AuditModel, settings: AuditSettings) -> bool:
-    """Whether the last layer's inputs ``h`` are the same whatever labels the model is trained on: a user's
+def _head_inputs_fixed(model: AuditModel | None, settings: AuditSettings) -> bool:
+    """Whether the last layer's inputs ``h`` are the same whatever labels the model is trained on: the user's
+    predictions (``model`` None), a user's
     checkpoint or in-memory model (never retrained), a frozen body (``trainable == "head"``) or no parameters outside the head."""
-    if settings.model not in MODEL_KINDS or getattr(model, "trainable", None) in ("head", "none"):
+    if model is None or settings.model not in MODEL_KINDS or getattr(model, "trainable", None) in ("head", "none"):
         return True
     head = {id(parameter) for parameter in model.head.parameters()}
     return all(id(parameter) in head for parameter in model.parameters())

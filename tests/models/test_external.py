@@ -259,3 +259,94 @@ def test_a_hugging_face_text_classifier_reads_its_own_tokens(tmp_path):
     with torch.no_grad():
         expected = torch.softmax(net(**tokens).logits, 1).numpy()
     np.testing.assert_allclose(result.evidence.probs[:3], expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- predictions only
+
+
+@pytest.fixture(scope="module")
+def predicted(small, trained):
+    """The trained GreyNet's features and probabilities on ``small``, as a user would save them."""
+    with torch.no_grad():
+        x = torch.as_tensor(small.x).permute(0, 3, 1, 2).float() / 255
+        h, logits = trained.penultimate(x), trained(x)
+    return h.numpy(), torch.softmax(logits, 1).numpy(), logits.numpy()
+
+
+def test_predictions_file_scores_with_no_model_matched_by_id(small, predicted, tmp_path):
+    features, probs, _ = predicted
+    np.savez(tmp_path / "data.npz", x=small.x[:, :, :, 0], y=small.y, ids=[f"s{i}" for i in range(len(small))])
+    order = np.random.default_rng(0).permutation(len(small))  # another order: matched by id
+    np.savez(tmp_path / "p.npz", features=features[order], probs=probs[order], sample_ids=[f"s{i}" for i in order])
+    result = ogaudit.audit(
+        tmp_path / "data.npz", AuditSettings(predictions=str(tmp_path / "p.npz"), map_method="pca"), cache_dir=tmp_path
+    )
+    assert result.record["model"]["kind"] == "predictions" and "train" in result.record["timings_s"]
+    by_hand = ogaudit.score(features, probs, small.y)
+    np.testing.assert_allclose(result.scores["score"], by_hand["score"], rtol=1e-4, atol=1e-5)
+    assert result.scores["flagged"].tolist() == by_hand["flagged"].tolist()
+    from_file = ogaudit.score(str(tmp_path / "p.npz"), labels=small.y[order])  # the same file, scored directly
+    np.testing.assert_allclose(from_file["score"], by_hand["score"].to_numpy()[order], rtol=1e-4, atol=1e-5)
+
+
+def test_predictions_as_parquet_logits_wide_or_list_columns(small, predicted, tmp_path):
+    import pandas as pd
+
+    features, probs, logits = predicted
+    wide = pd.DataFrame(features, columns=[f"feature_{j}" for j in range(features.shape[1])])
+    for c in range(logits.shape[1]):
+        wide[f"logit_{c}"] = logits[:, c]
+    wide.to_parquet(tmp_path / "wide.parquet")
+    pd.DataFrame({"features": list(features), "probs": list(probs)}).to_parquet(tmp_path / "list.parquet")
+    np.savez(tmp_path / "data.npz", x=small.x[:, :, :, 0], y=small.y)
+    reference = ogaudit.score(features, probs, small.y)["score"]
+    for name in ("wide.parquet", "list.parquet"):
+        settings = AuditSettings(predictions=str(tmp_path / name), map_method="none")
+        result = ogaudit.audit(tmp_path / "data.npz", settings, cache_dir=tmp_path / "c")
+        np.testing.assert_allclose(result.scores["score"], reference, rtol=1e-3, atol=1e-4)
+
+
+def test_predictions_that_do_not_fit_are_refused_with_the_fix(small, predicted, tmp_path):
+    from ogaudit.errors import DataError
+
+    features, probs, _ = predicted
+    np.savez(tmp_path / "data.npz", x=small.x[:, :, :, 0], y=small.y, ids=[f"s{i}" for i in range(len(small))])
+    np.savez(tmp_path / "short.npz", features=features[:10], probs=probs[:10])
+    np.savez(tmp_path / "ids.npz", features=features[:10], probs=probs[:10], sample_ids=[f"s{i}" for i in range(10)])
+    np.savez(tmp_path / "unsure.npz", features=features, probs=probs * 2)
+    for name, message in (
+        ("short.npz", "add sample_ids"),
+        ("ids.npz", "230 of the data's 240 samples have no predictions"),
+        ("unsure.npz", "Raw scores go in 'logits'"),
+    ):
+        with pytest.raises(DataError, match=message):
+            ogaudit.audit(tmp_path / "data.npz", AuditSettings(predictions=str(tmp_path / name)), cache_dir=tmp_path)
+    with pytest.raises(SettingsError, match="replaces the model"):
+        AuditSettings(predictions="p.npz", epochs=3)
+    np.savez(tmp_path / "objects.npz", features=np.array([object()] * 3, dtype=object))
+    with pytest.raises(DataError, match="Save plain arrays"):
+        ogaudit.audit(tmp_path / "data.npz", AuditSettings(predictions=str(tmp_path / "objects.npz")))
+
+
+def test_the_command_line_takes_predictions_and_named_architectures(small, predicted, tmp_path, capsys):
+    from ogaudit.cli import main
+
+    features, probs, _ = predicted
+    np.savez(tmp_path / "data.npz", x=small.x[:, :, :, 0], y=small.y)
+    np.savez(tmp_path / "p.npz", features=features, probs=probs)
+    common = ["--map", "none", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    argv = ["scan", str(tmp_path / "data.npz"), "--predictions", str(tmp_path / "p.npz"), "--out", str(tmp_path / "o")]
+    assert main([*argv, *common, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "predictions" and summary["samples"] == len(small)
+    argv = ["scan", str(tmp_path / "data.npz"), "--out", str(tmp_path / "t"), *common]
+    assert main([*argv, "--model", "timm:resnet10t"]) == 2
+    assert "needs --weights FILE" in capsys.readouterr().err
+    assert main([*argv, "--weights", str(tmp_path / "p.npz")]) == 2
+    assert "--model torchvision:resnet18 --weights" in capsys.readouterr().err
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet10t", num_classes=10, in_chans=1).state_dict(), tmp_path / "w.safetensors")
+    assert main([*argv, "--model", "timm:resnet10t", "--weights", str(tmp_path / "w.safetensors"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "checkpoint:timm:resnet10t"
