@@ -66,7 +66,7 @@ def image_table_column(path: Path, path_column: str | None = None) -> str | None
     """The image column of the Parquet/Arrow file ``path`` (read from its schema only), or None when it has none
     (it is then a text table or no table ogaudit reads)."""
     schema = _file_schema(path)
-    return _image_column(schema, _features_of_schema(schema), path_column, what=repr(str(path)))[0]
+    return _image_column(schema, features_of_schema(schema), path_column, what=repr(str(path)))[0]
 
 
 # ---------------------------------------------------------------- entry points
@@ -123,6 +123,7 @@ def load_hf_folder(
     path_column: str | None = None,
     fold_label_case: bool = False,
     data_roots: list | None = None,
+    text_column: str | None = None,
 ) -> Dataset:
     """A folder ``Dataset.save_to_disk`` wrote: ``state.json`` (the Arrow files, in order), ``dataset_info.json``
     (the features) and ``data-*.arrow`` (Arrow IPC streams, memory-mapped). Only the JSON and Arrow files are
@@ -175,7 +176,7 @@ def load_hf_folder(
     info = path / "dataset_info.json"
     features = _json(info, what).get("features") if info.is_file() else None
     if not isinstance(features, dict):
-        features = _features_of_schema(table.schema)
+        features = features_of_schema(table.schema)
     return dataset_from_table(
         table,
         features,
@@ -186,6 +187,7 @@ def load_hf_folder(
         label_column=label_column,
         path_column=path_column,
         fold=fold_label_case,
+        text_column=text_column,
     )
 
 
@@ -196,6 +198,7 @@ def load_table_file(
     path_column: str | None = None,
     fold_label_case: bool = False,
     data_roots: list | None = None,
+    text_column: str | None = None,
 ) -> Dataset:
     """A Parquet or Arrow (IPC stream or file) table of images and labels, e.g. what ``Dataset.to_parquet`` or a
     Hub snapshot holds. The features come from the schema's ``huggingface`` metadata when it has one. Parquet is
@@ -209,7 +212,7 @@ def load_table_file(
     table = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_arrow(path)
     return dataset_from_table(
         table,
-        _features_of_schema(table.schema),
+        features_of_schema(table.schema),
         what=repr(str(path)),
         source=str(path),
         folder=path.parent,
@@ -217,6 +220,7 @@ def load_table_file(
         label_column=label_column,
         path_column=path_column,
         fold=fold_label_case,
+        text_column=text_column,
     )
 
 
@@ -234,6 +238,7 @@ def dataset_from_table(
     label_column: str | None = None,
     path_column: str | None = None,
     fold: bool = False,
+    text_column: str | None = None,
 ) -> Dataset:
     """A :class:`Dataset` from an Arrow ``table`` of images and labels described by the Hugging Face
     ``features`` (``{column: {"_type": "Image" | "ClassLabel" | "Value", ...}}``; may be empty).
@@ -247,6 +252,9 @@ def dataset_from_table(
     folder : the folder relative image paths are read against.
     allowed : folders besides ``folder`` that image paths may lead to; None: anywhere (data the caller holds).
     label_column, path_column : the label and image columns (default: found, see the module).
+    text_column : a table with no image column is text when it has this column (default: one named like
+        :data:`~ogaudit.data.text.TEXT_COLUMNS`): a text :class:`Dataset` whose ``text_origin`` keeps the table
+        (a cleaned split writes it back as Parquet).
     fold : see :func:`~ogaudit.data.load.load_dataset` (``fold_label_case``).
 
     Returns
@@ -268,22 +276,18 @@ def dataset_from_table(
     columns = list(schema.names)
     image, image_kind = _image_column(schema, features, path_column, what=what)
     if image is None:
-        text = next(
+        text = text_column or next(
             (c for c in columns if c.strip().lower() in TEXT_COLUMNS and _is_string(schema.field(c).type)), None
         )
         if text is not None:
-            raise DataError(
-                f"{what} has a text column {text!r} and no image column: it is a text table. Write it as Parquet "
-                "and give that path (dataset.to_parquet('texts.parquet')); ogaudit reads text tables from "
-                ".csv/.tsv/.jsonl/.parquet files."
-            )
+            return _text_dataset(table, features, what, source, text, label_column, fold)
         raise DataError(
             f"{what} has no image column: none of its columns {columns[:20]} holds images (a datasets Image "
             f"feature, a {{bytes, path}} struct, binary image bytes, or image paths named {', '.join(IMAGE_COLUMNS)}"
             "). Name it: --path-column NAME (path_column= in Python)."
         )
     label = _label_column(columns, features, label_column, image, LABEL_COLUMNS, what)
-    names = _class_label_names(features.get(label))
+    names = class_label_names(features.get(label))
     ident = next((c for c in columns if c.strip().lower() in ID_COLUMNS and c not in (image, label)), None)
     n = table.num_rows
     if n == 0:
@@ -304,6 +308,43 @@ def dataset_from_table(
     if all(b is None for b in blobs):  # files only: read as a manifest's
         return _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
     return _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+
+
+def _text_dataset(table, features, what, source, text, label_column, fold) -> Dataset:
+    """A text table held in Arrow (a Hugging Face dataset, folder or Arrow file), read as
+    :func:`~ogaudit.data.text.load_text_dataset` reads a Parquet file; a ``ClassLabel`` names the classes."""
+    import pyarrow as pa
+
+    from ogaudit.data.text import TextSource, _columns, _dataset, _missing, _objects
+
+    columns = list(table.schema.names)
+    if label_column is None:
+        label_column = next((c for c in columns if (features.get(c) or {}).get("_type") == "ClassLabel"), None)
+    text, label, ident, ident_given = _columns(columns, text, label_column, None, what)
+    names = class_label_names(features.get(label))
+
+    def strings(name: str) -> list[str]:
+        column = table.column(name)
+        if pa.types.is_nested(column.type):
+            raise DataError(f"{what}: column {name!r} holds {column.type} values; it must hold one value a row.")
+        values = column.to_pylist()
+        return ["" if _missing(v) else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
+
+    origin = TextSource(
+        path=source,
+        format="arrow",
+        columns=columns,
+        text_column=text,
+        label_column=label,
+        id_column=ident,
+        labels=_objects(table.column(label).to_pylist()),
+        line_numbers=np.arange(table.num_rows, dtype=np.int64),
+        table=table,
+        class_order=names,
+    )
+    labels = strings(label) if names is None else labels_as_names(table.column(label), names, what, label)
+    ids = strings(ident) if ident is not None else None
+    return _dataset(origin, strings(text), labels, ids, ident_given, fold=fold, kind="text", name=source)
 
 
 def _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold) -> Dataset:
@@ -505,12 +546,19 @@ def _match(columns: list[str], given: str) -> str | None:
     return given if given in columns else folded.get(given.strip().lower())
 
 
-def _class_label_names(feature) -> list[str] | None:
+def class_label_names(feature) -> list[str] | None:
     if isinstance(feature, dict) and feature.get("_type") == "ClassLabel":
         names = feature.get("names")
         if isinstance(names, list) and names:
             return [str(name) for name in names]
     return None
+
+
+def labels_as_names(column, names: list[str], what: str, label: str) -> list[str]:
+    """A ``ClassLabel`` column's values as class names; ``""`` (no label) for None and ``-1``.
+
+    Raises :class:`DataError` for a value outside ``names``."""
+    return _labels(column, names, what, label)[0]
 
 
 def _labels(column, names: list[str] | None, what: str, label: str) -> tuple[list[str], dict[int, str]]:
@@ -585,7 +633,7 @@ def _json(path: Path, what: str) -> dict:
     return value
 
 
-def _features_of_schema(schema) -> dict:
+def features_of_schema(schema) -> dict:
     """The ``datasets`` features stored in an Arrow/Parquet schema's ``huggingface`` metadata (JSON), or {}."""
     raw = (schema.metadata or {}).get(b"huggingface")
     if not raw or len(raw) > 16 * 1024**2:

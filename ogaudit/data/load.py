@@ -85,6 +85,7 @@ def load_dataset(
             path_column=path_column,
             fold_label_case=fold_label_case,
             data_roots=data_roots,
+            text_column=(text_options or {}).get("text_column"),
         )
         return dataset if limit is None else stratified_subset(dataset, limit, seed=seed)
     if path_column is None and is_text_spec(text, (text_options or {}).get("text_column")):  # ogaudit.data.text
@@ -99,7 +100,9 @@ def load_dataset(
                 "the folder that holds your data."
             )
         try:
-            dataset = _load_path(path, fold_label_case, label_column, path_column, data_roots)
+            dataset = _load_path(
+                path, fold_label_case, label_column, path_column, data_roots, (text_options or {}).get("text_column")
+            )
         except PermissionError as error:  # an unreadable folder or file met while scanning
             where = error.filename or text
             raise DataError(
@@ -111,7 +114,9 @@ def load_dataset(
     return dataset
 
 
-def _load_path(path: Path, fold_label_case: bool, label_column=None, path_column=None, data_roots=None) -> Dataset:
+def _load_path(
+    path: Path, fold_label_case: bool, label_column=None, path_column=None, data_roots=None, text_column=None
+) -> Dataset:
     """The loader of an existing path, picked by layout and suffix."""
     from ogaudit.data import fiftyone, hf
 
@@ -119,7 +124,7 @@ def _load_path(path: Path, fold_label_case: bool, label_column=None, path_column
     if path.is_dir() and (path / "x.npy").exists():
         return load_npy_folder(path, fold_label_case=fold_label_case)
     if hf.is_hf_folder(path):
-        return hf.load_hf_folder(path, fold_label_case=fold_label_case, **columns)
+        return hf.load_hf_folder(path, fold_label_case=fold_label_case, text_column=text_column, **columns)
     if path.is_dir() and fiftyone.is_fiftyone_export(path):
         return fiftyone.load_fiftyone_export(path, fold_label_case=fold_label_case, data_roots=data_roots)
     if path.is_dir():
@@ -132,7 +137,7 @@ def _load_path(path: Path, fold_label_case: bool, label_column=None, path_column
     if path.suffix.lower() == ".npz":
         return load_npz(path, fold_label_case=fold_label_case)
     if path.suffix.lower() in hf.TABLE_SUFFIXES:  # a table with no image column (a Parquet one is read as text)
-        return hf.load_table_file(path, fold_label_case=fold_label_case, **columns)
+        return hf.load_table_file(path, fold_label_case=fold_label_case, text_column=text_column, **columns)
     if path.suffix.lower() == ".zip":
         raise DataError(
             f"{str(path)!r} is a zip archive: unzip it and give the folder it holds (an ImageFolder, a Hugging Face "

@@ -102,6 +102,9 @@ class TextSource:
     model_text : how the encoder reads the texts: None, as they are; ``"tweets"``, :func:`tweet_model_text`.
     label_classes : (M,) object, the class each row's label was read as (None for skipped rows).
     file_fingerprint : hash of the Parquet file's bytes, checked before an export reads it again.
+    table : format ``"arrow"`` (a Hugging Face dataset, folder or Arrow file: :mod:`ogaudit.data.hf`): the
+        ``pyarrow.Table`` read, which an export writes back as Parquet.
+    class_order : the class names in the order a ``ClassLabel`` gives them (else classes are sorted by name).
     """
 
     path: str
@@ -122,6 +125,8 @@ class TextSource:
     model_text: str | None = None
     label_classes: np.ndarray | None = None
     file_fingerprint: str | None = None
+    table: object | None = None
+    class_order: list[str] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -451,6 +456,9 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
         values = column.to_pylist()
         return ["" if _missing(v) else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
 
+    from ogaudit.data.hf import class_label_names, features_of_schema, labels_as_names
+
+    class_names = class_label_names(features_of_schema(handle.schema_arrow).get(label))
     source = TextSource(
         path=str(path),
         format=kind,
@@ -461,8 +469,10 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
         labels=_objects(table.column(label).to_pylist()),
         line_numbers=np.arange(table.num_rows, dtype=np.int64),
         file_fingerprint=fingerprint(path.read_bytes()),
+        class_order=class_names,
     )
-    return source, (strings(text), strings(label), strings(ident) if ident is not None else None, ident_given)
+    labels = strings(label) if class_names is None else labels_as_names(table.column(label), class_names, what, label)
+    return source, (strings(text), labels, strings(ident) if ident is not None else None, ident_given)
 
 
 def _check_parquet_decoded(path: Path, columns: list[str], rows: int, what: str) -> None:
@@ -582,9 +592,11 @@ def _dataset(source: TextSource, texts, labels, ids, ident_given, *, fold: bool,
     mapping, fold_notes = canonical_labels(labels[keep].tolist(), fold=fold, what=what)
     notes += fold_notes
     names = sorted(set(mapping.values()))
-    if len(names) < 2:
+    if source.class_order is not None:  # a ClassLabel's order, every class kept
+        names = list(dict.fromkeys([mapping.get(n, n) for n in source.class_order] + names))
+    if len(set(mapping.values())) < 2:
         raise DataError(
-            f"{what}: every usable row has the label {names[0]!r}; finding wrong labels needs at least two classes. "
+            f"{what}: every usable row has the label {next(iter(set(mapping.values())))!r}; finding wrong labels needs at least two classes. "
             f"Check the label column ({source.label_column!r}), or choose another with --label-column."
         )
     index = {n: i for i, n in enumerate(names)}

@@ -296,8 +296,10 @@ def write_text_split(cleaned, folder: Path) -> str:
     name = Path(source.path).name if source.builtin is None else f"{source.builtin}.csv"
     if source.builtin is not None and name.endswith(".bz2"):
         name = name[:-4]
+    if source.format == "arrow":  # a Hugging Face dataset, folder or Arrow file: its table as Parquet
+        name = f"{Path(source.path).stem or 'texts'}.parquet"
     target = folder / name
-    if source.format == "parquet":
+    if source.format in ("parquet", "arrow"):
         _write_parquet(source, rows, changed, final, value_of, target)
         return name
     parts = [source.prefix]
@@ -385,12 +387,16 @@ def _write_parquet(source: TextSource, rows, changed, final, value_of, target: P
     from ogaudit.storage import fingerprint
 
     path = Path(source.path)
-    if not path.is_file() or fingerprint(path.read_bytes()) != source.file_fingerprint:
+    if source.table is not None:  # held since it was read (format "arrow")
+        table = source.table
+    elif not path.is_file() or fingerprint(path.read_bytes()) != source.file_fingerprint:
         raise DataError(
             f"{source.path!r} changed or moved since it was audited, so its rows cannot be written back. Scan "
             "the file as it is now, then export."
         )
-    table = pq.read_table(path).take(pa.array(rows, type=pa.int64()))
+    else:
+        table = pq.read_table(path)
+    table = table.take(pa.array(rows, type=pa.int64()))
     at = table.column_names.index(source.label_column)
     labels = table.column(at).to_pylist()
     for position in np.flatnonzero(changed).tolist():

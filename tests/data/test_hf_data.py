@@ -116,8 +116,8 @@ def test_near_misses_name_the_layout_they_look_like_and_the_fix(hf_digits, tmp_p
     (tmp_path / "saved" / "state.json").unlink()
     with pytest.raises(DataError, match="looks like a Hugging Face save_to_disk folder .* has no state.json"):
         load_dataset(tmp_path / "saved")
-    texts = datasets.Dataset.from_dict({"text": ["good", "bad"] * 5, "label": [1, 0] * 5})
-    with pytest.raises(DataError, match=r"text column 'text' and no image column.*to_parquet"):
+    texts = datasets.Dataset.from_dict({"text": ["good", "bad"] * 5, "stars": [1, 0] * 5})
+    with pytest.raises(DataError, match=r"none is a label column by its name .*--label-column NAME"):
         as_dataset(texts)
     unlabelled = hf_digits.remove_columns("label").add_column("note", ["x"] * N)
     with pytest.raises(DataError, match=r"holds images \(column 'image'\) but no label column.*--label-column"):
@@ -193,3 +193,29 @@ def test_audit_takes_a_hugging_face_dataset_and_its_review_reads_it_again(digits
     dataset = project.load_dataset(data)
     manifest = export_split(dataset, project.ledger(), tmp_path / "cleaned")
     assert manifest["data"] == "hf-dataset.npz" and (tmp_path / "cleaned" / "hf-dataset.npz").is_file()
+
+
+def test_a_text_column_takes_the_text_path_with_the_class_label_names(tmp_path):
+    from ogaudit.review.ledger import Ledger
+    from ogaudit.review.split import export_split
+
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["pos", "neg"])}
+    )
+    rows = {"sentence": [f"review number {i}" for i in range(N)], "label": [i % 2 for i in range(N - 1)] + [-1]}
+    data = datasets.Dataset.from_dict(rows, features=features)
+    in_memory = as_dataset(data)
+    assert in_memory.is_text and in_memory.class_names == ["pos", "neg"]  # the ClassLabel's order
+    assert len(in_memory) == N - 1 and in_memory.texts[1] == "review number 1" and in_memory.y[1] == 1
+    data.save_to_disk(tmp_path / "saved")
+    data.to_parquet(tmp_path / "texts.parquet")
+    for spec in (tmp_path / "saved", tmp_path / "texts.parquet"):
+        loaded = load_dataset(spec)
+        assert loaded.is_text and loaded.class_names == ["pos", "neg"], spec
+        assert list(loaded.texts) == list(in_memory.texts) and np.array_equal(loaded.y, in_memory.y), spec
+    # the cleaned split of a saved folder is its table as Parquet, ClassLabel and integer labels kept
+    saved = load_dataset(tmp_path / "saved")
+    manifest = export_split(saved, Ledger.for_dataset(tmp_path / "l.sqlite", saved), tmp_path / "cleaned")
+    assert manifest["data"] == "saved.parquet"
+    assert pq.read_table(tmp_path / "cleaned" / "saved.parquet").column("label").to_pylist()[:3] == [0, 1, 0]
+    assert load_dataset(tmp_path / "cleaned" / "saved.parquet").class_names == ["pos", "neg"]
