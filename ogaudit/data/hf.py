@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ogaudit.data.dataset import Dataset, SkippedInput, add_notice, canonical_labels, check_labels, rare_class_notes
+from ogaudit.data.hffeatures import class_label_names, features_of_schema, labels_and_skips, labels_as_names
 from ogaudit.data.limits import check_budget, format_bytes, image_memory_estimate, memory_budget, read_image_header
 from ogaudit.errors import DataError
 
@@ -292,7 +293,7 @@ def dataset_from_table(
     n = table.num_rows
     if n == 0:
         raise DataError(f"{what} has no rows.")
-    labels, label_skips = _labels(table.column(label), names, what, label)
+    labels, label_skips = labels_and_skips(table.column(label), names, what, label)
     ids = [str(v) for v in table.column(ident).to_pylist()] if ident is not None else None
     if ids is not None and len(set(ids)) != n:
         ids = None  # not unique: not ids (the row number is)
@@ -546,65 +547,6 @@ def _match(columns: list[str], given: str) -> str | None:
     return given if given in columns else folded.get(given.strip().lower())
 
 
-def class_label_names(feature) -> list[str] | None:
-    if isinstance(feature, dict) and feature.get("_type") == "ClassLabel":
-        names = feature.get("names")
-        if isinstance(names, list) and names:
-            return [str(name) for name in names]
-    return None
-
-
-def labels_as_names(column, names: list[str], what: str, label: str) -> list[str]:
-    """A ``ClassLabel`` column's values as class names; ``""`` (no label) for None and ``-1``.
-
-    Raises :class:`DataError` for a value outside ``names``."""
-    return _labels(column, names, what, label)[0]
-
-
-def _labels(column, names: list[str] | None, what: str, label: str) -> tuple[list[str], dict[int, str]]:
-    """Each row's label as a class name, and ``{row: reason}`` for rows without one (None, or ``-1``: how
-    ``datasets`` marks a missing ``ClassLabel``)."""
-    import pyarrow as pa
-
-    kind = column.type
-    if pa.types.is_nested(kind) or pa.types.is_floating(kind) and names is not None:
-        raise DataError(
-            f"{what}: the label column {label!r} holds {kind} values; it must hold one class (an integer or a name) "
-            "per row. Name another column with --label-column."
-        )
-    values = column.to_pylist()
-    labels, skips = [], {}
-    for row, value in enumerate(values):
-        if value is None or value == -1 and names is not None:
-            skips[row] = "no label (None, or -1 in a ClassLabel)"
-            labels.append("")
-            continue
-        if isinstance(value, bool):
-            value = int(value)
-        if isinstance(value, float):
-            if value != value or value != int(value):
-                raise DataError(
-                    f"{what}: the label column {label!r} holds the non-integer {value!r} at row {row}; labels are "
-                    "class indices or names."
-                )
-            value = int(value)
-        if names is not None and isinstance(value, int):
-            if not 0 <= value < len(names):
-                raise DataError(
-                    f"{what}: row {row} has label {value}, outside its ClassLabel's {len(names)} names {names[:10]}. "
-                    "Fix the label or the ClassLabel's names."
-                )
-            labels.append(names[value])
-        elif isinstance(value, bytes):
-            labels.append(value.decode("utf-8", "replace"))
-        else:
-            text = str(value)
-            if not text.strip():
-                skips[row] = "empty label"
-            labels.append(text)
-    return labels, skips
-
-
 def _is_string(kind) -> bool:
     import pyarrow as pa
 
@@ -631,19 +573,6 @@ def _json(path: Path, what: str) -> dict:
     if not isinstance(value, dict):
         raise DataError(f"{what}: {path.name} holds a JSON {type(value).__name__}, not an object.")
     return value
-
-
-def features_of_schema(schema) -> dict:
-    """The ``datasets`` features stored in an Arrow/Parquet schema's ``huggingface`` metadata (JSON), or {}."""
-    raw = (schema.metadata or {}).get(b"huggingface")
-    if not raw or len(raw) > 16 * 1024**2:
-        return {}
-    try:
-        info = json.loads(raw)
-    except (ValueError, RecursionError):
-        return {}
-    features = (info.get("info") or {}).get("features") if isinstance(info, dict) else None
-    return features if isinstance(features, dict) else {}
 
 
 def _file_schema(path: Path):

@@ -456,7 +456,7 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
         values = column.to_pylist()
         return ["" if _missing(v) else v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
 
-    from ogaudit.data.hf import class_label_names, features_of_schema, labels_as_names
+    from ogaudit.data.hffeatures import class_label_names, features_of_schema, labels_as_names
 
     class_names = class_label_names(features_of_schema(handle.schema_arrow).get(label))
     source = TextSource(
