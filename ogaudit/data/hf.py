@@ -298,6 +298,9 @@ def dataset_from_table(
     if ids is not None and len(set(ids)) != n:
         ids = None  # not unique: not ids (the row number is)
     column = table.column(image)
+    check_budget(  # the image column is copied into Python objects next: its size first
+        column.nbytes, what=what, detail=f"{format_bytes(column.nbytes)} in the image column {image!r}"
+    )
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if image_kind == "struct":
@@ -602,15 +605,36 @@ def _ipc_reader(source):
 
 
 def _read_arrow(path: Path):
-    """An Arrow IPC stream or file, memory-mapped: its columns stay on disk until read (no copy, no budget)."""
+    """An Arrow IPC stream or file, memory-mapped, read a record batch at a time and stopped once its size is over
+    the memory budget: an IPC file may hold compressed buffers (LZ4, ZSTD), which decompress into memory."""
     import pyarrow as pa
 
+    what = repr(str(path))
+    budget = memory_budget()
+    batches, total = [], 0
     try:
         with pa.memory_map(str(path)) as source:
             reader = _ipc_reader(source)
-            return reader.read_all()
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{str(path)!r} cannot be read as an Arrow file: {exc}. Save it again.") from exc
+            schema = reader.schema
+            if isinstance(reader, pa.ipc.RecordBatchFileReader):
+                batches_read = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            else:
+                batches_read = iter(reader)
+            for batch in batches_read:
+                batches.append(batch)
+                total += batch.nbytes
+                if total > budget.bytes:
+                    break
+            table = pa.Table.from_batches(batches, schema=schema)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(f"{what} cannot be read as an Arrow file: {exc}. Save it again.") from exc
+    check_budget(
+        total,
+        what=what,
+        detail=f"{format_bytes(total)}{' or more' if total > budget.bytes else ''} read",
+        budget=budget,
+    )
+    return table
 
 
 def _read_parquet(path: Path):

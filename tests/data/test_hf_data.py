@@ -219,3 +219,20 @@ def test_a_text_column_takes_the_text_path_with_the_class_label_names(tmp_path):
     assert manifest["data"] == "saved.parquet"
     assert pq.read_table(tmp_path / "cleaned" / "saved.parquet").column("label").to_pylist()[:3] == [0, 1, 0]
     assert load_dataset(tmp_path / "cleaned" / "saved.parquet").class_names == ["pos", "neg"]
+
+
+def test_tables_that_decompress_past_the_budget_are_refused_while_read(tmp_path, monkeypatch):
+    """A few kB of Parquet or compressed Arrow IPC can hold megabytes: reading stops at the budget."""
+    blob = _png(np.zeros((8, 8), np.uint8)) + b"\0" * 200_000  # compresses to almost nothing
+    table = pa.table({"image": [blob] * 64, "label": [0, 1] * 32})
+    pq.write_table(table, tmp_path / "bomb.parquet", compression="zstd")
+    with pa.OSFile(str(tmp_path / "bomb.arrow"), "wb") as sink:
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            for start in range(0, 64, 8):
+                writer.write_table(table.slice(start, 8))
+    assert (tmp_path / "bomb.parquet").stat().st_size < 200_000 and (tmp_path / "bomb.arrow").stat().st_size < 200_000
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "4M")  # 12.8 MB decoded
+    for name in ("bomb.parquet", "bomb.arrow"):
+        with pytest.raises(DataError, match=r"Refused .*bomb\.(parquet|arrow).* or more (decoded|read)"):
+            load_dataset(tmp_path / name)
