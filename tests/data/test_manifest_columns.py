@@ -5,6 +5,7 @@ near misses (split folders, loose images, a table beside them)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,16 @@ def test_folders_that_are_almost_an_image_folder_say_what_they_look_like(images,
     with pytest.raises(DataError, match=r"holds the split folders \['test', 'train'\].*Audit one split: give"):
         load_dataset(tmp_path / "splits")
     assert len(load_dataset(tmp_path / "splits" / "train")) == N
+
+
+def test_the_app_setup_keeps_the_path_column_for_a_server_manifest(images, tmp_path):
+    from ogaudit.ui.forms import SetupChoices, prepare_audit
+
+    manifest = tmp_path / "set" / "photos.csv"
+    manifest.write_text("file,species\n" + "".join(f"img/{i}.png,{name}\n" for i, name in enumerate(images)))
+    choices = SetupChoices(source="Path", path="photos.csv", path_column="file", label_column="species")
+    project, data, settings = prepare_audit(choices, tmp_path / "home", data_roots=[tmp_path / "set"])
+    assert Path(data) == manifest and settings.path_column == "file" and settings.label_column == "species"
+    assert settings.to_dict()["path_column"] == "file"  # kept in request.json / run.json: the review reads it again
+    loaded = load_dataset(data, path_column=settings.path_column, text_options=settings.text_options)
+    assert len(loaded) == N
