@@ -40,8 +40,10 @@ def load_npy_folder(folder: Path, *, fold_label_case: bool = False) -> Dataset:
     folder = Path(folder).resolve()
     files = {name: _npy_member(folder, f"{name}.npy") for name in ("x", "y", "ids", "class_names")}
     if files["y"] is None:
+        others = sorted(p.name for p in folder.glob("*.npy") if p.stem.lower() in _LABEL_KEYS)
+        hint = f" It holds {others[0]}: rename it y.npy if it holds the labels." if others else ""
         raise DataError(
-            f"{str(folder)!r} has x.npy but no y.npy. Save the labels beside it: numpy.save('y.npy', labels)."
+            f"{str(folder)!r} has x.npy but no y.npy.{hint} Save the labels beside it: numpy.save('y.npy', labels)."
         )
     headers = {name: _npy_folder_header(path) for name, path in files.items() if path is not None}
     n = headers["x"][0][0] if headers["x"][0] else 0
@@ -177,7 +179,7 @@ def load_npz(path: Path, *, fold_label_case: bool = False) -> Dataset:
         if missing:
             raise DataError(
                 f"{str(path)!r} has arrays {sorted(archive.files)} but lacks {missing}. "
-                "Save it as numpy.savez(path, x=samples, y=labels)."
+                f"{_npz_keys_hint(archive.files)}Save it as numpy.savez(path, x=samples, y=labels)."
             )
         check_npz(path)  # from the arrays' headers, before their data are read
         try:
@@ -548,3 +550,27 @@ def _labels_back(origin: SourceArrays, rows: np.ndarray, labels: np.ndarray) -> 
     else:
         y[changed] = values
     return y
+
+
+_SAMPLE_KEYS = ("x", "images", "image", "data", "features", "inputs", "imgs", "samples", "pixels")
+_LABEL_KEYS = ("y", "labels", "label", "targets", "target", "classes", "class")
+
+
+def _npz_keys_hint(keys: list[str]) -> str:
+    """What an ``.npz`` without ``x``/``y`` looks like (Keras' train/test split, other names) and the one-line fix."""
+    found = {key.lower(): key for key in keys}
+    for suffix in ("_train", "train"):
+        x, y = (
+            next((found[k + suffix] for k in names if k + suffix in found), None)
+            for names in (_SAMPLE_KEYS, _LABEL_KEYS)
+        )
+        if x and y:
+            return (
+                f"It looks like a train/test split ({x!r}, {y!r}): audit one split, e.g. "
+                f"d = numpy.load(path); numpy.savez('train.npz', x=d[{x!r}], y=d[{y!r}]). "
+            )
+    x = next((found[k] for k in _SAMPLE_KEYS if k in found), None)
+    y = next((found[k] for k in _LABEL_KEYS if k in found), None)
+    if x and y:
+        return f"Its samples and labels look like {x!r} and {y!r}: d = numpy.load(path); numpy.savez(new, x=d[{x!r}], y=d[{y!r}]). "
+    return ""

@@ -99,6 +99,15 @@ def test_folders_that_are_almost_an_image_folder_say_what_they_look_like(images,
     np.save(tmp_path / "arrays" / "images.npy", np.zeros((2, 8, 8), np.uint8))
     with pytest.raises(DataError, match=r"holds the arrays \['images.npy'\], but not x.npy and y.npy"):
         load_dataset(tmp_path / "arrays")
+    np.save(tmp_path / "arrays" / "x.npy", np.zeros((2, 8, 8), np.uint8))
+    np.save(tmp_path / "arrays" / "labels.npy", np.arange(2))
+    with pytest.raises(DataError, match="It holds labels.npy: rename it y.npy"):
+        load_dataset(tmp_path / "arrays")
+    np.savez(
+        tmp_path / "keras.npz", x_train=np.zeros((2, 8, 8)), y_train=[0, 1], x_test=np.zeros((1, 8, 8)), y_test=[0]
+    )
+    with pytest.raises(DataError, match=r"looks like a train/test split \('x_train', 'y_train'\): audit one split"):
+        load_dataset(tmp_path / "keras.npz")
     (tmp_path / "data.zip").write_bytes(b"PK")
     with pytest.raises(DataError, match="is a zip archive: unzip it"):
         load_dataset(tmp_path / "data.zip")
