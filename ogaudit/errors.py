@@ -37,5 +37,27 @@ class Cancelled(OgauditError):
     """A long run stopped because its cancel token was set."""
 
 
+class MissingExtra(OgauditError, ImportError):
+    """A feature needs a package that a plain ``pip install ogaudit`` leaves out; the message names the extra
+    (``pip install 'ogaudit[app]'``) that brings it."""
+
+    def __init__(self, feature: str, package: str, extra: str):
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: pip install 'ogaudit[{extra}]' (or pip install "
+            f"{package})."
+        )
+        self.package, self.extra = package, extra
+
+
+def require(module: str, *, feature: str, extra: str, package: str | None = None):
+    """Import and return ``module``, or raise :class:`MissingExtra` naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtra(feature, package or module, extra) from error
+
+
 class JobBusy(OgauditError):
     """A job of this kind already runs on this project folder (in this server, another process or the CLI)."""

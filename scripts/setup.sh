@@ -23,10 +23,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.ogaudit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv (torch, sentence-transformers, ray: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test,text,ray,hf]'
+  # Every extra, at the tested versions (constraints.txt): the package metadata has ranges, CI the same versions.
+  .venv/bin/pip install -q -c constraints.txt -e '.[test,app,demo,text,ray,hf]'
   # label-studio-sdk checks the Label Studio export in the tests. Without its dependencies: it pins
   # opencv-python-headless<4.13, which pins numpy<2.3, which mlxtend's numpy>=2.3.5 refuses. Its label interface
   # needs only these.

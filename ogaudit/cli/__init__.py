@@ -25,6 +25,7 @@ from ogaudit.errors import (
     EngineError,
     JobBusy,
     LedgerError,
+    MissingExtra,
     ModelError,
     OgauditError,
     SettingsError,
@@ -39,8 +40,8 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 """Data, a model or a decision that cannot be used as given."""
 EXIT_ENVIRONMENT = 4
-"""A result that could not be written (full disk, read-only folder), a cluster that failed, or another audit
-running on the same project folder."""
+"""A result that could not be written (full disk, read-only folder), a cluster that failed, another audit
+running on the same project folder, or a package of an extra that is not installed."""
 EXIT_INTERNAL = 70
 """A bug in ogaudit (sysexits' EX_SOFTWARE): the message says so and the traceback follows on stderr."""
 EXIT_CANCELLED = 130
@@ -49,7 +50,7 @@ EXIT_CANCELLED = 130
 EXIT_CODES = (
     (SettingsError, EXIT_USAGE, "usage"),
     ((DataError, ModelError, LedgerError), EXIT_INPUT, "input"),
-    ((StorageError, EngineError, JobBusy), EXIT_ENVIRONMENT, "environment"),
+    ((StorageError, EngineError, JobBusy, MissingExtra), EXIT_ENVIRONMENT, "environment"),
     (Cancelled, EXIT_CANCELLED, "cancelled"),
     (OgauditError, EXIT_INPUT, "input"),
 )
@@ -60,7 +61,7 @@ EPILOG = """exit codes:
   1    done in part (an import with refused rows, nothing to undo)
   2    usage: a bad command line or setting
   3    input: data, a model or a decision that cannot be used as given
-  4    environment: a result that could not be written, or a cluster that failed
+  4    environment: a result that could not be written, a cluster that failed, a missing extra
   70   internal: a bug in ogaudit (please report it with the traceback)
   130  interrupted or cancelled
 

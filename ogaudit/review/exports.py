@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ogaudit.data.dataset import Dataset
-from ogaudit.errors import DataError
+from ogaudit.errors import DataError, require
 from ogaudit.review.ledger import LABELLED_ACTIONS
 from ogaudit.storage import atomic_path, check_replaceable, write_csv
 
@@ -466,13 +466,7 @@ def _hf_arrow(table, class_names, dataset):
 def _write_hf(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
     """A ``datasets.Dataset`` saved with ``save_to_disk`` (``datasets.load_from_disk(folder)`` reads it): the
     table's columns, label columns as ``ClassLabel`` (see :func:`hf_features`), and ``image`` or ``text``."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            "The hf export needs Hugging Face `datasets`: pip install 'ogaudit[hf]' (or export parquet, which "
-            "`datasets.load_dataset('parquet', ...)` reads)."
-        ) from None
+    datasets = require("datasets", feature="The hf export (or export parquet, which datasets reads)", extra="hf")
     arrow, features = _hf_arrow(table, class_names, dataset)
     hf = datasets.Dataset(arrow, info=datasets.DatasetInfo(features=datasets.Features.from_dict(features)))
     shown = datasets.is_progress_bar_enabled()

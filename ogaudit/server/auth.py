@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from ogaudit.errors import OgauditError, SettingsError
+from ogaudit.errors import OgauditError, SettingsError, require
 from ogaudit.storage import atomic_path
 
 USERS_FILE = "users.json"
@@ -127,7 +127,7 @@ class UserStore:
     def add(self, name: str, password: str, role: str, *, replace: bool = False) -> User:
         """Add (or with ``replace``, update) a user. Raises :class:`SettingsError` for a bad name, role or a
         password shorter than 8 characters, or an existing name without ``replace``."""
-        import bcrypt
+        bcrypt = require("bcrypt", feature="Signing in and `ogaudit users`", extra="app")
 
         check_name(name)
         if role not in ROLES:
@@ -168,7 +168,7 @@ class UserStore:
         password that is not a string or is over :data:`MAX_PASSWORD_BYTES`, or a damaged entry. So a known and an
         unknown name take the same time, and a long password is a plain failure for both.
         """
-        import bcrypt
+        bcrypt = require("bcrypt", feature="Signing in and `ogaudit users`", extra="app")
 
         entry = self._read().get(name) if isinstance(name, str) else None
         hashed = entry.get("hash") if isinstance(entry, dict) else None

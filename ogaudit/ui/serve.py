@@ -13,6 +13,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        import plotly  # noqa: F401 - the map
+        import streamlit  # noqa: F401
+    except ImportError as error:
+        sys.exit(f"ogaudit: the app needs {error.name}, which is not installed: pip install 'ogaudit[app]'.")
     from ogaudit.ui import guard
 
     guard.install()
