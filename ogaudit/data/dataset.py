@@ -87,12 +87,16 @@ class Dataset:
     true_y : (N,) clean labels when noise was injected for a demo or benchmark; detectors never see it.
     notes : what was converted or left out while loading, one sentence each, for the run record and the user.
     origin : the user's own arrays (array datasets), which exports write back; None for files and built-ins.
-    rows : (N,) int64 row of each sample in ``origin``'s arrays; None without ``origin``.
+    rows : (N,) int64 row of each sample in ``origin``'s arrays, ``text_origin``'s or ``table_origin``'s table;
+        None without any of them.
     value_range : (2, C) float64 lowest and highest value per channel of non-``uint8`` images: how they are
         scaled to [0, 1] for models and thumbnails; None for ``uint8`` images and vectors.
     texts : (N,) object array of str for text data (``x`` then holds their (N, D) sentence embeddings); else None.
     text_origin : the text file a text dataset was read from (:class:`ogaudit.data.text.TextSource`, indexed by
         ``rows``), which exports write back in its own format; None for other data.
+    table_origin : the Arrow table a Hugging Face image dataset's bytes were read from
+        (:class:`ogaudit.data.hf.TableSource`, indexed by ``rows``), which a cleaned split writes back as Parquet;
+        None for other data.
     """
 
     x: np.ndarray
@@ -113,6 +117,7 @@ class Dataset:
     _pinned: str | None = field(default=None, init=False, repr=False, compare=False)
     texts: np.ndarray | None = None
     text_origin: object | None = None
+    table_origin: object | None = None
 
     def __len__(self) -> int:
         return len(self.y)

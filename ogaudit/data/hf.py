@@ -21,6 +21,7 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,27 @@ IMAGE_COLUMNS = ("image", "img", "images", "picture", "photo", "image_bytes", "j
 
 READ_BATCH_ROWS = 256
 """Rows of a Parquet file read at a time while its decoded size is counted against the memory budget."""
+
+
+@dataclass
+class TableSource:
+    """The Arrow table a Hugging Face image dataset was read from: what a cleaned split writes back (as Parquet,
+    the kept rows with their labels changed as reviewed; :func:`ogaudit.review.split.export_split`).
+
+    table : ``pyarrow.Table``, every row as read (the ``datasets`` features in its schema's metadata).
+    name : the file name a split is written under (``<source>.parquet``).
+    label_column : the label column's name.
+    labels : (M,) object, each row's label value as stored (a ``ClassLabel``'s index, a name ...).
+    label_classes : (M,) object, the class each row was read as (None for rows left out).
+    class_label : the ``ClassLabel``'s names, or None.
+    """
+
+    table: object
+    name: str
+    label_column: str
+    labels: np.ndarray
+    label_classes: np.ndarray
+    class_label: list[str] | None = None
 
 
 # ---------------------------------------------------------------- what a table is
@@ -311,7 +333,14 @@ def dataset_from_table(
         blobs, paths = [None] * n, column.to_pylist()
     if all(b is None for b in blobs):  # files only: read as a manifest's
         return _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
-    return _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+    dataset = _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+    classes = np.full(n, None, dtype=object)
+    classes[dataset.rows] = np.asarray(dataset.class_names, dtype=object)[dataset.y]
+    raw = np.empty(n, dtype=object)
+    raw[:] = table.column(label).to_pylist()
+    name = f"{Path(source).stem if source != HF_SOURCE else source}.parquet"
+    dataset.table_origin = TableSource(table, name, label, raw, classes, names)
+    return dataset
 
 
 def _text_dataset(table, features, what, source, text, label_column, fold) -> Dataset:
@@ -464,6 +493,7 @@ def _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, fol
         source=source,
         skipped=skipped,
         notes=notes,
+        rows=np.asarray(rows, dtype=np.int64),
     )
     check_labels(dataset)
     dataset.notes.extend(rare_class_notes(dataset))

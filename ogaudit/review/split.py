@@ -135,6 +135,8 @@ def export_split(
             written = _write_manifest(cleaned, staging, name=Path(dataset.source).name)
         elif dataset.kind == "fiftyone":
             written = _write_fiftyone(cleaned, staging)
+        elif dataset.table_origin is not None:  # images held in a Hugging Face table: its rows, as Parquet
+            written = _write_image_table(cleaned, staging)
         elif dataset.paths is not None:  # a table of image paths (Parquet/Arrow): a self-contained manifest
             written = _write_manifest(cleaned, staging, name=f"{Path(dataset.source).stem}.csv")
         elif dataset.kind == "npy":
@@ -147,7 +149,9 @@ def export_split(
             "format": dataset.text_origin.format
             if dataset.is_text
             else "npz"
-            if dataset.kind in ("npz", "builtin") or dataset.kind == "hf" and dataset.paths is None
+            if dataset.kind in ("npz", "builtin")
+            else "parquet"
+            if dataset.table_origin is not None
             else "csv"
             if dataset.kind == "hf"
             else dataset.kind,
@@ -226,6 +230,34 @@ def _inside_copy(rel: str) -> str:
     if not path.is_absolute():
         return rel
     return Path(EXTERNAL_FOLDER, *path.parts[1:]).as_posix()
+
+
+def _write_image_table(dataset: Dataset, staging: Path) -> str:
+    """The kept rows of a Hugging Face image table (:class:`~ogaudit.data.hf.TableSource`), every column as read
+    (the image bytes untouched), the label column changed where the review relabelled: the value the input used
+    for that class (a ``ClassLabel``'s index), as :func:`~ogaudit.data.load.load_dataset` reads it back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = dataset.table_origin
+    rows = np.asarray(dataset.rows, dtype=np.int64)
+    final = np.asarray(dataset.class_names, dtype=object)[dataset.y]
+    value_of: dict[str, object] = {}
+    for value, name in zip(source.labels.tolist(), source.label_classes.tolist(), strict=True):
+        if name is not None:
+            value_of.setdefault(name, value)
+    if source.class_label is not None:  # a class no row had: its ClassLabel index
+        for index, name in enumerate(source.class_label):
+            value_of.setdefault(name, index)
+    table = source.table.take(pa.array(rows, type=pa.int64()))
+    at = table.column_names.index(source.label_column)
+    labels = table.column(at).to_pylist()
+    for position, (row, name) in enumerate(zip(rows.tolist(), final.tolist(), strict=True)):
+        if source.label_classes[row] != name:
+            labels[position] = value_of.get(name, name)
+    table = table.set_column(at, table.schema.field(at), pa.array(labels, type=table.schema.field(at).type))
+    pq.write_table(table, staging / source.name)
+    return source.name
 
 
 def _write_fiftyone(dataset: Dataset, staging: Path) -> str:

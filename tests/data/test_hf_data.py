@@ -191,8 +191,16 @@ def test_audit_takes_a_hugging_face_dataset_and_its_review_reads_it_again(digits
     from ogaudit.review.split import export_split
 
     dataset = project.load_dataset(data)
+    project.decide("relabel", "3", annotator="me", label="7")
+    project.decide("remove", "4", annotator="me")
     manifest = export_split(dataset, project.ledger(), tmp_path / "cleaned")
-    assert manifest["data"] == "hf-dataset.npz" and (tmp_path / "cleaned" / "hf-dataset.npz").is_file()
+    assert manifest["data"] == "hf-dataset.parquet" and manifest["format"] == "parquet"
+    cleaned = load_dataset(tmp_path / "cleaned" / "hf-dataset.parquet")  # the user's own table: bytes, ClassLabel
+    assert cleaned.class_names == list(digits.class_names) and len(cleaned) == 199
+    assert cleaned.class_names[cleaned.y[3]] == "7" and np.array_equal(cleaned.x[4:], dataset.x[5:])
+    table = pq.read_table(tmp_path / "cleaned" / "hf-dataset.parquet")
+    assert table.column("label").to_pylist()[3] == 7  # the ClassLabel's index
+    assert table.column("image").to_pylist()[0]["bytes"] == data.with_format("arrow")[0]["image"][0]["bytes"].as_py()
 
 
 def test_a_text_column_takes_the_text_path_with_the_class_label_names(tmp_path):
