@@ -21,7 +21,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ogaudit.data.dataset import Dataset, SkippedInput
-from ogaudit.data.limits import format_bytes
+from ogaudit.data.limits import check_budget, format_bytes
 from ogaudit.errors import DataError
 
 LABELS_FILE = "labels.json"
@@ -30,6 +30,9 @@ DATA_MAP = "data.json"
 MAX_LABELS_BYTES = 256 * 1024**2
 """A larger ``labels.json`` is refused before it is parsed (a million images take about 60 MB)."""
 FIFTYONE_KIND = "fiftyone"
+JSON_BYTES_PER_BYTE = 16
+"""Memory Python's ``json`` needs per byte of a ``labels.json`` it parses (dicts of short strings), counted
+against the memory budget before parsing."""
 
 
 def is_fiftyone_export(path: Path) -> bool:
@@ -70,6 +73,7 @@ def load_fiftyone_export(
         raise DataError(
             f"{what} is {format_bytes(size)}; ogaudit reads a labels.json of at most {format_bytes(MAX_LABELS_BYTES)}."
         )
+    check_budget(size * JSON_BYTES_PER_BYTE, what=what, detail=f"a {format_bytes(size)} JSON file parsed")
     try:
         content = json.loads(labels_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -131,8 +135,12 @@ def _image_files(path: Path) -> dict[str, str]:
                 found.setdefault(uuid, rel)
         return found
     mapping_file = path / DATA_MAP
-    if mapping_file.stat().st_size > MAX_LABELS_BYTES:
-        raise DataError(f"{str(mapping_file)!r} is too large ({format_bytes(mapping_file.stat().st_size)}).")
+    size = mapping_file.stat().st_size
+    if size > MAX_LABELS_BYTES:
+        raise DataError(f"{str(mapping_file)!r} is too large ({format_bytes(size)}).")
+    check_budget(
+        size * JSON_BYTES_PER_BYTE, what=repr(str(mapping_file)), detail=f"a {format_bytes(size)} JSON file parsed"
+    )
     try:
         mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
