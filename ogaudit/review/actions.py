@@ -38,10 +38,12 @@ def decide(
     annotator: str,
     label: str | None = None,
     note: str | None = None,
+    settle: bool = False,
 ) -> str:
     """Record ``action`` on ``ids`` as one undoable batch; return the batch id.
 
-    ``confirm`` without ``label`` uses each sample's suggested label; ``relabel`` needs ``label``.
+    ``confirm`` without ``label`` uses each sample's suggested label; ``relabel`` needs ``label``. ``settle``: a
+    reviewer's settlement, which outranks every annotator's decision (:meth:`Ledger.settle`).
     Raises :class:`~ogaudit.errors.LedgerError` for an unknown action or id, a missing label, or a confirm that
     would leave a sample's label as it is (the message counts them and names the fix).
     """
@@ -70,7 +72,7 @@ def decide(
         )
         for sample_id, suggested, score, rank in rows[["suggested_label", "score", "rank"]].itertuples()
     ]
-    return ledger.record(decisions, annotator=annotator)
+    return ledger.record(decisions, annotator=annotator, settle=settle)
 
 
 BULK_SCOPES = {"flagged": "Flagged samples only", "all": "All selected samples"}

@@ -20,6 +20,10 @@ from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Deci
 from ogaudit.storage import atomic_path, check_replaceable, escape_cell, unescape_cell
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
+TEAM_COLUMNS = ["tags", "status", "assigned_to"]
+EXPORT_COLUMNS = DECISION_COLUMNS + TEAM_COLUMNS
+"""The decisions CSV's columns: a sample's current decision, then the team's view of it
+(:mod:`ogaudit.review.team`): its tags (joined with ``, ``), status and assignees (joined with ``, ``)."""
 
 
 MAX_CELL_CHARS = 10_000
@@ -29,16 +33,38 @@ MAX_CELL_CHARS = 10_000
 def decisions_frame(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> pd.DataFrame:
     """The table a decisions export writes.
 
-    Without ``history``: one row per decided sample with ``DECISION_COLUMNS``. With it: every event of
-    :meth:`Ledger.history`. ``ids`` keeps exactly those samples' rows (undecided ones have none; undo and redo
-    events are left out of a selection); an id not in the dataset is refused.
+    Without ``history``: one row per decided sample with :data:`EXPORT_COLUMNS`, then one per undecided sample
+    that is assigned, noted or tagged (no action); ``note`` is the card's note (:meth:`Ledger.annotate`) where it
+    has one, else the decision's. With it: every event of :meth:`Ledger.history`. ``ids`` keeps exactly those
+    samples' rows (undo and redo events are left out of a selection); an id not in the dataset is refused.
     """
-    frame = ledger.history() if history else ledger.state()[DECISION_COLUMNS]
+    frame = ledger.history() if history else _with_team(ledger, ledger.state()[DECISION_COLUMNS])
     if ids is not None:
         ids = [str(i) for i in ids]
         ledger.check_ids(ids)
         frame = frame[frame["sample_id"].isin(set(ids))].reset_index(drop=True)
     return frame
+
+
+def _with_team(ledger: Ledger, decided: pd.DataFrame) -> pd.DataFrame:
+    """``decided`` with the team's columns, and rows for undecided samples that are assigned, noted or tagged."""
+    from ogaudit.review.team import sample_status
+
+    team = sample_status(ledger).set_index("sample_id")
+    rest = [s for s in team.index if s not in set(decided["sample_id"])]
+    undecided = pd.DataFrame({"sample_id": pd.Series(rest, dtype=object)})
+    undecided["given_label"] = [ledger.given_labels.get(s) for s in rest]
+    frame = pd.concat([decided, undecided.reindex(columns=DECISION_COLUMNS)], ignore_index=True) if rest else decided
+    frame = frame.reset_index(drop=True)
+    card = frame["sample_id"].map(team["note"]) if len(team) else pd.Series(None, index=frame.index)
+    frame["note"] = card.where(card.notna(), frame["note"])
+    frame["note"] = frame["note"].astype(object).where(frame["note"].notna(), None)
+    joined = {s: ", ".join(v) for s, v in team["tags"].items() if v}
+    frame["tags"] = [joined.get(s) for s in frame["sample_id"]]
+    frame["status"] = [team["status"].get(s) for s in frame["sample_id"]]
+    assignees = {s: ", ".join(v) for s, v in team["assigned_to"].items() if v}
+    frame["assigned_to"] = [assignees.get(s) for s in frame["sample_id"]]
+    return frame[EXPORT_COLUMNS]
 
 
 def decisions_csv_bytes(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> bytes:
@@ -99,11 +125,14 @@ class ImportReport:
     batch_id: str | None
     rejected: list[RejectedRow] = field(default_factory=list)
     already: int = 0
+    undecided: int = 0
 
     def describe(self) -> str:
         lines = [f"Stored {self.stored} decision(s)" + (f" as batch {self.batch_id}." if self.batch_id else ".")]
         if self.already:
             lines.append(f"Left out {self.already} row(s) that the ledger already holds as its current decision.")
+        if self.undecided:
+            lines.append(f"Left out {self.undecided} row(s) without an action (assigned or noted, not decided).")
         if self.rejected:
             lines.append(f"Rejected {len(self.rejected)} row(s):")
             lines += [f"  row {r.row}: {r.reason}" for r in self.rejected]
@@ -131,6 +160,7 @@ def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: s
     header = table.header
     decisions: list[Decision] = []
     rejected: list[RejectedRow] = []
+    undecided = 0
     for number, cells in zip(table.numbers, table.rows, strict=True):
         if len(cells) > len(header):
             rejected.append(RejectedRow(number, f"has {len(cells)} cells but the header has {len(header)}"))
@@ -147,13 +177,22 @@ def import_decisions(ledger: Ledger, source: str | Path | bytes, *, annotator: s
             )
             continue
         row = dict(zip(header, [unescape_cell(cell) for cell in cells], strict=False))
+        if "status" in header and not row.get("action", "").strip() and row.get("sample_id"):
+            undecided += 1  # an export's row for a sample assigned or noted but not decided
+            continue
         try:
             decisions.append(_row_decision(ledger, row))
         except LedgerError as error:
             rejected.append(RejectedRow(number, str(error)))
     fresh = _not_yet_recorded(ledger, decisions)
     batch_id = ledger.record(fresh, annotator=annotator) if fresh else None
-    return ImportReport(stored=len(fresh), batch_id=batch_id, rejected=rejected, already=len(decisions) - len(fresh))
+    return ImportReport(
+        stored=len(fresh),
+        batch_id=batch_id,
+        rejected=rejected,
+        already=len(decisions) - len(fresh),
+        undecided=undecided,
+    )
 
 
 def _not_yet_recorded(ledger: Ledger, decisions: list[Decision]) -> list[Decision]:

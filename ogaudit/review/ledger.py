@@ -62,7 +62,12 @@ if TYPE_CHECKING:
 
 ACTIONS = ("confirm", "relabel", "keep", "remove", "unsure")
 LABELLED_ACTIONS = ("confirm", "relabel")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: decisions, undo and redo. 2 adds assignments, settlements and notes/tags (tables only: a version-1 ledger is
+upgraded in place when opened; an older ogaudit refuses a version-2 one, which it would misread)."""
+MAX_NOTE_CHARS = 10_000
+MAX_TAGS = 12
+MAX_TAG_CHARS = 40
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SAVED_SUFFIX = "-saved"
 """Beside ``ledger.sqlite``, ``ledger.sqlite-saved`` holds the number of the last batch whose call returned."""
@@ -83,6 +88,7 @@ STATE_COLUMNS = [
     "note",
     "run",
     "batch_id",
+    "settled",
 ]
 
 _T = TypeVar("_T")
@@ -113,6 +119,32 @@ _SCHEMA = (
     run TEXT
 )""",
     """CREATE INDEX IF NOT EXISTS decisions_batch ON decisions (batch_id)""",
+    """CREATE TABLE IF NOT EXISTS plans (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id TEXT NOT NULL UNIQUE,
+    assigned_by TEXT NOT NULL,
+    at TEXT NOT NULL,
+    overlap INTEGER NOT NULL,
+    annotators TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS assignments (
+    plan_id TEXT NOT NULL REFERENCES plans (plan_id),
+    sample_id TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    PRIMARY KEY (plan_id, sample_id, annotator)
+)""",
+    """CREATE TABLE IF NOT EXISTS settlements (
+    batch_id TEXT PRIMARY KEY REFERENCES batches (batch_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS notes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sample_id TEXT NOT NULL,
+    note TEXT,
+    tags TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    at TEXT NOT NULL
+)""",
+    """CREATE INDEX IF NOT EXISTS notes_sample ON notes (sample_id)""",
     """CREATE TRIGGER IF NOT EXISTS batches_append_only_u BEFORE UPDATE ON batches
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS batches_append_only_d BEFORE DELETE ON batches
@@ -121,7 +153,22 @@ _SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS decisions_append_only_d BEFORE DELETE ON decisions
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_append_only_{op[0].lower()} BEFORE {op} ON {table}
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"""
+        for table in ("plans", "assignments", "settlements", "notes")
+        for op in ("UPDATE", "DELETE")
+    ),
 )
+_SAVED_TABLES = ("batches", "plans", "notes")
+"""Tables whose AUTOINCREMENT numbers, summed, number the writes for ``ledger.sqlite-saved`` (every write adds a row
+to one of them: a decision, undo or redo a batch, an assignment a plan, a note a note)."""
+_WRITE_NUMBER = (
+    "SELECT COALESCE(SUM(seq), 0) FROM sqlite_sequence WHERE name IN ("
+    + ", ".join(f"'{t}'" for t in _SAVED_TABLES)
+    + ")"
+)
+_SETTLED = "(d.batch_id IN (SELECT batch_id FROM settlements))"
 
 # Decide batches not undone: undo and redo alternate on a batch, so it is in force when they are equally many.
 _ACTIVE_DECISIONS = """
@@ -275,6 +322,10 @@ class Ledger:
             "created_at": _now(),
         }
         conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items())
+        conn.execute(  # a version-1 ledger now has the version-2 tables
+            "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+            (str(SCHEMA_VERSION), SCHEMA_VERSION),
+        )
         return dict(conn.execute("SELECT key, value FROM meta"))
 
     def _create_file(self, class_names: list[str]) -> None:
@@ -399,11 +450,12 @@ class Ledger:
             os.close(handle)
 
     def _last_batch(self, *, read_only: bool = False) -> int | None:
-        """The number of the last batch SQLite finds in the ledger (0 for none); None when it has no batches
+        """The number of the last write SQLite finds in the ledger (0 for none; the sum of the numbers of
+        :data:`_SAVED_TABLES`, which is the last batch's number in a ledger of decisions only); None when it has no batches
         table (then it is not a ledger, which the checks after say). ``read_only``: through a read-only
         connection, which never checkpoints the log into the database or removes it, so a refused ledger's
         files stay as they were."""
-        query = "SELECT seq FROM sqlite_sequence WHERE name = 'batches'"
+        query = _WRITE_NUMBER
         if not read_only:
             rows = self._read(lambda conn: conn.execute(query).fetchall())
             return int(rows[0][0]) if rows else 0
@@ -451,6 +503,7 @@ class Ledger:
         annotator: str,
         note: str | None = None,
         context: Mapping[str, Mapping] | pd.DataFrame | None = None,
+        _settle: bool = False,
     ) -> str:
         """Record one decision on every sample in ``ids`` as one batch (one transaction, one undo step).
 
@@ -485,13 +538,14 @@ class Ledger:
             )
             for sample_id in dict.fromkeys(ids)
         ]
-        return self.record(decisions, annotator=annotator)
+        return self.record(decisions, annotator=annotator, settle=_settle)
 
-    def record(self, decisions: Sequence[Decision], *, annotator: str) -> str:
+    def record(self, decisions: Sequence[Decision], *, annotator: str, settle: bool = False) -> str:
         """Store several decisions, each with its own action and label, as one batch owned by ``annotator``.
 
         A decision's own ``annotator`` and ``decided_at`` (kept when importing another ledger's export)
-        default to the batch's. Everything is validated before anything is written.
+        default to the batch's. Everything is validated before anything is written. ``settle``: the batch is a
+        settlement (see :meth:`settle`), written in the same transaction.
         """
         owner = _check_annotator(annotator)
         if not decisions:
@@ -527,9 +581,119 @@ class Ledger:
                 "score, rank, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if settle:
+                conn.execute("INSERT INTO settlements (batch_id) VALUES (?)", (batch_id,))
             return batch_id
 
         return self._transaction(write)
+
+    def settle(
+        self,
+        ids: str | Iterable[str],
+        action: str,
+        *,
+        label: str | None = None,
+        reviewer: str,
+        note: str | None = None,
+        context: Mapping[str, Mapping] | pd.DataFrame | None = None,
+    ) -> str:
+        """Settle ``ids`` with one decision that outranks every annotator's: the sample's state (and so every
+        export) is the latest settlement in force, whatever annotators decide after it. One batch, one undo step
+        of ``reviewer`` (undoing it unsettles). Who may settle is the caller's rule (the app and CLI: reviewers
+        and admins, :func:`ogaudit.server.auth.can` ``"settle"``). Arguments as :meth:`decide`; returns the batch id.
+        """
+        return self.decide(ids, action, label=label, annotator=reviewer, note=note, context=context, _settle=True)
+
+    def assign(self, pairs: Iterable[tuple[str, str]], *, by: str, overlap: int, annotators: Sequence[str]) -> str:
+        """Store an assignment plan: ``pairs`` of (sample id, annotator), written as one transaction.
+
+        A sample's assignees are those of the latest plan that names it; samples a plan leaves out keep the
+        assignees of earlier plans. Decisions are never touched. Plan the pairs with
+        :func:`ogaudit.review.team.plan_assignment`. ``overlap`` and ``annotators`` are kept with the plan (what
+        was asked). Returns the plan id; :class:`LedgerError` for unknown ids, an empty plan or a bad name.
+        """
+        by = _check_annotator(by)
+        rows = list(dict.fromkeys((str(sample), _check_annotator(name)) for sample, name in pairs))
+        if not rows:
+            raise LedgerError("The assignment names no sample: choose at least one sample and one annotator.")
+        self.check_ids(dict.fromkeys(sample for sample, _ in rows))
+        names = [_check_annotator(name) for name in annotators]
+        plan_id = uuid.uuid4().hex
+
+        def write(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO plans (plan_id, assigned_by, at, overlap, annotators) VALUES (?, ?, ?, ?, ?)",
+                (plan_id, by, _now(), int(overlap), json.dumps(names, ensure_ascii=False)),
+            )
+            conn.executemany(
+                "INSERT INTO assignments (plan_id, sample_id, annotator) VALUES (?, ?, ?)",
+                [(plan_id, sample, name) for sample, name in rows],
+            )
+            return plan_id
+
+        return self._transaction(write)
+
+    def assignments(self) -> pd.DataFrame:
+        """Each sample's current assignees: one row per (sample, annotator) of the latest plan naming the sample.
+
+        Columns: sample_id, annotator, plan_id, assigned_by, assigned_at, overlap; in plan order, then as assigned.
+        """
+        query = """
+            SELECT a.sample_id, a.annotator, p.plan_id, p.assigned_by, p.at AS assigned_at, p.overlap
+            FROM assignments a JOIN plans p ON p.plan_id = a.plan_id
+            WHERE p.seq = (SELECT MAX(q.seq) FROM assignments b JOIN plans q ON q.plan_id = b.plan_id
+                           WHERE b.sample_id = a.sample_id)
+            ORDER BY p.seq, a.rowid
+        """
+        return self._read(lambda conn: _frame(conn, query))
+
+    def plans(self) -> pd.DataFrame:
+        """Every assignment plan, oldest first: plan_id, assigned_by, at, overlap, annotators (a list), samples."""
+        query = """
+            SELECT p.plan_id, p.assigned_by, p.at, p.overlap, p.annotators,
+                   (SELECT COUNT(DISTINCT sample_id) FROM assignments a WHERE a.plan_id = p.plan_id) AS samples
+            FROM plans p ORDER BY p.seq
+        """
+        frame = self._read(lambda conn: _frame(conn, query))
+        frame["annotators"] = [json.loads(text) for text in frame["annotators"]]
+        return frame
+
+    def annotate(self, ids: str | Iterable[str], *, note: str | None, tags: Iterable[str] = (), annotator: str) -> None:
+        """Set the note (free text) and tags of ``ids``: they replace the samples' earlier note and tags, whoever
+        wrote them (the log keeps every version). An empty note and no tags clear them. Tags are stripped, kept
+        in order without repeats; at most :data:`MAX_TAGS` of :data:`MAX_TAG_CHARS` characters, no commas (the
+        CSV joins them with ``, ``); a note at most :data:`MAX_NOTE_CHARS`. Raises :class:`LedgerError`.
+        """
+        annotator = _check_annotator(annotator)
+        ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        if not ids:
+            raise LedgerError("No sample ids given: choose at least one sample to note.")
+        self.check_ids(ids)
+        text = (note or "").strip() or None
+        if text is not None and len(text) > MAX_NOTE_CHARS:
+            raise LedgerError(f"The note has {len(text):,} characters; the limit is {MAX_NOTE_CHARS:,}: shorten it.")
+        clean = check_tags(tags)
+        now = _now()
+        rows = [(sample, text, json.dumps(clean, ensure_ascii=False), annotator, now) for sample in dict.fromkeys(ids)]
+        self._transaction(
+            lambda conn: conn.executemany(
+                "INSERT INTO notes (sample_id, note, tags, annotator, at) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        )
+
+    def notes(self) -> pd.DataFrame:
+        """Each sample's current note and tags (the latest written; cleared ones left out).
+
+        Columns: sample_id, note (str or None), tags (a list of str), noted_by, noted_at.
+        """
+        query = """
+            SELECT sample_id, note, tags, annotator AS noted_by, at AS noted_at FROM notes
+            WHERE seq IN (SELECT MAX(seq) FROM notes GROUP BY sample_id) ORDER BY seq
+        """
+        frame = self._read(lambda conn: _frame(conn, query))
+        frame["tags"] = [json.loads(text) for text in frame["tags"]]
+        keep = frame["note"].notna() | frame["tags"].map(bool)
+        return frame[keep].reset_index(drop=True)
 
     def check_ids(self, ids: Iterable[str]) -> None:
         """Raise :class:`LedgerError` naming the ids that are not samples of the current dataset."""
@@ -592,18 +756,21 @@ class Ledger:
         """The current decision on every decided sample, in the order they were decided.
 
         Columns: ``STATE_COLUMNS``. ``final_label`` is the new label for confirm/relabel, the given label for
-        keep/unsure, and None for remove. ``given_label`` is None for ids not in the current dataset.
+        keep/unsure, and None for remove. ``given_label`` is None for ids not in the current dataset. A sample
+        with a settlement in force (:meth:`settle`) has the latest settlement as its state, else its latest
+        decision; ``settled`` says which.
         """
         query = f"""
             SELECT * FROM (
-                SELECT a.*, ROW_NUMBER() OVER (PARTITION BY sample_id ORDER BY seq DESC) AS newest
-                FROM ({_ACTIVE_DECISIONS}) a
+                SELECT a.*, ROW_NUMBER() OVER (PARTITION BY sample_id ORDER BY settled DESC, seq DESC) AS newest
+                FROM (SELECT d.*, {_SETTLED} AS settled FROM ({_ACTIVE_DECISIONS}) d) a
             ) WHERE newest = 1 ORDER BY seq
         """
         frame = self._read(lambda conn: _frame(conn, query))
         frame["given_label"] = [self.given_labels.get(sample_id) for sample_id in frame["sample_id"]]
         final = frame["label"].where(frame["action"].isin(LABELLED_ACTIONS), frame["given_label"])
         frame["final_label"] = final.where(frame["action"] != "remove", None)
+        frame["settled"] = frame["settled"].astype(bool)
         return _typed(frame[STATE_COLUMNS])
 
     def history(self) -> pd.DataFrame:
@@ -646,19 +813,23 @@ class Ledger:
         table.columns.name = None
         return table.reset_index()
 
-    def disagreements(self) -> pd.DataFrame:
+    def disagreements(self, *, include_settled: bool = False) -> pd.DataFrame:
         """Samples where annotators' decisions in force differ: one row per (sample, annotator).
 
         Two decisions agree when they give the same outcome: confirm and relabel to the same class agree;
         keep, remove and unsure agree only with themselves. ``in_force`` marks the decision that is the
-        sample's current state (the latest). Columns: sample_id, annotator, action, label, decided_at, note,
-        in_force.
+        sample's current state (the latest; none when a settlement is). Samples settled by a reviewer
+        (:meth:`settle`) are left out unless ``include_settled``. Columns: sample_id, annotator, action, label,
+        decided_at, note, in_force.
         """
         latest = self._latest_per_annotator()
         n_outcomes = latest.groupby("sample_id")["outcome"].transform("nunique")
         disputed = latest[n_outcomes > 1].copy()
+        settled = set(self.settled_ids())
+        if not include_settled:
+            disputed = disputed[~disputed["sample_id"].isin(settled)]
         newest = disputed.groupby("sample_id")["seq"].transform("max")
-        disputed["in_force"] = disputed["seq"] == newest
+        disputed["in_force"] = (disputed["seq"] == newest) & ~disputed["sample_id"].isin(settled)
         columns = ["sample_id", "annotator", "action", "label", "decided_at", "note", "in_force"]
         return disputed.sort_values(["sample_id", "seq"])[columns].reset_index(drop=True)
 
@@ -677,9 +848,21 @@ class Ledger:
         table["agreement"] = table["agreed"] / table["both_decided"]
         return table
 
+    def settled_ids(self) -> list[str]:
+        """Samples with a settlement in force."""
+        query = f"SELECT DISTINCT d.sample_id FROM ({_ACTIVE_DECISIONS}) d WHERE {_SETTLED}"
+        return [row[0] for row in self._read(lambda conn: conn.execute(query).fetchall())]
+
+    def latest_per_annotator(self) -> pd.DataFrame:
+        """Each annotator's latest decision in force on each sample (settlements left out), with ``outcome``: a
+        key equal for decisions that agree (``label:<class>`` for confirm/relabel, else the action)."""
+        return self._latest_per_annotator().reset_index(drop=True)
+
     def _latest_per_annotator(self) -> pd.DataFrame:
-        """Each annotator's latest decision in force on each sample, with an ``outcome`` key to compare."""
-        active = self._read(lambda conn: _frame(conn, _ACTIVE_DECISIONS + " ORDER BY d.seq"))
+        """Each annotator's latest decision in force on each sample, with an ``outcome`` key to compare.
+        Settlements are left out: they end a disagreement, they do not take part in it."""
+        query = f"SELECT * FROM ({_ACTIVE_DECISIONS}) d WHERE NOT {_SETTLED} ORDER BY d.seq"
+        active = self._read(lambda conn: _frame(conn, query))
         latest = active.drop_duplicates(["annotator", "sample_id"], keep="last")
         labelled = latest["action"].isin(LABELLED_ACTIONS)
         return latest.assign(outcome=np.where(labelled, "label:" + latest["label"].fillna(""), latest["action"]))
@@ -726,7 +909,7 @@ class Ledger:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(conn)
-                last[:] = [row[0] for row in conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'")]
+                last[:] = [row[0] for row in conn.execute(_WRITE_NUMBER)]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -830,6 +1013,22 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame["score"] = pd.to_numeric(frame["score"]).astype("float64")
     frame["rank"] = pd.array(frame["rank"].tolist(), dtype="Int64")
     return frame
+
+
+def check_tags(tags: Iterable[str]) -> list[str]:
+    """``tags`` stripped, in order, without repeats or empty ones; :class:`LedgerError` for too many, too long
+    or a comma (the CSV joins tags with ``, ``)."""
+    if isinstance(tags, str):
+        tags = [tags]
+    clean = list(dict.fromkeys(str(tag).strip() for tag in tags if str(tag).strip()))
+    if len(clean) > MAX_TAGS:
+        raise LedgerError(f"{len(clean)} tags given; at most {MAX_TAGS} per sample.")
+    for tag in clean:
+        if "," in tag or len(tag) > MAX_TAG_CHARS:
+            raise LedgerError(
+                f"Tag {tag[:60]!r} is not usable: a tag has at most {MAX_TAG_CHARS} characters and no comma."
+            )
+    return clean
 
 
 def _check_annotator(annotator: str) -> str:

@@ -22,7 +22,13 @@ from ogaudit.data.arrays import dataset_from_arrays
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError, LedgerError
 from ogaudit.project import Project
-from ogaudit.review.decisions import DECISION_COLUMNS, decisions_csv_bytes, import_decisions, write_decisions_csv
+from ogaudit.review.decisions import (
+    DECISION_COLUMNS,
+    EXPORT_COLUMNS,
+    decisions_csv_bytes,
+    import_decisions,
+    write_decisions_csv,
+)
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, Decision, Ledger
 from ogaudit.review.split import SPLIT_MANIFEST, export_split
 from ogaudit.settings import AuditSettings
@@ -80,7 +86,7 @@ def test_exported_csv_escapes_formulas_and_is_plain_utf8(reviewed, tmp_path):
     data = decisions_csv_bytes(reviewed)
     assert not data.startswith(b"\xef\xbb\xbf")
     header, *rows = csv_rows(data)
-    assert header == DECISION_COLUMNS
+    assert header == EXPORT_COLUMNS
     cells = [cell for row in rows for cell in row]
     dangerous = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert dangerous == ["-2.5"]  # numbers are written as numbers
