@@ -337,6 +337,84 @@ class Project(RunFolder):
         ids = _as_ids(ids)
         return decide(self.open_ledger(run=run), run, ids, action, annotator=annotator, label=label, note=note)
 
+    def settle(
+        self,
+        action: str,
+        ids: str | Iterable[str],
+        *,
+        reviewer: str,
+        label: str | None = None,
+        note: str | None = None,
+    ) -> str:
+        """Settle the samples ``ids`` (typically disputed ones: :meth:`team_status`) with one decision that
+        outranks every annotator's: it is the samples' state, and so what every export and ``verify`` use, until
+        ``reviewer`` undoes it. Arguments and errors as :meth:`decide`; returns the batch id (one undo step).
+        Whether ``reviewer`` may settle is the app's and the server's rule (roles ``reviewer`` and ``admin``)."""
+        from ogaudit.review.actions import decide
+
+        run = self.open_run()
+        ledger = self.open_ledger(run=run)
+        return decide(ledger, run, _as_ids(ids), action, annotator=reviewer, label=label, note=note, settle=True)
+
+    def assign(
+        self,
+        annotators: str | Iterable[str],
+        *,
+        overlap: int = 1,
+        ids: Iterable[str] | None = None,
+        by: str,
+    ) -> pd.DataFrame:
+        """Split the review among ``annotators``, each sample to ``overlap`` different people, balanced and
+        deterministic (:func:`~ogaudit.review.team.plan_assignment`), and store it in the ledger.
+
+        Parameters
+        ----------
+        annotators : names, or one comma-separated string (``"ana,ben,cy"``).
+        overlap : how many annotators review each sample (1 to ``len(annotators)``).
+        ids : the samples to split, in order; default the flagged samples, most suspicious first. A later
+            assignment replaces the assignees of the samples it names; decisions are kept.
+        by : who assigns (recorded).
+
+        Returns
+        -------
+        DataFrame : per annotator, what they are assigned and how far they are
+            (:func:`~ogaudit.review.team.annotator_status`).
+
+        Raises
+        ------
+        LedgerError : no or repeated names, an overlap out of range, no samples, an unknown id.
+        """
+        from ogaudit.review.team import assign
+
+        if isinstance(annotators, str):
+            annotators = [name for name in annotators.split(",") if name.strip()]
+        run = self.open_run()
+        order = run.flagged_ids if ids is None else _as_ids(ids)
+        return assign(self.open_ledger(run=run), order, list(annotators), overlap=overlap, by=by)[1]
+
+    def annotate(
+        self, ids: str | Iterable[str], *, note: str | None = None, tags: Iterable[str] = (), annotator: str
+    ) -> None:
+        """Set the note and tags of the samples ``ids`` (they replace earlier ones; empty clears them): in the
+        decisions CSV's ``note`` and ``tags`` columns and the app's cards. Raises LedgerError (see
+        :meth:`~ogaudit.review.ledger.Ledger.annotate`)."""
+        self.ledger().annotate(_as_ids(ids), note=note, tags=tags, annotator=annotator)
+
+    def team_status(self, *, data=None) -> pd.DataFrame:
+        """Where each assigned, decided, settled or noted sample stands: its ``status`` (assigned, decided,
+        agreed, disputed, settled), assignees, who decided, who is pending, note and tags
+        (:func:`~ogaudit.review.team.sample_status`)."""
+        from ogaudit.review.team import sample_status
+
+        return sample_status(self.ledger(data))
+
+    def annotator_status(self, *, data=None) -> pd.DataFrame:
+        """Per annotator: assigned, done, remaining, progress and their samples' statuses
+        (:func:`~ogaudit.review.team.annotator_status`)."""
+        from ogaudit.review.team import annotator_status
+
+        return annotator_status(self.ledger(data))
+
     def undo(self, annotator: str, *, data=None) -> Batch | None:
         """Take back ``annotator``'s own last step; the step undone, or None when there is nothing to undo."""
         return self.ledger(data).undo(annotator)

@@ -1,5 +1,6 @@
-"""The review commands: ``decisions list|add|undo|redo|import``, ``export decisions|split``, ``export
-fiftyone|label-studio|hf|parquet|cleanlab`` (:meth:`~ogaudit.project.Project.export`), ``verify``.
+"""The review commands: ``decisions list|add|undo|redo|import|settle|note|queue``, ``assign``, ``export
+decisions|split``, ``export fiftyone|label-studio|hf|parquet|cleanlab``
+(:meth:`~ogaudit.project.Project.export`), ``verify``.
 
 They act on a project folder (what ``ogaudit scan --out DIR`` wrote, or one of the app's projects) through
 :class:`~ogaudit.project.Project`'s review methods (:meth:`~ogaudit.project.Project.decide`,
@@ -107,6 +108,38 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
         toggle.add_argument("--annotator", required=True, help="whose decision")
         toggle.set_defaults(handler=run_toggle, kind=kind)
 
+    settling = decisions_what.add_parser(
+        "settle",
+        help="settle samples (disputed ones) with a decision that outranks every annotator's",
+        description="A reviewer's settlement is the samples' state, and so what every export uses, until the "
+        "reviewer undoes it (`decisions undo --annotator REVIEWER`). `decisions list` shows what is disputed.",
+    )
+    settling.add_argument("action", choices=ACTIONS, help="the decision")
+    settling.add_argument("ids", nargs="+", help="sample ids")
+    _project_arguments(settling)
+    settling.add_argument("--reviewer", required=True, help="who settles")
+    settling.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
+    settling.add_argument("--note", help="a note stored with each decision")
+    _json_argument(settling)
+    settling.set_defaults(handler=run_settle)
+
+    noting = decisions_what.add_parser(
+        "note", help="set the note and tags of samples (they replace earlier ones; none clears them)"
+    )
+    noting.add_argument("ids", nargs="+", help="sample ids")
+    _project_arguments(noting)
+    noting.add_argument("--annotator", required=True, help="who writes")
+    noting.add_argument("--note", default="", help="free text")
+    noting.add_argument("--tags", default="", help="comma-separated tags, e.g. ambiguous,bad image")
+    _json_argument(noting)
+    noting.set_defaults(handler=run_note)
+
+    queue = decisions_what.add_parser("queue", help="one annotator's assigned samples and how far they are")
+    _project_arguments(queue)
+    queue.add_argument("--annotator", required=True, help="whose queue")
+    _json_argument(queue)
+    queue.set_defaults(handler=run_queue)
+
     backup = decisions_what.add_parser(
         "backup", help="a consistent copy of the ledger, also while annotators work (SQLite's online backup)"
     )
@@ -120,6 +153,22 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     importing.add_argument("--annotator", required=True, help="who imports; one undo takes the import back")
     _json_argument(importing)
     importing.set_defaults(handler=run_import)
+
+    assigning = subparsers.add_parser(
+        "assign",
+        help="split the review among annotators, each sample to --overlap of them",
+        description="Deals the samples (the flagged ones, most suspicious first, or --ids-file) out to the "
+        "annotators in turn, each sample to --overlap different people: balanced (everyone gets the same number, "
+        "give or take one) and deterministic. A later assignment replaces the assignees of the samples it names; "
+        "decisions are kept. `decisions list` and `decisions queue` show where everyone stands.",
+    )
+    _project_arguments(assigning)
+    assigning.add_argument("--annotators", required=True, help="comma-separated names, e.g. ana,ben,cy")
+    assigning.add_argument("--overlap", type=int, default=1, help="annotators per sample (default 1)")
+    assigning.add_argument("--ids-file", type=Path, help="assign these sample ids (one per line, in order)")
+    assigning.add_argument("--by", default=None, help="who assigns (recorded; default $USER)")
+    _json_argument(assigning)
+    assigning.set_defaults(handler=run_assign)
 
     verify = subparsers.add_parser(
         "verify",
@@ -232,6 +281,7 @@ def run_export_tool(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from ogaudit.review.actions import current_progress
+    from ogaudit.review.team import annotator_status, sample_status
 
     project = Project(args.project)
     with _warnings_printed():
@@ -239,16 +289,85 @@ def run_list(args: argparse.Namespace) -> int:
     state = ledger.state()
     progress = current_progress(state, project.flagged_ids() if project.has_run() else [])  # as the app counts
     columns = ["sample_id", "given_label", "action", "final_label", "annotator", "decided_at", "note"]
+    team = sample_status(ledger)
+    people = annotator_status(ledger, team)
+    status = team.set_index("sample_id")["status"]
     if getattr(args, "json", False):
         decisions = state[columns].astype(object).where(state[columns].notna(), None).to_dict("records")
-        _say(args, "", {"decisions": decisions, "progress": progress.to_dict("records")})
+        for row in decisions:
+            row["status"] = status.get(row["sample_id"])
+        samples = team.astype(object).where(team.notna(), None).to_dict("records")
+        summary = {"decisions": decisions, "progress": progress.to_dict("records")}
+        _say(args, "", {**summary, "samples": samples, "annotators": people.to_dict("records")})
         return 0
-    if state.empty:
+    if state.empty and team.empty:
         print("no decisions yet")
         return 0
-    print(state[columns].astype(object).where(state[columns].notna(), "").to_string(index=False))
-    print()
-    print(progress.to_string(index=False))
+    if not state.empty:
+        shown = state[columns].assign(status=state["sample_id"].map(status))
+        print(shown.astype(object).where(shown.notna(), "").to_string(index=False))
+        print()
+        print(progress.to_string(index=False))
+    if len(people) and team["assigned_to"].map(bool).any():
+        counts = team["status"].value_counts()
+        print()
+        print("assignment: " + ", ".join(f"{counts[s]} {s}" for s in counts.index))
+        print(people.to_string(index=False, formatters={"progress": "{:.0%}".format}))
+        disputed = team[team["status"] == "disputed"]["sample_id"].tolist()
+        if disputed:
+            print(f"disputed ({len(disputed)}; settle with `ogaudit decisions settle`): {', '.join(disputed[:20])}")
+    return 0
+
+
+def run_assign(args: argparse.Namespace) -> int:
+    import getpass
+
+    ids = _read_ids(args.ids_file) if args.ids_file is not None else None
+    by = args.by or getpass.getuser()
+    people = Project(args.project).assign(args.annotators, overlap=args.overlap, ids=ids, by=by)
+    total = int(people["assigned"].sum())
+    text = f"assigned {total} sample reviews among {len(people)} annotator(s), overlap {args.overlap}:\n"
+    text += people[["annotator", "assigned", "done", "remaining"]].to_string(index=False)
+    _say(args, text, {"overlap": args.overlap, "annotators": people.to_dict("records")})
+    return 0
+
+
+def run_settle(args: argparse.Namespace) -> int:
+    Project(args.project).settle(args.action, args.ids, reviewer=args.reviewer, label=args.label, note=args.note)
+    text = f"settled {len(set(args.ids))} sample(s) as {args.action} for {args.reviewer}"
+    _say(args, text, {"action": args.action, "samples": len(set(args.ids)), "reviewer": args.reviewer})
+    return 0
+
+
+def run_note(args: argparse.Namespace) -> int:
+    tags = [tag for tag in args.tags.split(",") if tag.strip()]
+    Project(args.project).annotate(args.ids, note=args.note, tags=tags, annotator=args.annotator)
+    text = f"noted {len(set(args.ids))} sample(s)" + (f" with tags {', '.join(tags)}" if tags else "")
+    _say(args, text, {"samples": len(set(args.ids)), "tags": tags, "note": args.note or None})
+    return 0
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    from ogaudit.review.team import my_queue
+
+    project = Project(args.project)
+    with _warnings_printed():
+        ledger = project.ledger(args.data)
+    order = project.open_run().table.sort_values("rank")["sample_id"].tolist() if project.has_run() else None
+    queue = my_queue(ledger, args.annotator, order)
+    done = int(queue["done"].sum())
+    if getattr(args, "json", False):
+        _say(
+            args,
+            "",
+            {"annotator": args.annotator, "done": done, "assigned": len(queue), "queue": queue.to_dict("records")},
+        )
+        return 0
+    if queue.empty:
+        print(f"nothing is assigned to {args.annotator}")
+        return 0
+    print(f"{args.annotator}: {done} of {len(queue)} assigned samples decided")
+    print(queue.to_string(index=False))
     return 0
 
 

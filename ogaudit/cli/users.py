@@ -21,7 +21,12 @@ def add_users_command(subparsers: argparse._SubParsersAction) -> None:
     what = users.add_subparsers(dest="users_what", required=True)
     adding = what.add_parser("add", help="add a user (asks for the password twice)")
     adding.add_argument("name", help="user name (letters, digits, . _ @ -)")
-    adding.add_argument("--role", required=True, choices=ROLES, help="admin: everything; annotator: review only")
+    adding.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="admin: everything; reviewer: review and settle disagreements; annotator: review only",
+    )
     adding.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     adding.add_argument("--replace", action="store_true", help="change an existing user's password or role")
     adding.set_defaults(handler=run_add)

@@ -4,9 +4,11 @@ Users live in ``$OGAUDIT_HOME/users.json`` (format 1, file mode 0600): a name, a
 user (bcrypt, Provos & Mazières 1999, through the ``bcrypt`` library; cost 12). ``ogaudit users add/remove/list``
 manages it; the app reads it. Roles:
 
-* **admin**: everything an annotator can, plus start audits, choose server data, upload data and checkpoints,
-  export cleaned splits, run the retrain check, delete projects;
-* **annotator**: review (decide, undo, redo) and export the decisions CSV.
+* **admin**: everything a reviewer can, plus assign samples to annotators, start audits, choose server data, upload
+  data and checkpoints, export cleaned splits, run the retrain check, delete projects;
+* **reviewer**: everything an annotator can, plus settle disagreements (a settlement outranks every annotator's
+  decision: :meth:`ogaudit.review.ledger.Ledger.settle`);
+* **annotator**: review (decide, undo, redo, notes and tags) and export the decisions CSV.
 
 Sign-in is checked by :meth:`UserStore.verify` behind a :class:`LoginLimiter` (failed attempts per user name and
 per client, in a sliding window); a signed-in browser tab holds a :class:`Session` that expires. No streamlit here:
@@ -37,10 +39,12 @@ from ogaudit.storage import atomic_path
 
 USERS_FILE = "users.json"
 USERS_FORMAT = 1
-ROLES = ("admin", "annotator")
+ROLES = ("admin", "reviewer", "annotator")
+_REVIEW = frozenset({"review", "export-decisions"})
 PERMISSIONS = {
-    "annotator": frozenset({"review", "export-decisions"}),
-    "admin": frozenset({"review", "export-decisions", "audit", "server-data", "upload", "export-split", "verify"}),
+    "annotator": _REVIEW,
+    "reviewer": _REVIEW | {"settle"},
+    "admin": _REVIEW | {"settle", "assign", "audit", "server-data", "upload", "export-split", "verify"},
 }
 """What each role may do; the app checks :func:`can` before showing or running each of these."""
 MIN_PASSWORD = 8
