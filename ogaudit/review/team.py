@@ -135,7 +135,7 @@ def annotator_status(ledger: Ledger, status: pd.DataFrame | None = None) -> pd.D
     names = list(dict.fromkeys([n for names in status["assigned_to"] for n in names]))
     names += [n for n in dict.fromkeys(n for names in status["decided_by"] for n in names) if n not in names]
     for name in names:
-        mine = status[[name in names for names in status["assigned_to"]]]
+        mine = status[_holds(status["assigned_to"], name)]
         done = int(sum(name in names for names in mine["decided_by"]))
         counts = mine["status"].value_counts()
         rows.append(
@@ -151,11 +151,17 @@ def annotator_status(ledger: Ledger, status: pd.DataFrame | None = None) -> pd.D
     return pd.DataFrame(rows, columns=ANNOTATOR_COLUMNS)
 
 
+def assigned_ids(ledger: Ledger, annotator: str) -> set[str]:
+    """The samples currently assigned to ``annotator``."""
+    assigned = ledger.assignments()
+    return set(assigned.loc[assigned["annotator"] == annotator, "sample_id"])
+
+
 def my_queue(ledger: Ledger, annotator: str, order: Sequence[str] | None = None) -> pd.DataFrame:
     """``annotator``'s assigned samples, in ``order`` (e.g. the run's rank order; else as assigned), with
     ``done`` (they decided it) and the sample's ``status``. Columns: sample_id, done, status."""
     status = sample_status(ledger)
-    mine = status[[annotator in names for names in status["assigned_to"]]]
+    mine = status[_holds(status["assigned_to"], annotator)]
     frame = pd.DataFrame(
         {
             "sample_id": mine["sample_id"].tolist(),
@@ -168,3 +174,8 @@ def my_queue(ledger: Ledger, annotator: str, order: Sequence[str] | None = None)
         frame = frame.assign(_at=frame["sample_id"].map(position).fillna(len(position)))
         frame = frame.sort_values("_at", kind="stable").drop(columns="_at")
     return frame.reset_index(drop=True)
+
+
+def _holds(lists: pd.Series, name: str) -> pd.Series:
+    """Which of ``lists`` (a Series of lists) hold ``name``, as a boolean Series (also when empty)."""
+    return lists.map(lambda names: name in names).astype(bool)

@@ -11,6 +11,7 @@ from ogaudit.errors import OgauditError
 from ogaudit.results import Run
 from ogaudit.review.actions import decide, others_decisions
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.team import assigned_ids
 from ogaudit.review.thumbnails import thumbnail
 from ogaudit.ui.text import code, md, readable
 
@@ -64,6 +65,8 @@ def on_decide(
     try:
         if not force:
             others = others_decisions(ledger.state(), ids, annotator)
+            if len(others):  # a sample assigned to this annotator is meant for several: no override to confirm
+                others = others[~others["sample_id"].isin(assigned_ids(ledger, annotator))]
             if len(others):
                 st.session_state[PENDING] = {
                     "ids": list(ids),

@@ -29,6 +29,7 @@ from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, show_
 from ogaudit.ui.mapview import gradient_map, selection_grid
 from ogaudit.ui.review import agreement_view, review_progress, review_queue, undo_redo
 from ogaudit.ui.setup import new_audit_panel
+from ogaudit.ui.team import team_panel
 from ogaudit.ui.text import md, readable
 
 
@@ -309,6 +310,7 @@ def _show_run(run: Run, who: Visitor) -> None:
     with tab_review:
         review_queue(ledger, run, decisions, annotator, dataset, evidence)
     with tab_agree:
+        team_panel(ledger, run, who, dataset)
         agreement_view(ledger)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)

@@ -23,7 +23,7 @@ from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filter_queue, flag_counts
 from ogaudit.review.thumbnails import thumbnail_strip
 from ogaudit.server.prefs import UserPrefs
-from ogaudit.ui import state
+from ogaudit.ui import state, team
 from ogaudit.ui.common import (
     PENDING,
     decision_text,
@@ -167,10 +167,11 @@ def review_queue(
 ) -> None:
     """The filtered queue as cards with one-click actions, or one sample at a time with a key for every action."""
     show_flash("queue")
+    limit = team.queue_scope(ledger, run, annotator)  # my queue, tags
     _class_tables(run)
     groups = state.duplicates(run, dataset)
-    queue_filter = _filters(run, decisions, groups, dataset)
-    queue = filter_queue(run.table, decisions, queue_filter)
+    queue_filter = team.scoped(_filters(run, decisions, groups, dataset), limit)
+    queue = filter_queue(run.table, team.queue_state(ledger, decisions, annotator), queue_filter)
     controls = st.columns([3, 2, 1, 1, 1], vertical_alignment="bottom")
     view = controls[0].segmented_control("View", VIEWS, default=VIEWS[0], key="queue-view") or VIEWS[0]
     controls[1].toggle("Hide decided samples", value=True, key="queue-hide-decided")
@@ -191,12 +192,14 @@ def review_queue(
     st.caption(f"{len(queue):,} in the queue · page {page} of {pages}")
     chunk = queue[(page - 1) * page_size : page * page_size]
     explained = _explain(run, evidence, chunk)
+    notes = ledger.notes()
     per_row = controls[4].selectbox("Per row", CARD_COLUMNS, key="queue-per-row", help="More, smaller cards per row")
     _card_keys(ledger, run, chunk, annotator, queue_filter, explained)
     for start in range(0, len(chunk), per_row):
         for column, sample_id in zip(st.columns(per_row), chunk[start : start + per_row], strict=False):
             with column.container(border=True, key=f"card-{sample_id}"):
                 _card(ledger, run, sample_id, current.get(sample_id), annotator, dataset, explained, evidence, groups)
+                team.note_box(ledger, sample_id, annotator, notes)
 
 
 def _card_keys(
@@ -556,7 +559,8 @@ def keyboard_review(
     waiting = set(pending["ids"]) if pending and pending["where"] == "keyboard" else set()
     # a key on a sample someone else decided meanwhile waits for Override / Cancel: that sample stays in view
     decided_here = _decided_here(queue_filter)
-    queue = filter_queue(run.table, decisions, queue_filter, still_shown=decided_here | waiting)
+    shown = team.queue_state(ledger, decisions, annotator)  # in my queue, decided means decided by me
+    queue = filter_queue(run.table, shown, queue_filter, still_shown=decided_here | waiting)
     if not queue:
         st.success("Nothing left to review in the queue.")
         return
@@ -714,4 +718,7 @@ def agreement_view(ledger: Ledger) -> None:
         ]
         lines.append(f"- {code(sample_id)}: " + "; ".join(parts))
     st.markdown("\n".join(lines[:200]))
-    st.caption("Settle one by searching its id in the review queue (show decided samples) and deciding again.")
+    st.caption(
+        "A reviewer or an admin settles each one above; anyone may also decide again in the review queue (show "
+        "decided samples), which makes the latest decision the current one without settling the disagreement."
+    )

@@ -257,3 +257,9 @@ def test_the_api_and_the_command_line(finished_project, copy_of, capsys):
     ]  # fmt: skip
     assert main(["assign", "--project", str(folder), "--annotators", "ana,ana", "--json"]) == 3
     assert "named twice" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_an_empty_ledger_has_empty_tables_with_their_columns(ledger):
+    assert sample_status(ledger).empty and annotator_status(ledger).empty
+    assert my_queue(ledger, "ana", IDS).columns.tolist() == ["sample_id", "done", "status"]
+    assert ledger.notes().empty and ledger.plans().empty and ledger.assignments().empty
