@@ -1,6 +1,6 @@
 """How fast the app is with big runs: first paint of the gradient map, a box selection, reopening a run, and
 reviewing by keyboard (sustained decisions per minute, and one decision's round trip from key press to the next
-sample drawn).
+sample drawn), also in an annotator's assigned queue (*My queue*, after ``Project.assign``), in the same run.
 
 Needs Fashion-MNIST (Debian ``dataset-fashion-mnist``) and ``/usr/bin/chromium``. To measure the app rather
 than training, it writes **synthetic run folders**: the real Fashion-MNIST images, ids and labels (10k subset and
@@ -260,16 +260,22 @@ KEYS = ["k", "u", "x", "a", "2"]
 SHOWN = "s => { const c = document.querySelector('.st-key-keyboard-sample code'); return c && c.innerText !== s; }"
 
 
-def keyboard_review(browser, url: str, project: str, decisions: int) -> dict[str, float]:
+def keyboard_review(
+    browser, url: str, project: str, decisions: int, *, annotator: str = "bench-keys", mine: bool = False
+) -> dict[str, float]:
     """Review ``decisions`` samples by keyboard alone (keep, unsure, remove, accept, relabel in turn), each key as
     soon as the previous decision's next sample is drawn and the page is idle: decisions per minute, and the key
-    press → next sample drawn round trip (median, 90th percentile)."""
+    press → next sample drawn round trip (median, 90th percentile). ``mine``: in *My queue* (the annotator's
+    assigned samples, assigned before), which reads the assignments and the annotator's own decisions on every
+    key."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(120_000)
-    page.goto(f"{url}/?project={project}&annotator=bench-keys")
+    page.goto(f"{url}/?project={project}&annotator={annotator}")
     page.wait_for_function(DRAWN)
     page.wait_for_selector(READY)
     page.get_by_role("tab", name=re.compile("Review queue")).click()
+    if mine:
+        page.get_by_text(re.compile("My queue: 0 of")).wait_for()
     page.locator(".st-key-queue-view").get_by_text("One at a time (keyboard)").click()
     page.locator(".st-key-keyboard-sample code").first.wait_for()
     page.wait_for_selector(READY)
@@ -284,6 +290,11 @@ def keyboard_review(browser, url: str, project: str, decisions: int) -> dict[str
         trips.append(time.perf_counter() - pressed)
     total = time.perf_counter() - start
     page.close()
+    if mine:
+        return {
+            "decisions/min (my queue)": decisions / total * 60,
+            "my queue round trip s": float(np.median(trips)),
+        }
     return {
         "decisions/min (keyboard)": decisions / total * 60,
         "decision round trip s": float(np.median(trips)),
@@ -337,6 +348,13 @@ def main() -> None:
                     again = paint_and_select(browser, url, folder.name)
                     rows[size]["reopened paint s"] = again["first paint s"]
                     rows[size].update(keyboard_review(browser, url, folder.name, args.decisions))
+                    # the same review in an annotator's assigned queue: the flagged samples to two people each
+                    Project(folder).assign(["bench-mine", "bench-other"], overlap=2, by="bench")
+                    mine = keyboard_review(browser, url, folder.name, args.decisions, annotator="bench-mine", mine=True)
+                    rows[size].update(mine)
+                    rows[size]["my queue / keyboard"] = (
+                        mine["decisions/min (my queue)"] / rows[size]["decisions/min (keyboard)"]
+                    )
                 browser.close()
         finally:
             stop_app(process)
@@ -363,7 +381,8 @@ def main() -> None:
         "run's CSVs, builds the figure); first paint: until the page is complete (also reloads the images and the "
         "evidence, lists the review queue); reopened paint: the same run again (cached). drag: 8 mouse moves of a box drag, during which "
         "plotly redraws the live selection; lasso: a 24-vertex loop, mouse release to the new grid; selection: mouse release to the thumbnail grid drawn (server rerun done); "
-        "keyboard: one sample at a time, the next key pressed as soon as the next sample is drawn and the page idle."
+        "keyboard: one sample at a time, the next key pressed as soon as the next sample is drawn and the page idle; "
+        "my queue: the same in an annotator's assigned queue (the flagged samples assigned to two annotators)."
     )
 
 

@@ -61,7 +61,7 @@ def first_card_decides(page, button: str):
     card = page.locator("[class*='st-key-card-']").first
     sample_id = card.locator("code").first.inner_text()
     card.get_by_role("button", name=button, exact=True).click()
-    page.get_by_text(f"{button.lower()}: 1 sample(s) ({sample_id})").wait_for()
+    page.get_by_text(f"{button.lower()}: 1 sample(s) ({sample_id})").first.wait_for()
     page.get_by_text(re.compile(r"My queue: 1 of \d+ decided by me")).wait_for()
     return sample_id
 
@@ -128,7 +128,7 @@ def test_a_note_and_a_tag_on_a_card_are_exported(team, browser):
     ana.keyboard.press("Enter")
     ana.keyboard.press("Escape")
     box.get_by_role("button", name="Save note").click()
-    ana.get_by_text(f"Saved the note on {sample_id}.").wait_for()
+    ana.get_by_text(f"Saved the note on {sample_id}.").first.wait_for()
     notes = Project(folder).ledger().notes()
     assert notes[["sample_id", "note", "noted_by"]].values.tolist() == [[sample_id, "=looks like a 7 to me", "ana"]]
     assert notes["tags"].tolist() == [["ambiguous", "smudged"]]
