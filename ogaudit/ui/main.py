@@ -310,7 +310,7 @@ def _show_run(run: Run, who: Visitor) -> None:
     with tab_review:
         review_queue(ledger, run, decisions, annotator, dataset, evidence)
     with tab_agree:
-        team_panel(ledger, run, who, dataset)
+        team_panel(ledger, run, who, dataset, selected)
         agreement_view(ledger)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)

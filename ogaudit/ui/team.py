@@ -27,7 +27,7 @@ MY_QUEUE = "team-my-queue"
 TAG_FILTER = "team-tags"
 PRESET_TAGS = ("ambiguous", "bad image", "duplicate", "needs expert", "out of scope")
 DISPUTES_SHOWN = 20
-SCOPES = ("The flagged samples (most suspicious first)", "These sample ids")
+SCOPES = ("The flagged samples (most suspicious first)", "These sample ids", "The samples selected on the map")
 
 
 def _allowed(action: str) -> str | None:
@@ -134,13 +134,15 @@ def _save_note(ledger: Ledger, sample_id: str) -> None:
 # ---------------------------------------------------------------- the team tab
 
 
-def team_panel(ledger: Ledger, run: Run, who: Visitor, dataset: Dataset | None) -> None:
+def team_panel(
+    ledger: Ledger, run: Run, who: Visitor, dataset: Dataset | None, selected: list[str] | None = None
+) -> None:
     """Above the agreement view: the assignment form (admins), where each annotator stands, and the disputed
     samples with settle buttons (reviewers and admins)."""
     show_flash("team")
     status = sample_status(ledger)
     if who.can("assign"):
-        _assignment_form(ledger, run, who)
+        _assignment_form(ledger, run, who, selected or [])
     people = annotator_status(ledger, status)
     if status["status"].notna().any():
         counts = status["status"].value_counts()
@@ -167,7 +169,7 @@ def team_panel(ledger: Ledger, run: Run, who: Visitor, dataset: Dataset | None) 
         st.info(f"{len(disputed):,} disputed sample(s) wait for a reviewer to settle them.")
 
 
-def _assignment_form(ledger: Ledger, run: Run, who: Visitor) -> None:
+def _assignment_form(ledger: Ledger, run: Run, who: Visitor, selected: list[str]) -> None:
     from ogaudit.project import workspace_root
     from ogaudit.server.auth import UserStore
 
@@ -178,7 +180,8 @@ def _assignment_form(ledger: Ledger, run: Run, who: Visitor) -> None:
             st.number_input("Annotators per sample (overlap)", 1, 20, 2, step=1, key="team-overlap")
             st.radio("Samples", SCOPES, horizontal=True, key="team-scope")
             st.text_area("Sample ids (one per line, in order)", key="team-ids", height=68)
-            st.form_submit_button("Assign", type="primary", on_click=_assign, args=(ledger, run))
+            st.caption(f"{len(selected):,} sample(s) selected on the map.")
+            st.form_submit_button("Assign", type="primary", on_click=_assign, args=(ledger, run, tuple(selected)))
         st.caption(
             "Each sample goes to that many different annotators, everyone gets the same number (give or take one), "
             "and the same request gives the same split. A new assignment replaces the assignees of the samples it "
@@ -186,7 +189,7 @@ def _assignment_form(ledger: Ledger, run: Run, who: Visitor) -> None:
         )
 
 
-def _assign(ledger: Ledger, run: Run) -> None:
+def _assign(ledger: Ledger, run: Run, selected: tuple[str, ...] = ()) -> None:
     by = _allowed("assign")
     if by is None:
         flash("error", "Only an admin may assign samples.", "team")
@@ -194,8 +197,13 @@ def _assign(ledger: Ledger, run: Run) -> None:
     names = [name for name in str(st.session_state.get("team-annotators-input", "")).split(",") if name.strip()]
     overlap = int(st.session_state.get("team-overlap", 1))
     typed = str(st.session_state.get("team-ids", ""))
-    listed = st.session_state.get("team-scope") == SCOPES[1]
-    ids = [i.strip() for i in typed.splitlines() if i.strip()] if listed else run.flagged_ids
+    scope = st.session_state.get("team-scope", SCOPES[0])
+    if scope == SCOPES[1]:
+        ids = [i.strip() for i in typed.splitlines() if i.strip()]
+    elif scope == SCOPES[2]:  # most suspicious first, as the queue shows them
+        ids = sorted(selected, key=lambda sample: run.by_id.loc[sample, "rank"]) if selected else []
+    else:
+        ids = run.flagged_ids
     try:
         _, people = assign(ledger, ids, names, overlap=overlap, by=by)
     except OgauditError as error:

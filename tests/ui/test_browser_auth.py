@@ -73,7 +73,7 @@ def test_sign_in_and_roles_in_a_real_browser(team_server, browser):
     card.get_by_role("button", name="Keep", exact=True).click()
     ann.get_by_text(f"keep: 1 sample(s) ({sample_id})").first.wait_for()  # the message and its toast
     ann.get_by_role("tab", name="Export").click()
-    ann.get_by_text("are for admins").wait_for()
+    ann.get_by_text("The cleaned split and the retrain check are for admins").wait_for()
     assert ann.get_by_role("button", name="Write the cleaned split").count() == 0
     state = Project(home / "digits").open_ledger().state()
     assert state[["sample_id", "annotator"]].values.tolist() == [[sample_id, "ann"]]
