@@ -69,7 +69,9 @@ def test_import_ogaudit_and_its_names_load_no_torch_until_used():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout.strip()
-    expected = sorted(["audit", "score", "Project", "AuditSettings", "AuditResult", "Dataset", "load_dataset"])
+    expected = sorted(
+        ["audit", "score", "export", "Project", "AuditSettings", "AuditResult", "Dataset", "load_dataset"]
+    )
     assert out == f"{sorted([*expected, '__version__'])} []"
 
 
