@@ -142,7 +142,8 @@ def audit(
     AuditResult
         ``scores`` (one row per sample: ``sample_id, given_label, predicted_label, suggested_label, score``
         (higher = more suspicious), ``rank`` (1 = most suspicious), ``flagged, confidence, rare_class``, plus
-        ``true_label, is_noisy`` with planted noise), ``map`` (sample_id, x, y), ``record`` (the run record;
+        ``true_label, is_noisy`` with planted noise; integers when the arrays' labels were integers, else the
+        class names), ``map`` (sample_id, x, y), ``record`` (the run record;
         ``record["metrics"]`` has AUROC and average precision against planted noise), ``dataset``, ``evidence``
         (the closed-form :class:`~ogaudit.gradients.HeadEvidence`), ``label_evidence`` (N, C), ``out_dir``.
 
@@ -221,7 +222,7 @@ def audit(
             from ogaudit.server.jobs import FolderLock
 
             lock = FolderLock(project.writable().path, "audit").acquire()
-        return run_audit(
+        result = run_audit(
             data,
             settings,
             out_dir=project,
@@ -233,6 +234,9 @@ def audit(
             ray_address=ray_address,
             given_model=given_model,
         )
+        if class_names is None and _integer_origin(result.dataset):
+            result.scores = _integer_label_columns(result.scores)
+        return result
     except BaseException:
         if lock is not None:
             lock.release()
@@ -351,7 +355,8 @@ def score(
     -------
     pandas.DataFrame
         One row per sample, in the given order, with columns ``sample_id, given_label, predicted_label,
-        suggested_label`` (the class whose counterfactual gradient is least outlying), ``score`` (higher = more
+        suggested_label`` (the class whose counterfactual gradient is least outlying; integers when ``labels``
+        are, names otherwise), ``score`` (higher = more
         suspicious), ``rank`` (1 = most suspicious), ``flagged`` (the top ``budget``), ``confidence`` (the
         model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples) and
         ``p_wrong``: the calibrated probability that the given label is wrong, the number the app's review cards
@@ -474,7 +479,43 @@ def score(
         features_with_bias, source.probs, label_index, label_evidence, neighbours=gradient_neighbours(fitted)
     )
     table["p_wrong"] = review.p_wrong()
+    if evidence is None and class_names is None and _integer_labels_given(labels):
+        table = _integer_label_columns(table)
     return table[list(SCORE_COLUMNS)]
+
+
+def _integer_origin(dataset: Dataset) -> bool:
+    """Whether the user's own arrays (in memory, an ``.npz`` or ``.npy`` folder) held the labels as integers: then
+    :func:`audit`'s table gives them back as integers, the same whichever route the arrays took."""
+    origin = getattr(dataset, "origin", None)
+    values = None if origin is None else origin.label_values
+    return values is not None and origin.encoding in ("index", "column") and values.dtype.kind in "iu"
+
+
+def _integer_labels_given(labels) -> bool:
+    """Whether :func:`score`'s ``labels`` are integers (numpy, torch or a list): then its table's labels are too."""
+    dtype = getattr(labels, "dtype", None)
+    if dtype is None and isinstance(labels, list | tuple):
+        dtype = np.asarray(labels).dtype
+    if dtype is None:
+        return False
+    text = str(dtype)
+    return text.startswith(("torch.int", "torch.uint")) or (getattr(dtype, "kind", "") in ("i", "u"))
+
+
+def _integer_label_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its label columns (given, predicted, suggested, true) as int64 when every value is a whole
+    number written plainly, as the labels given were; otherwise unchanged."""
+    from ogaudit.review.exports import integer_labels
+
+    columns = [c for c in ("given_label", "predicted_label", "suggested_label", "true_label") if c in table]
+    values = sorted({str(v) for c in columns for v in table[c]})
+    if not columns or not integer_labels(values):
+        return table
+    table = table.copy()
+    for column in columns:
+        table[column] = table[column].astype(str).astype(np.int64)
+    return table
 
 
 def export(

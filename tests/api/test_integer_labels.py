@@ -1,0 +1,43 @@
+"""Integer in, integer out: labels given as integers come back as integers from ogaudit.score and ogaudit.audit;
+names stay names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+import ogaudit
+
+LABELS = ("given_label", "predicted_label", "suggested_label")
+
+
+def test_score_keeps_integer_labels_integers_and_names_names():
+    rng = np.random.default_rng(0)
+    features, probs, y = rng.normal(size=(60, 3)), rng.dirichlet(np.ones(3), 60), rng.integers(0, 3, 60)
+    table = ogaudit.score(features, probs, y)
+    assert all(table[c].dtype == np.int64 for c in LABELS) and table["given_label"].tolist() == y.tolist()
+    assert ogaudit.score(features, probs, y.tolist())["given_label"].tolist() == y.tolist()
+    named = ogaudit.score(features, probs, np.array(["a", "b", "c"])[y])
+    assert named["given_label"].tolist() == np.array(["a", "b", "c"])[y].tolist()
+    indexed = ogaudit.score(features, probs, y, class_names=["x", "y", "z"])  # indices into named classes
+    assert indexed["given_label"].iloc[0] == "xyz"[y[0]]
+
+
+@pytest.fixture(scope="module")
+def small():
+    digits = load_digits()
+    return digits.data[:240].astype(np.float32), digits.target[:240]
+
+
+def test_audit_gives_integer_labels_back_for_arrays_and_dataframes(small, cache_dir):
+    x, y = small
+    quick = ogaudit.AuditSettings(epochs=1, map_method="pca")
+    result = ogaudit.audit((x, y + 3), quick, cache_dir=cache_dir, progress=False)  # 3 … 12: values, not indices
+    assert all(result.scores[c].dtype == np.int64 for c in LABELS)
+    assert result.scores["given_label"].tolist() == (y + 3).tolist()
+    frame = pd.DataFrame(x, columns=[f"p{i}" for i in range(x.shape[1])]).assign(label=y)
+    assert ogaudit.audit(frame, quick, cache_dir=cache_dir, progress=False).scores["given_label"].dtype == np.int64
+    named = frame.assign(label=np.array([f"d{v}" for v in y]))
+    assert ogaudit.audit(named, quick, cache_dir=cache_dir, progress=False).scores["given_label"].iloc[0] == f"d{y[0]}"
