@@ -417,6 +417,12 @@ class Ledger:
         """The file beside the ledger that numbers the last batch saved (see :meth:`_note_saved`)."""
         return Path(f"{self.path}{SAVED_SUFFIX}")
 
+    def revision(self) -> int:
+        """A number that grows with every batch saved (a decision, a bulk action, an undo, a redo), by any process;
+        0 before the first. Cheap enough to poll every second: it reads the few bytes of :attr:`saved_path`, no
+        SQLite. A page compares it with the revision it last drew to know whether anyone changed anything."""
+        return self._saved()
+
     def _saved(self) -> int:
         """The number of the last batch saved, from :attr:`saved_path`; 0 when there is none (or it is garbled:
         then nothing can be checked, and nothing is lost by that)."""

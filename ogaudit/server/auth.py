@@ -165,6 +165,15 @@ class UserStore:
         entry = self._read().get(name)
         return None if entry is None else User(name, entry["role"])
 
+    def stamp(self, name: str) -> str | None:
+        """A short digest of ``name``'s password hash (None for no such user): a session token carries it, so a
+        new password or a removed-and-added user ends every token issued before."""
+        import hashlib
+
+        entry = self._read().get(name)
+        hashed = entry.get("hash") if isinstance(entry, dict) else None
+        return hashlib.sha256(hashed.encode("utf-8")).hexdigest()[:24] if isinstance(hashed, str) else None
+
     def verify(self, name: str, password: str) -> User | None:
         """The user when ``password`` is theirs, else None; never raises for what a visitor types.
 
@@ -261,7 +270,7 @@ def client_key(address: str | None) -> str:
     one the proxy puts in ``X-Forwarded-For``: Streamlit's server (uvicorn) takes it from proxies listed in
     ``FORWARDED_ALLOW_IPS`` (default ``127.0.0.1,::1``), the rightmost untrusted hop, so a client cannot choose its
     own key. A proxy that sends no ``X-Forwarded-For`` makes every visitor ``"loopback"``: one shared limit."""
-    address = (address or "").strip()
+    address = address.strip() if isinstance(address, str) else ""
     return address if address and address not in ("127.0.0.1", "::1", "localhost") else LOOPBACK_CLIENT
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ogaudit.server.auth import LoginLimiter
 from ogaudit.server.jobs import JobRegistry
+from ogaudit.server.tokens import Handoffs
 
 UPLOAD_FILES_PER_SESSION = 8
 """Files one session may hold at once through Streamlit's upload endpoint (the app takes a data zip or file, and a
@@ -85,6 +86,7 @@ class ServerState:
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     jobs: JobRegistry = field(default_factory=JobRegistry)
     uploads: UploadGate = field(default_factory=UploadGate)
+    handoffs: Handoffs = field(default_factory=Handoffs)
     _resumed: dict[str, list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

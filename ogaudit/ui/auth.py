@@ -7,6 +7,10 @@ but a loopback address (``streamlit run`` without ``--server.address`` listens o
 A local-only server without users runs as one trusted person, as before: the name recorded on decisions is asked
 once and kept in the URL.
 
+A sign-in survives a refresh: the server sets a signed, expiring session token (:mod:`ogaudit.server.tokens`) as an
+``HttpOnly`` cookie through its own endpoint (:mod:`ogaudit.ui.guard`), and a new tab of that browser with no session
+yet is signed in from it. Signing out ends the token on the server and clears the cookie.
+
 Every run also tells :class:`~ogaudit.server.state.UploadGate` whether this tab's Streamlit session may upload files
 and be served media: a signed-in session until it expires (uploads for roles that may upload), the person of a
 local-only server, and nobody signed out.
@@ -14,6 +18,7 @@ local-only server, and nobody signed out.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,14 +27,30 @@ from pathlib import Path
 
 import streamlit as st
 
-from ogaudit.server.auth import SESSION_HOURS, AuthError, User, UserStore, can, client_key, current_user, sign_in
+from ogaudit.errors import OgauditError
+from ogaudit.server.auth import (
+    SESSION_HOURS,
+    AuthError,
+    Session,
+    User,
+    UserStore,
+    can,
+    client_key,
+    current_user,
+    sign_in,
+)
 from ogaudit.server.state import server_state
+from ogaudit.server.tokens import TOKEN_COOKIE, SessionTokens
 from ogaudit.ui import guard
+from ogaudit.ui.guard import SESSION_PATH, SIGN_OUT_PATH, endpoint
 from ogaudit.ui.text import md
 
 _LOG = logging.getLogger("ogaudit.auth")
 
 SESSION_KEY = "ogaudit-session"
+TOKEN_KEY = "ogaudit-session-token"
+HANDOFF_KEY = "ogaudit-session-handoff"
+FORGET_COOKIE = "ogaudit-forget-cookie"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -99,26 +120,63 @@ def visitor(home: Path) -> Visitor | None:
             "serve on 127.0.0.1 only (see the README, *Serving a review team*)."
         )
         return None
-    session = st.session_state.get(SESSION_KEY)
+    session = st.session_state.get(SESSION_KEY) or _session_from_cookie(home, store)
     user = current_user(store, session, _client())
     if user is None:
         _grant(None)
         st.session_state.pop(SESSION_KEY, None)
-        _sign_in_form(store)
+        st.session_state.pop(TOKEN_KEY, None)
+        _run_script(endpoint(SIGN_OUT_PATH), "") if st.session_state.pop(FORGET_COOKIE, False) else None
+        _sign_in_form(home, store)
         return None
+    st.session_state[SESSION_KEY] = session
     _grant(session.expires_at, upload=can(user.role, "upload"))
+    code = st.session_state.pop(HANDOFF_KEY, None)
+    if code:  # the first page after signing in: the server sets the session cookie for the next refresh
+        _run_script(endpoint(SESSION_PATH), code)
     with st.sidebar:  # the button on its own line: beside the name it was cut to "Si…"
         st.markdown(f"Signed in as **{md(user.name)}** ({user.role})")
-        st.button("Sign out", key="sign-out", on_click=_sign_out)
+        st.button("Sign out", key="sign-out", on_click=_sign_out, args=(home,))
     return Visitor(user.name, user.role, signed_in=True)
 
 
-def _sign_out() -> None:
+def _session_from_cookie(home: Path, store: UserStore) -> Session | None:
+    """The session that this browser's session cookie stands for (:mod:`ogaudit.server.tokens`), or None."""
+    token = (getattr(st.context, "cookies", None) or {}).get(TOKEN_COOKIE)
+    if not token:
+        return None
+    session = SessionTokens(home).verify(token, store, _client())
+    if session is None:
+        st.session_state[FORGET_COOKIE] = True  # expired, revoked or foreign: the browser forgets it
+        return None
+    st.session_state[TOKEN_KEY] = token
+    return session
+
+
+def _run_script(url: str, body: str) -> None:
+    """POST ``body`` to ogaudit's endpoint ``url`` from the page (same origin, cookies included): the only way
+    to have the server set or clear an ``HttpOnly`` cookie. ``body`` is a one-use code, never the token."""
+    st.sidebar.html(  # in the sidebar: an element that comes and goes above the tabs would reset the open tab
+        f"<script>fetch({json.dumps(url)}, {{method: 'POST', body: {json.dumps(body)}, credentials: 'same-origin', "
+        "cache: 'no-store'})</script>",
+        unsafe_allow_javascript=True,
+        width="content",
+    )
+
+
+def _sign_out(home: Path) -> None:
     st.session_state.pop(SESSION_KEY, None)
+    token = st.session_state.pop(TOKEN_KEY, None)
+    if token:
+        try:
+            SessionTokens(home).revoke(token)
+        except OgauditError:
+            _LOG.exception("could not record a sign-out")
+    st.session_state[FORGET_COOKIE] = True
     _grant(None)
 
 
-def _sign_in_form(store: UserStore) -> None:
+def _sign_in_form(home: Path, store: UserStore) -> None:
     st.title("ogaudit")
     with st.form("sign-in"):
         st.subheader("Sign in")
@@ -135,6 +193,14 @@ def _sign_in_form(store: UserStore) -> None:
             st.error("Sign-in failed. Try again; if it keeps failing, tell the server's admin.")
         else:
             st.session_state[SESSION_KEY] = session
+            try:
+                token = SessionTokens(home).issue(session, store)
+            except OgauditError:  # no key file can be made: signed in for this tab only
+                _LOG.exception("could not issue a session token")
+            else:
+                st.session_state[TOKEN_KEY] = token
+                browser = guard.browser_key((getattr(st.context, "cookies", None) or {}).get(guard.XSRF_COOKIE))
+                st.session_state[HANDOFF_KEY] = server_state().handoffs.put(token, session.expires_at, browser)
             st.rerun()
 
 

@@ -18,6 +18,13 @@ Streamlit answers three things for every websocket or HTTP client, signed in or 
   cookie, which the browser sends with every image request); otherwise 404, as for a file that does not exist.
   Whoever copies the URL to another browser, or reads it from a log, gets 404.
 
+It also adds one endpoint of its own, ``POST /_ogaudit/session`` (and ``/_ogaudit/sign-out``): the page that has just
+signed in sends a one-use code (:class:`~ogaudit.server.tokens.Handoffs`) and gets back the session token as an
+``HttpOnly``, ``SameSite=Strict`` cookie (``Secure`` over HTTPS), which a page script cannot read and which brings the
+sign-in back after a refresh (:mod:`ogaudit.server.tokens`). The routes are added when Streamlit builds its app, so
+only a server started through :mod:`ogaudit.ui.serve` (``scripts/app.sh``) has them; under a plain ``streamlit run``
+a refresh signs out, as before.
+
 When a socket closes, the session's uploaded files are dropped at once (Streamlit would keep them until the session
 expires) and its grant is revoked; a reconnecting tab is granted again by its next run, and uploads again.
 """
@@ -28,6 +35,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 
 from ogaudit.server.state import UPLOAD_BYTES_PER_SESSION, UPLOAD_FILES_PER_SESSION, server_state
 
@@ -45,6 +53,7 @@ def install() -> None:
         _refuse_clear_cache()
         _gate_uploads()
         _gate_media()
+        _add_session_routes()
         _INSTALLED = True
 
 
@@ -185,3 +194,82 @@ def _gate_media() -> None:
     MemoryMediaFileStorage.get_file = get_file
     MemoryMediaFileStorage.get_url = get_url
     MediaFileManager.execute_deferred = execute_deferred
+
+
+SESSION_PATH = "_ogaudit/session"
+SIGN_OUT_PATH = "_ogaudit/sign-out"
+MAX_CODE_BYTES = 256
+
+
+def endpoint(path: str) -> str:
+    """The URL path of one of ogaudit's endpoints under Streamlit's ``server.baseUrlPath``."""
+    from streamlit import config
+
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    return "/" + "/".join(part for part in (base, path) if part)
+
+
+def _add_session_routes() -> None:
+    from starlette.responses import Response
+    from starlette.routing import Route
+    from streamlit.web.server.starlette import starlette_app
+
+    from ogaudit.project import workspace_root
+    from ogaudit.server.tokens import TOKEN_COOKIE, SessionTokens
+
+    async def read_small(request) -> bytes | None:
+        if int(request.headers.get("content-length") or 0) > MAX_CODE_BYTES:
+            return None
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_CODE_BYTES:
+                return None
+        return body
+
+    async def session(request) -> Response:
+        """Trade a one-use code for the session cookie."""
+        body = await read_small(request)
+        if body is None:
+            return Response(status_code=413)
+        taken = server_state().handoffs.take(
+            body.decode("ascii", "replace"), browser_key(request.cookies.get(XSRF_COOKIE))
+        )
+        if taken is None:
+            return Response(status_code=403)
+        token, expires_at = taken
+        response = Response(status_code=204, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            TOKEN_COOKIE,
+            token,
+            max_age=max(int(expires_at - time.time()), 0),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def sign_out(request) -> Response:
+        """Forget the session cookie in this browser, and sign its token out on the server."""
+        token = request.cookies.get(TOKEN_COOKIE)
+        if token:
+            try:
+                SessionTokens(workspace_root()).revoke(token)
+            except Exception:  # noqa: BLE001 - the cookie goes anyway
+                _LOG.exception("could not record a sign-out")
+        response = Response(status_code=204, headers={"Cache-Control": "no-store"})
+        response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    original = starlette_app.create_streamlit_routes
+
+    def create_streamlit_routes(runtime):
+        ours = [
+            Route(endpoint(SESSION_PATH), session, methods=["POST"]),
+            Route(endpoint(SIGN_OUT_PATH), sign_out, methods=["POST"]),
+        ]
+        return [*ours, *original(runtime)]
+
+    create_streamlit_routes.ogaudit_guard = True
+    starlette_app.create_streamlit_routes = create_streamlit_routes

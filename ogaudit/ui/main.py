@@ -26,8 +26,9 @@ from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
 from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, show_failure
+from ogaudit.ui.live import mark_seen, watch_ledger
 from ogaudit.ui.mapview import gradient_map, selection_grid
-from ogaudit.ui.review import agreement_view, review_progress, review_queue, undo_redo
+from ogaudit.ui.review import agreement_view, live_sidebar, review_queue
 from ogaudit.ui.setup import new_audit_panel
 from ogaudit.ui.team import team_panel
 from ogaudit.ui.text import md, readable
@@ -274,7 +275,9 @@ def _show_run(run: Run, who: Visitor) -> None:
             f"This project's ledger was made for other data (dataset {ledger.stored_fingerprint}, this run's is "
             f"{ledger.dataset_fingerprint}): its decisions may not fit these samples."
         )
+    revision = ledger.revision()  # read before the state: a decision between the two shows on the next look
     decisions = ledger.state()
+    mark_seen(ledger, revision)
     notices = st.container()  # the images and the evidence load after the map is drawn; their warnings go here
     st.subheader(md(run.name))
     st.caption(md(run.describe(full_paths=who.can("server-data"))))  # annotators see no server paths
@@ -288,8 +291,7 @@ def _show_run(run: Run, who: Visitor) -> None:
     annotator = who.name
     with st.sidebar:
         st.divider()
-        undo_redo(ledger, annotator)
-        review_progress(ledger, run, decisions)
+        live_sidebar(ledger, run, annotator)
     tab_map, tab_review, tab_agree, tab_export = st.tabs(
         ["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Agreement", "Export"]
     )
@@ -314,3 +316,4 @@ def _show_run(run: Run, who: Visitor) -> None:
         agreement_view(ledger)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)
+    watch_ledger(ledger)  # last: nothing placed above the tabs may change between runs (the open tab would reset)

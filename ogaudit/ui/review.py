@@ -35,6 +35,7 @@ from ogaudit.ui.common import (
     show_flash,
     when,
 )
+from ogaudit.ui.live import FULL_RERUN, LIVE_ON, LIVE_S, ask_full_rerun, current_state, mark_seen
 from ogaudit.ui.text import code, md, readable
 
 PAGE_SIZES = (6, 12, 24, 48)
@@ -125,6 +126,8 @@ def _toggle(ledger: Ledger, annotator: str, kind: str, where: str = "sidebar") -
     except OgauditError as error:
         flash("error", md(readable(error)), where)
         return
+    if where == "sidebar":
+        ask_full_rerun()  # the button sits in the sidebar's fragment; an undo changes the cards and map too
     if batch is None:
         return
     done = "Undid" if kind == "undo" else "Redid"
@@ -152,6 +155,23 @@ def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
         headers |= {action: action.capitalize() for action in table.columns if action not in headers}
         st.dataframe(table, hide_index=True, key="progress-table", column_config=headers)
         st.caption("Current decisions per annotator (one overridden by someone else no longer counts).")
+
+
+@st.fragment(run_every=LIVE_S)
+def live_sidebar(ledger: Ledger, run: Run, annotator: str | None) -> None:
+    """The sidebar's Undo / Redo and review progress, redrawn every :data:`LIVE_S` seconds."""
+    if st.session_state.pop(FULL_RERUN, False):
+        st.rerun()
+    decisions = current_state(ledger, ledger.revision())
+    undo_redo(ledger, annotator)
+    review_progress(ledger, run, decisions)
+    st.toggle(
+        "Live updates",
+        value=True,
+        key=LIVE_ON,
+        help=f"Show others' decisions within {LIVE_S:g} s, without a click (the page redraws). Off: the page "
+        "changes only when you act; the counts here still follow.",
+    )
 
 
 # ---------------------------------------------------------------- the queue
@@ -551,10 +571,12 @@ def keyboard_review(
     """One sample, large, with a key on every action; a decision moves on to the next sample in the queue.
 
     A fragment: a key reruns only this view (it reads the ledger and the queue again), not the map and the rest of
-    the page, so a decision's round trip does not grow with the map's size. The sidebar's progress catches up on
-    the next full rerun (any other click, or undo).
+    the page, so a decision's round trip does not grow with the map's size. The sidebar's counts and Undo follow
+    within seconds (:func:`live_sidebar`).
     """
+    revision = ledger.revision()
     decisions = ledger.state()
+    mark_seen(ledger, revision)  # this view's own keys need no page rerun; the sidebar follows by itself
     pending = st.session_state.get(PENDING)
     waiting = set(pending["ids"]) if pending and pending["where"] == "keyboard" else set()
     # a key on a sample someone else decided meanwhile waits for Override / Cancel: that sample stays in view
@@ -575,7 +597,7 @@ def keyboard_review(
     reviewed = int(decisions["sample_id"].isin(set(run.flagged_ids)).sum())
     st.caption(
         f"Sample {position + 1:,} of {len(queue):,} in the queue · reviewed {reviewed:,} of {len(run.flagged_ids):,} "
-        "flagged samples (the sidebar catches up on the next full page update)"
+        "flagged samples"
     )
     keys = user_keys(annotator)
     key_legend(keys, run.class_names)

@@ -78,6 +78,25 @@ def test_sign_in_and_roles_in_a_real_browser(team_server, browser):
     state = Project(home / "digits").open_ledger().state()
     assert state[["sample_id", "annotator"]].values.tolist() == [[sample_id, "ann"]]
 
+    ann.reload()  # a refresh keeps the sign-in: a signed session token in an HttpOnly cookie
+    ann.wait_for_selector(READY)
+    ann.get_by_text("Signed in as").wait_for()
+    cookie = next(c for c in ann.context.cookies() if c["name"] == "ogaudit_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert "ogaudit_session" not in ann.evaluate("document.cookie")  # no page script can read it
+    assert cookie["value"] not in ann.url and cookie["value"] not in (home.parent / "streamlit.log").read_text()
+    other = browser.new_context()  # the cookie copied into another browser: its handoff and client are not there,
+    other.add_cookies([cookie])  # but the client is the same loopback here, so only the sign-out below ends it
+    ann.get_by_role("button", name="Sign out").click()
+    ann.get_by_role("button", name="Sign in").wait_for()
+    ann.reload()
+    ann.wait_for_selector(READY)
+    ann.get_by_role("button", name="Sign in").wait_for()  # signed out stays signed out
+    stolen = other.new_page()
+    stolen.goto(url)
+    stolen.wait_for_selector(READY)
+    stolen.get_by_role("button", name="Sign in").wait_for()  # a signed-out token opens nothing
+
     admin = sign_in(browser, url, "root")
     admin.get_by_text("Signed in as").wait_for()
     assert admin.get_by_text("New audit").count() == 1
