@@ -247,6 +247,94 @@ def load_table_file(
     )
 
 
+SHARD_IGNORED = {"readme.md", ".gitattributes", "license", "license.md", "license.txt", "dataset_infos.json"}
+"""Files a Hugging Face Hub snapshot keeps beside its Parquet shards, which are not data."""
+
+
+def table_shards(path: Path) -> list[Path] | None:
+    """The ``.parquet`` / ``.arrow`` files of a folder of table shards, sorted: a folder that holds only such files
+    (and what :data:`SHARD_IGNORED` names), or a Hub snapshot whose ``data/`` folder does. None otherwise."""
+
+    def split(folder: Path) -> tuple[list[Path], list[Path]]:
+        try:
+            entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+        except OSError:
+            return [], [folder]
+        tables = sorted(e for e in entries if e.is_file() and e.suffix.lower() in TABLE_SUFFIXES)
+        return tables, [e for e in entries if e not in tables and e.name.lower() not in SHARD_IGNORED]
+
+    if not path.is_dir():
+        return None
+    tables, others = split(path)
+    if tables:
+        return None if others else tables
+    if others == [path / "data"] and (path / "data").is_dir():  # a Hub snapshot: README.md, data/
+        tables, others = split(path / "data")
+        return None if others or not tables else tables
+    return None
+
+
+def split_of(shard: Path) -> str:
+    """The split a Hub shard belongs to: the name before ``-NNNNN-of-NNNNN`` (``train-00000-of-00002.parquet``)."""
+    stem = shard.name.split(".")[0]
+    parts = stem.split("-")
+    return "-".join(parts[:-3]) if len(parts) > 3 and parts[-2] == "of" else stem
+
+
+def load_table_shards(
+    folder: Path,
+    shards: list[Path],
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    fold_label_case: bool = False,
+    data_roots: list | None = None,
+    text_column: str | None = None,
+) -> Dataset:
+    """The Parquet/Arrow shards of one split, read in name order within one memory budget and audited as one
+    table. Shards of several splits are refused naming them (a split is audited on its own).
+
+    Raises
+    ------
+    DataError : shards of several splits, shards whose schemas differ, and what :func:`load_table_file` refuses.
+    """
+    import pyarrow as pa
+
+    folder = Path(folder).resolve()
+    splits: dict[str, list[Path]] = {}
+    for shard in shards:
+        splits.setdefault(split_of(shard), []).append(shard)
+    if len(splits) > 1:
+        names = sorted(splits)
+        raise DataError(
+            f"{str(folder)!r} holds the table shards of several splits {names[:6]} (a Hugging Face Hub layout). "
+            f"Audit one split: give its file ({str(splits[names[0]][0])!r}) or a folder holding only that split's "
+            "shards."
+        )
+    tables, total = [], 0
+    for shard in shards:
+        table = _read_parquet(shard, total) if shard.suffix.lower() == ".parquet" else _read_arrow(shard, total)
+        total += table.nbytes
+        tables.append(table)
+    try:
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"The shards in {str(folder)!r} do not share one schema ({exc}).") from exc
+    place = shards[0].parent
+    return dataset_from_table(
+        table,
+        features_of_schema(tables[0].schema),
+        what=repr(str(folder)),
+        source=str(folder),
+        folder=place,
+        allowed=_allowed(place, data_roots),
+        label_column=label_column,
+        path_column=path_column,
+        fold=fold_label_case,
+        text_column=text_column,
+    )
+
+
 # ---------------------------------------------------------------- from an Arrow table
 
 
@@ -634,7 +722,7 @@ def _ipc_reader(source):
         return pa.ipc.open_file(source)  # Arrow IPC file (Feather v2)
 
 
-def _read_arrow(path: Path):
+def _read_arrow(path: Path, already: int = 0):
     """An Arrow IPC stream or file, memory-mapped, read a record batch at a time and stopped once its size is over
     the memory budget: an IPC file may hold compressed buffers (LZ4, ZSTD), which decompress into memory."""
     import pyarrow as pa
@@ -653,7 +741,7 @@ def _read_arrow(path: Path):
             for batch in batches_read:
                 batches.append(batch)
                 total += batch.nbytes
-                if total > budget.bytes:
+                if already + total > budget.bytes:
                     break
             table = pa.Table.from_batches(batches, schema=schema)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
@@ -667,7 +755,7 @@ def _read_arrow(path: Path):
     return table
 
 
-def _read_parquet(path: Path):
+def _read_parquet(path: Path, already: int = 0):
     """The table, read :data:`READ_BATCH_ROWS` rows at a time, stopped once its decoded size is over the budget
     (a Parquet file's pages can decompress to far more than the file)."""
     import pyarrow as pa
@@ -682,14 +770,15 @@ def _read_parquet(path: Path):
         for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS):
             batches.append(batch)
             total += batch.nbytes
-            if total > budget.bytes:
+            if already + total > budget.bytes:
                 break
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pyarrow or datasets.") from exc
+    over = already + total > budget.bytes
     check_budget(
-        total,
+        already + total,
         what=what,
-        detail=f"{format_bytes(total)}{' or more' if total > budget.bytes else ''} decoded",
+        detail=f"{format_bytes(already + total)}{' or more' if over else ''} decoded",
         budget=budget,
     )
     return pa.Table.from_batches(batches, schema=schema)

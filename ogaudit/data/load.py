@@ -125,6 +125,9 @@ def _load_path(
         return load_npy_folder(path, fold_label_case=fold_label_case)
     if hf.is_hf_folder(path):
         return hf.load_hf_folder(path, fold_label_case=fold_label_case, text_column=text_column, **columns)
+    shards = hf.table_shards(path)
+    if shards:
+        return hf.load_table_shards(path, shards, fold_label_case=fold_label_case, text_column=text_column, **columns)
     if path.is_dir() and fiftyone.is_fiftyone_export(path):
         return fiftyone.load_fiftyone_export(path, fold_label_case=fold_label_case, data_roots=data_roots)
     if path.is_dir():

@@ -244,3 +244,16 @@ def test_tables_that_decompress_past_the_budget_are_refused_while_read(tmp_path,
     for name in ("bomb.parquet", "bomb.arrow"):
         with pytest.raises(DataError, match=r"Refused .*bomb\.(parquet|arrow).* or more (decoded|read)"):
             load_dataset(tmp_path / name)
+
+
+def test_a_hub_snapshot_of_parquet_shards_is_one_split_read_whole(hf_digits, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "data").mkdir(parents=True)
+    (snapshot / "README.md").write_text("---\nlicense: mit\n---\n")
+    hf_digits.select(range(12)).to_parquet(snapshot / "data" / "train-00000-of-00002.parquet")
+    hf_digits.select(range(12, N)).to_parquet(snapshot / "data" / "train-00001-of-00002.parquet")
+    loaded = load_dataset(snapshot)
+    assert loaded.fingerprint() == as_dataset(hf_digits).fingerprint() and loaded.class_names[0] == "zero"
+    hf_digits.to_parquet(snapshot / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(DataError, match=r"shards of several splits \['test', 'train'\].*Audit one split"):
+        load_dataset(snapshot)
