@@ -49,6 +49,10 @@ SCORE_COLUMNS = (
     "confidence",
     "rare_class",
     "p_wrong",
+    "p_wrong_low",
+    "p_wrong_high",
+    "ambiguous",
+    "flag_stability",
 )
 """The columns of :func:`score`'s table, in order."""
 
@@ -141,7 +145,9 @@ def audit(
     -------
     AuditResult
         ``scores`` (one row per sample: ``sample_id, given_label, predicted_label, suggested_label, score``
-        (higher = more suspicious), ``rank`` (1 = most suspicious), ``flagged, confidence, rare_class``, plus
+        (higher = more suspicious), ``rank`` (1 = most suspicious), ``flagged, confidence, rare_class``,
+        ``p_wrong, p_wrong_low, p_wrong_high, ambiguous, flag_stability`` as :func:`score` gives them (the same
+        numbers for the same evidence, written to ``scores.csv``; ``sample_id`` is text in both), plus
         ``true_label, is_noisy`` with planted noise; integers when the arrays' labels were integers, else the
         class names), ``map`` (sample_id, x, y), ``record`` (the run record;
         ``record["metrics"]`` has AUROC and average precision against planted noise), ``dataset``, ``evidence``
@@ -347,7 +353,8 @@ def score(
     class_names : sequence of C str
         The name of each class (column of ``probs``); default the label names, or ``"0" … "C−1"``.
     sample_ids : array (N,)
-        Unique ids; default the row numbers ``0 … N−1``.
+        Unique ids, returned as text (as :func:`audit` and a project's ledger hold them); default the row numbers
+        ``"0" … "N−1"``.
     seed : int
         Seeds the detectors that draw random numbers (IsolationForest).
 
@@ -358,11 +365,15 @@ def score(
         suggested_label`` (the class whose counterfactual gradient is least outlying; integers when ``labels``
         are, names otherwise), ``score`` (higher = more
         suspicious), ``rank`` (1 = most suspicious), ``flagged`` (the top ``budget``), ``confidence`` (the
-        model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples) and
-        ``p_wrong``: the calibrated probability that the given label is wrong, the number the app's review cards
-        show (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`: ``1 − π(given)`` of the ``posterior``
-        fusion of softmax and gradient-neighbour labels, through an isotonic curve fitted on planted noise),
-        whatever ``detector`` ranks the samples.
+        model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples),
+        ``p_wrong``: the probability that the given label is wrong, estimated on these samples
+        (:func:`ogaudit.review.calibration.estimate_wrong`: the noise rate from the confident joint of given and
+        true labels, applied to ``1 − π(given)`` of the ``posterior`` fusion of softmax and gradient-neighbour
+        labels) whatever ``detector`` ranks the samples, the number an audit writes in ``scores.csv`` and the
+        review cards start from; ``p_wrong_low``, ``p_wrong_high`` its 90% interval; ``ambiguous`` (the model or
+        the neighbours split between the given label and one other class) and ``flag_stability`` (flagged
+        samples: the share of 30 bootstrap resamples of the neighbours that keep the evidence in the flagged
+        share; NaN elsewhere; ≥ 0.8 reads stable).
 
     Raises
     ------
@@ -379,6 +390,7 @@ def score(
     >>> issues = ogaudit.score(features, probs, labels)          # doctest: +SKIP
     >>> issues[issues.flagged].sort_values("rank")              # doctest: +SKIP
     """
+    from ogaudit.detectors.base import flag_budget
     from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, gradient_neighbours, make_detector
     from ogaudit.detectors.scoring import score_table
     from ogaudit.gradients import GradientEvidence, HeadEvidence
@@ -467,9 +479,6 @@ def score(
         label_evidence = counterfactual_scores(fitted, source)
     except SettingsError:  # fixed (projected) gradients and a detector without a posterior: no counterfactuals
         label_evidence = -np.log(np.clip(np.asarray(source.probs, dtype=np.float64), 1e-12, None))
-    table = score_table(
-        outlier, label_evidence, source.probs, label_index, class_names=names, sample_ids=ids, budget=budget
-    )
     features_with_bias = (
         source.features
         if isinstance(source, HeadEvidence)
@@ -478,7 +487,17 @@ def score(
     review = RunEvidence(
         features_with_bias, source.probs, label_index, label_evidence, neighbours=gradient_neighbours(fitted)
     )
-    table["p_wrong"] = review.p_wrong()
+    flagged, _ = flag_budget(outlier, budget)
+    table = score_table(
+        outlier,
+        label_evidence,
+        source.probs,
+        label_index,
+        class_names=names,
+        sample_ids=ids,
+        budget=budget,
+        columns=review.table_columns(flagged, seed=seed),
+    )
     if evidence is None and class_names is None and _integer_labels_given(labels):
         table = _integer_label_columns(table)
     return table[list(SCORE_COLUMNS)]
@@ -831,8 +850,10 @@ def _categorical(labels) -> tuple[list[str], np.ndarray] | None:
 
 
 def _sample_ids(sample_ids, n: int) -> np.ndarray:
+    """(N,) str ids, as :func:`audit` gives them (a Dataset's ids are text): the given ids as text, or the row
+    numbers ``"0" … "N−1"``."""
     if sample_ids is None:
-        return np.arange(n)
+        return np.arange(n).astype(str).astype(object)
     ids = _array(sample_ids, "sample_ids")
     if ids.shape != (n,):
         raise DataError(f"sample_ids must be (N,) = ({n},), one id per sample; got shape {ids.shape}.")
@@ -840,7 +861,7 @@ def _sample_ids(sample_ids, n: int) -> np.ndarray:
     if len(set(text.tolist())) != n:
         repeated = [v for v, k in zip(*np.unique(text, return_counts=True), strict=True) if k > 1]
         raise DataError(f"sample_ids must be unique; {len(repeated)} repeat, e.g. {repeated[:3]}.")
-    return ids
+    return text.astype(object)
 
 
 def _is_builtin_name(data) -> bool:

@@ -519,10 +519,17 @@ class Project(RunFolder):
 
         target = self._export_target(path)
         run = self.open_run()
-        evidence = self.open_evidence(run)
-        p_wrong = evidence.p_wrong() if evidence is not None else None
+        from ogaudit.review.calibration import reviewed_estimate
+
         ledger = self.ledger(data)
-        table = reviewed_table(run.table, ledger.state(), run.class_names, p_wrong=p_wrong)
+        state = ledger.state()
+        estimate = reviewed_estimate(run.table, state)  # the cards' number: the run's, updated by the decisions
+        if estimate is not None:
+            p_wrong = estimate.p
+        else:  # a run written before p_wrong was estimated on the data: the packaged curve
+            evidence = self.open_evidence(run)
+            p_wrong = evidence.p_wrong() if evidence is not None else None
+        table = reviewed_table(run.table, state, run.class_names, p_wrong=p_wrong)
         dataset = None
         if format in ("fiftyone", "label-studio"):
             dataset = self._audited(data)

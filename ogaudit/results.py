@@ -310,7 +310,7 @@ class RunFolder:
             raise DataError(f"{str(self.path)!r}: scores.csv and map.csv list different samples. Run the audit again.")
         table = pd.concat([coords[["sample_id", "x", "y"]], scores.drop(columns="sample_id")], axis=1)
         table["flagged"] = _as_bool(table["flagged"])
-        for column in ("is_noisy", "rare_class"):
+        for column in ("is_noisy", "rare_class", "ambiguous"):
             if column in table:
                 table[column] = _as_bool(table[column])
         return Run(self.path, record, table)
@@ -401,9 +401,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     """A table written by :func:`_write_table`: ids and labels as strings (``NA`` stays ``"NA"``)."""
     try:
         header = pd.read_csv(path, nrows=0).columns
-        numeric = ("x", "y", "score", "rank", "confidence")
+        numeric = ("x", "y", "score", "rank", "confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")
         text = {c: str for c in header if c not in numeric}
-        frame = read_csv(path, dtype=text, keep_default_na=False, na_values={"score": [""], "confidence": [""]})
+        missing = {c: [""] for c in ("score", "confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")}
+        frame = read_csv(path, dtype=text, keep_default_na=False, na_values=missing)
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error
     if "sample_id" not in frame:

@@ -6,7 +6,7 @@ pipeline) and for :func:`ogaudit.score` on arrays a user already holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ def score_table(
     sample_ids: np.ndarray | None = None,
     budget: float = 0.05,
     true_labels: np.ndarray | None = None,
+    columns: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The per-sample table, one row per sample in the given order.
 
@@ -39,12 +40,16 @@ def score_table(
     sample_ids : (N,) ids; default the row numbers ``0 … N−1``.
     budget : fraction (0.05 = 5%) or count of samples to flag (:func:`~ogaudit.settings.budget_count`).
     true_labels : (N,) clean labels when noise was planted: adds ``true_label`` and ``is_noisy``.
+    columns : more (N,) columns, added in order after ``rare_class``: the review's evidence
+        (:func:`ogaudit.review.calibration.evidence_columns`: ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``,
+        ``ambiguous``, ``flag_stability``), computed by the caller from the flags of :func:`flag_budget`.
 
     Returns
     -------
     DataFrame with ``sample_id, given_label, predicted_label, suggested_label, score, rank`` (1 = most suspicious),
     ``flagged, confidence`` (the model's probability of the given label) and ``rare_class`` (the given class has
-    fewer than :data:`RARE_CLASS_SIZE` samples), plus ``true_label, is_noisy`` with ``true_labels``.
+    fewer than :data:`RARE_CLASS_SIZE` samples), then ``columns``, plus ``true_label, is_noisy`` with
+    ``true_labels``.
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -64,6 +69,10 @@ def score_table(
             "rare_class": counts[labels] < RARE_CLASS_SIZE,  # flagged maybe for being rare: a caveat beside the flag
         }
     )
+    for name, values in (columns or {}).items():
+        if len(values) != n:
+            raise ValueError(f"column {name!r} has {len(values)} values for {n} samples.")
+        table[name] = values
     if true_labels is not None:
         table["true_label"] = names[true_labels]
         table["is_noisy"] = np.asarray(true_labels) != labels

@@ -392,7 +392,7 @@ def detect(
     search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
     if cache is None:
         score, label_evidence, neighbours = _outlier_scores(head, layers, settings, progress, cancel)
-        table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel)
+        table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
         return table, label_evidence, neighbours
     from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE
 
@@ -434,7 +434,8 @@ def detect(
 
         entry.save(write)
     score, label_evidence, neighbours = cached
-    return _score_table(head, dataset, settings, score, label_evidence, progress, cancel), label_evidence, neighbours
+    table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
+    return table, label_evidence, neighbours
 
 
 def _head_inputs_fixed(model: AuditModel | None, settings: AuditSettings) -> bool:
@@ -537,10 +538,18 @@ def _outlier_scores(
     )
 
 
-def _score_table(head, dataset, settings, score, label_evidence, progress, cancel) -> pd.DataFrame:
-    """The per-sample table of this run (:func:`~ogaudit.detectors.scoring.score_table`)."""
+def _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours=None) -> pd.DataFrame:
+    """The per-sample table of this run (:func:`~ogaudit.detectors.scoring.score_table`), with the review's
+    evidence columns (``p_wrong`` estimated on this run, its interval, ``ambiguous``, ``flag_stability``:
+    :meth:`~ogaudit.review.evidence.RunEvidence.table_columns`, from the detector's ``neighbours`` when it kept them)."""
+    from ogaudit.detectors.base import flag_budget
+    from ogaudit.review.evidence import RunEvidence
+
     report(progress, "detect", 0.95, "flagging")
     check_cancel(cancel)
+    flagged, _ = flag_budget(score, settings.budget)
+    review = RunEvidence(head.features, head.probs, head.labels, label_evidence, neighbours=neighbours)
+    columns = review.table_columns(flagged, seed=settings.seed, cancel=cancel)
     return score_table(
         score,
         label_evidence,
@@ -550,4 +559,5 @@ def _score_table(head, dataset, settings, score, label_evidence, progress, cance
         sample_ids=dataset.sample_ids,
         budget=settings.budget,
         true_labels=dataset.true_y,
+        columns=columns,
     )

@@ -88,6 +88,15 @@ class Calibration:
         return cls(tuple(saved["raw"]), tuple(saved["calibrated"]), saved.get("source", ""), saved.get("ece"))
 
 
+def percent(p: float) -> str:
+    """A probability as a whole percentage that never reads "0%" or "100%" for what is uncertain: "<1%", ">99%"."""
+    if p < 0.01:
+        return "<1%"
+    if p > 0.99:
+        return ">99%"
+    return f"{p:.0%}"
+
+
 def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, *, bins: int = 10) -> float:
     """ECE: the sample-weighted mean |mean predicted − observed rate| over ``bins`` equal-width bins."""
     probability = np.asarray(probability, dtype=np.float64)
@@ -122,6 +131,34 @@ class SampleEvidence:
     neighbour_labels: np.ndarray
     raw_wrong: float
     p_wrong: float
+    p_wrong_low: float = 0.0
+    p_wrong_high: float = 1.0
+    calibrated: bool = False
+    reviewed: int = 0
+    ambiguous: bool = False
+    ambiguous_with: int = -1
+
+    def wrong_text(self, class_names: list[str] | None = None) -> str:
+        """How likely the given label is wrong, in words, never "100%": the estimate with its interval, "not yet
+        calibrated" where the interval is too wide to mean much, and "ambiguous" where the evidence splits between
+        the given label and one other class (:func:`~ogaudit.review.calibration.ambiguous`)."""
+        if not self.calibrated:
+            text = (
+                f"not yet calibrated: between {percent(self.p_wrong_low)} and {percent(self.p_wrong_high)} "
+                "likely that the given label is wrong"
+            )
+        else:
+            text = (
+                f"{percent(self.p_wrong)} likely that the given label is wrong "
+                f"({percent(self.p_wrong_low)}–{percent(self.p_wrong_high)})"
+            )
+        if self.reviewed:
+            text += f", from {self.reviewed} decision{'s' if self.reviewed != 1 else ''} on similar scores"
+        if self.ambiguous:
+            other = class_names[self.ambiguous_with] if class_names and self.ambiguous_with >= 0 else "another class"
+            given = class_names[self.given] if class_names else "the given label"
+            text = f"ambiguous between {given!r} and {other!r}; " + text
+        return text
 
     def ranking(self) -> np.ndarray:
         """Class indices, most likely first by ``π`` (ties: the counterfactual evidence, then the index)."""
@@ -206,8 +243,9 @@ class RunEvidence:
 
     def posterior(self, rows: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         """(b, C) ``π ∝ p ⊙ (neighbour label counts + 1)``, rows summing to 1."""
-        counts = np.zeros((len(rows), self.n_classes))
-        np.add.at(counts, (np.repeat(np.arange(len(rows)), neighbours.shape[1]), self.labels[neighbours].ravel()), 1)
+        c = self.n_classes
+        flat = np.repeat(np.arange(len(rows)) * c, neighbours.shape[1]) + self.labels[neighbours].ravel()
+        counts = np.bincount(flat, minlength=len(rows) * c).reshape(len(rows), c).astype(np.float64)
         fused = self.probs[rows] * (counts + 1.0)
         return fused / np.maximum(fused.sum(axis=1, keepdims=True), 1e-300)
 
@@ -235,14 +273,67 @@ class RunEvidence:
         wrong: :meth:`raw_wrong` through :attr:`calibration`, the number a review card shows."""
         return self.calibration(self.raw_wrong(rows, progress=progress, cancel=cancel))
 
-    def explain(self, rows: np.ndarray | list[int]) -> list[SampleEvidence]:
-        """The evidence of each sample in ``rows`` (positions in the run's table), in one vectorised pass."""
+    def all_neighbours(self, *, progress=None, cancel=None) -> np.ndarray:
+        """(N, k) every sample's gradient neighbours: the detector's when the run kept them, else searched (exactly
+        in chunks, or with :func:`~ogaudit.detectors.neighbours.nearest_neighbours` above
+        :data:`~ogaudit.detectors.neighbours.APPROXIMATE_ABOVE` samples)."""
+        n = len(self.labels)
+        if self.k == 0:
+            return np.zeros((n, 0), dtype=np.int64)
+        if self.known is not None:
+            return self.known[0]
+        if n > _neighbours.APPROXIMATE_ABOVE:
+            found, _ = _neighbours.nearest_neighbours(
+                self.directions, self.k, progress=progress, cancel=cancel, stage="evidence"
+            )
+            return np.asarray(found, dtype=np.int64)
+        return np.concatenate([self.nearest(np.arange(s, min(s + 1024, n)))[0] for s in range(0, n, 1024)])
+
+    def table_columns(self, flagged: np.ndarray, *, seed: int = 0, progress=None, cancel=None) -> dict:
+        """The score table's evidence columns for every sample (:func:`ogaudit.review.calibration.evidence_columns`):
+        ``p_wrong`` estimated on this run's own evidence with its interval, ``ambiguous`` and ``flag_stability``.
+        ``flagged`` (N,) bool are the run's flags."""
+        from ogaudit.review.calibration import evidence_columns
+
+        rows = np.arange(len(self.labels))
+        neighbours = self.all_neighbours(progress=progress, cancel=cancel)
+        posterior = self.posterior(rows, neighbours)
+        raw = 1.0 - posterior[rows, self.labels]
+        return evidence_columns(
+            self.calibration(raw),
+            posterior,
+            self.probs,
+            self.labels,
+            neighbours if self.k else None,
+            flagged,
+            seed=seed,
+        )
+
+    def explain(self, rows: np.ndarray | list[int], wrong=None) -> list[SampleEvidence]:
+        """The evidence of each sample in ``rows`` (positions in the run's table), in one vectorised pass.
+
+        ``wrong``: a :class:`~ogaudit.review.calibration.WrongEstimate` of the run (the table's ``p_wrong``, updated
+        with the review's decisions: :func:`~ogaudit.review.calibration.reviewed_estimate`); each sample's
+        ``p_wrong`` and interval come from it. Without it (a run written before ``p_wrong`` was estimated on the
+        data), the packaged curve's value, marked not calibrated on this data."""
+        from ogaudit.review.calibration import ambiguous
+
         rows = np.asarray(rows, dtype=np.int64)
         neighbours, cosines = self.nearest(rows)
         posterior = self.posterior(rows, neighbours)
         given = self.labels[rows]
         raw = 1.0 - posterior[np.arange(len(rows)), given]
-        calibrated = self.calibration(raw)
+        if wrong is not None:
+            calibrated, low, high = wrong.p[rows], wrong.low[rows], wrong.high[rows]
+            known = wrong.calibrated[rows]
+            reviewed = wrong.reviewed[rows]
+        else:  # the packaged curve, with the intervals of a prior of its own value
+            from ogaudit.review.calibration import prior_estimate
+
+            fallback = prior_estimate(self.calibration(raw), "the packaged curve (fitted on planted noise)")
+            calibrated, low, high = fallback.p, fallback.low, fallback.high
+            known, reviewed = fallback.calibrated, fallback.reviewed
+        split, other = ambiguous(posterior, self.probs[rows], given, self.labels[neighbours])
         return [
             SampleEvidence(
                 position=int(row),
@@ -255,6 +346,12 @@ class RunEvidence:
                 neighbour_labels=self.labels[neighbours[i]],
                 raw_wrong=float(raw[i]),
                 p_wrong=float(calibrated[i]),
+                p_wrong_low=float(low[i]),
+                p_wrong_high=float(high[i]),
+                calibrated=bool(known[i]),
+                reviewed=int(reviewed[i]),
+                ambiguous=bool(split[i]),
+                ambiguous_with=int(other[i]),
             )
             for i, row in enumerate(rows)
         ]
@@ -285,7 +382,7 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
     given = class_names[item.given]
     model_top = int(np.argmax(item.probs))
     parts = [
-        f"{item.p_wrong:.0%} likely that the label {given!r} is wrong",
+        item.wrong_text(class_names),
         f"the model gives {given!r} {item.probs[item.given]:.0%}"
         + (f" and {class_names[model_top]!r} {item.probs[model_top]:.0%}" if model_top != item.given else ""),
         f"{votes[item.given]} of its {len(item.neighbours)} nearest gradient neighbours are labelled {given!r}"

@@ -13,11 +13,19 @@ import numpy as np
 import pandas as pd
 
 UNDECIDED = "undecided"
+CALIBRATE = "to calibrate P(wrong)"
+"""The sort that takes one sample from each band of the estimated P(wrong) in turn
+(:func:`~ogaudit.review.calibration.calibration_order`): a hundred decisions in this order calibrate the
+probability on this data far better than a hundred from the top (docs/BENCHMARKS.md, "Calibration")."""
 SORTS = {
     "most suspicious first": ("rank", True),
     "least suspicious first": ("rank", False),
     "sample id": ("sample_id", True),
+    CALIBRATE: ("calibration_order", True),
 }
+
+VERDICTS = ("", "wrong", "ambiguous")
+STABILITIES = ("", "stable", "unstable")
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,12 @@ class QueueFilter:
     given, suggested : class names. decisions : actions and/or ``"undecided"`` (the current state). annotators :
     who made the current decision. score : (low, high) inclusive, or None. flagged_only : only flagged samples.
     hide_decided : leave out samples with a current decision. search : a case-insensitive substring of the id.
-    sort : a key of :data:`SORTS`. only : restrict to these ids (a duplicate queue), flagged or not.
+    sort : a key of :data:`SORTS` (:data:`CALIBRATE` ignores ``flagged_only``). only : restrict to these ids (a
+    duplicate queue), flagged or not.
+    verdict : "wrong" or "ambiguous" (the table's ``ambiguous`` column), "" for both. stability : "stable" or
+    "unstable" (flagged samples' ``flag_stability`` at least / under
+    :data:`~ogaudit.review.calibration.STABLE_AT`), "" for any. Both need a run that has the column; on an older
+    run they keep every sample.
     """
 
     given: tuple[str, ...] = ()
@@ -40,10 +53,16 @@ class QueueFilter:
     search: str = ""
     sort: str = "most suspicious first"
     only: frozenset[str] | None = None
+    verdict: str = ""
+    stability: str = ""
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
             raise ValueError(f"sort {self.sort!r} is not one of {list(SORTS)}.")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {list(VERDICTS)}.")
+        if self.stability not in STABILITIES:
+            raise ValueError(f"stability {self.stability!r} is not one of {list(STABILITIES)}.")
 
 
 def filter_queue(
@@ -57,7 +76,7 @@ def filter_queue(
     keep = np.ones(len(table), dtype=bool)
     if f.only is not None:
         keep &= table["sample_id"].isin(f.only).to_numpy()
-    elif f.flagged_only:
+    elif f.flagged_only and f.sort != CALIBRATE:  # calibrating needs the whole range of P(wrong)
         keep &= table["flagged"].to_numpy(dtype=bool)
     if f.given:
         keep &= table["given_label"].isin(f.given).to_numpy()
@@ -66,8 +85,23 @@ def filter_queue(
     if f.score is not None:
         score = table["score"].to_numpy(dtype=float)
         keep &= (score >= f.score[0]) & (score <= f.score[1])
+    if f.verdict and "ambiguous" in table:
+        keep &= table["ambiguous"].to_numpy(dtype=bool) == (f.verdict == "ambiguous")
+    if f.stability and "flag_stability" in table:
+        from ogaudit.review.calibration import STABLE_AT
+
+        stability = table["flag_stability"].to_numpy(dtype=float)
+        keep &= (stability >= STABLE_AT) if f.stability == "stable" else (stability < STABLE_AT)
     if f.search.strip():
         keep &= table["sample_id"].str.contains(f.search.strip(), case=False, regex=False).to_numpy()
+    if f.sort == CALIBRATE:
+        from ogaudit.review.calibration import calibration_order
+
+        if "p_wrong" in table:
+            order = calibration_order(table["p_wrong"].to_numpy(dtype=float), table["sample_id"].astype(str))
+        else:  # a run without the estimate: most suspicious first
+            order = table["rank"].to_numpy()
+        table = table.assign(calibration_order=order)
     table = table[keep]  # the decision filters look up only the samples still in (a hash join, no Python loop)
     if f.hide_decided or f.decisions or f.annotators:
         current = state.drop_duplicates("sample_id", keep="last").set_index("sample_id") if len(state) else None

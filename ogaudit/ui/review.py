@@ -17,10 +17,20 @@ from ogaudit.errors import OgauditError
 from ogaudit.project import workspace_root
 from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
+from ogaudit.review.calibration import RESAMPLES, STABLE_AT, reviewed_estimate
 from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
 from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label
 from ogaudit.review.ledger import ACTIONS, Ledger
-from ogaudit.review.queue import SORTS, UNDECIDED, QueueFilter, confusion, filter_queue, flag_counts
+from ogaudit.review.queue import (
+    SORTS,
+    STABILITIES,
+    UNDECIDED,
+    VERDICTS,
+    QueueFilter,
+    confusion,
+    filter_queue,
+    flag_counts,
+)
 from ogaudit.review.thumbnails import thumbnail_strip
 from ogaudit.server.prefs import UserPrefs
 from ogaudit.ui import state, team
@@ -42,6 +52,8 @@ PAGE_SIZES = (6, 12, 24, 48)
 CARD_COLUMNS = (3, 4, 6)
 VIEWS = ("Cards", "One at a time (keyboard)")
 FOCUS = "ogaudit-focus"
+WRONG = "ogaudit-p-wrong"
+"""(run fingerprint, the P(wrong) estimate updated with the decisions last read): the enlarged view shows it too."""
 DECIDED_HERE = "ogaudit-decided-here"
 """(queue filter, ids decided one by one under it): see :func:`_decided_here`."""
 CARD_NEIGHBOURS = 8
@@ -211,7 +223,7 @@ def review_queue(
     page = controls[3].number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="queue-page")
     st.caption(f"{len(queue):,} in the queue · page {page} of {pages}")
     chunk = queue[(page - 1) * page_size : page * page_size]
-    explained = _explain(run, evidence, chunk)
+    explained = _explain(run, evidence, chunk, decisions)
     notes = ledger.notes()
     per_row = controls[4].selectbox("Per row", CARD_COLUMNS, key="queue-per-row", help="More, smaller cards per row")
     _card_keys(ledger, run, chunk, annotator, queue_filter, explained)
@@ -313,10 +325,18 @@ def css_key(key: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "-", key.strip())
 
 
-def _explain(run: Run, evidence: RunEvidence | None, ids: list[str]) -> dict[str, SampleEvidence]:
+def _explain(
+    run: Run, evidence: RunEvidence | None, ids: list[str], decisions: pd.DataFrame | None = None
+) -> dict[str, SampleEvidence]:
+    """The evidence of the shown samples, with P(wrong) from the run's table updated by ``decisions`` (kept in the
+    session for the enlarged view, so that it shows the same number)."""
     if evidence is None or not ids:
         return {}
-    return dict(zip(ids, evidence.explain([run.position[i] for i in ids]), strict=True))
+    if decisions is not None:
+        st.session_state[WRONG] = (run.fingerprint, reviewed_estimate(run.table, decisions))
+    saved = st.session_state.get(WRONG)
+    wrong = saved[1] if saved and saved[0] == run.fingerprint else reviewed_estimate(run.table, None)
+    return dict(zip(ids, evidence.explain([run.position[i] for i in ids], wrong=wrong), strict=True))
 
 
 DUPLICATE_QUEUES = {
@@ -352,6 +372,22 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
             help="Same content under several ids (exact bytes or the same text, or the same coarse picture or "
             "embedding); with different labels, at least one label is wrong. Flagged or not.",
         )
+        row = st.columns(4)
+        verdict = row[0].selectbox(
+            "Wrong or ambiguous",
+            list(VERDICTS),
+            format_func=lambda v: {"": "both", "wrong": "wrong", "ambiguous": "ambiguous"}[v],
+            key="queue-verdict",
+            help="Ambiguous: the model or the gradient neighbours split between the given label and one other class.",
+        )
+        stability = row[1].selectbox(
+            "Flag stability",
+            list(STABILITIES),
+            format_func=lambda v: v or "any",
+            key="queue-stability",
+            help=f"Stable: the evidence keeps the flag in {STABLE_AT:.0%} or more of {RESAMPLES} resamples of the "
+            "sample's gradient neighbours.",
+        )
         words = ""
         if dataset is not None and dataset.is_text:
             masked = dataset.text_origin is not None and dataset.text_origin.mask_mentions
@@ -382,6 +418,8 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         search=search,
         sort=sort,
         only=only,
+        verdict=verdict,
+        stability=stability,
     )
 
 
@@ -508,7 +546,16 @@ def evidence_panel(
     """Why the sample is flagged: the calibrated probability that its label is wrong, in words, the classes'
     probabilities (model, neighbours, combined, counterfactual) and the nearest gradient neighbours."""
     names = run.class_names
-    st.markdown(f"**{item.p_wrong:.0%}** likely that the given label is wrong")
+    st.markdown(f"**{md(item.wrong_text(names))}**")
+    stability = run.table["flag_stability"].iat[item.position] if "flag_stability" in run.table else None
+    stability = float(pd.to_numeric(stability, errors="coerce")) if stability is not None else float("nan")
+    if stability == stability:  # flagged, with a stability
+        stable = "stable" if stability >= STABLE_AT else "unstable"
+        st.caption(
+            f"{stable} flag: kept in {stability:.0%} of {RESAMPLES} resamples of its gradient neighbours",
+            help="How often the evidence still puts the sample in the flagged share when its neighbours are drawn "
+            f"again with replacement; {STABLE_AT:.0%} or more reads stable.",
+        )
     body = st.expander("Why is this flagged?") if compact else st.container()
     with body:
         st.caption(md(describe(item, names)))
@@ -553,7 +600,7 @@ def enlarged(run: Run, sample_id: str, dataset: Dataset | None, evidence: RunEvi
     with right:
         st.markdown(sample_caption(row, {**decision, "sample_id": sample_id} if decision else None))
         if evidence is not None:
-            evidence_panel(run, evidence.explain([run.position[sample_id]])[0], dataset, neighbours=20)
+            evidence_panel(run, _explain(run, evidence, [sample_id])[sample_id], dataset, neighbours=20)
 
 
 # ---------------------------------------------------------------- one at a time, by keyboard
@@ -593,7 +640,7 @@ def keyboard_review(
     position = queue.index(focus)
     following = queue[position + 1] if position + 1 < len(queue) else (queue[position - 1] if position else None)
     row = run.by_id.loc[focus].to_dict()
-    item = _explain(run, evidence, [focus]).get(focus)
+    item = _explain(run, evidence, [focus], decisions).get(focus)
     reviewed = int(decisions["sample_id"].isin(set(run.flagged_ids)).sum())
     st.caption(
         f"Sample {position + 1:,} of {len(queue):,} in the queue · reviewed {reviewed:,} of {len(run.flagged_ids):,} "

@@ -20,6 +20,7 @@ from ogaudit.cli import main
 from ogaudit.data.containers import as_dataset
 from ogaudit.errors import DataError, LedgerError, SettingsError
 from ogaudit.project import ReviewMismatchWarning
+from ogaudit.review.calibration import reviewed_estimate
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ogaudit.AuditSettings(epochs=2, map_method="pca", noise_rate=0.1)
@@ -92,7 +93,7 @@ def test_score_on_arrays_flags_the_planted_flips():
     features, probs, _logits, clean, noisy = planted_flips()
     table = ogaudit.score(features, probs, noisy)
     assert list(table.columns) == list(SCORE_COLUMNS)
-    assert len(table) == len(noisy) and table["sample_id"].tolist() == list(range(len(noisy)))
+    assert len(table) == len(noisy) and table["sample_id"].tolist() == [str(i) for i in range(len(noisy))]
     wrong = noisy != clean
     assert average_precision_score(wrong, table["score"]) > 0.6  # noise rate ~0.1
     assert table["flagged"].sum() == 40 and wrong[table["flagged"]].mean() > 0.8
@@ -127,8 +128,11 @@ def test_score_reproduces_the_audit_and_the_review_cards(audited):
     from_arrays = ogaudit.score(evidence.features[:, :-1], evidence.probs, evidence.labels)
     assert np.allclose(from_arrays["score"], audited.scores["score"])
     rows = np.argsort(audited.scores["rank"].to_numpy())[:20]
-    cards = ogaudit.Project(audited.out_dir).open_evidence().explain(rows)
+    estimate = reviewed_estimate(audited.scores, None)  # no decisions: the table's own p_wrong
+    cards = ogaudit.Project(audited.out_dir).open_evidence().explain(rows, wrong=estimate)
     assert np.allclose(from_arrays["p_wrong"].to_numpy()[rows], [card.p_wrong for card in cards])
+    assert np.allclose(audited.scores["p_wrong"], from_arrays["p_wrong"])  # audit, score() and cards: one number
+    assert from_arrays["sample_id"].map(type).eq(str).all() and audited.scores["sample_id"].map(type).eq(str).all()
 
 
 def test_score_refuses_bad_input_naming_the_parameter_and_the_fix():

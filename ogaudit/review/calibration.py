@@ -1,0 +1,476 @@
+"""The probability that a given label is wrong, estimated on the data at hand and updated by the review.
+
+A curve fitted once on planted noise (:data:`~ogaudit.review.evidence.CALIBRATION_FILE`) reads the evidence
+``1 − π(given)`` the same way on every dataset; on noise of another kind (annotators who confuse similar samples)
+it is over-confident. Here the probability is estimated per dataset, in two steps:
+
+1. **Before any decision** (:func:`estimate_wrong`): the dataset's noise rate is estimated from the estimated
+   joint of given and true labels (confident learning, Northcutt et al. 2021: a sample counts towards the class
+   whose fused probability ``π`` reaches that class's average self-confidence), and the packaged curve's shape is
+   moved, in log-odds, until its mean equals that rate. Each sample gets a :data:`LEVEL` interval from a Beta prior
+   of :data:`PRIOR_STRENGTH` pseudo-decisions centred on its band's estimate: the estimate is a guess about this
+   data, and the interval says how much of one.
+2. **As decisions come in** (:func:`update_with_decisions`): confirmed wrong (``confirm``/``relabel``/``remove``)
+   vs kept right (``keep``; ``unsure`` counts as neither). Once they cover a few bands of the estimate (the queue's
+   "to calibrate P(wrong)" order, :func:`calibration_order`, gives them so), a logistic recalibration is fitted
+   to them; then each band (equal-width and decile cuts of the estimate) takes the Beta posterior of its prior and
+   its decisions, made monotone across bands.
+
+A sample whose interval is wider than :data:`UNKNOWN_WIDTH` is "not yet calibrated": shown as that, not as a number.
+Also here: :func:`ambiguous` (wrong vs ambiguous) and :func:`flag_stability` (stable vs unstable flags).
+Pure numpy (and scipy): the pipeline writes ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``, ``ambiguous`` and
+``flag_stability`` in ``scores.csv`` (:func:`evidence_columns`), :func:`ogaudit.score` returns the same, and the
+review cards and exports show step 2 on top of it (:func:`reviewed_estimate`). Measured in
+``benchmarks/bench_calibration.py`` (docs/BENCHMARKS.md, "Calibration").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BANDS = 10
+PRIOR_STRENGTH = 10.0
+"""How many reviewer decisions the data-level estimate of a band is worth."""
+UNKNOWN_WIDTH = 0.5
+"""An interval wider than this (e.g. a band estimated near 50% with no decisions) reads "not yet calibrated"."""
+LEVEL = 0.9
+"""The intervals' coverage."""
+WRONG_ACTIONS = ("confirm", "relabel", "remove")
+RIGHT_ACTIONS = ("keep",)
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class WrongEstimate:
+    """Per-sample probability that the given label is wrong, with a :data:`LEVEL` interval.
+
+    p, low, high : (N,) floats in [0, 1], ``low ≤ p ≤ high``.
+    noise_rate : the estimated share of wrong labels in the data (the mean of ``p``).
+    decisions : how many reviewer decisions (wrong or right) the estimate has been updated with.
+    reviewed : (N,) int, the decisions in each sample's band.
+    method : what it was estimated from, in words.
+    """
+
+    p: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    noise_rate: float
+    decisions: int
+    reviewed: np.ndarray
+    method: str
+
+    @property
+    def calibrated(self) -> np.ndarray:
+        """(N,) bool: False where the interval is wider than :data:`UNKNOWN_WIDTH` ("not yet calibrated")."""
+        return (self.high - self.low) <= UNKNOWN_WIDTH
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """``p_wrong``, ``p_wrong_low``, ``p_wrong_high``: the columns of the score table."""
+        return {"p_wrong": self.p, "p_wrong_low": self.low, "p_wrong_high": self.high}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
+    """The share of wrong labels from the calibrated confident joint of given and true labels.
+
+    Parameters
+    ----------
+    posterior : (N, C) each sample's class probabilities (rows sum to 1), e.g. the fused ``π``.
+    labels : (N,) int given labels.
+
+    Returns
+    -------
+    The off-diagonal mass of the confident joint after each given class's row is scaled to that class's count
+    (Northcutt et al. 2021, "Confident learning", eq. 2-3): a sample counts towards the most probable class
+    ``j`` among those whose probability reaches ``t_j``, the mean probability of ``j`` over samples labelled ``j``;
+    samples above no threshold are not counted.
+    """
+    posterior = np.asarray(posterior, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, c = posterior.shape
+    counts = np.bincount(labels, minlength=c).astype(np.float64)
+    sums = np.zeros(c)
+    np.add.at(sums, labels, posterior[np.arange(n), labels])
+    threshold = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+    above = posterior >= threshold[None, :] - 1e-12
+    masked = np.where(above, posterior, -1.0)
+    best = masked.argmax(axis=1)
+    counted = above.any(axis=1)
+    joint = np.zeros((c, c))
+    np.add.at(joint, (labels[counted], best[counted]), 1.0)
+    rows = joint.sum(axis=1, keepdims=True)
+    joint = np.where(rows > 0, joint / np.maximum(rows, 1) * counts[:, None], 0.0)
+    return float((joint.sum() - np.trace(joint)) / max(n, 1))
+
+
+def _shift_to_mean(base: np.ndarray, target: float) -> np.ndarray:
+    """``base`` moved by one log-odds shift so that its mean is ``target`` (bisection; monotone in the shift)."""
+    z = _logit(base)
+    target = float(np.clip(target, _EPS, 1 - _EPS))
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _sigmoid(z + mid).mean() < target:
+            lo = mid
+        else:
+            hi = mid
+    return _sigmoid(z + (lo + hi) / 2)
+
+
+def _bands(p: np.ndarray) -> tuple[np.ndarray, int]:
+    """(band of each sample (N,) int, number of bands): cut at the :data:`BANDS` equal-width edges (the bins of the
+    expected calibration error) and at the deciles of ``p`` (so that the bulk of low estimates, often most of the
+    data, is split too); at most ``2·BANDS`` bands."""
+    p = np.asarray(p, dtype=np.float64)
+    inner = np.concatenate([np.linspace(0, 1, BANDS + 1)[1:-1], np.quantile(p, np.linspace(0, 1, BANDS + 1)[1:-1])])
+    edges = np.unique(np.round(inner, 12)) if len(p) else np.linspace(0, 1, BANDS + 1)[1:-1]
+    return np.searchsorted(edges, p, side="right").astype(np.int64), len(edges) + 1
+
+
+def _beta_interval(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The central :data:`LEVEL` interval of Beta(a, b) (``betaincinv``: scipy.stats costs seconds to import)."""
+    from scipy.special import betaincinv
+
+    tail = (1 - LEVEL) / 2
+    return betaincinv(a, b, tail), betaincinv(a, b, 1 - tail)
+
+
+def _with_intervals(
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, band: np.ndarray, method: str, decisions: int, reviewed: np.ndarray
+) -> WrongEstimate:
+    """Each sample's interval: its band's Beta(a, b) interval moved by the sample's log-odds offset from the band's
+    mean (so a sample above its band's mean gets an interval above the band's)."""
+    band_mean = a / (a + b)
+    low_band, high_band = _beta_interval(a, b)
+    offset = _logit(p) - _logit(band_mean[band])
+    low = np.minimum(_sigmoid(_logit(low_band[band]) + offset), p)
+    high = np.maximum(_sigmoid(_logit(high_band[band]) + offset), p)
+    return WrongEstimate(p, low, high, float(p.mean()) if len(p) else 0.0, decisions, reviewed, method)
+
+
+def estimate_wrong(base: np.ndarray, posterior: np.ndarray, labels: np.ndarray) -> WrongEstimate:
+    """P(wrong) for every sample, estimated on this data alone (no decisions).
+
+    Parameters
+    ----------
+    base : (N,) the shape to start from: the packaged curve's value of each sample's evidence ``1 − π(given)``
+        (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`).
+    posterior : (N, C) the fused ``π``.
+    labels : (N,) int given labels.
+
+    Returns
+    -------
+    :class:`WrongEstimate` with ``decisions == 0``: ``base`` moved in log-odds until its mean is
+    :func:`confident_noise_rate`, with intervals from a Beta prior of :data:`PRIOR_STRENGTH` per band.
+    """
+    base = np.asarray(base, dtype=np.float64)
+    if len(base) == 0:
+        empty = np.zeros(0)
+        return WrongEstimate(empty, empty, empty, 0.0, 0, np.zeros(0, np.int64), "no samples")
+    rate = confident_noise_rate(posterior, labels)
+    p = _shift_to_mean(base, rate)
+    return prior_estimate(
+        p,
+        f"estimated on this data: noise rate {rate:.1%} from the confident joint of given and true labels, the "
+        "packaged curve's shape moved to it",
+    )
+
+
+def prior_estimate(p: np.ndarray, method: str) -> WrongEstimate:
+    """``p`` (N,) as a :class:`WrongEstimate` before any decision: each :data:`BANDS` band's interval is that of a
+    Beta prior of :data:`PRIOR_STRENGTH` pseudo-decisions at the band's mean."""
+    p = np.asarray(p, dtype=np.float64)
+    band, bands = _bands(p)
+    size = np.bincount(band, minlength=bands)
+    mean = np.clip(np.bincount(band, weights=p, minlength=bands) / np.maximum(size, 1), _EPS, 1 - _EPS)
+    a, b = PRIOR_STRENGTH * mean, PRIOR_STRENGTH * (1 - mean)
+    return _with_intervals(p, a, b, band, method, 0, np.zeros(len(p), np.int64))
+
+
+def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.ndarray) -> WrongEstimate:
+    """The estimate updated with reviewer decisions.
+
+    Parameters
+    ----------
+    estimate : a data-level :class:`WrongEstimate` (from :func:`estimate_wrong` or :func:`reviewed_estimate` with no
+        decisions; never an updated one: bands are cut on its ``p``).
+    rows : (M,) int positions of the decided samples.
+    wrong : (M,) bool, True where the reviewer found the label wrong (:data:`WRONG_ACTIONS`), False where kept
+        right (:data:`RIGHT_ACTIONS`). Leave ``unsure`` out.
+
+    Returns
+    -------
+    A new :class:`WrongEstimate`, in two steps:
+
+    1. When the decisions cover at least :data:`PLATT_BANDS` bands with :data:`PLATT_MIN` decisions each (as the
+       queue's "to calibrate P(wrong)" order gives them), a logistic recalibration ``σ(a·logit p + b)`` fitted to
+       them (Platt scaling) with a Gaussian prior of :data:`PLATT_PRIOR` on ``(a − 1, b)``: decisions across the
+       range tell the slope as well as the level. Decisions from the top of the queue alone do not (they are all
+       in one or two bands), and skip this step.
+    2. Per band, the Beta posterior mean of (a prior of :data:`PRIOR_STRENGTH` pseudo-decisions, three times that
+       after step 1, at the band's mean after step 1) + (the band's decisions), made monotone across bands (pool adjacent violators, weighted by
+       prior + decisions); each sample's log-odds are interpolated linearly between the bands' (mean, updated
+       rate) knots in log-odds, and moved by the end band's shift beyond them, so the order of samples is kept.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    wrong = np.asarray(wrong, dtype=bool)
+    if len(rows) != len(wrong):
+        raise ValueError(f"rows ({len(rows)}) and wrong ({len(wrong)}) must have one entry per decision.")
+    if len(rows) == 0:
+        return estimate
+    band, bands = _bands(estimate.p)
+    decided = np.bincount(band[rows], minlength=bands).astype(np.float64)
+    p0 = estimate.p
+    platt = ""
+    if (decided >= PLATT_MIN).sum() >= PLATT_BANDS:
+        a, b = _platt(_logit(p0[rows]), wrong)
+        p0 = _sigmoid(a * _logit(p0) + b)
+        platt = f", recalibrated as σ({a:.2f}·logit p {b:+.2f})"
+    size = np.bincount(band, minlength=bands)
+    mean = np.clip(np.bincount(band, weights=p0, minlength=bands) / np.maximum(size, 1), _EPS, 1 - _EPS)
+    found = np.bincount(band[rows], weights=wrong.astype(np.float64), minlength=bands)
+    strength = PRIOR_STRENGTH * (3 if platt else 1)  # after a fit to these decisions, bands move less
+    a_, b_ = strength * mean + found, strength * (1 - mean) + decided - found
+    present = size > 0
+    posterior = mean.copy()
+    posterior[present] = _pool_adjacent((a_ / (a_ + b_))[present], (a_ + b_)[present])
+    shift = _logit(posterior) - _logit(mean)
+    knots, moved = _logit(mean[present]), _logit(posterior[present])
+    z = _logit(p0)
+    inside = np.interp(z, knots, moved)  # piecewise linear between monotone knots: the order is kept
+    z = np.where(z < knots[0], z + shift[present][0], np.where(z > knots[-1], z + shift[present][-1], inside))
+    p = _sigmoid(z)
+    weight = a_ + b_
+    n = int(len(rows))
+    method = f"{estimate.method.split(';')[0]}; updated with {n} reviewer decision{'s' if n != 1 else ''}{platt}"
+    return _with_intervals(
+        p, posterior * weight, (1 - posterior) * weight, band, method, n, decided[band].astype(np.int64)
+    )
+
+
+PLATT_BANDS = 3
+PLATT_MIN = 5
+PLATT_PRIOR = 1.0
+"""The Gaussian prior's precision on ``(a − 1, b)`` of the logistic recalibration (in log-likelihood units)."""
+
+
+def _platt(z: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
+    """MAP ``(a, b)`` of ``P(wrong) = σ(a·z + b)`` with the prior :data:`PLATT_PRIOR`; ``a`` kept in [0.05, 5]."""
+    from scipy.optimize import minimize
+
+    y = wrong.astype(np.float64)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = theta
+        s = a * z + b
+        q = _sigmoid(s)
+        value = float(np.sum(np.logaddexp(0.0, s) - y * s) + PLATT_PRIOR * ((a - 1) ** 2 + b**2))
+        grad = np.array([np.sum((q - y) * z) + 2 * PLATT_PRIOR * (a - 1), np.sum(q - y) + 2 * PLATT_PRIOR * b])
+        return value, grad
+
+    found = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.05, 5.0), (-20.0, 20.0)])
+    return float(found.x[0]), float(found.x[1])
+
+
+def calibration_order(p: np.ndarray, sample_ids) -> np.ndarray:
+    """(N,) int position of each sample in the queue's "to calibrate P(wrong)" order: one sample from each band of
+    ``p`` in turn (highest band first), in a fixed pseudo-random order within a band (a hash of the sample id), so
+    that the first decisions cover the whole range and :func:`update_with_decisions` can fit a slope."""
+    import hashlib
+
+    p = np.asarray(p, dtype=np.float64)
+    band, bands = _bands(p)
+    keys = np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest()) for i in sample_ids])
+    within = np.empty(len(p), dtype=np.int64)
+    for b in range(bands):
+        members = np.flatnonzero(band == b)
+        within[members[np.argsort(keys[members], kind="stable")]] = np.arange(len(members))
+    order = np.lexsort((bands - 1 - band, within))
+    position = np.empty(len(p), dtype=np.int64)
+    position[order] = np.arange(len(p))
+    return position
+
+
+def _pool_adjacent(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted non-decreasing fit of ``values`` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [value, weight, count]
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, c2 = blocks.pop()
+            v1, w1, c1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    return np.concatenate([np.full(c, v) for v, _, c in blocks])
+
+
+# ---------------------------------------------------------------- wrong vs ambiguous, and how stable a flag is
+
+AMBIGUOUS_SHARE = 0.25
+"""Ambiguous: the model, or the gradient neighbours' votes, give both the given label and one other class at least
+this share."""
+RESAMPLES = 30
+STABLE_AT = 0.8
+"""A flag is stable when the evidence keeps it in the flagged share in at least this share of the resamples."""
+
+
+def ambiguous(
+    posterior: np.ndarray, probs: np.ndarray, labels: np.ndarray, votes: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which samples' evidence splits between two plausible classes, one of them the given label.
+
+    Parameters
+    ----------
+    posterior : (N, C) the fused ``π``; its most likely class other than the given one is the other candidate.
+    probs : (N, C) the model's softmax. labels : (N,) int given labels.
+    votes : (N, k) int the given labels of each sample's gradient neighbours, or None (the model alone then).
+
+    Returns
+    -------
+    (is_ambiguous (N,) bool, other (N,) int): ambiguous where the model gives both the given label and the other
+    candidate at least :data:`AMBIGUOUS_SHARE`, or the neighbours' labels do (each at least that share of the
+    votes). Such a sample is shown "ambiguous", not "wrong": a view of the evidence cannot tell the two classes
+    apart. A sample the model fits to its given label while all its neighbours carry another (a memorised wrong
+    label) is not ambiguous: each view is sure, they just disagree.
+    """
+    posterior = np.asarray(posterior, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    rows = np.arange(n)
+    if n == 0:
+        return np.zeros(0, bool), np.zeros(0, np.int64)
+    others = posterior.copy()
+    others[rows, labels] = -np.inf
+    other = others.argmax(axis=1)
+    split = (probs[rows, labels] >= AMBIGUOUS_SHARE) & (probs[rows, other] >= AMBIGUOUS_SHARE)
+    if votes is not None and np.asarray(votes).shape[1] > 0:
+        votes = np.asarray(votes, dtype=np.int64)
+        k = votes.shape[1]
+        share_given = (votes == labels[:, None]).sum(axis=1) / k
+        share_other = (votes == other[:, None]).sum(axis=1) / k
+        split |= (share_given >= AMBIGUOUS_SHARE) & (share_other >= AMBIGUOUS_SHARE)
+    return split, other
+
+
+def flag_stability(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    neighbours: np.ndarray,
+    flagged: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """How often the evidence keeps each flagged sample in the flagged share when its neighbours are resampled.
+
+    Parameters
+    ----------
+    probs : (N, C) softmax. labels : (N,) int given labels.
+    neighbours : (N, k) positions of each sample's gradient neighbours.
+    flagged : (N,) bool, the flags of the run.
+
+    Returns
+    -------
+    (N,) float: for a flagged sample, the share of ``resamples`` bootstrap resamples of its ``k`` neighbours (with
+    replacement) in which ``1 − π(given)`` stays at or above the cut that puts as many samples in the flagged share
+    as the run flagged (the cut taken on the unresampled evidence); NaN for samples not flagged. At least
+    :data:`STABLE_AT` reads "stable". A flag the detector raised but the evidence does not back reads unstable too.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    flagged = np.asarray(flagged, dtype=bool)
+    n, c = probs.shape
+    out = np.full(n, np.nan)
+    rows = np.flatnonzero(flagged)
+    neighbours = np.asarray(neighbours, dtype=np.int64)
+    if len(rows) == 0:
+        return out
+    k = neighbours.shape[1]
+    if k == 0:
+        return out
+
+    def raw_of(votes_of: np.ndarray, which: np.ndarray) -> np.ndarray:
+        flat = np.repeat(np.arange(len(which)) * c, votes_of.shape[1]) + votes_of.ravel()
+        counts = np.bincount(flat, minlength=len(which) * c).reshape(len(which), c).astype(np.float64)
+        fused = probs[which] * (counts + 1.0)
+        fused /= np.maximum(fused.sum(axis=1, keepdims=True), 1e-300)
+        return 1.0 - fused[np.arange(len(which)), labels[which]]
+
+    everyone = raw_of(labels[neighbours], np.arange(n))
+    cut = np.sort(everyone)[::-1][len(rows) - 1]
+    rng = np.random.default_rng(seed)
+    votes = labels[neighbours[rows]]  # (b, k)
+    kept = np.zeros(len(rows))
+    for _ in range(resamples):
+        pick = rng.integers(0, k, size=votes.shape)
+        kept += raw_of(np.take_along_axis(votes, pick, axis=1), rows) >= cut - 1e-12
+    out[rows] = kept / resamples
+    return out
+
+
+def evidence_columns(
+    base: np.ndarray,
+    posterior: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    neighbours: np.ndarray | None,
+    flagged: np.ndarray,
+    *,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The score table's columns from the evidence: ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``
+    (:func:`estimate_wrong` from ``base``, the packaged curve's values), ``ambiguous`` (:func:`ambiguous`) and ``flag_stability`` (:func:`flag_stability`; NaN
+    where not flagged, or everywhere without neighbours)."""
+    estimate = estimate_wrong(base, posterior, labels)
+    votes = None if neighbours is None else np.asarray(labels)[np.asarray(neighbours, dtype=np.int64)]
+    is_ambiguous, _ = ambiguous(posterior, probs, labels, votes)
+    stability = (
+        np.full(len(labels), np.nan)
+        if neighbours is None
+        else flag_stability(probs, labels, neighbours, flagged, seed=seed)
+    )
+    return {**estimate.columns(), "ambiguous": is_ambiguous, "flag_stability": stability}
+
+
+def reviewed_estimate(table, decisions) -> WrongEstimate | None:
+    """The data-level estimate in a run's table (its ``p_wrong`` columns) updated with the review's decisions.
+
+    ``table`` is the run's score table (``sample_id``, ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``), ``decisions``
+    :meth:`~ogaudit.review.ledger.Ledger.state` (``sample_id``, ``action``). None when the table has no
+    ``p_wrong`` (a run written before it was estimated on the data)."""
+    if "p_wrong" not in table.columns or "p_wrong_low" not in table.columns:
+        return None
+    import pandas as pd
+
+    read = {c: pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64) for c in ("p_wrong_low", "p_wrong_high")}
+    p = pd.to_numeric(table["p_wrong"], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(p).any() or not ((p >= 0) & (p <= 1)).all():  # an edited or damaged table: no estimate
+        return None
+    prior = prior_estimate(p, "estimated on this data")
+    prior = WrongEstimate(
+        p,
+        np.where(np.isnan(read["p_wrong_low"]), prior.low, read["p_wrong_low"]),
+        np.where(np.isnan(read["p_wrong_high"]), prior.high, read["p_wrong_high"]),
+        prior.noise_rate,
+        0,
+        prior.reviewed,
+        prior.method,
+    )
+    if decisions is None or len(decisions) == 0:
+        return prior
+    position = {sample_id: i for i, sample_id in enumerate(table["sample_id"].astype(str).tolist())}
+    decided = decisions[decisions["action"].isin(WRONG_ACTIONS + RIGHT_ACTIONS)]
+    decided = decided[decided["sample_id"].astype(str).isin(position)]
+    rows = np.array([position[str(i)] for i in decided["sample_id"]], dtype=np.int64)
+    wrong = decided["action"].isin(WRONG_ACTIONS).to_numpy()
+    return update_with_decisions(prior, rows, wrong)

@@ -1,0 +1,187 @@
+"""P(wrong) estimated on the data at hand and updated by decisions; wrong vs ambiguous; how stable a flag is."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogaudit.detectors.scoring import score_table
+from ogaudit.project import Project
+from ogaudit.review.calibration import (
+    STABLE_AT,
+    ambiguous,
+    calibration_order,
+    confident_noise_rate,
+    estimate_wrong,
+    flag_stability,
+    prior_estimate,
+    reviewed_estimate,
+    update_with_decisions,
+)
+from ogaudit.review.evidence import expected_calibration_error, percent
+from ogaudit.review.queue import CALIBRATE, QueueFilter, filter_queue
+
+
+def _noisy_posterior(n=4000, c=5, rate=0.2, seed=0):
+    """A sharp clean-label posterior and labels with ``rate`` symmetric noise: (posterior, given, wrong)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), true] += 4
+    posterior = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = true.copy()
+    flip = rng.random(n) < rate
+    given[flip] = (true[flip] + rng.integers(1, c, flip.sum())) % c
+    return posterior, given, given != true
+
+
+def test_the_confident_joint_finds_the_noise_rate():
+    for rate in (0.1, 0.3):
+        posterior, given, wrong = _noisy_posterior(rate=rate)
+        assert confident_noise_rate(posterior, given) == pytest.approx(wrong.mean(), abs=0.03)
+    clean, given, _ = _noisy_posterior(rate=0.0)
+    assert confident_noise_rate(clean, given) < 0.02
+
+
+def test_the_estimate_keeps_the_order_matches_the_rate_and_brackets_itself():
+    posterior, given, wrong = _noisy_posterior()
+    base = 1 - posterior[np.arange(len(given)), given]  # any monotone start
+    estimate = estimate_wrong(base, posterior, given)
+    assert estimate.noise_rate == pytest.approx(confident_noise_rate(posterior, given), abs=1e-3)
+    order = np.argsort(base)
+    assert (np.diff(estimate.p[order]) >= -1e-12).all()
+    assert (estimate.low <= estimate.p + 1e-12).all() and (estimate.p <= estimate.high + 1e-12).all()
+    assert estimate.decisions == 0 and not estimate.reviewed.any()
+    assert expected_calibration_error(estimate.p, wrong) < 0.05
+
+
+def test_decisions_in_calibration_order_fix_a_miscalibrated_estimate():
+    befores, afters = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        estimate_p = np.clip(rng.beta(0.4, 2.0, n), 1e-3, 1 - 1e-3)
+        z = np.log(estimate_p / (1 - estimate_p))
+        wrong = rng.random(n) < 1 / (1 + np.exp(-(0.5 * z - 1.0)))  # the estimate is over-confident and too high
+        estimate = prior_estimate(estimate_p, "a synthetic estimate")
+        rows = np.argsort(calibration_order(estimate.p, np.arange(n).astype(str)), kind="stable")[:100]
+        assert len(set(rows)) == 100
+        updated = update_with_decisions(estimate, rows, wrong[rows])
+        rest = np.setdiff1d(np.arange(n), rows)
+        befores.append(expected_calibration_error(estimate.p[rest], wrong[rest]))
+        afters.append(expected_calibration_error(updated.p[rest], wrong[rest]))
+        assert updated.decisions == 100 and "updated with 100 reviewer decisions" in updated.method
+        assert (np.diff(updated.p[np.argsort(estimate.p)]) >= -1e-9).all()  # the order of samples is kept
+        assert np.median(updated.high - updated.low) < np.median(estimate.high - estimate.low)
+    assert np.mean(afters) < 0.6 * np.mean(befores) and np.mean(afters) < 0.05, (befores, afters)
+
+
+def test_decisions_from_the_top_move_the_top_band_only():
+    p = np.linspace(0.001, 0.999, 1000)
+    estimate = prior_estimate(p, "a synthetic estimate")
+    top = np.argsort(-estimate.p)[:50]
+    kept_right = update_with_decisions(estimate, top, np.zeros(50, dtype=bool))  # every one was right
+    assert kept_right.p[top].mean() < estimate.p[top].mean() - 0.3
+    low = np.argsort(estimate.p)[:300]
+    assert np.allclose(kept_right.p[low], estimate.p[low], atol=0.02)
+    assert update_with_decisions(estimate, [], []) is estimate
+    with pytest.raises(ValueError, match="one entry per decision"):
+        update_with_decisions(estimate, [1, 2], [True])
+
+
+def test_wrong_vs_ambiguous():
+    probs = np.array(
+        [
+            [0.50, 0.45, 0.05],  # the model splits between the given 0 and 1
+            [0.95, 0.03, 0.02],  # the model is sure of 0, the neighbours all say 1: a memorised wrong label
+            [0.90, 0.05, 0.05],  # the model is sure; the neighbours split between 0 and 2
+            [0.05, 0.50, 0.45],  # a split that leaves out the given 0: wrong, not ambiguous
+        ]
+    )
+    votes = np.array([[0] * 10, [1] * 10, [0] * 5 + [2] * 5, [1] * 5 + [2] * 5])
+    posterior = probs * (np.stack([np.bincount(v, minlength=3) for v in votes]) + 1)
+    posterior /= posterior.sum(1, keepdims=True)
+    split, other = ambiguous(posterior, probs, np.zeros(4, dtype=np.int64), votes)
+    assert split.tolist() == [True, False, True, False]
+    assert other[0] == 1 and other[2] == 2
+
+
+def test_a_flag_the_neighbours_back_is_stable_and_one_they_split_on_is_not():
+    n, c = 200, 2
+    labels = np.zeros(n, dtype=np.int64)
+    labels[100:] = 1
+    probs = np.full((n, c), 0.5)
+    neighbours = np.tile(np.arange(100, 110), (n, 1))  # everyone's neighbours are labelled 1
+    neighbours[1] = np.r_[np.arange(2, 7), np.arange(100, 105)]  # sample 1: half 0, half 1
+    flagged = np.zeros(n, bool)
+    flagged[[0, 1]] = True
+    stability = flag_stability(probs, labels, neighbours, flagged, seed=0)
+    assert stability[0] == 1.0 and stability[0] >= STABLE_AT
+    assert stability[1] < STABLE_AT
+    assert np.isnan(stability[2:]).all()
+
+
+def test_percentages_never_read_certain():
+    assert percent(0.999) == ">99%" and percent(0.0001) == "<1%" and percent(0.5) == "50%"
+    assert "100%" not in percent(0.996)
+
+
+def test_the_table_the_csv_the_cards_and_the_decisions_agree(finished_project, copy_of):
+    folder, result = finished_project
+    project = Project(copy_of(folder, "calibration"))
+    run = project.open_run()
+    for column in ("p_wrong", "p_wrong_low", "p_wrong_high", "ambiguous", "flag_stability"):
+        assert column in result.scores and column in run.table, column
+    assert np.allclose(run.table["p_wrong"], result.scores["p_wrong"])  # scores.csv read back
+    assert run.table["ambiguous"].dtype == bool
+    assert run.table.loc[run.table["flagged"], "flag_stability"].between(0, 1).all()
+    assert run.table.loc[~run.table["flagged"], "flag_stability"].isna().all()
+
+    before = reviewed_estimate(run.table, None)
+    assert np.allclose(before.p, run.table["p_wrong"]) and before.decisions == 0
+    rows = [run.position[i] for i in run.flagged_ids[:5]]
+    cards = project.open_evidence(run).explain(rows, wrong=before)
+    assert np.allclose([c.p_wrong for c in cards], run.table["p_wrong"].to_numpy()[rows])
+    assert all("100%" not in c.wrong_text(run.class_names) for c in cards)
+
+    ledger = project.open_ledger()
+    ledger.decide(run.flagged_ids[:10], "keep", annotator="ann")
+    after = reviewed_estimate(run.table, ledger.state())
+    assert after.decisions == 10 and after.p[rows].mean() < before.p[rows].mean()
+    card = project.open_evidence(run).explain(rows[:1], wrong=after)[0]
+    assert card.reviewed > 0 and "decision" in card.wrong_text(run.class_names)
+    exported = project.export(project.path / "exports" / "issues.csv", format="cleanlab")
+    assert exported.is_file()
+
+
+def test_old_tables_without_the_estimate_read_as_none():
+    table = pd.DataFrame({"sample_id": ["a"], "p_wrong": [0.5]})
+    assert reviewed_estimate(table, None) is None
+
+
+def test_the_queue_filters_wrong_ambiguous_stable_and_sorts_to_calibrate():
+    n = 40
+    score = np.linspace(1, 0, n)
+    probs = np.full((n, 2), 0.5)
+    labels = np.zeros(n, dtype=np.int64)
+    p = np.linspace(0.99, 0.01, n)
+    columns = {
+        "p_wrong": p,
+        "p_wrong_low": p / 2,
+        "p_wrong_high": (1 + p) / 2,
+        "ambiguous": np.arange(n) % 2 == 0,
+        "flag_stability": np.where(np.arange(n) < 10, np.where(np.arange(n) < 5, 1.0, 0.2), np.nan),
+    }
+    table = score_table(score, -probs, probs, labels, class_names=["a", "b"], budget=10, columns=columns)
+    table["sample_id"] = table["sample_id"].astype(str)
+    state = pd.DataFrame(columns=["sample_id", "action", "annotator"])
+    ambiguous_ids = filter_queue(table, state, QueueFilter(verdict="ambiguous"))
+    assert ambiguous_ids == ["0", "2", "4", "6", "8"]
+    assert filter_queue(table, state, QueueFilter(verdict="wrong")) == ["1", "3", "5", "7", "9"]
+    assert filter_queue(table, state, QueueFilter(stability="stable")) == ["0", "1", "2", "3", "4"]
+    assert filter_queue(table, state, QueueFilter(stability="unstable")) == ["5", "6", "7", "8", "9"]
+    calibrate = filter_queue(table, state, QueueFilter(sort=CALIBRATE))
+    assert len(calibrate) == n  # every sample, flagged or not
+    first = np.array([int(i) for i in calibrate[:10]])
+    assert first.max() - first.min() > n / 2  # the first decisions span the range of P(wrong)
+    with pytest.raises(ValueError, match="verdict"):
+        QueueFilter(verdict="maybe")
