@@ -387,114 +387,155 @@ def _write_label_studio(table, folder: Path, *, class_names, dataset, url_prefix
     (folder / "label_config.xml").write_text(label_studio_config(class_names, text=text), encoding="utf-8")
 
 
-def _arrow_table(table: pd.DataFrame, dataset: Dataset | None):
-    """The table as Arrow, with the samples when ``dataset`` has them: ``image`` as Hugging Face stores images
-    (``struct<bytes, path>``: the file's bytes as they are, or a PNG of the array) or ``text``."""
+EXPORT_CHUNK = 1024
+"""Rows per Arrow batch of the Parquet and HF exports: the samples' bytes are read a chunk at a time, so memory
+holds one chunk of images, not the data set."""
+
+
+def _schema(table: pd.DataFrame, dataset: Dataset | None, class_names: list[str], *, indices: bool):
+    """The Arrow schema of the export's table (every chunk has it, also a chunk whose decisions are all None):
+    label columns as int64 (integer labels, or class indices with ``indices``) or strings; ``text`` or ``image``
+    (``struct<bytes, path>``, as Hugging Face stores images) when ``dataset`` has them."""
     import pyarrow as pa
 
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    if dataset is None:
-        return arrow
-    if dataset.is_text:
-        return arrow.append_column("text", pa.array([str(t) for t in dataset.texts], pa.string()))
-    if not dataset.is_image:
-        return arrow
+    label = pa.int64() if indices or integer_labels(class_names) else pa.string()
+    fields = []
+    for column in table.columns:
+        if column in LABEL_COLUMNS:
+            kind = label
+        elif column in ("score", "p_wrong"):
+            kind = pa.float64()
+        elif column == "rank":
+            kind = pa.int64()
+        elif column in ("flagged", "is_noisy"):
+            kind = pa.bool_()
+        else:
+            kind = pa.string()
+        fields.append(pa.field(column, kind))
+    if dataset is not None and dataset.is_text:
+        fields.append(pa.field("text", pa.string()))
+    elif dataset is not None and dataset.is_image:
+        fields.append(pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+    return pa.schema(fields)
+
+
+def _arrow_chunks(table: pd.DataFrame, dataset: Dataset | None, schema, class_names: list[str], *, indices: bool):
+    """The table as Arrow batches of :data:`EXPORT_CHUNK` rows with ``schema``, the samples added: an image file's
+    bytes as they are (never decoded), or a PNG of the array; labels as class indices with ``indices``."""
+    import pyarrow as pa
     from PIL import Image
 
-    images = []
-    for row in range(len(dataset)):
-        if dataset.paths is not None and dataset.root is not None:
-            source = Path(dataset.root, str(dataset.paths[row]))
-            images.append({"bytes": source.read_bytes(), "path": source.name})
-        else:
-            pixels = dataset.image(row)
-            buffer = io.BytesIO()
-            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
-            images.append({"bytes": buffer.getvalue(), "path": None})
-    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    return arrow.append_column("image", pa.array(images, image_type))
+    index = {str(name): i for i, name in enumerate(class_names)}
+    for start in range(0, max(len(table), 1), EXPORT_CHUNK):
+        chunk = table.iloc[start : start + EXPORT_CHUNK].copy()
+        if indices:
+            for column in LABEL_COLUMNS:
+                if column in chunk:
+                    chunk[column] = pd.array([None if pd.isna(v) else index[str(v)] for v in chunk[column]], "Int64")
+        rows = range(start, start + len(chunk))
+        if "text" in schema.names:
+            chunk["text"] = [str(dataset.texts[row]) for row in rows]
+        elif "image" in schema.names:
+            images = []
+            for row in rows:
+                if dataset.paths is not None and dataset.root is not None:
+                    source = Path(dataset.root, str(dataset.paths[row]))
+                    images.append({"bytes": source.read_bytes(), "path": source.name})
+                else:
+                    pixels = dataset.image(row)
+                    buffer = io.BytesIO()
+                    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+                    images.append({"bytes": buffer.getvalue(), "path": None})
+            chunk["image"] = images
+        yield pa.Table.from_pandas(chunk, schema=schema, preserve_index=False)
 
 
-def hf_features(arrow, class_names: list[str]) -> dict:
-    """The ``datasets`` features of :func:`_arrow_table`'s columns, as a dict ``datasets.Features.from_dict``
-    reads: label columns as ``ClassLabel`` with the class names when the labels are those names (or the integers
-    ``0 … C−1`` in order, where index and value agree), else as they are; ``image`` an ``Image``."""
+def hf_features(schema, class_names: list[str], *, class_label: bool | None = None) -> dict:
+    """The ``datasets`` features of the export's ``schema``, as a dict ``datasets.Features.from_dict`` reads: label
+    columns as ``ClassLabel`` with the class names (``class_label``; default: when the labels are names, or the
+    integers ``0 … C−1`` in order, where index and value agree), else as they are; ``image`` an ``Image``."""
+    import pyarrow as pa
+
     names = [str(name) for name in class_names]
-    class_label = not integer_labels(names) or names == [str(i) for i in range(len(names))]
+    if class_label is None:
+        class_label = _class_labels(names)
+    kinds = {pa.bool_(): "bool", pa.int64(): "int64", pa.float64(): "float64", pa.string(): "string"}
     features = {}
-    for field in arrow.schema:
+    for field in schema:
         if field.name in LABEL_COLUMNS and class_label:
             features[field.name] = {"_type": "ClassLabel", "names": names}
         elif field.name == "image":
             features[field.name] = {"_type": "Image"}
         else:
-            import pyarrow as pa
-
-            kind = {
-                pa.bool_(): "bool",
-                pa.int64(): "int64",
-                pa.float64(): "float64",
-                pa.string(): "string",
-                pa.large_string(): "large_string",
-                pa.int32(): "int32",
-            }.get(field.type, "string")
-            features[field.name] = {"_type": "Value", "dtype": kind}
+            features[field.name] = {"_type": "Value", "dtype": kinds.get(field.type, "string")}
     return features
 
 
-def _label_indices(arrow, class_names: list[str]):
-    """The label columns as class indices (what a ``ClassLabel`` column stores), None staying None."""
-    import pyarrow as pa
-
-    index = {str(name): i for i, name in enumerate(class_names)}
-    for name in LABEL_COLUMNS:
-        if name in arrow.column_names:
-            values = [None if v is None else index[str(v)] for v in arrow.column(name).to_pylist()]
-            arrow = arrow.set_column(arrow.column_names.index(name), name, pa.array(values, pa.int64()))
-    return arrow
+def _class_labels(names: list[str]) -> bool:
+    """Whether the HF export stores labels as ``ClassLabel``: names, or integers that are their own indices."""
+    return not integer_labels(names) or names == [str(i) for i in range(len(names))]
 
 
-def _hf_arrow(table, class_names, dataset):
-    """The Arrow table and features a Hugging Face dataset of the export holds."""
-    arrow = _arrow_table(table, dataset)
-    features = hf_features(arrow, class_names)
-    if any(features.get(c, {}).get("_type") == "ClassLabel" for c in LABEL_COLUMNS):
-        arrow = _label_indices(arrow, class_names)
-    return arrow, features
+def _write_chunks(table, path: Path, *, class_names, dataset, indices: bool) -> dict:
+    """The export's table and samples as one Parquet file at ``path``, a chunk at a time, with the ``datasets``
+    features in its schema metadata (``huggingface``); returns the features."""
+    import pyarrow.parquet as pq
+
+    schema = _schema(table, dataset, class_names, indices=indices)
+    features = hf_features(schema, class_names, class_label=indices)
+    hf = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    writer = None
+    try:
+        for chunk in _arrow_chunks(table, dataset, schema, class_names, indices=indices):
+            if writer is None:  # pandas' metadata of the first chunk (nullable Int64 labels) and the features
+                writer = pq.ParquetWriter(path, chunk.schema.with_metadata({**(chunk.schema.metadata or {}), **hf}))
+            writer.write_table(chunk.replace_schema_metadata(writer.schema.metadata))
+    finally:
+        if writer is not None:
+            writer.close()
+    return features
 
 
 def _write_hf(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
     """A ``datasets.Dataset`` saved with ``save_to_disk`` (``datasets.load_from_disk(folder)`` reads it): the
-    table's columns, label columns as ``ClassLabel`` (see :func:`hf_features`), and ``image`` or ``text``."""
+    table's columns, label columns as ``ClassLabel`` (see :func:`hf_features`), and ``image`` or ``text``.
+
+    Built from a Parquet file written a chunk at a time (``Dataset.from_parquet`` memory-maps what it reads), in a
+    scratch folder beside ``folder`` that is removed afterwards: memory holds one chunk, the disk briefly two
+    copies."""
     datasets = require("datasets", feature="The hf export (or export parquet, which datasets reads)", extra="hf")
-    arrow, features = _hf_arrow(table, class_names, dataset)
-    hf = datasets.Dataset(arrow, info=datasets.DatasetInfo(features=datasets.Features.from_dict(features)))
+    scratch = folder.parent / f"{folder.name}.scratch"
+    scratch.mkdir()
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # its "Saving the dataset" bar is not ours to show
     try:
+        features = _write_chunks(
+            table,
+            scratch / "table.parquet",
+            class_names=class_names,
+            dataset=dataset,
+            indices=_class_labels(class_names),
+        )
+        hf = datasets.Dataset.from_parquet(
+            str(scratch / "table.parquet"),
+            features=datasets.Features.from_dict(features),
+            cache_dir=str(scratch / "cache"),
+        )
         hf.save_to_disk(str(folder))
+        del hf
     finally:
         if shown:
             datasets.enable_progress_bars()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _write_parquet(table, path: Path, *, class_names, dataset) -> Path:
     """The table (labels typed as in :func:`typed_labels`), with ``image`` / ``text`` when the data has them,
-    as one Parquet file; its schema metadata carries the ``datasets`` features (``huggingface`` key), so
-    ``datasets.load_dataset("parquet", data_files=path)`` reads images as images."""
-    import pyarrow.parquet as pq
-
-    arrow = _arrow_table(table, dataset)
-    features = {name: spec for name, spec in hf_features(arrow, class_names).items() if spec["_type"] != "ClassLabel"}
-    for name in LABEL_COLUMNS:  # the values stay as typed: a ClassLabel would want indices
-        if name in arrow.column_names:
-            features[name] = {"_type": "Value", "dtype": "int64" if integer_labels(class_names) else "string"}
-    features = {name: features[name] for name in arrow.column_names}
-    metadata = {**(arrow.schema.metadata or {}), b"huggingface": json.dumps({"info": {"features": features}}).encode()}
-    arrow = arrow.replace_schema_metadata(metadata)
+    as one Parquet file written a chunk at a time; its schema metadata carries the ``datasets`` features
+    (``huggingface`` key), so ``datasets.load_dataset("parquet", data_files=path)`` reads images as images."""
     path = check_replaceable(path, ours=lambda head: head.startswith(b"PAR1") or head == b"", what="a Parquet export")
     with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp)
+        _write_chunks(table, tmp, class_names=class_names, dataset=dataset, indices=False)
     return path
 
 

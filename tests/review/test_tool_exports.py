@@ -266,3 +266,59 @@ def test_the_command_line_exports_each_format(reviewed_project, tmp_path, capsys
     )
     tasks = json.loads((tmp_path / "ls2" / "tasks.json").read_text())
     assert tasks[0]["data"]["image"].startswith(prefix + "images/")
+
+
+def test_text_data_goes_to_label_studio_and_parquet_but_not_fiftyone(tmp_path, monkeypatch):
+    from ogaudit.data.dataset import Dataset
+    from ogaudit.review import exports
+    from ogaudit.review.exports import reviewed_table, write_export
+
+    monkeypatch.setattr(exports, "EXPORT_CHUNK", 2)  # several chunks: one has no decision at all
+    texts = ["fine film", "=awful", "so-so", "loved it", "meh"]
+    names = ["neg", "pos"]
+    data = Dataset(
+        x=np.zeros((5, 3), np.float32),
+        y=np.array([1, 0, 0, 1, 0]),
+        sample_ids=np.array([f"t{i}" for i in range(5)]),
+        class_names=names,
+        kind="text",
+        source="reviews.csv",
+        texts=np.array(texts, dtype=object),
+    )
+    scores = pd.DataFrame(
+        {
+            "sample_id": data.sample_ids,
+            "given_label": [names[v] for v in data.y],
+            "predicted_label": ["pos", "neg", "pos", "pos", "neg"],
+            "suggested_label": ["pos", "neg", "pos", "pos", "neg"],
+            "score": [0.1, 0.2, 3.0, 0.3, 0.4],
+            "rank": [5, 4, 1, 3, 2],
+            "flagged": [False, False, True, False, False],
+            "p_wrong": [0.1, 0.2, 0.9, 0.1, 0.3],
+        }
+    )
+    decisions = pd.DataFrame(
+        {"sample_id": ["t0"], "action": ["relabel"], "final_label": ["neg"], "annotator": ["a"], "decided_at": ["t"]}
+    )
+    table = reviewed_table(scores, decisions, names)
+    folder = write_export(table, tmp_path / "ls", format="label-studio", class_names=names, dataset=data)
+    tasks = json.loads((folder / "tasks.json").read_text())
+    assert [t["data"]["text"] for t in tasks] == ["so-so", "meh", "loved it", "=awful", "fine film"]  # by rank
+    assert not (folder / "images").exists() and "<Text" in (folder / "label_config.xml").read_text()
+    interface_module = pytest.importorskip("label_studio_sdk.label_interface")
+    interface = interface_module.LabelInterface((folder / "label_config.xml").read_text())
+    for task in tasks:
+        assert interface.validate_task({"data": task["data"]})
+        assert interface.validate_prediction(task["predictions"][0], return_errors=True) == []
+    parquet = write_export(table, tmp_path / "t.parquet", format="parquet", class_names=names, dataset=data)
+    read = pd.read_parquet(parquet)
+    assert read["text"].tolist() == texts and read["reviewed_label"].tolist() == ["neg", "neg", "neg", "pos", "neg"]
+    assert read["decision"].fillna("-").tolist() == ["relabel", "-", "-", "-", "-"]
+    with pytest.raises(DataError, match="texts"):
+        write_export(table, tmp_path / "fo", format="fiftyone", class_names=names, dataset=data)
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.load_from_disk(
+        str(write_export(table, tmp_path / "hf", format="hf", class_names=names, dataset=data))
+    )
+    assert hf.features["given_label"].names == names and hf["text"] == texts and hf[0]["decision"] == "relabel"
+    assert not list(tmp_path.glob("*.scratch"))
