@@ -7,7 +7,7 @@ runs, and no image is decoded before its size is read from its header and the wh
 memory budget (:mod:`ogaudit.data.limits`). A ``ClassLabel``'s names become the class names, in their order.
 
 Columns are found by their feature type (``Image``, ``ClassLabel``), by their Arrow type (a ``{bytes, path}``
-struct, a binary column) or by name (:data:`IMAGE_COLUMNS`, :data:`~ogaudit.data.manifest.PATH_COLUMNS`,
+struct, a binary column, lists of numbers: pixels or feature vectors, one shape per row) or by name (:data:`IMAGE_COLUMNS`, :data:`~ogaudit.data.manifest.PATH_COLUMNS`,
 :data:`~ogaudit.data.text.LABEL_COLUMNS`), or named by the caller (``path_column`` = the image column,
 ``label_column``). Image paths in a file are untrusted: they are read as a manifest's are
 (:mod:`ogaudit.data.manifest`). A table with a text column and no image column is text: a Parquet file goes to
@@ -407,6 +407,8 @@ def dataset_from_table(
     ids = [str(v) for v in table.column(ident).to_pylist()] if ident is not None else None
     if ids is not None and len(set(ids)) != n:
         ids = None  # not unique: not ids (the row number is)
+    if image_kind == "array":
+        return _from_arrays(table.column(image), labels, label_skips, names, ids, what, source, fold)
     column = table.column(image)
     check_budget(  # the image column is copied into Python objects next: its size first
         column.nbytes, what=what, detail=f"{format_bytes(column.nbytes)} in the image column {image!r}"
@@ -428,6 +430,56 @@ def dataset_from_table(
     raw[:] = table.column(label).to_pylist()
     name = f"{Path(source).stem if source != HF_SOURCE else source}.parquet"
     dataset.table_origin = TableSource(table, name, label, raw, classes, names)
+    return dataset
+
+
+def _numeric_lists(kind) -> bool:
+    """Whether an Arrow type is a list (nested any depth) whose values are numbers."""
+    import pyarrow as pa
+
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        return False
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+def _from_arrays(column, labels, label_skips, names, ids, what, source, fold) -> Dataset:
+    """Samples held as lists of numbers (pixels (H, W[, C]) or feature vectors), one shape for every row, read
+    as arrays are (:func:`~ogaudit.data.arrays.dataset_from_arrays`); rows without a label are left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ogaudit.data.arrays import dataset_from_arrays
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    check_budget(2 * array.nbytes, what=what, detail=f"{format_bytes(array.nbytes)} of numbers, read and copied")
+    shape = [n]
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        if array.null_count:
+            raise DataError(f"{what}: a sample of the array column is empty (null); give every row its values.")
+        lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+        if len(lengths) and lengths.min() != lengths.max():
+            odd = int(np.flatnonzero(lengths != lengths[0])[0]) // max(1, int(np.prod(shape[1:])))
+            raise DataError(
+                f"{what}: samples differ in shape (sample {odd} has a side of {int(lengths[odd] if odd < len(lengths) else 0)}, "
+                f"sample 0 of {int(lengths[0])}); every sample needs one shape. Resize or pad them first."
+            )
+        shape.append(int(lengths[0]) if len(lengths) else 0)
+        array = array.flatten()
+    x = array.to_numpy(zero_copy_only=False).reshape(shape)
+    keep = np.array([row not in label_skips for row in range(n)], dtype=bool)
+    dataset = dataset_from_arrays(
+        x[keep],
+        np.asarray(labels, dtype=object)[keep].astype(str),
+        ids=np.flatnonzero(keep).astype(str) if ids is None else np.asarray(ids)[keep],
+        class_names=names,
+        source=source,
+        kind=HF_KIND,
+        fold_label_case=fold,
+    )
+    dataset.skipped.extend(SkippedInput(f"row {row}", reason) for row, reason in sorted(label_skips.items()))
     return dataset
 
 
@@ -615,6 +667,8 @@ def _image_column(schema, features: dict, given: str | None, *, what: str) -> tu
             return "bytes"
         if _is_string(kind):
             return "path"
+        if _numeric_lists(kind):
+            return "array"
         return None
 
     if given is not None:
@@ -625,7 +679,7 @@ def _image_column(schema, features: dict, given: str | None, *, what: str) -> tu
         if kind is None:
             raise DataError(
                 f"{what}: column {match!r} holds {schema.field(match).type} values; an image column holds image "
-                "bytes, {bytes, path} structs (a datasets Image feature) or image paths."
+                "bytes, {bytes, path} structs (a datasets Image feature), image paths or arrays of numbers."
             )
         return match, kind
     for name in columns:
@@ -640,6 +694,12 @@ def _image_column(schema, features: dict, given: str | None, *, what: str) -> tu
     for name in columns:
         if kind_of(name) == "path" and name.strip().lower() in PATH_COLUMNS:
             return name, "path"
+    from ogaudit.data.text import TEXT_COLUMNS
+
+    texts = [c for c in columns if c.strip().lower() in TEXT_COLUMNS and kind_of(c) == "path"]
+    for name in columns if not texts else ():  # pixels or vectors as (nested) lists of numbers (a table of texts
+        if kind_of(name) == "array":  # with embeddings beside them stays a text table)
+            return name, "array"
     return None, None
 
 

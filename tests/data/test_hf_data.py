@@ -257,3 +257,25 @@ def test_a_hub_snapshot_of_parquet_shards_is_one_split_read_whole(hf_digits, tmp
     hf_digits.to_parquet(snapshot / "data" / "test-00000-of-00001.parquet")
     with pytest.raises(DataError, match=r"shards of several splits \['test', 'train'\].*Audit one split"):
         load_dataset(snapshot)
+
+
+def test_pixels_and_vectors_held_as_lists_of_numbers_are_arrays(digits20, tmp_path):
+    images, labels, _ = digits20
+    pixels = datasets.Dataset.from_dict({"pixels": images, "label": labels})  # List(List(uint8)): no Image feature
+    loaded = as_dataset(pixels)
+    assert loaded.x.shape == (N, 8, 8, 1) and np.array_equal(loaded.x[..., 0], images)
+    assert np.array_equal(loaded.y, labels) and loaded.sample_ids[0] == "0"
+    features = datasets.Features(
+        {"embedding": datasets.Sequence(datasets.Value("float32")), "label": datasets.ClassLabel(names=list("abc"))}
+    )
+    vectors = np.random.default_rng(0).random((N, 5)).astype(np.float32)
+    table = datasets.Dataset.from_dict({"embedding": vectors, "label": labels % 3}, features=features)
+    table.to_parquet(tmp_path / "vectors.parquet")
+    loaded = load_dataset(tmp_path / "vectors.parquet")
+    assert loaded.class_names == ["a", "b", "c"] and np.array_equal(loaded.x, vectors)
+    ragged = datasets.Dataset.from_dict({"embedding": [[1.0, 2.0], [1.0]] * 5, "label": [0, 1] * 5})
+    with pytest.raises(DataError, match="samples differ in shape .* every sample needs one shape"):
+        as_dataset(ragged)
+    texts = {"text": [f"t{i}" for i in range(N)], "embedding": vectors.tolist(), "label": (labels % 2).tolist()}
+    pq.write_table(pa.table(texts), tmp_path / "texts.parquet")
+    assert load_dataset(tmp_path / "texts.parquet").is_text  # texts with embeddings beside them stay texts
