@@ -279,3 +279,16 @@ def test_pixels_and_vectors_held_as_lists_of_numbers_are_arrays(digits20, tmp_pa
     texts = {"text": [f"t{i}" for i in range(N)], "embedding": vectors.tolist(), "label": (labels % 2).tolist()}
     pq.write_table(pa.table(texts), tmp_path / "texts.parquet")
     assert load_dataset(tmp_path / "texts.parquet").is_text  # texts with embeddings beside them stay texts
+
+
+def test_a_dataset_of_image_files_in_memory_reads_them_where_they_are(digits20, tmp_path):
+    images, labels, names = digits20
+    paths = []
+    for i, x in enumerate(images):
+        (tmp_path / "photos" / names[labels[i]]).mkdir(parents=True, exist_ok=True)
+        paths.append(str(tmp_path / "photos" / names[labels[i]] / f"{i}.png"))
+        Image.fromarray(x).save(paths[-1])
+    data = datasets.Dataset.from_dict({"image": paths, "label": labels}).cast_column("image", datasets.Image())
+    loaded = as_dataset(data)  # the caller's own object: its files are read where they are
+    assert loaded.root == str(tmp_path / "photos") and loaded.sample_ids[0] == f"{names[labels[0]]}/0.png"
+    assert np.array_equal(loaded.x[..., 0], images)
