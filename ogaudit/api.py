@@ -75,6 +75,7 @@ def audit(
     model=None,
     transform=None,
     head: str | None = None,
+    reference: str | os.PathLike | Dataset | None = None,
 ) -> AuditResult:
     """Audit a dataset for mislabelled samples: train a model, take every sample's last-layer loss gradient,
     score how much of an outlier it is, flag the most suspicious and suggest a label for each.
@@ -104,6 +105,12 @@ def audit(
         labels, and a FiftyOne image-classification export (``data/`` + ``labels.json``).
 
         In-memory data gives the same results as the same arrays saved as an ``.npz`` and audited by path.
+
+        Instruction-tuning data (prompt/response pairs: a ``.jsonl`` with prompt and response fields or chat
+        ``messages``, a ``.csv`` / ``.parquet`` with such columns, or the built-in ``"instruct-tasks"``) is audited
+        for wrong or harmful responses by fine-tuning a causal LM (``settings.model``: ``"smollm2"``, the default
+        for such data, or a Hugging Face model folder) with LoRA and scoring its per-sample LoRA gradients
+        (:mod:`ogaudit.pipeline.instructions`).
     settings : model, epochs, detector, budget, map, planted noise, subset, seed ... (:class:`AuditSettings`);
         default ``AuditSettings()``.
     out_dir : a project folder to write (``run.json``, ``runs/<id>/scores.csv`` ...), opened later with
@@ -140,6 +147,9 @@ def audit(
         (grey stays one channel; no resizing, no ImageNet statistics), float images as given, vectors as given
         (:mod:`ogaudit.models.external`).
     head : with ``model``: the module name (``"fc"``, ``"classifier.1"``) of the ``nn.Linear`` giving the logits.
+    reference : instruction data only: held-out pairs (a path, ``"instruct-tasks-test"``, a Dataset) for the
+        gradient-cosine score, the influence of every training pair on each of them and class detection; the
+        built-in ``instruct-tasks`` uses ``instruct-tasks-test`` by default.
 
     Returns
     -------
@@ -239,6 +249,7 @@ def audit(
             engine=engine,
             ray_address=ray_address,
             given_model=given_model,
+            reference=reference,
         )
         if class_names is None and _integer_origin(result.dataset):
             result.scores = _integer_label_columns(result.scores)

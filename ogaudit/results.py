@@ -47,9 +47,12 @@ RUN_TABLES = {
     "label_evidence": "label_evidence.csv",
     "head_evidence": "head_evidence.npz",
     "neighbours": "neighbours.npz",
+    "llm": "llm.npz",
 }
 KEEP_RUNS = 5
 """How many run folders a project keeps under ``runs/``: the current run and the four before it."""
+LLM_ARRAYS = ("train_gradients", "test_gradients", "test_labels", "test_ids", "test_prompts", "test_responses")
+"""Arrays of an instruction audit's ``llm.npz`` (:meth:`RunFolder.read_llm`), besides the adapters ``lora/<name>``."""
 _REQUIRED_RECORD = {"settings": dict, "dataset": dict, "model": dict, "fingerprint": str}
 _REQUIRED_DATASET = ("spec", "fingerprint", "class_names", "samples")
 
@@ -166,6 +169,7 @@ class RunFolder:
         label_evidence: pd.DataFrame | None = None,
         head_evidence: dict[str, np.ndarray] | None = None,
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+        llm: dict[str, np.ndarray] | None = None,
     ) -> dict[str, Path]:
         """Write a run's tables into a new run folder, then switch ``run.json`` to it; return the file paths.
 
@@ -193,6 +197,8 @@ class RunFolder:
             del paths["head_evidence"]
         if neighbours is None:
             del paths["neighbours"]
+        if llm is None:
+            del paths["llm"]
         try:
             _write_table(scores, paths["scores"])
             _write_table(map_frame, paths["map"])
@@ -206,6 +212,9 @@ class RunFolder:
                     np.savez(
                         handle, neighbours=neighbours[0].astype(np.int32), cosines=neighbours[1].astype(np.float16)
                     )
+            if llm is not None:
+                with atomic_path(paths["llm"]) as tmp, open(tmp, "wb") as handle:
+                    np.savez(handle, **llm)
             _write_table_copy(scores, map_frame, paths["scores"], paths["map"], folder / TABLE_COPY)
             record.update(
                 format=RUN_FORMAT, run_dir=f"{RUNS}/{run_id}", files={name: p.name for name, p in paths.items()}
@@ -330,6 +339,17 @@ class RunFolder:
         except (OSError, ValueError, KeyError) as error:
             raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error
         return arrays
+
+    def read_llm(self) -> dict[str, np.ndarray] | None:
+        """An instruction audit's arrays (:data:`LLM_ARRAYS`, and ``lora/<name>`` adapter weights), or None."""
+        path = self.run_files()["llm"]
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return {name: saved[name] for name in saved.files}
+        except (OSError, ValueError) as error:
+            raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error
 
     def read_label_evidence(self, run: Run | None = None) -> pd.DataFrame | None:
         """The per-class counterfactual scores, (N, C) floats indexed like the run's table with the class names as

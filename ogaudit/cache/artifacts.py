@@ -49,7 +49,19 @@ from ogaudit.storage import ensure_writable_dir, read_json, write_json
 
 CACHE_FORMAT = 1
 ENTRY_FILE = "entry.json"
-KINDS = ("model", "features", "evidence", "layer-gradients", "neighbours", "scores", "map", "text-embeddings")
+KINDS = (
+    "model",
+    "features",
+    "evidence",
+    "layer-gradients",
+    "neighbours",
+    "scores",
+    "map",
+    "text-embeddings",
+    "causal-lm",
+    "llm-states",
+    "llm-adapters",
+)
 LEGACY_FILES = re.compile(
     r"(models/[0-9a-f]{16}(\.trajectory\.npy|\.pt)|evidence/[0-9a-f]{16}\.npz|maps/[0-9a-f]{16}\.npy"
     r"|layer-gradients/[0-9a-f]{16}(\.done\.npy|\.npy|\.json))"

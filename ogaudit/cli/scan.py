@@ -13,6 +13,8 @@ from ogaudit.settings import (
     DEFAULT_DETECTOR,
     DEFAULT_PROJECTION_DIM,
     DETECTOR_NAMES,
+    LLM_ONLY_SCORES,
+    LLM_SCORES,
     MAP_METHODS,
     MODEL_KINDS,
     NOISE_KINDS,
@@ -32,6 +34,9 @@ EPILOG = """examples:
   ogaudit scan photos/ --model timm:convnext_atto --weights mine.safetensors --out runs/timm
   ogaudit scan reviews.jsonl --model hf:./my-bert-classifier --out runs/bert   # save_pretrained folder
   ogaudit scan data.npz --predictions preds.npz --out runs/preds  # your model's features + probabilities
+  ogaudit scan instruct-tasks --out runs/llm                   # built-in prompt/response pairs, 20% wrong responses
+  ogaudit scan pairs.jsonl --model smollm2 --reference test.jsonl --out runs/pairs   # your instruction data
+  ogaudit scan pairs.jsonl --model path/to/hf-model-folder --out runs/pairs          # your own causal LM
 """
 
 
@@ -54,8 +59,9 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     )
     scan.add_argument(
         "data",
-        help="built-in (digits, mnist5k, fashion-mnist; text: tweets, rotten-tomatoes), an ImageFolder dir, a .csv "
-        "manifest, an .npz, or a text table (.csv/.tsv/.jsonl/.parquet with a text and a label column)",
+        help="built-in (digits, mnist5k, fashion-mnist; text: tweets, rotten-tomatoes; instructions: instruct-tasks), an "
+        "ImageFolder dir, a .csv manifest, an .npz, a text table (.csv/.tsv/.jsonl/.parquet with a text and a label "
+        "column), or prompt/response pairs (.jsonl with prompt and response fields or chat messages, .csv, .parquet)",
     )
     scan.add_argument("--out", required=True, type=Path, help="project folder to write (the review happens there)")
     scan.add_argument(
@@ -66,7 +72,14 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         "safetensors), or a checkpoint path (default auto: MLP for vectors, small CNN for images "
         "up to 64 px, pretrained EfficientNet-Lite0 with a trained head for larger photos, a linear head on frozen "
         "all-MiniLM-L6-v2 embeddings for text); lora: text only, fine-tunes the encoder's top 2 layers with LoRA "
-        "and scores the projected gradients of the adapters and head (an encoder pass per epoch: slow on a CPU)",
+        "and scores the projected gradients of the adapters and head (an encoder pass per epoch: slow on a CPU); "
+        "prompt/response pairs: smollm2 (SmolLM2-135M-Instruct, the default for them) or a Hugging Face causal-LM "
+        "folder, fine-tuned with LoRA on its top 2 blocks",
+    )
+    scan.add_argument(
+        "--reference",
+        help="prompt/response pairs only: held-out pairs (a file or instruct-tasks-test) for the gradient-cosine "
+        "score, the influence view and class detection (instruct-tasks uses instruct-tasks-test by default)",
     )
     scan.add_argument(
         "--weights",
@@ -93,8 +106,9 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument(
         "--detector",
         default=DEFAULT_DETECTOR,
-        choices=sorted(DETECTOR_NAMES),
-        help=f"how samples are scored, higher = more suspicious (default {DEFAULT_DETECTOR})",
+        choices=sorted(DETECTOR_NAMES + LLM_ONLY_SCORES),
+        help=f"how samples are scored, higher = more suspicious (default {DEFAULT_DETECTOR}; prompt/response pairs: "
+        f"{', '.join(LLM_SCORES)}, default l2)",
     )
     scan.add_argument(
         "--budget",
@@ -270,6 +284,7 @@ def run_scan(args: argparse.Namespace) -> int:
             trust_checkpoint_code=args.trust_checkpoint_code,
             engine=args.engine,
             ray_address=args.ray_address,
+            reference=args.reference,
         )
     finally:
         bars.close()
@@ -278,13 +293,17 @@ def run_scan(args: argparse.Namespace) -> int:
     lines += [f"note: {note}" for note in record["dataset"].get("notes", []) + record["model"].get("notes", [])]
     if record["dataset"]["skipped_count"]:
         lines.append(f"skipped {record['dataset']['skipped_count']} unusable input(s): see run.json")
-    lines.append(f"flagged {record['flagged']} of {len(result.scores)} samples with detector {settings.detector}")
+    lines.append(
+        f"flagged {record['flagged']} of {len(result.scores)} samples with detector {record['settings']['detector']}"
+    )
     if "metrics" in record and "auroc" in record["metrics"]:
         m = record["metrics"]
         lines.append(
             f"planted noise: {m['noisy']} samples; AUROC {m['auroc']:.3f}, average precision "
             f"{m['average_precision']:.3f}, precision of the flags {m['precision_at_budget']:.3f}"
         )
+    for name, found in (record["model"].get("class_detection") or {}).items():
+        lines.append(f"class detection ({name} influence): AUC {found['auc']:.3f}, recall {found['recall']:.3f}")
     tables = result.paths["scores"].parent
     latest = RunFolder(result.out_dir).latest_files()
     lines.append(
@@ -303,7 +322,7 @@ def run_scan(args: argparse.Namespace) -> int:
             "flagged": int(record["flagged"]),
             "skipped": int(record["dataset"]["skipped_count"]),
             "model": record["model"]["kind"],
-            "detector": settings.detector,
+            "detector": record["settings"]["detector"],
             "metrics": record.get("metrics"),
             "notices": record.get("notices", []),
             "timings_s": record.get("timings_s", {}),

@@ -140,12 +140,15 @@ class Dataset:
         In-memory samples are hashed with the rest every time. Read-only samples (a memory-mapped ``x.npy``,
         :func:`load_npy_folder`) are hashed once per :class:`Dataset` (every byte, streamed by blocks of rows,
         see :func:`~ogaudit.storage.fingerprint`), :class:`ImageFiles` by their paths, layout and every file's
-        bytes (:meth:`ImageFiles.digest`), and that digest stands for them: a full streamed hash, not a sample of
+        bytes (:meth:`ImageFiles.digest`), and that digest stands for them (instruction pairs, whose ``x`` is empty,
+        by their texts: prompt and response): a full streamed hash, not a sample of
         blocks or a modification time, because a changed value must change the fingerprint (decisions are tied to
         it) and hashing a gigabyte takes only seconds, once per load.
         """
         if self._pinned is not None:
             return self._pinned
+        if self.kind == "instructions":  # x is empty: the pairs themselves are the samples
+            return fingerprint("instructions", self.texts.astype(str), self.y, self.sample_ids, list(self.class_names))
         if isinstance(self.x, np.ndarray) and self.x.flags.writeable:
             return fingerprint(self.x, self.y, self.sample_ids, list(self.class_names))
         if self._x_digest is None:

@@ -24,6 +24,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a built-in dataset by name or a dataset from a path.
 
+    An ``.jsonl`` / ``.csv`` / ``.parquet`` of prompt/response pairs (or chat ``messages``) and the built-ins
+    ``instruct-tasks`` / ``instruct-tasks-test`` are instruction data (:mod:`ogaudit.data.instructions`).
+
     Parameters
     ----------
     spec : one of ``BUILTINS``, or a path to
@@ -58,6 +61,7 @@ def load_dataset(
     DataError : for anything that cannot be used as given; the message names the value and the fix.
     """
     text = str(spec)
+    from ogaudit.data.instructions import INSTRUCTION_BUILTINS, is_instruction_spec, load_instructions
     from ogaudit.data.text import TEXT_BUILTINS, is_text_spec, load_text_dataset
 
     if isinstance(spec, str) and not text.strip():
@@ -66,10 +70,13 @@ def load_dataset(
             "(The current folder is read only when you name it: '.')"
         )
 
+    if text in INSTRUCTION_BUILTINS or (existing_path(text) is not None and is_instruction_spec(text)):
+        return load_instructions(text, limit=limit, seed=seed)  # prompt/response pairs: ogaudit.data.instructions
     if text not in BUILTINS and text not in TEXT_BUILTINS and existing_path(text) is None:
         raise DataError(
             f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
-            f"{', '.join(TEXT_BUILTINS)}) nor an existing path{_why_not_a_path(text)}. Give a built-in name, an "
+            f"{', '.join(TEXT_BUILTINS)}; instructions: {', '.join(INSTRUCTION_BUILTINS)}) nor an existing path"
+            f"{_why_not_a_path(text)}. Give a built-in name, an "
             "ImageFolder directory, a .csv manifest, a Hugging Face save_to_disk folder or .parquet/.arrow table, a "
             "FiftyOne classification export, an .npz file, a folder with x.npy and y.npy, or a text table "
             "(.csv/.tsv/.jsonl/.parquet)."

@@ -253,6 +253,7 @@ def project_layer_gradients(
     store: SampleStore | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray | StoredRows:
     """Projected per-sample cross-entropy gradients of the chosen layers, (N, D) float32.
 
@@ -270,6 +271,9 @@ def project_layer_gradients(
     progress : ``progress(stage, fraction, message)`` after every chunk (and once at the start).
     cancel : checked before every chunk; when set, :class:`~ogaudit.errors.Cancelled` is raised and the
         chunks already written stay marked done.
+    loss : ``loss(output, labels)`` → the batch's loss as a scalar, a *sum* of per-sample losses (samples must not
+        interact); the model's output may then be anything ``loss`` reads (e.g. the per-sample NLL of a causal LM's
+        response tokens, :mod:`ogaudit.models.causal_lm`). Default: ``cross_entropy(logits, labels, reduction="sum")``.
 
     Returns
     -------
@@ -291,7 +295,7 @@ def project_layer_gradients(
 
     def project(x, start: int, stop: int) -> np.ndarray:
         y = torch.as_tensor(labels[start:stop], device=reference.device)
-        rows = _project_batch(model, _prepare_inputs(x, reference), y, layers, plans, matrices)
+        rows = _project_batch(model, _prepare_inputs(x, reference), y, layers, plans, matrices, loss)
         return rows.detach().cpu().numpy()
 
     modes = {module: module.training for module in model.modules()}
@@ -380,8 +384,12 @@ def reference_layer_gradients(
     inputs: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
     layers: tuple[str, ...],
+    *,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """The paper's way: one ``autograd.grad`` call per sample (batch size 1), full gradients (N, P).
+
+    ``loss`` as in :func:`project_layer_gradients` (default: cross-entropy of logits).
 
     Columns are each layer's weight (flattened) then bias, layers in the given order; dtype is the model's.
     Slow on purpose: tests compare the batched engine with it. Runs in eval mode and restores the prior modes.
@@ -403,8 +411,9 @@ def reference_layer_gradients(
             x = _prepare_inputs(torch.as_tensor(inputs[i : i + 1]), reference)
             with torch.enable_grad():
                 logits = model(x)
-                loss = F.cross_entropy(logits, torch.as_tensor(labels[i : i + 1], device=reference.device))
-                grads = torch.autograd.grad(loss, parameters)
+                target = torch.as_tensor(labels[i : i + 1], device=reference.device)
+                value = F.cross_entropy(logits, target) if loss is None else loss(logits, target)
+                grads = torch.autograd.grad(value, parameters)
             rows.append(torch.cat([g.reshape(-1) for g in grads]).detach().cpu().numpy())
     finally:
         for p, flag in zip(parameters, flags, strict=True):
@@ -464,6 +473,7 @@ def _project_batch(
     layers: list[tuple[str, nn.Module]],
     plans: list[LayerProjection],
     matrices: list[tuple[torch.Tensor | None, torch.Tensor | None]],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Projected gradients (n, D) of one batch from one forward and one backward pass."""
     batch = len(y)
@@ -494,11 +504,15 @@ def _project_batch(
     try:
         with torch.enable_grad():
             logits = model(x)
-            if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+            if loss_of is not None:
+                loss = loss_of(logits, y)
+            elif not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
                 shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 raise ModelError(f"The model must return logits of shape ({batch}, C) for a batch; got {shape}.")
-            if int(y.max()) >= logits.shape[1]:
+            elif int(y.max()) >= logits.shape[1]:
                 raise DataError(f"labels must be below the number of classes {logits.shape[1]}; got {int(y.max())}.")
+            else:
+                loss = F.cross_entropy(logits, y, reduction="sum")
             missing = [plan.name for plan, call in zip(plans, calls, strict=True) if not call]
             if missing:
                 raise ModelError(
@@ -506,7 +520,6 @@ def _project_batch(
                     "cannot be captured; choose layers that the model calls as modules."
                 )
             outputs = [output for call in calls for _, output in call]
-            loss = F.cross_entropy(logits, y, reduction="sum")
             grads = iter(torch.autograd.grad(loss, outputs, allow_unused=True))
     finally:
         for handle in handles:

@@ -42,6 +42,8 @@ def prepare_dataset(
             text_options=settings.text_options,
             path_column=settings.path_column,
         )
+    if dataset.kind == "instructions":  # prompt/response pairs: the causal LM tokenizes them itself
+        return dataset
     if dataset.is_text and dataset.x.shape[1:] == (0,) and settings.predictions is None:  # predictions: no model
         dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)
     if settings.noise_rate > 0:

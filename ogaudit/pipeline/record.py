@@ -53,7 +53,10 @@ def run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict
         },
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if dataset.is_text:
+    if dataset.kind == "instructions":
+        origin = dataset.text_origin
+        record["dataset"]["instructions"] = {"format": origin.format, "fields": origin.fields}
+    elif dataset.is_text:
         from ogaudit.models.encoders import DEFAULT_ENCODER
 
         origin = dataset.text_origin

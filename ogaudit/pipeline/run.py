@@ -68,6 +68,9 @@ class AuditResult:
     out_dir: Path | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    llm: dict | None = None
+    """Instruction audits: the projected LoRA gradients, reference pairs and adapters (``llm.npz``), and ``lm`` /
+    ``top``, the fine-tuned model (:mod:`ogaudit.pipeline.instructions`)."""
 
 
 def audit(
@@ -82,6 +85,7 @@ def audit(
     engine: str | ForwardEngine | None = None,
     ray_address: str | None = None,
     given_model=None,
+    reference: str | os.PathLike | Dataset | None = None,
 ) -> AuditResult:
     """Run the Outlier Gradient Analysis pipeline on ``data`` and, with ``out_dir``, write its project files.
 
@@ -101,10 +105,16 @@ def audit(
 
     ``given_model(dataset) -> AuditModel``: the user's own model for the loaded data
     (:func:`~ogaudit.models.external.wrap_model`), audited as it is instead of one trained here.
+    Instruction data (prompt/response pairs: :mod:`ogaudit.data.instructions`) or a causal LM as ``settings.model``
+    (``"smollm2"``, a Hugging Face folder) runs the instruction audit (:mod:`ogaudit.pipeline.instructions`): LoRA
+    fine-tuning, projected per-sample LoRA gradients, the paper's and the baseline scores; ``reference`` names
+    held-out pairs for the gradient-cosine score, the influence view and class detection.
 
     Raises :class:`~ogaudit.errors.OgauditError` subclasses with readable messages; ``Cancelled`` on cancel.
     """
     settings = settings or AuditSettings()
+    if _instruction_audit(data, settings):
+        return _audit_instructions(data, settings, out_dir, cache_dir, progress, cancel, engine, reference)
     engine_name = engine if isinstance(engine, str) or engine is None else getattr(engine, "name", "?")
     if settings.model == "lora" and engine_name not in (None, "local"):  # said before any data is read
         raise SettingsError(
@@ -195,6 +205,40 @@ def audit(
             neighbours=neighbours,
         )
         result.out_dir = project.path
+    return result
+
+
+def _instruction_audit(data, settings: AuditSettings) -> bool:
+    if settings.is_causal_lm:
+        return True
+    if isinstance(data, Dataset):
+        return data.kind == "instructions"
+    if isinstance(data, str | os.PathLike):
+        from ogaudit.data.instructions import is_instruction_spec
+
+        return is_instruction_spec(data)
+    return False
+
+
+def _audit_instructions(data, settings, out_dir, cache_dir, progress, cancel, engine, reference) -> AuditResult:
+    from ogaudit.pipeline.instructions import run_instruction_audit
+
+    if engine not in (None, "local"):
+        raise SettingsError("Instruction audits (a causal LM) run on the local engine only: drop --engine.")
+    cache = ArtifactCache(cache_dir)
+    project = out_dir if out_dir is None or isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+    if project is not None:
+        project.writable()
+    dataset, scores, map_frame, record, out, paths = run_instruction_audit(
+        data, settings, project=project, cache=cache, reference=reference, progress=progress, cancel=cancel
+    )
+    labels = dataset.y
+    onehot = np.eye(dataset.n_classes, dtype=np.float32)[labels]
+    from ogaudit.gradients import ProjectedEvidence
+
+    evidence = ProjectedEvidence(out["llm"]["train_gradients"], onehot, labels)
+    result = AuditResult(scores, map_frame, record, dataset, evidence, -onehot, paths=paths, llm=out)  # type: ignore[arg-type]
+    result.out_dir = None if project is None else project.path
     return result
 
 
