@@ -253,7 +253,10 @@ def _read_rows(path: Path, kind: str) -> tuple[list[dict], list[str] | None, str
         except Exception as error:  # noqa: BLE001 - any Arrow failure: a damaged or foreign file
             raise DataError(f"{what} is not a readable Parquet file ({type(error).__name__}).") from None
         return table.to_pylist(), None, "", "utf-8"
-    decoded, encoding = decode_text(path.read_bytes(), what=what, error=DataError)
+    raw = path.read_bytes()
+    decoded, encoding = decode_text(raw, what=what, error=DataError)
+    if encoding == "utf-8-sig" and not raw.startswith(b"\xef\xbb\xbf"):
+        encoding = "utf-8"  # written back without a byte-order mark it never had
     lines = list(io.StringIO(decoded, newline=""))
     if kind == "jsonl":
         rows, records = [], []

@@ -427,3 +427,101 @@ def run_instruction_audit(data, settings: AuditSettings, *, project, cache: Arti
     if project is not None:
         paths = project.write_run(scores, map_frame, record, llm=out["llm"])
     return dataset, scores, map_frame, record, out, paths
+
+
+ARITHMETIC_TASKS = ("addition", "subtraction", "addition-reasoning", "multiplication-reasoning")
+"""Categories whose answers are checked by exact match in :func:`verify_instructions` (the built-in arithmetic)."""
+
+
+def verify_instructions(
+    dataset: Dataset,
+    state: pd.DataFrame,
+    reference: Dataset,
+    settings: AuditSettings,
+    *,
+    cache: ArtifactCache,
+    seeds: tuple[int, ...] = (0,),
+    exact_match_limit: int = 40,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """Re-tune with and without the review's decisions and compare on held-out pairs.
+
+    "before": LoRA fine-tuned on every pair as audited; "after": on the pairs kept, with edited responses
+    (:mod:`ogaudit.review.instructions`). Both from the same initial adapters, the same epochs and seed; the frozen
+    states are reused (only edited pairs pass through the frozen layers again). Measured on ``reference``: the mean
+    response NLL (lower is better), and exact-match accuracy of greedy answers on up to ``exact_match_limit``
+    reference pairs of the arithmetic categories (:data:`ARITHMETIC_TASKS`; none for other data).
+
+    Returns ``{"before": {...}, "after": {...}, "counts": {...}, "seeds": [...]}``, each side with per-seed
+    ``heldout_loss`` and ``exact_match`` lists.
+    """
+    from ogaudit.data.instructions import with_responses
+    from ogaudit.review.instructions import cleaned_pairs
+
+    settings = llm_settings(settings)
+    keep, edits, counts = cleaned_pairs(dataset, state)
+    lm = causal_lm.load_causal_lm(settings.model, cache=cache)
+    rows, n_rows, _ = pair_rows(lm, dataset, cache, None, cancel)
+    edited_positions = sorted(edits)
+    if edited_positions:
+        changed = with_responses(dataset, edits).subset(np.asarray(edited_positions))
+        edit_rows, _, _ = pair_rows(lm, changed, cache, None, cancel)
+        where = {p: i for i, p in enumerate(edited_positions)}
+    kept = np.flatnonzero(keep)
+
+    def cleaned_rows(index) -> np.ndarray:
+        positions = kept[np.asarray(index)]
+        plain = [p for p in positions if p not in edits]
+        parts = {}
+        if plain:
+            parts.update(zip(plain, rows(np.asarray(plain)), strict=True))
+        changed_here = [p for p in positions if p in edits]
+        if changed_here:
+            parts.update(zip(changed_here, edit_rows(np.asarray([where[p] for p in changed_here])), strict=True))
+        width = max(part.shape[0] for part in parts.values())
+        return np.stack([_pad(parts[p], width) for p in positions])
+
+    test_rows, test_n, _ = pair_rows(lm, reference, cache, None, cancel)
+    categories = np.asarray(reference.class_names, dtype=object)[reference.y]
+    checked = np.flatnonzero(np.isin(categories, ARITHMETIC_TASKS))[:exact_match_limit]
+    top = causal_lm.TopNetwork(lm, seed=settings.seed)
+    initial = top.adapter_state()
+    epochs = settings.epochs or LLM_EPOCHS
+    sides = {"before": (rows, n_rows), "after": (cleaned_rows, len(kept))}
+    out: dict = {"counts": counts, "seeds": list(seeds), "exact_match_pairs": len(checked), "epochs": epochs}
+    steps, done = len(seeds) * 2, 0
+    for name, (side_rows, side_n) in sides.items():
+        out[name] = {"heldout_loss": [], "exact_match": []}
+        for seed in seeds:
+            with torch.no_grad():
+                for parameter_name, parameter in top.named_parameters():
+                    if parameter_name in initial:
+                        parameter.copy_(initial[parameter_name])
+            causal_lm.fine_tune(
+                top,
+                side_rows,
+                side_n,
+                epochs=epochs,
+                batch_size=TRAIN_BATCH,
+                learning_rate=LEARNING_RATE,
+                seed=seed,
+                cancel=cancel,
+            )
+            out[name]["heldout_loss"].append(float(causal_lm.pair_losses(top, test_rows, test_n).mean()))
+            if len(checked):
+                answers = causal_lm.generate(lm, prompts_of(reference)[checked], max_new_tokens=48)
+                right = [
+                    a.strip() == str(r).strip() for a, r in zip(answers, responses_of(reference)[checked], strict=True)
+                ]
+                out[name]["exact_match"].append(float(np.mean(right)))
+            done += 1
+            report(progress, "verify", done / steps, f"{name}, seed {seed}")
+    return out
+
+
+def _pad(packed: np.ndarray, width: int) -> np.ndarray:
+    """One pair's packed rows (T, H + 3) padded with empty tokens (attention 0) to ``width`` tokens."""
+    if packed.shape[0] >= width:
+        return packed
+    return np.concatenate([packed, np.zeros((width - packed.shape[0], packed.shape[1]), dtype=packed.dtype)])

@@ -113,18 +113,25 @@ def export_split(
             f"{str(out)!r} is inside the image folder {dataset.root!r}, where it would be read as a class. "
             "Choose an output folder outside the data."
         )
-    cleaned, counts = apply_decisions(
-        dataset,
-        ledger.state(),
-        flagged_ids=flagged_ids,
-        drop_undecided_flagged=drop_undecided_flagged,
-        from_source=True,
-    )
+    if dataset.kind == "instructions":  # prompt/response pairs: removals and edited responses
+        cleaned, counts = dataset, {}
+    else:
+        cleaned, counts = apply_decisions(
+            dataset,
+            ledger.state(),
+            flagged_ids=flagged_ids,
+            drop_undecided_flagged=drop_undecided_flagged,
+            from_source=True,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.part"
     staging.mkdir()
     try:
-        if dataset.is_text:  # the input's own format: CSV/TSV/JSONL/Parquet, rows as they were
+        if dataset.kind == "instructions":
+            from ogaudit.review.instructions import write_instruction_split
+
+            written, counts = write_instruction_split(dataset, ledger.state(), staging)
+        elif dataset.is_text:  # the input's own format: CSV/TSV/JSONL/Parquet, rows as they were
             from ogaudit.review.split import write_text_split
 
             written = write_text_split(cleaned, staging)

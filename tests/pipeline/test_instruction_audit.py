@@ -70,3 +70,38 @@ def test_label_settings_are_refused_or_replaced(tiny_causal_lm, cache_dir, small
         audit(small_instructions, AuditSettings(model=str(tiny_causal_lm), noise_rate=0.1), cache_dir=cache_dir)
     with pytest.raises(SettingsError, match="prompt/response"):
         audit("digits", AuditSettings(model=str(tiny_causal_lm)), cache_dir=cache_dir)
+
+
+def test_verify_retunes_with_and_without_the_decisions(llm_run, cache_dir):
+    import pandas as pd
+
+    from ogaudit.data.instructions import load_instructions
+    from ogaudit.pipeline.instructions import verify_instructions
+    from ogaudit.review.instructions import edit_note
+
+    _, settings, result = llm_run
+    dataset = result.dataset
+    planted = dataset.sample_ids[planted_of(dataset)]
+    first = str(dataset.sample_ids[~planted_of(dataset)][0])
+    state = pd.DataFrame(
+        {
+            "sample_id": [*planted.tolist(), first],
+            "action": ["remove"] * len(planted) + ["keep"],
+            "note": [None] * len(planted) + [edit_note("a new answer")],
+        }
+    )
+    reference = load_instructions("instruct-tasks-test", limit=20)
+    report = verify_instructions(
+        dataset, state, reference, settings, cache=cache_dir_cache(cache_dir), exact_match_limit=4
+    )
+    assert report["counts"] == {"input": 60, "kept": 60 - len(planted), "removed": len(planted), "edited": 1}
+    for side in ("before", "after"):
+        assert len(report[side]["heldout_loss"]) == 1 and np.isfinite(report[side]["heldout_loss"]).all()
+        assert len(report[side]["exact_match"]) == (1 if report["exact_match_pairs"] else 0)
+    assert report["before"]["heldout_loss"] != report["after"]["heldout_loss"]
+
+
+def cache_dir_cache(folder):
+    from ogaudit.cache.artifacts import ArtifactCache
+
+    return ArtifactCache(folder)
