@@ -33,6 +33,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -85,6 +86,9 @@ class InstructionSource:
     fields: dict | None = None
     planted: np.ndarray | None = None
     correct: np.ndarray | None = None
+    mask_mentions: ClassVar[bool] = False
+    """Read by the text review like a text table's: pairs are shown as written (no @mention masking)."""
+    model_text: ClassVar[None] = None
 
     @property
     def n_rows(self) -> int:

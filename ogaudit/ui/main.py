@@ -27,6 +27,7 @@ from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
 from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, show_failure
 from ogaudit.ui.live import mark_seen, watch_ledger
+from ogaudit.ui.llmview import is_instruction_run, llm_panel
 from ogaudit.ui.mapview import gradient_map, selection_grid
 from ogaudit.ui.review import agreement_view, live_sidebar, review_queue
 from ogaudit.ui.setup import new_audit_panel
@@ -292,9 +293,12 @@ def _show_run(run: Run, who: Visitor) -> None:
     with st.sidebar:
         st.divider()
         live_sidebar(ledger, run, annotator)
-    tab_map, tab_review, tab_agree, tab_export = st.tabs(
+    llm_run = is_instruction_run(run)  # prompt/response pairs: one more tab
+    tabs = st.tabs(
         ["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Agreement", "Export"]
+        + (["Language model"] if llm_run else [])
     )
+    tab_map, tab_review, tab_agree, tab_export = tabs[:4]
     with tab_map:
         selected = gradient_map(run, decisions)
     try:  # a million samples' images and evidence take seconds to read the first time: after the map
@@ -316,4 +320,7 @@ def _show_run(run: Run, who: Visitor) -> None:
         agreement_view(ledger)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)
+    if llm_run:
+        with tabs[4]:
+            llm_panel(ledger, run, decisions, annotator, dataset, can_verify=who.can("verify"))
     watch_ledger(ledger)  # last: nothing placed above the tabs may change between runs (the open tab would reset)
