@@ -383,8 +383,8 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
     model_top = int(np.argmax(item.probs))
     parts = [
         item.wrong_text(class_names),
-        f"the model gives {given!r} {item.probs[item.given]:.0%}"
-        + (f" and {class_names[model_top]!r} {item.probs[model_top]:.0%}" if model_top != item.given else ""),
+        f"the model gives {given!r} {percent(item.probs[item.given])}"
+        + (f" and {class_names[model_top]!r} {percent(item.probs[model_top])}" if model_top != item.given else ""),
         f"{votes[item.given]} of its {len(item.neighbours)} nearest gradient neighbours are labelled {given!r}"
         + (f", {votes[best]} {class_names[best]!r}" if best != item.given else ""),
     ]

@@ -552,7 +552,8 @@ def evidence_panel(
     if stability == stability:  # flagged, with a stability
         stable = "stable" if stability >= STABLE_AT else "unstable"
         st.caption(
-            f"{stable} flag: kept in {stability:.0%} of {RESAMPLES} resamples of its gradient neighbours",
+            f"{stable} flag: kept in {round(stability * RESAMPLES)} of {RESAMPLES} resamples of its gradient "
+            "neighbours",
             help="How often the evidence still puts the sample in the flagged share when its neighbours are drawn "
             f"again with replacement; {STABLE_AT:.0%} or more reads stable.",
         )

@@ -1,0 +1,34 @@
+"""The review cards' probability (interval, never "100%"), wrong vs ambiguous and flag stability, the filters and
+the sort that calibrates P(wrong) (issue 24), on the demo project of the app tests."""
+
+from __future__ import annotations
+
+import test_app
+from test_app import start, texts
+
+from ogaudit.project import Project
+from ogaudit.review.queue import CALIBRATE
+
+demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
+
+
+def test_cards_show_the_estimate_with_its_interval_and_the_flag_stability(project):
+    at = start()
+    assert not at.exception and not at.error
+    shown = texts(at.markdown)
+    assert shown.count("likely that the given label is wrong") >= 1 and "100%" not in shown
+    assert "resamples of its gradient neighbours" in texts(at.caption)
+
+
+def test_the_queue_filters_wrong_or_ambiguous_and_sorts_to_calibrate(project):
+    run = Project(project).open_run()
+    at = start()
+    at.selectbox(key="queue-verdict").set_value("ambiguous").run()
+    assert not at.exception and not at.error
+    ambiguous = int((run.table["flagged"] & run.table["ambiguous"]).sum())
+    shown = texts(at.caption) + texts(at.success)
+    assert (f"{ambiguous:,} in the queue" in shown) if ambiguous else ("No sample fits the filters" in shown)
+    at.selectbox(key="queue-verdict").set_value("").run()
+    at.selectbox(key="queue-sort").set_value(CALIBRATE).run()
+    assert not at.exception and not at.error
+    assert f"{len(run.table):,} in the queue" in texts(at.caption)  # the whole range, not only the flagged
