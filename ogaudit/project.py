@@ -427,7 +427,9 @@ class Project(RunFolder):
         """The review as a table: what ``export_decisions`` writes.
 
         Without ``history``, one row per decided sample with its decision in force: ``sample_id, given_label,
-        action, final_label, annotator, decided_at, score, rank, note, run`` (``final_label`` None for remove).
+        action, final_label, annotator, decided_at, score, rank, note, run, settled, tags, status, assigned_to``
+        (``final_label`` None for remove; :data:`~ogaudit.review.decisions.EXPORT_COLUMNS`), then one row without an
+        action per sample assigned or noted but not decided.
         With ``history``, every event of the log (decisions, undos, redos) in order. ``ids`` keeps only those
         samples' rows. ``data``: for a folder never scanned (see :meth:`ledger`).
         """

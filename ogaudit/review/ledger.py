@@ -784,20 +784,22 @@ class Ledger:
 
         Columns: ``seq``, ``event`` (decide, undo, redo), ``batch_id``, ``by`` and ``at`` (who wrote the
         batch, when), ``sample_id``, ``action``, ``label``, ``annotator``, ``decided_at``, ``note``,
-        ``score``, ``rank``, ``run``, ``target`` (the batch an undo/redo acts on) and ``undone`` (whether
-        the decision is currently undone).
+        ``score``, ``rank``, ``run``, ``target`` (the batch an undo/redo acts on), ``undone`` (whether
+        the decision is currently undone) and ``settles`` (whether it is a reviewer's settlement).
         """
         query = f"""
             SELECT b.seq AS batch_seq, b.kind AS event, b.batch_id, b.annotator AS by, b.at, d.sample_id,
                    d.action, d.label, d.annotator, d.decided_at, d.note, d.score, d.rank, d.run, b.target,
                    CASE WHEN b.kind = 'decide' THEN d.seq NOT IN (SELECT seq FROM ({_ACTIVE_DECISIONS})) END
-                       AS undone
+                       AS undone,
+                   CASE WHEN b.kind = 'decide' THEN b.batch_id IN (SELECT batch_id FROM settlements) END AS settles
             FROM batches b LEFT JOIN decisions d ON d.batch_id = b.batch_id
             ORDER BY b.seq, d.seq
         """
         frame = self._read(lambda conn: _frame(conn, query)).drop(columns="batch_seq")
         frame.insert(0, "seq", np.arange(1, len(frame) + 1))
         frame["undone"] = [None if v is None else bool(v) for v in frame["undone"]]
+        frame["settles"] = [None if v is None else bool(v) for v in frame["settles"]]
         return _typed(frame)
 
     def progress(self, flagged_ids: Iterable[str] | None = None) -> pd.DataFrame:

@@ -263,3 +263,11 @@ def test_an_empty_ledger_has_empty_tables_with_their_columns(ledger):
     assert sample_status(ledger).empty and annotator_status(ledger).empty
     assert my_queue(ledger, "ana", IDS).columns.tolist() == ["sample_id", "done", "status"]
     assert ledger.notes().empty and ledger.plans().empty and ledger.assignments().empty
+
+
+def test_the_history_marks_settlements(ledger):
+    ledger.decide("s0", "keep", annotator="ana")
+    ledger.settle("s0", "remove", reviewer="rita")
+    ledger.undo("rita")
+    history = ledger.history()
+    assert history["settles"].tolist() == [False, True, None] and history["event"].tolist()[-1] == "undo"
