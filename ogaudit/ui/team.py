@@ -62,8 +62,8 @@ def queue_scope(ledger: Ledger, run: Run, annotator: str | None) -> frozenset[st
         left.progress(done / len(mine), text=f"My queue: {done:,} of {len(mine):,} decided by me")
         if on:
             limit = frozenset(mine["sample_id"])
-    else:
-        st.session_state[MY_QUEUE] = False
+    else:  # nothing assigned: no switch, and no stale value for one drawn later (its default is on)
+        st.session_state.pop(MY_QUEUE, None)
     if tags or st.session_state.get(TAG_FILTER):
         chosen = right.multiselect(
             "Tagged", sorted(set(tags) | set(st.session_state.get(TAG_FILTER) or [])), key=TAG_FILTER
