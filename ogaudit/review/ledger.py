@@ -645,11 +645,11 @@ class Ledger:
         Columns: sample_id, annotator, plan_id, assigned_by, assigned_at, overlap; in plan order, then as assigned.
         """
         query = """
-            SELECT a.sample_id, a.annotator, p.plan_id, p.assigned_by, p.at AS assigned_at, p.overlap
-            FROM assignments a JOIN plans p ON p.plan_id = a.plan_id
-            WHERE p.seq = (SELECT MAX(q.seq) FROM assignments b JOIN plans q ON q.plan_id = b.plan_id
-                           WHERE b.sample_id = a.sample_id)
-            ORDER BY p.seq, a.rowid
+            SELECT sample_id, annotator, plan_id, assigned_by, assigned_at, overlap FROM (
+                SELECT a.sample_id, a.annotator, p.plan_id, p.assigned_by, p.at AS assigned_at, p.overlap,
+                       p.seq, a.rowid AS row, MAX(p.seq) OVER (PARTITION BY a.sample_id) AS newest
+                FROM assignments a JOIN plans p ON p.plan_id = a.plan_id
+            ) WHERE seq = newest ORDER BY seq, row
         """
         return self._read(lambda conn: _frame(conn, query))
 

@@ -87,38 +87,28 @@ def sample_status(ledger: Ledger, ids: Iterable[str] | None = None) -> pd.DataFr
     settled = set(ledger.settled_ids())
     notes = ledger.notes()
     order = list(dict.fromkeys([*latest["sample_id"], *assigned["sample_id"], *settled, *notes["sample_id"]]))
-    frame = pd.DataFrame({"sample_id": pd.Series(order, dtype=object)})
-    to = assigned.groupby("sample_id", sort=False)["annotator"].agg(list)
-    by = latest.groupby("sample_id", sort=False)["annotator"].agg(list)
-    outcomes = latest.groupby("sample_id", sort=False)["outcome"].nunique()
-    frame["assigned_to"] = [to.get(s, []) for s in order]
-    frame["decided_by"] = [by.get(s, []) for s in order]
-    frame["pending"] = [
-        [name for name in mine if name not in done]
-        for mine, done in zip(frame["assigned_to"], frame["decided_by"], strict=True)
-    ]
-    n_outcomes = [int(outcomes.get(s, 0)) for s in order]
-    status = []
-    for sample, mine, done, pending, n in zip(
-        order, frame["assigned_to"], frame["decided_by"], frame["pending"], n_outcomes, strict=True
-    ):
+    to, by = _lists(assigned["sample_id"], assigned["annotator"]), _lists(latest["sample_id"], latest["annotator"])
+    outcomes = {sample: len(set(values)) for sample, values in _lists(latest["sample_id"], latest["outcome"]).items()}
+    noted = {row[0]: row[1:] for row in notes[["sample_id", "note", "tags", "noted_by"]].itertuples(index=False)}
+    rows = []
+    for sample in order:
+        mine, done = to.get(sample, []), by.get(sample, [])
+        pending = [name for name in mine if name not in done]
         if sample in settled:
-            status.append("settled")
-        elif n > 1:
-            status.append("disputed")
-        elif done and len(done) >= 2 and not pending:
-            status.append("agreed")
+            status = "settled"
+        elif outcomes.get(sample, 0) > 1:
+            status = "disputed"
+        elif len(done) >= 2 and not pending:
+            status = "agreed"
         elif done:
-            status.append("decided")
+            status = "decided"
         elif mine:
-            status.append("assigned")
+            status = "assigned"
         else:
-            status.append(None)
-    frame["status"] = pd.Series(status, dtype=object)
-    noted = notes.set_index("sample_id")
-    frame["note"] = [noted["note"].get(s) for s in order]
-    frame["tags"] = [list(noted["tags"].get(s, [])) for s in order]
-    frame["noted_by"] = [noted["noted_by"].get(s) for s in order]
+            status = None
+        note, tags, noted_by = noted.get(sample, (None, [], None))
+        rows.append((sample, status, mine, done, pending, note, list(tags), noted_by))
+    frame = pd.DataFrame(rows, columns=STATUS_COLUMNS, dtype=object)
     if ids is not None:
         keep = {str(i) for i in ids}
         frame = frame[frame["sample_id"].isin(keep)]
@@ -179,3 +169,11 @@ def my_queue(ledger: Ledger, annotator: str, order: Sequence[str] | None = None)
 def _holds(lists: pd.Series, name: str) -> pd.Series:
     """Which of ``lists`` (a Series of lists) hold ``name``, as a boolean Series (also when empty)."""
     return lists.map(lambda names: name in names).astype(bool)
+
+
+def _lists(keys: pd.Series, values: pd.Series) -> dict[str, list]:
+    """``values`` grouped by ``keys`` into lists, in order (a plain loop: pandas' ``agg(list)`` is 100× slower)."""
+    grouped: dict[str, list] = {}
+    for key, value in zip(keys, values, strict=True):
+        grouped.setdefault(key, []).append(value)
+    return grouped
