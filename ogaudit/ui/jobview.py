@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from ogaudit.cache.artifacts import default_cache_dir
+from ogaudit.errors import OgauditError
 from ogaudit.project import Project, workspace_root
 from ogaudit.server.jobs import JobSnapshot, submit_audit
 from ogaudit.ui import state
@@ -18,14 +19,32 @@ from ogaudit.ui.common import format_seconds
 from ogaudit.ui.text import md, readable
 
 
+def run_key(project: Path | None) -> str | None:
+    """Which run the project folder holds now (its record's fingerprint, time and folder), or None for none: a
+    change means a first look or a full run was just written."""
+    if project is None:
+        return None
+    try:
+        record = Project(project).read_record()
+    except OgauditError:
+        return None
+    return f"{record.get('fingerprint')}-{record.get('created_at')}-{record.get('run_dir')}"
+
+
 @st.fragment(run_every=1.0)
-def job_progress(job_id: str, title: str, can_cancel: bool = True) -> None:
-    """Progress bar, stage, ETA and (for those allowed) a cancel button for the live job ``job_id``."""
+def job_progress(
+    job_id: str, title: str, can_cancel: bool = True, project: Path | None = None, shown: str | None = None
+) -> None:
+    """Progress bar, stage, ETA and (for those allowed) a cancel button for the live job ``job_id``.
+
+    With ``project``, the whole page reruns as soon as the folder holds another run than ``shown`` (the
+    :func:`run_key` the page drew): the quick first look replaces the progress page in the tab that is open, the
+    moment it is written, not only in tabs opened later."""
     job = state.job_registry().get(job_id)
     if job is None:
         return
     snap = job.snapshot()
-    if snap.finished:
+    if snap.finished or (project is not None and run_key(project) != shown):
         st.rerun()
     stage = f"{snap.stage}: {snap.message}" if snap.stage else "starting"
     eta = "estimating the time left" if snap.eta_s is None else f"about {format_seconds(snap.eta_s)} left"

@@ -25,7 +25,7 @@ from ogaudit.ui.auth import Visitor, visitor
 from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
-from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, show_failure
+from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, run_key, show_failure
 from ogaudit.ui.live import mark_seen, watch_ledger
 from ogaudit.ui.llmview import is_instruction_run, llm_panel
 from ogaudit.ui.mapview import gradient_map, selection_grid
@@ -196,7 +196,8 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
         st.info(demo.describe())
     if job is not None and not snap.finished:
         st.query_params["job"] = job.job_id
-        job_progress(job.job_id, f"Auditing {project.name}", can_cancel=who.can("audit"))
+        shown = run_key(project) if Project(project).is_finished() else None
+        job_progress(job.job_id, f"Auditing {project.name}", can_cancel=who.can("audit"), project=project, shown=shown)
         st.caption("The audit runs in the background: the sidebar stays usable, and a refreshed page comes back here.")
         if Project(project).is_finished():
             st.info(
@@ -294,9 +295,11 @@ def _show_run(run: Run, who: Visitor) -> None:
         st.divider()
         live_sidebar(ledger, run, annotator)
     llm_run = is_instruction_run(run)  # prompt/response pairs: one more tab
+    # fixed labels and a key: the tabs stay the same element when the first look gives way to the full run (or
+    # the progress bar above them goes), so the open tab stays open
     tabs = st.tabs(
-        ["Gradient map", f"Review queue ({len(run.flagged_ids):,})", "Agreement", "Export"]
-        + (["Language model"] if llm_run else [])
+        ["Gradient map", "Review queue", "Agreement", "Export"] + (["Language model"] if llm_run else []),
+        key="project-tabs",
     )
     tab_map, tab_review, tab_agree, tab_export = tabs[:4]
     with tab_map:
@@ -314,6 +317,7 @@ def _show_run(run: Run, who: Visitor) -> None:
     with tab_map:
         selection_grid(ledger, run, selected, decisions, annotator, dataset)
     with tab_review:
+        st.caption(f"{len(run.flagged_ids):,} flagged samples")
         review_queue(ledger, run, decisions, annotator, dataset, evidence)
     with tab_agree:
         team_panel(ledger, run, who, dataset, selected)
