@@ -326,7 +326,7 @@ def _write_fiftyone(table, folder: Path, *, class_names, dataset, url_prefix) ->
             "attributes": row,
         }
     payload = {"classes": [str(name) for name in class_names], "labels": labels}
-    (folder / "labels.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    (folder / "labels.json").write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
 
 
 def label_studio_config(class_names: list[str], *, text: bool) -> str:
@@ -383,7 +383,7 @@ def _write_label_studio(table, folder: Path, *, class_names, dataset, url_prefix
         if row["p_wrong"] is not None:
             prediction["score"] = row["p_wrong"]
         tasks.append({"data": data, "predictions": [prediction]})
-    (folder / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    (folder / "tasks.json").write_text(json.dumps(tasks, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     (folder / "label_config.xml").write_text(label_studio_config(class_names, text=text), encoding="utf-8")
 
 
