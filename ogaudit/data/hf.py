@@ -399,6 +399,13 @@ def dataset_from_table(
         )
     label = _label_column(columns, features, label_column, image, LABEL_COLUMNS, what)
     names = class_label_names(features.get(label))
+    others = [c for c in columns if c != label and (features.get(c) or {}).get("_type") == "ClassLabel"]
+    chosen = (
+        f"the labels are the column {label!r}, the first ClassLabel; {others[:5]} are ClassLabels too: name "
+        "another with --label-column (label_column= in Python)"
+        if others and label_column is None
+        else None
+    )
     ident = next((c for c in columns if c.strip().lower() in ID_COLUMNS and c not in (image, label)), None)
     n = table.num_rows
     if n == 0:
@@ -408,7 +415,7 @@ def dataset_from_table(
     if ids is not None and len(set(ids)) != n:
         ids = None  # not unique: not ids (the row number is)
     if image_kind == "array":
-        return _from_arrays(table.column(image), labels, label_skips, names, ids, what, source, fold)
+        return _noted(_from_arrays(table.column(image), labels, label_skips, names, ids, what, source, fold), chosen)
     column = table.column(image)
     check_budget(  # the image column is copied into Python objects next: its size first
         column.nbytes, what=what, detail=f"{format_bytes(column.nbytes)} in the image column {image!r}"
@@ -422,14 +429,23 @@ def dataset_from_table(
     else:
         blobs, paths = [None] * n, column.to_pylist()
     if all(b is None for b in blobs):  # files only: read as a manifest's
-        return _from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
-    dataset = _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold)
+        return _noted(_from_paths(paths, labels, label_skips, names, ids, what, source, folder, allowed, fold), chosen)
+    dataset = _noted(
+        _from_bytes(blobs, paths, labels, label_skips, names, ids, what, source, folder, allowed, fold), chosen
+    )
     classes = np.full(n, None, dtype=object)
     classes[dataset.rows] = np.asarray(dataset.class_names, dtype=object)[dataset.y]
     raw = np.empty(n, dtype=object)
     raw[:] = table.column(label).to_pylist()
     name = f"{Path(source).stem if source != HF_SOURCE else source}.parquet"
     dataset.table_origin = TableSource(table, name, label, raw, classes, names)
+    return dataset
+
+
+def _noted(dataset: Dataset, note: str | None) -> Dataset:
+    """``dataset`` with ``note`` (a choice the loader made for the user) said in its notes, when there is one."""
+    if note:
+        add_notice(dataset.notes, note)
     return dataset
 
 
@@ -716,9 +732,11 @@ def _label_column(columns, features, given, image, common, what) -> str:
     for name in common:
         if name in folded:
             return folded[name]
+    likely = [c for c in columns if c != image and c.strip().lower().endswith(("_label", "_labels", "_class"))]
+    hint = f" Columns that look like labels: {likely[:6]}." if likely else ""
     raise DataError(
         f"{what} holds images (column {image!r}) but no label column: none of {[c for c in columns if c != image][:20]} "
-        f"is a ClassLabel or named like a label ({', '.join(common)}). Name it: --label-column NAME "
+        f"is a ClassLabel or named like a label ({', '.join(common)}).{hint} Name it: --label-column NAME "
         "(label_column= in Python)."
     )
 

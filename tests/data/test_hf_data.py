@@ -18,6 +18,7 @@ from PIL import Image
 import ogaudit
 from ogaudit.data import hf
 from ogaudit.data.containers import as_dataset
+from ogaudit.data.dataset import DataNotice
 from ogaudit.data.load import load_dataset
 from ogaudit.errors import DataError
 
@@ -201,6 +202,16 @@ def test_audit_takes_a_hugging_face_dataset_and_its_review_reads_it_again(digits
     table = pq.read_table(tmp_path / "cleaned" / "hf-dataset.parquet")
     assert table.column("label").to_pylist()[3] == 7  # the ClassLabel's index
     assert table.column("image").to_pylist()[0]["bytes"] == data.with_format("arrow")[0]["image"][0]["bytes"].as_py()
+    # ogaudit's own Hugging Face export is data again: its reviewed labels audited next time
+    ogaudit.export(project, tmp_path / "exported", format="hf", data=data)
+    with pytest.warns(DataNotice, match="the first ClassLabel"):
+        again = load_dataset(tmp_path / "exported")
+    assert "the labels are the column 'given_label', the first ClassLabel" in again.notes[0]
+    reviewed = load_dataset(tmp_path / "exported", text_options={"label_column": "reviewed_label"})
+    assert list(reviewed.sample_ids) == [str(i) for i in range(200) if i != 4]  # the removed sample has no label
+    assert reviewed.class_names[reviewed.y[3]] == "7" and np.array_equal(
+        reviewed.x, dataset.x[[*range(4), *range(5, 200)]]
+    )
 
 
 def test_a_text_column_takes_the_text_path_with_the_class_label_names(tmp_path):
