@@ -1,18 +1,18 @@
-"""Hugging Face data: a ``datasets.Dataset`` held in memory, a ``save_to_disk`` folder, and Parquet / Arrow files
-whose rows hold an image (its bytes, or a path) and a label.
+"""Hugging Face data: a ``datasets.Dataset`` held in memory, a ``save_to_disk`` folder, a folder of one split's
+Parquet/Arrow shards (a Hub snapshot), and Parquet / Arrow files whose rows hold a sample and a label.
 
 Everything is read with pyarrow from the Arrow data and the JSON description of the features (``dataset_info.json``
 or the schema's ``huggingface`` metadata), never through ``datasets``' own loaders: nothing is unpickled, no code
 runs, and no image is decoded before its size is read from its header and the whole load is checked against the
 memory budget (:mod:`ogaudit.data.limits`). A ``ClassLabel``'s names become the class names, in their order.
 
-Columns are found by their feature type (``Image``, ``ClassLabel``), by their Arrow type (a ``{bytes, path}``
-struct, a binary column, lists of numbers: pixels or feature vectors, one shape per row) or by name (:data:`IMAGE_COLUMNS`, :data:`~ogaudit.data.manifest.PATH_COLUMNS`,
-:data:`~ogaudit.data.text.LABEL_COLUMNS`), or named by the caller (``path_column`` = the image column,
-``label_column``). Image paths in a file are untrusted: they are read as a manifest's are
-(:mod:`ogaudit.data.manifest`). A table with a text column and no image column is text: a Parquet file goes to
-the text loader (:mod:`ogaudit.data.text`); other text tables are refused with the one-line fix
-(``ds.to_parquet``).
+A sample is an image (an ``Image`` feature, a ``{bytes, path}`` struct, a binary column named like
+:data:`IMAGE_COLUMNS`, or paths in a column named like :data:`~ogaudit.data.manifest.PATH_COLUMNS`), pixels or a
+feature vector as lists of numbers (one shape per row), or a text (a string column named like
+:data:`~ogaudit.data.text.TEXT_COLUMNS`: the text path, :mod:`ogaudit.data.text`). The label is the first
+``ClassLabel`` or a column named like :data:`~ogaudit.data.text.LABEL_COLUMNS`; the caller may name both
+(``path_column``, ``label_column``). Image paths in a file are untrusted: they are read as a manifest's are
+(:mod:`ogaudit.data.manifest`).
 """
 
 from __future__ import annotations
