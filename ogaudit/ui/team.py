@@ -102,7 +102,8 @@ def note_box(ledger: Ledger, sample_id: str, annotator: str | None, notes: pd.Da
     row = notes[notes["sample_id"] == sample_id]
     note = row["note"].iloc[0] if len(row) else None
     tags = list(row["tags"].iloc[0]) if len(row) else []
-    label = "📝 " + (" · ".join(filter(None, [", ".join(tags), (note or "")[:40]])) or "Note / tags")
+    shown = " · ".join(filter(None, [", ".join(tags), " ".join((note or "").split())[:40]]))
+    label = "📝 " + (md(shown) if shown else "Note / tags")  # notes and tags are the users' text: shown as text
     with st.container(key=f"note-card-{sample_id}"), st.expander(label):
         if len(row):
             st.caption(f"by {md(row['noted_by'].iloc[0])}, {when(row['noted_at'].iloc[0])}")
@@ -238,7 +239,7 @@ def _disputes(ledger: Ledger, run: Run, who: Visitor, disputed: list[str], datas
                 options = list(dict.fromkeys((r["action"], r["label"]) for r in rows.to_dict("records")))
                 for column, (action, label) in zip(st.columns(max(len(options), 1)), options, strict=False):
                     column.button(
-                        f"Settle: {action}" + (f" → {label}" if label else ""),
+                        f"Settle: {action}" + (f" → {md(label)}" if label else ""),
                         key=f"settle-{sample_id}-{action}-{label}",
                         type="primary",
                         on_click=_settle,
