@@ -498,3 +498,25 @@ def test_annotators_see_no_server_path_in_the_run_line(project):
     record = dict(run.record, dataset={**run.record["dataset"], "spec": "/srv/data/secret/cats"})
     run.record = record
     assert "/srv/data" in run.describe() and run.describe(full_paths=False).startswith("cats:")
+
+
+# ---------------------------------------------------------------- the team (issue 26)
+
+
+def test_my_queue_a_note_shown_as_text_and_settling_a_dispute(project):
+    run, ledger = _open(project)
+    first, second = run.flagged_ids[:2]
+    Project(project).assign("alice,bob", overlap=2, by="lead")
+    ledger.decide(first, "remove", annotator="bob")
+    ledger.annotate(second, note="[x](http://evil) blurry", tags=["ambiguous"], annotator="bob")
+    at = start()
+    assert at.toggle(key="team-my-queue").value
+    assert f"My queue: 0 of {len(run.flagged_ids)} decided by me" in [bar.proto.text for bar in at.get("progress")]
+    labels = [e.proto.label for e in at.get("expander")]
+    assert "📝 ambiguous · \\[x\\]\\(http\\://evil\\) blurry" in labels  # the note is text, not a link
+    at.button(key=f"keep-{first}").click().run()  # bob decided it too: no override question in my queue
+    assert ledger.state().set_index("sample_id").loc[first, "annotator"] == "alice"
+    assert Project(project).team_status().set_index("sample_id").loc[first, "status"] == "disputed"
+    at.button(key=f"settle-{first}-keep-None").click().run()  # on a local server, its one person is the admin
+    state = ledger.state().set_index("sample_id").loc[first]
+    assert (state["action"], state["annotator"], state["settled"]) == ("keep", "alice", True)
