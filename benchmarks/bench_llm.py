@@ -44,7 +44,7 @@ def main() -> None:
     cache = args.cache_dir or tempfile.mkdtemp(prefix="ogaudit-bench-llm-")
     settings = AuditSettings(
         model="smollm2",
-        detector="l2",
+        detector="iforest-per-class",
         limit=args.limit,
         epochs=args.epochs,
         projection_dim=args.dim,
@@ -58,9 +58,7 @@ def main() -> None:
     peak_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     load_after = os.getloadavg()[0]
     start = time.perf_counter()
-    again = audit(
-        "instruct-tasks", AuditSettings(**{**settings.to_dict(), "detector": "iforest-per-class"}), cache_dir=cache
-    )
+    again = audit("instruct-tasks", AuditSettings(**{**settings.to_dict(), "detector": "loss"}), cache_dir=cache)
     rerun = time.perf_counter() - start
     model = result.record["model"]
     print(

@@ -108,7 +108,7 @@ def add_scan_command(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_DETECTOR,
         choices=sorted(DETECTOR_NAMES + LLM_ONLY_SCORES),
         help=f"how samples are scored, higher = more suspicious (default {DEFAULT_DETECTOR}; prompt/response pairs: "
-        f"{', '.join(LLM_SCORES)}, default l2)",
+        f"{', '.join(LLM_SCORES)}, default iforest-per-class)",
     )
     scan.add_argument(
         "--budget",

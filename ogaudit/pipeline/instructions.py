@@ -49,9 +49,11 @@ from ogaudit.progress import ProgressCallback, report, within
 from ogaudit.settings import LLM_SCORES, AuditSettings
 from ogaudit.storage import fingerprint
 
-DEFAULT_LLM_SCORE = "l2"
+DEFAULT_LLM_SCORE = "iforest-per-class"
 """The score an instruction audit ranks by when the settings name none of :data:`~ogaudit.settings.LLM_SCORES`
-(the settings' default detector is a label-noise detector that has no meaning for responses)."""
+(the settings' default detector is a label-noise detector that has no meaning for responses): the paper's, which
+had the best average precision and flag precision on the built-in tasks (docs/BENCHMARKS.md, "Language-model
+fine-tuning data")."""
 LLM_EPOCHS = 2
 """Fine-tuning epochs when the settings leave ``epochs`` out."""
 LEARNING_RATE = 2e-3
@@ -125,7 +127,7 @@ def audit_instructions(
     timings["fine_tune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    losses = causal_lm.pair_losses(top, rows, n_rows)
+    losses = _losses(top, rows, n_rows, states_key, adapters_key, cache)
     gradients = _gradients(
         top, rows, n_rows, states_key, adapters_key, settings, cache, within(progress, "gradients", 0, 0.8), cancel
     )
@@ -143,7 +145,7 @@ def audit_instructions(
             within(progress, "gradients", 0.8, 1),
             cancel,
         )
-        test = (reference, np.asarray(test_gradients, dtype=np.float32), causal_lm.pair_losses(top, test_rows, test_n))
+        test = (reference, np.asarray(test_gradients, dtype=np.float32))
     timings["gradients"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -157,7 +159,7 @@ def audit_instructions(
 
     arrays = {"train_gradients": matrix}
     if test is not None:
-        ref, test_matrix, _ = test
+        ref, test_matrix = test
         arrays |= {
             "test_gradients": test_matrix,
             "test_labels": _labels_in(ref, dataset.class_names),
@@ -260,6 +262,18 @@ def _adapters(top, rows, n_rows, states_key, epochs, seed, cache, progress, canc
     return key, history, False
 
 
+def _losses(top, rows, n_rows, rows_key, adapters_key, cache) -> np.ndarray:
+    """(N,) each pair's response NLL under the fine-tuned adapters, cached with them (a rerun reads it)."""
+    key = fingerprint("llm-losses-v1", rows_key, adapters_key)
+    entry = cache.entry("scores", key, {"model": "causal-lm", "pairs": n_rows, "what": "response NLL"})
+    found = entry.load(lambda folder: np.load(folder / "losses.npy", allow_pickle=False))
+    if found is not None and found.shape == (n_rows,):
+        return found
+    losses = causal_lm.pair_losses(top, rows, n_rows)
+    entry.save(lambda folder: np.save(folder / "losses.npy", losses))
+    return losses
+
+
 def _gradients(top, rows, n_rows, rows_key, adapters_key, settings, cache, progress, cancel):
     layers = LayerGradientSettings(
         layers=top.adapter_names(), dim=settings.projection_dim, seed=settings.seed, batch_size=GRADIENT_BATCH
@@ -318,7 +332,7 @@ def _scores(dataset: Dataset, matrix: np.ndarray, losses: np.ndarray, test, sett
     }
     detection = None
     if test is not None:
-        ref, test_matrix, _ = test
+        ref, test_matrix = test
         test_labels = _labels_in(ref, dataset.class_names)
         known = test_labels >= 0
         cosine = GradientCosineDetector(reference=test_matrix[known], reference_labels=test_labels[known])

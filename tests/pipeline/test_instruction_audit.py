@@ -29,13 +29,13 @@ def test_the_run_holds_every_score_and_the_planted_truth(llm_run):
     assert len(table) == 60 and (table["is_noisy"] == planted_of(result.dataset)).all() and table["is_noisy"].any()
     for column in ("iforest_category", "grad_norm", "loss", "perplexity", "grad_cosine"):
         assert np.isfinite(table[column]).all(), column
-    np.testing.assert_allclose(table["score"], table["grad_norm"])  # the default ranks by the gradient norm
+    np.testing.assert_allclose(table["score"], table["iforest_category"])  # the default ranks as the paper does
     np.testing.assert_allclose(table["perplexity"], np.exp(table["loss"]))
     assert (table["suggested_label"] == table["given_label"]).all()  # a category is never "relabelled"
     model = result.record["model"]
     assert set(model["score_metrics"]) == {"iforest-per-class", "l2", "loss", "perplexity", "grad-cosine"}
     assert model["reference"] == "instruct-tasks-test" and model["class_detection"]["cosine"]["test_samples"] == 100
-    assert result.record["metrics"] == model["score_metrics"]["l2"]
+    assert result.record["metrics"] == model["score_metrics"]["iforest-per-class"]
     run = RunFolder(folder).open_run()
     assert (
         run.table["sample_id"].tolist() == table["sample_id"].tolist()
@@ -60,7 +60,7 @@ def test_a_rerun_with_another_score_reads_the_cache(llm_run, cache_dir):
     np.testing.assert_allclose(again.scores["score"], first.scores["loss"], rtol=1e-6)
     np.testing.assert_allclose(again.scores["grad_norm"], first.scores["grad_norm"], rtol=1e-6)
     timings = again.record["timings_s"]
-    assert timings["fine_tune"] < 2 and timings["frozen_states"] < 2
+    assert timings["fine_tune"] < 2 and timings["frozen_states"] < 2 and timings["gradients"] < 2
 
 
 def test_label_settings_are_refused_or_replaced(tiny_causal_lm, cache_dir, small_instructions):
