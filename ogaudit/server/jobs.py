@@ -53,7 +53,11 @@ if TYPE_CHECKING:
 Target = Callable[[ProgressCallback, threading.Event], object]
 FINISHED = ("done", "failed", "cancelled")
 AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
-"""Rough share of an audit's time per stage (a fresh small CNN with UMAP), for the overall fraction and ETA."""
+"""Share of an audit's time per stage, for the overall fraction and the ETA of stages not yet started (the current
+stage's own pace decides the rest, :func:`stage_eta`). Measured: see :data:`MEASURED`."""
+FIRST_LOOK = "first look"
+FIRST_LOOK_WEIGHT = 2.0
+"""The quick first look's share beside :data:`AUDIT_STAGE_WEIGHTS` (measured with them)."""
 
 
 class FolderLock:
@@ -119,10 +123,42 @@ class JobSnapshot:
     error_stage: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    stage_seconds: dict[str, float] | None = None
+    """Seconds each finished stage took (what the next estimates can be checked against)."""
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+def stage_eta(
+    weights: Mapping[str, float],
+    stage: str,
+    stage_fraction: float,
+    stage_elapsed_s: float,
+    done_s: Mapping[str, float],
+) -> float | None:
+    """Seconds left, from the observed rate of the current stage: what is left of it at its pace so far, plus the
+    stages after it at the seconds per unit of weight seen so far (finished stages and this one's projection).
+
+    ``weights``: the stages in order with their expected shares (:data:`AUDIT_STAGE_WEIGHTS`); ``done_s``: seconds
+    each finished stage took. None while nothing can be extrapolated (under 2% or 1 s into the first stage). A
+    stage not in ``weights`` counts as the whole job.
+    """
+    if stage not in weights:
+        return estimate_eta(stage_elapsed_s, stage_fraction)
+    names = list(weights)
+    later = sum(weights[name] for name in names[names.index(stage) + 1 :])
+    done = {name: seconds for name, seconds in done_s.items() if name in weights and name != stage}
+    done_weight = sum(weights[name] for name in done)
+    if stage_fraction >= 0.02 and stage_elapsed_s >= 1.0:
+        projected = stage_elapsed_s / stage_fraction
+        rate = (sum(done.values()) + projected) / (done_weight + weights[stage])
+        return max(projected - stage_elapsed_s, 0.0) + rate * later
+    if done_weight > 0:  # too early in this stage: the pace of the finished ones
+        rate = sum(done.values()) / done_weight
+        return max(rate * weights[stage] - stage_elapsed_s, 0.0) + rate * later
+    return None
 
 
 def estimate_eta(elapsed_s: float, fraction: float) -> float | None:
@@ -276,6 +312,8 @@ class Job:
         self._state = JobSnapshot(job_id, kind)
         self._started: float | None = None
         self._ended: float | None = None
+        self._stage_started: float | None = None
+        self._stage_seconds: dict[str, float] = {}
         self._thread: threading.Thread | None = None
 
     def start(self) -> Job:
@@ -390,13 +428,26 @@ class Job:
             state = self._state
         if self._started is None:
             return state
-        elapsed = (self._ended or time.monotonic()) - self._started
-        eta = None if state.finished else estimate_eta(elapsed, state.fraction)
-        return replace(state, elapsed_s=elapsed, eta_s=eta)
+        now = self._ended or time.monotonic()
+        elapsed = now - self._started
+        if state.finished:
+            eta = None
+        elif self.stage_weights:
+            in_stage = now - (self._stage_started or self._started)
+            eta = stage_eta(self.stage_weights, state.stage, state.stage_fraction, in_stage, self._stage_seconds)
+        else:
+            eta = estimate_eta(elapsed, state.fraction)
+        return replace(state, elapsed_s=elapsed, eta_s=eta, stage_seconds=dict(self._stage_seconds))
 
     def _progress(self, stage: str, fraction: float, message: str) -> None:
         with self._lock:
             new_stage = stage != self._state.stage
+            if new_stage:
+                now = time.monotonic()
+                if self._state.stage and self._stage_started is not None:
+                    previous = self._state.stage
+                    self._stage_seconds[previous] = self._stage_seconds.get(previous, 0.0) + now - self._stage_started
+                self._stage_started = now
         self._update(
             stage=stage,
             stage_fraction=fraction,
@@ -407,6 +458,11 @@ class Job:
 
     def _finish(self, **changes) -> None:
         self._ended = time.monotonic()
+        with self._lock:
+            if self._state.stage and self._stage_started is not None:
+                stage = self._state.stage
+                self._stage_seconds[stage] = self._stage_seconds.get(stage, 0.0) + self._ended - self._stage_started
+                self._stage_started = None
         if changes.get("status") == "failed":
             changes["error_stage"] = self._state.stage or None
         if changes.get("status") == "done":
@@ -505,7 +561,9 @@ def submit_audit(
         if first_look is not None:
 
             def quiet(stage: str, fraction: float, message: str) -> None:
-                progress("load", 0.0, f"quick first look, {stage}: {message}")
+                # one stage of the bar, filled by the first look's own stages (it has an ETA of its own)
+                share = overall_fraction(AUDIT_STAGE_WEIGHTS, stage, fraction)
+                progress(FIRST_LOOK, share, f"quick first look, {stage}: {message}")
 
             audit(data, first_look, out_dir=project, cache_dir=cache_dir, progress=quiet, cancel=cancel)
         audit(data, settings, out_dir=project, cache_dir=cache_dir, progress=progress, cancel=cancel)
@@ -516,7 +574,7 @@ def submit_audit(
         "audit",
         target,
         folder=project.path,
-        stage_weights=AUDIT_STAGE_WEIGHTS,
+        stage_weights={FIRST_LOOK: FIRST_LOOK_WEIGHT, **AUDIT_STAGE_WEIGHTS} if first_look else AUDIT_STAGE_WEIGHTS,
         lock=lock,
     )
     submitted = registry.submit(job)

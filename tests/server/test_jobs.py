@@ -20,6 +20,7 @@ from ogaudit.server.jobs import (
     job_id,
     overall_fraction,
     read_status,
+    stage_eta,
     submit_audit,
     submit_verify,
 )
@@ -39,6 +40,19 @@ def test_eta_extrapolates_the_pace_so_far():
     assert estimate_eta(10.0, 0.25) == pytest.approx(30.0)
     assert estimate_eta(10.0, 0.01) is None
     assert estimate_eta(0.5, 0.5) is None
+
+
+def test_the_eta_follows_the_current_stages_own_pace():
+    weights = {"load": 1.0, "train": 12.0, "map": 4.0}
+    # training runs at 100 s per weight unit (half of 12 units in 600 s): 600 s left in it, then 4 units of map
+    assert stage_eta(weights, "train", 0.5, 600.0, {"load": 100.0}) == pytest.approx(600 + (100 + 1200) / 13 * 4)
+    # the issue's case: a stage slower than its weight said does not leave "26 min left" with 5 to go
+    slow = stage_eta(weights, "train", 0.9, 1800.0, {"load": 10.0})
+    assert slow == pytest.approx(200 + (10 + 2000) / 13 * 4)
+    # too early in a stage: the finished stages' pace; before any: nothing to say
+    assert stage_eta(weights, "train", 0.0, 0.5, {"load": 10.0}) == pytest.approx(10 * 12 - 0.5 + 10 * 4)
+    assert stage_eta(weights, "load", 0.01, 0.5, {}) is None
+    assert stage_eta(weights, "other", 0.25, 10.0, {}) == pytest.approx(30.0)
 
 
 def test_job_runs_in_a_thread_and_reports_progress_and_eta(tmp_path):
@@ -66,6 +80,7 @@ def test_job_runs_in_a_thread_and_reports_progress_and_eta(tmp_path):
     done = job.wait(10)
     assert threads[0] is not threading.main_thread()
     assert done.status == "done" and done.fraction == 1.0 and done.eta_s is None
+    assert done.stage_seconds["load"] >= 1.0  # measured, and saved with the status
     assert job.result == 42
     assert read_status(tmp_path, "audit").status == "done"
 
