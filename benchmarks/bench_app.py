@@ -1,6 +1,7 @@
 """How fast the app is with big runs: first paint of the gradient map, a box selection, reopening a run, and
 reviewing by keyboard (sustained decisions per minute, and one decision's round trip from key press to the next
-sample drawn), also in an annotator's assigned queue (*My queue*, after ``Project.assign``), in the same run.
+sample drawn), also in an annotator's assigned queue (*My queue*, after ``Project.assign``), in the same run; and
+the time until another annotator's decision appears on an idle page (sidebar count, cards), without a click.
 
 Needs Fashion-MNIST (Debian ``dataset-fashion-mnist``) and ``/usr/bin/chromium``. To measure the app rather
 than training, it writes **synthetic run folders**: the real Fashion-MNIST images, ids and labels (10k subset and
@@ -302,6 +303,37 @@ def keyboard_review(
     }
 
 
+def peer_decision_seen(browser, url: str, folder: Path, tries: int = 5) -> dict[str, float]:
+    """Time from another annotator's decision (written to the ledger by this process, as another server or the CLI
+    would) until an idle page shows it without a click: the sidebar's count (the polling sidebar) and the decided
+    card leaving the queue (the page redrawn). Median of ``tries``; before issue 26 it appeared only on the next
+    click."""
+    run = Project(folder).open_run()
+    ledger = Project(folder).open_ledger()
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/?project={folder.name}&annotator=bench-watcher")
+    page.wait_for_function(DRAWN)
+    page.wait_for_selector(READY)
+    page.get_by_role("tab", name=re.compile("Review queue")).click()
+    page.locator("[class*='st-key-card-']").first.wait_for()
+    counts, cards = [], []
+    for _ in range(tries):
+        page.wait_for_selector(READY)
+        shown = page.locator("[class*='st-key-card-'] code").first.inner_text()
+        before = page.locator("[data-testid='stSidebar']").inner_text()
+        reviewed = int(re.search(r"Reviewed ([\d,]+) of", before).group(1).replace(",", ""))
+        start = time.perf_counter()
+        ledger.decide([shown], "remove", annotator="bench-peer")
+        page.get_by_text(f"Reviewed {reviewed + 1:,} of").wait_for()
+        counts.append(time.perf_counter() - start)
+        page.locator(f".st-key-card-{shown}").wait_for(state="detached")
+        cards.append(time.perf_counter() - start)
+    page.close()
+    assert len(run.flagged_ids) > tries
+    return {"peer decision → sidebar s": float(np.median(counts)), "peer decision → cards s": float(np.median(cards))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000], help="run sizes (60000 = all)")
@@ -348,6 +380,7 @@ def main() -> None:
                     again = paint_and_select(browser, url, folder.name)
                     rows[size]["reopened paint s"] = again["first paint s"]
                     rows[size].update(keyboard_review(browser, url, folder.name, args.decisions))
+                    rows[size].update(peer_decision_seen(browser, url, folder))
                     # the same review in an annotator's assigned queue: the flagged samples to two people each
                     Project(folder).assign(["bench-mine", "bench-other"], overlap=2, by="bench")
                     mine = keyboard_review(browser, url, folder.name, args.decisions, annotator="bench-mine", mine=True)
