@@ -44,8 +44,13 @@ def edited_responses(state: pd.DataFrame) -> dict[str, str]:
     return {str(i): note[len(EDIT_NOTE) :] for i, note in zip(state["sample_id"][mask], notes[mask], strict=True)}
 
 
-def cleaned_pairs(dataset: Dataset, state: pd.DataFrame) -> tuple[np.ndarray, dict[int, str], dict[str, int]]:
-    """What the decisions in force do to the pairs: ``(keep (N,) bool, {position: new response}, counts)``."""
+def cleaned_pairs(
+    dataset: Dataset, state: pd.DataFrame, *, flagged_ids=None, drop_undecided_flagged: bool = False
+) -> tuple[np.ndarray, dict[int, str], dict[str, int]]:
+    """What the decisions in force do to the pairs: ``(keep (N,) bool, {position: new response}, counts)``.
+
+    ``drop_undecided_flagged`` also drops the flagged pairs (``flagged_ids``) nobody decided on or marked unsure,
+    counted as ``dropped_undecided_flagged``."""
     position = {sample_id: i for i, sample_id in enumerate(dataset.sample_ids.tolist())}
     keep = np.ones(len(dataset), dtype=bool)
     removed = state.loc[state["action"] == "remove", "sample_id"] if len(state) else []
@@ -53,19 +58,31 @@ def cleaned_pairs(dataset: Dataset, state: pd.DataFrame) -> tuple[np.ndarray, di
         if sample_id in position:
             keep[position[sample_id]] = False
     edits = {position[i]: text for i, text in edited_responses(state).items() if i in position}
-    counts = {"input": len(dataset), "kept": int(keep.sum()), "removed": int((~keep).sum()), "edited": len(edits)}
+    counts = {"input": len(dataset), "kept": 0, "removed": int((~keep).sum()), "edited": len(edits)}
+    if drop_undecided_flagged:
+        if flagged_ids is None:
+            raise ValueError("drop_undecided_flagged=True needs flagged_ids: the ids the scan flagged.")
+        decided = set(state.loc[state["action"] != "unsure", "sample_id"]) if len(state) else set()
+        undecided = [position[i] for i in map(str, flagged_ids) if i in position and i not in decided]
+        counts["dropped_undecided_flagged"] = int(keep[undecided].sum())
+        keep[undecided] = False
+    counts["kept"] = int(keep.sum())
     return keep, edits, counts
 
 
-def write_instruction_split(dataset: Dataset, state: pd.DataFrame, out: Path) -> tuple[str, dict[str, int]]:
+def write_instruction_split(
+    dataset: Dataset, state: pd.DataFrame, out: Path, *, flagged_ids=None, drop_undecided_flagged: bool = False
+) -> tuple[str, dict[str, int]]:
     """Write the cleaned pairs into the folder ``out`` under the input's own name and format; return the file
-    name and the counts (``input, kept, removed, edited``).
+    name and the counts (``input, kept, removed, edited``; see :func:`cleaned_pairs` for the options).
 
     Rows of the input that the audit did not read (a ``limit`` subset) are written as they were."""
     if not is_instructions(dataset):
         raise DataError(f"{dataset.describe()} is not instruction data.")
     source: InstructionSource = dataset.text_origin  # type: ignore[assignment]
-    keep, edits, counts = cleaned_pairs(dataset, state)
+    keep, edits, counts = cleaned_pairs(
+        dataset, state, flagged_ids=flagged_ids, drop_undecided_flagged=drop_undecided_flagged
+    )
     row_keep = np.ones(source.n_rows, dtype=bool)
     row_keep[dataset.rows[~keep]] = False
     row_edits = {int(dataset.rows[p]): text for p, text in edits.items()}

@@ -130,7 +130,13 @@ def export_split(
         if dataset.kind == "instructions":
             from ogaudit.review.instructions import write_instruction_split
 
-            written, counts = write_instruction_split(dataset, ledger.state(), staging)
+            written, counts = write_instruction_split(
+                dataset,
+                ledger.state(),
+                staging,
+                flagged_ids=flagged_ids,
+                drop_undecided_flagged=drop_undecided_flagged,
+            )
         elif dataset.is_text:  # the input's own format: CSV/TSV/JSONL/Parquet, rows as they were
             from ogaudit.review.split import write_text_split
 

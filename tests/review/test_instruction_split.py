@@ -42,6 +42,9 @@ def test_jsonl_export_drops_removed_writes_edits_and_keeps_other_lines_byte_for_
     assert json.loads(written[0]) == {**json.loads(original[2]), "response": "A new, right answer ✓"}
     again = load_instructions(tmp_path / "out" / small_instructions.name)
     assert responses_of(again)[0] == "A new, right answer ✓" and len(again) == 58
+    flagged = [ids[0], ids[3], ids[4], ids[5]]  # removed, kept, then two nobody decided on
+    manifest = export_split(dataset, ledger, tmp_path / "strict", flagged_ids=flagged, drop_undecided_flagged=True)
+    assert manifest["counts"]["dropped_undecided_flagged"] == 2 and manifest["counts"]["kept"] == 56
 
 
 def test_csv_and_chat_exports(tmp_path):

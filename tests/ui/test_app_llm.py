@@ -81,3 +81,14 @@ def test_which_training_pairs_drive_a_test_prompt(project):
     assert len(opposers) == 5 and opposers["influence"].max() <= drivers["influence"].min()
     assert len(drivers) == 10 and drivers["influence"].is_monotonic_decreasing
     assert set(drivers.columns) >= {"influence", "task", "sample_id", "prompt", "response"}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_verify_retunes_before_and_after_the_decisions(project):
+    run = Project(project).open_run()
+    at = start(project)
+    at.button(key=f"llm-remove-{run.flagged_ids[0]}").click().run()
+    at.button(key="llm-verify").click().run()
+    assert not at.exception
+    table = next(frame.value for frame in at.dataframe if "held-out NLL" in frame.value.columns)
+    assert table["pairs"].tolist() == [40, 39] and table["held-out NLL"].notna().all()
