@@ -539,3 +539,46 @@ def _pad(packed: np.ndarray, width: int) -> np.ndarray:
     if packed.shape[0] >= width:
         return packed
     return np.concatenate([packed, np.zeros((width - packed.shape[0], packed.shape[1]), dtype=packed.dtype)])
+
+
+def pair_gradients(
+    arrays: dict[str, np.ndarray],
+    settings: AuditSettings,
+    prompts,
+    responses,
+    *,
+    cache: ArtifactCache,
+) -> np.ndarray:
+    """(M, D) projected LoRA gradients of new prompt/response pairs under a finished run's adapters, in the run's
+    projection: what a user's own test prompt needs to be set against every training pair's gradient.
+
+    ``arrays``: the run's ``llm.npz`` (:meth:`~ogaudit.results.RunFolder.read_llm`; its ``lora/<name>`` weights);
+    ``settings``: the run's settings (model, projection dimension, seed). The pairs pass through the whole model
+    once (no cache: a handful of pairs)."""
+    settings = llm_settings(settings)
+    prompts, responses = [str(p) for p in prompts], [str(r) for r in responses]
+    if (
+        not prompts
+        or len(prompts) != len(responses)
+        or not all(p.strip() and r.strip() for p, r in zip(prompts, responses, strict=True))
+    ):
+        raise SettingsError("Give one non-empty response for each non-empty prompt.")
+    lm = causal_lm.load_causal_lm(settings.model, cache=cache)
+    top = causal_lm.TopNetwork(lm, seed=settings.seed)
+    saved = {name[len("lora/") :]: value for name, value in arrays.items() if name.startswith("lora/")}
+    with torch.no_grad():
+        for name, parameter in top.named_parameters():
+            if name in saved:
+                parameter.copy_(torch.as_tensor(saved[name]))
+    ids, response, attention = causal_lm.encode_pairs(lm.tokenizer, prompts, responses)
+    states = causal_lm.lower_states(lm, ids, attention)
+    packed = causal_lm.pack(states, ids, response, attention)
+    layers = LayerGradientSettings(
+        layers=top.adapter_names(), dim=settings.projection_dim, seed=settings.seed, batch_size=GRADIENT_BATCH
+    )
+    return np.asarray(
+        project_layer_gradients(
+            top, packed, np.zeros(len(prompts), dtype=np.int64), layers, loss=causal_lm.summed_loss
+        ),
+        dtype=np.float32,
+    )

@@ -213,14 +213,43 @@ def _influence(run: Run, dataset: Dataset) -> None:
     except OgauditError as error:
         st.warning(md(error))
         return
-    if arrays is None or "test_gradients" not in arrays:
-        st.info("This audit had no held-out pairs (ogaudit scan … --reference FILE): no test prompt to explain.")
+    if arrays is None:
         return
-    prompts = arrays["test_prompts"]
-    labels = [f"{i}: {str(p)[:90]}" for i, p in enumerate(prompts)]
-    choice = st.selectbox("Test prompt", range(len(prompts)), format_func=lambda i: labels[i], key="llm-test")
-    _text_box(f"{prompts[choice]}\n──── expected ────\n{arrays['test_responses'][choice]}", "llm-test-pair")
-    scores = influence(arrays["train_gradients"], arrays["test_gradients"][choice])[0]
+    has_tests = "test_gradients" in arrays
+    sources = (["A held-out test prompt"] if has_tests else []) + ["My own prompt and answer"]
+    source = st.radio("Explain", sources, horizontal=True, key="llm-explain")
+    if source == "My own prompt and answer":
+        prompt = st.text_area("Prompt", key="llm-own-prompt")
+        answer = st.text_area("Answer (the response whose drivers you want)", key="llm-own-answer")
+        key = f"llm-own-{run.fingerprint}"
+        if st.button("Find the training pairs behind this answer", key="llm-own-go"):
+            from ogaudit.cache.artifacts import ArtifactCache
+            from ogaudit.pipeline.instructions import pair_gradients
+
+            with st.spinner("Taking the answer's gradient…"):
+                try:
+                    st.session_state[key] = (
+                        prompt,
+                        answer,
+                        pair_gradients(arrays, run.settings, [prompt], [answer], cache=ArtifactCache())[0],
+                    )
+                except OgauditError as error:
+                    st.error(md(error))
+        found = st.session_state.get(key)
+        if not found or found[:2] != (prompt, answer):
+            return
+        gradient = found[2]
+    else:
+        prompts = arrays["test_prompts"]
+        labels = [f"{i}: {str(p)[:90]}" for i, p in enumerate(prompts)]
+        choice = st.selectbox("Test prompt", range(len(prompts)), format_func=lambda i: labels[i], key="llm-test")
+        _text_box(f"{prompts[choice]}\n──── expected ────\n{arrays['test_responses'][choice]}", "llm-test-pair")
+        gradient = arrays["test_gradients"][choice]
+    _drivers(run, dataset, arrays, gradient)
+
+
+def _drivers(run: Run, dataset: Dataset, arrays: dict, gradient: np.ndarray) -> None:
+    scores = influence(arrays["train_gradients"], gradient)[0]
     order = np.argsort(-scores, kind="stable")
     table = run.table
     frame = pd.DataFrame(

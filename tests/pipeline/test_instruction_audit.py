@@ -105,3 +105,18 @@ def cache_dir_cache(folder):
     from ogaudit.cache.artifacts import ArtifactCache
 
     return ArtifactCache(folder)
+
+
+def test_a_typed_pair_gets_the_gradient_its_reference_twin_got(llm_run, cache_dir):
+    """A user's own test prompt is set against the training pairs in the run's projection: the same pair typed in
+    gets the gradient the audit stored for it."""
+    from ogaudit.pipeline.instructions import pair_gradients
+
+    folder, settings, _ = llm_run
+    arrays = RunFolder(folder).read_llm()
+    typed = pair_gradients(
+        arrays, settings, arrays["test_prompts"][:3], arrays["test_responses"][:3], cache=cache_dir_cache(cache_dir)
+    )
+    np.testing.assert_allclose(typed, arrays["test_gradients"][:3], rtol=1e-3, atol=1e-5)
+    with pytest.raises(SettingsError, match="non-empty"):
+        pair_gradients(arrays, settings, ["a prompt"], [" "], cache=cache_dir_cache(cache_dir))

@@ -92,3 +92,15 @@ def test_verify_retunes_before_and_after_the_decisions(project):
     assert not at.exception
     table = next(frame.value for frame in at.dataframe if "held-out NLL" in frame.value.columns)
     assert table["pairs"].tolist() == [40, 39] and table["held-out NLL"].notna().all()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_my_own_prompt_and_answer_are_explained(project):
+    at = start(project)
+    at.radio(key="llm-explain").set_value("My own prompt and answer").run()
+    at.text_area(key="llm-own-prompt").set_value("What is 12 plus 7?")
+    at.text_area(key="llm-own-answer").set_value("19")
+    at.button(key="llm-own-go").click().run()
+    assert not at.exception
+    drivers = next(frame.value for frame in at.dataframe if "influence" in frame.value.columns)
+    assert len(drivers) == 10 and drivers["influence"].is_monotonic_decreasing
