@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ogaudit.data.builtins import BUILTINS
+from ogaudit.data.instructions import INSTRUCTION_BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.data.uploads import save_text_table, unpack_zip
 from ogaudit.errors import DataError, ModelError
@@ -109,8 +110,8 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
 
 def _data_spec(choices: SetupChoices, project: Path) -> str:
     if choices.source == "Built-in":
-        if choices.builtin not in (*BUILTINS, *TEXT_BUILTINS):
-            names = ", ".join((*BUILTINS, *TEXT_BUILTINS))
+        if choices.builtin not in (*BUILTINS, *TEXT_BUILTINS, *INSTRUCTION_BUILTINS):
+            names = ", ".join((*BUILTINS, *TEXT_BUILTINS, *INSTRUCTION_BUILTINS))
             raise DataError(f"{choices.builtin!r} is not a built-in dataset; choose one of {names}.")
         return choices.builtin
     if choices.source == "Upload text table":

@@ -8,6 +8,7 @@ import streamlit as st
 
 from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.data.builtins import BUILTINS
+from ogaudit.data.instructions import INSTRUCTION_BUILTINS
 from ogaudit.data.text import TEXT_BUILTINS, TEXT_SUFFIXES
 from ogaudit.data.uploads import MAX_UPLOAD_BYTES
 from ogaudit.errors import OgauditError
@@ -37,7 +38,14 @@ def new_audit_panel(root: Path) -> None:
     source = st.radio("Data", SOURCES, horizontal=True, key="setup-source")
     with st.form("new-audit", enter_to_submit=False):  # Enter in a field must not start an audit
         if source == "Built-in":
-            st.selectbox("Built-in", (*BUILTINS, *TEXT_BUILTINS), index=BUILTINS.index("mnist5k"), key="setup-builtin")
+            st.selectbox(
+                "Built-in",
+                (*BUILTINS, *TEXT_BUILTINS, INSTRUCTION_BUILTINS[0]),
+                index=BUILTINS.index("mnist5k"),
+                key="setup-builtin",
+                help="instruct-tasks: prompt/response pairs with planted wrong responses, audited by fine-tuning "
+                "SmolLM2 (model auto) with LoRA",
+            )
         elif source == "Path":
             st.text_input(
                 "Path",

@@ -104,3 +104,13 @@ def test_my_own_prompt_and_answer_are_explained(project):
     assert not at.exception
     drivers = next(frame.value for frame in at.dataframe if "influence" in frame.value.columns)
     assert len(drivers) == 10 and drivers["influence"].is_monotonic_decreasing
+
+
+def test_the_setup_panel_offers_the_built_in_pairs(tmp_path):
+    from ogaudit.ui.forms import SetupChoices, prepare_audit
+
+    folder, data, settings = prepare_audit(SetupChoices(builtin="instruct-tasks", name="pairs"), tmp_path)
+    assert data == "instruct-tasks" and folder.parent == tmp_path and settings.model == "auto"
+    from ogaudit.pipeline.instructions import llm_settings
+
+    assert llm_settings(settings).model == "smollm2" and llm_settings(settings).detector == "iforest-per-class"
