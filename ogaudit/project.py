@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ogaudit.data.dataset import Dataset
-from ogaudit.errors import DataError, OgauditError
+from ogaudit.errors import DataError, OgauditError, SettingsError
 from ogaudit.results import RUN_FORMAT, RUN_RECORD, Run, RunFolder, read_versioned
 from ogaudit.review.ledger import Ledger
 from ogaudit.settings import AuditSettings
@@ -586,6 +586,11 @@ class Project(RunFolder):
 
         run = self.open_run() if self.has_run() else None
         dataset = self.dataset(data)
+        if dataset.kind == "instructions":
+            raise SettingsError(
+                "Prompt/response pairs are checked by re-tuning the causal LM, not by this retrain check: use the "
+                "app's Language model tab (Verify) or ogaudit.pipeline.instructions.verify_instructions."
+            )
         decisions = self.ledger(data).state()
         report = verify_cleaning(
             dataset,

@@ -84,3 +84,14 @@ def test_csv_and_chat_exports(tmp_path):
 def test_an_empty_edit_is_refused():
     with pytest.raises(DataError, match="empty"):
         edit_note("  ")
+
+
+def test_the_classifier_retrain_check_points_to_the_re_tune_check(tmp_path, small_instructions, monkeypatch):
+    """Project.verify (ogaudit verify, the Export tab) retrains a classifier: for pairs it says where to look."""
+    from ogaudit.errors import SettingsError
+    from ogaudit.project import Project
+
+    project = Project(tmp_path / "p")
+    monkeypatch.setattr(Project, "dataset", lambda self, data=None: load_instructions(small_instructions))
+    with pytest.raises(SettingsError, match="Language model tab"):
+        project.verify()
