@@ -52,12 +52,41 @@ if TYPE_CHECKING:
 
 Target = Callable[[ProgressCallback, threading.Event], object]
 FINISHED = ("done", "failed", "cancelled")
-AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 12.0, "gradients": 2.0, "detect": 1.0, "map": 4.0}
-"""Share of an audit's time per stage, for the overall fraction and the ETA of stages not yet started (the current
-stage's own pace decides the rest, :func:`stage_eta`). Measured: see :data:`MEASURED`."""
+MEASURED_STAGE_SECONDS = {
+    "load": 1.0,
+    "train per epoch": 61.1,
+    "gradients": 17.5,
+    "detect": 1.7,
+    "map umap": 49.6,
+    "map pca": 3.8,
+    "first look": 118.3,
+}
+"""Seconds per stage of the app's demo (MNIST 5k, small CNN, 10 epochs, UMAP; first look: 1 epoch, PCA), measured
+on this project's 2-core machine while it was shared (load average 20-28: every number is several times what a
+quiet machine takes; the ratios are what the bar uses). ``benchmarks`` reproduce it with the demo settings."""
+
+
+def audit_stage_weights(settings: AuditSettings | None = None, *, first_look: bool = False) -> dict[str, float]:
+    """The stages of an audit in order, weighted by :data:`MEASURED_STAGE_SECONDS`: training by its epochs (10 when
+    chosen by data size), the map by its method; with ``first_look``, the quick first look first."""
+    seconds = MEASURED_STAGE_SECONDS
+    epochs = (settings.epochs if settings is not None else None) or 10
+    method = settings.map_method if settings is not None else "umap"
+    weights = {
+        "load": seconds["load"],
+        "train": seconds["train per epoch"] * epochs,
+        "gradients": seconds["gradients"],
+        "detect": seconds["detect"],
+        "map": seconds["map umap"] if method == "umap" else seconds["map pca"],
+    }
+    return {FIRST_LOOK: seconds["first look"], **weights} if first_look else weights
+
+
 FIRST_LOOK = "first look"
-FIRST_LOOK_WEIGHT = 2.0
-"""The quick first look's share beside :data:`AUDIT_STAGE_WEIGHTS` (measured with them)."""
+AUDIT_STAGE_WEIGHTS = {"load": 1.0, "train": 611.0, "gradients": 17.5, "detect": 1.7, "map": 49.6}
+"""The demo's weights (:func:`audit_stage_weights` of 10 epochs and UMAP), for the overall fraction and the ETA of
+stages not yet started (the current stage's own pace decides the rest, :func:`stage_eta`)."""
+FIRST_LOOK_WEIGHT = MEASURED_STAGE_SECONDS["first look"]
 
 
 class FolderLock:
@@ -557,12 +586,14 @@ def submit_audit(
         lock.release()
         raise
 
+    inner = audit_stage_weights(first_look) if first_look is not None else {}
+
     def target(progress: ProgressCallback, cancel: threading.Event) -> Path:
         if first_look is not None:
 
             def quiet(stage: str, fraction: float, message: str) -> None:
                 # one stage of the bar, filled by the first look's own stages (it has an ETA of its own)
-                share = overall_fraction(AUDIT_STAGE_WEIGHTS, stage, fraction)
+                share = overall_fraction(inner, stage, fraction)
                 progress(FIRST_LOOK, share, f"quick first look, {stage}: {message}")
 
             audit(data, first_look, out_dir=project, cache_dir=cache_dir, progress=quiet, cancel=cancel)
@@ -574,7 +605,7 @@ def submit_audit(
         "audit",
         target,
         folder=project.path,
-        stage_weights={FIRST_LOOK: FIRST_LOOK_WEIGHT, **AUDIT_STAGE_WEIGHTS} if first_look else AUDIT_STAGE_WEIGHTS,
+        stage_weights=audit_stage_weights(settings, first_look=first_look is not None),
         lock=lock,
     )
     submitted = registry.submit(job)

@@ -172,10 +172,40 @@ def map_figure(
     if colour != "flagged" and flagged.any():
         ring = {"color": "rgba(0,0,0,0)", "size": 9, "line": {"color": "#111111", "width": 1.2}}
         traces.append(_trace(table, customdata, flagged, "flagged (ring)", **ring))
-    return _layout(go.Figure(traces))
+    return _layout(go.Figure(traces), table)
 
 
-def _layout(figure: go.Figure) -> go.Figure:
+CLASS_LABELS_UP_TO = 40
+"""Maps of runs with more classes carry no class names on the clusters (they would cover the points)."""
+
+
+def class_annotations(table: pd.DataFrame, *, limit: int = CLASS_LABELS_UP_TO) -> list[dict]:
+    """Each given class's name, placed on its cluster: at the median map position of its samples (robust to the
+    wrong labels scattered elsewhere). One plotly annotation per class; none above ``limit`` classes."""
+    if not len(table):
+        return []
+    frame = pd.DataFrame(
+        {"name": table["given_label"].astype(str), "x": table["x"].astype(float), "y": table["y"].astype(float)}
+    )
+    centres = frame.groupby("name", sort=False)[["x", "y"]].median()
+    if len(centres) > limit:
+        return []
+    names = sorted(centres.index, key=natural_key)
+    return [
+        {
+            "x": float(centres.loc[name, "x"]),
+            "y": float(centres.loc[name, "y"]),
+            "text": f"<b>{escape_markup([name])[0]}</b>",
+            "showarrow": False,
+            "font": {"size": 13, "color": "#111111"},
+            "bgcolor": "rgba(255,255,255,0.75)",
+            "borderpad": 2,
+        }
+        for name in names
+    ]
+
+
+def _layout(figure: go.Figure, table: pd.DataFrame | None = None) -> go.Figure:
     figure.update_layout(
         dragmode="select",
         uirevision="gradient-map",
@@ -185,6 +215,7 @@ def _layout(figure: go.Figure) -> go.Figure:
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         xaxis={"showticklabels": False, "title": None, "zeroline": False},
         yaxis={"showticklabels": False, "title": None, "zeroline": False},
+        annotations=[] if table is None else class_annotations(table),
     )
     return figure
 
@@ -264,7 +295,7 @@ def density_figure(
             if mask.any():
                 traces.append(markers(mask, state, color=DECISION_COLOURS[state], size=7))
         traces.append(markers(top_flagged, "flagged (ring)", **ring))
-    figure = _layout(go.Figure(traces))
+    figure = _layout(go.Figure(traces), table)
     x0, x1, y0, y1 = extent
     figure.update_layout(
         images=[

@@ -427,8 +427,42 @@ def _is_default(queue_filter: QueueFilter) -> bool:
     return queue_filter == QueueFilter(hide_decided=queue_filter.hide_decided)
 
 
+def _one_class(run: Run) -> None:
+    """A per-class view: every sample of one given class, flagged or not, decided or not, as cards (the queue's
+    filters set to that; any filter can be changed after)."""
+    st.selectbox(
+        "All samples of one class",
+        [None, *run.class_names],
+        format_func=lambda name: "—" if name is None else str(name),
+        key="queue-one-class",
+        on_change=_show_one_class,
+        help="Sets the filters to this given class, flagged or not, decided or not.",
+    )
+
+
+def _show_one_class() -> None:
+    name = st.session_state.get("queue-one-class")
+    if name is None:
+        return
+    st.session_state.update(
+        {
+            "queue-given": [name],
+            "queue-suggested": [],
+            "queue-decision": [],
+            "queue-annotator": [],
+            "queue-flagged-only": False,
+            "queue-hide-decided": False,
+            "queue-duplicates": "all",
+            "queue-search": "",
+            "queue-page": 1,
+        }
+    )
+    st.session_state.pop("queue-score", None)  # back to the whole range
+
+
 def _class_tables(run: Run) -> None:
     """Flags per given class, and given × suggested over the flagged: clicking a cell filters the queue to it."""
+    _one_class(run)
     with st.expander("Flags per class, given × suggested"):
         left, right = st.columns([2, 5])
         left.dataframe(

@@ -16,6 +16,7 @@ from ogaudit.server.jobs import (
     AUDIT_STAGE_WEIGHTS,
     Job,
     JobRegistry,
+    audit_stage_weights,
     estimate_eta,
     job_id,
     overall_fraction,
@@ -53,6 +54,15 @@ def test_the_eta_follows_the_current_stages_own_pace():
     assert stage_eta(weights, "train", 0.0, 0.5, {"load": 10.0}) == pytest.approx(10 * 12 - 0.5 + 10 * 4)
     assert stage_eta(weights, "load", 0.01, 0.5, {}) is None
     assert stage_eta(weights, "other", 0.25, 10.0, {}) == pytest.approx(30.0)
+
+
+def test_stage_weights_come_from_measured_seconds_and_the_settings():
+    demo = audit_stage_weights(AuditSettings(epochs=10, map_method="umap"))
+    assert demo == pytest.approx(AUDIT_STAGE_WEIGHTS, rel=0.01)
+    assert demo["train"] / sum(demo.values()) > 0.85  # training is most of the demo's time, as measured
+    quick = audit_stage_weights(AuditSettings(epochs=1, map_method="pca"), first_look=True)
+    assert list(quick) == ["first look", "load", "train", "gradients", "detect", "map"]
+    assert quick["map"] < demo["map"] and quick["train"] == pytest.approx(demo["train"] / 10)
 
 
 def test_job_runs_in_a_thread_and_reports_progress_and_eta(tmp_path):

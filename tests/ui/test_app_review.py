@@ -520,3 +520,41 @@ def test_my_queue_a_note_shown_as_text_and_settling_a_dispute(project):
     at.button(key=f"settle-{first}-keep-None").click().run()  # on a local server, its one person is the admin
     state = ledger.state().set_index("sample_id").loc[first]
     assert (state["action"], state["annotator"], state["settled"]) == ("keep", "alice", True)
+
+
+def test_the_per_class_view_shows_every_sample_of_one_class(project):
+    run, ledger = _open(project)
+    name = run.class_names[3]
+    members = run.table.loc[run.table["given_label"] == name, "sample_id"].tolist()
+    ledger.decide(members[:1], "keep", annotator="bob")  # decided ones are shown too
+    at = start()
+    at.selectbox(key="queue-one-class").set_value(name).run()
+    assert not at.exception
+    assert f"{len(members):,} in the queue" in texts(at.caption)
+    assert not at.toggle(key="queue-flagged-only").value and not at.toggle(key="queue-hide-decided").value
+
+
+def test_class_names_sit_on_their_clusters(project):
+    import pandas as pd
+
+    from ogaudit.ui.figure import class_annotations
+
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(7)],
+            "given_label": ["cat", "cat", "cat", "dog", "dog", "dog", "cat"],  # one "cat" far away: a wrong label
+            "x": [0.0, 0.1, 0.2, 5.0, 5.1, 5.2, 5.05],
+            "y": [0.0, 0.1, 0.0, 5.0, 5.1, 5.0, 5.05],
+            "score": [0.1] * 7,
+            "flagged": [False] * 6 + [True],
+            "rank": range(1, 8),
+        }
+    )
+    notes = {a["text"]: (a["x"], a["y"]) for a in class_annotations(table)}
+    assert notes["<b>cat</b>"][0] < 1 and notes["<b>dog</b>"][0] > 4  # the median, not pulled by the stray one
+    many = table.assign(given_label=[f"c{i}" for i in range(7)])
+    assert class_annotations(many, limit=5) == []
+    from ogaudit.ui.figure import map_figure
+
+    run = Project(project).open_run()
+    assert len(map_figure(run.table).layout.annotations) == len(run.class_names)
