@@ -322,3 +322,11 @@ def test_text_data_goes_to_label_studio_and_parquet_but_not_fiftyone(tmp_path, m
     )
     assert hf.features["given_label"].names == names and hf["text"] == texts and hf[0]["decision"] == "relabel"
     assert not list(tmp_path.glob("*.scratch"))
+
+
+def test_the_command_line_and_the_app_offer_every_format():
+    from ogaudit.cli.review import TOOL_EXPORTS
+    from ogaudit.review.exports import EXPORT_FORMATS
+    from ogaudit.ui.exportview import TOOL_FORMATS
+
+    assert list(TOOL_EXPORTS) == list(EXPORT_FORMATS) and set(TOOL_FORMATS) == set(EXPORT_FORMATS)
