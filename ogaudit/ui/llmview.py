@@ -31,7 +31,7 @@ EVIDENCE = {
     "loss": "response NLL",
     "grad_norm": "LoRA gradient norm",
     "iforest_category": "isolation forest in its category",
-    "grad_cosine": "disagreement with its category's test gradients (−cos)",
+    "grad_cosine": "disagreement with its task's reference gradients (−cos)",
 }
 
 
