@@ -150,8 +150,22 @@ def ranked_rows(run: Run, ids: list[str]) -> np.ndarray:
     return rows[np.argsort(run.table["rank"].to_numpy()[rows], kind="stable")]
 
 
+BULK_REVISION = "ogaudit-bulk-revision"
+BULK_APPLIED = "ogaudit-bulk-applied"
+
+
+@st.fragment
 def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> None:
-    """Action, scope and label; a live preview of how many samples it touches; Apply asks once more."""
+    """Action, scope and label; a live preview of how many samples it touches; Apply asks once more.
+
+    A fragment: a pick reruns only this panel, not the map and the page, so under load it registers at once (a full
+    rerun took seconds, and an Escape pressed meanwhile lost the pick). Once the ledger changed (applied, or
+    overridden), the whole page is redrawn."""
+    revision = ledger.revision()
+    seen = st.session_state.get(BULK_REVISION)
+    st.session_state[BULK_REVISION] = revision
+    if seen is not None and seen != revision and st.session_state.pop(BULK_APPLIED, False):
+        st.rerun()  # the map's colours, the grid and the queue show the decisions
     with st.container(border=True, key="bulk"):
         left, middle, right = st.columns([2, 2, 2])
         action = left.selectbox(
@@ -210,11 +224,13 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
             )
             if reason:
                 st.caption(md(reason))
-        pending_override(ledger, run, annotator, "map")
+        if pending_override(ledger, run, annotator, "map"):
+            st.session_state[BULK_APPLIED] = True  # an Override from here redraws the page too
 
 
 def _apply_bulk(ledger: Ledger, run: Run, plan, annotator: str) -> None:
     st.session_state.pop(BULK_PENDING, None)
+    st.session_state[BULK_APPLIED] = True
     plan = plan.at_apply(ledger.state()["sample_id"])  # a decision taken since the preview is not replaced
     if not plan.ids:
         flash("info", "Nothing applied: every planned sample was decided since the preview.", "map")
