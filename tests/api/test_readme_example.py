@@ -31,3 +31,32 @@ def test_the_python_api_example_runs_and_writes_only_in_its_temporary_folder(tmp
     assert names["split"]["counts"]["relabelled"] == 1
     assert names["planted"].mean() > 0.6  # the flags are mostly the planted wrong labels
     assert "flagged samples carry a planted wrong label" in capsys.readouterr().out
+
+
+def own_model_example() -> str:
+    """The first ``python`` code block of the README's "Your own model" section."""
+    section = README.read_text(encoding="utf-8").split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_own_model_example_audits_an_in_memory_model_and_exports_its_flags(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    names: dict = {"__name__": "__main__"}
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the example's plain-torch training: two threads contend badly on a shared machine
+    try:
+        exec(compile(own_model_example(), str(README), "exec"), names)
+    finally:
+        torch.set_num_threads(threads)
+    work, result = names["work"], names["result"]
+    assert work.parent == tmp_path and {p.name for p in work.iterdir()} == {"cache", "flags-hf"}
+    assert result.record["model"]["kind"] == "user:Sequential" and result.record["model"]["history"] == []
+    assert names["planted"].mean() > 0.6  # the user's model finds the planted wrong labels
+    exported = datasets.load_from_disk(str(work / "flags-hf"))
+    assert exported.num_rows == len(names["labels"]) and sum(exported["flagged"]) == len(names["flags"])
+    assert "flagged samples carry a planted wrong label" in capsys.readouterr().out
