@@ -644,8 +644,8 @@ def export(
         from ogaudit.review.evidence import RunEvidence
 
         evidence = source.evidence
-        p_wrong = None
-        if hasattr(evidence, "features") and source.label_evidence is not None:
+        p_wrong = None  # the scores' own p_wrong column when they have one
+        if "p_wrong" not in source.scores and hasattr(evidence, "features") and source.label_evidence is not None:
             review = RunEvidence(
                 evidence.features,
                 evidence.probs,

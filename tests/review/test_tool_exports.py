@@ -59,6 +59,11 @@ def test_parquet_and_cleanlab_carry_the_review_with_integer_labels(reviewed_proj
     undecided = table["decision"].isna()
     assert (table.loc[undecided, "reviewed_label"] == table.loc[undecided, "given_label"]).all()
     assert table["p_wrong"].between(0, 1).all() and table["flagged"].sum() == result.scores["flagged"].sum()
+    from ogaudit.review.calibration import reviewed_estimate
+
+    run = project.open_run()
+    shown = reviewed_estimate(run.table, project.ledger().state())  # what the review cards show
+    np.testing.assert_allclose(table["p_wrong"], shown.p)
     assert {"image", "true_label", "is_noisy"} <= set(table.columns)  # the samples and the planted truth
 
     issues = pd.read_csv(ogaudit.export(project, tmp_path / "issues.csv", format="cleanlab"))
