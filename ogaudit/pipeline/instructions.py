@@ -499,6 +499,8 @@ def verify_instructions(
     test_rows, test_n, _ = pair_rows(lm, reference, cache, None, cancel)
     categories = np.asarray(reference.class_names, dtype=object)[reference.y]
     checked = np.flatnonzero(np.isin(categories, ARITHMETIC_TASKS))[:exact_match_limit]
+    expected = responses_of(reference)[checked]
+    longest = max((len(lm.tokenizer(str(r), add_special_tokens=False)["input_ids"]) for r in expected), default=0)
     top = causal_lm.TopNetwork(lm, seed=settings.seed)
     initial = top.adapter_state()
     epochs = settings.epochs or LLM_EPOCHS
@@ -524,7 +526,7 @@ def verify_instructions(
             )
             out[name]["heldout_loss"].append(float(causal_lm.pair_losses(top, test_rows, test_n).mean()))
             if len(checked):
-                answers = causal_lm.generate(lm, prompts_of(reference)[checked], max_new_tokens=48)
+                answers = causal_lm.generate(lm, prompts_of(reference)[checked], max_new_tokens=longest + 2)
                 right = [
                     a.strip() == str(r).strip() for a, r in zip(answers, responses_of(reference)[checked], strict=True)
                 ]
