@@ -734,6 +734,10 @@ class Project(RunFolder):
         """Where an uploaded checkpoint with ``suffix`` (".pt", ...) is kept."""
         return self.path / f"checkpoint{suffix}"
 
+    def predictions_path(self, suffix: str) -> Path:
+        """Where an uploaded predictions file with ``suffix`` (".npz" or ".parquet") is kept."""
+        return self.path / f"predictions{suffix}"
+
     def modified(self) -> float:
         """When the project last changed (its JSON files, ledger or run), as a POSIX time."""
         names = [RUN_RECORD, REQUEST, VERIFY, LEDGER, "job-audit.json", "job-verify.json"]

@@ -44,6 +44,8 @@ class SetupChoices:
     checkpoint: bytes | None = None
     checkpoint_name: str = ""
     arch: str = ""
+    predictions: bytes | None = None
+    predictions_name: str = ""
     detector: str = DEFAULT_DETECTOR
     budget: float = DEFAULT_BUDGET
     map_method: str = "umap"
@@ -87,6 +89,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
     try:
         data = str(server_path) if server_path is not None else _data_spec(choices, project)
         model = _model_spec(choices, project)
+        predictions = _predictions_spec(choices, project)
         settings = AuditSettings(
             model=model,
             arch=choices.arch.strip() or None,
@@ -101,6 +104,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
             label_column=choices.label_column.strip() or None,
             id_column=choices.id_column.strip() or None,
             path_column=choices.path_column.strip() or None,
+            predictions=predictions,
         )
     except BaseException:
         shutil.rmtree(project, ignore_errors=True)
@@ -117,6 +121,29 @@ def _data_spec(choices: SetupChoices, project: Path) -> str:
     if choices.source == "Upload text table":
         return str(save_text_table(choices.text_upload, choices.text_upload_name, Project(project).upload_dir()))
     return str(unpack_zip(choices.upload, Project(project).upload_dir()))
+
+
+def _predictions_spec(choices: SetupChoices, project: Path) -> str | None:
+    """The uploaded predictions file (features + probabilities of the user's model), kept in the project folder and
+    read by the audit (:mod:`ogaudit.data.predictions`: no pickles, sizes checked before decoding); None without."""
+    if not choices.predictions:
+        return None
+    from ogaudit.data.predictions import SUFFIXES
+
+    suffix = Path(choices.predictions_name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"The predictions file {choices.predictions_name!r} should be one of {', '.join(SUFFIXES)} (features and "
+            "probs or logits per sample; README, Your own model)."
+        )
+    if choices.model != "auto" or choices.epochs:
+        raise ModelError(
+            "Predictions replace the model (nothing is trained or run): leave Model at auto and Epochs at 0, or "
+            "remove the predictions file."
+        )
+    path = Project(project).predictions_path(suffix)
+    path.write_bytes(choices.predictions)
+    return str(path)
 
 
 def _model_spec(choices: SetupChoices, project: Path) -> str:

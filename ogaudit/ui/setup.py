@@ -82,7 +82,15 @@ def new_audit_panel(root: Path) -> None:
                 type=["pt", "pth", "ckpt", "safetensors"],
                 key="setup-checkpoint",
             )
-            st.text_input("Checkpoint architecture (torchvision name)", placeholder="resnet18", key="setup-arch")
+            st.text_input(
+                "Checkpoint architecture (torchvision name, or timm:NAME)", placeholder="resnet18", key="setup-arch"
+            )
+        with st.expander("Your model's predictions (instead of a model: nothing trained)"):
+            st.file_uploader(
+                "Features + probabilities per sample (.npz: features, probs or logits, sample_ids; or .parquet)",
+                type=["npz", "parquet"],
+                key="setup-predictions",
+            )
         detectors = sorted(DETECTOR_NAMES)
         st.selectbox("Detector", detectors, index=detectors.index(DEFAULT_DETECTOR), key="setup-detector")
         st.number_input(
@@ -111,6 +119,7 @@ def new_audit_panel(root: Path) -> None:
 def _choices() -> SetupChoices:
     get = st.session_state.get
     upload, checkpoint, table = get("setup-upload"), get("setup-checkpoint"), get("setup-text-upload")
+    predictions = get("setup-predictions")
     return SetupChoices(
         source=get("setup-source"),
         builtin=get("setup-builtin") or "mnist5k",
@@ -127,6 +136,8 @@ def _choices() -> SetupChoices:
         checkpoint=None if checkpoint is None else checkpoint.getvalue(),
         checkpoint_name="" if checkpoint is None else checkpoint.name,
         arch=get("setup-arch") or "",
+        predictions=None if predictions is None else predictions.getvalue(),
+        predictions_name="" if predictions is None else predictions.name,
         detector=get("setup-detector"),
         budget=get("setup-budget"),
         map_method=get("setup-map"),
