@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "setup: installing Python packages into .venv (torch, sentence-transformers, ray: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
   # Every extra, at the tested versions (constraints.txt): the package metadata has ranges, CI the same versions.
-  .venv/bin/pip install -q -c constraints.txt -e '.[test,app,demo,text,ray,hf,llm]'
+  .venv/bin/pip install -q -c constraints.txt -e '.[test,app,demo,text,ray,hf,llm,models]'
   # label-studio-sdk checks the Label Studio export in the tests. Without its dependencies: it pins
   # opencv-python-headless<4.13, which pins numpy<2.3, which mlxtend's numpy>=2.3.5 refuses. Its label interface
   # needs only these.
