@@ -82,7 +82,9 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     page.goto(f"{server}/?annotator=tester")
     page.wait_for_selector(READY)
     chart = page.locator("[data-testid='stPlotlyChart']")
-    chart.locator(".nsewdrag").first.wait_for(timeout=600_000)  # the audit finished and the WebGL map is drawn
+    chart.locator(".nsewdrag").first.wait_for(timeout=600_000)  # the map is drawn (perhaps the first look's)
+    page.get_by_text("quick first look").first.wait_for(state="detached", timeout=900_000)  # the full audit
+    page.wait_for_selector(READY)
     assert "Demo:" in page.inner_text("[data-testid='stMain']")
 
     box_select(page, chart)
@@ -134,14 +136,16 @@ def test_density_map_box_and_lasso_select_every_sample_inside(density_server, pa
     page.goto(f"{density_server}/?annotator=tester")
     chart = page.locator("[data-testid='stPlotlyChart']")
     chart.locator(".nsewdrag").first.wait_for(timeout=600_000)
+    page.get_by_text("quick first look").first.wait_for(state="detached", timeout=900_000)  # the full audit
     page.wait_for_selector(READY)
     assert chart.locator("svg image").count() >= 1  # the density image (a plotly layout image) under the axes
     samples = int(
-        re.search(r"([\d,]+) samples drawn as a density image", chart_text := page.inner_text("[data-testid='stMain']"))
+        re.search(r"([\d,]+) samples drawn as a density image", page.inner_text("[data-testid='stMain']"))
         .group(1)
         .replace(",", "")
     )
-    flagged = int(re.search(r"Review queue \(([\d,]+)\)", chart_text).group(1).replace(",", ""))
+    sidebar = page.inner_text("[data-testid='stSidebar']")
+    flagged = int(re.search(r"Reviewed [\d,]+ of ([\d,]+) flagged", sidebar).group(1).replace(",", ""))
 
     area = chart.locator(".nsewdrag").first.bounding_box()
     page.mouse.move(area["x"] + area["width"] * 0.02, area["y"] + area["height"] * 0.02)  # the left half
