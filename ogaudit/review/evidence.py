@@ -381,8 +381,10 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
     votes = item.neighbour_votes(len(class_names))
     given = class_names[item.given]
     model_top = int(np.argmax(item.probs))
+    other = class_names[item.ambiguous_with] if item.ambiguous and item.ambiguous_with >= 0 else None
     parts = [
-        item.wrong_text(class_names),
+        (f"ambiguous between {given!r} and {other!r}; " if other is not None else "")
+        + f"{percent(item.p_wrong)} likely that the label {given!r} is wrong",
         f"the model gives {given!r} {percent(item.probs[item.given])}"
         + (f" and {class_names[model_top]!r} {percent(item.probs[model_top])}" if model_top != item.given else ""),
         f"{votes[item.given]} of its {len(item.neighbours)} nearest gradient neighbours are labelled {given!r}"

@@ -130,7 +130,7 @@ def test_a_project_reads_its_evidence_files(scanned):
     assert all(0 <= item.p_wrong <= 1 for item in items)
     table = evidence_table(items[0], run.class_names)
     assert {"class", "model", "neighbours", "combined", "counterfactual"} <= set(table.columns)
-    assert "likely that the given label is wrong" in describe(items[0], run.class_names)
+    assert "likely that the label" in describe(items[0], run.class_names)
     noisy = run.table["is_noisy"].to_numpy()
     raw = evidence.raw_wrong()
     assert raw[noisy].mean() > raw[~noisy].mean() + 0.3  # the evidence separates the planted wrong labels
