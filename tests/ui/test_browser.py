@@ -107,7 +107,7 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     page.wait_for_selector(READY)
     page.screenshot(path=str(shots / "review.png"))
     card.get_by_role("button", name="Relabel", exact=True).click()
-    page.get_by_text(f"relabel → {target}: 1 sample(s) ({sample_id})").wait_for()
+    page.get_by_text(f"relabel → {target}: 1 sample(s) ({sample_id})").first.wait_for()  # message and toast
     review_tab = page.get_by_role("tab", name=re.compile("Review queue"))
     assert review_tab.get_attribute("aria-selected") == "true"  # the reviewer stays in the queue after a decision
     page.get_by_role("tab", name="Gradient map").click()
