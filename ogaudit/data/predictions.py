@@ -187,8 +187,16 @@ def _read_parquet(path: Path) -> dict:
         metadata = pq.ParquetFile(path).metadata
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError ... for a damaged file
         raise DataError(f"{path.name!r} is not a readable Parquet file ({error}).") from None
-    size = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-    check_budget(size * PARQUET_EXPANSION, what=repr(path.name), detail=f"{metadata.num_rows:,} rows of predictions")
+    size = 0
+    for i in range(metadata.num_row_groups):  # decoded: 8 bytes a value (encodings such as RLE store far fewer)
+        group = metadata.row_group(i)
+        values = sum(group.column(j).num_values for j in range(group.num_columns)) * 8
+        size += max(group.total_byte_size, values)
+    check_budget(
+        size * PARQUET_EXPANSION,
+        what=repr(path.name),
+        detail=f"{metadata.num_rows:,} rows of predictions, {size:,} bytes decoded",
+    )
     frame = pq.read_table(path).to_pandas()
     columns = [str(c) for c in frame.columns]
     fields: dict = {}

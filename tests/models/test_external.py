@@ -350,3 +350,21 @@ def test_the_command_line_takes_predictions_and_named_architectures(small, predi
     save_file(timm.create_model("resnet10t", num_classes=10, in_chans=1).state_dict(), tmp_path / "w.safetensors")
     assert main([*argv, "--model", "timm:resnet10t", "--weights", str(tmp_path / "w.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "checkpoint:timm:resnet10t"
+
+
+def test_a_predictions_file_over_the_memory_budget_is_refused_before_it_is_decoded(small, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from ogaudit.data.predictions import read_predictions
+    from ogaudit.errors import DataError
+
+    np.savez(tmp_path / "p.npz", features=np.zeros((4000, 64)), probs=np.full((4000, 10), 0.1))
+    pd.DataFrame({"features": list(np.zeros((4000, 64))), "probs": list(np.full((4000, 10), 0.1))}).to_parquet(
+        tmp_path / "p.parquet"
+    )
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "100K")
+    for name in ("p.npz", "p.parquet"):
+        with pytest.raises(DataError, match="over the memory budget"):
+            read_predictions(tmp_path / name)
+    monkeypatch.delenv("OGAUDIT_MEMORY_BUDGET")
+    assert read_predictions(tmp_path / "p.parquet").probs.shape == (4000, 10)
