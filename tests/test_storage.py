@@ -159,7 +159,8 @@ def test_formula_class_names_are_escaped_in_every_csv_an_audit_writes_and_read_b
     out = tmp_path / "run"
     audit(data, AuditSettings(epochs=1, map_method="pca"), out_dir=out, cache_dir=cache_dir)
     written = sorted(out.rglob("*.csv"))
-    assert sorted(p.name for p in written) == ["label_evidence.csv", "map.csv", "scores.csv"]
+    # each table twice: the run's own copy under runs/<id>/ and the latest run's beside run.json
+    assert sorted(p.name for p in written) == sorted(["label_evidence.csv", "map.csv", "scores.csv"] * 2)
     assert {p.name: _formula_cells(p) for p in written} == {p.name: [] for p in written}
     run = Project(out).open_run()
     assert set(run.table["given_label"]) <= set(FORMULA_CLASSES) and run.class_names == FORMULA_CLASSES
