@@ -28,6 +28,11 @@ DETECTOR_NAMES = (
     "iforest-per-class",
     "loss",
     "self-confidence",
+    "aum",
+    "margin",
+    "checkpoints",
+    "simifeat",
+    "dynamics",
 )
 DEFAULT_DETECTOR = "posterior"
 LLM_SCORES = ("iforest-per-class", "l2", "loss", "perplexity", "grad-cosine")
@@ -39,6 +44,9 @@ CAUSAL_LMS = ("smollm2",)
 """Causal LMs by name (:mod:`ogaudit.models.causal_lm`); a Hugging Face model folder is the other choice."""
 GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
+DYNAMICS_DETECTORS = ("aum", "margin", "checkpoints", "simifeat", "dynamics")
+"""Detectors that read the training trajectory (``ogaudit.detectors.dynamics``): they need a model trained by the
+audit, not a user's checkpoint."""
 MAP_METHODS = ("umap", "pca", "none")
 MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet", "linear", "lora")
 NOISE_KINDS = ("symmetric", "pairs", "instance", "annotator")
@@ -235,6 +243,11 @@ class AuditSettings:
                 "(hf:FOLDER) or a causal-LM folder (one with config.json, for prompt/response pairs)."
             )
         check_choice("detector", self.detector, DETECTOR_NAMES + LLM_ONLY_SCORES)
+        if self.detector in DYNAMICS_DETECTORS and self.model not in MODEL_KINDS:
+            raise SettingsError(
+                f"detector {self.detector!r} reads the training trajectory, which a checkpoint does not have; choose "
+                f"a detector outside {DYNAMICS_DETECTORS}, such as 'posterior', or let the audit train a model."
+            )
         if self.layers and self.detector not in GRADIENT_DETECTORS:
             raise SettingsError(
                 f"layers need a gradient detector ({', '.join(GRADIENT_DETECTORS)}); got {self.detector!r}."

@@ -22,6 +22,13 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from ogaudit.detectors.base import Detector, NeighbourBased, PosteriorDetector
+from ogaudit.detectors.dynamics import (
+    AumDetector,
+    CheckpointEnsembleDetector,
+    DynamicsPosteriorDetector,
+    EarlyNeighbourDetector,
+    MarginDetector,
+)
 from ogaudit.detectors.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
@@ -314,6 +321,11 @@ DETECTORS = {
     "neighbours": lambda seed: NeighbourDetector(),
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
+    "aum": lambda seed: AumDetector(),
+    "margin": lambda seed: MarginDetector(),
+    "checkpoints": lambda seed: CheckpointEnsembleDetector(),
+    "simifeat": lambda seed: EarlyNeighbourDetector(),
+    "dynamics": lambda seed: DynamicsPosteriorDetector(),
 }
 __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "GRADIENT_DETECTORS", "counterfactual_scores", "make_detector"]
 
@@ -325,15 +337,18 @@ def gradient_neighbours(detector: Detector) -> tuple[np.ndarray, np.ndarray] | N
     return detector.gradient_neighbours() if isinstance(detector, NeighbourBased) else None
 
 
-def make_detector(name: str, *, seed: int = 0, search=None) -> Detector:
+def make_detector(name: str, *, seed: int = 0, search=None, trajectory=None) -> Detector:
     """The detector called ``name``; the error lists the valid names. ``search`` replaces the neighbour search of
     the detectors that make one (those with a ``search`` parameter; see :class:`NeighbourDetector`) and is ignored
-    by the others."""
+    by the others. ``trajectory`` (a :class:`~ogaudit.models.training.Trajectory`) goes to the detectors that read
+    one (:data:`~ogaudit.settings.DYNAMICS_DETECTORS`) and is ignored by the others."""
     if name not in DETECTORS:
         raise SettingsError(f"detector {name!r} is not one of {sorted(DETECTORS)}.")
     detector = DETECTORS[name](seed)
     if search is not None and hasattr(detector, "search"):
         detector.search = search
+    if trajectory is not None and hasattr(detector, "trajectory"):
+        detector.trajectory = trajectory
     return detector
 
 

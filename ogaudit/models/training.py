@@ -19,7 +19,7 @@ from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint, release_pages
 
-__all__ = ["TrainSettings", "TrainingRun", "batch_tensor", "batched_features", "train_model"]
+__all__ = ["TrainSettings", "Trajectory", "TrainingRun", "batch_tensor", "batched_features", "train_model"]
 
 HOLDOUT_MAX_SAMPLES = 1000
 """At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
@@ -27,6 +27,110 @@ small data are memorised within the fixed rule's epochs, wrong labels included."
 HOLDOUT_FOLDS = 4
 RELEASE_EVERY_BATCHES = 64
 """Training batches between releases of a memory-mapped ``x``'s pages (:func:`~ogaudit.storage.release_pages`)."""
+EARLY_FRACTION = 0.25
+"""The early checkpoint is kept after this share of the epochs (at least one): the model has learnt the clean
+majority but not yet memorised the wrong labels (the early-learning regime), so its features have not fitted the
+noise (SimiFeat, Zhu et al. 2022, votes among neighbours in such features)."""
+
+
+TRAJECTORY_MAX_CELLS = 10_000_000
+"""A trajectory is recorded up to this many samples × classes (four (N, C) float32 sums: 160 MB at the cap);
+above it, none (the detectors that read one say so)."""
+
+
+def early_epoch(epochs: int) -> int:
+    """The epoch after which the early checkpoint is kept: ``max(1, round(EARLY_FRACTION · epochs))``."""
+    return max(1, int(round(EARLY_FRACTION * epochs)))
+
+
+@dataclass
+class Trajectory:
+    """The training trajectory of every sample, one record per epoch (not per batch): what the model said about
+    each sample in the batch that trained on it, as AUM (Pleiss et al. 2020) and margin averaging (Pickler et al.
+    2025, arXiv 2510.16211) read it.
+
+    The per-class sums make the mean margin of *any* label exact without keeping (E, N, C) logits: the margin of
+    label ``c`` at one epoch is ``z_c − max_{k≠c} z_k = z_c − top1 + [c = argmax] · (top1 − top2)``.
+
+    epochs : E, the epochs recorded.
+    margins : (E, N) float32, per epoch the logit margin of the given label, ``z_y − max_{k≠y} z_k``.
+    logit_sum : (N, C) float32, the logits summed over epochs; ``logit_top`` (N,) the top logit summed;
+        ``logit_gap`` (N, C) ``top1 − top2`` summed into the column of each epoch's argmax.
+    prob_sum, prob_top, prob_gap : the same for the softmax probabilities.
+    early_features : (N, d) float32 penultimate features of the early checkpoint (:func:`early_epoch`) or, for a
+        frozen backbone, its (never noise-fitted) features; filled by the pipeline
+        (:func:`~ogaudit.pipeline.stages.training_dynamics`), None until then.
+    """
+
+    epochs: int
+    margins: np.ndarray
+    logit_sum: np.ndarray
+    logit_top: np.ndarray
+    logit_gap: np.ndarray
+    prob_sum: np.ndarray
+    prob_top: np.ndarray
+    prob_gap: np.ndarray
+    early_features: np.ndarray | None = None
+
+    ARRAYS = ("margins", "logit_sum", "logit_top", "logit_gap", "prob_sum", "prob_top", "prob_gap")
+
+    @classmethod
+    def empty(cls, epochs: int, n: int, n_classes: int) -> Trajectory:
+        def zeros(*shape):
+            return np.zeros(shape, dtype=np.float32)
+
+        return cls(epochs, zeros(epochs, n), zeros(n, n_classes), zeros(n), zeros(n, n_classes),
+                   zeros(n, n_classes), zeros(n), zeros(n, n_classes))  # fmt: skip
+
+    def record(self, epoch: int, index: np.ndarray, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch's in-training ``logits`` (B, C) for samples ``index`` (B,) at ``epoch`` (0-based)."""
+        for values, total, top_total, gap_total in (
+            (logits, self.logit_sum, self.logit_top, self.logit_gap),
+            (torch.softmax(logits, dim=1), self.prob_sum, self.prob_top, self.prob_gap),
+        ):
+            array = values.detach().float().numpy()
+            best, second = torch.topk(values.detach().float(), 2, dim=1).values.numpy().T
+            top = array.argmax(axis=1)
+            total[index] += array
+            top_total[index] += best
+            gap_total[index, top] += best - second
+            if values is logits:
+                given = array[np.arange(len(index)), labels.numpy()]
+                self.margins[epoch, index] = given - np.where(top == labels.numpy(), second, best)
+
+    def aum(self, labels: np.ndarray) -> np.ndarray:
+        """(N,) area under the margin: the logit margin of ``labels`` averaged over the epochs."""
+        return self._mean_margin(self.logit_sum, self.logit_top, self.logit_gap, labels)
+
+    def mean_margin(self, labels: np.ndarray) -> np.ndarray:
+        """(N,) the probability margin ``p_y − max_{k≠y} p_k`` of ``labels`` averaged over the epochs, in [−1, 1]."""
+        return self._mean_margin(self.prob_sum, self.prob_top, self.prob_gap, labels)
+
+    def mean_probs(self) -> np.ndarray:
+        """(N, C) float64 in-training softmax averaged over the epochs (an ensemble of the epochs' checkpoints,
+        each sample scored as it trained); rows sum to 1."""
+        probs = self.prob_sum.astype(np.float64) / max(self.epochs, 1)
+        return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+
+    def _mean_margin(self, total, top, gap, labels) -> np.ndarray:
+        rows = np.arange(len(labels))
+        labels = np.asarray(labels)
+        return (total[rows, labels] - top + gap[rows, labels]).astype(np.float64) / max(self.epochs, 1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The recorded arrays by name (what :meth:`from_arrays` reads back); ``early_features`` is not included."""
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], n: int, n_classes: int) -> Trajectory:
+        """Read back :meth:`arrays`; ValueError when a shape does not fit ``n`` samples and ``n_classes``."""
+        epochs = int(arrays["margins"].shape[0])
+        expected = {"margins": (epochs, n), "logit_top": (n,), "prob_top": (n,)}
+        for name in cls.ARRAYS:
+            shape = expected.get(name, (n, n_classes))
+            if arrays[name].shape != shape:
+                raise ValueError(f"trajectory {name} has shape {arrays[name].shape}, not {shape}")
+        return cls(epochs, *(np.asarray(arrays[name], dtype=np.float32) for name in cls.ARRAYS))
 
 
 @dataclass
@@ -39,12 +143,17 @@ class TrainingRun:
         "out_of_fold_confidence", "temperature"}``: the out-of-fold loss after each epoch, the mean out-of-fold
         confidence in the given labels, and the softmax temperature folded into the head; else None.
     notes : what the recipe decided and why, one sentence each (for the run record).
+    trajectory : the final training's :class:`Trajectory`.
+    early_state : the model's ``state_dict`` after :func:`early_epoch` epochs of the final training, for models
+        whose body trains; None for a frozen body (its features never change).
     """
 
     history: list[dict]
     epochs: int = 0
     holdout: dict | None = None
     notes: list[str] = field(default_factory=list)
+    trajectory: Trajectory | None = None
+    early_state: dict | None = None
 
 
 def train_model(
@@ -93,6 +202,16 @@ def train_model(
                 f"small data ({len(dataset)} samples): {epochs} epoch(s), the lowest out-of-fold loss "
                 f"({holdout['folds']} folds) of up to {holdout['max_epochs']}, so that wrong labels are not memorised"
             )
+    n_classes = model.head.out_features
+    record = len(dataset) * n_classes <= TRAJECTORY_MAX_CELLS
+    trajectory = Trajectory.empty(epochs, len(dataset), n_classes) if record else None
+    kept: dict = {}
+    early = early_epoch(epochs)
+
+    def keep_early(epoch: int) -> None:
+        if epoch == early and model.trainable != "head":
+            kept["state"] = copy.deepcopy(model.state_dict())
+
     history = _fit(
         model,
         inputs,
@@ -105,6 +224,8 @@ def train_model(
         cancel,
         start=0.5 if holdout else 0.0,
         stage="all samples: " if holdout else "",
+        trajectory=trajectory,
+        after_epoch=keep_early,
     )
     model.eval()
     if holdout is not None:
@@ -121,7 +242,9 @@ def train_model(
                 f"{holdout['out_of_fold_confidence']:.0%} mean confidence in the given labels seen out of fold: a "
                 "model is surer of the samples it trained on than it has reason to be"
             )
-    return TrainingRun(history, epochs=epochs, holdout=holdout, notes=notes)
+    return TrainingRun(
+        history, epochs=epochs, holdout=holdout, notes=notes, trajectory=trajectory, early_state=kept.get("state")
+    )
 
 
 def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epochs, progress, cancel):
@@ -143,7 +266,7 @@ def _holdout_epochs(model, inputs, labels, embed, parameters, settings, max_epoc
         train_index = torch.as_tensor(np.flatnonzero(folds != fold))
         epoch = iter(range(max_epochs))
 
-        def score_held_out(held_index=held_index, epoch=epoch) -> None:
+        def score_held_out(_done: int, held_index=held_index, epoch=epoch) -> None:
             model.eval()
             with torch.no_grad():
                 out_of_fold[next(epoch), held_index] = model.head(embed(inputs[held_index])).double()
@@ -240,9 +363,11 @@ def _fit(
     share: float | None = None,
     after_epoch=None,
     stage: str = "",
+    trajectory: Trajectory | None = None,
 ):
     """The training loop: the per-epoch history; progress runs from ``start`` over ``share`` of the bar, its
-    messages ``"<stage>epoch e/E"``."""
+    messages ``"<stage>epoch e/E"``. Each batch's logits go into ``trajectory`` (no extra pass);
+    ``after_epoch(epochs_done)`` is called after each epoch."""
     share = 1.0 - start if share is None else share
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -260,6 +385,8 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if trajectory is not None:
+                trajectory.record(epoch, index.numpy(), logits, labels[index])
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == labels[index]).sum())
             done = start + share * (epoch + (first + len(index)) / len(order)) / epochs
@@ -269,7 +396,7 @@ def _fit(
         release_pages(inputs)
         history.append({"epoch": epoch + 1, "loss": total_loss / len(labels), "accuracy": correct / len(labels)})
         if after_epoch is not None:
-            after_epoch()
+            after_epoch(epoch + 1)
     return history
 
 
@@ -330,12 +457,31 @@ def batched_features(
 
 
 def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
-    return fingerprint("model-v3", dataset.fingerprint(), model_kind, asdict(settings))
+    return fingerprint("model-v4", dataset.fingerprint(), model_kind, asdict(settings))  # v4: with its trajectory
 
 
 def save_model(model: nn.Module, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
+
+
+def save_trajectory(run: TrainingRun, folder: Path) -> None:
+    """Write ``run``'s trajectory (``trajectory.npz``) and early checkpoint (``early.pt``) into ``folder``."""
+    if run.trajectory is not None:
+        with atomic_path(folder / "trajectory.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **run.trajectory.arrays())
+    if run.early_state is not None:
+        with atomic_path(folder / "early.pt") as tmp:
+            torch.save(run.early_state, tmp)
+
+
+def load_trajectory(folder: Path, n: int, n_classes: int) -> Trajectory | None:
+    """The trajectory :func:`save_trajectory` wrote, or None when there is none; ValueError when it does not fit."""
+    path = folder / "trajectory.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        return Trajectory.from_arrays({name: saved[name] for name in Trajectory.ARRAYS}, n, n_classes)
 
 
 def load_model_state(model: nn.Module, path: Path) -> None:

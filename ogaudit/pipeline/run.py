@@ -38,10 +38,11 @@ from ogaudit.pipeline.stages import (
     map_coordinates,
     obtain_model,
     predicted_evidence,
+    training_dynamics,
 )
 from ogaudit.progress import ProgressCallback, report, within
 from ogaudit.results import RunFolder
-from ogaudit.settings import AuditSettings
+from ogaudit.settings import DYNAMICS_DETECTORS, AuditSettings
 
 __all__ = ["AuditResult", "AuditSettings", "audit"]
 
@@ -173,6 +174,11 @@ def audit(
             if engine is not engine_given:  # made here from a name: release what it started
                 engine.close()
     with _stage("detect", timings, progress):
+        trajectory = None
+        if settings.detector in DYNAMICS_DETECTORS and model is not None:
+            trajectory = training_dynamics(
+                model, dataset, settings, head, cache, progress, cancel, notice, model_key=model_info["key"]
+            )
         scores, label_evidence, neighbours = detect(
             head,
             layers,
@@ -184,6 +190,7 @@ def audit(
             progress=progress,
             cancel=cancel,
             head_inputs_fixed=_head_inputs_fixed(model, settings),
+            trajectory=trajectory,
         )
     with _stage("map", timings, progress):
         coords = map_coordinates(

@@ -1,6 +1,7 @@
 """The stages after loading, each one function that owns its cache entry and its on-disk format.
 
-* train: :func:`obtain_model` (the user's checkpoint, a cached model, or one trained now)
+* train: :func:`obtain_model` (the user's checkpoint, a cached model, or one trained now) and
+  :func:`training_dynamics` (the training trajectory kept beside the model, and the early checkpoint's features)
 * gradients: :func:`frozen_features`, :func:`head_evidence` (the last layer's closed form) and
   :func:`layer_gradients` (projected gradients of chosen layers), written resumably into
   :class:`~ogaudit.cache.store.SampleStore` entries
@@ -12,6 +13,7 @@ Every function takes the :class:`~ogaudit.cache.artifacts.ArtifactCache`, report
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from contextlib import suppress
@@ -33,10 +35,13 @@ from ogaudit.map.layout import gradient_map
 from ogaudit.models.base import AuditModel
 from ogaudit.models.nets import build_model, choose_model, load_checkpoint
 from ogaudit.models.training import (
+    Trajectory,
     batched_features,
     load_model_state,
+    load_trajectory,
     model_cache_key,
     save_model,
+    save_trajectory,
     train_model,
 )
 from ogaudit.progress import ProgressCallback, check_cancel, report, within
@@ -97,7 +102,7 @@ def obtain_model(
     model = build_model(choice.kind, dataset, seed=settings.seed)
     _check_layers(model, settings)
     info = {"kind": choice.kind, "reason": choice.reason, "key": key, "epochs": train.resolved_epochs(len(dataset))}
-    entry = cache.entry("model", key, {"kind": choice.kind, "data": dataset.fingerprint(), "train": asdict(train)})
+    entry = _model_entry(cache, choice.kind, dataset, train)
 
     def read(folder: Path) -> bool:
         load_model_state(model, folder / "model.pt")
@@ -111,7 +116,12 @@ def obtain_model(
             model = build_model(choice.kind, dataset, seed=settings.seed)
         features = frozen_features(model, dataset, cache, progress, cancel, notice, engine, stage="train")
         run = train_model(model, dataset, train, progress=progress, cancel=cancel, features=features)
-        entry.save(lambda folder: save_model(model, folder / "model.pt"))
+
+        def write(folder: Path) -> None:
+            save_model(model, folder / "model.pt")
+            save_trajectory(run, folder)  # the trajectory and early checkpoint of this very training, beside it
+
+        entry.save(write)
     return model, {
         **info,
         "cached": False,
@@ -139,6 +149,67 @@ def predicted_evidence(dataset: Dataset, settings: AuditSettings) -> tuple[HeadE
 
 PROBE_ROWS = 8
 """Samples whose features, with the weights, key a user's model in the cache."""
+
+
+def _model_entry(cache: ArtifactCache, kind: str, dataset, train):
+    """The cache entry of the model of ``kind`` trained on ``dataset`` with ``train`` settings."""
+    key = model_cache_key(dataset, kind, train)
+    return cache.entry("model", key, {"kind": kind, "data": dataset.fingerprint(), "train": asdict(train)})
+
+
+def training_dynamics(
+    model: AuditModel,
+    dataset: Dataset,
+    settings: AuditSettings,
+    head: HeadEvidence,
+    cache: ArtifactCache,
+    progress,
+    cancel,
+    notice,
+    *,
+    model_key: str | None = None,
+) -> Trajectory | None:
+    """The :class:`~ogaudit.models.training.Trajectory` of the training that made ``model``, with its
+    ``early_features`` filled; None for a user's checkpoint or in-memory model (``model_key``, the key
+    :func:`obtain_model` gave, is not that of a model trained here), or a model trained without one (too many
+    samples × classes: :data:`~ogaudit.models.training.TRAJECTORY_MAX_CELLS`).
+
+    Early features: a model whose body trained runs its early checkpoint (kept beside the model by
+    :func:`obtain_model`) over the data once, the result cached (kind ``"features"``) by the model's key; a frozen
+    body's features (the head evidence's, without its bias column) never fitted the labels and are used as they are.
+    """
+    if settings.model not in MODEL_KINDS:
+        return None
+    kind = choose_model(dataset, settings.model).kind
+    train = settings.train_settings
+    if model_key is not None and model_key != model_cache_key(dataset, kind, train):
+        return None
+    entry = _model_entry(cache, kind, dataset, train)
+
+    def read(folder: Path):
+        early = folder / "early.pt"
+        state = torch.load(early, map_location="cpu", weights_only=True) if early.exists() else None
+        return load_trajectory(folder, len(dataset), dataset.n_classes), state
+
+    loaded = entry.load(read, notice=notice)
+    if loaded is None or loaded[0] is None:
+        return None
+    trajectory, state = loaded
+    if state is None:
+        trajectory.early_features = np.ascontiguousarray(head.features[:, :-1])
+        return trajectory
+    early_model = copy.deepcopy(model)
+    early_model.load_state_dict(state)
+    early_model.eval()
+    key = fingerprint("early-features-v1", model_cache_key(dataset, kind, train), dataset.fingerprint())
+    features = cache.entry("features", key, {"model": kind, "data": dataset.fingerprint(), "early": True})
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"features": batched_features(early_model, dataset.x[start:stop])}
+
+    stored = _stored_rows(features, len(dataset), {"features": None}, compute, progress, cancel, notice, "detect")
+    trajectory.early_features = stored["features"]
+    return trajectory
 
 
 def _check_layers(model: AuditModel, settings: AuditSettings) -> None:
@@ -377,6 +448,7 @@ def detect(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     head_inputs_fixed: bool = False,
+    trajectory: Trajectory | None = None,
 ):
     """Scores, ranks, flags and suggested labels as the per-sample table, the (N, C) label evidence, and the
     gradient neighbours the detector found (``(positions (N, k), cosines (N, k))``, or None).
@@ -386,12 +458,15 @@ def detect(
     last layer's inputs do not change in training: a frozen encoder or backbone, a linear model, a user's
     checkpoint), the last layer's neighbour search is also cached by its directions alone
     (:func:`_cached_search`), so that a scan after labels change (a review round, planted noise) skips it too.
+    ``trajectory`` (:func:`training_dynamics`) goes to the detectors that read one; it is fixed by the model's key.
     Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
     the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
     """
     search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
     if cache is None:
-        score, label_evidence, neighbours = _outlier_scores(head, layers, settings, progress, cancel)
+        score, label_evidence, neighbours = _outlier_scores(
+            head, layers, settings, progress, cancel, trajectory=trajectory
+        )
         table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
         return table, label_evidence, neighbours
     from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE
@@ -424,7 +499,7 @@ def detect(
 
     cached = entry.load(read, notice=notice)
     if cached is None:
-        cached = _outlier_scores(head, layers, settings, progress, cancel, search=search)
+        cached = _outlier_scores(head, layers, settings, progress, cancel, search=search, trajectory=trajectory)
         score, label_evidence, neighbours = cached
 
         def write(folder: Path) -> None:
@@ -508,7 +583,14 @@ def _check_neighbours(found: np.ndarray, cosines: np.ndarray, directions: np.nda
 
 
 def _outlier_scores(
-    head: HeadEvidence, layers: ProjectedEvidence | None, settings: AuditSettings, progress, cancel, *, search=None
+    head: HeadEvidence,
+    layers: ProjectedEvidence | None,
+    settings: AuditSettings,
+    progress,
+    cancel,
+    *,
+    search=None,
+    trajectory=None,
 ):
     """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, and
     the last layer's gradient neighbours (:func:`~ogaudit.detectors.outliers.gradient_neighbours`; None without a search).
@@ -517,16 +599,16 @@ def _outlier_scores(
     fits = 1 if source.counterfactual else 2
     fit_share = 0.8 / fits  # the neighbour searches dominate; the label evidence and flags are vectorised
 
-    detector = make_detector(settings.detector, seed=settings.seed, search=search if layers is None else None).fit(
-        source, progress=within(progress, "detect", 0.0, fit_share), cancel=cancel
-    )
+    detector = make_detector(
+        settings.detector, seed=settings.seed, search=search if layers is None else None, trajectory=trajectory
+    ).fit(source, progress=within(progress, "detect", 0.0, fit_share), cancel=cancel)
     check_cancel(cancel)
     score = detector.outlier_scores(source)
     # Suggestions need counterfactual gradients, which only the last layer's closed form gives.
     head_detector = (
         detector
         if source.counterfactual
-        else make_detector(settings.detector, seed=settings.seed, search=search).fit(
+        else make_detector(settings.detector, seed=settings.seed, search=search, trajectory=trajectory).fit(
             head, progress=within(progress, "detect", fit_share, 2 * fit_share), cancel=cancel
         )
     )

@@ -7,6 +7,7 @@ from ogaudit.detectors.base import flag_budget
 from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, make_detector
 from ogaudit.errors import SettingsError
 from ogaudit.gradients import HeadEvidence
+from ogaudit.settings import DYNAMICS_DETECTORS
 
 
 def _evidence_with_one_mislabel():
@@ -21,10 +22,26 @@ def _evidence_with_one_mislabel():
     return HeadEvidence.from_head(features, logits, labels)
 
 
+def trajectory_of(logits: np.ndarray, labels: np.ndarray, features: np.ndarray, epochs: int = 2):
+    """A trajectory in which every epoch saw ``logits`` (N, C), the early features being ``features``."""
+    import torch
+
+    from ogaudit.models.training import Trajectory
+
+    trajectory = Trajectory.empty(epochs, len(labels), logits.shape[1])
+    for epoch in range(epochs):
+        trajectory.record(epoch, np.arange(len(labels)), torch.as_tensor(logits), torch.as_tensor(labels))
+    trajectory.early_features = features
+    return trajectory
+
+
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_mislabelled_sample_scores_highest_and_gets_its_label_back(name):
     evidence = _evidence_with_one_mislabel()
-    detector = make_detector(name, seed=0).fit(evidence)
+    logits = np.log(evidence.probs).astype(np.float32)
+    trajectory = trajectory_of(logits, evidence.labels, evidence.features[:, :-1])
+    detector = make_detector(name, seed=0, trajectory=trajectory if name in DYNAMICS_DETECTORS else None)
+    detector = detector.fit(evidence)
     scores = detector.outlier_scores(evidence)
     assert scores.shape == (200,)
     assert int(np.argmax(scores)) == 7
