@@ -68,7 +68,8 @@ def _timed(path: Path, compute):
 
 
 def score_all(dataset, truth, settings: AuditSettings, cache_dir: Path, cv) -> dict[str, dict]:
-    """Every detector from one training, and cleanlab on cross-validated probabilities; metrics and wall time."""
+    """Every detector from one training, and cleanlab on cross-validated probabilities (unless ``cv`` is None);
+    metrics and wall time."""
     cache = ArtifactCache(cache_dir)
     notes: list[str] = []
     times = cache_dir / "bench-noise"
@@ -97,6 +98,8 @@ def score_all(dataset, truth, settings: AuditSettings, cache_dir: Path, cv) -> d
         score = detector.outlier_scores(head)
         seconds = train_s + gradients_s + (early_s if name in DYNAMICS_DETECTORS else 0.0)
         results[name] = _metrics(truth, score, seconds + time.perf_counter() - start)
+    if cv is None:
+        return results
     probs, cv_s = cv(dataset, settings.seed, int(info["epochs"]))
     from cleanlab.rank import get_label_quality_scores
 
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--tweets", type=int, default=6_000, help="tweets per seed (stratified subset)")
     parser.add_argument("--kinds", nargs="+", default=["pairs", "instance", "symmetric", "tweets"])
     parser.add_argument("--epochs", type=int, help="training epochs (default: the audit's automatic; a quick look)")
+    parser.add_argument("--no-cv", nargs="*", default=[], help="kinds to run without cleanlab's five CV trainings")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, help="write every figure as JSON here (merged with what it holds)")
     args = parser.parse_args()
@@ -174,6 +178,7 @@ def main() -> None:
                 dataset, truth = fashion(kind, seed, args.samples)
                 settings = AuditSettings(model="cnn", seed=seed, map_method="none", epochs=args.epochs)
                 cv = image_cv
+            cv = None if kind in args.no_cv else cv
             print(
                 f"[{kind}, seed {seed}] {len(dataset):,} samples, {int(truth.sum()):,} wrong; load {load}", flush=True
             )

@@ -19,6 +19,7 @@ from ogaudit.errors import SettingsError
 
 DETECTOR_NAMES = (
     "posterior",
+    "posterior-ratio",
     "consensus",
     "cf-ratio",
     "neighbours",
@@ -42,7 +43,16 @@ the gradient-cosine (TracIn/LESS-style) baseline. The last two exist for these a
 LLM_ONLY_SCORES = ("perplexity", "grad-cosine")
 CAUSAL_LMS = ("smollm2",)
 """Causal LMs by name (:mod:`ogaudit.models.causal_lm`); a Hugging Face model folder is the other choice."""
-GRADIENT_DETECTORS = ("l2", "l1", "iforest", "iforest-per-class", "neighbours", "consensus", "posterior")
+GRADIENT_DETECTORS = (
+    "l2",
+    "l1",
+    "iforest",
+    "iforest-per-class",
+    "neighbours",
+    "consensus",
+    "posterior",
+    "posterior-ratio",
+)
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""
 DYNAMICS_DETECTORS = ("aum", "margin", "checkpoints", "simifeat", "dynamics")
 """Detectors that read the training trajectory (``ogaudit.detectors.dynamics``): they need a model trained by the

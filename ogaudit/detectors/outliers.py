@@ -310,6 +310,22 @@ class NeighbourPosteriorDetector:
         return -np.log(np.clip(posterior[np.arange(len(labels)), labels], 1e-12, None))
 
 
+class PosteriorRatioDetector(NeighbourPosteriorDetector):
+    """:func:`counterfactual_log_ratio` of the ``posterior`` detector's ``π`` instead of the softmax: how much
+    farther ``π`` lies from the given label's corner than from the nearest other label's. Higher = more
+    suspicious.
+
+    ``−log π(y)`` ranks a sample by how unlikely its label is; the ratio ranks it by how much *likelier another
+    label* is. Under class-pair and instance-dependent noise the wrong samples are those with a confident
+    alternative, while correctly labelled hard samples spread their ``π`` over several classes: the ratio keeps
+    the former on top. ``π`` is :class:`NeighbourPosteriorDetector`'s (the same neighbour search), so the
+    suggested label is ``argmax π`` as there, and the label evidence is ``−log π``.
+    """
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        return counterfactual_log_ratio(self.posterior(evidence), _given_or(evidence, labels))
+
+
 DETECTORS = {
     "l2": lambda seed: NormDetector(order=2),
     "l1": lambda seed: NormDetector(order=1),
@@ -321,6 +337,7 @@ DETECTORS = {
     "neighbours": lambda seed: NeighbourDetector(),
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
+    "posterior-ratio": lambda seed: PosteriorRatioDetector(),
     "aum": lambda seed: AumDetector(),
     "margin": lambda seed: MarginDetector(),
     "checkpoints": lambda seed: CheckpointEnsembleDetector(),

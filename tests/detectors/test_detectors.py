@@ -156,3 +156,16 @@ def test_detectors_run_on_projected_gradients():
     for name in GRADIENT_DETECTORS:
         scores = make_detector(name).fit(matrix).outlier_scores(matrix)
         assert scores.shape == (80,) and np.isfinite(scores).all()
+
+
+def test_posterior_ratio_is_the_counterfactual_ratio_of_the_posterior_the_slow_way():
+    evidence = _evidence_with_one_mislabel()
+    detector = make_detector("posterior-ratio").fit(evidence)
+    posterior = detector.posterior(evidence)
+    expected = []
+    for row, label in zip(posterior, evidence.labels):
+        distance = [np.linalg.norm(row - np.eye(len(row))[c]) for c in range(len(row))]
+        expected.append(np.log(distance[label] / min(d for c, d in enumerate(distance) if c != label)))
+    np.testing.assert_allclose(detector.outlier_scores(evidence), expected, rtol=1e-6, atol=1e-9)
+    # a correctly labelled sample whose posterior is split scores below a wrong one with a confident alternative
+    assert np.argmax(detector.outlier_scores(evidence)) == 7
