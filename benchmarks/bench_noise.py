@@ -137,6 +137,30 @@ def tweets(seed: int, limit: int | None, cache_dir: Path):
     return known, data.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
 
 
+def markdown(figures: dict) -> str:
+    """One table per (kind, seed) run in ``figures``, methods by average precision, the default in bold."""
+    lines = []
+    for run in figures["runs"].values():
+        lines += [
+            f"**{run['kind']}**, seed {run['seed']}: {run['samples']:,} samples, "
+            f"{next(iter(run['methods'].values()))['noisy']:,} wrong; load average at the start "
+            f"{run['load_average'][0]:.1f} (2 cores)",
+            "",
+            "| method | AUROC | AP | P@5% (flagged precision) | FN at the noise rate | wall time (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        methods = run["methods"]
+        for method in sorted(methods, key=lambda m: -methods[m]["average_precision"]):
+            r = methods[method]
+            label = f"**{method}** (default)" if method == DEFAULT_DETECTOR else method
+            lines.append(
+                f"| {label} | {r['auroc']:.3f} | {r['average_precision']:.3f} | {r['precision_at_budget']:.3f} | "
+                f"{r['false_negatives_at_noise_rate']:,} | {r['seconds']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -147,7 +171,11 @@ def main() -> None:
     parser.add_argument("--no-cv", nargs="*", default=[], help="kinds to run without cleanlab's five CV trainings")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, help="write every figure as JSON here (merged with what it holds)")
+    parser.add_argument("--report", action="store_true", help="print --out's figures as markdown tables and stop")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     import bench_peers
     import bench_text
 
