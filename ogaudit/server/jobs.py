@@ -494,6 +494,9 @@ class Job:
                 self._stage_started = None
         if changes.get("status") == "failed":
             changes["error_stage"] = self._state.stage or None
+            if self._state.stage == FIRST_LOOK:  # name the stage inside it: "quick first look, load: …"
+                inner = self._state.message.removeprefix("quick first look, ").split(":", 1)[0].strip()
+                changes["error_stage"] = inner or FIRST_LOOK
         if changes.get("status") == "done":
             changes["fraction"] = 1.0
         self._update(**changes)

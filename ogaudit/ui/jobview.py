@@ -80,10 +80,20 @@ INPUT_ERRORS = frozenset({"DataError", "SettingsError", "ModelError", "LedgerErr
 """Failures that the same request meets again (the data, the settings or the memory they need must change)."""
 
 
-def retry_can_help(snap: JobSnapshot) -> bool:
+def retry_can_help(snap: JobSnapshot, project: Path | None = None) -> bool:
     """Whether running the same request again may succeed: after a cancel, an interruption or a failure that may
-    pass (a full disk, an engine crash), not after one caused by the data or the settings (:data:`INPUT_ERRORS`)."""
-    return snap.status != "failed" or snap.error_type not in INPUT_ERRORS
+    pass (a full disk, an engine crash), and after a data error on a file of the server's (its owner may fix the
+    file); not after one the same request meets again (:data:`INPUT_ERRORS`: settings, memory, a built-in or an
+    upload kept in the project)."""
+    if snap.status != "failed" or snap.error_type not in INPUT_ERRORS:
+        return True
+    if snap.error_type != "DataError" or project is None:
+        return False
+    request = Project(project).read_request()
+    if request is None:
+        return False
+    data = Path(str(request.data))
+    return data.is_absolute() and not data.resolve().is_relative_to(Path(project).resolve())
 
 
 def retry_button(project: Path, label: str) -> None:

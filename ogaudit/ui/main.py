@@ -212,7 +212,7 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
     has_request = Project(project).read_request() is not None
     if snap is not None and snap.status in ("failed", "cancelled"):
         show_failure(snap)
-        if has_request and who.can("audit") and retry_can_help(snap):
+        if has_request and who.can("audit") and retry_can_help(snap, project):
             retry_button(project, "Retry")
         elif snap.status == "failed" and who.can("audit"):
             st.info(

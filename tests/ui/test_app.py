@@ -238,8 +238,20 @@ def test_library_errors_are_shown_not_raised(project, home, tmp_path, monkeypatc
     assert not at.exception
     message = texts(at.error)
     assert "failed during the **load** stage" in message and "Cannot read" in message
-    assert not [b for b in at.button if b.key == "retry-broken"]  # the same request would fail the same way
-    assert "would fail the same way" in texts(at.info) and at.button(key="delete-broken")
+    assert at.button(key="retry-broken")  # a file of the server's: its owner may fix it, then Retry
+    from ogaudit.server.jobs import JobSnapshot
+    from ogaudit.settings import AuditSettings
+    from ogaudit.ui.jobview import retry_can_help
+
+    failed = JobSnapshot("x/audit", "audit", status="failed", error_type="DataError")
+    upload = home / "up"
+    upload.mkdir()
+    Project(upload).write_request(str(upload / "upload" / "d"), AuditSettings())
+    assert not retry_can_help(failed, upload)  # an upload kept in the project cannot change: no Retry
+    Project(upload).write_request("digits", AuditSettings())
+    assert not retry_can_help(failed, upload)  # nor a built-in
+    assert not retry_can_help(JobSnapshot("x/audit", "audit", status="failed", error_type="SettingsError"), upload)
+    assert retry_can_help(JobSnapshot("x/audit", "audit", status="failed", error_type="StorageError"), upload)
     at.sidebar.radio(key="setup-source").set_value("Upload zip").run()
     next(b for b in at.sidebar.button if b.label == "Start audit").click().run()
     assert not at.exception and "Upload a zip of an image folder" in texts(at.error)
