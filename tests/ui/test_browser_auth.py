@@ -99,6 +99,7 @@ def test_sign_in_and_roles_in_a_real_browser(team_server, browser):
 
     admin = sign_in(browser, url, "root")
     admin.get_by_text("Signed in as").wait_for()
+    admin.get_by_text("New audit").first.wait_for()  # the sidebar is drawn top down: the name comes first
     assert admin.get_by_text("New audit").count() == 1
     admin.get_by_role("tab", name="Export").click()
     admin.get_by_role("button", name="Write the cleaned split").wait_for()
