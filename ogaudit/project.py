@@ -30,7 +30,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -592,10 +592,11 @@ class Project(RunFolder):
                 "app's Language model tab (Verify) or ogaudit.pipeline.instructions.verify_instructions."
             )
         decisions = self.ledger(data).state()
+        settings, recipe_note = _verify_recipe(run)
         report = verify_cleaning(
             dataset,
             decisions,
-            run.settings if run is not None else AuditSettings(),
+            settings,
             holdout=holdout,
             flagged_ids=run.flagged_ids if run is not None else None,
             drop_undecided_flagged=drop_undecided_flagged,
@@ -603,6 +604,8 @@ class Project(RunFolder):
             progress=progress,
             cancel=cancel,
         )
+        if recipe_note:
+            report = replace(report, notes=(*report.notes, recipe_note))
         self.write_verify(report, decided=len(decisions))
         return report
 
@@ -758,6 +761,31 @@ class Project(RunFolder):
             self.modified(),
             state.get("status"),
         )
+
+
+USER_MODEL_REASONS = ("user checkpoint", "your model")
+"""How the run record's ``model.reason`` begins when the scan audited the user's model rather than one it trained."""
+
+
+def _verify_recipe(run: Run | None) -> tuple[AuditSettings, str | None]:
+    """The settings the retrain check trains with, and a note when they are not the scan's model.
+
+    ogaudit can only retrain a model it knows how to build: when the scan audited the user's own model (in memory,
+    a checkpoint, a Hugging Face folder) or their predictions, the check trains ogaudit's own recipe for the data
+    (``model="auto"``) and says so in the report's notes."""
+    if run is None:
+        return AuditSettings(), None
+    settings = run.settings
+    model = run.record.get("model", {})
+    kind, reason = str(model.get("kind", "")), str(model.get("reason", ""))
+    if kind == "predictions" or settings.predictions is not None or reason.startswith(USER_MODEL_REASONS):
+        what = "your predictions" if kind == "predictions" or settings.predictions is not None else "your model"
+        note = (
+            f"the scan audited {what}, which ogaudit cannot retrain: this check retrains ogaudit's own model for "
+            "the data (model 'auto') before and after the cleaning"
+        )
+        return replace(settings, model="auto", predictions=None, arch=None), note
+    return settings, None
 
 
 def ledger_mismatch_message(ledger: Ledger) -> str:

@@ -397,3 +397,15 @@ def test_minilm_weights_that_install_offline_as_a_users_text_classifier(tmp_path
     with torch.no_grad():
         expected = torch.softmax(net.eval()(**tokens).logits, 1).numpy()
     np.testing.assert_allclose(result.evidence.probs[:2], expected, atol=1e-5)
+
+
+def test_verify_after_auditing_the_users_model_retrains_ogaudits_own_and_says_so(small, trained, tmp_path):
+    from ogaudit.project import Project
+
+    out = tmp_path / "project"
+    ogaudit.audit(
+        (small.x, small.y), AuditSettings(map_method="pca"), model=trained, cache_dir=tmp_path / "cache", out_dir=out
+    )
+    report = Project(out).verify(seeds=1, data=(small.x, small.y))
+    assert any("which ogaudit cannot retrain" in note and "your model" in note for note in report.notes)
+    assert "cannot retrain" in report.describe()
