@@ -54,7 +54,7 @@ def main() -> None:
         with st.sidebar:
             _project_picker(root, project)
             if who.can("audit"):
-                with st.expander("New audit"):
+                with st.expander("New audit", key="new-audit-panel"):  # a key: stays open across reruns
                     new_audit_panel(root)
         show_flash()
         if project is not None:
