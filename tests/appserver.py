@@ -33,6 +33,17 @@ REPO = Path(__file__).resolve().parents[1]
 NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
 
+@contextmanager
+def launched_chromium() -> Iterator:
+    """Debian's headless chromium through playwright (the browser fixtures of ``tests/ui``), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
 def choose_option(page, combobox, name: str, *, shown_in=None, tries: int = 4) -> None:
     """Open ``combobox`` (a Streamlit selectbox or multiselect), click its option ``name`` and close the list.
 

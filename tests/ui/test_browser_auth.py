@@ -8,7 +8,7 @@ import re
 import shutil
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app
+from appserver import NEEDS_CHROMIUM, READY, launched_chromium, start_app, stop_app
 
 from ogaudit.project import Project
 from ogaudit.server.auth import UserStore
@@ -32,12 +32,8 @@ def team_server(tmp_path, cache_dir, finished_project):
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def sign_in(browser, url: str, name: str, password: str = PASSWORD, query: str = ""):

@@ -13,7 +13,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, start_app, stop_app, wait_for_job
+from appserver import NEEDS_CHROMIUM, READY, launched_chromium, start_app, stop_app, wait_for_job
 
 from ogaudit.project import Project
 
@@ -35,12 +35,8 @@ def server(tmp_path_factory, cache_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def new_page(browser, url: str, annotator: str):

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from appserver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NEEDS_CHROMIUM,
     READY,
     choose_option,
+    launched_chromium,
     start_app,
     stop_app,
     wait_for_job,
@@ -47,12 +46,8 @@ def server(tmp_path_factory, cache_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 def open_page(browser, server, annotator: str):

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, choose_option, start_app, stop_app
+from appserver import NEEDS_CHROMIUM, READY, choose_option, launched_chromium, start_app, stop_app
 from test_browser_auth import PASSWORD, sign_in
 
 from ogaudit.project import Project
@@ -40,12 +40,8 @@ def team(tmp_path, cache_dir, finished_project):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def signed_in(browser, url: str, name: str):
