@@ -106,7 +106,8 @@ def test_another_annotators_decision_appears_without_a_click(server, browser):
     page.wait_for_selector(READY)
     undecided = set(run.flagged_ids) - set(project.open_ledger().state()["sample_id"])
     sample = next(s for s in run.flagged_ids if s in undecided)
-    before = page.locator("[data-testid='stSidebar']").inner_text()
+    page.locator("[data-testid='stSidebar']").get_by_text(re.compile(r"Reviewed \d+ of")).first.wait_for()
+    before = page.locator("[data-testid='stSidebar']").inner_text()  # the live sidebar fragment has drawn its count
     reviewed = int(re.search(r"Reviewed (\d+) of", before).group(1))
     started = time.monotonic()
     project.open_ledger().decide([sample], "remove", annotator="cy")  # another annotator, in another process
