@@ -223,7 +223,7 @@ def _write_manifest(dataset: Dataset, staging: Path, *, name: str) -> str:
     """A self-contained copy: the kept images at their original relative paths and ``name`` listing them."""
     rows = []
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
-        inside = _inside_copy(rel)
+        inside = _inside_copy(rel, dataset.root)
         _link_or_copy(Path(dataset.root, rel), staging / inside)
         rows.append((inside, dataset.class_names[label]))
     with open(staging / name, "w", encoding="utf-8", newline="") as handle:
@@ -236,11 +236,18 @@ def _write_manifest(dataset: Dataset, staging: Path, *, name: str) -> str:
 EXTERNAL_FOLDER = "external"
 
 
-def _inside_copy(rel: str) -> str:
+def _inside_copy(rel: str, root: str | os.PathLike) -> str:
     """Where a listed image goes in a self-contained copy: its relative path, or for an absolute one (a manifest
-    may name images in the data roots) the same path under ``external/``, never the absolute path itself."""
+    may name images in the data roots) the same path under ``external/``, never the absolute path itself.
+
+    The result never climbs out of the copy: the loader read ``root/rel`` where it resolves (inside the table's
+    folder or a data root), but its text may climb with ``..`` (``/../../srv/data/x.png``, or ``link/../../x.png``
+    through a symlinked folder) and would lead out of the copy's folder. A path with a ``..`` is placed by its
+    resolved location under ``external/`` instead."""
     path = Path(rel)
-    if not path.is_absolute():
+    if ".." in path.parts:
+        path = Path(root, rel).resolve()
+    elif not path.is_absolute():
         return rel
     return Path(EXTERNAL_FOLDER, *path.parts[1:]).as_posix()
 
@@ -278,7 +285,7 @@ def _write_fiftyone(dataset: Dataset, staging: Path) -> str:
     and ``labels.json`` with the final labels as class indices."""
     labels = {}
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
-        inside = Path(_inside_copy(rel))
+        inside = Path(_inside_copy(rel, dataset.root))
         inside = inside.relative_to("data") if inside.parts[0] == "data" else inside  # data.json's paths too
         _link_or_copy(Path(dataset.root, rel), staging / "data" / inside)
         labels[inside.with_suffix("").as_posix()] = int(label)

@@ -132,3 +132,31 @@ def test_the_app_setup_keeps_the_path_column_for_a_server_manifest(images, tmp_p
     assert settings.to_dict()["path_column"] == "file"  # kept in request.json / run.json: the review reads it again
     loaded = load_dataset(data, path_column=settings.path_column, text_options=settings.text_options)
     assert len(loaded) == N
+
+
+@pytest.mark.parametrize("kind", ["absolute", "relative-through-a-link"])
+def test_a_cleaned_split_never_writes_outside_its_folder(images, tmp_path, monkeypatch, kind):
+    """A listed path whose text climbs with '..' but that resolves inside an allowed folder (an absolute path
+    ``/../../<root>/x.png``, or ``link/../../x.png`` through a symlinked folder) is copied inside the split, never
+    to where its text leads from the split's folder."""
+    from ogaudit.review.ledger import Ledger
+    from ogaudit.review.split import export_split
+
+    monkeypatch.setenv("OGAUDIT_DATA_ROOTS", str(tmp_path / "other"))
+    (tmp_path / "exports" / "deep").mkdir(parents=True)
+    if kind == "absolute":  # from the split's staging folder (exports/deep/.out…part/external/), 3 '..' reach exports/
+        sneaky = "/" + "/".join([".."] * 3) + str(tmp_path / "other" / "3.png")
+    else:  # set/link -> set/img/a/b: link/../../3.png is set/img/3.png; from the staging folder, exports/deep/3.png
+        (tmp_path / "set" / "img" / "a" / "b").mkdir(parents=True)
+        (tmp_path / "set" / "link").symlink_to(tmp_path / "set" / "img" / "a" / "b")
+        sneaky = "link/../../3.png"
+    rows = [f"img/{i}.png,{images[i]}" for i in range(N)] + [f"{sneaky},{images[3]}"]
+    (tmp_path / "set" / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    dataset = load_dataset(tmp_path / "set" / "m.csv")
+    assert len(dataset) == N + 1 and not dataset.skipped  # the control: the path is read, it resolves inside
+    out = tmp_path / "exports" / "deep" / "out"
+    export_split(dataset, Ledger.for_dataset(tmp_path / "l.sqlite", dataset), out)
+    written = {p for p in (tmp_path / "exports").rglob("*") if p.is_file()}
+    assert written and all(p.is_relative_to(out) for p in written), sorted(map(str, written - set(out.rglob("*"))))
+    again = load_dataset(out / "m.csv", data_roots=[])  # self-contained, every image inside it
+    assert len(again) == N + 1 and not again.skipped and np.array_equal(again.x, dataset.x)
