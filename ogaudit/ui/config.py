@@ -22,7 +22,7 @@ class DemoConfig:
     """The built-in audit started when the workspace is empty.
 
     Environment: ``OGAUDIT_DEMO`` (data, default mnist5k; ``0`` or ``off``: no demo), ``OGAUDIT_DEMO_NOISE``
-    (planted noise rate, 0.1), ``OGAUDIT_DEMO_EPOCHS`` (10: about 13 min on a shared 2-core machine, see the README; ``auto`` picks by data size),
+    (planted noise rate, 0.1), ``OGAUDIT_DEMO_EPOCHS`` (10: about 30 s on a quiet 2-core machine, far longer on a shared one, see the README; ``auto`` picks by data size),
     ``OGAUDIT_DEMO_MAP`` (umap), ``OGAUDIT_DEMO_LIMIT`` (a stratified subset size; default all).
     """
 
