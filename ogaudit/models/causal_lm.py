@@ -119,6 +119,9 @@ def load_causal_lm(spec: str | os.PathLike, *, cache=None, notice=None) -> Causa
             f"{text!r} has no *.safetensors weights; only safetensors are read (pickled .bin weights can run code). "
             "Convert them with transformers' save_pretrained(safe_serialization=True)."
         )
+    from ogaudit.models.hub import check_declared_size
+
+    check_declared_size(folder, _transformers().AutoModelForCausalLM)  # a config declaring gigabytes is refused
     key = fingerprint("hf-folder", *[(p.name, _file_digest(p)) for p in weights], (folder / "config.json").read_bytes())
     model, tokenizer = _from_folder(folder)
     return _ready(CausalLM(model, tokenizer, key, str(folder.resolve())))

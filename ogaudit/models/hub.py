@@ -168,6 +168,75 @@ def _read_json(path: Path) -> dict:
     return value
 
 
+MAX_DECLARED_REPEATS = 512
+"""A ``config.json`` count of layers, blocks, stages or experts above this is refused before any module is built:
+building the declared modules costs memory and time even without weights (~40 kB and ~4 ms a ViT layer on
+the meta device), and the largest published models have about 130 layers."""
+_REPEAT_WORDS = ("layer", "depth", "block", "expert")
+
+
+def _declared_repeats(value: object, key: str = "") -> int:
+    """The largest count of repeated modules that a config (``config.to_dict()``, sub-configs included) declares
+    under a key naming layers, depths, blocks or experts (a list of per-stage depths is summed)."""
+    if isinstance(value, dict):
+        return max((_declared_repeats(v, str(k)) for k, v in value.items()), default=0)
+    counts = any(word in key.lower() for word in _REPEAT_WORDS)
+    if isinstance(value, bool) or not counts:
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return sum(value)
+    return 0
+
+
+def check_declared_size(folder: str | Path, auto_class, config=None) -> int:
+    """Refuse a Hugging Face folder whose ``config.json`` declares a model larger than the memory budget
+    (:func:`~ogaudit.data.limits.memory_budget`), before ``from_pretrained`` allocates it; return the parameter count.
+
+    ``from_pretrained`` builds the model the config declares and only then compares it with the weights, so a
+    one-line edit of a config (``intermediate_size``, ``vocab_size``, ``num_hidden_layers``) beside small weights
+    takes gigabytes first. The count comes from the declared model built on PyTorch's ``meta`` device (no memory for
+    the tensors) with ``auto_class.from_config`` (never ``trust_remote_code``), at float32's 4 bytes a value, after
+    the check that it declares at most :data:`MAX_DECLARED_REPEATS` layers. Raises :class:`ModelError` naming the
+    count, the estimate and the budget.
+    """
+    import transformers
+
+    from ogaudit.data.limits import MEMORY_BUDGET_ENV, format_bytes, memory_budget
+
+    folder = Path(folder)
+    _read_json(folder / "config.json")  # its size is checked before transformers reads it
+    try:
+        if config is None:
+            config = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False
+            )
+        repeats = _declared_repeats(config.to_dict())
+        if repeats > MAX_DECLARED_REPEATS:
+            raise ModelError(
+                f"{str(folder)!r}: config.json declares {repeats:,} layers (or blocks, experts); ogaudit builds at "
+                f"most {MAX_DECLARED_REPEATS}. Refused before any module was built."
+            )
+        with torch.device("meta"):
+            declared = auto_class.from_config(config, trust_remote_code=False)
+    except ModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever transformers makes of a config, never a traceback
+        raise ModelError(
+            f"Cannot read the model {str(folder)!r} declares ({type(error).__name__}: {str(error)[:300]})."
+        ) from error
+    count = sum(p.numel() for p in declared.parameters()) + sum(b.numel() for b in declared.buffers())
+    budget = memory_budget()
+    if count * 4 > budget.bytes:
+        raise ModelError(
+            f"{str(folder)!r}: config.json declares {count:,} parameters ({format_bytes(count * 4)} in float32), over "
+            f"the memory budget of {format_bytes(budget.bytes)} ({budget.source}). Refused before loading; raise "
+            f"{MEMORY_BUDGET_ENV} if the machine has the memory for this model."
+        )
+    return count
+
+
 def hf_task(folder: str | Path) -> str:
     """``"image"`` or ``"text"``: what the Hugging Face classifier in ``folder`` reads, from its ``config.json``,
     after the checks that nothing in the folder would run code (no ``auto_map``) and its weights are safetensors.
@@ -216,6 +285,7 @@ def load_hf_folder(folder: str | Path, dataset: Dataset) -> AuditModel:
         raise ModelError(f"{str(folder)!r} is an image classifier but the data are not images.")
     if task == "text" and not dataset.is_text:
         raise ModelError(f"{str(folder)!r} is a text classifier but the data are not texts.")
+    check_declared_size(folder, auto)
     try:
         net = auto.from_pretrained(str(folder), use_safetensors=True, **options)
     except (OSError, ValueError, RuntimeError, KeyError) as error:

@@ -231,6 +231,54 @@ def test_hugging_face_folders_that_would_run_code_or_unpickle_are_refused(small,
         load_file_model(f"hf:{pickled}", small)
 
 
+def test_a_config_that_declares_a_huge_model_is_refused_before_any_weight_is_allocated(
+    small, vit_folder, tmp_path, monkeypatch
+):
+    """A 1 kB edit of config.json (intermediate_size 32 -> 8M) declares 264M parameters (1 GiB in float32) beside
+    the same tiny weights; transformers allocates the declared model before it compares shapes (measured by hand:
+    3.2 GB peak for a 2.5 GB declaration, then a size-mismatch error). Refused from the config, the model class's
+    ``from_pretrained`` never called."""
+    import shutil
+
+    import transformers
+
+    from ogaudit.models.causal_lm import load_causal_lm
+
+    big = tmp_path / "big"
+    shutil.copytree(vit_folder, big)
+    config = json.loads((big / "config.json").read_text())
+    (big / "config.json").write_text(json.dumps({**config, "intermediate_size": 8_000_000}))
+    with torch.device("meta"):  # the control: the config really declares that many parameters
+        declared = transformers.AutoModelForImageClassification.from_config(
+            transformers.AutoConfig.from_pretrained(big)
+        )
+    assert sum(p.numel() for p in declared.parameters()) > 2.6e8
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "256M")
+    calls = []
+    monkeypatch.setattr(
+        transformers.AutoModelForImageClassification, "from_pretrained", lambda *a, **k: calls.append(a)
+    )
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: calls.append(a))
+    with pytest.raises(
+        ModelError,
+        match=r"declares 264,001,738 parameters \(1,007.1 MiB in float32\), over the memory budget of 256.0 MiB",
+    ):
+        load_file_model(f"hf:{big}", small)
+    (big / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1_000_000}))  # ~40 GB of modules
+    with pytest.raises(ModelError, match=r"declares 1,000,000 layers .* Refused before any module was built"):
+        load_file_model(f"hf:{big}", small)
+    lm = tmp_path / "lm"  # a causal LM folder: the same check
+    lm.mkdir()
+    llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 50_000_000}
+    (lm / "config.json").write_text(
+        json.dumps({**llama, "hidden_size": 16, "intermediate_size": 16, "num_attention_heads": 2})
+    )
+    (lm / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"declares .* parameters .* over the memory budget"):
+        load_causal_lm(lm)
+    assert calls == []
+
+
 def test_a_hugging_face_text_classifier_reads_its_own_tokens(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
