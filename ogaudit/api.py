@@ -251,7 +251,7 @@ def audit(
             given_model=given_model,
             reference=reference,
         )
-        if class_names is None and _integer_origin(result.dataset):
+        if result.dataset.integer_labels:
             result.scores = _integer_label_columns(result.scores)
         return result
     except BaseException:
@@ -514,14 +514,6 @@ def score(
     return table[list(SCORE_COLUMNS)]
 
 
-def _integer_origin(dataset: Dataset) -> bool:
-    """Whether the user's own arrays (in memory, an ``.npz`` or ``.npy`` folder) held the labels as integers: then
-    :func:`audit`'s table gives them back as integers, the same whichever route the arrays took."""
-    origin = getattr(dataset, "origin", None)
-    values = None if origin is None else origin.label_values
-    return values is not None and origin.encoding in ("index", "column") and values.dtype.kind in "iu"
-
-
 def _integer_labels_given(labels) -> bool:
     """Whether :func:`score`'s ``labels`` are integers (numpy, torch or a list): then its table's labels are too."""
     dtype = getattr(labels, "dtype", None)
@@ -632,7 +624,8 @@ def export(
             names = list(dataset.class_names)
         elif all(n.lstrip("-").isdigit() for n in names):
             names = sorted(names, key=int)
-        table = reviewed_table(source, None, names)
+        integer = source["given_label"].dtype.kind in "iu"  # ogaudit.score's table: integers when labels were
+        table = reviewed_table(source, None, names, integer=integer)
         _check_outside_data(Path(path), dataset)
         return write_export(table, path, format=format, class_names=names, dataset=dataset, url_prefix=prefix)
     if hasattr(source, "scores") and hasattr(source, "dataset") and hasattr(source, "evidence"):
@@ -655,7 +648,7 @@ def export(
             )
             p_wrong = review.p_wrong()
         names = list(source.dataset.class_names)
-        table = reviewed_table(source.scores, None, names, p_wrong=p_wrong)
+        table = reviewed_table(source.scores, None, names, integer=source.dataset.integer_labels, p_wrong=p_wrong)
         _check_outside_data(Path(path), source.dataset)
         return write_export(table, path, format=format, class_names=names, dataset=source.dataset, url_prefix=prefix)
     raise TypeError(

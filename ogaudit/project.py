@@ -38,7 +38,7 @@ import numpy as np
 
 from ogaudit.data.dataset import Dataset
 from ogaudit.errors import DataError, OgauditError, SettingsError
-from ogaudit.results import RUN_FORMAT, RUN_RECORD, Run, RunFolder, read_versioned
+from ogaudit.results import RUN_FORMAT, RUN_RECORD, Run, RunFolder, read_versioned, record_integer_labels
 from ogaudit.review.ledger import Ledger
 from ogaudit.settings import AuditSettings
 from ogaudit.storage import read_json, write_json
@@ -432,10 +432,13 @@ class Project(RunFolder):
         action per sample assigned or noted but not decided.
         With ``history``, every event of the log (decisions, undos, redos) in order. ``ids`` keeps only those
         samples' rows. ``data``: for a folder never scanned (see :meth:`ledger`).
+        Labels (``given_label``, ``final_label``; ``label`` in the history) are integers (``Int64``) when the run's
+        labels were (:attr:`~ogaudit.results.Run.integer_labels`), as in its scores and exports; else text.
         """
-        from ogaudit.review.decisions import decisions_frame
+        from ogaudit.review.decisions import decisions_frame, typed_decisions
 
-        return decisions_frame(self.ledger(data), ids=_as_ids(ids), history=history)
+        frame = decisions_frame(self.ledger(data), ids=_as_ids(ids), history=history)
+        return typed_decisions(frame, integer=self.has_run() and record_integer_labels(self.read_record()))
 
     def export_decisions(
         self,
@@ -531,7 +534,7 @@ class Project(RunFolder):
         else:  # a run written before p_wrong was estimated on the data: the packaged curve
             evidence = self.open_evidence(run)
             p_wrong = evidence.p_wrong() if evidence is not None else None
-        table = reviewed_table(run.table, state, run.class_names, p_wrong=p_wrong)
+        table = reviewed_table(run.table, state, run.class_names, integer=run.integer_labels, p_wrong=p_wrong)
         dataset = None
         if format in ("fiftyone", "label-studio"):
             dataset = self._audited(data)

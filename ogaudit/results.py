@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ogaudit.data.dataset import whole_number_names
 from ogaudit.errors import DataError, OgauditError
 from ogaudit.settings import AuditSettings
 from ogaudit.storage import atomic_path, ensure_writable_dir, read_csv, write_csv, write_json
@@ -80,6 +81,13 @@ class Run:
         return [str(name) for name in self.record["dataset"]["class_names"]]
 
     @property
+    def integer_labels(self) -> bool:
+        """Whether the run's labels leave the library as integers (:attr:`Dataset.integer_labels
+        <ogaudit.data.dataset.Dataset.integer_labels>`, recorded as ``dataset.label_type``). A run written before
+        the record said so keeps what its exports gave then: integers when every class name is a whole number."""
+        return record_integer_labels(self.record)
+
+    @property
     def fingerprint(self) -> str:
         """The run's fingerprint (model and settings); changes when the folder is audited again."""
         return self.record["fingerprint"]
@@ -117,6 +125,15 @@ class Run:
             f"model {self.record['model']['kind']}, detector {settings['detector']}, "
             f"{self.record.get('flagged', int(self.table['flagged'].sum())):,} flagged"
         )
+
+
+def record_integer_labels(record: dict) -> bool:
+    """Whether a run record's labels leave the library as integers: its ``dataset.label_type`` (``"integer"`` or
+    ``"text"``); for a record written before it, what the exports gave then (every class name a whole number)."""
+    label_type = record["dataset"].get("label_type")
+    if label_type is None:
+        return whole_number_names([str(name) for name in record["dataset"]["class_names"]])
+    return label_type == "integer"
 
 
 class RunFolder:

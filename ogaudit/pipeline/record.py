@@ -36,6 +36,7 @@ def run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict
             "samples": len(dataset),
             "shape": list(dataset.x.shape[1:]),
             "class_names": [str(c) for c in dataset.class_names],
+            "label_type": "integer" if dataset.integer_labels else "text",
             "skipped_count": len(dataset.skipped),
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
             "notes": list(getattr(dataset, "notes", []) or []),

@@ -46,6 +46,23 @@ def decisions_frame(ledger: Ledger, *, ids: Iterable[str] | None = None, history
     return frame
 
 
+DECISION_LABEL_COLUMNS = ("given_label", "final_label", "label")
+"""The label columns of a decisions table (``label`` in the history)."""
+
+
+def typed_decisions(frame: pd.DataFrame, *, integer: bool) -> pd.DataFrame:
+    """``frame`` (:func:`decisions_frame`'s) with its label columns as nullable integers (``Int64``) when
+    ``integer`` (the run's labels were integers: ``Run.integer_labels``), else unchanged (text, None where a
+    decision has no label). The decisions CSV stays text either way."""
+    if not integer:
+        return frame
+    frame = frame.copy()
+    for column in DECISION_LABEL_COLUMNS:
+        if column in frame:
+            frame[column] = pd.array([None if pd.isna(v) else int(v) for v in frame[column]], dtype="Int64")
+    return frame
+
+
 def _with_team(ledger: Ledger, decided: pd.DataFrame) -> pd.DataFrame:
     """``decided`` with the team's columns, and rows for undecided samples that are assigned, noted or tagged."""
     from ogaudit.review.team import sample_status

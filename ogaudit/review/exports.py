@@ -9,8 +9,10 @@ decisions in force (one row per sample, in the dataset's order)::
     force, or None), reviewed_label (the label after the review: the new one for confirm / relabel, the given one
     otherwise, None for remove), annotator, decided_at [, true_label, is_noisy with planted noise]
 
-Labels keep their type: when every class name is a whole number (the labels were integers, ``0 … 9`` for digits),
-the label columns are integers; otherwise they are the class names (strings).
+Labels keep their type, by the one rule of :attr:`Dataset.integer_labels
+<ogaudit.data.dataset.Dataset.integer_labels>` (recorded in the run as ``dataset.label_type``): integers when the
+user's own arrays held them as integers, otherwise the class names as text — an ImageFolder whose folders are named
+``0`` … ``9`` gives ``"0"`` … ``"9"``, as ``ogaudit.audit``'s ``result.scores`` does.
 
 :func:`write_export` writes one format under the path it is given and nowhere else (never into the data: images
 are hard links or copies of the user's files, or PNGs encoded from the arrays), all at once: a folder is built
@@ -23,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ogaudit.data.dataset import Dataset
+from ogaudit.data.dataset import Dataset, whole_number_names
 from ogaudit.errors import DataError, require
 from ogaudit.review.ledger import LABELLED_ACTIONS
 from ogaudit.storage import atomic_path, check_replaceable, write_csv
@@ -66,16 +67,19 @@ FIFTYONE_FIELD = "ground_truth"
 LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
 """Label Studio's URL for a file under ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (the export folder)."""
 
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
-
-
 # ---------------------------------------------------------------- the table every export writes
 
 
 def integer_labels(class_names: list[str]) -> bool:
-    """Whether the labels were integers: every class name is a whole number written plainly (``"7"``, not
-    ``"07"`` or ``"7.0"``), so an export gives them back as integers."""
-    return bool(class_names) and all(_INTEGER.fullmatch(str(name)) for name in class_names)
+    """Whether every class name is a whole number written plainly (``"7"``, not ``"07"`` or ``"7.0"``): what
+    decides the label type of a table that carries no other word on it (``ogaudit.score``'s table read back from a
+    file, a run recorded before ``label_type``)."""
+    return whole_number_names(class_names)
+
+
+def _integer_table(table: pd.DataFrame) -> bool:
+    """Whether :func:`reviewed_table` typed ``table``'s labels as integers."""
+    return str(table["given_label"].dtype) == "Int64"
 
 
 def reviewed_table(
@@ -83,6 +87,7 @@ def reviewed_table(
     decisions: pd.DataFrame | None,
     class_names: list[str],
     *,
+    integer: bool,
     p_wrong: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per sample (``scores``' order) with the review's decisions in force: :data:`TABLE_COLUMNS`.
@@ -93,7 +98,9 @@ def reviewed_table(
         suggested_label, score, rank, flagged`` (``p_wrong``, ``true_label``, ``is_noisy`` when present).
     decisions : :meth:`~ogaudit.review.ledger.Ledger.state` (``sample_id, action, final_label, annotator,
         decided_at``), or None when nothing was reviewed. Decisions on ids not in ``scores`` are left out.
-    class_names : the run's classes; labels are integers when :func:`integer_labels` says so.
+    class_names : the run's classes.
+    integer : keyword-only: whether the labels leave as integers (``Run.integer_labels``,
+        ``Dataset.integer_labels``); else as the class names (text).
     p_wrong : (N,) calibrated P(given label is wrong), overriding a ``p_wrong`` column; NaN when neither.
     """
     missing = [
@@ -135,14 +142,14 @@ def reviewed_table(
         table["true_label"] = scores["true_label"].astype(str).to_numpy()
     if "is_noisy" in scores:
         table["is_noisy"] = scores["is_noisy"].to_numpy(dtype=bool)
-    return typed_labels(table, class_names)
+    return typed_labels(table, integer=integer)
 
 
-def typed_labels(table: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
-    """``table`` with its label columns as nullable integers (``Int64``) when the labels were integers, else as
-    strings with None for a missing label (a removed sample's reviewed label)."""
+def typed_labels(table: pd.DataFrame, *, integer: bool) -> pd.DataFrame:
+    """``table`` with its label columns as nullable integers (``Int64``) when ``integer`` (the labels were
+    integers), else as strings with None for a missing label (a removed sample's reviewed label)."""
     table = table.copy()
-    as_int = integer_labels(class_names)
+    as_int = integer
     for column in LABEL_COLUMNS:
         if column not in table:
             continue
@@ -398,7 +405,7 @@ def _schema(table: pd.DataFrame, dataset: Dataset | None, class_names: list[str]
     (``struct<bytes, path>``, as Hugging Face stores images) when ``dataset`` has them."""
     import pyarrow as pa
 
-    label = pa.int64() if indices or integer_labels(class_names) else pa.string()
+    label = pa.int64() if indices or _integer_table(table) else pa.string()
     fields = []
     for column in table.columns:
         if column in LABEL_COLUMNS:
@@ -458,7 +465,7 @@ def hf_features(schema, class_names: list[str], *, class_label: bool | None = No
 
     names = [str(name) for name in class_names]
     if class_label is None:
-        class_label = _class_labels(names)
+        class_label = _class_labels(names, integer=whole_number_names(names))
     kinds = {pa.bool_(): "bool", pa.int64(): "int64", pa.float64(): "float64", pa.string(): "string"}
     features = {}
     for field in schema:
@@ -471,9 +478,9 @@ def hf_features(schema, class_names: list[str], *, class_label: bool | None = No
     return features
 
 
-def _class_labels(names: list[str]) -> bool:
+def _class_labels(names: list[str], *, integer: bool) -> bool:
     """Whether the HF export stores labels as ``ClassLabel``: names, or integers that are their own indices."""
-    return not integer_labels(names) or names == [str(i) for i in range(len(names))]
+    return not integer or names == [str(i) for i in range(len(names))]
 
 
 def _write_chunks(table, path: Path, *, class_names, dataset, indices: bool) -> dict:
@@ -514,7 +521,7 @@ def _write_hf(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
             scratch / "table.parquet",
             class_names=class_names,
             dataset=dataset,
-            indices=_class_labels(class_names),
+            indices=_class_labels(class_names, integer=_integer_table(table)),
         )
         hf = datasets.Dataset.from_parquet(
             str(scratch / "table.parquet"),

@@ -270,7 +270,10 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
     decisions = project.decisions()
     assert decisions["sample_id"].tolist() == [first, second]
     assert decisions["action"].tolist() == ["confirm", "remove"]
-    assert decisions["final_label"].iloc[0] == changing["suggested_label"].iloc[0]
+    # the arrays' labels were integers: the decisions give them as integers, as audited.scores does (run.table
+    # is the folder's text view)
+    assert decisions["final_label"].iloc[0] == int(changing["suggested_label"].iloc[0])
+    assert audited.scores["given_label"].dtype.kind == "i" and str(decisions["given_label"].dtype) == "Int64"
     assert len(project.decisions(history=True)) == 4  # three decisions and an undo
     given = run.by_id.loc[first, "given_label"]
     with pytest.raises(LedgerError, match="Confirm must change the label"):
@@ -283,7 +286,7 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
     manifest = project.export_split(tmp_path / "clean", data=vectors)
     # the planted noise is not the user's: the export starts from their own labels, and the confirm of a planted
     # flip restores the label their data already has (a relabel only where the decision differs from it)
-    changed = int(decisions["final_label"].iloc[0] != str(vectors[1][int(first)]))
+    changed = int(decisions["final_label"].iloc[0] != vectors[1][int(first)])
     assert manifest["counts"] | {"input": 1797, "kept": 1796, "removed": 1, "relabelled": changed} == manifest["counts"]
     with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:
         untouched = np.setdiff1d(np.arange(len(vectors[1])), [int(first), int(second)])
@@ -292,7 +295,7 @@ def test_a_project_from_a_notebook_decides_lists_and_exports(audited, vectors, t
     with np.load(tmp_path / "clean" / manifest["data"]) as cleaned:  # the arrays given, one row out, one relabelled
         kept = np.delete(np.arange(len(vectors[1])), int(second))
         assert np.array_equal(cleaned["x"], vectors[0][kept])
-        assert str(cleaned["y"][np.searchsorted(kept, int(first))]) == decisions["final_label"].iloc[0]
+        assert cleaned["y"][np.searchsorted(kept, int(first))] == decisions["final_label"].iloc[0]
     report = project.verify(seeds=1, data=vectors)
     assert report.describe() == project.read_verify()["text"] and project.read_verify()["decided"] == 2
     # the command line reads the same review

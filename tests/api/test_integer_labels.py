@@ -41,3 +41,42 @@ def test_audit_gives_integer_labels_back_for_arrays_and_dataframes(small, cache_
     assert ogaudit.audit(frame, quick, cache_dir=cache_dir, progress=False).scores["given_label"].dtype == np.int64
     named = frame.assign(label=np.array([f"d{v}" for v in y]))
     assert ogaudit.audit(named, quick, cache_dir=cache_dir, progress=False).scores["given_label"].iloc[0] == f"d{y[0]}"
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz"])
+def test_one_label_type_from_the_scores_to_the_decisions_and_every_export(kind, digit_files, cache_dir, tmp_path):
+    """An ImageFolder whose class folders are named 0 … 9 gives text everywhere (the class names are the folder
+    names); the same digits as integer arrays (.npz) give integers everywhere; the decisions CSV is text."""
+    import json
+
+    integer = kind == "npz"
+    quick = ogaudit.AuditSettings(epochs=1, map_method="pca")
+    result = ogaudit.audit(digit_files[kind], quick, out_dir=tmp_path / kind, cache_dir=cache_dir, progress=False)
+    project = ogaudit.Project(tmp_path / kind)
+    ids = result.scores["sample_id"].tolist()
+    given = result.scores["given_label"].tolist()
+    assert all(isinstance(v, int if integer else str) for v in given)
+    project.decide("relabel", ids[0], annotator="ana", label="3" if given[0] != 3 and given[0] != "3" else "4")
+    relabelled = 3 if given[0] not in (3, "3") else 4
+    decisions = project.decisions()
+    assert (str(decisions["given_label"].dtype) == "Int64") == integer
+    assert decisions["given_label"].tolist() == [given[0]]
+    assert decisions["final_label"].tolist() == [relabelled if integer else str(relabelled)]
+    history = project.decisions(history=True)
+    assert history["label"].tolist() == decisions["final_label"].tolist()
+
+    table = pd.read_parquet(ogaudit.export(project, tmp_path / f"{kind}.parquet", format="parquet"))
+    assert table["given_label"].tolist() == given
+    assert table["suggested_label"].tolist() == result.scores["suggested_label"].tolist()
+    assert table["reviewed_label"].iloc[0] == decisions["final_label"].iloc[0]
+    fiftyone = json.loads(
+        (ogaudit.export(project, tmp_path / f"{kind}-fo", format="fiftyone") / "labels.json").read_text()
+    )
+    first = fiftyone["labels"][min(fiftyone["labels"])]["attributes"]
+    assert first["reviewed_label"] == decisions["final_label"].iloc[0]
+    tasks = json.loads(
+        (ogaudit.export(project, tmp_path / f"{kind}-ls", format="label-studio") / "tasks.json").read_text()
+    )
+    assert {type(t["data"]["given_label"]) for t in tasks} == {int if integer else str}
+    csv = project.export_decisions(tmp_path / f"{kind}.csv").read_text().splitlines()
+    assert f",{given[0]},relabel,{relabelled}," in csv[1]  # the CSV is text either way

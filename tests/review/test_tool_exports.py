@@ -247,7 +247,7 @@ def test_reviewed_table_ignores_decisions_on_other_ids():
             "decided_at": ["t1", "t2"],
         }
     )
-    table = reviewed_table(scores, decisions, ["x", "y"])
+    table = reviewed_table(scores, decisions, ["x", "y"], integer=False)
     assert table["reviewed_label"].tolist() == ["y", "y"] and table["decision"].tolist() == ["confirm", None]
     assert table["p_wrong"].isna().all()
 
@@ -305,7 +305,7 @@ def test_text_data_goes_to_label_studio_and_parquet_but_not_fiftyone(tmp_path, m
     decisions = pd.DataFrame(
         {"sample_id": ["t0"], "action": ["relabel"], "final_label": ["neg"], "annotator": ["a"], "decided_at": ["t"]}
     )
-    table = reviewed_table(scores, decisions, names)
+    table = reviewed_table(scores, decisions, names, integer=False)
     folder = write_export(table, tmp_path / "ls", format="label-studio", class_names=names, dataset=data)
     tasks = json.loads((folder / "tasks.json").read_text())
     assert [t["data"]["text"] for t in tasks] == ["so-so", "meh", "loved it", "=awful", "fine film"]  # by rank
