@@ -75,6 +75,9 @@ class Session:
     user: User
     expires_at: float
     client: str = ""
+    stamp: str = ""
+    """:meth:`UserStore.stamp` of the user's password hash when the session began: a new password (or the user
+    removed and added again) ends the session, in an open tab as in a session token. Empty: not checked."""
 
     @property
     def expired(self) -> bool:
@@ -309,14 +312,19 @@ def sign_in(
         raise AuthError("Wrong user name or password.")
     limiter.succeeded(user_key)  # the name proved itself; the client keeps its other failures
     limiter.release(token, *keys[1:])
-    return Session(user, time.time() + hours * 3600, client)
+    return Session(user, time.time() + hours * 3600, client, store.stamp(user.name) or "")
 
 
 def current_user(store: UserStore, session: Session | None, client: str | None = None) -> User | None:
     """The session's user if the session is live, used from the client it signed in from (when ``client`` is
-    given), and the user still exists (with their current role)."""
+    given), the user still exists (with their current role) and has the password the session began with."""
+    import hmac
+
     if session is None or session.expired:
         return None
     if client is not None and session.client and client != session.client:
         return None
-    return store.get(session.user.name)
+    user = store.get(session.user.name)
+    if user is not None and session.stamp and not hmac.compare_digest(store.stamp(user.name) or "", session.stamp):
+        return None
+    return user

@@ -124,7 +124,7 @@ class SessionTokens:
             return None
         if payload["n"] in self._revoked():
             return None
-        return Session(user, float(payload["e"]), payload["c"])
+        return Session(user, float(payload["e"]), payload["c"], payload["s"])
 
     def _revoked(self) -> dict[str, float]:
         try:

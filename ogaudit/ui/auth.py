@@ -121,6 +121,10 @@ def visitor(home: Path) -> Visitor | None:
         )
         return None
     session = st.session_state.get(SESSION_KEY) or _session_from_cookie(home, store)
+    token = st.session_state.get(TOKEN_KEY)
+    if session is not None and token and SessionTokens(home).verify(token, store, _client()) is None:
+        session = None  # its token was signed out (another tab of this browser), or its password changed
+        st.session_state[FORGET_COOKIE] = True
     user = current_user(store, session, _client())
     if user is None:
         _grant(None)

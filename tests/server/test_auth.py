@@ -17,6 +17,7 @@ from ogaudit.errors import DataError, SettingsError
 from ogaudit.project import Project
 from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, sign_in
 from ogaudit.server.sandbox import check_project_name, resolve_server_path
+from ogaudit.server.tokens import SessionTokens
 from ogaudit.ui.text import code, md
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -201,6 +202,26 @@ def test_removed_users_are_signed_out_on_their_next_click(team):
     UserStore.in_home(team).remove("ann")
     at.run()
     assert [b.label for b in at.button] == ["Sign in"]
+
+
+def test_a_new_password_or_a_sign_out_elsewhere_signs_an_open_tab_out(team):
+    """An open tab's sign-in lives in its session, not only in the cookie: a new password (``ogaudit users add
+    --replace``: what an admin does after a password leaked) and a sign-out from another tab of the same browser (its
+    token revoked) end it on its next click, as they end the cookie. Before, both tabs stayed signed in for 12 h."""
+    from ogaudit.ui.auth import TOKEN_KEY
+
+    at = signed_in("ann", project="digits")
+    assert not at.exception and at.tabs
+    UserStore.in_home(team).add("ann", "a-new-password", "annotator", replace=True)
+    at.run()
+    assert [b.label for b in at.button] == ["Sign in"]
+    other = signed_in("root", project="digits")
+    assert not other.exception and other.tabs
+    other.run()  # the control: it stays signed in click after click
+    assert other.tabs and "Sign in" not in [b.label for b in other.button]
+    SessionTokens(team).revoke(other.session_state[TOKEN_KEY])  # what POST /_ogaudit/sign-out does with the cookie
+    other.run()
+    assert [b.label for b in other.button] == ["Sign in"]
 
 
 @pytest.mark.parametrize("bad", ["../outside", "/etc", "..", "a/b"])

@@ -72,3 +72,16 @@ def test_a_handoff_code_is_used_once_by_its_own_browser():
     assert handoffs.take(code, "browser-a") is None
     expired = Handoffs(ttl_s=0).put("tok", 1.0, None)
     assert Handoffs(ttl_s=0).take(expired, None) is None
+
+
+def test_a_tab_session_ends_with_a_new_password_as_its_token_does(tmp_path):
+    from ogaudit.server.auth import LoginLimiter, current_user, sign_in
+
+    store = UserStore.in_home(tmp_path)
+    store.add("ana", "password-ana", "annotator")
+    session = sign_in(store, LoginLimiter(), "ana", "password-ana", client="loopback")
+    assert current_user(store, session, "loopback") == User("ana", "annotator")
+    from_token = SessionTokens(tmp_path).verify(SessionTokens(tmp_path).issue(session, store), store, "loopback")
+    assert current_user(store, from_token, "loopback") == User("ana", "annotator")
+    store.add("ana", "password-new", "annotator", replace=True)
+    assert current_user(store, session, "loopback") is None and current_user(store, from_token, "loopback") is None
