@@ -264,29 +264,48 @@ def _need_media(dataset: Dataset | None, format: str, *, text_ok: bool) -> Datas
     raise DataError(f"A {format} export holds {wanted}; this data is {held} ({dataset.describe()}). Export {other}.")
 
 
+MEDIA_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that write an export's images (PNG encoding and file writes release the GIL); 1 writes them in order
+in the calling thread. The files are the same bytes either way."""
+
+
 def _media_files(dataset: Dataset, folder: Path, *, name: str) -> list[str]:
     """Each sample's image under ``folder`` as ``<row>.<ext>`` (row = position, zero-padded: never a name from
-    the data): the user's file hard-linked (copied across file systems), or a PNG of the array. Returns the paths
-    relative to ``folder``'s parent (``name/000012.png``)."""
+    the data): the user's file hard-linked (copied across file systems), or a PNG of the array, written by
+    :data:`MEDIA_THREADS` threads, each a contiguous block of rows. Returns the paths relative to ``folder``'s
+    parent (``name/000012.png``), in row order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
     from ogaudit.review.split import _link_or_copy
 
     folder.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(len(dataset))))
-    relative = []
-    for row in range(len(dataset)):
-        stem = f"{row:0{width}d}"
-        if dataset.paths is not None and dataset.root is not None:
-            source = Path(dataset.root, str(dataset.paths[row]))
-            file = f"{stem}{source.suffix.lower()}"
-            _link_or_copy(source, folder / file)
-        else:
-            pixels = dataset.image(row)
-            file = f"{stem}.png"
-            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(folder / file)
-        relative.append(f"{name}/{file}")
-    return relative
+    files = dataset.paths is not None and dataset.root is not None
+
+    def write(rows: range) -> list[str]:
+        written = []
+        for row in rows:
+            stem = f"{row:0{width}d}"
+            if files:
+                source = Path(dataset.root, str(dataset.paths[row]))
+                file = f"{stem}{source.suffix.lower()}"
+                _link_or_copy(source, folder / file)
+            else:
+                pixels = dataset.image(row)
+                file = f"{stem}.png"
+                Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(folder / file)
+            written.append(f"{name}/{file}")
+        return written
+
+    n, threads = len(dataset), max(1, min(MEDIA_THREADS, len(dataset) // 64))
+    if threads == 1:
+        return write(range(n))
+    step = -(-n // (threads * 8))  # blocks of rows: a slow block does not hold the others up
+    with ThreadPoolExecutor(threads, thread_name_prefix="ogaudit-export") as pool:
+        blocks = pool.map(write, [range(start, min(start + step, n)) for start in range(0, n, step)])
+        return [path for block in blocks for path in block]
 
 
 def _plain(value):

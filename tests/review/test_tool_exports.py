@@ -335,3 +335,19 @@ def test_the_command_line_and_the_app_offer_every_format():
     from ogaudit.ui.exportview import TOOL_FORMATS
 
     assert list(TOOL_EXPORTS) == list(EXPORT_FORMATS) and set(TOOL_FORMATS) == set(EXPORT_FORMATS)
+
+
+def test_images_written_by_threads_are_the_same_files_as_written_in_order(finished_project, tmp_path, monkeypatch):
+    from ogaudit.review import exports
+
+    folder, _ = finished_project
+    project = Project(folder)
+    written = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(exports, "MEDIA_THREADS", threads)
+        for format in ("fiftyone", "label-studio"):
+            out = ogaudit.export(project, tmp_path / f"{format}-{threads}", format=format)
+            written[format, threads] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for format in ("fiftyone", "label-studio"):
+        assert len(written[format, 1]) == len(project.open_run().table) + (1 if format == "fiftyone" else 2)
+        assert written[format, 4] == written[format, 1]
