@@ -6,10 +6,15 @@ for the real human noise of the built-in tweets (annotator agreement < 0.6 taken
 the demo's recipe and its per-sample evidence kept in ``$OGAUDIT_CACHE/bench-calibration/`` (a rerun reads it
 back). Then, with no audit, it measures the expected calibration error (10 equal bins, over every sample):
 
-* ``packaged``: today's curve, fitted once on planted MNIST noise (``ogaudit/review/calibration.json``);
-* ``data``: :func:`ogaudit.review.calibration.estimate_wrong`, estimated on the run's own evidence;
-* ``+100``: the same after 100 reviewer decisions on the top of the queue (the truth of the 100 highest scores),
-  :func:`ogaudit.review.calibration.update_with_decisions`, measured over the samples not decided.
+* ``packaged``: the curve fitted once on planted MNIST noise (``ogaudit/review/calibration.json``);
+* ``data (packaged shape)``: the previous estimate on the data, that curve moved to the confident joint's noise rate
+  (:func:`ogaudit.review.calibration.estimate_wrong` with ``shape="packaged"``);
+* ``data``: :func:`ogaudit.review.calibration.estimate_wrong` as the audit runs it (Bayes' rule with the data's own
+  noise transition, moved to the same rate);
+* ``+100 top`` / ``+100 calibrate``: the same after 100 reviewer decisions (the truth as the decision), on the top of
+  the queue (the 100 highest scores) or in the queue's "to calibrate P(wrong)" order (mean over :data:`ORDERS`
+  orders, and the worst), :func:`ogaudit.review.calibration.update_with_decisions`, measured over the samples not
+  decided.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_calibration.py            # audits once (~15 min), then seconds
     PYTHONPATH=. .venv/bin/python benchmarks/bench_calibration.py --markdown # the table for docs/BENCHMARKS.md
@@ -91,37 +96,54 @@ def gather(cache: Path) -> dict[str, dict[str, np.ndarray]]:
     return runs
 
 
-def measure(run: dict[str, np.ndarray], *, decisions: int = DECISIONS, seed: int = 0) -> dict[str, float]:
-    """ECE of the packaged curve, the data-level estimate, and the estimate after ``decisions`` reviewer decisions
-    (top of the queue, and spread over the estimate's bands), the latter two over the samples not decided."""
+ORDERS = 3
+"""The "to calibrate" order depends on a hash of the sample ids: the 100 decisions are taken in this many orders
+(ids prefixed with 0, 1, 2) and their ECE averaged (the worst one reported beside it)."""
+
+
+def measure(run: dict[str, np.ndarray], *, decisions: int = DECISIONS) -> dict[str, float]:
+    """ECE of the packaged curve, the data-level estimate (its previous shape, the packaged curve moved to the
+    noise rate, and today's), and today's after ``decisions`` reviewer decisions (top of the queue, and in the
+    "to calibrate" order), the latter over the samples not decided."""
     from ogaudit.review.calibration import calibration_order, estimate_wrong, update_with_decisions
     from ogaudit.review.evidence import Calibration, expected_calibration_error
 
     wrong = run["wrong"]
     base = Calibration.load()(run["raw"])
+    before = estimate_wrong(base, run["posterior"], run["labels"], shape="packaged")
     estimate = estimate_wrong(base, run["posterior"], run["labels"])
     out = {
         "samples": len(wrong),
         "wrong": float(wrong.mean()),
         "estimated rate": estimate.noise_rate,
         "packaged": expected_calibration_error(base, wrong),
+        "data (packaged shape)": expected_calibration_error(before.p, wrong),
         "data": expected_calibration_error(estimate.p, wrong),
     }
-    top = np.argsort(-run["score"], kind="stable")[:decisions]
-    ids = np.arange(len(wrong)).astype(str)
-    spread = np.argsort(calibration_order(estimate.p, ids), kind="stable")[:decisions]
-    calibrated = estimate
-    for name, rows in (("+100 top", top), ("+100 calibrate", spread)):
+
+    def after(rows: np.ndarray) -> tuple[float, np.ndarray]:
         updated = update_with_decisions(estimate, rows, wrong[rows])
         rest = np.ones(len(wrong), bool)
         rest[rows] = False
-        out[name] = expected_calibration_error(updated.p[rest], wrong[rest])
-        calibrated = updated
+        return expected_calibration_error(updated.p[rest], wrong[rest]), updated.p
+
+    top = np.argsort(-run["score"], kind="stable")[:decisions]
+    out["+100 top"], _ = after(top)
+    spread, calibrated = [], estimate.p
+    for order in range(ORDERS):
+        ids = np.char.add(f"{order}-", np.arange(len(wrong)).astype(str))
+        rows = np.argsort(calibration_order(estimate.p, ids), kind="stable")[:decisions]
+        value, p = after(rows)
+        spread.append(value)
+        if order == 0:
+            calibrated = p
+    out["+100 calibrate"] = float(np.mean(spread))
+    out["+100 calibrate (worst)"] = float(np.max(spread))
     flagged = np.argsort(-run["score"], kind="stable")[: max(1, round(0.05 * len(wrong)))]
     out["flagged wrong"] = float(wrong[flagged].mean())
     out["flagged p (packaged)"] = float(base[flagged].mean())
     out["flagged p (data)"] = float(estimate.p[flagged].mean())
-    out["flagged p (+100 calibrate)"] = float(calibrated.p[flagged].mean())
+    out["flagged p (+100 calibrate)"] = float(calibrated[flagged].mean())
     return out
 
 

@@ -379,8 +379,8 @@ def score(
         model's probability of the given label), ``rare_class`` (the given class has fewer than 5 samples),
         ``p_wrong``: the probability that the given label is wrong, estimated on these samples
         (:func:`ogaudit.review.calibration.estimate_wrong`: the noise rate from the confident joint of given and
-        true labels, applied to ``1 − π(given)`` of the ``posterior`` fusion of softmax and gradient-neighbour
-        labels) whatever ``detector`` ranks the samples, the number an audit writes in ``scores.csv`` and the
+        true labels, each sample's share of it by Bayes' rule with the data's noise transition applied to the
+        ``posterior`` fusion ``π`` of softmax and gradient-neighbour labels) whatever ``detector`` ranks the samples, the number an audit writes in ``scores.csv`` and the
         review cards start from; ``p_wrong_low``, ``p_wrong_high`` its 90% interval; ``ambiguous`` (the model or
         the neighbours split between the given label and one other class) and ``flag_stability`` (flagged
         samples: the share of 30 bootstrap resamples of the neighbours that keep the evidence in the flagged

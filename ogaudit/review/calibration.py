@@ -6,15 +6,18 @@ it is over-confident. Here the probability is estimated per dataset, in two step
 
 1. **Before any decision** (:func:`estimate_wrong`): the dataset's noise rate is estimated from the estimated
    joint of given and true labels (confident learning, Northcutt et al. 2021: a sample counts towards the class
-   whose fused probability ``π`` reaches that class's average self-confidence), and the packaged curve's shape is
-   moved, in log-odds, until its mean equals that rate. Each sample gets a :data:`LEVEL` interval from a Beta prior
-   of :data:`PRIOR_STRENGTH` pseudo-decisions centred on its band's estimate: the estimate is a guess about this
-   data, and the interval says how much of one.
+   whose fused probability ``π`` reaches that class's average self-confidence); each sample's share of it comes
+   from Bayes' rule with the data's own noise transition (:func:`true_label_posterior`, an EM started at that
+   joint), so a sample whose evidence splits between two classes gets about the mass of the other class, weighed
+   by how often the two are confused, rather than "certainly wrong"; that shape is moved, in log-odds, until its
+   mean equals the rate. Each sample gets a :data:`LEVEL` interval from a Beta prior of :data:`PRIOR_STRENGTH`
+   pseudo-decisions centred on its band's estimate: the estimate is a guess about this data, and the interval says
+   how much of one.
 2. **As decisions come in** (:func:`update_with_decisions`): confirmed wrong (``confirm``/``relabel``/``remove``)
-   vs kept right (``keep``; ``unsure`` counts as neither). Once they cover a few bands of the estimate (the queue's
-   "to calibrate P(wrong)" order, :func:`calibration_order`, gives them so), a logistic recalibration is fitted
-   to them; then each band (equal-width and decile cuts of the estimate) takes the Beta posterior of its prior and
-   its decisions, made monotone across bands.
+   vs kept right (``keep``; ``unsure`` counts as neither). Once they cover a few bands of the estimate, one of
+   them in its lower half (the queue's "to calibrate P(wrong)" order, :func:`calibration_order`, gives them so), a
+   logistic recalibration is fitted to them; then each band (equal-width and decile cuts of the estimate) takes
+   the Beta posterior of its prior and its decisions, made monotone across bands.
 
 A sample whose interval is wider than :data:`UNKNOWN_WIDTH` is "not yet calibrated": shown as that, not as a number.
 Also here: :func:`ambiguous` (wrong vs ambiguous) and :func:`flag_stability` (stable vs unstable flags).
@@ -80,8 +83,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
-    """The share of wrong labels from the calibrated confident joint of given and true labels.
+def confident_joint(posterior: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The calibrated confident joint of given and true labels, as shares of the samples.
 
     Parameters
     ----------
@@ -90,10 +93,11 @@ def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
 
     Returns
     -------
-    The off-diagonal mass of the confident joint after each given class's row is scaled to that class's count
-    (Northcutt et al. 2021, "Confident learning", eq. 2-3): a sample counts towards the most probable class
-    ``j`` among those whose probability reaches ``t_j``, the mean probability of ``j`` over samples labelled ``j``;
-    samples above no threshold are not counted.
+    (C, C) float ``Q[i, j]``: the estimated share of samples given ``i`` whose true class is ``j`` (sums to 1 over
+    the classes present). Confident learning (Northcutt et al. 2021, eq. 2-3): a sample counts towards the most
+    probable class ``j`` among those whose probability reaches ``t_j``, the mean probability of ``j`` over samples
+    labelled ``j``; samples above no threshold are not counted; each given class's row is then scaled to that
+    class's count.
     """
     posterior = np.asarray(posterior, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -110,12 +114,81 @@ def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
     np.add.at(joint, (labels[counted], best[counted]), 1.0)
     rows = joint.sum(axis=1, keepdims=True)
     joint = np.where(rows > 0, joint / np.maximum(rows, 1) * counts[:, None], 0.0)
-    return float((joint.sum() - np.trace(joint)) / max(n, 1))
+    return joint / max(n, 1)
 
 
-def _shift_to_mean(base: np.ndarray, target: float) -> np.ndarray:
-    """``base`` moved by one log-odds shift so that its mean is ``target`` (bisection; monotone in the shift)."""
-    z = _logit(base)
+def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
+    """The share of wrong labels: the off-diagonal mass of :func:`confident_joint` (same parameters)."""
+    joint = confident_joint(posterior, labels)
+    return float(joint.sum() - np.trace(joint))
+
+
+EM_ITERATIONS = 20
+"""At most this many rounds of the noise-transition EM in :func:`true_label_posterior` (each costs a few (N, C)
+products)."""
+EM_TOLERANCE = 1e-5
+"""The EM stops when no cell of the joint (a share of the samples) moves more than this in a round."""
+JOINT_PSEUDOCOUNT = 1.0
+"""Samples added to every cell of the joint before it becomes a transition (Laplace smoothing): a confusion the
+confident joint happened not to count stays possible instead of ruling a class out for good."""
+
+
+def true_label_posterior(
+    posterior: np.ndarray, labels: np.ndarray, *, iterations: int = EM_ITERATIONS
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much more likely each sample's label is wrong than right, given its evidence *and* its given label
+    (Bayes' rule with the data's own noise transition), and that transition's joint.
+
+    Parameters
+    ----------
+    posterior : (N, C) each sample's class probabilities from the evidence alone (rows sum to 1), e.g. the fused
+        ``π``.
+    labels : (N,) int given labels.
+    iterations : rounds of EM.
+
+    Returns
+    -------
+    (log_odds (N,), joint (C, C)): ``log_odds[n] = log Σ_{j≠y} π_nj T[y, j] − log π_ny T[y, y]``, the log-odds
+    that the given label ``y`` is wrong, with ``T[i, j] = P(given i | true j)`` the noise transition (computed in
+    logs, so that samples the evidence is sure of keep their order); ``joint[i, j]`` the share of samples given
+    ``i`` and truly ``j``. The joint starts at :func:`confident_joint` and is re-estimated as the mean over each
+    given class of ``P(true j | evidence, given) ∝ π_j T[y, j]`` (EM on the one-annotator model of Dawid & Skene
+    1979, the evidence as each sample's class prior; Patrini et al. 2017 and Northcutt et al. 2021 estimate the
+    same ``T``), each cell smoothed by :data:`JOINT_PSEUDOCOUNT` samples. So a sample whose evidence splits between
+    its given class and one the annotators rarely confuse it with stays likely right; one whose evidence splits
+    towards a class its given label is often mistaken for does not.
+    """
+    posterior = np.asarray(posterior, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, c = posterior.shape
+    rows = np.arange(n)
+    smooth = JOINT_PSEUDOCOUNT / max(n, 1)
+    order = np.argsort(labels, kind="stable")
+    present, starts = np.unique(labels[order], return_index=True)
+    joint = confident_joint(posterior, labels)
+    for step in range(max(1, iterations) + 1):
+        transition = (joint + smooth) / (joint + smooth).sum(axis=0, keepdims=True)  # column j: P(given | true j)
+        weighted = posterior * transition[labels]  # (N, C) ∝ P(true j | evidence, given)
+        if step == max(1, iterations):
+            break
+        true = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-300)
+        before, joint = joint, np.zeros((c, c))
+        joint[present] = np.add.reduceat(true[order], starts, axis=0) / max(n, 1)  # summed per given class
+        if np.abs(joint - before).max() < EM_TOLERANCE:
+            transition = (joint + smooth) / (joint + smooth).sum(axis=0, keepdims=True)
+            weighted = posterior * transition[labels]
+            break
+    right = weighted[rows, labels]
+    other = weighted.sum(axis=1) - right
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(np.maximum(other, 1e-300)) - np.log(np.maximum(right, 1e-300))
+    return log_odds, joint
+
+
+def _shift_to_mean(base: np.ndarray, target: float, *, log_odds: np.ndarray | None = None) -> np.ndarray:
+    """``base`` (or the probabilities of ``log_odds``) moved by one log-odds shift so that its mean is ``target``
+    (bisection; monotone in the shift)."""
+    z = _logit(base) if log_odds is None else np.asarray(log_odds, dtype=np.float64)
     target = float(np.clip(target, _EPS, 1 - _EPS))
     lo, hi = -20.0, 20.0
     for _ in range(60):
@@ -158,31 +231,59 @@ def _with_intervals(
     return WrongEstimate(p, low, high, float(p.mean()) if len(p) else 0.0, decisions, reviewed, method)
 
 
-def estimate_wrong(base: np.ndarray, posterior: np.ndarray, labels: np.ndarray) -> WrongEstimate:
+SHAPES = ("transition", "packaged")
+"""Where :func:`estimate_wrong` takes the shape of P(wrong) across samples from (the level is the data's noise rate
+either way): ``"transition"`` (default) Bayes' rule with the data's own noise transition
+(:func:`true_label_posterior`); ``"packaged"`` the curve fitted once on planted noise (the estimate before issue
+24's second round, kept for comparison in ``benchmarks/bench_calibration.py``)."""
+
+
+def estimate_wrong(
+    base: np.ndarray, posterior: np.ndarray, labels: np.ndarray, *, shape: str = "transition"
+) -> WrongEstimate:
     """P(wrong) for every sample, estimated on this data alone (no decisions).
 
     Parameters
     ----------
-    base : (N,) the shape to start from: the packaged curve's value of each sample's evidence ``1 − π(given)``
-        (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`).
+    base : (N,) the packaged curve's value of each sample's evidence ``1 − π(given)``
+        (:meth:`~ogaudit.review.evidence.RunEvidence.p_wrong`): the shape with ``shape="packaged"``, and the
+        fallback when the evidence has fewer than two classes.
     posterior : (N, C) the fused ``π``.
     labels : (N,) int given labels.
+    shape : one of :data:`SHAPES`.
 
     Returns
     -------
-    :class:`WrongEstimate` with ``decisions == 0``: ``base`` moved in log-odds until its mean is
-    :func:`confident_noise_rate`, with intervals from a Beta prior of :data:`PRIOR_STRENGTH` per band.
+    :class:`WrongEstimate` with ``decisions == 0``, in two parts:
+
+    * the **level**, the share of wrong labels: :func:`confident_noise_rate` (the confident joint is right where
+      the model separates the classes, and measured closer than the EM's own rate there: that EM starts from the
+      model's in-sample probabilities, which lean towards the given label, and drifts low);
+    * the **shape**, which samples are more likely wrong than others: ``1 − P(true = given | evidence, given)``
+      from :func:`true_label_posterior`, so a sample whose evidence splits between its given class and another
+      gets about the mass of the other class weighted by how often the annotators confuse the two, not "certainly
+      wrong"; moved by one log-odds shift until its mean is the level.
+
+    Each sample's interval comes from a Beta prior of :data:`PRIOR_STRENGTH` pseudo-decisions per band.
     """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}.")
     base = np.asarray(base, dtype=np.float64)
     if len(base) == 0:
         empty = np.zeros(0)
         return WrongEstimate(empty, empty, empty, 0.0, 0, np.zeros(0, np.int64), "no samples")
+    posterior = np.asarray(posterior, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
     rate = confident_noise_rate(posterior, labels)
-    p = _shift_to_mean(base, rate)
+    if shape == "packaged" or posterior.shape[1] < 2:
+        start, how = base, "the packaged curve's shape moved to it"
+    else:
+        log_odds, _ = true_label_posterior(posterior, labels)
+        start = np.clip(log_odds, -60.0, 60.0)
+        how = "each sample's share by Bayes' rule with the data's noise transition, moved to it"
+    p = _shift_to_mean(base, rate) if start is base else _shift_to_mean(base, rate, log_odds=start)
     return prior_estimate(
-        p,
-        f"estimated on this data: noise rate {rate:.1%} from the confident joint of given and true labels, the "
-        "packaged curve's shape moved to it",
+        p, f"estimated on this data: noise rate {rate:.1%} from the confident joint of given and true labels, {how}"
     )
 
 
@@ -212,11 +313,12 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
     -------
     A new :class:`WrongEstimate`, in two steps:
 
-    1. When the decisions cover at least :data:`PLATT_BANDS` bands with :data:`PLATT_MIN` decisions each (as the
-       queue's "to calibrate P(wrong)" order gives them), a logistic recalibration ``σ(a·logit p + b)`` fitted to
-       them (Platt scaling) with a Gaussian prior of :data:`PLATT_PRIOR` on ``(a − 1, b)``: decisions across the
-       range tell the slope as well as the level. Decisions from the top of the queue alone do not (they are all
-       in one or two bands), and skip this step.
+    1. When the decisions cover at least :data:`PLATT_BANDS` bands with :data:`PLATT_MIN` decisions each, one of
+       them a band whose mean estimate is at most the median one (as the queue's "to calibrate P(wrong)" order
+       gives them), a logistic recalibration ``σ(a·logit p + b)`` fitted to them (Platt scaling) with a Gaussian
+       prior of :data:`PLATT_PRIOR` on ``(a − 1, b)``: decisions across the range tell the slope as well as the
+       level. Decisions from the top of the queue alone do not (they lie in the top few bands, and a slope fitted
+       there and carried over the whole range flattened Fashion-MNIST's estimate to ECE 0.25), and skip this step.
     2. Per band, the Beta posterior mean of (a prior of :data:`PRIOR_STRENGTH` pseudo-decisions, three times that
        after step 1, at the band's mean after step 1) + (the band's decisions), made monotone across bands (pool adjacent violators, weighted by
        prior + decisions); each sample's log-odds are interpolated linearly between the bands' (mean, updated
@@ -232,7 +334,10 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
     decided = np.bincount(band[rows], minlength=bands).astype(np.float64)
     p0 = estimate.p
     platt = ""
-    if (decided >= PLATT_MIN).sum() >= PLATT_BANDS:
+    covered = decided >= PLATT_MIN
+    size = np.bincount(band, minlength=bands)
+    below = np.bincount(band, weights=p0, minlength=bands) / np.maximum(size, 1) <= np.median(p0)
+    if covered.sum() >= PLATT_BANDS and (covered & below).any():
         a, b = _platt(_logit(p0[rows]), wrong)
         p0 = _sigmoid(a * _logit(p0) + b)
         platt = f", recalibrated as σ({a:.2f}·logit p {b:+.2f})"

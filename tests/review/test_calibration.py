@@ -15,6 +15,7 @@ from ogaudit.review.calibration import (
     flag_stability,
     prior_estimate,
     reviewed_estimate,
+    true_label_posterior,
     update_with_decisions,
 )
 from ogaudit.review.evidence import expected_calibration_error, percent
@@ -45,12 +46,54 @@ def test_the_confident_joint_finds_the_noise_rate():
 def test_the_estimate_keeps_the_order_matches_the_rate_and_brackets_itself():
     posterior, given, wrong = _noisy_posterior()
     base = 1 - posterior[np.arange(len(given)), given]  # any monotone start
-    estimate = estimate_wrong(base, posterior, given)
-    assert estimate.noise_rate == pytest.approx(confident_noise_rate(posterior, given), abs=1e-3)
-    order = np.argsort(base)
-    assert (np.diff(estimate.p[order]) >= -1e-12).all()
-    assert (estimate.low <= estimate.p + 1e-12).all() and (estimate.p <= estimate.high + 1e-12).all()
-    assert estimate.decisions == 0 and not estimate.reviewed.any()
+    for shape in ("transition", "packaged"):
+        estimate = estimate_wrong(base, posterior, given, shape=shape)
+        assert estimate.noise_rate == pytest.approx(confident_noise_rate(posterior, given), abs=1e-3)
+        order = np.argsort(base if shape == "packaged" else true_label_posterior(posterior, given)[0])
+        assert (np.diff(estimate.p[order]) >= -1e-12).all()
+        assert (estimate.low <= estimate.p + 1e-12).all() and (estimate.p <= estimate.high + 1e-12).all()
+        assert estimate.decisions == 0 and not estimate.reviewed.any()
+        assert expected_calibration_error(estimate.p, wrong) < 0.05
+    with pytest.raises(ValueError, match="shape must be one of"):
+        estimate_wrong(base, posterior, given, shape="isotonic")
+
+
+def _pair_noise(n=6000, c=4, rate=0.3, seed=1):
+    """Classes 0 and 1 overlap (a clean sample of either may look like both); 0 is mislabelled 1 at ``rate`` and
+    nothing else is mislabelled: (posterior, given, wrong, overlap) with ``overlap`` (N,) the samples the evidence
+    splits evenly between 0 and 1."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, c, n)
+    logits = rng.normal(0, 0.5, (n, c))
+    logits[np.arange(n), true] += 5
+    overlap = (true < 2) & (rng.random(n) < 0.2)
+    logits[overlap, 0] = logits[overlap, 1] = 5.0  # the evidence cannot tell 0 from 1 here
+    posterior = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = true.copy()
+    flip = (true == 0) & (rng.random(n) < rate)
+    given[flip] = 1
+    return posterior, given, given != true, overlap
+
+
+def test_the_noise_transition_is_learnt_from_the_data():
+    posterior, given, wrong, _ = _pair_noise()
+    log_odds, joint = true_label_posterior(posterior, given)
+    transition = joint / joint.sum(0, keepdims=True)  # P(given i | true j)
+    assert transition[1, 0] == pytest.approx(0.3, abs=0.05)  # 0 → 1 at 30%: the only confusion there is
+    assert transition[0, 1] < 0.02 and transition[2, 3] < 0.02 and transition[3, 2] < 0.02
+    assert joint.sum() - np.trace(joint) == pytest.approx(wrong.mean(), abs=0.02)
+    assert np.isfinite(log_odds).all()
+
+
+def test_an_ambiguous_sample_is_as_likely_wrong_as_the_confusions_of_its_label_say():
+    posterior, given, wrong, overlap = _pair_noise()
+    estimate = estimate_wrong(1 - posterior[np.arange(len(given)), given], posterior, given)
+    # evidence split evenly between 0 and 1: given "0", it is right (0 is never written for a 1); given "1", it is
+    # wrong about as often as a true 0 is written "1" among the 1s that look like a 0 (here 0.3·½ / (0.3·½ + ½))
+    given_0, given_1 = overlap & (given == 0), overlap & (given == 1)
+    assert estimate.p[given_0].mean() < 0.1 and wrong[given_0].mean() == 0
+    assert estimate.p[given_1].mean() == pytest.approx(wrong[given_1].mean(), abs=0.1)
+    assert 0.1 < estimate.p[given_1].mean() < 0.5  # not "certainly wrong"
     assert expected_calibration_error(estimate.p, wrong) < 0.05
 
 
@@ -83,6 +126,11 @@ def test_decisions_from_the_top_move_the_top_band_only():
     assert kept_right.p[top].mean() < estimate.p[top].mean() - 0.3
     low = np.argsort(estimate.p)[:300]
     assert np.allclose(kept_right.p[low], estimate.p[low], atol=0.02)
+    # decisions over the upper bands: enough per band for a slope, but none in the lower half to carry it down
+    upper = np.flatnonzero(estimate.p > 0.55)[::4]
+    half = update_with_decisions(estimate, upper, np.arange(len(upper)) % 2 == 0)
+    assert "recalibrated" not in half.method
+    assert np.allclose(half.p[low], estimate.p[low], atol=0.02)
     assert update_with_decisions(estimate, [], []) is estimate
     with pytest.raises(ValueError, match="one entry per decision"):
         update_with_decisions(estimate, [1, 2], [True])
