@@ -173,11 +173,11 @@ def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server,
 
 def test_overriding_another_annotators_decision_asks_first(server, browser):
     url, home = server
+    page = open_page(browser, server, "bob")  # first: it waits for the demo's audit (this test may run alone)
     project = Project(list_projects(home)[0].path)
     run = project.open_run()
     sample = run.flagged_ids[-1]
     project.open_ledger().decide(sample, "keep", annotator="ann")
-    page = open_page(browser, server, "bob")
     page.locator(".st-key-queue-hide-decided").get_by_text("Hide decided samples").click()
     page.wait_for_selector(READY)
     page.get_by_text("Filter, sort, search").click()
@@ -189,6 +189,11 @@ def test_overriding_another_annotators_decision_asks_first(server, browser):
     card.get_by_text("would override another annotator's decision").wait_for()
     assert project.open_ledger().state().set_index("sample_id").loc[sample, "annotator"] == "ann"
     card.get_by_role("button", name="Override").click()
-    card.get_by_text("by bob").wait_for()
+    try:
+        card.get_by_text("by bob").wait_for()
+    except Exception:
+        print("CARD:", card.inner_text() if card.count() else "(no card)")
+        print("LEDGER:", project.open_ledger().state().set_index("sample_id").loc[sample].to_dict())
+        raise
     assert project.open_ledger().state().set_index("sample_id").loc[sample, "action"] == "remove"
     page.close()
