@@ -252,6 +252,15 @@ def _read_rows(path: Path, kind: str) -> tuple[list[dict], list[str] | None, str
     if kind == "parquet":
         import pyarrow.parquet as pq
 
+        from ogaudit.data.text import check_parquet_decoded
+
+        try:
+            handle = pq.ParquetFile(path)
+            names, rows = list(handle.schema_arrow.names), handle.metadata.num_rows
+        except Exception as error:  # noqa: BLE001 - any Arrow failure: a damaged or foreign file
+            raise DataError(f"{what} is not a readable Parquet file ({type(error).__name__}).") from None
+        # its size on disk says nothing of what it decodes to (a dictionary-encoded text repeated): measured first
+        check_parquet_decoded(path, names, rows, what)
         try:
             table = pq.read_table(path)
         except Exception as error:  # noqa: BLE001 - any Arrow failure: a damaged or foreign file

@@ -432,7 +432,7 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
     check_budget(size * 2, what=what, detail=f"{meta.num_rows:,} rows, {size:,} bytes uncompressed")
     text, label, ident, ident_given = _columns(names, text_column, label_column, id_column, what)
     needed = list(dict.fromkeys(c for c in (text, label, ident) if c is not None))
-    _check_parquet_decoded(path, needed, meta.num_rows, what)
+    check_parquet_decoded(path, needed, meta.num_rows, what)
     try:
         table = pq.read_table(path, columns=needed)
     except Exception as exc:
@@ -475,7 +475,7 @@ def _read_parquet(path: Path, kind: str, text_column, label_column, id_column):
     return source, (strings(text), labels, strings(ident) if ident is not None else None, ident_given)
 
 
-def _check_parquet_decoded(path: Path, columns: list[str], rows: int, what: str) -> None:
+def check_parquet_decoded(path: Path, columns: list[str], rows: int, what: str) -> None:
     """Refuse (:class:`DataError`) a Parquet table whose ``columns`` decode to more than the memory budget.
 
     The sizes in a Parquet file's footer are those of its pages, which can be far below what they decode to: a

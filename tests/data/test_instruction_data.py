@@ -119,3 +119,26 @@ def test_size_is_checked_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "1K")
     with pytest.raises(DataError, match="memory|budget"):
         load_instructions(path)
+
+
+def test_a_small_parquet_that_decodes_past_the_budget_is_refused_before_its_texts_are_decoded(tmp_path, monkeypatch):
+    """A dictionary-encoded, zstd-compressed Parquet file of ~1 kB whose 50 responses are one 2 MB text decodes to
+    100 MB (a 4M-text version: 868 bytes, 400 MB, peak 2.3 GB at a 256M budget, measured by hand). The file's
+    size times a factor said nothing of it; its texts are now measured as dictionaries, never decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bomb.parquet"
+    rows = 50
+    table = pa.table({"prompt": ["what is 2+2?"] * rows, "response": ["4" * 2_000_000] * rows})
+    pq.write_table(table, path, compression="zstd")
+    assert path.stat().st_size < 4096 and pq.read_table(path).nbytes > 100_000_000  # the control: a real bomb
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "32M")
+    decoded = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    with pytest.raises(DataError, match=r"Refused .*bomb.parquet.* over the memory budget of 32.0 MiB"):
+        load_instructions(path)
+    assert decoded == []
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "1G")  # the same file within a budget that holds it: read
+    assert len(load_instructions(path)) == rows
