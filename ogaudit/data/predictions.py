@@ -197,6 +197,20 @@ def _read_parquet(path: Path) -> dict:
         what=repr(path.name),
         detail=f"{metadata.num_rows:,} rows of predictions, {size:,} bytes decoded",
     )
+    import pyarrow as pa
+
+    from ogaudit.data.text import check_parquet_decoded
+
+    texts = [  # ids, labels, any text column: a text may be stored once and named by every row (dictionary pages)
+        field.name
+        for field in pq.ParquetFile(path).schema_arrow
+        if pa.types.is_string(field.type)
+        or pa.types.is_large_string(field.type)
+        or pa.types.is_binary(field.type)
+        or pa.types.is_large_binary(field.type)
+    ]
+    if texts:
+        check_parquet_decoded(path, texts, metadata.num_rows, repr(path.name))
     frame = pq.read_table(path).to_pandas()
     columns = [str(c) for c in frame.columns]
     fields: dict = {}

