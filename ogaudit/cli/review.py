@@ -87,20 +87,17 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
     _json_argument(listing)
     listing.set_defaults(handler=run_list)
 
-    adding = decisions_what.add_parser(
-        "add",
-        help="decide on samples (as the app's buttons do; one call is one undo step)",
-        description="confirm: the given label is wrong and the suggested one (or --label) is right; relabel: set "
-        "--label; keep: the flag was a false alarm; remove: drop from the data; unsure.",
+    _decision_parser(
+        decisions_what.add_parser(
+            "add",
+            help="decide on samples (as the app's buttons do; one call is one undo step)",
+            description="confirm: the given label is wrong and the suggested one (or --label) is right; relabel: "
+            "set --label; keep: the flag was a false alarm; remove: drop from the data; unsure.",
+        ),
+        who="--annotator",
+        who_help="who decides",
+        handler=run_add,
     )
-    adding.add_argument("action", choices=ACTIONS, help="the decision")
-    adding.add_argument("ids", nargs="+", help="sample ids")
-    _project_arguments(adding)
-    adding.add_argument("--annotator", required=True, help="who decides")
-    adding.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
-    adding.add_argument("--note", help="a note stored with each decision")
-    _json_argument(adding)
-    adding.set_defaults(handler=run_add)
 
     for kind in ("undo", "redo"):
         toggle = decisions_what.add_parser(kind, help=f"{kind} the annotator's own last decision (one batch)")
@@ -108,20 +105,17 @@ def add_review_commands(subparsers: argparse._SubParsersAction) -> None:
         toggle.add_argument("--annotator", required=True, help="whose decision")
         toggle.set_defaults(handler=run_toggle, kind=kind)
 
-    settling = decisions_what.add_parser(
-        "settle",
-        help="settle samples (disputed ones) with a decision that outranks every annotator's",
-        description="A reviewer's settlement is the samples' state, and so what every export uses, until the "
-        "reviewer undoes it (`decisions undo --annotator REVIEWER`). `decisions list` shows what is disputed.",
+    _decision_parser(
+        decisions_what.add_parser(
+            "settle",
+            help="settle samples (disputed ones) with a decision that outranks every annotator's",
+            description="A reviewer's settlement is the samples' state, and so what every export uses, until the "
+            "reviewer undoes it (`decisions undo --annotator REVIEWER`). `decisions list` shows what is disputed.",
+        ),
+        who="--reviewer",
+        who_help="who settles",
+        handler=run_settle,
     )
-    settling.add_argument("action", choices=ACTIONS, help="the decision")
-    settling.add_argument("ids", nargs="+", help="sample ids")
-    _project_arguments(settling)
-    settling.add_argument("--reviewer", required=True, help="who settles")
-    settling.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
-    settling.add_argument("--note", help="a note stored with each decision")
-    _json_argument(settling)
-    settling.set_defaults(handler=run_settle)
 
     noting = decisions_what.add_parser(
         "note", help="set the note and tags of samples (they replace earlier ones; none clears them)"
@@ -212,6 +206,19 @@ def _project_arguments(parser: argparse.ArgumentParser, *, data: bool = False) -
         help="where the scanned data is now, if it moved (default: the path in PROJECT/run.json); for a folder "
         "that was never scanned, the data reviewed",
     )
+
+
+def _decision_parser(parser: argparse.ArgumentParser, *, who: str, who_help: str, handler) -> None:
+    """The arguments of a command that records decisions (``decisions add``, ``decisions settle``): the action, the
+    sample ids, the project, who decides (``who``), ``--label``, ``--note``, ``--json``."""
+    parser.add_argument("action", choices=ACTIONS, help="the decision")
+    parser.add_argument("ids", nargs="+", help="sample ids")
+    _project_arguments(parser)
+    parser.add_argument(who, required=True, help=who_help)
+    parser.add_argument("--label", help="the right label (relabel; confirm defaults to each sample's suggestion)")
+    parser.add_argument("--note", help="a note stored with each decision")
+    _json_argument(parser)
+    parser.set_defaults(handler=handler)
 
 
 @contextmanager

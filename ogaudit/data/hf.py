@@ -139,18 +139,39 @@ def from_hf_dataset(
     )
 
 
-def load_hf_folder(
-    path: Path,
-    *,
-    label_column: str | None = None,
-    path_column: str | None = None,
-    fold_label_case: bool = False,
-    data_roots: list | None = None,
-    text_column: str | None = None,
-) -> Dataset:
+@dataclass(frozen=True)
+class TableOptions:
+    """How a table on disk (a ``save_to_disk`` folder, a Parquet/Arrow file or its shards) is read: the columns
+    that hold the labels, image paths and texts (None: found by their features), whether label case is folded,
+    and the data roots a listed path may lead into besides the table's own folder."""
+
+    label_column: str | None = None
+    path_column: str | None = None
+    text_column: str | None = None
+    fold_label_case: bool = False
+    data_roots: list | None = None
+
+    def dataset(self, table, features: dict, *, what: str, source: str, folder: Path) -> Dataset:
+        """:func:`dataset_from_table` of ``table`` read from ``folder`` with these options."""
+        return dataset_from_table(
+            table,
+            features,
+            what=what,
+            source=source,
+            folder=folder,
+            allowed=_allowed(folder, self.data_roots),
+            label_column=self.label_column,
+            path_column=self.path_column,
+            fold=self.fold_label_case,
+            text_column=self.text_column,
+        )
+
+
+def load_hf_folder(path: Path, options: TableOptions | None = None) -> Dataset:
     """A folder ``Dataset.save_to_disk`` wrote: ``state.json`` (the Arrow files, in order), ``dataset_info.json``
     (the features) and ``data-*.arrow`` (Arrow IPC streams, memory-mapped). Only the JSON and Arrow files are
     read; the pickled fields ``datasets`` may keep elsewhere are never loaded.
+    ``options``: the columns and rules to read it with (:class:`TableOptions`; default: found by the features).
 
     Raises
     ------
@@ -200,32 +221,14 @@ def load_hf_folder(
     features = _json(info, what).get("features") if info.is_file() else None
     if not isinstance(features, dict):
         features = features_of_schema(table.schema)
-    return dataset_from_table(
-        table,
-        features,
-        what=what,
-        source=str(path),
-        folder=path,
-        allowed=_allowed(path, data_roots),
-        label_column=label_column,
-        path_column=path_column,
-        fold=fold_label_case,
-        text_column=text_column,
-    )
+    return (options or TableOptions()).dataset(table, features, what=what, source=str(path), folder=path)
 
 
-def load_table_file(
-    path: Path,
-    *,
-    label_column: str | None = None,
-    path_column: str | None = None,
-    fold_label_case: bool = False,
-    data_roots: list | None = None,
-    text_column: str | None = None,
-) -> Dataset:
+def load_table_file(path: Path, options: TableOptions | None = None) -> Dataset:
     """A Parquet or Arrow (IPC stream or file) table of images and labels, e.g. what ``Dataset.to_parquet`` or a
     Hub snapshot holds. The features come from the schema's ``huggingface`` metadata when it has one. Parquet is
     read a batch of rows at a time and its decoded size counted against the memory budget as it is read.
+    ``options``: the columns and rules to read it with (:class:`TableOptions`; default: found by the features).
 
     Raises
     ------
@@ -233,17 +236,8 @@ def load_table_file(
     """
     path = Path(path).resolve()
     table = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_arrow(path)
-    return dataset_from_table(
-        table,
-        features_of_schema(table.schema),
-        what=repr(str(path)),
-        source=str(path),
-        folder=path.parent,
-        allowed=_allowed(path.parent, data_roots),
-        label_column=label_column,
-        path_column=path_column,
-        fold=fold_label_case,
-        text_column=text_column,
+    return (options or TableOptions()).dataset(
+        table, features_of_schema(table.schema), what=repr(str(path)), source=str(path), folder=path.parent
     )
 
 
@@ -281,18 +275,10 @@ def split_of(shard: Path) -> str:
     return "-".join(parts[:-3]) if len(parts) > 3 and parts[-2] == "of" else stem
 
 
-def load_table_shards(
-    folder: Path,
-    shards: list[Path],
-    *,
-    label_column: str | None = None,
-    path_column: str | None = None,
-    fold_label_case: bool = False,
-    data_roots: list | None = None,
-    text_column: str | None = None,
-) -> Dataset:
+def load_table_shards(folder: Path, shards: list[Path], options: TableOptions | None = None) -> Dataset:
     """The Parquet/Arrow shards of one split, read in name order within one memory budget and audited as one
     table. Shards of several splits are refused naming them (a split is audited on its own).
+    ``options``: the columns and rules to read it with (:class:`TableOptions`; default: found by the features).
 
     Raises
     ------
@@ -320,18 +306,8 @@ def load_table_shards(
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except pa.ArrowInvalid as exc:
         raise DataError(f"The shards in {str(folder)!r} do not share one schema ({exc}).") from exc
-    place = shards[0].parent
-    return dataset_from_table(
-        table,
-        features_of_schema(tables[0].schema),
-        what=repr(str(folder)),
-        source=str(folder),
-        folder=place,
-        allowed=_allowed(place, data_roots),
-        label_column=label_column,
-        path_column=path_column,
-        fold=fold_label_case,
-        text_column=text_column,
+    return (options or TableOptions()).dataset(
+        table, features_of_schema(tables[0].schema), what=repr(str(folder)), source=str(folder), folder=shards[0].parent
     )
 
 

@@ -84,16 +84,12 @@ def load_dataset(
     label_column = (text_options or {}).get("label_column")
     image_table = _image_table(text, path_column)
     if image_table is not None:  # a .parquet / .arrow holding images: ogaudit.data.hf, before the text tables
-        from ogaudit.data.hf import load_table_file
+        from ogaudit.data.hf import TableOptions, load_table_file
 
-        dataset = load_table_file(
-            image_table,
-            label_column=label_column,
-            path_column=path_column,
-            fold_label_case=fold_label_case,
-            data_roots=data_roots,
-            text_column=(text_options or {}).get("text_column"),
+        options = TableOptions(
+            label_column, path_column, (text_options or {}).get("text_column"), fold_label_case, data_roots
         )
+        dataset = load_table_file(image_table, options)
         return dataset if limit is None else stratified_subset(dataset, limit, seed=seed)
     if path_column is None and is_text_spec(text, (text_options or {}).get("text_column")):  # ogaudit.data.text
         return load_text_dataset(text, limit=limit, seed=seed, fold_label_case=fold_label_case, **(text_options or {}))
@@ -128,13 +124,14 @@ def _load_path(
     from ogaudit.data import fiftyone, hf
 
     columns = {"label_column": label_column, "path_column": path_column, "data_roots": data_roots}
+    table = hf.TableOptions(label_column, path_column, text_column, fold_label_case, data_roots)
     if path.is_dir() and (path / "x.npy").exists():
         return load_npy_folder(path, fold_label_case=fold_label_case)
     if hf.is_hf_folder(path):
-        return hf.load_hf_folder(path, fold_label_case=fold_label_case, text_column=text_column, **columns)
+        return hf.load_hf_folder(path, table)
     shards = hf.table_shards(path)
     if shards:
-        return hf.load_table_shards(path, shards, fold_label_case=fold_label_case, text_column=text_column, **columns)
+        return hf.load_table_shards(path, shards, table)
     if path.is_dir() and fiftyone.is_fiftyone_export(path):
         return fiftyone.load_fiftyone_export(path, fold_label_case=fold_label_case, data_roots=data_roots)
     if path.is_dir():
@@ -147,7 +144,7 @@ def _load_path(
     if path.suffix.lower() == ".npz":
         return load_npz(path, fold_label_case=fold_label_case)
     if path.suffix.lower() in hf.TABLE_SUFFIXES:  # a table with no image column (a Parquet one is read as text)
-        return hf.load_table_file(path, fold_label_case=fold_label_case, text_column=text_column, **columns)
+        return hf.load_table_file(path, table)
     if path.suffix.lower() == ".zip":
         raise DataError(
             f"{str(path)!r} is a zip archive: unzip it and give the folder it holds (an ImageFolder, a Hugging Face "

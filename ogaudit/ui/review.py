@@ -290,30 +290,43 @@ def _card_keys(
             help=why,
             width="stretch",
         )
-        for column, action in zip(bar[4:], ("keep", "remove", "unsure"), strict=False):
-            column.button(
-                action.capitalize(),
-                key=f"grid-{action}",
-                shortcut=keys[action],
-                on_click=on_decide,
-                kwargs={**common, "action": action},
-                disabled=locked,
-                width="stretch",
-            )
+        _action_buttons(bar[4:], "grid", keys, common, locked)
         names = run.class_names
         digits = [(i, key) for i, key in enumerate(class_keys(names)) if key is not None]
         grid = st.columns(max(len(digits), 1))
         for column, (i, key) in zip(grid, digits, strict=False):
-            given = names[i] == row["given_label"]
-            column.button(
-                md(names[i]),
-                key=f"grid-label-{i}",
-                shortcut=key,
-                on_click=on_decide,
-                kwargs={**common, "action": "keep"} if given else {**common, "action": "relabel", "label": names[i]},
-                disabled=locked,
-                width="stretch",
-            )
+            _label_button(column, names, i, key, "grid", given=row["given_label"], common=common, locked=locked)
+
+
+def _action_buttons(columns, prefix: str, keys: dict, common: dict, locked: bool) -> None:
+    """Keep, Remove and Unsure, one per column, with the reviewer's keys (``{prefix}-keep`` ...)."""
+    for column, action in zip(columns, ("keep", "remove", "unsure"), strict=False):
+        column.button(
+            action.capitalize(),
+            key=f"{prefix}-{action}",
+            shortcut=keys[action],
+            on_click=on_decide,
+            kwargs={**common, "action": action},
+            disabled=locked,
+            width="stretch",
+        )
+
+
+def _label_button(
+    column, names: list[str], index: int, key: str, prefix: str, *, given, common: dict, locked: bool, help=None
+) -> None:
+    """Class ``names[index]``'s button with its digit ``key``: keep when it is the ``given`` label, else relabel."""
+    name = names[index]
+    column.button(
+        md(name),
+        key=f"{prefix}-label-{index}",
+        shortcut=key,
+        on_click=on_decide,
+        kwargs={**common, "action": "keep"} if name == given else {**common, "action": "relabel", "label": name},
+        disabled=locked,
+        help=help,
+        width="stretch",
+    )
 
 
 def _focus_card(index: int) -> None:
@@ -745,29 +758,12 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
     per_row = 5 if longest <= 6 else 3 if longest <= 12 else 2  # a class name must fit its button beside its key
     grid = st.columns(per_row)
     for slot, (index, key) in enumerate(keyed):
-        name = names[index]
-        is_given = name == row["given_label"]
-        grid[slot % per_row].button(
-            md(name),
-            key=f"kb-label-{index}",
-            shortcut=key,
-            on_click=on_decide,
-            kwargs={**common, "action": "keep"} if is_given else {**common, "action": "relabel", "label": name},
-            disabled=locked,
-            help="The given label: records keep" if is_given else None,
-            width="stretch",
+        tip = "The given label: records keep" if names[index] == row["given_label"] else None
+        given = row["given_label"]
+        _label_button(
+            grid[slot % per_row], names, index, key, "kb", given=given, common=common, locked=locked, help=tip
         )
-    keep, remove, unsure = st.columns(3)
-    for column, action in ((keep, "keep"), (remove, "remove"), (unsure, "unsure")):
-        column.button(
-            action.capitalize(),
-            key=f"kb-{action}",
-            shortcut=keys[action],
-            on_click=on_decide,
-            kwargs={**common, "action": action},
-            disabled=locked,
-            width="stretch",
-        )
+    _action_buttons(st.columns(3), "kb", keys, common, locked)
     undo_redo(ledger, annotator, "keyboard", keys)
     back, ahead = st.columns(2)
     position = queue.index(focus)
