@@ -161,27 +161,32 @@ def true_label_posterior(
     posterior = np.asarray(posterior, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     n, c = posterior.shape
-    rows = np.arange(n)
     smooth = JOINT_PSEUDOCOUNT / max(n, 1)
-    order = np.argsort(labels, kind="stable")
-    present, starts = np.unique(labels[order], return_index=True)
+    members = [np.flatnonzero(labels == i) for i in range(c)]  # each given class's rows: no (N, C) temporaries
     joint = confident_joint(posterior, labels)
-    for step in range(max(1, iterations) + 1):
-        transition = (joint + smooth) / (joint + smooth).sum(axis=0, keepdims=True)  # column j: P(given | true j)
-        weighted = posterior * transition[labels]  # (N, C) ∝ P(true j | evidence, given)
-        if step == max(1, iterations):
-            break
-        true = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-300)
-        before, joint = joint, np.zeros((c, c))
-        joint[present] = np.add.reduceat(true[order], starts, axis=0) / max(n, 1)  # summed per given class
+
+    def transition_of(joint: np.ndarray) -> np.ndarray:
+        smoothed = joint + smooth
+        return smoothed / smoothed.sum(axis=0, keepdims=True)  # column j: P(given | true j)
+
+    for _ in range(max(1, iterations)):
+        transition, before, joint = transition_of(joint), joint, np.zeros((c, c))
+        for i, rows in enumerate(members):
+            if len(rows):  # Σ over class i of π_n ⊙ T[i] / (π_n · T[i]): two products, no (n_i, C) copy
+                block = posterior[rows]
+                joint[i] = transition[i] * (block.T @ (1.0 / np.maximum(block @ transition[i], 1e-300)))
+        joint /= max(n, 1)
         if np.abs(joint - before).max() < EM_TOLERANCE:
-            transition = (joint + smooth) / (joint + smooth).sum(axis=0, keepdims=True)
-            weighted = posterior * transition[labels]
             break
-    right = weighted[rows, labels]
-    other = weighted.sum(axis=1) - right
-    with np.errstate(divide="ignore"):
-        log_odds = np.log(np.maximum(other, 1e-300)) - np.log(np.maximum(right, 1e-300))
+    transition = transition_of(joint)
+    log_odds = np.empty(n)
+    for i, rows in enumerate(members):
+        if len(rows):
+            block = posterior[rows]
+            right = block[:, i] * transition[i, i]
+            other = np.maximum(block @ transition[i] - right, 0.0)
+            with np.errstate(divide="ignore"):
+                log_odds[rows] = np.log(np.maximum(other, 1e-300)) - np.log(np.maximum(right, 1e-300))
     return log_odds, joint
 
 

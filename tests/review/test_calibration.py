@@ -85,6 +85,34 @@ def test_the_noise_transition_is_learnt_from_the_data():
     assert np.isfinite(log_odds).all()
 
 
+def test_the_transition_em_matches_a_plain_loop():
+    posterior, given, _, _ = _pair_noise(n=300, c=4)
+    log_odds, joint = true_label_posterior(posterior, given, iterations=5)
+    n, c = posterior.shape
+    smooth = 1.0 / n  # JOINT_PSEUDOCOUNT
+    slow = np.zeros((c, c))  # the confident joint, one sample at a time
+    thresholds = [np.mean([posterior[k, j] for k in range(n) if given[k] == j]) for j in range(c)]
+    for k in range(n):
+        above = [j for j in range(c) if posterior[k, j] >= thresholds[j] - 1e-12]
+        if above:
+            slow[given[k], max(above, key=lambda j: posterior[k, j])] += 1
+    counts = np.bincount(given, minlength=c)
+    slow = slow / slow.sum(1, keepdims=True) * counts[:, None] / n
+    for _ in range(5):
+        transition = (slow + smooth) / (slow + smooth).sum(0, keepdims=True)
+        slow = np.zeros((c, c))
+        for k in range(n):
+            weights = [posterior[k, j] * transition[given[k], j] for j in range(c)]
+            for j in range(c):
+                slow[given[k], j] += weights[j] / sum(weights) / n
+    transition = (slow + smooth) / (slow + smooth).sum(0, keepdims=True)
+    for k in range(n):
+        weights = [posterior[k, j] * transition[given[k], j] for j in range(c)]
+        right = weights[given[k]]
+        assert log_odds[k] == pytest.approx(np.log(sum(weights) - right) - np.log(right), abs=1e-6)
+    assert np.allclose(joint, slow, atol=1e-12)
+
+
 def test_an_ambiguous_sample_is_as_likely_wrong_as_the_confusions_of_its_label_say():
     posterior, given, wrong, overlap = _pair_noise()
     estimate = estimate_wrong(1 - posterior[np.arange(len(given)), given], posterior, given)
