@@ -809,9 +809,72 @@ def _read_arrow(path: Path, already: int = 0):
     return table
 
 
+def _binary_leaves(fields, prefix: str = "") -> list[str]:
+    """The dotted paths of the text and binary columns among ``fields`` (an Arrow schema or a struct's fields),
+    inside structs too (``image.bytes``): the ones a dictionary page can repeat at no cost in the file."""
+    import pyarrow as pa
+
+    leaves = []
+    for field in fields:
+        kind = field.type
+        if pa.types.is_struct(kind):
+            leaves += _binary_leaves([kind.field(i) for i in range(kind.num_fields)], f"{prefix}{field.name}.")
+        elif any(test(kind) for test in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string)) or (
+            pa.types.is_large_string(kind)
+        ):
+            leaves.append(prefix + field.name)
+    return leaves
+
+
+def _decoded_bytes(array) -> int:
+    """What ``array`` (read with its text and binary leaves as dictionaries) takes once those are decoded: each
+    row's value length, summed without decoding them; other values at their Arrow size."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.DictionaryArray):
+        lengths = pc.take(pc.binary_length(array.dictionary), array.indices)
+        return int(pc.sum(lengths).as_py() or 0) + array.indices.nbytes
+    if isinstance(array, pa.StructArray):
+        return sum(_decoded_bytes(array.field(i)) for i in range(array.type.num_fields)) + (
+            array.buffers()[0].size if array.buffers()[0] is not None else 0
+        )
+    return array.nbytes
+
+
+def _check_parquet_size(handle, path: Path, already: int, budget) -> None:
+    """Refuse a Parquet file whose pages, as its footer declares them, decompress past the budget, or whose text
+    and binary values, measured as dictionaries (each distinct value decoded once, never once a row), add up past
+    it. A dictionary page lets a few kB name one large value in every row: reading a batch of rows decoded all of
+    them before they could be counted."""
+    import pyarrow.parquet as pq
+
+    what = repr(str(path))
+    meta = handle.metadata
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    check_budget(
+        already + declared, what=what, detail=f"{format_bytes(declared)} of pages, uncompressed", budget=budget
+    )
+    leaves = _binary_leaves(handle.schema_arrow)
+    if not leaves:
+        return
+    total = 0
+    for batch in pq.ParquetFile(path, read_dictionary=leaves).iter_batches(batch_size=READ_BATCH_ROWS):
+        total += sum(_decoded_bytes(column) for column in batch.columns)
+        if already + total > budget.bytes:
+            break
+    over = already + total > budget.bytes
+    check_budget(
+        already + total,
+        what=what,
+        detail=f"{format_bytes(already + total)}{' or more' if over else ''} decoded, measured before decoding",
+        budget=budget,
+    )
+
+
 def _read_parquet(path: Path, already: int = 0):
     """The table, read :data:`READ_BATCH_ROWS` rows at a time, stopped once its decoded size is over the budget
-    (a Parquet file's pages can decompress to far more than the file)."""
+    (a Parquet file's pages can decompress to far more than the file), after :func:`_check_parquet_size`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -819,6 +882,7 @@ def _read_parquet(path: Path, already: int = 0):
     budget = memory_budget()
     batches, total = [], 0
     try:
+        _check_parquet_size(pq.ParquetFile(path), path, already, budget)
         handle = pq.ParquetFile(path)
         schema = handle.schema_arrow
         for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS):
@@ -826,6 +890,8 @@ def _read_parquet(path: Path, already: int = 0):
             total += batch.nbytes
             if already + total > budget.bytes:
                 break
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pyarrow or datasets.") from exc
     over = already + total > budget.bytes

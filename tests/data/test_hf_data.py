@@ -303,3 +303,31 @@ def test_a_dataset_of_image_files_in_memory_reads_them_where_they_are(digits20, 
     loaded = as_dataset(data)  # the caller's own object: its files are read where they are
     assert loaded.root == str(tmp_path / "photos") and loaded.sample_ids[0] == f"{names[labels[0]]}/0.png"
     assert np.array_equal(loaded.x[..., 0], images)
+
+
+def test_a_batch_of_repeated_image_bytes_is_measured_before_it_is_decoded(tmp_path, monkeypatch):
+    """One incompressible 270 kB PNG in a Hugging Face image struct, named by 256 rows (one read batch) through a
+    dictionary page: a ~300 kB file that decodes to 70 MB in its first batch. The check that stops reading at the
+    budget counted a batch after decoding it (a 3.6 MB PNG: 0.9 GB decoded, peak +917 MB at a 256M budget, measured
+    by hand; a compressible blob makes it gigabytes). The binary and text leaves are now read as dictionaries
+    and measured first: no decoded batch holds more than a few of them."""
+    rng = np.random.default_rng(0)
+    blob = _png(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8))
+    image = pa.array(
+        [{"bytes": blob, "path": None}] * 256, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    )
+    pq.write_table(pa.table({"image": image, "label": [0, 1] * 128}), tmp_path / "bomb.parquet", compression="zstd")
+    assert (tmp_path / "bomb.parquet").stat().st_size < 2 * len(blob) and 256 * len(blob) > 60e6  # the control
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "16M")
+    held = []
+    real = pq.ParquetFile.iter_batches
+
+    def iter_batches(self, *args, **kwargs):
+        for batch in real(self, *args, **kwargs):
+            held.append(batch.nbytes)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    with pytest.raises(DataError, match=r"Refused .*bomb\.parquet.* over the memory budget of 16.0 MiB"):
+        load_dataset(tmp_path / "bomb.parquet")
+    assert held and max(held) < 4 * len(blob), max(held)
