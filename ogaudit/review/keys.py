@@ -64,6 +64,12 @@ def class_keys(names: Sequence[object]) -> list[str | None]:
     return keys
 
 
+def names_the_key(name: object, key: str | None) -> bool:
+    """Whether the class ``name`` reads as its own ``key`` (the class "3" on the key 3): its button and the key
+    legend then show it once ("3"), not as the name beside the key ("3 3"); other classes show both ("Dress [4]")."""
+    return key is not None and str(name).strip() == key
+
+
 def normalise_key(key: object) -> str:
     """A key as typed ("x", "shift+z", " Left ") in the form the app uses ("X", "Shift+Z", "Left").
 
@@ -122,4 +128,4 @@ def key_label(key: str | None) -> str:
     return "" if key is None else arrows.get(key, key)
 
 
-__all__ = ["DEFAULT_KEYS", "check_keys", "class_keys", "key_label", "normalise_key"]
+__all__ = ["DEFAULT_KEYS", "check_keys", "class_keys", "key_label", "names_the_key", "normalise_key"]

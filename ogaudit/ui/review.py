@@ -19,7 +19,7 @@ from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
 from ogaudit.review.calibration import RESAMPLES, STABLE_AT, reviewed_estimate
 from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
-from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label
+from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label, names_the_key
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.review.queue import (
     SORTS,
@@ -76,9 +76,23 @@ def key_legend(keys: dict[str, str], names: list[str]) -> None:
     shown.append(f":blue-badge[{key_label(keys['previous'])}] / :blue-badge[{key_label(keys['next'])}] move")
     shown.append(f":blue-badge[{keys['undo']}] undo · :blue-badge[{keys['redo']}] redo")
     digits = [(key, name) for key, name in zip(class_keys(names), names, strict=True) if key is not None]
+    relabel = [f":blue-badge[{key}]" + ("" if names_the_key(name, key) else f" {md(name)}") for key, name in digits]
     with st.container(border=True, key="key-legend"):
         st.markdown("**Keys** · " + " · ".join(shown))
-        st.markdown("**Relabel to** · " + " · ".join(f":blue-badge[{key}] {md(name)}" for key, name in digits))
+        st.markdown("**Relabel to** · " + " · ".join(relabel))
+
+
+def once_per_class(prefix: str, names: list[str]) -> None:
+    """Show a class named by its own key once on its relabel button (``{prefix}{index}``): Streamlit draws a
+    button's shortcut beside its label, so the class "0" on the key 0 read "0 0". Its key badge is hidden (the
+    label is the key); a class with another name keeps its badge ("Dress [4]")."""
+    hidden = [
+        f".st-key-{prefix}{index} kbd"
+        for index, (name, key) in enumerate(zip(names, class_keys(names), strict=True))
+        if names_the_key(name, key)
+    ]
+    if hidden:
+        st.html(f"<style>{', '.join(hidden)} {{display: none}}</style>")
 
 
 def keys_editor(annotator: str | None, keys: dict[str, str]) -> None:
@@ -293,6 +307,7 @@ def _card_keys(
         _action_buttons(bar[4:], "grid", keys, common, locked)
         names = run.class_names
         digits = [(i, key) for i, key in enumerate(class_keys(names)) if key is not None]
+        once_per_class("grid-label-", names)
         grid = st.columns(max(len(digits), 1))
         for column, (i, key) in zip(grid, digits, strict=False):
             _label_button(column, names, i, key, "grid", given=row["given_label"], common=common, locked=locked)
@@ -663,7 +678,8 @@ def keyboard_review(
     dataset: Dataset | None,
     evidence: RunEvidence | None,
 ) -> None:
-    """One sample, large, with a key on every action; a decision moves on to the next sample in the queue.
+    """One sample, large, with a key on every action and its note / tags box; a decision moves on to the next sample
+    in the queue.
 
     A fragment: a key reruns only this view (it reads the ledger and the queue again), not the map and the rest of
     the page, so a decision's round trip does not grow with the map's size. The sidebar's counts and Undo follow
@@ -705,6 +721,7 @@ def keyboard_review(
             evidence_panel(run, item, dataset, neighbours=10)
     with actions:
         _keyboard_actions(ledger, run, queue, focus, following, row, item, annotator, queue_filter, keys)
+        team.note_box(ledger, focus, annotator, where="keyboard")  # typing here fires no review key
     keys_editor(annotator, keys)
 
 
@@ -756,6 +773,7 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
     keyed = [(index, key) for index, key in enumerate(class_keys(names)) if key is not None]
     longest = max((len(str(names[index])) for index, _ in keyed), default=0)
     per_row = 5 if longest <= 6 else 3 if longest <= 12 else 2  # a class name must fit its button beside its key
+    once_per_class("kb-label-", names)
     grid = st.columns(per_row)
     for slot, (index, key) in enumerate(keyed):
         tip = "The given label: records keep" if names[index] == row["given_label"] else None

@@ -96,15 +96,27 @@ def queue_state(ledger: Ledger, decisions: pd.DataFrame, annotator: str | None) 
 # ---------------------------------------------------------------- notes and tags
 
 
-def note_box(ledger: Ledger, sample_id: str, annotator: str | None, notes: pd.DataFrame | None = None) -> None:
-    """The card's note and tags: shown in the expander's label, edited in a form (one write on *Save*)."""
+def note_box(
+    ledger: Ledger,
+    sample_id: str,
+    annotator: str | None,
+    notes: pd.DataFrame | None = None,
+    *,
+    where: str = "queue",
+) -> None:
+    """The sample's note and tags: shown in the expander's label, edited in a form (one write on *Save*); on a
+    card (``where="queue"``) and in the keyboard view (``where="keyboard"``, its messages shown there).
+
+    Typing in the note or the tags fires no review key: Streamlit's shortcuts skip keys typed into a text field
+    (only Alt+ keys and Shift+ named keys pass, and the review's default keys are neither)."""
     notes = ledger.notes() if notes is None else notes
     row = notes[notes["sample_id"] == sample_id]
     note = row["note"].iloc[0] if len(row) else None
     tags = list(row["tags"].iloc[0]) if len(row) else []
     shown = " · ".join(filter(None, [", ".join(tags), " ".join((note or "").split())[:40]]))
     label = "📝 " + (md(shown) if shown else "Note / tags")  # notes and tags are the users' text: shown as text
-    with st.container(key=f"note-card-{sample_id}"), st.expander(label):
+    place = "card" if where == "queue" else where
+    with st.container(key=f"note-{place}-{sample_id}"), st.expander(label):
         if len(row):
             st.caption(f"by {md(row['noted_by'].iloc[0])}, {when(row['noted_at'].iloc[0])}")
         with st.form(f"note-{sample_id}", border=False):
@@ -114,22 +126,24 @@ def note_box(ledger: Ledger, sample_id: str, annotator: str | None, notes: pd.Da
                 "Tags", options, default=tags, key=f"note-tags-{sample_id}", accept_new_options=True,
                 help="Pick tags or type a new one and press Enter.",
             )  # fmt: skip
-            st.form_submit_button("Save note", disabled=not annotator, on_click=_save_note, args=(ledger, sample_id))
+            st.form_submit_button(
+                "Save note", disabled=not annotator, on_click=_save_note, args=(ledger, sample_id, where)
+            )
 
 
-def _save_note(ledger: Ledger, sample_id: str) -> None:
+def _save_note(ledger: Ledger, sample_id: str, where: str = "queue") -> None:
     name = _allowed("review")
     if name is None:
-        flash("error", "Sign in to write notes.", "queue")
+        flash("error", "Sign in to write notes.", where)
         return
     text = st.session_state.get(f"note-text-{sample_id}", "")
     tags = st.session_state.get(f"note-tags-{sample_id}") or []
     try:
         ledger.annotate(sample_id, note=text, tags=tags, annotator=name)
     except OgauditError as error:
-        flash("error", md(readable(error)), "queue")
+        flash("error", md(readable(error)), where)
         return
-    flash("success", f"Saved the note on {code(sample_id)}.", "queue")
+    flash("success", f"Saved the note on {code(sample_id)}.", where)
 
 
 # ---------------------------------------------------------------- the team tab

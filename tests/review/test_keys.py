@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ogaudit.errors import SettingsError
-from ogaudit.review.keys import DEFAULT_KEYS, check_keys, class_keys, key_label, normalise_key
+from ogaudit.review.keys import DEFAULT_KEYS, check_keys, class_keys, key_label, names_the_key, normalise_key
 
 
 def test_a_class_named_by_a_digit_gets_that_digit():
@@ -13,6 +13,13 @@ def test_a_class_named_by_a_digit_gets_that_digit():
     assert class_keys(digits) == digits  # on digits, 3 relabels to "3", not to the third class
     assert class_keys(["3", "cat", "1"]) == ["3", "2", "1"]
     assert class_keys(["cat", "dog"]) == ["1", "2"]
+
+
+def test_a_class_that_reads_as_its_key_is_shown_once():
+    names = ["3", "cat", " 7", "7"]
+    keys = class_keys(names)
+    assert [names_the_key(n, k) for n, k in zip(names, keys, strict=True)] == [True, False, True, False]
+    assert not names_the_key("3", None) and not names_the_key("3", "Shift+3")
 
 
 def test_classes_beyond_ten_have_no_key_and_repeated_digits_are_not_shared():

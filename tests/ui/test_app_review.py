@@ -370,8 +370,8 @@ def test_the_keyboard_view_decides_and_moves_on(project):
     run, ledger, queue, at = _keyboard_view(project)
     assert ":blue-badge[A] accept the suggestion" in texts(at.markdown)
     keys = class_keys(run.class_names)
-    legend = "**Relabel to** · " + " · ".join(f":blue-badge[{k}] {n}" for k, n in zip(keys, run.class_names))
-    assert legend in texts(at.markdown)  # every key's class in full, however narrow its button
+    shown = [f":blue-badge[{k}]" + ("" if k == n else f" {n}") for k, n in zip(keys, run.class_names)]
+    assert "**Relabel to** · " + " · ".join(shown) in texts(at.markdown)  # every class in full, a digit once
     digits = [i for i, name in enumerate(run.class_names) if name in "0123456789"]
     assert digits, "the demo's classes are digits"
     for i in digits:  # a class named by a digit is relabelled by that digit's key
@@ -558,3 +558,18 @@ def test_class_names_sit_on_their_clusters(project):
 
     run = Project(project).open_run()
     assert len(map_figure(run.table).layout.annotations) == len(run.class_names)
+
+
+def test_the_keyboard_view_has_the_note_and_tags_box(project):
+    run, ledger, queue, at = _keyboard_view(project)
+    focus = queue[0]
+    assert any(e.proto.label == "📝 Note / tags" for e in at.get("expander"))
+    at.text_area(key=f"note-text-{focus}").input("kxu: blurry, maybe a 7")
+    at.multiselect(key=f"note-tags-{focus}").select("ambiguous")
+    next(b for b in at.button if b.label == "Save note").click().run()
+    notes = ledger.notes().set_index("sample_id")
+    assert notes.loc[focus, "note"] == "kxu: blurry, maybe a 7" and list(notes.loc[focus, "tags"]) == ["ambiguous"]
+    assert ledger.state().empty  # a note decides nothing
+    assert f"Saved the note on `{focus}`" in texts(at.success)  # shown in the keyboard view
+    assert f"`{focus}`" in texts(at.markdown)  # still on the same sample
+    assert any(e.proto.label.startswith("📝 ambiguous · kxu") for e in at.get("expander"))
