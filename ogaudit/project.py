@@ -80,10 +80,12 @@ class ReviewMismatchWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Request:
-    """What an audit was asked to do: ``data`` (a built-in name or a path) and its settings."""
+    """What an audit was asked to do: ``data`` (a built-in name or a path), its settings, and ``by``: the name of
+    the user who asked (None when unknown: the command line, or a request saved before names were kept)."""
 
     data: str
     settings: AuditSettings
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -665,10 +667,11 @@ class Project(RunFolder):
 
     # ------------------------------------------------------------ requests, verify, jobs, files
 
-    def write_request(self, data: str, settings: AuditSettings) -> None:
-        """Save what an audit is asked to do, before it starts, so it can run again."""
+    def write_request(self, data: str, settings: AuditSettings, *, by: str | None = None) -> None:
+        """Save what an audit is asked to do, before it starts, so it can run again; ``by``: who asked."""
         self.writable()
-        write_json(self.path / REQUEST, {"format": RUN_FORMAT, "data": str(data), "settings": settings.to_dict()})
+        saved = {"format": RUN_FORMAT, "data": str(data), "settings": settings.to_dict()}
+        write_json(self.path / REQUEST, saved | ({"by": str(by)} if by else {}))
 
     def read_request(self) -> Request | None:
         """The audit asked for in this folder, or None when nothing was asked."""
@@ -678,7 +681,9 @@ class Project(RunFolder):
         saved = read_versioned(path, what="the audit request", fix="Start a new audit.")
         if not isinstance(saved.get("data"), str):
             raise DataError(f"{str(path)!r} is damaged: it names no data. Start a new audit.")
-        return Request(saved["data"], AuditSettings.from_dict(saved.get("settings", {}), source=str(path)))
+        by = saved.get("by")
+        settings = AuditSettings.from_dict(saved.get("settings", {}), source=str(path))
+        return Request(saved["data"], settings, by if isinstance(by, str) and by else None)
 
     def write_verify(self, report: VerifyReport, *, decided: int) -> dict:
         """Save a trim-and-retrain report with how many decisions were in force; return what was saved."""
@@ -744,6 +749,14 @@ class Project(RunFolder):
         """Where an uploaded predictions file with ``suffix`` (".npz" or ".parquet") is kept."""
         return self.path / f"predictions{suffix}"
 
+    def is_empty(self) -> bool:
+        """Whether the folder holds nothing but job locks (or is gone): no request, status, run, ledger or upload.
+        A project list leaves such a folder out (a failed start, a deleted project's leftover)."""
+        try:
+            return all(entry.name.startswith("job-") and entry.suffix == ".lock" for entry in self.path.iterdir())
+        except OSError:
+            return True
+
     def modified(self) -> float:
         """When the project last changed (its JSON files, ledger or run), as a POSIX time."""
         names = [RUN_RECORD, REQUEST, VERIFY, LEDGER, "job-audit.json", "job-verify.json"]
@@ -802,11 +815,13 @@ def ledger_mismatch_message(ledger: Ledger) -> str:
 
 
 def list_projects(root: str | os.PathLike) -> list[ProjectInfo]:
-    """Project folders under ``root``, most recently changed first (none when ``root`` does not exist)."""
+    """Project folders under ``root``, most recently changed first (none when ``root`` does not exist); a folder
+    that holds nothing (:meth:`Project.is_empty`) is not a project."""
     root = Path(root)
     if not root.is_dir():
         return []
-    infos = [Project(path).info() for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    folders = [path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    infos = [Project(path).info() for path in folders if not Project(path).is_empty()]
     return sorted(infos, key=lambda info: info.modified, reverse=True)
 
 

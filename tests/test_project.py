@@ -338,6 +338,9 @@ def test_projects_are_listed_newest_first(tmp_path, monkeypatch):
     first = Project.create(root, "My data!")
     second = Project.create(root, "My data!")
     assert (first.name, second.name) == ("My-data", "My-data-2")
+    (root / "ghost").mkdir()
+    (root / "ghost" / "job-audit.lock").touch()  # what a deleted or never started project may leave
+    assert list_projects(root) == [] and first.is_empty() and Project(root / "ghost").is_empty()
     first.write_request("digits", FAST)
     time.sleep(0.05)
     second.write_request("mnist5k", FAST)

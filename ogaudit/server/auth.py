@@ -89,6 +89,14 @@ def can(role: str | None, action: str) -> bool:
     return role in PERMISSIONS and action in PERMISSIONS[role]
 
 
+def may_delete_project(name: str | None, role: str | None, started_by: str | None) -> bool:
+    """Whether the user ``name`` with ``role`` may delete a project whose audit ``started_by`` asked for: an admin
+    (who may start audits), or the user who started it. No role (not signed in) may not."""
+    if role not in PERMISSIONS:
+        return False
+    return can(role, "audit") or (bool(name) and name == started_by)
+
+
 def check_name(name: str) -> str:
     """A user name: 1-64 letters, digits, ``. _ @ -``, starting with a letter or digit."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):

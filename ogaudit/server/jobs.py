@@ -543,6 +543,44 @@ def job_id(project: str | Path, kind: str) -> str:
     return f"{Path(project).name}/{kind}"
 
 
+def delete_project(root: str | Path, name: str, registry: JobRegistry | None = None) -> Path:
+    """Remove the project folder ``name`` of the workspace ``root`` and everything in it; return the folder.
+
+    Safe against what a visitor may send and against running work: ``name`` must be a plain project name
+    (:func:`~ogaudit.server.sandbox.check_project_name`: no separator, no ``..``), the folder must be a real
+    folder directly inside ``root`` (a symlink is refused, never followed), no live audit or verification of it may
+    be in ``registry``, and the folder's audit lock (:class:`FolderLock`) is held while it is removed, so an audit
+    of another process, or one starting meanwhile, is never deleted under it. ``shutil.rmtree`` removes links
+    inside the folder without following them.
+
+    Raises :class:`~ogaudit.errors.DataError` for a bad name or a folder that is missing or not inside ``root``;
+    :class:`~ogaudit.errors.JobBusy` while a job of the project runs; :class:`~ogaudit.errors.StorageError` when
+    the folder cannot be removed. Who may delete is the caller's rule
+    (:func:`~ogaudit.server.auth.may_delete_project`).
+    """
+    import shutil
+
+    from ogaudit.errors import DataError
+    from ogaudit.server.sandbox import check_project_name
+
+    check_project_name(name)
+    workspace = Path(root).resolve()
+    folder = workspace / name
+    if folder.is_symlink() or not folder.is_dir() or folder.resolve().parent != workspace:
+        raise DataError(f"There is no project {name!r} in the workspace to delete.")
+    for kind in ("audit", "verify"):
+        if registry is not None and registry.live(job_id(folder, kind)) is not None:
+            raise JobBusy(f"The {kind} of {name!r} is still running: cancel it first, then delete the project.")
+    lock = FolderLock(folder, "audit").acquire()  # JobBusy: an audit of another process holds it
+    try:
+        shutil.rmtree(folder)
+    except OSError as error:
+        raise StorageError(f"Could not delete the project {name!r} completely: {error.strerror or error}.") from error
+    finally:
+        lock.release()
+    return folder
+
+
 PREVIEW_EPOCHS = 1
 PREVIEW_ABOVE_EPOCHS = 4
 
@@ -564,8 +602,10 @@ def submit_audit(
     *,
     cache_dir: str | Path | None = None,
     preview: bool = True,
+    by: str | None = None,
 ) -> Job:
-    """Audit ``data`` with ``settings`` into the project folder ``project``, in the background.
+    """Audit ``data`` with ``settings`` into the project folder ``project``, in the background; ``by``: the name
+    of the user who asked, kept in the request (:func:`delete_project` lets them remove a failed project).
 
     The request is saved first, so a failed or interrupted audit can be run again; the results land in the
     project as :meth:`~ogaudit.project.Project.write_run` writes them. :attr:`Job.result` is the folder, not the
@@ -583,7 +623,7 @@ def submit_audit(
         return running  # before anything is written: the running audit keeps its request
     lock = FolderLock(project.path, "audit").acquire()  # JobBusy: another process, or another registry, runs it
     try:
-        project.write_request(data, settings)
+        project.write_request(data, settings, by=by)
         first_look = preview_settings(settings) if preview and not project.is_finished() else None
     except BaseException:
         lock.release()

@@ -144,6 +144,17 @@ def visitor(home: Path) -> Visitor | None:
     return Visitor(user.name, user.role, signed_in=True)
 
 
+def acting_visitor(home: Path) -> Visitor | None:
+    """Who is clicking, read again from the user store when a callback runs (it runs before the page, so a user
+    removed, demoted or signed out meanwhile changes nothing): None for a signed-out tab. A local-only server
+    without sign-in runs as its one trusted person."""
+    store = UserStore.in_home(home)
+    if not sign_in_required(store):
+        return Visitor(_clean(st.query_params.get("annotator", "")) or None, "admin", signed_in=False)
+    user = current_user(store, st.session_state.get(SESSION_KEY), _client())
+    return None if user is None else Visitor(user.name, user.role, signed_in=True)
+
+
 def _session_from_cookie(home: Path, store: UserStore) -> Session | None:
     """The session that this browser's session cookie stands for (:mod:`ogaudit.server.tokens`), or None."""
     token = (getattr(st.context, "cookies", None) or {}).get(TOKEN_COOKIE)
@@ -232,4 +243,4 @@ def _clean(name: str) -> str:
     return "".join(ch for ch in str(name) if ch.isprintable()).strip()[:64]
 
 
-__all__ = ["User", "Visitor", "visitor"]
+__all__ = ["User", "Visitor", "acting_visitor", "visitor"]

@@ -16,7 +16,7 @@ from ogaudit.project import Project, workspace_root
 from ogaudit.server.jobs import JobSnapshot, submit_audit
 from ogaudit.ui import state
 from ogaudit.ui.common import format_seconds
-from ogaudit.ui.text import md, readable
+from ogaudit.ui.text import code, md, readable
 
 
 def run_key(project: Path | None) -> str | None:
@@ -64,14 +64,26 @@ def job_progress(
     )
 
 
-def show_failure(snap: JobSnapshot) -> None:
-    """The error of a failed or cancelled job, with the stage it stopped in."""
+def show_failure(snap: JobSnapshot, request=None, *, full_paths: bool = False, finished: bool = True) -> None:
+    """What failed, said plainly: which job on which data (``request``, the project's saved
+    :class:`~ogaudit.project.Request`; a server path shown in full only with ``full_paths``), in which stage, with
+    the error in words and its traceback folded away; and, when the project holds no finished audit
+    (``finished=False``), that nothing was made for review."""
+    what = f"The {snap.kind}"
+    if request is not None:
+        data = str(request.data) if full_paths else Path(str(request.data)).name
+        what += f" of {code(data)}"
     if snap.status == "cancelled":
-        st.warning(f"The {snap.kind} was cancelled during the {snap.stage or 'first'} stage.")
-        return
-    message = md(readable(snap.error, workspace_root()))
-    st.error(f"The {snap.kind} failed during the **{snap.error_stage or 'first'}** stage: {message}")
-    if snap.traceback:
+        st.warning(f"{what} was cancelled during the **{md(snap.stage or 'first')}** stage.")
+    else:
+        message = md(readable(snap.error, workspace_root()))
+        st.error(f"{what} failed during the **{md(snap.error_stage or 'first')}** stage: {message}")
+    if not finished:
+        st.caption(
+            "Nothing was made for review: this project holds only the request"
+            + (", the status and its error." if snap.status == "failed" else " and the status.")
+        )
+    if snap.status == "failed" and snap.traceback:
         with st.expander("Details (traceback)"):
             st.code(snap.traceback)
 
@@ -100,6 +112,7 @@ def retry_button(project: Path, label: str) -> None:
     """Run the project's audit again from its saved request (cached stages are reused)."""
     if st.button(label, key=f"retry-{project.name}", type="primary"):
         request = Project(project).read_request()
-        job = submit_audit(state.job_registry(), project, request.data, request.settings, cache_dir=default_cache_dir())
+        registry, cache = state.job_registry(), default_cache_dir()
+        job = submit_audit(registry, project, request.data, request.settings, cache_dir=cache, by=request.by)
         st.query_params["job"] = job.job_id
         st.rerun()

@@ -17,11 +17,12 @@ from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.errors import OgauditError
 from ogaudit.project import Project, ProjectInfo, list_projects, workspace_root
 from ogaudit.results import Run
-from ogaudit.server.jobs import JobRegistry, job_id, read_status, submit_audit
+from ogaudit.server.auth import may_delete_project
+from ogaudit.server.jobs import JobRegistry, delete_project, job_id, read_status, submit_audit
 from ogaudit.server.sandbox import check_project_name
 from ogaudit.server.state import server_state
 from ogaudit.ui import guard, state
-from ogaudit.ui.auth import Visitor, visitor
+from ogaudit.ui.auth import Visitor, acting_visitor, visitor
 from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.config import DemoConfig
 from ogaudit.ui.exportview import export_panel
@@ -55,7 +56,7 @@ def main() -> None:
             _project_picker(root, project)
             if who.can("audit"):
                 with st.expander("New audit", key="new-audit-panel"):  # a key: stays open across reruns
-                    new_audit_panel(root)
+                    new_audit_panel(root, by=who.name)
         show_flash()
         if project is not None:
             _show_project(project, demo, who)
@@ -85,7 +86,9 @@ def resume_interrupted(root: Path, registry: JobRegistry) -> list[str]:
         if request is None:
             continue
         try:  # JobBusy: another process runs it (its folder lock is held), so it was not interrupted
-            submit_audit(registry, info.path, request.data, request.settings, cache_dir=default_cache_dir())
+            submit_audit(
+                registry, info.path, request.data, request.settings, cache_dir=default_cache_dir(), by=request.by
+            )
         except OgauditError:
             continue
         resumed.append(info.name)
@@ -110,7 +113,7 @@ def _current_project(root: Path, demo: DemoConfig, who: Visitor) -> Path | None:
     if projects:
         project = projects[0].path
     elif who.can("audit") and demo.enabled:
-        project = _start_demo(root, demo)
+        project = _start_demo(root, demo, who.name)
     elif who.can("audit"):
         st.info("No audit has been run here yet: open **New audit** in the sidebar to audit your data.")
         return None
@@ -131,10 +134,11 @@ def project_param(value: str) -> str:
     return value
 
 
-def _start_demo(root: Path, demo: DemoConfig) -> Path:
+def _start_demo(root: Path, demo: DemoConfig, by: str | None = None) -> Path:
     project = root / demo.project_name
     project.mkdir(parents=True, exist_ok=True)
-    job = submit_audit(state.job_registry(), project, demo.data, demo.settings(), cache_dir=default_cache_dir())
+    registry = state.job_registry()
+    job = submit_audit(registry, project, demo.data, demo.settings(), cache_dir=default_cache_dir(), by=by)
     st.query_params["job"] = job.job_id
     return project
 
@@ -209,61 +213,86 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
         return
     if "job" in st.query_params:
         del st.query_params["job"]
-    has_request = Project(project).read_request() is not None
+    request = _request(project)
+    finished = Project(project).is_finished()
     if snap is not None and snap.status in ("failed", "cancelled"):
-        show_failure(snap)
-        if has_request and who.can("audit") and retry_can_help(snap, project):
+        show_failure(snap, request, full_paths=who.can("server-data"), finished=finished)
+        if request is not None and who.can("audit") and retry_can_help(snap, project):
             retry_button(project, "Retry")
         elif snap.status == "failed" and who.can("audit"):
             st.info(
                 "Running the same audit again would fail the same way: the data or the settings must change. Start "
                 "a new audit from **New audit** in the sidebar"
-                + (" and delete this project, which holds nothing else." if not Project(project).is_finished() else ".")
+                + (" and delete this project, which holds nothing else." if not finished else ".")
             )
-        if who.can("audit") and not Project(project).is_finished():
-            _delete_project(project)
+        if not finished:
+            _delete_project(project, request, who)
     elif snap is not None and not snap.finished:
         st.warning(
             "This audit was interrupted: the server stopped while it ran. Run it again: trained models, features "
             "and maps are cached, so the stages that finished are not redone."
         )
-        if has_request and who.can("audit"):
+        if request is not None and who.can("audit"):
             retry_button(project, "Run again")
         return
-    if not Project(project).is_finished():
+    if not finished:
         if snap is None:
             st.info(f"{md(project.name)} holds no audit yet.")
-            if who.can("audit"):
-                _delete_project(project)
+            _delete_project(project, request, who)
         return
     _show_run(state.open_run(Project(project)), who)
 
 
-def _delete_project(project: Path) -> None:
-    """Admins remove a project that holds no finished audit (a failed or cancelled one), after a second click."""
-    asking = st.session_state.get("delete-asked") == project.name
+def _request(project: Path):
+    """The project's saved audit request, or None (also when it is unreadable: the page then offers a delete)."""
+    try:
+        return Project(project).read_request()
+    except OgauditError:
+        return None
+
+
+DELETE_ASKED = "delete-asked"
+
+
+def _delete_project(project: Path, request, who: Visitor) -> None:
+    """For an admin or the user who started the audit: remove a project that holds no finished audit (a failed or
+    cancelled one, or a folder with no audit), after a second click. Nobody else sees the button, and the click is
+    checked again (:func:`_delete`)."""
+    if not may_delete_project(who.name, who.role, None if request is None else request.by):
+        return
+    asking = st.session_state.get(DELETE_ASKED) == project.name
     if not asking:
         st.button(
             "🗑 Delete this project",
             key=f"delete-{project.name}",
-            on_click=lambda: st.session_state.__setitem__("delete-asked", project.name),
+            on_click=lambda: st.session_state.__setitem__(DELETE_ASKED, project.name),
             help="It holds no finished audit. Deleting removes its folder (request, status, uploads, ledger).",
         )
         return
     st.warning(f"Delete {md(project.name)} and everything in its folder? This cannot be undone.")
     yes, no = st.columns(2)
     yes.button("Yes, delete", key=f"delete-yes-{project.name}", type="primary", on_click=_delete, args=(project,))
-    no.button("Cancel", key=f"delete-no-{project.name}", on_click=lambda: st.session_state.pop("delete-asked", None))
+    no.button("Cancel", key=f"delete-no-{project.name}", on_click=lambda: st.session_state.pop(DELETE_ASKED, None))
 
 
 def _delete(project: Path) -> None:
-    st.session_state.pop("delete-asked", None)
-    if state.job_registry().get(job_id(project, "audit")) is not None and not (
-        state.job_registry().get(job_id(project, "audit")).snapshot().finished
-    ):
-        flash("error", "The audit is still running: cancel it first.")
+    """The click on *Yes, delete*: who clicks is read again, the folder is removed under its job lock
+    (:func:`~ogaudit.server.jobs.delete_project`), and the URL no longer names it."""
+    st.session_state.pop(DELETE_ASKED, None)
+    root = workspace_root()
+    who = acting_visitor(root)
+    request = _request(project)
+    if who is None or not may_delete_project(who.name, who.role, None if request is None else request.by):
+        flash("error", "Only an admin or the user who started this audit may delete the project.")
         return
-    Project(project).delete()
+    if Project(project).is_finished():
+        flash("error", f"{md(project.name)} holds a finished audit now; it was not deleted.")
+        return
+    try:
+        delete_project(root, project.name, state.job_registry())
+    except OgauditError as error:
+        flash("error", md(readable(error, root)))
+        return
     for key in ("project", "job"):
         if key in st.query_params:
             del st.query_params[key]

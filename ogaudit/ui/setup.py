@@ -29,8 +29,9 @@ MODEL_HELP = {
 }
 
 
-def new_audit_panel(root: Path) -> None:
-    """A form in the sidebar; on submit, the project folder is made and the audit starts in the background.
+def new_audit_panel(root: Path, by: str | None = None) -> None:
+    """A form in the sidebar; on submit, the project folder is made and the audit starts in the background, its
+    request naming ``by`` (who started it: they may delete the project if it fails).
 
     The data source is chosen outside the form, so that the form shows only that source's inputs (a form's own
     widgets change nothing on the page until it is submitted).
@@ -113,7 +114,7 @@ def new_audit_panel(root: Path) -> None:
         st.text_input("Project name (optional)", key="setup-name")
         submitted = st.form_submit_button("Start audit", type="primary")
     if submitted:
-        _start(root)
+        _start(root, by)
 
 
 def _choices() -> SetupChoices:
@@ -149,13 +150,13 @@ def _choices() -> SetupChoices:
     )
 
 
-def _start(root: Path) -> None:
+def _start(root: Path, by: str | None = None) -> None:
     try:
         project, data, settings = prepare_audit(_choices(), root)
     except OgauditError as error:
         st.error(md(error))
         return
-    job = submit_audit(state.job_registry(), project, data, settings, cache_dir=default_cache_dir())
+    job = submit_audit(state.job_registry(), project, data, settings, cache_dir=default_cache_dir(), by=by)
     st.query_params["project"] = project.name
     st.query_params["job"] = job.job_id
     st.rerun()

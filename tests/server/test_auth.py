@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ogaudit.cli import main
 from ogaudit.errors import DataError, SettingsError
 from ogaudit.project import Project
-from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, sign_in
+from ogaudit.server.auth import AuthError, LoginLimiter, UserStore, can, may_delete_project, sign_in
 from ogaudit.server.sandbox import check_project_name, resolve_server_path
 from ogaudit.server.tokens import SessionTokens
 from ogaudit.ui.text import code, md
@@ -54,6 +54,9 @@ def test_roles_decide_what_each_may_do():
     assert can("annotator", "review") and can("annotator", "export-decisions")
     assert not can("annotator", "audit") and not can("annotator", "export-split") and not can("annotator", "upload")
     assert not can(None, "review")
+    assert may_delete_project("root", "admin", "ana") and may_delete_project("ana", "reviewer", "ana")
+    assert not may_delete_project("ben", "annotator", "ana") and not may_delete_project("ana", None, "ana")
+    assert not may_delete_project(None, "annotator", None) and not may_delete_project("", "annotator", "")
 
 
 def test_failed_sign_ins_are_rate_limited_per_name_and_per_client(tmp_path):

@@ -8,15 +8,17 @@ import time
 
 import pytest
 
-from ogaudit.errors import DataError
+from ogaudit.errors import DataError, JobBusy
 from ogaudit.pipeline.run import AuditSettings
 from ogaudit.progress import check_cancel
 from ogaudit.project import Project, Request
 from ogaudit.server.jobs import (
     AUDIT_STAGE_WEIGHTS,
+    FolderLock,
     Job,
     JobRegistry,
     audit_stage_weights,
+    delete_project,
     estimate_eta,
     job_id,
     overall_fraction,
@@ -283,3 +285,35 @@ def test_a_job_that_never_checks_for_cancellation_is_interrupted_in_its_thread(t
     assert "the server's memory reached" in snap.error and snap.traceback is None
     assert grown < 600, grown  # stopped within the grace period, far from the 3 GB it would have taken
     assert not job._in_target
+
+
+def test_a_failed_audit_keeps_who_started_it_and_its_project_can_be_deleted(tmp_path, cache_dir):
+    root = tmp_path / "home"
+    job = submit_audit(JobRegistry(), root / "bad", str(tmp_path / "missing"), FAST, cache_dir=cache_dir, by="ana")
+    assert job.wait(60).status == "failed"
+    assert Project(root / "bad").read_request() == Request(str(tmp_path / "missing"), FAST, "ana")
+    assert delete_project(root, "bad") == (root / "bad").resolve()
+    assert not (root / "bad").exists() and root.is_dir()  # the project only, never the workspace
+
+
+def test_deleting_a_project_refuses_paths_links_and_running_jobs(tmp_path):
+    root, outside = tmp_path / "home", tmp_path / "outside"
+    (root / "p").mkdir(parents=True)
+    (outside / "keep").mkdir(parents=True)
+    (root / "p" / "link").symlink_to(outside, target_is_directory=True)  # a link inside: removed, not followed
+    (root / "alias").symlink_to(outside, target_is_directory=True)  # a project that is a link: refused
+    for name in ("../outside", "/tmp", "..", ".hidden", "alias", "missing"):
+        with pytest.raises(DataError):
+            delete_project(root, name)
+    held = FolderLock(root / "p", "audit").acquire()  # an audit of another process runs in it
+    with pytest.raises(JobBusy, match="already running"):
+        delete_project(root, "p")
+    held.release()
+    registry, release = JobRegistry(), threading.Event()
+    registry.submit(Job("p/verify", "verify", lambda progress, cancel: release.wait(10), folder=root / "p"))
+    with pytest.raises(JobBusy, match="cancel it first"):
+        delete_project(root, "p", registry)
+    release.set()
+    registry.get("p/verify").wait(10)
+    delete_project(root, "p", registry)
+    assert not (root / "p").exists() and (outside / "keep").is_dir() and (root / "alias").is_symlink()

@@ -663,3 +663,25 @@ def test_a_long_text_scrolls_inside_its_card_and_a_short_one_does_not(tmp_path):
     assert not at.exception, at.exception
     assert [str(e.value) for e in at.get("text")] == ["short and sweet", long.strip()]  # both whole
     assert texts(at.caption) == "1,199 characters: scroll for the rest"  # only the long one is boxed
+
+
+def test_a_failed_audit_says_what_failed_and_its_empty_project_can_be_deleted(home, tmp_path, cache_dir, monkeypatch):
+    from ogaudit.server.jobs import JobRegistry, submit_audit
+    from ogaudit.settings import AuditSettings
+
+    monkeypatch.setenv("OGAUDIT_DEMO", "off")  # an emptied workspace starts no demo
+    settings = AuditSettings(epochs=1, map_method="pca")
+    job = submit_audit(JobRegistry(), home / "broken", str(tmp_path / "missing.npz"), settings, by="alice")
+    assert job.wait(60).status == "failed"
+    (home / "ghost").mkdir()  # a folder with nothing in it is not a project
+    at = start(project="broken")
+    missing = tmp_path / "missing.npz"  # a local server's one person is its admin: the server path in full
+    assert f"The audit of `{missing}` failed during the **load** stage" in texts(at.error)
+    assert "Nothing was made for review" in texts(at.caption)
+    assert at.sidebar.selectbox(key="project-picker").options == ["broken · failed"]
+    at.button(key="delete-broken").click().run()
+    assert (home / "broken").is_dir()  # one click asks first
+    at.button(key="delete-yes-broken").click().run()
+    assert not at.exception and "Deleted the project broken." in texts(at.success)
+    assert not (home / "broken").exists() and (home / "ghost").is_dir() and "project" not in at.query_params
+    assert "open **New audit**" in texts(at.info)  # nothing left to show: no project listed
