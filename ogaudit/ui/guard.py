@@ -17,6 +17,10 @@ Streamlit answers three things for every websocket or HTTP client, signed in or 
   the server is local-only) only to the browser that session's socket came from (the token of Streamlit's XSRF
   cookie, which the browser sends with every image request); otherwise 404, as for a file that does not exist.
   Whoever copies the URL to another browser, or reads it from a log, gets 404.
+* downloads made on click (``st.download_button(data=callable)``): the ids of the previous runs' buttons, and the
+  files made, are kept for :data:`DOWNLOAD_GRACE_S`, so a click that crossed a live rerun still downloads
+  (Streamlit forgets the ids at the end of every run, and deletes an unmapped made file at the second sweep after
+  it, a polling fragment's run included); a button drawn disabled is revoked at once, as Streamlit does.
 
 It also adds one endpoint of its own, ``POST /_ogaudit/session`` (and ``/_ogaudit/sign-out``): the page that has just
 signed in sends a one-use code (:class:`~ogaudit.server.tokens.Handoffs`) and gets back the session token as an
@@ -131,6 +135,14 @@ def browser_key(cookie: str | None) -> str | None:
 
 
 XSRF_COOKIE = "_streamlit_xsrf"
+DOWNLOAD_GRACE_S = 60.0
+"""How long a download button of an earlier run still makes its file. Streamlit gives a button made when clicked
+(``st.download_button(data=callable)``) a new id on every run and forgets the previous run's id when the run ends;
+a browser that clicked just before the rerun's new button reached it (a live rerun after another annotator's
+decision) asked for a forgotten id, and its download failed ("Failed to generate file for download"). The callable
+reads the ledger when it runs, so the file is as current as from the new button. The file made is kept as long:
+Streamlit deleted it at the second sweep after it (the end of any run, a polling fragment's included: within a
+second here), and a slow browser's fetch then failed ("canceled")."""
 _INTERNAL_READERS = ("read_file", "get_url")
 """Streamlit's own callers of the media storage's ``get_file`` that serve no request (checked by name, so a new
 caller is refused until it is looked at: fail closed)."""
@@ -146,17 +158,83 @@ def _gate_media() -> None:
 
     original_get = MemoryMediaFileStorage.get_file
     original_execute = MediaFileManager.execute_deferred
+    original_orphans = MediaFileManager._remove_orphaned_deferred_callables
+    original_revoke = MediaFileManager.remove_deferred
+    original_inactive = MediaFileManager._get_inactive_file_ids
+    original_delete = MediaFileManager._delete_file
+    made_at: dict[str, float] = {}  # a file made on click -> when (kept for DOWNLOAD_GRACE_S)
     made_for: dict[str, set[str]] = {}  # a deferred download's file id -> the sessions whose button made it
+    dropped: dict[str, tuple[float, dict]] = {}  # a download button's id from an earlier run -> (when, its entry)
     made_lock = threading.Lock()
 
+    def remove_orphaned_deferred_callables(self) -> None:
+        """Streamlit's (at the end of a run; its caller holds the manager's lock), keeping the buttons of the
+        previous run for a grace period. A button revoked because it is now disabled is not kept."""
+        before = dict(self._deferred_callables)
+        original_orphans(self)
+        now = time.monotonic()
+        with made_lock:
+            dropped.update({k: (now, entry) for k, entry in before.items() if k not in self._deferred_callables})
+            for old in [k for k, (at, _) in dropped.items() if now - at > DOWNLOAD_GRACE_S]:
+                del dropped[old]
+
+    def remove_deferred(self, coordinates: str, *, element_id: str = "") -> None:
+        """Streamlit's revocation of a button drawn disabled: its earlier runs' ids are not kept either."""
+        original_revoke(self, coordinates, element_id=element_id)
+        with made_lock:
+            for old in [
+                k
+                for k, (_, entry) in dropped.items()
+                if entry["coordinates"] == coordinates or (element_id and entry["element_id"] == element_id)
+            ]:
+                del dropped[old]
+
     def execute_deferred(self, file_id: str) -> str:
-        """Streamlit's, remembering which sessions own the button (it leaves the made file mapped to none)."""
-        url = original_execute(self, file_id)
-        owners = {sid for sid, ids in list(self._deferred_ids_by_session.items()) if file_id in ids}
+        """Streamlit's, remembering which session owns the button (it leaves the made file mapped to none) and
+        keeping the made file for :data:`DOWNLOAD_GRACE_S` (Streamlit's sweep at the end of any run, a polling
+        fragment's included, deleted it after two sweeps, before a slow browser fetched it); a button dropped by a
+        rerun in the last :data:`DOWNLOAD_GRACE_S` seconds still makes its file."""
+        for attempt in range(2):
+            revived = False
+            with self._lock:
+                entry = self._deferred_callables.get(file_id)
+                if entry is None:
+                    with made_lock:
+                        at, kept = dropped.get(file_id, (0.0, None))
+                    if kept is not None and time.monotonic() - at <= DOWNLOAD_GRACE_S:
+                        entry = self._deferred_callables[file_id] = kept  # back for this one call
+                        revived = True
+            if entry is None:
+                return original_execute(self, file_id)  # Streamlit's refusal
+            try:
+                url = original_execute(self, file_id)
+                break
+            except MediaFileStorageError:
+                if attempt or file_id in self._deferred_callables or file_id not in dropped:
+                    raise  # the callable itself failed, or the id is gone for good
+            finally:
+                if revived:
+                    with self._lock:
+                        self._deferred_callables.pop(file_id, None)
         made = os.path.splitext(url.rsplit("/", 1)[-1])[0]
         with made_lock:
-            made_for.setdefault(made, set()).update(owners)
+            made_for.setdefault(made, set()).add(entry["session_id"])
+            made_at[made] = time.monotonic()
         return url
+
+    def get_inactive_file_ids(self) -> set[str]:
+        """Streamlit's (its caller holds the manager's lock), less the files made on click in the grace period."""
+        inactive = original_inactive(self)
+        now = time.monotonic()
+        with made_lock:
+            for old in [k for k, at in made_at.items() if now - at > DOWNLOAD_GRACE_S]:
+                del made_at[old]
+            return inactive - set(made_at)
+
+    def delete_file(self, file_id: str) -> None:
+        original_delete(self, file_id)
+        with made_lock:
+            made_for.pop(file_id, None)
 
     def get_file(self, filename: str):
         file = original_get(self, filename)
@@ -191,9 +269,15 @@ def _gate_media() -> None:
         return any(file_id in ids and gate.serves(sid, browser) for sid, ids in sessions)
 
     get_file.ogaudit_guard = get_url.ogaudit_guard = execute_deferred.ogaudit_guard = True
+    remove_orphaned_deferred_callables.ogaudit_guard = remove_deferred.ogaudit_guard = True
+    get_inactive_file_ids.ogaudit_guard = delete_file.ogaudit_guard = True
     MemoryMediaFileStorage.get_file = get_file
     MemoryMediaFileStorage.get_url = get_url
     MediaFileManager.execute_deferred = execute_deferred
+    MediaFileManager._remove_orphaned_deferred_callables = remove_orphaned_deferred_callables
+    MediaFileManager.remove_deferred = remove_deferred
+    MediaFileManager._get_inactive_file_ids = get_inactive_file_ids
+    MediaFileManager._delete_file = delete_file
 
 
 SESSION_PATH = "_ogaudit/session"

@@ -343,3 +343,48 @@ def test_an_upload_goes_only_to_the_browser_that_signed_in(monkeypatch):
     with pytest.raises(HTTPException) as refused:
         upload_from(strangers)
     assert refused.value.status_code == 403
+
+
+def test_a_download_clicked_just_before_a_rerun_still_makes_its_file(monkeypatch):
+    """The cause of downloads lost to live reruns: Streamlit gives a download button made on click a new id on
+    every run and forgets the previous run's id when the run ends, so a click that left the browser before the
+    rerun's new button arrived asked for a forgotten id. The guard keeps those ids for a grace period; a button
+    revoked because it is drawn disabled is not kept."""
+    from streamlit.runtime import media_file_manager
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    guard.install()
+    monkeypatch.setattr(media_file_manager, "_get_session_id", lambda: "tab")
+    manager = MediaFileManager(MemoryMediaFileStorage("/media"))
+    made = []
+
+    def run(data: bytes) -> str:
+        """One full script run of a page with one download button (Streamlit's calls, in its order)."""
+        manager.clear_session_refs()
+        file_id = manager.add_deferred(lambda: made.append(data) or data, "text/csv", "1.2", element_id="dl")
+        manager.remove_orphaned_files()
+        return file_id
+
+    old = run(b"a,b\n")
+    new = run(b"a,b\n1,2\n")  # another annotator decided: the live rerun
+    assert old != new and old not in manager._deferred_callables  # Streamlit forgot the clicked id
+    assert manager.execute_deferred(old).startswith("/media/") and made == [b"a,b\n"]
+    url = manager.execute_deferred(new)
+    assert made[-1] == b"a,b\n1,2\n"
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    run(b"a,b\n1,2\n")
+    run(b"a,b\n1,2\n")  # two sweeps: Streamlit deleted the unmapped file here, before a slow browser fetched it
+    assert manager.read_file(file_id).content == b"a,b\n1,2\n"
+    monkeypatch.setattr(guard, "DOWNLOAD_GRACE_S", 0.0)
+    with pytest.raises(MediaFileStorageError):
+        manager.execute_deferred(old)  # past the grace period
+    run(b"c\n")
+    run(b"c\n")
+    assert manager.read_file(file_id) is None  # the made file too
+    monkeypatch.setattr(guard, "DOWNLOAD_GRACE_S", 60.0)
+    run(b"c\n")
+    manager.remove_deferred("1.2", element_id="dl")  # the button is now drawn disabled
+    with pytest.raises(MediaFileStorageError):
+        manager.execute_deferred(new)

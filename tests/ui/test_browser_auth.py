@@ -100,3 +100,27 @@ def test_sign_in_and_roles_in_a_real_browser(team_server, browser):
     admin.get_by_role("tab", name="Export").click()
     admin.get_by_role("button", name="Write the cleaned split").wait_for()
     shutil.rmtree(home / "digits" / "exports", ignore_errors=True)
+
+
+def test_a_failed_project_is_deleted_by_an_admin_and_not_by_an_annotator(team_server, browser, tmp_path):
+    from ogaudit.server.jobs import JobRegistry, submit_audit
+    from ogaudit.settings import AuditSettings
+
+    url, home = team_server
+    settings = AuditSettings(epochs=1, map_method="pca")
+    job = submit_audit(JobRegistry(), home / "broken", str(tmp_path / "missing.npz"), settings, by="root")
+    assert job.wait(60).status == "failed"
+    delete = re.compile("Delete this project")
+    ann = sign_in(browser, url, "ann", query="?project=broken")
+    ann.get_by_text("failed during the").first.wait_for()
+    alert = ann.locator("[data-testid='stAlert']").filter(has_text="failed during the").first.inner_text()
+    assert "The audit of missing.npz failed during the load stage" in alert  # an annotator: the file's name only
+    ann.wait_for_selector(READY)
+    assert ann.get_by_role("button", name=delete).count() == 0  # neither an admin nor the one who started it
+    admin = sign_in(browser, url, "root", query="?project=broken")
+    admin.get_by_role("button", name=delete).click()
+    admin.get_by_role("button", name="Yes, delete").click()
+    admin.get_by_text("Deleted the project broken.").first.wait_for()
+    assert not (home / "broken").exists() and (home / "digits").is_dir()
+    admin.wait_for_selector(READY)
+    assert "broken" not in admin.inner_text("[data-testid='stSidebar']")

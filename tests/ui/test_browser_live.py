@@ -1,15 +1,20 @@
 """Issue 26's UX in headless chromium, on one app server: the quick first look replaces the progress page in the tab
 that is open (and the full run then replaces it, the open tab kept), the URL names the project only, a digit key
-relabels to that digit's class, and another annotator's decision appears without a click.
+relabels to that digit's class (its button reads the digit once, and keys typed into the keyboard view's
+note box decide nothing), and another annotator's decision appears without a click.
 
 Runs in the normal ``pytest`` run; skipped only where ``/usr/bin/chromium`` is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import os
 import re
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -85,6 +90,17 @@ def test_a_digit_key_relabels_to_that_digit(server, browser):
     sample = shown.inner_text()
     given = run.by_id.loc[sample, "given_label"]
     digit = "3" if given != "3" else "7"
+    assert page.locator(f".st-key-kb-label-{run.class_names.index(digit)}").inner_text().strip() == digit  # not "3 3"
+    # the note box: keys typed into it (keep, remove, unsure, a digit) are text, not review decisions
+    box = page.locator(f".st-key-note-keyboard-{sample}")
+    box.get_by_text("Note / tags").click()
+    box.locator("textarea").press_sequentially(f"kxu {digit} blurry")
+    box.get_by_role("button", name="Save note").click()
+    page.get_by_text(f"Saved the note on {sample}").first.wait_for()
+    page.wait_for_selector(READY)
+    assert project.open_ledger().notes().set_index("sample_id").loc[sample, "note"] == f"kxu {digit} blurry"
+    assert sample not in set(project.open_ledger().state()["sample_id"])  # typing decided nothing
+    assert page.locator(".st-key-keyboard-sample code").first.inner_text() == sample
     page.locator("body").press(digit)
     page.wait_for_function(
         "s => { const c = document.querySelector('.st-key-keyboard-sample code'); return c && c.innerText !== s; }",
@@ -116,4 +132,30 @@ def test_another_annotators_decision_appears_without_a_click(server, browser):
     page.locator(f".st-key-card-{sample}").wait_for(state="detached", timeout=30_000)  # decided: hidden
     elapsed = time.monotonic() - started
     assert elapsed < 15, f"another annotator's decision took {elapsed:.1f} s to appear"
+    page.close()
+
+
+def test_a_download_survives_the_live_rerun_of_another_annotators_decision(server, browser):
+    """Each click of the decisions CSV lands while another annotator's decision reruns the page (the polling
+    fragment's rerun): every click downloads, at once, and the file holds the decisions made before it."""
+    url, home = server
+    page = new_page(browser, url, "eve")  # run alone, the first visit starts the demo
+    wait_for_job(home / PROJECT, timeout=600)
+    project = Project(home / PROJECT)
+    run = project.open_run()
+    page.reload()
+    page.get_by_role("tab", name="Export").click()
+    button = page.get_by_role("button", name=re.compile("Decisions CSV"))
+    button.wait_for()
+    page.wait_for_selector(READY)
+    undecided = [s for s in run.table["sample_id"] if s not in set(project.open_ledger().state()["sample_id"])]
+    for sample in undecided[:6]:
+        project.open_ledger().decide([sample], "remove", annotator="fay")  # another annotator, elsewhere
+        with contextlib.suppress(Exception):  # click while the live rerun runs (it starts within a second)
+            page.wait_for_selector("[data-testid='stApp'][data-test-script-state='running']", timeout=3_000)
+        with page.expect_download(timeout=20_000) as download:
+            button.click()
+        assert download.value.failure() is None
+        rows = csv.DictReader(io.StringIO(Path(download.value.path()).read_text("utf-8")))
+        assert {row["sample_id"]: row["action"] for row in rows}.get(sample) == "remove"
     page.close()
