@@ -64,14 +64,14 @@ def job_progress(
     )
 
 
-def show_failure(snap: JobSnapshot, request=None, *, full_paths: bool = False, finished: bool = True) -> None:
+def show_failure(snap: JobSnapshot, request=None, *, finished: bool = True) -> None:
     """What failed, said plainly: which job on which data (``request``, the project's saved
-    :class:`~ogaudit.project.Request`; a server path shown in full only with ``full_paths``), in which stage, with
-    the error in words and its traceback folded away; and, when the project holds no finished audit
+    :class:`~ogaudit.project.Request`; a server path shortened as in error messages, never in full), in which
+    stage, with the error in words and its traceback folded away; and, when the project holds no finished audit
     (``finished=False``), that nothing was made for review."""
     what = f"The {snap.kind}"
     if request is not None:
-        data = str(request.data) if full_paths else Path(str(request.data)).name
+        data = readable(f"'{request.data}'", workspace_root()).strip("'")
         what += f" of {code(data)}"
     if snap.status == "cancelled":
         st.warning(f"{what} was cancelled during the **{md(snap.stage or 'first')}** stage.")

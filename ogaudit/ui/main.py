@@ -216,7 +216,7 @@ def _show_project(project: Path, demo: DemoConfig, who: Visitor) -> None:
     request = _request(project)
     finished = Project(project).is_finished()
     if snap is not None and snap.status in ("failed", "cancelled"):
-        show_failure(snap, request, full_paths=who.can("server-data"), finished=finished)
+        show_failure(snap, request, finished=finished)
         if request is not None and who.can("audit") and retry_can_help(snap, project):
             retry_button(project, "Retry")
         elif snap.status == "failed" and who.can("audit"):
