@@ -24,8 +24,9 @@ from ogaudit.server.state import server_state
 from ogaudit.ui import guard, state
 from ogaudit.ui.auth import Visitor, acting_visitor, visitor
 from ogaudit.ui.common import flash, show_flash
-from ogaudit.ui.config import DemoConfig
+from ogaudit.ui.config import DemoConfig, map_points_limit
 from ogaudit.ui.exportview import export_panel
+from ogaudit.ui.hover import map_hover
 from ogaudit.ui.jobview import job_progress, retry_button, retry_can_help, run_key, show_failure
 from ogaudit.ui.live import mark_seen, watch_ledger
 from ogaudit.ui.llmview import is_instruction_run, llm_panel
@@ -344,6 +345,7 @@ def _show_run(run: Run, who: Visitor) -> None:
         notices.warning(f"The evidence behind the flags cannot be shown: {md(readable(error))}")
         evidence = None
     with tab_map:
+        map_hover(run, dataset, map_points_limit())
         selection_grid(ledger, run, selected, decisions, annotator, dataset)
     with tab_review:
         st.caption(f"{len(run.flagged_ids):,} flagged samples")

@@ -23,6 +23,7 @@ from ogaudit.ui import state
 from ogaudit.ui.common import flash, on_decide, pending_override, sample_caption, sample_image, show_flash
 from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import COLOUR_MODES, is_density_map
+from ogaudit.ui.hover import MAP_CONTAINER
 from ogaudit.ui.selection import selected_ids
 from ogaudit.ui.text import md
 
@@ -73,13 +74,14 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
             f"{len(run.table):,} samples drawn as a density image (colour: the mean of each pixel's samples); the "
             f"{shown:,} most suspicious flagged ones also as points. A box or lasso selects every sample inside it."
         )
-    st.plotly_chart(
-        state.figure(run, colour, decisions),
-        key=key,
-        on_select="rerun",
-        selection_mode=("points", "box", "lasso"),
-        config={"displaylogo": False, "scrollZoom": True},
-    )
+    with st.container(key=MAP_CONTAINER):  # where the hover pictures (ogaudit.ui.hover) look for the chart
+        st.plotly_chart(
+            state.figure(run, colour, decisions),
+            key=key,
+            on_select="rerun",
+            selection_mode=("points", "box", "lasso"),
+            config={"displaylogo": False, "scrollZoom": True},
+        )
     if ids or st.session_state.get(_SELECTION_FROM) in (None, key) or event:
         st.session_state[SELECTION] = ids
         st.session_state[_SELECTION_FROM] = key

@@ -9,16 +9,20 @@ its running jobs.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from ogaudit.data.dataset import Dataset
+from ogaudit.map.density import MARKER_LIMIT
 from ogaudit.project import Project
 from ogaudit.results import Run
 from ogaudit.review.duplicates import duplicate_inputs, find_duplicates
 from ogaudit.review.evidence import RunEvidence
 from ogaudit.review.ledger import Ledger
+from ogaudit.review.thumbnails import hover_rows
+from ogaudit.review.thumbnails import hover_thumbnails as _thumbnails_of
 from ogaudit.server.jobs import JobRegistry
 from ogaudit.server.state import server_state
 from ogaudit.ui.config import map_points_limit
@@ -90,6 +94,24 @@ def figure(run: Run, colour: str, decisions: pd.DataFrame) -> go.Figure:
     if colour == "decision":
         key = str(pd.util.hash_pandas_object(decisions[["sample_id", "action"]], index=False).sum())
     return _figure(str(run.path), run.fingerprint, colour, key, map_points_limit(), run, decisions)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _hover_thumbnails(path: str, fingerprint: str, density: bool, _run: Run, _dataset: Dataset) -> dict[str, str]:
+    table = _run.table
+    rows = hover_rows(table["rank"].to_numpy(), table["flagged"].to_numpy(dtype=bool), others=not density)
+    if density:  # only the flagged samples drawn as points can be hovered
+        rows = rows[:MARKER_LIMIT]
+    position = _run.position
+    ids = table["sample_id"].to_numpy(dtype=str)[rows]
+    return _thumbnails_of(_dataset, np.fromiter((position[i] for i in ids), dtype=np.int64, count=len(ids)))
+
+
+def hover_thumbnails(run: Run, dataset: Dataset, density: bool) -> dict[str, str]:
+    """``{sample_id: data URI}``: the map's hover pictures (:func:`~ogaudit.review.thumbnails.hover_thumbnails`),
+    made once per run: the flagged samples by rank, then (not on a ``density`` map, which draws only flagged
+    samples as points) a sample of the rest, within the byte budget."""
+    return _hover_thumbnails(str(run.path), run.fingerprint, density, run, dataset)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the evidence…")

@@ -143,6 +143,30 @@ def test_a_selection_fills_the_grid(project):
     assert f"suggested **{row.suggested_label}**" in grid and f"predicted {row.predicted_label}" in grid
 
 
+def test_the_map_carries_hover_pictures_of_the_drawn_samples(project, monkeypatch):
+    """Every sample of a small map gets its picture (flagged first); a density map's only its flagged points'. The
+    script receives them as JSON data, keyed by the id as the chart's customdata holds it."""
+    import json
+
+    from ogaudit.ui.hover import MAP_CONTAINER
+
+    run = Project(project).open_run()
+
+    def payload(at: AppTest) -> dict:
+        (hover,) = [e for e in at.main if getattr(e, "type", "") == "bidi_component"]
+        assert hover.proto.component_name == "ogaudit.map_hover"
+        return json.loads(hover.proto.json)
+
+    data = payload(start())
+    assert data["ids"][: len(run.flagged_ids)] == run.flagged_ids  # most suspicious first
+    assert sorted(data["ids"]) == sorted(run.table["sample_id"]) and len(data["uris"]) == len(data["ids"])
+    assert all(uri.startswith("data:image/png;base64,") for uri in data["uris"])
+    assert data["selector"] == f".st-key-{MAP_CONTAINER} .js-plotly-plot" and data["size"] == 48
+    monkeypatch.setenv("OGAUDIT_MAP_POINTS", "100")
+    st.cache_resource.clear()
+    assert payload(start())["ids"] == run.flagged_ids
+
+
 def test_each_action_lands_in_the_ledger(project):
     run = Project(project).open_run()
     ledger = Project(run.path).open_ledger()
