@@ -6,6 +6,9 @@ inside) would leave every point greyed out, so the chart is redrawn fresh instea
 
 A big run's map is a density image with only the most suspicious samples as markers (:mod:`ogaudit.map.density`): its
 box or lasso is read by outline, every sample inside it selected on the server, whether drawn as a marker or not.
+
+Resting the pointer on a point shows its picture beside plotly's label (:mod:`ogaudit.ui.hover`), inside a selection
+too (:data:`HOVER_INSIDE_SELECTION`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ _SELECTION_FROM = "ogaudit-selection-from"
 _REVISION = "ogaudit-map-revision"
 BULK_PENDING = "ogaudit-bulk-pending"
 _MEMO = "ogaudit-map-memo"
+
+
+HOVER_INSIDE_SELECTION = (
+    f"<style>.st-key-{MAP_CONTAINER} .selectionlayer path {{pointer-events: none !important}}</style>"
+)
+"""Plotly draws a box or lasso's outline as a shape that takes the pointer (an inline style): inside a selection no
+point showed its label or picture, and a drag moved the outline. Without it, hovering inside a selection shows each
+point, and a new drag draws a new selection."""
 
 
 def _memo(name: str, token: tuple, compute):
@@ -74,6 +85,7 @@ def gradient_map(run: Run, decisions: pd.DataFrame) -> list[str]:
             f"{len(run.table):,} samples drawn as a density image (colour: the mean of each pixel's samples); the "
             f"{shown:,} most suspicious flagged ones also as points. A box or lasso selects every sample inside it."
         )
+    st.html(HOVER_INSIDE_SELECTION)
     with st.container(key=MAP_CONTAINER):  # where the hover pictures (ogaudit.ui.hover) look for the chart
         st.plotly_chart(
             state.figure(run, colour, decisions),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from appserver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, READY, choose_option, start_app, stop_app
+from test_browser_hover import hover_loose_point
 
 pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
@@ -96,6 +97,7 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     page.locator("[data-testid='stImage']").first.wait_for()
     shots.mkdir(parents=True, exist_ok=True)
     page.get_by_text("Colour by").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    hover_loose_point(page)  # a sample's picture beside the pointer, in the README's screenshot too
     page.screenshot(path=str(shots / "map.png"))
 
     page.get_by_role("tab", name=re.compile("Review queue")).click()
@@ -139,6 +141,8 @@ def test_density_map_box_and_lasso_select_every_sample_inside(density_server, pa
     page.get_by_text("quick first look").first.wait_for(state="detached", timeout=900_000)  # the full audit
     page.wait_for_selector(READY)
     assert chart.locator("svg image").count() >= 1  # the density image (a plotly layout image) under the axes
+    assert hover_loose_point(page)  # a flagged sample drawn as a point shows its picture
+    page.mouse.move(5, 5)
     samples = int(
         re.search(r"([\d,]+) samples drawn as a density image", page.inner_text("[data-testid='stMain']"))
         .group(1)
@@ -160,7 +164,7 @@ def test_density_map_box_and_lasso_select_every_sample_inside(density_server, pa
     page.locator("[data-testid='stImage']").first.wait_for()
 
     chart.locator(".modebar-btn[data-val='lasso']").first.click()
-    # the lasso on the right half, clear of the box: a drag that starts inside a selection moves it instead
+    # the lasso on the right half, clear of the box, so that it selects other samples than the box did
     cx, cy = area["x"] + area["width"] * 0.76, area["y"] + area["height"] * 0.5
     rx, ry = area["width"] * 0.2, area["height"] * 0.45
     page.mouse.move(cx + rx, cy)

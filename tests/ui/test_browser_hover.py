@@ -1,6 +1,6 @@
 """The map's hover picture in headless chromium: resting the pointer on a point shows that sample's image, ids and
 class names written to break out of markup (``</script><img src=x onerror=...>``) are shown as text and run nothing,
-and the box selection still selects after hovering.
+and the box selection still selects after hovering (and the points inside it still show their pictures).
 
 The app opens a project audited here from an ``.npz`` of 240 real digits whose every id and one class name are
 hostile (one epoch, PCA map: a few seconds).
@@ -31,8 +31,10 @@ POINTS_JS = """
   gd._fullData.forEach((trace) => {
     if (!trace.customdata || trace.visible !== true) return;
     for (let i = 0; i < trace.x.length; i++) {
-      points.push({id: trace.customdata[i][0], x: box.left + xa._offset + xa.l2p(trace.x[i]),
-                   y: box.top + ya._offset + ya.l2p(trace.y[i])});
+      const x = xa.l2p(trace.x[i]), y = ya.l2p(trace.y[i]);
+      if (!(x >= 4 && x <= xa._length - 4 && y >= 4 && y <= ya._length - 4)) continue;  // drawn, inside the axes
+      const point = {id: trace.customdata[i][0], x: box.left + xa._offset + x, y: box.top + ya._offset + y};
+      if (point.y > 0 && point.y < window.innerHeight) points.push(point);  // on screen
     }
   });
   return points;
@@ -69,10 +71,36 @@ def browser():
 
 
 def loose_point(points: list[dict]) -> dict:
-    """The point farthest from its nearest neighbour on screen: the one plotly's hover surely picks there."""
+    """The point farthest from its nearest neighbour on screen (another id at the same place counts as a
+    neighbour; the same id, a flagged point's ring, does not): the one plotly's hover surely picks there."""
     xy = np.array([[p["x"], p["y"]] for p in points])
-    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    ids = np.array([p["id"] for p in points])
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2) + (ids[:, None] == ids[None]) * 1e9
     return points[int(gaps.min(axis=1).argmax())]
+
+
+def hover_loose_point(page) -> str:
+    """Rest the pointer on the map's most isolated point; return its id (unescaped) once its picture shows."""
+    page.wait_for_function("() => !!document.querySelector('.st-key-ogaudit-map .js-plotly-plot')?._fullLayout")
+    page.wait_for_timeout(1_000)  # the hover script attaches within half a second of the chart
+    target = loose_point(page.evaluate(POINTS_JS))
+    raw_id = target["id"].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    page.mouse.move(target["x"] + 1, target["y"])  # straight there: no other point is passed on the way
+    page.wait_for_timeout(200)
+    page.mouse.move(target["x"], target["y"])
+    try:
+        page.wait_for_function(
+            "id => document.querySelector(\"[data-testid='ogaudit-map-hover']\")?.getAttribute('data-sample') === id",
+            arg=raw_id,
+            timeout=20_000,
+        )
+    except Exception as error:
+        shown = page.evaluate(
+            "() => document.querySelector(\"[data-testid='ogaudit-map-hover']\")?.getAttribute('data-sample')"
+        )
+        label = page.locator(".hoverlayer").first.text_content()
+        raise AssertionError(f"pointer on {target}; the picture shows {shown!r}; plotly's label: {label!r}") from error
+    return raw_id
 
 
 def test_hovering_a_point_shows_its_image_and_hostile_names_run_nothing(server, browser, tmp_path):
@@ -84,22 +112,10 @@ def test_hovering_a_point_shows_its_image_and_hostile_names_run_nothing(server, 
     page.wait_for_selector(READY)
     chart = page.locator(".st-key-ogaudit-map [data-testid='stPlotlyChart']")
     chart.locator(".nsewdrag").first.wait_for()
-    page.wait_for_function("() => !!document.querySelector('.st-key-ogaudit-map .js-plotly-plot')._fullLayout")
-    page.wait_for_timeout(1_000)  # the hover script attaches within half a second of the chart
-
+    raw_id = hover_loose_point(page)
     run, dataset = project.open_run(), project.load_dataset()
-    target = loose_point(page.evaluate(POINTS_JS))
-    raw_id = target["id"].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     assert raw_id in run.position
     hover = page.locator("[data-testid='ogaudit-map-hover']")
-    page.mouse.move(target["x"] + 1, target["y"])  # straight there: no other point is passed on the way
-    page.wait_for_timeout(200)
-    page.mouse.move(target["x"], target["y"])
-    page.wait_for_function(
-        "id => document.querySelector(\"[data-testid='ogaudit-map-hover']\")?.getAttribute('data-sample') === id",
-        arg=raw_id,
-        timeout=20_000,
-    )
     image = hover.locator("img")
     assert image.get_attribute("alt") == raw_id  # the id as text, not markup
     expected = hover_thumbnails(dataset, [run.position[raw_id]])[raw_id]
@@ -122,6 +138,7 @@ def test_hovering_a_point_shows_its_image_and_hostile_names_run_nothing(server, 
     page.wait_for_selector(READY)
     assert int(heading.inner_text().split()[0].replace(",", "")) > 100
     page.locator("[data-testid='stImage']").first.wait_for()
+    assert hover_loose_point(page) in run.position  # inside the selection too: its outline does not take the pointer
     assert HOSTILE_CLASS in page.inner_text("[data-testid='stMain']")  # shown as written
     assert page.evaluate("() => window.__pwned") is None
     assert page.locator("img[src='x']").count() == 0
