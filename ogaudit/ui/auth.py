@@ -152,7 +152,21 @@ def acting_visitor(home: Path) -> Visitor | None:
     if not sign_in_required(store):
         return Visitor(_clean(st.query_params.get("annotator", "")) or None, "admin", signed_in=False)
     user = current_user(store, st.session_state.get(SESSION_KEY), _client())
+    token = st.session_state.get(TOKEN_KEY)  # signed out in another tab of this browser: its token was revoked
+    if user is not None and token and SessionTokens(home).verify(token, store, _client()) is None:
+        return None
     return None if user is None else Visitor(user.name, user.role, signed_in=True)
+
+
+def allowed(action: str) -> str | None:
+    """The name of who clicks if they may still do ``action`` now (:func:`acting_visitor`), else None; for button
+    callbacks, which run before the page with the name and role the page had when it drew the button."""
+    from ogaudit.project import workspace_root
+
+    who = acting_visitor(workspace_root())
+    if who is None or (who.signed_in and not can(who.role, action)):
+        return None
+    return who.name
 
 
 def _session_from_cookie(home: Path, store: UserStore) -> Session | None:
@@ -243,4 +257,4 @@ def _clean(name: str) -> str:
     return "".join(ch for ch in str(name) if ch.isprintable()).strip()[:64]
 
 
-__all__ = ["User", "Visitor", "acting_visitor", "visitor"]
+__all__ = ["User", "Visitor", "acting_visitor", "allowed", "visitor"]

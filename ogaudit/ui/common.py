@@ -59,6 +59,13 @@ def on_decide(
     waits in ``PENDING`` until the reviewer overrides (``force``) or cancels (:func:`pending_override`).
     ``after`` runs once the decision is stored (the keyboard view moves on).
     """
+    from ogaudit.ui.auth import allowed
+
+    name = allowed("review")  # the sign-in may have ended since the page drew the button
+    if name is None:
+        flash("error", "Your sign-in has ended: nothing was recorded. Sign in again.", where)
+        return
+    annotator = name
     if label_key is not None:
         label = st.session_state.get(label_key)
     st.session_state.pop(PENDING, None)

@@ -15,7 +15,7 @@ from ogaudit.errors import OgauditError
 from ogaudit.project import Project, workspace_root
 from ogaudit.server.jobs import JobSnapshot, submit_audit
 from ogaudit.ui import state
-from ogaudit.ui.common import format_seconds
+from ogaudit.ui.common import flash, format_seconds
 from ogaudit.ui.text import code, md, readable
 
 
@@ -58,10 +58,20 @@ def job_progress(
     st.button(
         "Cancelling…" if cancelling else "Cancel",
         key=f"cancel-{job_id}",
-        on_click=job.cancel,
+        on_click=_cancel,
+        args=(job,),
         disabled=cancelling,
         help="Stops at the next chunk of work; cached stages make a later run fast.",
     )
+
+
+def _cancel(job) -> None:
+    from ogaudit.ui.auth import allowed
+
+    if allowed("audit") is None:  # the sign-in or the admin role may have ended since the page drew the button
+        flash("error", "Only an admin may cancel an audit: it goes on.")
+        return
+    job.cancel()
 
 
 def show_failure(snap: JobSnapshot, request=None, *, finished: bool = True) -> None:

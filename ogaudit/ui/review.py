@@ -111,6 +111,9 @@ def keys_editor(annotator: str | None, keys: dict[str, str]) -> None:
 
 
 def _save_keys(annotator: str, keys: dict[str, str] | None) -> None:
+    if team.allowed("review") != annotator:  # the sign-in may have ended since the page drew the form
+        flash("error", "Your sign-in has ended: nothing was saved. Sign in again.", "keyboard")
+        return
     typed = keys or {action: st.session_state.get(f"key-{action}", key) for action, key in DEFAULT_KEYS.items()}
     try:
         saved = UserPrefs(workspace_root(), annotator).set_keys(typed)
@@ -147,6 +150,9 @@ def undo_redo(
 
 
 def _toggle(ledger: Ledger, annotator: str, kind: str, where: str = "sidebar") -> None:
+    if team.allowed("review") != annotator:  # the sign-in may have ended since the page drew the button
+        flash("error", "Your sign-in has ended: nothing was undone. Sign in again.", where)
+        return
     try:
         batch, changed = take_back(ledger, annotator, kind)
     except OgauditError as error:

@@ -18,8 +18,7 @@ from ogaudit.review.actions import decide
 from ogaudit.review.ledger import LABELLED_ACTIONS, Ledger
 from ogaudit.review.queue import QueueFilter
 from ogaudit.review.team import STATUSES, annotator_status, assign, my_queue, sample_status
-from ogaudit.server.auth import can
-from ogaudit.ui.auth import Visitor
+from ogaudit.ui.auth import Visitor, allowed
 from ogaudit.ui.common import decision_text, flash, sample_image, show_flash, when
 from ogaudit.ui.text import code, md, readable
 
@@ -31,17 +30,8 @@ SCOPES = ("The flagged samples (most suspicious first)", "These sample ids", "Th
 
 
 def _allowed(action: str) -> str | None:
-    """The signed-in name if this tab's user may still do ``action`` now (read again from the user store), else
-    None. A local-only server without sign-in runs as its one trusted person."""
-    from ogaudit.project import workspace_root
-    from ogaudit.server.auth import UserStore, current_user
-    from ogaudit.ui.auth import SESSION_KEY, _client, sign_in_required
-
-    store = UserStore.in_home(workspace_root())
-    if not sign_in_required(store):
-        return st.query_params.get("annotator") or None
-    user = current_user(store, st.session_state.get(SESSION_KEY), _client())
-    return user.name if user is not None and can(user.role, action) else None
+    """:func:`ogaudit.ui.auth.allowed`: the signed-in name if the user may still do ``action`` now."""
+    return allowed(action)
 
 
 # ---------------------------------------------------------------- my queue

@@ -227,6 +227,26 @@ def test_a_new_password_or_a_sign_out_elsewhere_signs_an_open_tab_out(team):
     assert [b.label for b in other.button] == ["Sign in"]
 
 
+def test_a_click_in_a_tab_whose_sign_in_ended_changes_nothing(team):
+    """A button's callback runs before the page checks the sign-in, with the name and role the page had when it
+    drew the button. A removed annotator's click on *Keep*, and an admin demoted to annotator clicking *Yes,
+    delete* on a project, are refused: each callback reads the signed-in user and role again."""
+    at = signed_in("ann", project="digits")
+    run = Project(team / "digits").open_run()
+    assert at.button(key=f"keep-{run.flagged_ids[0]}")
+    UserStore.in_home(team).remove("ann")
+    at.button(key=f"keep-{run.flagged_ids[0]}").click().run()
+    assert len(Project(team / "digits").open_ledger().state()) == 0
+    assert [b.label for b in at.button] == ["Sign in"]
+    Project.create(team, "failed")  # a project without a finished audit: an admin may delete it
+    admin = signed_in("root", project="failed")
+    admin.button(key="delete-failed").click().run()
+    assert admin.button(key="delete-yes-failed")
+    UserStore.in_home(team).add("root", PASSWORD, "annotator", replace=True)
+    admin.button(key="delete-yes-failed").click().run()
+    assert (team / "failed").is_dir()
+
+
 @pytest.mark.parametrize("bad", ["../outside", "/etc", "..", "a/b"])
 def test_project_parameter_names_a_project_never_a_path(team, tmp_path, bad):
     outside = tmp_path / "outside"
