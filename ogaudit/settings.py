@@ -19,6 +19,7 @@ from ogaudit.errors import SettingsError
 
 DETECTOR_NAMES = (
     "posterior",
+    "posterior-auto",
     "posterior-ratio",
     "consensus",
     "cf-ratio",
@@ -51,6 +52,7 @@ GRADIENT_DETECTORS = (
     "neighbours",
     "consensus",
     "posterior",
+    "posterior-auto",
     "posterior-ratio",
 )
 """Detectors that read gradient vectors, so can also score projected gradients of chosen layers."""

@@ -29,6 +29,7 @@ from ogaudit.detectors.dynamics import (
     EarlyNeighbourDetector,
     MarginDetector,
 )
+from ogaudit.detectors.joint import confident_joint, confusion_concentration
 from ogaudit.detectors.neighbours import EXACT_CHUNK, nearest_neighbours
 from ogaudit.errors import SettingsError
 from ogaudit.progress import ProgressCallback, check_cancel, report
@@ -326,6 +327,53 @@ class PosteriorRatioDetector(NeighbourPosteriorDetector):
         return counterfactual_log_ratio(self.posterior(evidence), _given_or(evidence, labels))
 
 
+CONCENTRATED_AT = 0.5
+""":class:`AutoPosteriorDetector` scores by ``posterior-ratio`` when the estimated confusions are at least this
+concentrated (:func:`~ogaudit.detectors.joint.confusion_concentration`), else by ``posterior``: the midpoint between
+wrong labels spread uniformly over the other classes (0) and each class's coming from one partner class (1), set
+before measuring, not fitted (docs/BENCHMARKS.md, "Detection under realistic noise", has the concentrations
+measured and what each choice scored)."""
+
+
+class AutoPosteriorDetector(NeighbourPosteriorDetector):
+    """``posterior`` or ``posterior-ratio``, chosen from the data at hand by how concentrated its estimated
+    confusions are. Higher = more suspicious.
+
+    ``−log π(y)`` (``posterior``) is the better score when a wrong label is unrelated to the sample (symmetric
+    noise: the given label is near impossible, wherever the true one lies); the counterfactual ratio of ``π``
+    (``posterior-ratio``) when wrong labels come from confusable partner classes (class-pair and confusion-following
+    noise: the wrong samples are those with one confident alternative, while correctly labelled hard samples spread
+    ``π`` over several classes). ``fit`` estimates the joint of given and true labels from ``π``
+    (:func:`~ogaudit.detectors.joint.confident_joint`, confident learning) and its concentration ``κ``
+    (:func:`~ogaudit.detectors.joint.confusion_concentration`: 0 uniform over the other classes, 1 one partner per
+    class) and scores with the ratio when ``κ ≥ concentrated_at``. No true label is read.
+
+    Same neighbour search, ``π``, suggested labels (``argmax π``) and label evidence as ``posterior``; only the
+    ranking can differ. Fitted: ``joint_`` (C, C) ``[given, true]``, ``concentration_`` ``κ``, ``chosen_`` the
+    name of the score used (``"posterior"`` or ``"posterior-ratio"``).
+
+    Raises :class:`~ogaudit.errors.SettingsError` for ``concentrated_at`` outside [0, 1].
+    """
+
+    def __init__(self, *, k: int = 20, concentrated_at: float = CONCENTRATED_AT, search=None):
+        super().__init__(k=k, search=search)
+        self.concentrated_at = concentrated_at
+
+    def fit(self, evidence, *, progress=None, cancel=None) -> AutoPosteriorDetector:
+        if not 0.0 <= self.concentrated_at <= 1.0:
+            raise SettingsError(f"concentrated_at must be in [0, 1]; got {self.concentrated_at}.")
+        super().fit(evidence, progress=progress, cancel=cancel)
+        self.joint_ = confident_joint(self.posterior(evidence), evidence.labels)
+        self.concentration_ = confusion_concentration(self.joint_)
+        self.chosen_ = "posterior-ratio" if self.concentration_ >= self.concentrated_at else "posterior"
+        return self
+
+    def outlier_scores(self, evidence, labels: np.ndarray | None = None) -> np.ndarray:
+        if self.chosen_ == "posterior-ratio":
+            return counterfactual_log_ratio(self.posterior(evidence), _given_or(evidence, labels))
+        return super().outlier_scores(evidence, labels)
+
+
 DETECTORS = {
     "l2": lambda seed: NormDetector(order=2),
     "l1": lambda seed: NormDetector(order=1),
@@ -338,6 +386,7 @@ DETECTORS = {
     "consensus": lambda seed: ConsensusDetector(),
     "posterior": lambda seed: NeighbourPosteriorDetector(),
     "posterior-ratio": lambda seed: PosteriorRatioDetector(),
+    "posterior-auto": lambda seed: AutoPosteriorDetector(),
     "aum": lambda seed: AumDetector(),
     "margin": lambda seed: MarginDetector(),
     "checkpoints": lambda seed: CheckpointEnsembleDetector(),

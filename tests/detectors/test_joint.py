@@ -1,0 +1,89 @@
+"""The confident joint, its concentration, and ``posterior-auto``'s choice between ``posterior`` and its ratio."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from ogaudit.detectors.joint import confident_joint, confusion_concentration
+from ogaudit.detectors.outliers import AutoPosteriorDetector, make_detector
+from ogaudit.errors import SettingsError
+from ogaudit.gradients import HeadEvidence
+
+CLASSES = 6
+
+
+def _noisy_set(kind: str, seed: int = 0, n: int = 600):
+    """``n`` samples of ``CLASSES`` classes, 20% of them flipped ``kind`` = ``pairs`` (0↔1, 2↔3, 4↔5) or
+    ``symmetric`` (to any other class); returns ``(evidence, is_wrong)``.
+
+    Clean samples sit near their class's centre and the model is confident in their class, except a quarter of them
+    that are hard: their features are anywhere and the model spreads its probability evenly. The model has partly
+    memorised the flipped samples: their given label is nearly as likely as their true one."""
+    rng = np.random.default_rng(seed)
+    true = np.arange(n) % CLASSES
+    centres = rng.normal(size=(CLASSES, 16)) * 3.0
+    features = centres[true] + rng.normal(size=(n, 16))
+    logits = rng.normal(0.0, 0.3, size=(n, CLASSES))
+    logits[np.arange(n), true] += 4.0
+    given = true.copy()
+    wrong = rng.random(n) < 0.2
+    if kind == "pairs":
+        given[wrong] = true[wrong] ^ 1
+    else:
+        given[wrong] = (true[wrong] + rng.integers(1, CLASSES, int(wrong.sum()))) % CLASSES
+    logits[wrong, given[wrong]] += 3.5
+    hard = ~wrong & (rng.random(n) < 0.25)
+    logits[hard] = rng.normal(0.0, 0.3, size=(int(hard.sum()), CLASSES))
+    features[hard] = rng.normal(size=(int(hard.sum()), 16)) * 3.0
+    return HeadEvidence.from_head(features.astype(np.float32), logits.astype(np.float32), given), wrong
+
+
+def test_confident_joint_rows_sum_to_the_given_counts_and_find_the_planted_pairs():
+    evidence, _ = _noisy_set("pairs")
+    detector = make_detector("posterior").fit(evidence)
+    joint = confident_joint(detector.posterior(evidence), evidence.labels)
+    counts = np.bincount(evidence.labels, minlength=CLASSES)
+    np.testing.assert_allclose(joint.sum(axis=1), counts)
+    off = joint - np.diag(np.diag(joint))
+    assert (off.argmax(axis=1) == np.arange(CLASSES) ^ 1).all()  # each class's wrong labels come from its partner
+
+
+def test_concentration_is_zero_for_uniform_and_one_for_one_partner_per_class():
+    uniform = np.full((5, 5), 10.0)
+    assert confusion_concentration(uniform) == pytest.approx(0.0, abs=1e-12)
+    partner = np.eye(5) * 100 + np.roll(np.eye(5), 1, axis=1) * 7
+    assert confusion_concentration(partner) == pytest.approx(1.0)
+    half = np.eye(4) * 50 + np.roll(np.eye(4), 1, axis=1) * 8 + 1.0  # mostly one partner, a little elsewhere
+    assert 0.0 < confusion_concentration(half) < 1.0
+    assert confusion_concentration(np.eye(3) * 5) == 0.0  # no confusions at all
+    assert confusion_concentration(np.array([[5.0, 2.0], [1.0, 5.0]])) == 0.0  # two classes: one alternative
+
+
+@pytest.mark.parametrize("kind, chosen", [("pairs", "posterior-ratio"), ("symmetric", "posterior")])
+def test_auto_chooses_the_ratio_for_pair_noise_and_the_posterior_for_symmetric_noise(kind, chosen):
+    evidence, wrong = _noisy_set(kind)
+    auto = make_detector("posterior-auto").fit(evidence)
+    assert auto.chosen_ == chosen
+    assert (auto.concentration_ >= 0.5) == (kind == "pairs")
+    scores = auto.outlier_scores(evidence)
+    np.testing.assert_array_equal(scores, make_detector(chosen).fit(evidence).outlier_scores(evidence))
+    if kind == "pairs":  # hard, correctly labelled samples (π spread evenly) outrank the flips under −log π(y) only
+        ap = {
+            name: average_precision_score(wrong, make_detector(name).fit(evidence).outlier_scores(evidence))
+            for name in ("posterior", "posterior-ratio")
+        }
+        assert average_precision_score(wrong, scores) == ap["posterior-ratio"] > ap["posterior"] + 0.3
+    # the suggestions are the posterior's either way: argmax π
+    np.testing.assert_array_equal(
+        auto.outlier_scores(evidence, np.full(len(wrong), 0)),
+        make_detector(chosen).fit(evidence).outlier_scores(evidence, np.full(len(wrong), 0)),
+    )
+
+
+def test_auto_threshold_is_checked():
+    evidence, _ = _noisy_set("symmetric", n=120)
+    with pytest.raises(SettingsError, match="concentrated_at"):
+        AutoPosteriorDetector(concentrated_at=1.5).fit(evidence)
+    auto = AutoPosteriorDetector(concentrated_at=0.0).fit(evidence)
+    assert 0.0 < auto.concentration_ < 0.5 and auto.chosen_ == "posterior-ratio"
+    assert AutoPosteriorDetector(concentrated_at=1.0).fit(evidence).chosen_ == "posterior"
