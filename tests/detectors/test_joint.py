@@ -60,11 +60,11 @@ def test_concentration_is_zero_for_uniform_and_one_for_one_partner_per_class():
 
 
 @pytest.mark.parametrize("kind, chosen", [("pairs", "posterior-ratio"), ("symmetric", "posterior")])
-def test_auto_chooses_the_ratio_for_pair_noise_and_the_posterior_for_symmetric_noise(kind, chosen):
+def test_auto_takes_the_ratio_for_pair_noise_and_the_posterior_for_symmetric_noise(kind, chosen):
     evidence, wrong = _noisy_set(kind)
     auto = make_detector("posterior-auto").fit(evidence)
-    assert auto.chosen_ == chosen
-    assert (auto.concentration_ >= 0.5) == (kind == "pairs")
+    assert auto.weight_ == (1.0 if kind == "pairs" else 0.0)
+    assert (auto.concentration_ > 0.75) if kind == "pairs" else (auto.concentration_ < 0.25)
     scores = auto.outlier_scores(evidence)
     np.testing.assert_array_equal(scores, make_detector(chosen).fit(evidence).outlier_scores(evidence))
     if kind == "pairs":  # hard, correctly labelled samples (π spread evenly) outrank the flips under −log π(y) only
@@ -80,10 +80,14 @@ def test_auto_chooses_the_ratio_for_pair_noise_and_the_posterior_for_symmetric_n
     )
 
 
-def test_auto_threshold_is_checked():
+def test_auto_blends_in_between_and_checks_its_ramp():
     evidence, _ = _noisy_set("symmetric", n=120)
-    with pytest.raises(SettingsError, match="concentrated_at"):
-        AutoPosteriorDetector(concentrated_at=1.5).fit(evidence)
-    auto = AutoPosteriorDetector(concentrated_at=0.0).fit(evidence)
-    assert 0.0 < auto.concentration_ < 0.5 and auto.chosen_ == "posterior-ratio"
-    assert AutoPosteriorDetector(concentrated_at=1.0).fit(evidence).chosen_ == "posterior"
+    with pytest.raises(SettingsError, match="ramp"):
+        AutoPosteriorDetector(ramp=(0.6, 0.4)).fit(evidence)
+    kappa = make_detector("posterior-auto").fit(evidence).concentration_
+    auto = AutoPosteriorDetector(ramp=(kappa - 0.1, kappa + 0.1)).fit(evidence)
+    assert auto.weight_ == pytest.approx(0.5)
+    halves = [
+        0.5 * make_detector(name).fit(evidence).outlier_scores(evidence) for name in ("posterior", "posterior-ratio")
+    ]
+    np.testing.assert_allclose(auto.outlier_scores(evidence), halves[0] + halves[1], rtol=1e-9, atol=1e-12)
