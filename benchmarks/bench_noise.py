@@ -122,6 +122,16 @@ def _metrics(truth: np.ndarray, score: np.ndarray, seconds: float) -> dict:
     }
 
 
+def reference(kind: str, seed: int, samples: int, cache_dir: Path, epochs: int | None) -> dict:
+    """The metrics of ``bench_noise_bound``'s reference on this set: ``1 − p(y_given | x)`` from two cross-fitted
+    trainings on the true labels; its wall time is theirs."""
+    import bench_noise_bound
+
+    noisy = bench_noise_bound.noisy_fashion(kind, seed, samples)
+    probs, seconds = bench_noise_bound.true_label_probs(noisy, seed, cache_dir, epochs)
+    return _metrics(noisy.y != noisy.true_y, bench_noise_bound.reference_scores(noisy, probs), seconds)
+
+
 def fashion(kind: str, seed: int, samples: int):
     subset = load_dataset("fashion-mnist", limit=samples, seed=seed)
     noisy = inject_label_noise(subset, NOISE_RATE, kind=kind, seed=seed)
@@ -137,9 +147,53 @@ def tweets(seed: int, limit: int | None, cache_dir: Path):
     return known, data.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
 
 
-def markdown(figures: dict) -> str:
-    """One table per (kind, seed) run in ``figures``, methods by average precision, the default in bold."""
+def summary(figures: dict) -> str:
+    """One table per noise kind: every method's mean ± sample standard deviation over the seeds in ``figures``
+    (AUROC, AP, flagged precision, false negatives at the noise rate), by mean AP, the default in bold; a method
+    measured on fewer seeds than the kind has says on which."""
+    kinds: dict[str, list[dict]] = {}
+    for run in figures["runs"].values():
+        kinds.setdefault(run["kind"], []).append(run)
     lines = []
+    for kind, runs in kinds.items():
+        seeds = sorted(run["seed"] for run in runs)
+        lines += [
+            f"**{kind}**, seeds {', '.join(map(str, seeds))}: mean ± sd over the seeds",
+            "",
+            "| method | AUROC | AP | P@5% (flagged precision) | FN at the noise rate | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
+        methods: dict[str, dict[int, dict]] = {}
+        for run in runs:
+            for method, result in run["methods"].items():
+                methods.setdefault(method, {})[run["seed"]] = result
+
+        def spread(per_seed: dict[int, dict], key: str, digits: int = 3) -> str:
+            values = np.array([r[key] for r in per_seed.values()], dtype=float)
+            if len(values) == 1:
+                return f"{values[0]:,.{digits}f}"
+            return f"{values.mean():,.{digits}f} ± {values.std(ddof=1):,.{digits}f}"
+
+        def mean_ap(per_seed: dict[int, dict]) -> float:
+            return float(np.mean([r["average_precision"] for r in per_seed.values()]))
+
+        for method in sorted(methods, key=lambda m: -mean_ap(methods[m])):
+            label = f"**{method}** (default)" if method == DEFAULT_DETECTOR else method
+            measured = sorted(methods[method])
+            lines.append(
+                f"| {label} | {spread(methods[method], 'auroc')} | {spread(methods[method], 'average_precision')} | "
+                f"{spread(methods[method], 'precision_at_budget')} | "
+                f"{spread(methods[method], 'false_negatives_at_noise_rate', 0)} | "
+                f"{'all' if measured == seeds else ', '.join(map(str, measured))} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def markdown(figures: dict) -> str:
+    """A summary over the seeds (:func:`summary`), then one table per (kind, seed) run in ``figures``, methods by
+    average precision, the default in bold."""
+    lines = [summary(figures)]
     for run in figures["runs"].values():
         lines += [
             f"**{run['kind']}**, seed {run['seed']}: {run['samples']:,} samples, "
@@ -171,11 +225,19 @@ def main() -> None:
     parser.add_argument("--no-cv", nargs="*", default=[], help="kinds to run without cleanlab's five CV trainings")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, help="write every figure as JSON here (merged with what it holds)")
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        help="image kinds to score with a model trained on the true labels too (bench_noise_bound.py: a bound, "
+        "not a detector; two more half-size trainings, cached)",
+    )
     parser.add_argument("--report", action="store_true", help="print --out's figures as markdown tables and stop")
     args = parser.parse_args()
     if args.report:
         print(markdown(json.loads(args.out.read_text())))
         return
+    import bench_noise_bound
     import bench_peers
     import bench_text
 
@@ -211,6 +273,8 @@ def main() -> None:
                 f"[{kind}, seed {seed}] {len(dataset):,} samples, {int(truth.sum()):,} wrong; load {load}", flush=True
             )
             results = score_all(dataset, truth, settings, args.cache_dir, cv)
+            if kind in args.reference and kind != "tweets":
+                results[bench_noise_bound.REFERENCE] = reference(kind, seed, args.samples, args.cache_dir, args.epochs)
             figures["runs"][f"{kind}/{seed}"] = {
                 "kind": kind,
                 "seed": seed,
