@@ -98,6 +98,8 @@ def score_all(dataset, truth, settings: AuditSettings, cache_dir: Path, cv) -> d
         score = detector.outlier_scores(head)
         seconds = train_s + gradients_s + (early_s if name in DYNAMICS_DETECTORS else 0.0)
         results[name] = _metrics(truth, score, seconds + time.perf_counter() - start)
+        if hasattr(detector, "concentration_"):  # posterior-auto: what it read from the data, and its blend
+            results[name].update(concentration=detector.concentration_, ratio_weight=detector.weight_)
     if cv is None:
         return results
     probs, cv_s = cv(dataset, settings.seed, int(info["epochs"]))

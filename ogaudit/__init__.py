@@ -9,7 +9,7 @@ The public names:
 ``audit(data, settings=None, *, out_dir=None, ...)``
     Train a model on ``data`` (a built-in, a path, arrays, a DataFrame, a torch Dataset or a :class:`Dataset`),
     score every sample and flag the most suspicious; with ``out_dir``, write a project folder.
-``score(features, probs, labels, *, logits=None, evidence=None, detector="posterior", budget=0.05, ...)``
+``score(features, probs, labels, *, logits=None, evidence=None, detector="posterior-auto", budget=0.05, ...)``
     Score the outputs of a model you trained yourself (no training): one row per sample with ``score``,
     ``rank``, ``flagged``, ``suggested_label`` and ``p_wrong``.
 ``export(source, path, *, format)``

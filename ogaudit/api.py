@@ -357,8 +357,10 @@ def score(
         Instead of the arrays above: any :class:`~ogaudit.gradients.GradientEvidence` (e.g.
         :class:`~ogaudit.gradients.HeadEvidence`, or an audit's ``result.evidence``); it carries its labels.
     detector : str
-        A detector of :data:`ogaudit.detectors.outliers.DETECTORS`; default ``"posterior"`` (the model's softmax
-        fused with the labels of the 20 samples with the most similar gradient directions).
+        A detector of :data:`ogaudit.detectors.outliers.DETECTORS`; default ``"posterior-auto"`` (the model's
+        softmax fused with the labels of the 20 samples with the most similar gradient directions, scored by how
+        unlikely the given label is or by how much likelier another label is, as the data's estimated confusions
+        are spread or concentrated).
     budget : float
         How many samples to flag: a fraction in (0, 1) (0.05 = 5%) or a whole count ≥ 1.
     class_names : sequence of C str

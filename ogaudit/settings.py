@@ -18,8 +18,8 @@ from pathlib import Path
 from ogaudit.errors import SettingsError
 
 DETECTOR_NAMES = (
-    "posterior",
     "posterior-auto",
+    "posterior",
     "posterior-ratio",
     "consensus",
     "cf-ratio",
@@ -36,7 +36,7 @@ DETECTOR_NAMES = (
     "simifeat",
     "dynamics",
 )
-DEFAULT_DETECTOR = "posterior"
+DEFAULT_DETECTOR = "posterior-auto"
 LLM_SCORES = ("iforest-per-class", "l2", "loss", "perplexity", "grad-cosine")
 """Scores of an audit of instruction data for a causal LM (:mod:`ogaudit.pipeline.instructions`): the paper's
 per-category IsolationForest on projected LoRA gradients, their L2 norm, the response NLL and its perplexity, and

@@ -9,9 +9,11 @@ Evidence is any :class:`~ogaudit.gradients.GradientEvidence`: the last layer in 
 (:class:`~ogaudit.gradients.HeadEvidence`) or projected gradients of chosen layers
 (:class:`~ogaudit.gradients.ProjectedEvidence`); detectors read it through that interface only.
 
-The default, ``posterior`` (:class:`NeighbourPosteriorDetector`), scores ``−log π(y)`` with ``π`` the model's
-softmax times the label histogram of the sample's gradient-direction neighbours; docs/BENCHMARKS.md ("Peers") has
-the comparison with cleanlab and the other detectors that chose it.
+``posterior`` (:class:`NeighbourPosteriorDetector`) scores ``−log π(y)`` with ``π`` the model's softmax times the
+label histogram of the sample's gradient-direction neighbours; docs/BENCHMARKS.md ("Peers") has the comparison with
+cleanlab and the other detectors. The default, ``posterior-auto`` (:class:`AutoPosteriorDetector`), blends it with
+``posterior-ratio`` by how concentrated the data's estimated confusions are (docs/BENCHMARKS.md, "Detection under
+realistic noise").
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from ogaudit.gradients.layers import LayerGradientSettings, layer_store, project
 from ogaudit.map.layout import gradient_map
 from ogaudit.models import causal_lm
 from ogaudit.progress import ProgressCallback, report, within
-from ogaudit.settings import LLM_SCORES, AuditSettings
+from ogaudit.settings import DEFAULT_DETECTOR, LLM_SCORES, AuditSettings
 from ogaudit.storage import fingerprint
 
 DEFAULT_LLM_SCORE = "iforest-per-class"
@@ -82,7 +82,7 @@ def llm_settings(settings: AuditSettings, notice=None) -> AuditSettings:
             "wrong responses."
         )
     if settings.detector not in LLM_SCORES:
-        if notice is not None and settings.detector != "posterior":
+        if notice is not None and settings.detector != DEFAULT_DETECTOR:
             notice(f"detector {settings.detector!r} scores labels; this audit ranks by {DEFAULT_LLM_SCORE!r}")
         settings = replace(settings, detector=DEFAULT_LLM_SCORE)
     return settings
