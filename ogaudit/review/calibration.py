@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ogaudit.detectors.joint import confident_joint as counted_joint
+
 BANDS = 10
 PRIOR_STRENGTH = 10.0
 """How many reviewer decisions the data-level estimate of a band is worth."""
@@ -97,24 +99,9 @@ def confident_joint(posterior: np.ndarray, labels: np.ndarray) -> np.ndarray:
     the classes present). Confident learning (Northcutt et al. 2021, eq. 2-3): a sample counts towards the most
     probable class ``j`` among those whose probability reaches ``t_j``, the mean probability of ``j`` over samples
     labelled ``j``; samples above no threshold are not counted; each given class's row is then scaled to that
-    class's count.
+    class's count. The counts are :func:`ogaudit.detectors.joint.confident_joint`'s (one implementation).
     """
-    posterior = np.asarray(posterior, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    n, c = posterior.shape
-    counts = np.bincount(labels, minlength=c).astype(np.float64)
-    sums = np.zeros(c)
-    np.add.at(sums, labels, posterior[np.arange(n), labels])
-    threshold = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
-    above = posterior >= threshold[None, :] - 1e-12
-    masked = np.where(above, posterior, -1.0)
-    best = masked.argmax(axis=1)
-    counted = above.any(axis=1)
-    joint = np.zeros((c, c))
-    np.add.at(joint, (labels[counted], best[counted]), 1.0)
-    rows = joint.sum(axis=1, keepdims=True)
-    joint = np.where(rows > 0, joint / np.maximum(rows, 1) * counts[:, None], 0.0)
-    return joint / max(n, 1)
+    return counted_joint(posterior, labels) / max(len(labels), 1)
 
 
 def confident_noise_rate(posterior: np.ndarray, labels: np.ndarray) -> float:
