@@ -398,6 +398,22 @@ def add_notice(notes: list[str], text: str) -> None:
     warnings.warn(text, DataNotice, stacklevel=3)
 
 
+MAX_CLASSES = 50_000
+"""An audit takes at most this many classes. The model's head, the probabilities (N × C) and the counterfactual
+label evidence grow with the class count, which a table may declare at no cost (a ``ClassLabel`` of 300,000 names
+is 3 MB of schema metadata on 40 rows); the largest common label sets (ImageNet-21k) have about 22,000."""
+
+
+def check_class_count(dataset: Dataset) -> None:
+    """Refuse (:class:`DataError`) data that declare more than :data:`MAX_CLASSES` classes, before any training."""
+    if dataset.n_classes > MAX_CLASSES:
+        present = len(np.unique(dataset.y))
+        raise DataError(
+            f"The data declare {dataset.n_classes:,} classes ({present:,} with samples); an audit takes at most "
+            f"{MAX_CLASSES:,}. Give the label column only the classes in use (a ClassLabel with fewer names)."
+        )
+
+
 def check_labels(dataset: Dataset) -> None:
     """Refuse labels outside the class list and data with fewer than two classes present."""
     n_classes = dataset.n_classes

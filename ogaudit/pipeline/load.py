@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import replace
 
-from ogaudit.data.dataset import Dataset, stratified_subset
+from ogaudit.data.dataset import Dataset, check_class_count, stratified_subset
 from ogaudit.data.load import load_dataset
 from ogaudit.progress import ProgressCallback
 from ogaudit.settings import AuditSettings
@@ -44,6 +44,7 @@ def prepare_dataset(
         )
     if dataset.kind == "instructions":  # prompt/response pairs: the causal LM tokenizes them itself
         return dataset
+    check_class_count(dataset)  # a table may declare any number of classes; the model grows with them
     if dataset.is_text and dataset.x.shape[1:] == (0,) and settings.predictions is None:  # predictions: no model
         dataset = encode_texts(dataset, settings, cache_dir=cache_dir, progress=progress, cancel=cancel)
     if settings.noise_rate > 0:

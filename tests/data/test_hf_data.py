@@ -331,3 +331,25 @@ def test_a_batch_of_repeated_image_bytes_is_measured_before_it_is_decoded(tmp_pa
     with pytest.raises(DataError, match=r"Refused .*bomb\.parquet.* over the memory budget of 16.0 MiB"):
         load_dataset(tmp_path / "bomb.parquet")
     assert held and max(held) < 4 * len(blob), max(held)
+
+
+def test_a_table_that_declares_more_classes_than_an_audit_takes_is_refused_before_training(tmp_path):
+    """A ClassLabel of 60,000 names in a Parquet schema's metadata (~0.7 MB) on 40 rows: the model's head, the
+    probabilities and the counterfactual evidence of every class grow with the class count, not with the file.
+    Loading keeps every class (the control); the audit refuses above ``MAX_CLASSES`` before anything is trained."""
+    import json
+
+    from ogaudit.data.dataset import MAX_CLASSES
+    from ogaudit.pipeline.load import prepare_dataset
+    from ogaudit.settings import AuditSettings
+
+    names = [f"c{i}" for i in range(MAX_CLASSES + 10_000)]
+    features = {"x": {"feature": {"dtype": "float64", "_type": "Value"}, "_type": "Sequence"}}
+    features["label"] = {"names": names, "_type": "ClassLabel"}
+    rows = np.random.default_rng(0).random((40, 8)).tolist()
+    table = pa.table({"x": rows, "label": pa.array([0, 1] * 20, pa.int64())})
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, tmp_path / "classes.parquet")
+    assert load_dataset(tmp_path / "classes.parquet").n_classes == len(names)
+    with pytest.raises(DataError, match=r"declare 60,000 classes \(2 with samples\); an audit takes at most 50,000"):
+        prepare_dataset(tmp_path / "classes.parquet", AuditSettings())
