@@ -11,15 +11,20 @@ it is over-confident. Here the probability is estimated per dataset, in two step
    joint), so a sample whose evidence splits between two classes gets about the mass of the other class, weighed
    by how often the two are confused, rather than "certainly wrong"; that shape is moved, in log-odds, until its
    mean equals the rate. Each sample gets a :data:`LEVEL` interval from a Beta prior of :data:`PRIOR_STRENGTH`
-   pseudo-decisions centred on its band's estimate: the estimate is a guess about this data, and the interval says
-   how much of one.
+   pseudo-decisions centred on its band's estimate, widened by the uncertainty of the noise rate itself: the
+   rate estimators (:func:`noise_rates`: the confident joint, the transition EM's own rate, a two-component
+   mixture on the scores) err in different directions on different data, so the interval spans the lowest and
+   the highest of them, with their sampling error. Where they disagree by more than :data:`RATE_DISAGREEMENT`,
+   every sample is "not yet calibrated", with that bracket and the number of decisions that would pin it down.
 2. **As decisions come in** (:func:`update_with_decisions`): confirmed wrong (``confirm``/``relabel``/``remove``)
    vs kept right (``keep``; ``unsure`` counts as neither). Once they cover a few bands of the estimate, one of
    them in its lower half (the queue's "to calibrate P(wrong)" order, :func:`calibration_order`, gives them so), a
    logistic recalibration is fitted to them; then each band (equal-width and decile cuts of the estimate) takes
-   the Beta posterior of its prior and its decisions, made monotone across bands.
+   the Beta posterior of its prior and its decisions, made monotone across bands. The noise-rate bracket narrows as
+   the bands fill with decisions and is gone once the logistic recalibration has fitted the level.
 
-A sample whose interval is wider than :data:`UNKNOWN_WIDTH` is "not yet calibrated": shown as that, not as a number.
+A sample whose interval is wider than :data:`UNKNOWN_WIDTH`, or any sample while the rate estimators disagree, is
+"not yet calibrated": shown as that, not as a number.
 Also here: :func:`ambiguous` (wrong vs ambiguous) and :func:`flag_stability` (stable vs unstable flags).
 Pure numpy (and scipy): the pipeline writes ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``, ``ambiguous`` and
 ``flag_stability`` in ``scores.csv`` (:func:`evidence_columns`), :func:`ogaudit.score` returns the same, and the
@@ -29,7 +34,7 @@ review cards and exports show step 2 on top of it (:func:`reviewed_estimate`). M
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +47,12 @@ UNKNOWN_WIDTH = 0.5
 """An interval wider than this (e.g. a band estimated near 50% with no decisions) reads "not yet calibrated"."""
 LEVEL = 0.9
 """The intervals' coverage."""
+RATE_DISAGREEMENT = 1 / 3
+"""The noise-rate estimators disagree (:func:`estimate_wrong`) when, between the lowest and the highest rate, some
+sample's P(wrong) or P(right) could be lower by more than this share of itself; every sample then reads "not yet
+calibrated" until decisions across the range pin the rate down (:attr:`WrongEstimate.disagreement`). On the 13
+audits of docs/BENCHMARKS.md, "Calibration", the estimators' disagreement was 0.23–0.25 on digits / MNIST under
+symmetric and annotator-like noise and 0.35–0.98 elsewhere."""
 WRONG_ACTIONS = ("confirm", "relabel", "remove")
 RIGHT_ACTIONS = ("keep",)
 _EPS = 1e-4
@@ -56,6 +67,10 @@ class WrongEstimate:
     decisions : how many reviewer decisions (wrong or right) the estimate has been updated with.
     reviewed : (N,) int, the decisions in each sample's band.
     method : what it was estimated from, in words.
+    rate_range : (lowest, highest) share of wrong labels the data cannot yet rule out (the noise-rate estimators'
+        bracket with its sampling error, narrowed by decisions; :func:`estimate_wrong`), or None where the estimate
+        is taken at its rate (``noise_rate``) alone.
+    noise_rates : the data's noise rate by each estimator (:func:`noise_rates`), where known.
     """
 
     p: np.ndarray
@@ -65,11 +80,37 @@ class WrongEstimate:
     decisions: int
     reviewed: np.ndarray
     method: str
+    rate_range: tuple[float, float] | None = None
+    noise_rates: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def disagreement(self) -> float:
+        """How far the noise rate is from known: the largest share by which a sample's P(wrong) (at the lowest rate
+        of ``rate_range``) or P(right) (at the highest) could be lower than the estimate says; 0 without a range.
+        Above :data:`RATE_DISAGREEMENT`, every sample is "not yet calibrated"."""
+        if self.rate_range is None or not 0 < self.noise_rate < 1:
+            return 0.0
+        lowest, highest = self.rate_range
+        return float(max(0.0, 1 - lowest / self.noise_rate, 1 - (1 - highest) / (1 - self.noise_rate)))
 
     @property
     def calibrated(self) -> np.ndarray:
-        """(N,) bool: False where the interval is wider than :data:`UNKNOWN_WIDTH` ("not yet calibrated")."""
-        return (self.high - self.low) <= UNKNOWN_WIDTH
+        """(N,) bool: False ("not yet calibrated") where the interval is wider than :data:`UNKNOWN_WIDTH`, and
+        everywhere while the noise-rate estimators disagree by more than :data:`RATE_DISAGREEMENT`."""
+        known = (self.high - self.low) <= UNKNOWN_WIDTH
+        return known & (self.disagreement <= RATE_DISAGREEMENT)
+
+    @property
+    def to_calibrate(self) -> int:
+        """About how many more decisions in the queue's "to calibrate P(wrong)" order (:func:`calibration_order`)
+        pin the estimate down: :data:`PLATT_MIN` more in each band that has fewer (what lets
+        :func:`update_with_decisions` fit the level and slope); 0 when every sample is calibrated."""
+        if len(self.p) == 0 or self.calibrated.all():
+            return 0
+        band, bands = _bands(self.p)
+        decided = np.zeros(bands)
+        decided[band] = self.reviewed
+        return int(np.maximum(PLATT_MIN - decided, 0).sum())
 
     def columns(self) -> dict[str, np.ndarray]:
         """``p_wrong``, ``p_wrong_low``, ``p_wrong_high``: the columns of the score table."""
@@ -177,6 +218,70 @@ def true_label_posterior(
     return log_odds, joint
 
 
+def mixture_noise_rate(posterior: np.ndarray, labels: np.ndarray, *, iterations: int = 200) -> float:
+    """The share of wrong labels as the weight of the upper component of a two-component Gaussian mixture on each
+    sample's ``logit(1 − π(given))`` (EM in one dimension; started with the top fifth of the samples as the upper
+    component).
+
+    Parameters
+    ----------
+    posterior : (N, C) class probabilities (rows sum to 1). labels : (N,) int given labels.
+
+    Returns
+    -------
+    float in [0, 1]. It reads the scores' shape, not the classes' confusions, so it errs in another direction than
+    :func:`confident_noise_rate` and the transition EM: high where clean samples of confusable classes form a broad
+    upper tail (Fashion-MNIST: 0.50–0.75 for 0.20, the tweets 0.37 for 0.067), close where the two
+    groups separate (digits / MNIST, symmetric noise: 0.21–0.24 for 0.20). One of the estimators
+    :func:`estimate_wrong` brackets the rate with, not an estimate on its own.
+    """
+    posterior = np.asarray(posterior, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) < 2:
+        return 0.0
+    x = _logit(1.0 - posterior[np.arange(len(labels)), labels])
+    upper = x >= np.quantile(x, 0.8)
+    if upper.all() or not upper.any():
+        return 0.0
+    weight = np.array([1.0 - upper.mean(), upper.mean()])
+    mean = np.array([x[~upper].mean(), x[upper].mean()])
+    var = np.maximum(np.array([x[~upper].var(), x[upper].var()]), 1e-6)
+    for _ in range(iterations):
+        log_density = -0.5 * ((x[:, None] - mean) ** 2 / var + np.log(2 * np.pi * var)) + np.log(weight)
+        responsibility = np.exp(log_density - log_density.max(axis=1, keepdims=True))
+        responsibility /= responsibility.sum(axis=1, keepdims=True)
+        total = np.maximum(responsibility.sum(axis=0), 1e-12)
+        before = weight
+        weight = total / len(x)
+        mean = (responsibility * x[:, None]).sum(axis=0) / total
+        var = np.maximum((responsibility * (x[:, None] - mean) ** 2).sum(axis=0) / total, 1e-6)
+        if np.abs(weight - before).max() < 1e-7:
+            break
+    return float(weight[int(np.argmax(mean))])
+
+
+RATE_ESTIMATORS = ("confident joint", "transition EM", "mixture")
+"""The noise-rate estimators :func:`estimate_wrong` brackets the rate with (:func:`noise_rates`)."""
+
+
+def noise_rates(posterior: np.ndarray, labels: np.ndarray, *, joint: np.ndarray | None = None) -> dict[str, float]:
+    """The data's share of wrong labels by each of :data:`RATE_ESTIMATORS`.
+
+    ``confident joint``: :func:`confident_noise_rate`; ``transition EM``: the off-diagonal mass of
+    :func:`true_label_posterior`'s joint (pass it as ``joint`` when already computed); ``mixture``:
+    :func:`mixture_noise_rate`. Measured on 13 audits (docs/BENCHMARKS.md, "Calibration") each errs somewhere: the
+    confident joint high on Fashion-MNIST and the tweets and low under instance noise, the EM low on digits / MNIST,
+    the mixture high on Fashion-MNIST and the tweets; the true rate lay between the lowest and the highest on all 13.
+    """
+    if joint is None:
+        _, joint = true_label_posterior(posterior, labels)
+    return {
+        "confident joint": confident_noise_rate(posterior, labels),
+        "transition EM": float(joint.sum() - np.trace(joint)),
+        "mixture": mixture_noise_rate(posterior, labels),
+    }
+
+
 def _shift_to_mean(base: np.ndarray, target: float, *, log_odds: np.ndarray | None = None) -> np.ndarray:
     """``base`` (or the probabilities of ``log_odds``) moved by one log-odds shift so that its mean is ``target``
     (bisection; monotone in the shift)."""
@@ -256,7 +361,13 @@ def estimate_wrong(
       gets about the mass of the other class weighted by how often the annotators confuse the two, not "certainly
       wrong"; moved by one log-odds shift until its mean is the level.
 
-    Each sample's interval comes from a Beta prior of :data:`PRIOR_STRENGTH` pseudo-decisions per band.
+    Each sample's :data:`LEVEL` interval spans what the data cannot yet tell: a Beta prior of :data:`PRIOR_STRENGTH`
+    pseudo-decisions per band, taken at the same shape moved to the lowest and to the highest of the noise rates of
+    :func:`noise_rates` (each widened by its binomial sampling error). Where those estimators disagree, the
+    interval is wide, and beyond :data:`RATE_DISAGREEMENT` every sample reads "not yet calibrated"
+    (:attr:`WrongEstimate.calibrated`) until decisions in the "to calibrate" order pin the rate down.
+    ``p`` itself stays at the confident joint's rate (the estimator closest on the data where the model separates
+    the classes).
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}.")
@@ -266,17 +377,61 @@ def estimate_wrong(
         return WrongEstimate(empty, empty, empty, 0.0, 0, np.zeros(0, np.int64), "no samples")
     posterior = np.asarray(posterior, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
+    log_odds, joint = true_label_posterior(posterior, labels) if posterior.shape[1] >= 2 else (None, None)
+    rates = noise_rates(posterior, labels, joint=joint) if joint is not None else {}
     rate = confident_noise_rate(posterior, labels)
-    if shape == "packaged" or posterior.shape[1] < 2:
-        start, how = base, "the packaged curve's shape moved to it"
+    if shape == "packaged" or log_odds is None:
+        start, how = _logit(base), "the packaged curve's shape moved to it"
     else:
-        log_odds, _ = true_label_posterior(posterior, labels)
         start = np.clip(log_odds, -60.0, 60.0)
         how = "each sample's share by Bayes' rule with the data's noise transition, moved to it"
-    p = _shift_to_mean(base, rate) if start is base else _shift_to_mean(base, rate, log_odds=start)
-    return prior_estimate(
+    p = _shift_to_mean(base, rate, log_odds=start)
+    prior = prior_estimate(
         p, f"estimated on this data: noise rate {rate:.1%} from the confident joint of given and true labels, {how}"
     )
+    if not rates:
+        return prior
+    n = len(p)
+    z = _normal_quantile((1 + LEVEL) / 2)
+    lowest, highest = min(rates.values()), max(rates.values())
+    lowest = max(lowest - z * np.sqrt(lowest * (1 - lowest) / n), _EPS)
+    highest = min(highest + z * np.sqrt(highest * (1 - highest) / n), 1 - _EPS)
+    lowest, highest = min(lowest, prior.noise_rate), max(highest, prior.noise_rate)
+    low, high = _widen(prior.low, prior.high, prior.noise_rate, (lowest, highest))
+    spread = ", ".join(f"{name} {value:.1%}" for name, value in rates.items())
+    method = f"{prior.method}; the rate between {lowest:.1%} and {highest:.1%} ({spread}, with sampling error)"
+    return WrongEstimate(p, low, high, prior.noise_rate, 0, prior.reviewed, method, (lowest, highest), rates)
+
+
+def _widen(low: np.ndarray, high: np.ndarray, rate: float, rate_range: tuple[float, float]):
+    """``(low, high)`` widened to what a noise rate anywhere in ``rate_range`` allows, for an estimate whose mean is
+    ``rate``: every P(wrong) scaled by ``lowest / rate`` (the lower end), every P(right) by ``(1 − highest) /
+    (1 − rate)`` (the upper end). So the bounds' means move by the rate's own uncertainty, the order of samples is
+    kept, and :func:`_rate_range_of` reads the range back from the bounds."""
+    lowest, highest = rate_range
+    down = min(1.0, lowest / rate) if rate > 0 else 1.0
+    up = min(1.0, (1 - highest) / (1 - rate)) if rate < 1 else 1.0
+    return np.asarray(low) * down, 1 - (1 - np.asarray(high)) * up
+
+
+def _rate_range_of(p: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[float, float] | None:
+    """The noise-rate range that :func:`_widen` put into a table's bounds (``p_wrong_low``, ``p_wrong_high``), read
+    back by comparing their means with those of the band prior at ``p`` (:func:`prior_estimate`); None when the
+    bounds are the prior's."""
+    prior = prior_estimate(p, "")
+    rate = float(p.mean())
+    base_low, base_high = float(prior.low.mean()), float(prior.high.mean())
+    down = float(np.mean(low)) / base_low if base_low > 0 else 1.0
+    up = (1 - float(np.mean(high))) / (1 - base_high) if base_high < 1 else 1.0
+    if down > 1 - 1e-6 and up > 1 - 1e-6:
+        return None
+    return rate * min(down, 1.0), 1 - (1 - rate) * min(up, 1.0)
+
+
+def _normal_quantile(q: float) -> float:
+    from scipy.special import ndtri
+
+    return float(ndtri(q))
 
 
 def prior_estimate(p: np.ndarray, method: str) -> WrongEstimate:
@@ -315,6 +470,10 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
        after step 1, at the band's mean after step 1) + (the band's decisions), made monotone across bands (pool adjacent violators, weighted by
        prior + decisions); each sample's log-odds are interpolated linearly between the bands' (mean, updated
        rate) knots in log-odds, and moved by the end band's shift beyond them, so the order of samples is kept.
+    3. Where the estimate carries a noise-rate bracket (:attr:`WrongEstimate.rate_range`), the intervals keep the
+       share of it that the bands still short of :data:`PLATT_MIN` decisions leave (all of it when no band has
+       them, none once step 1 has fitted the level): decisions across the range narrow it, decisions from the top
+       of the queue alone hardly do.
     """
     rows = np.asarray(rows, dtype=np.int64)
     wrong = np.asarray(wrong, dtype=bool)
@@ -350,9 +509,21 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
     weight = a_ + b_
     n = int(len(rows))
     method = f"{estimate.method.split(';')[0]}; updated with {n} reviewer decision{'s' if n != 1 else ''}{platt}"
-    return _with_intervals(
+    updated = _with_intervals(
         p, posterior * weight, (1 - posterior) * weight, band, method, n, decided[band].astype(np.int64)
     )
+    if estimate.rate_range is None or platt:  # the level is fitted to decisions across the range
+        return updated
+    # The noise-rate bracket narrows as the bands fill: what is left of it is the share of bands still short of
+    # PLATT_MIN decisions (decisions from the top of the queue alone leave most of it).
+    left = float(np.mean(np.minimum(decided[present] / PLATT_MIN, 1.0) < 1.0)) if present.any() else 1.0
+    rate, (lowest, highest) = estimate.noise_rate, estimate.rate_range
+    down = 1 - (1 - (lowest / rate if rate > 0 else 1.0)) * left  # the same shares, around the updated rate
+    up = 1 - (1 - ((1 - highest) / (1 - rate) if rate < 1 else 1.0)) * left
+    rate = updated.noise_rate
+    rate_range = (rate * down, 1 - (1 - rate) * up)
+    low, high = _widen(updated.low, updated.high, rate, rate_range)
+    return WrongEstimate(p, low, high, rate, n, updated.reviewed, method, rate_range, estimate.noise_rates)
 
 
 PLATT_BANDS = 3
@@ -554,15 +725,10 @@ def reviewed_estimate(table, decisions) -> WrongEstimate | None:
     if np.isnan(p).any() or not ((p >= 0) & (p <= 1)).all():  # an edited or damaged table: no estimate
         return None
     prior = prior_estimate(p, "estimated on this data")
-    prior = WrongEstimate(
-        p,
-        np.where(np.isnan(read["p_wrong_low"]), prior.low, read["p_wrong_low"]),
-        np.where(np.isnan(read["p_wrong_high"]), prior.high, read["p_wrong_high"]),
-        prior.noise_rate,
-        0,
-        prior.reviewed,
-        prior.method,
-    )
+    low = np.where(np.isnan(read["p_wrong_low"]), prior.low, read["p_wrong_low"])
+    high = np.where(np.isnan(read["p_wrong_high"]), prior.high, read["p_wrong_high"])
+    rate_range = _rate_range_of(p, low, high)
+    prior = WrongEstimate(p, low, high, prior.noise_rate, 0, prior.reviewed, prior.method, rate_range)
     if decisions is None or len(decisions) == 0:
         return prior
     position = {sample_id: i for i, sample_id in enumerate(table["sample_id"].astype(str).tolist())}

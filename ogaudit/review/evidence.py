@@ -110,6 +110,29 @@ def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, *, 
     return float(total / max(len(probability), 1))
 
 
+def interval_coverage(
+    probability: np.ndarray, low: np.ndarray, high: np.ndarray, outcome: np.ndarray, *, bins: int = 10
+) -> float:
+    """The share of samples whose bin's observed rate lies inside the bin's interval: the samples cut into ``bins``
+    equal-width bins of ``probability`` (as :func:`expected_calibration_error`), a bin's interval the means of its
+    ``low`` and ``high`` (all (N,) in [0, 1]; ``outcome`` (N,) bool or 0/1). For 90% intervals, about 0.9 or more
+    is honest; far below, the intervals claim more than the data bears. The observed rate's own sampling error is
+    not allowed for: a bin that observed 0 while its interval starts just above it counts as missed."""
+    probability = np.asarray(probability, dtype=np.float64)
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    outcome = np.asarray(outcome, dtype=np.float64)
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    size = np.bincount(which, minlength=bins)
+    seen = size > 0
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        return np.bincount(which, weights=values, minlength=bins)[seen] / size[seen]
+
+    observed = mean_of(outcome)
+    inside = (mean_of(low) <= observed + 1e-12) & (observed <= mean_of(high) + 1e-12)
+    return float(size[seen][inside].sum() / max(len(probability), 1))
+
+
 @dataclass(frozen=True)
 class SampleEvidence:
     """The evidence for one sample (C classes, k neighbours).
@@ -119,6 +142,9 @@ class SampleEvidence:
     neighbours : (k,) row positions of the nearest gradient neighbours, most similar first; cosines (k,) their
     cosines; neighbour_labels (k,) their given labels (class indices). given : the given label's index.
     p_wrong : calibrated probability that the given label is wrong; raw_wrong : ``1 − π(given)``.
+    p_wrong_low, p_wrong_high : its 90% interval; calibrated : False where it reads "not yet calibrated"
+    (:attr:`~ogaudit.review.calibration.WrongEstimate.calibrated`); to_calibrate : about how many decisions in the
+    queue's "to calibrate P(wrong)" order would pin it down (0 when calibrated or unknown).
     """
 
     position: int
@@ -137,16 +163,21 @@ class SampleEvidence:
     reviewed: int = 0
     ambiguous: bool = False
     ambiguous_with: int = -1
+    to_calibrate: int = 0
 
     def wrong_text(self, class_names: list[str] | None = None) -> str:
         """How likely the given label is wrong, in words, never "100%": the estimate with its interval, "not yet
         calibrated" where the interval is too wide to mean much, and "ambiguous" where the evidence splits between
         the given label and one other class (:func:`~ogaudit.review.calibration.ambiguous`)."""
         if not self.calibrated:
+            from ogaudit.review.queue import CALIBRATE
+
             text = (
                 f"not yet calibrated: between {percent(self.p_wrong_low)} and {percent(self.p_wrong_high)} "
                 "likely that the given label is wrong"
             )
+            if self.to_calibrate:
+                text += f"; decide ~{self.to_calibrate} samples in the {CALIBRATE!r} order to pin it down"
         else:
             text = (
                 f"{percent(self.p_wrong)} likely that the given label is wrong "
@@ -327,12 +358,13 @@ class RunEvidence:
             calibrated, low, high = wrong.p[rows], wrong.low[rows], wrong.high[rows]
             known = wrong.calibrated[rows]
             reviewed = wrong.reviewed[rows]
+            to_calibrate = wrong.to_calibrate
         else:  # the packaged curve, with the intervals of a prior of its own value
             from ogaudit.review.calibration import prior_estimate
 
             fallback = prior_estimate(self.calibration(raw), "the packaged curve (fitted on planted noise)")
             calibrated, low, high = fallback.p, fallback.low, fallback.high
-            known, reviewed = fallback.calibrated, fallback.reviewed
+            known, reviewed, to_calibrate = fallback.calibrated, fallback.reviewed, 0
         split, other = ambiguous(posterior, self.probs[rows], given, self.labels[neighbours])
         return [
             SampleEvidence(
@@ -352,6 +384,7 @@ class RunEvidence:
                 reviewed=int(reviewed[i]),
                 ambiguous=bool(split[i]),
                 ambiguous_with=int(other[i]),
+                to_calibrate=to_calibrate if not known[i] else 0,
             )
             for i, row in enumerate(rows)
         ]

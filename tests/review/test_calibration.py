@@ -6,28 +6,34 @@ import pytest
 
 from ogaudit.detectors.scoring import score_table
 from ogaudit.project import Project
+from ogaudit.review import calibration
 from ogaudit.review.calibration import (
+    PLATT_MIN,
+    RATE_DISAGREEMENT,
     STABLE_AT,
     ambiguous,
     calibration_order,
     confident_noise_rate,
     estimate_wrong,
     flag_stability,
+    mixture_noise_rate,
+    noise_rates,
     prior_estimate,
     reviewed_estimate,
     true_label_posterior,
     update_with_decisions,
 )
-from ogaudit.review.evidence import expected_calibration_error, percent
+from ogaudit.review.evidence import SampleEvidence, expected_calibration_error, interval_coverage, percent
 from ogaudit.review.queue import CALIBRATE, QueueFilter, filter_queue
 
 
-def _noisy_posterior(n=4000, c=5, rate=0.2, seed=0):
-    """A sharp clean-label posterior and labels with ``rate`` symmetric noise: (posterior, given, wrong)."""
+def _noisy_posterior(n=4000, c=5, rate=0.2, seed=0, sharp=4.0):
+    """A clean-label posterior (the true class's logit raised by ``sharp``) and labels with ``rate`` symmetric
+    noise: (posterior, given, wrong)."""
     rng = np.random.default_rng(seed)
     true = rng.integers(0, c, n)
     logits = rng.normal(0, 1, (n, c))
-    logits[np.arange(n), true] += 4
+    logits[np.arange(n), true] += sharp
     posterior = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     given = true.copy()
     flip = rng.random(n) < rate
@@ -56,6 +62,88 @@ def test_the_estimate_keeps_the_order_matches_the_rate_and_brackets_itself():
         assert expected_calibration_error(estimate.p, wrong) < 0.05
     with pytest.raises(ValueError, match="shape must be one of"):
         estimate_wrong(base, posterior, given, shape="isotonic")
+
+
+def test_the_rate_estimators_find_planted_symmetric_noise_and_agree_there():
+    posterior, given, wrong = _noisy_posterior(rate=0.3)
+    rates = noise_rates(posterior, given)
+    assert set(rates) == set(calibration.RATE_ESTIMATORS)
+    assert rates["confident joint"] == pytest.approx(wrong.mean(), abs=0.02)
+    assert rates["mixture"] == pytest.approx(wrong.mean(), abs=0.02)
+    assert wrong.mean() - 0.1 < rates["transition EM"] < wrong.mean()  # it runs low (docs/BENCHMARKS.md)
+    assert mixture_noise_rate(posterior[:1], given[:1]) == 0.0
+    estimate = estimate_wrong(1 - posterior[np.arange(len(given)), given], posterior, given)
+    lowest, highest = estimate.rate_range
+    assert lowest <= min(rates.values()) and highest >= max(rates.values())
+    assert estimate.disagreement <= RATE_DISAGREEMENT and estimate.calibrated.mean() > 0.9  # all but the middle
+    assert estimate.to_calibrate == 0 or not estimate.calibrated.all()
+
+
+def _disagreeing():
+    """Planted 20% symmetric noise on blurred evidence, whose rate the estimators get wrong and disagree on, as on
+    Fashion-MNIST (the confident joint 0.28, the EM 0.07, the mixture 0.23): (estimate, posterior, given, wrong)."""
+    posterior, given, wrong = _noisy_posterior(n=6000, seed=1, sharp=2.0)
+    estimate = estimate_wrong(1 - posterior[np.arange(len(given)), given], posterior, given)
+    return estimate, posterior, given, wrong
+
+
+def test_intervals_span_the_noise_rate_when_its_estimators_disagree():
+    estimate, posterior, given, wrong = _disagreeing()
+    prior = prior_estimate(estimate.p, "the band prior alone")  # the intervals before this change
+    rates = estimate.noise_rates
+    assert rates["confident joint"] > 0.25 and rates["transition EM"] < 0.1  # 0.2 planted
+    assert estimate.noise_rate == pytest.approx(rates["confident joint"], abs=1e-3) and np.allclose(estimate.p, prior.p)
+    lowest, highest = estimate.rate_range
+    assert lowest < min(rates.values()) and highest > max(rates.values())  # with the sampling error
+    assert estimate.low.mean() <= lowest + 1e-9 and estimate.high.mean() >= highest - 1e-9
+    assert (estimate.low <= prior.low + 1e-12).all() and (estimate.high >= prior.high - 1e-12).all()
+    assert interval_coverage(prior.p, prior.low, prior.high, wrong) < 0.8  # too narrow where the level is off
+    assert interval_coverage(estimate.p, estimate.low, estimate.high, wrong) >= 0.9
+    assert estimate.disagreement > RATE_DISAGREEMENT and not estimate.calibrated.any()
+    assert estimate.to_calibrate >= PLATT_MIN * 3
+
+    card = SampleEvidence(
+        **dict(position=0, given=0, probs=posterior[0], posterior=posterior[0], counterfactual=None),
+        **dict(neighbours=np.zeros(0, int), cosines=np.zeros(0), neighbour_labels=np.zeros(0, int)),
+        **dict(raw_wrong=0.9, p_wrong=0.9, p_wrong_low=0.4, p_wrong_high=0.995, calibrated=False),
+        to_calibrate=estimate.to_calibrate,
+    )
+    text = card.wrong_text()
+    assert text.startswith("not yet calibrated: between 40% and >99%")
+    assert f"decide ~{estimate.to_calibrate} samples in the '{CALIBRATE}' order" in text
+
+
+def test_the_bracket_survives_the_table_and_narrows_as_decisions_arrive():
+    estimate, _, _, wrong = _disagreeing()
+    ids = np.arange(len(wrong)).astype(str)
+    table = pd.DataFrame({"sample_id": ids, **estimate.columns()})
+    read = reviewed_estimate(table, None)  # what the cards start from: the three columns only
+    assert read.rate_range == pytest.approx(estimate.rate_range, abs=1e-6)
+    assert (read.calibrated == estimate.calibrated).all() and read.to_calibrate == estimate.to_calibrate
+
+    top = np.argsort(-estimate.p, kind="stable")[:60]  # the top of the queue: the level stays unknown
+    from_top = update_with_decisions(estimate, top, wrong[top])
+    assert from_top.disagreement > RATE_DISAGREEMENT and not from_top.calibrated.any()
+    assert from_top.to_calibrate < estimate.to_calibrate
+
+    order = np.argsort(calibration_order(estimate.p, ids), kind="stable")
+    widths = []
+    for count in (10, 40, 150):
+        rows = order[:count]
+        updated = update_with_decisions(estimate, rows, wrong[rows])
+        widths.append(float((updated.high - updated.low).mean()))
+    assert widths[0] > widths[1] > widths[2]
+    assert updated.disagreement == 0 and updated.calibrated.mean() > 0.9 and updated.to_calibrate == 0
+    rest = np.setdiff1d(np.arange(len(wrong)), rows)
+    assert expected_calibration_error(updated.p[rest], wrong[rest]) < expected_calibration_error(estimate.p, wrong)
+
+
+def test_interval_coverage_counts_the_samples_of_bins_whose_rate_is_inside():
+    p = np.array([0.05, 0.05, 0.95, 0.95])
+    outcome = np.array([0, 0, 1, 0])  # bin of 0.05: 0 observed; bin of 0.95: 0.5 observed
+    assert interval_coverage(p, p - 0.05, p + 0.05, outcome) == 0.5
+    assert interval_coverage(p, np.zeros(4), np.ones(4), outcome) == 1.0
+    assert interval_coverage(p, p, p, outcome) == 0.0
 
 
 def _pair_noise(n=6000, c=4, rate=0.3, seed=1):
