@@ -14,7 +14,12 @@ back). Then, with no audit, it measures the expected calibration error (10 equal
 * ``+100 top`` / ``+100 calibrate``: the same after 100 reviewer decisions (the truth as the decision), on the top of
   the queue (the 100 highest scores) or in the queue's "to calibrate P(wrong)" order (mean over :data:`ORDERS`
   orders, and the worst), :func:`ogaudit.review.calibration.update_with_decisions`, measured over the samples not
-  decided.
+  decided;
+* the 90% intervals' **coverage** (:func:`ogaudit.review.evidence.interval_coverage`: the share of samples whose
+  bin's observed wrong rate lies inside the bin's mean interval), with the noise rate's bracket and, for
+  comparison, with the band prior alone (the intervals before that bracket, on the same ``p``), before any decision
+  and after the 100 decisions; the bracket of noise rates, and the share of samples that read "not yet calibrated"
+  before any decision.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_calibration.py            # audits once (~15 min), then seconds
     PYTHONPATH=. .venv/bin/python benchmarks/bench_calibration.py --markdown # the table for docs/BENCHMARKS.md
@@ -105,8 +110,8 @@ def measure(run: dict[str, np.ndarray], *, decisions: int = DECISIONS) -> dict[s
     """ECE of the packaged curve, the data-level estimate (its previous shape, the packaged curve moved to the
     noise rate, and today's), and today's after ``decisions`` reviewer decisions (top of the queue, and in the
     "to calibrate" order), the latter over the samples not decided."""
-    from ogaudit.review.calibration import calibration_order, estimate_wrong, update_with_decisions
-    from ogaudit.review.evidence import Calibration, expected_calibration_error
+    from ogaudit.review.calibration import calibration_order, estimate_wrong, prior_estimate, update_with_decisions
+    from ogaudit.review.evidence import Calibration, expected_calibration_error, interval_coverage
 
     wrong = run["wrong"]
     base = Calibration.load()(run["raw"])
@@ -121,30 +126,48 @@ def measure(run: dict[str, np.ndarray], *, decisions: int = DECISIONS) -> dict[s
         "data": expected_calibration_error(estimate.p, wrong),
     }
 
-    def after(rows: np.ndarray) -> tuple[float, np.ndarray]:
-        updated = update_with_decisions(estimate, rows, wrong[rows])
+    band_prior = prior_estimate(estimate.p, "")  # the intervals before the noise rate's bracket (same p)
+    coverage: dict[str, float] = {
+        "cover (band prior)": interval_coverage(band_prior.p, band_prior.low, band_prior.high, wrong),
+        "cover": interval_coverage(estimate.p, estimate.low, estimate.high, wrong),
+    }
+
+    def after(rows: np.ndarray, start=estimate):
+        updated = update_with_decisions(start, rows, wrong[rows])
         rest = np.ones(len(wrong), bool)
         rest[rows] = False
-        return expected_calibration_error(updated.p[rest], wrong[rest]), updated.p
+        covered = interval_coverage(updated.p[rest], updated.low[rest], updated.high[rest], wrong[rest])
+        return expected_calibration_error(updated.p[rest], wrong[rest]), updated.p, covered
 
     top = np.argsort(-run["score"], kind="stable")[:decisions]
-    out["+100 top"], _ = after(top)
-    spread, calibrated = [], estimate.p
+    out["+100 top"], _, coverage["cover +100 top"] = after(top)
+    coverage["cover +100 top (band prior)"] = after(top, band_prior)[2]
+    spread, calibrated, covers = [], estimate.p, []
     for order in range(ORDERS):
         ids = np.char.add(f"{order}-", np.arange(len(wrong)).astype(str))
         rows = np.argsort(calibration_order(estimate.p, ids), kind="stable")[:decisions]
-        value, p = after(rows)
+        value, p, covered = after(rows)
         spread.append(value)
+        covers.append(covered)
         if order == 0:
             calibrated = p
     out["+100 calibrate"] = float(np.mean(spread))
     out["+100 calibrate (worst)"] = float(np.max(spread))
+    coverage["cover +100 calibrate"] = float(np.mean(covers))
+    lowest, highest = estimate.rate_range if estimate.rate_range is not None else (estimate.noise_rate,) * 2
+    coverage["rate low"], coverage["rate high"] = lowest, highest
+    coverage["not calibrated"] = float(1 - estimate.calibrated.mean())
     flagged = np.argsort(-run["score"], kind="stable")[: max(1, round(0.05 * len(wrong)))]
     out["flagged wrong"] = float(wrong[flagged].mean())
     out["flagged p (packaged)"] = float(base[flagged].mean())
     out["flagged p (data)"] = float(estimate.p[flagged].mean())
     out["flagged p (+100 calibrate)"] = float(calibrated[flagged].mean())
-    return out
+    out["flagged low (data)"] = float(estimate.low[flagged].mean())
+    return {**out, **{f"{INTERVAL}{k}": v for k, v in coverage.items()}}
+
+
+INTERVAL = "interval: "
+"""Columns under this prefix go to the second table (the 90% intervals)."""
 
 
 def main() -> None:
@@ -157,16 +180,18 @@ def main() -> None:
     if args.gather_only:
         return
     rows = {name: measure(run) for name, run in runs.items()}
-    keys = list(next(iter(rows.values())))
-    if args.markdown:
-        print("| run | " + " | ".join(keys) + " |")
-        print("|---|" + "---:|" * len(keys))
+    every = list(next(iter(rows.values())))
+    for keys in ([k for k in every if not k.startswith(INTERVAL)], [k for k in every if k.startswith(INTERVAL)]):
+        names = [k.removeprefix(INTERVAL) for k in keys]
+        if args.markdown:
+            print("\n| run | " + " | ".join(names) + " |")
+            print("|---|" + "---:|" * len(keys))
+            for name, row in rows.items():
+                print(f"| {name} | " + " | ".join(_cell(row[k]) for k in keys) + " |")
+            continue
+        print(f"\n{'run':36s}" + "".join(f"{k[:14]:>15s}" for k in names))
         for name, row in rows.items():
-            print(f"| {name} | " + " | ".join(_cell(row[k]) for k in keys) + " |")
-        return
-    print(f"{'run':36s}" + "".join(f"{k[:14]:>15s}" for k in keys))
-    for name, row in rows.items():
-        print(f"{name:36s}" + "".join(f"{_cell(row[k]):>15s}" for k in keys))
+            print(f"{name:36s}" + "".join(f"{_cell(row[k]):>15s}" for k in keys))
 
 
 def _cell(value) -> str:
