@@ -383,8 +383,9 @@ def score(
         (:func:`ogaudit.review.calibration.estimate_wrong`: the noise rate from the confident joint of given and
         true labels, each sample's share of it by Bayes' rule with the data's noise transition applied to the
         ``posterior`` fusion ``π`` of softmax and gradient-neighbour labels) whatever ``detector`` ranks the samples, the number an audit writes in ``scores.csv`` and the
-        review cards start from; ``p_wrong_low``, ``p_wrong_high`` its 90% interval; ``ambiguous`` (the model or
-        the neighbours split between the given label and one other class) and ``flag_stability`` (flagged
+        review cards start from; ``p_wrong_low``, ``p_wrong_high`` its 90% interval (a Beta prior per band of the
+        estimate, widened by the noise rate's own uncertainty: :func:`ogaudit.review.calibration.noise_rates`);
+        ``ambiguous`` (the model or the neighbours split between the given label and one other class) and ``flag_stability`` (flagged
         samples: the share of 30 bootstrap resamples of the neighbours that keep the evidence in the flagged
         share; NaN elsewhere; ≥ 0.8 reads stable).
 
