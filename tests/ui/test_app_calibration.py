@@ -7,6 +7,7 @@ import test_app
 from test_app import start, texts
 
 from ogaudit.project import Project
+from ogaudit.review.calibration import reviewed_estimate
 from ogaudit.review.queue import CALIBRATE
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
@@ -32,3 +33,17 @@ def test_the_queue_filters_wrong_or_ambiguous_and_sorts_to_calibrate(project):
     at.selectbox(key="queue-sort").set_value(CALIBRATE).run()
     assert not at.exception and not at.error
     assert f"{len(run.table):,} in the queue" in texts(at.caption)  # the whole range, not only the flagged
+
+
+def test_a_card_not_yet_calibrated_says_between_what_and_how_many_decisions_would_pin_it_down(project):
+    run = Project(project).open_run()
+    estimate = reviewed_estimate(run.table, None)
+    flagged = [run.position[i] for i in run.flagged_ids]
+    at = start()
+    assert not at.exception and not at.error
+    lines = [line.replace("\\", "") for line in texts(at.markdown).splitlines() if "given label is wrong" in line]
+    unknown = [line for line in lines if "not yet calibrated" in line]
+    assert lines and (unknown or estimate.calibrated[flagged].all())
+    for line in unknown:  # the bracket, and the decisions in the order that calibrates
+        assert "not yet calibrated: between " in line and "100%" not in line
+        assert f"decide ~{estimate.to_calibrate} samples in the '{CALIBRATE}' order to pin it down" in line
