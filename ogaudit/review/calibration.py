@@ -103,14 +103,15 @@ class WrongEstimate:
     @property
     def to_calibrate(self) -> int:
         """About how many more decisions in the queue's "to calibrate P(wrong)" order (:func:`calibration_order`)
-        pin the estimate down: :data:`PLATT_MIN` more in each band that has fewer (what lets
+        pin the estimate down: :data:`PLATT_MIN` more in each band that has fewer, or all its samples (what lets
         :func:`update_with_decisions` fit the level and slope); 0 when every sample is calibrated."""
         if len(self.p) == 0 or self.calibrated.all():
             return 0
         band, bands = _bands(self.p)
         decided = np.zeros(bands)
         decided[band] = self.reviewed
-        return int(np.maximum(PLATT_MIN - decided, 0).sum())
+        wanted = np.minimum(PLATT_MIN, np.bincount(band, minlength=bands))  # a band of 2 samples gives 2
+        return int(np.maximum(wanted - decided, 0).sum())
 
     def columns(self) -> dict[str, np.ndarray]:
         """``p_wrong``, ``p_wrong_low``, ``p_wrong_high``: the columns of the score table."""
@@ -471,7 +472,7 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
        prior + decisions); each sample's log-odds are interpolated linearly between the bands' (mean, updated
        rate) knots in log-odds, and moved by the end band's shift beyond them, so the order of samples is kept.
     3. Where the estimate carries a noise-rate bracket (:attr:`WrongEstimate.rate_range`), the intervals keep the
-       share of it that the bands still short of :data:`PLATT_MIN` decisions leave (all of it when no band has
+       share of it that the bands still short of :data:`PLATT_MIN` decisions (or of all their samples) leave (all of it when no band has
        them, none once step 1 has fitted the level): decisions across the range narrow it, decisions from the top
        of the queue alone hardly do.
     """
@@ -516,7 +517,8 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
         return updated
     # The noise-rate bracket narrows as the bands fill: what is left of it is the share of bands still short of
     # PLATT_MIN decisions (decisions from the top of the queue alone leave most of it).
-    left = float(np.mean(np.minimum(decided[present] / PLATT_MIN, 1.0) < 1.0)) if present.any() else 1.0
+    short = decided[present] < np.minimum(PLATT_MIN, size[present])  # a band of 2 samples is full at 2
+    left = float(np.mean(short)) if present.any() else 1.0
     rate, (lowest, highest) = estimate.noise_rate, estimate.rate_range
     down = 1 - (1 - (lowest / rate if rate > 0 else 1.0)) * left  # the same shares, around the updated rate
     up = 1 - (1 - ((1 - highest) / (1 - rate) if rate < 1 else 1.0)) * left
