@@ -781,8 +781,20 @@ def _read_arrow(path: Path, already: int = 0):
     the memory budget: an IPC file may hold compressed buffers (LZ4, ZSTD), which decompress into memory."""
     import pyarrow as pa
 
+    from ogaudit.data.limits import arrow_ipc_decoded_bytes
+
     what = repr(str(path))
     budget = memory_budget()
+    try:
+        declared = arrow_ipc_decoded_bytes(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(f"{what} cannot be read as an Arrow file: {exc}. Save it again.") from exc
+    check_budget(
+        already + declared,
+        what=what,
+        detail=f"{format_bytes(declared)} declared by its record batches, before decoding",
+        budget=budget,
+    )
     batches, total = [], 0
     try:
         with pa.memory_map(str(path)) as source:

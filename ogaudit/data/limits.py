@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 import warnings
 import zipfile
 import zlib
@@ -450,3 +451,75 @@ def check_npz(path: str | Path) -> None:
     exceed the memory budget, before any array data is read."""
     estimate, detail = npz_memory_estimate(read_npz_headers(path))
     check_budget(estimate, what=repr(str(path)), detail=detail)
+
+
+# ---------------------------------------------------------------- Arrow IPC
+
+
+def _fb_table(buf: bytes, pos: int):
+    """A flatbuffer table at ``pos``: a function from field number to the field's position (None when absent)."""
+    vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+    size = struct.unpack_from("<H", buf, vtable)[0]
+
+    def field(number: int) -> int | None:
+        at = 4 + 2 * number
+        if at >= size:
+            return None
+        offset = struct.unpack_from("<H", buf, vtable + at)[0]
+        return pos + offset if offset else None
+
+    return field
+
+
+def _fb_ref(buf: bytes, at: int) -> int:
+    return at + struct.unpack_from("<I", buf, at)[0]
+
+
+def _ipc_message_bytes(metadata: bytes, body) -> int:
+    """What one IPC message's body decodes to: its size, or for compressed buffers the sum of the decoded lengths
+    each one starts with (Arrow's ``BodyCompression``: an int64, ``-1`` for a buffer left uncompressed), read from
+    the message's flatbuffer (``Message.header`` → ``RecordBatch.buffers``, or a ``DictionaryBatch``'s data)."""
+    root = _fb_table(metadata, struct.unpack_from("<I", metadata, 0)[0])
+    kind_at, header_at = root(1), root(2)
+    kind = metadata[kind_at] if kind_at is not None else 0
+    if kind not in (2, 3) or header_at is None:  # 2 DictionaryBatch, 3 RecordBatch
+        return 0
+    batch_at = _fb_ref(metadata, header_at)
+    if kind == 2:
+        data = _fb_table(metadata, batch_at)(1)
+        if data is None:
+            return 0
+        batch_at = _fb_ref(metadata, data)
+    batch = _fb_table(metadata, batch_at)
+    if batch(3) is None or batch(2) is None:  # no compression: the body is what is held
+        return body.size
+    vector = _fb_ref(metadata, batch(2))
+    raw = memoryview(body)
+    total = 0
+    for i in range(struct.unpack_from("<I", metadata, vector)[0]):
+        offset, length = struct.unpack_from("<qq", metadata, vector + 4 + 16 * i)
+        if length >= 8:
+            decoded = struct.unpack_from("<q", raw, offset)[0]
+            total += length - 8 if decoded == -1 else decoded
+    return total
+
+
+def arrow_ipc_decoded_bytes(path: str | Path) -> int:
+    """What every record batch of the Arrow IPC stream or file ``path`` decodes to, read from the messages' headers
+    and each compressed buffer's length prefix, never decompressing one (a compressed batch of zeros can be 1000×
+    its file). Raises ``ValueError`` (or pyarrow's errors) for a file that is not Arrow IPC."""
+    import pyarrow as pa
+
+    total = 0
+    with pa.memory_map(str(path)) as source:
+        if source.read(6) == b"ARROW1":  # the file format: the stream follows the magic and its padding
+            source.read(2)
+        else:
+            source.seek(0)
+        for message in pa.ipc.MessageReader.open_stream(source):
+            if message.body is not None:
+                try:
+                    total += _ipc_message_bytes(message.metadata.to_pybytes(), message.body)
+                except struct.error as error:
+                    raise ValueError(f"a damaged Arrow message ({error})") from error
+    return total

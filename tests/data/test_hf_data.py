@@ -253,7 +253,9 @@ def test_tables_that_decompress_past_the_budget_are_refused_while_read(tmp_path,
     assert (tmp_path / "bomb.parquet").stat().st_size < 200_000 and (tmp_path / "bomb.arrow").stat().st_size < 200_000
     monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "4M")  # 12.8 MB decoded
     for name in ("bomb.parquet", "bomb.arrow"):
-        with pytest.raises(DataError, match=r"Refused .*bomb\.(parquet|arrow).* or more (decoded|read)"):
+        with pytest.raises(
+            DataError, match=r"Refused .*bomb\.(parquet|arrow).* (or more decoded|declared by its record batches)"
+        ):
             load_dataset(tmp_path / name)
 
 
@@ -353,3 +355,31 @@ def test_a_table_that_declares_more_classes_than_an_audit_takes_is_refused_befor
     assert load_dataset(tmp_path / "classes.parquet").n_classes == len(names)
     with pytest.raises(DataError, match=r"declare 60,000 classes \(2 with samples\); an audit takes at most 50,000"):
         prepare_dataset(tmp_path / "classes.parquet", AuditSettings())
+
+
+def test_a_compressed_arrow_batch_is_measured_from_its_buffer_lengths_before_it_is_decoded(tmp_path, monkeypatch):
+    """One zstd-compressed record batch of 64 rows × 1 MB of zeros: a ~10 kB Arrow IPC file whose one batch
+    decodes to 64 MB (256 rows × 2 MB: 17 kB, 512 MB, +253 MB peak at a 64M budget before the refusal, measured
+    by hand). Each compressed buffer starts with its decoded length: summed from the IPC messages, the batch is
+    refused before it is decompressed; the same data uncompressed are counted the same."""
+    from ogaudit.data.limits import arrow_ipc_decoded_bytes
+
+    table = pa.table({"image": [b"\0" * 1_000_000] * 64, "label": [0, 1] * 32})
+    for name, compression in (("zstd.arrow", "zstd"), ("plain.arrow", None)):
+        with pa.OSFile(str(tmp_path / name), "wb") as sink:
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+                writer.write_table(table, max_chunksize=64)
+    zstd = pa.ipc.IpcWriteOptions(compression="zstd")
+    with (
+        pa.OSFile(str(tmp_path / "stream.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema, options=zstd) as writer,
+    ):
+        writer.write_table(table)  # the stream format, as datasets writes it
+    assert (tmp_path / "zstd.arrow").stat().st_size < 100_000  # the control: a small file, a 64 MB batch
+    sizes = {name: arrow_ipc_decoded_bytes(tmp_path / name) for name in ("zstd.arrow", "plain.arrow", "stream.arrow")}
+    assert all(64_000_000 <= size < 64_100_000 for size in sizes.values()), sizes
+    monkeypatch.setenv("OGAUDIT_MEMORY_BUDGET", "16M")
+    for name in ("zstd.arrow", "stream.arrow"):
+        with pytest.raises(DataError, match=r"Refused .* \(61.0 MiB declared by its record batches, before decoding"):
+            load_dataset(tmp_path / name)
