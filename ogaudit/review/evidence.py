@@ -12,7 +12,9 @@ detector's ``neighbours.npz``, read by
 * ``π ∝ p ⊙ q`` with ``q`` the neighbours' smoothed label histogram (the ``posterior`` detector's fusion), and
   from it a **calibrated probability that the given label is wrong**: ``1 − π(y)`` mapped through an isotonic
   curve fitted on a planted-noise benchmark (:data:`CALIBRATION_FILE`; ``benchmarks/calibrate_evidence.py``
-  fits it and reports its expected calibration error on a held-out seed).
+  fits it and reports its expected calibration error on a held-out seed). The cards show the estimate made on the
+  data at hand instead (:mod:`~ogaudit.review.calibration`: ``p_wrong`` with its 90% interval, which carries the
+  noise rate's own uncertainty, or "not yet calibrated"); this curve is its fallback for runs written without it.
 
 The neighbour search costs one (b × N) product for b shown samples, so a page of cards costs milliseconds even at
 60k samples; the whole run's evidence (:meth:`RunEvidence.raw_wrong` of every sample) goes through
