@@ -299,8 +299,13 @@ def run_list(args: argparse.Namespace) -> int:
     team = sample_status(ledger)
     people = annotator_status(ledger, team)
     status = team.set_index("sample_id")["status"]
-    if getattr(args, "json", False):
-        decisions = state[columns].astype(object).where(state[columns].notna(), None).to_dict("records")
+    if getattr(args, "json", False):  # labels typed as the run's scores and exports are (text in the text view)
+        from ogaudit.results import record_integer_labels
+        from ogaudit.review.decisions import typed_decisions
+
+        integer = project.has_run() and record_integer_labels(project.read_record())
+        shown = typed_decisions(state[columns], integer=integer)
+        decisions = shown.astype(object).where(shown.notna(), None).to_dict("records")
         for row in decisions:
             row["status"] = status.get(row["sample_id"])
         samples = team.astype(object).where(team.notna(), None).to_dict("records")
