@@ -227,6 +227,10 @@ def audit(
         progress = bars = AutoBars(lambda message: _warn_notices("notice", 0.0, message))
     elif progress is False:
         progress = _warn_notices
+    if isinstance(data, str | os.PathLike):
+        from ogaudit.data.load import check_spec
+
+        check_spec(data)  # a mistyped name is refused before the engine (torch) is imported
     from ogaudit.pipeline.run import audit as run_audit
 
     model_was_training = getattr(model, "training", False)

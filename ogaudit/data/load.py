@@ -62,25 +62,11 @@ def load_dataset(
     """
     text = str(spec)
     from ogaudit.data.instructions import INSTRUCTION_BUILTINS, is_instruction_spec, load_instructions
-    from ogaudit.data.text import TEXT_BUILTINS, is_text_spec, load_text_dataset
+    from ogaudit.data.text import is_text_spec, load_text_dataset
 
-    if isinstance(spec, str) and not text.strip():
-        raise DataError(
-            f"Dataset {text!r} is empty: give a built-in name ({', '.join(BUILTINS)}) or the path of your data. "
-            "(The current folder is read only when you name it: '.')"
-        )
-
+    check_spec(spec)
     if text in INSTRUCTION_BUILTINS or (existing_path(text) is not None and is_instruction_spec(text)):
         return load_instructions(text, limit=limit, seed=seed)  # prompt/response pairs: ogaudit.data.instructions
-    if text not in BUILTINS and text not in TEXT_BUILTINS and existing_path(text) is None:
-        raise DataError(
-            f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
-            f"{', '.join(TEXT_BUILTINS)}; instructions: {', '.join(INSTRUCTION_BUILTINS)}) nor an existing path"
-            f"{_why_not_a_path(text)}. Give a built-in name, an "
-            "ImageFolder directory, a .csv manifest, a Hugging Face save_to_disk folder or .parquet/.arrow table, a "
-            "FiftyOne classification export, an .npz file, a folder with x.npy and y.npy, or a text table "
-            "(.csv/.tsv/.jsonl/.parquet)."
-        )
     label_column = (text_options or {}).get("label_column")
     image_table = _image_table(text, path_column)
     if image_table is not None:  # a .parquet / .arrow holding images: ogaudit.data.hf, before the text tables
@@ -173,6 +159,35 @@ def _image_table(text: str, path_column: str | None) -> Path | None:
     if path.suffix.lower() == ".arrow" or image_table_column(path, path_column) is not None:
         return path.resolve()
     return None
+
+
+def check_spec(spec: str | os.PathLike) -> None:
+    """Refuse, with a :class:`DataError` naming the fix, a dataset name that is empty or neither a built-in nor
+    an existing path: what :func:`load_dataset` checks first, cheap enough to run before any model is imported
+    (``ogaudit scan`` of a mistyped path answers in a second)."""
+    from ogaudit.data.instructions import INSTRUCTION_BUILTINS
+    from ogaudit.data.text import TEXT_BUILTINS
+
+    text = str(spec)
+    if isinstance(spec, str) and not text.strip():
+        raise DataError(
+            f"Dataset {text!r} is empty: give a built-in name ({', '.join(BUILTINS)}) or the path of your data. "
+            "(The current folder is read only when you name it: '.')"
+        )
+    if (
+        text not in BUILTINS
+        and text not in TEXT_BUILTINS
+        and text not in INSTRUCTION_BUILTINS
+        and existing_path(text) is None
+    ):
+        raise DataError(
+            f"Dataset {_shown(text)} is neither a built-in ({', '.join(BUILTINS)}; text: "
+            f"{', '.join(TEXT_BUILTINS)}; instructions: {', '.join(INSTRUCTION_BUILTINS)}) nor an existing path"
+            f"{_why_not_a_path(text)}. Give a built-in name, an "
+            "ImageFolder directory, a .csv manifest, a Hugging Face save_to_disk folder or .parquet/.arrow table, a "
+            "FiftyOne classification export, an .npz file, a folder with x.npy and y.npy, or a text table "
+            "(.csv/.tsv/.jsonl/.parquet)."
+        )
 
 
 def existing_path(text: str) -> Path | None:

@@ -44,13 +44,15 @@ def test_audit_gives_integer_labels_back_for_arrays_and_dataframes(small, cache_
 
 
 @pytest.mark.parametrize("kind", ["folder", "npz"])
-def test_one_label_type_from_the_scores_to_the_decisions_and_every_export(kind, digit_files, cache_dir, tmp_path):
+def test_one_label_type_from_the_scores_to_the_decisions_and_every_export(
+    kind, digit_files, cache_dir, tmp_path, capsys
+):
     """An ImageFolder whose class folders are named 0 … 9 gives text everywhere (the class names are the folder
     names); the same digits as integer arrays (.npz) give integers everywhere; the decisions CSV is text."""
     import json
 
     integer = kind == "npz"
-    quick = ogaudit.AuditSettings(epochs=1, map_method="pca")
+    quick = ogaudit.AuditSettings(epochs=1, map_method="pca", limit=100)
     result = ogaudit.audit(digit_files[kind], quick, out_dir=tmp_path / kind, cache_dir=cache_dir, progress=False)
     project = ogaudit.Project(tmp_path / kind)
     ids = result.scores["sample_id"].tolist()
@@ -64,6 +66,11 @@ def test_one_label_type_from_the_scores_to_the_decisions_and_every_export(kind, 
     assert decisions["final_label"].tolist() == [relabelled if integer else str(relabelled)]
     history = project.decisions(history=True)
     assert history["label"].tolist() == decisions["final_label"].tolist()
+    from ogaudit.cli import main
+
+    assert main(["decisions", "list", "--project", str(tmp_path / kind), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["decisions"]
+    assert [(r["given_label"], r["final_label"]) for r in listed] == [(given[0], decisions["final_label"].iloc[0])]
 
     table = pd.read_parquet(ogaudit.export(project, tmp_path / f"{kind}.parquet", format="parquet"))
     assert table["given_label"].tolist() == given

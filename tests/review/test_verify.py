@@ -28,7 +28,23 @@ def test_relabelling_the_flags_keeps_or_improves_held_out_accuracy(cache_dir, tm
     assert report.describe().startswith(f"verdict: {report.verdict()} (") and report.seed_error is None
     assert "one seed: --seeds 5" in report.describe() and report.sampling_error > 0
 
-    assert main(["verify", "--project", str(tmp_path), "--seeds", "1"]) == 0  # the same single seed as above
+    # the command line checks the same: the project's data, decisions and recipe, one seed. What it hands
+    # verify_cleaning is compared with the call above (retraining both models again would only repeat it), and
+    # the report it gets back is what it saves
+    import ogaudit.review.verify as verify_module
+
+    handed = {}
+
+    def same_call(data, decisions, recipe, **options):
+        handed.update(data=data, decisions=decisions, recipe=recipe, **options)
+        return report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify_module, "verify_cleaning", same_call)
+        assert main(["verify", "--project", str(tmp_path), "--seeds", "1"]) == 0
+    assert handed["data"].fingerprint() == dataset.fingerprint() and handed["seeds"] == 1
+    assert handed["decisions"].equals(ledger.state()) and handed["recipe"] == settings
+    assert handed["holdout"] == 0.2 and list(handed["flagged_ids"]) == flagged.sort_values("rank")["sample_id"].tolist()
     saved = Project(tmp_path).read_verify()
     assert np.isclose(saved["accuracy_after"], report.accuracy_after)
 
