@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
+if [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then  # the app's few emoji, not empty boxes
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji >/dev/null
+fi
 export OGAUDIT_SCREENSHOTS="${OGAUDIT_SCREENSHOTS:-$PWD/assets}"
 export OGAUDIT_DEMO=digits OGAUDIT_DEMO_EPOCHS=15 OGAUDIT_DEMO_MAP=umap OGAUDIT_DEMO_LIMIT=
 TESTS=(

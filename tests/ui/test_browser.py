@@ -107,6 +107,7 @@ def test_demo_map_selection_relabel_and_download(server, page, tmp_path):
     target = "0" if suggested.group(1).strip() != "0" else "1"
     choose_option(page, card.get_by_role("combobox"), target)
     page.wait_for_selector(READY)
+    page.locator("[data-testid='stMain']").evaluate("main => main.scrollTo(0, 0)")  # the page from its top
     page.screenshot(path=str(shots / "review.png"))
     card.get_by_role("button", name="Relabel", exact=True).click()
     page.get_by_text(f"relabel → {target}: 1 sample(s) ({sample_id})").first.wait_for()  # message and toast
