@@ -264,9 +264,12 @@ def _need_media(dataset: Dataset | None, format: str, *, text_ok: bool) -> Datas
     raise DataError(f"A {format} export holds {wanted}; this data is {held} ({dataset.describe()}). Export {other}.")
 
 
-MEDIA_THREADS = min(4, os.cpu_count() or 1)
-"""Threads that write an export's images (PNG encoding and file writes release the GIL); 1 writes them in order
-in the calling thread. The files are the same bytes either way."""
+MEDIA_THREADS = 1
+"""Threads that write an export's images; 1 writes them in order in the calling thread. The files are the same
+bytes either way. One by default: on this project's 2-core machine, quiet, 2 threads wrote FiftyOne's 5,000 PNGs
+in 1.25× the time of one and Label Studio's in 1.02× (``benchmarks/bench_exports.py``): Pillow's Python per file
+holds the GIL, and only the encoding (about a fifth) runs beside it. More may pay where file writes wait on
+storage (a network file system)."""
 
 
 def _media_files(dataset: Dataset, folder: Path, *, name: str) -> list[str]:
