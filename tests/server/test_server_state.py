@@ -168,8 +168,9 @@ def _timed_sign_in(name: str) -> float:
 
 
 def test_unknown_and_known_names_take_the_same_time_through_the_app(team):
-    """The sign-in form's own path (AppTest: form, limiter, store, bcrypt): medians within 0.1 s, where the old
-    path took ~0.7 s longer for an unknown name (a dummy hash built per attempt)."""
+    """The sign-in form's own path (AppTest: form, limiter, store, bcrypt): medians within 0.3 s, where the old
+    path took ~0.7 s longer for an unknown name (a dummy hash built per attempt). The bound is half the old gap,
+    not a tight one: on two loaded cores the medians of identical paths were seen 0.13 s apart."""
     server_state().limiter.max_failures = 100
     _timed_sign_in("root")  # warm-up: imports, first page
     known, unknown = [], []
@@ -177,7 +178,7 @@ def test_unknown_and_known_names_take_the_same_time_through_the_app(team):
         known.append(_timed_sign_in("root"))
         unknown.append(_timed_sign_in(f"nobody{i}"))
     gap = abs(statistics.median(unknown) - statistics.median(known))
-    assert gap < 0.1, (known, unknown)
+    assert gap < 0.3, (known, unknown)
     assert min(known + unknown) > 0.1  # both paths really ran bcrypt at cost 12
 
 
