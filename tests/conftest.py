@@ -71,6 +71,27 @@ def finished_project(tmp_path_factory, cache_dir):
     return folder, result
 
 
+@pytest.fixture(autouse=True)
+def shared_project_untouched(request):
+    """A test that reads the shared :func:`finished_project` must leave it as it found it (a ledger opened in place
+    made a later test see a ledger a signed-out visitor never wrote): this names the test that wrote to it."""
+    if "finished_project" not in request.fixturenames:
+        yield
+        return
+    folder = request.getfixturevalue("finished_project")[0]
+
+    def listing() -> dict[str, int]:
+        return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+    before = listing()
+    yield
+    after = listing()
+    assert after == before, (
+        f"{request.node.nodeid} wrote to the shared finished project (use copy_of): "
+        f"{sorted(set(after.items()) ^ set(before.items()))[:5]}"
+    )
+
+
 @pytest.fixture
 def copy_of(tmp_path):
     """``copy_of(folder, name=None)``: a copy of a project folder under this test's ``tmp_path``."""

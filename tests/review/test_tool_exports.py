@@ -337,11 +337,13 @@ def test_the_command_line_and_the_app_offer_every_format():
     assert list(TOOL_EXPORTS) == list(EXPORT_FORMATS) and set(TOOL_FORMATS) == set(EXPORT_FORMATS)
 
 
-def test_images_written_by_threads_are_the_same_files_as_written_in_order(finished_project, tmp_path, monkeypatch):
+def test_images_written_by_threads_are_the_same_files_as_written_in_order(
+    finished_project, copy_of, tmp_path, monkeypatch
+):
     from ogaudit.review import exports
 
     folder, _ = finished_project
-    project = Project(folder)
+    project = Project(copy_of(folder))  # an export opens the ledger (writes it): never in the shared project
     written = {}
     for threads in (1, 4):
         monkeypatch.setattr(exports, "MEDIA_THREADS", threads)
