@@ -182,11 +182,13 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
         st.rerun()  # the map's colours, the grid and the queue show the decisions
     with st.container(border=True, key="bulk"):
         left, middle, right = st.columns([2, 2, 2])
-        action = left.selectbox(
+        # pills, not a selectbox: a selectbox with no default can be cleared, and an Escape pressed after the pick
+        # (as a reviewer closing the list does) cleared it; a pill stays picked until another is clicked
+        action = left.pills(
             "Action on the selection",
             ACTIONS,
-            index=None,
-            placeholder="Choose an action",
+            selection_mode="single",
+            default=None,
             format_func=ACTION_LABELS.get,
             key="bulk-action",
         )

@@ -201,7 +201,7 @@ def test_bulk_action_on_the_selection_then_undo_and_redo(project):
     ledger = Project(run.path).open_ledger()
     ids = run.flagged_ids[:4]
     at = select(start(), ids)
-    at.selectbox(key="bulk-action").set_value("confirm").run()
+    at.pills(key="bulk-action").set_value("confirm").run()
     next(b for b in at.button if b.label == f"Apply to {len(ids)}").click().run()
     assert ledger.state().empty  # Apply asks once more before anything is written
     at.button(key="bulk-yes").click().run()

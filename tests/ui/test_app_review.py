@@ -59,7 +59,7 @@ def test_bulk_confirm_leaves_out_samples_whose_suggestion_is_their_given_label(p
     run, ledger = _open(project)
     unflagged = run.table.loc[~run.table["flagged"], "sample_id"].iloc[0]
     at = select(start(), [*ids, unflagged])
-    at.selectbox(key="bulk-action").set_value("confirm").run()
+    at.pills(key="bulk-action").set_value("confirm").run()
     preview = texts(at.caption).replace("\\", "")
     assert "on 2 of the 4 selected" in preview and "1 not flagged" in preview
     assert "1 whose suggestion is their given label" in preview
@@ -127,11 +127,11 @@ def test_bulk_action_defaults_to_nothing_and_flagged_only_with_one_confirmation(
     unflagged = run.table.loc[~run.table["flagged"], "sample_id"].head(5).tolist()
     ids = run.flagged_ids[:2] + unflagged
     at = select(start(), ids)
-    assert at.selectbox(key="bulk-action").value is None
+    assert at.pills(key="bulk-action").value is None
     apply = at.button(key="bulk-apply")
     assert apply.disabled and "Choose an action first." in texts(at.caption).replace("\\", "")
     assert at.radio(key="bulk-scope").value == "flagged" and apply.label == "Apply to 2"  # the scope counts already
-    at.selectbox(key="bulk-action").set_value("remove").run()
+    at.pills(key="bulk-action").set_value("remove").run()
     assert at.button(key="bulk-apply").label == "Apply to 2"
     at.button(key="bulk-apply").click().run()
     assert "to **2** sample(s)? It is one step" in texts(at.warning)
