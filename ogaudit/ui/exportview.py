@@ -88,7 +88,8 @@ def _tools(run: Run, dataset: Dataset | None, *, admin: bool) -> None:
     """One download per tool's format, made on click from the decisions in force then."""
     st.markdown(
         "**For your tools**: every sample's score, flag, suggested label, P(wrong), decision and reviewed label "
-        "(integer labels stay integers)."
+        "(integer labels stay integers), except in cleanlab's label-issues frame, which has cleanlab's own columns "
+        "(`is_label_issue`, `label_score`, `given_label`, `predicted_label`, `sample_id`)."
     )
     offered = [name for name in TOOL_FORMATS if admin or name not in READS_DATA]
     left, right = st.columns([2, 1])
