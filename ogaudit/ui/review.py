@@ -280,9 +280,11 @@ def _card_keys(
     }
     locked = not annotator
     with st.container(border=True, key="grid-keys"):
-        bar = st.columns([3, 1, 1, 1, 1, 1, 1, 1], vertical_alignment="center")
-        bar[0].markdown(f"Keyboard on card {index + 1} of {len(chunk)}: {code(focus)}")
-        bar[1].button(
+        # the caption on its own line: beside seven buttons it left them ~110 px at 1400 px, and "Previous ←"
+        # was cut to "Pre… ←"
+        st.markdown(f"Keyboard on card {index + 1} of {len(chunk)}: {code(focus)}")
+        bar = st.columns(7, vertical_alignment="center")
+        bar[0].button(
             "Previous",
             key="grid-previous",
             shortcut=keys["previous"],
@@ -291,7 +293,7 @@ def _card_keys(
             disabled=index == 0,
             width="stretch",
         )
-        bar[2].button(
+        bar[1].button(
             "Next",
             key="grid-next",
             shortcut=keys["next"],
@@ -300,7 +302,7 @@ def _card_keys(
             disabled=index + 1 >= len(chunk),
             width="stretch",
         )
-        bar[3].button(
+        bar[2].button(
             "Accept",
             key="grid-accept",
             shortcut=keys["accept"],
@@ -310,7 +312,7 @@ def _card_keys(
             help=why,
             width="stretch",
         )
-        _action_buttons(bar[4:], "grid", keys, common, locked)
+        _action_buttons(bar[3:], "grid", keys, common, locked)
         names = run.class_names
         digits = [(i, key) for i, key in enumerate(class_keys(names)) if key is not None]
         once_per_class("grid-label-", names)
