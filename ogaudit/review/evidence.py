@@ -417,13 +417,20 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
     given = class_names[item.given]
     model_top = int(np.argmax(item.probs))
     other = class_names[item.ambiguous_with] if item.ambiguous and item.ambiguous_with >= 0 else None
+    # the card's headline number (:meth:`SampleEvidence.wrong_text`): a range where it is not yet calibrated
+    likely = (
+        f"{percent(item.p_wrong)} likely"
+        if item.calibrated
+        else f"between {percent(item.p_wrong_low)} and {percent(item.p_wrong_high)} likely (not yet calibrated)"
+    )
+    agree = votes[item.given]
     parts = [
         (f"ambiguous between {given!r} and {other!r}; " if other is not None else "")
-        + f"{percent(item.p_wrong)} likely that the label {given!r} is wrong",
+        + f"{likely} that the label {given!r} is wrong",
         f"the model gives {given!r} {percent(item.probs[item.given])}"
         + (f" and {class_names[model_top]!r} {percent(item.probs[model_top])}" if model_top != item.given else ""),
-        f"{votes[item.given]} of its {len(item.neighbours)} nearest gradient neighbours are labelled {given!r}"
-        + (f", {votes[best]} {class_names[best]!r}" if best != item.given else ""),
+        f"{agree} of its {len(item.neighbours)} nearest gradient neighbours {'is' if agree == 1 else 'are'} "
+        f"labelled {given!r}" + (f", {votes[best]} {class_names[best]!r}" if best != item.given else ""),
     ]
     return "; ".join(parts) + "."
 

@@ -131,6 +131,12 @@ def test_a_project_reads_its_evidence_files(scanned):
     table = evidence_table(items[0], run.class_names)
     assert {"class", "model", "neighbours", "combined", "counterfactual"} <= set(table.columns)
     assert "likely that the label" in describe(items[0], run.class_names)
+    from dataclasses import replace
+
+    for calibrated in (True, False):  # "Why is this flagged?" gives the card's headline number, never another
+        item = replace(items[0], calibrated=calibrated, p_wrong=0.62, p_wrong_low=0.004, p_wrong_high=0.95)
+        headline, why = item.wrong_text(run.class_names), describe(item, run.class_names)
+        assert ("62%" in why) == ("62%" in headline) == calibrated and ("not yet calibrated" in why) != calibrated
     noisy = run.table["is_noisy"].to_numpy()
     raw = evidence.raw_wrong()
     assert raw[noisy].mean() > raw[~noisy].mean() + 0.3  # the evidence separates the planted wrong labels
