@@ -53,7 +53,10 @@ sample's P(wrong) or P(right) could be lower by more than this share of itself; 
 calibrated" until decisions across the range pin the rate down (:attr:`WrongEstimate.disagreement`). On the 13
 audits of docs/BENCHMARKS.md, "Calibration", the estimators' disagreement was 0.23–0.25 on digits / MNIST under
 symmetric and annotator-like noise and 0.35–0.98 elsewhere."""
-WRONG_ACTIONS = ("confirm", "relabel", "remove")
+WRONG_ACTIONS = ("confirm", "relabel")
+"""Decisions that say the given label is wrong. ``remove`` is not one: it says the sample should go (a bad image,
+a duplicate, an unfixable label), not which label is right, and counting it as "wrong" let eight bulk removals in
+one class read ">99%" on every card. ``remove`` and ``unsure`` are left out of the update."""
 RIGHT_ACTIONS = ("keep",)
 _EPS = 1e-4
 
@@ -455,7 +458,7 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
         decisions; never an updated one: bands are cut on its ``p``).
     rows : (M,) int positions of the decided samples.
     wrong : (M,) bool, True where the reviewer found the label wrong (:data:`WRONG_ACTIONS`), False where kept
-        right (:data:`RIGHT_ACTIONS`). Leave ``unsure`` out.
+        right (:data:`RIGHT_ACTIONS`). Leave ``unsure`` and ``remove`` out.
 
     Returns
     -------

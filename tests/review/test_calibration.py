@@ -118,6 +118,10 @@ def test_the_bracket_survives_the_table_and_narrows_as_decisions_arrive():
     ids = np.arange(len(wrong)).astype(str)
     table = pd.DataFrame({"sample_id": ids, **estimate.columns()})
     read = reviewed_estimate(table, None)  # what the cards start from: the three columns only
+    removed = pd.DataFrame({"sample_id": ids[:8], "action": "remove"})  # "remove": the sample goes, not its label
+    assert reviewed_estimate(table, removed).decisions == 0
+    confirmed = removed.assign(action="confirm")
+    assert reviewed_estimate(table, confirmed).decisions == 8
     assert read.rate_range == pytest.approx(estimate.rate_range, abs=1e-6)
     assert (read.calibrated == estimate.calibrated).all() and read.to_calibrate == estimate.to_calibrate
 
