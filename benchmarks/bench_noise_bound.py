@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ogaudit.cache.artifacts import default_cache_dir  # noqa: E402
 from ogaudit.data.load import load_dataset  # noqa: E402
 from ogaudit.data.noise import inject_label_noise  # noqa: E402
-from ogaudit.settings import auto_epochs  # noqa: E402
-from ogaudit.storage import atomic_path, fingerprint  # noqa: E402
 
 FOLDS = 2
 NOISE_RATE = 0.2
@@ -46,29 +44,10 @@ def noisy_fashion(kind: str, seed: int, samples: int):
 def true_label_probs(noisy, seed: int, cache_dir: Path, epochs: int | None = None) -> tuple[np.ndarray, float]:
     """(N, C) probabilities of the small CNN trained on the clean labels ``noisy.true_y``, each sample scored by
     the fold that did not train on it (``FOLDS`` folds stratified by the clean label); and the folds' total wall
-    time in seconds. Cached by the data's fingerprint, seed, folds and epochs."""
+    time in seconds: ``bench_peers.cross_validated_probs`` on the clean labels, cached by their fingerprint."""
     import bench_peers
-    from sklearn.model_selection import StratifiedKFold
 
-    epochs = epochs or auto_epochs(len(noisy))
-    key = fingerprint("true-label-reference-v1", noisy.fingerprint(), seed, FOLDS, epochs)
-    path = cache_dir / "bench-noise" / f"reference-{key}.npz"
-    if path.exists():
-        with np.load(path) as saved:
-            return saved["probs"], float(saved["seconds"])
-    clean = _with_labels(noisy, noisy.true_y)
-    probs = np.zeros((len(noisy), noisy.n_classes), dtype=np.float32)
-    seconds = 0.0
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(clean.y, clean.y)
-    for fold, (train_rows, held_rows) in enumerate(folds):
-        fold_probs, took = bench_peers.train_and_predict(clean.subset(train_rows), seed, clean.x[held_rows], epochs)
-        probs[held_rows] = fold_probs
-        seconds += took
-        print(f"    reference fold {fold + 1}/{FOLDS}: {took:.0f} s", flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, probs=probs, seconds=seconds)
-    return probs, seconds
+    return bench_peers.cross_validated_probs(_with_labels(noisy, noisy.true_y), seed, cache_dir, epochs, folds=FOLDS)
 
 
 def _with_labels(dataset, labels: np.ndarray):

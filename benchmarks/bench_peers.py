@@ -124,9 +124,10 @@ def train_and_predict(train: Dataset, seed: int, inputs: np.ndarray, epochs: int
 
 
 def cross_validated_probs(
-    dataset: Dataset, seed: int, cache: Path, epochs: int | None = None
+    dataset: Dataset, seed: int, cache: Path, epochs: int | None = None, *, folds: int = FOLDS
 ) -> tuple[np.ndarray, float]:
-    """Out-of-fold probabilities from ``FOLDS`` trainings on 4/5 of the data; total wall time of the folds.
+    """Out-of-fold probabilities from ``folds`` trainings (stratified by ``dataset.y``), each sample scored by the
+    fold that did not train on it; total wall time of the folds. Cached by the data, seed, folds and epochs.
 
     Each fold trains as many epochs as the audited model did on all the data (not its own, larger automatic
     count), so cleanlab's cross-validation is charged no more passes than the recipe needs."""
@@ -134,18 +135,18 @@ def cross_validated_probs(
 
     epochs = epochs or auto_epochs(len(dataset))
 
-    path = cache / "bench-peers" / f"cv-{fingerprint('cv-v1', dataset.fingerprint(), seed, FOLDS, epochs)}.npz"
+    path = cache / "bench-peers" / f"cv-{fingerprint('cv-v1', dataset.fingerprint(), seed, folds, epochs)}.npz"
     if path.exists():
         stored = np.load(path)
         return stored["probs"], float(stored["seconds"])
     probs = np.zeros((len(dataset), dataset.n_classes), dtype=np.float32)
     seconds = 0.0
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(dataset.y, dataset.y)
-    for fold, (train_rows, held_rows) in enumerate(folds):
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(dataset.y, dataset.y)
+    for fold, (train_rows, held_rows) in enumerate(splits):
         fold_probs, took = train_and_predict(dataset.subset(train_rows), seed, dataset.x[held_rows], epochs)
         probs[held_rows] = fold_probs
         seconds += took
-        print(f"    fold {fold + 1}/{FOLDS}: {took:.0f} s", flush=True)
+        print(f"    fold {fold + 1}/{folds}: {took:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, probs=probs, seconds=seconds)

@@ -875,13 +875,7 @@ def _check_parquet_size(handle, path: Path, already: int, budget) -> None:
         total += sum(_decoded_bytes(column) for column in batch.columns)
         if already + total > budget.bytes:
             break
-    over = already + total > budget.bytes
-    check_budget(
-        already + total,
-        what=what,
-        detail=f"{format_bytes(already + total)}{' or more' if over else ''} decoded, measured before decoding",
-        budget=budget,
-    )
+    _check_decoded(already + total, what, budget, ", measured before decoding")
 
 
 def _read_parquet(path: Path, already: int = 0):
@@ -906,11 +900,11 @@ def _read_parquet(path: Path, already: int = 0):
         raise
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{what} cannot be read as Parquet: {exc}. Write it again with pyarrow or datasets.") from exc
-    over = already + total > budget.bytes
-    check_budget(
-        already + total,
-        what=what,
-        detail=f"{format_bytes(already + total)}{' or more' if over else ''} decoded",
-        budget=budget,
-    )
+    _check_decoded(already + total, what, budget)
     return pa.Table.from_batches(batches, schema=schema)
+
+
+def _check_decoded(total: int, what: str, budget, how: str = "") -> None:
+    """:func:`check_budget` on ``total`` bytes decoded so far; a reading stopped at the budget says "or more"."""
+    more = " or more" if total > budget.bytes else ""
+    check_budget(total, what=what, detail=f"{format_bytes(total)}{more} decoded{how}", budget=budget)
