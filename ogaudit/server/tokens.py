@@ -11,6 +11,11 @@ client than the one it was issued to, when its user has been removed (``ogaudit 
 password (the stamp no longer matches), or when it was signed out (:meth:`SessionTokens.revoke`: its id is kept in
 ``$OGAUDIT_HOME/.revoked-sessions`` until it would have expired). Removing the key file signs every browser out.
 
+The revocation list fails closed: when it is there but cannot be read, is not the list this module writes, or is
+over :data:`MAX_REVOKED_BYTES`, no token is accepted (which of them were signed out is unknown), and the next
+sign-in or sign-out replaces the signing key and starts an empty list, so every earlier token stays refused and
+sign-in works again.
+
 No streamlit here.
 """
 
@@ -20,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -36,7 +42,10 @@ REVOKED_FILE = ".revoked-sessions"
 KEY_BYTES = 32
 MAX_TOKEN_CHARS = 1024
 """A longer cookie value is refused before it is decoded."""
+MAX_REVOKED_BYTES = 4 * 1024 * 1024
+"""A longer revocation list is damaged (one entry a sign-out, each ~40 bytes, kept 12 h): it fails closed."""
 _VERSION = "v1"
+_log = logging.getLogger(__name__)
 
 
 def _b64(data: bytes) -> str:
@@ -75,8 +84,7 @@ class SessionTokens:
             raise StorageError(f"{KEY_FILE} in the ogaudit home is damaged: remove it (every browser signs in again).")
         return key
 
-    def issue(self, session: Session, store: UserStore) -> str:
-        """A token for ``session`` (its user, client and expiry)."""
+    def _issue(self, session: Session, store: UserStore) -> str:
         payload = {
             "u": session.user.name,
             "e": int(session.expires_at),
@@ -122,28 +130,61 @@ class SessionTokens:
             return None
         if user is None or not stamp or not hmac.compare_digest(stamp, payload["s"]):
             return None
-        if payload["n"] in self._revoked():
+        revoked = self._revoked()
+        if revoked is None:
+            _log.warning("%s is damaged: every session token is refused until the next sign-in", REVOKED_FILE)
+            return None
+        if payload["n"] in revoked:
             return None
         return Session(user, float(payload["e"]), payload["c"], payload["s"])
 
-    def _revoked(self) -> dict[str, float]:
+    def _revoked(self) -> dict[str, float] | None:
+        """The revoked token ids and when each would have expired: ``{}`` when no list was written, None when
+        the list is there but unreadable, damaged or over :data:`MAX_REVOKED_BYTES` (fail closed)."""
         try:
-            if self.revoked_path.stat().st_size > 4 * 1024 * 1024:
-                return {}
+            if self.revoked_path.stat().st_size > MAX_REVOKED_BYTES:
+                return None
             saved = json.loads(self.revoked_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
-        return {k: v for k, v in saved.items() if isinstance(v, int | float)} if isinstance(saved, dict) else {}
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or any(
+            not isinstance(e, int | float) or isinstance(e, bool) for e in saved.values()
+        ):
+            return None
+        return saved
+
+    def _restart_after_damage(self) -> None:
+        """A new signing key and an empty revocation list (under the lock): every earlier token is refused."""
+        _log.warning("%s is damaged: the session key is replaced, every browser signs in again", REVOKED_FILE)
+        self.home.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.key_path, private=True) as tmp:
+            tmp.write_bytes(secrets.token_bytes(KEY_BYTES))
+        with atomic_path(self.revoked_path, private=True) as tmp:
+            tmp.write_text("{}", encoding="utf-8")
+
+    def issue(self, session: Session, store: UserStore) -> str:
+        """A token for ``session`` (its user, client and expiry); first a new key if the revocation list is
+        damaged (see the module's docstring)."""
+        with self._lock:
+            if self._revoked() is None:
+                self._restart_after_damage()
+        return self._issue(session, store)
 
     def revoke(self, token: object) -> bool:
         """Sign ``token`` out for good (its id is kept until it would have expired); False for a token that is
-        not one of this server's."""
+        not one of this server's. With a damaged list, the key is replaced instead (every token ends)."""
         payload = self._payload(token)
         if payload is None:
             return False
         with self._lock:
             now = time.time()
-            revoked = {n: e for n, e in self._revoked().items() if e > now}
+            revoked = self._revoked()
+            if revoked is None:
+                self._restart_after_damage()
+                return True
+            revoked = {n: e for n, e in revoked.items() if e > now}
             revoked[payload["n"]] = payload["e"]
             self.home.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.revoked_path, private=True) as tmp:

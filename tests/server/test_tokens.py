@@ -85,3 +85,38 @@ def test_a_tab_session_ends_with_a_new_password_as_its_token_does(tmp_path):
     assert current_user(store, from_token, "loopback") == User("ana", "annotator")
     store.add("ana", "password-new", "annotator", replace=True)
     assert current_user(store, session, "loopback") is None and current_user(store, from_token, "loopback") is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b"\xff\xfe", b'["a list"]', b'{"id": "not a time"}', b"{}" + b" " * (4 * 1024 * 1024)],
+    ids=["truncated", "not-utf8", "a-list", "a-text-expiry", "over-4MB"],
+)
+def test_a_damaged_revocation_list_fails_closed_and_the_next_sign_in_heals_it(tmp_path, damage):
+    """A signed-out cookie must stay refused when ``.revoked-sessions`` is damaged: reading it as empty would
+    forget every sign-out (it did: the signed-out cookie was accepted again)."""
+    store = UserStore.in_home(tmp_path)
+    store.add("ana", "password-ana", "annotator")
+    tokens = SessionTokens(tmp_path)
+    signed_out, other = tokens.issue(_session(), store), tokens.issue(_session(), store)
+    assert tokens.revoke(signed_out) and tokens.verify(signed_out, store) is None
+    assert tokens.verify(other, store) is not None  # the control: a token not signed out is accepted
+    tokens.revoked_path.write_bytes(damage)
+    assert tokens.verify(signed_out, store) is None
+    assert tokens.verify(other, store) is None  # which tokens were signed out is unknown: none is accepted
+    fresh = tokens.issue(_session(), store)  # a new sign-in: a new key and an empty list
+    assert tokens.verify(fresh, store) is not None
+    assert tokens.verify(signed_out, store) is None and tokens.verify(other, store) is None
+    assert tokens.key_path.stat().st_mode & 0o777 == 0o600 and tokens.revoked_path.stat().st_mode & 0o777 == 0o600
+    assert tokens.revoke(fresh) and tokens.verify(fresh, store) is None  # the healed list keeps sign-outs again
+
+
+def test_a_sign_out_with_a_damaged_list_ends_every_token(tmp_path):
+    store = UserStore.in_home(tmp_path)
+    store.add("ana", "password-ana", "annotator")
+    tokens = SessionTokens(tmp_path)
+    first, second = tokens.issue(_session(), store), tokens.issue(_session(), store)
+    tokens.revoked_path.write_text("{damaged", encoding="utf-8")
+    assert tokens.revoke(first)
+    assert tokens.verify(first, store) is None and tokens.verify(second, store) is None
+    assert tokens.verify(tokens.issue(_session(), store), store) is not None
