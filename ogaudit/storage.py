@@ -160,8 +160,10 @@ def _storage_error(path: Path, error: OSError) -> StorageError:
 def check_replaceable(path: str | Path, *, ours: Callable[[bytes], bool], what: str) -> Path:
     """``path`` (``~`` expanded) if writing ``what`` there replaces nothing but a file of that kind.
 
-    An export may replace its own earlier output, never anything else: not a file whose first bytes ``ours``
-    does not recognise (the user's data, a project file), not a folder, device, pipe or symbolic link. Raises
+    An export may replace its own earlier output, never anything else: not a file whose first 4,096 bytes
+    ``ours`` does not recognise (the user's data, a project file), not a folder, device, pipe or symbolic link.
+    ``ours`` must recognise what only that export writes (its exact header, a mark it leaves), not merely the
+    file format: the user's own Parquet table or SQLite database is not an earlier export. Raises
     :class:`StorageError` naming the path and the fix.
     """
     path = Path(path).expanduser()
@@ -170,7 +172,7 @@ def check_replaceable(path: str | Path, *, ours: Callable[[bytes], bool], what: 
         raise StorageError(f"{str(path)!r} is {kind}; {what} is written only to a new file. Choose another path.")
     if path.exists():
         with open(path, "rb") as handle:
-            head = handle.read(256)
+            head = handle.read(4096)
         if not ours(head):
             raise StorageError(
                 f"{str(path)!r} exists and is not {what}, so it is not replaced. Choose a new file name, or move "

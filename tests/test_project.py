@@ -428,3 +428,43 @@ def test_ids_are_one_id_or_an_iterable_of_ids(finished, copy_of):
         project.decide("remove", first.encode(), annotator="ann")
     with pytest.raises(TypeError, match="ids must be"):
         project.decisions(ids=[1.5])
+
+
+def test_exports_never_replace_a_users_file_that_only_looks_like_one(finished, copy_of, tmp_path):
+    """A slip of the path must not replace the user's own Parquet table, SQLite database, CSV with a
+    ``sample_id`` first column, cleanlab result, or another project's ledger: each looked like "an earlier
+    export of the same kind" from its first bytes alone and was replaced."""
+    import sqlite3
+
+    project = Project(copy_of(finished[0]))
+    project.decide("remove", finished[1].scores["sample_id"].iloc[0], annotator="ann")
+    other = Project(copy_of(finished[0], "other"))
+    other.decide("keep", finished[1].scores["sample_id"].iloc[1], annotator="ann")
+    mine = {
+        "table.parquet": lambda p: pd.DataFrame({"path": ["a.png"], "label": [1]}).to_parquet(p),
+        "labels.csv": lambda p: p.write_text("sample_id,path,label\r\n7,a.png,cat\r\n", encoding="utf-8"),
+        "issues.csv": lambda p: p.write_text("is_label_issue,label_score\nTrue,0.1\n", encoding="utf-8"),
+        "app.sqlite": lambda p: sqlite3.connect(p).execute("CREATE TABLE users (name TEXT)").connection.commit(),
+    }
+    for name, make in mine.items():
+        make(tmp_path / name)
+    before = {name: (tmp_path / name).read_bytes() for name in mine}
+    ledger = other.ledger_path()
+    ledger_before = ledger.read_bytes()
+    attempts = [
+        lambda: project.export(tmp_path / "table.parquet", format="parquet"),
+        lambda: project.export_decisions(tmp_path / "labels.csv"),
+        lambda: project.export(tmp_path / "issues.csv", format="cleanlab"),
+        lambda: project.backup(tmp_path / "app.sqlite"),
+        lambda: project.backup(ledger),  # another project's ledger (closed: no -wal, but its -saved number)
+    ]
+    for attempt in attempts:
+        with pytest.raises((StorageError, LedgerError), match="not replaced|live ledger"):
+            attempt()
+    assert {name: (tmp_path / name).read_bytes() for name in mine} == before
+    assert ledger.read_bytes() == ledger_before
+    for name, kw in {"own.parquet": {"format": "parquet"}, "own.csv": {"format": "cleanlab"}}.items():
+        first = project.export(tmp_path / name, **kw)
+        assert project.export(first, **kw) == first  # its own earlier output is still replaced
+    history = project.export_decisions(tmp_path / "history.csv", history=True)
+    assert project.export_decisions(history, history=True) == history

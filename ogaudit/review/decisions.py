@@ -109,9 +109,18 @@ def write_decisions_csv(
     return path
 
 
+HISTORY_COLUMNS = [
+    *("seq", "event", "batch_id", "by", "at", "sample_id", "action", "label", "annotator", "decided_at", "note"),
+    *("score", "rank", "run", "target", "undone", "settles"),
+]
+"""The columns of the history export (:meth:`Ledger.history`), which a later history export may replace."""
+
+
 def _is_decisions_csv(head: bytes) -> bool:
-    """Whether a file's first bytes are those of a decisions export (current decisions or history)."""
-    return head.removeprefix(b"\xef\xbb\xbf").startswith((b"sample_id,", b"seq,")) or head == b""
+    """Whether a file's first bytes are those of a decisions export (current decisions or history): its whole
+    header line, not a first column (a user's CSV may start with ``sample_id``), or an empty file."""
+    line = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].removesuffix(b"\r")
+    return head == b"" or line in (",".join(EXPORT_COLUMNS).encode(), ",".join(HISTORY_COLUMNS).encode())
 
 
 def _cell(value: object) -> str:

@@ -512,7 +512,7 @@ def _write_chunks(table, path: Path, *, class_names, dataset, indices: bool) -> 
 
     schema = _schema(table, dataset, class_names, indices=indices)
     features = hf_features(schema, class_names, class_label=indices)
-    hf = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    hf = {b"huggingface": json.dumps({"info": {"features": features}}).encode(), EXPORT_MARK: b"export"}
     writer = None
     try:
         for chunk in _arrow_chunks(table, dataset, schema, class_names, indices=indices):
@@ -558,11 +558,26 @@ def _write_hf(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+EXPORT_MARK = b"ogaudit"
+"""The key in an exported Parquet file's schema metadata that marks it as ogaudit's (replaceable by a later
+export); any other Parquet file at the path is the user's and is refused."""
+
+
+def _marked_parquet(path: Path) -> bool:
+    """Whether ``path`` is a Parquet file whose schema metadata carries :data:`EXPORT_MARK`."""
+    import pyarrow.parquet as pq
+
+    try:
+        return EXPORT_MARK in (pq.read_schema(path).metadata or {})
+    except Exception:  # noqa: BLE001 - unreadable or not Parquet: not ours
+        return False
+
+
 def _write_parquet(table, path: Path, *, class_names, dataset) -> Path:
     """The table (labels typed as in :func:`typed_labels`), with ``image`` / ``text`` when the data has them,
     as one Parquet file written a chunk at a time; its schema metadata carries the ``datasets`` features
     (``huggingface`` key), so ``datasets.load_dataset("parquet", data_files=path)`` reads images as images."""
-    path = check_replaceable(path, ours=lambda head: head.startswith(b"PAR1") or head == b"", what="a Parquet export")
+    path = check_replaceable(path, ours=lambda head: head == b"" or _marked_parquet(path), what="a Parquet export")
     with atomic_path(path) as tmp:
         _write_chunks(table, tmp, class_names=class_names, dataset=dataset, indices=False)
     return path
@@ -572,8 +587,11 @@ def _write_cleanlab(table, path: Path, *, class_names, dataset) -> Path:
     """:func:`cleanlab_frame` as CSV, row positions implied by the order (``pd.read_csv(path)`` reads it back
     with integer labels as integers; text cells a spreadsheet would run as a formula are escaped,
     :func:`~ogaudit.storage.read_csv` takes the escapes off)."""
+    header = ",".join((*CLEANLAB_COLUMNS, "sample_id")).encode()  # cleanlab_frame's header marks its export
     path = check_replaceable(
-        path, ours=lambda head: head.startswith(b"is_label_issue,") or head == b"", what="a cleanlab label-issues CSV"
+        path,
+        ours=lambda head: head == b"" or head.split(b"\n", 1)[0].removesuffix(b"\r") == header,
+        what="a cleanlab label-issues CSV written by ogaudit",
     )
     return write_csv(cleanlab_frame(table), path)
 

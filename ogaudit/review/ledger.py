@@ -202,6 +202,19 @@ class Decision:
     run: str | None = None
 
 
+def _is_ledger_file(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file holding an ogaudit ledger (its ``meta`` table names a schema version
+    and a dataset fingerprint); opened read-only and immutable, so nothing is written to it."""
+    from urllib.parse import quote
+
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1", uri=True)) as conn:
+            keys = {row[0] for row in conn.execute("SELECT key FROM meta")}
+    except sqlite3.Error:
+        return False
+    return {"schema_version", "dataset_fingerprint"} <= keys
+
+
 class Ledger:
     """Review decisions on one dataset, stored in the SQLite file ``path``.
 
@@ -890,9 +903,14 @@ class Ledger:
         own = [Path(f"{self.path}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")]
         if dest.resolve() in own:
             raise LedgerError(f"The backup {str(dest)!r} would overwrite the ledger's own files; choose another path.")
-        if any(Path(f"{dest}{suffix}").exists() for suffix in ("-wal", "-shm")):
-            raise LedgerError(f"{str(dest)!r} is a live database (it has -wal/-shm files); choose another path.")
-        check_replaceable(dest, ours=lambda head: head.startswith(SQLITE_MAGIC), what="an SQLite backup")
+        if any(Path(f"{dest}{suffix}").exists() for suffix in ("-wal", "-shm", SAVED_SUFFIX)):
+            raise LedgerError(
+                f"{str(dest)!r} is a live ledger or database (it has -wal, -shm or {SAVED_SUFFIX} files beside it); "
+                "it is not replaced: choose another path."
+            )
+        check_replaceable(
+            dest, ours=lambda head: head.startswith(SQLITE_MAGIC) and _is_ledger_file(dest), what="an SQLite backup"
+        )
         with atomic_path(dest) as tmp:
 
             def copy(conn: sqlite3.Connection) -> list:
