@@ -1,0 +1,182 @@
+"""``posterior-auto``'s ramp checked on audits it was not chosen on (issue 24).
+
+The ramp (:data:`ogaudit.detectors.outliers.RATIO_RAMP`: the confusion concentration ``κ`` at which the weight ``w``
+on ``posterior-ratio`` starts to rise from 0, and where it reaches 1) was set on Fashion-MNIST 20k (three seeds of
+``bench_noise.py``). This script scores, with no training, the 13 audits ``bench_calibration.py`` keeps in
+``$OGAUDIT_CACHE/bench-calibration/`` (digits, MNIST 3k, Fashion-MNIST 3k × symmetric, class-pair,
+instance-dependent and annotator-like 20% noise, and the tweets' real noise; their ``π``, given labels and truth):
+``κ`` (:func:`ogaudit.detectors.joint.confusion_concentration` of the confident joint of ``π``), and the AP, AUROC
+and flagged precision at the default budget of ``posterior`` (``−log π(y)``), ``posterior-ratio`` and the blend
+``(1 − w) · posterior + w · ratio`` under the previous ramp, the current one and a few alternatives.
+
+Then it reads ``docs/bench_noise.json`` (the 20k runs; the trainings are not cached) and says what the current ramp
+gives there: where ``w`` is 0 or 1 the blend *is* ``posterior`` or ``posterior-ratio``, whose figures the file
+holds per seed; a ``w`` strictly between is reported as not recomputable.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_auto_ramp.py             # seconds; needs bench_calibration's cache
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_auto_ramp.py --markdown  # the tables for docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ogaudit.cache.artifacts import default_cache_dir
+from ogaudit.detectors.joint import confident_joint, confusion_concentration
+from ogaudit.detectors.metrics import detection_metrics
+from ogaudit.detectors.outliers import RATIO_RAMP, counterfactual_log_ratio, ratio_weight
+from ogaudit.settings import DEFAULT_BUDGET
+
+PREVIOUS = (0.25, 0.75)
+ALTERNATIVES = ((0.25, 0.5), (0.3, 0.5), (0.2, 0.6))
+"""Other ramps reported beside the previous and the current one (not chosen: see docs/BENCHMARKS.md)."""
+NOISE_JSON = Path(__file__).resolve().parent.parent / "docs" / "bench_noise.json"
+
+
+def _name(ramp: tuple[float, float]) -> str:
+    return f"{ramp[0]:g}→{ramp[1]:g}"
+
+
+def held_out(run: dict[str, np.ndarray], ramps: list[tuple[float, float]]) -> dict:
+    """``κ``, and each score's metrics (``w`` beside the blends') on one cached audit."""
+    posterior, labels, wrong = run["posterior"], run["labels"], run["wrong"].astype(bool)
+    kappa = confusion_concentration(confident_joint(posterior, labels))
+    plain = -np.log(np.clip(posterior[np.arange(len(labels)), labels], 1e-12, None))
+    ratio = counterfactual_log_ratio(posterior, labels)
+    out = {"κ": kappa, "samples": len(labels), "wrong": float(wrong.mean())}
+    out["posterior"] = detection_metrics(wrong, plain, budget=DEFAULT_BUDGET)
+    out["posterior-ratio"] = detection_metrics(wrong, ratio, budget=DEFAULT_BUDGET)
+    for ramp in ramps:
+        w = ratio_weight(kappa, ramp)
+        out[_name(ramp)] = {**detection_metrics(wrong, (1 - w) * plain + w * ratio, budget=DEFAULT_BUDGET), "w": w}
+    return out
+
+
+def fashion_20k(path: Path, ramp: tuple[float, float]) -> dict[str, dict]:
+    """Per 20k run: the recorded ``κ``, ``w`` under ``ramp``, and the blend's AP / flagged precision where ``w`` is
+    0 or 1 (then it is ``posterior`` / ``posterior-ratio``, recorded per seed), else None; the previous
+    ``posterior-auto``'s beside it."""
+    runs = json.loads(path.read_text())["runs"]
+    out = {}
+    for name, run in runs.items():
+        methods = run["methods"]
+        kappa = methods["posterior-auto"]["concentration"]
+        w = ratio_weight(kappa, ramp)
+        same = {0.0: "posterior", 1.0: "posterior-ratio"}.get(w)
+        new = methods[same] if same else None
+        best = max(
+            (m for m in methods if m != "posterior-auto" and not m.startswith("reference")),
+            key=lambda m: methods[m]["average_precision"],
+        )
+        out[name] = {
+            "κ": kappa,
+            "w": w,
+            "ap": new["average_precision"] if new else None,
+            "precision": new["precision_at_budget"] if new else None,
+            "previous w": methods["posterior-auto"]["ratio_weight"],
+            "previous ap": methods["posterior-auto"]["average_precision"],
+            "previous precision": methods["posterior-auto"]["precision_at_budget"],
+            "best other": best,
+            "best other ap": methods[best]["average_precision"],
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=default_cache_dir() / "bench-calibration")
+    parser.add_argument("--noise-json", type=Path, default=NOISE_JSON)
+    parser.add_argument("--markdown", action="store_true", help="print the tables for docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    paths = sorted(args.cache.glob("*.npz"))
+    if not paths:
+        raise SystemExit(f"No cached audits in {args.cache}: run benchmarks/bench_calibration.py --gather-only first.")
+    ramps = [PREVIOUS, RATIO_RAMP, *ALTERNATIVES]
+    rows = {}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as saved:
+            rows[path.stem] = held_out(dict(saved), ramps)
+
+    names = [_name(r) for r in ramps]
+    sep = " | " if args.markdown else "  "
+    head = ["run", "κ", "posterior", "posterior-ratio"] + [f"{n} (w)" for n in names]
+    print("AP on the held-out audits (the blend's w in brackets)")
+    if args.markdown:
+        print("\n| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
+    else:
+        print(sep.join(f"{h:>16s}" for h in head))
+    for run, row in rows.items():
+        cells = [run, f"{row['κ']:.3f}", f"{row['posterior']['average_precision']:.4f}"]
+        cells.append(f"{row['posterior-ratio']['average_precision']:.4f}")
+        cells += [f"{row[n]['average_precision']:.4f} ({row[n]['w']:.2f})" for n in names]
+        print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(f"{c:>16s}" for c in cells))
+
+    current, previous = _name(RATIO_RAMP), _name(PREVIOUS)
+    print(f"\nagainst the previous ramp {previous}, AP difference per run (≥ 0 on all = at least as good):")
+    for n in [_name(r) for r in [RATIO_RAMP, *ALTERNATIVES]]:
+        diff = np.array([row[n]["average_precision"] - row[previous]["average_precision"] for row in rows.values()])
+        prec = np.array([row[n]["precision_at_budget"] - row[previous]["precision_at_budget"] for row in rows.values()])
+        auroc = np.array([row[n]["auroc"] - row[previous]["auroc"] for row in rows.values()])
+        print(
+            f"  {n:>9s}: AP {diff.min():+.4f} worst, {diff.mean():+.4f} mean, {int((diff >= -1e-12).sum())}/{len(diff)}"
+            f" runs ≥; AUROC worst {auroc.min():+.4f}, mean {auroc.mean():+.4f}; flagged precision worst"
+            f" {prec.min():+.3f}, mean {prec.mean():+.3f}"
+        )
+    for key in ("posterior", "posterior-ratio"):
+        diff = np.array([row[current]["average_precision"] - row[key]["average_precision"] for row in rows.values()])
+        print(f"  {current} − {key}: AP worst {diff.min():+.4f}, mean {diff.mean():+.4f}")
+
+    print(f"\nflagged precision at the default budget ({DEFAULT_BUDGET:.0%}) and AUROC: previous / current")
+    for run, row in rows.items():
+        print(
+            f"  {run:30s} {row[previous]['precision_at_budget']:.3f} / {row[current]['precision_at_budget']:.3f}"
+            f"   {row[previous]['auroc']:.4f} / {row[current]['auroc']:.4f}"
+        )
+
+    if not args.noise_json.is_file():
+        return
+    print(f"\nFashion-MNIST 20k ({args.noise_json.name}), the current ramp {current}:")
+    found = fashion_20k(args.noise_json, RATIO_RAMP)
+    head = ["run", "κ", "w (prev)", "AP (prev)", "flagged prec. (prev)", "best other AP"]
+    if args.markdown:
+        print("\n| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
+    for run, row in found.items():
+        ap = "n/a" if row["ap"] is None else f"{row['ap']:.4f}"
+        precision = "n/a" if row["precision"] is None else f"{row['precision']:.3f}"
+        cells = [
+            run,
+            f"{row['κ']:.3f}",
+            f"{row['w']:.2f} ({row['previous w']:.2f})",
+            f"{ap} ({row['previous ap']:.4f})",
+            f"{precision} ({row['previous precision']:.3f})",
+            f"{row['best other']} {row['best other ap']:.4f}",
+        ]
+        print(("| " + " | ".join(cells) + " |") if args.markdown else "  " + sep.join(f"{c:>22s}" for c in cells))
+    runs = json.loads(args.noise_json.read_text())["runs"]
+    for kind in dict.fromkeys(run.split("/")[0] for run in found):
+        seeds = [run for run in found if run.split("/")[0] == kind]
+        aps = [found[run]["ap"] for run in seeds]
+        precisions = [found[run]["precision"] for run in seeds]
+        if None in aps:
+            print(f"  {kind}: w strictly between 0 and 1 on some seed, not recomputable without the trainings")
+            continue
+        means = {
+            method: np.mean([runs[run]["methods"][method]["average_precision"] for run in seeds])
+            for method in runs[seeds[0]]["methods"]
+            if method != "posterior-auto" and all(method in runs[run]["methods"] for run in seeds)
+        }
+        means.pop("posterior-ratio" if found[seeds[0]]["w"] == 1.0 else "posterior")  # what the default now is
+        best = max((m for m in means if not m.startswith("reference")), key=means.get)
+        print(
+            f"  {kind}: AP {np.mean(aps):.3f} ± {np.std(aps, ddof=1):.3f}, flagged precision"
+            f" {np.mean(precisions):.3f} ± {np.std(precisions, ddof=1):.3f}; best other by mean AP: {best}"
+            f" {means[best]:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
