@@ -92,6 +92,14 @@ class Run:
         """The run's fingerprint (model and settings); changes when the folder is audited again."""
         return self.record["fingerprint"]
 
+    @property
+    def detector_state(self) -> dict:
+        """What the run's detector read from the data (``run.json``'s ``detector_state``,
+        :func:`~ogaudit.detectors.outliers.detector_state`: ``posterior-auto``'s ``concentration`` ``κ``,
+        ``ratio_weight`` ``w`` and ``ramp``); {} for other detectors and for runs recorded before it was kept."""
+        state = self.record.get("detector_state")
+        return dict(state) if isinstance(state, dict) else {}
+
     @cached_property
     def settings(self) -> AuditSettings:
         return AuditSettings.from_dict(self.record["settings"], source=str(self.path / RUN_RECORD))

@@ -272,6 +272,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
         raise SettingsError(f"--ray-address {args.ray_address!r} needs --engine ray.")
     from ogaudit.api import audit
+    from ogaudit.review.evidence import scoring_text
 
     bars = _StageBars(not args.quiet)
     try:
@@ -296,6 +297,9 @@ def run_scan(args: argparse.Namespace) -> int:
     lines.append(
         f"flagged {record['flagged']} of {len(result.scores)} samples with detector {record['settings']['detector']}"
     )
+    scored = scoring_text(record["settings"]["detector"], record.get("detector_state"))
+    if scored is not None:
+        lines.append(scored)
     if "metrics" in record and "auroc" in record["metrics"]:
         m = record["metrics"]
         lines.append(
@@ -323,6 +327,7 @@ def run_scan(args: argparse.Namespace) -> int:
             "skipped": int(record["dataset"]["skipped_count"]),
             "model": record["model"]["kind"],
             "detector": record["settings"]["detector"],
+            "detector_state": record.get("detector_state", {}),
             "metrics": record.get("metrics"),
             "notices": record.get("notices", []),
             "timings_s": record.get("timings_s", {}),

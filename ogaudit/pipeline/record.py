@@ -17,7 +17,11 @@ from ogaudit.detectors.metrics import detection_metrics
 from ogaudit.storage import fingerprint
 
 
-def run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict, scores, notices) -> dict:
+def run_record(
+    data, dataset: Dataset, settings, model_info: dict, timings: dict, scores, notices, *, detector_state=None
+) -> dict:
+    """``run.json``'s content. ``detector_state``: what the detector read from the data
+    (:func:`~ogaudit.detectors.outliers.detector_state`), recorded as ``detector_state`` when there is any."""
     import sklearn
 
     if isinstance(data, Dataset):
@@ -68,6 +72,8 @@ def run_record(data, dataset: Dataset, settings, model_info: dict, timings: dict
             "label_column": origin.label_column,
             "id_column": origin.id_column,
         }
+    if detector_state:
+        record["detector_state"] = dict(detector_state)
     if "is_noisy" in scores:
         record["metrics"] = detection_metrics(
             scores["is_noisy"].to_numpy(), scores["score"].to_numpy(), budget=settings.budget

@@ -179,7 +179,7 @@ def audit(
             trajectory = training_dynamics(
                 model, dataset, settings, head, cache, progress, cancel, notice, model_key=model_info["key"]
             )
-        scores, label_evidence, neighbours = detect(
+        scores, label_evidence, neighbours, detector_fit = detect(
             head,
             layers,
             dataset,
@@ -197,7 +197,7 @@ def audit(
             head if layers is None else layers, settings, model_info["key"], cache, progress, cancel, notice
         )
     map_frame = pd.DataFrame({"sample_id": dataset.sample_ids, "x": coords[:, 0], "y": coords[:, 1]})
-    record = run_record(data, dataset, settings, model_info, timings, scores, notices)
+    record = run_record(data, dataset, settings, model_info, timings, scores, notices, detector_state=detector_fit)
     record["engine"] = engine.describe()
     result = AuditResult(scores, map_frame, record, loaded, head, label_evidence, neighbours=neighbours)
     if project is not None:

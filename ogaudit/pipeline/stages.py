@@ -26,7 +26,13 @@ import torch
 
 from ogaudit.cache.artifacts import ArtifactCache
 from ogaudit.data.dataset import Dataset
-from ogaudit.detectors.outliers import counterfactual_scores, gradient_neighbours, make_detector
+from ogaudit.detectors.outliers import (
+    counterfactual_scores,
+    detector_params,
+    detector_state,
+    gradient_neighbours,
+    make_detector,
+)
 from ogaudit.detectors.scoring import score_table
 from ogaudit.engines.local import ForwardEngine
 from ogaudit.errors import OgauditError
@@ -450,8 +456,10 @@ def detect(
     head_inputs_fixed: bool = False,
     trajectory: Trajectory | None = None,
 ):
-    """Scores, ranks, flags and suggested labels as the per-sample table, the (N, C) label evidence, and the
-    gradient neighbours the detector found (``(positions (N, k), cosines (N, k))``, or None).
+    """Scores, ranks, flags and suggested labels as the per-sample table, the (N, C) label evidence, the
+    gradient neighbours the detector found (``(positions (N, k), cosines (N, k))``, or None), and what the detector
+    read from the data (:func:`~ogaudit.detectors.outliers.detector_state`: ``posterior-auto``'s ``κ`` and ``w``;
+    {} for the others).
 
     With ``cache``, the outlier scores, label evidence and neighbours are cached by model (``model_key``), data,
     detector and layers: a rerun, or another budget, skips the neighbour search. With ``head_inputs_fixed`` (the
@@ -464,11 +472,11 @@ def detect(
     """
     search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
     if cache is None:
-        score, label_evidence, neighbours = _outlier_scores(
+        score, label_evidence, neighbours, state = _outlier_scores(
             head, layers, settings, progress, cancel, trajectory=trajectory
         )
         table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
-        return table, label_evidence, neighbours
+        return table, label_evidence, neighbours, state
     from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE
 
     detect_settings = {
@@ -480,13 +488,18 @@ def detect(
         "projection_dim": settings.projection_dim,
         "approximate_above": APPROXIMATE_ABOVE,
     }
+    if params := detector_params(settings.detector):  # only where there are any: other detectors keep their entries
+        detect_settings["detector_params"] = params
     entry = cache.entry("scores", fingerprint(detect_settings), detect_settings)
     shapes = {"score": (len(dataset),), "label_evidence": (len(dataset), dataset.n_classes)}
 
-    def read(folder: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    def read(folder: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, dict]:
         with np.load(folder / "scores.npz", allow_pickle=False) as saved:
             arrays = {name: saved[name] for name in shapes}
             found = {name: saved[name] for name in ("neighbours", "cosines") if name in saved.files}
+            state = json.loads(str(saved["detector_state"])) if "detector_state" in saved.files else {}
+        if not isinstance(state, dict):
+            raise ValueError(f"detector_state is a {type(state).__name__}, not an object")
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
                 raise ValueError(f"{name} has shape {arrays[name].shape}, not {shape}")
@@ -495,22 +508,28 @@ def detect(
             if found["neighbours"].shape != found["cosines"].shape or len(found["neighbours"]) != len(dataset):
                 raise ValueError(f"neighbours have shape {found['neighbours'].shape}, not ({len(dataset)}, k)")
             neighbours = (found["neighbours"].astype(np.int64), found["cosines"].astype(np.float32))
-        return arrays["score"], arrays["label_evidence"], neighbours
+        return arrays["score"], arrays["label_evidence"], neighbours, state
 
     cached = entry.load(read, notice=notice)
     if cached is None:
         cached = _outlier_scores(head, layers, settings, progress, cancel, search=search, trajectory=trajectory)
-        score, label_evidence, neighbours = cached
+        score, label_evidence, neighbours, state = cached
 
         def write(folder: Path) -> None:
             extra = {} if neighbours is None else {"neighbours": neighbours[0], "cosines": neighbours[1]}
             with open(folder / "scores.npz", "wb") as handle:
-                np.savez(handle, score=score, label_evidence=label_evidence, **extra)
+                np.savez(
+                    handle,
+                    score=score,
+                    label_evidence=label_evidence,
+                    detector_state=np.array(json.dumps(state)),
+                    **extra,
+                )
 
         entry.save(write)
-    score, label_evidence, neighbours = cached
+    score, label_evidence, neighbours, state = cached
     table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
-    return table, label_evidence, neighbours
+    return table, label_evidence, neighbours, state
 
 
 def _head_inputs_fixed(model: AuditModel | None, settings: AuditSettings) -> bool:
@@ -592,8 +611,9 @@ def _outlier_scores(
     search=None,
     trajectory=None,
 ):
-    """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, and
-    the last layer's gradient neighbours (:func:`~ogaudit.detectors.outliers.gradient_neighbours`; None without a search).
+    """(N,) outlier scores of the chosen evidence, the (N, C) counterfactual label evidence of the last layer, the
+    last layer's gradient neighbours (:func:`~ogaudit.detectors.outliers.gradient_neighbours`; None without a search)
+    and what the scoring detector read from the data (:func:`~ogaudit.detectors.outliers.detector_state`).
     ``search`` replaces the last layer's neighbour search (:func:`_cached_search`)."""
     source: GradientEvidence = head if layers is None else layers
     fits = 1 if source.counterfactual else 2
@@ -617,6 +637,7 @@ def _outlier_scores(
         np.asarray(score, dtype=np.float64),
         np.asarray(label_evidence, dtype=np.float64),
         gradient_neighbours(head_detector),
+        detector_state(detector),
     )
 
 

@@ -435,6 +435,36 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
     return "; ".join(parts) + "."
 
 
+def scoring_text(detector: str, state: dict | None) -> str | None:
+    """One sentence on how the run's detector weighed its score (plain text): for ``posterior-auto``, the
+    concentration ``κ`` of the data's estimated wrong labels it read and the weight ``w`` it gave
+    ``posterior-ratio`` (``1 − w`` to ``posterior``), from the run's ``detector_state``
+    (:func:`~ogaudit.detectors.outliers.detector_state`). None for another detector, and for a state that is
+    missing or not two numbers in [0, 1] (a run recorded before it was kept, or an edited ``run.json``)."""
+    if detector != "posterior-auto" or not isinstance(state, dict):
+        return None
+    kappa, weight = state.get("concentration"), state.get("ratio_weight")
+    numbers = (kappa, weight)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in numbers):
+        return None
+    ramp = state.get("ramp")
+    low, high = ramp if isinstance(ramp, list | tuple) and len(ramp) == 2 else (None, None)
+    if weight == 0.0 or (low is not None and kappa <= low):
+        look = "spread over many classes"
+    elif weight == 1.0 or (high is not None and kappa >= high):
+        look = "concentrated on partner classes"
+    else:
+        look = "partly concentrated on partner classes"
+    if weight == 0.0:
+        how = "the score is the posterior alone (how unlikely the given label is)"
+    elif weight == 1.0:
+        how = "the score is the counterfactual ratio alone (how much likelier another label is)"
+    else:
+        share = min(99, max(1, round(weight * 100)))
+        how = f"the score weighs the counterfactual ratio {share}% and the posterior {100 - share}%"
+    return f"Scored by posterior-auto: the data's wrong labels look {look} (κ {kappa:.2f}), so {how}."
+
+
 def confirm_labels(
     given: np.ndarray, suggested: np.ndarray, best_other: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from ogaudit.project import workspace_root
 from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
 from ogaudit.review.calibration import RESAMPLES, STABLE_AT, reviewed_estimate
-from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table
+from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table, scoring_text
 from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label, names_the_key
 from ogaudit.review.ledger import ACTIONS, Ledger
 from ogaudit.review.queue import (
@@ -630,6 +630,16 @@ def evidence_panel(
     body = st.expander("Why is this flagged?") if compact else st.container()
     with body:
         st.caption(md(describe(item, names)))
+        scored = scoring_text(run.settings.detector, run.detector_state)
+        if scored is not None:
+            st.caption(
+                md(scored),
+                help="κ: how concentrated the data's estimated wrong labels are, 0 = spread evenly over the other "
+                "classes, 1 = each class's from one partner class (read from the confident joint of given and "
+                "likely true labels, no true label needed). Spread wrong labels are found best by how unlikely the "
+                "given label is (the posterior); concentrated ones by how much likelier one other label is (the "
+                "counterfactual ratio).",
+            )
         st.dataframe(
             evidence_table(item, names),
             hide_index=True,

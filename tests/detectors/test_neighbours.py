@@ -152,11 +152,12 @@ def test_detect_reports_progress_from_every_part(detector):
 
     head, dataset = _detect_inputs()
     seen = []
-    table, label_evidence, neighbours = _detect(
+    table, label_evidence, neighbours, state = _detect(
         head, None, dataset, AuditSettings(detector=detector), progress=lambda *a: seen.append(a), cancel=None
     )
     assert len(table) == len(dataset) and label_evidence.shape == (len(dataset), 5)
     assert (neighbours is None) == (detector == "iforest")
+    assert state == {}  # only posterior-auto reads something from the data
     if neighbours is not None:
         assert neighbours[0].shape == neighbours[1].shape == (len(dataset), 20)
     fractions = [fraction for stage, fraction, _ in seen]

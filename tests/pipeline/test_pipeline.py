@@ -298,3 +298,58 @@ def test_rows_with_nan_or_inf_are_refused_by_the_neighbour_search():
     rows[3, 1] = np.nan
     with pytest.raises(ModelError, match=r"1 of 5 rows to search \(the first at position 3\) hold NaN"):
         nearest_neighbours(rows, 2)
+
+
+def _auto_inputs(n: int = 400, classes: int = 4):
+    """A small head evidence and its dataset: clustered features, 15% of the labels moved to a partner class and 5%
+    to another class."""
+    from ogaudit.data.dataset import Dataset
+    from ogaudit.gradients import HeadEvidence
+
+    rng = np.random.default_rng(3)
+    true = np.arange(n) % classes
+    features = (rng.normal(size=(classes, 8)) * 3.0)[true] + rng.normal(size=(n, 8))
+    flip = rng.random(n)
+    given = np.where(flip < 0.15, true ^ 1, np.where(flip < 0.2, (true + 2) % classes, true))
+    logits = rng.normal(0.0, 0.3, size=(n, classes))
+    logits[np.arange(n), true] += 3.0
+    head = HeadEvidence.from_head(features.astype(np.float32), logits.astype(np.float32), given)
+    ids = np.array([f"s{i}" for i in range(n)])
+    dataset = Dataset(x=features, y=given, sample_ids=ids, class_names=list("abcd"), kind="npz", source="test")
+    return head, dataset
+
+
+def test_detect_keeps_posterior_autos_kappa_and_weight_in_its_cache_and_a_new_ramp_is_a_new_entry(
+    tmp_path, monkeypatch
+):
+    import ogaudit.detectors.outliers as outliers
+    import ogaudit.pipeline.stages as stages
+    from ogaudit.cache.artifacts import ArtifactCache
+
+    head, dataset = _auto_inputs()
+    cache = ArtifactCache(tmp_path / "cache")
+    settings = AuditSettings(detector="posterior-auto")
+    table, _, _, state = stages.detect(head, None, dataset, settings, "model", cache)
+    fitted = outliers.make_detector("posterior-auto").fit(head)
+    assert state == {
+        "concentration": fitted.concentration_,
+        "ratio_weight": fitted.weight_,
+        "ramp": list(outliers.RATIO_RAMP),
+    }
+    assert state["ratio_weight"] == 1.0  # planted partner-class flips: the ratio alone
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("the detector ran although its scores were cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stages, "_outlier_scores", no_detector)
+        again, _, _, cached_state = stages.detect(head, None, dataset, settings, "model", cache)
+    assert cached_state == state and np.array_equal(again["score"], table["score"])
+    # a changed ramp must not read back scores blended under the old one
+    monkeypatch.setattr(outliers, "RATIO_RAMP", (0.0, 1.0))
+    _, _, _, moved = stages.detect(head, None, dataset, settings, "model", cache)
+    assert moved["ramp"] == [0.0, 1.0] and moved["concentration"] == pytest.approx(state["concentration"])
+    assert moved["ratio_weight"] == pytest.approx(state["concentration"]) and moved["ratio_weight"] < 1.0
+    assert len(list((tmp_path / "cache" / "v1" / "scores").iterdir())) == 2
+    _, _, _, other = stages.detect(head, None, dataset, AuditSettings(detector="posterior"), "model", cache)
+    assert other == {}

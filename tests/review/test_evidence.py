@@ -19,6 +19,7 @@ from ogaudit.review.evidence import (
     describe,
     evidence_table,
     expected_calibration_error,
+    scoring_text,
 )
 from ogaudit.review.queue import QueueFilter, confusion, filter_queue, flag_counts
 from ogaudit.ui.figure import class_palette, map_figure, natural_key
@@ -85,6 +86,56 @@ def test_a_run_keeps_its_detectors_neighbours_for_the_evidence(scanned):
     for a, b in zip(kept, fresh, strict=True):  # exact search both times: the same neighbours (ties aside)
         assert len(set(a.neighbours) & set(b.neighbours)) >= evidence.k - 1
         assert a.p_wrong == pytest.approx(b.p_wrong, abs=0.05)
+
+
+def test_a_run_records_what_posterior_auto_read_and_the_evidence_says_it(scanned, finished_project):
+    from ogaudit.detectors.outliers import RATIO_RAMP, make_detector, ratio_weight
+
+    run = Project(scanned).open_run()
+    state = run.detector_state
+    assert run.settings.detector == "posterior-auto" and set(state) == {"concentration", "ratio_weight", "ramp"}
+    assert state["ramp"] == list(RATIO_RAMP) and state["ratio_weight"] == ratio_weight(state["concentration"])
+    head = finished_project[1].evidence  # the same κ as the detector fitted again on the run's own evidence
+    assert state["concentration"] == pytest.approx(make_detector("posterior-auto").fit(head).concentration_)
+    line = scoring_text(run.settings.detector, state)
+    assert line.startswith("Scored by posterior-auto: the data's wrong labels look ")
+    assert f"(κ {state['concentration']:.2f})" in line
+
+
+@pytest.mark.parametrize(
+    "kappa, weight, expected",
+    [
+        (0.04, 0.0, "look spread over many classes (κ 0.04), so the score is the posterior alone"),
+        (0.74, 1.0, "look concentrated on partner classes (κ 0.74), so the score is the counterfactual ratio alone"),
+        (
+            0.44,
+            0.97,
+            "look partly concentrated on partner classes (κ 0.44), so the score weighs the counterfactual ratio 97% "
+            "and the posterior 3%",
+        ),
+        (0.2001, 0.0004, "the counterfactual ratio 1% and the posterior 99%"),  # never "0%" for a blend
+    ],
+)
+def test_scoring_text_says_kappa_and_the_weights(kappa, weight, expected):
+    line = scoring_text("posterior-auto", {"concentration": kappa, "ratio_weight": weight, "ramp": [0.2, 0.45]})
+    assert line.startswith("Scored by posterior-auto: the data's wrong labels ") and expected in line
+
+
+@pytest.mark.parametrize(
+    "detector, state",
+    [
+        ("posterior", {"concentration": 0.5, "ratio_weight": 0.5}),  # another detector: nothing to say
+        ("posterior-auto", {}),  # a run recorded before the state was kept
+        ("posterior-auto", None),
+        ("posterior-auto", {"concentration": "0.5", "ratio_weight": 0.5}),  # an edited run.json
+        ("posterior-auto", {"concentration": 0.5, "ratio_weight": 1.5}),
+        ("posterior-auto", {"concentration": float("nan"), "ratio_weight": 0.5}),
+        ("posterior-auto", {"concentration": True, "ratio_weight": 0.5}),
+        ("posterior-auto", [0.5, 0.5]),
+    ],
+)
+def test_scoring_text_says_nothing_for_other_detectors_or_a_missing_or_odd_state(detector, state):
+    assert scoring_text(detector, state) is None
 
 
 def test_ranking_and_the_confirm_label_when_the_suggestion_is_the_given_one():

@@ -12,9 +12,11 @@ from appserver import REPO, held_audit, wait_for_job
 from test_app import DEMO, select, start, texts
 
 from ogaudit.project import Project
+from ogaudit.review.evidence import scoring_text
 from ogaudit.review.keys import class_keys
 from ogaudit.review.ledger import Ledger
 from ogaudit.review.split import export_split
+from ogaudit.ui.text import md
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
 
@@ -329,6 +331,10 @@ def test_every_card_shows_its_evidence(project):
     shown = texts(at.markdown)
     assert shown.count("likely that the given label is wrong") == min(12, len(run.flagged_ids))
     assert re.search("nearest gradient neighbours (is|are) labelled", texts(at.caption))
+    scored = scoring_text(run.settings.detector, run.detector_state)  # the demo scores with posterior-auto
+    assert scored.startswith("Scored by posterior-auto") and texts(at.caption).count(md(scored)) == min(
+        12, len(run.flagged_ids)
+    )
     strips = [c for image in at.get("image") for c in image.proto.imgs if "gradient neighbours" in c.caption]
     assert len(strips) == min(12, len(run.flagged_ids))
     tables = [frame.value for frame in at.dataframe if "combined" in getattr(frame.value, "columns", [])]
