@@ -15,7 +15,7 @@ user's own arrays held them as integers, otherwise the class names as text — a
 ``0`` … ``9`` gives ``"0"`` … ``"9"``, as ``ogaudit.audit``'s ``result.scores`` does.
 
 :func:`write_export` writes one format under the path it is given and nowhere else (never into the data: images
-are hard links or copies of the user's files, or PNGs encoded from the arrays), all at once: a folder is built
+are copies of the user's files, never hard links, or PNGs encoded from the arrays), all at once: a folder is built
 beside its target and renamed into place, a file is replaced atomically. Formats that carry the samples themselves
 (FiftyOne: images; Label Studio: images or texts) refuse data without them, naming a format that fits.
 """
@@ -274,14 +274,14 @@ storage (a network file system)."""
 
 def _media_files(dataset: Dataset, folder: Path, *, name: str) -> list[str]:
     """Each sample's image under ``folder`` as ``<row>.<ext>`` (row = position, zero-padded: never a name from
-    the data): the user's file hard-linked (copied across file systems), or a PNG of the array, written by
+    the data): a copy of the user's file (:func:`~ogaudit.review.split.copy_file`), or a PNG of the array, written by
     :data:`MEDIA_THREADS` threads, each a contiguous block of rows. Returns the paths relative to ``folder``'s
     parent (``name/000012.png``), in row order."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    from ogaudit.review.split import _link_or_copy
+    from ogaudit.review.split import copy_file
 
     folder.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(len(dataset))))
@@ -294,7 +294,7 @@ def _media_files(dataset: Dataset, folder: Path, *, name: str) -> list[str]:
             if files:
                 source = Path(dataset.root, str(dataset.paths[row]))
                 file = f"{stem}{source.suffix.lower()}"
-                _link_or_copy(source, folder / file)
+                copy_file(source, folder / file)
             else:
                 pixels = dataset.image(row)
                 file = f"{stem}.png"

@@ -2,7 +2,8 @@
 changed), written in the input's own kind beside a ``split.json`` manifest. The user's input is only read.
 
 Images and arrays: an ``.npz``, a ``.npy`` folder, a self-contained CSV manifest with its images, or an ImageFolder
-(images are hard links where possible). Text tables: the input's format under its own name, every row that was
+(images are copies of the user's files: copy-on-write clones where the file system has them, never hard links).
+Text tables: the input's format under its own name, every row that was
 not changed written byte for byte (:func:`write_text_split`).
 """
 
@@ -101,8 +102,9 @@ def export_split(
 
     ``out`` gets ``<name>.npz`` (arrays and built-ins); for a CSV manifest, the kept images at their original
     relative paths plus ``<manifest name>.csv`` with the final labels; for an ImageFolder, one sub-folder per
-    final class. Images are hard links (copies across file systems), never symlinks, which ``load_dataset``
-    refuses when they lead outside the folder, so every export loads back with ``load_dataset``. See
+    final class. Images are copies (:func:`copy_file`), never hard links (an edit of the export would reach the
+    user's file) or symlinks (``load_dataset`` refuses those leading outside the folder), so every export loads
+    back with ``load_dataset``. See
     :func:`apply_decisions` for the options.
     """
     out = Path(out).absolute()
@@ -224,7 +226,7 @@ def _write_manifest(dataset: Dataset, staging: Path, *, name: str) -> str:
     rows = []
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
         inside = _inside_copy(rel, dataset.root)
-        _link_or_copy(Path(dataset.root, rel), staging / inside)
+        copy_file(Path(dataset.root, rel), staging / inside)
         rows.append((inside, dataset.class_names[label]))
     with open(staging / name, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -287,19 +289,30 @@ def _write_fiftyone(dataset: Dataset, staging: Path) -> str:
     for rel, label in zip(dataset.paths.tolist(), dataset.y.tolist(), strict=True):
         inside = Path(_inside_copy(rel, dataset.root))
         inside = inside.relative_to("data") if inside.parts[0] == "data" else inside  # data.json's paths too
-        _link_or_copy(Path(dataset.root, rel), staging / "data" / inside)
+        copy_file(Path(dataset.root, rel), staging / "data" / inside)
         labels[inside.with_suffix("").as_posix()] = int(label)
     write_json(staging / "labels.json", {"classes": list(dataset.class_names), "labels": labels})
     return "."
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (copy across file systems); never a symlink, which loaders refuse."""
+_FICLONE = 0x40049409
+"""Linux's ioctl that makes a file a copy-on-write clone of another (btrfs, XFS, bcachefs, overlayfs on them)."""
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy the user's file ``source`` to ``target`` (a new file; its folders are made), sharing no storage a
+    later write could reach: a copy-on-write clone where the file system makes one (no bytes copied), else a
+    plain copy; the modification time is kept. Never a hard link, through which an edit in place or a ``chmod``
+    of the export would change the user's file, and never a symlink, which loaders refuse."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+        import fcntl
+
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+    except (ImportError, OSError):  # no clones here (ext4, tmpfs, another file system): copy the bytes
+        shutil.copyfile(source, target)
+    shutil.copystat(source, target)
 
 
 def _write_image_folder(dataset: Dataset, staging: Path) -> str:
@@ -313,7 +326,7 @@ def _write_image_folder(dataset: Dataset, staging: Path) -> str:
         while target.exists():
             clash += 1
             target = target.with_name(f"{inner.stem}~{clash}{inner.suffix}")
-        _link_or_copy(Path(dataset.root, rel), target)
+        copy_file(Path(dataset.root, rel), target)
     return "."
 
 

@@ -260,7 +260,7 @@ def test_builtin_split_is_written_as_npz(tmp_path, digits):
     assert cleaned.class_names == digits.class_names and "digits-0000" not in set(cleaned.sample_ids)
 
 
-def test_image_folder_split_links_files_into_class_folders(tmp_path):
+def test_image_folder_split_copies_files_into_class_folders(tmp_path):
     image_dataset(tmp_path / "data", {"cat": ["a.png", "b.png", "c.png"], "dog": ["a.png", "d.png", "e.png"]})
     dataset = load_dataset(tmp_path / "data")
     ledger = Ledger.for_dataset(tmp_path / "ledger.sqlite", dataset)
@@ -272,7 +272,8 @@ def test_image_folder_split_links_files_into_class_folders(tmp_path):
     cleaned = load_dataset(tmp_path / "clean")
     assert cleaned.class_names == ["cat", "dog"]
     assert sorted(cleaned.sample_ids) == ["cat/a.png", "cat/a~1.png", "cat/c.png", "cat/d.png", "dog/e.png"]
-    assert os.path.samefile(tmp_path / "clean" / "cat" / "a~1.png", tmp_path / "data" / "dog" / "a.png")
+    copied, original = tmp_path / "clean" / "cat" / "a~1.png", tmp_path / "data" / "dog" / "a.png"
+    assert copied.read_bytes() == original.read_bytes() and not os.path.samefile(copied, original)
     assert json.loads((tmp_path / "clean" / SPLIT_MANIFEST).read_text())["counts"]["relabelled"] == 2
     with pytest.raises(DataError, match="would be read as a class"):
         export_split(dataset, ledger, tmp_path / "data" / "clean")
@@ -295,7 +296,7 @@ def test_csv_manifest_split_is_self_contained_and_loads_back(tmp_path):
         ("cat/b.png", "dog"),
         ("dog/d.png", "dog"),
     ]
-    assert os.path.samefile(out / "cat" / "b.png", tmp_path / "data" / "cat" / "b.png")
+    assert (out / "cat" / "b.png").read_bytes() == (tmp_path / "data" / "cat" / "b.png").read_bytes()
     cleaned = load_dataset(out / "labels.csv")
     assert len(cleaned) == 3 and not cleaned.skipped
     assert cleaned.class_names[cleaned.y[list(cleaned.sample_ids).index("cat/b.png")]] == "dog"
@@ -372,3 +373,27 @@ def test_review_commands_need_a_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="pass --data"):
         cli("decisions", "list", "--project", tmp_path / "empty")
+
+
+def test_exported_images_share_no_storage_with_the_users_files(tmp_path):
+    """A cleaned split and a FiftyOne / Label Studio export carry the user's image files; a user who later edits
+    an exported image in place (Pillow's ``save`` to the same path truncates and rewrites the file) or changes
+    its mode must not change their own data. Hard links did: the write and the chmod reached the originals."""
+    from ogaudit.review.exports import _media_files
+
+    image_dataset(tmp_path / "data", {"cat": ["a.png", "b.png"], "dog": ["c.png"]})
+    manifest = tmp_path / "data" / "labels.csv"
+    manifest.write_text("path,label\ncat/a.png,cat\ncat/b.png,cat\ndog/c.png,dog\n")
+    originals = {p: (p.read_bytes(), p.stat().st_mode) for p in (tmp_path / "data").rglob("*.png")}
+    folder = load_dataset(tmp_path / "data")
+    export_split(folder, Ledger.for_dataset(tmp_path / "l1.sqlite", folder), tmp_path / "clean-folder")
+    listed = load_dataset(manifest)
+    export_split(listed, Ledger.for_dataset(tmp_path / "l2.sqlite", listed), tmp_path / "clean-manifest")
+    _media_files(folder, tmp_path / "fiftyone" / "data", name="data")
+    exported = [p for out in ("clean-folder", "clean-manifest", "fiftyone") for p in (tmp_path / out).rglob("*.png")]
+    assert len(exported) == 9
+    assert all(path.read_bytes() in {b for b, _ in originals.values()} for path in exported)  # the user's bytes
+    for path in exported:
+        Image.fromarray(np.full((6, 6), 255, dtype=np.uint8)).save(path)  # an edit in place
+        path.chmod(0o600)
+    assert {p: (p.read_bytes(), p.stat().st_mode) for p in originals} == originals
