@@ -14,7 +14,9 @@ it is over-confident. Here the probability is estimated per dataset, in two step
    pseudo-decisions centred on its band's estimate, widened by the uncertainty of the noise rate itself: the
    rate estimators (:func:`noise_rates`: the confident joint, the transition EM's own rate, a two-component
    mixture on the scores) err in different directions on different data, so the interval spans the lowest and
-   the highest of them, with their sampling error. Where they disagree by more than :data:`RATE_DISAGREEMENT`,
+   the highest of them, with their exact binomial sampling error (:func:`rate_bracket`: never 0 where a rate reads
+   0, as on a small set the model memorised), the upper end shaped by the evidence (the extra wrong labels a higher
+   rate allows sit at the top of its ranking: :func:`_bracket_bounds`). Where they disagree by more than :data:`RATE_DISAGREEMENT`,
    every sample is "not yet calibrated", with that bracket and the number of decisions that would pin it down.
 2. **As decisions come in** (:func:`update_with_decisions`): confirmed wrong (``confirm``/``relabel``/``remove``)
    vs kept right (``keep``; ``unsure`` counts as neither). Once they cover a few bands of the estimate, one of
@@ -34,7 +36,7 @@ review cards and exports show step 2 on top of it (:func:`reviewed_estimate`). M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -74,6 +76,11 @@ class WrongEstimate:
         bracket with its sampling error, narrowed by decisions; :func:`estimate_wrong`), or None where the estimate
         is taken at its rate (``noise_rate``) alone.
     noise_rates : the data's noise rate by each estimator (:func:`noise_rates`), where known.
+    unsettled : (N,) bool, where the noise-rate bracket alone could take more than :data:`RATE_DISAGREEMENT` of the
+        sample's P(right) away (:func:`_bracket_bounds`: at the top of the evidence's ranking, when the rate could
+        be higher), or None (nowhere).
+    undecided : how many samples have no decision of any kind (what is left to decide; ``remove`` and ``unsure``
+        count as decided), or None: every sample not among the ``decisions``.
     """
 
     p: np.ndarray
@@ -85,29 +92,41 @@ class WrongEstimate:
     method: str
     rate_range: tuple[float, float] | None = None
     noise_rates: dict[str, float] = field(default_factory=dict)
+    unsettled: np.ndarray | None = None
+    undecided: int | None = None
 
     @property
     def disagreement(self) -> float:
         """How far the noise rate is from known: the largest share by which a sample's P(wrong) (at the lowest rate
-        of ``rate_range``) or P(right) (at the highest) could be lower than the estimate says; 0 without a range.
+        of ``rate_range``) or P(right) (at the highest) could be lower than the estimate says, or the estimate's
+        P(wrong) lower than the highest rate's (``1 − rate / highest``: a rate read as 0.01% that could be 9%, as on
+        a small set the model memorised, is not known however little P(right) moves); 0 without a range.
         Above :data:`RATE_DISAGREEMENT`, every sample is "not yet calibrated"."""
         if self.rate_range is None or not 0 < self.noise_rate < 1:
             return 0.0
         lowest, highest = self.rate_range
-        return float(max(0.0, 1 - lowest / self.noise_rate, 1 - (1 - highest) / (1 - self.noise_rate)))
+        rate = self.noise_rate
+        return float(max(0.0, 1 - lowest / rate, 1 - (1 - highest) / (1 - rate), 1 - rate / max(highest, rate)))
 
     @property
     def calibrated(self) -> np.ndarray:
-        """(N,) bool: False ("not yet calibrated") where the interval is wider than :data:`UNKNOWN_WIDTH`, and
-        everywhere while the noise-rate estimators disagree by more than :data:`RATE_DISAGREEMENT`."""
+        """(N,) bool: False ("not yet calibrated") where the interval is wider than :data:`UNKNOWN_WIDTH`, where the
+        noise rate's bracket alone leaves the sample's P(right) unknown by more than :data:`RATE_DISAGREEMENT`
+        (``unsettled``), and everywhere while the noise-rate estimators disagree by more than that."""
         known = (self.high - self.low) <= UNKNOWN_WIDTH
+        if self.unsettled is not None:
+            known &= ~self.unsettled
         return known & (self.disagreement <= RATE_DISAGREEMENT)
 
     @property
-    def to_calibrate(self) -> int:
-        """About how many more decisions in the queue's "to calibrate P(wrong)" order (:func:`calibration_order`)
-        pin the estimate down: :data:`PLATT_MIN` more in each band that has fewer, or all its samples (what lets
-        :func:`update_with_decisions` fit the level and slope); 0 when every sample is calibrated."""
+    def left_to_decide(self) -> int:
+        """How many samples have no decision yet (``undecided``, or every sample not among the ``decisions``)."""
+        if self.undecided is not None:
+            return max(int(self.undecided), 0)
+        return max(len(self.p) - int(self.decisions), 0)
+
+    def _wanted(self) -> int:
+        """:data:`PLATT_MIN` more decisions in each band that has fewer, or all its samples; 0 when calibrated."""
         if len(self.p) == 0 or self.calibrated.all():
             return 0
         band, bands = _bands(self.p)
@@ -115,6 +134,22 @@ class WrongEstimate:
         decided[band] = self.reviewed
         wanted = np.minimum(PLATT_MIN, np.bincount(band, minlength=bands))  # a band of 2 samples gives 2
         return int(np.maximum(wanted - decided, 0).sum())
+
+    @property
+    def to_calibrate(self) -> int:
+        """About how many more decisions in the queue's "to calibrate P(wrong)" order (:func:`calibration_order`)
+        pin the estimate down: :data:`PLATT_MIN` more in each band that has fewer, or all its samples (what lets
+        :func:`update_with_decisions` fit the level and slope), never more than the samples left to decide
+        (:attr:`left_to_decide`); 0 when every sample is calibrated."""
+        return min(self._wanted(), self.left_to_decide)
+
+    @property
+    def too_few_to_calibrate(self) -> bool:
+        """True while not calibrated and pinning the estimate down would take every sample left to decide (or
+        more): the data is too small for decisions to calibrate P(wrong) on the rest of it, and its interval is what
+        the data allows."""
+        wanted = self._wanted()
+        return wanted > 0 and wanted >= self.left_to_decide
 
     def columns(self) -> dict[str, np.ndarray]:
         """``p_wrong``, ``p_wrong_low``, ``p_wrong_high``: the columns of the score table."""
@@ -395,16 +430,73 @@ def estimate_wrong(
     )
     if not rates:
         return prior
-    n = len(p)
-    z = _normal_quantile((1 + LEVEL) / 2)
-    lowest, highest = min(rates.values()), max(rates.values())
-    lowest = max(lowest - z * np.sqrt(lowest * (1 - lowest) / n), _EPS)
-    highest = min(highest + z * np.sqrt(highest * (1 - highest) / n), 1 - _EPS)
+    lowest, highest = rate_bracket(rates, len(p))
     lowest, highest = min(lowest, prior.noise_rate), max(highest, prior.noise_rate)
-    low, high = _widen(prior.low, prior.high, prior.noise_rate, (lowest, highest))
+    low, high = _bracket_bounds(p, prior.low, prior.high, prior.noise_rate, (lowest, highest))
     spread = ", ".join(f"{name} {value:.1%}" for name, value in rates.items())
     method = f"{prior.method}; the rate between {lowest:.1%} and {highest:.1%} ({spread}, with sampling error)"
-    return WrongEstimate(p, low, high, prior.noise_rate, 0, prior.reviewed, method, (lowest, highest), rates)
+    return WrongEstimate(
+        p,
+        low,
+        high,
+        prior.noise_rate,
+        0,
+        prior.reviewed,
+        method,
+        (lowest, highest),
+        rates,
+        _unsettled(high, prior.high),
+    )
+
+
+def rate_bracket(rates: dict[str, float], n: int) -> tuple[float, float]:
+    """The :data:`LEVEL` bracket of the share of wrong labels that ``n`` samples allow, given the noise-rate
+    estimators' readings ``rates`` (:func:`noise_rates`).
+
+    Returns ``(lowest, highest)``: the exact (Clopper–Pearson) binomial interval of the lowest reading's count
+    ``n · min(rates)`` at its lower end and of the highest reading's count at its upper end (``betaincinv``; real
+    counts allowed). Unlike the normal approximation ``r ± z·√(r(1 − r)/n)``, it never collapses where a rate reads
+    0: on 80 samples whose every estimator reads 0 (a small set the model memorised, so that its in-sample evidence
+    sees no wrong label) the upper end is still 3.7%, i.e. about 3 wrong labels the data cannot rule out, and those
+    would be the samples the evidence ranks first (:func:`_bracket_bounds`). Clamped to ``[_EPS, 1 − _EPS]``."""
+    from scipy.special import betaincinv
+
+    tail = (1 - LEVEL) / 2
+    n = max(int(n), 1)
+    low_count = float(np.clip(min(rates.values()), 0.0, 1.0)) * n
+    high_count = float(np.clip(max(rates.values()), 0.0, 1.0)) * n
+    lowest = float(betaincinv(low_count, n - low_count + 1, tail)) if low_count > 0 else 0.0
+    highest = float(betaincinv(high_count + 1, n - high_count, 1 - tail)) if high_count < n else 1.0
+    return max(lowest, _EPS), min(highest, 1 - _EPS)
+
+
+def _bracket_bounds(
+    p: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    rate: float,
+    rate_range: tuple[float, float],
+    open_: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` widened to what a noise rate anywhere in ``rate_range`` allows (:func:`_widen`), and, for the
+    samples in ``open_`` ((N,) bool, every sample when None: those whose band lacks the decisions that would pin it),
+    ``high`` raised to at least ``p``'s own shape moved to the highest rate (:func:`_shift_to_mean`). Where the rate
+    could be higher, the extra wrong labels are the samples the evidence ranks first, not a share of every sample:
+    spreading it evenly (``_widen`` alone) left the top of a small memorised set at "<1% (<1%–9%)" when the rate
+    might be 9%, and the samples most likely to be those 9% (8 of 80) could be wrong far more often than 9%."""
+    low, high = _widen(low, high, rate, rate_range)
+    highest = rate_range[1]
+    if highest <= rate or len(p) == 0:
+        return low, high
+    shaped = np.maximum(high, _shift_to_mean(p, highest))
+    return low, shaped if open_ is None else np.where(open_, shaped, high)
+
+
+def _unsettled(high: np.ndarray, band_high: np.ndarray) -> np.ndarray:
+    """(N,) bool: where ``high`` (with the noise rate's bracket) leaves less than ``1 −`` :data:`RATE_DISAGREEMENT`
+    of the P(right) that ``band_high`` (the band's interval alone) leaves: the per-sample form of
+    :attr:`WrongEstimate.disagreement`, which :func:`_widen` alone makes the same for every sample."""
+    return (1 - np.asarray(high)) < (1 - RATE_DISAGREEMENT) * (1 - np.asarray(band_high)) - 1e-12
 
 
 def _widen(low: np.ndarray, high: np.ndarray, rate: float, rate_range: tuple[float, float]):
@@ -426,10 +518,20 @@ def _rate_range_of(p: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[fl
     rate = float(p.mean())
     base_low, base_high = float(prior.low.mean()), float(prior.high.mean())
     down = float(np.mean(low)) / base_low if base_low > 0 else 1.0
-    up = (1 - float(np.mean(high))) / (1 - base_high) if base_high < 1 else 1.0
-    if down > 1 - 1e-6 and up > 1 - 1e-6:
+    wanted = float(np.mean(high))
+    if down > 1 - 1e-6 and wanted <= base_high + 1e-9:
         return None
-    return rate * min(down, 1.0), 1 - (1 - rate) * min(up, 1.0)
+    highest = rate
+    if wanted > base_high + 1e-9:  # invert _bracket_bounds' upper end: its mean grows with the shift of p's shape
+        z = _logit(p)
+        lo, hi = 0.0, 40.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            shaped = _sigmoid(z + mid)
+            _, widened = _widen(prior.low, prior.high, rate, (rate, max(float(shaped.mean()), rate)))
+            lo, hi = (mid, hi) if np.maximum(widened, shaped).mean() < wanted else (lo, mid)
+        highest = max(float(_sigmoid(z + (lo + hi) / 2).mean()), rate)
+    return rate * min(down, 1.0), highest
 
 
 def _normal_quantile(q: float) -> float:
@@ -527,8 +629,20 @@ def update_with_decisions(estimate: WrongEstimate, rows: np.ndarray, wrong: np.n
     up = 1 - (1 - ((1 - highest) / (1 - rate) if rate < 1 else 1.0)) * left
     rate = updated.noise_rate
     rate_range = (rate * down, 1 - (1 - rate) * up)
-    low, high = _widen(updated.low, updated.high, rate, rate_range)
-    return WrongEstimate(p, low, high, rate, n, updated.reviewed, method, rate_range, estimate.noise_rates)
+    open_ = (decided < np.minimum(PLATT_MIN, size))[band]  # a band with its decisions keeps its own interval
+    low, high = _bracket_bounds(p, updated.low, updated.high, rate, rate_range, open_)
+    return WrongEstimate(
+        p,
+        low,
+        high,
+        rate,
+        n,
+        updated.reviewed,
+        method,
+        rate_range,
+        estimate.noise_rates,
+        _unsettled(high, updated.high),
+    )
 
 
 PLATT_BANDS = 3
@@ -733,7 +847,10 @@ def reviewed_estimate(table, decisions) -> WrongEstimate | None:
     low = np.where(np.isnan(read["p_wrong_low"]), prior.low, read["p_wrong_low"])
     high = np.where(np.isnan(read["p_wrong_high"]), prior.high, read["p_wrong_high"])
     rate_range = _rate_range_of(p, low, high)
-    prior = WrongEstimate(p, low, high, prior.noise_rate, 0, prior.reviewed, prior.method, rate_range)
+    unsettled = _unsettled(high, prior.high) if rate_range is not None else None
+    prior = WrongEstimate(
+        p, low, high, prior.noise_rate, 0, prior.reviewed, prior.method, rate_range, unsettled=unsettled
+    )
     if decisions is None or len(decisions) == 0:
         return prior
     position = {sample_id: i for i, sample_id in enumerate(table["sample_id"].astype(str).tolist())}
@@ -741,4 +858,5 @@ def reviewed_estimate(table, decisions) -> WrongEstimate | None:
     decided = decided[decided["sample_id"].astype(str).isin(position)]
     rows = np.array([position[str(i)] for i in decided["sample_id"]], dtype=np.int64)
     wrong = decided["action"].isin(WRONG_ACTIONS).to_numpy()
-    return update_with_decisions(prior, rows, wrong)
+    undecided = int((~table["sample_id"].astype(str).isin(set(decisions["sample_id"].astype(str)))).sum())
+    return replace(update_with_decisions(prior, rows, wrong), undecided=undecided)

@@ -146,7 +146,9 @@ class SampleEvidence:
     p_wrong : calibrated probability that the given label is wrong; raw_wrong : ``1 − π(given)``.
     p_wrong_low, p_wrong_high : its 90% interval; calibrated : False where it reads "not yet calibrated"
     (:attr:`~ogaudit.review.calibration.WrongEstimate.calibrated`); to_calibrate : about how many decisions in the
-    queue's "to calibrate P(wrong)" order would pin it down (0 when calibrated or unknown).
+    queue's "to calibrate P(wrong)" order would pin it down (0 when calibrated or unknown; never more than the
+    samples left to decide); too_few_to_calibrate : pinning it down would take every sample left (or more), so
+    the card says the range is what the data allows instead of asking for decisions.
     """
 
     position: int
@@ -166,6 +168,7 @@ class SampleEvidence:
     ambiguous: bool = False
     ambiguous_with: int = -1
     to_calibrate: int = 0
+    too_few_to_calibrate: bool = False
 
     def wrong_text(self, class_names: list[str] | None = None) -> str:
         """How likely the given label is wrong, in words, never "100%": the estimate with its interval, "not yet
@@ -178,7 +181,9 @@ class SampleEvidence:
                 f"not yet calibrated: between {percent(self.p_wrong_low)} and {percent(self.p_wrong_high)} "
                 "likely that the given label is wrong"
             )
-            if self.to_calibrate:
+            if self.too_few_to_calibrate:
+                text += "; too few samples to calibrate: the range is what the data allows"
+            elif self.to_calibrate:
                 text += f"; decide ~{self.to_calibrate} samples in the {CALIBRATE!r} order to pin it down"
         else:
             text = (
@@ -360,13 +365,13 @@ class RunEvidence:
             calibrated, low, high = wrong.p[rows], wrong.low[rows], wrong.high[rows]
             known = wrong.calibrated[rows]
             reviewed = wrong.reviewed[rows]
-            to_calibrate = wrong.to_calibrate
+            to_calibrate, too_few = wrong.to_calibrate, wrong.too_few_to_calibrate
         else:  # the packaged curve, with the intervals of a prior of its own value
             from ogaudit.review.calibration import prior_estimate
 
             fallback = prior_estimate(self.calibration(raw), "the packaged curve (fitted on planted noise)")
             calibrated, low, high = fallback.p, fallback.low, fallback.high
-            known, reviewed, to_calibrate = fallback.calibrated, fallback.reviewed, 0
+            known, reviewed, to_calibrate, too_few = fallback.calibrated, fallback.reviewed, 0, False
         split, other = ambiguous(posterior, self.probs[rows], given, self.labels[neighbours])
         return [
             SampleEvidence(
@@ -387,6 +392,7 @@ class RunEvidence:
                 ambiguous=bool(split[i]),
                 ambiguous_with=int(other[i]),
                 to_calibrate=to_calibrate if not known[i] else 0,
+                too_few_to_calibrate=too_few and not known[i],
             )
             for i, row in enumerate(rows)
         ]

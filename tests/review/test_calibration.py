@@ -19,6 +19,7 @@ from ogaudit.review.calibration import (
     mixture_noise_rate,
     noise_rates,
     prior_estimate,
+    rate_bracket,
     reviewed_estimate,
     true_label_posterior,
     update_with_decisions,
@@ -140,6 +141,80 @@ def test_the_bracket_survives_the_table_and_narrows_as_decisions_arrive():
     assert updated.disagreement == 0 and updated.calibrated.mean() > 0.9 and updated.to_calibrate == 0
     rest = np.setdiff1d(np.arange(len(wrong)), rows)
     assert expected_calibration_error(updated.p[rest], wrong[rest]) < expected_calibration_error(estimate.p, wrong)
+
+
+def test_the_rate_bracket_never_collapses_where_the_rate_reads_zero():
+    # exact binomial (Clopper-Pearson) ends: 0 of 80 still allows 1 - 0.05^(1/80) = 3.7% at the 90% level
+    assert rate_bracket({"a": 0.0, "b": 0.0}, 80)[1] == pytest.approx(1 - 0.05 ** (1 / 80), rel=1e-6)
+    assert rate_bracket({"a": 0.0}, 80)[0] == pytest.approx(1e-4)  # the floor, not 0
+    lowest, highest = rate_bracket({"a": 0.2, "b": 0.3}, 3000)  # where the normal approximation holds, it agrees
+    half = 1.6449 * np.sqrt(0.2 * 0.8 / 3000), 1.6449 * np.sqrt(0.3 * 0.7 / 3000)
+    assert lowest == pytest.approx(0.2 - half[0], abs=2e-3) and highest == pytest.approx(0.3 + half[1], abs=2e-3)
+    assert rate_bracket({"a": 1.0}, 10)[1] == pytest.approx(1 - 1e-4)
+
+
+def _memorised(n=80, seed=0):
+    """A small two-class set a model memorised: 6 of 80 labels flipped, every given label at 0.97-0.999 (its
+    in-sample probabilities), features that still carry the true class: (features, probs, given, wrong)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 2, n)
+    features = rng.normal(0, 1, (n, 32))
+    features[:, 0] += 2 * (2 * true - 1)
+    given = true.copy()
+    flip = rng.choice(n, 6, replace=False)
+    given[flip] = 1 - given[flip]
+    confidence = rng.uniform(0.97, 0.999, n)
+    probs = np.empty((n, 2))
+    probs[np.arange(n), given], probs[np.arange(n), 1 - given] = confidence, 1 - confidence
+    return features, probs, given, given != true
+
+
+def test_a_small_memorised_set_reads_not_yet_calibrated_not_under_one_percent():
+    import ogaudit
+
+    features, probs, given, _ = _memorised()
+    table = ogaudit.score(features, probs, given)  # what an audit writes in scores.csv
+    estimate = reviewed_estimate(table, None)  # what the cards read from it
+    flagged = table["flagged"].to_numpy()
+    lowest, highest = estimate.rate_range
+    assert estimate.noise_rate < 0.01 and highest > 0.05  # every estimator reads ~0; the data cannot rule out 5%
+    assert estimate.disagreement > RATE_DISAGREEMENT and not estimate.calibrated.any()
+    top = int(np.argmin(table["rank"].to_numpy()))
+    assert estimate.high[top] > 0.3 > estimate.high[~flagged].min()  # the extra wrong labels sit at the top
+    card = SampleEvidence(
+        **dict(position=top, given=int(given[top]), probs=probs[top], posterior=probs[top], counterfactual=None),
+        **dict(neighbours=np.zeros(0, int), cosines=np.zeros(0), neighbour_labels=np.zeros(0, int)),
+        **dict(raw_wrong=0.01, p_wrong=estimate.p[top], p_wrong_low=estimate.low[top]),
+        **dict(p_wrong_high=estimate.high[top], calibrated=False, to_calibrate=estimate.to_calibrate),
+    )
+    assert card.wrong_text().startswith("not yet calibrated: between <1% and ")
+
+
+def test_decide_never_asks_for_more_samples_than_are_left():
+    features, probs, given, wrong = _memorised()
+    direct = estimate_wrong(probs[np.arange(len(given)), 1 - given], probs, given)
+    ids = np.array([f"s{i}" for i in range(len(given))])
+    table = pd.DataFrame({"sample_id": ids, **direct.columns()})
+    fresh = reviewed_estimate(table, None)
+    # the table's bounds carry the bracket (its upper end shaped by the evidence): the cards read back the same
+    assert fresh.rate_range == pytest.approx(direct.rate_range, rel=1e-4) and direct.rate_range[1] > 0.05
+    assert (fresh.calibrated == direct.calibrated).all() and fresh.to_calibrate == direct.to_calibrate
+    assert 0 < fresh.to_calibrate <= len(ids) and not fresh.too_few_to_calibrate
+    removed = pd.DataFrame({"sample_id": ids[:72], "action": "remove"})  # 8 samples left to decide
+    late = reviewed_estimate(table, removed)
+    assert late.left_to_decide == 8 and late.to_calibrate <= 8 and late.too_few_to_calibrate
+    card = SampleEvidence(
+        **dict(position=0, given=0, probs=probs[0], posterior=probs[0], counterfactual=None),
+        **dict(neighbours=np.zeros(0, int), cosines=np.zeros(0), neighbour_labels=np.zeros(0, int)),
+        **dict(raw_wrong=0.5, p_wrong=0.3, p_wrong_low=0.01, p_wrong_high=0.8, calibrated=False),
+        to_calibrate=late.to_calibrate,
+        too_few_to_calibrate=late.too_few_to_calibrate,
+    )
+    text = card.wrong_text()
+    assert "too few samples to calibrate: the range is what the data allows" in text and "decide ~" not in text
+    tiny = prior_estimate(np.linspace(0.1, 0.9, 12), "")  # 12 samples, all of them needed: too few from the start
+    tiny = calibration.WrongEstimate(tiny.p, tiny.p * 0, tiny.p * 0 + 1, 0.5, 0, tiny.reviewed, "")
+    assert tiny.to_calibrate == 12 and tiny.too_few_to_calibrate
 
 
 def test_interval_coverage_counts_the_samples_of_bins_whose_rate_is_inside():
