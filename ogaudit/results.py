@@ -337,7 +337,7 @@ class RunFolder:
             )
         table = _read_table_copy(files["scores"], files["map"], files["scores"].parent / TABLE_COPY)
         if table is not None:
-            return Run(self.path, record, table)
+            return Run(self.path, record, _checked_numbers(table, files["scores"]))
         scores = _read_table(files["scores"])
         coords = _read_table(files["map"])
         if not scores["sample_id"].equals(coords["sample_id"]):
@@ -347,7 +347,7 @@ class RunFolder:
         for column in ("is_noisy", "rare_class", "ambiguous"):
             if column in table:
                 table[column] = _as_bool(table[column])
-        return Run(self.path, record, table)
+        return Run(self.path, record, _checked_numbers(table, files["scores"]))
 
     def flagged_ids(self) -> list[str]:
         """The run's flagged sample ids, most suspicious first."""
@@ -455,6 +455,51 @@ def _read_table(path: Path) -> pd.DataFrame:
     if "sample_id" not in frame:
         raise DataError(f"{str(path)!r} is damaged: it has no sample_id column. Run the audit again.")
     return frame
+
+
+NUMBER_COLUMNS = ("x", "y", "score", "rank")
+"""A run table's numbers that the review cannot do without: text or an infinity there is damage (refused)."""
+PROBABILITY_COLUMNS = ("confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")
+"""A run table's probabilities (optional evidence): a value that is not a number in [0, 1] is read as missing."""
+
+
+def _checked_numbers(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The run's table with its numbers checked, since ``scores.csv`` is a file people open, edit and save back.
+
+    :data:`NUMBER_COLUMNS` must be numbers (empty allowed, except ``rank``) and finite, else :class:`DataError`
+    naming the column, the sample and the fix; :data:`PROBABILITY_COLUMNS` become float64 with anything outside
+    [0, 1] (text, an infinity, -0.5, 7) missing, and an interval bound on the wrong side of its ``p_wrong``
+    missing too, so no card shows an impossible probability (the estimate falls back where values are missing).
+    """
+    table = table.copy()
+    for column in NUMBER_COLUMNS:
+        if column not in table:
+            continue
+        raw = table[column]
+        values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+        given = raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy()
+        bad = np.isinf(values.to_numpy()) | (values.isna().to_numpy() & (given | (column == "rank")))
+        if column == "rank":
+            bad |= values.to_numpy() % 1 != 0
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            shown = str(raw.iat[row])
+            shown = shown if len(shown) <= 40 else f"{shown[:40]}…"
+            raise DataError(
+                f"{str(path)!r} is damaged: {column} of sample {str(table['sample_id'].iat[row])[:80]!r} is "
+                f"{shown!r}, not a {'whole ' if column == 'rank' else ''}number (an edit saved back?). "
+                "Run the audit again."
+            )
+        table[column] = values.astype(np.int64) if column == "rank" else values
+    for column in PROBABILITY_COLUMNS:
+        if column in table:
+            values = pd.to_numeric(table[column], errors="coerce").astype(np.float64)
+            table[column] = values.where((values >= 0) & (values <= 1))
+    if {"p_wrong", "p_wrong_low", "p_wrong_high"} <= set(table.columns):
+        p = table["p_wrong"]
+        table["p_wrong_low"] = table["p_wrong_low"].where(table["p_wrong_low"] <= p)
+        table["p_wrong_high"] = table["p_wrong_high"].where(table["p_wrong_high"] >= p)
+    return table
 
 
 def _csv_stamp(*paths: Path) -> str:

@@ -468,3 +468,68 @@ def test_exports_never_replace_a_users_file_that_only_looks_like_one(finished, c
         assert project.export(first, **kw) == first  # its own earlier output is still replaced
     history = project.export_decisions(tmp_path / "history.csv", history=True)
     assert project.export_decisions(history, history=True) == history
+
+
+# ---------------------------------------------------------------- an edited scores.csv
+
+
+EVIDENCE_COLUMNS = ("confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("p_wrong", "inf"),
+        ("p_wrong", "-0.5"),
+        ("p_wrong", "=1+1"),
+        ("p_wrong_low", "-inf"),
+        ("p_wrong_low", "0.999"),  # above the sample's p_wrong
+        ("p_wrong_high", "7"),
+        ("p_wrong_high", "0.0"),  # below the sample's p_wrong
+        ("flag_stability", "inf"),
+        ("flag_stability", "-3"),
+        ("flag_stability", "x" * 100_000),
+        ("confidence", "nan"),
+        ("confidence", "True"),
+    ],
+)
+def test_an_edited_scores_csv_never_shows_an_impossible_probability(finished, copy_of, column, value):
+    """``scores.csv`` is a file people open and may save back from a spreadsheet: a probability that is not a
+    number in [0, 1], or an interval that does not hold its estimate, is read as missing (the estimate then
+    falls back as for a run that kept none), never shown as "-50%" or "inf", never a traceback in the queue."""
+    from ogaudit.review.calibration import reviewed_estimate
+    from ogaudit.review.queue import QueueFilter, filter_queue
+
+    project = Project(copy_of(finished[0]))
+    scores = project.run_files()["scores"]
+    frame = pd.read_csv(scores, dtype=str, keep_default_na=False)
+    frame[column] = frame[column].astype(object)
+    frame.loc[frame.index[:3], column] = value
+    frame.to_csv(scores, index=False)
+    run = project.open_run()
+    for name in EVIDENCE_COLUMNS:
+        numbers = run.table[name]
+        assert numbers.dtype == np.float64, name
+        assert numbers.dropna().between(0, 1).all(), name
+    estimate = reviewed_estimate(run.table, project.ledger().state())
+    if estimate is not None:
+        assert np.isfinite(estimate.low).all() and np.isfinite(estimate.high).all()
+        assert (estimate.low >= 0).all() and (estimate.low <= estimate.p).all()
+        assert (estimate.p <= estimate.high).all() and (estimate.high <= 1).all()
+    for stability in ("stable", "unstable"):
+        filter_queue(run.table, None, QueueFilter(stability=stability))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("score", "abc"), ("score", "inf"), ("rank", "1.5"), ("rank", ""), ("x", "-inf")]
+)
+def test_an_edited_scores_or_map_csv_without_a_usable_score_rank_or_position_is_refused(
+    finished, copy_of, column, value
+):
+    project = Project(copy_of(finished[0]))
+    table = project.run_files()["map" if column in ("x", "y") else "scores"]
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    frame.loc[frame.index[1], column] = value
+    frame.to_csv(table, index=False)
+    with pytest.raises(DataError, match=rf"{column}.*damaged|damaged.*{column}"):
+        project.open_run()
