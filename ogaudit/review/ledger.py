@@ -674,7 +674,10 @@ class Ledger:
             FROM plans p ORDER BY p.seq
         """
         frame = self._read(lambda conn: _frame(conn, query))
-        frame["annotators"] = [json.loads(text) for text in frame["annotators"]]
+        frame["annotators"] = [
+            self._text_list(text, what="annotators", of=f"plan {plan}")
+            for text, plan in zip(frame["annotators"], frame["plan_id"], strict=True)
+        ]
         return frame
 
     def annotate(self, ids: str | Iterable[str], *, note: str | None, tags: Iterable[str] = (), annotator: str) -> None:
@@ -710,9 +713,27 @@ class Ledger:
             WHERE seq IN (SELECT MAX(seq) FROM notes GROUP BY sample_id) ORDER BY seq
         """
         frame = self._read(lambda conn: _frame(conn, query))
-        frame["tags"] = [json.loads(text) for text in frame["tags"]]
+        frame["tags"] = [
+            self._text_list(text, what="tags", of=f"sample {sample}")
+            for text, sample in zip(frame["tags"], frame["sample_id"], strict=True)
+        ]
         keep = frame["note"].notna() | frame["tags"].map(bool)
         return frame[keep].reset_index(drop=True)
+
+    def _text_list(self, text: object, *, what: str, of: str) -> list[str]:
+        """A stored JSON list of texts (tags, a plan's annotators); :class:`LedgerError` naming the file, the
+        row and the fix when it is not one (a ledger edited by hand)."""
+        try:
+            values = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:40]}…"
+            raise LedgerError(
+                f"The ledger {str(self.path)!r} is damaged: the {what} of {str(of)[:80]} are {shown!r}, not a list "
+                f"of texts. {_RESTORE.format(path=self.path)}."
+            )
+        return values
 
     def check_ids(self, ids: Iterable[str]) -> None:
         """Raise :class:`LedgerError` naming the ids that are not samples of the current dataset."""
@@ -1034,10 +1055,12 @@ def _frame(conn: sqlite3.Connection, query: str) -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Nullable numbers for score and rank; None (not NaN) for missing text."""
+    """Nullable numbers for score and rank (what is not a number, in a ledger edited by hand, is missing: they
+    are the context a decision was made in, not the decision); None (not NaN) for missing text."""
     frame = frame.reset_index(drop=True)
-    frame["score"] = pd.to_numeric(frame["score"]).astype("float64")
-    frame["rank"] = pd.array(frame["rank"].tolist(), dtype="Int64")
+    frame["score"] = pd.to_numeric(frame["score"], errors="coerce").astype("float64")  # edited text: missing
+    rank = pd.to_numeric(frame["rank"], errors="coerce").astype("float64")
+    frame["rank"] = rank.where((rank % 1 == 0) & (rank.abs() < 2**53)).astype("Int64")
     return frame
 
 

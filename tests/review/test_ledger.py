@@ -700,3 +700,42 @@ class LedgerRules(RuleBasedStateMachine):
 
 TestLedgerRules = LedgerRules.TestCase
 TestLedgerRules.settings = settings(max_examples=15, stateful_step_count=20, deadline=None)
+
+
+@pytest.mark.parametrize(
+    ("edit", "what"),
+    [
+        ("UPDATE notes SET tags = '{not json'", "tags"),
+        ("UPDATE notes SET tags = '5'", "tags"),
+        ("UPDATE notes SET tags = '[1, null]'", "tags"),
+        ("UPDATE plans SET annotators = '{x'", "annotators"),
+        ("UPDATE decisions SET score = 'abc', rank = 1e30", None),  # context numbers: read as missing
+        ("UPDATE decisions SET note = '''); DROP TABLE decisions; --'", None),  # stored text, never SQL
+    ],
+)
+def test_a_ledger_edited_by_hand_is_read_or_refused_by_name_never_a_traceback(ledger, path, edit, what):
+    """A ledger opened in ``sqlite3`` and edited (its append-only triggers dropped first): a damaged tag list or
+    plan is a :class:`LedgerError` naming the file, the sample and the fix (it was a JSONDecodeError or a
+    TypeError, a traceback on every page of the review); a non-number in a decision's score or rank is missing."""
+    ledger.decide(IDS[:2], "remove", annotator="ann", note="first")
+    ledger.annotate(IDS[2], note="look", tags=["blurry"], annotator="ann")
+    ledger.assign([(IDS[3], "ann")], by="boss", overlap=1, annotators=["ann"])
+    with closing(sqlite3.connect(path)) as conn:
+        for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute(edit)
+        conn.commit()
+    reopened = Ledger.open(path, **META)
+    reads = (reopened.state, reopened.notes, reopened.plans, reopened.history)
+    if what is None:
+        for read in reads:
+            read()
+        state = reopened.state().set_index("sample_id")
+        if "score" in edit:
+            assert state.loc[IDS[:2], "score"].isna().all() and state.loc[IDS[:2], "rank"].isna().all()
+        else:
+            assert (state.loc[IDS[:2], "note"] == "'); DROP TABLE decisions; --").all()
+        return
+    with pytest.raises(LedgerError, match=rf"{re.escape(str(path))}.*damaged.*{what}.*(backup|recover)"):
+        for read in reads:
+            read()
