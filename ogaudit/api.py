@@ -53,6 +53,8 @@ SCORE_COLUMNS = (
     "p_wrong_high",
     "ambiguous",
     "flag_stability",
+    "flag_stability_basis",
+    "flag_stability_of",
 )
 """The columns of :func:`score`'s table, in order."""
 

@@ -446,9 +446,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     """A table written by :func:`_write_table`: ids and labels as strings (``NA`` stays ``"NA"``)."""
     try:
         header = pd.read_csv(path, nrows=0).columns
-        numeric = ("x", "y", "score", "rank", "confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")
+        blank = ("score", "confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability", "flag_stability_of")
+        numeric = ("x", "y", "rank", *blank)
         text = {c: str for c in header if c not in numeric}
-        missing = {c: [""] for c in ("score", "confidence", "p_wrong", "p_wrong_low", "p_wrong_high", "flag_stability")}
+        missing = {c: [""] for c in blank}
         frame = read_csv(path, dtype=text, keep_default_na=False, na_values=missing)
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"{str(path)!r} is damaged and cannot be read ({error}). Run the audit again.") from error

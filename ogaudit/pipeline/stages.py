@@ -163,6 +163,41 @@ def _model_entry(cache: ArtifactCache, kind: str, dataset, train):
     return cache.entry("model", key, {"kind": kind, "data": dataset.fingerprint(), "train": asdict(train)})
 
 
+def training_trajectory(
+    dataset: Dataset, settings: AuditSettings, cache: ArtifactCache, notice=None, *, model_key: str | None = None
+) -> Trajectory | None:
+    """The :class:`~ogaudit.models.training.Trajectory` that :func:`obtain_model` kept beside the model it trained,
+    without its early features (no forward pass: one ``trajectory.npz`` read, E × N margins plus (N, C) sums).
+
+    None for a user's checkpoint, an in-memory model or predictions (``model_key``, the key :func:`obtain_model`
+    gave, is not that of a model trained here), or a model trained without one (too many samples × classes:
+    :data:`~ogaudit.models.training.TRAJECTORY_MAX_CELLS`). Used by :func:`training_dynamics` and by the flags'
+    stability across checkpoints (:func:`ogaudit.review.calibration.checkpoint_stability`)."""
+    loaded = _trajectory_entry(dataset, settings, cache, notice, model_key=model_key, early=False)
+    return None if loaded is None else loaded[0]
+
+
+def _trajectory_entry(dataset, settings, cache, notice, *, model_key, early: bool):
+    """(trajectory, early state dict or None) from the model's cache entry, or None (:func:`training_trajectory`)."""
+    if settings.model not in MODEL_KINDS:
+        return None
+    kind = choose_model(dataset, settings.model).kind
+    train = settings.train_settings
+    if model_key is not None and model_key != model_cache_key(dataset, kind, train):
+        return None
+    entry = _model_entry(cache, kind, dataset, train)
+
+    def read(folder: Path):
+        path = folder / "early.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True) if early and path.exists() else None
+        return load_trajectory(folder, len(dataset), dataset.n_classes), state
+
+    loaded = entry.load(read, notice=notice)
+    if loaded is None or loaded[0] is None:
+        return None
+    return loaded
+
+
 def training_dynamics(
     model: AuditModel,
     dataset: Dataset,
@@ -176,30 +211,17 @@ def training_dynamics(
     model_key: str | None = None,
 ) -> Trajectory | None:
     """The :class:`~ogaudit.models.training.Trajectory` of the training that made ``model``, with its
-    ``early_features`` filled; None for a user's checkpoint or in-memory model (``model_key``, the key
-    :func:`obtain_model` gave, is not that of a model trained here), or a model trained without one (too many
-    samples × classes: :data:`~ogaudit.models.training.TRAJECTORY_MAX_CELLS`).
+    ``early_features`` filled; None where :func:`training_trajectory` gives none.
 
     Early features: a model whose body trained runs its early checkpoint (kept beside the model by
     :func:`obtain_model`) over the data once, the result cached (kind ``"features"``) by the model's key; a frozen
     body's features (the head evidence's, without its bias column) never fitted the labels and are used as they are.
     """
-    if settings.model not in MODEL_KINDS:
+    loaded = _trajectory_entry(dataset, settings, cache, notice, model_key=model_key, early=True)
+    if loaded is None:
         return None
     kind = choose_model(dataset, settings.model).kind
     train = settings.train_settings
-    if model_key is not None and model_key != model_cache_key(dataset, kind, train):
-        return None
-    entry = _model_entry(cache, kind, dataset, train)
-
-    def read(folder: Path):
-        early = folder / "early.pt"
-        state = torch.load(early, map_location="cpu", weights_only=True) if early.exists() else None
-        return load_trajectory(folder, len(dataset), dataset.n_classes), state
-
-    loaded = entry.load(read, notice=notice)
-    if loaded is None or loaded[0] is None:
-        return None
     trajectory, state = loaded
     if state is None:
         trajectory.early_features = np.ascontiguousarray(head.features[:, :-1])
@@ -467,15 +489,23 @@ def detect(
     checkpoint), the last layer's neighbour search is also cached by its directions alone
     (:func:`_cached_search`), so that a scan after labels change (a review round, planted noise) skips it too.
     ``trajectory`` (:func:`training_dynamics`) goes to the detectors that read one; it is fixed by the model's key.
+    The flags' stability is counted across the training's checkpoints (its per-epoch margins: ``trajectory``, or
+    :func:`training_trajectory` read from ``cache`` when ogaudit trained the model), else across resamples of the
+    gradient neighbours (:func:`ogaudit.review.calibration.evidence_columns`).
     Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
     the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
     """
     search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
+    if trajectory is None and cache is not None and model_key is not None:
+        trained = training_trajectory(dataset, settings, cache, notice, model_key=model_key)
+        margins = None if trained is None else trained.margins
+    else:
+        margins = None if trajectory is None else trajectory.margins
     if cache is None:
         score, label_evidence, neighbours, state = _outlier_scores(
             head, layers, settings, progress, cancel, trajectory=trajectory
         )
-        table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
+        table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours, margins)
         return table, label_evidence, neighbours, state
     from ogaudit.detectors.neighbours import APPROXIMATE_ABOVE
 
@@ -528,7 +558,7 @@ def detect(
 
         entry.save(write)
     score, label_evidence, neighbours, state = cached
-    table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours)
+    table = _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours, margins)
     return table, label_evidence, neighbours, state
 
 
@@ -641,10 +671,13 @@ def _outlier_scores(
     )
 
 
-def _score_table(head, dataset, settings, score, label_evidence, progress, cancel, neighbours=None) -> pd.DataFrame:
+def _score_table(
+    head, dataset, settings, score, label_evidence, progress, cancel, neighbours=None, margins=None
+) -> pd.DataFrame:
     """The per-sample table of this run (:func:`~ogaudit.detectors.scoring.score_table`), with the review's
-    evidence columns (``p_wrong`` estimated on this run, its interval, ``ambiguous``, ``flag_stability``:
-    :meth:`~ogaudit.review.evidence.RunEvidence.table_columns`, from the detector's ``neighbours`` when it kept them)."""
+    evidence columns (``p_wrong`` estimated on this run, its interval, ``ambiguous``, ``flag_stability`` and its
+    basis: :meth:`~ogaudit.review.evidence.RunEvidence.table_columns`, from the detector's ``neighbours`` when it
+    kept them and the training's per-epoch ``margins`` (E, N) when ogaudit trained the model)."""
     from ogaudit.detectors.base import flag_budget
     from ogaudit.review.evidence import RunEvidence
 
@@ -652,7 +685,7 @@ def _score_table(head, dataset, settings, score, label_evidence, progress, cance
     check_cancel(cancel)
     flagged, _ = flag_budget(score, settings.budget)
     review = RunEvidence(head.features, head.probs, head.labels, label_evidence, neighbours=neighbours)
-    columns = review.table_columns(flagged, seed=settings.seed, cancel=cancel)
+    columns = review.table_columns(flagged, seed=settings.seed, cancel=cancel, margins=margins)
     return score_table(
         score,
         label_evidence,

@@ -805,6 +805,97 @@ def flag_stability(
     return out
 
 
+CHECKPOINTS_FROM = 0.5
+"""The checkpoints :func:`checkpoint_stability` counts: the epochs from this share of training on (the second
+half). Early epochs are left out because every sample's margin is low before the model has learnt the classes:
+a flag "kept" there says nothing about the sample."""
+MIN_CHECKPOINTS = 3
+"""Fewer counted checkpoints than this (a training of under 6 epochs) say too little: the neighbours' resampling is
+used instead."""
+CHECKPOINT_SLACK = 1.0
+"""A checkpoint keeps a flag when the sample is among ``CHECKPOINT_SLACK × m`` samples with the lowest margin at
+that checkpoint, ``m`` being the number the run flagged."""
+
+
+def checkpoint_epochs(epochs: int, *, start: float = CHECKPOINTS_FROM) -> np.ndarray:
+    """(R,) the 0-based epochs :func:`checkpoint_stability` counts out of ``epochs``: from
+    ``floor(start · epochs)`` to the last, at least the last one (R ≥ 1 for ``epochs`` ≥ 1)."""
+    if epochs < 1:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(min(int(np.floor(start * epochs)), epochs - 1), epochs, dtype=np.int64)
+
+
+def checkpoint_stability(
+    margins: np.ndarray,
+    flagged: np.ndarray,
+    *,
+    start: float = CHECKPOINTS_FROM,
+    slack: float = CHECKPOINT_SLACK,
+) -> np.ndarray:
+    """How often each flagged sample was in the flagged share at the checkpoints of its own training.
+
+    Parameters
+    ----------
+    margins : (E, N) the logit margin of the given label at each epoch of training, ``z_y − max_{k≠y} z_k``
+        (:attr:`ogaudit.models.training.Trajectory.margins`): each checkpoint's own evidence, lower = more suspect.
+    flagged : (N,) bool, the flags of the run (``m`` of them).
+    start : the share of training from which checkpoints count (:func:`checkpoint_epochs`; default the second
+        half, :data:`CHECKPOINTS_FROM`). slack : a checkpoint keeps the flag when the sample is among the
+        ``ceil(slack · m)`` lowest margins at that epoch (:data:`CHECKPOINT_SLACK`).
+
+    Returns
+    -------
+    (N,) float in [0, 1]: for a flagged sample, the share of the counted checkpoints that would have flagged it
+    too; NaN for samples not flagged, and everywhere when ``margins`` has no epoch. At least :data:`STABLE_AT` reads
+    "stable". One pass over (R, N) arrays (a partition per checkpoint), no loop over samples.
+    Raises ValueError when ``margins`` is not (E, N) with N the length of ``flagged``.
+    """
+    margins = np.asarray(margins, dtype=np.float64)
+    flagged = np.asarray(flagged, dtype=bool)
+    if margins.ndim != 2 or margins.shape[1] != len(flagged):
+        raise ValueError(f"margins have shape {margins.shape}, not (epochs, {len(flagged)})")
+    n = len(flagged)
+    out = np.full(n, np.nan)
+    m = int(flagged.sum())
+    epochs = checkpoint_epochs(margins.shape[0], start=start)
+    if m == 0 or len(epochs) == 0:
+        return out
+    counted = margins[epochs]  # (R, N)
+    keep = min(n, max(m, int(np.ceil(slack * m))))
+    cut = np.partition(counted, keep - 1, axis=1)[:, keep - 1]  # (R,) the keep-th lowest margin per checkpoint
+    kept = counted[:, flagged] <= cut[:, None]  # (R, m)
+    out[flagged] = kept.mean(axis=0)
+    return out
+
+
+def stability_text(share: float, basis: str, of: float) -> tuple[str, str] | None:
+    """The review card's line for a flag's stability and its help, or None when the sample has none (not
+    flagged, or an older run's table without a basis and no share).
+
+    ``share`` the table's ``flag_stability``, ``basis`` its ``flag_stability_basis`` (``"checkpoints"``,
+    ``"neighbours"``, or ``""`` in a run written before the basis was recorded: its stability came from the
+    neighbours), ``of`` its ``flag_stability_of`` (NaN in such a run: :data:`RESAMPLES`).
+    E.g. ``"stable flag: flagged at 4 of the last 5 checkpoints of its training"``."""
+    if share != share:
+        return None
+    stable = "stable" if share >= STABLE_AT else "unstable"
+    if basis == "checkpoints":
+        count = int(of) if of == of else 0
+        return (
+            f"{stable} flag: flagged at {round(share * count)} of the last {count} checkpoints of its training",
+            "At each epoch of the second half of training, was the sample among the lowest margins of its given "
+            f"label, as many as the run flagged? {STABLE_AT:.0%} or more of those checkpoints reads stable; an "
+            "unstable flag's verdict may flip with another training.",
+        )
+    count = int(of) if of == of else RESAMPLES
+    return (
+        f"{stable} flag: kept in {round(share * count)} of {count} resamples of its gradient neighbours",
+        "How often the evidence still puts the sample in the flagged share when its neighbours are drawn again "
+        f"with replacement; {STABLE_AT:.0%} or more reads stable. (The model was not trained here, so there are "
+        "no checkpoints to compare.)",
+    )
+
+
 def evidence_columns(
     base: np.ndarray,
     posterior: np.ndarray,
@@ -814,19 +905,44 @@ def evidence_columns(
     flagged: np.ndarray,
     *,
     seed: int = 0,
+    margins: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The score table's columns from the evidence: ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``
-    (:func:`estimate_wrong` from ``base``, the packaged curve's values), ``ambiguous`` (:func:`ambiguous`) and ``flag_stability`` (:func:`flag_stability`; NaN
-    where not flagged, or everywhere without neighbours)."""
+    (:func:`estimate_wrong` from ``base``, the packaged curve's values), ``ambiguous`` (:func:`ambiguous`), and the
+    flags' stability:
+
+    * ``flag_stability`` (N,) float in [0, 1], NaN where not flagged: with ``margins`` ((E, N), the training's
+      per-epoch margins of the given label, when ogaudit trained the model, and at least :data:`MIN_CHECKPOINTS`
+      of them counted), the share of the checkpoints of the second half of training that flag the sample too
+      (:func:`checkpoint_stability`); without them (a user's model, predictions only, or too short a training)
+      the share of :data:`RESAMPLES` resamples of its gradient neighbours that keep it flagged
+      (:func:`flag_stability`); NaN everywhere with neither.
+    * ``flag_stability_basis`` (N,) str: ``"checkpoints"`` or ``"neighbours"`` where flagged, ``""`` elsewhere.
+    * ``flag_stability_of`` (N,) float: how many checkpoints or resamples the share counts, NaN where not flagged.
+    """
     estimate = estimate_wrong(base, posterior, labels)
     votes = None if neighbours is None else np.asarray(labels)[np.asarray(neighbours, dtype=np.int64)]
     is_ambiguous, _ = ambiguous(posterior, probs, labels, votes)
-    stability = (
-        np.full(len(labels), np.nan)
-        if neighbours is None
-        else flag_stability(probs, labels, neighbours, flagged, seed=seed)
-    )
-    return {**estimate.columns(), "ambiguous": is_ambiguous, "flag_stability": stability}
+    n = len(labels)
+    flagged = np.asarray(flagged, dtype=bool)
+    margins = None if margins is None or np.asarray(margins).ndim != 2 else np.asarray(margins)
+    counted = 0 if margins is None else len(checkpoint_epochs(margins.shape[0]))
+    if margins is not None and counted >= MIN_CHECKPOINTS:
+        stability = checkpoint_stability(margins, flagged)
+        basis, count = "checkpoints", counted
+    elif neighbours is not None:
+        stability = flag_stability(probs, labels, neighbours, flagged, seed=seed)
+        basis, count = "neighbours", RESAMPLES
+    else:
+        stability, basis, count = np.full(n, np.nan), "", 0
+    known = ~np.isnan(stability)
+    return {
+        **estimate.columns(),
+        "ambiguous": is_ambiguous,
+        "flag_stability": stability,
+        "flag_stability_basis": np.where(known, basis, ""),
+        "flag_stability_of": np.where(known, float(count), np.nan),
+    }
 
 
 def reviewed_estimate(table, decisions) -> WrongEstimate | None:

@@ -327,10 +327,14 @@ class RunEvidence:
             return np.asarray(found, dtype=np.int64)
         return np.concatenate([self.nearest(np.arange(s, min(s + 1024, n)))[0] for s in range(0, n, 1024)])
 
-    def table_columns(self, flagged: np.ndarray, *, seed: int = 0, progress=None, cancel=None) -> dict:
+    def table_columns(
+        self, flagged: np.ndarray, *, seed: int = 0, progress=None, cancel=None, margins: np.ndarray | None = None
+    ) -> dict:
         """The score table's evidence columns for every sample (:func:`ogaudit.review.calibration.evidence_columns`):
-        ``p_wrong`` estimated on this run's own evidence with its interval, ``ambiguous`` and ``flag_stability``.
-        ``flagged`` (N,) bool are the run's flags."""
+        ``p_wrong`` estimated on this run's own evidence with its interval, ``ambiguous`` and ``flag_stability``
+        (with its ``flag_stability_basis`` and ``flag_stability_of``). ``flagged`` (N,) bool are the run's flags;
+        ``margins`` (E, N) the training's per-epoch margins when ogaudit trained the model (the stability is then
+        across its checkpoints), else None (across resamples of the gradient neighbours)."""
         from ogaudit.review.calibration import evidence_columns
 
         rows = np.arange(len(self.labels))
@@ -345,6 +349,7 @@ class RunEvidence:
             neighbours if self.k else None,
             flagged,
             seed=seed,
+            margins=margins,
         )
 
     def explain(self, rows: np.ndarray | list[int], wrong=None) -> list[SampleEvidence]:

@@ -39,7 +39,8 @@ class QueueFilter:
     duplicate queue), flagged or not.
     verdict : "wrong" or "ambiguous" (the table's ``ambiguous`` column), "" for both. stability : "stable" or
     "unstable" (flagged samples' ``flag_stability`` at least / under
-    :data:`~ogaudit.review.calibration.STABLE_AT`), "" for any. Both need a run that has the column; on an older
+    :data:`~ogaudit.review.calibration.STABLE_AT`: the share of the training's checkpoints, or of resamples of the
+    gradient neighbours, that flag it too; ``flag_stability_basis`` says which), "" for any. Both need a run that has the column; on an older
     run they keep every sample.
     """
 

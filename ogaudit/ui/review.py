@@ -17,7 +17,7 @@ from ogaudit.errors import OgauditError
 from ogaudit.project import workspace_root
 from ogaudit.results import Run
 from ogaudit.review.actions import current_progress, take_back
-from ogaudit.review.calibration import RESAMPLES, STABLE_AT, reviewed_estimate
+from ogaudit.review.calibration import STABLE_AT, reviewed_estimate, stability_text
 from ogaudit.review.evidence import RunEvidence, SampleEvidence, describe, evidence_table, scoring_text
 from ogaudit.review.keys import ACTION_NAMES, DEFAULT_KEYS, class_keys, key_label, names_the_key
 from ogaudit.review.ledger import ACTIONS, Ledger
@@ -421,8 +421,9 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
             list(STABILITIES),
             format_func=lambda v: v or "any",
             key="queue-stability",
-            help=f"Stable: the evidence keeps the flag in {STABLE_AT:.0%} or more of {RESAMPLES} resamples of the "
-            "sample's gradient neighbours.",
+            help=f"Stable: flagged at {STABLE_AT:.0%} or more of the checkpoints of the second half of training "
+            "(when ogaudit trained the model), else kept in that share of resamples of the sample's gradient "
+            "neighbours. Unstable: the verdict may flip.",
         )
         words = ""
         if dataset is not None and dataset.is_text:
@@ -610,6 +611,17 @@ def _duplicate_note(sample_id: str, groups: pd.DataFrame) -> None:
         st.markdown(f"{warn}{kind} duplicate of {listed}{more}")
 
 
+def _stability_of(table: pd.DataFrame, position: int) -> tuple[float, str, float]:
+    """The row's ``flag_stability``, its basis and count (:func:`~ogaudit.review.calibration.stability_text`)."""
+
+    def number(column: str) -> float:
+        value = table[column].iat[position] if column in table else None
+        return float(pd.to_numeric(value, errors="coerce")) if value is not None else float("nan")
+
+    basis = str(table["flag_stability_basis"].iat[position]) if "flag_stability_basis" in table else ""
+    return number("flag_stability"), basis, number("flag_stability_of")
+
+
 def evidence_panel(
     run: Run, item: SampleEvidence, dataset: Dataset | None, *, neighbours: int, compact: bool = False
 ) -> None:
@@ -617,16 +629,9 @@ def evidence_panel(
     probabilities (model, neighbours, combined, counterfactual) and the nearest gradient neighbours."""
     names = run.class_names
     st.markdown(f"**{md(item.wrong_text(names))}**")
-    stability = run.table["flag_stability"].iat[item.position] if "flag_stability" in run.table else None
-    stability = float(pd.to_numeric(stability, errors="coerce")) if stability is not None else float("nan")
-    if stability == stability:  # flagged, with a stability
-        stable = "stable" if stability >= STABLE_AT else "unstable"
-        st.caption(
-            f"{stable} flag: kept in {round(stability * RESAMPLES)} of {RESAMPLES} resamples of its gradient "
-            "neighbours",
-            help="How often the evidence still puts the sample in the flagged share when its neighbours are drawn "
-            f"again with replacement; {STABLE_AT:.0%} or more reads stable.",
-        )
+    line = stability_text(*_stability_of(run.table, item.position))
+    if line is not None:  # flagged, with a stability
+        st.caption(line[0], help=line[1])
     body = st.expander("Why is this flagged?") if compact else st.container()
     with body:
         st.caption(md(describe(item, names)))

@@ -13,14 +13,18 @@ from ogaudit.review.calibration import (
     STABLE_AT,
     ambiguous,
     calibration_order,
+    checkpoint_epochs,
+    checkpoint_stability,
     confident_noise_rate,
     estimate_wrong,
+    evidence_columns,
     flag_stability,
     mixture_noise_rate,
     noise_rates,
     prior_estimate,
     rate_bracket,
     reviewed_estimate,
+    stability_text,
     true_label_posterior,
     update_with_decisions,
 )
@@ -363,6 +367,104 @@ def test_a_flag_the_neighbours_back_is_stable_and_one_they_split_on_is_not():
     assert np.isnan(stability[2:]).all()
 
 
+def _margins(epochs=10, n=100, seed=0):
+    """(E, N) margins of a training that fits every sample (high, rising), with five flags in the first rows."""
+    rng = np.random.default_rng(seed)
+    margins = 5.0 + np.linspace(0, 5, epochs)[:, None] + rng.random((epochs, n))
+    flagged = np.zeros(n, bool)
+    flagged[:5] = True
+    return margins, flagged
+
+
+def test_a_flag_every_checkpoint_backs_is_stable_and_one_only_the_end_backs_is_not():
+    margins, flagged = _margins()
+    margins[:, [0, 3, 4]] = -5.0  # low at every epoch
+    margins[:, 1] += 10.0
+    margins[-1, 1] = -5.0  # low at the last epoch only
+    margins[:, 2] += 10.0
+    margins[:5, 2] = -5.0  # low in the first half only, which is not counted
+    stability = checkpoint_stability(margins, flagged)
+    assert checkpoint_epochs(10).tolist() == [5, 6, 7, 8, 9]
+    assert stability[0] == 1.0 and stability[0] >= STABLE_AT
+    assert stability[1] == pytest.approx(1 / 5) and stability[1] < STABLE_AT
+    assert stability[2] == 0.0
+    assert np.isnan(stability[5:]).all()
+    # counting every epoch, the early lows count too; a slack widens what each checkpoint flags
+    assert checkpoint_stability(margins, flagged, start=0.0)[2] == pytest.approx(5 / 10)
+    assert (checkpoint_stability(margins, flagged, slack=20.0)[:5] == 1.0).all()
+
+
+def test_checkpoint_stability_matches_a_loop_over_checkpoints_and_checks_its_shapes():
+    rng = np.random.default_rng(3)
+    margins = rng.normal(size=(12, 500))
+    flagged = rng.random(500) < 0.07
+    got = checkpoint_stability(margins, flagged)
+    m = int(flagged.sum())
+    expected = np.zeros(500)
+    for e in checkpoint_epochs(12):  # the reference: the m lowest margins at each counted checkpoint
+        expected[np.argsort(margins[e], kind="stable")[:m]] += 1
+    expected /= len(checkpoint_epochs(12))
+    assert np.allclose(got[flagged], expected[flagged]) and np.isnan(got[~flagged]).all()
+    assert np.isnan(checkpoint_stability(margins, np.zeros(500, bool))).all()
+    assert checkpoint_epochs(1).tolist() == [0] and checkpoint_epochs(0).tolist() == []
+    with pytest.raises(ValueError, match="margins have shape"):
+        checkpoint_stability(margins[:, :10], flagged)
+
+
+def test_the_table_says_whether_the_stability_counts_checkpoints_or_neighbours():
+    n, c = 100, 2
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) >= 50).astype(np.int64)
+    probs = np.clip(np.eye(c)[labels] * 0.9 + 0.05 + rng.normal(0, 0.01, (n, c)), 0.01, None)
+    probs /= probs.sum(1, keepdims=True)
+    neighbours = np.stack([rng.choice(n, 5, replace=False) for _ in range(n)])
+    margins, flagged = _margins(n=n)
+    args = (probs[:, 1], probs, probs, labels)
+
+    trained = evidence_columns(*args, neighbours, flagged, margins=margins)
+    assert trained["flag_stability_basis"][:5].tolist() == ["checkpoints"] * 5
+    assert (trained["flag_stability_of"][:5] == 5).all() and set(trained["flag_stability_basis"][5:]) == {""}
+    assert np.isnan(trained["flag_stability_of"][5:]).all()
+    assert np.allclose(trained["flag_stability"][:5], checkpoint_stability(margins, flagged)[:5])
+
+    for given in (None, margins[:4]):  # a user's model: no trajectory; or too short a training (2 checkpoints)
+        users = evidence_columns(*args, neighbours, flagged, margins=given)
+        assert users["flag_stability_basis"][:5].tolist() == ["neighbours"] * 5
+        assert (users["flag_stability_of"][:5] == calibration.RESAMPLES).all()
+        assert np.allclose(users["flag_stability"], flag_stability(probs, labels, neighbours, flagged), equal_nan=True)
+    nothing = evidence_columns(*args, None, flagged)
+    assert np.isnan(nothing["flag_stability"]).all() and set(nothing["flag_stability_basis"]) == {""}
+
+
+def test_the_card_line_names_what_the_stability_counted():
+    assert stability_text(0.875, "checkpoints", 8.0)[0] == (
+        "stable flag: flagged at 7 of the last 8 checkpoints of its training"
+    )
+    assert stability_text(0.4, "neighbours", 30.0)[0] == (
+        "unstable flag: kept in 12 of 30 resamples of its gradient neighbours"
+    )
+    assert stability_text(0.5, "", float("nan"))[0].endswith(
+        f"of {calibration.RESAMPLES} resamples of its gradient neighbours"
+    )
+    assert stability_text(float("nan"), "", float("nan")) is None
+
+
+def test_an_audit_that_trained_its_model_counts_its_checkpoints(tmp_path, cache_dir):
+    from ogaudit.pipeline.run import AuditSettings, audit
+
+    settings = AuditSettings(epochs=6, map_method="none", noise_rate=0.1, limit=300)
+    result = audit("digits", settings, out_dir=tmp_path / "run", cache_dir=cache_dir)
+    table = Project(tmp_path / "run").open_run().table  # scores.csv read back
+    flagged = table["flagged"].to_numpy(dtype=bool)
+    assert set(table.loc[flagged, "flag_stability_basis"]) == {"checkpoints"}
+    assert (table.loc[flagged, "flag_stability_of"] == 3).all()  # epochs 4, 5, 6 of 6
+    assert np.allclose(table["flag_stability"], result.scores["flag_stability"], equal_nan=True)
+    share = table.loc[flagged, "flag_stability"].to_numpy()
+    assert np.allclose(share * 3, np.round(share * 3))  # k of 3 checkpoints
+    line = stability_text(share[0], "checkpoints", 3.0)[0]
+    assert line.endswith(f"flagged at {round(share[0] * 3)} of the last 3 checkpoints of its training")
+
+
 def test_percentages_never_read_certain():
     assert percent(0.999) == ">99%" and percent(0.0001) == "<1%" and percent(0.5) == "50%"
     assert "100%" not in percent(0.996)
@@ -378,6 +480,10 @@ def test_the_table_the_csv_the_cards_and_the_decisions_agree(finished_project, c
     assert run.table["ambiguous"].dtype == bool
     assert run.table.loc[run.table["flagged"], "flag_stability"].between(0, 1).all()
     assert run.table.loc[~run.table["flagged"], "flag_stability"].isna().all()
+    # one epoch is too short to compare checkpoints: the neighbours' resampling, and the table says so
+    assert set(run.table.loc[run.table["flagged"], "flag_stability_basis"]) == {"neighbours"}
+    assert set(run.table.loc[~run.table["flagged"], "flag_stability_basis"]) == {""}
+    assert (run.table.loc[run.table["flagged"], "flag_stability_of"] == calibration.RESAMPLES).all()
 
     before = reviewed_estimate(run.table, None)
     assert np.allclose(before.p, run.table["p_wrong"]) and before.decisions == 0

@@ -3,11 +3,15 @@ the sort that calibrates P(wrong) (issue 24), on the demo project of the app tes
 
 from __future__ import annotations
 
-import test_app
-from test_app import start, texts
+from dataclasses import replace
 
+import pandas as pd
+import test_app
+from test_app import DEMO, start, texts
+
+from ogaudit.pipeline.run import audit
 from ogaudit.project import Project
-from ogaudit.review.calibration import reviewed_estimate
+from ogaudit.review.calibration import reviewed_estimate, stability_text
 from ogaudit.review.queue import CALIBRATE
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
@@ -18,7 +22,32 @@ def test_cards_show_the_estimate_with_its_interval_and_the_flag_stability(projec
     assert not at.exception and not at.error
     shown = texts(at.markdown)
     assert shown.count("likely that the given label is wrong") >= 1 and "100%" not in shown
-    assert "resamples of its gradient neighbours" in texts(at.caption)
+    _check_stability_lines(at, Project(project).open_run().table, "resamples of its gradient neighbours")
+
+
+def _check_stability_lines(at, table: pd.DataFrame, counted: str) -> None:
+    """Every card's stability line is the one its row in the table gives, and names what it ``counted``."""
+    flagged = table[table["flagged"]]
+    expected = {
+        stability_text(share, basis, of)[0]
+        for share, basis, of in flagged[["flag_stability", "flag_stability_basis", "flag_stability_of"]].itertuples(
+            index=False
+        )
+    }
+    shown = [line for line in texts(at.caption).splitlines() if " flag: " in line]
+    assert shown and set(shown) <= expected, (shown, sorted(expected)[:3])
+    assert all(counted in line for line in shown)
+
+
+def test_a_model_trained_here_shows_the_flags_stability_across_its_checkpoints(home, cache_dir):
+    """The demo trained for 6 epochs: each card counts the last 3 checkpoints of that training."""
+    folder = home / DEMO.project_name
+    settings = replace(DEMO.settings(), epochs=6)
+    audit(DEMO.data, settings, out_dir=folder, cache_dir=cache_dir)
+    Project(folder).write_request(DEMO.data, settings)
+    at = start()
+    assert not at.exception and not at.error
+    _check_stability_lines(at, Project(folder).open_run().table, "of the last 3 checkpoints of its training")
 
 
 def test_the_queue_filters_wrong_or_ambiguous_and_sorts_to_calibrate(project):
