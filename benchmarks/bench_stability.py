@@ -64,6 +64,18 @@ def _audit(data, settings, cache: Path, truth: np.ndarray | None = None) -> dict
     }
 
 
+def _tweets():
+    """The built-in tweets (the first :data:`TWEETS`) with a known annotator agreement, and which of them are
+    "wrong" (agreement under :data:`SUSPECT_BELOW`)."""
+    from ogaudit.pipeline.load import prepare_dataset
+    from ogaudit.settings import AuditSettings
+
+    loaded = prepare_dataset("tweets", AuditSettings(limit=TWEETS, map_method="none"))
+    agreement = loaded.text_origin.extra["agreement"][loaded.rows]
+    known = loaded.subset(np.flatnonzero(~np.isnan(agreement)))
+    return known, loaded.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
+
+
 def gather(cache: Path, *, tweets: bool) -> dict[str, dict[str, np.ndarray]]:
     """Every run's evidence and margins, audited once and kept in ``cache``."""
     from ogaudit.settings import AuditSettings
@@ -82,14 +94,8 @@ def gather(cache: Path, *, tweets: bool) -> dict[str, dict[str, np.ndarray]]:
             continue
         start = time.perf_counter()
         if data == "tweets":
-            from ogaudit.pipeline.load import prepare_dataset
-
-            settings = AuditSettings(limit=limit, map_method="none")
-            loaded = prepare_dataset("tweets", settings)
-            agreement = loaded.text_origin.extra["agreement"][loaded.rows]
-            known = loaded.subset(np.flatnonzero(~np.isnan(agreement)))
-            truth = loaded.text_origin.extra["agreement"][known.rows] < SUSPECT_BELOW
-            runs[name] = _audit(known, settings, cache / "audits", truth=truth)
+            known, truth = _tweets()
+            runs[name] = _audit(known, AuditSettings(map_method="none"), cache / "audits", truth=truth)
         else:
             settings = AuditSettings(noise_rate=RATE, noise_kind=kind, limit=limit, epochs=10, map_method="none")
             runs[name] = _audit(data, settings, cache / "audits")
@@ -102,14 +108,15 @@ def gather(cache: Path, *, tweets: bool) -> dict[str, dict[str, np.ndarray]]:
             with np.load(path) as saved:
                 runs[name]["flagged_again"] = saved["flagged"]
             continue
-        if data == "tweets":
-            continue  # the encoder is frozen and the head's training barely depends on the seed
         from ogaudit.pipeline.load import prepare_dataset
         from ogaudit.pipeline.run import audit
 
         start = time.perf_counter()
-        noisy = prepare_dataset(data, AuditSettings(noise_rate=RATE, noise_kind=kind, limit=limit))
-        settings = AuditSettings(epochs=10, map_method="none", seed=OTHER_SEED)
+        if data == "tweets":
+            noisy, settings = _tweets()[0], AuditSettings(map_method="none", seed=OTHER_SEED)
+        else:
+            noisy = prepare_dataset(data, AuditSettings(noise_rate=RATE, noise_kind=kind, limit=limit))
+            settings = AuditSettings(epochs=10, map_method="none", seed=OTHER_SEED)
         flagged = audit(noisy, settings, cache_dir=cache / "audits").scores["flagged"].to_numpy(dtype=bool)
         if flagged.shape != runs[name]["flagged"].shape or noisy.y.tolist() != runs[name]["labels"].tolist():
             raise RuntimeError(f"{name}: the rebuilt data differ from the audited data")

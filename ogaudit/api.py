@@ -158,8 +158,11 @@ def audit(
     AuditResult
         ``scores`` (one row per sample: ``sample_id, given_label, predicted_label, suggested_label, score``
         (higher = more suspicious), ``rank`` (1 = most suspicious), ``flagged, confidence, rare_class``,
-        ``p_wrong, p_wrong_low, p_wrong_high, ambiguous, flag_stability`` as :func:`score` gives them (the same
-        numbers for the same evidence, written to ``scores.csv``; ``sample_id`` is text in both), plus
+        ``p_wrong, p_wrong_low, p_wrong_high, ambiguous, flag_stability, flag_stability_basis,
+        flag_stability_of`` as :func:`score` gives them (the same numbers for the same evidence, written to
+        ``scores.csv``; ``sample_id`` is text in both) — but where ogaudit trained the model (at least 6 epochs),
+        ``flag_stability`` counts the checkpoints of that training instead of resamples
+        (``flag_stability_basis`` ``"checkpoints"``, :func:`ogaudit.review.calibration.checkpoint_stability`), plus
         ``true_label, is_noisy`` with planted noise; integers when the arrays' labels were integers, else the
         class names), ``map`` (sample_id, x, y), ``record`` (the run record;
         ``record["metrics"]`` has AUROC and average precision against planted noise), ``dataset``, ``evidence``
@@ -393,7 +396,10 @@ def score(
         estimate, widened by the noise rate's own uncertainty: :func:`ogaudit.review.calibration.noise_rates`);
         ``ambiguous`` (the model or the neighbours split between the given label and one other class) and ``flag_stability`` (flagged
         samples: the share of 30 bootstrap resamples of the neighbours that keep the evidence in the flagged
-        share; NaN elsewhere; ≥ 0.8 reads stable).
+        share — a model given here has no training checkpoints to compare; NaN elsewhere; ≥ 0.8 reads stable;
+        it says whether the verdict may flip, not whether the label is wrong: docs/BENCHMARKS.md,
+        *Calibration*), ``flag_stability_basis`` (``"neighbours"`` where flagged, ``""`` elsewhere) and
+        ``flag_stability_of`` (30 where flagged: the resamples counted).
 
     Raises
     ------

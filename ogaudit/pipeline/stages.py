@@ -1,7 +1,8 @@
 """The stages after loading, each one function that owns its cache entry and its on-disk format.
 
-* train: :func:`obtain_model` (the user's checkpoint, a cached model, or one trained now) and
-  :func:`training_dynamics` (the training trajectory kept beside the model, and the early checkpoint's features)
+* train: :func:`obtain_model` (the user's checkpoint, a cached model, or one trained now),
+  :func:`training_trajectory` (the per-epoch trajectory kept beside the model: the flags' stability across
+  checkpoints) and :func:`training_dynamics` (that trajectory with the early checkpoint's features)
 * gradients: :func:`frozen_features`, :func:`head_evidence` (the last layer's closed form) and
   :func:`layer_gradients` (projected gradients of chosen layers), written resumably into
   :class:`~ogaudit.cache.store.SampleStore` entries
