@@ -11,7 +11,7 @@ from test_app import DEMO, start, texts
 
 from ogaudit.pipeline.run import audit
 from ogaudit.project import Project
-from ogaudit.review.calibration import reviewed_estimate, stability_text
+from ogaudit.review.calibration import STABLE_AT, reviewed_estimate, stability_text
 from ogaudit.review.queue import CALIBRATE
 
 demo_audit, home, project = test_app.demo_audit, test_app.home, test_app.project  # the app tests' fixtures
@@ -47,7 +47,14 @@ def test_a_model_trained_here_shows_the_flags_stability_across_its_checkpoints(h
     Project(folder).write_request(DEMO.data, settings)
     at = start()
     assert not at.exception and not at.error
-    _check_stability_lines(at, Project(folder).open_run().table, "of the last 3 checkpoints of its training")
+    table = Project(folder).open_run().table
+    _check_stability_lines(at, table, "of the last 3 checkpoints of its training")
+    share = table.loc[table["flagged"], "flag_stability"]
+    for choice, count in (("stable", int((share >= STABLE_AT).sum())), ("unstable", int((share < STABLE_AT).sum()))):
+        at.selectbox(key="queue-stability").set_value(choice).run()
+        assert not at.exception and not at.error
+        shown = texts(at.caption) + texts(at.success)
+        assert (f"{count:,} in the queue" in shown) if count else ("No sample fits the filters" in shown), choice
 
 
 def test_the_queue_filters_wrong_or_ambiguous_and_sorts_to_calibrate(project):
