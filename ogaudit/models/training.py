@@ -484,6 +484,19 @@ def load_trajectory(folder: Path, n: int, n_classes: int) -> Trajectory | None:
         return Trajectory.from_arrays({name: saved[name] for name in Trajectory.ARRAYS}, n, n_classes)
 
 
+def load_margins(folder: Path, n: int) -> np.ndarray | None:
+    """Only the (E, N) float32 ``margins`` of the trajectory :func:`save_trajectory` wrote (one member of the file
+    read, not the (N, C) sums), or None when there is none; ValueError when they do not fit ``n`` samples."""
+    path = folder / "trajectory.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        margins = saved["margins"]
+    if margins.ndim != 2 or margins.shape[1] != n:
+        raise ValueError(f"trajectory margins have shape {margins.shape}, not (epochs, {n})")
+    return np.asarray(margins, dtype=np.float32)
+
+
 def load_model_state(model: nn.Module, path: Path) -> None:
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()

@@ -1,8 +1,9 @@
 """The stages after loading, each one function that owns its cache entry and its on-disk format.
 
 * train: :func:`obtain_model` (the user's checkpoint, a cached model, or one trained now),
-  :func:`training_trajectory` (the per-epoch trajectory kept beside the model: the flags' stability across
-  checkpoints) and :func:`training_dynamics` (that trajectory with the early checkpoint's features)
+  :func:`training_trajectory` (the per-epoch trajectory kept beside the model), :func:`training_margins` (its
+  margins alone: the flags' stability across checkpoints) and :func:`training_dynamics` (the trajectory with the
+  early checkpoint's features)
 * gradients: :func:`frozen_features`, :func:`head_evidence` (the last layer's closed form) and
   :func:`layer_gradients` (projected gradients of chosen layers), written resumably into
   :class:`~ogaudit.cache.store.SampleStore` entries
@@ -44,6 +45,7 @@ from ogaudit.models.nets import build_model, choose_model, load_checkpoint
 from ogaudit.models.training import (
     Trajectory,
     batched_features,
+    load_margins,
     load_model_state,
     load_trajectory,
     model_cache_key,
@@ -168,35 +170,40 @@ def training_trajectory(
     dataset: Dataset, settings: AuditSettings, cache: ArtifactCache, notice=None, *, model_key: str | None = None
 ) -> Trajectory | None:
     """The :class:`~ogaudit.models.training.Trajectory` that :func:`obtain_model` kept beside the model it trained,
-    without its early features (no forward pass: one ``trajectory.npz`` read, E × N margins plus (N, C) sums).
+    without its early features (no forward pass: one ``trajectory.npz`` read).
 
     None for a user's checkpoint, an in-memory model or predictions (``model_key``, the key :func:`obtain_model`
     gave, is not that of a model trained here), or a model trained without one (too many samples × classes:
-    :data:`~ogaudit.models.training.TRAJECTORY_MAX_CELLS`). Used by :func:`training_dynamics` and by the flags'
-    stability across checkpoints (:func:`ogaudit.review.calibration.checkpoint_stability`)."""
-    loaded = _trajectory_entry(dataset, settings, cache, notice, model_key=model_key, early=False)
-    return None if loaded is None else loaded[0]
+    :data:`~ogaudit.models.training.TRAJECTORY_MAX_CELLS`). :func:`training_dynamics` adds the early features;
+    :func:`training_margins` reads only the margins."""
+
+    def read(folder: Path) -> Trajectory | None:
+        return load_trajectory(folder, len(dataset), dataset.n_classes)
+
+    return _trajectory_entry(dataset, settings, cache, notice, model_key, read)
 
 
-def _trajectory_entry(dataset, settings, cache, notice, *, model_key, early: bool):
-    """(trajectory, early state dict or None) from the model's cache entry, or None (:func:`training_trajectory`)."""
+def training_margins(
+    dataset: Dataset, settings: AuditSettings, cache: ArtifactCache, notice=None, *, model_key: str | None = None
+) -> np.ndarray | None:
+    """(E, N) the per-epoch margins of the given labels in the training that made the model (only that member of
+    the trajectory is read), for the flags' stability across checkpoints
+    (:func:`ogaudit.review.calibration.checkpoint_stability`); None where :func:`training_trajectory` gives none."""
+    return _trajectory_entry(
+        dataset, settings, cache, notice, model_key, lambda folder: load_margins(folder, len(dataset))
+    )
+
+
+def _trajectory_entry(dataset, settings, cache, notice, model_key, read):
+    """``read(folder)`` on the cache entry of the model trained here for ``dataset`` and ``settings``; None when
+    the model was not trained here (another ``model_key``), or there is no such entry or nothing in it."""
     if settings.model not in MODEL_KINDS:
         return None
     kind = choose_model(dataset, settings.model).kind
     train = settings.train_settings
     if model_key is not None and model_key != model_cache_key(dataset, kind, train):
         return None
-    entry = _model_entry(cache, kind, dataset, train)
-
-    def read(folder: Path):
-        path = folder / "early.pt"
-        state = torch.load(path, map_location="cpu", weights_only=True) if early and path.exists() else None
-        return load_trajectory(folder, len(dataset), dataset.n_classes), state
-
-    loaded = entry.load(read, notice=notice)
-    if loaded is None or loaded[0] is None:
-        return None
-    return loaded
+    return _model_entry(cache, kind, dataset, train).load(read, notice=notice)
 
 
 def training_dynamics(
@@ -218,8 +225,14 @@ def training_dynamics(
     :func:`obtain_model`) over the data once, the result cached (kind ``"features"``) by the model's key; a frozen
     body's features (the head evidence's, without its bias column) never fitted the labels and are used as they are.
     """
-    loaded = _trajectory_entry(dataset, settings, cache, notice, model_key=model_key, early=True)
-    if loaded is None:
+
+    def read(folder: Path):
+        path = folder / "early.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        return load_trajectory(folder, len(dataset), dataset.n_classes), state
+
+    loaded = _trajectory_entry(dataset, settings, cache, notice, model_key, read)
+    if loaded is None or loaded[0] is None:
         return None
     kind = choose_model(dataset, settings.model).kind
     train = settings.train_settings
@@ -491,15 +504,14 @@ def detect(
     (:func:`_cached_search`), so that a scan after labels change (a review round, planted noise) skips it too.
     ``trajectory`` (:func:`training_dynamics`) goes to the detectors that read one; it is fixed by the model's key.
     The flags' stability is counted across the training's checkpoints (its per-epoch margins: ``trajectory``, or
-    :func:`training_trajectory` read from ``cache`` when ogaudit trained the model), else across resamples of the
+    :func:`training_margins` read from ``cache`` when ogaudit trained the model), else across resamples of the
     gradient neighbours (:func:`ogaudit.review.calibration.evidence_columns`).
     Reports ``progress("detect", ...)`` and checks ``cancel`` at every chunk of the neighbour search, every class of
     the label evidence and before flagging; raises :class:`~ogaudit.errors.Cancelled`.
     """
     search = _cached_search(cache, notice) if cache is not None and head_inputs_fixed else None
     if trajectory is None and cache is not None and model_key is not None:
-        trained = training_trajectory(dataset, settings, cache, notice, model_key=model_key)
-        margins = None if trained is None else trained.margins
+        margins = training_margins(dataset, settings, cache, notice, model_key=model_key)
     else:
         margins = None if trajectory is None else trajectory.margins
     if cache is None:

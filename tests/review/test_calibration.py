@@ -464,6 +464,15 @@ def test_an_audit_that_trained_its_model_counts_its_checkpoints(tmp_path, cache_
     line = stability_text(share[0], "checkpoints", 3.0)[0]
     assert line.endswith(f"flagged at {round(share[0] * 3)} of the last 3 checkpoints of its training")
 
+    from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.pipeline.stages import training_margins
+
+    key = result.record["model"]["key"]
+    margins = training_margins(result.dataset, settings, ArtifactCache(cache_dir), model_key=key)
+    assert margins.shape == (6, 300)
+    assert np.allclose(checkpoint_stability(margins, flagged), table["flag_stability"], equal_nan=True)
+    assert training_margins(result.dataset, settings, ArtifactCache(cache_dir), model_key="a user's model") is None
+
 
 def test_percentages_never_read_certain():
     assert percent(0.999) == ">99%" and percent(0.0001) == "<1%" and percent(0.5) == "50%"
