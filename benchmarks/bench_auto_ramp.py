@@ -1,13 +1,16 @@
-"""``posterior-auto``'s ramp checked on audits it was not chosen on (issue 24).
+"""``posterior-auto``'s ramp and concentration checked on audits they were not chosen on (issue 24).
 
 The ramp (:data:`ogaudit.detectors.outliers.RATIO_RAMP`: the confusion concentration ``κ`` at which the weight ``w``
 on ``posterior-ratio`` starts to rise from 0, and where it reaches 1) was set on Fashion-MNIST 20k (three seeds of
 ``bench_noise.py``). This script scores, with no training, the 13 audits ``bench_calibration.py`` keeps in
 ``$OGAUDIT_CACHE/bench-calibration/`` (digits, MNIST 3k, Fashion-MNIST 3k × symmetric, class-pair,
 instance-dependent and annotator-like 20% noise, and the tweets' real noise; their ``π``, given labels and truth):
-``κ`` (:func:`ogaudit.detectors.joint.confusion_concentration` of the confident joint of ``π``), and the AP, AUROC
-and flagged precision at the default budget of ``posterior`` (``−log π(y)``), ``posterior-ratio`` and the blend
-``(1 − w) · posterior + w · ratio`` under the previous ramp, the current one and a few alternatives.
+``κ`` (:func:`ogaudit.detectors.joint.confusion_concentration` of the confident joint of ``π``, chance-corrected
+and not), and the AP, AUROC and flagged precision at the default budget of ``posterior`` (``−log π(y)``),
+``posterior-ratio`` and the blend ``(1 − w) · posterior + w · ratio`` under each scheme of :data:`SCHEMES`.
+With ``--small`` it also audits small digits sets (300 and 1,000 images, 10% symmetric or class-pair noise, seeds
+0-2, one minute or two; cached), where a concentration measured without the chance correction reads symmetric
+noise as concentrated.
 
 Then it reads ``docs/bench_noise.json`` (the 20k runs; the trainings are not cached) and says what the current ramp
 gives there: where ``w`` is 0 or 1 the blend *is* ``posterior`` or ``posterior-ratio``, whose figures the file
@@ -31,29 +34,59 @@ from ogaudit.detectors.metrics import detection_metrics
 from ogaudit.detectors.outliers import RATIO_RAMP, counterfactual_log_ratio, ratio_weight
 from ogaudit.settings import DEFAULT_BUDGET
 
-PREVIOUS = (0.25, 0.75)
-ALTERNATIVES = ((0.25, 0.5), (0.3, 0.5), (0.2, 0.6))
-"""Other ramps reported beside the previous and the current one (not chosen: see docs/BENCHMARKS.md)."""
+PREVIOUS = "0.25→0.75 raw"
+CURRENT = "0.2→0.45"
+SCHEMES = {
+    PREVIOUS: (False, (0.25, 0.75)),
+    "0.2→0.45 raw": (False, (0.2, 0.45)),
+    CURRENT: (True, RATIO_RAMP),
+    "0.25→0.5": (True, (0.25, 0.5)),
+    "0.3→0.5": (True, (0.3, 0.5)),
+    "0.2→0.6": (True, (0.2, 0.6)),
+}
+"""``name: (chance_corrected, ramp)``: the first ``posterior-auto`` (uncorrected ``κ``, 0.25→0.75), the current
+ramp on the uncorrected ``κ``, the current default (chance-corrected ``κ``, :data:`RATIO_RAMP`) and other ramps on
+the corrected ``κ`` (not chosen: see docs/BENCHMARKS.md)."""
+SMALL = [(limit, kind, seed) for limit in (300, 1000) for kind in ("symmetric", "pairs") for seed in (0, 1, 2)]
 NOISE_JSON = Path(__file__).resolve().parent.parent / "docs" / "bench_noise.json"
 
 
-def _name(ramp: tuple[float, float]) -> str:
-    return f"{ramp[0]:g}→{ramp[1]:g}"
-
-
-def held_out(run: dict[str, np.ndarray], ramps: list[tuple[float, float]]) -> dict:
-    """``κ``, and each score's metrics (``w`` beside the blends') on one cached audit."""
+def held_out(run: dict[str, np.ndarray]) -> dict:
+    """``κ`` (raw and chance-corrected), and each score's metrics (``w`` beside the blends') on one audit."""
     posterior, labels, wrong = run["posterior"], run["labels"], run["wrong"].astype(bool)
-    kappa = confusion_concentration(confident_joint(posterior, labels))
+    joint = confident_joint(posterior, labels)
+    kappa = {corrected: confusion_concentration(joint, chance_corrected=corrected) for corrected in (False, True)}
     plain = -np.log(np.clip(posterior[np.arange(len(labels)), labels], 1e-12, None))
     ratio = counterfactual_log_ratio(posterior, labels)
-    out = {"κ": kappa, "samples": len(labels), "wrong": float(wrong.mean())}
+    out = {"κ raw": kappa[False], "κ": kappa[True], "samples": len(labels), "wrong": float(wrong.mean())}
     out["posterior"] = detection_metrics(wrong, plain, budget=DEFAULT_BUDGET)
     out["posterior-ratio"] = detection_metrics(wrong, ratio, budget=DEFAULT_BUDGET)
-    for ramp in ramps:
-        w = ratio_weight(kappa, ramp)
-        out[_name(ramp)] = {**detection_metrics(wrong, (1 - w) * plain + w * ratio, budget=DEFAULT_BUDGET), "w": w}
+    for name, (corrected, ramp) in SCHEMES.items():
+        w = ratio_weight(kappa[corrected], ramp)
+        out[name] = {**detection_metrics(wrong, (1 - w) * plain + w * ratio, budget=DEFAULT_BUDGET), "w": w}
     return out
+
+
+def small_digits(cache_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The ``π``, labels and truth of digits audits of :data:`SMALL` (10 epochs, 10% planted noise; the audit's
+    cache keeps their trainings)."""
+    from ogaudit.detectors.outliers import NeighbourPosteriorDetector
+    from ogaudit.pipeline.run import audit
+    from ogaudit.settings import AuditSettings
+
+    runs = {}
+    for limit, kind, seed in SMALL:
+        settings = AuditSettings(
+            noise_rate=0.1, noise_kind=kind, limit=limit, epochs=10, map_method="none", seed=seed, detector="posterior"
+        )
+        result = audit("digits", settings, cache_dir=cache_dir)
+        head = result.evidence
+        runs[f"digits-{limit}-{kind}-seed{seed}"] = {
+            "posterior": NeighbourPosteriorDetector().fit(head).posterior(head),
+            "labels": np.asarray(head.labels),
+            "wrong": result.scores["is_noisy"].to_numpy(dtype=bool),
+        }
+    return runs
 
 
 def fashion_20k(path: Path, ramp: tuple[float, float]) -> dict[str, dict]:
@@ -91,55 +124,25 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=default_cache_dir() / "bench-calibration")
     parser.add_argument("--noise-json", type=Path, default=NOISE_JSON)
     parser.add_argument("--markdown", action="store_true", help="print the tables for docs/BENCHMARKS.md")
+    parser.add_argument("--small", action="store_true", help="also audit small digits sets (SMALL; cached)")
     args = parser.parse_args()
     paths = sorted(args.cache.glob("*.npz"))
     if not paths:
         raise SystemExit(f"No cached audits in {args.cache}: run benchmarks/bench_calibration.py --gather-only first.")
-    ramps = [PREVIOUS, RATIO_RAMP, *ALTERNATIVES]
-    rows = {}
+    groups = {"the 13 held-out audits": {}}
     for path in paths:
         with np.load(path, allow_pickle=False) as saved:
-            rows[path.stem] = held_out(dict(saved), ramps)
-
-    names = [_name(r) for r in ramps]
-    sep = " | " if args.markdown else "  "
-    head = ["run", "κ", "posterior", "posterior-ratio"] + [f"{n} (w)" for n in names]
-    print("AP on the held-out audits (the blend's w in brackets)")
-    if args.markdown:
-        print("\n| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
-    else:
-        print(sep.join(f"{h:>16s}" for h in head))
-    for run, row in rows.items():
-        cells = [run, f"{row['κ']:.3f}", f"{row['posterior']['average_precision']:.4f}"]
-        cells.append(f"{row['posterior-ratio']['average_precision']:.4f}")
-        cells += [f"{row[n]['average_precision']:.4f} ({row[n]['w']:.2f})" for n in names]
-        print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(f"{c:>16s}" for c in cells))
-
-    current, previous = _name(RATIO_RAMP), _name(PREVIOUS)
-    print(f"\nagainst the previous ramp {previous}, AP difference per run (≥ 0 on all = at least as good):")
-    for n in [_name(r) for r in [RATIO_RAMP, *ALTERNATIVES]]:
-        diff = np.array([row[n]["average_precision"] - row[previous]["average_precision"] for row in rows.values()])
-        prec = np.array([row[n]["precision_at_budget"] - row[previous]["precision_at_budget"] for row in rows.values()])
-        auroc = np.array([row[n]["auroc"] - row[previous]["auroc"] for row in rows.values()])
-        print(
-            f"  {n:>9s}: AP {diff.min():+.4f} worst, {diff.mean():+.4f} mean, {int((diff >= -1e-12).sum())}/{len(diff)}"
-            f" runs ≥; AUROC worst {auroc.min():+.4f}, mean {auroc.mean():+.4f}; flagged precision worst"
-            f" {prec.min():+.3f}, mean {prec.mean():+.3f}"
-        )
-    for key in ("posterior", "posterior-ratio"):
-        diff = np.array([row[current]["average_precision"] - row[key]["average_precision"] for row in rows.values()])
-        print(f"  {current} − {key}: AP worst {diff.min():+.4f}, mean {diff.mean():+.4f}")
-
-    print(f"\nflagged precision at the default budget ({DEFAULT_BUDGET:.0%}) and AUROC: previous / current")
-    for run, row in rows.items():
-        print(
-            f"  {run:30s} {row[previous]['precision_at_budget']:.3f} / {row[current]['precision_at_budget']:.3f}"
-            f"   {row[previous]['auroc']:.4f} / {row[current]['auroc']:.4f}"
-        )
+            groups["the 13 held-out audits"][path.stem] = held_out(dict(saved))
+    if args.small:
+        groups["small digits sets"] = {name: held_out(run) for name, run in small_digits(default_cache_dir()).items()}
+    for title, rows in groups.items():
+        _report(title, rows, args.markdown)
 
     if not args.noise_json.is_file():
         return
-    print(f"\nFashion-MNIST 20k ({args.noise_json.name}), the current ramp {current}:")
+    current = CURRENT
+    sep = " | " if args.markdown else "  "
+    print(f"\nFashion-MNIST 20k ({args.noise_json.name}), the current ramp {current} (on the raw κ recorded there):")
     found = fashion_20k(args.noise_json, RATIO_RAMP)
     head = ["run", "κ", "w (prev)", "AP (prev)", "flagged prec. (prev)", "best other AP"]
     if args.markdown:
@@ -175,6 +178,42 @@ def main() -> None:
             f"  {kind}: AP {np.mean(aps):.3f} ± {np.std(aps, ddof=1):.3f}, flagged precision"
             f" {np.mean(precisions):.3f} ± {np.std(precisions, ddof=1):.3f}; best other by mean AP: {best}"
             f" {means[best]:.3f}"
+        )
+
+
+def _report(title: str, rows: dict[str, dict], markdown: bool) -> None:
+    """AP per run and scheme, then each scheme against the previous default, run by run."""
+    names = list(SCHEMES)
+    sep = " | " if markdown else "  "
+    head = ["run", "κ raw", "κ", "posterior", "posterior-ratio"] + [f"{n} (w)" for n in names]
+    print(f"\nAP on {title} (the blend's w in brackets; 'raw': κ without the chance correction)")
+    if markdown:
+        print("\n| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
+    else:
+        print(sep.join(f"{h:>16s}" for h in head))
+    for run, row in rows.items():
+        cells = [run, f"{row['κ raw']:.3f}", f"{row['κ']:.3f}", f"{row['posterior']['average_precision']:.4f}"]
+        cells.append(f"{row['posterior-ratio']['average_precision']:.4f}")
+        cells += [f"{row[n]['average_precision']:.4f} ({row[n]['w']:.2f})" for n in names]
+        print(("| " + " | ".join(cells) + " |") if markdown else sep.join(f"{c:>16s}" for c in cells))
+    print(f"\nagainst the previous default ({PREVIOUS}), per run (≥ 0 on all = at least as good):")
+    for n in names[1:]:
+        diff = np.array([row[n]["average_precision"] - row[PREVIOUS]["average_precision"] for row in rows.values()])
+        prec = np.array([row[n]["precision_at_budget"] - row[PREVIOUS]["precision_at_budget"] for row in rows.values()])
+        auroc = np.array([row[n]["auroc"] - row[PREVIOUS]["auroc"] for row in rows.values()])
+        print(
+            f"  {n:>13s}: AP worst {diff.min():+.4f}, mean {diff.mean():+.4f}, {int((diff >= -1e-12).sum())}/{len(diff)}"
+            f" runs ≥; AUROC worst {auroc.min():+.4f}, mean {auroc.mean():+.4f}; flagged precision worst"
+            f" {prec.min():+.3f}, mean {prec.mean():+.3f}"
+        )
+    for key in ("posterior", "posterior-ratio"):
+        diff = np.array([row[CURRENT]["average_precision"] - row[key]["average_precision"] for row in rows.values()])
+        print(f"  {CURRENT} − {key}: AP worst {diff.min():+.4f}, mean {diff.mean():+.4f}")
+    print(f"\nflagged precision at the default budget ({DEFAULT_BUDGET:.0%}) and AUROC: previous / current")
+    for run, row in rows.items():
+        print(
+            f"  {run:30s} {row[PREVIOUS]['precision_at_budget']:.3f} / {row[CURRENT]['precision_at_budget']:.3f}"
+            f"   {row[PREVIOUS]['auroc']:.4f} / {row[CURRENT]['auroc']:.4f}"
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confident_joint", "confusion_concentration"]
+__all__ = ["confident_joint", "confusion_concentration", "uniform_entropy"]
 
 
 def confident_joint(posterior: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -48,7 +48,33 @@ def confident_joint(posterior: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(rows > 0, joint / np.maximum(rows, 1) * counts[:, None], 0.0)
 
 
-def confusion_concentration(joint: np.ndarray) -> float:
+EXACT_ENTROPY_UP_TO = 5000
+"""Up to this many wrong labels in a row, :func:`uniform_entropy` sums the binomial distribution exactly; above,
+it uses the Miller-Madow expansion ``log k − (k − 1) / 2n`` (off by under 1e-6 nats there)."""
+
+
+def uniform_entropy(counts: np.ndarray, k: int) -> np.ndarray:
+    """The expected entropy (nats) of the empirical distribution of ``n`` labels drawn uniformly from ``k`` classes,
+    for each ``n`` in ``counts`` (shape kept, float64): ``k · E[−(X/n) log(X/n)]`` with ``X ~ Binomial(n, 1/k)``.
+    Below ``log k`` for any finite ``n`` (a few labels look concentrated by chance: 4 labels over 9 classes give
+    1.17 nats, not 2.20); 0 for ``n ≤ 1`` or ``k ≤ 1``. ``counts`` are rounded to whole labels."""
+    from scipy.stats import binom
+
+    counts = np.rint(np.asarray(counts, dtype=np.float64))
+    out = np.zeros(counts.shape)
+    if k <= 1:
+        return out
+    for n in np.unique(counts[counts > 1]):
+        if n > EXACT_ENTROPY_UP_TO:
+            value = np.log(k) - (k - 1) / (2.0 * n)
+        else:
+            share = np.arange(1, int(n) + 1) / n
+            value = k * float((binom.pmf(np.arange(1, int(n) + 1), int(n), 1.0 / k) * -share * np.log(share)).sum())
+        out[counts == n] = value
+    return out
+
+
+def confusion_concentration(joint: np.ndarray, *, chance_corrected: bool = True) -> float:
     """How concentrated the estimated wrong labels are, in [0, 1]: 0 = each given class's wrong labels come
     uniformly from the other ``C − 1`` classes (symmetric noise), 1 = each from one partner class (class-pair
     noise).
@@ -56,13 +82,21 @@ def confusion_concentration(joint: np.ndarray) -> float:
     Parameters
     ----------
     joint : (C, C) ``[given, true]`` counts, e.g. :func:`confident_joint`; its diagonal is ignored.
+    chance_corrected : measure each row's entropy against what uniform noise with the row's own count of wrong
+        labels would show (:func:`uniform_entropy`), not against ``log(C − 1)``. A class with 4 estimated wrong
+        labels over 9 other classes shows an entropy well below ``log 9`` even when they are spread uniformly: the
+        uncorrected measure read 0.52-0.59 on 300 digits with 10% symmetric noise (about 3 wrong labels a class),
+        the corrected one 0.08-0.25 (``benchmarks/bench_auto_ramp.py --small``). False: the uncorrected measure
+        (``posterior-auto`` before the correction).
 
     Returns
     -------
-    ``Σ_i w_i (1 − H_i / log(C − 1))``: for each given class ``i``, one minus the entropy ``H_i`` of its
-    off-diagonal row (normalised to sum to 1) over that of the uniform distribution on the other classes, weighted
-    by the row's share ``w_i`` of the off-diagonal mass. 0 when there are fewer than three classes (two classes
-    leave a single alternative: nothing to concentrate) or no off-diagonal mass.
+    ``Σ_i w_i (1 − H_i / H*_i)``, clipped to [0, 1]: for each given class ``i``, one minus the entropy ``H_i`` of its
+    off-diagonal row (normalised to sum to 1) over ``H*_i``, the expected entropy of as many labels drawn
+    uniformly from the other classes (``log(C − 1)`` when not ``chance_corrected``), weighted by the row's share
+    ``w_i`` of the off-diagonal mass; a row with at most one wrong label counts as 0 (nothing to tell). Rows are
+    not clipped one by one, so uniform noise averages to about 0 rather than above it. 0 when there are fewer than
+    three classes (two classes leave a single alternative: nothing to concentrate) or no off-diagonal mass.
     """
     joint = np.array(joint, dtype=np.float64)
     c = joint.shape[0]
@@ -72,5 +106,6 @@ def confusion_concentration(joint: np.ndarray) -> float:
         return 0.0
     rows = joint / np.maximum(mass[:, None], 1e-300)
     entropy = -np.where(rows > 0, rows * np.log(np.maximum(rows, 1e-300)), 0.0).sum(axis=1)
-    concentration = 1.0 - entropy / np.log(c - 1)
+    reference = uniform_entropy(mass, c - 1) if chance_corrected else np.full(c, np.log(c - 1))
+    concentration = np.where(reference > 0, 1.0 - entropy / np.where(reference > 0, reference, 1.0), 0.0)
     return float(np.clip((concentration * mass).sum() / mass.sum(), 0.0, 1.0))

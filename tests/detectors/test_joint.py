@@ -104,3 +104,34 @@ def test_the_ramp_gives_each_measured_kind_its_best_score():
     assert ratio_weight(0.5, (0.25, 0.75)) == pytest.approx(0.5)
     with pytest.raises(SettingsError, match="ramp"):
         ratio_weight(0.5, (0.5, 0.5))
+
+
+def test_uniform_entropy_matches_draws_and_tends_to_log_k():
+    from ogaudit.detectors.joint import uniform_entropy
+
+    rng = np.random.default_rng(0)
+    for n, k in ((4, 9), (30, 9), (12, 2)):
+        draws = rng.integers(0, k, size=(20000, n))
+        shares = np.stack([(draws == c).mean(axis=1) for c in range(k)], axis=1)
+        empirical = -np.where(shares > 0, shares * np.log(np.maximum(shares, 1e-300)), 0.0).sum(axis=1).mean()
+        assert uniform_entropy(np.array([n]), k)[0] == pytest.approx(empirical, abs=0.01)
+    large = uniform_entropy(np.array([0, 1, 4000, 6000, 10**6]), 9)
+    assert large[0] == large[1] == 0.0 and large[1] < large[2] < large[3] < large[4] < np.log(9)
+    assert large[4] == pytest.approx(np.log(9), abs=1e-5)
+
+
+def test_few_wrong_labels_spread_uniformly_do_not_read_as_concentrated():
+    """300 samples with 10% symmetric noise leave about 3 wrong labels a class: by chance they fall on few classes,
+    which the uncorrected measure read as concentration (0.5-0.7 on digits); the corrected one stays near 0."""
+    rng = np.random.default_rng(1)
+    readings = {True: [], False: []}
+    for _ in range(50):
+        joint = np.eye(10) * 27.0
+        for given in range(10):
+            for true in rng.choice([c for c in range(10) if c != given], size=3):
+                joint[given, true] += 1.0
+        for corrected in readings:
+            readings[corrected].append(confusion_concentration(joint, chance_corrected=corrected))
+    assert np.mean(readings[False]) > 0.4 and np.mean(readings[True]) < 0.1
+    partner = np.eye(10) * 27.0 + np.roll(np.eye(10), 1, axis=1) * 3.0  # three wrong labels a class, one partner
+    assert confusion_concentration(partner) == pytest.approx(1.0)
