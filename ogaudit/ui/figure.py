@@ -71,18 +71,27 @@ def escape_markup(values) -> np.ndarray:
     return column.str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;").to_numpy(dtype=str)
 
 
+def label_markup(values) -> np.ndarray:
+    """(N,) str of :func:`escape_markup` after :func:`~ogaudit.ui.text.shown` (characters that draw nothing or
+    reorder the text written as ``⟨U+XXXX⟩``): for class names and texts the chart only shows. Not for the ids
+    in ``customdata``, which a selection reads back exactly."""
+    from ogaudit.ui.text import shown
+
+    return escape_markup([shown(v) for v in np.asarray(values, dtype=object).astype(str)])
+
+
 def hover_data(table: pd.DataFrame) -> np.ndarray:
     """(N, 4) strings per sample: id, given label, score (3 significant digits), predicted/suggested note; every
     string from the data escaped (:func:`escape_markup`)."""
     raw_given = table["given_label"].to_numpy(dtype=str)
     raw_predicted = table["predicted_label"].to_numpy(dtype=str)
     raw_suggested = table["suggested_label"].to_numpy(dtype=str)
-    given, predicted, suggested = (escape_markup(v) for v in (raw_given, raw_predicted, raw_suggested))
+    given, predicted, suggested = (label_markup(v) for v in (raw_given, raw_predicted, raw_suggested))
     note = np.char.add(np.char.add("<br>predicted ", predicted), np.char.add(", suggested ", suggested))
     extra = np.where((raw_predicted != raw_given) | (raw_suggested != raw_given), note, "")
     score = np.char.mod("%.3g", table["score"].to_numpy(dtype=float))
     if "snippet" in table:  # text data: the start of the text
-        extra = np.char.add(np.char.add(extra.astype(str), "<br>"), escape_markup(table["snippet"]))
+        extra = np.char.add(np.char.add(extra.astype(str), "<br>"), label_markup(table["snippet"]))
     return np.column_stack([escape_markup(table["sample_id"]), given, score, extra])
 
 
@@ -159,7 +168,7 @@ def map_figure(
         palette = class_palette(len(names))
         for i, name in enumerate(names):
             traces.append(
-                _trace(table, customdata, given == name, str(escape_markup([name])[0]), color=palette[i], size=4)
+                _trace(table, customdata, given == name, str(label_markup([name])[0]), color=palette[i], size=4)
             )
     else:
         states = decision_states(table, decisions)
@@ -195,7 +204,7 @@ def class_annotations(table: pd.DataFrame, *, limit: int = CLASS_LABELS_UP_TO) -
         {
             "x": float(centres.loc[name, "x"]),
             "y": float(centres.loc[name, "y"]),
-            "text": f"<b>{escape_markup([name])[0]}</b>",
+            "text": f"<b>{label_markup([name])[0]}</b>",
             "showarrow": False,
             "font": {"size": 13, "color": "#111111"},
             "bgcolor": "rgba(255,255,255,0.75)",
@@ -281,7 +290,7 @@ def density_figure(
         palette = np.empty(len(names), dtype=object)
         palette[order] = class_palette(len(names))
         image = categorical_density(bins, codes, list(palette))
-        traces += [_legend_entry(str(escape_markup([names[i]])[0]), palette[i]) for i in order]
+        traces += [_legend_entry(str(label_markup([names[i]])[0]), palette[i]) for i in order]
         traces.append(markers(top_flagged, "flagged (ring)", **ring))
     else:
         states = decision_states(table, decisions)

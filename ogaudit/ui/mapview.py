@@ -28,7 +28,7 @@ from ogaudit.ui.config import map_points_limit
 from ogaudit.ui.figure import COLOUR_MODES, is_density_map
 from ogaudit.ui.hover import MAP_CONTAINER
 from ogaudit.ui.selection import selected_ids
-from ogaudit.ui.text import md
+from ogaudit.ui.text import md, shown
 
 GRID_COLUMNS = 6
 GRID_PAGE = 36
@@ -193,7 +193,9 @@ def _bulk(ledger: Ledger, run: Run, ids: list[str], annotator: str | None) -> No
             key="bulk-action",
         )
         scope = middle.radio("Scope", list(BULK_SCOPES), format_func=BULK_SCOPES.get, key="bulk-scope")
-        label = right.selectbox("Label (relabel only)", run.class_names, key="bulk-label", disabled=action != "relabel")
+        label = right.selectbox(
+            "Label (relabel only)", run.class_names, format_func=shown, key="bulk-label", disabled=action != "relabel"
+        )
         replace_decided = st.checkbox(
             "Also replace decisions already taken",
             key="bulk-replace-decided",

@@ -46,7 +46,7 @@ from ogaudit.ui.common import (
     when,
 )
 from ogaudit.ui.live import FULL_RERUN, LIVE_ON, LIVE_S, ask_full_rerun, current_state, mark_seen
-from ogaudit.ui.text import code, md, readable
+from ogaudit.ui.text import code, md, readable, shown
 
 PAGE_SIZES = (6, 12, 24, 48)
 CARD_COLUMNS = (3, 4, 6)
@@ -72,13 +72,13 @@ def user_keys(annotator: str | None) -> dict[str, str]:
 
 def key_legend(keys: dict[str, str], names: list[str]) -> None:
     """The keys, in view above the actions: each action's key, and each class's digit."""
-    shown = [f":blue-badge[{key_label(keys[a])}] {ACTION_NAMES[a]}" for a in ("accept", "keep", "remove", "unsure")]
-    shown.append(f":blue-badge[{key_label(keys['previous'])}] / :blue-badge[{key_label(keys['next'])}] move")
-    shown.append(f":blue-badge[{keys['undo']}] undo · :blue-badge[{keys['redo']}] redo")
+    key_help = [f":blue-badge[{key_label(keys[a])}] {ACTION_NAMES[a]}" for a in ("accept", "keep", "remove", "unsure")]
+    key_help.append(f":blue-badge[{key_label(keys['previous'])}] / :blue-badge[{key_label(keys['next'])}] move")
+    key_help.append(f":blue-badge[{keys['undo']}] undo · :blue-badge[{keys['redo']}] redo")
     digits = [(key, name) for key, name in zip(class_keys(names), names, strict=True) if key is not None]
     relabel = [f":blue-badge[{key}]" + ("" if names_the_key(name, key) else f" {md(name)}") for key, name in digits]
     with st.container(border=True, key="key-legend"):
-        st.markdown("**Keys** · " + " · ".join(shown))
+        st.markdown("**Keys** · " + " · ".join(key_help))
         st.markdown("**Relabel to** · " + " · ".join(relabel))
 
 
@@ -269,7 +269,7 @@ def _card_keys(
     focus = chunk[index]
     st.html(f"<style>.st-key-{css_key(f'card-{focus}')} {{outline: 3px solid #1c83e1; outline-offset: 2px}}</style>")
     row = run.by_id.loc[focus].to_dict()
-    label, shown, why = _confirm_target(run, row, explained.get(focus))
+    label, confirm_label, why = _confirm_target(run, row, explained.get(focus))
     moved = index if queue_filter.hide_decided else min(index + 1, len(chunk) - 1)
     common = {
         "ledger": ledger,
@@ -308,7 +308,7 @@ def _card_keys(
             shortcut=keys["accept"],
             on_click=on_decide,
             kwargs={**common, "action": "confirm", "label": label},
-            disabled=locked or shown is None,
+            disabled=locked or confirm_label is None,
             help=why,
             width="stretch",
         )
@@ -388,8 +388,8 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
     low, high = float(score.min()), float(score.max())
     with st.expander("Filter, sort, search", expanded=False):
         row = st.columns(4)
-        given = row[0].multiselect("Given label", names, key="queue-given")
-        suggested = row[1].multiselect("Suggested label", names, key="queue-suggested")
+        given = row[0].multiselect("Given label", names, format_func=shown, key="queue-given")
+        suggested = row[1].multiselect("Suggested label", names, format_func=shown, key="queue-suggested")
         chosen = row[2].multiselect("Decision", [UNDECIDED, *ACTIONS], key="queue-decision")
         people = set(decisions["annotator"]) | set(st.session_state.get("queue-annotator") or [])
         people = sorted(people)  # a name chosen earlier stays an option even when its decisions were undone
@@ -470,7 +470,7 @@ def _one_class(run: Run) -> None:
     st.selectbox(
         "All samples of one class",
         [None, *run.class_names],
-        format_func=lambda name: "—" if name is None else str(name),
+        format_func=lambda name: "—" if name is None else shown(name),
         key="queue-one-class",
         on_change=_show_one_class,
         help="Sets the filters to this given class, flagged or not, decided or not.",
@@ -569,21 +569,21 @@ def _card(
     pending_override(ledger, run, annotator, "queue", ids=[sample_id])
     locked = not annotator
     common = {"ledger": ledger, "run": run, "ids": [sample_id], "annotator": annotator}
-    label, shown, why = _confirm_target(run, row, item)
+    label, confirm_label, why = _confirm_target(run, row, item)
     st.button(
-        f"✓ Confirm → {md(shown)}" if shown else "✓ Confirm",
+        f"✓ Confirm → {md(confirm_label)}" if confirm_label else "✓ Confirm",
         key=f"confirm-{sample_id}",
         type="primary",
         on_click=on_decide,
         kwargs={**common, "action": "confirm", "label": label},
-        disabled=locked or shown is None,
+        disabled=locked or confirm_label is None,
         help=why,
     )
     names = run.class_names
     label_key = f"relabel-label-{sample_id}"
     pick, go = st.columns([3, 2], vertical_alignment="bottom")
-    default = shown if shown is not None else row["suggested_label"]
-    pick.selectbox("Relabel to", names, index=names.index(default), key=label_key)
+    default = confirm_label if confirm_label is not None else row["suggested_label"]
+    pick.selectbox("Relabel to", names, index=names.index(default), format_func=shown, key=label_key)
     go.button(
         "Relabel",
         key=f"relabel-{sample_id}",

@@ -8,6 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -269,3 +270,54 @@ def test_markdown_in_url_parameters_is_shown_as_text(monkeypatch, tmp_path, fini
     assert not any("](http" in text and "\\]" not in text for text in shown), shown
     assert any("\\!\\[x\\]" in text for text in shown)
     assert os.listdir(home) == ["digits"]
+
+
+SPOOFS = {
+    "\u202egod": "dog",  # right-to-left override: reads 'dog'
+    "d\u200bog": "dog",  # zero-width space
+    "cat\u2066\u2069": "cat",  # an empty isolate
+    "\u200fcat": "cat",  # right-to-left mark
+    "cat\x07": "cat",  # a C0 control (bell)
+    "\ufeffcat": "cat",  # a byte-order mark inside a name
+}
+
+
+@pytest.mark.parametrize("name", list(SPOOFS))
+def test_invisible_and_direction_characters_in_visitor_strings_are_shown(name):
+    """A class name or id from the data may hold characters that draw nothing or reorder what follows (Trojan
+    Source, CVE-2021-42574): '\\u202egod' reads 'dog', so two classes look alike and an annotator relabels into the
+    wrong one. Every helper that puts a data string on the page shows each such character as a visible ⟨U+XXXX⟩."""
+    from ogaudit.ui.figure import hover_data, label_markup
+    from ogaudit.ui.text import shown
+
+    marker = f"U+{next(ord(c) for c in name if c not in SPOOFS[name]):04X}"
+    labels = hover_data(
+        pd.DataFrame(
+            {
+                "sample_id": ["a"],
+                "given_label": [name],
+                "predicted_label": ["x"],
+                "suggested_label": ["x"],
+                "score": [1.0],
+            }
+        )
+    )[0, 1]
+    for text in (md(name), code(name), shown(name), str(label_markup([name])[0]), str(labels)):
+        assert marker in text.replace("\\", "")
+        assert not any(c in text for c in name if c not in SPOOFS[name])
+    assert shown("Ünïcödé ok, 日本語, עברית") == "Ünïcödé ok, 日本語, עברית"  # visible text stays as written
+
+
+def test_class_names_in_the_apps_pickers_go_through_shown():
+    """Streamlit shows a selectbox's or multiselect's options as plain text (no markdown), so each picker of
+    class names needs ``format_func=shown``."""
+    import re as _re
+
+    pickers = 0
+    for module in ("review", "mapview"):
+        source = (Path(__file__).parents[2] / "ogaudit" / "ui" / f"{module}.py").read_text(encoding="utf-8")
+        for call in _re.findall(r"(?:selectbox|multiselect)\((?:[^()]|\([^()]*\))*\)", source):
+            if "names" in call.split("format_func")[0].split("key=")[0]:
+                pickers += 1
+                assert "format_func=shown" in call or "shown(name)" in call, call
+    assert pickers == 5
