@@ -431,11 +431,16 @@ __all__ = [
 ]
 
 
+AUTO_VERSION = 2
+"""The version of ``posterior-auto``'s concentration measure, in its score cache key: 1 the uncorrected entropy
+ratio, 2 chance-corrected (:func:`~ogaudit.detectors.joint.confusion_concentration`). Raise it when ``κ`` changes."""
+
+
 def detector_params(name: str) -> dict:
     """The settings of the detector called ``name`` that change its scores besides its name (part of a score
-    cache's key, so that a changed default is not read back from an old entry): ``posterior-auto``'s ramp; {} for
-    the others."""
-    return {"ramp": list(RATIO_RAMP)} if name == "posterior-auto" else {}
+    cache's key, so that a changed default is not read back from an old entry): ``posterior-auto``'s ramp and the
+    version of its concentration measure (:data:`AUTO_VERSION`); {} for the others."""
+    return {"ramp": list(RATIO_RAMP), "concentration": AUTO_VERSION} if name == "posterior-auto" else {}
 
 
 def detector_state(detector: Detector) -> dict:

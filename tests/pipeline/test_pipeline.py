@@ -351,5 +351,8 @@ def test_detect_keeps_posterior_autos_kappa_and_weight_in_its_cache_and_a_new_ra
     assert moved["ramp"] == [0.0, 1.0] and moved["concentration"] == pytest.approx(state["concentration"])
     assert moved["ratio_weight"] == pytest.approx(state["concentration"]) and moved["ratio_weight"] < 1.0
     assert len(list((tmp_path / "cache" / "v1" / "scores").iterdir())) == 2
+    monkeypatch.setattr(outliers, "AUTO_VERSION", outliers.AUTO_VERSION + 1)  # a new κ, the same ramp: a new entry
+    stages.detect(head, None, dataset, settings, "model", cache)
+    assert len(list((tmp_path / "cache" / "v1" / "scores").iterdir())) == 3
     _, _, _, other = stages.detect(head, None, dataset, AuditSettings(detector="posterior"), "model", cache)
     assert other == {}
