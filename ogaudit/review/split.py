@@ -108,6 +108,8 @@ def export_split(
     :func:`apply_decisions` for the options.
     """
     out = Path(out).absolute()
+    if out.is_symlink():
+        raise DataError(f"{str(out)!r} is a symbolic link; a split is written only to a new or empty folder.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{str(out)!r} exists and is not an empty folder. Choose a new or empty output folder.")
     if dataset.kind == "imagefolder" and out.resolve().is_relative_to(Path(dataset.root).resolve()):

@@ -397,3 +397,18 @@ def test_exported_images_share_no_storage_with_the_users_files(tmp_path):
         Image.fromarray(np.full((6, 6), 255, dtype=np.uint8)).save(path)  # an edit in place
         path.chmod(0o600)
     assert {p: (p.read_bytes(), p.stat().st_mode) for p in originals} == originals
+
+
+def test_a_split_into_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    """``ogaudit export split --out LINK`` where LINK is a symbolic link to an empty folder: refused like every
+    other export's symlinked output (it was an internal error, NotADirectoryError, exit 70)."""
+    npz = tmp_path / "feats.npz"
+    np.savez(npz, x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 0, 1]))
+    dataset = load_dataset(npz)
+    ledger = Ledger.for_dataset(tmp_path / "ledger.sqlite", dataset)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="symbolic link"):
+        export_split(dataset, ledger, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and not any((tmp_path / "elsewhere").iterdir())
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
