@@ -310,6 +310,24 @@ class RunFolder:
         missing += [f"dataset.{key}" for key in _REQUIRED_DATASET if key not in record.get("dataset", {})]
         if missing:
             raise DataError(f"{str(path)!r} is damaged: it lacks {', '.join(missing)}. Scan the data again.")
+        names, samples = record["dataset"]["class_names"], record["dataset"]["samples"]
+        mistyped = [
+            what
+            for what, wrong in (
+                (
+                    "dataset.class_names (a list of names)",
+                    not isinstance(names, list)
+                    or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names),
+                ),
+                ("dataset.samples (a count)", not isinstance(samples, int) or isinstance(samples, bool)),
+                ("run_dir (a folder name)", not isinstance(record.get("run_dir"), str)),
+            )
+            if wrong
+        ]
+        if mistyped:
+            raise DataError(
+                f"{str(path)!r} is damaged: it has the wrong type of {', '.join(mistyped)}. Scan the data again."
+            )
         return record
 
     def settings(self) -> AuditSettings:

@@ -533,3 +533,27 @@ def test_an_edited_scores_or_map_csv_without_a_usable_score_rank_or_position_is_
     frame.to_csv(table, index=False)
     with pytest.raises(DataError, match=rf"{column}.*damaged|damaged.*{column}"):
         project.open_run()
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("dataset", "class_names"), 5),
+        (("dataset", "class_names"), "abc"),
+        (("dataset", "class_names"), [{"a": 1}, {"b": 2}]),
+        (("dataset", "samples"), "300"),
+        (("run_dir",), 5),
+        (("run_dir",), ["runs"]),
+    ],
+)
+def test_a_run_record_with_wrong_types_is_refused_by_name(finished, copy_of, where, value):
+    """``run.json`` edited by hand: a field of the wrong type is a DataError naming the file and the field (an
+    integer ``class_names`` or ``run_dir`` was a TypeError traceback; a string ``class_names`` was read letter by
+    letter as the classes)."""
+    project = Project(copy_of(finished[0]))
+    path = project.path / "run.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    (record["dataset"] if where[0] == "dataset" else record)[where[-1]] = value
+    path.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"run\.json.*damaged.*{where[-1]}"):
+        project.open_run()
