@@ -26,7 +26,10 @@ it is over-confident. Here the probability is estimated per dataset, in two step
    the bands fill with decisions and is gone once the logistic recalibration has fitted the level.
 
 A sample whose interval is wider than :data:`UNKNOWN_WIDTH`, or any sample while the rate estimators disagree, is
-"not yet calibrated": shown as that, not as a number.
+"not yet calibrated": shown as that, not as a number. Before any decision the expected calibration error is ≤ 0.03
+where the model separates the classes, and 0.10–0.15 where it does not or the noise follows its confusions: there
+the level is not identifiable from the evidence (``benchmarks/bench_calibration_level.py``: oracle bounds, a
+clean-label floor, the estimators tried), and decisions in the "to calibrate P(wrong)" order are what fix it.
 Also here: :func:`ambiguous` (wrong vs ambiguous) and the flags' stability (stable vs unstable):
 :func:`checkpoint_stability` across the checkpoints of the training where ogaudit trained the model,
 :func:`flag_stability` across resamples of the gradient neighbours otherwise (``benchmarks/bench_stability.py``).
@@ -313,6 +316,10 @@ def noise_rates(posterior: np.ndarray, labels: np.ndarray, *, joint: np.ndarray 
     :func:`mixture_noise_rate`. Measured on 13 audits (docs/BENCHMARKS.md, "Calibration") each errs somewhere: the
     confident joint high on Fashion-MNIST and the tweets and low under instance noise, the EM low on digits / MNIST,
     the mixture high on Fashion-MNIST and the tweets; the true rate lay between the lowest and the highest on all 13.
+    None of them, nor their median (the confident joint on all 25 audits of two seeds), an anchor-point transition
+    (Patrini et al. 2017), a backward correction or held-out probabilities, can tell the model's own confusions of
+    right labels from planted noise: on Fashion-MNIST with no planted noise the confident joint reads 12%
+    (``benchmarks/bench_calibration_level.py``; docs/BENCHMARKS.md, "Before any decision: what limits it").
     """
     if joint is None:
         _, joint = true_label_posterior(posterior, labels)
@@ -396,7 +403,11 @@ def estimate_wrong(
 
     * the **level**, the share of wrong labels: :func:`confident_noise_rate` (the confident joint is right where
       the model separates the classes, and measured closer than the EM's own rate there: that EM starts from the
-      model's in-sample probabilities, which lean towards the given label, and drifts low);
+      model's in-sample probabilities, which lean towards the given label, and drifts low). Where the model
+      confuses right labels (Fashion-MNIST, the tweets) it counts them as noise, and under instance-dependent
+      noise the wrong labels look right to it: no estimator tried reads the level there (an isotonic map of the
+      score fitted on the truth would reach ECE ≤ 0.02 on every benchmark audit; the level is what is missing),
+      so the interval below, not ``p``, carries what is known;
     * the **shape**, which samples are more likely wrong than others: ``1 − P(true = given | evidence, given)``
       from :func:`true_label_posterior`, so a sample whose evidence splits between its given class and another
       gets about the mass of the other class weighted by how often the annotators confuse the two, not "certainly
