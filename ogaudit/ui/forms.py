@@ -81,7 +81,7 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
     server_path = sandbox.resolve_server_path(choices.path, roots) if choices.source == "Path" else None
     label = {
         "Built-in": choices.builtin,
-        "Path": Path(choices.path.strip()).name,
+        "Path": _data_name(server_path) if server_path is not None else "",
         "Upload zip": Path(choices.upload_name).stem or "upload",
         "Upload text table": Path(choices.text_upload_name).stem or "texts",
     }
@@ -110,6 +110,17 @@ def prepare_audit(choices: SetupChoices, root: str | Path, *, data_roots: list[P
         shutil.rmtree(project, ignore_errors=True)
         raise
     return project, data, settings
+
+
+def _data_name(path: Path) -> str:
+    """A project's default name from its data's path: a folder's name, a file's without its suffix
+    ("reviews.csv" → "reviews", "train.parquet" → "train"; a compressed "reviews.csv.gz" → "reviews")."""
+    if not path.is_file():
+        return path.name
+    stem = Path(path.stem)
+    if path.suffix.lower() in (".gz", ".bz2", ".xz", ".zst", ".zip") and stem.suffix:
+        stem = Path(stem.stem)  # the compression and the format: "reviews.csv.gz" → "reviews"
+    return stem.name or path.name
 
 
 def _data_spec(choices: SetupChoices, project: Path) -> str:

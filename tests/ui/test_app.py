@@ -619,6 +619,30 @@ def test_prepare_audit_keeps_an_uploaded_text_table_and_its_column_choices(tmp_p
     assert settings.id_column == "Ticket" and dataset.sample_ids[0] == "T-000"  # the user's ids on cards and exports
 
 
+def test_a_project_is_named_after_its_data_without_the_file_suffix(tmp_path):
+    data = tmp_path / "data"
+    (data / "photos.v2").mkdir(parents=True)
+    for name in ("reviews.csv", "train.parquet", "tweets.csv.gz", "v1.2.npz"):
+        (data / name).write_text("x")
+    root = tmp_path / "projects"
+    named = {}
+    for name in ("reviews.csv", "train.parquet", "tweets.csv.gz", "v1.2.npz", "photos.v2"):
+        project, _, _ = prepare_audit(SetupChoices(source="Path", path=str(data / name)), root, data_roots=[data])
+        named[name] = project.name
+    assert named == {
+        "reviews.csv": "reviews",
+        "train.parquet": "train",
+        "tweets.csv.gz": "tweets",
+        "v1.2.npz": "v1.2",
+        "photos.v2": "photos.v2",
+    }
+    uploaded, _, _ = prepare_audit(
+        SetupChoices(source="Upload text table", text_upload=b"text,label\na,x\nb,y\n", text_upload_name="reviews.csv"),
+        root,
+    )
+    assert uploaded.name == "reviews-2"  # the same name as the first: numbered, still without ".csv"
+
+
 def test_demo_config_reads_the_environment():
     assert DemoConfig.from_env({}) == DemoConfig("mnist5k", 0.1, 10, "umap", None)
     assert DemoConfig.from_env({"OGAUDIT_DEMO_EPOCHS": "auto"}).epochs is None
