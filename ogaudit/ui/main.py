@@ -17,6 +17,7 @@ from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.errors import OgauditError
 from ogaudit.project import Project, ProjectInfo, list_projects, workspace_root
 from ogaudit.results import Run
+from ogaudit.review.actions import current_progress
 from ogaudit.server.auth import may_delete_project
 from ogaudit.server.jobs import JobRegistry, delete_project, job_id, read_status, submit_audit
 from ogaudit.server.sandbox import check_project_name
@@ -352,7 +353,7 @@ def _show_run(run: Run, who: Visitor) -> None:
         review_queue(ledger, run, decisions, annotator, dataset, evidence)
     with tab_agree:
         team_panel(ledger, run, who, dataset, selected)
-        agreement_view(ledger)
+        agreement_view(ledger, current_progress(decisions, run.flagged_ids) if len(decisions) else None)
     with tab_export:
         export_panel(ledger, run, decisions, selected, dataset, who)
     if llm_run:

@@ -171,6 +171,10 @@ def _toggle(ledger: Ledger, annotator: str, kind: str, where: str = "sidebar") -
     flash("info", f"{done} the decision on {len(changed)} sample(s): {md(', '.join(changed[:5]))}", where)
 
 
+SIDEBAR_PROGRESS = ["annotator", "flagged_decided", "decided", "wrong"]
+"""The sidebar's per-annotator columns (the full table, one column per action, is in the Agreement tab)."""
+
+
 def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
     """Reviewed / flagged overall, and per annotator: only decisions that are samples' current state count."""
     flagged = run.flagged_ids
@@ -178,15 +182,19 @@ def review_progress(ledger: Ledger, run: Run, decisions: pd.DataFrame) -> None:
     st.progress(reviewed / max(len(flagged), 1), text=f"Reviewed {reviewed:,} of {len(flagged):,} flagged samples")
     if len(decisions):
         table = current_progress(decisions, flagged)
-        # short headers: the sidebar is narrow, and "All decided" was cut to "All deci…"
+        table = table.assign(wrong=table["confirm"] + table["relabel"])[SIDEBAR_PROGRESS]
+        # four narrow columns: the sidebar is 300 px wide, and the eight of the full table scrolled at 1400 px
         headers = {
-            "annotator": st.column_config.TextColumn("Who"),
-            "flagged_decided": st.column_config.NumberColumn("Flagged", help="Flagged samples decided"),
-            "decided": st.column_config.NumberColumn("All", help="All samples decided, flagged or not"),
+            "annotator": st.column_config.TextColumn("Who", width=78),
+            "flagged_decided": st.column_config.NumberColumn("Flagged", help="Flagged samples decided", width=56),
+            "decided": st.column_config.NumberColumn("All", help="All samples decided, flagged or not", width=54),
+            "wrong": st.column_config.NumberColumn("Wrong", help="Confirmed or relabelled (label wrong)", width=48),
         }
-        headers |= {action: action.capitalize() for action in table.columns if action not in headers}
         st.dataframe(table, hide_index=True, key="progress-table", column_config=headers)
-        st.caption("Current decisions per annotator (one overridden by someone else no longer counts).")
+        st.caption(
+            "Current decisions per annotator (one overridden by someone else no longer counts); each action in the "
+            "Agreement tab."
+        )
 
 
 @st.fragment(run_every=LIVE_S)
@@ -831,9 +839,19 @@ def _keyboard_actions(ledger, run: Run, queue, focus, following, row, item, anno
 # ---------------------------------------------------------------- agreement
 
 
-def agreement_view(ledger: Ledger) -> None:
-    """Samples on which annotators' decisions in force differ, each with who decided what and when, and the
-    pairwise agreement; a lead settles one by deciding again (the latest decision is the sample's state)."""
+def agreement_view(ledger: Ledger, progress: pd.DataFrame | None = None) -> None:
+    """Each annotator's current decisions per action (``progress``: :func:`~ogaudit.review.actions.current_progress`,
+    the sidebar shows four of its columns), the samples on which annotators' decisions in force differ, each with
+    who decided what and when, and the pairwise agreement; a lead settles one by deciding again (the latest
+    decision is the sample's state)."""
+    if progress is not None and len(progress):
+        st.markdown("**Decisions per annotator** (current decisions; one overridden by someone else no longer counts)")
+        headers = {
+            "annotator": "annotator",
+            "flagged_decided": st.column_config.NumberColumn("flagged decided", help="Flagged samples decided"),
+            "decided": st.column_config.NumberColumn("all decided", help="All samples decided, flagged or not"),
+        }
+        st.dataframe(progress, hide_index=True, key="progress-full", column_config=headers)
     disputes = ledger.disagreements()
     pairs = ledger.agreement()
     if len(pairs):

@@ -304,6 +304,11 @@ def test_progress_counts_current_decisions_only_and_undo_names_what_it_changed(p
     at.run()
     table = at.sidebar.dataframe[0].value.set_index("annotator")
     assert table.loc["alice", "decided"] == 1 and table.loc["bob", "decided"] == 1
+    # four narrow columns fit the 300 px sidebar (eight scrolled at 1400 px); every action in the Agreement tab
+    assert list(table.columns) == ["flagged_decided", "decided", "wrong"]
+    full = next(frame.value for frame in at.dataframe if "unsure" in getattr(frame.value, "columns", []))
+    full = full.set_index("annotator")
+    assert full.loc["alice", "keep"] == 1 and full.loc["bob", "remove"] == 1 and full.loc["bob", "keep"] == 0
     ledger.decide([first, second], "unsure", annotator="alice")
     ledger.decide(first, "keep", annotator="bob")
     at.sidebar.button(key="undo").click().run()

@@ -128,6 +128,11 @@ def test_another_annotators_decision_appears_without_a_click(server, browser):
     started = time.monotonic()
     project.open_ledger().decide([sample], "remove", annotator="cy")  # another annotator, in another process
     page.get_by_text(f"Reviewed {reviewed + 1} of").wait_for(timeout=30_000)  # the sidebar's count
+    # the per-annotator table fits the sidebar at 1400 px (its eight columns scrolled sideways in a trial)
+    grid = page.locator("[data-testid='stSidebar'] [data-testid='stDataFrame'] .dvn-scroller").first
+    grid.wait_for()
+    widths = grid.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert widths[0] <= widths[1], f"the sidebar's per-annotator table scrolls: {widths}"
     page.get_by_role("tab", name="Review queue").click()
     page.locator(f".st-key-card-{sample}").wait_for(state="detached", timeout=30_000)  # decided: hidden
     elapsed = time.monotonic() - started
