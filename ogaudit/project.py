@@ -454,7 +454,9 @@ class Project(RunFolder):
         leading ``'``) and return its path: what ``ogaudit export decisions`` writes."""
         from ogaudit.review.decisions import write_decisions_csv
 
-        return write_decisions_csv(self.ledger(data), self._export_target(path), ids=_as_ids(ids), history=history)
+        return write_decisions_csv(
+            self.ledger(data), self._export_target(path, data), ids=_as_ids(ids), history=history
+        )
 
     def import_decisions(self, source: str | os.PathLike | bytes, *, annotator: str, data=None) -> ImportReport:
         """Add the decisions of a decisions CSV (a path or its bytes) made elsewhere, as one undo step of
@@ -465,7 +467,7 @@ class Project(RunFolder):
 
     def backup(self, path: str | os.PathLike, *, data=None) -> Path:
         """A consistent copy of the ledger at ``path`` (SQLite's online backup), also while others decide."""
-        return self.ledger(data).backup(self._export_target(path))
+        return self.ledger(data).backup(self._export_target(path, data))
 
     def export_split(self, path: str | os.PathLike, *, drop_undecided_flagged: bool = False, data=None) -> dict:
         """Write the data as cleaned by the decisions in force into the new or empty folder ``path``.
@@ -483,7 +485,7 @@ class Project(RunFolder):
         """
         from ogaudit.review.split import export_split
 
-        target = self._export_target(path)
+        target = self._export_target(path, data)
         dataset = self.dataset(data)
         flagged = self.flagged_ids() if drop_undecided_flagged else None
         return export_split(
@@ -524,7 +526,7 @@ class Project(RunFolder):
         """
         from ogaudit.review.exports import LABEL_STUDIO_URL_PREFIX, reviewed_table, write_export
 
-        target = self._export_target(path)
+        target = self._export_target(path, data)
         run = self.open_run()
         from ogaudit.review.calibration import reviewed_estimate
 
@@ -627,8 +629,9 @@ class Project(RunFolder):
             return True
         return path.is_relative_to(root / UPLOAD)
 
-    def _export_target(self, path: str | os.PathLike) -> Path:
-        """``path`` for an export, refused when it is one of the project's files or inside the audited data."""
+    def _export_target(self, path: str | os.PathLike, data=None) -> Path:
+        """``path`` for an export, refused when it is one of the project's files or inside the audited data: the
+        path the run recorded, and ``data`` when it names where the data is now (``--data``)."""
         target = Path(path).expanduser()
         if self.owns(target):
             raise DataError(
@@ -636,13 +639,17 @@ class Project(RunFolder):
                 f"or a path under {str(self.path / EXPORTS)!r})."
             )
         spec = self.read_record()["dataset"]["spec"] if self.has_run() else None
-        data = Path(str(spec)).expanduser() if spec and _looks_like_path(str(spec)) else None
-        if data is not None and data.exists():
-            data = data.resolve()
-            inside = target.absolute().resolve()
-            if inside == data or (data.is_dir() and inside.is_relative_to(data)):
+        places = [str(spec)] if spec and _looks_like_path(str(spec)) else []
+        if isinstance(data, str | os.PathLike):  # where the data is now: a path, also one without a slash
+            places.append(os.fspath(data))
+        inside = target.absolute().resolve()
+        for place in places:
+            if not Path(place).expanduser().exists():
+                continue
+            data_path = Path(place).expanduser().resolve()
+            if inside == data_path or (data_path.is_dir() and inside.is_relative_to(data_path)):
                 raise DataError(
-                    f"{str(target)!r} is inside the audited data {str(data)!r}, which exports never write to. "
+                    f"{str(target)!r} is inside the audited data {str(data_path)!r}, which exports never write to. "
                     "Choose a path outside it."
                 )
         return target

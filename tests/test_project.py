@@ -557,3 +557,23 @@ def test_a_run_record_with_wrong_types_is_refused_by_name(finished, copy_of, whe
     path.write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(DataError, match=rf"run\.json.*damaged.*{where[-1]}"):
         project.open_run()
+
+
+def test_an_export_never_writes_into_the_data_given_with_data(tmp_path, cache_dir, digit_files):
+    """The audited data moved, and given again with ``data=`` (``--data``): an export aimed inside it is refused,
+    as one inside the recorded path is (the FiftyOne folder went into the user's ImageFolder, where it reads as a
+    new class the next time the data is loaded)."""
+    mine = Path(shutil.copytree(digit_files["folder"], tmp_path / "mine"))
+    (mine / "manifest.csv").unlink()
+    folder = tmp_path / "proj"
+    audit(str(mine), AuditSettings(epochs=1, map_method="none"), out_dir=folder, cache_dir=cache_dir)
+    moved = mine.rename(tmp_path / "moved")
+    before = sorted(p.relative_to(moved) for p in moved.rglob("*"))
+    project = Project(folder)
+    for target, kw in ((moved / "fo", {"format": "fiftyone"}), (moved / "t.parquet", {"format": "parquet"})):
+        with pytest.raises(DataError, match="inside the audited data"):
+            project.export(target, data=moved, **kw)
+    with pytest.raises(DataError, match="inside the audited data"):
+        project.export_decisions(moved / "0" / "decisions.csv", data=moved)
+    assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == before
+    assert project.export(tmp_path / "fo", format="fiftyone", data=moved).is_dir()  # outside it: written
