@@ -507,6 +507,22 @@ def test_the_table_the_csv_the_cards_and_the_decisions_agree(finished_project, c
     assert after.decisions == 10 and after.p[rows].mean() < before.p[rows].mean()
     card = project.open_evidence(run).explain(rows[:1], wrong=after)[0]
     assert card.reviewed > 0 and "decision" in card.wrong_text(run.class_names)
+    # the cards never ask for more decisions than there are samples left to decide (here 3)
+    left = set(run.flagged_ids[10:13])
+    ledger.decide(
+        [i for i in run.table["sample_id"] if i not in left and i not in run.flagged_ids[:10]],
+        "remove",
+        annotator="ann",
+    )
+    late = reviewed_estimate(run.table, ledger.state())
+    assert late.left_to_decide == 3 and late.to_calibrate <= 3
+    for card in project.open_evidence(run).explain(rows, wrong=late):
+        assert card.to_calibrate <= 3 and card.too_few_to_calibrate == (
+            late.too_few_to_calibrate and not card.calibrated
+        )
+        if card.too_few_to_calibrate:
+            text = card.wrong_text(run.class_names)
+            assert "too few samples to calibrate" in text and "decide ~" not in text
     exported = project.export(project.path / "exports" / "issues.csv", format="cleanlab")
     assert exported.is_file()
 
