@@ -548,12 +548,6 @@ def _rate_range_of(p: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[fl
     return rate * min(down, 1.0), highest
 
 
-def _normal_quantile(q: float) -> float:
-    from scipy.special import ndtri
-
-    return float(ndtri(q))
-
-
 def prior_estimate(p: np.ndarray, method: str) -> WrongEstimate:
     """``p`` (N,) as a :class:`WrongEstimate` before any decision: each :data:`BANDS` band's interval is that of a
     Beta prior of :data:`PRIOR_STRENGTH` pseudo-decisions at the band's mean."""
