@@ -293,6 +293,34 @@ def endpoint(path: str) -> str:
     return "/" + "/".join(part for part in (base, path) if part)
 
 
+LOCAL_ONLY_PATHS = ("_stcore/metrics",)
+"""Streamlit routes answered only to a client on this machine (404 to any other, signed in or not): the metrics
+count sessions and cached and uploaded bytes, which tell a visitor how the server is used."""
+
+
+def _local_only(route):
+    """``route`` unchanged, or, for a path in :data:`LOCAL_ONLY_PATHS`, the same route answering 404 to a client
+    that is not on this machine (the address Streamlit's server reports: behind a same-host proxy, the one it
+    forwards in ``X-Forwarded-For``; :func:`ogaudit.server.auth.client_key`)."""
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from ogaudit.server.auth import LOOPBACK_CLIENT, client_key
+
+    path = getattr(route, "path", "")
+    if not isinstance(route, Route) or not any(path.endswith(local) for local in LOCAL_ONLY_PATHS):
+        return route
+    inner = route.endpoint
+
+    async def local_only(request):
+        host = request.client.host if request.client is not None else None
+        if client_key(host) != LOOPBACK_CLIENT:
+            return Response(status_code=404)
+        return await inner(request)
+
+    return Route(path, local_only, methods=sorted(route.methods or ()), name=route.name)
+
+
 def _add_session_routes() -> None:
     from starlette.responses import Response
     from starlette.routing import Route
@@ -353,7 +381,7 @@ def _add_session_routes() -> None:
             Route(endpoint(SESSION_PATH), session, methods=["POST"]),
             Route(endpoint(SIGN_OUT_PATH), sign_out, methods=["POST"]),
         ]
-        return [*ours, *original(runtime)]
+        return [*ours, *[_local_only(route) for route in original(runtime)]]
 
     create_streamlit_routes.ogaudit_guard = True
     starlette_app.create_streamlit_routes = create_streamlit_routes

@@ -359,3 +359,17 @@ def test_a_signed_in_admin_uploads_from_their_browser_and_the_url_serves_no_one_
     with pytest.raises(urllib.error.HTTPError) as refused:
         stranger.opener.open(request, timeout=10)
     assert refused.value.code in (400, 403)
+
+
+def test_the_metrics_answer_only_a_client_on_this_machine(team_server):
+    """``/_stcore/metrics`` counts sessions and cached and uploaded bytes: a visitor from another machine (here
+    behind the same-host proxy, its address in ``X-Forwarded-For``) gets 404; this machine keeps them."""
+    url = team_server[0]
+    local = urllib.request.urlopen(f"{url}/_stcore/metrics", timeout=10)
+    assert local.status == 200 and b"active_sessions" in local.read()
+    remote = urllib.request.Request(f"{url}/_stcore/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(remote, timeout=10)
+    assert refused.value.code == 404
+    health = urllib.request.Request(f"{url}/_stcore/health", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert urllib.request.urlopen(health, timeout=10).status == 200  # the rest of Streamlit's routes as before
