@@ -144,6 +144,38 @@ def visitor(home: Path) -> Visitor | None:
     return Visitor(user.name, user.role, signed_in=True)
 
 
+def still_allowed(home: Path, action: str, session: Session | None, token: str | None, client: str | None) -> bool:
+    """Whether the tab that drew a button (its ``session``, ``token`` and ``client`` as they were then) may still do
+    ``action`` now, read from the user store: not when the user was removed, demoted below ``action``, given a new
+    password, or signed out (the token revoked). A local-only server without sign-in: always (its one person)."""
+    store = UserStore.in_home(home)
+    if not sign_in_required(store):
+        return True
+    user = current_user(store, session, client)
+    if user is None or not can(user.role, action):
+        return False
+    return not token or SessionTokens(home).verify(token, store, client) is not None
+
+
+def made_when_clicked(action: str, make):
+    """``make`` (a download's data, ``st.download_button(data=...)``) wrapped to run only while the user who drew
+    the button may still do ``action`` (:func:`still_allowed`); else it raises :class:`AuthError` and nothing is
+    built, so the download fails. A download made on click runs outside any page run, so the page's own check (a
+    removed user is signed out on their next run) never comes before it."""
+    from ogaudit.project import workspace_root
+
+    home, client = workspace_root(), _client()
+    session, token = st.session_state.get(SESSION_KEY), st.session_state.get(TOKEN_KEY)
+
+    def made():
+        if not still_allowed(home, action, session, token, client):
+            _LOG.warning("refused a download (%s): the sign-in that drew it has ended", action)
+            raise AuthError("Your sign-in has ended: nothing was made. Sign in again.")
+        return make()
+
+    return made
+
+
 def acting_visitor(home: Path) -> Visitor | None:
     """Who is clicking, read again from the user store when a callback runs (it runs before the page, so a user
     removed, demoted or signed out meanwhile changes nothing): None for a signed-out tab. A local-only server

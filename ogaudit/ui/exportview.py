@@ -20,7 +20,7 @@ from ogaudit.review.split import export_split
 from ogaudit.review.verify import MIN_SCORED, VerifyReport
 from ogaudit.server.jobs import job_id, read_status, submit_verify
 from ogaudit.ui import state
-from ogaudit.ui.auth import Visitor
+from ogaudit.ui.auth import Visitor, made_when_clicked
 from ogaudit.ui.common import flash, show_flash
 from ogaudit.ui.jobview import job_progress, show_failure
 from ogaudit.ui.text import md
@@ -58,7 +58,7 @@ def export_panel(
     # view reruns only that view, not this tab, so anything prepared at render time could be out of date.
     left.download_button(
         "⬇ Decisions CSV",
-        data=lambda: decisions_csv_bytes(ledger),
+        data=made_when_clicked("export-decisions", lambda: decisions_csv_bytes(ledger)),
         file_name=f"{run.name}-decisions.csv",
         mime="text/csv",
         on_click="ignore",
@@ -66,7 +66,9 @@ def export_panel(
     )
     right.download_button(
         f"⬇ Decisions of the {len(selected):,} selected",
-        data=lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids)),
+        data=made_when_clicked(
+            "export-decisions", lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids))
+        ),
         file_name=f"{run.name}-selection-decisions.csv",
         mime="text/csv",
         on_click="ignore",
@@ -107,7 +109,10 @@ def _tools(run: Run, dataset: Dataset | None, *, admin: bool) -> None:
     label, ending, mime = TOOL_FORMATS[choice]
     right.download_button(
         "⬇ Export",
-        data=lambda: tool_export_bytes(run, dataset, choice),
+        data=made_when_clicked(
+            "export-split" if choice in READS_DATA else "export-decisions",
+            lambda: tool_export_bytes(run, dataset, choice),
+        ),
         file_name=f"{run.name}{ending}",
         mime=mime,
         on_click="ignore",
@@ -159,7 +164,7 @@ def _split(ledger: Ledger, run: Run, dataset: Dataset | None) -> None:
             )
         st.download_button(
             "⬇ Cleaned split (zip)" + (" — out of date" if stale else ""),
-            data=lambda: _current_split_zip(ledger, run, dataset, written),
+            data=made_when_clicked("export-split", lambda: _current_split_zip(ledger, run, dataset, written)),
             file_name=f"{run.name}-cleaned.zip",
             mime="application/zip",
             on_click="ignore",

@@ -321,3 +321,34 @@ def test_class_names_in_the_apps_pickers_go_through_shown():
                 pickers += 1
                 assert "format_func=shown" in call or "shown(name)" in call, call
     assert pickers == 5
+
+
+def test_a_download_made_on_click_checks_the_sign_in_when_it_is_made(tmp_path):
+    """A download built when clicked (``st.download_button(data=callable)``) runs outside any page run, so the
+    page's check never comes first: a removed annotator's open tab made the current decisions CSV (and a removed
+    or demoted admin's, the FiftyOne export with every image) on each click. ``still_allowed`` asks the user store
+    when the file is made; every download of the Export tab goes through it."""
+    from ogaudit.server.auth import LoginLimiter, sign_in
+    from ogaudit.server.tokens import SessionTokens
+    from ogaudit.ui.auth import still_allowed
+
+    store = UserStore.in_home(tmp_path)
+    store.add("ann", PASSWORD, "annotator")
+    store.add("root", PASSWORD, "admin")
+    limiter = LoginLimiter()
+    ann = sign_in(store, limiter, "ann", PASSWORD, client="loopback")
+    root = sign_in(store, limiter, "root", PASSWORD, client="loopback")
+    assert still_allowed(tmp_path, "export-decisions", ann, None, "loopback")  # the control
+    assert not still_allowed(tmp_path, "export-split", ann, None, "loopback")  # not the annotator's
+    assert still_allowed(tmp_path, "export-split", root, None, "loopback")
+    store.add("root", PASSWORD, "annotator", replace=True)  # demoted (same password)
+    root = sign_in(store, limiter, "root", PASSWORD, client="loopback")
+    assert not still_allowed(tmp_path, "export-split", root, None, "loopback")
+    token = SessionTokens(tmp_path).issue(ann, store)
+    assert still_allowed(tmp_path, "export-decisions", ann, token, "loopback")
+    SessionTokens(tmp_path).revoke(token)  # signed out in another tab of the browser
+    assert not still_allowed(tmp_path, "export-decisions", ann, token, "loopback")
+    store.remove("ann")
+    assert not still_allowed(tmp_path, "export-decisions", ann, None, "loopback")
+    source = (Path(__file__).parents[2] / "ogaudit" / "ui" / "exportview.py").read_text(encoding="utf-8")
+    assert source.count("download_button(") == source.count("made_when_clicked(") == 4
