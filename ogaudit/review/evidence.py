@@ -174,12 +174,15 @@ class SampleEvidence:
         """How likely the given label is wrong, in words, never "100%": the estimate with its interval, "not yet
         calibrated" where the interval is too wide to mean much, and "ambiguous" where the evidence splits between
         the given label and one other class (:func:`~ogaudit.review.calibration.ambiguous`)."""
+        # "from N decisions" goes with the number it qualifies, before any advice on what to decide next
+        source = f", from {self.reviewed} decision{'s' if self.reviewed != 1 else ''} on similar scores"
+        source = source if self.reviewed else ""
         if not self.calibrated:
             from ogaudit.review.queue import CALIBRATE
 
             text = (
                 f"not yet calibrated: between {percent(self.p_wrong_low)} and {percent(self.p_wrong_high)} "
-                "likely that the given label is wrong"
+                f"likely that the given label is wrong{source}"
             )
             if self.too_few_to_calibrate:
                 text += "; too few samples to calibrate: the range is what the data allows"
@@ -188,10 +191,8 @@ class SampleEvidence:
         else:
             text = (
                 f"{percent(self.p_wrong)} likely that the given label is wrong "
-                f"({percent(self.p_wrong_low)}–{percent(self.p_wrong_high)})"
+                f"({percent(self.p_wrong_low)}–{percent(self.p_wrong_high)}){source}"
             )
-        if self.reviewed:
-            text += f", from {self.reviewed} decision{'s' if self.reviewed != 1 else ''} on similar scores"
         if self.ambiguous:
             other = class_names[self.ambiguous_with] if class_names and self.ambiguous_with >= 0 else "another class"
             given = class_names[self.given] if class_names else "the given label"

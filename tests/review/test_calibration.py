@@ -1,5 +1,7 @@
 """P(wrong) estimated on the data at hand and updated by decisions; wrong vs ambiguous; how stable a flag is."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,13 @@ def test_intervals_span_the_noise_rate_when_its_estimators_disagree():
     text = card.wrong_text()
     assert text.startswith("not yet calibrated: between 40% and >99%")
     assert f"decide ~{estimate.to_calibrate} samples in the '{CALIBRATE}' order" in text
+    # the decisions behind the range are said with the range, not after the advice on what to decide next
+    # ("... to pin it down, from 1 decision on similar scores" read as if the advice came from a decision)
+    reviewed = replace(card, reviewed=1).wrong_text()
+    assert reviewed.startswith("not yet calibrated: between 40% and >99% likely that the given label is wrong, from 1 ")
+    assert reviewed.endswith("order to pin it down")
+    settled = replace(card, reviewed=3, calibrated=True).wrong_text()
+    assert settled == "90% likely that the given label is wrong (40%–>99%), from 3 decisions on similar scores"
 
 
 def test_the_bracket_survives_the_table_and_narrows_as_decisions_arrive():
