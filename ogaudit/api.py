@@ -400,6 +400,11 @@ def score(
         it says whether the verdict may flip, not whether the label is wrong: docs/BENCHMARKS.md,
         *Calibration*), ``flag_stability_basis`` (``"neighbours"`` where flagged, ``""`` elsewhere) and
         ``flag_stability_of`` (30 where flagged: the resamples counted).
+        Its ``attrs`` (pandas' metadata, kept by copies) say how it was scored, as an audit's ``run.json`` does:
+        ``attrs["detector"]`` the detector's name and ``attrs["detector_state"]`` what it read from the data
+        (:func:`ogaudit.detectors.outliers.detector_state`: for ``posterior-auto`` the concentration ``κ`` of
+        the estimated wrong labels, its 90% lower bound ``concentration_low`` and the weight ``ratio_weight`` on
+        ``posterior-ratio``; {} for the others).
 
     Raises
     ------
@@ -417,7 +422,13 @@ def score(
     >>> issues[issues.flagged].sort_values("rank")              # doctest: +SKIP
     """
     from ogaudit.detectors.base import flag_budget
-    from ogaudit.detectors.outliers import DETECTORS, counterfactual_scores, gradient_neighbours, make_detector
+    from ogaudit.detectors.outliers import (
+        DETECTORS,
+        counterfactual_scores,
+        detector_state,
+        gradient_neighbours,
+        make_detector,
+    )
     from ogaudit.detectors.scoring import score_table
     from ogaudit.gradients import GradientEvidence, HeadEvidence
     from ogaudit.review.evidence import RunEvidence
@@ -526,7 +537,10 @@ def score(
     )
     if evidence is None and class_names is None and _integer_labels_given(labels):
         table = _integer_label_columns(table)
-    return table[list(SCORE_COLUMNS)]
+    table = table[list(SCORE_COLUMNS)].copy()
+    table.attrs["detector"] = detector
+    table.attrs["detector_state"] = detector_state(fitted)
+    return table
 
 
 def _integer_labels_given(labels) -> bool:

@@ -449,7 +449,8 @@ def describe(item: SampleEvidence, class_names: list[str]) -> str:
 
 def scoring_text(detector: str, state: dict | None) -> str | None:
     """One sentence on how the run's detector weighed its score (plain text): for ``posterior-auto``, the
-    concentration ``κ`` of the data's estimated wrong labels it read and the weight ``w`` it gave
+    concentration ``κ`` of the data's estimated wrong labels it read (and its 90% lower bound ``κ_low``, where
+    ``w`` is read, when it is 0.005 or more below ``κ``) and the weight ``w`` it gave
     ``posterior-ratio`` (``1 − w`` to ``posterior``), from the run's ``detector_state``
     (:func:`~ogaudit.detectors.outliers.detector_state`). None for another detector, and for a state that is
     missing or not two numbers in [0, 1] (a run recorded before it was kept, or an edited ``run.json``)."""
@@ -459,6 +460,9 @@ def scoring_text(detector: str, state: dict | None) -> str | None:
     numbers = (kappa, weight)
     if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in numbers):
         return None
+    bound = state.get("concentration_low")  # where w was read (runs before the bound have none)
+    if not (isinstance(bound, int | float) and not isinstance(bound, bool) and 0.0 <= bound <= kappa):
+        bound = kappa
     ramp = state.get("ramp")
     low, high = ramp if isinstance(ramp, list | tuple) and len(ramp) == 2 else (None, None)
     if weight == 0.0 or (low is not None and kappa <= low):
@@ -474,7 +478,12 @@ def scoring_text(detector: str, state: dict | None) -> str | None:
     else:
         share = min(99, max(1, round(weight * 100)))
         how = f"the score weighs the counterfactual ratio {share}% and the posterior {100 - share}%"
-    return f"Scored by posterior-auto: the data's wrong labels look {look} (κ {kappa:.2f}), so {how}."
+    read = f"κ {kappa:.2f}" + (
+        f"; from few wrong labels, at least {bound:.2f} at 90% confidence, which sets the weight"
+        if kappa - bound >= 0.005
+        else ""
+    )
+    return f"Scored by posterior-auto: the data's wrong labels look {look} ({read}), so {how}."
 
 
 def confirm_labels(

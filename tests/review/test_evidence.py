@@ -93,13 +93,14 @@ def test_a_run_records_what_posterior_auto_read_and_the_evidence_says_it(scanned
 
     run = Project(scanned).open_run()
     state = run.detector_state
-    assert run.settings.detector == "posterior-auto" and set(state) == {"concentration", "ratio_weight", "ramp"}
-    assert state["ramp"] == list(RATIO_RAMP) and state["ratio_weight"] == ratio_weight(state["concentration"])
+    assert run.settings.detector == "posterior-auto"
+    assert set(state) == {"concentration", "concentration_low", "ratio_weight", "ramp"}
+    assert state["ramp"] == list(RATIO_RAMP) and state["ratio_weight"] == ratio_weight(state["concentration_low"])
     head = finished_project[1].evidence  # the same κ as the detector fitted again on the run's own evidence
     assert state["concentration"] == pytest.approx(make_detector("posterior-auto").fit(head).concentration_)
     line = scoring_text(run.settings.detector, state)
     assert line.startswith("Scored by posterior-auto: the data's wrong labels look ")
-    assert f"(κ {state['concentration']:.2f})" in line
+    assert f"(κ {state['concentration']:.2f}" in line
 
 
 @pytest.mark.parametrize(
@@ -119,6 +120,17 @@ def test_a_run_records_what_posterior_auto_read_and_the_evidence_says_it(scanned
 def test_scoring_text_says_kappa_and_the_weights(kappa, weight, expected):
     line = scoring_text("posterior-auto", {"concentration": kappa, "ratio_weight": weight, "ramp": [0.2, 0.45]})
     assert line.startswith("Scored by posterior-auto: the data's wrong labels ") and expected in line
+    same = {"concentration": kappa, "concentration_low": kappa - 0.001, "ratio_weight": weight, "ramp": [0.2, 0.45]}
+    assert scoring_text("posterior-auto", same) == line  # a bound next to κ is not worth a word
+
+
+def test_scoring_text_says_the_bound_when_few_wrong_labels_set_the_weight():
+    state = {"concentration": 0.6, "concentration_low": 0.38, "ratio_weight": 0.72, "ramp": [0.2, 0.45]}
+    line = scoring_text("posterior-auto", state)
+    assert "(κ 0.60; from few wrong labels, at least 0.38 at 90% confidence, which sets the weight)" in line
+    assert "weighs the counterfactual ratio 72% and the posterior 28%" in line
+    odd = scoring_text("posterior-auto", {**state, "concentration_low": 0.9})  # above κ: an edited run.json
+    assert "(κ 0.60)" in odd
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,7 @@ def test_a_card_shows_its_evidence_and_the_queue_filters_by_class_and_id(server,
     card.get_by_text("likely that the given label is wrong").first.wait_for()
     card.get_by_text("Why is this flagged?").click()
     card.get_by_text(re.compile("nearest gradient neighbours (is|are) labelled")).wait_for()
-    card.get_by_text(re.compile(r"Scored by posterior-auto: .* \(κ \d\.\d\d\), so the score ")).wait_for()
+    card.get_by_text(re.compile(r"Scored by posterior-auto: .* \(κ \d\.\d\d[^)]*\), so the score ")).wait_for()
     assert card.locator("[data-testid='stImage']").count() >= 2  # the sample and its neighbours
     card.evaluate("e => e.scrollIntoView({block: 'start'})")
     screenshot(page, tmp_path, "evidence.png")
