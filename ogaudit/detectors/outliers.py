@@ -342,9 +342,8 @@ noise kinds, and the tweets) and on 12 small digits sets (300 and 1,000 images),
 uncorrected concentration and 0.25-0.75): at least as good on all 13 and on 11 of the 12 (docs/BENCHMARKS.md,
 "Detection under realistic noise"; ``benchmarks/bench_auto_ramp.py``). The chance correction is what keeps small
 data right: on the uncorrected concentration this ramp read 300 digits with symmetric noise as concentrated
-(``w`` = 1) and lost up to 0.06 AP there. Since :data:`AUTO_VERSION` 3 the ramp is read at ``κ``'s 90% lower
-confidence bound (:func:`~ogaudit.detectors.joint.concentration_bound`), not at ``κ``: the same on the 20k runs'
-thousands of wrong labels, lower on a few hundred samples."""
+(``w`` = 1) and lost up to 0.06 AP there. Reading it at ``κ``'s lower confidence bound instead
+(``AutoPosteriorDetector(bounded=True)``) was measured and not adopted (see the class)."""
 
 
 def ratio_weight(concentration: float, ramp: tuple[float, float] | None = None) -> float:
@@ -369,23 +368,26 @@ class AutoPosteriorDetector(NeighbourPosteriorDetector):
     true labels from ``π`` (:func:`~ogaudit.detectors.joint.confident_joint`, confident learning) and its
     concentration ``κ`` (:func:`~ogaudit.detectors.joint.confusion_concentration`: 0 uniform over the other
     classes, 1 one partner per class, measured against what uniform noise with as many wrong labels would show);
-    the score is ``(1 − w) · (−log π(y)) + w · ratio`` with ``w`` rising linearly from 0 at ``κ_low = ramp[0]`` to 1
-    at ``κ_low = ramp[1]`` (``ramp`` None: :data:`RATIO_RAMP`). ``κ_low`` is a 90% lower confidence bound on ``κ``
-    (:func:`~ogaudit.detectors.joint.concentration_bound`, a bootstrap over the joint's counts; ``bounded=False``
-    reads ``w`` at ``κ`` itself): on a few hundred samples ``κ`` rests on a few wrong labels a class, so ``w``
-    reaches 1 only when ``κ`` is clearly high. On 300 digits with class-pair noise the point ``κ`` (0.56-0.60) gave
-    ``w`` = 1 and the ratio, up to 0.085 AP below ``posterior``; the bound (0.38-0.40) gives ``w`` 0.73-0.79,
-    which narrows that gap to 0.04-0.05; on thousands of wrong labels the bound is within 0.05 of ``κ``
-    (docs/BENCHMARKS.md, "The default"). No true label is read.
+    the score is ``(1 − w) · (−log π(y)) + w · ratio`` with ``w`` rising linearly from 0 at ``κ = ramp[0]`` to 1
+    at ``κ = ramp[1]`` (``ramp`` None: :data:`RATIO_RAMP`). No true label is read.
+
+    ``bounded=True`` reads ``w`` at ``κ_low``, a 90% lower confidence bound on ``κ``
+    (:func:`~ogaudit.detectors.joint.concentration_bound`, a bootstrap over the joint's counts), so that ``w``
+    reaches 1 only when ``κ`` is clearly high. Measured and not the default: on 300 digits with class-pair noise,
+    where the point ``κ`` (0.56-0.60) gives ``w`` = 1 and the ratio is up to 0.085 AP below ``posterior``, it gives
+    ``w`` 0.73-0.79 and gains 0.034-0.035 AP; but on 24 other small sets (digits and MNIST, 300 and 1,000 samples,
+    three noise kinds) it lost 0.005 AP on average (worst −0.070), and on the 13 cached 1,800-3,000-sample audits it
+    changed nothing clearly (mean −0.0002). On a few hundred samples which of the two scores is better is close to a
+    coin flip that ``κ`` cannot call (docs/BENCHMARKS.md, "Small data"; ``benchmarks/bench_auto_ramp.py``).
 
     Same neighbour search, ``π``, suggested labels (``argmax π``) and label evidence as ``posterior``; only the
     ranking can differ. Fitted: ``joint_`` (C, C) ``[given, true]``, ``concentration_`` ``κ``,
-    ``concentration_low_`` ``κ_low`` (= ``κ`` when not ``bounded``), ``weight_`` ``w``, ``ramp_`` the ramp used.
+    ``concentration_low_`` ``κ_low`` (= ``κ`` unless ``bounded``), ``weight_`` ``w``, ``ramp_`` the ramp used.
 
     Raises :class:`~ogaudit.errors.SettingsError` for a ``ramp`` that is not ``0 ≤ low < high ≤ 1``.
     """
 
-    def __init__(self, *, k: int = 20, ramp: tuple[float, float] | None = None, bounded: bool = True, search=None):
+    def __init__(self, *, k: int = 20, ramp: tuple[float, float] | None = None, bounded: bool = False, search=None):
         super().__init__(k=k, search=search)
         self.ramp = ramp
         self.bounded = bounded
@@ -443,10 +445,10 @@ __all__ = [
 ]
 
 
-AUTO_VERSION = 3
+AUTO_VERSION = 2
 """The version of ``posterior-auto``'s concentration measure, in its score cache key: 1 the uncorrected entropy
-ratio, 2 chance-corrected (:func:`~ogaudit.detectors.joint.confusion_concentration`), 3 ``w`` read at its lower
-confidence bound (:func:`~ogaudit.detectors.joint.concentration_bound`). Raise it when ``κ`` or ``w`` changes."""
+ratio, 2 chance-corrected (:func:`~ogaudit.detectors.joint.confusion_concentration`). Raise it when ``κ`` or the
+way ``w`` is read from it changes (e.g. a default ``bounded=True``)."""
 
 
 def detector_params(name: str) -> dict:
@@ -459,16 +461,16 @@ def detector_params(name: str) -> dict:
 def detector_state(detector: Detector) -> dict:
     """What a fitted detector read from the data that a reviewer may want to see, as JSON-ready numbers; {} for a
     detector that reads nothing beyond its scores. ``posterior-auto``: ``concentration`` (``κ`` in [0, 1]),
-    ``concentration_low`` (its 90% lower bound ``κ_low``, where ``w`` is read; = ``κ`` when not bounded),
+    ``concentration_low`` (only for ``bounded=True``: its 90% lower bound ``κ_low``, where ``w`` was read),
     ``ratio_weight`` (``w`` in [0, 1], the weight on ``posterior-ratio``; ``1 − w`` on ``posterior``) and
     ``ramp`` (``[low, high]``, :data:`RATIO_RAMP`)."""
     if isinstance(detector, AutoPosteriorDetector) and hasattr(detector, "weight_"):
-        return {
-            "concentration": float(detector.concentration_),
-            "concentration_low": float(detector.concentration_low_),
-            "ratio_weight": float(detector.weight_),
-            "ramp": [float(detector.ramp_[0]), float(detector.ramp_[1])],
-        }
+        state = {"concentration": float(detector.concentration_)}
+        if detector.bounded:
+            state["concentration_low"] = float(detector.concentration_low_)
+        state["ratio_weight"] = float(detector.weight_)
+        state["ramp"] = [float(detector.ramp_[0]), float(detector.ramp_[1])]
+        return state
     return {}
 
 

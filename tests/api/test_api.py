@@ -129,13 +129,13 @@ def test_score_reproduces_the_audit_and_the_review_cards(audited):
     assert (from_evidence["suggested_label"] == audited.scores["suggested_label"].astype(str)).all()  # y: ints
     from_arrays = ogaudit.score(evidence.features[:, :-1], evidence.probs, evidence.labels)
     assert np.allclose(from_arrays["score"], audited.scores["score"])
-    # what posterior-auto read (κ, its bound, w) is said as the audit's run.json says it
+    # what posterior-auto read (κ, w) is said as the audit's run.json says it
     state = audited.record["detector_state"]
     assert from_arrays.attrs["detector"] == from_evidence.attrs["detector"] == "posterior-auto"
-    assert set(state) == {"concentration", "concentration_low", "ratio_weight", "ramp"}
+    assert set(state) == {"concentration", "ratio_weight", "ramp"}
     for table in (from_evidence, from_arrays):
         assert table.attrs["detector_state"].keys() == state.keys()
-        for key in ("concentration", "concentration_low", "ratio_weight"):
+        for key in ("concentration", "ratio_weight"):
             assert table.attrs["detector_state"][key] == pytest.approx(state[key], abs=1e-9)
     rows = np.argsort(audited.scores["rank"].to_numpy())[:20]
     estimate = reviewed_estimate(audited.scores, None)  # no decisions: the table's own p_wrong

@@ -189,10 +189,10 @@ def test_the_bound_lies_below_the_true_concentration_about_nine_times_in_ten():
 
 
 @pytest.mark.parametrize("scale, weight", [(1.0, "below one"), (40.0, 1.0)])
-def test_auto_reads_its_weight_at_the_bound_so_few_pair_flips_do_not_take_the_ratio_alone(scale, weight):
+def test_the_bound_keeps_few_pair_flips_from_taking_the_ratio_alone(scale, weight):
     """300 samples with class-pair noise give a high κ from a few wrong labels a class (here 3 of 4 on one partner):
-    the point κ gave ``w`` = 1
-    (where ``posterior`` was up to 0.085 AP better on 300 digits); the bound gives a blend. The same proportions with
+    the point κ gives ``w`` = 1 (where ``posterior`` was up to 0.085 AP better on 300 digits); the bound
+    (``bounded=True``) gives a blend. The same proportions with
     40 times the counts keep ``w`` = 1."""
     from ogaudit.detectors.joint import concentration_bound
 
@@ -202,13 +202,14 @@ def test_auto_reads_its_weight_at_the_bound_so_few_pair_flips_do_not_take_the_ra
     assert (0.0 < ratio_weight(low) < 1.0) if weight == "below one" else ratio_weight(low) == 1.0
 
 
-def test_the_fitted_auto_keeps_kappa_its_bound_and_an_unbounded_switch(monkeypatch):
+def test_the_bounded_auto_keeps_kappa_and_its_bound_and_the_default_reads_kappa():
     from ogaudit.detectors.outliers import detector_state
 
     evidence, _ = _noisy_set("pairs", n=120)
-    bounded = make_detector("posterior-auto").fit(evidence)
-    point = AutoPosteriorDetector(bounded=False).fit(evidence)
+    bounded = AutoPosteriorDetector(bounded=True).fit(evidence)
+    point = make_detector("posterior-auto").fit(evidence)  # the default reads w at κ itself
     assert point.concentration_ == point.concentration_low_ == bounded.concentration_
+    assert set(detector_state(point)) == {"concentration", "ratio_weight", "ramp"}
     assert bounded.concentration_low_ < bounded.concentration_
     assert bounded.weight_ == ratio_weight(bounded.concentration_low_) <= point.weight_
     state = detector_state(bounded)
