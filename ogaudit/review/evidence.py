@@ -406,8 +406,13 @@ class RunEvidence:
 
 def evidence_table(item: SampleEvidence, class_names: list[str], *, top: int = 5) -> pd.DataFrame:
     """The ``top`` most likely classes of one sample as a table: class, model probability, neighbours with that
-    label, combined ``π``, and the counterfactual score (lower = the gradient fits that label better)."""
+    label, combined ``π``, and the counterfactual score (lower = the gradient fits that label better).
+
+    The given label always has a row (marked "(given)"): where it is not among the ``top`` most likely, it takes
+    the last row, since the reviewer weighs exactly the given label against the suggestion."""
     order = item.ranking()[:top]
+    if item.given not in order:
+        order = np.append(order[: max(top - 1, 0)], item.given)
     votes = item.neighbour_votes(len(class_names))
     frame = pd.DataFrame(
         {

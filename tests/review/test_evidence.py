@@ -3,6 +3,8 @@ the bulk and override rules (:mod:`ogaudit.review.actions`) and the small text a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from ogaudit.review.actions import current_progress, others_decisions, plan_bulk
 from ogaudit.review.evidence import (
     Calibration,
     RunEvidence,
+    SampleEvidence,
     confirm_labels,
     describe,
     evidence_table,
@@ -193,7 +196,6 @@ def test_a_project_reads_its_evidence_files(scanned):
     table = evidence_table(items[0], run.class_names)
     assert {"class", "model", "neighbours", "combined", "counterfactual"} <= set(table.columns)
     assert "likely that the label" in describe(items[0], run.class_names)
-    from dataclasses import replace
 
     for calibrated in (True, False):  # "Why is this flagged?" gives the card's headline number, never another
         item = replace(items[0], calibrated=calibrated, p_wrong=0.62, p_wrong_low=0.004, p_wrong_high=0.95)
@@ -344,3 +346,22 @@ def test_the_legend_is_sorted_and_its_colours_are_distinct():
     )
     names = [t.name for t in map_figure(table, "given label").data if t.name != "flagged (ring)"]
     assert names == [str(i) for i in range(12)]
+
+
+def test_the_evidence_table_always_has_the_given_labels_row():
+    """A confident flag's given label is far down the ranking; the table still shows it (it showed the five most
+    likely classes only, so the row a reviewer weighs against the suggestion was missing on the demo's top card)."""
+    probs = np.array([0.0001, 0.0002, 0.0011, 0.0083, 0.0003, 0.0002, 0.0001, 0.9816, 0.0001, 0.0032])
+    votes = np.array([7] * 19 + [2])
+    item = SampleEvidence(
+        **dict(position=0, given=8, probs=probs, posterior=probs, counterfactual=-np.log(probs + 1e-3)),
+        **dict(neighbours=np.arange(20), cosines=np.ones(20), neighbour_labels=votes),
+        **dict(raw_wrong=1 - probs[8], p_wrong=0.99),
+    )
+    names = [str(c) for c in range(10)]
+    table = evidence_table(item, names)
+    assert len(table) == 5 and table["class"].tolist() == ["7", "3", "9", "2", "8 (given)"]
+    assert table["model"].iloc[-1] == pytest.approx(1e-4) and table["neighbours"].iloc[-1] == "0/20"
+    assert table["neighbours"].iloc[0] == "19/20"
+    likely = replace(item, given=7)  # the given label among the most likely: the plain top five
+    assert evidence_table(likely, names)["class"].tolist() == ["7 (given)", "3", "9", "2", "4"]
