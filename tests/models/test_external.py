@@ -481,13 +481,27 @@ def test_minilm_weights_that_install_offline_as_a_users_text_classifier(tmp_path
     np.testing.assert_allclose(result.evidence.probs[:2], expected, atol=1e-5)
 
 
-def test_verify_after_auditing_the_users_model_retrains_ogaudits_own_and_says_so(small, trained, tmp_path):
+def test_verify_after_auditing_the_users_model_retrains_ogaudits_own_and_says_so(small, trained, tmp_path, monkeypatch):
+    import dataclasses
+
+    import ogaudit.project as project_module
     from ogaudit.project import Project
 
     out = tmp_path / "project"
     ogaudit.audit(
         (small.x, small.y), AuditSettings(map_method="pca"), model=trained, cache_dir=tmp_path / "cache", out_dir=out
     )
+    # the recipe is ogaudit's own (model "auto") as the project chooses it, trained for 2 epochs instead of the
+    # automatic number: what is checked is the note, not the accuracy (the automatic epochs took ~55 s here)
+    recipe = project_module._verify_recipe
+    chosen = []
+
+    def shorter(run):
+        settings, note = recipe(run)
+        chosen.append(settings.model)
+        return dataclasses.replace(settings, epochs=2), note
+
+    monkeypatch.setattr(project_module, "_verify_recipe", shorter)
     report = Project(out).verify(seeds=1, data=(small.x, small.y))
     assert any("which ogaudit cannot retrain" in note and "your model" in note for note in report.notes)
-    assert "cannot retrain" in report.describe()
+    assert "cannot retrain" in report.describe() and chosen == ["auto"]
