@@ -394,7 +394,7 @@ def test_verify_copes_with_rare_classes_and_says_which_it_cannot_measure(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_tiny_pilot_set_is_not_memorised_by_the_automatic_recipe(digits):
+def test_a_tiny_pilot_set_is_not_memorised_by_the_automatic_recipe(digits, one_torch_thread):
     from ogaudit.models.training import TrainSettings, batched_features, train_model
 
     rng = np.random.default_rng(0)
