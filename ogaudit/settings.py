@@ -62,6 +62,12 @@ audit, not a user's checkpoint."""
 MAP_METHODS = ("umap", "pca", "none")
 MODEL_KINDS = ("auto", "cnn", "mlp", "efficientnet", "linear", "lora")
 NOISE_KINDS = ("symmetric", "pairs", "instance", "annotator")
+TRAIN_LOSSES = ("cross-entropy", "gce", "sce", "label-smoothing")
+"""The training losses of the audit's own model (:func:`ogaudit.models.training.training_loss`): cross-entropy (the
+default), generalized cross-entropy (GCE, Zhang & Sabuncu 2018, ``q`` = 0.7), symmetric cross-entropy (SCE, Wang
+et al. 2019, α = 0.1, β = 1, A = −4), two losses robust to wrong labels, and cross-entropy with label smoothing
+(ε = 0.1; Lukasik et al. 2020 on label noise). docs/BENCHMARKS.md, "Detection under
+realistic noise", measures whether they help the audit's flags."""
 DEFAULT_BUDGET = 0.05
 DEFAULT_PROJECTION_DIM = 4096
 MIN_PROJECTION_DIM = 16
@@ -149,9 +155,11 @@ class TrainSettings:
     weight_decay: float = 1e-4
     seed: int = 0
     fine_tune: bool = False
+    loss: str = "cross-entropy"
 
     def __post_init__(self):
         check_epochs(self.epochs)
+        check_choice("loss", self.loss, TRAIN_LOSSES)
         if not 1 <= self.batch_size <= 65536:
             raise SettingsError(f"batch_size must be between 1 and 65536; got {self.batch_size}.")
         if not 0 < self.learning_rate < 10:
@@ -216,6 +224,10 @@ class AuditSettings:
     predictions : a file of your model's predictions on the data (``.npz`` or ``.parquet``: penultimate
         features and probabilities or logits, optionally sample ids; :mod:`ogaudit.data.predictions`): the
         samples are scored from them, with no model run and nothing trained. None: a model is trained or given.
+    loss : the training loss of the model the audit trains, one of :data:`TRAIN_LOSSES` (``"cross-entropy"``,
+        ``"gce"``, ``"sce"``, ``"label-smoothing"``); it does not apply to a given checkpoint or predictions (refused with them) nor to
+        LoRA fine-tuning. The default stays cross-entropy: docs/BENCHMARKS.md, "Does a noise-robust training loss
+        help?".
 
     Raises :class:`~ogaudit.errors.SettingsError` naming the first setting out of range.
     """
@@ -238,6 +250,7 @@ class AuditSettings:
     id_column: str | None = None
     path_column: str | None = None
     predictions: str | None = None
+    loss: str = "cross-entropy"
 
     def __post_init__(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
@@ -292,6 +305,13 @@ class AuditSettings:
                     f"predictions={self.predictions!r} replaces the model (scored from your predictions, nothing "
                     f"trained or run), so {', '.join(clashing)} cannot apply; leave {'it' if len(clashing) == 1 else 'them'} out."
                 )
+        check_choice("loss", self.loss, TRAIN_LOSSES)
+        if self.loss != "cross-entropy" and (self.model not in MODEL_KINDS or self.model == "lora" or self.predictions):
+            raise SettingsError(
+                f"loss={self.loss!r} sets how the audit trains its own model; with "
+                f"{'predictions' if self.predictions else f'model={self.model!r}'} nothing is trained that way, so "
+                "leave loss at 'cross-entropy'."
+            )
         for name in ("text_column", "label_column", "id_column", "path_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -313,7 +333,7 @@ class AuditSettings:
         fine-tuning: batches of :data:`FINE_TUNE_BATCH_SIZE`, epochs by :func:`fine_tune_epochs`)."""
         if self.model == "lora":
             return TrainSettings(epochs=self.epochs, seed=self.seed, batch_size=FINE_TUNE_BATCH_SIZE, fine_tune=True)
-        return TrainSettings(epochs=self.epochs, seed=self.seed)
+        return TrainSettings(epochs=self.epochs, seed=self.seed, loss=self.loss)
 
     def to_dict(self) -> dict:
         """JSON-able settings (``layers`` as a list), as saved in ``run.json`` and ``request.json``."""
@@ -321,6 +341,8 @@ class AuditSettings:
         saved["layers"] = list(self.layers)
         if saved["path_column"] is None:  # as a release without it wrote them: the same record, the same fingerprint
             del saved["path_column"]
+        if saved["loss"] == "cross-entropy":  # likewise
+            del saved["loss"]
         return saved
 
     @classmethod

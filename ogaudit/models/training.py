@@ -19,7 +19,15 @@ from ogaudit.progress import ProgressCallback, check_cancel, report
 from ogaudit.settings import TrainSettings
 from ogaudit.storage import atomic_path, fingerprint, release_pages
 
-__all__ = ["TrainSettings", "Trajectory", "TrainingRun", "batch_tensor", "batched_features", "train_model"]
+__all__ = [
+    "TrainSettings",
+    "Trajectory",
+    "TrainingRun",
+    "batch_tensor",
+    "batched_features",
+    "train_model",
+    "training_loss",
+]
 
 HOLDOUT_MAX_SAMPLES = 1000
 """At most this many samples, the automatic recipe picks its epochs on a held-out part (see :func:`train_model`):
@@ -36,6 +44,38 @@ noise (SimiFeat, Zhu et al. 2022, votes among neighbours in such features)."""
 TRAJECTORY_MAX_CELLS = 10_000_000
 """A trajectory is recorded up to this many samples × classes (four (N, C) float32 sums: 160 MB at the cap);
 above it, none (the detectors that read one say so)."""
+
+
+GCE_Q = 0.7
+"""Generalized cross-entropy's ``q`` (Zhang & Sabuncu 2018, their choice): ``(1 − p_y^q) / q``, cross-entropy as
+q → 0, mean absolute error at q = 1."""
+SCE_ALPHA, SCE_BETA, SCE_LOG_ZERO = 0.1, 1.0, -4.0
+"""Symmetric cross-entropy's weights and its ``log 0`` (Wang et al. 2019, their CIFAR-10 choice):
+``α · CE + β · RCE`` with the reverse cross-entropy ``RCE = −A (1 − p_y)``."""
+LABEL_SMOOTHING = 0.1
+"""The label-smoothing loss's ε: cross-entropy against ``(1 − ε) · onehot(y) + ε / C``."""
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "cross-entropy") -> torch.Tensor:
+    """The mean training loss of ``logits`` (B, C) at ``labels`` (B,) int64, a scalar tensor.
+
+    ``"cross-entropy"``: ``−log p_y``. ``"gce"``: generalized cross-entropy ``(1 − p_y^q) / q`` with q =
+    :data:`GCE_Q` (Zhang & Sabuncu 2018): its gradient is cross-entropy's weighted by ``p_y^q``, so a sample the model
+    finds unlikely (a wrong label, often) pulls less. ``"sce"``: symmetric cross-entropy ``α · CE + β · (−A)(1 −
+    p_y)`` (Wang et al. 2019, :data:`SCE_ALPHA`, :data:`SCE_BETA`, :data:`SCE_LOG_ZERO`). ``"label-smoothing"``:
+    cross-entropy against ``(1 − ε) · onehot(y) + ε / C``, ε = :data:`LABEL_SMOOTHING`. ValueError for another
+    name (:data:`ogaudit.settings.TRAIN_LOSSES` lists them).
+    """
+    if loss == "cross-entropy":
+        return F.cross_entropy(logits, labels)
+    if loss == "label-smoothing":
+        return F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
+    log_p = torch.log_softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    if loss == "gce":
+        return ((1.0 - torch.exp(GCE_Q * log_p)) / GCE_Q).mean()
+    if loss == "sce":
+        return SCE_ALPHA * (-log_p).mean() + SCE_BETA * (-SCE_LOG_ZERO) * (1.0 - log_p.exp()).mean()
+    raise ValueError(f"loss must be one of cross-entropy, gce, sce, label-smoothing; got {loss!r}.")
 
 
 def early_epoch(epochs: int) -> int:
@@ -381,7 +421,7 @@ def _fit(
             index = order[first : first + settings.batch_size]
             features = embed(_rows(inputs, index))
             logits = model.head(features)
-            loss = F.cross_entropy(logits, labels[index])
+            loss = training_loss(logits, labels[index], settings.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -457,7 +497,10 @@ def batched_features(
 
 
 def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
-    return fingerprint("model-v4", dataset.fingerprint(), model_kind, asdict(settings))  # v4: with its trajectory
+    recipe = asdict(settings)
+    if recipe["loss"] == "cross-entropy":  # the key of a model trained before the loss was a setting
+        del recipe["loss"]
+    return fingerprint("model-v4", dataset.fingerprint(), model_kind, recipe)  # v4: with its trajectory
 
 
 def save_model(model: nn.Module, path: Path) -> None:
