@@ -402,13 +402,16 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
         people = set(decisions["annotator"]) | set(st.session_state.get("queue-annotator") or [])
         people = sorted(people)  # a name chosen earlier stays an option even when its decisions were undone
         annotators = row[3].multiselect("Decided by", people, key="queue-annotator")
-        row = st.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")  # wide enough for "Flagged only"
+        row = st.columns([3, 2, 2], vertical_alignment="bottom")  # wide enough for "Flagged only"
         picked = row[0].slider("Score", low, max(high, low + 1e-9), (low, high), key="queue-score")
         flagged_only = row[1].toggle("Flagged only", value=True, key="queue-flagged-only")
         search = row[2].text_input("Sample id contains", key="queue-search", placeholder="search ids")
-        sort = row[3].selectbox("Sort", list(SORTS), key="queue-sort")
+        # four to a row, so that "to calibrate P(wrong)" and "Duplicates with different labels" are not cut
+        # (a fifth of the row showed "to calibrate P(wro" at 1400 px)
+        row = st.columns(4)
+        sort = row[2].selectbox("Sort", list(SORTS), key="queue-sort")
         conflicts = int(groups.loc[groups["conflict"], "group"].nunique())
-        which = row[4].selectbox(
+        which = row[3].selectbox(
             "Duplicates",
             list(DUPLICATE_QUEUES),
             format_func=lambda k: DUPLICATE_QUEUES[k] + (f" ({conflicts})" if k == "conflicts" else ""),
@@ -416,7 +419,6 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
             help="Same content under several ids (exact bytes or the same text, or the same coarse picture or "
             "embedding); with different labels, at least one label is wrong. Flagged or not.",
         )
-        row = st.columns(4)
         verdict = row[0].selectbox(
             "Wrong or ambiguous",
             list(VERDICTS),

@@ -83,3 +83,13 @@ def test_a_card_not_yet_calibrated_says_between_what_and_how_many_decisions_woul
     for line in unknown:  # the bracket, and the decisions in the order that calibrates
         assert "not yet calibrated: between " in line and "100%" not in line
         assert f"decide ~{estimate.to_calibrate} samples in the '{CALIBRATE}' order to pin it down" in line
+
+
+def test_the_sort_and_duplicates_boxes_get_a_quarter_of_the_row(project):
+    """At a fifth of the filter row, the sort box cut its choice to "to calibrate P(wro" at 1400 px (a new user's
+    trial); each of the four boxes of its row now has a quarter."""
+    at = start()
+    assert not at.exception and not at.error
+    for key in ("queue-sort", "queue-duplicates", "queue-verdict", "queue-stability"):
+        holding = [column for column in at.columns if any(box.key == key for box in column.selectbox)]
+        assert holding and holding[-1].weight >= 0.25 - 1e-9, (key, [c.weight for c in holding])
