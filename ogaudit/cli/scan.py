@@ -208,6 +208,8 @@ class _StageBars:
     def _log(self, stage: str, fraction: float, message: str) -> None:
         if stage != self.stage:
             self.stage, self.logged = stage, -1.0
+        if self.logged >= 1.0:
+            return  # the stage's 100% line is printed once, however often the stage reports it
         if fraction >= 1.0 or fraction - self.logged >= self.LOG_STEP:
             self.logged = fraction
             print(f"ogaudit: {stage} {fraction:.0%} {message}".rstrip(), file=sys.stderr, flush=True)
