@@ -345,8 +345,14 @@ def cli(*argv: str) -> int:
 def test_review_commands_import_list_and_export(project, tmp_path, capsys):
     incoming = tmp_path / "incoming.csv"
     incoming.write_text("sample_id,action,final_label,note\np0,relabel,1,looks like a one\np1,remove,,\nzz,keep,,\n")
-    assert cli("decisions", "import", incoming, "--project", project, "--annotator", "ann") == 0
+    # two rows stored, one refused: done in part, exit code 1 (as `ogaudit --help` and the README say)
+    assert cli("decisions", "import", incoming, "--project", project, "--annotator", "ann") == 1
     assert "row 4: unknown sample id 'zz'" in capsys.readouterr().out
+    assert cli("decisions", "import", incoming, "--project", project, "--annotator", "ann") == 1  # zz still refused
+    clean = tmp_path / "clean.csv"
+    clean.write_text("sample_id,action,final_label,note\np0,relabel,1,looks like a one\n")
+    assert cli("decisions", "import", clean, "--project", project, "--annotator", "ann") == 0  # held already: done
+    capsys.readouterr()
     assert (project / "ledger.sqlite").exists()
 
     assert cli("decisions", "list", "--project", project) == 0
