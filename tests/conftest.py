@@ -190,3 +190,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def module_chromium():
+    """One headless chromium per test module (a launch costs ~7 s on CI's two loaded cores), for :func:`browser`."""
+    from appserver import launched_chromium
+
+    with launched_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def browser(module_chromium):
+    """The module's chromium for one test: open pages in new contexts (``browser.new_context()``); every context
+    the test opened is closed after it, so no page of a stopped server keeps reconnecting. Modules that define
+    their own ``browser`` fixture keep theirs."""
+    yield module_chromium
+    for context in list(module_chromium.contexts):
+        context.close()

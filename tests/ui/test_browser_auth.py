@@ -8,7 +8,7 @@ import re
 import shutil
 
 import pytest
-from appserver import NEEDS_CHROMIUM, READY, launched_chromium, start_app, stop_app
+from appserver import NEEDS_CHROMIUM, READY, start_app, stop_app
 
 from ogaudit.project import Project
 from ogaudit.server.auth import UserStore
@@ -28,12 +28,6 @@ def team_server(tmp_path, cache_dir, finished_project):
     process, url = start_app(env, tmp_path / "streamlit.log")
     yield url, home
     stop_app(process)
-
-
-@pytest.fixture
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
 
 
 def sign_in(browser, url: str, name: str, password: str = PASSWORD, query: str = ""):

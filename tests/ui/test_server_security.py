@@ -12,13 +12,14 @@ import http.cookiejar
 import os
 import re
 import shutil
+import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from appserver import NEEDS_CHROMIUM, READY, launched_chromium, start_app, stop_app
+from appserver import NEEDS_CHROMIUM, READY, start_app, stop_app
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -139,12 +140,6 @@ def run_async(coroutine_function):
         return pool.submit(lambda: asyncio.run(coroutine_function())).result(120)
 
 
-@pytest.fixture
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
 def _sign_in(browser, url: str, password: str):
     """The admin ``root`` signed in from a new browser context."""
     return _sign_in_as(browser, url, "root", password)
@@ -189,7 +184,7 @@ def test_uploads_from_a_signed_out_session_are_refused_and_hold_nothing(team_ser
         await ws.close()
         return codes
 
-    assert asyncio.run(attack()) == [403] * 14
+    assert run_async(attack) == [403] * 14
     assert client.held_upload_bytes() == 0
     assert process.poll() is None
 
@@ -206,7 +201,7 @@ def test_an_upload_during_the_first_run_after_the_start_is_refused(team_server):
         await ws.close()
         return code
 
-    assert asyncio.run(race()) == 403
+    assert run_async(race) == 403
 
 
 def test_a_granted_session_uploads_within_the_cap_and_its_files_go_with_its_socket(loopback_server):
@@ -222,13 +217,13 @@ def test_a_granted_session_uploads_within_the_cap_and_its_files_go_with_its_sock
         await ws.close()
         return codes, held
 
-    codes, held = asyncio.run(upload_then_close())
+    codes, held = run_async(upload_then_close)
     assert codes == [204] * 8 + [413]
     assert held >= 8 * MB
     for _ in range(50):  # the server handles the close asynchronously
         if client.held_upload_bytes() == 0:
             break
-        asyncio.run(asyncio.sleep(0.1))
+        time.sleep(0.1)
     assert client.held_upload_bytes() == 0
 
 
