@@ -496,10 +496,19 @@ def batched_features(
     return np.concatenate(chunks)
 
 
-def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
+def model_recipe(settings: TrainSettings) -> dict:
+    """The training settings that key a trained model in the cache and are saved beside it (``entry.json``): those
+    of ``settings``, less ``loss`` when it is the default cross-entropy, so that a model cached before the loss was a
+    setting keeps both its key and its saved settings, and is reused rather than discarded as "saved for other
+    settings"."""
     recipe = asdict(settings)
-    if recipe["loss"] == "cross-entropy":  # the key of a model trained before the loss was a setting
+    if recipe["loss"] == "cross-entropy":
         del recipe["loss"]
+    return recipe
+
+
+def model_cache_key(dataset: Dataset, model_kind: str, settings: TrainSettings) -> str:
+    recipe = model_recipe(settings)
     return fingerprint("model-v4", dataset.fingerprint(), model_kind, recipe)  # v4: with its trajectory
 
 

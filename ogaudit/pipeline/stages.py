@@ -49,6 +49,7 @@ from ogaudit.models.training import (
     load_model_state,
     load_trajectory,
     model_cache_key,
+    model_recipe,
     save_model,
     save_trajectory,
     train_model,
@@ -163,7 +164,7 @@ PROBE_ROWS = 8
 def _model_entry(cache: ArtifactCache, kind: str, dataset, train):
     """The cache entry of the model of ``kind`` trained on ``dataset`` with ``train`` settings."""
     key = model_cache_key(dataset, kind, train)
-    return cache.entry("model", key, {"kind": kind, "data": dataset.fingerprint(), "train": asdict(train)})
+    return cache.entry("model", key, {"kind": kind, "data": dataset.fingerprint(), "train": model_recipe(train)})
 
 
 def training_trajectory(

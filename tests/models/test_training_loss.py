@@ -101,3 +101,30 @@ def test_an_audit_records_its_loss_in_run_json(tmp_path, cache_dir, one_torch_th
     audit("digits", settings, out_dir=tmp_path / "run", cache_dir=cache_dir)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["settings"]["loss"] == "gce"
+
+
+def test_a_model_cached_before_the_loss_setting_is_reused_not_discarded(digits, tmp_path):
+    """Its key was kept; the settings saved beside it must match too, or the cache discards it and retrains."""
+    from ogaudit.cache.artifacts import ArtifactCache
+    from ogaudit.pipeline.stages import _model_entry
+
+    data = stratified_subset(digits, 40, seed=0)
+    plain = TrainSettings(epochs=2)
+    before = {
+        "epochs": 2,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "seed": 0,
+        "fine_tune": False,
+    }
+    cache = ArtifactCache(tmp_path)
+    old = cache.entry(
+        "model", model_cache_key(data, "mlp", plain), {"kind": "mlp", "data": data.fingerprint(), "train": before}
+    )
+    old.save(lambda folder: (folder / "model.pt").write_bytes(b"weights"))
+    notices = []
+    read = _model_entry(cache, "mlp", data, plain).load(lambda f: (f / "model.pt").read_bytes(), notice=notices.append)
+    assert read == b"weights" and notices == []
+    sce = _model_entry(cache, "mlp", data, TrainSettings(epochs=2, loss="sce"))
+    assert sce.key != old.key and sce.settings["train"]["loss"] == "sce"
