@@ -741,9 +741,9 @@ def ambiguous(
     wrong label, not an ambiguous one (a new user's trial: every real error of a 100-row binary text table read
     "ambiguous" under the rule without that veto). Neither is a sample the model fits to its given label while all
     its neighbours carry another (a memorised wrong label): each view is sure, they just disagree. Measured on the
-    13 cached audits (docs/BENCHMARKS.md, "Calibration"): of the flagged, the rule without the veto called 22
-    true errors "ambiguous" (all 22 wrong on digits / MNIST pairs and instance); with it, none of them, and the
-    tweets' 5 flagged "ambiguous" are 40% low-agreement against 18% of the others. Without neighbours
+    13 cached audits (docs/BENCHMARKS.md, "Calibration"; ``benchmarks/bench_ambiguous.py``): of the flagged, the
+    rule without the veto called 22 samples "ambiguous", 21 of them true errors; with it, one (a correct label),
+    and the tweets' 5 flagged "ambiguous" are 40% low-agreement against 18% of the others. Without neighbours
     (``votes`` None) the model's split alone decides.
     """
     posterior = np.asarray(posterior, dtype=np.float64)
