@@ -900,14 +900,22 @@ def stability_text(share: float, basis: str, of: float) -> tuple[str, str] | Non
     ``share`` the table's ``flag_stability``, ``basis`` its ``flag_stability_basis`` (``"checkpoints"``,
     ``"neighbours"``, or ``""`` in a run written before the basis was recorded: its stability came from the
     neighbours), ``of`` its ``flag_stability_of`` (NaN in such a run: :data:`RESAMPLES`).
-    E.g. ``"stable flag: flagged at 4 of the last 5 checkpoints of its training"``."""
+    E.g. ``"stable flag: 4 of the last 5 checkpoints of its training would flag it too"``; at 0 the line says that
+    only the final evidence flags it (a new user read "flagged at 0 of …" on a flagged card as a contradiction)."""
     if share != share:
         return None
     stable = "stable" if share >= STABLE_AT else "unstable"
     if basis == "checkpoints":
         count = int(of) if of == of else 0
+        kept = round(share * count)
+        said = (
+            f"none of the last {count} checkpoints of its training would flag it; only the final model and its "
+            "neighbours do"
+            if kept == 0
+            else f"{kept} of the last {count} checkpoints of its training would flag it too"
+        )
         return (
-            f"{stable} flag: flagged at {round(share * count)} of the last {count} checkpoints of its training",
+            f"{stable} flag: {said}",
             "At each epoch of the second half of training, was the sample among the lowest margins of its given "
             f"label, as many as the run flagged? {STABLE_AT:.0%} or more of those checkpoints reads stable. It says "
             "whether the verdict may flip, not whether the label is wrong: in the benchmarks 89% of stable flags "

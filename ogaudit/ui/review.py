@@ -431,9 +431,9 @@ def _filters(run: Run, decisions: pd.DataFrame, groups: pd.DataFrame, dataset: D
             list(STABILITIES),
             format_func=lambda v: v or "any",
             key="queue-stability",
-            help=f"Stable: flagged at {STABLE_AT:.0%} or more of the checkpoints of the second half of training "
-            "(when ogaudit trained the model), else kept in that share of resamples of the sample's gradient "
-            "neighbours. Unstable: the verdict may flip.",
+            help=f"Stable: {STABLE_AT:.0%} or more of the checkpoints of the second half of training would flag it "
+            "too (when ogaudit trained the model), else it is kept in that share of resamples of the sample's "
+            "gradient neighbours. Unstable: the verdict may flip.",
         )
         words = ""
         if dataset is not None and dataset.is_text:
