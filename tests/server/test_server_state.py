@@ -7,7 +7,6 @@ tests/ui/test_server_security.py."""
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import threading
@@ -168,16 +167,18 @@ def _timed_sign_in(name: str) -> float:
 
 
 def test_unknown_and_known_names_take_the_same_time_through_the_app(team):
-    """The sign-in form's own path (AppTest: form, limiter, store, bcrypt): medians within 0.3 s, where the old
-    path took ~0.7 s longer for an unknown name (a dummy hash built per attempt). The bound is half the old gap,
-    not a tight one: on two loaded cores the medians of identical paths were seen 0.13 s apart."""
+    """The sign-in form's own path (AppTest: form, limiter, store, bcrypt): the fastest of five tries of each within
+    0.3 s, where the old path took ~0.7 s longer for an unknown name on every try (a dummy hash built per attempt).
+    The bound is half the old gap, not a tight one. The fastest try, not the median: load on a shared machine only
+    ever adds time, so the minimum is the path's own cost (medians of identical paths were seen 0.13 s apart at
+    load 22, and 0.34 s apart at load 12)."""
     server_state().limiter.max_failures = 100
     _timed_sign_in("root")  # warm-up: imports, first page
     known, unknown = [], []
-    for i in range(4):
+    for i in range(5):
         known.append(_timed_sign_in("root"))
         unknown.append(_timed_sign_in(f"nobody{i}"))
-    gap = abs(statistics.median(unknown) - statistics.median(known))
+    gap = abs(min(unknown) - min(known))
     assert gap < 0.3, (known, unknown)
     assert min(known + unknown) > 0.1  # both paths really ran bcrypt at cost 12
 
