@@ -429,9 +429,12 @@ class Project(RunFolder):
         """The review as a table: what ``export_decisions`` writes.
 
         Without ``history``, one row per decided sample with its decision in force: ``sample_id, given_label,
-        action, final_label, annotator, decided_at, score, rank, note, run, settled, tags, status, assigned_to``
-        (``final_label`` None for remove; :data:`~ogaudit.review.decisions.EXPORT_COLUMNS`), then one row without an
-        action per sample assigned or noted but not decided.
+        action, final_label, annotator, decided_at, score, rank, note, run, settled, p_wrong, p_wrong_low,
+        p_wrong_high, p_wrong_calibrated, tags, status, assigned_to`` (``final_label`` None for remove;
+        :data:`~ogaudit.review.decisions.EXPORT_COLUMNS`), then one row without an action per sample assigned or
+        noted but not decided. ``p_wrong`` … ``p_wrong_calibrated`` are the review card's P(wrong), its 90% interval
+        and False where the card reads "not yet calibrated", with the decisions in force applied (as in
+        :meth:`export`); None without a finished run.
         With ``history``, every event of the log (decisions, undos, redos) in order. ``ids`` keeps only those
         samples' rows. ``data``: for a folder never scanned (see :meth:`ledger`).
         Labels (``given_label``, ``final_label``; ``label`` in the history) are integers (``Int64``) when the run's
@@ -439,7 +442,7 @@ class Project(RunFolder):
         """
         from ogaudit.review.decisions import decisions_frame, typed_decisions
 
-        frame = decisions_frame(self.ledger(data), ids=_as_ids(ids), history=history)
+        frame = decisions_frame(self.ledger(data), ids=_as_ids(ids), history=history, **self._card_wrong(history))
         return typed_decisions(frame, integer=self.has_run() and record_integer_labels(self.read_record()))
 
     def export_decisions(
@@ -454,9 +457,24 @@ class Project(RunFolder):
         leading ``'``) and return its path: what ``ogaudit export decisions`` writes."""
         from ogaudit.review.decisions import write_decisions_csv
 
+        target = self._export_target(path, data)
         return write_decisions_csv(
-            self.ledger(data), self._export_target(path, data), ids=_as_ids(ids), history=history
+            self.ledger(data), target, ids=_as_ids(ids), history=history, **self._card_wrong(history)
         )
+
+    def _card_wrong(self, history: bool) -> dict:
+        """``run_table`` and ``p_wrong`` for :func:`~ogaudit.review.decisions.decisions_frame`: the finished run's
+        table, and the packaged curve's P(wrong) where the run predates the data-level estimate (as the card)."""
+        if history or not self.has_run():
+            return {}
+        from ogaudit.review.calibration import reviewed_estimate
+
+        run = self.open_run()
+        p_wrong = None
+        if reviewed_estimate(run.table, None) is None:
+            evidence = self.open_evidence(run)
+            p_wrong = evidence.p_wrong() if evidence is not None else None
+        return {"run_table": run.table, "p_wrong": p_wrong}
 
     def import_decisions(self, source: str | os.PathLike | bytes, *, annotator: str, data=None) -> ImportReport:
         """Add the decisions of a decisions CSV (a path or its bytes) made elsewhere, as one undo step of
@@ -510,8 +528,9 @@ class Project(RunFolder):
         ``FiftyOneImageClassificationDataset`` folder), ``"label-studio"`` (a folder with ``tasks.json`` and
         ``label_config.xml``), ``"hf"`` (a ``datasets`` ``save_to_disk`` folder), ``"parquet"`` (a ``.parquet``
         file) or ``"cleanlab"`` (its label-issues frame as a ``.csv`` file); each carries ``score``, ``rank``,
-        ``flagged``, ``suggested_label``, ``p_wrong``, the ``decision`` and the ``reviewed_label``
-        (:func:`~ogaudit.review.exports.reviewed_table`). Integer labels stay integers.
+        ``flagged``, ``suggested_label``, ``p_wrong`` with ``p_wrong_low``, ``p_wrong_high`` and
+        ``p_wrong_calibrated`` (the review card's numbers, False where it reads "not yet calibrated"), the
+        ``decision`` and the ``reviewed_label`` (:func:`~ogaudit.review.exports.reviewed_table`). Integer labels stay integers.
 
         FiftyOne and Label Studio carry the samples (images; Label Studio also texts) and read the data (``data``
         as for :meth:`export_split`); ``hf`` and ``parquet`` add an ``image`` or ``text`` column when the data can
@@ -533,12 +552,13 @@ class Project(RunFolder):
         ledger = self.ledger(data)
         state = ledger.state()
         estimate = reviewed_estimate(run.table, state)  # the cards' number: the run's, updated by the decisions
-        if estimate is not None:
-            p_wrong = estimate.p
-        else:  # a run written before p_wrong was estimated on the data: the packaged curve
+        p_wrong = None
+        if estimate is None:  # a run written before p_wrong was estimated on the data: the packaged curve
             evidence = self.open_evidence(run)
             p_wrong = evidence.p_wrong() if evidence is not None else None
-        table = reviewed_table(run.table, state, run.class_names, integer=run.integer_labels, p_wrong=p_wrong)
+        table = reviewed_table(
+            run.table, state, run.class_names, integer=run.integer_labels, p_wrong=p_wrong, wrong=estimate
+        )
         dataset = None
         if format in ("fiftyone", "label-studio"):
             dataset = self._audited(data)

@@ -38,7 +38,8 @@ TOOL_EXPORTS = {
 """``ogaudit export FORMAT``: what each writes (:func:`ogaudit.export`), and what OUT is."""
 TOOL_EXPORT_COLUMNS = (
     "Every sample carries score (higher = more suspicious), rank, flagged, suggested_label, p_wrong (probability "
-    "the given label is wrong), decision and reviewed_label (the label after the review). Integer labels stay "
+    "the given label is wrong), p_wrong_low, p_wrong_high (its 90% interval), p_wrong_calibrated (false where the "
+    "review card reads 'not yet calibrated'), decision and reviewed_label (the label after the review). Integer labels stay "
     "integers."
 )
 

@@ -160,6 +160,48 @@ class WrongEstimate:
         """``p_wrong``, ``p_wrong_low``, ``p_wrong_high``: the columns of the score table."""
         return {"p_wrong": self.p, "p_wrong_low": self.low, "p_wrong_high": self.high}
 
+    def export_columns(self) -> dict[str, np.ndarray]:
+        """What every export carries of it, as the review card shows it: :meth:`columns` (floats in [0, 1]) and
+        ``p_wrong_calibrated`` ((N,) bool, :attr:`calibrated`: False where the card reads "not yet calibrated:
+        between ``p_wrong_low`` and ``p_wrong_high``" instead of the number)."""
+        return {**self.columns(), "p_wrong_calibrated": np.asarray(self.calibrated, dtype=bool)}
+
+
+EXPORT_WRONG_COLUMNS = ("p_wrong", "p_wrong_low", "p_wrong_high", "p_wrong_calibrated")
+"""The P(wrong) columns of every export and of the decisions CSV (:meth:`WrongEstimate.export_columns`)."""
+
+
+def card_wrong_columns(
+    table, decisions=None, *, p_wrong: np.ndarray | None = None, wrong: WrongEstimate | None = None
+) -> dict[str, np.ndarray]:
+    """:data:`EXPORT_WRONG_COLUMNS` for each row of ``table`` (N rows), as the review card shows them.
+
+    ``wrong``: the estimate the card uses, when the caller has it. Otherwise, without ``p_wrong``, the run's table
+    updated with the review's ``decisions`` (:func:`reviewed_estimate`, what the card calls); where that is
+    unknown (a table without ``p_wrong_low``), or with ``p_wrong`` ((N,) the packaged curve's value, the card's
+    fallback for a run written before P(wrong) was estimated on the data), the prior interval of that value,
+    as the card's fallback (:func:`prior_estimate`). A row without a number gets NaN and ``False``."""
+    n = len(table)
+    if wrong is None and p_wrong is None:
+        wrong = reviewed_estimate(table, decisions)
+        if wrong is None and "p_wrong" in table.columns:
+            import pandas as pd
+
+            p_wrong = pd.to_numeric(table["p_wrong"], errors="coerce").to_numpy(dtype=np.float64)
+    if wrong is None and p_wrong is not None:
+        p_wrong = np.asarray(p_wrong, dtype=np.float64)
+        if len(p_wrong) and not np.isnan(p_wrong).any() and ((p_wrong >= 0) & (p_wrong <= 1)).all():
+            wrong = prior_estimate(p_wrong, "the packaged curve (fitted on planted noise)")
+    if wrong is None:
+        nan = np.full(n, np.nan) if p_wrong is None else np.asarray(p_wrong, dtype=np.float64)
+        return {
+            "p_wrong": nan,
+            "p_wrong_low": np.full(n, np.nan),
+            "p_wrong_high": np.full(n, np.nan),
+            "p_wrong_calibrated": np.zeros(n, dtype=bool),
+        }
+    return wrong.export_columns()
+
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)

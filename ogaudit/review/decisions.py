@@ -16,29 +16,51 @@ import pandas as pd
 
 from ogaudit.data.csvtext import read_csv_table
 from ogaudit.errors import LedgerError
+from ogaudit.review.calibration import EXPORT_WRONG_COLUMNS, card_wrong_columns
 from ogaudit.review.ledger import ACTIONS, LABELLED_ACTIONS, STATE_COLUMNS, Decision, Ledger
 from ogaudit.storage import atomic_path, check_replaceable, escape_cell, unescape_cell
 
 DECISION_COLUMNS = [c for c in STATE_COLUMNS if c != "batch_id"]
 TEAM_COLUMNS = ["tags", "status", "assigned_to"]
-EXPORT_COLUMNS = DECISION_COLUMNS + TEAM_COLUMNS
-"""The decisions CSV's columns: a sample's current decision, then the team's view of it
-(:mod:`ogaudit.review.team`): its tags (joined with ``, ``), status and assignees (joined with ``, ``)."""
+EXPORT_COLUMNS = DECISION_COLUMNS + list(EXPORT_WRONG_COLUMNS) + TEAM_COLUMNS
+"""The decisions CSV's columns: a sample's current decision, the review card's P(wrong) (``p_wrong``,
+``p_wrong_low``, ``p_wrong_high``, ``p_wrong_calibrated``: False where the card reads "not yet calibrated"; empty
+without a run's table), then the team's view of it (:mod:`ogaudit.review.team`): its tags (joined with ``, ``),
+status and assignees (joined with ``, ``)."""
+_EARLIER_EXPORT_COLUMNS = DECISION_COLUMNS + TEAM_COLUMNS
+"""The header of a decisions CSV written before it carried P(wrong) (a later export may replace it)."""
 
 
 MAX_CELL_CHARS = 10_000
 """An imported row with a longer cell is rejected (notes are for sentences, not documents)."""
 
 
-def decisions_frame(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> pd.DataFrame:
+def decisions_frame(
+    ledger: Ledger,
+    *,
+    ids: Iterable[str] | None = None,
+    history: bool = False,
+    run_table: pd.DataFrame | None = None,
+    p_wrong: np.ndarray | None = None,
+) -> pd.DataFrame:
     """The table a decisions export writes.
 
     Without ``history``: one row per decided sample with :data:`EXPORT_COLUMNS`, then one per undecided sample
     that is assigned, noted or tagged (no action); ``note`` is the card's note (:meth:`Ledger.annotate`) where it
     has one, else the decision's. With it: every event of :meth:`Ledger.history`. ``ids`` keeps exactly those
     samples' rows (undo and redo events are left out of a selection); an id not in the dataset is refused.
+
+    ``run_table``: the run's score table (``sample_id``, ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``); the
+    P(wrong) columns are then the review card's, with the ledger's decisions in force applied as the card applies
+    them (:func:`~ogaudit.review.calibration.card_wrong_columns`); ``p_wrong`` ((N,), the table's rows) the
+    packaged curve's value for a run without the data-level estimate. Without ``run_table`` they are empty.
     """
-    frame = ledger.history() if history else _with_team(ledger, ledger.state()[DECISION_COLUMNS])
+    if history:
+        frame = ledger.history()
+    else:
+        state = ledger.state()
+        frame = _with_team(ledger, state[DECISION_COLUMNS])
+        frame = _with_wrong(frame, state, run_table, p_wrong)
     if ids is not None:
         ids = [str(i) for i in ids]
         ledger.check_ids(ids)
@@ -81,12 +103,45 @@ def _with_team(ledger: Ledger, decided: pd.DataFrame) -> pd.DataFrame:
     frame["status"] = [team["status"].get(s) for s in frame["sample_id"]]
     assignees = {s: ", ".join(v) for s, v in team["assigned_to"].items() if v}
     frame["assigned_to"] = [assignees.get(s) for s in frame["sample_id"]]
+    return frame[_EARLIER_EXPORT_COLUMNS]
+
+
+def _with_wrong(
+    frame: pd.DataFrame, state: pd.DataFrame, run_table: pd.DataFrame | None, p_wrong: np.ndarray | None
+) -> pd.DataFrame:
+    """``frame`` with :data:`~ogaudit.review.calibration.EXPORT_WRONG_COLUMNS` before the team's columns: each
+    sample's card values (None where unknown: no run table, or a sample not in it)."""
+    frame = frame.copy()
+    if run_table is None or len(frame) == 0:
+        for column in EXPORT_WRONG_COLUMNS:
+            frame[column] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        return frame[EXPORT_COLUMNS]
+    columns = card_wrong_columns(run_table, state[["sample_id", "action"]], p_wrong=p_wrong)
+    rows = pd.Series(np.arange(len(run_table)), index=run_table["sample_id"].astype(str).to_numpy())
+    position = frame["sample_id"].astype(str).map(rows)
+    known = position.notna().to_numpy()
+    at = position[known].astype(np.int64).to_numpy()
+    for column in EXPORT_WRONG_COLUMNS:
+        values = np.full(len(frame), None, dtype=object)
+        if column == "p_wrong_calibrated":
+            values[known] = [bool(v) for v in columns[column][at]]
+        else:
+            values[known] = [None if np.isnan(v) else float(v) for v in columns[column][at]]
+        frame[column] = values
     return frame[EXPORT_COLUMNS]
 
 
-def decisions_csv_bytes(ledger: Ledger, *, ids: Iterable[str] | None = None, history: bool = False) -> bytes:
-    """The decisions export as UTF-8 CSV bytes, e.g. for a browser download."""
-    frame = decisions_frame(ledger, ids=ids, history=history)
+def decisions_csv_bytes(
+    ledger: Ledger,
+    *,
+    ids: Iterable[str] | None = None,
+    history: bool = False,
+    run_table: pd.DataFrame | None = None,
+    p_wrong: np.ndarray | None = None,
+) -> bytes:
+    """The decisions export as UTF-8 CSV bytes, e.g. for a browser download (``run_table``, ``p_wrong``: as for
+    :func:`decisions_frame`)."""
+    frame = decisions_frame(ledger, ids=ids, history=history, run_table=run_table, p_wrong=p_wrong)
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(frame.columns)
@@ -95,7 +150,13 @@ def decisions_csv_bytes(ledger: Ledger, *, ids: Iterable[str] | None = None, his
 
 
 def write_decisions_csv(
-    ledger: Ledger, path: str | Path, *, ids: Iterable[str] | None = None, history: bool = False
+    ledger: Ledger,
+    path: str | Path,
+    *,
+    ids: Iterable[str] | None = None,
+    history: bool = False,
+    run_table: pd.DataFrame | None = None,
+    p_wrong: np.ndarray | None = None,
 ) -> Path:
     """Write the decisions export to ``path`` atomically; return the path (``~`` expanded).
 
@@ -103,7 +164,7 @@ def write_decisions_csv(
     (:func:`~ogaudit.storage.check_replaceable`), so a slip of the path never overwrites data.
     """
     path = check_replaceable(path, ours=_is_decisions_csv, what="a decisions CSV")
-    data = decisions_csv_bytes(ledger, ids=ids, history=history)
+    data = decisions_csv_bytes(ledger, ids=ids, history=history, run_table=run_table, p_wrong=p_wrong)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -120,7 +181,11 @@ def _is_decisions_csv(head: bytes) -> bool:
     """Whether a file's first bytes are those of a decisions export (current decisions or history): its whole
     header line, not a first column (a user's CSV may start with ``sample_id``), or an empty file."""
     line = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].removesuffix(b"\r")
-    return head == b"" or line in (",".join(EXPORT_COLUMNS).encode(), ",".join(HISTORY_COLUMNS).encode())
+    return head == b"" or line in (
+        ",".join(EXPORT_COLUMNS).encode(),
+        ",".join(_EARLIER_EXPORT_COLUMNS).encode(),
+        ",".join(HISTORY_COLUMNS).encode(),
+    )
 
 
 def _cell(value: object) -> str:

@@ -5,8 +5,10 @@ Every export starts from one table, :func:`reviewed_table`: the run's per-sample
 decisions in force (one row per sample, in the dataset's order)::
 
     sample_id, given_label, predicted_label, suggested_label, score (higher = more suspicious), rank (1 = most
-    suspicious), flagged, p_wrong (calibrated probability that the given label is wrong), decision (the action in
-    force, or None), reviewed_label (the label after the review: the new one for confirm / relabel, the given one
+    suspicious), flagged, p_wrong (calibrated probability that the given label is wrong), p_wrong_low,
+    p_wrong_high (its 90% interval), p_wrong_calibrated (False where the review card reads "not yet calibrated:
+    between p_wrong_low and p_wrong_high": the card's own numbers, with the review's decisions applied as the card
+    applies them), decision (the action in force, or None), reviewed_label (the label after the review: the new one for confirm / relabel, the given one
     otherwise, None for remove), annotator, decided_at [, true_label, is_noisy with planted noise]
 
 Labels keep their type, by the one rule of :attr:`Dataset.integer_labels
@@ -35,6 +37,7 @@ import pandas as pd
 
 from ogaudit.data.dataset import Dataset, whole_number_names
 from ogaudit.errors import DataError, require
+from ogaudit.review.calibration import EXPORT_WRONG_COLUMNS, WrongEstimate, card_wrong_columns
 from ogaudit.review.ledger import LABELLED_ACTIONS
 from ogaudit.storage import atomic_path, check_replaceable, write_csv
 
@@ -51,6 +54,9 @@ TABLE_COLUMNS = (
     "rank",
     "flagged",
     "p_wrong",
+    "p_wrong_low",
+    "p_wrong_high",
+    "p_wrong_calibrated",
     "decision",
     "reviewed_label",
     "annotator",
@@ -89,6 +95,7 @@ def reviewed_table(
     *,
     integer: bool,
     p_wrong: np.ndarray | None = None,
+    wrong: WrongEstimate | None = None,
 ) -> pd.DataFrame:
     """One row per sample (``scores``' order) with the review's decisions in force: :data:`TABLE_COLUMNS`.
 
@@ -101,7 +108,14 @@ def reviewed_table(
     class_names : the run's classes.
     integer : keyword-only: whether the labels leave as integers (``Run.integer_labels``,
         ``Dataset.integer_labels``); else as the class names (text).
-    p_wrong : (N,) calibrated P(given label is wrong), overriding a ``p_wrong`` column; NaN when neither.
+    p_wrong : (N,) the packaged curve's P(given label is wrong) for a run without the data-level estimate (the
+        card's fallback), overriding the ``p_wrong`` columns; NaN when neither.
+    wrong : the card's :class:`~ogaudit.review.calibration.WrongEstimate` (already updated with ``decisions``)
+        when the caller has it; else it is worked out from ``scores`` and ``decisions`` as the card does.
+
+    ``p_wrong``, ``p_wrong_low``, ``p_wrong_high`` and ``p_wrong_calibrated`` are the card's
+    (:func:`~ogaudit.review.calibration.card_wrong_columns`): a sample whose card reads "not yet calibrated:
+    between 3% and >99%" has ``p_wrong_calibrated`` False and that interval.
     """
     missing = [
         c
@@ -118,9 +132,9 @@ def reviewed_table(
     table["score"] = scores["score"].to_numpy(dtype=np.float64)
     table["rank"] = scores["rank"].to_numpy(dtype=np.int64)
     table["flagged"] = scores["flagged"].to_numpy(dtype=bool)
-    if p_wrong is None:
-        p_wrong = scores["p_wrong"].to_numpy(dtype=np.float64) if "p_wrong" in scores else np.full(len(table), np.nan)
-    table["p_wrong"] = np.asarray(p_wrong, dtype=np.float64)
+    state = None if decisions is None else decisions[["sample_id", "action"]]
+    for column, values in card_wrong_columns(scores, state, p_wrong=p_wrong, wrong=wrong).items():
+        table[column] = values
     table["decision"] = None
     table["reviewed_label"] = table["given_label"]
     table["annotator"] = None
@@ -165,7 +179,8 @@ def cleanlab_frame(table: pd.DataFrame) -> pd.DataFrame:
     """cleanlab's label-issues frame from :func:`reviewed_table`: ``is_label_issue`` (flagged), ``label_score``
     (``1 − p_wrong``, the probability that the given label is right: lower = more likely an issue, as cleanlab's
     label quality scores), ``given_label``, ``predicted_label`` (the model's), indexed by row position like
-    cleanlab's, with ``sample_id`` after them. A table without ``p_wrong`` (a run that kept no evidence) gets
+    cleanlab's, with ``sample_id`` and the card's ``p_wrong``, ``p_wrong_low``, ``p_wrong_high``,
+    ``p_wrong_calibrated`` after them. A table without ``p_wrong`` (a run that kept no evidence) gets
     ``label_score = (rank − 1) / N`` instead: the same order, not a probability (``frame.attrs`` says so)."""
     frame = pd.DataFrame(index=pd.RangeIndex(len(table)))
     frame["is_label_issue"] = table["flagged"].to_numpy(dtype=bool)
@@ -179,6 +194,9 @@ def cleanlab_frame(table: pd.DataFrame) -> pd.DataFrame:
     frame["given_label"] = table["given_label"].to_numpy()
     frame["predicted_label"] = table["predicted_label"].to_numpy()
     frame["sample_id"] = table["sample_id"].to_numpy()
+    for column in EXPORT_WRONG_COLUMNS:
+        if column in table:
+            frame[column] = table[column].to_numpy()
     return frame
 
 
@@ -328,7 +346,7 @@ def _records(table: pd.DataFrame, columns) -> list[dict]:
 def _write_fiftyone(table, folder: Path, *, class_names, dataset, url_prefix) -> None:
     """FiftyOne's ``FiftyOneImageClassificationDataset``: ``data/`` with the images and ``labels.json``
     ``{"classes": [...], "labels": {"<row>": {"label": class index, "confidence": 1 − p_wrong, "attributes":
-    {sample_id, score, rank, flagged, p_wrong, suggested_label, predicted_label, decision, reviewed_label}}}}``.
+    {sample_id, score, rank, flagged, p_wrong, p_wrong_low, p_wrong_high, p_wrong_calibrated, suggested_label, predicted_label, decision, reviewed_label}}}}``.
     ``fo.Dataset.from_dir(folder, fo.types.FiftyOneImageClassificationDataset)`` makes one sample per image
     whose ``ground_truth`` is the given label, with those attributes (``sample.ground_truth.p_wrong``)."""
     dataset = _need_media(dataset, "fiftyone", text_ok=False)
@@ -339,7 +357,7 @@ def _write_fiftyone(table, folder: Path, *, class_names, dataset, url_prefix) ->
         "score",
         "rank",
         "flagged",
-        "p_wrong",
+        *EXPORT_WRONG_COLUMNS,
         "suggested_label",
         "predicted_label",
         "decision",
@@ -389,7 +407,7 @@ def _write_label_studio(table, folder: Path, *, class_names, dataset, url_prefix
         "score",
         "rank",
         "flagged",
-        "p_wrong",
+        *EXPORT_WRONG_COLUMNS,
         "decision",
         "reviewed_label",
     )
@@ -432,11 +450,11 @@ def _schema(table: pd.DataFrame, dataset: Dataset | None, class_names: list[str]
     for column in table.columns:
         if column in LABEL_COLUMNS:
             kind = label
-        elif column in ("score", "p_wrong"):
+        elif column in ("score", "p_wrong", "p_wrong_low", "p_wrong_high"):
             kind = pa.float64()
         elif column == "rank":
             kind = pa.int64()
-        elif column in ("flagged", "is_noisy"):
+        elif column in ("flagged", "is_noisy", "p_wrong_calibrated"):
             kind = pa.bool_()
         else:
             kind = pa.string()

@@ -58,7 +58,7 @@ def export_panel(
     # view reruns only that view, not this tab, so anything prepared at render time could be out of date.
     left.download_button(
         "⬇ Decisions CSV",
-        data=made_when_clicked("export-decisions", lambda: decisions_csv_bytes(ledger)),
+        data=made_when_clicked("export-decisions", lambda: decisions_csv_bytes(ledger, run_table=run.table)),
         file_name=f"{run.name}-decisions.csv",
         mime="text/csv",
         on_click="ignore",
@@ -67,7 +67,8 @@ def export_panel(
     right.download_button(
         f"⬇ Decisions of the {len(selected):,} selected",
         data=made_when_clicked(
-            "export-decisions", lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids))
+            "export-decisions",
+            lambda ids=tuple(selected): decisions_csv_bytes(ledger, ids=list(ids), run_table=run.table),
         ),
         file_name=f"{run.name}-selection-decisions.csv",
         mime="text/csv",
