@@ -605,10 +605,11 @@ def _write_cleanlab(table, path: Path, *, class_names, dataset) -> Path:
     """:func:`cleanlab_frame` as CSV, row positions implied by the order (``pd.read_csv(path)`` reads it back
     with integer labels as integers; text cells a spreadsheet would run as a formula are escaped,
     :func:`~ogaudit.storage.read_csv` takes the escapes off)."""
-    header = ",".join((*CLEANLAB_COLUMNS, "sample_id")).encode()  # cleanlab_frame's header marks its export
+    earlier = (*CLEANLAB_COLUMNS, "sample_id")  # cleanlab_frame's header marks its export (before P(wrong)'s columns)
+    headers = {",".join(earlier).encode(), ",".join((*earlier, *EXPORT_WRONG_COLUMNS)).encode()}
     path = check_replaceable(
         path,
-        ours=lambda head: head == b"" or head.split(b"\n", 1)[0].removesuffix(b"\r") == header,
+        ours=lambda head: head == b"" or head.split(b"\n", 1)[0].removesuffix(b"\r") in headers,
         what="a cleanlab label-issues CSV written by ogaudit",
     )
     return write_csv(cleanlab_frame(table), path)
