@@ -591,7 +591,7 @@ def export(
         * ``"fiftyone"``: FiftyOne's ``FiftyOneImageClassificationDataset`` (``data/`` + ``labels.json``);
           ``fo.Dataset.from_dir(path, fo.types.FiftyOneImageClassificationDataset)`` gives each image a
           ``ground_truth`` classification (the given label) with attributes ``score, rank, flagged, p_wrong,
-          suggested_label, predicted_label, decision, reviewed_label``. Images only.
+          p_wrong_low, p_wrong_high, p_wrong_calibrated, suggested_label, predicted_label, decision, reviewed_label``. Images only.
         * ``"label-studio"``: ``tasks.json`` (one task per sample, most suspicious first, the suggested label as a
           prediction scored by P(wrong)) and ``label_config.xml`` (the image- or text-classification template);
           images under ``images/``, served by Label Studio's local-files storage with
@@ -600,11 +600,14 @@ def export(
           ``ClassLabel``, with ``image`` / ``text`` when the data has them.
         * ``"parquet"``: the same table as one Parquet file (labels as they were given).
         * ``"cleanlab"``: cleanlab's label-issues frame (``is_label_issue``, ``label_score`` = 1 − P(wrong),
-          ``given_label``, ``predicted_label``) as CSV.
+          ``given_label``, ``predicted_label``) as CSV, then ``sample_id`` and the four P(wrong) columns.
 
         Every table has ``sample_id, given_label, predicted_label, suggested_label, score`` (higher = more
-        suspicious), ``rank`` (1 = most suspicious), ``flagged, p_wrong, decision, reviewed_label, annotator,
-        decided_at``. Integer labels stay integers.
+        suspicious), ``rank`` (1 = most suspicious), ``flagged, p_wrong, p_wrong_low, p_wrong_high,
+        p_wrong_calibrated, decision, reviewed_label, annotator, decided_at``: ``p_wrong`` with its 90% interval as
+        the review card shows it (with the project's decisions applied), and ``p_wrong_calibrated`` False where the
+        card reads "not yet calibrated: between p_wrong_low and p_wrong_high" (read the interval, not the number).
+        Integer labels stay integers.
     data : the audited data when it is not at hand: for a project, where it is now (or the same in-memory data
         again); for ``ogaudit.score``'s table, the data scored (a :class:`Dataset` or what :func:`audit` takes).
     url_prefix : Label Studio only: the URL before each image's path in the export folder.
