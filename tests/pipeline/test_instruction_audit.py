@@ -53,9 +53,16 @@ def test_gradients_are_those_of_the_response_loss(llm_run, tiny_causal_lm):
     np.testing.assert_allclose(np.linalg.norm(arrays["train_gradients"], axis=1), result.scores["grad_norm"], rtol=1e-5)
 
 
-def test_a_rerun_with_another_score_reads_the_cache(llm_run, cache_dir):
+def test_a_rerun_with_another_score_reads_the_cache(llm_run, cache_dir, monkeypatch):
     folder, settings, first = llm_run
+    from ogaudit.pipeline import instructions
+
+    def laid_out_again(*args, **kwargs):
+        raise AssertionError("the map was laid out again: it should come from the cache")
+
+    monkeypatch.setattr(instructions, "gradient_map", laid_out_again)
     again = audit("instruct-tasks", AuditSettings(**{**settings.to_dict(), "detector": "loss"}), cache_dir=cache_dir)
+    np.testing.assert_array_equal(again.map[["x", "y"]].to_numpy(), first.map[["x", "y"]].to_numpy())
     assert again.record["model"]["cached"] is True
     np.testing.assert_allclose(again.scores["score"], first.scores["loss"], rtol=1e-6)
     np.testing.assert_allclose(again.scores["grad_norm"], first.scores["grad_norm"], rtol=1e-6)
