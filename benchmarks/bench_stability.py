@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,10 @@ import numpy as np
 from ogaudit.cache.artifacts import default_cache_dir
 from ogaudit.settings import NOISE_KINDS
 
-RATE = 0.2
-IMAGE_SETS = (("digits", None), ("mnist5k", 3000), ("fashion-mnist", 3000))
-TWEETS = 3000
-SUSPECT_BELOW = 0.6
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_calibration import IMAGE_SETS, RATE, SUSPECT_BELOW, TWEETS  # noqa: E402  (the same 13 audits)
+
 OTHER_SEED = 1
 """Each run is trained again with this seed (same samples, same labels): is a stable flag flagged again?"""
 

@@ -13,6 +13,16 @@ from ogaudit.models.training import GCE_Q, model_cache_key, train_model, trainin
 from ogaudit.settings import AuditSettings, TrainSettings
 from ogaudit.storage import fingerprint
 
+RECIPE_BEFORE_LOSS = {
+    "epochs": 2,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "seed": 0,
+    "fine_tune": False,
+}
+"""TrainSettings(epochs=2)'s recipe as the model cache key read it before the loss setting existed."""
+
 
 def _batch(seed=0, n=64, classes=5):
     generator = torch.Generator().manual_seed(seed)
@@ -69,14 +79,7 @@ def test_loss_setting_is_checked_recorded_and_round_trips():
 def test_model_cache_key_keeps_old_models_and_separates_losses(digits):
     data = stratified_subset(digits, 40, seed=0)
     plain = TrainSettings(epochs=2)
-    before = {
-        "epochs": 2,
-        "batch_size": 128,
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "seed": 0,
-        "fine_tune": False,
-    }
+    before = dict(RECIPE_BEFORE_LOSS)
     assert model_cache_key(data, "mlp", plain) == fingerprint("model-v4", data.fingerprint(), "mlp", before)
     losses = ("cross-entropy", "gce", "sce", "label-smoothing")
     assert len({model_cache_key(data, "mlp", TrainSettings(epochs=2, loss=loss)) for loss in losses}) == 4
@@ -110,14 +113,7 @@ def test_a_model_cached_before_the_loss_setting_is_reused_not_discarded(digits, 
 
     data = stratified_subset(digits, 40, seed=0)
     plain = TrainSettings(epochs=2)
-    before = {
-        "epochs": 2,
-        "batch_size": 128,
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "seed": 0,
-        "fine_tune": False,
-    }
+    before = dict(RECIPE_BEFORE_LOSS)
     cache = ArtifactCache(tmp_path)
     old = cache.entry(
         "model", model_cache_key(data, "mlp", plain), {"kind": "mlp", "data": data.fingerprint(), "train": before}
