@@ -23,6 +23,7 @@ projected-gradient engine (:mod:`ogaudit.gradients.layers`) reads rows of one ar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -152,11 +153,40 @@ def _from_gguf(path: Path):
     except ImportError as error:
         raise ModelError("Reading SmolLM2's GGUF file needs the gguf package: `pip install gguf`.") from error
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    )
+    with _no_progress_bars(transformers):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bars(transformers):
+    """transformers' own progress bars off while a model loads: ogaudit reports the stage itself, and their
+    carriage-return redraws ran into a scan's log ("Converting and de-quantizing GGUF tensors…", a new user's
+    trial). The GGUF reader calls ``tqdm.auto.tqdm`` directly, so its module's name is pointed at a disabled bar
+    for the duration (only progress display is affected)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils = getattr(transformers, "modeling_gguf_pytorch_utils", None)
+    if gguf_utils is None:
+        try:
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:  # an older or newer layout: nothing to quiet
+            gguf_utils = None
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _save_folder(model: nn.Module, tokenizer, folder: Path) -> None:

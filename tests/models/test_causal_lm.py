@@ -116,3 +116,20 @@ def test_real_smollm2_loads_from_its_wheel_and_scores_a_right_answer_higher(cach
     top = causal_lm.TopNetwork(lm)
     losses = top(torch.as_tensor(causal_lm.pack(causal_lm.lower_states(lm, ids, attention), ids, response, attention)))
     assert float(losses[0]) < float(losses[1])
+
+
+def test_loading_draws_no_progress_bars_of_its_own(capsys):
+    """transformers' bars (and the GGUF reader's plain tqdm) ran into a scan's log; ogaudit reports the stage."""
+    import transformers
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from ogaudit.models.causal_lm import _no_progress_bars
+
+    original = gguf_utils.tqdm
+    with _no_progress_bars(transformers):
+        assert not hf_logging.is_progress_bar_enabled()
+        for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+    assert "de-quantizing" not in capsys.readouterr().err
+    assert gguf_utils.tqdm is original and hf_logging.is_progress_bar_enabled()
