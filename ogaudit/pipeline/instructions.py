@@ -315,30 +315,17 @@ def _map(matrix: np.ndarray, gradients_key: str, settings, cache: ArtifactCache,
     """(N, 2) the gradients' map, cached by the gradients' key, the layout method and seed: a rerun with another
     detector or budget reads it (it was laid out again on every run, 9–10 s of a 14–17 s rerun)."""
     from ogaudit.map.layout import MAP_DIM, MAP_SAMPLE
+    from ogaudit.pipeline.stages import cached_map
 
     n = len(matrix)
     meta = {"gradients": gradients_key, "method": settings.map_method, "seed": settings.seed, "map_dim": MAP_DIM}
     if n > MAP_SAMPLE:
         meta["map_sample"] = MAP_SAMPLE
-    entry = cache.entry("map", fingerprint("llm-map", meta), meta)
-
-    def read(folder) -> np.ndarray:
-        coords = np.load(folder / "map.npy")
-        if coords.shape != (n, 2):
-            raise ValueError(f"shape {coords.shape} does not fit {n} samples")
-        return coords
-
-    coords = entry.load(read)
-    if coords is not None:
-        return coords
-    coords = gradient_map(matrix, method=settings.map_method, seed=settings.seed, progress=progress, cancel=cancel)
-
-    def write(folder) -> None:
-        with open(folder / "map.npy", "wb") as handle:
-            np.save(handle, coords)
-
-    entry.save(write)
-    return coords
+    return cached_map(
+        cache.entry("map", fingerprint("llm-map", meta), meta),
+        n,
+        lambda: gradient_map(matrix, method=settings.map_method, seed=settings.seed, progress=progress, cancel=cancel),
+    )
 
 
 def _renamed(progress, stage):

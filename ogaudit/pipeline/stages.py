@@ -458,7 +458,20 @@ def map_coordinates(evidence: GradientEvidence, settings, model_key, cache, prog
     }
     if n > MAP_SAMPLE:  # fitted on a sample, the rest transformed: another sample size gives another map
         map_settings["map_sample"] = MAP_SAMPLE
-    entry = cache.entry("map", fingerprint(map_settings), map_settings)
+    return cached_map(
+        cache.entry("map", fingerprint(map_settings), map_settings),
+        n,
+        lambda: gradient_map(
+            evidence, method=settings.map_method, seed=settings.seed, progress=progress, cancel=cancel
+        ),
+        notice,
+    )
+
+
+def cached_map(entry, n: int, compute, notice=None) -> np.ndarray:
+    """(n, 2) map coordinates from the cache ``entry`` (a ``map`` entry of
+    :class:`~ogaudit.cache.artifacts.ArtifactCache`), else ``compute()``'s, saved there. A cached map of another
+    size is discarded (the entry's ``load`` reports it through ``notice``) and laid out again."""
 
     def read(folder: Path) -> np.ndarray:
         coords = np.load(folder / "map.npy")
@@ -469,7 +482,7 @@ def map_coordinates(evidence: GradientEvidence, settings, model_key, cache, prog
     coords = entry.load(read, notice=notice)
     if coords is not None:
         return coords
-    coords = gradient_map(evidence, method=settings.map_method, seed=settings.seed, progress=progress, cancel=cancel)
+    coords = compute()
 
     def write(folder: Path) -> None:
         with open(folder / "map.npy", "wb") as handle:
